@@ -1,0 +1,161 @@
+//! Middleware settings and the builder that collects them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix_web::cookie::SameSite;
+
+use crate::cookie::CookieConfig;
+use crate::store::{DynStore, SessionStore};
+use crate::LoginMiddleware;
+
+/// Default idle timeout: 30 minutes (NIST SP 800-63B AAL2, OWASP ASVS 4 level 2).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default absolute lifetime: 12 hours (NIST SP 800-63B AAL2, OWASP ASVS 4 level 2).
+pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// A session's idle deadline is written back to the store only when activity would move it by at
+/// least this fraction of the idle timeout. With the default 30 minutes that is one write per
+/// session every 3 minutes at most, and an idle session ends between 27 and 30 minutes after
+/// its last request.
+const REFRESH_FRACTION: u32 = 10;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) cookie: CookieConfig,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cookie: CookieConfig::default(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// The idle deadline of a session that is active at `now` and must end by `absolute_end`.
+    pub(crate) fn idle_deadline(&self, now: SystemTime, absolute_end: SystemTime) -> SystemTime {
+        (now + self.idle_timeout).min(absolute_end)
+    }
+
+    /// Whether moving a deadline from `current` to `proposed` is worth a store write.
+    pub(crate) fn worth_refreshing(&self, current: SystemTime, proposed: SystemTime) -> bool {
+        proposed
+            .duration_since(current)
+            .is_ok_and(|gain| gain >= self.idle_timeout / REFRESH_FRACTION)
+    }
+}
+
+/// Configures a [`LoginMiddleware`]. Made by [`LoginMiddleware::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_login::{LoginMiddleware, MemoryStore, SameSite};
+///
+/// let middleware = LoginMiddleware::builder(MemoryStore::new())
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+///     .cookie_same_site(SameSite::Strict)
+///     .build();
+/// ```
+#[must_use]
+pub struct LoginMiddlewareBuilder {
+    store: Arc<dyn DynStore>,
+    config: Config,
+}
+
+impl LoginMiddlewareBuilder {
+    pub(crate) fn new(store: impl SessionStore) -> Self {
+        Self {
+            store: Arc::new(store),
+            config: Config::default(),
+        }
+    }
+
+    /// How long a session may go unused before it ends (default 30 minutes).
+    ///
+    /// Activity moves the deadline forward, but the store is written at most once per tenth of
+    /// this window: an idle session ends between 90 % and 100 % of `timeout` after its last
+    /// request, and never after the [absolute timeout](Self::absolute_timeout).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// How long a session may last however active it is (default 12 hours). Measured from login.
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.config.absolute_timeout = timeout;
+        self
+    }
+
+    /// The cookie name (default `__Host-id`).
+    ///
+    /// Browsers accept a `__Host-` cookie only if it is `Secure`, has `Path=/` and no `Domain`,
+    /// which is what this crate sends unless [`cookie_secure(false)`](Self::cookie_secure) is set.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie.name = name.into();
+        self
+    }
+
+    /// Whether the cookie is `Secure` (default `true`).
+    ///
+    /// Browsers accept `Secure` cookies from `http://localhost`, so turn this off only for a
+    /// plain-HTTP development host that is not localhost, and pick a name without the `__Host-`
+    /// or `__Secure-` prefix.
+    pub fn cookie_secure(mut self, secure: bool) -> Self {
+        self.config.cookie.secure = secure;
+        self
+    }
+
+    /// The cookie's `SameSite` attribute (default `Lax`). `Strict` also withholds the cookie
+    /// when the user follows a link from another site; `None` removes a layer of CSRF defence.
+    pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
+        self.config.cookie.same_site = same_site;
+        self
+    }
+
+    /// Finishes the configuration.
+    pub fn build(self) -> LoginMiddleware {
+        let cookie = &self.config.cookie;
+        let prefixed = cookie.name.starts_with("__Host-") || cookie.name.starts_with("__Secure-");
+        if prefixed && !cookie.secure {
+            tracing::warn!(
+                cookie = %cookie.name,
+                "browsers reject a __Host- or __Secure- cookie without Secure; logins will not stick"
+            );
+        }
+        LoginMiddleware::from_parts(self.store, Arc::new(self.config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_deadline_never_passes_the_absolute_end() {
+        let config = Config::default();
+        let now = SystemTime::now();
+        let far = now + Duration::from_secs(86_400);
+        let near = now + Duration::from_secs(60);
+        assert_eq!(config.idle_deadline(now, far), now + DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(config.idle_deadline(now, near), near);
+    }
+
+    #[test]
+    fn refresh_only_when_the_gain_reaches_a_tenth_of_the_window() {
+        let config = Config::default();
+        let now = SystemTime::now();
+        let tenth = DEFAULT_IDLE_TIMEOUT / 10;
+        let step = Duration::from_millis(1);
+        assert!(!config.worth_refreshing(now, now));
+        assert!(!config.worth_refreshing(now, now + tenth - step));
+        assert!(config.worth_refreshing(now, now + tenth));
+        assert!(!config.worth_refreshing(now + tenth, now));
+    }
+}

@@ -1,0 +1,165 @@
+//! Reading the session cookie from a request and writing it to a response.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::header::{HeaderMap, COOKIE};
+
+use crate::token::{SessionToken, TOKEN_LEN};
+
+/// Attributes of the session cookie.
+#[derive(Clone, Debug)]
+pub(crate) struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            // `__Host-` makes browsers refuse the cookie unless it is Secure, host-only and on
+            // `/`, so a sibling subdomain or a plain-HTTP response cannot plant one.
+            name: "__Host-id".to_owned(),
+            secure: true,
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+/// What the client sent in place of a session cookie.
+pub(crate) enum Presented {
+    Absent,
+    /// Present but not something this crate issued: wrong length or alphabet, not UTF-8,
+    /// or the cookie given twice. Never looked up.
+    Malformed,
+    Token(SessionToken),
+}
+
+impl CookieConfig {
+    /// Finds the session cookie in the raw `Cookie` headers.
+    ///
+    /// Parsed by hand rather than through `HttpRequest::cookies` so that a duplicate cookie is
+    /// caught (which one would a proxy or the app see?), no value is percent-decoded into a valid
+    /// token, and the common no-cookie case costs no allocation.
+    pub(crate) fn read(&self, headers: &HeaderMap) -> Presented {
+        let mut found: Option<&[u8]> = None;
+        for header in headers.get_all(COOKIE) {
+            for pair in header.as_bytes().split(|&b| b == b';') {
+                let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                    continue;
+                };
+                if pair[..eq].trim_ascii() != self.name.as_bytes() {
+                    continue;
+                }
+                if found.is_some() {
+                    return Presented::Malformed;
+                }
+                found = Some(pair[eq + 1..].trim_ascii());
+            }
+        }
+        match found {
+            None => Presented::Absent,
+            Some(value) if value.len() != TOKEN_LEN => Presented::Malformed,
+            Some(value) => SessionToken::parse(value).map_or(Presented::Malformed, Presented::Token),
+        }
+    }
+
+    /// The cookie that hands `token` to the client. It has no `Max-Age`: it lasts for the
+    /// browser session, and the server decides when the session really ends.
+    pub(crate) fn issue<'a>(&'a self, token: &'a SessionToken) -> Cookie<'a> {
+        self.base(token.as_str())
+    }
+
+    /// A cookie that makes the browser forget the session cookie. It carries the same name,
+    /// path and flags as the issued one, or the browser would keep the original.
+    pub(crate) fn removal(&self) -> Cookie<'_> {
+        let mut cookie = self.base("");
+        cookie.make_removal();
+        cookie
+    }
+
+    fn base<'a>(&'a self, value: &'a str) -> Cookie<'a> {
+        Cookie::build(self.name.as_str(), value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    fn read(values: &[&[u8]]) -> Presented {
+        CookieConfig::default().read(&headers(values))
+    }
+
+    #[test]
+    fn finds_the_token_among_other_cookies() {
+        let token = SessionToken::generate().unwrap();
+        let header = format!("theme=dark; __Host-id={}; lang=en", token.as_str());
+        match read(&[header.as_bytes()]) {
+            Presented::Token(t) => assert_eq!(t.as_str(), token.as_str()),
+            _ => panic!("token not found"),
+        }
+    }
+
+    #[test]
+    fn absent_when_no_session_cookie() {
+        assert!(matches!(read(&[]), Presented::Absent));
+        assert!(matches!(read(&[b"id=abc; x=y"]), Presented::Absent));
+        assert!(matches!(read(&[b"__Host-id"]), Presented::Absent));
+    }
+
+    #[test]
+    fn malformed_values_are_flagged() {
+        let token = SessionToken::generate().unwrap();
+        let other = SessionToken::generate().unwrap();
+        let twice = format!("__Host-id={}; __Host-id={}", token.as_str(), other.as_str());
+        let split = [
+            format!("__Host-id={}", token.as_str()),
+            format!("__Host-id={}", other.as_str()),
+        ];
+        let quoted = format!("__Host-id=\"{}\"", token.as_str());
+        let percent = format!("__Host-id={}%41", &token.as_str()[..40]);
+        let cases: Vec<Vec<&[u8]>> = vec![
+            vec![b"__Host-id="],
+            vec![b"__Host-id=abc"],
+            vec![twice.as_bytes()],
+            vec![split[0].as_bytes(), split[1].as_bytes()],
+            vec![quoted.as_bytes()],
+            vec![percent.as_bytes()],
+            vec![b"__Host-id=\xc3\xa9\xc3\xa9\xc3\xa9"],
+        ];
+        for case in cases {
+            assert!(
+                matches!(read(&case), Presented::Malformed),
+                "not flagged: {case:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn issued_and_removal_cookies_share_attributes() {
+        let config = CookieConfig::default();
+        let token = SessionToken::generate().unwrap();
+        let issued = config.issue(&token).to_string();
+        let removal = config.removal().to_string();
+        for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+            assert!(issued.contains(attr), "{issued}");
+            assert!(removal.contains(attr), "{removal}");
+        }
+        assert!(!issued.contains("Domain") && !issued.contains("Max-Age"));
+        assert!(removal.starts_with("__Host-id=;") && removal.contains("Max-Age=0"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Errors, and the HTTP responses they become.
+//!
+//! Response bodies are fixed JSON documents such as `{"error":"unauthenticated"}`: the details
+//! stay in the error value and in the server log, never in what the client sees.
+
+use std::error::Error as StdError;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+/// The error type for a failed session store operation.
+///
+/// Store implementations return these; the middleware turns them into `503 Service Unavailable`
+/// (or `401` for [`StoreError::Corrupt`]), never into a logged-in request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store could not be reached or refused the operation.
+    #[error("session store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync>),
+    /// The store did not answer within the configured time.
+    #[error("session store did not answer in time")]
+    Timeout,
+    /// A stored record could not be decoded. The session it belongs to is treated as absent.
+    #[error("stored session record is corrupt: {0}")]
+    Corrupt(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend error as [`StoreError::Unavailable`].
+    pub fn unavailable(err: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Unavailable(err.into())
+    }
+
+    /// Wraps a decoding error as [`StoreError::Corrupt`].
+    pub fn corrupt(err: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self::Corrupt(err.into())
+    }
+}
+
+/// The error type of the extractors and of [`Session`](crate::Session)'s methods.
+///
+/// It implements [`ResponseError`], so handlers can return it with `?`:
+///
+/// | variant | status | body |
+/// |---|---|---|
+/// | [`Unauthenticated`](Error::Unauthenticated) | 401 | `{"error":"unauthenticated"}` |
+/// | [`Store`](Error::Store) | 503 | `{"error":"service unavailable"}` |
+/// | any other | 500 | `{"error":"internal error"}` |
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No session cookie, a malformed one, or one whose session is expired, logged out or
+    /// revoked.
+    #[error("not logged in")]
+    Unauthenticated,
+    /// The session store failed; the request is refused rather than treated as anonymous.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An extractor ran on an app that is not wrapped in
+    /// [`LoginMiddleware`](crate::LoginMiddleware).
+    #[error("LoginMiddleware is not registered: wrap the App (or scope) with LoginMiddleware")]
+    MissingMiddleware,
+    /// The user profile given to [`Session::login`](crate::Session::login) could not be
+    /// serialised.
+    #[error("user profile could not be serialised: {0}")]
+    Profile(#[source] serde_json::Error),
+    /// The operating system's random number generator failed.
+    #[error("the OS random number generator failed: {0}")]
+    Random(#[source] getrandom::Error),
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
+            Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        json_error(status, error_code(status))
+    }
+}
+
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
+        _ => "internal error",
+    }
+}
+
+/// A response with the body `{"error":"<code>"}`.
+///
+/// `code` must be plain text without quotes or backslashes; every caller passes a literal.
+pub(crate) fn json_error(status: StatusCode, code: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .body(format!(r#"{{"error":"{code}"}}"#))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body_of(err: Error) -> (StatusCode, String) {
+        let res = err.error_response();
+        let status = res.status();
+        let bytes = to_bytes(res.into_body()).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn responses_are_fixed_json_without_internals() {
+        let io = std::io::Error::other("redis at 10.0.0.5:6379 refused");
+        let cases = [
+            (Error::Unauthenticated, 401, r#"{"error":"unauthenticated"}"#),
+            (
+                Error::Store(StoreError::unavailable(io)),
+                503,
+                r#"{"error":"service unavailable"}"#,
+            ),
+            (Error::Store(StoreError::Timeout), 503, r#"{"error":"service unavailable"}"#),
+            (
+                Error::Store(StoreError::corrupt("bad json")),
+                401,
+                r#"{"error":"unauthenticated"}"#,
+            ),
+            (Error::MissingMiddleware, 500, r#"{"error":"internal error"}"#),
+        ];
+        for (err, status, body) in cases {
+            assert_eq!(body_of(err).await, (StatusCode::from_u16(status).unwrap(), body.into()));
+        }
+    }
+}

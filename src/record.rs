@@ -1,0 +1,106 @@
+//! What a store keeps for one login session.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// One login session as the store keeps it: who is logged in, the app's profile of that user,
+/// and the session's fixed timestamps.
+///
+/// The record never holds the session token or anything derived from it; the store finds it
+/// under the token's [`SessionKey`](crate::SessionKey). Times are kept as Unix milliseconds so
+/// the encoded record stays small and readable in a Redis dump.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionRecord {
+    user_id: String,
+    /// Kept as raw JSON: the record is decoded without knowing the app's profile type, and the
+    /// profile is decoded once, straight into that type, by the extractor.
+    user: Box<RawValue>,
+    created_at: u64,
+    authenticated_at: u64,
+    expires_at: u64,
+}
+
+impl SessionRecord {
+    /// A record for a login that happens at `now` and may last until `expires_at` at the latest.
+    ///
+    /// `user` is the profile serialised as JSON.
+    pub fn new(
+        user_id: impl Into<String>,
+        user: Box<RawValue>,
+        now: SystemTime,
+        expires_at: SystemTime,
+    ) -> Self {
+        let now = unix_millis(now);
+        Self {
+            user_id: user_id.into(),
+            user,
+            created_at: now,
+            authenticated_at: now,
+            expires_at: unix_millis(expires_at),
+        }
+    }
+
+    /// The id the app gave at login.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The profile given at login, as JSON.
+    pub fn user(&self) -> &RawValue {
+        &self.user
+    }
+
+    /// When the session was created.
+    pub fn created_at(&self) -> SystemTime {
+        from_unix_millis(self.created_at)
+    }
+
+    /// When the user last proved who they are (entered their password).
+    pub fn authenticated_at(&self) -> SystemTime {
+        from_unix_millis(self.authenticated_at)
+    }
+
+    /// The absolute end of the session: no activity extends it past this time.
+    pub fn expires_at(&self) -> SystemTime {
+        from_unix_millis(self.expires_at)
+    }
+}
+
+/// Milliseconds since the Unix epoch; times before it (a badly set clock) count as the epoch.
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
+    let millis = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    u64::try_from(millis).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn from_unix_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json_without_losing_the_profile() {
+        let now = SystemTime::now();
+        let user = RawValue::from_string(r#"{"id":7,"name":"ann"}"#.into()).unwrap();
+        let record = SessionRecord::new("7", user, now, now + Duration::from_secs(60));
+        let json = serde_json::to_string(&record).unwrap();
+        let back: SessionRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.user_id(), "7");
+        assert_eq!(back.user().get(), r#"{"id":7,"name":"ann"}"#);
+        assert_eq!(unix_millis(back.created_at()), unix_millis(now));
+        assert_eq!(back.created_at(), back.authenticated_at());
+        assert_eq!(
+            back.expires_at().duration_since(back.created_at()).unwrap(),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn clock_before_epoch_does_not_panic() {
+        assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(5)), 0);
+    }
+}

@@ -1,0 +1,213 @@
+//! Session tokens and the store keys derived from them.
+//!
+//! The browser holds a [`SessionToken`]; stores only ever see its [`SessionKey`], the SHA-256 of
+//! the token. Someone who can read the store (a Redis dump, `MONITOR`, a replica) therefore learns
+//! nothing they could put in a cookie.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+/// Random bytes per token: 256 bits, twice the 128-bit floor of OWASP ASVS 5 (7.2.3).
+const TOKEN_BYTES: usize = 32;
+/// Length of the cookie value: 32 bytes in unpadded base64url.
+pub(crate) const TOKEN_LEN: usize = 43;
+
+/// The secret a client presents in its cookie.
+///
+/// Never logged: `Debug` prints a placeholder.
+pub(crate) struct SessionToken(String);
+
+impl SessionToken {
+    /// Draws a fresh token from the operating system's CSPRNG.
+    pub(crate) fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Accepts exactly what [`SessionToken::generate`] can produce and nothing else, so that
+    /// garbage never reaches the store.
+    pub(crate) fn parse(raw: &[u8]) -> Option<Self> {
+        if raw.len() != TOKEN_LEN {
+            return None;
+        }
+        // The decoder rejects non-alphabet bytes and non-canonical trailing bits, so a value
+        // that passes is exactly the encoding of 32 bytes.
+        let mut bytes = [0u8; TOKEN_BYTES];
+        match URL_SAFE_NO_PAD.decode_slice(raw, &mut bytes) {
+            Ok(TOKEN_BYTES) => std::str::from_utf8(raw).ok().map(|s| Self(s.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The cookie value.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The store key for this token.
+    pub(crate) fn key(&self) -> SessionKey {
+        SessionKey::of(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken(..)")
+    }
+}
+
+/// The name a session record is stored under: the lowercase hex SHA-256 of the client's token.
+///
+/// A key cannot be turned back into a token, so it is safe to keep in a store, but it still
+/// identifies one live session; logs carry only [`SessionKey::short`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    fn of(token: &[u8]) -> Self {
+        Self(hex(&Sha256::digest(token)))
+    }
+
+    /// Reads a key back from its text form (64 lowercase hex digits), as a store that lists its
+    /// keys needs to. Returns `None` for anything else.
+    pub fn parse(hex_digest: &str) -> Option<Self> {
+        let valid = hex_digest.len() == 64
+            && hex_digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| Self(hex_digest.to_owned()))
+    }
+
+    /// The 64-character hex form, for building a store's own key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first eight hex digits: enough to correlate log lines, too little to look the session
+    /// up.
+    pub fn short(&self) -> &str {
+        &self.0[..8]
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey({}..)", self.short())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn generated_tokens_are_43_base64url_chars_of_32_random_bytes() {
+        let mut seen = HashSet::new();
+        for _ in 0..1000 {
+            let token = SessionToken::generate().unwrap();
+            let s = token.as_str();
+            assert_eq!(s.len(), TOKEN_LEN);
+            assert!(s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert_eq!(URL_SAFE_NO_PAD.decode(s).unwrap().len(), 32);
+            assert!(seen.insert(s.to_owned()), "duplicate token");
+        }
+    }
+
+    #[test]
+    fn bits_are_balanced_across_many_tokens() {
+        // A constant, a counter or a time-seeded generator would skew some bit positions.
+        let mut ones = [0u32; 256];
+        let n = 2000;
+        for _ in 0..n {
+            let token = SessionToken::generate().unwrap();
+            let bytes = URL_SAFE_NO_PAD.decode(token.as_str()).unwrap();
+            for (i, count) in ones.iter_mut().enumerate() {
+                *count += u32::from(bytes[i / 8] >> (i % 8) & 1);
+            }
+        }
+        for count in ones {
+            let share = f64::from(count) / f64::from(n);
+            assert!((0.4..0.6).contains(&share), "bit share {share}");
+        }
+    }
+
+    #[test]
+    fn parse_accepts_generated_tokens() {
+        let token = SessionToken::generate().unwrap();
+        let parsed = SessionToken::parse(token.as_str().as_bytes()).unwrap();
+        assert_eq!(parsed.as_str(), token.as_str());
+        assert_eq!(parsed.key(), token.key());
+    }
+
+    #[test]
+    fn parse_rejects_everything_else() {
+        let good = SessionToken::generate().unwrap().as_str().to_owned();
+        let mut last_char_with_trailing_bits = good.clone();
+        last_char_with_trailing_bits.pop();
+        last_char_with_trailing_bits.push('B'); // low bits set: not a canonical encoding
+        let rejected: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"a".to_vec(),
+            good[..42].as_bytes().to_vec(),
+            format!("{good}A").into_bytes(),
+            format!("{}*", &good[..42]).into_bytes(),
+            format!("{}=", &good[..42]).into_bytes(),
+            format!("{}+", &good[..42]).into_bytes(),
+            format!("{}/", &good[..42]).into_bytes(),
+            format!("{}%", &good[..42]).into_bytes(),
+            [&good.as_bytes()[..41], "é".as_bytes()].concat(),
+            [&good.as_bytes()[..42], &[0xff]].concat(),
+            vec![b'A'; 4096],
+            last_char_with_trailing_bits.into_bytes(),
+        ];
+        for raw in rejected {
+            assert!(SessionToken::parse(&raw).is_none(), "accepted {raw:?}");
+        }
+    }
+
+    #[test]
+    fn key_is_sha256_hex_and_never_contains_the_token() {
+        let token = SessionToken::generate().unwrap();
+        let key = token.key();
+        assert_eq!(key.as_str().len(), 64);
+        assert_eq!(SessionKey::parse(key.as_str()), Some(key.clone()));
+        assert!(!key.as_str().contains(token.as_str()));
+        assert_eq!(
+            SessionKey::of(b"abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn key_parse_rejects_non_hex() {
+        assert!(SessionKey::parse("").is_none());
+        assert!(SessionKey::parse(&"A".repeat(64)).is_none());
+        assert!(SessionKey::parse(&"a".repeat(63)).is_none());
+        assert!(SessionKey::parse(&"g".repeat(64)).is_none());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let token = SessionToken::generate().unwrap();
+        assert_eq!(format!("{token:?}"), "SessionToken(..)");
+        let key = token.key();
+        assert!(!format!("{key:?}").contains(&key.as_str()[8..]));
+    }
+}
