@@ -65,10 +65,7 @@ impl SessionContext {
 
     /// The session the request's cookie belongs to, if it is live. Loaded on first use only.
     pub(crate) async fn resolve(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
-        self.resolved
-            .get_or_try_init(|| self.load())
-            .await
-            .cloned()
+        self.resolved.get_or_try_init(|| self.load()).await.cloned()
     }
 
     /// Whether a store failure kept this request's session from resolving. The middleware then

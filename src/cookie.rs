@@ -59,7 +59,9 @@ impl CookieConfig {
         match found {
             None => Presented::Absent,
             Some(value) if value.len() != TOKEN_LEN => Presented::Malformed,
-            Some(value) => SessionToken::parse(value).map_or(Presented::Malformed, Presented::Token),
+            Some(value) => {
+                SessionToken::parse(value).map_or(Presented::Malformed, Presented::Token)
+            }
         }
     }
 

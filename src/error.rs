@@ -124,22 +124,37 @@ mod tests {
     async fn responses_are_fixed_json_without_internals() {
         let io = std::io::Error::other("redis at 10.0.0.5:6379 refused");
         let cases = [
-            (Error::Unauthenticated, 401, r#"{"error":"unauthenticated"}"#),
+            (
+                Error::Unauthenticated,
+                401,
+                r#"{"error":"unauthenticated"}"#,
+            ),
             (
                 Error::Store(StoreError::unavailable(io)),
                 503,
                 r#"{"error":"service unavailable"}"#,
             ),
-            (Error::Store(StoreError::Timeout), 503, r#"{"error":"service unavailable"}"#),
+            (
+                Error::Store(StoreError::Timeout),
+                503,
+                r#"{"error":"service unavailable"}"#,
+            ),
             (
                 Error::Store(StoreError::corrupt("bad json")),
                 401,
                 r#"{"error":"unauthenticated"}"#,
             ),
-            (Error::MissingMiddleware, 500, r#"{"error":"internal error"}"#),
+            (
+                Error::MissingMiddleware,
+                500,
+                r#"{"error":"internal error"}"#,
+            ),
         ];
         for (err, status, body) in cases {
-            assert_eq!(body_of(err).await, (StatusCode::from_u16(status).unwrap(), body.into()));
+            assert_eq!(
+                body_of(err).await,
+                (StatusCode::from_u16(status).unwrap(), body.into())
+            );
         }
     }
 }

@@ -1,6 +1,15 @@
 //! placeholder
 #![forbid(unsafe_code)]
-mod config; mod context; mod cookie; mod error; mod extractor; mod middleware; pub mod password; mod record; pub mod store; mod token;
+mod config;
+mod context;
+mod cookie;
+mod error;
+mod extractor;
+mod middleware;
+pub mod password;
+mod record;
+pub mod store;
+mod token;
 pub use actix_web::cookie::SameSite;
 pub use config::{LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 pub use error::{Error, StoreError};

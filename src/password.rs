@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(params_of(&phc), "m=19456,t=2,p=1");
         let parsed = PasswordHash::new(&phc).unwrap();
         let mut salt = [0u8; 64];
-        assert_eq!(parsed.salt.unwrap().decode_b64(&mut salt).unwrap().len(), 16);
+        assert_eq!(
+            parsed.salt.unwrap().decode_b64(&mut salt).unwrap().len(),
+            16
+        );
         assert!(verify_blocking("pässwörd 🔑", &phc).unwrap());
         assert!(!verify_blocking("pässwörd 🔑 ", &phc).unwrap());
         assert!(!verify_blocking("pässwörd", &phc).unwrap());
@@ -172,12 +175,18 @@ mod tests {
 
     #[test]
     fn same_password_gets_different_hashes() {
-        assert_ne!(hash_blocking("same").unwrap(), hash_blocking("same").unwrap());
+        assert_ne!(
+            hash_blocking("same").unwrap(),
+            hash_blocking("same").unwrap()
+        );
     }
 
     #[test]
     fn dummy_hash_uses_the_current_parameters() {
-        assert_eq!(params_of(DUMMY_HASH), params_of(&hash_blocking("x").unwrap()));
+        assert_eq!(
+            params_of(DUMMY_HASH),
+            params_of(&hash_blocking("x").unwrap())
+        );
     }
 
     #[test]

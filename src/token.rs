@@ -165,7 +165,7 @@ mod tests {
         let rejected: Vec<Vec<u8>> = vec![
             b"".to_vec(),
             b"a".to_vec(),
-            good[..42].as_bytes().to_vec(),
+            good.as_bytes()[..42].to_vec(),
             format!("{good}A").into_bytes(),
             format!("{}*", &good[..42]).into_bytes(),
             format!("{}=", &good[..42]).into_bytes(),

@@ -90,6 +90,7 @@ impl RedisStore {
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.command_timeout, operation).await {
+            Ok(Err(err)) if err.is_timeout() => Err(StoreError::Timeout),
             Ok(result) => result.map_err(StoreError::unavailable),
             Err(_elapsed) => Err(StoreError::Timeout),
         }

@@ -1,0 +1,728 @@
+//! The middleware and extractors end to end, through Actix's test service, on real stores.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_login::{
+    AuthUser, Error, LoginMiddleware, MemoryStore, RedisStore, Session, SessionStore,
+};
+use actix_web::body::MessageBody;
+use actix_web::cookie::Cookie;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{test, web, App, HttpResponse};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use support::{connection, shared_redis_url, unique_prefix, RedisServer};
+
+#[derive(Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct OtherShape {
+    #[allow(dead_code)]
+    email: String,
+}
+
+async fn login(session: Session, id: web::Path<u64>) -> Result<HttpResponse, Error> {
+    let profile = Profile {
+        id: *id,
+        name: format!("user{id}"),
+    };
+    session.login(id.to_string(), &profile).await?;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+async fn me(user: AuthUser<Profile>) -> web::Json<Profile> {
+    web::Json(user.into_inner())
+}
+
+async fn maybe(user: Option<AuthUser<Profile>>) -> String {
+    user.map_or_else(|| "anonymous".to_owned(), |u| u.name.clone())
+}
+
+async fn slow_me(user: AuthUser<Profile>) -> String {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    user.name.clone()
+}
+
+async fn logout(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    session.logout().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Logout without loading the session first: the delete goes out at once.
+async fn end_session(session: Session) -> Result<HttpResponse, Error> {
+    session.logout().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn wrong_shape(_user: AuthUser<OtherShape>) -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login/{id}", web::post().to(login))
+        .route("/me", web::get().to(me))
+        .route("/maybe", web::get().to(maybe))
+        .route("/slow-me", web::get().to(slow_me))
+        .route("/logout", web::post().to(logout))
+        .route("/end-session", web::post().to(end_session))
+        .route("/wrong-shape", web::get().to(wrong_shape))
+        .route("/public", web::get().to(|| async { "public" }));
+}
+
+/// An app on `middleware`, ready to call.
+async fn app(
+    middleware: LoginMiddleware,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(App::new().wrap(middleware).configure(routes)).await
+}
+
+async fn redis_store_at(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .key_prefix(prefix)
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn get(path: &str, cookie: Option<&str>) -> actix_http::Request {
+    with_cookie(test::TestRequest::get().uri(path), cookie)
+}
+
+fn post(path: &str, cookie: Option<&str>) -> actix_http::Request {
+    with_cookie(test::TestRequest::post().uri(path), cookie)
+}
+
+fn with_cookie(req: test::TestRequest, cookie: Option<&str>) -> actix_http::Request {
+    match cookie {
+        Some(token) => req
+            .insert_header((header::COOKIE, format!("__Host-id={token}")))
+            .to_request(),
+        None => req.to_request(),
+    }
+}
+
+/// The session cookie a response sets, if any.
+fn set_cookie<B>(res: &ServiceResponse<B>) -> Option<Cookie<'static>> {
+    res.headers()
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| Cookie::parse_encoded(v.to_str().ok()?.to_owned()).ok())
+        .find(|c| c.name() == "__Host-id")
+}
+
+async fn status_and_body<B: MessageBody>(res: ServiceResponse<B>) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body = test::read_body(res).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Logs in as `id` and returns the token.
+async fn log_in<S, B>(app: &S, id: u64) -> String
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, post(&format!("/login/{id}"), None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    set_cookie(&res)
+        .expect("login sets a cookie")
+        .value()
+        .to_owned()
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;
+const UNAVAILABLE: &str = r#"{"error":"service unavailable"}"#;
+
+async fn check_login_me_logout(store: impl SessionStore) {
+    let app = app(LoginMiddleware::new(store)).await;
+
+    let res = test::call_service(&app, post("/login/7", None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "no-store"
+    );
+    let cookie = set_cookie(&res).unwrap();
+    let token = cookie.value().to_owned();
+    let raw = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(raw.contains(attr), "{raw}");
+    }
+    assert!(!raw.contains("Domain") && !raw.contains("Max-Age") && !raw.contains("Expires"));
+    assert_eq!(token.len(), 43);
+    let body = status_and_body(res).await.1;
+    assert!(!body.contains(&token), "token leaked into the body");
+
+    let res = test::call_service(&app, get("/me", Some(&token))).await;
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "no-store"
+    );
+    assert_eq!(
+        status_and_body(res).await,
+        (200, r#"{"id":7,"name":"user7"}"#.into())
+    );
+    let res = test::call_service(&app, get("/maybe", Some(&token))).await;
+    assert_eq!(status_and_body(res).await, (200, "user7".into()));
+
+    let res = test::call_service(&app, post("/logout", Some(&token))).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "no-store"
+    );
+    let removal = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(removal.starts_with("__Host-id=;"), "{removal}");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=0"] {
+        assert!(removal.contains(attr), "{removal}");
+    }
+
+    // Replaying the logged-out cookie gets nothing.
+    let res = test::call_service(&app, get("/me", Some(&token))).await;
+    assert_eq!(status_and_body(res).await, (401, UNAUTHENTICATED.into()));
+    let res = test::call_service(&app, post("/logout", Some(&token))).await;
+    assert_eq!(status_and_body(res).await, (401, UNAUTHENTICATED.into()));
+    let res = test::call_service(&app, get("/maybe", Some(&token))).await;
+    assert_eq!(status_and_body(res).await, (200, "anonymous".into()));
+}
+
+#[actix_web::test]
+async fn login_me_logout_with_memory_store() {
+    check_login_me_logout(MemoryStore::new()).await;
+}
+
+#[actix_web::test]
+async fn login_me_logout_with_redis_store() {
+    let url = shared_redis_url();
+    check_login_me_logout(redis_store_at(&url, &unique_prefix()).await).await;
+}
+
+#[actix_web::test]
+async fn anonymous_requests_are_401_json_or_none() {
+    let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    let res = test::call_service(&app, get("/me", None)).await;
+    assert_eq!(
+        res.headers().get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+    assert_eq!(status_and_body(res).await, (401, UNAUTHENTICATED.into()));
+    let res = test::call_service(&app, get("/maybe", None)).await;
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    assert_eq!(status_and_body(res).await, (200, "anonymous".into()));
+}
+
+/// Cookie values that must be turned away before any store command.
+fn garbage_cookie_headers(valid: &str) -> Vec<Vec<u8>> {
+    let other = "A".repeat(42) + "E";
+    vec![
+        b"__Host-id=".to_vec(),
+        b"__Host-id=a".to_vec(),
+        format!("__Host-id={}", &valid[..42]).into_bytes(),
+        format!("__Host-id={valid}A").into_bytes(),
+        format!("__Host-id={}*", &valid[..42]).into_bytes(),
+        format!("__Host-id={}:", &valid[..42]).into_bytes(),
+        format!("__Host-id={}%2e", &valid[..40]).into_bytes(),
+        [
+            b"__Host-id=".as_slice(),
+            &valid.as_bytes()[..41],
+            "é".as_bytes(),
+        ]
+        .concat(),
+        [b"__Host-id=".as_slice(), &valid.as_bytes()[..42], &[0xff]].concat(),
+        format!("__Host-id={}", "A".repeat(4096)).into_bytes(),
+        format!("__Host-id={}", "A".repeat(16 * 1024)).into_bytes(),
+        format!("__Host-id={valid}; __Host-id={other}").into_bytes(),
+        format!("__Host-id={valid}; __Host-id={valid}").into_bytes(),
+        format!("__Host-id=\"{valid}\"").into_bytes(),
+    ]
+}
+
+#[actix_web::test]
+async fn no_cookie_garbage_cookies_and_unused_sessions_cost_zero_redis_commands() {
+    let server = RedisServer::start();
+    let store = redis_store_at(&server.url(), "cmds").await;
+    let app = app(LoginMiddleware::new(store)).await;
+    let token = log_in(&app, 1).await;
+
+    let before = server.command_counts();
+    let res = test::call_service(&app, get("/me", None)).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    for header_value in garbage_cookie_headers(&token) {
+        let req = test::TestRequest::get()
+            .uri("/me")
+            .insert_header((
+                header::COOKIE,
+                HeaderValue::from_bytes(&header_value).unwrap(),
+            ))
+            .to_request();
+        let (status, body) = status_and_body(test::call_service(&app, req).await).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (401, UNAUTHENTICATED),
+            "{header_value:?}"
+        );
+    }
+    // The same cookie split across two Cookie headers is a duplicate too.
+    let req = test::TestRequest::get()
+        .uri("/me")
+        .append_header((header::COOKIE, format!("__Host-id={token}")))
+        .append_header((header::COOKIE, format!("__Host-id={token}")))
+        .to_request();
+    assert_eq!(
+        test::call_service(&app, req).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A valid session on a route that never asks for the user.
+    let res = test::call_service(&app, get("/public", Some(&token))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get(header::SET_COOKIE).is_none());
+    let sent = support::commands_during_since(&server, &before);
+    assert!(sent.is_empty(), "commands sent: {sent:?}");
+
+    // Steady state: one pipelined round trip.
+    let before = server.command_counts();
+    let res = test::call_service(&app, get("/me", Some(&token))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent, [("get".into(), 1), ("pttl".into(), 1)].into());
+
+    // A well-formed token nobody issued: one lookup, nothing created.
+    let forged = "B".repeat(42) + "A";
+    let before = server.command_counts();
+    let res = test::call_service(&app, get("/me", Some(&forged))).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent, [("get".into(), 1), ("pttl".into(), 1)].into());
+    assert_eq!(support::dump(&server.url(), "cmds").len(), 1);
+}
+
+#[actix_web::test]
+async fn redis_holds_only_the_token_hash() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let app = app(LoginMiddleware::new(redis_store_at(&url, &prefix).await)).await;
+    let token = log_in(&app, 42).await;
+    let res = test::call_service(&app, get("/me", Some(&token))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let dump = support::dump(&url, &prefix);
+    assert_eq!(dump.len(), 1);
+    let (key, value, ttl) = &dump[0];
+    assert_eq!(key, &format!("{prefix}:session:{}", sha256_hex(&token)));
+    assert!(*ttl > 0 && *ttl <= 30 * 60 * 1000, "ttl {ttl}");
+    let value = String::from_utf8(value.clone().unwrap()).unwrap();
+    for needle in [&token[..], &token[..16], &token[27..]] {
+        assert!(
+            !key.contains(needle) && !value.contains(needle),
+            "token found in Redis"
+        );
+    }
+    assert!(value.contains(r#""user_id":"42""#), "{value}");
+}
+
+#[actix_web::test]
+async fn login_ends_the_session_the_client_came_with() {
+    let store = MemoryStore::new();
+    let app = app(LoginMiddleware::new(store.clone())).await;
+
+    // A planted, never-issued token is not adopted.
+    let planted = "C".repeat(42) + "A";
+    let res = test::call_service(&app, post("/login/1", Some(&planted))).await;
+    let issued = set_cookie(&res).unwrap().value().to_owned();
+    assert_ne!(issued, planted);
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&planted)))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&issued)))
+            .await
+            .status(),
+        200
+    );
+
+    // Logging in again while logged in replaces the session; the old token dies.
+    let res = test::call_service(&app, post("/login/2", Some(&issued))).await;
+    let second = set_cookie(&res).unwrap().value().to_owned();
+    assert_ne!(second, issued);
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&issued)))
+            .await
+            .status(),
+        401
+    );
+    let (status, body) =
+        status_and_body(test::call_service(&app, get("/me", Some(&second))).await).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"user2"}"#));
+    assert_eq!(store.len(), 1, "the replaced session was left behind");
+}
+
+#[actix_web::test]
+async fn idle_sessions_expire_and_active_ones_stay() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let middleware = LoginMiddleware::builder(redis_store_at(&url, &prefix).await)
+        .idle_timeout(Duration::from_millis(800))
+        .build();
+    let app = app(middleware).await;
+
+    let idle = log_in(&app, 1).await;
+    let active = log_in(&app, 2).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let res = test::call_service(&app, get("/me", Some(&active))).await;
+        assert_eq!(res.status(), StatusCode::OK, "active session ended");
+        for (_, _, ttl) in support::dump(&url, &prefix) {
+            assert!(ttl > 0 && ttl <= 800, "ttl {ttl}");
+        }
+    }
+    // 2 s of silence for one, 2 s of activity for the other.
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&idle)))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        support::dump(&url, &prefix).len(),
+        1,
+        "expired session still in Redis"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&active)))
+            .await
+            .status(),
+        401
+    );
+}
+
+#[actix_web::test]
+async fn activity_never_extends_a_session_past_its_absolute_lifetime() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let middleware = LoginMiddleware::builder(redis_store_at(&url, &prefix).await)
+        .idle_timeout(Duration::from_millis(800))
+        .absolute_timeout(Duration::from_millis(1500))
+        .build();
+    let app = app(middleware).await;
+    let logged_in = Instant::now();
+    let token = log_in(&app, 1).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let status = test::call_service(&app, get("/me", Some(&token)))
+            .await
+            .status();
+        let age = logged_in.elapsed();
+        if age < Duration::from_millis(1400) {
+            assert_eq!(status, StatusCode::OK, "ended early at {age:?}");
+            let remaining = Duration::from_millis(1500).saturating_sub(age);
+            for (_, _, ttl) in support::dump(&url, &prefix) {
+                let ttl = Duration::from_millis(u64::try_from(ttl).unwrap());
+                assert!(
+                    ttl <= remaining + Duration::from_millis(50),
+                    "ttl {ttl:?} > {remaining:?}"
+                );
+            }
+        } else if age > Duration::from_millis(1600) {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "still alive at {age:?}");
+            break;
+        }
+    }
+}
+
+/// A real store whose refreshes are held back, so that a logout lands between a request's load
+/// and its refresh: the window in which a careless store resurrects the session.
+#[derive(Clone)]
+struct SlowRefresh<S>(S);
+
+impl<S: SessionStore> SessionStore for SlowRefresh<S> {
+    async fn create(
+        &self,
+        key: &actix_login::SessionKey,
+        record: &actix_login::SessionRecord,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        self.0.create(key, record, expires_at).await
+    }
+
+    async fn load(
+        &self,
+        key: &actix_login::SessionKey,
+    ) -> Result<Option<actix_login::store::StoredSession>, actix_login::StoreError> {
+        self.0.load(key).await
+    }
+
+    async fn extend(
+        &self,
+        key: &actix_login::SessionKey,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.0.extend(key, expires_at).await
+    }
+
+    async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+#[actix_web::test]
+async fn logout_racing_in_flight_refreshes_is_final() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    // A 1-second idle window and 150 ms between login and use make every request refresh.
+    let store = SlowRefresh(redis_store_at(&url, &prefix).await);
+    let middleware = LoginMiddleware::builder(store)
+        .idle_timeout(Duration::from_secs(1))
+        .build();
+    let app = app(middleware).await;
+    for round in 0..3 {
+        let token = log_in(&app, round).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let in_flight = (0..20).map(|_| app.call(get("/slow-me", Some(&token))));
+        let logout = async {
+            // Let the in-flight requests load the session and start refreshing it.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let res = app.call(post("/end-session", Some(&token))).await;
+            assert!(
+                support::dump(&url, &prefix).is_empty(),
+                "logout left the record"
+            );
+            res
+        };
+        let (results, logout) =
+            futures_util::future::join(futures_util::future::join_all(in_flight), logout).await;
+        assert_eq!(logout.unwrap().status(), StatusCode::NO_CONTENT);
+        for res in results {
+            let res = res.unwrap();
+            assert!(
+                set_cookie(&res).is_none(),
+                "an in-flight request issued a cookie"
+            );
+            assert_eq!(
+                res.status(),
+                StatusCode::UNAUTHORIZED,
+                "refresh after logout succeeded"
+            );
+        }
+        assert!(
+            support::dump(&url, &prefix).is_empty(),
+            "logged-out session is back in Redis"
+        );
+        assert_eq!(
+            test::call_service(&app, get("/me", Some(&token)))
+                .await
+                .status(),
+            401
+        );
+    }
+}
+
+#[actix_web::test]
+async fn two_app_instances_share_logins_and_logouts() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let a = app(LoginMiddleware::new(redis_store_at(&url, &prefix).await)).await;
+    let b = app(LoginMiddleware::new(redis_store_at(&url, &prefix).await)).await;
+    let token = log_in(&a, 5).await;
+    assert_eq!(
+        test::call_service(&b, get("/me", Some(&token)))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        test::call_service(&b, post("/logout", Some(&token)))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        test::call_service(&a, get("/me", Some(&token)))
+            .await
+            .status(),
+        401
+    );
+}
+
+#[actix_web::test]
+async fn redis_down_fails_closed_and_recovers_without_a_restart() {
+    let server = RedisServer::start();
+    let app = app(LoginMiddleware::new(
+        redis_store_at(&server.url(), "down").await,
+    ))
+    .await;
+    let token = log_in(&app, 3).await;
+    server.stop();
+
+    for path in ["/me", "/maybe"] {
+        let started = Instant::now();
+        let res = test::call_service(&app, get(path, Some(&token))).await;
+        assert!(
+            res.headers().get(header::SET_COOKIE).is_none(),
+            "cookie touched while down"
+        );
+        assert_eq!(
+            status_and_body(res).await,
+            (503, UNAVAILABLE.into()),
+            "{path}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    let res = test::call_service(&app, post("/login/3", None)).await;
+    assert!(set_cookie(&res).is_none());
+    assert_eq!(status_and_body(res).await, (503, UNAVAILABLE.into()));
+    // Routes that do not need the session keep working.
+    assert_eq!(
+        test::call_service(&app, get("/public", Some(&token)))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        test::call_service(&app, get("/maybe", None)).await.status(),
+        200
+    );
+
+    // The new server is empty (no persistence): the old session is gone, logins work again.
+    let _server = server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = test::call_service(&app, get("/me", Some(&token)))
+            .await
+            .status();
+        if status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let fresh = log_in(&app, 3).await;
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&fresh)))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[actix_web::test]
+async fn corrupt_or_mismatched_records_are_401_not_500() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let app = app(LoginMiddleware::new(redis_store_at(&url, &prefix).await)).await;
+
+    let token = log_in(&app, 9).await;
+    assert_eq!(
+        test::call_service(&app, get("/wrong-shape", Some(&token)))
+            .await
+            .status(),
+        401
+    );
+
+    let key = format!("{prefix}:session:{}", sha256_hex(&token));
+    let mut conn = connection(&url).unwrap();
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("{garbage")
+        .arg("KEEPTTL")
+        .exec(&mut conn)
+        .unwrap();
+    let res = test::call_service(&app, get("/me", Some(&token))).await;
+    assert_eq!(status_and_body(res).await, (401, UNAUTHENTICATED.into()));
+}
+
+#[actix_web::test]
+async fn extractors_without_the_middleware_are_a_500_not_a_panic() {
+    let app = test::init_service(App::new().configure(routes)).await;
+    for req in [get("/me", None), post("/login/1", None)] {
+        let res = test::call_service(&app, req).await;
+        assert_eq!(
+            status_and_body(res).await,
+            (500, r#"{"error":"internal error"}"#.into())
+        );
+    }
+}
+
+#[actix_web::test]
+async fn logs_never_contain_the_token() {
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let logs = Arc::clone(&logs);
+        move || LogWriter(Arc::clone(&logs))
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(writer)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    let token = log_in(&app, 11).await;
+    test::call_service(&app, get("/me", Some(&token))).await;
+    test::call_service(&app, post("/logout", Some(&token))).await;
+    test::call_service(&app, get("/me", Some(&token))).await;
+
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("login") && logs.contains("logout"), "{logs}");
+    assert!(
+        !logs.contains(&token) && !logs.contains(&token[..12]),
+        "token in logs"
+    );
+    assert!(
+        !logs.contains(&sha256_hex(&token)),
+        "full token hash in logs"
+    );
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! The store contract, checked against every store the crate ships, plus Redis specifics.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use actix_login::store::StoredSession;
+use actix_login::{MemoryStore, RedisStore, SessionKey, SessionRecord, SessionStore, StoreError};
+use serde_json::value::RawValue;
+use support::{connection, shared_redis_url, unique_prefix, RedisServer};
+
+fn random_key() -> SessionKey {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    SessionKey::parse(&hex).unwrap()
+}
+
+fn record(user_id: &str, lifetime: Duration) -> SessionRecord {
+    let now = SystemTime::now();
+    let user = RawValue::from_string(format!(r#"{{"name":"{user_id}"}}"#)).unwrap();
+    SessionRecord::new(user_id, user, now, now + lifetime)
+}
+
+fn in_(d: Duration) -> SystemTime {
+    SystemTime::now() + d
+}
+
+async fn redis_store() -> RedisStore {
+    RedisStore::builder(shared_redis_url())
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Everything a store must do, in one pass.
+async fn check_contract(store: impl SessionStore) {
+    let minute = Duration::from_secs(60);
+    let key = random_key();
+    let rec = record("u1", minute);
+
+    assert!(
+        store.load(&key).await.unwrap().is_none(),
+        "unknown key loads nothing"
+    );
+    assert!(store.create(&key, &rec, in_(minute)).await.unwrap());
+    let StoredSession {
+        record: loaded,
+        expires_at,
+    } = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.user_id(), "u1");
+    assert_eq!(loaded.user().get(), r#"{"name":"u1"}"#);
+    let remaining = expires_at.duration_since(SystemTime::now()).unwrap();
+    assert!(
+        remaining > Duration::from_secs(55) && remaining <= minute,
+        "{remaining:?}"
+    );
+
+    // NX: a second create under the same key is refused and changes nothing.
+    let other = record("intruder", minute);
+    assert!(!store.create(&key, &other, in_(minute)).await.unwrap());
+    assert_eq!(
+        store.load(&key).await.unwrap().unwrap().record.user_id(),
+        "u1"
+    );
+
+    // extend moves the deadline both ways.
+    assert!(store
+        .extend(&key, in_(Duration::from_secs(5)))
+        .await
+        .unwrap());
+    let remaining = store.load(&key).await.unwrap().unwrap().expires_at;
+    assert!(remaining <= in_(Duration::from_secs(5)));
+
+    // delete reports whether there was a record, and a deleted record stays deleted.
+    assert!(store.delete(&key).await.unwrap());
+    assert!(!store.delete(&key).await.unwrap());
+    assert!(store.load(&key).await.unwrap().is_none());
+    assert!(
+        !store.extend(&key, in_(minute)).await.unwrap(),
+        "extend must not recreate"
+    );
+    assert!(
+        store.load(&key).await.unwrap().is_none(),
+        "extend recreated a deleted record"
+    );
+
+    // Records vanish at their deadline, and cannot be extended afterwards.
+    let short = random_key();
+    let deadline = in_(Duration::from_millis(300));
+    assert!(store
+        .create(&short, &record("u2", minute), deadline)
+        .await
+        .unwrap());
+    assert!(store.load(&short).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(
+        store.load(&short).await.unwrap().is_none(),
+        "expired record still loads"
+    );
+    assert!(!store.extend(&short, in_(minute)).await.unwrap());
+    assert!(store.load(&short).await.unwrap().is_none());
+    // An expired key is free again.
+    assert!(store
+        .create(&short, &record("u3", minute), in_(minute))
+        .await
+        .unwrap());
+}
+
+/// Many concurrent refreshes racing one delete: once the delete has returned, the record is gone
+/// for good.
+async fn check_delete_wins_over_concurrent_extends(store: impl SessionStore + Clone) {
+    let minute = Duration::from_secs(60);
+    for _ in 0..20 {
+        let key = random_key();
+        assert!(store
+            .create(&key, &record("u", minute), in_(minute))
+            .await
+            .unwrap());
+        let extends = (0..10).map(|_| store.extend(&key, in_(minute)));
+        let (results, deleted) =
+            futures_util::future::join(futures_util::future::join_all(extends), store.delete(&key))
+                .await;
+        assert!(deleted.unwrap());
+        for r in results {
+            r.unwrap();
+        }
+        assert!(
+            store.load(&key).await.unwrap().is_none(),
+            "session came back"
+        );
+        assert!(!store.extend(&key, in_(minute)).await.unwrap());
+    }
+}
+
+#[actix_web::test]
+async fn memory_store_keeps_the_contract() {
+    check_contract(MemoryStore::new()).await;
+    check_delete_wins_over_concurrent_extends(MemoryStore::new()).await;
+}
+
+#[actix_web::test]
+async fn redis_store_keeps_the_contract() {
+    check_contract(redis_store().await).await;
+    check_delete_wins_over_concurrent_extends(redis_store().await).await;
+}
+
+#[actix_web::test]
+async fn memory_store_sweeps_expired_records() {
+    let store = MemoryStore::new();
+    let minute = Duration::from_secs(60);
+    for _ in 0..1000 {
+        let deadline = in_(Duration::from_millis(1));
+        store
+            .create(&random_key(), &record("u", minute), deadline)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..30 {
+        store
+            .create(&random_key(), &record("u", minute), in_(minute))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store.len() <= 30,
+        "expired records were kept: {}",
+        store.len()
+    );
+}
+
+#[actix_web::test]
+async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let store = RedisStore::builder(&url)
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    let key = random_key();
+    let idle = Duration::from_secs(90);
+    store
+        .create(&key, &record("u", Duration::from_secs(3600)), in_(idle))
+        .await
+        .unwrap();
+
+    let dump = support::dump(&url, &prefix);
+    assert_eq!(dump.len(), 1);
+    let (name, _, ttl) = &dump[0];
+    assert_eq!(name, &format!("{prefix}:session:{}", key.as_str()));
+    assert!(*ttl > 85_000 && *ttl <= 90_000, "ttl {ttl}");
+}
+
+#[actix_web::test]
+async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
+    let url = shared_redis_url();
+    let store = redis_store().await;
+    let mut conn = connection(&url).unwrap();
+    let key = random_key();
+    let redis_key = store.session_key(&key);
+
+    redis::cmd("SET")
+        .arg(&redis_key)
+        .arg("not json")
+        .arg("PX")
+        .arg(60_000)
+        .exec(&mut conn)
+        .unwrap();
+    assert!(matches!(
+        store.load(&key).await,
+        Err(StoreError::Corrupt(_))
+    ));
+
+    let valid = serde_json::to_string(&record("u", Duration::from_secs(60))).unwrap();
+    redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(valid)
+        .exec(&mut conn)
+        .unwrap(); // no TTL
+    assert!(matches!(
+        store.load(&key).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[actix_web::test]
+async fn connect_fails_fast_when_redis_is_down() {
+    let server = RedisServer::start();
+    let url = server.url();
+    server.stop();
+    let started = std::time::Instant::now();
+    let result = RedisStore::builder(url)
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await;
+    assert!(result.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn hung_redis_times_out_instead_of_hanging() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .command_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = connection(&server.url()).unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .exec(&mut admin)
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let result = store.load(&random_key()).await;
+    assert!(matches!(result, Err(StoreError::Timeout)), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        store.load(&random_key()).await.unwrap().is_none(),
+        "store recovered"
+    );
+}
