@@ -1,5 +1,115 @@
-//! placeholder
+//! Server-side login sessions for [Actix Web](https://actix.rs): the browser holds an opaque
+//! random token, the session lives in Redis, and handlers receive the logged-in user as an
+//! argument.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use actix_login::{password, AuthUser, LoginMiddleware, RedisStore, Session};
+//! use actix_web::{web, App, HttpResponse, HttpServer};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// What handlers get back from the session: small, and never a password hash.
+//! #[derive(Serialize, Deserialize)]
+//! struct Profile {
+//!     id: u64,
+//!     username: String,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! struct Credentials {
+//!     username: String,
+//!     password: String,
+//! }
+//!
+//! async fn login(
+//!     session: Session,
+//!     creds: web::Json<Credentials>,
+//! ) -> actix_web::Result<HttpResponse> {
+//!     // Look the user up in your database; `None` if there is no such user.
+//!     let stored_hash: Option<String> = None;
+//!     // Unknown users cost the same argon2 work as a wrong password.
+//!     if !password::verify(&creds.password, stored_hash.as_deref()).await? {
+//!         return Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid credentials"})));
+//!     }
+//!     let profile = Profile { id: 1, username: creds.username.clone() };
+//!     session.login(profile.id.to_string(), &profile).await?;
+//!     Ok(HttpResponse::Ok().json(profile))
+//! }
+//!
+//! async fn me(user: AuthUser<Profile>) -> web::Json<Profile> {
+//!     web::Json(user.into_inner())
+//! }
+//!
+//! async fn logout(_user: AuthUser<Profile>, session: Session) -> actix_web::Result<HttpResponse> {
+//!     session.logout().await?;
+//!     Ok(HttpResponse::NoContent().finish())
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let store = RedisStore::connect("redis://127.0.0.1:6379")
+//!         .await
+//!         .map_err(std::io::Error::other)?;
+//!     let sessions = LoginMiddleware::builder(store)
+//!         .idle_timeout(Duration::from_secs(30 * 60))
+//!         .build();
+//!     HttpServer::new(move || {
+//!         App::new()
+//!             .wrap(sessions.clone())
+//!             .route("/login", web::post().to(login))
+//!             .route("/me", web::get().to(me))
+//!             .route("/logout", web::post().to(logout))
+//!     })
+//!     .bind("127.0.0.1:8080")?
+//!     .run()
+//!     .await
+//! }
+//! ```
+//!
+//! # How it works
+//!
+//! 1. [`Session::login`] draws 32 bytes from the operating system's CSPRNG and sends them to the
+//!    browser, base64url-encoded, in a cookie (`__Host-id`, `Secure; HttpOnly; SameSite=Lax;
+//!    Path=/`). The store keeps a [`SessionRecord`] under the token's SHA-256, never the token.
+//! 2. On each request [`LoginMiddleware`] checks the cookie's shape without any I/O. The first
+//!    [`AuthUser`] extractor looks the session up: one Redis round trip, and a second one
+//!    (`PEXPIRE`) only when the idle deadline has moved by a tenth of the idle timeout.
+//! 3. [`Session::logout`] deletes the record before the response leaves, so the cookie is dead on
+//!    every app instance at once, even if someone kept a copy.
+//!
+//! | situation | response |
+//! |---|---|
+//! | no cookie, malformed cookie, expired / logged-out / unknown session | `401 {"error":"unauthenticated"}` (no store command for a missing or malformed cookie) |
+//! | store unreachable or too slow | `503 {"error":"service unavailable"}`, also for `Option<AuthUser<_>>` |
+//! | extractor used without the middleware | `500 {"error":"internal error"}`, with a log line naming `LoginMiddleware` |
+//!
+//! # Security model
+//!
+//! * **Nothing in the cookie but a random token.** No user id, no signature to forge, nothing to
+//!   decode. A cookie the crate did not issue is never adopted (no session fixation): login
+//!   always issues a new token and deletes the session the client came with.
+//! * **Nothing in the store that can be replayed.** Keys are `prefix:session:<sha256 hex>`, and
+//!   records hold the user id, the app's profile and timestamps.
+//! * **The server decides when a session ends.** Idle timeout (default 30 min) and absolute
+//!   lifetime (default 12 h) are enforced through the store's expiry and the record's deadline;
+//!   the cookie has no `Max-Age`. No write can bring back a session that was logged out: the
+//!   only write on the request path is `PEXPIRE`, which never creates a key.
+//! * **Fail closed.** A store error is never a login and never an anonymous request: it is a 503.
+//!   Redis commands have a timeout, so an unreachable Redis answers quickly instead of hanging.
+//! * **Passwords** are hashed with argon2id (19 MiB, 2 passes, 1 lane, 16-byte salt) on blocking
+//!   threads; see [`password`].
+//! * **Tokens and passwords are never logged.** Log lines name sessions by the first eight hex
+//!   digits of the token's hash.
+//!
+//! # Stores
+//!
+//! [`RedisStore`] for production, [`MemoryStore`] for development and tests, or your own
+//! backend through the four-method [`SessionStore`] trait.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
 mod config;
 mod context;
 mod cookie;
@@ -10,11 +120,18 @@ pub mod password;
 mod record;
 pub mod store;
 mod token;
+
 pub use actix_web::cookie::SameSite;
-pub use config::{LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
-pub use error::{Error, StoreError};
-pub use extractor::{AuthUser, Session};
-pub use middleware::LoginMiddleware;
-pub use record::SessionRecord;
-pub use store::{MemoryStore, RedisStore, SessionStore};
-pub use token::SessionKey;
+
+pub use crate::config::{LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+pub use crate::error::{Error, StoreError};
+pub use crate::extractor::{AuthUser, Session};
+pub use crate::middleware::LoginMiddleware;
+pub use crate::record::SessionRecord;
+pub use crate::store::{MemoryStore, RedisStore, SessionStore};
+pub use crate::token::SessionKey;
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
