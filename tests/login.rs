@@ -2,7 +2,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_login::{
@@ -47,6 +46,10 @@ async fn maybe(user: Option<AuthUser<Profile>>) -> String {
     user.map_or_else(|| "anonymous".to_owned(), |u| u.name.clone())
 }
 
+async fn twice(first: AuthUser<Profile>, second: AuthUser<Profile>) -> String {
+    format!("{} {}", first.name, second.name)
+}
+
 async fn slow_me(user: AuthUser<Profile>) -> String {
     tokio::time::sleep(Duration::from_millis(200)).await;
     user.name.clone()
@@ -72,6 +75,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/me", web::get().to(me))
         .route("/maybe", web::get().to(maybe))
         .route("/slow-me", web::get().to(slow_me))
+        .route("/twice", web::get().to(twice))
         .route("/logout", web::post().to(logout))
         .route("/end-session", web::post().to(end_session))
         .route("/wrong-shape", web::get().to(wrong_shape))
@@ -315,6 +319,13 @@ async fn no_cookie_garbage_cookies_and_unused_sessions_cost_zero_redis_commands(
     let before = server.command_counts();
     let res = test::call_service(&app, get("/me", Some(&token))).await;
     assert_eq!(res.status(), StatusCode::OK);
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent, [("get".into(), 1), ("pttl".into(), 1)].into());
+
+    // Several extractors in one handler share one lookup.
+    let before = server.command_counts();
+    let res = test::call_service(&app, get("/twice", Some(&token))).await;
+    assert_eq!(status_and_body(res).await, (200, "user1 user1".into()));
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(sent, [("get".into(), 1), ("pttl".into(), 1)].into());
 
@@ -685,24 +696,14 @@ async fn extractors_without_the_middleware_are_a_500_not_a_panic() {
 
 #[actix_web::test]
 async fn logs_never_contain_the_token() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let writer = {
-        let logs = Arc::clone(&logs);
-        move || LogWriter(Arc::clone(&logs))
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(writer)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let (logs, _guard) = support::capture_logs();
     let app = app(LoginMiddleware::new(MemoryStore::new())).await;
     let token = log_in(&app, 11).await;
     test::call_service(&app, get("/me", Some(&token))).await;
     test::call_service(&app, post("/logout", Some(&token))).await;
     test::call_service(&app, get("/me", Some(&token))).await;
 
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("login") && logs.contains("logout"), "{logs}");
     assert!(
         !logs.contains(&token) && !logs.contains(&token[..12]),
@@ -712,17 +713,4 @@ async fn logs_never_contain_the_token() {
         !logs.contains(&sha256_hex(&token)),
         "full token hash in logs"
     );
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
