@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use actix_web::cookie::SameSite;
 
 use crate::cookie::CookieConfig;
+use crate::sessions::Sessions;
 use crate::store::{DynStore, SessionStore};
 use crate::LoginMiddleware;
 
@@ -13,6 +14,13 @@ use crate::LoginMiddleware;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute lifetime: 12 hours (NIST SP 800-63B AAL2, OWASP ASVS 4 level 2).
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+/// Default window after a password entry during which [`Require::fresh`](crate::Require::fresh)
+/// lets a session through: 10 minutes.
+pub const DEFAULT_FRESH_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// The longest timeout accepted. Longer ones (`Duration::MAX` for "no limit") are cut to this,
+/// so deadline arithmetic cannot overflow and Redis accepts every TTL.
+const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// A session's idle deadline is written back to the store only when activity would move it by at
 /// least this fraction of the idle timeout. With the default 30 minutes that is one write per
@@ -25,6 +33,8 @@ pub(crate) struct Config {
     pub(crate) cookie: CookieConfig,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
+    pub(crate) fresh_window: Duration,
+    pub(crate) max_sessions_per_user: Option<usize>,
 }
 
 impl Default for Config {
@@ -33,6 +43,8 @@ impl Default for Config {
             cookie: CookieConfig::default(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+            fresh_window: DEFAULT_FRESH_WINDOW,
+            max_sessions_per_user: None,
         }
     }
 }
@@ -41,6 +53,12 @@ impl Config {
     /// The idle deadline of a session that is active at `now` and must end by `absolute_end`.
     pub(crate) fn idle_deadline(&self, now: SystemTime, absolute_end: SystemTime) -> SystemTime {
         (now + self.idle_timeout).min(absolute_end)
+    }
+
+    /// Whether a password entered at `authenticated_at` is recent enough for sensitive actions.
+    pub(crate) fn is_fresh(&self, authenticated_at: SystemTime, now: SystemTime) -> bool {
+        now.duration_since(authenticated_at)
+            .map_or(true, |age| age <= self.fresh_window)
     }
 
     /// Whether moving a deadline from `current` to `proposed` is worth a store write.
@@ -81,15 +99,32 @@ impl LoginMiddlewareBuilder {
     ///
     /// Activity moves the deadline forward, but the store is written at most once per tenth of
     /// this window: an idle session ends between 90 % and 100 % of `timeout` after its last
-    /// request, and never after the [absolute timeout](Self::absolute_timeout).
+    /// request, and never after the [absolute timeout](Self::absolute_timeout). Values above 100
+    /// years count as 100 years.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config.idle_timeout = timeout;
+        self.config.idle_timeout = timeout.min(MAX_TIMEOUT);
         self
     }
 
     /// How long a session may last however active it is (default 12 hours). Measured from login.
+    /// Values above 100 years count as 100 years.
     pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.config.absolute_timeout = timeout;
+        self.config.absolute_timeout = timeout.min(MAX_TIMEOUT);
+        self
+    }
+
+    /// How recently the password must have been entered for routes wrapped in
+    /// [`Require::fresh`](crate::Require::fresh) (default 10 minutes). Older sessions get
+    /// `403 {"error":"reauth_required"}` until [`Session::reauthenticate`](crate::Session::reauthenticate).
+    pub fn fresh_window(mut self, window: Duration) -> Self {
+        self.config.fresh_window = window.min(MAX_TIMEOUT);
+        self
+    }
+
+    /// The most sessions one user may have at once (default: no limit). A login beyond it ends
+    /// that user's oldest sessions. Values below 1 count as 1.
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.config.max_sessions_per_user = Some(max.max(1));
         self
     }
 
@@ -129,7 +164,10 @@ impl LoginMiddlewareBuilder {
                 "browsers reject a __Host- or __Secure- cookie without Secure; logins will not stick"
             );
         }
-        LoginMiddleware::from_parts(self.store, Arc::new(self.config))
+        LoginMiddleware::from_parts(Sessions {
+            store: self.store,
+            config: Arc::new(self.config),
+        })
     }
 }
 
@@ -145,6 +183,16 @@ mod tests {
         let near = now + Duration::from_secs(60);
         assert_eq!(config.idle_deadline(now, far), now + DEFAULT_IDLE_TIMEOUT);
         assert_eq!(config.idle_deadline(now, near), near);
+    }
+
+    #[test]
+    fn freshness_window_is_inclusive_and_tolerates_clock_steps() {
+        let config = Config::default();
+        let now = SystemTime::now();
+        assert!(config.is_fresh(now - DEFAULT_FRESH_WINDOW, now));
+        assert!(!config.is_fresh(now - DEFAULT_FRESH_WINDOW - Duration::from_secs(1), now));
+        // A password entered "in the future" (clock stepped back) is fresh, not an error.
+        assert!(config.is_fresh(now + Duration::from_secs(5), now));
     }
 
     #[test]

@@ -2,32 +2,24 @@
 //!
 //! The middleware parses the cookie (no I/O) and stores a [`SessionContext`] in the request's
 //! extensions. The store is consulted only when an extractor asks for the user, at most once per
-//! request; login and logout record the cookie change here, and the middleware writes it to the
-//! response.
+//! request; login, logout and rotation record the cookie change here, and the middleware writes
+//! it to the response.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::cookie::Presented;
-use crate::store::DynStore;
+use crate::sessions::{SessionInfo, Sessions};
 use crate::token::SessionToken;
 use crate::{Error, SessionKey, SessionRecord, StoreError};
 
-/// How many fresh tokens login tries before giving up. A collision of 256-bit random tokens does
-/// not happen; repeated refusals mean a broken store.
+/// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit
+/// random tokens does not happen; repeated refusals mean a broken store.
 const CREATE_ATTEMPTS: usize = 3;
-
-/// The store and settings one middleware instance serves with.
-pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn DynStore>,
-    pub(crate) config: Arc<Config>,
-}
 
 /// A session that resolved successfully in this request.
 #[derive(Debug)]
@@ -44,27 +36,50 @@ pub(crate) enum CookieUpdate {
     Remove,
 }
 
+/// What a login stores besides the profile.
+pub(crate) struct Grant {
+    pub(crate) user_id: String,
+    pub(crate) user: Box<serde_json::value::RawValue>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) ip: Option<String>,
+    pub(crate) user_agent: Option<String>,
+}
+
 pub(crate) struct SessionContext {
-    shared: Rc<Shared>,
+    sessions: Rc<Sessions>,
     presented: Presented,
     resolved: OnceCell<Option<Rc<ActiveSession>>>,
+    /// The session after a rotation in this request, which supersedes `resolved`.
+    rotated: RefCell<Option<Rc<ActiveSession>>>,
     store_failed: Cell<bool>,
     update: RefCell<CookieUpdate>,
 }
 
 impl SessionContext {
-    pub(crate) fn new(shared: Rc<Shared>, presented: Presented) -> Self {
+    pub(crate) fn new(sessions: Rc<Sessions>, presented: Presented) -> Self {
         Self {
-            shared,
+            sessions,
             presented,
             resolved: OnceCell::new(),
+            rotated: RefCell::new(None),
             store_failed: Cell::new(false),
             update: RefCell::new(CookieUpdate::Keep),
         }
     }
 
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.sessions.config
+    }
+
     /// The session the request's cookie belongs to, if it is live. Loaded on first use only.
     pub(crate) async fn resolve(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+        if let Some(rotated) = self.rotated.borrow().as_ref() {
+            return Ok(Some(Rc::clone(rotated)));
+        }
         self.resolved.get_or_try_init(|| self.load()).await.cloned()
     }
 
@@ -84,10 +99,6 @@ impl SessionContext {
         self.update.replace(CookieUpdate::Keep)
     }
 
-    pub(crate) fn config(&self) -> &Config {
-        &self.shared.config
-    }
-
     async fn load(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
         let token = match &self.presented {
             Presented::Token(token) => token,
@@ -98,7 +109,7 @@ impl SessionContext {
             }
         };
         let key = token.key();
-        let store = &*self.shared.store;
+        let store = &*self.sessions.store;
         let Some(stored) = self.guard(store.load(&key).await)? else {
             tracing::debug!(session = key.short(), "unknown, expired or ended session");
             return Ok(None);
@@ -154,18 +165,26 @@ impl SessionContext {
         }
     }
 
-    pub(crate) async fn login(&self, user_id: String, user: Box<RawValue>) -> Result<(), Error> {
-        let store = &*self.shared.store;
+    /// The live session of this request, or `Unauthenticated`.
+    async fn require(&self) -> Result<Rc<ActiveSession>, Error> {
+        self.resolve().await?.ok_or(Error::Unauthenticated)
+    }
+
+    pub(crate) async fn login(&self, grant: Grant) -> Result<(), Error> {
+        let store = &*self.sessions.store;
         // Whatever session the client came with ends here, valid or not: a token planted before
         // login (session fixation) must not become a logged-in one, and no record is orphaned.
         if let Some(previous) = self.current_key() {
             store.delete(&previous).await?;
             self.update.replace(CookieUpdate::Remove);
         }
+        self.sessions.make_room(&grant.user_id).await?;
         let config = self.config();
         let now = SystemTime::now();
         let absolute_end = now + config.absolute_timeout;
-        let record = SessionRecord::new(user_id, user, now, absolute_end);
+        let record = SessionRecord::new(random_id()?, grant.user_id, grant.user, now, absolute_end)
+            .with_roles(grant.roles)
+            .with_client(grant.ip, grant.user_agent);
         let expires_at = config.idle_deadline(now, absolute_end);
         for _ in 0..CREATE_ATTEMPTS {
             let token = SessionToken::generate().map_err(Error::Random)?;
@@ -181,10 +200,84 @@ impl SessionContext {
 
     pub(crate) async fn logout(&self) -> Result<(), Error> {
         if let Some(key) = self.current_key() {
-            let existed = self.shared.store.delete(&key).await?;
-            tracing::info!(session = key.short(), existed, "logout");
+            let deleted = self.sessions.store.delete(&key).await?;
+            tracing::info!(session = key.short(), "logout");
+            if !deleted {
+                // Possibly rotated by a concurrent request: follow it by its public id.
+                if let Some(active) = self.resolve().await? {
+                    let record = &active.record;
+                    self.sessions.revoke(record.user_id(), record.id()).await?;
+                }
+            }
         }
         self.update.replace(CookieUpdate::Remove);
         Ok(())
     }
+
+    /// Moves the current session to a new token; with `reauthenticated`, also notes that the
+    /// password was just confirmed.
+    pub(crate) async fn rotate(&self, reauthenticated: bool) -> Result<(), Error> {
+        let active = self.require().await?;
+        let now = SystemTime::now();
+        let mut record = active.record.clone();
+        if reauthenticated {
+            record = record.reauthenticated(now);
+        }
+        let expires_at = self.config().idle_deadline(now, record.expires_at());
+        for _ in 0..CREATE_ATTEMPTS {
+            let token = SessionToken::generate().map_err(Error::Random)?;
+            let key = token.key();
+            let store = &*self.sessions.store;
+            if store.rotate(&active.key, &key, &record, expires_at).await? {
+                tracing::info!(
+                    from = active.key.short(),
+                    to = key.short(),
+                    reauthenticated,
+                    "session rotated"
+                );
+                self.rotated.replace(Some(Rc::new(ActiveSession {
+                    key,
+                    record,
+                    expires_at,
+                })));
+                self.update.replace(CookieUpdate::Issue(token));
+                return Ok(());
+            }
+            if store.load(&active.key).await?.is_none() {
+                return Err(Error::Unauthenticated);
+            }
+        }
+        Err(StoreError::unavailable("store refused every fresh session key").into())
+    }
+
+    pub(crate) async fn list(&self) -> Result<Vec<SessionInfo>, Error> {
+        let active = self.require().await?;
+        self.sessions
+            .list_marking(active.record.user_id(), Some(&active.key))
+            .await
+    }
+
+    pub(crate) async fn revoke_others(&self) -> Result<usize, Error> {
+        let active = self.require().await?;
+        let current = active.record.id();
+        self.sessions
+            .revoke_where(active.record.user_id(), |_, record| record.id() != current)
+            .await
+    }
+
+    pub(crate) async fn revoke_all(&self) -> Result<usize, Error> {
+        let active = self.require().await?;
+        let revoked = self.sessions.revoke_all(active.record.user_id()).await?;
+        self.update.replace(CookieUpdate::Remove);
+        Ok(revoked)
+    }
+}
+
+/// A public session id: 16 random bytes, base64url.
+fn random_id() -> Result<String, Error> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(Error::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }

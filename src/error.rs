@@ -46,6 +46,8 @@ impl StoreError {
 /// | variant | status | body |
 /// |---|---|---|
 /// | [`Unauthenticated`](Error::Unauthenticated) | 401 | `{"error":"unauthenticated"}` |
+/// | [`Forbidden`](Error::Forbidden) | 403 | `{"error":"forbidden"}` |
+/// | [`ReauthRequired`](Error::ReauthRequired) | 403 | `{"error":"reauth_required"}` |
 /// | [`Store`](Error::Store) | 503 | `{"error":"service unavailable"}` |
 /// | any other | 500 | `{"error":"internal error"}` |
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,13 @@ pub enum Error {
     /// revoked.
     #[error("not logged in")]
     Unauthenticated,
+    /// Logged in, but without a role the route requires.
+    #[error("missing a required role")]
+    Forbidden,
+    /// Logged in, but the password was entered too long ago for this route; the client should
+    /// ask for it again rather than log in again.
+    #[error("password must be confirmed again")]
+    ReauthRequired,
     /// The session store failed; the request is refused rather than treated as anonymous.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -75,6 +84,7 @@ impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Forbidden | Error::ReauthRequired => StatusCode::FORBIDDEN,
             Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,15 +93,14 @@ impl ResponseError for Error {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        json_error(status, error_code(status))
-    }
-}
-
-fn error_code(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::UNAUTHORIZED => "unauthenticated",
-        StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
-        _ => "internal error",
+        let code = match self {
+            Error::Forbidden => "forbidden",
+            Error::ReauthRequired => "reauth_required",
+            _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
+            _ => "internal error",
+        };
+        json_error(status, code)
     }
 }
 

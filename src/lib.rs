@@ -118,16 +118,22 @@ mod extractor;
 mod middleware;
 pub mod password;
 mod record;
+mod require;
+mod sessions;
 pub mod store;
 mod token;
 
 pub use actix_web::cookie::SameSite;
 
-pub use crate::config::{LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
+pub use crate::config::{
+    LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
+};
 pub use crate::error::{Error, StoreError};
-pub use crate::extractor::{AuthUser, Session};
+pub use crate::extractor::{AuthUser, MaybeUser, Session};
 pub use crate::middleware::LoginMiddleware;
 pub use crate::record::SessionRecord;
+pub use crate::require::{safe_next, Require};
+pub use crate::sessions::{SessionInfo, Sessions};
 pub use crate::store::{MemoryStore, RedisStore, SessionStore};
 pub use crate::token::SessionKey;
 

@@ -2,7 +2,6 @@
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -11,10 +10,11 @@ use actix_web::http::StatusCode;
 use actix_web::HttpMessage as _;
 use futures_util::future::LocalBoxFuture;
 
-use crate::config::{Config, LoginMiddlewareBuilder};
-use crate::context::{CookieUpdate, SessionContext, Shared};
+use crate::config::LoginMiddlewareBuilder;
+use crate::context::{CookieUpdate, SessionContext};
 use crate::error::json_error;
-use crate::store::{DynStore, SessionStore};
+use crate::sessions::Sessions;
+use crate::store::SessionStore;
 
 /// Resolves session cookies to logged-in users. Wrap your `App` (or a scope) with it.
 ///
@@ -35,14 +35,13 @@ use crate::store::{DynStore, SessionStore};
 /// ```
 #[derive(Clone)]
 pub struct LoginMiddleware {
-    store: Arc<dyn DynStore>,
-    config: Arc<Config>,
+    sessions: Sessions,
 }
 
 impl std::fmt::Debug for LoginMiddleware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginMiddleware")
-            .field("config", &self.config)
+            .field("config", &self.sessions.config)
             .finish_non_exhaustive()
     }
 }
@@ -59,8 +58,14 @@ impl LoginMiddleware {
         LoginMiddlewareBuilder::new(store)
     }
 
-    pub(crate) fn from_parts(store: Arc<dyn DynStore>, config: Arc<Config>) -> Self {
-        Self { store, config }
+    /// A handle on every user's sessions through this middleware's store, for use outside
+    /// requests (an admin task, an account being disabled).
+    pub fn sessions(&self) -> Sessions {
+        self.sessions.clone()
+    }
+
+    pub(crate) fn from_parts(sessions: Sessions) -> Self {
+        Self { sessions }
     }
 }
 
@@ -78,10 +83,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(LoginService {
             service: Rc::new(service),
-            shared: Rc::new(Shared {
-                store: Arc::clone(&self.store),
-                config: Arc::clone(&self.config),
-            }),
+            sessions: Rc::new(self.sessions.clone()),
         }))
     }
 }
@@ -90,7 +92,7 @@ where
 #[doc(hidden)]
 pub struct LoginService<S> {
     service: Rc<S>,
-    shared: Rc<Shared>,
+    sessions: Rc<Sessions>,
 }
 
 impl<S, B> Service<ServiceRequest> for LoginService<S>
@@ -105,8 +107,8 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let presented = self.shared.config.cookie.read(req.headers());
-        let context = Rc::new(SessionContext::new(Rc::clone(&self.shared), presented));
+        let presented = self.sessions.config.cookie.read(req.headers());
+        let context = Rc::new(SessionContext::new(Rc::clone(&self.sessions), presented));
         req.extensions_mut().insert(Rc::clone(&context));
         let response = self.service.call(req);
         Box::pin(async move { Ok(finish(response.await?, &context)) })

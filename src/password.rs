@@ -23,7 +23,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -127,24 +127,36 @@ pub fn verify_blocking(password: &str, stored: &str) -> Result<bool, PasswordErr
 
 /// Limits how many hashes run at once: half the cores (at least one), so serving requests keeps
 /// CPU, and memory stays at 19 MiB per permit.
-fn hashing_slots() -> &'static Semaphore {
-    static SLOTS: OnceLock<Semaphore> = OnceLock::new();
+fn hashing_slots() -> &'static Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     SLOTS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Semaphore::new(cores.div_ceil(2))
+        Arc::new(Semaphore::new(cores.div_ceil(2)))
     })
 }
 
 async fn off_the_executor<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
 ) -> Result<T, PasswordError> {
-    let _slot = hashing_slots()
-        .acquire()
+    run_in_slot(hashing_slots(), work).await
+}
+
+async fn run_in_slot<T: Send + 'static>(
+    slots: &Arc<Semaphore>,
+    work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+) -> Result<T, PasswordError> {
+    let slot = Arc::clone(slots)
+        .acquire_owned()
         .await
         .map_err(|err| PasswordError::Interrupted(err.to_string()))?;
-    actix_web::rt::task::spawn_blocking(work)
-        .await
-        .map_err(|err| PasswordError::Interrupted(err.to_string()))?
+    // The slot travels with the work: a caller that gives up (a client that disconnects) drops
+    // its future, but the hash runs on, and must keep its slot until it ends.
+    actix_web::rt::task::spawn_blocking(move || {
+        let _slot = slot;
+        work()
+    })
+    .await
+    .map_err(|err| PasswordError::Interrupted(err.to_string()))?
 }
 
 #[cfg(test)]
@@ -197,6 +209,28 @@ mod tests {
                 Err(PasswordError::MalformedHash(_))
             ));
         }
+    }
+
+    #[actix_web::test]
+    async fn a_cancelled_caller_does_not_free_the_slot_of_a_running_hash() {
+        let slots = Arc::new(Semaphore::new(1));
+        let slow = || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(())
+        };
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            run_in_slot(&slots, slow),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the call should have timed out");
+        assert_eq!(
+            slots.available_permits(),
+            0,
+            "slot freed while the hash still runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(slots.available_permits(), 1);
     }
 
     #[actix_web::test]

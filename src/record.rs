@@ -6,13 +6,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// One login session as the store keeps it: who is logged in, the app's profile of that user,
-/// and the session's fixed timestamps.
+/// their roles, where the login came from, and the session's fixed timestamps.
 ///
 /// The record never holds the session token or anything derived from it; the store finds it
-/// under the token's [`SessionKey`](crate::SessionKey). Times are kept as Unix milliseconds so
-/// the encoded record stays small and readable in a Redis dump.
+/// under the token's [`SessionKey`](crate::SessionKey). Its `id` is a separate random public
+/// handle that stays the same when the token is rotated, for listing and revoking sessions.
+/// Times are kept as Unix milliseconds so the encoded record stays small and readable in a
+/// Redis dump.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionRecord {
+    id: String,
     user_id: String,
     /// Kept as raw JSON: the record is decoded without knowing the app's profile type, and the
     /// profile is decoded once, straight into that type, by the extractor.
@@ -20,13 +23,21 @@ pub struct SessionRecord {
     created_at: u64,
     authenticated_at: u64,
     expires_at: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
 }
 
 impl SessionRecord {
-    /// A record for a login that happens at `now` and may last until `expires_at` at the latest.
+    /// A record with public handle `id` for a login that happens at `now` and may last until
+    /// `expires_at` at the latest.
     ///
     /// `user` is the profile serialised as JSON.
     pub fn new(
+        id: impl Into<String>,
         user_id: impl Into<String>,
         user: Box<RawValue>,
         now: SystemTime,
@@ -34,12 +45,60 @@ impl SessionRecord {
     ) -> Self {
         let now = unix_millis(now);
         Self {
+            id: id.into(),
             user_id: user_id.into(),
             user,
             created_at: now,
             authenticated_at: now,
             expires_at: unix_millis(expires_at),
+            roles: Vec::new(),
+            ip: None,
+            user_agent: None,
         }
+    }
+
+    /// The same record with these roles.
+    pub fn with_roles(mut self, roles: Vec<String>) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// The same record noting where the login came from.
+    pub fn with_client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
+        self.ip = ip;
+        self.user_agent = user_agent;
+        self
+    }
+
+    /// The same record, with the password confirmed again at `now`.
+    pub(crate) fn reauthenticated(mut self, now: SystemTime) -> Self {
+        self.authenticated_at = unix_millis(now);
+        self
+    }
+
+    /// The session's public handle: random, unrelated to the token, unchanged by rotation.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The roles granted at login.
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// Whether the session was granted `role` at login.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The client's IP address at login, if known.
+    pub fn ip(&self) -> Option<&str> {
+        self.ip.as_deref()
+    }
+
+    /// The client's `User-Agent` at login, if it sent one.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
     }
 
     /// The id the app gave at login.
@@ -86,10 +145,18 @@ mod tests {
     fn round_trips_through_json_without_losing_the_profile() {
         let now = SystemTime::now();
         let user = RawValue::from_string(r#"{"id":7,"name":"ann"}"#.into()).unwrap();
-        let record = SessionRecord::new("7", user, now, now + Duration::from_secs(60));
+        let record = SessionRecord::new("s1", "7", user, now, now + Duration::from_secs(60))
+            .with_roles(vec!["admin".into()])
+            .with_client(Some("192.0.2.1".into()), Some("curl/8".into()));
         let json = serde_json::to_string(&record).unwrap();
         let back: SessionRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back.user_id(), "7");
+        assert_eq!(back.id(), "s1");
+        assert!(back.has_role("admin") && !back.has_role("root"));
+        assert_eq!(
+            (back.ip(), back.user_agent()),
+            (Some("192.0.2.1"), Some("curl/8"))
+        );
         assert_eq!(back.user().get(), r#"{"id":7,"name":"ann"}"#);
         assert_eq!(unix_millis(back.created_at()), unix_millis(now));
         assert_eq!(back.created_at(), back.authenticated_at());

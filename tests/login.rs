@@ -336,7 +336,7 @@ async fn no_cookie_garbage_cookies_and_unused_sessions_cost_zero_redis_commands(
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(sent, [("get".into(), 1), ("pttl".into(), 1)].into());
-    assert_eq!(support::dump(&server.url(), "cmds").len(), 1);
+    assert_eq!(support::dump(&server.url(), "cmds:session").len(), 1);
 }
 
 #[actix_web::test]
@@ -348,7 +348,7 @@ async fn redis_holds_only_the_token_hash() {
     let res = test::call_service(&app, get("/me", Some(&token))).await;
     assert_eq!(res.status(), StatusCode::OK);
 
-    let dump = support::dump(&url, &prefix);
+    let dump = support::dump(&url, &format!("{prefix}:session"));
     assert_eq!(dump.len(), 1);
     let (key, value, ttl) = &dump[0];
     assert_eq!(key, &format!("{prefix}:session:{}", sha256_hex(&token)));
@@ -417,7 +417,7 @@ async fn idle_sessions_expire_and_active_ones_stay() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let res = test::call_service(&app, get("/me", Some(&active))).await;
         assert_eq!(res.status(), StatusCode::OK, "active session ended");
-        for (_, _, ttl) in support::dump(&url, &prefix) {
+        for (_, _, ttl) in support::dump(&url, &format!("{prefix}:session")) {
             assert!(ttl > 0 && ttl <= 800, "ttl {ttl}");
         }
     }
@@ -429,7 +429,7 @@ async fn idle_sessions_expire_and_active_ones_stay() {
         401
     );
     assert_eq!(
-        support::dump(&url, &prefix).len(),
+        support::dump(&url, &format!("{prefix}:session")).len(),
         1,
         "expired session still in Redis"
     );
@@ -462,7 +462,7 @@ async fn activity_never_extends_a_session_past_its_absolute_lifetime() {
         if age < Duration::from_millis(1400) {
             assert_eq!(status, StatusCode::OK, "ended early at {age:?}");
             let remaining = Duration::from_millis(1500).saturating_sub(age);
-            for (_, _, ttl) in support::dump(&url, &prefix) {
+            for (_, _, ttl) in support::dump(&url, &format!("{prefix}:session")) {
                 let ttl = Duration::from_millis(u64::try_from(ttl).unwrap());
                 assert!(
                     ttl <= remaining + Duration::from_millis(50),
@@ -476,48 +476,13 @@ async fn activity_never_extends_a_session_past_its_absolute_lifetime() {
     }
 }
 
-/// A real store whose refreshes are held back, so that a logout lands between a request's load
-/// and its refresh: the window in which a careless store resurrects the session.
-#[derive(Clone)]
-struct SlowRefresh<S>(S);
-
-impl<S: SessionStore> SessionStore for SlowRefresh<S> {
-    async fn create(
-        &self,
-        key: &actix_login::SessionKey,
-        record: &actix_login::SessionRecord,
-        expires_at: std::time::SystemTime,
-    ) -> Result<bool, actix_login::StoreError> {
-        self.0.create(key, record, expires_at).await
-    }
-
-    async fn load(
-        &self,
-        key: &actix_login::SessionKey,
-    ) -> Result<Option<actix_login::store::StoredSession>, actix_login::StoreError> {
-        self.0.load(key).await
-    }
-
-    async fn extend(
-        &self,
-        key: &actix_login::SessionKey,
-        expires_at: std::time::SystemTime,
-    ) -> Result<bool, actix_login::StoreError> {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.0.extend(key, expires_at).await
-    }
-
-    async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
-        self.0.delete(key).await
-    }
-}
-
 #[actix_web::test]
 async fn logout_racing_in_flight_refreshes_is_final() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
     // A 1-second idle window and 150 ms between login and use make every request refresh.
-    let store = SlowRefresh(redis_store_at(&url, &prefix).await);
+    let mut store = support::Wrapped::new(redis_store_at(&url, &prefix).await);
+    store.extend_delay = Duration::from_millis(100);
     let middleware = LoginMiddleware::builder(store)
         .idle_timeout(Duration::from_secs(1))
         .build();
@@ -531,7 +496,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             tokio::time::sleep(Duration::from_millis(30)).await;
             let res = app.call(post("/end-session", Some(&token))).await;
             assert!(
-                support::dump(&url, &prefix).is_empty(),
+                support::dump(&url, &format!("{prefix}:session")).is_empty(),
                 "logout left the record"
             );
             res
@@ -552,7 +517,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             );
         }
         assert!(
-            support::dump(&url, &prefix).is_empty(),
+            support::dump(&url, &format!("{prefix}:session")).is_empty(),
             "logged-out session is back in Redis"
         );
         assert_eq!(
@@ -562,6 +527,56 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             401
         );
     }
+}
+
+/// A store that keeps records past their deadlines leaves the middleware's own checks as the
+/// only thing between an expired session and a logged-in request.
+#[actix_web::test]
+async fn deadlines_hold_even_when_the_store_returns_expired_records() {
+    // Idle deadline passed, record still returned.
+    let mut store = support::Wrapped::new(MemoryStore::new());
+    store.keep_expired = true;
+    store.report_idle_deadline = true;
+    let extends = std::sync::Arc::clone(&store.extend_calls);
+    let middleware = LoginMiddleware::builder(store)
+        .idle_timeout(Duration::from_millis(300))
+        .build();
+    let idle_app = app(middleware).await;
+    let token = log_in(&idle_app, 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        test::call_service(&idle_app, get("/me", Some(&token)))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        extends.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "expired session refreshed"
+    );
+
+    // Absolute end passed, idle deadline reported far away.
+    let mut store = support::Wrapped::new(MemoryStore::new());
+    store.keep_expired = true;
+    let middleware = LoginMiddleware::builder(store)
+        .absolute_timeout(Duration::from_millis(300))
+        .build();
+    let absolute_app = app(middleware).await;
+    let token = log_in(&absolute_app, 1).await;
+    assert_eq!(
+        test::call_service(&absolute_app, get("/me", Some(&token)))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        test::call_service(&absolute_app, get("/me", Some(&token)))
+            .await
+            .status(),
+        401
+    );
 }
 
 #[actix_web::test]
@@ -619,9 +634,17 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
             started.elapsed()
         );
     }
-    let res = test::call_service(&app, post("/login/3", None)).await;
-    assert!(set_cookie(&res).is_none());
-    assert_eq!(status_and_body(res).await, (503, UNAVAILABLE.into()));
+    // Logins, with or without a previous session, and logouts fail without touching the cookie.
+    for req in [
+        post("/login/3", None),
+        post("/login/3", Some(&token)),
+        post("/logout", Some(&token)),
+        post("/end-session", Some(&token)),
+    ] {
+        let res = test::call_service(&app, req).await;
+        assert!(set_cookie(&res).is_none(), "cookie touched while down");
+        assert_eq!(status_and_body(res).await, (503, UNAVAILABLE.into()));
+    }
     // Routes that do not need the session keep working.
     assert_eq!(
         test::call_service(&app, get("/public", Some(&token)))
@@ -713,4 +736,29 @@ async fn logs_never_contain_the_token() {
         !logs.contains(&sha256_hex(&token)),
         "full token hash in logs"
     );
+}
+
+#[actix_web::test]
+async fn unlimited_timeouts_do_not_overflow() {
+    let url = shared_redis_url();
+    for store_is_redis in [false, true] {
+        let builder = if store_is_redis {
+            LoginMiddleware::builder(redis_store_at(&url, &unique_prefix()).await)
+        } else {
+            LoginMiddleware::builder(MemoryStore::new())
+        };
+        let middleware = builder
+            .idle_timeout(Duration::MAX)
+            .absolute_timeout(Duration::MAX)
+            .fresh_window(Duration::MAX)
+            .build();
+        let app = app(middleware).await;
+        let token = log_in(&app, 1).await;
+        assert_eq!(
+            test::call_service(&app, get("/me", Some(&token)))
+                .await
+                .status(),
+            200
+        );
+    }
 }

@@ -19,7 +19,7 @@ fn random_key() -> SessionKey {
 fn record(user_id: &str, lifetime: Duration) -> SessionRecord {
     let now = SystemTime::now();
     let user = RawValue::from_string(format!(r#"{{"name":"{user_id}"}}"#)).unwrap();
-    SessionRecord::new(user_id, user, now, now + lifetime)
+    SessionRecord::new(format!("id-{user_id}"), user_id, user, now, now + lifetime)
 }
 
 fn in_(d: Duration) -> SystemTime {
@@ -187,11 +187,16 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
         .await
         .unwrap();
 
-    let dump = support::dump(&url, &prefix);
-    assert_eq!(dump.len(), 1);
+    let mut dump = support::dump(&url, &prefix);
+    dump.sort();
+    assert_eq!(dump.len(), 2, "{dump:?}");
     let (name, _, ttl) = &dump[0];
     assert_eq!(name, &format!("{prefix}:session:{}", key.as_str()));
-    assert!(*ttl > 85_000 && *ttl <= 90_000, "ttl {ttl}");
+    assert!(*ttl > 85_000 && *ttl <= 90_000, "session ttl {ttl}");
+    // The user's index lives as long as the session's absolute lifetime.
+    let (name, _, ttl) = &dump[1];
+    assert_eq!(name, &format!("{prefix}:user:u"));
+    assert!(*ttl > 3_595_000 && *ttl <= 3_600_000, "index ttl {ttl}");
 }
 
 #[actix_web::test]

@@ -1,6 +1,6 @@
 //! An in-process store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -25,6 +25,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<SessionKey, StoredSession>,
+    by_user: HashMap<String, HashSet<SessionKey>>,
     creations_since_sweep: u32,
 }
 
@@ -45,7 +46,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // No operation leaves the map half-updated, so a panic elsewhere cannot corrupt it.
+        // No operation leaves the maps half-updated, so a panic elsewhere cannot corrupt them.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -54,13 +55,45 @@ impl Inner {
     /// The live entry under `key`, dropping it if it has expired.
     fn live(&mut self, key: &SessionKey, now: SystemTime) -> Option<&mut StoredSession> {
         if self.sessions.get(key).is_some_and(|s| s.expires_at <= now) {
-            self.sessions.remove(key);
+            self.remove(key);
         }
         self.sessions.get_mut(key)
     }
 
+    fn insert(&mut self, key: &SessionKey, record: &SessionRecord, expires_at: SystemTime) {
+        self.by_user
+            .entry(record.user_id().to_owned())
+            .or_default()
+            .insert(key.clone());
+        let stored = StoredSession {
+            record: record.clone(),
+            expires_at,
+        };
+        self.sessions.insert(key.clone(), stored);
+    }
+
+    fn remove(&mut self, key: &SessionKey) -> Option<StoredSession> {
+        let stored = self.sessions.remove(key)?;
+        let user_id = stored.record.user_id();
+        if let Some(keys) = self.by_user.get_mut(user_id) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_user.remove(user_id);
+            }
+        }
+        Some(stored)
+    }
+
     fn sweep(&mut self, now: SystemTime) {
-        self.sessions.retain(|_, s| s.expires_at > now);
+        let expired: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expires_at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.remove(&key);
+        }
         self.creations_since_sweep = 0;
     }
 }
@@ -81,11 +114,7 @@ impl SessionStore for MemoryStore {
         if inner.live(key, now).is_some() {
             return Ok(false);
         }
-        let stored = StoredSession {
-            record: record.clone(),
-            expires_at,
-        };
-        inner.sessions.insert(key.clone(), stored);
+        inner.insert(key, record, expires_at);
         Ok(true)
     }
 
@@ -108,7 +137,42 @@ impl SessionStore for MemoryStore {
         let now = SystemTime::now();
         let mut inner = self.lock();
         let was_live = inner.live(key, now).is_some();
-        inner.sessions.remove(key);
+        inner.remove(key);
         Ok(was_live)
+    }
+
+    async fn list(&self, user_id: &str) -> Result<Vec<(SessionKey, StoredSession)>, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let keys: Vec<SessionKey> = inner
+            .by_user
+            .get(user_id)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut live = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(stored) = inner.live(&key, now) {
+                live.push((key, stored.clone()));
+            }
+        }
+        Ok(live)
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        // One lock makes the whole move atomic, which satisfies the ordering rule trivially.
+        if inner.live(old, now).is_none() || inner.live(new, now).is_some() {
+            return Ok(false);
+        }
+        inner.remove(old);
+        inner.insert(new, record, expires_at);
+        Ok(true)
     }
 }

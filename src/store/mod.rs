@@ -1,8 +1,9 @@
 //! Where session records live.
 //!
 //! [`SessionStore`] is the whole contract between the middleware and a backend: four operations
-//! on one record at a time. The crate ships [`RedisStore`] for production and [`MemoryStore`]
-//! for development and tests; any other backend only has to implement the trait.
+//! on one record, plus a per-user index to list and rotate sessions. The crate ships
+//! [`RedisStore`] for production and [`MemoryStore`] for development and tests; any other
+//! backend only has to implement the trait.
 
 use std::future::Future;
 use std::time::SystemTime;
@@ -27,11 +28,17 @@ pub struct StoredSession {
     pub expires_at: SystemTime,
 }
 
-/// A backend that keeps session records.
+/// A backend that keeps session records, and an index of them per user.
 ///
-/// Every method works on a single key, and no method may bring back a record that is gone: a
-/// logout or revocation that deletes a record must win over any concurrent
-/// [`extend`](SessionStore::extend). That is what makes logout immediate.
+/// No method may bring back a record that is gone: a logout or revocation that deletes a record
+/// must win over any concurrent [`extend`](SessionStore::extend) or
+/// [`rotate`](SessionStore::rotate). That is what makes logout immediate.
+///
+/// Revocation relies on one ordering rule, which needs no transaction spanning several keys: a
+/// record is in its user's index *before* it can be used, and [`rotate`](SessionStore::rotate)
+/// indexes the new record before it deletes the old one. Whoever deletes the old record first
+/// wins: if the revoker did, the rotation fails and removes its new record; if the rotation did,
+/// the revoker's delete finds nothing, so it lists the index again and finds the new record.
 ///
 /// Futures need not be `Send`: Actix runs each request on one worker thread. The store itself is
 /// shared by all workers, hence `Send + Sync`.
@@ -42,9 +49,12 @@ pub struct StoredSession {
 /// should free them eventually. Times are absolute; a store that works with relative TTLs, as
 /// Redis does, converts with its own clock at the moment of the call.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores `record` under `key` until `expires_at`, unless the key is taken.
+    /// Stores `record` under `key` until `expires_at`, unless the key is taken, and adds it to
+    /// the index of `record.user_id()` first.
     ///
-    /// Returns `Ok(false)` if a record already exists under `key`; it is left untouched.
+    /// Returns `Ok(false)` if a record already exists under `key`; it is left untouched. The
+    /// index must outlive every record in it (keep it at least until the latest
+    /// [`SessionRecord::expires_at`]).
     fn create(
         &self,
         key: &SessionKey,
@@ -68,8 +78,29 @@ pub trait SessionStore: Send + Sync + 'static {
         expires_at: SystemTime,
     ) -> impl Future<Output = Result<bool, StoreError>>;
 
-    /// Removes the record under `key`. Returns whether there was one.
+    /// Removes the record under `key`. Returns whether there was one. Its index entry may be
+    /// left for [`list`](SessionStore::list) to prune.
     fn delete(&self, key: &SessionKey) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// The live sessions of `user_id`, in no particular order. Entries whose record is gone,
+    /// expired, or belongs to another user are dropped from the index on the way.
+    fn list(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Vec<(SessionKey, StoredSession)>, StoreError>>;
+
+    /// Moves the session under `old` to `new`, now holding `record`, expiring at `expires_at`.
+    ///
+    /// Steps, in this order: index and create `new`; delete `old`; if `old` was already gone,
+    /// delete `new` and return `Ok(false)`; otherwise drop `old` from the index and return
+    /// `Ok(true)`.
+    fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
 }
 
 /// [`SessionStore`] behind a vtable, so the middleware and extractors need no type parameter.
@@ -93,6 +124,19 @@ pub(crate) trait DynStore: Send + Sync {
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
     fn delete<'a>(&'a self, key: &'a SessionKey) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
+
+    fn list<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Vec<(SessionKey, StoredSession)>, StoreError>>;
+
+    fn rotate<'a>(
+        &'a self,
+        old: &'a SessionKey,
+        new: &'a SessionKey,
+        record: &'a SessionRecord,
+        expires_at: SystemTime,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 }
 
 impl<S: SessionStore> DynStore for S {
@@ -122,5 +166,22 @@ impl<S: SessionStore> DynStore for S {
 
     fn delete<'a>(&'a self, key: &'a SessionKey) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(SessionStore::delete(self, key))
+    }
+
+    fn list<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Vec<(SessionKey, StoredSession)>, StoreError>> {
+        Box::pin(SessionStore::list(self, user_id))
+    }
+
+    fn rotate<'a>(
+        &'a self,
+        old: &'a SessionKey,
+        new: &'a SessionKey,
+        record: &'a SessionRecord,
+        expires_at: SystemTime,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(SessionStore::rotate(self, old, new, record, expires_at))
     }
 }

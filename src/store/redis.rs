@@ -18,14 +18,18 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// One record is one Redis string, `{prefix}:session:{sha256-hex of the token}`, holding the
 /// JSON-encoded [`SessionRecord`] with a millisecond TTL that is the session's idle deadline.
-/// The raw token is never sent to Redis.
+/// Each user's sessions are indexed in a set, `{prefix}:user:{user id}`, of those hex keys,
+/// whose TTL is kept at or past the absolute end of its longest-lived session. The raw token is
+/// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`).
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `GET`, `PTTL` (pipelined) | 1 |
-/// | [`create`](SessionStore::create) | `SET … NX PX` | 1 |
 /// | [`extend`](SessionStore::extend) | `PEXPIRE` (a no-op on a missing key) | 1 |
+/// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (pipelined) | 1 |
 /// | [`delete`](SessionStore::delete) | `DEL` | 1 |
+/// | [`list`](SessionStore::list) | `SMEMBERS`; `GET`, `PTTL` per member (pipelined); `SREM` of dead members | 2–3 |
+/// | [`rotate`](SessionStore::rotate) | as `create`; `DEL` old; `SREM` old | 3 |
 ///
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
 /// Every command is bounded by a timeout (1 s unless set with
@@ -83,6 +87,65 @@ impl RedisStore {
     /// The Redis key for a session.
     pub fn session_key(&self, key: &SessionKey) -> String {
         format!("{}:session:{}", self.prefix, key.as_str())
+    }
+
+    /// The Redis key of a user's session index.
+    pub fn user_index_key(&self, user_id: &str) -> String {
+        format!("{}:user:{user_id}", self.prefix)
+    }
+
+    /// Indexes `key` under its user and stores the record, in one round trip. The index comes
+    /// first, so no record exists unindexed; its TTL only ever grows, to the record's absolute
+    /// end at least.
+    async fn index_and_create(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let value = serde_json::to_vec(record).map_err(StoreError::corrupt)?;
+        let index = self.user_index_key(record.user_id());
+        let index_ttl = ttl_millis(record.expires_at());
+        let mut conn = self.connection.clone();
+        let (_, _, _, created): ((), (), (), Option<String>) = self
+            .run(
+                redis::pipe()
+                    .cmd("SADD")
+                    .arg(&index)
+                    .arg(key.as_str())
+                    .cmd("PEXPIRE")
+                    .arg(&index)
+                    .arg(index_ttl)
+                    .arg("NX")
+                    .cmd("PEXPIRE")
+                    .arg(&index)
+                    .arg(index_ttl)
+                    .arg("GT")
+                    .cmd("SET")
+                    .arg(self.session_key(key))
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_millis(expires_at))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        // `NX` answers nil when the key exists.
+        Ok(created.is_some())
+    }
+
+    async fn unindex(&self, user_id: &str, keys: &[&str]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connection.clone();
+        self.run(
+            redis::cmd("SREM")
+                .arg(self.user_index_key(user_id))
+                .arg(keys)
+                .query_async::<()>(&mut conn),
+        )
+        .await
     }
 
     async fn run<T>(
@@ -157,6 +220,25 @@ impl RedisStoreBuilder {
     }
 }
 
+/// A session from the replies to `GET` and `PTTL`.
+fn decode(value: Option<Vec<u8>>, pttl: i64) -> Result<Option<StoredSession>, StoreError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let remaining = match u64::try_from(pttl) {
+        Ok(ms) => Duration::from_millis(ms),
+        // -2: deleted between the two commands.
+        Err(_) if pttl == -2 => return Ok(None),
+        // -1: something removed the TTL. Accepting the record would let it live forever.
+        Err(_) => return Err(StoreError::corrupt("session key has no TTL")),
+    };
+    let record = serde_json::from_slice(&value).map_err(StoreError::corrupt)?;
+    Ok(Some(StoredSession {
+        record,
+        expires_at: SystemTime::now() + remaining,
+    }))
+}
+
 /// Redis wants a positive whole number of milliseconds; a deadline already reached becomes 1 ms.
 fn ttl_millis(expires_at: SystemTime) -> u64 {
     let remaining = expires_at
@@ -174,21 +256,7 @@ impl SessionStore for RedisStore {
         record: &SessionRecord,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let value = serde_json::to_vec(record).map_err(StoreError::corrupt)?;
-        let mut conn = self.connection.clone();
-        let reply: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.session_key(key))
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_millis(expires_at))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        // `NX` answers nil when the key exists.
-        Ok(reply.is_some())
+        self.index_and_create(key, record, expires_at).await
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
@@ -204,21 +272,7 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        let remaining = match u64::try_from(pttl) {
-            Ok(ms) => Duration::from_millis(ms),
-            // -2: deleted between the two commands.
-            Err(_) if pttl == -2 => return Ok(None),
-            // -1: something removed the TTL. Accepting the record would let it live forever.
-            Err(_) => return Err(StoreError::corrupt("session key has no TTL")),
-        };
-        let record = serde_json::from_slice(&value).map_err(StoreError::corrupt)?;
-        Ok(Some(StoredSession {
-            record,
-            expires_at: SystemTime::now() + remaining,
-        }))
+        decode(value, pttl)
     }
 
     async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
@@ -245,5 +299,78 @@ impl SessionStore for RedisStore {
             )
             .await?;
         Ok(removed > 0)
+    }
+
+    async fn list(&self, user_id: &str) -> Result<Vec<(SessionKey, StoredSession)>, StoreError> {
+        let mut conn = self.connection.clone();
+        let members: Vec<String> = self
+            .run(
+                redis::cmd("SMEMBERS")
+                    .arg(self.user_index_key(user_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut keys = Vec::with_capacity(members.len());
+        let mut dead: Vec<&str> = Vec::new();
+        for member in &members {
+            match SessionKey::parse(member) {
+                Some(key) => keys.push(key),
+                None => dead.push(member),
+            }
+        }
+        let mut lookups = redis::pipe();
+        for key in &keys {
+            let redis_key = self.session_key(key);
+            lookups
+                .cmd("GET")
+                .arg(&redis_key)
+                .cmd("PTTL")
+                .arg(&redis_key);
+        }
+        let replies: Vec<redis::Value> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.run(lookups.query_async(&mut conn)).await?
+        };
+        let mut live = Vec::with_capacity(keys.len());
+        let mut replies = replies.into_iter();
+        for (key, member) in keys.into_iter().zip(&members) {
+            let (Some(value), Some(pttl)) = (replies.next(), replies.next()) else {
+                return Err(StoreError::corrupt("short pipeline reply"));
+            };
+            let value = redis::from_redis_value(value).map_err(StoreError::corrupt)?;
+            let pttl = redis::from_redis_value(pttl).map_err(StoreError::corrupt)?;
+            match decode(value, pttl) {
+                Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
+                Ok(_) => dead.push(member),
+                Err(err) => {
+                    tracing::warn!(session = key.short(), error = %err, "skipping unreadable session");
+                }
+            }
+        }
+        // Dropping dead entries one exact member at a time never touches an entry that a
+        // concurrent rotation has just added.
+        self.unindex(user_id, &dead).await?;
+        Ok(live)
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        if !self.index_and_create(new, record, expires_at).await? {
+            return Ok(false);
+        }
+        if !self.delete(old).await? {
+            // Revoked, logged out or expired meanwhile: the new session must not outlive it.
+            self.delete(new).await?;
+            self.unindex(record.user_id(), &[new.as_str()]).await?;
+            return Ok(false);
+        }
+        self.unindex(record.user_id(), &[old.as_str()]).await?;
+        Ok(true)
     }
 }

@@ -243,3 +243,107 @@ pub fn capture_logs() -> (CapturedLogs, tracing::subscriber::DefaultGuard) {
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
 }
+
+/// A real store with the faults a test needs injected around it.
+#[derive(Clone, Default)]
+pub struct Wrapped<S> {
+    pub inner: S,
+    /// Held before every `extend`, to widen the window between a load and its refresh.
+    pub extend_delay: Duration,
+    /// Keep records an hour whatever their deadline, as a careless custom store might, and
+    /// report their deadlines as follows.
+    pub keep_expired: bool,
+    /// With `keep_expired`: report the real idle deadline (`true`) or one an hour away.
+    pub report_idle_deadline: bool,
+    pub extend_calls: std::sync::Arc<AtomicU32>,
+    deadlines: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::SystemTime>>>,
+}
+
+impl<S> Wrapped<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            extend_delay: Duration::ZERO,
+            keep_expired: false,
+            report_idle_deadline: false,
+            extend_calls: Default::default(),
+            deadlines: Default::default(),
+        }
+    }
+
+    fn stored_deadline(
+        &self,
+        key: &actix_login::SessionKey,
+        real: std::time::SystemTime,
+    ) -> std::time::SystemTime {
+        if !self.keep_expired {
+            return real;
+        }
+        self.deadlines
+            .lock()
+            .unwrap()
+            .insert(key.as_str().to_owned(), real);
+        std::time::SystemTime::now() + Duration::from_secs(3600)
+    }
+}
+
+impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
+    async fn create(
+        &self,
+        key: &actix_login::SessionKey,
+        record: &actix_login::SessionRecord,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        let deadline = self.stored_deadline(key, expires_at);
+        self.inner.create(key, record, deadline).await
+    }
+
+    async fn load(
+        &self,
+        key: &actix_login::SessionKey,
+    ) -> Result<Option<actix_login::store::StoredSession>, actix_login::StoreError> {
+        let mut loaded = self.inner.load(key).await?;
+        if let (Some(stored), true) = (loaded.as_mut(), self.report_idle_deadline) {
+            if let Some(real) = self.deadlines.lock().unwrap().get(key.as_str()) {
+                stored.expires_at = *real;
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn extend(
+        &self,
+        key: &actix_login::SessionKey,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        self.extend_calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.extend_delay).await;
+        let deadline = self.stored_deadline(key, expires_at);
+        self.inner.extend(key, deadline).await
+    }
+
+    async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
+        self.inner.delete(key).await
+    }
+
+    async fn list(
+        &self,
+        user_id: &str,
+    ) -> Result<
+        Vec<(actix_login::SessionKey, actix_login::store::StoredSession)>,
+        actix_login::StoreError,
+    > {
+        self.inner.list(user_id).await
+    }
+
+    async fn rotate(
+        &self,
+        old: &actix_login::SessionKey,
+        new: &actix_login::SessionKey,
+        record: &actix_login::SessionRecord,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        let deadline = self.stored_deadline(new, expires_at);
+        self.inner.rotate(old, new, record, deadline).await
+    }
+}

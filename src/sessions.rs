@@ -1,0 +1,184 @@
+//! Every session of a user: listing and revocation.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+
+use crate::config::Config;
+use crate::store::{DynStore, StoredSession};
+use crate::{Error, SessionKey, SessionRecord};
+
+/// How often a revocation lists the index again after finding a session rotated away under it.
+/// Each extra round needs a rotation to complete within one round trip; a few rounds suffice.
+const REVOKE_ROUNDS: usize = 5;
+
+/// The sessions of any user: list them, revoke one, or revoke them all.
+///
+/// Revocation is immediate on every app instance sharing the store: when a call returns, no
+/// revoked token authenticates again, even one being rotated at that very moment (see
+/// [`SessionStore`](crate::SessionStore) for how). A login that completes while a revocation
+/// runs is a fresh authentication and is not revoked.
+///
+/// Take it as an extractor in a handler, or get one from [`LoginMiddleware::sessions`] to use
+/// outside requests, for example when an account is disabled.
+///
+/// [`LoginMiddleware::sessions`]: crate::LoginMiddleware::sessions
+#[derive(Clone)]
+pub struct Sessions {
+    pub(crate) store: Arc<dyn DynStore>,
+    pub(crate) config: Arc<Config>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+/// One session as shown to its owner. Holds nothing that could be used to take the session
+/// over: `id` is a public handle, not the token or its hash.
+///
+/// Serialises as `{"id","created_at","last_seen","ip","user_agent","current"}` with times in
+/// Unix seconds.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The public handle, for [`Sessions::revoke`].
+    pub id: String,
+    /// When the user logged in.
+    #[serde(serialize_with = "unix_seconds")]
+    pub created_at: SystemTime,
+    /// When the session was last used, to within a tenth of the idle timeout.
+    #[serde(serialize_with = "unix_seconds")]
+    pub last_seen: SystemTime,
+    /// The client's IP address at login.
+    pub ip: Option<String>,
+    /// The client's `User-Agent` at login.
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the request that asked.
+    pub current: bool,
+}
+
+fn unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
+}
+
+impl Sessions {
+    /// The live sessions of `user_id`, most recently used first.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
+        self.list_marking(user_id, None).await
+    }
+
+    /// Revokes the session of `user_id` whose public id is `session_id`. Returns whether there
+    /// was one; a session of another user is never touched.
+    pub async fn revoke(&self, user_id: &str, session_id: &str) -> Result<bool, Error> {
+        let revoked = self
+            .revoke_where(user_id, |_, record| record.id() == session_id)
+            .await?;
+        Ok(revoked > 0)
+    }
+
+    /// Revokes every session of `user_id`: "log out everywhere", or an account being disabled.
+    /// Returns how many there were.
+    pub async fn revoke_all(&self, user_id: &str) -> Result<usize, Error> {
+        self.revoke_where(user_id, |_, _| true).await
+    }
+
+    pub(crate) async fn list_marking(
+        &self,
+        user_id: &str,
+        current: Option<&SessionKey>,
+    ) -> Result<Vec<SessionInfo>, Error> {
+        let mut sessions: Vec<SessionInfo> = self
+            .store
+            .list(user_id)
+            .await?
+            .into_iter()
+            .map(|(key, stored)| self.info(&stored, current == Some(&key)))
+            .collect();
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+        Ok(sessions)
+    }
+
+    fn info(&self, stored: &StoredSession, current: bool) -> SessionInfo {
+        let record = &stored.record;
+        // The store keeps the idle deadline, not the time of the last request; the deadline was
+        // last moved to "then + idle timeout".
+        let refreshed = stored
+            .expires_at
+            .checked_sub(self.config.idle_timeout)
+            .unwrap_or(UNIX_EPOCH);
+        SessionInfo {
+            id: record.id().to_owned(),
+            created_at: record.created_at(),
+            last_seen: refreshed.max(record.created_at()),
+            ip: record.ip().map(str::to_owned),
+            user_agent: record.user_agent().map(str::to_owned),
+            current,
+        }
+    }
+
+    /// Deletes every session of `user_id` that `doomed` picks. When a delete finds its record
+    /// already gone, the session may have been rotated to a new key: list again and go on.
+    pub(crate) async fn revoke_where(
+        &self,
+        user_id: &str,
+        doomed: impl Fn(&SessionKey, &SessionRecord) -> bool,
+    ) -> Result<usize, Error> {
+        let mut revoked = 0;
+        for _ in 0..REVOKE_ROUNDS {
+            let targets: Vec<SessionKey> = self
+                .store
+                .list(user_id)
+                .await?
+                .into_iter()
+                .filter(|(key, stored)| doomed(key, &stored.record))
+                .map(|(key, _)| key)
+                .collect();
+            let mut raced = false;
+            for key in &targets {
+                if self.store.delete(key).await? {
+                    tracing::info!(session = key.short(), user_id, "session revoked");
+                    revoked += 1;
+                } else {
+                    raced = true;
+                }
+            }
+            if !raced {
+                break;
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Makes room for one more session of `user_id` under the per-user cap, oldest first, and
+    /// prunes the index on the way.
+    pub(crate) async fn make_room(&self, user_id: &str) -> Result<(), Error> {
+        let mut live = self.store.list(user_id).await?;
+        let Some(cap) = self.config.max_sessions_per_user else {
+            return Ok(());
+        };
+        if live.len() < cap {
+            return Ok(());
+        }
+        live.sort_by_key(|(_, stored)| stored.record.created_at());
+        let excess = live.len() + 1 - cap;
+        let oldest: Vec<String> = live
+            .iter()
+            .take(excess)
+            .map(|(_, stored)| stored.record.id().to_owned())
+            .collect();
+        let evicted = self
+            .revoke_where(user_id, |_, record| {
+                oldest.iter().any(|id| id == record.id())
+            })
+            .await?;
+        tracing::info!(
+            user_id,
+            evicted,
+            "session cap reached; oldest sessions ended"
+        );
+        Ok(())
+    }
+}
