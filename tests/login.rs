@@ -5,16 +5,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use actix_login::{
-    AuthUser, Error, LoginMiddleware, MemoryStore, RedisStore, Session, SessionStore,
+    AuthUser, Error, LoginMiddleware, MaybeUser, MemoryStore, Session, SessionStore,
 };
 use actix_web::body::MessageBody;
-use actix_web::cookie::Cookie;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use support::http::*;
 use support::{connection, shared_redis_url, unique_prefix, RedisServer};
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +43,15 @@ async fn me(user: AuthUser<Profile>) -> web::Json<Profile> {
 
 async fn maybe(user: Option<AuthUser<Profile>>) -> String {
     user.map_or_else(|| "anonymous".to_owned(), |u| u.name.clone())
+}
+
+/// Counts handler runs, to show which extractor lets a handler run during an outage.
+static MAYBE_USER_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn maybe_user(user: MaybeUser<Profile>) -> String {
+    MAYBE_USER_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    user.as_ref()
+        .map_or_else(|| "anonymous".to_owned(), |u| u.name.clone())
 }
 
 async fn twice(first: AuthUser<Profile>, second: AuthUser<Profile>) -> String {
@@ -76,6 +84,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/maybe", web::get().to(maybe))
         .route("/slow-me", web::get().to(slow_me))
         .route("/twice", web::get().to(twice))
+        .route("/maybe-user", web::get().to(maybe_user))
         .route("/logout", web::post().to(logout))
         .route("/end-session", web::post().to(end_session))
         .route("/wrong-shape", web::get().to(wrong_shape))
@@ -92,71 +101,6 @@ async fn app(
 > {
     test::init_service(App::new().wrap(middleware).configure(routes)).await
 }
-
-async fn redis_store_at(url: &str, prefix: &str) -> RedisStore {
-    RedisStore::builder(url)
-        .key_prefix(prefix)
-        .command_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn get(path: &str, cookie: Option<&str>) -> actix_http::Request {
-    with_cookie(test::TestRequest::get().uri(path), cookie)
-}
-
-fn post(path: &str, cookie: Option<&str>) -> actix_http::Request {
-    with_cookie(test::TestRequest::post().uri(path), cookie)
-}
-
-fn with_cookie(req: test::TestRequest, cookie: Option<&str>) -> actix_http::Request {
-    match cookie {
-        Some(token) => req
-            .insert_header((header::COOKIE, format!("__Host-id={token}")))
-            .to_request(),
-        None => req.to_request(),
-    }
-}
-
-/// The session cookie a response sets, if any.
-fn set_cookie<B>(res: &ServiceResponse<B>) -> Option<Cookie<'static>> {
-    res.headers()
-        .get_all(header::SET_COOKIE)
-        .filter_map(|v| Cookie::parse_encoded(v.to_str().ok()?.to_owned()).ok())
-        .find(|c| c.name() == "__Host-id")
-}
-
-async fn status_and_body<B: MessageBody>(res: ServiceResponse<B>) -> (u16, String) {
-    let status = res.status().as_u16();
-    let body = test::read_body(res).await;
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// Logs in as `id` and returns the token.
-async fn log_in<S, B>(app: &S, id: u64) -> String
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    let res = test::call_service(app, post(&format!("/login/{id}"), None)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    set_cookie(&res)
-        .expect("login sets a cookie")
-        .value()
-        .to_owned()
-}
-
-fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;
-const UNAVAILABLE: &str = r#"{"error":"service unavailable"}"#;
 
 async fn check_login_me_logout(store: impl SessionStore) {
     let app = app(LoginMiddleware::new(store)).await;
@@ -195,6 +139,10 @@ async fn check_login_me_logout(store: impl SessionStore) {
     );
     let res = test::call_service(&app, get("/maybe", Some(&token))).await;
     assert_eq!(status_and_body(res).await, (200, "user7".into()));
+    let res = test::call_service(&app, get("/maybe-user", Some(&token))).await;
+    assert_eq!(status_and_body(res).await, (200, "user7".into()));
+    let res = test::call_service(&app, get("/maybe-user", None)).await;
+    assert_eq!(status_and_body(res).await, (200, "anonymous".into()));
 
     let res = test::call_service(&app, post("/logout", Some(&token))).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
@@ -616,7 +564,9 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
     let token = log_in(&app, 3).await;
     server.stop();
 
-    for path in ["/me", "/maybe"] {
+    // MaybeUser refuses before the handler runs; Option<AuthUser> only after it ran.
+    let runs = MAYBE_USER_RUNS.load(std::sync::atomic::Ordering::SeqCst);
+    for path in ["/me", "/maybe", "/maybe-user"] {
         let started = Instant::now();
         let res = test::call_service(&app, get(path, Some(&token))).await;
         assert!(
@@ -634,6 +584,11 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
             started.elapsed()
         );
     }
+    assert_eq!(
+        MAYBE_USER_RUNS.load(std::sync::atomic::Ordering::SeqCst),
+        runs
+    );
+
     // Logins, with or without a previous session, and logouts fail without touching the cookie.
     for req in [
         post("/login/3", None),

@@ -4,6 +4,8 @@
 //! `redis-server`. Tests that stop or count commands on a server always start a private one.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::TcpListener;
@@ -250,6 +252,10 @@ pub struct Wrapped<S> {
     pub inner: S,
     /// Held before every `extend`, to widen the window between a load and its refresh.
     pub extend_delay: Duration,
+    /// Held before every `delete`, to let a rotation slip between a revocation's list and delete.
+    pub delete_delay: Duration,
+    /// Held before every `rotate`, to let a revocation slip between a load and its rotation.
+    pub rotate_delay: Duration,
     /// Keep records an hour whatever their deadline, as a careless custom store might, and
     /// report their deadlines as follows.
     pub keep_expired: bool,
@@ -264,6 +270,8 @@ impl<S> Wrapped<S> {
         Self {
             inner,
             extend_delay: Duration::ZERO,
+            delete_delay: Duration::ZERO,
+            rotate_delay: Duration::ZERO,
             keep_expired: false,
             report_idle_deadline: false,
             extend_calls: Default::default(),
@@ -323,6 +331,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
     }
 
     async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
+        tokio::time::sleep(self.delete_delay).await;
         self.inner.delete(key).await
     }
 
@@ -343,6 +352,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         record: &actix_login::SessionRecord,
         expires_at: std::time::SystemTime,
     ) -> Result<bool, actix_login::StoreError> {
+        tokio::time::sleep(self.rotate_delay).await;
         let deadline = self.stored_deadline(new, expires_at);
         self.inner.rotate(old, new, record, deadline).await
     }

@@ -1,0 +1,78 @@
+//! Requests and responses against an app under test.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use actix_login::RedisStore;
+use actix_web::body::MessageBody;
+use actix_web::cookie::Cookie;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::test;
+use sha2::{Digest, Sha256};
+
+pub async fn redis_store_at(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::builder(url)
+        .key_prefix(prefix)
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap()
+}
+
+pub fn get(path: &str, cookie: Option<&str>) -> actix_http::Request {
+    with_cookie(test::TestRequest::get().uri(path), cookie)
+}
+
+pub fn post(path: &str, cookie: Option<&str>) -> actix_http::Request {
+    with_cookie(test::TestRequest::post().uri(path), cookie)
+}
+
+pub fn with_cookie(req: test::TestRequest, cookie: Option<&str>) -> actix_http::Request {
+    match cookie {
+        Some(token) => req
+            .insert_header((header::COOKIE, format!("__Host-id={token}")))
+            .to_request(),
+        None => req.to_request(),
+    }
+}
+
+/// The session cookie a response sets, if any.
+pub fn set_cookie<B>(res: &ServiceResponse<B>) -> Option<Cookie<'static>> {
+    res.headers()
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| Cookie::parse_encoded(v.to_str().ok()?.to_owned()).ok())
+        .find(|c| c.name() == "__Host-id")
+}
+
+pub async fn status_and_body<B: MessageBody>(res: ServiceResponse<B>) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body = test::read_body(res).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Logs in as `id` and returns the token.
+pub async fn log_in<S, B>(app: &S, id: u64) -> String
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, post(&format!("/login/{id}"), None)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    set_cookie(&res)
+        .expect("login sets a cookie")
+        .value()
+        .to_owned()
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;
+pub const UNAVAILABLE: &str = r#"{"error":"service unavailable"}"#;
