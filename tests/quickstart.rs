@@ -32,6 +32,10 @@ fn example_binary() -> PathBuf {
 }
 
 fn start(redis_url: Option<&str>) -> Quickstart {
+    start_with(redis_url, &[])
+}
+
+fn start_with(redis_url: Option<&str>, env: &[(&str, &str)]) -> Quickstart {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -46,6 +50,9 @@ fn start(redis_url: Option<&str>) -> Quickstart {
         .stderr(Stdio::null());
     if let Some(url) = redis_url {
         command.env("REDIS_URL", url);
+    }
+    for (name, value) in env {
+        command.env(name, value);
     }
     let mut child = command.spawn().expect("run `cargo build --examples` first");
     let stdout = child.stdout.take().unwrap();
@@ -194,4 +201,229 @@ async fn quickstart_with_redis() {
     let app = start(Some(&shared_redis_url()));
     assert!(app.banner.contains("Redis"), "{}", app.banner);
     check_contract(&app).await;
+}
+
+/// One request: status, `Set-Cookie` headers, body.
+async fn call(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    cookie: Option<&str>,
+) -> (StatusCode, Vec<String>, String) {
+    let client = awc::Client::default();
+    let mut req = client.request(method.parse().unwrap(), url);
+    if let Some(c) = cookie {
+        req = req.insert_header(("cookie", c));
+    }
+    let mut res = match body {
+        Some(json) => req
+            .insert_header(("content-type", "application/json"))
+            .send_body(json.to_owned())
+            .await
+            .unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    let cookies = set_cookies(&res);
+    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    (res.status(), cookies, body)
+}
+
+/// The `name=value` part of the session cookie a response set.
+fn session_cookie(cookies: &[String]) -> String {
+    let set = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-id="))
+        .expect("no session cookie");
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn log_in(app: &Quickstart, username: &str, password: &str) -> String {
+    let body = format!(r#"{{"username":"{username}","password":"{password}"}}"#);
+    let (status, cookies, _) =
+        call("POST", &format!("{}/login", app.base), Some(&body), None).await;
+    assert_eq!(status, StatusCode::OK, "login as {username}");
+    session_cookie(&cookies)
+}
+
+async fn check_lifecycle(app: &Quickstart) {
+    let url = |path: &str| format!("{}{path}", app.base);
+    let me = |cookie: String| async move { call("GET", &url("/me"), None, Some(&cookie)).await.0 };
+
+    // Roles.
+    let alice = log_in(app, "alice", "alice-password-123").await;
+    let bob = log_in(app, "bob", "bob-password-456").await;
+    assert_eq!(
+        call("GET", &url("/admin"), None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _, body) = call("GET", &url("/admin"), None, Some(&bob)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, r#"{"error":"forbidden"}"#)
+    );
+    assert_eq!(
+        call("GET", &url("/admin"), None, Some(&alice)).await.0,
+        StatusCode::OK
+    );
+
+    // Listing and revoking one session.
+    let alice2 = log_in(app, "alice", "alice-password-123").await;
+    let (status, _, body) = call("GET", &url("/sessions"), None, Some(&alice)).await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    for field in [
+        "id",
+        "created_at",
+        "last_seen",
+        "ip",
+        "user_agent",
+        "current",
+    ] {
+        assert!(
+            list.iter().all(|s| s.get(field).is_some()),
+            "{field} missing: {body}"
+        );
+    }
+    let other = list.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let delete_other = url(&format!("/sessions/{other}"));
+    assert_eq!(
+        call("DELETE", &delete_other, None, Some(&bob)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        me(alice2.clone()).await,
+        StatusCode::OK,
+        "bob revoked alice's session"
+    );
+    assert_eq!(
+        call("DELETE", &delete_other, None, Some(&alice)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(me(alice2).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call("DELETE", &delete_other, None, Some(&alice)).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Revoke the others.
+    let alice3 = log_in(app, "alice", "alice-password-123").await;
+    let (status, _, _) = call("POST", &url("/sessions/revoke-others"), None, Some(&alice)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(me(alice3).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(alice.clone()).await, StatusCode::OK);
+
+    // Password change needs a fresh session (FRESH_WINDOW_SECS=1).
+    let bob_elsewhere = log_in(app, "bob", "bob-password-456").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let change = r#"{"current_password":"bob-password-456","new_password":"bob-new-password-789"}"#;
+    let (status, _, body) = call("POST", &url("/password"), Some(change), Some(&bob)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, r#"{"error":"reauth_required"}"#)
+    );
+    let (status, cookies, _) = call(
+        "POST",
+        &url("/reauth"),
+        Some(r#"{"password":"wrong"}"#),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!((status, cookies.len()), (StatusCode::UNAUTHORIZED, 0));
+    let (status, cookies, _) = call(
+        "POST",
+        &url("/reauth"),
+        Some(r#"{"password":"bob-password-456"}"#),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let bob_fresh = session_cookie(&cookies);
+    assert_eq!(
+        me(bob.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "reauth must rotate the token"
+    );
+    let (status, cookies, _) =
+        call("POST", &url("/password"), Some(change), Some(&bob_fresh)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let bob_after = session_cookie(&cookies);
+    assert_eq!(me(bob_after).await, StatusCode::OK);
+    assert_eq!(me(bob_fresh).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        me(bob_elsewhere).await,
+        StatusCode::UNAUTHORIZED,
+        "other session survived"
+    );
+    let old = r#"{"username":"bob","password":"bob-password-456"}"#;
+    assert_eq!(
+        call("POST", &url("/login"), Some(old), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    log_in(app, "bob", "bob-new-password-789").await;
+
+    // MAX_SESSIONS_PER_USER=3: alice has one session left; three more logins evict it.
+    let first = log_in(app, "alice", "alice-password-123").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    log_in(app, "alice", "alice-password-123").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    log_in(app, "alice", "alice-password-123").await;
+    assert_eq!(
+        me(alice).await,
+        StatusCode::UNAUTHORIZED,
+        "oldest session not evicted"
+    );
+    assert_eq!(me(first).await, StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn quickstart_lifecycle_routes() {
+    let env = [("FRESH_WINDOW_SECS", "1"), ("MAX_SESSIONS_PER_USER", "3")];
+    let app = start_with(Some(&shared_redis_url()), &env);
+    check_lifecycle(&app).await;
+}
+
+#[actix_web::test]
+async fn quickstart_timeouts_come_from_the_environment() {
+    let env = [("IDLE_TIMEOUT_SECS", "1"), ("ABSOLUTE_TIMEOUT_SECS", "2")];
+    let app = start_with(None, &env);
+    let url = format!("{}/me", app.base);
+    let idle = log_in(&app, "bob", "bob-password-456").await;
+    let active = log_in(&app, "alice", "alice-password-123").await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            call("GET", &url, None, Some(&active)).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        call("GET", &url, None, Some(&idle)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        call("GET", &url, None, Some(&active)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn quickstart_refuses_a_malformed_knob() {
+    let status = Command::new(example_binary())
+        .env("ADDR", "127.0.0.1:0")
+        .env("IDLE_TIMEOUT_SECS", "soon")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!status.status.success());
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains("IDLE_TIMEOUT_SECS must be a whole number"),
+        "{stderr}"
+    );
 }
