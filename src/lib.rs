@@ -73,16 +73,47 @@
 //!    browser, base64url-encoded, in a cookie (`__Host-id`, `Secure; HttpOnly; SameSite=Lax;
 //!    Path=/`). The store keeps a [`SessionRecord`] under the token's SHA-256, never the token.
 //! 2. On each request [`LoginMiddleware`] checks the cookie's shape without any I/O. The first
-//!    [`AuthUser`] extractor looks the session up: one Redis round trip, and a second one
-//!    (`PEXPIRE`) only when the idle deadline has moved by a tenth of the idle timeout.
+//!    [`AuthUser`] extractor looks the session up: one Redis round trip (`GET` and `PTTL`,
+//!    pipelined), plus one `PEXPIRE` when the idle deadline has moved by a tenth of the idle
+//!    timeout.
 //! 3. [`Session::logout`] deletes the record before the response leaves, so the cookie is dead on
 //!    every app instance at once, even if someone kept a copy.
 //!
 //! | situation | response |
 //! |---|---|
 //! | no cookie, malformed cookie, expired / logged-out / unknown session | `401 {"error":"unauthenticated"}` (no store command for a missing or malformed cookie) |
-//! | store unreachable or too slow | `503 {"error":"service unavailable"}`, also for `Option<AuthUser<_>>` |
+//! | store unreachable or too slow | `503 {"error":"service unavailable"}`, also for [`MaybeUser`] and `Option<AuthUser<_>>` |
+//! | [`Require::role`] not met | `403 {"error":"forbidden"}` |
+//! | [`Require::fresh`] not met | `403 {"error":"reauth_required"}` |
 //! | extractor used without the middleware | `500 {"error":"internal error"}`, with a log line naming `LoginMiddleware` |
+//!
+//! # Expiry
+//!
+//! A session ends at the first of two deadlines, both kept by the store:
+//!
+//! * **idle** ([`idle_timeout`](LoginMiddlewareBuilder::idle_timeout), default 30 minutes): the
+//!   store is written only when a request would move the deadline by at least a tenth of the
+//!   window, so an active session costs at most one write per 3 minutes, and an idle one ends
+//!   between 27 and 30 minutes after its last request;
+//! * **absolute** ([`absolute_timeout`](LoginMiddlewareBuilder::absolute_timeout), default 12
+//!   hours after login), which no activity extends.
+//!
+//! # Account controls
+//!
+//! * [`Session::list_sessions`] shows the user's live sessions (public id, login time, last use,
+//!   IP, user agent, which one is current); [`Session::revoke_session`],
+//!   [`Session::revoke_other_sessions`] and [`Session::revoke_all_sessions`] end them, and
+//!   [`Sessions`] does the same for any user (an account being disabled). Revocation is immediate
+//!   on every instance.
+//! * [`Session::renew`] moves the session to a new token and kills the old one, for privilege
+//!   changes; [`Session::reauthenticate`] does the same after the user entered their password
+//!   again, which satisfies [`Require::fresh`] for the
+//!   [fresh window](LoginMiddlewareBuilder::fresh_window) ("sudo mode").
+//! * [`Require`] guards routes and scopes: login, roles granted with
+//!   [`Session::login_with_roles`], a fresh password, and for HTML pages a redirect to the login
+//!   page whose `next` parameter [`safe_next`] validates.
+//! * [`max_sessions_per_user`](LoginMiddlewareBuilder::max_sessions_per_user) caps concurrent
+//!   sessions; a login beyond the cap ends the oldest.
 //!
 //! # Security model
 //!
@@ -97,6 +128,11 @@
 //!   only write on the request path is `PEXPIRE`, which never creates a key.
 //! * **Fail closed.** A store error is never a login and never an anonymous request: it is a 503.
 //!   Redis commands have a timeout, so an unreachable Redis answers quickly instead of hanging.
+//!   Take [`MaybeUser`] rather than `Option<AuthUser<_>>` in handlers with side effects: Actix
+//!   runs an `Option` handler as anonymous before the middleware can replace its response.
+//! * **Revocation cannot be outrun.** Rotation indexes the new token before deleting the old
+//!   one, and revocation looks again when it finds a session moved under it, so a token being
+//!   rotated while its sessions are revoked does not survive.
 //! * **Passwords** are hashed with argon2id (19 MiB, 2 passes, 1 lane, 16-byte salt) on blocking
 //!   threads; see [`password`].
 //! * **Tokens and passwords are never logged.** Log lines name sessions by the first eight hex
@@ -104,8 +140,8 @@
 //!
 //! # Stores
 //!
-//! [`RedisStore`] for production, [`MemoryStore`] for development and tests, or your own
-//! backend through the four-method [`SessionStore`] trait.
+//! [`RedisStore`] (Redis 7.0 or newer) for production, [`MemoryStore`] for development and tests,
+//! or your own backend through the [`SessionStore`] trait.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]

@@ -717,3 +717,68 @@ async fn unlimited_timeouts_do_not_overflow() {
         );
     }
 }
+
+/// What each operation sends to Redis, counted by the server itself.
+#[actix_web::test]
+async fn redis_commands_per_operation() {
+    let server = RedisServer::start();
+    let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), "cost").await)
+        .idle_timeout(Duration::from_secs(1))
+        .build();
+    let app = app(middleware).await;
+    let counts = |pairs: &[(&str, u64)]| -> std::collections::HashMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+
+    // Login with no session yet: list the user's sessions, then index and create in one pipeline.
+    let before = server.command_counts();
+    let token = log_in(&app, 1).await;
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(
+        sent,
+        counts(&[("smembers", 1), ("sadd", 1), ("pexpire", 2), ("set", 1)])
+    );
+
+    // Right after login the deadline is fresh: a lookup and nothing else.
+    let before = server.command_counts();
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&token)))
+            .await
+            .status(),
+        200
+    );
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent, counts(&[("get", 1), ("pttl", 1)]));
+
+    // A tenth of the idle window later, one request moves the deadline; the next does not.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = server.command_counts();
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&token)))
+            .await
+            .status(),
+        200
+    );
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent, counts(&[("get", 1), ("pttl", 1), ("pexpire", 1)]));
+    let before = server.command_counts();
+    assert_eq!(
+        test::call_service(&app, get("/me", Some(&token)))
+            .await
+            .status(),
+        200
+    );
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent, counts(&[("get", 1), ("pttl", 1)]));
+
+    // Logout through a handler that also takes AuthUser: the lookup, then one DEL.
+    let before = server.command_counts();
+    assert_eq!(
+        test::call_service(&app, post("/logout", Some(&token)))
+            .await
+            .status(),
+        204
+    );
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent, counts(&[("get", 1), ("pttl", 1), ("del", 1)]));
+}
