@@ -123,14 +123,6 @@ async fn redis_middleware(
     (configure(builder).build(), url, prefix)
 }
 
-async fn status<S, B>(app: &S, req: actix_http::Request) -> u16
-where
-    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    test::call_service(app, req).await.status().as_u16()
-}
-
 fn delete(path: &str, cookie: &str) -> actix_http::Request {
     test::TestRequest::delete()
         .uri(path)
@@ -283,11 +275,12 @@ async fn revoke_others_and_revoke_all_hold_on_every_instance() {
 async fn the_oldest_sessions_are_evicted_at_the_cap() {
     let (middleware, url, prefix) = redis_middleware(|b| b.max_sessions_per_user(2)).await;
     let app = app(middleware).await;
-    let tokens = [
-        log_in(&app, 7).await,
-        log_in(&app, 7).await,
-        log_in(&app, 7).await,
-    ];
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        // Login times have millisecond resolution; keep the order unambiguous.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        tokens.push(log_in(&app, 7).await);
+    }
     assert_eq!(
         status(&app, get("/me", Some(&tokens[0]))).await,
         401,

@@ -321,29 +321,14 @@ async fn login_ends_the_session_the_client_came_with() {
     let res = test::call_service(&app, post("/login/1", Some(&planted))).await;
     let issued = set_cookie(&res).unwrap().value().to_owned();
     assert_ne!(issued, planted);
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&planted)))
-            .await
-            .status(),
-        401
-    );
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&issued)))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(&app, get("/me", Some(&planted))).await, 401);
+    assert_eq!(status(&app, get("/me", Some(&issued))).await, 200);
 
     // Logging in again while logged in replaces the session; the old token dies.
     let res = test::call_service(&app, post("/login/2", Some(&issued))).await;
     let second = set_cookie(&res).unwrap().value().to_owned();
     assert_ne!(second, issued);
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&issued)))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(&app, get("/me", Some(&issued))).await, 401);
     let (status, body) =
         status_and_body(test::call_service(&app, get("/me", Some(&second))).await).await;
     assert_eq!((status, body.as_str()), (200, r#"{"id":2,"name":"user2"}"#));
@@ -370,24 +355,14 @@ async fn idle_sessions_expire_and_active_ones_stay() {
         }
     }
     // 2 s of silence for one, 2 s of activity for the other.
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&idle)))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(&app, get("/me", Some(&idle))).await, 401);
     assert_eq!(
         support::dump(&url, &format!("{prefix}:session")).len(),
         1,
         "expired session still in Redis"
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&active)))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(&app, get("/me", Some(&active))).await, 401);
 }
 
 #[actix_web::test]
@@ -468,12 +443,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             support::dump(&url, &format!("{prefix}:session")).is_empty(),
             "logged-out session is back in Redis"
         );
-        assert_eq!(
-            test::call_service(&app, get("/me", Some(&token)))
-                .await
-                .status(),
-            401
-        );
+        assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
     }
 }
 
@@ -492,12 +462,7 @@ async fn deadlines_hold_even_when_the_store_returns_expired_records() {
     let idle_app = app(middleware).await;
     let token = log_in(&idle_app, 1).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        test::call_service(&idle_app, get("/me", Some(&token)))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(&idle_app, get("/me", Some(&token))).await, 401);
     assert_eq!(
         extends.load(std::sync::atomic::Ordering::SeqCst),
         0,
@@ -512,19 +477,9 @@ async fn deadlines_hold_even_when_the_store_returns_expired_records() {
         .build();
     let absolute_app = app(middleware).await;
     let token = log_in(&absolute_app, 1).await;
-    assert_eq!(
-        test::call_service(&absolute_app, get("/me", Some(&token)))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(&absolute_app, get("/me", Some(&token))).await, 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        test::call_service(&absolute_app, get("/me", Some(&token)))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(&absolute_app, get("/me", Some(&token))).await, 401);
 }
 
 #[actix_web::test]
@@ -534,24 +489,9 @@ async fn two_app_instances_share_logins_and_logouts() {
     let a = app(LoginMiddleware::new(redis_store_at(&url, &prefix).await)).await;
     let b = app(LoginMiddleware::new(redis_store_at(&url, &prefix).await)).await;
     let token = log_in(&a, 5).await;
-    assert_eq!(
-        test::call_service(&b, get("/me", Some(&token)))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        test::call_service(&b, post("/logout", Some(&token)))
-            .await
-            .status(),
-        204
-    );
-    assert_eq!(
-        test::call_service(&a, get("/me", Some(&token)))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+    assert_eq!(status(&b, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&a, get("/me", Some(&token))).await, 401);
 }
 
 #[actix_web::test]
@@ -601,37 +541,22 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
         assert_eq!(status_and_body(res).await, (503, UNAVAILABLE.into()));
     }
     // Routes that do not need the session keep working.
-    assert_eq!(
-        test::call_service(&app, get("/public", Some(&token)))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        test::call_service(&app, get("/maybe", None)).await.status(),
-        200
-    );
+    assert_eq!(status(&app, get("/public", Some(&token))).await, 200);
+    assert_eq!(status(&app, get("/maybe", None)).await, 200);
 
     // The new server is empty (no persistence): the old session is gone, logins work again.
     let _server = server.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let status = test::call_service(&app, get("/me", Some(&token)))
-            .await
-            .status();
-        if status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
-            break status;
+    let recovered = loop {
+        let answer = status(&app, get("/me", Some(&token))).await;
+        if answer != 503 || Instant::now() > deadline {
+            break answer;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(recovered, 401);
     let fresh = log_in(&app, 3).await;
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&fresh)))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(&app, get("/me", Some(&fresh))).await, 200);
 }
 
 #[actix_web::test]
@@ -641,12 +566,7 @@ async fn corrupt_or_mismatched_records_are_401_not_500() {
     let app = app(LoginMiddleware::new(redis_store_at(&url, &prefix).await)).await;
 
     let token = log_in(&app, 9).await;
-    assert_eq!(
-        test::call_service(&app, get("/wrong-shape", Some(&token)))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(status(&app, get("/wrong-shape", Some(&token))).await, 401);
 
     let key = format!("{prefix}:session:{}", sha256_hex(&token));
     let mut conn = connection(&url).unwrap();
@@ -709,12 +629,7 @@ async fn unlimited_timeouts_do_not_overflow() {
             .build();
         let app = app(middleware).await;
         let token = log_in(&app, 1).await;
-        assert_eq!(
-            test::call_service(&app, get("/me", Some(&token)))
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
     }
 }
 
@@ -741,44 +656,24 @@ async fn redis_commands_per_operation() {
 
     // Right after login the deadline is fresh: a lookup and nothing else.
     let before = server.command_counts();
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&token)))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1), ("pttl", 1)]));
 
     // A tenth of the idle window later, one request moves the deadline; the next does not.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let before = server.command_counts();
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&token)))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1), ("pttl", 1), ("pexpire", 1)]));
     let before = server.command_counts();
-    assert_eq!(
-        test::call_service(&app, get("/me", Some(&token)))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1), ("pttl", 1)]));
 
     // Logout through a handler that also takes AuthUser: the lookup, then one DEL.
     let before = server.command_counts();
-    assert_eq!(
-        test::call_service(&app, post("/logout", Some(&token)))
-            .await
-            .status(),
-        204
-    );
+    assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1), ("pttl", 1), ("del", 1)]));
 }

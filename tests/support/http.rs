@@ -76,3 +76,12 @@ pub fn sha256_hex(s: &str) -> String {
 
 pub const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;
 pub const UNAVAILABLE: &str = r#"{"error":"service unavailable"}"#;
+
+/// The status code `app` answers `req` with.
+pub async fn status<S, B>(app: &S, req: actix_http::Request) -> u16
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    test::call_service(app, req).await.status().as_u16()
+}
