@@ -48,6 +48,8 @@ impl StoreError {
 /// | [`Unauthenticated`](Error::Unauthenticated) | 401 | `{"error":"unauthenticated"}` |
 /// | [`Forbidden`](Error::Forbidden) | 403 | `{"error":"forbidden"}` |
 /// | [`ReauthRequired`](Error::ReauthRequired) | 403 | `{"error":"reauth_required"}` |
+/// | [`Throttled`](Error::Throttled) | 429, with `Retry-After` | `{"error":"too many attempts"}` |
+/// | [`InvalidInput`](Error::InvalidInput) | 400 | `{"error":"invalid input"}` |
 /// | [`Store`](Error::Store) | 503 | `{"error":"service unavailable"}` |
 /// | any other | 500 | `{"error":"internal error"}` |
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,15 @@ pub enum Error {
     /// ask for it again rather than log in again.
     #[error("password must be confirmed again")]
     ReauthRequired,
+    /// Too many failed logins; try again after `retry_after`.
+    #[error("too many failed login attempts")]
+    Throttled {
+        /// How long until the next attempt is allowed.
+        retry_after: std::time::Duration,
+    },
+    /// Input refused before any work, such as an oversized username.
+    #[error("invalid input")]
+    InvalidInput,
     /// The session store failed; the request is refused rather than treated as anonymous.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -85,6 +96,8 @@ impl ResponseError for Error {
         match self {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::Forbidden | Error::ReauthRequired => StatusCode::FORBIDDEN,
+            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::InvalidInput => StatusCode::BAD_REQUEST,
             Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,11 +109,21 @@ impl ResponseError for Error {
         let code = match self {
             Error::Forbidden => "forbidden",
             Error::ReauthRequired => "reauth_required",
+            Error::Throttled { .. } => "too many attempts",
+            Error::InvalidInput => "invalid input",
             _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",
             _ if status == StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
             _ => "internal error",
         };
-        json_error(status, code)
+        let mut response = json_error(status, code);
+        if let Error::Throttled { retry_after } = self {
+            // Whole seconds, rounded up: a client that waits exactly this long gets through.
+            let secs = retry_after.as_millis().div_ceil(1000);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
@@ -127,6 +150,15 @@ mod tests {
         let status = res.status();
         let bytes = to_bytes(res.into_body()).await.unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn throttled_responses_say_when_to_retry_rounding_up() {
+        let err = Error::Throttled {
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        let res = err.error_response();
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "2");
     }
 
     #[actix_web::test]

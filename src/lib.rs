@@ -157,6 +157,7 @@ mod record;
 mod require;
 mod sessions;
 pub mod store;
+mod throttle;
 mod token;
 
 pub use actix_web::cookie::SameSite;
@@ -170,7 +171,8 @@ pub use crate::middleware::LoginMiddleware;
 pub use crate::record::SessionRecord;
 pub use crate::require::{safe_next, Require};
 pub use crate::sessions::{SessionInfo, Sessions};
-pub use crate::store::{MemoryStore, RedisStore, SessionStore};
+pub use crate::store::{MemoryStore, RedisStore, SessionStore, ThrottleStore};
+pub use crate::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
 pub use crate::token::SessionKey;
 
 /// Compiles the README's examples as doctests.

@@ -2,9 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::{SessionStore, StoredSession};
+use super::{SessionStore, StoredSession, ThrottleStore};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 /// How many creations pass between sweeps of expired records.
@@ -26,6 +26,7 @@ pub struct MemoryStore {
 struct Inner {
     sessions: HashMap<SessionKey, StoredSession>,
     by_user: HashMap<String, HashSet<SessionKey>>,
+    counters: HashMap<String, (i64, SystemTime)>,
     creations_since_sweep: u32,
 }
 
@@ -94,6 +95,7 @@ impl Inner {
         for key in expired {
             self.remove(&key);
         }
+        self.counters.retain(|_, (_, expires_at)| *expires_at > now);
         self.creations_since_sweep = 0;
     }
 }
@@ -174,5 +176,38 @@ impl SessionStore for MemoryStore {
         inner.remove(old);
         inner.insert(new, record, expires_at);
         Ok(true)
+    }
+}
+
+impl ThrottleStore for MemoryStore {
+    async fn add(
+        &self,
+        counters: &[(&str, Duration)],
+        delta: i64,
+    ) -> Result<Vec<(i64, Duration)>, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        inner.creations_since_sweep += 1;
+        if inner.creations_since_sweep >= SWEEP_EVERY {
+            inner.sweep(now);
+        }
+        let mut values = Vec::with_capacity(counters.len());
+        for &(name, window) in counters {
+            let entry = inner
+                .counters
+                .entry(name.to_owned())
+                .or_insert((0, now + window));
+            if entry.1 <= now {
+                *entry = (0, now + window);
+            }
+            entry.0 += delta;
+            values.push((entry.0, entry.1.duration_since(now).unwrap_or_default()));
+        }
+        Ok(values)
+    }
+
+    async fn reset(&self, counter: &str) -> Result<(), StoreError> {
+        self.lock().counters.remove(counter);
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! backend only has to implement the trait.
 
 use std::future::Future;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::LocalBoxFuture;
 
@@ -101,6 +101,48 @@ pub trait SessionStore: Send + Sync + 'static {
         record: &SessionRecord,
         expires_at: SystemTime,
     ) -> impl Future<Output = Result<bool, StoreError>>;
+}
+
+/// A backend that keeps expiring counters, for [`LoginThrottle`](crate::LoginThrottle).
+///
+/// Counters live in the same place as the sessions, so every app instance sees the same counts.
+pub trait ThrottleStore: Send + Sync + 'static {
+    /// Adds `delta` to each named counter, creating missing ones at zero. A counter that has no
+    /// expiry yet gets `window`; an existing expiry is left alone, so activity never prolongs a
+    /// window. Returns each counter's new value and the time until it expires, in order.
+    fn add(
+        &self,
+        counters: &[(&str, Duration)],
+        delta: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, Duration)>, StoreError>>;
+
+    /// Removes a counter.
+    fn reset(&self, counter: &str) -> impl Future<Output = Result<(), StoreError>>;
+}
+
+/// [`ThrottleStore`] behind a vtable.
+pub(crate) trait DynThrottleStore: Send + Sync {
+    fn add<'a>(
+        &'a self,
+        counters: &'a [(&'a str, Duration)],
+        delta: i64,
+    ) -> LocalBoxFuture<'a, Result<Vec<(i64, Duration)>, StoreError>>;
+
+    fn reset<'a>(&'a self, counter: &'a str) -> LocalBoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl<T: ThrottleStore> DynThrottleStore for T {
+    fn add<'a>(
+        &'a self,
+        counters: &'a [(&'a str, Duration)],
+        delta: i64,
+    ) -> LocalBoxFuture<'a, Result<Vec<(i64, Duration)>, StoreError>> {
+        Box::pin(ThrottleStore::add(self, counters, delta))
+    }
+
+    fn reset<'a>(&'a self, counter: &'a str) -> LocalBoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(ThrottleStore::reset(self, counter))
+    }
 }
 
 /// [`SessionStore`] behind a vtable, so the middleware and extractors need no type parameter.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{SessionStore, StoredSession};
+use super::{SessionStore, StoredSession, ThrottleStore};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 const DEFAULT_PREFIX: &str = "actix-login";
@@ -87,6 +87,11 @@ impl RedisStore {
     /// The Redis key for a session.
     pub fn session_key(&self, key: &SessionKey) -> String {
         format!("{}:session:{}", self.prefix, key.as_str())
+    }
+
+    /// The Redis key of a throttling counter.
+    pub fn counter_key(&self, counter: &str) -> String {
+        format!("{}:throttle:{counter}", self.prefix)
     }
 
     /// The Redis key of a user's session index.
@@ -372,5 +377,48 @@ impl SessionStore for RedisStore {
         }
         self.unindex(record.user_id(), &[old.as_str()]).await?;
         Ok(true)
+    }
+}
+
+impl ThrottleStore for RedisStore {
+    async fn add(
+        &self,
+        counters: &[(&str, Duration)],
+        delta: i64,
+    ) -> Result<Vec<(i64, Duration)>, StoreError> {
+        let mut pipe = redis::pipe();
+        for &(name, window) in counters {
+            let key = self.counter_key(name);
+            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+            pipe.cmd("INCRBY").arg(&key).arg(delta);
+            // NX: a running window is never prolonged, so a blocked client cannot keep itself
+            // blocked forever, nor an attacker keep a victim's counter alive.
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(window_ms)
+                .arg("NX")
+                .ignore();
+            pipe.cmd("PTTL").arg(&key);
+        }
+        let mut conn = self.connection.clone();
+        let replies: Vec<i64> = self.run(pipe.query_async(&mut conn)).await?;
+        let values = replies
+            .chunks_exact(2)
+            .map(|pair| {
+                let ttl = u64::try_from(pair[1]).unwrap_or(0);
+                (pair[0], Duration::from_millis(ttl))
+            })
+            .collect();
+        Ok(values)
+    }
+
+    async fn reset(&self, counter: &str) -> Result<(), StoreError> {
+        let mut conn = self.connection.clone();
+        self.run(
+            redis::cmd("DEL")
+                .arg(self.counter_key(counter))
+                .query_async::<()>(&mut conn),
+        )
+        .await
     }
 }

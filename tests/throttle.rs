@@ -1,0 +1,394 @@
+//! The login throttle, played from the attacker's side against real Redis.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use actix_login::{Error, Limit, LoginThrottle, RedisStore};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{test, web, App, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use support::http::*;
+use support::{shared_redis_url, unique_prefix, RedisServer};
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// A login handler shaped like a real one; the password check is a plain comparison because
+/// the throttle is what is under test, not argon2.
+async fn login(
+    req: HttpRequest,
+    throttle: web::Data<LoginThrottle>,
+    creds: web::Json<Credentials>,
+) -> Result<HttpResponse, Error> {
+    let attempt = throttle.attempt(&req, &creds.username).await?;
+    if creds.username == "alice" && creds.password == "right" {
+        attempt.succeeded().await?;
+        Ok(HttpResponse::Ok().body("welcome"))
+    } else {
+        attempt.failed().await?;
+        Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid credentials"})))
+    }
+}
+
+async fn app(
+    throttle: LoginThrottle,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(
+        App::new()
+            .app_data(web::Data::new(throttle))
+            .route("/login", web::post().to(login)),
+    )
+    .await
+}
+
+fn attempt(username: &str, password: &str, peer: &str) -> actix_http::Request {
+    test::TestRequest::post()
+        .uri("/login")
+        .peer_addr(format!("{peer}:40000").parse().unwrap())
+        .set_json(serde_json::json!({"username": username, "password": password}))
+        .to_request()
+}
+
+fn with_header(req: test::TestRequest, name: &str, value: &str) -> test::TestRequest {
+    req.insert_header((name, value))
+}
+
+async fn throttle_on(url: &str, prefix: &str) -> LoginThrottle {
+    LoginThrottle::new(redis_store_at(url, prefix).await)
+}
+
+fn short(max_failures: u32) -> Limit {
+    Limit::new(max_failures, Duration::from_secs(1))
+}
+
+/// Status, headers that matter, and body.
+async fn answer<B: MessageBody>(res: ServiceResponse<B>) -> (u16, Option<String>, String) {
+    let retry = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = status_and_body(res).await;
+    (status, retry, body)
+}
+
+const THROTTLED: &str = r#"{"error":"too many attempts"}"#;
+
+#[actix_web::test]
+async fn guessing_past_the_limit_is_refused_even_with_the_right_password() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(short(5));
+    let app = app(throttle).await;
+    for _ in 0..5 {
+        let (status, retry, _) =
+            answer(test::call_service(&app, attempt("alice", "guess", "192.0.2.1")).await).await;
+        assert_eq!((status, retry), (401, None));
+    }
+    let (status, retry, body) =
+        answer(test::call_service(&app, attempt("alice", "right", "192.0.2.1")).await).await;
+    assert_eq!((status, body.as_str()), (429, THROTTLED));
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=1).contains(&retry), "Retry-After {retry}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _, _) =
+        answer(test::call_service(&app, attempt("alice", "right", "192.0.2.1")).await).await;
+    assert_eq!(status, 200, "still blocked after the window");
+    // The success wiped the slate: five more failures are allowed again.
+    for _ in 0..5 {
+        assert_eq!(
+            status_of(&app, attempt("alice", "guess", "192.0.2.1")).await,
+            401
+        );
+    }
+}
+
+async fn status_of<S, B>(app: &S, req: actix_http::Request) -> u16
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    status(app, req).await
+}
+
+#[actix_web::test]
+async fn unknown_usernames_are_throttled_exactly_like_real_ones() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(short(3));
+    let app = app(throttle).await;
+    let mut answers = Vec::new();
+    for user in ["alice", "nobody"] {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(
+                answer(test::call_service(&app, attempt(user, "guess", "192.0.2.2")).await).await,
+            );
+        }
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][3].0, 429);
+}
+
+#[actix_web::test]
+async fn forwarding_headers_from_untrusted_peers_change_nothing() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(short(3));
+    let app = app(throttle).await;
+    for i in 0..3 {
+        let req = with_header(
+            with_header(
+                test::TestRequest::post()
+                    .uri("/login")
+                    .peer_addr("192.0.2.3:40000".parse().unwrap())
+                    .set_json(serde_json::json!({"username": "alice", "password": "guess"})),
+                "x-forwarded-for",
+                &format!("10.9.9.{i}"),
+            ),
+            "forwarded",
+            &format!("for=10.8.8.{i}"),
+        )
+        .to_request();
+        assert_eq!(status_of(&app, req).await, 401);
+    }
+    let req = with_header(
+        test::TestRequest::post()
+            .uri("/login")
+            .peer_addr("192.0.2.3:40000".parse().unwrap())
+            .set_json(serde_json::json!({"username": "alice", "password": "right"})),
+        "x-forwarded-for",
+        "10.7.7.7",
+    )
+    .to_request();
+    assert_eq!(
+        status_of(&app, req).await,
+        429,
+        "a spoofed header dodged the limit"
+    );
+}
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_count() {
+    let url = shared_redis_url();
+    let proxy = "10.0.0.2";
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(short(2))
+        .trust_proxies([proxy.parse().unwrap()]);
+    let app = app(throttle).await;
+    let via_proxy = |client: &str, password: &str| {
+        with_header(
+            test::TestRequest::post()
+                .uri("/login")
+                .peer_addr(format!("{proxy}:40000").parse().unwrap())
+                .set_json(serde_json::json!({"username": "alice", "password": password})),
+            "x-forwarded-for",
+            &format!("6.6.6.6, {client}"),
+        )
+        .to_request()
+    };
+    assert_eq!(
+        status_of(&app, via_proxy("198.51.100.1", "guess")).await,
+        401
+    );
+    assert_eq!(
+        status_of(&app, via_proxy("198.51.100.1", "guess")).await,
+        401
+    );
+    assert_eq!(
+        status_of(&app, via_proxy("198.51.100.1", "right")).await,
+        429
+    );
+    // The real user at another address is not locked out by the attacker.
+    assert_eq!(
+        status_of(&app, via_proxy("198.51.100.2", "right")).await,
+        200
+    );
+}
+
+#[actix_web::test]
+async fn one_client_trying_many_accounts_is_stopped_without_locking_the_accounts() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_client(short(4));
+    let app = app(throttle).await;
+    for user in ["u1", "u2", "u3", "u4"] {
+        assert_eq!(
+            status_of(&app, attempt(user, "guess", "192.0.2.4")).await,
+            401
+        );
+    }
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.4")).await,
+        429
+    );
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.5")).await,
+        200
+    );
+}
+
+#[actix_web::test]
+async fn the_account_wide_ceiling_holds_across_addresses_and_ignores_blocked_hammering() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let throttle = throttle_on(&url, &prefix)
+        .await
+        .per_account_and_client(Limit::new(2, Duration::from_secs(60)))
+        .per_account(Limit::new(6, Duration::from_secs(60)));
+    let app = app(throttle).await;
+    // One address hammers: only 2 guesses count; the rest are refused and not counted.
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(&app, attempt("alice", "guess", "192.0.2.6")).await,
+            401
+        );
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            status_of(&app, attempt("alice", "guess", "192.0.2.6")).await,
+            429
+        );
+    }
+    // Others can still reach the account: the 20 refused attempts did not count.
+    for peer in ["192.0.2.7", "192.0.2.7", "192.0.2.8", "192.0.2.8"] {
+        assert_eq!(status_of(&app, attempt("alice", "guess", peer)).await, 401);
+    }
+    // Six real guesses from three addresses reach the account-wide ceiling.
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.9")).await,
+        429
+    );
+
+    // Every counter expires by itself.
+    let keys = support::dump(&url, &format!("{prefix}:throttle"));
+    assert!(!keys.is_empty());
+    for (key, _, ttl) in keys {
+        assert!(ttl > 0 && ttl <= 15 * 60_000, "{key} ttl {ttl}");
+    }
+}
+
+#[actix_web::test]
+async fn concurrent_guesses_cannot_slip_past_the_limit() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(Limit::new(5, Duration::from_secs(60)));
+    let app = app(throttle).await;
+    let guesses = (0..30).map(|_| app.call(attempt("alice", "guess", "192.0.2.10")));
+    let results = futures_util::future::join_all(guesses).await;
+    let allowed = results
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().status().as_u16() == 401)
+        .count();
+    assert_eq!(allowed, 5);
+}
+
+#[actix_web::test]
+async fn two_app_instances_share_the_counts() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let a = app(throttle_on(&url, &prefix)
+        .await
+        .per_account_and_client(short(4)))
+    .await;
+    let b = app(throttle_on(&url, &prefix)
+        .await
+        .per_account_and_client(short(4)))
+    .await;
+    for app in [&a, &b] {
+        assert_eq!(
+            status_of(app, attempt("alice", "guess", "192.0.2.11")).await,
+            401
+        );
+        assert_eq!(
+            status_of(app, attempt("alice", "guess", "192.0.2.11")).await,
+            401
+        );
+    }
+    assert_eq!(
+        status_of(&a, attempt("alice", "right", "192.0.2.11")).await,
+        429
+    );
+    assert_eq!(
+        status_of(&b, attempt("alice", "right", "192.0.2.11")).await,
+        429
+    );
+}
+
+#[actix_web::test]
+async fn oversized_usernames_are_refused_before_any_store_work() {
+    let server = RedisServer::start();
+    let app = app(LoginThrottle::new(
+        redis_store_at(&server.url(), "big").await,
+    ))
+    .await;
+    let before = server.command_counts();
+    let huge = "a".repeat(2000);
+    let res = test::call_service(&app, attempt(&huge, "x", "192.0.2.12")).await;
+    assert_eq!(
+        status_and_body(res).await,
+        (400, r#"{"error":"invalid input"}"#.into())
+    );
+    assert!(support::commands_during_since(&server, &before).is_empty());
+}
+
+#[actix_web::test]
+async fn redis_down_is_503_not_a_free_pass() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .command_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let app = app(LoginThrottle::new(store)).await;
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.13")).await,
+        200
+    );
+    server.stop();
+    let started = Instant::now();
+    let res = test::call_service(&app, attempt("alice", "right", "192.0.2.13")).await;
+    assert_eq!(status_and_body(res).await, (503, UNAVAILABLE.into()));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[actix_web::test]
+async fn the_memory_store_throttles_the_same_way() {
+    let throttle =
+        LoginThrottle::new(actix_login::MemoryStore::new()).per_account_and_client(short(2));
+    let app = app(throttle).await;
+    assert_eq!(
+        status_of(&app, attempt("alice", "guess", "192.0.2.14")).await,
+        401
+    );
+    assert_eq!(
+        status_of(&app, attempt("alice", "guess", "192.0.2.14")).await,
+        401
+    );
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.14")).await,
+        429
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.14")).await,
+        200
+    );
+}
