@@ -2,7 +2,14 @@
 //!
 //! Hashes are PHC strings (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`) with a 16-byte salt
 //! from the operating system's CSPRNG, using the OWASP Password Storage Cheat Sheet's baseline
-//! parameters: 19 MiB of memory, 2 passes, 1 lane.
+//! parameters: 19 MiB of memory, 2 passes, 1 lane. Passwords are NFKC-normalised first, so the
+//! same password typed on different keyboards (composed or decomposed accents) verifies alike,
+//! and refused above [`MAX_PASSWORD_BYTES`] before any work, so a huge input costs nothing.
+//!
+//! The free functions use these defaults; a [`PasswordHasher`] adds a pepper (a secret kept
+//! outside the user database) and its rotation. After a successful login, [`needs_rehash`]
+//! tells whether the stored hash predates the current parameters or pepper, so the app can
+//! store a fresh one.
 //!
 //! Each hash takes tens of milliseconds of CPU and 19 MiB of memory, so [`hash`] and [`verify`]
 //! run on Tokio's blocking thread pool, never on the thread that serves requests, and at most
@@ -28,11 +35,16 @@ use std::sync::{Arc, OnceLock};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, KeyId, Params, ParamsBuilder, Version};
 use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization as _;
 use zeroize::Zeroizing;
 
 use crate::error::json_error;
+
+/// The longest password accepted, in bytes. Longer input is refused before normalising or
+/// hashing it: far beyond any passphrase, far below what could cost real CPU.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Bytes of salt per hash.
 const SALT_BYTES: usize = 16;
@@ -42,14 +54,26 @@ const SALT_BYTES: usize = 16;
 /// "no such user" and "wrong password" apart only in the answer, not in the time taken.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$8s15I/DLCPSjiWE4h1rHkg$tcmYoyh73odbLl1b3ee5IGINVXbFq5tMotxab+f8n1U";
 
-/// Why a password could not be hashed or checked. These are server faults, never the client's:
-/// as a response, each is a `500` with `{"error":"internal error"}`.
+/// Why a password could not be hashed or checked.
+///
+/// As a response, [`TooLong`](PasswordError::TooLong) is the client's fault (`400`,
+/// `{"error":"password too long"}`); every other variant is a server fault (`500`,
+/// `{"error":"internal error"}`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PasswordError {
+    /// The password is longer than [`MAX_PASSWORD_BYTES`].
+    #[error("password longer than {MAX_PASSWORD_BYTES} bytes")]
+    TooLong,
     /// The stored hash is not a PHC string argon2 can read.
     #[error("stored password hash is malformed: {0}")]
     MalformedHash(argon2::password_hash::Error),
+    /// The stored hash names a pepper this hasher does not have.
+    #[error("stored password hash uses an unknown pepper")]
+    UnknownPepper,
+    /// A pepper's id is longer than 8 bytes, or empty.
+    #[error("pepper ids must be 1 to 8 bytes")]
+    InvalidPepperId,
     /// argon2 failed to hash.
     #[error("password hashing failed: {0}")]
     Hashing(argon2::password_hash::Error),
@@ -63,38 +87,176 @@ pub enum PasswordError {
 
 impl ResponseError for PasswordError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
+        match self {
+            PasswordError::TooLong => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
     fn error_response(&self) -> HttpResponse {
-        json_error(self.status_code(), "internal error")
+        match self {
+            PasswordError::TooLong => json_error(self.status_code(), "password too long"),
+            _ => json_error(self.status_code(), "internal error"),
+        }
     }
 }
 
-/// Hashes `password` for storage.
-///
-/// # Errors
-/// Only on a failure of the OS random generator or the runtime, never for any password.
-pub async fn hash(password: &str) -> Result<String, PasswordError> {
-    let password = Zeroizing::new(password.to_owned());
-    off_the_executor(move || hash_blocking(&password)).await
+/// A secret mixed into every hash (argon2's `secret` input), kept outside the user database, so
+/// a stolen database alone cannot be cracked. Its id is written into each hash (`keyid=`), so
+/// peppers can be rotated: keep the old one as [retired](PasswordHasher::with_retired_pepper)
+/// and rehash at login.
+#[derive(Clone)]
+pub struct Pepper {
+    id: KeyId,
+    secret: Arc<Zeroizing<Vec<u8>>>,
 }
 
-/// Checks `password` against a stored hash.
+impl std::fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pepper")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pepper {
+    /// A pepper named `id` (1 to 8 bytes, stored in each hash) with `secret` (use 32 random
+    /// bytes from a secrets manager).
+    ///
+    /// # Errors
+    /// [`PasswordError::InvalidPepperId`] for an empty or over-long id.
+    pub fn new(id: &str, secret: impl Into<Vec<u8>>) -> Result<Self, PasswordError> {
+        if id.is_empty() {
+            return Err(PasswordError::InvalidPepperId);
+        }
+        let id = KeyId::new(id.as_bytes()).map_err(|_| PasswordError::InvalidPepperId)?;
+        Ok(Self {
+            id,
+            secret: Arc::new(Zeroizing::new(secret.into())),
+        })
+    }
+}
+
+/// Hashes and verifies passwords with argon2id, optionally with a [`Pepper`].
 ///
-/// Pass `None` when there is no such user: the same argon2 work is done against a built-in hash,
-/// and the result is `false`. Looking the user up and passing what was found, as in
-/// `verify(pw, user.map(|u| u.hash.as_str()))`, keeps unknown users and wrong passwords
-/// indistinguishable in time as well as in answer.
+/// ```
+/// # actix_web::rt::System::new().block_on(async {
+/// use actix_login::password::{Pepper, PasswordHasher};
+///
+/// let old = Pepper::new("2025", b"first secret, from a vault".to_vec())?;
+/// let new = Pepper::new("2026", b"second secret, from a vault".to_vec())?;
+///
+/// let stored = PasswordHasher::new().with_pepper(old.clone()).hash("a long passphrase").await?;
+///
+/// // After rotation the old pepper only verifies, and logins upgrade their hash.
+/// let hasher = PasswordHasher::new().with_pepper(new).with_retired_pepper(old);
+/// assert!(hasher.verify("a long passphrase", Some(&stored)).await?);
+/// assert!(hasher.needs_rehash(&stored));
+/// # Ok::<(), actix_login::password::PasswordError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PasswordHasher {
+    pepper: Option<Pepper>,
+    retired: Vec<Pepper>,
+}
+
+impl PasswordHasher {
+    /// A hasher with the default parameters and no pepper.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hashes with `pepper` from now on.
+    #[must_use]
+    pub fn with_pepper(mut self, pepper: Pepper) -> Self {
+        self.pepper = Some(pepper);
+        self
+    }
+
+    /// Still verifies hashes made with `pepper`, and reports them as needing a rehash.
+    #[must_use]
+    pub fn with_retired_pepper(mut self, pepper: Pepper) -> Self {
+        self.retired.push(pepper);
+        self
+    }
+
+    /// Hashes `password` for storage.
+    ///
+    /// # Errors
+    /// [`PasswordError::TooLong`] over [`MAX_PASSWORD_BYTES`]; otherwise only on a failure of
+    /// the OS random generator or the runtime.
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let password = normalized(password)?;
+        let pepper = self.pepper.clone();
+        off_the_executor(move || hash_with(&password, pepper.as_ref())).await
+    }
+
+    /// Checks `password` against a stored hash.
+    ///
+    /// Pass `None` when there is no such user: the same argon2 work is done against a built-in
+    /// hash, and the result is `false`. Looking the user up and passing what was found, as in
+    /// `verify(pw, user.map(|u| u.hash.as_str()))`, keeps unknown users and wrong passwords
+    /// indistinguishable in time as well as in answer.
+    ///
+    /// # Errors
+    /// [`PasswordError::TooLong`] over [`MAX_PASSWORD_BYTES`] (checked before any work);
+    /// [`PasswordError::MalformedHash`] or [`PasswordError::UnknownPepper`] for a stored hash
+    /// this hasher cannot check.
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<bool, PasswordError> {
+        let password = normalized(password)?;
+        let known = stored.is_some();
+        let stored = stored.unwrap_or(DUMMY_HASH).to_owned();
+        let peppers: Vec<Pepper> = self.pepper.iter().chain(&self.retired).cloned().collect();
+        let matched = off_the_executor(move || verify_with(&password, &stored, &peppers)).await?;
+        Ok(matched && known)
+    }
+
+    /// Whether `stored` was made with other parameters, another algorithm or another pepper than
+    /// this hasher uses now. Call it after a successful [`verify`](Self::verify) and store a
+    /// fresh [`hash`](Self::hash) of the password the user just entered.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return true;
+        };
+        let current = Params::default();
+        let pepper_id = self.pepper.as_ref().map_or(&[][..], |p| p.id.as_bytes());
+        parsed.algorithm != Algorithm::Argon2id.ident()
+            || parsed.version != Some(Version::V0x13.into())
+            || params.m_cost() != current.m_cost()
+            || params.t_cost() != current.t_cost()
+            || params.p_cost() != current.p_cost()
+            || params.keyid() != pepper_id
+    }
+}
+
+/// Hashes `password` for storage with the default [`PasswordHasher`].
 ///
 /// # Errors
-/// [`PasswordError::MalformedHash`] if the stored hash cannot be parsed.
+/// See [`PasswordHasher::hash`].
+pub async fn hash(password: &str) -> Result<String, PasswordError> {
+    PasswordHasher::default().hash(password).await
+}
+
+/// Checks `password` against a stored hash with the default [`PasswordHasher`]; `None` for an
+/// unknown user does the same work and returns `false`.
+///
+/// # Errors
+/// See [`PasswordHasher::verify`].
 pub async fn verify(password: &str, stored: Option<&str>) -> Result<bool, PasswordError> {
-    let password = Zeroizing::new(password.to_owned());
-    let known = stored.is_some();
-    let stored = stored.unwrap_or(DUMMY_HASH).to_owned();
-    let matched = off_the_executor(move || verify_blocking(&password, &stored)).await?;
-    Ok(matched && known)
+    PasswordHasher::default().verify(password, stored).await
+}
+
+/// Whether `stored` predates the default parameters. See [`PasswordHasher::needs_rehash`].
+pub fn needs_rehash(stored: &str) -> bool {
+    PasswordHasher::default().needs_rehash(stored)
 }
 
 /// [`hash`] on the calling thread. For tools and seeding outside a request; inside a handler
@@ -103,13 +265,7 @@ pub async fn verify(password: &str, stored: Option<&str>) -> Result<bool, Passwo
 /// # Errors
 /// See [`hash`].
 pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
-    let mut salt = [0u8; SALT_BYTES];
-    getrandom::fill(&mut salt).map_err(PasswordError::Random)?;
-    let salt = SaltString::encode_b64(&salt).map_err(PasswordError::Hashing)?;
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(PasswordError::Hashing)?;
-    Ok(hash.to_string())
+    hash_with(&normalized(password)?, None)
 }
 
 /// [`verify`] against a known hash, on the calling thread.
@@ -117,8 +273,57 @@ pub fn hash_blocking(password: &str) -> Result<String, PasswordError> {
 /// # Errors
 /// See [`verify`].
 pub fn verify_blocking(password: &str, stored: &str) -> Result<bool, PasswordError> {
+    verify_with(&normalized(password)?, stored, &[])
+}
+
+/// The NFKC form of `password`, which is what gets hashed; refuses oversized input first.
+///
+/// # Errors
+/// [`PasswordError::TooLong`] over [`MAX_PASSWORD_BYTES`].
+pub fn normalized(password: &str) -> Result<Zeroizing<String>, PasswordError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordError::TooLong);
+    }
+    Ok(Zeroizing::new(password.nfkc().collect()))
+}
+
+fn argon2_with(pepper: Option<&Pepper>) -> Result<Argon2<'_>, PasswordError> {
+    let mut params = ParamsBuilder::new();
+    if let Some(pepper) = pepper {
+        params.keyid(pepper.id);
+    }
+    let params = params
+        .build()
+        .map_err(|e| PasswordError::Hashing(e.into()))?;
+    Ok(match pepper {
+        Some(pepper) => {
+            Argon2::new_with_secret(&pepper.secret, Algorithm::Argon2id, Version::V0x13, params)
+                .map_err(|e| PasswordError::Hashing(e.into()))?
+        }
+        None => Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+    })
+}
+
+fn hash_with(password: &str, pepper: Option<&Pepper>) -> Result<String, PasswordError> {
+    let mut salt = [0u8; SALT_BYTES];
+    getrandom::fill(&mut salt).map_err(PasswordError::Random)?;
+    let salt = SaltString::encode_b64(&salt).map_err(PasswordError::Hashing)?;
+    let hash = argon2_with(pepper)?
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(PasswordError::Hashing)?;
+    Ok(hash.to_string())
+}
+
+fn verify_with(password: &str, stored: &str, peppers: &[Pepper]) -> Result<bool, PasswordError> {
     let parsed = PasswordHash::new(stored).map_err(PasswordError::MalformedHash)?;
-    match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+    let params = Params::try_from(&parsed).map_err(PasswordError::MalformedHash)?;
+    let pepper = if params.keyid().is_empty() {
+        None
+    } else {
+        let pepper = peppers.iter().find(|p| p.id.as_bytes() == params.keyid());
+        Some(pepper.ok_or(PasswordError::UnknownPepper)?)
+    };
+    match argon2_with(pepper)?.verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Ok(true),
         Err(argon2::password_hash::Error::Password) => Ok(false),
         Err(err) => Err(PasswordError::MalformedHash(err)),
@@ -231,6 +436,96 @@ mod tests {
         );
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         assert_eq!(slots.available_permits(), 1);
+    }
+
+    #[test]
+    fn oversized_passwords_are_refused_before_hashing() {
+        let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);
+        assert!(matches!(hash_blocking(&huge), Err(PasswordError::TooLong)));
+        assert!(matches!(
+            verify_blocking(&huge, DUMMY_HASH),
+            Err(PasswordError::TooLong)
+        ));
+        let limit = "x".repeat(MAX_PASSWORD_BYTES);
+        assert!(verify_blocking(&limit, &hash_blocking(&limit).unwrap()).unwrap());
+        assert_eq!(
+            PasswordError::TooLong.error_response().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn composed_and_decomposed_accents_verify_alike() {
+        let composed = "caf\u{e9} au lait, s'il vous pla\u{ee}t";
+        let decomposed = "cafe\u{301} au lait, s'il vous plai\u{302}t";
+        assert_ne!(composed, decomposed);
+        let stored = hash_blocking(composed).unwrap();
+        assert!(verify_blocking(decomposed, &stored).unwrap());
+    }
+
+    #[test]
+    fn outdated_parameters_and_peppers_need_a_rehash() {
+        let current = hash_blocking("pw").unwrap();
+        assert!(!needs_rehash(&current));
+        let weak = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8192, 3, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
+        let old = weak.hash_password(b"pw", &salt).unwrap().to_string();
+        assert!(needs_rehash(&old));
+        assert!(
+            verify_blocking("pw", &old).unwrap(),
+            "old hashes still verify"
+        );
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::default());
+        assert!(needs_rehash(
+            &argon2i.hash_password(b"pw", &salt).unwrap().to_string()
+        ));
+        assert!(needs_rehash("not a hash"));
+    }
+
+    #[actix_web::test]
+    async fn a_pepper_is_required_to_verify_and_can_be_rotated() {
+        let p1 = Pepper::new("p1", b"first secret".to_vec()).unwrap();
+        let p2 = Pepper::new("p2", b"second secret".to_vec()).unwrap();
+        let with_p1 = PasswordHasher::new().with_pepper(p1.clone());
+        let stored = with_p1.hash("pw").await.unwrap();
+        assert!(stored.contains("keyid="), "{stored}");
+        assert!(with_p1.verify("pw", Some(&stored)).await.unwrap());
+        assert!(!with_p1.needs_rehash(&stored));
+
+        // Without the pepper the hash cannot be checked at all.
+        let plain = PasswordHasher::new();
+        assert!(matches!(
+            plain.verify("pw", Some(&stored)).await,
+            Err(PasswordError::UnknownPepper)
+        ));
+        // The same id with another secret does not verify: the secret is really used.
+        let forged =
+            PasswordHasher::new().with_pepper(Pepper::new("p1", b"guess".to_vec()).unwrap());
+        assert!(!forged.verify("pw", Some(&stored)).await.unwrap());
+
+        let rotated = PasswordHasher::new()
+            .with_pepper(p2)
+            .with_retired_pepper(p1);
+        assert!(rotated.verify("pw", Some(&stored)).await.unwrap());
+        assert!(rotated.needs_rehash(&stored));
+        let fresh = rotated.hash("pw").await.unwrap();
+        assert!(!rotated.needs_rehash(&fresh));
+        // Unpeppered hashes keep working and are upgraded.
+        let legacy = hash("pw").await.unwrap();
+        assert!(rotated.verify("pw", Some(&legacy)).await.unwrap());
+        assert!(rotated.needs_rehash(&legacy));
+        assert!(matches!(
+            Pepper::new("", b"x".to_vec()),
+            Err(PasswordError::InvalidPepperId)
+        ));
+        assert!(matches!(
+            Pepper::new("nine-byte", b"x".to_vec()),
+            Err(PasswordError::InvalidPepperId)
+        ));
     }
 
     #[actix_web::test]
