@@ -18,6 +18,15 @@ pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60)
 /// lets a session through: 10 minutes.
 pub const DEFAULT_FRESH_WINDOW: Duration = Duration::from_secs(10 * 60);
 
+/// Default cap on one user's concurrent sessions. Far above what people use, low enough that
+/// listing and revoking a user's sessions stays cheap even for an attacker who has the password
+/// and logs in over and over.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+
+/// How far in the future a password time may lie and still count: clocks of app instances
+/// differ a little, never by minutes.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// The longest timeout accepted. Longer ones (`Duration::MAX` for "no limit") are cut to this,
 /// so deadline arithmetic cannot overflow and Redis accepts every TTL.
 const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
@@ -34,7 +43,7 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
     pub(crate) fresh_window: Duration,
-    pub(crate) max_sessions_per_user: Option<usize>,
+    pub(crate) max_sessions_per_user: usize,
 }
 
 impl Default for Config {
@@ -44,7 +53,7 @@ impl Default for Config {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
             fresh_window: DEFAULT_FRESH_WINDOW,
-            max_sessions_per_user: None,
+            max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
         }
     }
 }
@@ -57,8 +66,12 @@ impl Config {
 
     /// Whether a password entered at `authenticated_at` is recent enough for sensitive actions.
     pub(crate) fn is_fresh(&self, authenticated_at: SystemTime, now: SystemTime) -> bool {
-        now.duration_since(authenticated_at)
-            .map_or(true, |age| age <= self.fresh_window)
+        match now.duration_since(authenticated_at) {
+            Ok(age) => age <= self.fresh_window,
+            // Recorded by an instance whose clock runs ahead: fine within normal skew, but a
+            // clock minutes ahead must not stretch sudo mode.
+            Err(ahead) => ahead.duration() <= CLOCK_SKEW,
+        }
     }
 
     /// Whether moving a deadline from `current` to `proposed` is worth a store write.
@@ -121,10 +134,10 @@ impl LoginMiddlewareBuilder {
         self
     }
 
-    /// The most sessions one user may have at once (default: no limit). A login beyond it ends
-    /// that user's oldest sessions. Values below 1 count as 1.
+    /// The most sessions one user may have at once (default 100). A login beyond it ends that
+    /// user's oldest sessions. Values below 1 count as 1.
     pub fn max_sessions_per_user(mut self, max: usize) -> Self {
-        self.config.max_sessions_per_user = Some(max.max(1));
+        self.config.max_sessions_per_user = max.max(1);
         self
     }
 
@@ -191,8 +204,10 @@ mod tests {
         let now = SystemTime::now();
         assert!(config.is_fresh(now - DEFAULT_FRESH_WINDOW, now));
         assert!(!config.is_fresh(now - DEFAULT_FRESH_WINDOW - Duration::from_secs(1), now));
-        // A password entered "in the future" (clock stepped back) is fresh, not an error.
+        // A password entered "in the future" by a slightly fast clock is fresh; by a clock
+        // minutes ahead, it is not.
         assert!(config.is_fresh(now + Duration::from_secs(5), now));
+        assert!(!config.is_fresh(now + Duration::from_secs(600), now));
     }
 
     #[test]

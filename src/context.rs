@@ -200,18 +200,29 @@ impl SessionContext {
 
     pub(crate) async fn logout(&self) -> Result<(), Error> {
         if let Some(key) = self.current_key() {
+            // Note who the session belongs to before deleting it: if a concurrent request
+            // rotates it away meanwhile, its public id is how the logout follows it. A plain
+            // load, not `resolve`: refreshing a session about to end would be wasted work.
+            let owner = match self.known_session() {
+                Some(active) => Some(active.record.clone()),
+                None => self.sessions.store.load(&key).await?.map(|s| s.record),
+            };
             let deleted = self.sessions.store.delete(&key).await?;
             tracing::info!(session = key.short(), "logout");
-            if !deleted {
-                // Possibly rotated by a concurrent request: follow it by its public id.
-                if let Some(active) = self.resolve().await? {
-                    let record = &active.record;
-                    self.sessions.revoke(record.user_id(), record.id()).await?;
-                }
+            if let (false, Some(record)) = (deleted, owner) {
+                self.sessions.revoke(record.user_id(), record.id()).await?;
             }
         }
         self.update.replace(CookieUpdate::Remove);
         Ok(())
+    }
+
+    /// The session this request already resolved or rotated to, without touching the store.
+    fn known_session(&self) -> Option<Rc<ActiveSession>> {
+        if let Some(rotated) = self.rotated.borrow().as_ref() {
+            return Some(Rc::clone(rotated));
+        }
+        self.resolved.get().cloned().flatten()
     }
 
     /// Moves the current session to a new token; with `reauthenticated`, also notes that the

@@ -113,7 +113,7 @@
 //!   [`Session::login_with_roles`], a fresh password, and for HTML pages a redirect to the login
 //!   page whose `next` parameter [`safe_next`] validates.
 //! * [`max_sessions_per_user`](LoginMiddlewareBuilder::max_sessions_per_user) caps concurrent
-//!   sessions; a login beyond the cap ends the oldest.
+//!   sessions (default 100); a login beyond the cap ends the oldest.
 //!
 //! # Security model
 //!
@@ -164,6 +164,7 @@ pub use actix_web::cookie::SameSite;
 
 pub use crate::config::{
     LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SESSIONS_PER_USER,
 };
 pub use crate::error::{Error, StoreError};
 pub use crate::extractor::{AuthUser, MaybeUser, Session};

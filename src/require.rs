@@ -61,7 +61,8 @@ pub struct Require {
 
 #[derive(Clone, Debug, Default)]
 struct Rule {
-    any_of_roles: Vec<String>,
+    /// `None`: any logged-in user. `Some`: one of these roles, so an empty list admits nobody.
+    any_of_roles: Option<Vec<String>>,
     fresh: bool,
     login_page: Option<String>,
 }
@@ -77,10 +78,10 @@ impl Require {
         Self::any_role([role])
     }
 
-    /// A logged-in user granted at least one of `roles`.
+    /// A logged-in user granted at least one of `roles`. An empty list admits nobody.
     pub fn any_role(roles: impl IntoIterator<Item = impl Into<String>>) -> Self {
         let rule = Rule {
-            any_of_roles: roles.into_iter().map(Into::into).collect(),
+            any_of_roles: Some(roles.into_iter().map(Into::into).collect()),
             ..Rule::default()
         };
         Self {
@@ -118,8 +119,10 @@ impl Rule {
     ) -> Result<(), Error> {
         let session = session.ok_or(Error::Unauthenticated)?;
         let record = &session.record;
-        if !self.any_of_roles.is_empty() && !self.any_of_roles.iter().any(|r| record.has_role(r)) {
-            return Err(Error::Forbidden);
+        if let Some(roles) = &self.any_of_roles {
+            if !roles.iter().any(|r| record.has_role(r)) {
+                return Err(Error::Forbidden);
+            }
         }
         if self.fresh
             && !context
@@ -153,7 +156,8 @@ impl Rule {
 /// Returns `next` if it is safe to redirect to after login: a path on this site, and nothing
 /// else. Anything that a browser could read as another origin is refused: absolute URLs
 /// (`https://…`, `javascript:…`), scheme-relative ones (`//evil.example`, `/\\evil.example`),
-/// backslashes, control characters, and values over 2 KiB.
+/// backslashes, whitespace, control characters and anything outside visible ASCII (encode it
+/// as `%XX`), and values over 2 KiB.
 ///
 /// ```
 /// use actix_login::safe_next;
@@ -169,7 +173,9 @@ pub fn safe_next(next: &str) -> Option<&str> {
         && !matches!(bytes.get(1), Some(b'/' | b'\\'))
         // Browsers treat `\` like `/` and drop tabs and newlines from URLs, so `/\t/evil` would
         // become `//evil`.
-        && !next.chars().any(|c| c == '\\' || c.is_control() || c.is_whitespace());
+        // Only visible ASCII: other characters must arrive percent-encoded, and could not go into
+        // a `Location` header as they are.
+        && next.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
     safe.then_some(next)
 }
 
@@ -249,13 +255,7 @@ mod tests {
 
     #[test]
     fn safe_next_accepts_local_paths() {
-        for ok in [
-            "/",
-            "/account",
-            "/a/b?c=d&e=%2F%2Fx#frag",
-            "/caf%C3%A9",
-            "/café",
-        ] {
+        for ok in ["/", "/account", "/a/b?c=d&e=%2F%2Fx#frag", "/caf%C3%A9"] {
             assert_eq!(safe_next(ok), Some(ok), "{ok}");
         }
     }
@@ -280,6 +280,8 @@ mod tests {
             "/path\\..\\..",
             " /account",
             "/\u{0}x",
+            "/café",
+            "/\u{202e}evil",
             long.as_str(),
         ];
         for bad in hostile {

@@ -3,15 +3,16 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::future::join_all;
 use serde::{Serialize, Serializer};
 
 use crate::config::Config;
 use crate::store::{DynStore, StoredSession};
-use crate::{Error, SessionKey, SessionRecord};
+use crate::{Error, SessionKey, SessionRecord, StoreError};
 
-/// How often a revocation lists the index again after finding a session rotated away under it.
-/// Each extra round needs a rotation to complete within one round trip; a few rounds suffice.
-const REVOKE_ROUNDS: usize = 5;
+/// How many list-and-delete rounds a revocation makes at most. The last round normally only
+/// confirms that nothing is left; each extra one needs a concurrent rotation or login.
+const REVOKE_ROUNDS: usize = 8;
 
 /// The sessions of any user: list them, revoke one, or revoke them all.
 ///
@@ -94,6 +95,7 @@ impl Sessions {
             .store
             .list(user_id)
             .await?
+            .live
             .into_iter()
             .map(|(key, stored)| self.info(&stored, current == Some(&key)))
             .collect();
@@ -119,8 +121,11 @@ impl Sessions {
         }
     }
 
-    /// Deletes every session of `user_id` that `doomed` picks. When a delete finds its record
-    /// already gone, the session may have been rotated to a new key: list again and go on.
+    /// Deletes every session of `user_id` that `doomed` picks, and lists again until a listing
+    /// finds nothing to revoke and no entry that vanished. The repeat is what makes revocation
+    /// hold against a concurrent rotation: the rotation indexes its new key before deleting the
+    /// old one, so once a listing has seen the old key gone, or failed to delete it, the next
+    /// listing sees the new one.
     pub(crate) async fn revoke_where(
         &self,
         user_id: &str,
@@ -128,37 +133,34 @@ impl Sessions {
     ) -> Result<usize, Error> {
         let mut revoked = 0;
         for _ in 0..REVOKE_ROUNDS {
-            let targets: Vec<SessionKey> = self
-                .store
-                .list(user_id)
-                .await?
+            let listing = self.store.list(user_id).await?;
+            let targets: Vec<SessionKey> = listing
+                .live
                 .into_iter()
                 .filter(|(key, stored)| doomed(key, &stored.record))
                 .map(|(key, _)| key)
                 .collect();
-            let mut raced = false;
-            for key in &targets {
-                if self.store.delete(key).await? {
+            if targets.is_empty() && listing.dropped == 0 {
+                return Ok(revoked);
+            }
+            // Concurrently: the Redis connection pipelines them into one round trip.
+            let deletions = targets.iter().map(|key| self.store.delete(key));
+            for (key, deleted) in targets.iter().zip(join_all(deletions).await) {
+                if deleted? {
                     tracing::info!(session = key.short(), user_id, "session revoked");
                     revoked += 1;
-                } else {
-                    raced = true;
                 }
             }
-            if !raced {
-                break;
-            }
         }
-        Ok(revoked)
+        // Sessions kept appearing: something is rotating or creating them as fast as they go.
+        Err(StoreError::unavailable("sessions kept reappearing during revocation").into())
     }
 
     /// Makes room for one more session of `user_id` under the per-user cap, oldest first, and
     /// prunes the index on the way.
     pub(crate) async fn make_room(&self, user_id: &str) -> Result<(), Error> {
-        let mut live = self.store.list(user_id).await?;
-        let Some(cap) = self.config.max_sessions_per_user else {
-            return Ok(());
-        };
+        let mut live = self.store.list(user_id).await?.live;
+        let cap = self.config.max_sessions_per_user;
         if live.len() < cap {
             return Ok(());
         }

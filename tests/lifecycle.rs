@@ -292,7 +292,15 @@ async fn the_oldest_sessions_are_evicted_at_the_cap() {
     let fourth = log_in(&app, 7).await;
     assert_eq!(status(&app, get("/me", Some(&tokens[1]))).await, 401);
     assert_eq!(status(&app, get("/me", Some(&fourth))).await, 200);
-    assert!(index_members(&url, &prefix, "7").len() <= 3);
+    let (_, body) =
+        status_and_body(test::call_service(&app, get("/sessions", Some(&fourth))).await).await;
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&body)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(index_members(&url, &prefix, "7").len(), 2);
     // Other users are not affected by someone else's cap.
     let other = log_in(&app, 8).await;
     assert_eq!(status(&app, get("/me", Some(&other))).await, 200);
@@ -491,6 +499,113 @@ async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
 }
 
 #[actix_web::test]
+async fn revoke_all_catches_a_session_rotated_inside_its_listing() {
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    // The listing reads the index, then the records 100 ms later; the rotation lands in
+    // between, so the listing sees the old record gone and the new one not at all.
+    let mut store = support::Wrapped::new(redis_store_at(&url, &prefix).await);
+    store.list_gap = Duration::from_millis(100);
+    let app = app(LoginMiddleware::new(store)).await;
+    let old = log_in(&app, 7).await;
+    let revoke = app.call(post("/admin-revoke/7", None));
+    let rotate = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        app.call(post("/renew", Some(&old))).await
+    };
+    let (revoked, rotated) = futures_util::future::join(revoke, rotate).await;
+    assert_eq!(status_and_body(revoked.unwrap()).await, (200, "1".into()));
+    let rotated = rotated.unwrap();
+    assert_eq!(rotated.status(), StatusCode::NO_CONTENT);
+    let new = set_cookie(&rotated).unwrap().value().to_owned();
+    assert_eq!(
+        status(&app, get("/me", Some(&new))).await,
+        401,
+        "rotated session survived"
+    );
+}
+
+#[actix_web::test]
+async fn foreign_entries_in_the_index_do_not_shield_live_sessions() {
+    let (middleware, url, prefix) = redis_middleware(|b| b).await;
+    let app = app(middleware).await;
+    let tokens = [
+        log_in(&app, 7).await,
+        log_in(&app, 7).await,
+        log_in(&app, 7).await,
+    ];
+    let mut conn = connection(&url).unwrap();
+    redis::cmd("SADD")
+        .arg(format!("{prefix}:user:7"))
+        .arg("legacy-entry")
+        .arg("0".repeat(64))
+        .exec(&mut conn)
+        .unwrap();
+    assert_eq!(status(&app, post("/admin-revoke/7", None)).await, 200);
+    for token in &tokens {
+        assert_eq!(status(&app, get("/me", Some(token))).await, 401);
+    }
+    assert!(index_members(&url, &prefix, "7").is_empty());
+}
+
+#[actix_web::test]
+async fn access_rules_fail_closed_when_redis_is_down() {
+    let server = support::RedisServer::start();
+    let app = app(LoginMiddleware::new(
+        redis_store_at(&server.url(), "rules").await,
+    ))
+    .await;
+    let admin = log_in(&app, 1).await;
+    server.stop();
+    for path in ["/admin", "/admin-page", "/account/x"] {
+        let res = test::call_service(&app, get(path, Some(&admin))).await;
+        assert!(
+            res.headers().get(header::LOCATION).is_none(),
+            "{path} redirected"
+        );
+        assert_eq!(
+            status_and_body(res).await,
+            (503, UNAVAILABLE.into()),
+            "{path}"
+        );
+    }
+}
+
+/// The account controls behave the same on the in-memory store.
+#[actix_web::test]
+async fn account_controls_on_the_memory_store() {
+    let middleware = LoginMiddleware::builder(actix_login::MemoryStore::new())
+        .max_sessions_per_user(2)
+        .build();
+    let app = app(middleware).await;
+    let first = log_in(&app, 7).await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let second = log_in(&app, 7).await;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let third = log_in(&app, 7).await;
+    assert_eq!(
+        status(&app, get("/me", Some(&first))).await,
+        401,
+        "cap not applied"
+    );
+
+    let res = test::call_service(&app, post("/renew", Some(&second))).await;
+    let renewed = set_cookie(&res).unwrap().value().to_owned();
+    assert_eq!(status(&app, get("/me", Some(&second))).await, 401);
+    let id = session_id(&app, &renewed).await;
+    assert_eq!(
+        status(&app, delete(&format!("/sessions/{id}"), &third)).await,
+        204
+    );
+    assert_eq!(status(&app, get("/me", Some(&renewed))).await, 401);
+    assert_eq!(
+        status(&app, post("/sessions/revoke-all", Some(&third))).await,
+        204
+    );
+    assert_eq!(status(&app, get("/me", Some(&third))).await, 401);
+}
+
+#[actix_web::test]
 async fn the_middleware_hands_out_sessions_for_use_outside_requests() {
     let (middleware, _, _) = redis_middleware(|b| b).await;
     let sessions = middleware.sessions();
@@ -518,5 +633,5 @@ async fn rotation_fails_cleanly_when_the_old_session_is_gone() {
     );
     // The revoked session cannot be rotated into a live one.
     assert_eq!(status(&app, post("/renew", Some(&token))).await, 401);
-    assert!(store.list("7").await.unwrap().is_empty());
+    assert!(store.list("7").await.unwrap().live.is_empty());
 }

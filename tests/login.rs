@@ -645,13 +645,21 @@ async fn redis_commands_per_operation() {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     };
 
-    // Login with no session yet: list the user's sessions, then index and create in one pipeline.
+    // Login with no session yet: list the user's sessions, then index and create in one
+    // MULTI/EXEC transaction.
     let before = server.command_counts();
     let token = log_in(&app, 1).await;
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(
         sent,
-        counts(&[("smembers", 1), ("sadd", 1), ("pexpire", 2), ("set", 1)])
+        counts(&[
+            ("smembers", 1),
+            ("multi", 1),
+            ("sadd", 1),
+            ("pexpire", 2),
+            ("set", 1),
+            ("exec", 1)
+        ])
     );
 
     // Right after login the deadline is fresh: a lookup and nothing else.

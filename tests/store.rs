@@ -108,6 +108,65 @@ async fn check_contract(store: impl SessionStore) {
         .unwrap());
 }
 
+/// The per-user index: listing, rotation, and what a rotation must refuse.
+async fn check_index_and_rotation(store: impl SessionStore) {
+    let minute = Duration::from_secs(60);
+    let user = format!("user-{}", random_key().short());
+    let (a, b, other) = (random_key(), random_key(), random_key());
+    assert!(store
+        .create(&a, &record(&user, minute), in_(minute))
+        .await
+        .unwrap());
+    assert!(store
+        .create(&b, &record(&user, minute), in_(minute))
+        .await
+        .unwrap());
+    assert!(store
+        .create(&other, &record("someone-else", minute), in_(minute))
+        .await
+        .unwrap());
+    let listing = store.list(&user).await.unwrap();
+    let mut keys: Vec<SessionKey> = listing.live.iter().map(|(k, _)| k.clone()).collect();
+    keys.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    assert_eq!(keys, expected);
+    assert_eq!(listing.dropped, 0);
+
+    // A deleted session is dropped from the listing, once.
+    assert!(store.delete(&b).await.unwrap());
+    let listing = store.list(&user).await.unwrap();
+    assert_eq!(listing.live.len(), 1);
+    assert!(listing.dropped <= 1);
+    assert_eq!(
+        store.list(&user).await.unwrap().dropped,
+        0,
+        "dead entry kept"
+    );
+
+    // Rotation moves the record to the new key, keeps it listed, and kills the old key.
+    let moved = random_key();
+    let rec = record(&user, minute);
+    assert!(store.rotate(&a, &moved, &rec, in_(minute)).await.unwrap());
+    assert!(store.load(&a).await.unwrap().is_none());
+    assert!(store.load(&moved).await.unwrap().is_some());
+    let listed: Vec<SessionKey> = store
+        .list(&user)
+        .await
+        .unwrap()
+        .live
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(listed, vec![moved.clone()]);
+
+    // Rotating a session that is gone creates nothing.
+    let ghost = random_key();
+    assert!(!store.rotate(&a, &ghost, &rec, in_(minute)).await.unwrap());
+    assert!(store.load(&ghost).await.unwrap().is_none());
+    assert_eq!(store.list(&user).await.unwrap().live.len(), 1);
+}
+
 /// Many concurrent refreshes racing one delete: once the delete has returned, the record is gone
 /// for good.
 async fn check_delete_wins_over_concurrent_extends(store: impl SessionStore + Clone) {
@@ -137,12 +196,14 @@ async fn check_delete_wins_over_concurrent_extends(store: impl SessionStore + Cl
 #[actix_web::test]
 async fn memory_store_keeps_the_contract() {
     check_contract(MemoryStore::new()).await;
+    check_index_and_rotation(MemoryStore::new()).await;
     check_delete_wins_over_concurrent_extends(MemoryStore::new()).await;
 }
 
 #[actix_web::test]
 async fn redis_store_keeps_the_contract() {
     check_contract(redis_store().await).await;
+    check_index_and_rotation(redis_store().await).await;
     check_delete_wins_over_concurrent_extends(redis_store().await).await;
 }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::{SessionStore, StoredSession, ThrottleStore};
+use super::{SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 /// How many creations pass between sweeps of expired records.
@@ -143,7 +143,7 @@ impl SessionStore for MemoryStore {
         Ok(was_live)
     }
 
-    async fn list(&self, user_id: &str) -> Result<Vec<(SessionKey, StoredSession)>, StoreError> {
+    async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
         let now = SystemTime::now();
         let mut inner = self.lock();
         let keys: Vec<SessionKey> = inner
@@ -151,13 +151,14 @@ impl SessionStore for MemoryStore {
             .get(user_id)
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default();
-        let mut live = Vec::with_capacity(keys.len());
+        let mut listing = UserSessions::default();
         for key in keys {
-            if let Some(stored) = inner.live(&key, now) {
-                live.push((key, stored.clone()));
+            match inner.live(&key, now) {
+                Some(stored) => listing.live.push((key, stored.clone())),
+                None => listing.dropped += 1,
             }
         }
-        Ok(live)
+        Ok(listing)
     }
 
     async fn rotate(

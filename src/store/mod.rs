@@ -28,6 +28,16 @@ pub struct StoredSession {
     pub expires_at: SystemTime,
 }
 
+/// What [`SessionStore::list`] found in a user's index.
+#[derive(Clone, Debug, Default)]
+pub struct UserSessions {
+    /// The live sessions, in no particular order.
+    pub live: Vec<(SessionKey, StoredSession)>,
+    /// How many index entries had no live record of this user (expired, deleted, or rotated
+    /// away while the listing ran) and were dropped.
+    pub dropped: usize,
+}
+
 /// A backend that keeps session records, and an index of them per user.
 ///
 /// No method may bring back a record that is gone: a logout or revocation that deletes a record
@@ -38,7 +48,9 @@ pub struct StoredSession {
 /// record is in its user's index *before* it can be used, and [`rotate`](SessionStore::rotate)
 /// indexes the new record before it deletes the old one. Whoever deletes the old record first
 /// wins: if the revoker did, the rotation fails and removes its new record; if the rotation did,
-/// the revoker's delete finds nothing, so it lists the index again and finds the new record.
+/// the revoker's delete finds nothing, or its listing finds the old record gone (`dropped`), so
+/// it lists the index again and finds the new record. Revocation stops only at a listing that
+/// finds nothing to revoke and nothing dropped.
 ///
 /// Futures need not be `Send`: Actix runs each request on one worker thread. The store itself is
 /// shared by all workers, hence `Send + Sync`.
@@ -82,12 +94,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// left for [`list`](SessionStore::list) to prune.
     fn delete(&self, key: &SessionKey) -> impl Future<Output = Result<bool, StoreError>>;
 
-    /// The live sessions of `user_id`, in no particular order. Entries whose record is gone,
-    /// expired, or belongs to another user are dropped from the index on the way.
-    fn list(
-        &self,
-        user_id: &str,
-    ) -> impl Future<Output = Result<Vec<(SessionKey, StoredSession)>, StoreError>>;
+    /// The live sessions of `user_id`. Entries whose record is gone, expired, unreadable, or
+    /// belongs to another user are dropped from the index on the way, and counted.
+    fn list(&self, user_id: &str) -> impl Future<Output = Result<UserSessions, StoreError>>;
 
     /// Moves the session under `old` to `new`, now holding `record`, expiring at `expires_at`.
     ///
@@ -167,10 +176,8 @@ pub(crate) trait DynStore: Send + Sync {
 
     fn delete<'a>(&'a self, key: &'a SessionKey) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
-    fn list<'a>(
-        &'a self,
-        user_id: &'a str,
-    ) -> LocalBoxFuture<'a, Result<Vec<(SessionKey, StoredSession)>, StoreError>>;
+    fn list<'a>(&'a self, user_id: &'a str)
+        -> LocalBoxFuture<'a, Result<UserSessions, StoreError>>;
 
     fn rotate<'a>(
         &'a self,
@@ -213,7 +220,7 @@ impl<S: SessionStore> DynStore for S {
     fn list<'a>(
         &'a self,
         user_id: &'a str,
-    ) -> LocalBoxFuture<'a, Result<Vec<(SessionKey, StoredSession)>, StoreError>> {
+    ) -> LocalBoxFuture<'a, Result<UserSessions, StoreError>> {
         Box::pin(SessionStore::list(self, user_id))
     }
 

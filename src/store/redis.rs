@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{SessionStore, StoredSession, ThrottleStore};
+use super::{SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 const DEFAULT_PREFIX: &str = "actix-login";
@@ -26,7 +26,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `GET`, `PTTL` (pipelined) | 1 |
 /// | [`extend`](SessionStore::extend) | `PEXPIRE` (a no-op on a missing key) | 1 |
-/// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (pipelined) | 1 |
+/// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
 /// | [`delete`](SessionStore::delete) | `DEL` | 1 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `GET`, `PTTL` per member (pipelined); `SREM` of dead members | 2–3 |
 /// | [`rotate`](SessionStore::rotate) | as `create`; `DEL` old; `SREM` old | 3 |
@@ -112,9 +112,12 @@ impl RedisStore {
         let index = self.user_index_key(record.user_id());
         let index_ttl = ttl_millis(record.expires_at());
         let mut conn = self.connection.clone();
+        // MULTI/EXEC: a listing on another instance must never see the index entry without its
+        // record, or it would prune the entry of a session that is about to exist.
         let (_, _, _, created): ((), (), (), Option<String>) = self
             .run(
                 redis::pipe()
+                    .atomic()
                     .cmd("SADD")
                     .arg(&index)
                     .arg(key.as_str())
@@ -213,15 +216,46 @@ impl RedisStoreBuilder {
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout));
         let connecting = ConnectionManager::new_with_config(client, config);
-        let connection = tokio::time::timeout(self.connect_timeout * 2, connecting)
+        let mut connection = tokio::time::timeout(self.connect_timeout * 2, connecting)
             .await
             .map_err(|_elapsed| StoreError::Timeout)?
             .map_err(StoreError::unavailable)?;
+        let info: String = tokio::time::timeout(
+            self.command_timeout,
+            redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut connection),
+        )
+        .await
+        .map_err(|_elapsed| StoreError::Timeout)?
+        .map_err(StoreError::unavailable)?;
+        check_server_version(&info)?;
         Ok(RedisStore {
             connection,
             prefix: self.prefix.into(),
             command_timeout: self.command_timeout,
         })
+    }
+}
+
+/// Refuses servers older than Redis 7.0, whose `PEXPIRE` lacks the `NX`/`GT` options that keep
+/// the user index from outliving its TTL; better a clear error at startup than immortal keys.
+fn check_server_version(info: &str) -> Result<(), StoreError> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("");
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0);
+    if major >= 7 {
+        Ok(())
+    } else {
+        Err(StoreError::unavailable(format!(
+            "Redis 7.0 or newer is required, the server reports {version:?}"
+        )))
     }
 }
 
@@ -306,7 +340,7 @@ impl SessionStore for RedisStore {
         Ok(removed > 0)
     }
 
-    async fn list(&self, user_id: &str) -> Result<Vec<(SessionKey, StoredSession)>, StoreError> {
+    async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
         let mut conn = self.connection.clone();
         let members: Vec<String> = self
             .run(
@@ -315,16 +349,16 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        let mut keys = Vec::with_capacity(members.len());
+        let mut indexed: Vec<(&str, SessionKey)> = Vec::with_capacity(members.len());
         let mut dead: Vec<&str> = Vec::new();
         for member in &members {
             match SessionKey::parse(member) {
-                Some(key) => keys.push(key),
+                Some(key) => indexed.push((member, key)),
                 None => dead.push(member),
             }
         }
         let mut lookups = redis::pipe();
-        for key in &keys {
+        for (_, key) in &indexed {
             let redis_key = self.session_key(key);
             lookups
                 .cmd("GET")
@@ -332,31 +366,42 @@ impl SessionStore for RedisStore {
                 .cmd("PTTL")
                 .arg(&redis_key);
         }
-        let replies: Vec<redis::Value> = if keys.is_empty() {
+        let replies: Vec<redis::Value> = if indexed.is_empty() {
             Vec::new()
         } else {
             self.run(lookups.query_async(&mut conn)).await?
         };
-        let mut live = Vec::with_capacity(keys.len());
+        let mut live = Vec::with_capacity(indexed.len());
+        let mut unreadable = Vec::new();
         let mut replies = replies.into_iter();
-        for (key, member) in keys.into_iter().zip(&members) {
+        for (member, key) in indexed {
             let (Some(value), Some(pttl)) = (replies.next(), replies.next()) else {
                 return Err(StoreError::corrupt("short pipeline reply"));
             };
-            let value = redis::from_redis_value(value).map_err(StoreError::corrupt)?;
-            let pttl = redis::from_redis_value(pttl).map_err(StoreError::corrupt)?;
-            match decode(value, pttl) {
+            let value = redis::from_redis_value(value).map_err(StoreError::corrupt);
+            let pttl = redis::from_redis_value(pttl).map_err(StoreError::corrupt);
+            match value.and_then(|value| decode(value, pttl?)) {
                 Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
+                // Gone, expired, or (after a key collision) someone else's: not this user's.
                 Ok(_) => dead.push(member),
                 Err(err) => {
-                    tracing::warn!(session = key.short(), error = %err, "skipping unreadable session");
+                    // It can never authenticate anyone; remove it rather than skip it forever.
+                    tracing::warn!(session = key.short(), error = %err, "removing unreadable session");
+                    unreadable.push(key);
+                    dead.push(member);
                 }
             }
+        }
+        for key in &unreadable {
+            self.delete(key).await?;
         }
         // Dropping dead entries one exact member at a time never touches an entry that a
         // concurrent rotation has just added.
         self.unindex(user_id, &dead).await?;
-        Ok(live)
+        Ok(UserSessions {
+            live,
+            dropped: dead.len(),
+        })
     }
 
     async fn rotate(
@@ -420,5 +465,18 @@ impl ThrottleStore for RedisStore {
                 .query_async::<()>(&mut conn),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_server_version;
+
+    #[test]
+    fn servers_before_redis_7_are_refused() {
+        assert!(check_server_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
+        assert!(check_server_version("redis_version:7.2.4\r\n").is_ok());
+        assert!(check_server_version("redis_version:6.2.14\r\n").is_err());
+        assert!(check_server_version("nothing useful").is_err());
     }
 }

@@ -256,6 +256,8 @@ pub struct Wrapped<S> {
     pub delete_delay: Duration,
     /// Held before every `rotate`, to let a revocation slip between a load and its rotation.
     pub rotate_delay: Duration,
+    /// Time between reading the index and reading the records in `list`.
+    pub list_gap: Duration,
     /// Keep records an hour whatever their deadline, as a careless custom store might, and
     /// report their deadlines as follows.
     pub keep_expired: bool,
@@ -272,6 +274,7 @@ impl<S> Wrapped<S> {
             extend_delay: Duration::ZERO,
             delete_delay: Duration::ZERO,
             rotate_delay: Duration::ZERO,
+            list_gap: Duration::ZERO,
             keep_expired: false,
             report_idle_deadline: false,
             extend_calls: Default::default(),
@@ -338,11 +341,23 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
     async fn list(
         &self,
         user_id: &str,
-    ) -> Result<
-        Vec<(actix_login::SessionKey, actix_login::store::StoredSession)>,
-        actix_login::StoreError,
-    > {
-        self.inner.list(user_id).await
+    ) -> Result<actix_login::store::UserSessions, actix_login::StoreError> {
+        let mut listing = self.inner.list(user_id).await?;
+        if self.list_gap.is_zero() {
+            return Ok(listing);
+        }
+        // Emulate a listing whose index read and record reads are far apart: records that
+        // vanish meanwhile count as dropped, entries added meanwhile are not seen.
+        tokio::time::sleep(self.list_gap).await;
+        let mut live = Vec::new();
+        for (key, stored) in listing.live {
+            match self.inner.load(&key).await? {
+                Some(_) => live.push((key, stored)),
+                None => listing.dropped += 1,
+            }
+        }
+        listing.live = live;
+        Ok(listing)
     }
 
     async fn rotate(
