@@ -12,7 +12,7 @@
 //!      -d '{"username":"alice","password":"alice-password-123"}' http://127.0.0.1:8080/login
 //! curl -i -b jar http://127.0.0.1:8080/me
 //! curl -i -b jar http://127.0.0.1:8080/sessions
-//! curl -i -b jar -X POST http://127.0.0.1:8080/logout
+//! curl -i -b jar -X POST -H 'Origin: http://127.0.0.1:8080' http://127.0.0.1:8080/logout
 //! ```
 
 use std::collections::HashMap;

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use actix_web::cookie::SameSite;
 
 use crate::cookie::CookieConfig;
+use crate::csrf::CsrfConfig;
 use crate::sessions::Sessions;
 use crate::store::{DynStore, SessionStore};
 use crate::LoginMiddleware;
@@ -40,6 +41,7 @@ const REFRESH_FRACTION: u32 = 10;
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) cookie: CookieConfig,
+    pub(crate) csrf: CsrfConfig,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
     pub(crate) fresh_window: Duration,
@@ -50,6 +52,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             cookie: CookieConfig::default(),
+            csrf: CsrfConfig::default(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
             fresh_window: DEFAULT_FRESH_WINDOW,
@@ -164,6 +167,27 @@ impl LoginMiddlewareBuilder {
     /// when the user follows a link from another site; `None` removes a layer of CSRF defence.
     pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
         self.config.cookie.same_site = same_site;
+        self
+    }
+
+    /// Lets unsafe requests under `path_prefix` (a path, or everything below it) through without
+    /// the cross-site check, for endpoints other sites are meant to call, such as webhooks.
+    /// Such routes must not rely on the session cookie for authority.
+    pub fn csrf_exempt(mut self, path_prefix: impl Into<String>) -> Self {
+        self.config.csrf.exempt_prefixes.push(path_prefix.into());
+        self
+    }
+
+    /// Accepts unsafe requests whose `Origin` is exactly `origin` (for example
+    /// `https://admin.example.com`), besides the app's own host.
+    pub fn csrf_trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        self.config.csrf.trusted_origins.push(origin.into());
+        self
+    }
+
+    /// Turns cross-site request protection off, for apps that enforce it elsewhere.
+    pub fn disable_csrf_protection(mut self) -> Self {
+        self.config.csrf.disabled = true;
         self
     }
 

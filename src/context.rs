@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::cookie::Presented;
+use crate::csrf::{self, Provenance};
 use crate::sessions::{SessionInfo, Sessions};
 use crate::token::SessionToken;
 use crate::{Error, SessionKey, SessionRecord, StoreError};
@@ -48,6 +49,7 @@ pub(crate) struct Grant {
 pub(crate) struct SessionContext {
     sessions: Rc<Sessions>,
     presented: Presented,
+    provenance: Provenance,
     resolved: OnceCell<Option<Rc<ActiveSession>>>,
     /// The session after a rotation in this request, which supersedes `resolved`.
     rotated: RefCell<Option<Rc<ActiveSession>>>,
@@ -56,10 +58,15 @@ pub(crate) struct SessionContext {
 }
 
 impl SessionContext {
-    pub(crate) fn new(sessions: Rc<Sessions>, presented: Presented) -> Self {
+    pub(crate) fn new(
+        sessions: Rc<Sessions>,
+        presented: Presented,
+        provenance: Provenance,
+    ) -> Self {
         Self {
             sessions,
             presented,
+            provenance,
             resolved: OnceCell::new(),
             rotated: RefCell::new(None),
             store_failed: Cell::new(false),
@@ -170,7 +177,24 @@ impl SessionContext {
         self.resolve().await?.ok_or(Error::Unauthenticated)
     }
 
+    /// The synchronizer token for the session the client will hold after this response.
+    pub(crate) fn csrf_token(&self) -> Option<String> {
+        match &*self.update.borrow() {
+            CookieUpdate::Issue(token) => Some(csrf::synchronizer_token(token)),
+            CookieUpdate::Remove => None,
+            CookieUpdate::Keep => match &self.presented {
+                Presented::Token(token) => Some(csrf::synchronizer_token(token)),
+                _ => None,
+            },
+        }
+    }
+
     pub(crate) async fn login(&self, grant: Grant) -> Result<(), Error> {
+        // Login CSRF: a hostile page must not log the victim into the attacker's account.
+        if self.provenance == Provenance::CrossSite {
+            tracing::warn!("cross-site login refused");
+            return Err(Error::CrossSiteRequest);
+        }
         let store = &*self.sessions.store;
         // Whatever session the client came with ends here, valid or not: a token planted before
         // login (session fixation) must not become a logged-in one, and no record is orphaned.

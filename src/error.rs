@@ -48,6 +48,7 @@ impl StoreError {
 /// | [`Unauthenticated`](Error::Unauthenticated) | 401 | `{"error":"unauthenticated"}` |
 /// | [`Forbidden`](Error::Forbidden) | 403 | `{"error":"forbidden"}` |
 /// | [`ReauthRequired`](Error::ReauthRequired) | 403 | `{"error":"reauth_required"}` |
+/// | [`CrossSiteRequest`](Error::CrossSiteRequest) | 403 | `{"error":"csrf_rejected"}` |
 /// | [`Throttled`](Error::Throttled) | 429, with `Retry-After` | `{"error":"too many attempts"}` |
 /// | [`InvalidInput`](Error::InvalidInput) | 400 | `{"error":"invalid input"}` |
 /// | [`Store`](Error::Store) | 503 | `{"error":"service unavailable"}` |
@@ -66,6 +67,9 @@ pub enum Error {
     /// ask for it again rather than log in again.
     #[error("password must be confirmed again")]
     ReauthRequired,
+    /// An unsafe request that a browser sent on behalf of another site.
+    #[error("cross-site request refused")]
+    CrossSiteRequest,
     /// Too many failed logins; try again after `retry_after`.
     #[error("too many failed login attempts")]
     Throttled {
@@ -95,7 +99,9 @@ impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::Forbidden | Error::ReauthRequired => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::ReauthRequired | Error::CrossSiteRequest => {
+                StatusCode::FORBIDDEN
+            }
             Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::InvalidInput => StatusCode::BAD_REQUEST,
             Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
@@ -109,6 +115,7 @@ impl ResponseError for Error {
         let code = match self {
             Error::Forbidden => "forbidden",
             Error::ReauthRequired => "reauth_required",
+            Error::CrossSiteRequest => "csrf_rejected",
             Error::Throttled { .. } => "too many attempts",
             Error::InvalidInput => "invalid input",
             _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",

@@ -338,6 +338,18 @@ impl Session {
         self.context.revoke_all().await
     }
 
+    /// The session's synchronizer token, for a hidden `csrf_token` field in HTML forms (or an
+    /// `X-CSRF-Token` header), or `None` without a session cookie.
+    ///
+    /// Browsers that send `Sec-Fetch-Site` or `Origin` (all current ones) are checked through
+    /// those headers and need no token. A request with the session cookie and neither header,
+    /// from an old browser or a script, must carry this token, or it is refused with
+    /// `403 {"error":"csrf_rejected"}`. The token is derived from the session token, so it changes
+    /// at login and rotation and needs no storage.
+    pub fn csrf_token(&self) -> Option<String> {
+        self.context.csrf_token()
+    }
+
     fn user_agent(&self) -> Option<String> {
         let header = self
             .request

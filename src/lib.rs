@@ -149,6 +149,7 @@
 mod config;
 mod context;
 mod cookie;
+mod csrf;
 mod error;
 mod extractor;
 mod middleware;
@@ -166,6 +167,7 @@ pub use crate::config::{
     LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SESSIONS_PER_USER,
 };
+pub use crate::csrf::{CSRF_FIELD, CSRF_HEADER};
 pub use crate::error::{Error, StoreError};
 pub use crate::extractor::{AuthUser, MaybeUser, Session};
 pub use crate::middleware::LoginMiddleware;

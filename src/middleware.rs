@@ -7,19 +7,25 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL};
 use actix_web::http::StatusCode;
-use actix_web::HttpMessage as _;
+use actix_web::{HttpMessage as _, ResponseError as _};
 use futures_util::future::LocalBoxFuture;
 
 use crate::config::LoginMiddlewareBuilder;
 use crate::context::{CookieUpdate, SessionContext};
+use crate::cookie::Presented;
+use crate::csrf::{self, Provenance};
 use crate::error::json_error;
 use crate::sessions::Sessions;
 use crate::store::SessionStore;
+use crate::Error;
 
 /// Resolves session cookies to logged-in users. Wrap your `App` (or a scope) with it.
 ///
 /// The middleware itself does no I/O: it checks the cookie's shape and leaves the store lookup
 /// to the first extractor that needs it, so requests that never ask for the user cost nothing.
+/// It refuses cross-site requests that would use the session cookie with
+/// `403 {"error":"csrf_rejected"}` (see [`Session::csrf_token`](crate::Session::csrf_token) for
+/// the rules) before any handler or store sees them.
 /// On the way out it adds the `Set-Cookie` for a login or logout (with
 /// `Cache-Control: no-store`), and answers `503` for any request whose session could not be
 /// resolved because the store failed.
@@ -106,12 +112,38 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let presented = self.sessions.config.cookie.read(req.headers());
-        let context = Rc::new(SessionContext::new(Rc::clone(&self.sessions), presented));
-        req.extensions_mut().insert(Rc::clone(&context));
-        let response = self.service.call(req);
-        Box::pin(async move { Ok(finish(response.await?, &context)) })
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
+        let service = Rc::clone(&self.service);
+        let sessions = Rc::clone(&self.sessions);
+        Box::pin(async move {
+            let config = &sessions.config;
+            let presented = config.cookie.read(req.headers());
+            let provenance = config.csrf.provenance(&req);
+            if !screen(&mut req, &presented, provenance).await {
+                tracing::warn!(method = %req.method(), path = req.path(), "cross-site request refused");
+                let refusal = Error::CrossSiteRequest.error_response();
+                return Ok(req.into_response(refusal).map_into_right_body());
+            }
+            let context = Rc::new(SessionContext::new(sessions, presented, provenance));
+            req.extensions_mut().insert(Rc::clone(&context));
+            Ok(finish(service.call(req).await?, &context))
+        })
+    }
+}
+
+/// Whether an unsafe request may use the session cookie it carries. Requests without a usable
+/// session cookie carry no authority to abuse; login checks their provenance itself.
+async fn screen(req: &mut ServiceRequest, presented: &Presented, provenance: Provenance) -> bool {
+    let Presented::Token(token) = presented else {
+        return true;
+    };
+    match provenance {
+        Provenance::NotChecked | Provenance::SameOrigin => true,
+        Provenance::CrossSite => false,
+        Provenance::Unknown => {
+            !csrf::forgeable_body(req.headers())
+                || csrf::has_synchronizer_token(req, &csrf::synchronizer_token(token)).await
+        }
     }
 }
 

@@ -126,6 +126,7 @@ async fn redis_middleware(
 fn delete(path: &str, cookie: &str) -> actix_http::Request {
     test::TestRequest::delete()
         .uri(path)
+        .insert_header(("sec-fetch-site", "same-origin"))
         .insert_header((header::COOKIE, format!("__Host-id={cookie}")))
         .to_request()
 }

@@ -26,8 +26,14 @@ pub fn get(path: &str, cookie: Option<&str>) -> actix_http::Request {
     with_cookie(test::TestRequest::get().uri(path), cookie)
 }
 
+/// A POST as a current browser sends it from the app's own pages.
 pub fn post(path: &str, cookie: Option<&str>) -> actix_http::Request {
-    with_cookie(test::TestRequest::post().uri(path), cookie)
+    with_cookie(
+        test::TestRequest::post()
+            .uri(path)
+            .insert_header(("sec-fetch-site", "same-origin")),
+        cookie,
+    )
 }
 
 pub fn with_cookie(req: test::TestRequest, cookie: Option<&str>) -> actix_http::Request {
