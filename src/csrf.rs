@@ -64,7 +64,7 @@ impl CsrfConfig {
         if self.disabled || is_safe(req.method()) || self.is_exempt(req.path()) {
             return Provenance::NotChecked;
         }
-        self.from_headers(req.headers())
+        self.judge_headers(req.headers())
     }
 
     fn is_exempt(&self, path: &str) -> bool {
@@ -75,7 +75,7 @@ impl CsrfConfig {
         })
     }
 
-    fn from_headers(&self, headers: &HeaderMap) -> Provenance {
+    fn judge_headers(&self, headers: &HeaderMap) -> Provenance {
         if let Some(site) = headers.get("sec-fetch-site") {
             return match site.as_bytes() {
                 b"same-origin" | b"none" => Provenance::SameOrigin,
