@@ -154,6 +154,7 @@ mod error;
 mod extractor;
 mod middleware;
 pub mod password;
+pub mod policy;
 mod record;
 mod require;
 mod sessions;
