@@ -5,7 +5,8 @@
 //! `bob` / `bob-password-456`.
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
-//! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER` (defaults: the library's).
+//! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER`, login throttling with `LOGIN_MAX_FAILURES`
+//! and `LOGIN_WINDOW_SECS` (defaults: the library's).
 //!
 //! ```text
 //! curl -i -c jar -H 'content-type: application/json' \
@@ -19,12 +20,14 @@ use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
+use actix_login::password::PasswordHasher;
+use actix_login::policy::PasswordPolicy;
 use actix_login::{
-    password, AuthUser, LoginMiddleware, LoginMiddlewareBuilder, MemoryStore, RedisStore, Require,
-    Session,
+    password, AuthUser, Limit, LoginMiddleware, LoginMiddlewareBuilder, LoginThrottle, MemoryStore,
+    RedisStore, Require, Session,
 };
 use actix_web::error::InternalError;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -39,6 +42,12 @@ struct User {
     profile: Profile,
     roles: Vec<&'static str>,
     password_hash: String,
+}
+
+/// How the quickstart hashes passwords. A real app would add a pepper from its secrets store:
+/// `PasswordHasher::new().with_pepper(Pepper::new("2026", secret)?)`.
+fn hasher() -> PasswordHasher {
+    PasswordHasher::new()
 }
 
 /// Stands in for the app's user database.
@@ -57,7 +66,7 @@ impl Users {
                     username: username.to_owned(),
                 },
                 roles,
-                password_hash: password::hash(pw).await?,
+                password_hash: hasher().hash(pw).await?,
             };
             users.insert(username.to_owned(), user);
         }
@@ -75,6 +84,26 @@ impl Users {
         ))
     }
 
+    /// Adds a user; `None` if the name is taken.
+    fn add(&self, username: &str, password_hash: String) -> Option<Profile> {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if users.contains_key(username) {
+            return None;
+        }
+        let id = users.values().map(|u| u.profile.id).max().unwrap_or(0) + 1;
+        let profile = Profile {
+            id,
+            username: username.to_owned(),
+        };
+        let user = User {
+            profile: profile.clone(),
+            roles: Vec::new(),
+            password_hash,
+        };
+        users.insert(username.to_owned(), user);
+        Some(profile)
+    }
+
     fn set_password_hash(&self, username: &str, hash: String) {
         let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(user) = users.get_mut(username) {
@@ -82,10 +111,19 @@ impl Users {
         }
     }
 
-    /// Checks a password; unknown users cost the same argon2 work as a wrong password.
+    /// Checks a password; unknown users cost the same argon2 work as a wrong password. A hash
+    /// made with outdated parameters is replaced after a successful check.
     async fn verify(&self, username: &str, pw: &str) -> Result<bool, password::PasswordError> {
+        let hasher = hasher();
         let stored = self.find(username).map(|(_, _, hash)| hash);
-        password::verify(pw, stored.as_deref()).await
+        let verified = hasher.verify(pw, stored.as_deref()).await?;
+        if let (true, Some(stored)) = (verified, stored) {
+            if hasher.needs_rehash(&stored) {
+                self.set_password_hash(username, hasher.hash(pw).await?);
+                tracing::info!(username, "password hash upgraded");
+            }
+        }
+        Ok(verified)
     }
 }
 
@@ -100,20 +138,50 @@ struct Credentials {
 }
 
 async fn login(
+    req: HttpRequest,
     users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
     session: Session,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
-    if !users.verify(&creds.username, &creds.password).await? {
-        return Ok(invalid_credentials());
-    }
-    let Some((profile, roles, _)) = users.find(&creds.username) else {
+    // Counted before the password is checked; past the limit even the right one gets 429.
+    let attempt = throttle.attempt(&req, &creds.username).await?;
+    let found = users.find(&creds.username);
+    let verified = users.verify(&creds.username, &creds.password).await?;
+    let Some((profile, roles, _)) = found.filter(|_| verified) else {
+        attempt.failed().await?;
         return Ok(invalid_credentials());
     };
+    attempt.succeeded().await?;
     session
         .login_with_roles(profile.id.to_string(), &profile, roles)
         .await?;
     Ok(HttpResponse::Ok().json(profile))
+}
+
+/// Accounts get a password the policy accepts: long enough, not common, not the username.
+async fn register(
+    users: web::Data<Users>,
+    creds: web::Json<Credentials>,
+) -> actix_web::Result<HttpResponse> {
+    let username = creds.username.trim();
+    let valid_name = (1..=64).contains(&username.chars().count())
+        && username
+            .chars()
+            .all(|c| c.is_alphanumeric() || "._-".contains(c));
+    if !valid_name {
+        return Ok(HttpResponse::BadRequest().json(json!({ "error": "invalid username" })));
+    }
+    if let Err(violation) = PasswordPolicy::new().check(&creds.password, &[username, "actix-login"])
+    {
+        return Ok(HttpResponse::BadRequest()
+            .json(json!({ "error": "weak password", "reason": violation.reason() })));
+    }
+    let hash = hasher().hash(&creds.password).await?;
+    Ok(match users.add(username, hash) {
+        Some(profile) => HttpResponse::Created().json(profile),
+        None => HttpResponse::Conflict().json(json!({ "error": "username taken" })),
+    })
 }
 
 async fn me(user: AuthUser<Profile>) -> web::Json<Profile> {
@@ -191,7 +259,7 @@ async fn change_password(
     if !users.verify(&user.username, &body.current_password).await? {
         return Ok(invalid_credentials());
     }
-    let hash = password::hash(&body.new_password).await?;
+    let hash = hasher().hash(&body.new_password).await?;
     users.set_password_hash(&user.username, hash);
     session.revoke_other_sessions().await?;
     session.reauthenticate().await?;
@@ -231,6 +299,22 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
     Ok(builder)
 }
 
+/// The login throttle, with `LOGIN_MAX_FAILURES` failures per account and address allowed per
+/// `LOGIN_WINDOW_SECS`; the per-address and per-account ceilings scale with it.
+fn throttle(throttle: LoginThrottle) -> std::io::Result<LoginThrottle> {
+    let max = env_number("LOGIN_MAX_FAILURES")?;
+    let window = env_number("LOGIN_WINDOW_SECS")?;
+    if max.is_none() && window.is_none() {
+        return Ok(throttle);
+    }
+    let max = u32::try_from(max.unwrap_or(5)).map_err(std::io::Error::other)?;
+    let window = Duration::from_secs(window.unwrap_or(15 * 60));
+    Ok(throttle
+        .per_account_and_client(Limit::new(max, window))
+        .per_client(Limit::new(max.saturating_mul(4).max(20), window))
+        .per_account(Limit::new(max.saturating_mul(20).max(100), window)))
+}
+
 fn env_number(name: &str) -> std::io::Result<Option<u64>> {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => value.parse().map(Some).map_err(|_| {
@@ -249,28 +333,38 @@ async fn main() -> std::io::Result<()> {
         .init();
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let builder = match std::env::var("REDIS_URL") {
+    let (builder, login_throttle) = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
             let store = RedisStore::connect(&url)
                 .await
                 .map_err(std::io::Error::other)?;
             println!("session store: Redis (from REDIS_URL)");
-            LoginMiddleware::builder(store)
+            (
+                LoginMiddleware::builder(store.clone()),
+                LoginThrottle::new(store),
+            )
         }
         _ => {
             println!("session store: in memory (set REDIS_URL to use Redis)");
-            LoginMiddleware::builder(MemoryStore::new())
+            let store = MemoryStore::new();
+            (
+                LoginMiddleware::builder(store.clone()),
+                LoginThrottle::new(store),
+            )
         }
     };
     let login_middleware = configure(builder)?.build();
+    let login_throttle = web::Data::new(throttle(login_throttle)?);
     let users = web::Data::new(Users::seed().await.map_err(std::io::Error::other)?);
 
     println!("listening on http://{addr}");
     HttpServer::new(move || {
         App::new()
             .app_data(users.clone())
+            .app_data(login_throttle.clone())
             .app_data(json_config())
             .route("/login", web::post().to(login))
+            .route("/register", web::post().to(register))
             .route("/me", web::get().to(me))
             .route("/logout", web::post().to(logout))
             .route("/sessions", web::get().to(list_sessions))

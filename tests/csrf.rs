@@ -254,3 +254,15 @@ async fn the_form_token_changes_with_the_session() {
     let stale = forged("/logout", &second, &[("x-csrf-token", before.as_str())]).to_request();
     assert_eq!(status(&app, stale).await, 403);
 }
+
+#[actix_web::test]
+async fn refusals_are_logged() {
+    let (logs, _guard) = support::capture_logs();
+    let app = app().await;
+    let token = log_in_plain(&app).await;
+    let req = forged("/logout", &token, &[("sec-fetch-site", "cross-site")]).to_request();
+    assert_eq!(status(&app, req).await, 403);
+    let logs = logs.text();
+    assert!(logs.contains("cross-site request refused"), "{logs}");
+    assert!(!logs.contains(&token));
+}

@@ -432,3 +432,198 @@ fn quickstart_refuses_a_malformed_knob() {
         "{stderr}"
     );
 }
+
+/// A request the way a hostile page's form would send it: another site's `Origin`.
+async fn cross_site(url: &str, body: Option<&str>, cookie: Option<&str>) -> (StatusCode, String) {
+    let client = awc::Client::default();
+    let mut req = client
+        .post(url)
+        .insert_header(("origin", "https://evil.example"));
+    if let Some(c) = cookie {
+        req = req.insert_header(("cookie", c));
+    }
+    let mut res = match body {
+        Some(json) => req
+            .insert_header(("content-type", "application/json"))
+            .send_body(json.to_owned())
+            .await
+            .unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    (res.status(), body)
+}
+
+#[actix_web::test]
+async fn quickstart_login_protection() {
+    let env = [("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECS", "2")];
+    let app = start_with(None, &env);
+    let url = |path: &str| format!("{}{path}", app.base);
+    let invalid = r#"{"error":"invalid credentials"}"#;
+
+    // Guessing: three failures, then even the right password waits; unknown users alike.
+    for user in ["bob", "mallory"] {
+        for _ in 0..3 {
+            let body = format!(r#"{{"username":"{user}","password":"guess-guess-guess"}}"#);
+            let (status, _, answer) = call("POST", &url("/login"), Some(&body), None).await;
+            assert_eq!(
+                (status, answer.as_str()),
+                (StatusCode::UNAUTHORIZED, invalid),
+                "{user}"
+            );
+        }
+    }
+    let client = awc::Client::default();
+    let right = r#"{"username":"bob","password":"bob-password-456"}"#;
+    let mut res = client
+        .post(url("/login"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(right)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        res.body().await.unwrap(),
+        r#"{"error":"too many attempts"}"#
+    );
+    let unknown = r#"{"username":"mallory","password":"anything-at-all"}"#;
+    assert_eq!(
+        call("POST", &url("/login"), Some(unknown), None).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    log_in(&app, "bob", "bob-password-456").await;
+
+    // Oversized input is refused before any hashing.
+    let long_password = format!(r#"{{"username":"bob","password":"{}"}}"#, "p".repeat(2000));
+    let (status, _, body) = call("POST", &url("/login"), Some(&long_password), None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_REQUEST, r#"{"error":"password too long"}"#)
+    );
+    let long_name = format!(r#"{{"username":"{}","password":"x"}}"#, "u".repeat(2000));
+    let (status, _, body) = call("POST", &url("/login"), Some(&long_name), None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_REQUEST, r#"{"error":"invalid input"}"#)
+    );
+    let huge_body = format!(
+        r#"{{"username":"bob","password":"{}"}}"#,
+        "p".repeat(10_000)
+    );
+    assert_eq!(
+        call("POST", &url("/login"), Some(&huge_body), None).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Cross-site login and logout are refused; the session survives the attempt.
+    let alice = r#"{"username":"alice","password":"alice-password-123"}"#;
+    let (status, body) = cross_site(&url("/login"), Some(alice), None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, r#"{"error":"csrf_rejected"}"#)
+    );
+    let session = log_in(&app, "alice", "alice-password-123").await;
+    let (status, _) = cross_site(&url("/logout"), None, Some(&session)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call("GET", &url("/me"), None, Some(&session)).await.0,
+        StatusCode::OK
+    );
+}
+
+#[actix_web::test]
+async fn quickstart_registration_applies_the_password_policy() {
+    let app = start(None);
+    let url = format!("{}/register", app.base);
+    let register = |user: &str, pw: &str| format!(r#"{{"username":"{user}","password":"{pw}"}}"#);
+
+    let (status, _, body) = call("POST", &url, Some(&register("carol", "short pw")), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains(r#""error":"weak password""#) && body.contains("at least 15"),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        "POST",
+        &url,
+        Some(&register("carol", "passwordpassword")),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, body) = call(
+        "POST",
+        &url,
+        Some(&register("carol", "carolcarolcarol1")),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, _) = call(
+        "POST",
+        &url,
+        Some(&register("bad name!", "glimmer rotund oxbow")),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Exactly the minimum, with spaces and an emoji, is fine; no composition rules.
+    let passphrase = "oxbow glimmer 🔑";
+    assert_eq!(passphrase.chars().count(), 15);
+    let (status, _, body) = call("POST", &url, Some(&register("carol", passphrase)), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body, r#"{"id":3,"username":"carol"}"#);
+    let (status, _, _) = call(
+        "POST",
+        &url,
+        Some(&register("carol", "another fine passphrase")),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    log_in(&app, "carol", passphrase).await;
+}
+
+/// Unknown users and wrong passwords cost the same: both run one argon2 verification. A
+/// generous statistical check, not a benchmark: interleaved requests, medians within 30 %.
+#[actix_web::test]
+async fn unknown_users_take_as_long_as_wrong_passwords() {
+    let app = start_with(None, &[("LOGIN_MAX_FAILURES", "100000")]);
+    let url = format!("{}/login", app.base);
+    let known = r#"{"username":"alice","password":"wrong-password-000"}"#;
+    let unknown = r#"{"username":"zed","password":"wrong-password-000"}"#;
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..45 {
+        for (i, body) in [known, unknown].iter().enumerate() {
+            let started = Instant::now();
+            assert_eq!(
+                call("POST", &url, Some(body), None).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+            if round >= 5 {
+                times[i].push(started.elapsed());
+            }
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (known, unknown) = (median(&mut times[0]), median(&mut times[1]));
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    eprintln!("median wrong password {known:?}, unknown user {unknown:?}, ratio {ratio:.3}");
+    assert!((0.7..1.3).contains(&ratio), "unknown/known = {ratio:.3}");
+    // Both paths really hash: far slower than a request that does no argon2 work.
+    assert!(known > Duration::from_millis(5), "{known:?}");
+}

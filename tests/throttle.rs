@@ -392,3 +392,28 @@ async fn the_memory_store_throttles_the_same_way() {
         200
     );
 }
+
+#[actix_web::test]
+async fn attempts_are_logged_without_usernames_or_passwords() {
+    let (logs, _guard) = support::capture_logs();
+    let throttle =
+        LoginThrottle::new(actix_login::MemoryStore::new()).per_account_and_client(short(1));
+    let app = app(throttle).await;
+    assert_eq!(
+        status_of(&app, attempt("alice", "hunter2-secret", "192.0.2.15")).await,
+        401
+    );
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.15")).await,
+        429
+    );
+    let logs = logs.text();
+    assert!(
+        logs.contains("login failed") && logs.contains("login throttled"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("hunter2-secret") && !logs.contains("alice"),
+        "{logs}"
+    );
+}
