@@ -115,6 +115,18 @@
 //! * [`max_sessions_per_user`](LoginMiddlewareBuilder::max_sessions_per_user) caps concurrent
 //!   sessions (default 100); a login beyond the cap ends the oldest.
 //!
+//! # Login protection
+//!
+//! * [`LoginThrottle`] counts failed logins per account and address, per address and per
+//!   account in the store, and answers `429` with `Retry-After` past a limit.
+//! * [`password`] hashes with argon2id, does the same work for unknown users, refuses oversized
+//!   input before hashing, supports a rotating [`Pepper`](password::Pepper) and flags outdated
+//!   hashes with [`needs_rehash`](password::PasswordHasher::needs_rehash).
+//! * [`policy::PasswordPolicy`] checks new passwords the NIST SP 800-63B way.
+//! * [`LoginMiddleware`] refuses cross-site requests that would use the session cookie, and
+//!   cross-site logins (`403 {"error":"csrf_rejected"}`); [`Session::csrf_token`] serves old
+//!   browsers and forms.
+//!
 //! # Security model
 //!
 //! * **Nothing in the cookie but a random token.** No user id, no signature to forge, nothing to
