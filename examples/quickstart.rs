@@ -146,8 +146,9 @@ async fn login(
 ) -> actix_web::Result<HttpResponse> {
     // Counted before the password is checked; past the limit even the right one gets 429.
     let attempt = throttle.attempt(&req, &creds.username).await?;
-    let found = users.find(&creds.username);
-    let verified = users.verify(&creds.username, &creds.password).await?;
+    let username = canonical_username(&creds.username).unwrap_or_default();
+    let found = users.find(&username);
+    let verified = users.verify(&username, &creds.password).await?;
     let Some((profile, roles, _)) = found.filter(|_| verified) else {
         attempt.failed().await?;
         return Ok(invalid_credentials());
@@ -159,28 +160,48 @@ async fn login(
     Ok(HttpResponse::Ok().json(profile))
 }
 
+/// The response refusing a new password the policy rejects, if it does.
+fn policy_refusal(password: &str, username: &str) -> Option<HttpResponse> {
+    let violation = PasswordPolicy::new()
+        .check(password, &[username, "actix-login"])
+        .err()?;
+    Some(
+        HttpResponse::BadRequest()
+            .json(json!({ "error": "weak password", "reason": violation.reason() })),
+    )
+}
+
+/// Usernames are lowercase ASCII letters, digits, `.`, `_` and `-`: no look-alike letters from
+/// other scripts, no two accounts that differ only in case.
+fn canonical_username(raw: &str) -> Option<String> {
+    let name = raw.trim().to_ascii_lowercase();
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    valid.then_some(name)
+}
+
 /// Accounts get a password the policy accepts: long enough, not common, not the username.
 async fn register(
     users: web::Data<Users>,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
-    let username = creds.username.trim();
-    let valid_name = (1..=64).contains(&username.chars().count())
-        && username
-            .chars()
-            .all(|c| c.is_alphanumeric() || "._-".contains(c));
-    if !valid_name {
+    let Some(username) = canonical_username(&creds.username) else {
         return Ok(HttpResponse::BadRequest().json(json!({ "error": "invalid username" })));
+    };
+    let taken = || HttpResponse::Conflict().json(json!({ "error": "username taken" }));
+    // Before any hashing: a taken name costs no argon2 work.
+    if users.find(&username).is_some() {
+        return Ok(taken());
     }
-    if let Err(violation) = PasswordPolicy::new().check(&creds.password, &[username, "actix-login"])
-    {
-        return Ok(HttpResponse::BadRequest()
-            .json(json!({ "error": "weak password", "reason": violation.reason() })));
+    if let Some(refusal) = policy_refusal(&creds.password, &username) {
+        return Ok(refusal);
     }
     let hash = hasher().hash(&creds.password).await?;
-    Ok(match users.add(username, hash) {
+    Ok(match users.add(&username, hash) {
         Some(profile) => HttpResponse::Created().json(profile),
-        None => HttpResponse::Conflict().json(json!({ "error": "username taken" })),
+        None => taken(),
     })
 }
 
@@ -227,14 +248,20 @@ struct Reauth {
 
 /// Confirms the password again: the session becomes fresh and gets a new token.
 async fn reauth(
+    req: HttpRequest,
     users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
     user: AuthUser<Profile>,
     session: Session,
     body: web::Json<Reauth>,
 ) -> actix_web::Result<HttpResponse> {
+    // A stolen session must not become a free password oracle: same limits as login.
+    let attempt = throttle.attempt(&req, &user.username).await?;
     if !users.verify(&user.username, &body.password).await? {
+        attempt.failed().await?;
         return Ok(invalid_credentials());
     }
+    attempt.succeeded().await?;
     session.reauthenticate().await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -248,17 +275,22 @@ struct PasswordChange {
 /// Needs a fresh session (see the route). Every other session of the user ends; this one gets a
 /// new token.
 async fn change_password(
+    req: HttpRequest,
     users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
     user: AuthUser<Profile>,
     session: Session,
     body: web::Json<PasswordChange>,
 ) -> actix_web::Result<HttpResponse> {
-    if body.new_password.is_empty() {
-        return Ok(HttpResponse::BadRequest().json(json!({ "error": "new password is empty" })));
+    if let Some(refusal) = policy_refusal(&body.new_password, &user.username) {
+        return Ok(refusal);
     }
+    let attempt = throttle.attempt(&req, &user.username).await?;
     if !users.verify(&user.username, &body.current_password).await? {
+        attempt.failed().await?;
         return Ok(invalid_credentials());
     }
+    attempt.succeeded().await?;
     let hash = hasher().hash(&body.new_password).await?;
     users.set_password_hash(&user.username, hash);
     session.revoke_other_sessions().await?;

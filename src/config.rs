@@ -181,7 +181,8 @@ impl LoginMiddlewareBuilder {
     /// Accepts unsafe requests whose `Origin` is exactly `origin` (for example
     /// `https://admin.example.com`), besides the app's own host.
     pub fn csrf_trusted_origin(mut self, origin: impl Into<String>) -> Self {
-        self.config.csrf.trusted_origins.push(origin.into());
+        let origin = crate::csrf::normalize_origin(&origin.into());
+        self.config.csrf.trusted_origins.push(origin);
         self
     }
 

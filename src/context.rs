@@ -74,6 +74,11 @@ impl SessionContext {
         }
     }
 
+    /// Where the request says it comes from (see [`csrf`](crate::csrf)).
+    pub(crate) fn provenance(&self) -> Provenance {
+        self.provenance
+    }
+
     pub(crate) fn sessions(&self) -> &Sessions {
         &self.sessions
     }

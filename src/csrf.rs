@@ -64,7 +64,12 @@ impl CsrfConfig {
         if self.disabled || is_safe(req.method()) || self.is_exempt(req.path()) {
             return Provenance::NotChecked;
         }
-        self.judge_headers(req.headers())
+        let authority = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        self.judge_headers(req.headers(), authority)
     }
 
     fn is_exempt(&self, path: &str) -> bool {
@@ -75,38 +80,65 @@ impl CsrfConfig {
         })
     }
 
-    fn judge_headers(&self, headers: &HeaderMap) -> Provenance {
+    fn judge_headers(&self, headers: &HeaderMap, authority: Option<&str>) -> Provenance {
+        let origin = headers.get(ORIGIN).map(|o| o.to_str().unwrap_or("null"));
+        // A trusted origin is another site by definition, so browsers call it `same-site` or
+        // `cross-site`; the list is what vouches for it.
+        if origin.is_some_and(|o| {
+            self.trusted_origins
+                .iter()
+                .any(|t| *t == normalize_origin(o))
+        }) {
+            return Provenance::SameOrigin;
+        }
         if let Some(site) = headers.get("sec-fetch-site") {
             return match site.as_bytes() {
                 b"same-origin" | b"none" => Provenance::SameOrigin,
                 _ => Provenance::CrossSite,
             };
         }
-        let Some(origin) = headers.get(ORIGIN) else {
+        let Some(origin) = origin else {
             return Provenance::Unknown;
         };
-        let origin = origin.to_str().unwrap_or("null");
-        if origin == "null" {
-            return Provenance::CrossSite;
-        }
-        if self.trusted_origins.iter().any(|trusted| trusted == origin) {
-            return Provenance::SameOrigin;
-        }
-        // The browser writes both headers: `Host` is where the request goes, `Origin` the page
-        // that sent it. Compare the whole authority, so `app.example.evil.test` never passes
-        // for `app.example`.
-        let authority = origin
-            .split_once("://")
-            .map(|(_, authority)| authority)
-            .unwrap_or_default();
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-        match host {
-            Some(host) if !authority.is_empty() && authority.eq_ignore_ascii_case(host) => {
+        // The browser writes both: the host the request goes to (`Host`, or `:authority` over
+        // HTTP/2) and the page that sent it (`Origin`). Compare whole authorities, so that
+        // `app.example.evil.test` never passes for `app.example`.
+        match (origin_authority(origin), authority) {
+            (Some(from), Some(to)) if from == without_default_port(&to.to_ascii_lowercase()) => {
                 Provenance::SameOrigin
             }
             _ => Provenance::CrossSite,
         }
     }
+}
+
+/// An origin as compared against the trusted list: lowercase, without a trailing slash or a
+/// default port.
+pub(crate) fn normalize_origin(origin: &str) -> String {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    match origin.split_once("://") {
+        Some((scheme, authority)) => format!("{scheme}://{}", without_default_port(authority)),
+        None => origin,
+    }
+}
+
+/// The `host[:port]` of an `Origin` value, lowercase and without a default port; `None` for
+/// `null` and anything that is not `scheme://authority`.
+fn origin_authority(origin: &str) -> Option<String> {
+    let (scheme, authority) = origin.split_once("://")?;
+    if authority.is_empty() || authority.contains('/') || scheme.is_empty() {
+        return None;
+    }
+    Some(without_default_port(&authority.to_ascii_lowercase()))
+}
+
+/// `host:443` and `host:80` name the same place as `host` in a browser's eyes.
+fn without_default_port(authority: &str) -> String {
+    authority
+        .strip_suffix(":443")
+        .or_else(|| authority.strip_suffix(":80"))
+        .unwrap_or(authority)
+        .to_owned()
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -270,6 +302,20 @@ mod tests {
             );
         }
         assert_eq!(provenance(&config, post()), Provenance::Unknown);
+    }
+
+    #[test]
+    fn without_a_host_header_the_request_authority_counts() {
+        // HTTP/2 carries the host as `:authority`, which Actix puts in the URI.
+        let config = CsrfConfig::default();
+        let h2 = TestRequest::post()
+            .uri("https://app.example/account")
+            .insert_header((ORIGIN, "https://app.example"));
+        assert_eq!(provenance(&config, h2), Provenance::SameOrigin);
+        let h2_cross = TestRequest::post()
+            .uri("https://app.example/account")
+            .insert_header((ORIGIN, "https://evil.example"));
+        assert_eq!(provenance(&config, h2_cross), Provenance::CrossSite);
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Bytes of salt per hash.
 const SALT_BYTES: usize = 16;
 
+/// Bytes of argon2 output per hash.
+const OUTPUT_BYTES: usize = 32;
+
+/// The shortest pepper secret accepted.
+const MIN_PEPPER_BYTES: usize = 16;
+
 /// The hash of a random password nobody knows, made with the same parameters as [`hash`].
 /// Verifying against it costs what verifying a real user's password costs, which is what keeps
 /// "no such user" and "wrong password" apart only in the answer, not in the time taken.
@@ -74,6 +80,9 @@ pub enum PasswordError {
     /// A pepper's id is longer than 8 bytes, or empty.
     #[error("pepper ids must be 1 to 8 bytes")]
     InvalidPepperId,
+    /// A pepper's secret is shorter than 16 bytes: likely a missing setting, not a secret.
+    #[error("pepper secrets must be at least 16 bytes")]
+    WeakPepper,
     /// argon2 failed to hash.
     #[error("password hashing failed: {0}")]
     Hashing(argon2::password_hash::Error),
@@ -121,18 +130,24 @@ impl std::fmt::Debug for Pepper {
 
 impl Pepper {
     /// A pepper named `id` (1 to 8 bytes, stored in each hash) with `secret` (use 32 random
-    /// bytes from a secrets manager).
+    /// bytes from a secrets manager; at least 16).
     ///
     /// # Errors
-    /// [`PasswordError::InvalidPepperId`] for an empty or over-long id.
+    /// [`PasswordError::InvalidPepperId`] for an empty or over-long id;
+    /// [`PasswordError::WeakPepper`] for a secret under 16 bytes, such as an empty environment
+    /// variable.
     pub fn new(id: &str, secret: impl Into<Vec<u8>>) -> Result<Self, PasswordError> {
         if id.is_empty() {
             return Err(PasswordError::InvalidPepperId);
         }
+        let secret = secret.into();
+        if secret.len() < MIN_PEPPER_BYTES {
+            return Err(PasswordError::WeakPepper);
+        }
         let id = KeyId::new(id.as_bytes()).map_err(|_| PasswordError::InvalidPepperId)?;
         Ok(Self {
             id,
-            secret: Arc::new(Zeroizing::new(secret.into())),
+            secret: Arc::new(Zeroizing::new(secret)),
         })
     }
 }
@@ -216,8 +231,8 @@ impl PasswordHasher {
         Ok(matched && known)
     }
 
-    /// Whether `stored` was made with other parameters, another algorithm or another pepper than
-    /// this hasher uses now. Call it after a successful [`verify`](Self::verify) and store a
+    /// Whether `stored` was made with other parameters, another algorithm, salt or output length,
+    /// or another pepper than this hasher uses now. Call it after a successful [`verify`](Self::verify) and store a
     /// fresh [`hash`](Self::hash) of the password the user just entered.
     pub fn needs_rehash(&self, stored: &str) -> bool {
         let Ok(parsed) = PasswordHash::new(stored) else {
@@ -228,7 +243,13 @@ impl PasswordHasher {
         };
         let current = Params::default();
         let pepper_id = self.pepper.as_ref().map_or(&[][..], |p| p.id.as_bytes());
+        let mut salt_buf = [0u8; 64];
+        let salt_len = parsed
+            .salt
+            .and_then(|salt| salt.decode_b64(&mut salt_buf).ok().map(<[u8]>::len));
         parsed.algorithm != Algorithm::Argon2id.ident()
+            || salt_len != Some(SALT_BYTES)
+            || parsed.hash.map(|h| h.len()) != Some(OUTPUT_BYTES)
             || parsed.version != Some(Version::V0x13.into())
             || params.m_cost() != current.m_cost()
             || params.t_cost() != current.t_cost()
@@ -479,6 +500,20 @@ mod tests {
             verify_blocking("pw", &old).unwrap(),
             "old hashes still verify"
         );
+        let short_salt = SaltString::encode_b64(&[7u8; 8]).unwrap();
+        let imported = Argon2::default()
+            .hash_password(b"pw", &short_salt)
+            .unwrap()
+            .to_string();
+        assert!(needs_rehash(&imported), "an 8-byte salt should be upgraded");
+        let long_output = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(19_456, 2, 1, Some(64)).unwrap(),
+        );
+        assert!(needs_rehash(
+            &long_output.hash_password(b"pw", &salt).unwrap().to_string()
+        ));
         let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::default());
         assert!(needs_rehash(
             &argon2i.hash_password(b"pw", &salt).unwrap().to_string()
@@ -488,8 +523,8 @@ mod tests {
 
     #[actix_web::test]
     async fn a_pepper_is_required_to_verify_and_can_be_rotated() {
-        let p1 = Pepper::new("p1", b"first secret".to_vec()).unwrap();
-        let p2 = Pepper::new("p2", b"second secret".to_vec()).unwrap();
+        let p1 = Pepper::new("p1", b"first secret, 32 bytes of it....".to_vec()).unwrap();
+        let p2 = Pepper::new("p2", b"second secret, 32 bytes of it...".to_vec()).unwrap();
         let with_p1 = PasswordHasher::new().with_pepper(p1.clone());
         let stored = with_p1.hash("pw").await.unwrap();
         assert!(stored.contains("keyid="), "{stored}");
@@ -503,8 +538,8 @@ mod tests {
             Err(PasswordError::UnknownPepper)
         ));
         // The same id with another secret does not verify: the secret is really used.
-        let forged =
-            PasswordHasher::new().with_pepper(Pepper::new("p1", b"guess".to_vec()).unwrap());
+        let guess = Pepper::new("p1", b"a guessed secret of 32 bytes....".to_vec()).unwrap();
+        let forged = PasswordHasher::new().with_pepper(guess);
         assert!(!forged.verify("pw", Some(&stored)).await.unwrap());
 
         let rotated = PasswordHasher::new()
@@ -518,13 +553,19 @@ mod tests {
         let legacy = hash("pw").await.unwrap();
         assert!(rotated.verify("pw", Some(&legacy)).await.unwrap());
         assert!(rotated.needs_rehash(&legacy));
+        let secret = b"sixteen bytes ok".to_vec();
+        assert!(Pepper::new("k", secret.clone()).is_ok());
         assert!(matches!(
-            Pepper::new("", b"x".to_vec()),
+            Pepper::new("", secret.clone()),
             Err(PasswordError::InvalidPepperId)
         ));
         assert!(matches!(
-            Pepper::new("nine-byte", b"x".to_vec()),
+            Pepper::new("nine-byte", secret),
             Err(PasswordError::InvalidPepperId)
+        ));
+        assert!(matches!(
+            Pepper::new("k", Vec::new()),
+            Err(PasswordError::WeakPepper)
         ));
     }
 

@@ -1,14 +1,18 @@
 //! Brute-force throttling for login forms.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, FORWARDED};
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage as _, HttpRequest};
 use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization as _;
 
-use crate::store::{DynThrottleStore, ThrottleStore};
+use crate::context::SessionContext;
+use crate::csrf::Provenance;
+use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
 use crate::Error;
 
 /// The longest username looked at, in bytes. Longer ones are refused before any work.
@@ -47,19 +51,24 @@ impl Limit {
 /// A success clears the first counter, so a user who mistyped can log in once they get it
 /// right, while an attacker at another address cannot lock them out with less than the
 /// account-wide 100 failures an hour. Unknown usernames are counted exactly like real ones,
-/// so the throttle reveals nothing about which accounts exist; usernames are compared
-/// case-insensitively and stored only as hashes. While a limit is reached, even the right
-/// password is refused, so the answer is no oracle.
+/// so the throttle reveals nothing about which accounts exist. Usernames are compared after
+/// NFKC normalisation and lowercasing and stored only as hashes; if your app lets one account
+/// log in under several names (username or email), pass its canonical key instead. While a
+/// limit is reached, even the right password is refused, so the answer is no oracle.
 ///
-/// Each attempt is counted *before* the password is checked, so concurrent guesses cannot slip
-/// past a limit, and counted attempts that are refused by a limit are taken back, so hammering
-/// while blocked does not add to the account-wide count. A [`LoginAttempt`] dropped without
-/// [`succeeded`](LoginAttempt::succeeded) counts as a failure.
+/// Each attempt is checked against all three limits and counted in one atomic step *before* the
+/// password is checked, so concurrent guesses cannot slip past a limit, and an attempt refused
+/// by a limit counts nowhere, so hammering while blocked does not add to the account-wide count.
+/// A [`LoginAttempt`] dropped without [`succeeded`](LoginAttempt::succeeded) counts as a failure.
+/// A cross-site login (see [`LoginMiddleware`](crate::LoginMiddleware)) is refused before it is
+/// counted, so a hostile page cannot spend a user's attempts.
 ///
 /// The client address is the TCP peer unless the peer is one of the
 /// [trusted proxies](LoginThrottle::trust_proxies); then it is the nearest untrusted address in
-/// `Forwarded` or `X-Forwarded-For`. A client cannot spoof those headers to reset or dodge a
-/// limit.
+/// the one header those proxies write ([`ClientIpHeader`], `X-Forwarded-For` unless set). A
+/// client cannot spoof that header to reset or dodge a limit. IPv6 clients are counted per
+/// /64 network, since one host commonly holds a whole /64; IPv4-mapped IPv6 addresses count as
+/// the IPv4 address.
 ///
 /// ```no_run
 /// use actix_login::{password, LoginThrottle, RedisStore, Session};
@@ -99,7 +108,28 @@ struct Rules {
     per_account_and_client: Limit,
     per_client: Limit,
     per_account: Limit,
-    trusted_proxies: Vec<IpAddr>,
+    proxies: Proxies,
+    ipv6_prefix_len: u8,
+}
+
+/// Which header a trusted proxy records the client's address in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`, as nginx, HAProxy, most load balancers and CDNs write it.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), `for=` parameters.
+    Forwarded,
+}
+
+/// Where forwarding headers are believed.
+#[derive(Clone, Debug, Default)]
+struct Proxies {
+    addresses: Vec<IpAddr>,
+    header: ClientIpHeader,
+    /// Trust connections without a peer address: a reverse proxy on a unix socket.
+    unix_socket: bool,
 }
 
 impl std::fmt::Debug for LoginThrottle {
@@ -119,7 +149,8 @@ impl LoginThrottle {
                 per_account_and_client: Limit::new(5, Duration::from_secs(15 * 60)),
                 per_client: Limit::new(20, Duration::from_secs(15 * 60)),
                 per_account: Limit::new(100, Duration::from_secs(60 * 60)),
-                trusted_proxies: Vec::new(),
+                proxies: Proxies::default(),
+                ipv6_prefix_len: 64,
             }),
         }
     }
@@ -143,12 +174,33 @@ impl LoginThrottle {
         self.with(|rules| rules.per_account = limit)
     }
 
-    /// Proxies whose `Forwarded` and `X-Forwarded-For` headers are believed. Without any, the
-    /// TCP peer is the client.
+    /// Proxies whose forwarding header ([`client_ip_header`](Self::client_ip_header)) is
+    /// believed. Without any, the TCP peer is the client.
     #[must_use]
     pub fn trust_proxies(self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        let proxies: Vec<IpAddr> = proxies.into_iter().collect();
-        self.with(|rules| rules.trusted_proxies = proxies)
+        let proxies: Vec<IpAddr> = proxies.into_iter().map(|ip| ip.to_canonical()).collect();
+        self.with(|rules| rules.proxies.addresses = proxies)
+    }
+
+    /// The one header the trusted proxies write (default `X-Forwarded-For`). The other is
+    /// ignored: proxies pass on whatever a client sent in it.
+    #[must_use]
+    pub fn client_ip_header(self, header: ClientIpHeader) -> Self {
+        self.with(|rules| rules.proxies.header = header)
+    }
+
+    /// Believes the forwarding header on connections without a peer address, as from a reverse
+    /// proxy on a unix socket. Without it, all such clients share one address.
+    #[must_use]
+    pub fn trust_unix_socket(self) -> Self {
+        self.with(|rules| rules.proxies.unix_socket = true)
+    }
+
+    /// How many leading bits of an IPv6 address identify one client (default 64, clamped to
+    /// 32..=128).
+    #[must_use]
+    pub fn ipv6_prefix_len(self, bits: u8) -> Self {
+        self.with(|rules| rules.ipv6_prefix_len = bits.clamp(32, 128))
     }
 
     fn with(mut self, change: impl FnOnce(&mut Rules)) -> Self {
@@ -167,37 +219,43 @@ impl LoginThrottle {
         if username.len() > MAX_USERNAME_BYTES {
             return Err(Error::InvalidInput);
         }
-        let client = client_address(req, &self.rules.trusted_proxies)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let cross_site = req
+            .extensions()
+            .get::<Rc<SessionContext>>()
+            .is_some_and(|context| context.provenance() == Provenance::CrossSite);
+        if cross_site {
+            tracing::warn!("cross-site login refused");
+            return Err(Error::CrossSiteRequest);
+        }
+        let rules = &self.rules;
+        let client = client_address(req, &rules.proxies).map_or_else(
+            || "unknown".to_owned(),
+            |ip| bucket(ip, rules.ipv6_prefix_len),
+        );
         let account = account_hash(username);
         let counters = Counters {
             account_and_client: format!("ac:{}", short_hash(&format!("{account}|{client}"))),
             client: format!("c:{client}"),
             account: format!("a:{account}"),
         };
-        let rules = &self.rules;
-        let limits = [
-            rules.per_account_and_client,
-            rules.per_client,
-            rules.per_account,
+        let charged = [
+            Counter {
+                name: &counters.account_and_client,
+                max: rules.per_account_and_client.max_failures,
+                window: rules.per_account_and_client.window,
+            },
+            Counter {
+                name: &counters.client,
+                max: rules.per_client.max_failures,
+                window: rules.per_client.window,
+            },
+            Counter {
+                name: &counters.account,
+                max: rules.per_account.max_failures,
+                window: rules.per_account.window,
+            },
         ];
-        let names = counters.all();
-        let windows: Vec<(&str, Duration)> = names
-            .iter()
-            .zip(&limits)
-            .map(|(name, limit)| (*name, limit.window))
-            .collect();
-        let counts = self.store.add(&windows, 1).await?;
-        let retry_after = counts
-            .iter()
-            .zip(&limits)
-            .filter(|((count, _), limit)| *count > i64::from(limit.max_failures))
-            .map(|((_, ttl), _)| *ttl)
-            .max();
-        if let Some(retry_after) = retry_after {
-            // A refused attempt is not a guess: take it back, so hammering while blocked does
-            // not push the account-wide counter towards locking the real user out.
-            self.store.add(&windows, -1).await?;
+        if let Admission::Refused { retry_after } = self.store.admit(&charged).await? {
             tracing::warn!(
                 account = &account[..8],
                 client = %client,
@@ -221,12 +279,6 @@ struct Counters {
     account_and_client: String,
     client: String,
     account: String,
-}
-
-impl Counters {
-    fn all(&self) -> [&str; 3] {
-        [&self.account_and_client, &self.client, &self.account]
-    }
 }
 
 /// One counted login attempt. Report how it went; dropping it counts as a failure.
@@ -265,22 +317,33 @@ impl LoginAttempt {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub async fn succeeded(self) -> Result<(), Error> {
-        let rules = &self.throttle.rules;
         let store = &self.throttle.store;
         store.reset(&self.counters.account_and_client).await?;
-        let others = [
-            (self.counters.client.as_str(), rules.per_client.window),
-            (self.counters.account.as_str(), rules.per_account.window),
-        ];
-        store.add(&others, -1).await?;
+        store
+            .release(&[&self.counters.client, &self.counters.account])
+            .await?;
         Ok(())
     }
 }
 
-/// The hex SHA-256 of the username as the throttle sees it: trimmed and lowercased, so that
-/// `Alice` and `alice ` share a counter.
+/// The hash of the username as the throttle sees it: trimmed, NFKC-normalised and lowercased,
+/// so that `Alice`, `alice ` and fullwidth `ａｌｉｃｅ` share a counter.
 fn account_hash(username: &str) -> String {
-    short_hash(&username.trim().to_lowercase())
+    let folded: String = username.trim().nfkc().collect();
+    short_hash(&folded.to_lowercase())
+}
+
+/// The counter name for a client address: the address itself for IPv4, its network for IPv6.
+fn bucket(ip: IpAddr, ipv6_prefix_len: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let keep = u32::from(ipv6_prefix_len.min(128));
+            let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+            format!("{}/{keep}", Ipv6Addr::from(bits & mask))
+        }
+    }
 }
 
 fn short_hash(text: &str) -> String {
@@ -292,36 +355,49 @@ fn short_hash(text: &str) -> String {
 }
 
 /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the nearest
-/// address in the forwarding chain that is not one.
-pub(crate) fn client_address(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
+/// address in the forwarding chain that is not one. `None` for an untrusted connection without
+/// a peer address.
+fn client_address(req: &HttpRequest, proxies: &Proxies) -> Option<IpAddr> {
+    let trusted = &proxies.addresses;
+    let peer = match req.peer_addr() {
+        Some(addr) => addr.ip().to_canonical(),
+        None if proxies.unix_socket => return walk_chain(req.headers(), proxies, None),
+        None => return None,
+    };
     if !trusted.contains(&peer) {
         return Some(peer);
     }
-    let chain = forwarded_chain(req.headers());
+    walk_chain(req.headers(), proxies, Some(peer))
+}
+
+/// The nearest untrusted hop in the proxies' header, or `last_proxy` if there is none.
+fn walk_chain(
+    headers: &HeaderMap,
+    proxies: &Proxies,
+    last_proxy: Option<IpAddr>,
+) -> Option<IpAddr> {
+    let trusted = &proxies.addresses;
+    let chain = forwarded_chain(headers, proxies.header);
     // Walk from the nearest hop outwards; everything before the first untrusted hop was written
     // by our own proxies, everything after it by whoever the client is.
     for hop in chain.iter().rev() {
-        match hop {
-            Some(ip) if trusted.contains(ip) => continue,
-            Some(ip) => return Some(*ip),
+        match hop.map(|ip| ip.to_canonical()) {
+            Some(ip) if trusted.contains(&ip) => continue,
+            Some(ip) => return Some(ip),
             // A hop we cannot read: stop at the last proxy we trust rather than guess.
             None => break,
         }
     }
-    Some(peer)
+    last_proxy
 }
 
-/// The addresses a request passed through, farthest first, from `Forwarded` if present, else
-/// `X-Forwarded-For`. `None` marks an entry that is not an IP address.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all(FORWARDED)
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded
-            .iter()
+/// The addresses a request passed through, farthest first, from the header the proxies write.
+/// `None` marks an entry that is not an IP address.
+fn forwarded_chain(headers: &HeaderMap, header: ClientIpHeader) -> Vec<Option<IpAddr>> {
+    if header == ClientIpHeader::Forwarded {
+        return headers
+            .get_all(FORWARDED)
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|header| header.split(','))
             .map(|element| {
                 element
@@ -364,61 +440,125 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn behind(addresses: &[&str], header: ClientIpHeader) -> Proxies {
+        Proxies {
+            addresses: addresses.iter().map(|a| ip(a)).collect(),
+            header,
+            unix_socket: false,
+        }
+    }
+
+    fn request(peer: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        let mut req = TestRequest::default().peer_addr(peer.parse().unwrap());
+        for (name, value) in headers {
+            req = req.insert_header((*name, *value));
+        }
+        req.to_http_request()
+    }
+
     #[test]
     fn the_peer_is_the_client_unless_it_is_a_trusted_proxy() {
-        let req = TestRequest::default()
-            .peer_addr("203.0.113.9:5000".parse().unwrap())
-            .insert_header(("x-forwarded-for", "1.2.3.4"))
-            .to_http_request();
-        assert_eq!(client_address(&req, &[]), Some(ip("203.0.113.9")));
-        assert_eq!(
-            client_address(&req, &[ip("203.0.113.9")]),
-            Some(ip("1.2.3.4"))
-        );
+        let req = request("203.0.113.9:5000", &[("x-forwarded-for", "1.2.3.4")]);
+        let none = Proxies::default();
+        assert_eq!(client_address(&req, &none), Some(ip("203.0.113.9")));
+        let trusted = behind(&["203.0.113.9"], ClientIpHeader::XForwardedFor);
+        assert_eq!(client_address(&req, &trusted), Some(ip("1.2.3.4")));
     }
 
     #[test]
     fn spoofed_entries_left_of_the_real_client_are_ignored() {
-        // The client sent "X-Forwarded-For: 6.6.6.6"; our proxy appended the real address.
-        let req = TestRequest::default()
-            .peer_addr("10.0.0.2:5000".parse().unwrap())
-            .insert_header(("x-forwarded-for", "6.6.6.6, 198.51.100.4, 10.0.0.3"))
-            .to_http_request();
-        let trusted = [ip("10.0.0.2"), ip("10.0.0.3")];
+        // The client sent "X-Forwarded-For: 6.6.6.6"; our proxies appended the real address.
+        let req = request(
+            "10.0.0.2:5000",
+            &[("x-forwarded-for", "6.6.6.6, 198.51.100.4, 10.0.0.3")],
+        );
+        let trusted = behind(&["10.0.0.2", "10.0.0.3"], ClientIpHeader::XForwardedFor);
         assert_eq!(client_address(&req, &trusted), Some(ip("198.51.100.4")));
     }
 
     #[test]
-    fn forwarded_header_takes_precedence_and_parses_ports_and_brackets() {
-        let req = TestRequest::default()
-            .peer_addr("10.0.0.2:5000".parse().unwrap())
-            .insert_header((
+    fn only_the_configured_header_counts() {
+        // Proxies append to X-Forwarded-For and pass a client's own Forwarded through.
+        let req = request(
+            "10.0.0.2:5000",
+            &[
+                ("forwarded", "for=6.6.6.6"),
+                ("x-forwarded-for", "198.51.100.4"),
+            ],
+        );
+        let xff = behind(&["10.0.0.2"], ClientIpHeader::XForwardedFor);
+        assert_eq!(client_address(&req, &xff), Some(ip("198.51.100.4")));
+        let forwarded = behind(&["10.0.0.2"], ClientIpHeader::Forwarded);
+        assert_eq!(client_address(&req, &forwarded), Some(ip("6.6.6.6")));
+    }
+
+    #[test]
+    fn forwarded_parses_ports_brackets_and_quotes() {
+        let req = request(
+            "10.0.0.2:5000",
+            &[(
                 "forwarded",
                 r#"for=6.6.6.6, for="[2001:db8::7]:4711";proto=https"#,
-            ))
-            .insert_header(("x-forwarded-for", "9.9.9.9"))
-            .to_http_request();
-        assert_eq!(
-            client_address(&req, &[ip("10.0.0.2")]),
-            Some(ip("2001:db8::7"))
+            )],
         );
+        let trusted = behind(&["10.0.0.2"], ClientIpHeader::Forwarded);
+        assert_eq!(client_address(&req, &trusted), Some(ip("2001:db8::7")));
     }
 
     #[test]
     fn unreadable_hops_stop_the_walk_at_the_proxy() {
-        let req = TestRequest::default()
-            .peer_addr("10.0.0.2:5000".parse().unwrap())
-            .insert_header(("x-forwarded-for", "1.2.3.4, garbage"))
-            .to_http_request();
+        let req = request("10.0.0.2:5000", &[("x-forwarded-for", "1.2.3.4, garbage")]);
+        let trusted = behind(&["10.0.0.2"], ClientIpHeader::XForwardedFor);
+        assert_eq!(client_address(&req, &trusted), Some(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_proxies() {
+        let req = request(
+            "[::ffff:10.0.0.2]:5000",
+            &[("x-forwarded-for", "198.51.100.9")],
+        );
+        let trusted = behind(&["10.0.0.2"], ClientIpHeader::XForwardedFor);
+        assert_eq!(client_address(&req, &trusted), Some(ip("198.51.100.9")));
+        let mapped_client = request("[::ffff:198.51.100.9]:5000", &[]);
         assert_eq!(
-            client_address(&req, &[ip("10.0.0.2")]),
-            Some(ip("10.0.0.2"))
+            client_address(&mapped_client, &Proxies::default()),
+            Some(ip("198.51.100.9"))
         );
     }
 
     #[test]
-    fn usernames_share_a_counter_regardless_of_case_and_padding() {
+    fn unix_socket_connections_use_the_header_only_when_trusted() {
+        let req = TestRequest::default()
+            .insert_header(("x-forwarded-for", "198.51.100.10"))
+            .to_http_request();
+        assert_eq!(client_address(&req, &Proxies::default()), None);
+        let socket = Proxies {
+            unix_socket: true,
+            ..Proxies::default()
+        };
+        assert_eq!(client_address(&req, &socket), Some(ip("198.51.100.10")));
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_network() {
+        let a = bucket(ip("2001:db8:1:2:aaaa::1"), 64);
+        let b = bucket(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64);
+        let other = bucket(ip("2001:db8:1:3::1"), 64);
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(bucket(ip("2001:db8::1"), 128), "2001:db8::1/128");
+        assert_eq!(bucket(ip("192.0.2.1"), 64), "192.0.2.1");
+    }
+
+    #[test]
+    fn usernames_share_a_counter_across_case_padding_and_width() {
         assert_eq!(account_hash("Alice "), account_hash("alice"));
+        assert_eq!(
+            account_hash("\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}"),
+            account_hash("alice")
+        );
         assert_ne!(account_hash("alice"), account_hash("bob"));
     }
 }

@@ -276,11 +276,19 @@ async fn the_account_wide_ceiling_holds_across_addresses_and_ignores_blocked_ham
         429
     );
 
-    // Every counter expires by itself.
-    let keys = support::dump(&url, &format!("{prefix}:throttle"));
-    assert!(!keys.is_empty());
+    // Every counter expires by itself, after its own window.
+    let keys = support::dump(&url, &format!("{prefix}:{{throttle}}"));
+    assert_eq!(keys.len(), 1 + 3 + 3, "{keys:?}"); // one account, three addresses, three pairs
     for (key, _, ttl) in keys {
-        assert!(ttl > 0 && ttl <= 15 * 60_000, "{key} ttl {ttl}");
+        let window = if key.contains(":c:") {
+            15 * 60_000
+        } else {
+            60_000
+        };
+        assert!(
+            ttl > 0 && ttl <= window && ttl > window - 10_000,
+            "{key} ttl {ttl}"
+        );
     }
 }
 
@@ -415,5 +423,99 @@ async fn attempts_are_logged_without_usernames_or_passwords() {
     assert!(
         !logs.contains("hunter2-secret") && !logs.contains("alice"),
         "{logs}"
+    );
+}
+
+/// The counter store's own rules, on both stores.
+async fn check_counter_rules(store: impl actix_login::ThrottleStore) {
+    use actix_login::{Admission, Counter};
+    let window = Duration::from_millis(300);
+    let tight = Counter {
+        name: "tight",
+        max: 1,
+        window,
+    };
+    let loose = Counter {
+        name: "loose",
+        max: 10,
+        window,
+    };
+
+    assert_eq!(
+        store.admit(&[tight, loose]).await.unwrap(),
+        Admission::Admitted
+    );
+    // Refused by one counter: the other does not count the attempt either.
+    for _ in 0..3 {
+        assert!(matches!(
+            store.admit(&[tight, loose]).await.unwrap(),
+            Admission::Refused { .. }
+        ));
+    }
+    let only_loose = Counter { max: 2, ..loose };
+    assert_eq!(
+        store.admit(&[only_loose]).await.unwrap(),
+        Admission::Admitted
+    );
+    assert!(matches!(
+        store.admit(&[only_loose]).await.unwrap(),
+        Admission::Refused { .. }
+    ));
+
+    // A release after the window ended neither creates a counter nor goes negative.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    store
+        .release(&["tight", "loose", "never-seen"])
+        .await
+        .unwrap();
+    store.release(&["tight"]).await.unwrap();
+    assert_eq!(store.admit(&[tight]).await.unwrap(), Admission::Admitted);
+    assert!(
+        matches!(
+            store.admit(&[tight]).await.unwrap(),
+            Admission::Refused { .. }
+        ),
+        "a release gave a fresh window extra room"
+    );
+}
+
+#[actix_web::test]
+async fn counter_rules_hold_on_both_stores() {
+    check_counter_rules(actix_login::MemoryStore::new()).await;
+    let url = shared_redis_url();
+    check_counter_rules(redis_store_at(&url, &unique_prefix()).await).await;
+}
+
+#[actix_web::test]
+async fn cross_site_logins_are_refused_before_they_count() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(short(2));
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(throttle))
+            .route("/login", web::post().to(login))
+            .wrap(actix_login::LoginMiddleware::new(
+                actix_login::MemoryStore::new(),
+            )),
+    )
+    .await;
+    for _ in 0..10 {
+        let req = test::TestRequest::post()
+            .uri("/login")
+            .peer_addr("192.0.2.16:40000".parse().unwrap())
+            .insert_header(("sec-fetch-site", "cross-site"))
+            .set_json(serde_json::json!({"username": "alice", "password": "guess"}))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(
+            status_and_body(res).await,
+            (403, r#"{"error":"csrf_rejected"}"#.into())
+        );
+    }
+    assert_eq!(
+        status_of(&app, attempt("alice", "right", "192.0.2.16")).await,
+        200
     );
 }

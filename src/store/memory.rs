@@ -2,9 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use super::{SessionStore, StoredSession, ThrottleStore, UserSessions};
+use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 /// How many creations pass between sweeps of expired records.
@@ -181,30 +181,42 @@ impl SessionStore for MemoryStore {
 }
 
 impl ThrottleStore for MemoryStore {
-    async fn add(
-        &self,
-        counters: &[(&str, Duration)],
-        delta: i64,
-    ) -> Result<Vec<(i64, Duration)>, StoreError> {
+    async fn admit(&self, counters: &[Counter<'_>]) -> Result<Admission, StoreError> {
         let now = SystemTime::now();
         let mut inner = self.lock();
         inner.creations_since_sweep += 1;
         if inner.creations_since_sweep >= SWEEP_EVERY {
             inner.sweep(now);
         }
-        let mut values = Vec::with_capacity(counters.len());
-        for &(name, window) in counters {
-            let entry = inner
-                .counters
-                .entry(name.to_owned())
-                .or_insert((0, now + window));
-            if entry.1 <= now {
-                *entry = (0, now + window);
-            }
-            entry.0 += delta;
-            values.push((entry.0, entry.1.duration_since(now).unwrap_or_default()));
+        let live = |entry: Option<&(i64, SystemTime)>| entry.copied().filter(|(_, end)| *end > now);
+        let retry_after = counters
+            .iter()
+            .filter_map(|c| {
+                let (count, end) = live(inner.counters.get(c.name))?;
+                (count >= i64::from(c.max)).then(|| end.duration_since(now).unwrap_or_default())
+            })
+            .max();
+        if let Some(retry_after) = retry_after {
+            return Ok(Admission::Refused { retry_after });
         }
-        Ok(values)
+        for c in counters {
+            let (count, end) = live(inner.counters.get(c.name)).unwrap_or((0, now + c.window));
+            inner.counters.insert(c.name.to_owned(), (count + 1, end));
+        }
+        Ok(Admission::Admitted)
+    }
+
+    async fn release(&self, counters: &[&str]) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        for name in counters {
+            if let Some((count, end)) = inner.counters.get_mut(*name) {
+                if *end > now && *count > 0 {
+                    *count -= 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn reset(&self, counter: &str) -> Result<(), StoreError> {

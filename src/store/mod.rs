@@ -112,18 +112,48 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>>;
 }
 
+/// One counter a login attempt is charged to, with its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counter<'a> {
+    /// The counter's name, unique per dimension (address, account, ...).
+    pub name: &'a str,
+    /// Attempts allowed within the window.
+    pub max: u32,
+    /// How long a count lasts from its first attempt.
+    pub window: Duration,
+}
+
+/// What [`ThrottleStore::admit`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Every counter had room; each now counts the attempt.
+    Admitted,
+    /// A counter is full; nothing was counted.
+    Refused {
+        /// When the fullest window ends.
+        retry_after: Duration,
+    },
+}
+
 /// A backend that keeps expiring counters, for [`LoginThrottle`](crate::LoginThrottle).
 ///
 /// Counters live in the same place as the sessions, so every app instance sees the same counts.
+/// Each operation must be atomic across the counters it is given, so that concurrent attempts
+/// can never all see room that only one of them has.
 pub trait ThrottleStore: Send + Sync + 'static {
-    /// Adds `delta` to each named counter, creating missing ones at zero. A counter that has no
-    /// expiry yet gets `window`; an existing expiry is left alone, so activity never prolongs a
-    /// window. Returns each counter's new value and the time until it expires, in order.
-    fn add(
+    /// If any counter has reached its `max`, changes nothing and returns
+    /// [`Admission::Refused`] with the longest remaining window among the full ones; otherwise
+    /// adds one to every counter and returns [`Admission::Admitted`]. A counter that has no
+    /// expiry yet gets its `window`; an existing expiry is left alone, so attempts never prolong
+    /// a window.
+    fn admit(
         &self,
-        counters: &[(&str, Duration)],
-        delta: i64,
-    ) -> impl Future<Output = Result<Vec<(i64, Duration)>, StoreError>>;
+        counters: &[Counter<'_>],
+    ) -> impl Future<Output = Result<Admission, StoreError>>;
+
+    /// Takes one back from each named counter that is above zero. Never creates a counter and
+    /// never goes below zero, so a release that arrives after its window ended changes nothing.
+    fn release(&self, counters: &[&str]) -> impl Future<Output = Result<(), StoreError>>;
 
     /// Removes a counter.
     fn reset(&self, counter: &str) -> impl Future<Output = Result<(), StoreError>>;
@@ -131,22 +161,30 @@ pub trait ThrottleStore: Send + Sync + 'static {
 
 /// [`ThrottleStore`] behind a vtable.
 pub(crate) trait DynThrottleStore: Send + Sync {
-    fn add<'a>(
+    fn admit<'a>(
         &'a self,
-        counters: &'a [(&'a str, Duration)],
-        delta: i64,
-    ) -> LocalBoxFuture<'a, Result<Vec<(i64, Duration)>, StoreError>>;
+        counters: &'a [Counter<'a>],
+    ) -> LocalBoxFuture<'a, Result<Admission, StoreError>>;
+
+    fn release<'a>(&'a self, counters: &'a [&'a str])
+        -> LocalBoxFuture<'a, Result<(), StoreError>>;
 
     fn reset<'a>(&'a self, counter: &'a str) -> LocalBoxFuture<'a, Result<(), StoreError>>;
 }
 
 impl<T: ThrottleStore> DynThrottleStore for T {
-    fn add<'a>(
+    fn admit<'a>(
         &'a self,
-        counters: &'a [(&'a str, Duration)],
-        delta: i64,
-    ) -> LocalBoxFuture<'a, Result<Vec<(i64, Duration)>, StoreError>> {
-        Box::pin(ThrottleStore::add(self, counters, delta))
+        counters: &'a [Counter<'a>],
+    ) -> LocalBoxFuture<'a, Result<Admission, StoreError>> {
+        Box::pin(ThrottleStore::admit(self, counters))
+    }
+
+    fn release<'a>(
+        &'a self,
+        counters: &'a [&'a str],
+    ) -> LocalBoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(ThrottleStore::release(self, counters))
     }
 
     fn reset<'a>(&'a self, counter: &'a str) -> LocalBoxFuture<'a, Result<(), StoreError>> {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{SessionStore, StoredSession, ThrottleStore, UserSessions};
+use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 const DEFAULT_PREFIX: &str = "actix-login";
@@ -89,9 +89,10 @@ impl RedisStore {
         format!("{}:session:{}", self.prefix, key.as_str())
     }
 
-    /// The Redis key of a throttling counter.
+    /// The Redis key of a throttling counter. All counters share the hash tag `{throttle}`, so
+    /// one script can check and count them together, on one node even in a cluster.
     pub fn counter_key(&self, counter: &str) -> String {
-        format!("{}:throttle:{counter}", self.prefix)
+        format!("{}:{{throttle}}:{counter}", self.prefix)
     }
 
     /// The Redis key of a user's session index.
@@ -425,36 +426,74 @@ impl SessionStore for RedisStore {
     }
 }
 
+/// Checks every counter, then counts the attempt in all of them or in none. `KEYS` are the
+/// counters; `ARGV` holds `max, window_ms` per counter. Returns -1 when admitted, else the
+/// milliseconds until the fullest window ends.
+const ADMIT_SCRIPT: &str = r"
+local retry = -1
+for i, key in ipairs(KEYS) do
+  local max = tonumber(ARGV[2 * i - 1])
+  local count = tonumber(redis.call('GET', key) or '0')
+  if count >= max then
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      redis.call('PEXPIRE', key, ARGV[2 * i])
+      ttl = tonumber(ARGV[2 * i])
+    end
+    if ttl > retry then retry = ttl end
+  end
+end
+if retry >= 0 then return retry end
+for i, key in ipairs(KEYS) do
+  redis.call('INCR', key)
+  redis.call('PEXPIRE', key, ARGV[2 * i], 'NX')
+end
+return -1
+";
+
+/// Takes one back from each existing counter above zero.
+const RELEASE_SCRIPT: &str = r"
+for _, key in ipairs(KEYS) do
+  local count = tonumber(redis.call('GET', key) or '0')
+  if count > 0 then redis.call('DECR', key) end
+end
+return 0
+";
+
 impl ThrottleStore for RedisStore {
-    async fn add(
-        &self,
-        counters: &[(&str, Duration)],
-        delta: i64,
-    ) -> Result<Vec<(i64, Duration)>, StoreError> {
-        let mut pipe = redis::pipe();
-        for &(name, window) in counters {
-            let key = self.counter_key(name);
-            let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
-            pipe.cmd("INCRBY").arg(&key).arg(delta);
-            // NX: a running window is never prolonged, so a blocked client cannot keep itself
-            // blocked forever, nor an attacker keep a victim's counter alive.
-            pipe.cmd("PEXPIRE")
-                .arg(&key)
-                .arg(window_ms)
-                .arg("NX")
-                .ignore();
-            pipe.cmd("PTTL").arg(&key);
+    async fn admit(&self, counters: &[Counter<'_>]) -> Result<Admission, StoreError> {
+        // One script over all counters: the check and the count are one atomic step, so
+        // concurrent attempts cannot share room that only one of them has. The counters share
+        // a hash tag, so the script stays on one node of a cluster.
+        let script = redis::Script::new(ADMIT_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        for counter in counters {
+            let window = u64::try_from(counter.window.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            invocation
+                .key(self.counter_key(counter.name))
+                .arg(counter.max)
+                .arg(window);
         }
         let mut conn = self.connection.clone();
-        let replies: Vec<i64> = self.run(pipe.query_async(&mut conn)).await?;
-        let values = replies
-            .chunks_exact(2)
-            .map(|pair| {
-                let ttl = u64::try_from(pair[1]).unwrap_or(0);
-                (pair[0], Duration::from_millis(ttl))
-            })
-            .collect();
-        Ok(values)
+        let verdict: i64 = self.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(match u64::try_from(verdict) {
+            Ok(ms) => Admission::Refused {
+                retry_after: Duration::from_millis(ms),
+            },
+            Err(_) => Admission::Admitted,
+        })
+    }
+
+    async fn release(&self, counters: &[&str]) -> Result<(), StoreError> {
+        let script = redis::Script::new(RELEASE_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        for name in counters {
+            invocation.key(self.counter_key(name));
+        }
+        let mut conn = self.connection.clone();
+        self.run(invocation.invoke_async::<()>(&mut conn)).await
     }
 
     async fn reset(&self, counter: &str) -> Result<(), StoreError> {
