@@ -188,7 +188,7 @@ pub use crate::record::SessionRecord;
 pub use crate::require::{safe_next, Require};
 pub use crate::sessions::{SessionInfo, Sessions};
 pub use crate::store::{Admission, Counter, MemoryStore, RedisStore, SessionStore, ThrottleStore};
-pub use crate::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
+pub use crate::throttle::{ClientIpHeader, Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
 pub use crate::token::SessionKey;
 
 /// Compiles the README's examples as doctests.
