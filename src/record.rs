@@ -15,19 +15,27 @@ use serde_json::value::RawValue;
 /// Redis dump.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionRecord {
+    // Short field names: the record is stored once per session, and Redis memory per session is
+    // worth a little readability.
+    #[serde(rename = "i")]
     id: String,
+    #[serde(rename = "u")]
     user_id: String,
     /// Kept as raw JSON: the record is decoded without knowing the app's profile type, and the
     /// profile is decoded once, straight into that type, by the extractor.
+    #[serde(rename = "p")]
     user: Box<RawValue>,
+    #[serde(rename = "c")]
     created_at: u64,
+    #[serde(rename = "a")]
     authenticated_at: u64,
+    #[serde(rename = "x")]
     expires_at: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
     roles: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
     ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ua", default, skip_serializing_if = "Option::is_none")]
     user_agent: Option<String>,
 }
 

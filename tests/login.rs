@@ -308,7 +308,7 @@ async fn redis_holds_only_the_token_hash() {
             "token found in Redis"
         );
     }
-    assert!(value.contains(r#""user_id":"42""#), "{value}");
+    assert!(value.contains(r#""u":"42""#), "{value}");
 }
 
 #[actix_web::test]
