@@ -165,16 +165,21 @@ impl SessionContext {
         }
     }
 
-    /// The key of the session the client will hold once this response arrives.
-    fn current_key(&self) -> Option<SessionKey> {
+    /// Applies `f` to the token the client will hold once this response arrives, if any.
+    fn with_current_token<T>(&self, f: impl FnOnce(&SessionToken) -> T) -> Option<T> {
         match &*self.update.borrow() {
-            CookieUpdate::Issue(token) => Some(token.key()),
+            CookieUpdate::Issue(token) => Some(f(token)),
             CookieUpdate::Remove => None,
             CookieUpdate::Keep => match &self.presented {
-                Presented::Token(token) => Some(token.key()),
+                Presented::Token(token) => Some(f(token)),
                 _ => None,
             },
         }
+    }
+
+    /// The key of the session the client will hold once this response arrives.
+    fn current_key(&self) -> Option<SessionKey> {
+        self.with_current_token(SessionToken::key)
     }
 
     /// The live session of this request, or `Unauthenticated`.
@@ -184,14 +189,7 @@ impl SessionContext {
 
     /// The synchronizer token for the session the client will hold after this response.
     pub(crate) fn csrf_token(&self) -> Option<String> {
-        match &*self.update.borrow() {
-            CookieUpdate::Issue(token) => Some(csrf::synchronizer_token(token)),
-            CookieUpdate::Remove => None,
-            CookieUpdate::Keep => match &self.presented {
-                Presented::Token(token) => Some(csrf::synchronizer_token(token)),
-                _ => None,
-            },
-        }
+        self.with_current_token(csrf::synchronizer_token)
     }
 
     pub(crate) async fn login(&self, grant: Grant) -> Result<(), Error> {
