@@ -344,7 +344,9 @@ impl Session {
     /// Browsers that send `Sec-Fetch-Site` or `Origin` (all current ones) are checked through
     /// those headers and need no token. A request with the session cookie and neither header,
     /// from an old browser or a script, must carry this token, or it is refused with
-    /// `403 {"error":"csrf_rejected"}`. The token is derived from the session token, so it changes
+    /// `403 {"error":"csrf_rejected"}`. The form field is looked for in
+    /// `application/x-www-form-urlencoded` bodies up to 64 KiB; multipart forms and larger
+    /// bodies must send the header. The token is derived from the session token, so it changes
     /// at login and rotation and needs no storage.
     pub fn csrf_token(&self) -> Option<String> {
         self.context.csrf_token()
