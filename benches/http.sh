@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP benchmark of one authenticated route, `GET /me`, on five servers:
+#
+#   bare            Actix Web without middleware (the ceiling)
+#   redis-get       one Redis GET of a fixed key per request (the one-round-trip floor)
+#   identity        actix-session RedisSessionStore + actix-identity, as their docs set them up
+#   identity-visit  the same with visit_deadline (sliding expiry: a session write per request)
+#   actix-login     LoginMiddleware + RedisStore, AuthUser<Profile>
+#
+# All five come from one bench target (benches/http_server.rs), each in its own process with one
+# Actix worker, all sharing a redis-server this script starts on a free port. Each server gets a
+# session once (POST /login), then wrk hits GET /me with that cookie in interleaved rounds, so
+# slow drifts of a shared machine spread over every server instead of landing on one.
+#
+# Usage, from the repository root:
+#   bash benches/http.sh            3 rounds x 10 s per server (about 3 minutes)
+#   bash benches/http.sh --smoke    1 round x 1 s per server, for CI: checks that everything
+#                                   builds, starts and answers 200, and nothing about speed
+# Needs: cargo, redis-server + redis-cli (7.0 or newer), wrk, curl.
+# Knobs (environment): ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS.
+#
+# Nothing is pinned with taskset. On the 2-core machine this was written on, pinning the server
+# to one core and Redis + wrk to the other, or server + Redis to one and wrk to the other, gave
+# 5-15 % fewer req/s than leaving placement to the scheduler, and no steadier numbers.
+set -euo pipefail
+
+SMOKE=0
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) SMOKE=1 ;;
+        -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [[ $SMOKE == 1 ]]; then
+    ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-1} WARMUP=${WARMUP:-0}
+else
+    ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2}
+fi
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+SERVERS=(bare redis-get identity identity-visit actix-login)
+# Servers whose /me must refuse a request without a cookie.
+AUTHENTICATED=(identity identity-visit actix-login)
+EXPECTED_BODY='{"id":1,"username":"alice"}'
+
+die() { echo "http.sh: $*" >&2; exit 1; }
+
+for tool in cargo redis-server redis-cli wrk curl getconf; do
+    command -v "$tool" >/dev/null || die "$tool not found (wrk: apt-get install -y wrk)"
+done
+[[ -f Cargo.toml && -f benches/http_server.rs ]] || die "run me from the repository root"
+
+START_SECONDS=$SECONDS
+WORK=$(mktemp -d -t actix-login-bench.XXXXXX)
+REDIS_PID=""
+declare -A PID PORT COOKIE
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${PID[@]}" $REDIS_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PID[@]}" $REDIS_PID; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $status != 0 ]]; then
+        echo "http.sh: failed (exit $status); logs were in $WORK:" >&2
+        local log
+        for log in "$WORK"/*.log; do
+            [[ -s $log ]] || continue
+            echo "--- $(basename "$log") (last 20 lines)" >&2
+            tail -n 20 "$log" >&2
+        done
+    fi
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+# A TCP port nobody listens on, below the usual ephemeral range (32768+) that wrk's and Redis
+# clients' own sockets come from, and not one already handed out by this script.
+declare -A TAKEN
+free_port() {
+    local port attempt
+    for attempt in $(seq 1 200); do
+        port=$((20000 + RANDOM % 12000))
+        [[ -n ${TAKEN[$port]:-} ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            TAKEN[$port]=1
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port found"
+}
+
+# utime + stime of a whole process (all threads), in clock ticks. The command name sits in
+# parentheses and may contain spaces, so count fields after the last ')'.
+cpu_ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat") || die "process $1 is gone"
+    stat=${stat##*) }
+    # After "pid (comm) " the fields are: state(3) ... utime(14) stime(15).
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# "command calls" for every Redis command run so far, except INFO (this script's own probe).
+redis_calls() {
+    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); if ($1 != "info") print $1, $3 }' |
+        sort
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else print v[int((NR + 1) / 2)] }'; }
+
+wait_ready() { # name port pid log
+    local tries
+    for tries in $(seq 1 100); do
+        kill -0 "$3" 2>/dev/null || die "$1 exited during startup (see $4)"
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$2/me" && return
+        sleep 0.1
+    done
+    die "$1 did not answer on port $2 within 10 s"
+}
+
+# ---- build --------------------------------------------------------------------------------------
+
+echo "building the bench target (release)..." >&2
+BIN=$(cargo bench --no-run --bench http_server --message-format=json-render-diagnostics |
+    grep -o '"executable":"[^"]*http_server-[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//')
+[[ -n $BIN && -x $BIN ]] || die "could not find the http_server bench executable"
+
+# ---- redis --------------------------------------------------------------------------------------
+
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+for _ in $(seq 1 50); do
+    redis-cli -p "$REDIS_PORT" PING 2>/dev/null | grep -q PONG && break
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited (see $WORK/redis.log)"
+    sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" PING | grep -q PONG || die "redis-server did not answer"
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+
+# ---- servers and sessions -----------------------------------------------------------------------
+
+for name in "${SERVERS[@]}"; do
+    PORT[$name]=$(free_port)
+    PORT=${PORT[$name]} "$BIN" "$name" >"$WORK/$name.log" 2>&1 &
+    PID[$name]=$!
+done
+for name in "${SERVERS[@]}"; do
+    wait_ready "$name" "${PORT[$name]}" "${PID[$name]}" "$WORK/$name.log"
+    base="http://127.0.0.1:${PORT[$name]}"
+    # Log in once. Sec-Fetch-Site is what a browser sends for a same-origin form or fetch.
+    cookie=$(curl -sS --fail -D - -o /dev/null -X POST -H 'sec-fetch-site: same-origin' "$base/login" |
+        tr -d '\r' | awk 'tolower($1) == "set-cookie:" { sub(/^[^:]*: */, ""); sub(/;.*/, ""); print; exit }')
+    [[ -n $cookie ]] || die "$name: POST /login set no cookie"
+    COOKIE[$name]=$cookie
+    body=$(curl -sS --fail -H "cookie: $cookie" "$base/me") || die "$name: GET /me with the cookie failed"
+    [[ $body == "$EXPECTED_BODY" ]] || die "$name: GET /me answered $body"
+done
+for name in "${AUTHENTICATED[@]}"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$name]}/me")
+    [[ $code == 401 ]] || die "$name: GET /me without a cookie answered $code, not 401"
+done
+
+# ---- measurement --------------------------------------------------------------------------------
+
+cat >"$WORK/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRKRESULT %d %d %d %d %d %d %d %.0f %.0f\n",
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+LUA
+
+run_wrk() { # name seconds -> WRKRESULT fields
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${2}s" --latency -s "$WORK/report.lua" \
+        -H "cookie: ${COOKIE[$1]}" "http://127.0.0.1:${PORT[$1]}/me" >"$WORK/wrk-last.out" 2>&1 ||
+        die "$1: wrk failed: $(cat "$WORK/wrk-last.out")"
+    grep '^WRKRESULT ' "$WORK/wrk-last.out" || die "$1: no result from wrk"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+declare -A RPS P50 P99 REQS SRV_TICKS REDIS_TICKS CMDS
+for name in "${SERVERS[@]}"; do
+    RPS[$name]="" P50[$name]="" P99[$name]="" REQS[$name]=0 SRV_TICKS[$name]=0 REDIS_TICKS[$name]=0
+done
+
+echo "# actix-login HTTP benchmark: GET /me with a live session"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//'), $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+echo "- tools: $(rustc --version), $(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=/redis /'), $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+echo "- load: wrk -t$THREADS -c$CONNECTIONS, $ROUNDS interleaved round(s) x ${DURATION} s per server (after ${WARMUP} s warm-up each), one Actix worker per server, no CPU pinning$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
+echo
+
+if [[ $WARMUP != 0 ]]; then
+    for name in "${SERVERS[@]}"; do
+        run_wrk "$name" "$WARMUP" >/dev/null
+    done
+fi
+
+for round in $(seq 1 "$ROUNDS"); do
+    # Each round starts one server later, so no server always follows the same neighbour.
+    for i in "${!SERVERS[@]}"; do
+        name=${SERVERS[$(((i + round - 1) % ${#SERVERS[@]}))]}
+        redis_calls >"$WORK/calls.before"
+        srv0=$(cpu_ticks "${PID[$name]}")
+        red0=$(cpu_ticks "$REDIS_PID")
+        read -r _ reqs micros e_connect e_read e_write e_status e_timeout p50 p99 < <(run_wrk "$name" "$DURATION")
+        srv1=$(cpu_ticks "${PID[$name]}")
+        red1=$(cpu_ticks "$REDIS_PID")
+        redis_calls >"$WORK/calls.after"
+
+        errors=$((e_connect + e_read + e_write + e_status + e_timeout))
+        ((errors == 0)) || die "$name: wrk saw errors (connect $e_connect, read $e_read, write $e_write, non-2xx $e_status, timeout $e_timeout)"
+        ((reqs > 0)) || die "$name: no requests completed"
+        rps=$(awk -v r="$reqs" -v us="$micros" 'BEGIN { printf "%.0f", r / (us / 1e6) }')
+        RPS[$name]+="$rps "
+        P50[$name]+="$p50 "
+        P99[$name]+="$p99 "
+        REQS[$name]=$((REQS[$name] + reqs))
+        SRV_TICKS[$name]=$((SRV_TICKS[$name] + srv1 - srv0))
+        REDIS_TICKS[$name]=$((REDIS_TICKS[$name] + red1 - red0))
+        while read -r cmd calls; do
+            CMDS[$name:$cmd]=$((${CMDS[$name:$cmd]:-0} + calls))
+        done < <(join -a 2 -e 0 -o 0,1.2,2.2 "$WORK/calls.before" "$WORK/calls.after" |
+            awk '$3 - $2 > 0 { print $1, $3 - $2 }')
+        printf 'round %d/%d  %-15s %8s req/s  p50 %6s us  p99 %6s us\n' \
+            "$round" "$ROUNDS" "$name" "$rps" "$p50" "$p99" >&2
+    done
+done
+
+# ---- report -------------------------------------------------------------------------------------
+
+rps_of() { tr ' ' '\n' <<<"${RPS[$1]}" | awk NF | median; }
+BARE_RPS=$(rps_of bare)
+FLOOR_RPS=$(rps_of redis-get)
+
+echo "| server | req/s (median) | req/s per round | vs bare | vs floor | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | Redis cmds/req | commands per request |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+for name in "${SERVERS[@]}"; do
+    rps=$(rps_of "$name")
+    p50=$(tr ' ' '\n' <<<"${P50[$name]}" | awk NF | median)
+    p99=$(tr ' ' '\n' <<<"${P99[$name]}" | awk NF | median)
+    total_cmds=0
+    mix=""
+    for key in "${!CMDS[@]}"; do
+        [[ $key == "$name:"* ]] || continue
+        total_cmds=$((total_cmds + CMDS[$key]))
+        mix+="$(awk -v c="${CMDS[$key]}" -v r="${REQS[$name]}" -v k="${key#*:}" 'BEGIN { printf "%s %.2f", toupper(k), c / r }'), "
+    done
+    mix=$(tr ',' '\n' <<<"${mix%, }" | sed 's/^ *//' | awk NF | sort | paste -sd, - | sed 's/,/, /g')
+    awk -v name="$name" -v rps="$rps" -v rounds="${RPS[$name]% }" -v bare="$BARE_RPS" -v floor="$FLOOR_RPS" \
+        -v p50="$p50" -v p99="$p99" -v reqs="${REQS[$name]}" -v st="${SRV_TICKS[$name]}" \
+        -v rt="${REDIS_TICKS[$name]}" -v hz="$CLK_TCK" -v cmds="$total_cmds" -v mix="${mix:-none}" 'BEGIN {
+        gsub(/ /, " / ", rounds)
+        printf "| %s | %d | %s | %.2f | %.2f | %d | %d | %.1f | %.1f | %.2f | %s |\n", name, rps, rounds,
+            rps / bare, rps / floor, p50, p99, st * 1e6 / hz / reqs, rt * 1e6 / hz / reqs, cmds / reqs, mix
+    }'
+done
+echo
+echo "req/s, p50 and p99 are medians over rounds; CPU and Redis commands are totals over all rounds"
+echo "divided by all requests (CPU from /proc/<pid>/stat utime+stime, ${CLK_TCK} ticks/s; Redis"
+echo "commands from INFO commandstats, INFO itself excluded). Server CPU covers the whole server"
+echo "process; wrk and Redis share the same $(nproc) cores, so req/s is a relative figure."
+echo "Total time: $((SECONDS - START_SECONDS)) s." >&2

@@ -1,0 +1,250 @@
+//! The servers behind `benches/http.sh`: one authenticated route, `GET /me`, served by several
+//! session stacks so that `wrk` can compare them side by side.
+//!
+//! This is not a self-timing benchmark. `benches/http.sh` builds it, starts one process per
+//! variant and measures each from outside. To run one variant by hand:
+//!
+//! ```text
+//! cargo bench --no-run --bench http_server     # prints the executable's path
+//! REDIS_URL=redis://127.0.0.1:6390 PORT=18081 target/release/deps/http_server-… actix-login
+//! curl -si -X POST -H 'sec-fetch-site: same-origin' http://127.0.0.1:18081/login   # Set-Cookie
+//! curl -s -H 'cookie: __Host-id=…' http://127.0.0.1:18081/me
+//! ```
+//!
+//! Every variant serves `POST /login` (sets the cookie once, before measuring) and `GET /me`
+//! (answers `{"id":1,"username":"alice"}`), with a single Actix worker:
+//!
+//! | variant | `GET /me` does |
+//! |---|---|
+//! | `bare` | nothing but serialise the profile: no middleware, no Redis (the ceiling) |
+//! | `redis-get` | one `GET` of a fixed key through a `ConnectionManager` (the one-round-trip floor) |
+//! | `identity` | actix-session `RedisSessionStore` + actix-identity, `Identity` extractor |
+//! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
+//! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
+
+use std::io;
+use std::time::Duration;
+
+use actix_identity::{Identity, IdentityMiddleware};
+use actix_login::{AuthUser, LoginMiddleware, RedisStore, Session};
+use actix_session::storage::RedisSessionStore;
+use actix_session::SessionMiddleware;
+use actix_web::cookie::Key;
+use actix_web::http::header::ContentType;
+use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+const VARIANTS: [&str; 5] = [
+    "bare",
+    "redis-get",
+    "identity",
+    "identity-visit",
+    "actix-login",
+];
+
+/// The Redis key the `redis-get` variant reads on every request.
+const FLOOR_KEY: &str = "bench:profile";
+
+/// Idle timeout for the sliding-expiry variant: actix-login's default, so both keep the same
+/// promise about idle sessions.
+const VISIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// The `bare` and `redis-get` variants have no sessions. They still hand out a cookie of the same
+/// shape as actix-login's (name and 43 base64url characters), so every variant's requests carry
+/// a similar header.
+const STAND_IN_COOKIE: &str =
+    "__Host-id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Secure; HttpOnly; SameSite=Lax";
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    username: String,
+}
+
+fn alice() -> Profile {
+    Profile {
+        id: 1,
+        username: "alice".to_owned(),
+    }
+}
+
+fn alice_json() -> String {
+    serde_json::to_string(&alice()).expect("a profile always serialises")
+}
+
+fn unavailable(err: impl std::fmt::Display) -> actix_web::Error {
+    actix_web::error::ErrorServiceUnavailable(err.to_string())
+}
+
+// ---- bare -------------------------------------------------------------------------------------
+
+async fn bare_login() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("set-cookie", STAND_IN_COOKIE))
+        .json(alice())
+}
+
+async fn bare_me() -> web::Json<Profile> {
+    web::Json(alice())
+}
+
+async fn run_bare(port: u16) -> io::Result<()> {
+    HttpServer::new(|| {
+        App::new()
+            .route("/login", web::post().to(bare_login))
+            .route("/me", web::get().to(bare_me))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+// ---- redis-get: one round trip, nothing else ---------------------------------------------------
+
+async fn floor_me(redis: web::Data<ConnectionManager>) -> actix_web::Result<web::Json<Profile>> {
+    let mut conn = redis.get_ref().clone();
+    let raw: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(FLOOR_KEY)
+        .query_async(&mut conn)
+        .await
+        .map_err(unavailable)?;
+    let raw = raw.ok_or_else(|| unavailable("the profile key is missing"))?;
+    let profile = serde_json::from_slice(&raw).map_err(unavailable)?;
+    Ok(web::Json(profile))
+}
+
+async fn run_redis_get(port: u16, url: &str) -> io::Result<()> {
+    let client = redis::Client::open(url).map_err(io::Error::other)?;
+    let mut conn = client
+        .get_connection_manager()
+        .await
+        .map_err(io::Error::other)?;
+    redis::cmd("SET")
+        .arg(FLOOR_KEY)
+        .arg(alice_json())
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(io::Error::other)?;
+    let conn = web::Data::new(conn);
+    HttpServer::new(move || {
+        App::new()
+            .app_data(conn.clone())
+            .route("/login", web::post().to(bare_login))
+            .route("/me", web::get().to(floor_me))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+// ---- actix-session + actix-identity -----------------------------------------------------------
+
+/// The identity is the serialised profile, so that `/me` can answer with the identity's id and
+/// still send the same body as the other variants.
+async fn identity_login(req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    Identity::login(&req.extensions(), alice_json())?;
+    Ok(HttpResponse::Ok().json(alice()))
+}
+
+async fn identity_me(user: Identity) -> actix_web::Result<HttpResponse> {
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(user.id()?))
+}
+
+async fn run_identity(port: u16, url: &str, visit_deadline: Option<Duration>) -> io::Result<()> {
+    let store = RedisSessionStore::new(url)
+        .await
+        .map_err(io::Error::other)?;
+    // As the crates' docs set them up: a key generated outside the factory, identity outside
+    // sessions. Only the sliding variant deviates from `IdentityMiddleware::default()`.
+    let key = Key::generate();
+    HttpServer::new(move || {
+        let identity = match visit_deadline {
+            Some(deadline) => IdentityMiddleware::builder()
+                .visit_deadline(Some(deadline))
+                .build(),
+            None => IdentityMiddleware::default(),
+        };
+        App::new()
+            .wrap(identity)
+            .wrap(SessionMiddleware::new(store.clone(), key.clone()))
+            .route("/login", web::post().to(identity_login))
+            .route("/me", web::get().to(identity_me))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+// ---- actix-login ------------------------------------------------------------------------------
+
+async fn login_login(session: Session) -> actix_web::Result<HttpResponse> {
+    let profile = alice();
+    session.login(profile.id.to_string(), &profile).await?;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+async fn login_me(user: AuthUser<Profile>) -> web::Json<Profile> {
+    web::Json(user.into_inner())
+}
+
+async fn run_actix_login(port: u16, url: &str) -> io::Result<()> {
+    let store = RedisStore::connect(url).await.map_err(io::Error::other)?;
+    let sessions = LoginMiddleware::new(store);
+    HttpServer::new(move || {
+        App::new()
+            .wrap(sessions.clone())
+            .route("/login", web::post().to(login_login))
+            .route("/me", web::get().to(login_me))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+// ---- entry point ------------------------------------------------------------------------------
+
+fn usage() -> String {
+    format!(
+        "usage: http_server <{}>  (env: PORT, default 8080; REDIS_URL, default redis://127.0.0.1:6379)\n\
+         driven by benches/http.sh",
+        VARIANTS.join("|")
+    )
+}
+
+fn main() -> io::Result<()> {
+    // `cargo bench` runs harness-less targets with `--bench`; `cargo test --benches` with
+    // nothing. Neither names a variant, and neither should start a server.
+    let Some(variant) = std::env::args().skip(1).find(|arg| !arg.starts_with('-')) else {
+        eprintln!("{}", usage());
+        return Ok(());
+    };
+    if !VARIANTS.contains(&variant.as_str()) {
+        eprintln!("unknown variant {variant:?}\n{}", usage());
+        std::process::exit(2);
+    }
+    let port = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse::<u16>()
+            .map_err(|_| io::Error::other(format!("PORT must be a port number, not {port:?}")))?,
+        Err(_) => 8080,
+    };
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+
+    actix_web::rt::System::new().block_on(async move {
+        match variant.as_str() {
+            "bare" => run_bare(port).await,
+            "redis-get" => run_redis_get(port, &url).await,
+            "identity" => run_identity(port, &url, None).await,
+            "identity-visit" => run_identity(port, &url, Some(VISIT_DEADLINE)).await,
+            "actix-login" => run_actix_login(port, &url).await,
+            _ => unreachable!("checked against VARIANTS"),
+        }
+    })
+}
