@@ -1,7 +1,8 @@
 //! A complete login service: `cargo run --example quickstart`.
 //!
-//! Listens on `ADDR` (default `127.0.0.1:8080`). Sessions live in memory, or in Redis when
-//! `REDIS_URL` is set. Two users exist: `alice` / `alice-password-123` (role `admin`) and
+//! Listens on `ADDR` (default `127.0.0.1:8080`). Sessions live in memory, in Redis when
+//! `REDIS_URL` is set, or in a Redis Cluster when `REDIS_CLUSTER_NODES` lists its seed nodes.
+//! Two users exist: `alice` / `alice-password-123` (role `admin`) and
 //! `bob` / `bob-password-456`.
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
@@ -356,6 +357,24 @@ fn env_number(name: &str) -> std::io::Result<Option<u64>> {
     }
 }
 
+/// Redis from `REDIS_CLUSTER_NODES` (comma-separated `redis://host:port` seeds) or `REDIS_URL`,
+/// if either is set.
+async fn redis_store() -> std::io::Result<Option<RedisStore>> {
+    let setting = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let store = if let Some(nodes) = setting("REDIS_CLUSTER_NODES") {
+        let store = RedisStore::connect_cluster(nodes.split(',').map(str::trim)).await;
+        println!("session store: Redis Cluster (from REDIS_CLUSTER_NODES)");
+        store
+    } else if let Some(url) = setting("REDIS_URL") {
+        let store = RedisStore::connect(&url).await;
+        println!("session store: Redis (from REDIS_URL)");
+        store
+    } else {
+        return Ok(None);
+    };
+    store.map(Some).map_err(std::io::Error::other)
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
@@ -365,25 +384,18 @@ async fn main() -> std::io::Result<()> {
         .init();
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let (builder, login_throttle) = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
-            let store = RedisStore::connect(&url)
-                .await
-                .map_err(std::io::Error::other)?;
-            println!("session store: Redis (from REDIS_URL)");
-            (
-                LoginMiddleware::builder(store.clone()),
-                LoginThrottle::new(store),
-            )
-        }
-        _ => {
-            println!("session store: in memory (set REDIS_URL to use Redis)");
-            let store = MemoryStore::new();
-            (
-                LoginMiddleware::builder(store.clone()),
-                LoginThrottle::new(store),
-            )
-        }
+    let (builder, login_throttle) = if let Some(store) = redis_store().await? {
+        (
+            LoginMiddleware::builder(store.clone()),
+            LoginThrottle::new(store),
+        )
+    } else {
+        println!("session store: in memory (set REDIS_URL or REDIS_CLUSTER_NODES to use Redis)");
+        let store = MemoryStore::new();
+        (
+            LoginMiddleware::builder(store.clone()),
+            LoginThrottle::new(store),
+        )
     };
     let login_middleware = configure(builder)?.build();
     let login_throttle = web::Data::new(throttle(login_throttle)?);

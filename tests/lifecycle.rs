@@ -572,10 +572,8 @@ async fn access_rules_fail_closed_when_redis_is_down() {
     }
 }
 
-/// The account controls behave the same on the in-memory store.
-#[actix_web::test]
-async fn account_controls_on_the_memory_store() {
-    let middleware = LoginMiddleware::builder(actix_login::MemoryStore::new())
+async fn check_account_controls(store: impl SessionStore) {
+    let middleware = LoginMiddleware::builder(store)
         .max_sessions_per_user(2)
         .build();
     let app = app(middleware).await;
@@ -604,6 +602,25 @@ async fn account_controls_on_the_memory_store() {
         204
     );
     assert_eq!(status(&app, get("/me", Some(&third))).await, 401);
+}
+
+/// The account controls behave the same on the in-memory store.
+#[actix_web::test]
+async fn account_controls_on_the_memory_store() {
+    check_account_controls(actix_login::MemoryStore::new()).await;
+}
+
+/// And on a Redis Cluster, where a session's record and its user's index sit in different
+/// slots.
+#[actix_web::test]
+async fn account_controls_on_a_redis_cluster() {
+    let cluster = support::RedisCluster::start();
+    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    check_account_controls(store).await;
 }
 
 #[actix_web::test]

@@ -1,4 +1,7 @@
 //! The quickstart example is a contract: run the built binary and hold it to its routes.
+//!
+//! `cargo test` builds the example first; a lone `cargo test --test quickstart` does not, so run
+//! `cargo build --example quickstart` before it.
 
 mod support;
 
@@ -36,6 +39,10 @@ fn start(redis_url: Option<&str>) -> Quickstart {
 }
 
 fn start_with(redis_url: Option<&str>, env: &[(&str, &str)]) -> Quickstart {
+    start_env(redis_url.map(|url| ("REDIS_URL", url)), env)
+}
+
+fn start_env(store: Option<(&str, &str)>, env: &[(&str, &str)]) -> Quickstart {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,11 +52,12 @@ fn start_with(redis_url: Option<&str>, env: &[(&str, &str)]) -> Quickstart {
     command
         .env("ADDR", format!("127.0.0.1:{port}"))
         .env_remove("REDIS_URL")
+        .env_remove("REDIS_CLUSTER_NODES")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    if let Some(url) = redis_url {
-        command.env("REDIS_URL", url);
+    if let Some((name, value)) = store {
+        command.env(name, value);
     }
     for (name, value) in env {
         command.env(name, value);
@@ -626,4 +634,13 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     assert!((0.7..1.3).contains(&ratio), "unknown/known = {ratio:.3}");
     // Both paths really hash: far slower than a request that does no argon2 work.
     assert!(known > Duration::from_millis(5), "{known:?}");
+}
+
+#[actix_web::test]
+async fn quickstart_on_a_redis_cluster() {
+    let cluster = support::RedisCluster::start();
+    let nodes = cluster.urls().join(",");
+    let app = start_env(Some(("REDIS_CLUSTER_NODES", &nodes)), &[]);
+    assert!(app.banner.contains("Redis Cluster"), "{}", app.banner);
+    check_contract(&app).await;
 }

@@ -341,3 +341,18 @@ async fn hung_redis_times_out_instead_of_hanging() {
         "store recovered"
     );
 }
+
+#[actix_web::test]
+async fn redis_cluster_keeps_the_contract() {
+    let cluster = support::RedisCluster::start();
+    let store = || async {
+        RedisStore::cluster_builder(cluster.urls())
+            .key_prefix(unique_prefix())
+            .connect()
+            .await
+            .unwrap()
+    };
+    check_contract(store().await).await;
+    check_index_and_rotation(store().await).await;
+    check_delete_wins_over_concurrent_extends(store().await).await;
+}

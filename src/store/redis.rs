@@ -5,7 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::future::join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
@@ -50,9 +53,44 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: Arc<str>,
     command_timeout: Duration,
+}
+
+/// A standalone server (or a Sentinel-managed primary reached through it) or a Redis Cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_command(cmd),
+            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(conn) => conn.get_db(),
+            Connection::Cluster(conn) => conn.get_db(),
+        }
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -76,8 +114,33 @@ impl RedisStore {
 
     /// Starts configuring a store for `url`.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        Self::builder_for(Target::Single(url.into()))
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (seed URLs such as
+    /// `redis://10.0.0.1:7000`) with the default settings.
+    pub async fn connect_cluster(
+        nodes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Self, StoreError> {
+        Self::cluster_builder(nodes).connect().await
+    }
+
+    /// Starts configuring a store on a Redis Cluster reached through any of `nodes`.
+    ///
+    /// Every operation on one session touches one key; the user index and the throttle counters
+    /// live in other slots, and the store never needs a transaction across them (see
+    /// [`SessionStore`]): on a cluster a session's record is written before its index entry,
+    /// which a listing can never prune, and the record is unreachable until the login that
+    /// wrote it answers.
+    pub fn cluster_builder(
+        nodes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> RedisStoreBuilder {
+        Self::builder_for(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    fn builder_for(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            target,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -100,9 +163,13 @@ impl RedisStore {
         format!("{}:user:{user_id}", self.prefix)
     }
 
-    /// Indexes `key` under its user and stores the record, in one round trip. The index comes
-    /// first, so no record exists unindexed; its TTL only ever grows, to the record's absolute
-    /// end at least.
+    /// Indexes `key` under its user and stores the record. The index TTL only ever grows, to the
+    /// record's absolute end at least.
+    ///
+    /// On one server both happen in one MULTI/EXEC, so a listing elsewhere never sees one
+    /// without the other. On a cluster they live in different slots: the record is written
+    /// first, then indexed. A listing in between finds no entry to prune, and the record is
+    /// unreachable until this call returns and the client receives its token.
     async fn index_and_create(
         &self,
         key: &SessionKey,
@@ -112,35 +179,77 @@ impl RedisStore {
         let value = serde_json::to_vec(record).map_err(StoreError::corrupt)?;
         let index = self.user_index_key(record.user_id());
         let index_ttl = ttl_millis(record.expires_at());
+        let mut set = redis::cmd("SET");
+        set.arg(self.session_key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_millis(expires_at));
+        let mut add = redis::pipe();
+        add.cmd("SADD")
+            .arg(&index)
+            .arg(key.as_str())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(index_ttl)
+            .arg("NX")
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(index_ttl)
+            .arg("GT")
+            .ignore();
         let mut conn = self.connection.clone();
-        // MULTI/EXEC: a listing on another instance must never see the index entry without its
-        // record, or it would prune the entry of a session that is about to exist.
-        let (_, _, _, created): ((), (), (), Option<String>) = self
-            .run(
-                redis::pipe()
-                    .atomic()
-                    .cmd("SADD")
-                    .arg(&index)
-                    .arg(key.as_str())
-                    .cmd("PEXPIRE")
-                    .arg(&index)
-                    .arg(index_ttl)
-                    .arg("NX")
-                    .cmd("PEXPIRE")
-                    .arg(&index)
-                    .arg(index_ttl)
-                    .arg("GT")
-                    .cmd("SET")
-                    .arg(self.session_key(key))
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_millis(expires_at))
-                    .query_async(&mut conn),
-            )
-            .await?;
         // `NX` answers nil when the key exists.
+        let created: Option<String> = if let Connection::Single(_) = conn {
+            let (created,): (Option<String>,) = self
+                .run(add.atomic().add_command(set).query_async(&mut conn))
+                .await?;
+            created
+        } else {
+            let created: Option<String> = self.run(set.query_async(&mut conn)).await?;
+            if created.is_some() {
+                self.run(add.query_async::<()>(&mut conn)).await?;
+            }
+            created
+        };
         Ok(created.is_some())
+    }
+
+    /// `GET` and `PTTL` replies for each key: one pipeline on a server, one per key (their own
+    /// slots) on a cluster.
+    async fn lookup_all(&self, keys: &[&SessionKey]) -> Result<Vec<(Value, Value)>, StoreError> {
+        let lookup = |key: &SessionKey| {
+            let redis_key = self.session_key(key);
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+            pipe
+        };
+        let mut conn = self.connection.clone();
+        if let Connection::Single(_) = conn {
+            let mut all = redis::pipe();
+            for key in keys {
+                let redis_key = self.session_key(key);
+                all.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+            }
+            let replies: Vec<Value> = self.run(all.query_async(&mut conn)).await?;
+            let mut replies = replies.into_iter();
+            let mut pairs = Vec::with_capacity(keys.len());
+            while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
+                pairs.push((value, pttl));
+            }
+            return Ok(pairs);
+        }
+        let lookups = keys.iter().map(|key| {
+            let pipe = lookup(key);
+            let mut conn = self.connection.clone();
+            async move {
+                self.run(pipe.query_async::<(Value, Value)>(&mut conn))
+                    .await
+            }
+        });
+        join_all(lookups).await.into_iter().collect()
     }
 
     async fn unindex(&self, user_id: &str, keys: &[&str]) -> Result<(), StoreError> {
@@ -169,11 +278,18 @@ impl RedisStore {
     }
 }
 
+/// Where the store connects.
+#[derive(Clone)]
+enum Target {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
 /// Configures and connects a [`RedisStore`].
 #[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -212,16 +328,11 @@ impl RedisStoreBuilder {
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(self.url.as_str()).map_err(StoreError::unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout));
-        let connecting = ConnectionManager::new_with_config(client, config);
+        let connecting = self.open();
         let mut connection = tokio::time::timeout(self.connect_timeout * 2, connecting)
             .await
-            .map_err(|_elapsed| StoreError::Timeout)?
-            .map_err(StoreError::unavailable)?;
-        let info: String = tokio::time::timeout(
+            .map_err(|_elapsed| StoreError::Timeout)??;
+        let info: Value = tokio::time::timeout(
             self.command_timeout,
             redis::cmd("INFO")
                 .arg("server")
@@ -230,33 +341,82 @@ impl RedisStoreBuilder {
         .await
         .map_err(|_elapsed| StoreError::Timeout)?
         .map_err(StoreError::unavailable)?;
-        check_server_version(&info)?;
+        check_server_version(&info_text(info))?;
         Ok(RedisStore {
             connection,
             prefix: self.prefix.into(),
             command_timeout: self.command_timeout,
         })
     }
+
+    async fn open(&self) -> Result<Connection, StoreError> {
+        match &self.target {
+            Target::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(StoreError::unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout));
+                let manager = ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                Ok(Connection::Single(manager))
+            }
+            Target::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.command_timeout)
+                    .build()
+                    .map_err(StoreError::unavailable)?;
+                let connection = client
+                    .get_async_connection()
+                    .await
+                    .map_err(StoreError::unavailable)?;
+                Ok(Connection::Cluster(connection))
+            }
+        }
+    }
+}
+
+/// The text of an `INFO` reply: one string from a server, or one per node from a cluster.
+fn info_text(reply: Value) -> String {
+    match reply {
+        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(_, v)| info_text(v))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Array(items) => items
+            .into_iter()
+            .map(info_text)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
 }
 
 /// Refuses servers older than Redis 7.0, whose `PEXPIRE` lacks the `NX`/`GT` options that keep
 /// the user index from outliving its TTL; better a clear error at startup than immortal keys.
 fn check_server_version(info: &str) -> Result<(), StoreError> {
-    let version = info
+    let major = |version: &str| -> u32 {
+        version
+            .split('.')
+            .next()
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // A cluster answers once per node; every node must do.
+    let oldest = info
         .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))
-        .unwrap_or("");
-    let major: u32 = version
-        .split('.')
-        .next()
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or(0);
-    if major >= 7 {
-        Ok(())
-    } else {
-        Err(StoreError::unavailable(format!(
-            "Redis 7.0 or newer is required, the server reports {version:?}"
-        )))
+        .filter_map(|line| line.strip_prefix("redis_version:"))
+        .min_by_key(|version| major(version));
+    match oldest {
+        Some(version) if major(version) >= 7 => Ok(()),
+        _ => Err(StoreError::unavailable(format!(
+            "Redis 7.0 or newer is required, the server reports {:?}",
+            oldest.unwrap_or("no version")
+        ))),
     }
 }
 
@@ -358,27 +518,18 @@ impl SessionStore for RedisStore {
                 None => dead.push(member),
             }
         }
-        let mut lookups = redis::pipe();
-        for (_, key) in &indexed {
-            let redis_key = self.session_key(key);
-            lookups
-                .cmd("GET")
-                .arg(&redis_key)
-                .cmd("PTTL")
-                .arg(&redis_key);
-        }
-        let replies: Vec<redis::Value> = if indexed.is_empty() {
+        let keys: Vec<&SessionKey> = indexed.iter().map(|(_, key)| key).collect();
+        let replies = if keys.is_empty() {
             Vec::new()
         } else {
-            self.run(lookups.query_async(&mut conn)).await?
+            self.lookup_all(&keys).await?
         };
         let mut live = Vec::with_capacity(indexed.len());
         let mut unreadable = Vec::new();
-        let mut replies = replies.into_iter();
-        for (member, key) in indexed {
-            let (Some(value), Some(pttl)) = (replies.next(), replies.next()) else {
-                return Err(StoreError::corrupt("short pipeline reply"));
-            };
+        if replies.len() != indexed.len() {
+            return Err(StoreError::corrupt("short pipeline reply"));
+        }
+        for ((member, key), (value, pttl)) in indexed.into_iter().zip(replies) {
             let value = redis::from_redis_value(value).map_err(StoreError::corrupt);
             let pttl = redis::from_redis_value(pttl).map_err(StoreError::corrupt);
             match value.and_then(|value| decode(value, pttl?)) {

@@ -28,9 +28,18 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        for _ in 0..5 {
+        Self::start_with("")
+    }
+
+    /// Starts a server with extra `redis-server` arguments on a free port.
+    pub fn start_with(extra_args: &str) -> Self {
+        for _ in 0..10 {
             let port = free_port();
-            if let Some(server) = Self::start_on(port) {
+            // Cluster nodes also listen on port + 10000.
+            if port > 55_000 {
+                continue;
+            }
+            if let Some(server) = Self::start_on_with(port, extra_args) {
                 return server;
             }
         }
@@ -39,9 +48,13 @@ impl RedisServer {
 
     /// Starts a server on `port`, or `None` if it did not come up (port taken meanwhile).
     pub fn start_on(port: u16) -> Option<Self> {
+        Self::start_on_with(port, "")
+    }
+
+    fn start_on_with(port: u16, extra_args: &str) -> Option<Self> {
         let script = format!(
             "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
-             --loglevel warning --logfile '' & pid=$!; read _; kill $pid 2>/dev/null"
+             --loglevel warning --logfile '' {extra_args} & pid=$!; read _; kill $pid 2>/dev/null"
         );
         let guard = match Command::new("sh")
             .args(["-c", &script])
@@ -370,5 +383,76 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         tokio::time::sleep(self.rotate_delay).await;
         let deadline = self.stored_deadline(new, expires_at);
         self.inner.rotate(old, new, record, deadline).await
+    }
+}
+
+/// A three-primary Redis Cluster on free ports, torn down with the test process.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "actix-login-cluster-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster directory");
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|i| {
+                RedisServer::start_with(&format!(
+                    "--cluster-enabled yes --cluster-config-file node-{i}.conf \
+                     --cluster-node-timeout 2000 --dir {}",
+                    dir.display()
+                ))
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli not found: install redis-tools");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = Self {
+            nodes,
+            _dir: TempDir(dir),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.is_ok() {
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|node| {
+            connection(&node.url())
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        })
     }
 }
