@@ -11,9 +11,9 @@ use crate::sessions::Sessions;
 use crate::store::{DynStore, SessionStore};
 use crate::LoginMiddleware;
 
-/// Default idle timeout: 30 minutes (NIST SP 800-63B AAL2, OWASP ASVS 4 level 2).
+/// Default idle timeout: 30 minutes (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// Default absolute lifetime: 12 hours (NIST SP 800-63B AAL2, OWASP ASVS 4 level 2).
+/// Default absolute lifetime: 12 hours (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// Default window after a password entry during which [`Require::fresh`](crate::Require::fresh)
 /// lets a session through: 10 minutes.

@@ -311,11 +311,13 @@ impl SessionContext {
     }
 }
 
-/// A public session id: 16 random bytes, base64url.
+/// A public session id: 12 random bytes, base64url (16 characters).
 fn random_id() -> Result<String, Error> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
-    let mut bytes = [0u8; 16];
+    // 96 bits: ample for a handle that is not a secret (only its owner can revoke through it),
+    // and short, since every record carries it.
+    let mut bytes = [0u8; 12];
     getrandom::fill(&mut bytes).map_err(Error::Random)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }

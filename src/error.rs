@@ -52,6 +52,7 @@ impl StoreError {
 /// | [`Throttled`](Error::Throttled) | 429, with `Retry-After` | `{"error":"too many attempts"}` |
 /// | [`InvalidInput`](Error::InvalidInput) | 400 | `{"error":"invalid input"}` |
 /// | [`Store`](Error::Store) | 503 | `{"error":"service unavailable"}` |
+/// | [`Store`](Error::Store) with [`StoreError::Corrupt`] | 401 | `{"error":"unauthenticated"}` |
 /// | any other | 500 | `{"error":"internal error"}` |
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

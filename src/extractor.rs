@@ -40,6 +40,10 @@ fn context(req: &HttpRequest) -> Result<Rc<SessionContext>, Error> {
 /// store is unreachable, `503`. The profile comes from the session record, so no database call is
 /// needed to know who is asking.
 ///
+/// The profile is decoded from what was stored at login: if `U` changes shape, sessions from
+/// before the change answer `401` (and [`MaybeUser`] is empty) until the user logs in again,
+/// though they stay listed until they expire.
+///
 /// For routes that also serve anonymous visitors, take [`MaybeUser<U>`]: it is empty without a
 /// session, and a store failure stops the request with `503` before the handler runs.
 /// `Option<AuthUser<U>>` works too, but Actix runs the handler (as anonymous) before the
@@ -235,8 +239,9 @@ impl Session {
     /// The response carries the new cookie.
     ///
     /// # Errors
-    /// [`Error::Store`] if the store fails (the client then holds no session at all);
-    /// [`Error::Profile`] if `user` cannot be serialised.
+    /// [`Error::CrossSiteRequest`] (403) if the browser says the login comes from another site;
+    /// [`Error::Store`] if the store fails (the session the client came with may then survive,
+    /// but no new one exists); [`Error::Profile`] if `user` cannot be serialised.
     pub async fn login<U: Serialize + ?Sized>(
         &self,
         user_id: impl Into<String>,
@@ -343,8 +348,8 @@ impl Session {
     ///
     /// Browsers that send `Sec-Fetch-Site` or `Origin` (all current ones) are checked through
     /// those headers and need no token. A request with the session cookie and neither header,
-    /// from an old browser or a script, must carry this token, or it is refused with
-    /// `403 {"error":"csrf_rejected"}`. The form field is looked for in
+    /// from an old browser or a script, must carry this token unless its body type needs a CORS
+    /// preflight (`application/json`), or it is refused with `403 {"error":"csrf_rejected"}`. The form field is looked for in
     /// `application/x-www-form-urlencoded` bodies up to 64 KiB; multipart forms and larger
     /// bodies must send the header. The token is derived from the session token, so it changes
     /// at login and rotation and needs no storage.

@@ -51,8 +51,9 @@
 //!     let store = RedisStore::connect("redis://127.0.0.1:6379")
 //!         .await
 //!         .map_err(std::io::Error::other)?;
+//!     // Build the middleware once, outside the factory closure, so every worker shares it.
 //!     let sessions = LoginMiddleware::builder(store)
-//!         .idle_timeout(Duration::from_secs(30 * 60))
+//!         .idle_timeout(Duration::from_secs(15 * 60))
 //!         .build();
 //!     HttpServer::new(move || {
 //!         App::new()
@@ -132,13 +133,15 @@
 //! * **Nothing in the cookie but a random token.** No user id, no signature to forge, nothing to
 //!   decode. A cookie the crate did not issue is never adopted (no session fixation): login
 //!   always issues a new token and deletes the session the client came with.
-//! * **Nothing in the store that can be replayed.** Keys are `prefix:session:<sha256 hex>`, and
-//!   records hold the user id, the app's profile and timestamps.
+//! * **Nothing in the store that can be replayed.** Keys are `prefix:s:<SHA-256 of the token,
+//!   base64url>`, and records hold a public session id, the user id, the app's profile, roles,
+//!   the login IP and user agent, and timestamps.
 //! * **The server decides when a session ends.** Idle timeout (default 30 min) and absolute
 //!   lifetime (default 12 h) are enforced through the store's expiry and the record's deadline;
 //!   the cookie has no `Max-Age`. No write can bring back a session that was logged out: the
 //!   only write on the request path is `PEXPIRE`, which never creates a key.
-//! * **Fail closed.** A store error is never a login and never an anonymous request: it is a 503.
+//! * **Fail closed.** A store error is never a login and never an anonymous request: it is a 503
+//!   (an unreadable record counts as no session: 401).
 //!   Redis commands have a timeout, so an unreachable Redis answers quickly instead of hanging.
 //!   Take [`MaybeUser`] rather than `Option<AuthUser<_>>` in handlers with side effects: Actix
 //!   runs an `Option` handler as anonymous before the middleware can replace its response.
@@ -147,8 +150,8 @@
 //!   rotated while its sessions are revoked does not survive.
 //! * **Passwords** are hashed with argon2id (19 MiB, 2 passes, 1 lane, 16-byte salt) on blocking
 //!   threads; see [`password`].
-//! * **Tokens and passwords are never logged.** Log lines name sessions by the first eight hex
-//!   digits of the token's hash.
+//! * **Tokens and passwords are never logged.** Log lines name sessions by the first eight
+//!   characters of the token's hash; login, logout and revocation lines carry the user id.
 //!
 //! # Stores
 //!

@@ -21,11 +21,35 @@ use crate::Error;
 
 /// Resolves session cookies to logged-in users. Wrap your `App` (or a scope) with it.
 ///
-/// The middleware itself does no I/O: it checks the cookie's shape and leaves the store lookup
-/// to the first extractor that needs it, so requests that never ask for the user cost nothing.
-/// It refuses cross-site requests that would use the session cookie with
-/// `403 {"error":"csrf_rejected"}` (see [`Session::csrf_token`](crate::Session::csrf_token) for
-/// the rules) before any handler or store sees them.
+/// The middleware itself does no store I/O: it checks the cookie's shape and leaves the store
+/// lookup to the first extractor that needs it, so requests that never ask for the user cost
+/// nothing.
+///
+/// # Cross-site requests
+///
+/// Unsafe requests (`POST`, `PUT`, `PATCH`, `DELETE`, anything but `GET`, `HEAD`, `OPTIONS`,
+/// `TRACE`) that carry the session cookie are refused with `403 {"error":"csrf_rejected"}`
+/// before any handler or store sees them, unless:
+///
+/// * `Sec-Fetch-Site` is `same-origin` or `none` (`same-site` is refused: a sibling subdomain is
+///   another site; add it with [`csrf_trusted_origin`](crate::LoginMiddlewareBuilder::csrf_trusted_origin));
+/// * without `Sec-Fetch-Site`, `Origin` names the request's own host (`Host`, or the HTTP/2
+///   authority) or a trusted origin (`null` never passes);
+/// * without either header, the body type needs a CORS preflight (`application/json`), or the
+///   request carries the session's synchronizer token ([`Session::csrf_token`](crate::Session::csrf_token))
+///   in an `X-CSRF-Token` header or, in a URL-encoded form body of up to 64 KiB (which the
+///   middleware reads and hands on), a `csrf_token` field;
+/// * or the path is [exempt](crate::LoginMiddlewareBuilder::csrf_exempt).
+///
+/// Requests without a session cookie are let through, except that a login is refused when the
+/// browser says it comes from another site (login CSRF).
+///
+/// # Registration order
+///
+/// Register it with `.wrap()` on the `App`. Within one `App` or scope, Actix runs the
+/// middleware registered *last* first, so anything that reads the session
+/// ([`Require`](crate::Require), your own middleware) must be registered on an inner scope or
+/// before it; otherwise it answers `500` and logs that `LoginMiddleware` is missing.
 /// On the way out it adds the `Set-Cookie` for a login or logout (with
 /// `Cache-Control: no-store`), and answers `503` for any request whose session could not be
 /// resolved because the store failed.
@@ -33,11 +57,12 @@ use crate::Error;
 /// Cheap to clone: every clone and every worker shares one store and one configuration.
 ///
 /// ```
-/// use actix_web::App;
+/// use actix_web::{App, HttpServer};
 /// use actix_login::{LoginMiddleware, MemoryStore};
 ///
-/// let store = MemoryStore::new();
-/// let app = App::new().wrap(LoginMiddleware::new(store));
+/// // Once, outside the factory closure: every worker must share the same store.
+/// let sessions = LoginMiddleware::new(MemoryStore::new());
+/// let server = HttpServer::new(move || App::new().wrap(sessions.clone()));
 /// ```
 #[derive(Clone)]
 pub struct LoginMiddleware {

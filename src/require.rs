@@ -28,8 +28,10 @@ const MAX_NEXT_LEN: usize = 2048;
 /// | logged in, password older than the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) with [`fresh`](Require::fresh) | `403 {"error":"reauth_required"}` |
 /// | session store unavailable | `503 {"error":"service unavailable"}` |
 ///
-/// It reads the session through [`LoginMiddleware`](crate::LoginMiddleware), which must wrap it
-/// (register `LoginMiddleware` with the outer `.wrap()`, on the `App`).
+/// It reads the session through [`LoginMiddleware`](crate::LoginMiddleware), which must run
+/// first: register `LoginMiddleware` on the `App` (as its last `.wrap()`) and `Require` on the
+/// resources and scopes inside it, as below. The `MemoryStore` here is inline for brevity; in a
+/// server, build the middleware once outside the factory closure.
 ///
 /// ```
 /// use actix_web::{web, App, HttpResponse};

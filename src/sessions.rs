@@ -22,7 +22,12 @@ const REVOKE_ROUNDS: usize = 8;
 /// runs is a fresh authentication and is not revoked.
 ///
 /// Take it as an extractor in a handler, or get one from [`LoginMiddleware::sessions`] to use
-/// outside requests, for example when an account is disabled.
+/// outside requests, for example when an account is disabled. The extractor itself asks for
+/// no login: a handler that revokes a user id taken from the request must be guarded, for
+/// example with [`Require::role`](crate::Require::role).
+///
+/// Revocation returns [`Error::Store`] if sessions keep reappearing through eight rounds of
+/// listing and deleting (something is rotating or creating them as fast as they go).
 ///
 /// [`LoginMiddleware::sessions`]: crate::LoginMiddleware::sessions
 #[derive(Clone)]
@@ -53,7 +58,7 @@ pub struct SessionInfo {
     /// When the session was last used, to within a tenth of the idle timeout.
     #[serde(serialize_with = "unix_seconds")]
     pub last_seen: SystemTime,
-    /// The client's IP address at login.
+    /// The client's IP address at login: the TCP peer, so behind a reverse proxy, the proxy's.
     pub ip: Option<String>,
     /// The client's `User-Agent` at login.
     pub user_agent: Option<String>,

@@ -213,7 +213,9 @@ impl LoginThrottle {
     ///
     /// # Errors
     /// [`Error::Throttled`] (429 with `Retry-After`) past a limit; [`Error::InvalidInput`] (400)
-    /// for a username over [`MAX_USERNAME_BYTES`]; [`Error::Store`] (503) if the store fails,
+    /// for a username over [`MAX_USERNAME_BYTES`]; [`Error::CrossSiteRequest`] (403) for a login
+    /// the browser says comes from another site (checked only under
+    /// [`LoginMiddleware`](crate::LoginMiddleware)); [`Error::Store`] (503) if the store fails,
     /// never a free pass.
     pub async fn attempt(&self, req: &HttpRequest, username: &str) -> Result<LoginAttempt, Error> {
         if username.len() > MAX_USERNAME_BYTES {

@@ -60,7 +60,8 @@ impl fmt::Debug for SessionToken {
     }
 }
 
-/// The name a session record is stored under: the lowercase hex SHA-256 of the client's token.
+/// The name a session record is stored under: the SHA-256 of the client's token, in unpadded
+/// base64url (43 characters; shorter than hex, which matters once per session in Redis).
 ///
 /// A key cannot be turned back into a token, so it is safe to keep in a store, but it still
 /// identifies one live session; logs carry only [`SessionKey::short`].
@@ -69,28 +70,27 @@ pub struct SessionKey(String);
 
 impl SessionKey {
     fn of(token: &[u8]) -> Self {
-        Self(hex(&Sha256::digest(token)))
+        Self(URL_SAFE_NO_PAD.encode(Sha256::digest(token)))
     }
 
-    /// Reads a key back from its text form (64 lowercase hex digits), as a store that lists its
-    /// keys needs to. Returns `None` for anything else.
-    pub fn parse(hex_digest: &str) -> Option<Self> {
-        let valid = hex_digest.len() == 64
-            && hex_digest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        valid.then(|| Self(hex_digest.to_owned()))
+    /// Reads a key back from its text form (43 base64url characters encoding 32 bytes), as a
+    /// store that lists its keys needs to. Returns `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut digest = [0u8; 32];
+        let valid = text.len() == TOKEN_LEN
+            && matches!(URL_SAFE_NO_PAD.decode_slice(text, &mut digest), Ok(32));
+        valid.then(|| Self(text.to_owned()))
     }
 
-    /// The 64-character hex form, for building a store's own key.
+    /// The text form, for building a store's own key.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The first eight hex digits: enough to correlate log lines, too little to look the session
-    /// up.
+    /// The first eight characters: enough to correlate log lines, too little to look the
+    /// session up.
     pub fn short(&self) -> &str {
-        &self.0[..8]
+        self.0.get(..8).unwrap_or(&self.0)
     }
 }
 
@@ -98,16 +98,6 @@ impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SessionKey({}..)", self.short())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -183,24 +173,26 @@ mod tests {
     }
 
     #[test]
-    fn key_is_sha256_hex_and_never_contains_the_token() {
+    fn key_is_sha256_base64url_and_never_contains_the_token() {
         let token = SessionToken::generate().unwrap();
         let key = token.key();
-        assert_eq!(key.as_str().len(), 64);
+        assert_eq!(key.as_str().len(), 43);
         assert_eq!(SessionKey::parse(key.as_str()), Some(key.clone()));
         assert!(!key.as_str().contains(token.as_str()));
+        // SHA-256("abc") = ba7816bf 8f01cfea ... f20015ad
         assert_eq!(
             SessionKey::of(b"abc").as_str(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
         );
     }
 
     #[test]
-    fn key_parse_rejects_non_hex() {
+    fn key_parse_rejects_anything_else() {
         assert!(SessionKey::parse("").is_none());
-        assert!(SessionKey::parse(&"A".repeat(64)).is_none());
-        assert!(SessionKey::parse(&"a".repeat(63)).is_none());
-        assert!(SessionKey::parse(&"g".repeat(64)).is_none());
+        assert!(SessionKey::parse(&"a".repeat(42)).is_none());
+        assert!(SessionKey::parse(&"a".repeat(64)).is_none());
+        assert!(SessionKey::parse(&format!("{}*", "a".repeat(42))).is_none());
+        assert!(SessionKey::parse(&format!("{}B", "A".repeat(42))).is_none());
     }
 
     #[test]

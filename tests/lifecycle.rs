@@ -145,7 +145,7 @@ where
 fn index_members(url: &str, prefix: &str, user: &str) -> Vec<String> {
     let mut conn = connection(url).unwrap();
     redis::cmd("SMEMBERS")
-        .arg(format!("{prefix}:user:{user}"))
+        .arg(format!("{prefix}:u:{user}"))
         .query(&mut conn)
         .unwrap()
 }
@@ -171,7 +171,7 @@ async fn session_list_marks_the_current_one_and_reveals_no_secret() {
     assert_eq!(status, 200);
     for token in &tokens {
         assert!(
-            !body.contains(token.as_str()) && !body.contains(&sha256_hex(token)),
+            !body.contains(token.as_str()) && !body.contains(&stored_key(token)),
             "{body}"
         );
     }
@@ -363,7 +363,7 @@ async fn renew_moves_the_session_to_a_new_token_at_once() {
         id,
         "public id changed on rotation"
     );
-    assert_eq!(index_members(&url, &prefix, "7"), [sha256_hex(&new)]);
+    assert_eq!(index_members(&url, &prefix, "7"), [stored_key(&new)]);
     assert_eq!(status(&app, post("/renew", Some(&old))).await, 401);
 }
 
@@ -496,7 +496,7 @@ async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
         status_and_body(rotated).await,
         (401, UNAUTHENTICATED.into())
     );
-    assert!(support::dump(&url, &format!("{prefix}:session")).is_empty());
+    assert!(support::dump(&url, &format!("{prefix}:s")).is_empty());
 }
 
 #[actix_web::test]
@@ -537,7 +537,7 @@ async fn foreign_entries_in_the_index_do_not_shield_live_sessions() {
     ];
     let mut conn = connection(&url).unwrap();
     redis::cmd("SADD")
-        .arg(format!("{prefix}:user:7"))
+        .arg(format!("{prefix}:u:7"))
         .arg("legacy-entry")
         .arg("0".repeat(64))
         .exec(&mut conn)

@@ -284,7 +284,7 @@ async fn no_cookie_garbage_cookies_and_unused_sessions_cost_zero_redis_commands(
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let sent = support::commands_during_since(&server, &before);
     assert_eq!(sent, [("get".into(), 1), ("pttl".into(), 1)].into());
-    assert_eq!(support::dump(&server.url(), "cmds:session").len(), 1);
+    assert_eq!(support::dump(&server.url(), "cmds:s").len(), 1);
 }
 
 #[actix_web::test]
@@ -296,10 +296,10 @@ async fn redis_holds_only_the_token_hash() {
     let res = test::call_service(&app, get("/me", Some(&token))).await;
     assert_eq!(res.status(), StatusCode::OK);
 
-    let dump = support::dump(&url, &format!("{prefix}:session"));
+    let dump = support::dump(&url, &format!("{prefix}:s"));
     assert_eq!(dump.len(), 1);
     let (key, value, ttl) = &dump[0];
-    assert_eq!(key, &format!("{prefix}:session:{}", sha256_hex(&token)));
+    assert_eq!(key, &format!("{prefix}:s:{}", stored_key(&token)));
     assert!(*ttl > 0 && *ttl <= 30 * 60 * 1000, "ttl {ttl}");
     let value = String::from_utf8(value.clone().unwrap()).unwrap();
     for needle in [&token[..], &token[..16], &token[27..]] {
@@ -350,14 +350,14 @@ async fn idle_sessions_expire_and_active_ones_stay() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let res = test::call_service(&app, get("/me", Some(&active))).await;
         assert_eq!(res.status(), StatusCode::OK, "active session ended");
-        for (_, _, ttl) in support::dump(&url, &format!("{prefix}:session")) {
+        for (_, _, ttl) in support::dump(&url, &format!("{prefix}:s")) {
             assert!(ttl > 0 && ttl <= 800, "ttl {ttl}");
         }
     }
     // 2 s of silence for one, 2 s of activity for the other.
     assert_eq!(status(&app, get("/me", Some(&idle))).await, 401);
     assert_eq!(
-        support::dump(&url, &format!("{prefix}:session")).len(),
+        support::dump(&url, &format!("{prefix}:s")).len(),
         1,
         "expired session still in Redis"
     );
@@ -385,7 +385,7 @@ async fn activity_never_extends_a_session_past_its_absolute_lifetime() {
         if age < Duration::from_millis(1400) {
             assert_eq!(status, StatusCode::OK, "ended early at {age:?}");
             let remaining = Duration::from_millis(1500).saturating_sub(age);
-            for (_, _, ttl) in support::dump(&url, &format!("{prefix}:session")) {
+            for (_, _, ttl) in support::dump(&url, &format!("{prefix}:s")) {
                 let ttl = Duration::from_millis(u64::try_from(ttl).unwrap());
                 assert!(
                     ttl <= remaining + Duration::from_millis(50),
@@ -419,7 +419,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             tokio::time::sleep(Duration::from_millis(30)).await;
             let res = app.call(post("/end-session", Some(&token))).await;
             assert!(
-                support::dump(&url, &format!("{prefix}:session")).is_empty(),
+                support::dump(&url, &format!("{prefix}:s")).is_empty(),
                 "logout left the record"
             );
             res
@@ -440,7 +440,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             );
         }
         assert!(
-            support::dump(&url, &format!("{prefix}:session")).is_empty(),
+            support::dump(&url, &format!("{prefix}:s")).is_empty(),
             "logged-out session is back in Redis"
         );
         assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
@@ -568,7 +568,7 @@ async fn corrupt_or_mismatched_records_are_401_not_500() {
     let token = log_in(&app, 9).await;
     assert_eq!(status(&app, get("/wrong-shape", Some(&token))).await, 401);
 
-    let key = format!("{prefix}:session:{}", sha256_hex(&token));
+    let key = format!("{prefix}:s:{}", stored_key(&token));
     let mut conn = connection(&url).unwrap();
     redis::cmd("SET")
         .arg(&key)
@@ -608,7 +608,7 @@ async fn logs_never_contain_the_token() {
         "token in logs"
     );
     assert!(
-        !logs.contains(&sha256_hex(&token)),
+        !logs.contains(&stored_key(&token)),
         "full token hash in logs"
     );
 }

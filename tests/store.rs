@@ -12,8 +12,9 @@ use support::{connection, shared_redis_url, unique_prefix, RedisServer};
 fn random_key() -> SessionKey {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).unwrap();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    SessionKey::parse(&hex).unwrap()
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    SessionKey::parse(&text).unwrap()
 }
 
 fn record(user_id: &str, lifetime: Duration) -> SessionRecord {
@@ -252,11 +253,11 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     dump.sort();
     assert_eq!(dump.len(), 2, "{dump:?}");
     let (name, _, ttl) = &dump[0];
-    assert_eq!(name, &format!("{prefix}:session:{}", key.as_str()));
+    assert_eq!(name, &format!("{prefix}:s:{}", key.as_str()));
     assert!(*ttl > 85_000 && *ttl <= 90_000, "session ttl {ttl}");
     // The user's index lives as long as the session's absolute lifetime.
     let (name, _, ttl) = &dump[1];
-    assert_eq!(name, &format!("{prefix}:user:u"));
+    assert_eq!(name, &format!("{prefix}:u:u"));
     assert!(*ttl > 3_595_000 && *ttl <= 3_600_000, "index ttl {ttl}");
 }
 

@@ -45,8 +45,11 @@ pub struct UserSessions {
 /// [`rotate`](SessionStore::rotate). That is what makes logout immediate.
 ///
 /// Revocation relies on one ordering rule, which needs no transaction spanning several keys: a
-/// record is in its user's index *before* it can be used, and [`rotate`](SessionStore::rotate)
-/// indexes the new record before it deletes the old one. Whoever deletes the old record first
+/// record is in its user's index *before* it can be used (before [`create`](SessionStore::create)
+/// or [`rotate`](SessionStore::rotate) returns, since only then does anyone learn its token),
+/// and `rotate` indexes the new record before it deletes the old one. A listing must never drop
+/// the index entry of a record that exists: write the record first and index it second, or
+/// both at once. Whoever deletes the old record first
 /// wins: if the revoker did, the rotation fails and removes its new record; if the rotation did,
 /// the revoker's delete finds nothing, or its listing finds the old record gone (`dropped`), so
 /// it lists the index again and finds the new record. Revocation stops only at a listing that
@@ -62,7 +65,7 @@ pub struct UserSessions {
 /// Redis does, converts with its own clock at the moment of the call.
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores `record` under `key` until `expires_at`, unless the key is taken, and adds it to
-    /// the index of `record.user_id()` first.
+    /// the index of `record.user_id()` before returning.
     ///
     /// Returns `Ok(false)` if a record already exists under `key`; it is left untouched. The
     /// index must outlive every record in it (keep it at least until the latest
@@ -100,7 +103,7 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Moves the session under `old` to `new`, now holding `record`, expiring at `expires_at`.
     ///
-    /// Steps, in this order: index and create `new`; delete `old`; if `old` was already gone,
+    /// Steps, in this order: create and index `new`; delete `old`; if `old` was already gone,
     /// delete `new` and return `Ok(false)`; otherwise drop `old` from the index and return
     /// `Ok(true)`.
     fn rotate(

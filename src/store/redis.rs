@@ -19,9 +19,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps sessions in Redis.
 ///
-/// One record is one Redis string, `{prefix}:session:{sha256-hex of the token}`, holding the
+/// One record is one Redis string, `{prefix}:s:{SHA-256 of the token, base64url}`, holding the
 /// JSON-encoded [`SessionRecord`] with a millisecond TTL that is the session's idle deadline.
-/// Each user's sessions are indexed in a set, `{prefix}:user:{user id}`, of those hex keys,
+/// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those hashes,
 /// whose TTL is kept at or past the absolute end of its longest-lived session. The raw token is
 /// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`).
 ///
@@ -149,7 +149,7 @@ impl RedisStore {
 
     /// The Redis key for a session.
     pub fn session_key(&self, key: &SessionKey) -> String {
-        format!("{}:session:{}", self.prefix, key.as_str())
+        format!("{}:s:{}", self.prefix, key.as_str())
     }
 
     /// The Redis key of a throttling counter. All counters share the hash tag `{throttle}`, so
@@ -160,7 +160,7 @@ impl RedisStore {
 
     /// The Redis key of a user's session index.
     pub fn user_index_key(&self, user_id: &str) -> String {
-        format!("{}:user:{user_id}", self.prefix)
+        format!("{}:u:{user_id}", self.prefix)
     }
 
     /// Indexes `key` under its user and stores the record. The index TTL only ever grows, to the

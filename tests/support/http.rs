@@ -73,11 +73,10 @@ where
         .to_owned()
 }
 
-pub fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The name a token's session is stored under: its SHA-256 in unpadded base64url.
+pub fn stored_key(token: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
 }
 
 pub const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;
