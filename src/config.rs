@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::cookie::SameSite;
 
+use crate::client::{ClientIpHeader, Proxies};
 use crate::cookie::CookieConfig;
 use crate::csrf::CsrfConfig;
 use crate::sessions::Sessions;
@@ -42,6 +43,7 @@ const REFRESH_FRACTION: u32 = 10;
 pub(crate) struct Config {
     pub(crate) cookie: CookieConfig,
     pub(crate) csrf: CsrfConfig,
+    pub(crate) proxies: Proxies,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Duration,
     pub(crate) fresh_window: Duration,
@@ -53,6 +55,7 @@ impl Default for Config {
         Self {
             cookie: CookieConfig::default(),
             csrf: CsrfConfig::default(),
+            proxies: Proxies::default(),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
             fresh_window: DEFAULT_FRESH_WINDOW,
@@ -189,6 +192,27 @@ impl LoginMiddlewareBuilder {
     /// Turns cross-site request protection off, for apps that enforce it elsewhere.
     pub fn disable_csrf_protection(mut self) -> Self {
         self.config.csrf.disabled = true;
+        self
+    }
+
+    /// Proxies whose forwarding header is believed for the client address recorded at login
+    /// (and shown by [`Session::list_sessions`](crate::Session::list_sessions)). Without any, it
+    /// is the TCP peer: behind a reverse proxy, the proxy.
+    pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = std::net::IpAddr>) -> Self {
+        self.config.proxies.addresses = proxies.into_iter().map(|ip| ip.to_canonical()).collect();
+        self
+    }
+
+    /// The one header the trusted proxies write (default `X-Forwarded-For`).
+    pub fn client_ip_header(mut self, header: ClientIpHeader) -> Self {
+        self.config.proxies.header = header;
+        self
+    }
+
+    /// Believes the forwarding header on connections without a peer address, as from a reverse
+    /// proxy on a unix socket.
+    pub fn trust_unix_socket(mut self) -> Self {
+        self.config.proxies.unix_socket = true;
         self
     }
 

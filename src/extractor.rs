@@ -12,6 +12,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::client::client_address;
 use crate::context::{ActiveSession, Grant, SessionContext};
 use crate::sessions::{SessionInfo, Sessions};
 use crate::Error;
@@ -265,7 +266,8 @@ impl Session {
             user_id: user_id.into(),
             user: serde_json::value::to_raw_value(user).map_err(Error::Profile)?,
             roles: roles.into_iter().map(Into::into).collect(),
-            ip: self.request.peer_addr().map(|addr| addr.ip().to_string()),
+            ip: client_address(&self.request, &self.context.config().proxies)
+                .map(|ip| ip.to_string()),
             user_agent: self.user_agent(),
         };
         self.context.login(grant).await

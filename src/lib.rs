@@ -162,6 +162,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+mod client;
 mod config;
 mod context;
 mod cookie;
@@ -180,6 +181,7 @@ mod token;
 
 pub use actix_web::cookie::SameSite;
 
+pub use crate::client::ClientIpHeader;
 pub use crate::config::{
     LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SESSIONS_PER_USER,
@@ -192,7 +194,7 @@ pub use crate::record::SessionRecord;
 pub use crate::require::{safe_next, Require};
 pub use crate::sessions::{SessionInfo, Sessions};
 pub use crate::store::{Admission, Counter, MemoryStore, RedisStore, SessionStore, ThrottleStore};
-pub use crate::throttle::{ClientIpHeader, Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
+pub use crate::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
 pub use crate::token::SessionKey;
 
 /// Compiles the README's examples as doctests.

@@ -58,7 +58,8 @@ pub struct SessionInfo {
     /// When the session was last used, to within a tenth of the idle timeout.
     #[serde(serialize_with = "unix_seconds")]
     pub last_seen: SystemTime,
-    /// The client's IP address at login: the TCP peer, so behind a reverse proxy, the proxy's.
+    /// The client's IP address at login: the TCP peer, or behind
+    /// [trusted proxies](crate::LoginMiddlewareBuilder::trust_proxies) the address they report.
     pub ip: Option<String>,
     /// The client's `User-Agent` at login.
     pub user_agent: Option<String>,

@@ -653,3 +653,27 @@ async fn rotation_fails_cleanly_when_the_old_session_is_gone() {
     assert_eq!(status(&app, post("/renew", Some(&token))).await, 401);
     assert!(store.list("7").await.unwrap().live.is_empty());
 }
+
+#[actix_web::test]
+async fn the_listed_ip_comes_from_trusted_proxies_only() {
+    for (trusted, expected) in [(false, "10.0.0.2"), (true, "198.51.100.7")] {
+        let mut builder = LoginMiddleware::builder(actix_login::MemoryStore::new());
+        if trusted {
+            builder = builder.trust_proxies(["10.0.0.2".parse().unwrap()]);
+        }
+        let app = app(builder.build()).await;
+        let req = test::TestRequest::post()
+            .uri("/login/7")
+            .peer_addr("10.0.0.2:40000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "198.51.100.7"))
+            .to_request();
+        let token = set_cookie(&test::call_service(&app, req).await)
+            .unwrap()
+            .value()
+            .to_owned();
+        let (_, body) =
+            status_and_body(test::call_service(&app, get("/sessions", Some(&token))).await).await;
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(list[0]["ip"], expected, "trusted: {trusted}");
+    }
+}
