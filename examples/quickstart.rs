@@ -145,20 +145,38 @@ async fn login(
     session: Session,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
-    // Counted before the password is checked; past the limit even the right one gets 429.
-    let attempt = throttle.attempt(&req, &creds.username).await?;
+    if !password_matches(&req, &throttle, &users, &creds.username, &creds.password).await? {
+        return Ok(invalid_credentials());
+    }
     let username = canonical_username(&creds.username).unwrap_or_default();
-    let found = users.find(&username);
-    let verified = users.verify(&username, &creds.password).await?;
-    let Some((profile, roles, _)) = found.filter(|_| verified) else {
-        attempt.failed().await?;
+    let Some((profile, roles, _)) = users.find(&username) else {
         return Ok(invalid_credentials());
     };
-    attempt.succeeded().await?;
     session
         .login_with_roles(profile.id.to_string(), &profile, roles)
         .await?;
     Ok(HttpResponse::Ok().json(profile))
+}
+
+/// Checks a password under the login throttle: the attempt is counted before the check (past
+/// the limit even the right password gets 429) and forgiven if it succeeds. Unknown users cost
+/// the same as wrong passwords.
+async fn password_matches(
+    req: &HttpRequest,
+    throttle: &LoginThrottle,
+    users: &Users,
+    username: &str,
+    password: &str,
+) -> actix_web::Result<bool> {
+    let attempt = throttle.attempt(req, username).await?;
+    let username = canonical_username(username).unwrap_or_default();
+    let matches = users.verify(&username, password).await?;
+    if matches {
+        attempt.succeeded().await?;
+    } else {
+        attempt.failed().await?;
+    }
+    Ok(matches)
 }
 
 /// The response refusing a new password the policy rejects, if it does.
@@ -257,12 +275,9 @@ async fn reauth(
     body: web::Json<Reauth>,
 ) -> actix_web::Result<HttpResponse> {
     // A stolen session must not become a free password oracle: same limits as login.
-    let attempt = throttle.attempt(&req, &user.username).await?;
-    if !users.verify(&user.username, &body.password).await? {
-        attempt.failed().await?;
+    if !password_matches(&req, &throttle, &users, &user.username, &body.password).await? {
         return Ok(invalid_credentials());
     }
-    attempt.succeeded().await?;
     session.reauthenticate().await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -286,12 +301,17 @@ async fn change_password(
     if let Some(refusal) = policy_refusal(&body.new_password, &user.username) {
         return Ok(refusal);
     }
-    let attempt = throttle.attempt(&req, &user.username).await?;
-    if !users.verify(&user.username, &body.current_password).await? {
-        attempt.failed().await?;
+    if !password_matches(
+        &req,
+        &throttle,
+        &users,
+        &user.username,
+        &body.current_password,
+    )
+    .await?
+    {
         return Ok(invalid_credentials());
     }
-    attempt.succeeded().await?;
     let hash = hasher().hash(&body.new_password).await?;
     users.set_password_hash(&user.username, hash);
     session.revoke_other_sessions().await?;
