@@ -677,3 +677,66 @@ async fn the_listed_ip_comes_from_trusted_proxies_only() {
         assert_eq!(list[0]["ip"], expected, "trusted: {trusted}");
     }
 }
+
+/// Sessions keep working while a cluster moves their slots between nodes.
+#[actix_web::test]
+async fn sessions_survive_a_slot_migration() {
+    let cluster = support::RedisCluster::start();
+    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    let app = app(LoginMiddleware::new(store)).await;
+    let mut tokens = Vec::new();
+    for user in 0..12 {
+        tokens.push(log_in(&app, user).await);
+    }
+    // Move every slot of the first node to the second, keys and all, while requests go on.
+    let from = cluster.node_id(0);
+    let to = cluster.node_id(1);
+    let seed = format!("127.0.0.1:{}", cluster.nodes[0].port);
+    let reshard = std::process::Command::new("redis-cli")
+        .args([
+            "--cluster",
+            "reshard",
+            &seed,
+            "--cluster-from",
+            &from,
+            "--cluster-to",
+            &to,
+        ])
+        .args(["--cluster-slots", "5461", "--cluster-yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reshard = Some(reshard);
+    let mut rounds = 0;
+    while let Some(child) = reshard.as_mut() {
+        for token in &tokens {
+            assert_eq!(
+                status(&app, get("/me", Some(token))).await,
+                200,
+                "lost during migration"
+            );
+        }
+        rounds += 1;
+        if child.try_wait().unwrap().is_some() {
+            assert!(
+                reshard.take().unwrap().wait().unwrap().success(),
+                "reshard failed"
+            );
+        }
+    }
+    assert!(rounds > 0);
+    assert_eq!(cluster.slots_of(0), 0, "the first node still owns slots");
+    for token in &tokens {
+        assert_eq!(status(&app, get("/me", Some(token))).await, 200);
+        assert_eq!(
+            status(&app, post("/sessions/revoke-all", Some(token))).await,
+            204
+        );
+        assert_eq!(status(&app, get("/me", Some(token))).await, 401);
+    }
+}

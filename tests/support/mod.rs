@@ -448,6 +448,37 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
+    /// The cluster id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        let mut conn = connection(&self.nodes[i].url()).expect("connect to node");
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut conn)
+            .expect("CLUSTER MYID")
+    }
+
+    /// How many slots node `i` serves, by its own account.
+    pub fn slots_of(&self, i: usize) -> usize {
+        let mut conn = connection(&self.nodes[i].url()).expect("connect to node");
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut conn)
+            .expect("CLUSTER NODES");
+        let me = nodes
+            .lines()
+            .find(|l| l.contains("myself"))
+            .unwrap_or_default();
+        me.split_whitespace()
+            .skip(8)
+            .map(|range| match range.split_once('-') {
+                Some((a, b)) => {
+                    b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0)
+                }
+                None => usize::from(range.parse::<usize>().is_ok()),
+            })
+            .sum()
+    }
+
     fn is_ok(&self) -> bool {
         self.nodes.iter().all(|node| {
             connection(&node.url())
