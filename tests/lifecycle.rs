@@ -436,6 +436,25 @@ async fn role_rules_answer_401_403_or_let_through() {
     assert_eq!(status(&app, get("/account/keys", Some(&user))).await, 200);
 }
 
+/// Sends `first`, then `second` 30 ms later while `first` is still in flight (the stores in these
+/// tests hold one side back for 100 ms), and returns both responses.
+async fn overlapping<S, B>(
+    app: &S,
+    first: actix_http::Request,
+    second: actix_http::Request,
+) -> (ServiceResponse<B>, ServiceResponse<B>)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let later = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        app.call(second).await
+    };
+    let (first, second) = futures_util::future::join(app.call(first), later).await;
+    (first.unwrap(), second.unwrap())
+}
+
 #[actix_web::test]
 async fn revoke_all_catches_a_session_rotated_while_it_runs() {
     let url = shared_redis_url();
@@ -447,15 +466,14 @@ async fn revoke_all_catches_a_session_rotated_while_it_runs() {
         store.delete_delay = Duration::from_millis(100);
         let app = app(LoginMiddleware::new(store)).await;
         let old = log_in(&app, 7).await;
-        let revoke = app.call(post("/admin-revoke/7", None));
-        let rotate = async {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            app.call(post("/renew", Some(&old))).await
-        };
-        let (revoked, rotated) = futures_util::future::join(revoke, rotate).await;
-        let (status_code, body) = status_and_body(revoked.unwrap()).await;
+        let (revoked, rotated) = overlapping(
+            &app,
+            post("/admin-revoke/7", None),
+            post("/renew", Some(&old)),
+        )
+        .await;
+        let (status_code, body) = status_and_body(revoked).await;
         assert_eq!((status_code, body.as_str()), (200, "1"));
-        let rotated = rotated.unwrap();
         assert_eq!(
             rotated.status(),
             StatusCode::NO_CONTENT,
@@ -480,14 +498,13 @@ async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
     store.rotate_delay = Duration::from_millis(100);
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
-    let rotate = app.call(post("/renew", Some(&old)));
-    let revoke = async {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        app.call(post("/admin-revoke/7", None)).await
-    };
-    let (rotated, revoked) = futures_util::future::join(rotate, revoke).await;
-    assert_eq!(status_and_body(revoked.unwrap()).await, (200, "1".into()));
-    let rotated = rotated.unwrap();
+    let (rotated, revoked) = overlapping(
+        &app,
+        post("/renew", Some(&old)),
+        post("/admin-revoke/7", None),
+    )
+    .await;
+    assert_eq!(status_and_body(revoked).await, (200, "1".into()));
     assert!(
         set_cookie(&rotated).is_none(),
         "a revoked session was rotated"
@@ -509,14 +526,13 @@ async fn revoke_all_catches_a_session_rotated_inside_its_listing() {
     store.list_gap = Duration::from_millis(100);
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
-    let revoke = app.call(post("/admin-revoke/7", None));
-    let rotate = async {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        app.call(post("/renew", Some(&old))).await
-    };
-    let (revoked, rotated) = futures_util::future::join(revoke, rotate).await;
-    assert_eq!(status_and_body(revoked.unwrap()).await, (200, "1".into()));
-    let rotated = rotated.unwrap();
+    let (revoked, rotated) = overlapping(
+        &app,
+        post("/admin-revoke/7", None),
+        post("/renew", Some(&old)),
+    )
+    .await;
+    assert_eq!(status_and_body(revoked).await, (200, "1".into()));
     assert_eq!(rotated.status(), StatusCode::NO_CONTENT);
     let new = set_cookie(&rotated).unwrap().value().to_owned();
     assert_eq!(
