@@ -136,7 +136,7 @@ impl SessionContext {
         let proposed = config.idle_deadline(now, absolute_end);
         let mut expires_at = stored.expires_at;
         if config.worth_refreshing(expires_at, proposed) {
-            if !self.guard(store.extend(&key, proposed).await)? {
+            if !self.guard(store.extend(&key, &stored.record, proposed).await)? {
                 // Logged out or revoked between the load and the refresh.
                 return Ok(None);
             }

@@ -74,9 +74,8 @@
 //!    browser, base64url-encoded, in a cookie (`__Host-id`, `Secure; HttpOnly; SameSite=Lax;
 //!    Path=/`). The store keeps a [`SessionRecord`] under the token's SHA-256, never the token.
 //! 2. On each request [`LoginMiddleware`] checks the cookie's shape without any I/O. The first
-//!    [`AuthUser`] extractor looks the session up: one Redis round trip (`GET` and `PTTL`,
-//!    pipelined), plus one `PEXPIRE` when the idle deadline has moved by a tenth of the idle
-//!    timeout.
+//!    [`AuthUser`] extractor looks the session up: one Redis `GET`, plus one `SET … XX` when
+//!    the idle deadline has moved by a tenth of the idle timeout.
 //! 3. [`Session::logout`] deletes the record before the response leaves, so the cookie is dead on
 //!    every app instance at once, even if someone kept a copy.
 //!
@@ -134,7 +133,7 @@
 //!   decode. A cookie the crate did not issue is never adopted (no session fixation): login
 //!   always issues a new token and deletes the session the client came with.
 //! * **Nothing in the store that can be replayed.** Keys are `prefix:s:<SHA-256 of the token,
-//!   base64url>`, and records hold a public session id, the user id, the app's profile, roles,
+//!   first 168 bits, base64url>`, and records hold a public session id, the user id, the app's profile, roles,
 //!   the login IP and user agent, and timestamps.
 //! * **The server decides when a session ends.** Idle timeout (default 30 min) and absolute
 //!   lifetime (default 12 h) are enforced through the store's expiry and the record's deadline;

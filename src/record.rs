@@ -27,8 +27,10 @@ pub struct SessionRecord {
     user: Box<RawValue>,
     #[serde(rename = "c")]
     created_at: u64,
-    #[serde(rename = "a")]
-    authenticated_at: u64,
+    /// Absent until the user reauthenticates: until then it is `created_at`, and leaving it out
+    /// keeps a typical record within one smaller Redis allocation.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    authenticated_at: Option<u64>,
     #[serde(rename = "x")]
     expires_at: u64,
     #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
@@ -57,7 +59,7 @@ impl SessionRecord {
             user_id: user_id.into(),
             user,
             created_at: now,
-            authenticated_at: now,
+            authenticated_at: None,
             expires_at: unix_millis(expires_at),
             roles: Vec::new(),
             ip: None,
@@ -80,7 +82,7 @@ impl SessionRecord {
 
     /// The same record, with the password confirmed again at `now`.
     pub(crate) fn reauthenticated(mut self, now: SystemTime) -> Self {
-        self.authenticated_at = unix_millis(now);
+        self.authenticated_at = Some(unix_millis(now));
         self
     }
 
@@ -126,7 +128,7 @@ impl SessionRecord {
 
     /// When the user last proved who they are (entered their password).
     pub fn authenticated_at(&self) -> SystemTime {
-        from_unix_millis(self.authenticated_at)
+        from_unix_millis(self.authenticated_at.unwrap_or(self.created_at))
     }
 
     /// The absolute end of the session: no activity extends it past this time.

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use support::{connection, shared_redis_url, unique_prefix, RedisServer};
 
 fn random_key() -> SessionKey {
-    let mut bytes = [0u8; 32];
+    let mut bytes = [0u8; 21];
     getrandom::fill(&mut bytes).unwrap();
     use base64::Engine as _;
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -68,7 +68,7 @@ async fn check_contract(store: impl SessionStore) {
 
     // extend moves the deadline both ways.
     assert!(store
-        .extend(&key, in_(Duration::from_secs(5)))
+        .extend(&key, &rec, in_(Duration::from_secs(5)))
         .await
         .unwrap());
     let remaining = store.load(&key).await.unwrap().unwrap().expires_at;
@@ -79,7 +79,7 @@ async fn check_contract(store: impl SessionStore) {
     assert!(!store.delete(&key).await.unwrap());
     assert!(store.load(&key).await.unwrap().is_none());
     assert!(
-        !store.extend(&key, in_(minute)).await.unwrap(),
+        !store.extend(&key, &rec, in_(minute)).await.unwrap(),
         "extend must not recreate"
     );
     assert!(
@@ -100,7 +100,10 @@ async fn check_contract(store: impl SessionStore) {
         store.load(&short).await.unwrap().is_none(),
         "expired record still loads"
     );
-    assert!(!store.extend(&short, in_(minute)).await.unwrap());
+    assert!(!store
+        .extend(&short, &record("u2", minute), in_(minute))
+        .await
+        .unwrap());
     assert!(store.load(&short).await.unwrap().is_none());
     // An expired key is free again.
     assert!(store
@@ -174,11 +177,9 @@ async fn check_delete_wins_over_concurrent_extends(store: impl SessionStore + Cl
     let minute = Duration::from_secs(60);
     for _ in 0..20 {
         let key = random_key();
-        assert!(store
-            .create(&key, &record("u", minute), in_(minute))
-            .await
-            .unwrap());
-        let extends = (0..10).map(|_| store.extend(&key, in_(minute)));
+        let rec = record("u", minute);
+        assert!(store.create(&key, &rec, in_(minute)).await.unwrap());
+        let extends = (0..10).map(|_| store.extend(&key, &rec, in_(minute)));
         let (results, deleted) =
             futures_util::future::join(futures_util::future::join_all(extends), store.delete(&key))
                 .await;
@@ -190,7 +191,7 @@ async fn check_delete_wins_over_concurrent_extends(store: impl SessionStore + Cl
             store.load(&key).await.unwrap().is_none(),
             "session came back"
         );
-        assert!(!store.extend(&key, in_(minute)).await.unwrap());
+        assert!(!store.extend(&key, &rec, in_(minute)).await.unwrap());
     }
 }
 
@@ -252,9 +253,19 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     let mut dump = support::dump(&url, &prefix);
     dump.sort();
     assert_eq!(dump.len(), 2, "{dump:?}");
-    let (name, _, ttl) = &dump[0];
+    let (name, value, ttl) = &dump[0];
     assert_eq!(name, &format!("{prefix}:s:{}", key.as_str()));
     assert!(*ttl > 85_000 && *ttl <= 90_000, "session ttl {ttl}");
+    // The value opens with the same deadline, in Unix milliseconds, then the record.
+    let value = String::from_utf8(value.clone().unwrap()).unwrap();
+    let (deadline, json) = value.split_once(' ').unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ahead = deadline.parse::<i64>().unwrap() - now_ms;
+    assert!(ahead > 85_000 && ahead <= 90_000, "deadline {ahead} ms ahead");
+    assert!(json.starts_with(r#"{"i":"id-u","u":"u","#), "{json}");
     // The user's index lives as long as the session's absolute lifetime.
     let (name, _, ttl) = &dump[1];
     assert_eq!(name, &format!("{prefix}:u:u"));
@@ -281,16 +292,40 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
         Err(StoreError::Corrupt(_))
     ));
 
+    // A bare record without its deadline.
     let valid = serde_json::to_string(&record("u", Duration::from_secs(60))).unwrap();
     redis::cmd("SET")
         .arg(&redis_key)
-        .arg(valid)
+        .arg(&valid)
+        .arg("PX")
+        .arg(60_000)
         .exec(&mut conn)
-        .unwrap(); // no TTL
+        .unwrap();
     assert!(matches!(
         store.load(&key).await,
         Err(StoreError::Corrupt(_))
     ));
+
+    // A key whose TTL was removed: its own deadline still ends it, and a listing clears it out.
+    let past = SystemTime::now() - Duration::from_secs(1);
+    let past_ms = past.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let index = store.user_index_key("u");
+    redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(format!("{past_ms} {valid}"))
+        .exec(&mut conn)
+        .unwrap(); // no TTL
+    redis::cmd("SADD")
+        .arg(&index)
+        .arg(key.as_str())
+        .exec(&mut conn)
+        .unwrap();
+    let stored = store.load(&key).await.unwrap().unwrap();
+    assert!(stored.expires_at <= SystemTime::now());
+    let listed = store.list("u").await.unwrap();
+    assert!(listed.live.is_empty());
+    assert_eq!(listed.dropped, 1);
+    assert!(store.load(&key).await.unwrap().is_none(), "not deleted");
 }
 
 #[actix_web::test]

@@ -124,7 +124,12 @@ impl SessionStore for MemoryStore {
         Ok(self.lock().live(key, SystemTime::now()).cloned())
     }
 
-    async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
+    async fn extend(
+        &self,
+        key: &SessionKey,
+        _record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         match inner.live(key, SystemTime::now()) {
             Some(stored) => {

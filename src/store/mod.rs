@@ -86,10 +86,15 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Moves the expiry of an existing record to `expires_at`.
     ///
+    /// `record` is the record under `key`, as [`load`](SessionStore::load) returned it: records
+    /// never change under a key, so a store that keeps the deadline inside the stored value may
+    /// write the value anew.
+    ///
     /// Returns `Ok(false)`, and creates nothing, if there is no record under `key`.
     fn extend(
         &self,
         key: &SessionKey,
+        record: &SessionRecord,
         expires_at: SystemTime,
     ) -> impl Future<Output = Result<bool, StoreError>>;
 
@@ -212,6 +217,7 @@ pub(crate) trait DynStore: Send + Sync {
     fn extend<'a>(
         &'a self,
         key: &'a SessionKey,
+        record: &'a SessionRecord,
         expires_at: SystemTime,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
@@ -249,9 +255,10 @@ impl<S: SessionStore> DynStore for S {
     fn extend<'a>(
         &'a self,
         key: &'a SessionKey,
+        record: &'a SessionRecord,
         expires_at: SystemTime,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::extend(self, key, expires_at))
+        Box::pin(SessionStore::extend(self, key, record, expires_at))
     }
 
     fn delete<'a>(&'a self, key: &'a SessionKey) -> LocalBoxFuture<'a, Result<bool, StoreError>> {

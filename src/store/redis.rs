@@ -11,6 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
+use crate::record::{from_unix_millis, unix_millis};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 const DEFAULT_PREFIX: &str = "actix-login";
@@ -20,18 +21,19 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Keeps sessions in Redis.
 ///
 /// One record is one Redis string, `{prefix}:s:{SHA-256 of the token, base64url}`, holding the
-/// JSON-encoded [`SessionRecord`] with a millisecond TTL that is the session's idle deadline.
+/// session's idle deadline (Unix milliseconds), a space and the JSON-encoded [`SessionRecord`],
+/// with a TTL that ends at the same deadline.
 /// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those hashes,
 /// whose TTL is kept at or past the absolute end of its longest-lived session. The raw token is
 /// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`).
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
-/// | [`load`](SessionStore::load) | `GET`, `PTTL` (pipelined) | 1 |
-/// | [`extend`](SessionStore::extend) | `PEXPIRE` (a no-op on a missing key) | 1 |
+/// | [`load`](SessionStore::load) | `GET` | 1 |
+/// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key) | 1 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
 /// | [`delete`](SessionStore::delete) | `DEL` | 1 |
-/// | [`list`](SessionStore::list) | `SMEMBERS`; `GET`, `PTTL` per member (pipelined); `SREM` of dead members | 2–3 |
+/// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `SREM` of dead members | 2–3 |
 /// | [`rotate`](SessionStore::rotate) | as `create`; `DEL` old; `SREM` old | 3 |
 ///
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
@@ -176,7 +178,7 @@ impl RedisStore {
         record: &SessionRecord,
         expires_at: SystemTime,
     ) -> Result<bool, StoreError> {
-        let value = serde_json::to_vec(record).map_err(StoreError::corrupt)?;
+        let value = encode(record, expires_at)?;
         let index = self.user_index_key(record.user_id());
         let index_ttl = ttl_millis(record.expires_at());
         let mut set = redis::cmd("SET");
@@ -217,37 +219,20 @@ impl RedisStore {
         Ok(created.is_some())
     }
 
-    /// `GET` and `PTTL` replies for each key: one pipeline on a server, one per key (their own
-    /// slots) on a cluster.
-    async fn lookup_all(&self, keys: &[&SessionKey]) -> Result<Vec<(Value, Value)>, StoreError> {
-        let lookup = |key: &SessionKey| {
-            let redis_key = self.session_key(key);
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
-            pipe
-        };
+    /// The stored value under each key: one `MGET` on a server, a `GET` per key (each in its own
+    /// slot) on a cluster.
+    async fn lookup_all(&self, keys: &[&SessionKey]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut conn = self.connection.clone();
         if let Connection::Single(_) = conn {
-            let mut all = redis::pipe();
-            for key in keys {
-                let redis_key = self.session_key(key);
-                all.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
-            }
-            let replies: Vec<Value> = self.run(all.query_async(&mut conn)).await?;
-            let mut replies = replies.into_iter();
-            let mut pairs = Vec::with_capacity(keys.len());
-            while let (Some(value), Some(pttl)) = (replies.next(), replies.next()) {
-                pairs.push((value, pttl));
-            }
-            return Ok(pairs);
+            let redis_keys: Vec<String> = keys.iter().map(|key| self.session_key(key)).collect();
+            return self
+                .run(redis::cmd("MGET").arg(redis_keys).query_async(&mut conn))
+                .await;
         }
         let lookups = keys.iter().map(|key| {
-            let pipe = lookup(key);
             let mut conn = self.connection.clone();
-            async move {
-                self.run(pipe.query_async::<(Value, Value)>(&mut conn))
-                    .await
-            }
+            let get = redis::cmd("GET").arg(self.session_key(key)).to_owned();
+            async move { self.run(get.query_async(&mut conn)).await }
         });
         join_all(lookups).await.into_iter().collect()
     }
@@ -420,23 +405,33 @@ fn check_server_version(info: &str) -> Result<(), StoreError> {
     }
 }
 
-/// A session from the replies to `GET` and `PTTL`.
-fn decode(value: Option<Vec<u8>>, pttl: i64) -> Result<Option<StoredSession>, StoreError> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    let remaining = match u64::try_from(pttl) {
-        Ok(ms) => Duration::from_millis(ms),
-        // -2: deleted between the two commands.
-        Err(_) if pttl == -2 => return Ok(None),
-        // -1: something removed the TTL. Accepting the record would let it live forever.
-        Err(_) => return Err(StoreError::corrupt("session key has no TTL")),
-    };
-    let record = serde_json::from_slice(&value).map_err(StoreError::corrupt)?;
-    Ok(Some(StoredSession {
+/// The stored value of a session: its idle deadline in Unix milliseconds, a space, and the
+/// record as JSON.
+///
+/// The deadline travels in the value, and not only as the key's TTL, so that one `GET` tells a
+/// request everything it needs, and a cached copy knows by itself when it has expired. The TTL
+/// is set to the same moment; it frees the memory, the value decides.
+fn encode(record: &SessionRecord, expires_at: SystemTime) -> Result<Vec<u8>, StoreError> {
+    let mut value = unix_millis(expires_at).to_string().into_bytes();
+    value.push(b' ');
+    serde_json::to_writer(&mut value, record).map_err(StoreError::corrupt)?;
+    Ok(value)
+}
+
+/// The session in a value written by [`encode`].
+fn decode(value: &[u8]) -> Result<StoredSession, StoreError> {
+    let corrupt = || StoreError::corrupt("session value has no deadline");
+    let space = value.iter().position(|&b| b == b' ').ok_or_else(corrupt)?;
+    let (deadline, json) = value.split_at(space);
+    let deadline: u64 = std::str::from_utf8(deadline)
+        .ok()
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(corrupt)?;
+    let record = serde_json::from_slice(&json[1..]).map_err(StoreError::corrupt)?;
+    Ok(StoredSession {
         record,
-        expires_at: SystemTime::now() + remaining,
-    }))
+        expires_at: from_unix_millis(deadline),
+    })
 }
 
 /// Redis wants a positive whole number of milliseconds; a deadline already reached becomes 1 ms.
@@ -460,33 +455,38 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
-        let redis_key = self.session_key(key);
         let mut conn = self.connection.clone();
-        let (value, pttl): (Option<Vec<u8>>, i64) = self
+        let value: Option<Vec<u8>> = self
             .run(
-                redis::pipe()
-                    .cmd("GET")
-                    .arg(&redis_key)
-                    .cmd("PTTL")
-                    .arg(&redis_key)
+                redis::cmd("GET")
+                    .arg(self.session_key(key))
                     .query_async(&mut conn),
             )
             .await?;
-        decode(value, pttl)
+        value.as_deref().map(decode).transpose()
     }
 
-    async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
+    async fn extend(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
-        // PEXPIRE never creates a key, so this cannot resurrect a deleted session.
-        let updated: i64 = self
+        // `XX` never creates a key, so this cannot resurrect a deleted session. The record under
+        // a key never changes, so writing it again loses nothing.
+        let updated: Option<String> = self
             .run(
-                redis::cmd("PEXPIRE")
+                redis::cmd("SET")
                     .arg(self.session_key(key))
+                    .arg(encode(record, expires_at)?)
+                    .arg("XX")
+                    .arg("PX")
                     .arg(ttl_millis(expires_at))
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(updated == 1)
+        Ok(updated.is_some())
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -525,26 +525,32 @@ impl SessionStore for RedisStore {
             self.lookup_all(&keys).await?
         };
         let mut live = Vec::with_capacity(indexed.len());
-        let mut unreadable = Vec::new();
+        let mut doomed = Vec::new();
         if replies.len() != indexed.len() {
             return Err(StoreError::corrupt("short pipeline reply"));
         }
-        for ((member, key), (value, pttl)) in indexed.into_iter().zip(replies) {
-            let value = redis::from_redis_value(value).map_err(StoreError::corrupt);
-            let pttl = redis::from_redis_value(pttl).map_err(StoreError::corrupt);
-            match value.and_then(|value| decode(value, pttl?)) {
+        let now = SystemTime::now();
+        for ((member, key), value) in indexed.into_iter().zip(replies) {
+            match value.as_deref().map(decode).transpose() {
+                Ok(Some(stored)) if stored.expires_at <= now => {
+                    // Past its deadline but still there (its TTL was removed, or clocks
+                    // disagree): delete it before dropping its entry, so that no record is ever
+                    // left unindexed for a revocation to miss.
+                    doomed.push(key);
+                    dead.push(member);
+                }
                 Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
-                // Gone, expired, or (after a key collision) someone else's: not this user's.
+                // Gone, or (after a key collision) someone else's: not this user's.
                 Ok(_) => dead.push(member),
                 Err(err) => {
                     // It can never authenticate anyone; remove it rather than skip it forever.
                     tracing::warn!(session = key.short(), error = %err, "removing unreadable session");
-                    unreadable.push(key);
+                    doomed.push(key);
                     dead.push(member);
                 }
             }
         }
-        for key in &unreadable {
+        for key in &doomed {
             self.delete(key).await?;
         }
         // Dropping dead entries one exact member at a time never touches an entry that a

@@ -76,7 +76,7 @@ where
 /// The name a token's session is stored under: its SHA-256 in unpadded base64url.
 pub fn stored_key(token: &str) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&Sha256::digest(token.as_bytes())[..21])
 }
 
 pub const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;

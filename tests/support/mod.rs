@@ -338,12 +338,13 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
     async fn extend(
         &self,
         key: &actix_login::SessionKey,
+        record: &actix_login::SessionRecord,
         expires_at: std::time::SystemTime,
     ) -> Result<bool, actix_login::StoreError> {
         self.extend_calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.extend_delay).await;
         let deadline = self.stored_deadline(key, expires_at);
-        self.inner.extend(key, deadline).await
+        self.inner.extend(key, record, deadline).await
     }
 
     async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
