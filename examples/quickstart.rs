@@ -2,6 +2,8 @@
 //!
 //! Listens on `ADDR` (default `127.0.0.1:8080`). Sessions live in memory, in Redis when
 //! `REDIS_URL` is set, or in a Redis Cluster when `REDIS_CLUSTER_NODES` lists its seed nodes.
+//! With `REDIS_URL`, `SESSION_CACHE=<max sessions>` keeps records in process as well, kept
+//! honest by Redis (see `RedisStoreBuilder::local_cache`).
 //! Two users exist: `alice` / `alice-password-123` (role `admin`) and
 //! `bob` / `bob-password-456`.
 //!
@@ -386,7 +388,13 @@ async fn redis_store() -> std::io::Result<Option<RedisStore>> {
         println!("session store: Redis Cluster (from REDIS_CLUSTER_NODES)");
         store
     } else if let Some(url) = setting("REDIS_URL") {
-        let store = RedisStore::connect(&url).await;
+        let mut builder = RedisStore::builder(url);
+        if let Some(max_sessions) = env_number("SESSION_CACHE")? {
+            let max_sessions = usize::try_from(max_sessions).map_err(std::io::Error::other)?;
+            builder = builder.local_cache(max_sessions);
+            println!("session cache: up to {max_sessions} sessions in process");
+        }
+        let store = builder.connect().await;
         println!("session store: Redis (from REDIS_URL)");
         store
     } else {

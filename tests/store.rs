@@ -264,7 +264,10 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
         .unwrap()
         .as_millis() as i64;
     let ahead = deadline.parse::<i64>().unwrap() - now_ms;
-    assert!(ahead > 85_000 && ahead <= 90_000, "deadline {ahead} ms ahead");
+    assert!(
+        ahead > 85_000 && ahead <= 90_000,
+        "deadline {ahead} ms ahead"
+    );
     assert!(json.starts_with(r#"{"i":"id-u","u":"u","#), "{json}");
     // The user's index lives as long as the session's absolute lifetime.
     let (name, _, ttl) = &dump[1];
@@ -308,7 +311,10 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
 
     // A key whose TTL was removed: its own deadline still ends it, and a listing clears it out.
     let past = SystemTime::now() - Duration::from_secs(1);
-    let past_ms = past.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let past_ms = past
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     let index = store.user_index_key("u");
     redis::cmd("SET")
         .arg(&redis_key)

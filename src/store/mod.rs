@@ -12,6 +12,7 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::{SessionKey, SessionRecord, StoreError};
 
+mod cache;
 pub mod memory;
 pub mod redis;
 

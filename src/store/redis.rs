@@ -10,6 +10,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use super::cache::{LocalCache, Lookup, TrackingTarget};
 use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::record::{from_unix_millis, unix_millis};
 use crate::{SessionKey, SessionRecord, StoreError};
@@ -29,12 +30,12 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
-/// | [`load`](SessionStore::load) | `GET` | 1 |
-/// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key) | 1 |
+/// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
+/// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
-/// | [`delete`](SessionStore::delete) | `DEL` | 1 |
+/// | [`delete`](SessionStore::delete) | `DEL`, then `PING` if a record was deleted | 2 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `SREM` of dead members | 2–3 |
-/// | [`rotate`](SessionStore::rotate) | as `create`; `DEL` old; `SREM` old | 3 |
+/// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 4 |
 ///
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
 /// Every command is bounded by a timeout (1 s unless set with
@@ -56,6 +57,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
+    cache: Option<LocalCache>,
     prefix: Arc<str>,
     command_timeout: Duration,
 }
@@ -143,6 +145,7 @@ impl RedisStore {
     fn builder_for(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
             target,
+            cache_capacity: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -251,6 +254,20 @@ impl RedisStore {
         .await
     }
 
+    /// Returns once Redis has written the tracking invalidations for the writes this
+    /// connection has seen answered.
+    ///
+    /// Redis writes invalidations in the event-loop pass that answers the write; a command sent
+    /// after that answer is read in a later pass, so its reply means they are in every tracking
+    /// process's socket, where a cached lookup looks first (see
+    /// [`RedisStoreBuilder::local_cache`]). A cluster has no tracking caches to settle.
+    async fn settle(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        if matches!(conn, Connection::Cluster(_)) {
+            return Ok(());
+        }
+        self.run(redis::cmd("PING").query_async::<()>(conn)).await
+    }
+
     async fn run<T>(
         &self,
         operation: impl Future<Output = redis::RedisResult<T>>,
@@ -275,6 +292,7 @@ enum Target {
 #[must_use]
 pub struct RedisStoreBuilder {
     target: Target,
+    cache_capacity: Option<usize>,
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -286,6 +304,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("cache_capacity", &self.cache_capacity)
             .finish_non_exhaustive()
     }
 }
@@ -310,9 +329,34 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Keeps up to `max_sessions` session records in this process, so that most authenticated
+    /// requests need no Redis round trip at all.
+    ///
+    /// The copies are kept honest by Redis itself: they are read through a connection with
+    /// `CLIENT TRACKING ON`, and Redis tells this process the moment any client changes,
+    /// deletes or expires one of them. A logout or revocation on any instance is therefore
+    /// seen by the next request on every other: Redis writes the invalidation before it answers
+    /// the command after the `DEL`, which the store waits for, and a lookup answers from memory
+    /// only when every byte Redis has sent on the tracking connection has been read. If the
+    /// tracking connection is lost, the cache empties and lookups read from Redis until it is
+    /// back.
+    ///
+    /// Needs a standalone Redis (or a primary) reached over plain TCP: `connect` fails for a
+    /// cluster, a Unix socket or `rediss://`. Use it where Redis is on the same host or a
+    /// network you trust to deliver packets in order; a packet held back on the way from Redis
+    /// would hold back its invalidation too.
+    pub fn local_cache(mut self, max_sessions: usize) -> Self {
+        self.cache_capacity = Some(max_sessions);
+        self
+    }
+
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        let tracking = match self.cache_capacity {
+            Some(capacity) => Some((self.tracking_target()?, capacity)),
+            None => None,
+        };
         let connecting = self.open();
         let mut connection = tokio::time::timeout(self.connect_timeout * 2, connecting)
             .await
@@ -327,9 +371,37 @@ impl RedisStoreBuilder {
         .map_err(|_elapsed| StoreError::Timeout)?
         .map_err(StoreError::unavailable)?;
         check_server_version(&info_text(info))?;
+        let cache = match tracking {
+            Some((target, capacity)) => Some(LocalCache::connect(target, capacity).await?),
+            None => None,
+        };
         Ok(RedisStore {
             connection,
+            cache,
             prefix: self.prefix.into(),
+            command_timeout: self.command_timeout,
+        })
+    }
+
+    /// Where the cache's tracking connection goes: the same server, user and database.
+    fn tracking_target(&self) -> Result<TrackingTarget, StoreError> {
+        let Target::Single(url) = &self.target else {
+            return Err(StoreError::unavailable(
+                "the local cache needs a standalone Redis, not a cluster",
+            ));
+        };
+        let client = redis::Client::open(url.as_str()).map_err(StoreError::unavailable)?;
+        let info = client.get_connection_info();
+        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Err(StoreError::unavailable(
+                "the local cache needs Redis over plain TCP (not TLS or a Unix socket)",
+            ));
+        };
+        Ok(TrackingTarget {
+            host: host.clone(),
+            port: *port,
+            redis: info.redis_settings().clone(),
+            connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
         })
     }
@@ -455,13 +527,33 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
+        let redis_key = self.session_key(key);
+        if let Some(cache) = &self.cache {
+            match cache.lookup(&redis_key) {
+                Lookup::Hit(stored) => return Ok(Some(stored)),
+                Lookup::Fill(fill) => {
+                    let mut conn = fill.connection();
+                    let get = redis::cmd("GET").arg(&redis_key).to_owned();
+                    match self
+                        .run(get.query_async::<Option<Vec<u8>>>(&mut conn))
+                        .await
+                    {
+                        Ok(value) => {
+                            let stored = value.as_deref().map(decode).transpose();
+                            let fetched = stored.as_ref().ok().and_then(Option::as_ref);
+                            cache.complete(fill, fetched);
+                            return stored;
+                        }
+                        // The tracking connection failed; the main one may still work.
+                        Err(_) => cache.abandon(fill),
+                    }
+                }
+                Lookup::Bypass => {}
+            }
+        }
         let mut conn = self.connection.clone();
         let value: Option<Vec<u8>> = self
-            .run(
-                redis::cmd("GET")
-                    .arg(self.session_key(key))
-                    .query_async(&mut conn),
-            )
+            .run(redis::cmd("GET").arg(&redis_key).query_async(&mut conn))
             .await?;
         value.as_deref().map(decode).transpose()
     }
@@ -486,6 +578,10 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
+        if updated.is_some() && self.cache.is_some() {
+            // So that this process's own cache shows the new deadline from now on.
+            self.settle(&mut conn).await?;
+        }
         Ok(updated.is_some())
     }
 
@@ -498,6 +594,10 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
+        if removed > 0 {
+            // A logout is final on every instance before the client hears of it.
+            self.settle(&mut conn).await?;
+        }
         Ok(removed > 0)
     }
 

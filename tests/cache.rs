@@ -1,0 +1,342 @@
+//! The local cache of `RedisStore`: requests served from memory, and never a session that ended.
+//!
+//! Every test runs on a private `redis-server`, so command counts and killed connections are
+//! the test's own.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use actix_login::{AuthUser, Error, LoginMiddleware, RedisStore, Session};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{test, web, App, HttpResponse};
+use support::http::*;
+use support::{commands_during_since, connection, RedisCluster, RedisServer};
+
+const PREFIX: &str = "cached";
+
+async fn login(session: Session, id: web::Path<u64>) -> Result<HttpResponse, Error> {
+    session.login(id.to_string(), &*id).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn me(user: AuthUser<u64>) -> String {
+    user.into_inner().to_string()
+}
+
+async fn logout(session: Session) -> Result<HttpResponse, Error> {
+    session.logout().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn reauth(_user: AuthUser<u64>, session: Session) -> Result<HttpResponse, Error> {
+    session.reauthenticate().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn cached_store(server: &RedisServer) -> RedisStore {
+    RedisStore::builder(server.url())
+        .key_prefix(PREFIX)
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .local_cache(1000)
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn app(
+    store: RedisStore,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(
+        App::new()
+            .wrap(LoginMiddleware::new(store))
+            .route("/login/{id}", web::post().to(login))
+            .route("/me", web::get().to(me))
+            .route("/logout", web::post().to(logout))
+            .route("/reauth", web::post().to(reauth)),
+    )
+    .await
+}
+
+fn counts(pairs: &[(&str, u64)]) -> std::collections::HashMap<String, u64> {
+    pairs.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect()
+}
+
+fn redis_key(token: &str) -> String {
+    format!("{PREFIX}:s:{}", stored_key(token))
+}
+
+#[actix_web::test]
+async fn repeated_requests_are_served_from_memory() {
+    let server = RedisServer::start();
+    let app = app(cached_store(&server).await).await;
+    let token = log_in(&app, 1).await;
+
+    let before = server.command_counts();
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    assert_eq!(
+        commands_during_since(&server, &before),
+        counts(&[("get", 1)])
+    );
+
+    let before = server.command_counts();
+    for _ in 0..20 {
+        let res = test::call_service(&app, get("/me", Some(&token))).await;
+        assert_eq!(status_and_body(res).await, (200, "1".into()));
+    }
+    assert!(commands_during_since(&server, &before).is_empty());
+
+    // Logging out ends the session everywhere before the response: the DEL, then the PING
+    // that waits for its invalidations to be sent.
+    let before = server.command_counts();
+    assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
+    assert_eq!(
+        commands_during_since(&server, &before),
+        counts(&[("del", 1), ("ping", 1)])
+    );
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+}
+
+/// Two app instances, each with its own cache, on one Redis: whatever ends a session on one is
+/// seen by the very next request on the other.
+#[actix_web::test]
+async fn a_session_ended_on_one_instance_is_dead_on_the_other_at_once() {
+    let server = RedisServer::start();
+    let a = app(cached_store(&server).await).await;
+    let b = app(cached_store(&server).await).await;
+    for round in 0..100 {
+        let token = log_in(&a, round).await;
+        // Fill b's cache, and check it answers from it.
+        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        let before = server.command_counts();
+        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        assert!(commands_during_since(&server, &before).is_empty());
+
+        let ended_by = match round % 2 {
+            0 => {
+                assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
+                "logout"
+            }
+            _ => {
+                // Reauthentication rotates the token: the old one must stop working.
+                assert_eq!(status(&a, post("/reauth", Some(&token))).await, 204);
+                "rotation"
+            }
+        };
+        assert_eq!(
+            status(&b, get("/me", Some(&token))).await,
+            401,
+            "round {round}: b still accepted a session ended by {ended_by} on a"
+        );
+    }
+}
+
+/// A session deleted by another client (an admin tool, a revocation elsewhere) and an expiry.
+#[actix_web::test]
+async fn changes_made_outside_the_app_reach_the_cache() {
+    let server = RedisServer::start();
+    let app = app(cached_store(&server).await).await;
+    let mut raw = connection(&server.url()).unwrap();
+
+    let token = log_in(&app, 1).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    redis::cmd("DEL")
+        .arg(redis_key(&token))
+        .exec(&mut raw)
+        .unwrap();
+    // The DEL was answered; one more round trip and its invalidation is out.
+    redis::cmd("PING").exec(&mut raw).unwrap();
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+
+    // A flush of the database empties the cache too.
+    let token = log_in(&app, 2).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    redis::cmd("FLUSHDB").exec(&mut raw).unwrap();
+    redis::cmd("PING").exec(&mut raw).unwrap();
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+}
+
+#[actix_web::test]
+async fn an_idle_session_expires_in_the_cache_too() {
+    let server = RedisServer::start();
+    let store = cached_store(&server).await;
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                LoginMiddleware::builder(store)
+                    .idle_timeout(Duration::from_millis(400))
+                    .build(),
+            )
+            .route("/login/{id}", web::post().to(login))
+            .route("/me", web::get().to(me)),
+    )
+    .await;
+    let token = log_in(&app, 1).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+}
+
+fn tracking_client_ids(server: &RedisServer) -> Vec<String> {
+    let mut conn = connection(&server.url()).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+    list.lines()
+        .filter(|line| {
+            line.split(' ')
+                .any(|field| field.starts_with("flags=") && field.contains('t'))
+        })
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Redis forgets what a closed connection tracked, so the cache must forget it too: a session
+/// deleted while no invalidation could arrive is never served from memory.
+#[actix_web::test]
+async fn losing_the_tracking_connection_empties_the_cache() {
+    let server = RedisServer::start();
+    let app = app(cached_store(&server).await).await;
+    let token = log_in(&app, 1).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+
+    let ids = tracking_client_ids(&server);
+    assert_eq!(ids.len(), 1, "one tracking connection per store");
+    let mut raw = connection(&server.url()).unwrap();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&ids[0])
+        .exec(&mut raw)
+        .unwrap();
+    // Deleted with no tracking connection left to hear of it.
+    redis::cmd("DEL")
+        .arg(redis_key(&token))
+        .exec(&mut raw)
+        .unwrap();
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+
+    // The cache comes back by itself, on a new tracking connection.
+    let token = log_in(&app, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+        let before = server.command_counts();
+        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+        if commands_during_since(&server, &before).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cache did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(tracking_client_ids(&server).len(), 1);
+    // And it is honest again.
+    redis::cmd("DEL")
+        .arg(redis_key(&token))
+        .exec(&mut raw)
+        .unwrap();
+    redis::cmd("PING").exec(&mut raw).unwrap();
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+}
+
+/// Fail closed: with Redis gone, a cached session is not an excuse to answer 200.
+#[actix_web::test]
+async fn redis_down_is_503_even_for_cached_sessions() {
+    let server = RedisServer::start();
+    let app = app(cached_store(&server).await).await;
+    let token = log_in(&app, 1).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    server.stop();
+    // Redis stops listening a moment before it closes its connections; a request in between is
+    // rightly answered from a record Redis still held.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 503);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // Back up: sessions survive only if Redis kept them; this one did not.
+    let server = server.restart();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let token = loop {
+        let res = test::call_service(&app, post("/login/2", None)).await;
+        if res.status() == 200 {
+            break set_cookie(&res).unwrap().value().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    drop(server);
+}
+
+/// Requests racing a logout on another instance: once the logout has answered, no request that
+/// starts afterwards may succeed.
+#[actix_web::test]
+async fn concurrent_requests_never_outlive_a_logout() {
+    let server = RedisServer::start();
+    let a = app(cached_store(&server).await).await;
+    let b = app(cached_store(&server).await).await;
+    for round in 0..30 {
+        let token = log_in(&a, round).await;
+        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        let hammer = async {
+            let mut after_logout = Vec::new();
+            for _ in 0..20 {
+                let statuses = futures_util::future::join_all(
+                    (0..4).map(|_| test::call_service(&b, get("/me", Some(&token)))),
+                )
+                .await;
+                after_logout.push(
+                    statuses
+                        .iter()
+                        .map(|r| r.status().as_u16())
+                        .collect::<Vec<_>>(),
+                );
+                tokio::task::yield_now().await;
+            }
+            after_logout
+        };
+        let logout = async {
+            tokio::task::yield_now().await;
+            assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
+        };
+        let (seen, ()) = futures_util::future::join(hammer, logout).await;
+        for statuses in &seen {
+            assert!(
+                statuses.iter().all(|s| *s == 200 || *s == 401),
+                "{statuses:?}"
+            );
+        }
+        // Everything after the logout answered is refused.
+        for _ in 0..5 {
+            assert_eq!(
+                status(&b, get("/me", Some(&token))).await,
+                401,
+                "round {round}"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_cache_needs_a_standalone_redis_over_tcp() {
+    let cluster = RedisCluster::start();
+    let err = RedisStore::cluster_builder(cluster.urls())
+        .local_cache(10)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("standalone"), "{err}");
+
+    let err = RedisStore::builder("redis+unix:///tmp/no-such.sock")
+        .local_cache(10)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("plain TCP"), "{err}");
+}
