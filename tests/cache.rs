@@ -340,3 +340,71 @@ async fn the_cache_needs_a_standalone_redis_over_tcp() {
         .unwrap_err();
     assert!(err.to_string().contains("plain TCP"), "{err}");
 }
+
+/// A thread of its own for a store's connections, which the test can freeze.
+struct FrozenRuntime {
+    jobs: tokio::sync::mpsc::UnboundedSender<Duration>,
+}
+
+impl FrozenRuntime {
+    /// Connects a cached store on a new thread; its tracking connection is read there.
+    fn start(url: String) -> (Self, RedisStore) {
+        let (jobs, mut pauses) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+        let (ready, store) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let store = RedisStore::builder(url)
+                    .key_prefix(PREFIX)
+                    .command_timeout(Duration::from_secs(2))
+                    .local_cache(100)
+                    .connect()
+                    .await
+                    .unwrap();
+                ready.send(store).unwrap();
+                while let Some(pause) = pauses.recv().await {
+                    // Blocks the thread: nothing on this runtime reads its sockets meanwhile.
+                    std::thread::sleep(pause);
+                }
+            });
+        });
+        (Self { jobs }, store.recv().unwrap())
+    }
+
+    fn freeze(&self, pause: Duration) {
+        self.jobs.send(pause).unwrap();
+    }
+}
+
+/// The invalidation has reached this process's socket, but nothing has read it yet (the thread
+/// that reads it is stuck): the cache must not answer from memory.
+#[actix_web::test]
+async fn an_unread_invalidation_is_honoured() {
+    let server = RedisServer::start();
+    let a = app(cached_store(&server).await).await;
+    let (runtime, store) = FrozenRuntime::start(server.url());
+    let b = app(store).await;
+    for round in 0..5 {
+        let token = log_in(&a, round).await;
+        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        let before = server.command_counts();
+        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        assert!(
+            commands_during_since(&server, &before).is_empty(),
+            "not cached"
+        );
+
+        runtime.freeze(Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
+        // b's reader is frozen, so the invalidation waits in its socket.
+        assert_eq!(
+            status(&b, get("/me", Some(&token))).await,
+            401,
+            "round {round}"
+        );
+    }
+}

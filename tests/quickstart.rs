@@ -644,3 +644,110 @@ async fn quickstart_on_a_redis_cluster() {
     assert!(app.banner.contains("Redis Cluster"), "{}", app.banner);
     check_contract(&app).await;
 }
+
+/// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; counts answers.
+fn load_thread(
+    url: String,
+    cookie: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let client = awc::Client::default();
+            let mut answered = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = client
+                    .get(&url)
+                    .insert_header(("cookie", cookie.as_str()))
+                    .send();
+                if let Ok(mut res) = res.await {
+                    let _ = res.body().await;
+                    answered += 1;
+                }
+            }
+            answered
+        })
+    })
+}
+
+/// Two app processes with local caches on one Redis, under load: whatever ends a session on A,
+/// the very next request with its cookie on B is refused. Not once is it accepted.
+#[actix_web::test]
+async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
+    let server = support::RedisServer::start();
+    let url = server.url();
+    let cached = [("SESSION_CACHE", "10000")];
+    let a = start_with(Some(&url), &cached);
+    let b = start_with(Some(&url), &cached);
+    assert!(b.banner.contains("session cache"), "{}", b.banner);
+    let on = |app: &Quickstart, path: &str| format!("{}{path}", app.base);
+
+    // Load on both instances, from other threads, with sessions that stay valid.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bob = log_in(&a, "bob", "bob-password-456").await;
+    let load: Vec<_> = [&a, &b, &b]
+        .iter()
+        .map(|app| load_thread(on(app, "/me"), bob.clone(), stop.clone()))
+        .collect();
+
+    let keeper = log_in(&a, "alice", "alice-password-123").await;
+    let gets_before = server.command_counts().get("get").copied().unwrap_or(0);
+    let mut stale = Vec::new();
+    let rounds = 60;
+    for round in 0..rounds {
+        let victim = log_in(&a, "alice", "alice-password-123").await;
+        for _ in 0..2 {
+            let (status, _, _) = call("GET", &on(&b, "/me"), None, Some(&victim)).await;
+            assert_eq!(status, StatusCode::OK, "round {round}");
+        }
+        let how = match round % 4 {
+            0 => {
+                let (status, _, _) = call("POST", &on(&a, "/logout"), None, Some(&victim)).await;
+                assert_eq!(status, StatusCode::NO_CONTENT);
+                "logout"
+            }
+            1 => {
+                let (_, _, body) = call("GET", &on(&a, "/sessions"), None, Some(&victim)).await;
+                let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+                let id = list.iter().find(|s| s["current"] == true).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let revoke = on(&a, &format!("/sessions/{id}"));
+                let (status, _, _) = call("DELETE", &revoke, None, Some(&keeper)).await;
+                assert_eq!(status, StatusCode::NO_CONTENT);
+                "revocation"
+            }
+            2 => {
+                let revoke = on(&a, "/sessions/revoke-others");
+                let (status, _, _) = call("POST", &revoke, None, Some(&keeper)).await;
+                assert_eq!(status, StatusCode::NO_CONTENT);
+                "revoke-others"
+            }
+            _ => {
+                let body = r#"{"password":"alice-password-123"}"#;
+                let (status, _, _) =
+                    call("POST", &on(&a, "/reauth"), Some(body), Some(&victim)).await;
+                assert_eq!(status, StatusCode::NO_CONTENT);
+                "rotation"
+            }
+        };
+        let (status, _, _) = call("GET", &on(&b, "/me"), None, Some(&victim)).await;
+        if status != StatusCode::UNAUTHORIZED {
+            stale.push(format!("round {round}, {how}: {status}"));
+        }
+    }
+    let gets = server.command_counts().get("get").copied().unwrap_or(0) - gets_before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(stale.is_empty(), "stale successes: {stale:?}");
+    // The load itself came from memory: far fewer GETs reached Redis than requests were served.
+    assert!(
+        answered > 500,
+        "too little load to mean anything: {answered}"
+    );
+    assert!(
+        gets * 4 < answered,
+        "{gets} GETs for {answered} requests under load: the cache was not used"
+    );
+}
