@@ -21,11 +21,25 @@
 //! | `identity` | actix-session `RedisSessionStore` + actix-identity, `Identity` extractor |
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
+//!
+//! The `actix-login` variant also serves `POST /login-password`, a login as a real app does it:
+//! a form with `username` and `password`, checked with argon2id against a hash made once at
+//! startup (`PasswordHasher`, on the blocking thread pool), then `Session::login`. `http.sh`
+//! hammers it to measure what a login storm does to `GET /me`:
+//!
+//! ```text
+//! curl -si -H 'sec-fetch-site: same-origin' -d 'username=storm&password=correct horse battery staple' \
+//!     http://127.0.0.1:18081/login-password
+//! ```
+//!
+//! It logs in another user than `/login`, so that the storm's sessions never count against the
+//! benchmark cookie's user (a login beyond `max_sessions_per_user` ends that user's oldest).
 
 use std::io;
 use std::time::Duration;
 
 use actix_identity::{Identity, IdentityMiddleware};
+use actix_login::password::PasswordHasher;
 use actix_login::{AuthUser, LoginMiddleware, RedisStore, Session};
 use actix_session::storage::RedisSessionStore;
 use actix_session::SessionMiddleware;
@@ -55,6 +69,10 @@ const VISIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// a similar header.
 const STAND_IN_COOKIE: &str =
     "__Host-id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Secure; HttpOnly; SameSite=Lax";
+
+/// The one account `POST /login-password` knows, and its password.
+const STORM_USERNAME: &str = "storm";
+const STORM_PASSWORD: &str = "correct horse battery staple";
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Profile {
@@ -189,6 +207,38 @@ async fn login_login(session: Session) -> actix_web::Result<HttpResponse> {
     Ok(HttpResponse::Ok().json(profile))
 }
 
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// The account `POST /login-password` checks against: its profile and argon2id hash.
+struct Account {
+    profile: Profile,
+    password_hash: String,
+}
+
+/// A password login: look the user up, check the password (unknown users cost the same argon2
+/// work, as `PasswordHasher::verify` does with `None`), and only then log in.
+async fn login_password(
+    session: Session,
+    hasher: web::Data<PasswordHasher>,
+    account: web::Data<Account>,
+    creds: web::Form<Credentials>,
+) -> actix_web::Result<HttpResponse> {
+    let known = creds.username == account.profile.username;
+    let stored = known.then_some(account.password_hash.as_str());
+    if !hasher.verify(&creds.password, stored).await? {
+        return Ok(HttpResponse::Unauthorized().json(serde_json::json!({
+            "error": "invalid credentials"
+        })));
+    }
+    let profile = &account.profile;
+    session.login(profile.id.to_string(), profile).await?;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
 async fn login_me(user: AuthUser<Profile>) -> web::Json<Profile> {
     web::Json(user.into_inner())
 }
@@ -196,10 +246,25 @@ async fn login_me(user: AuthUser<Profile>) -> web::Json<Profile> {
 async fn run_actix_login(port: u16, url: &str) -> io::Result<()> {
     let store = RedisStore::connect(url).await.map_err(io::Error::other)?;
     let sessions = LoginMiddleware::new(store);
+    let hasher = PasswordHasher::new();
+    let account = web::Data::new(Account {
+        profile: Profile {
+            id: 2,
+            username: STORM_USERNAME.to_owned(),
+        },
+        password_hash: hasher
+            .hash(STORM_PASSWORD)
+            .await
+            .map_err(io::Error::other)?,
+    });
+    let hasher = web::Data::new(hasher);
     HttpServer::new(move || {
         App::new()
             .wrap(sessions.clone())
+            .app_data(hasher.clone())
+            .app_data(account.clone())
             .route("/login", web::post().to(login_login))
+            .route("/login-password", web::post().to(login_password))
             .route("/me", web::get().to(login_me))
     })
     .workers(1)
