@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Side-by-side HTTP benchmark of one authenticated route, `GET /me`, on five servers:
+# Side-by-side HTTP benchmark of one authenticated route, `GET /me`, on six servers:
 #
 #   bare            Actix Web without middleware (the ceiling)
 #   redis-get       one Redis GET of a fixed key per request (the one-round-trip floor)
 #   identity        actix-session RedisSessionStore + actix-identity, as their docs set them up
 #   identity-visit  the same with visit_deadline (sliding expiry: a session write per request)
 #   actix-login     LoginMiddleware + RedisStore, AuthUser<Profile>
+#   actix-login-cache  the same with RedisStoreBuilder::local_cache (CLIENT TRACKING)
 #
-# All five come from one bench target (benches/http_server.rs), each in its own process with one
+# All six come from one bench target (benches/http_server.rs), each in its own process with one
 # Actix worker, all sharing a redis-server this script starts on a free port. Each server gets a
 # session once (POST /login), then wrk hits GET /me with that cookie in interleaved rounds, so
 # slow drifts of a shared machine spread over every server instead of landing on one.
@@ -61,9 +62,9 @@ STORM_ME_PAUSE_MS=${STORM_ME_PAUSE_MS:-2}
 STORM_LOGIN_CONNECTIONS=${STORM_LOGIN_CONNECTIONS:-8}
 # The one account of actix-login's POST /login-password (benches/http_server.rs).
 STORM_FORM='username=storm&password=correct+horse+battery+staple'
-SERVERS=(bare redis-get identity identity-visit actix-login)
+SERVERS=(bare redis-get identity identity-visit actix-login actix-login-cache)
 # Servers whose /me must refuse a request without a cookie.
-AUTHENTICATED=(identity identity-visit actix-login)
+AUTHENTICATED=(identity identity-visit actix-login actix-login-cache)
 EXPECTED_BODY='{"id":1,"username":"alice"}'
 
 die() { echo "http.sh: $*" >&2; exit 1; }
@@ -299,6 +300,41 @@ echo "req/s, p50 and p99 are medians over rounds; CPU and Redis commands are tot
 echo "divided by all requests (CPU from /proc/<pid>/stat utime+stime, ${CLK_TCK} ticks/s; Redis"
 echo "commands from INFO commandstats, INFO itself excluded). Server CPU covers the whole server"
 echo "process; wrk and Redis share the same $(nproc) cores, so req/s is a relative figure."
+echo
+IDENTITY_RPS=$(rps_of identity)
+LOGIN_RPS=$(rps_of actix-login)
+CACHE_RPS=$(rps_of actix-login-cache)
+cpu_of() { awk -v t="${SRV_TICKS[$1]}" -v hz="$CLK_TCK" -v r="${REQS[$1]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }'; }
+awk -v l="$LOGIN_RPS" -v i="$IDENTITY_RPS" -v c="$CACHE_RPS" -v b="$BARE_RPS" \
+    -v lcpu="$(cpu_of actix-login)" -v fcpu="$(cpu_of redis-get)" 'BEGIN {
+    printf "Targets: actix-login / identity req/s = %.2f (>= 1.10); actix-login CPU above the floor = %+.1f us/req (<= 5);\n", l / i, lcpu - fcpu
+    printf "actix-login-cache / bare req/s = %.2f (>= 0.85).\n", c / b
+}'
+
+# ---- Redis memory per session -------------------------------------------------------------------
+
+# Logins as a browser makes them (a typical 97-character User-Agent), then MEMORY USAGE of every
+# session record plus the user's index, divided by the sessions.
+MEM_SESSIONS=$([[ $SMOKE == 1 ]] && echo 5 || echo 50)
+MEM_UA='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+for _ in $(seq "$MEM_SESSIONS"); do
+    curl -sS --fail -o /dev/null -X POST -A "$MEM_UA" -H 'sec-fetch-site: same-origin' \
+        "http://127.0.0.1:${PORT[actix-login]}/login" || die "actix-login: login for the memory count failed"
+done
+# Only records with that User-Agent count: the servers' own logins above have none.
+read -r record_bytes records < <(redis-cli -p "$REDIS_PORT" --scan --pattern 'actix-login:s:*' |
+    while read -r key; do
+        redis-cli -p "$REDIS_PORT" GET "$key" | grep -q 'Mozilla' || continue
+        redis-cli -p "$REDIS_PORT" MEMORY USAGE "$key" SAMPLES 0
+    done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
+index_bytes=$(redis-cli -p "$REDIS_PORT" MEMORY USAGE actix-login:u:1 SAMPLES 0)
+index_members=$(redis-cli -p "$REDIS_PORT" SCARD actix-login:u:1)
+((records > 0 && index_members > 0)) || die "no session records found for the memory count"
+echo
+awk -v r="$record_bytes" -v n="$records" -v i="$index_bytes" -v m="$index_members" 'BEGIN {
+    printf "Redis memory per session: %.0f bytes (record %.0f + index entry %.0f; MEMORY USAGE over %d sessions; target <= 512).\n", r / n + i / m, r / n, i / m, n
+}'
+
 # ---- login storm (actix-login) ------------------------------------------------------------------
 
 [[ $STORM == 0 ]] && { echo "Total time: $((SECONDS - START_SECONDS)) s." >&2; exit 0; }

@@ -21,6 +21,7 @@
 //! | `identity` | actix-session `RedisSessionStore` + actix-identity, `Identity` extractor |
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
+//! | `actix-login-cache` | the same with `RedisStoreBuilder::local_cache`: no Redis command once cached |
 //!
 //! The `actix-login` variant also serves `POST /login-password`, a login as a real app does it:
 //! a form with `username` and `password`, checked with argon2id against a hash made once at
@@ -49,12 +50,13 @@ use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpResponse, HttpServe
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-const VARIANTS: [&str; 5] = [
+const VARIANTS: [&str; 6] = [
     "bare",
     "redis-get",
     "identity",
     "identity-visit",
     "actix-login",
+    "actix-login-cache",
 ];
 
 /// The Redis key the `redis-get` variant reads on every request.
@@ -243,8 +245,12 @@ async fn login_me(user: AuthUser<Profile>) -> web::Json<Profile> {
     web::Json(user.into_inner())
 }
 
-async fn run_actix_login(port: u16, url: &str) -> io::Result<()> {
-    let store = RedisStore::connect(url).await.map_err(io::Error::other)?;
+async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<()> {
+    let mut store = RedisStore::builder(url);
+    if local_cache {
+        store = store.local_cache(10_000);
+    }
+    let store = store.connect().await.map_err(io::Error::other)?;
     let sessions = LoginMiddleware::new(store);
     let hasher = PasswordHasher::new();
     let account = web::Data::new(Account {
@@ -308,7 +314,8 @@ fn main() -> io::Result<()> {
             "redis-get" => run_redis_get(port, &url).await,
             "identity" => run_identity(port, &url, None).await,
             "identity-visit" => run_identity(port, &url, Some(VISIT_DEADLINE)).await,
-            "actix-login" => run_actix_login(port, &url).await,
+            "actix-login" => run_actix_login(port, &url, false).await,
+            "actix-login-cache" => run_actix_login(port, &url, true).await,
             _ => unreachable!("checked against VARIANTS"),
         }
     })
