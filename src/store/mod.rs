@@ -14,6 +14,7 @@ use crate::{SessionKey, SessionRecord, StoreError};
 
 pub mod memory;
 pub mod redis;
+mod sentinel;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisStore, RedisStoreBuilder};

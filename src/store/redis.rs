@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
+use super::sentinel::{SentinelConnection, SentinelOptions};
 use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
 
@@ -58,11 +59,20 @@ pub struct RedisStore {
     command_timeout: Duration,
 }
 
-/// A standalone server (or a Sentinel-managed primary reached through it) or a Redis Cluster.
+/// A standalone server, the primary that Redis Sentinel names, or a Redis Cluster.
 #[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
+}
+
+impl Connection {
+    /// Whether every key lives on one server, so one `MULTI`/`EXEC` or pipeline can span them.
+    /// A Sentinel deployment is one primary, exactly like a standalone server.
+    fn is_single_node(&self) -> bool {
+        matches!(self, Connection::Single(_) | Connection::Sentinel(_))
+    }
 }
 
 impl ConnectionLike for Connection {
@@ -70,6 +80,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(conn) => conn.req_packed_command(cmd),
             Connection::Cluster(conn) => conn.req_packed_command(cmd),
+            Connection::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -82,6 +93,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -89,6 +101,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(conn) => conn.get_db(),
             Connection::Cluster(conn) => conn.get_db(),
+            Connection::Sentinel(conn) => conn.get_db(),
         }
     }
 }
@@ -107,7 +120,8 @@ impl RedisStore {
     /// Connects with the default settings. See [`RedisStore::builder`] for the options.
     ///
     /// `url` is a redis-rs connection URL: `redis://[user:password@]host[:port][/db]`, or
-    /// `rediss://` for TLS when the matching `redis` crate feature is enabled.
+    /// `rediss://` for TLS (see [`RedisStoreBuilder::tls_root_certificate`] for servers whose
+    /// certificates come from a private CA).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::builder(url).connect().await
     }
@@ -138,12 +152,57 @@ impl RedisStore {
         Self::builder_for(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
     }
 
+    /// Connects through Redis Sentinel to the primary of `service_name`, with the default
+    /// settings. See [`RedisStore::sentinel_builder`].
+    pub async fn connect_sentinel(
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        service_name: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        Self::sentinel_builder(sentinels, service_name)
+            .connect()
+            .await
+    }
+
+    /// Starts configuring a store on the primary that Redis Sentinel names for `service_name`,
+    /// asking any of `sentinels` (URLs such as `redis://10.0.0.1:26379`).
+    ///
+    /// The sentinel URLs carry everything else, and must agree on it:
+    /// `redis://[user:password@]host:port[/db]`. The user and password log in to the sentinels
+    /// and to the data nodes alike (sentinels without a password accept any password given
+    /// with a user name, so `redis://default:secret@…` reaches password-protected data nodes
+    /// behind open sentinels); the database is selected on the data nodes. `rediss://` makes
+    /// both connections TLS, verified against [`RedisStoreBuilder::tls_root_certificate`] or
+    /// the system's roots.
+    ///
+    /// The store holds one multiplexed connection to the primary, as on a standalone server,
+    /// and so uses `MULTI`/`EXEC` the same way. When a command finds the primary gone (the
+    /// connection breaks, as when Sentinel demotes a primary and disconnects its clients) or
+    /// demoted (`READONLY`), that command fails, so its request gets `503`, and the store asks
+    /// the sentinels for the primary again and reconnects in the background. Concurrent
+    /// failures share that one re-resolution; the next command goes to the new primary.
+    /// Sessions written shortly before a failover may be lost with the old primary, since
+    /// Redis replicates asynchronously.
+    ///
+    /// Before using a primary, the store checks with `ROLE` (falling back to `INFO`, which the
+    /// store needs anyway) that it still is one, so an ACL user on the data nodes needs one of
+    /// them.
+    pub fn sentinel_builder(
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        service_name: impl Into<String>,
+    ) -> RedisStoreBuilder {
+        Self::builder_for(Target::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            service_name: service_name.into(),
+        })
+    }
+
     fn builder_for(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
             target,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls_root_certificate: None,
         }
     }
 
@@ -202,7 +261,7 @@ impl RedisStore {
             .ignore();
         let mut conn = self.connection.clone();
         // `NX` answers nil when the key exists.
-        let created: Option<String> = if let Connection::Single(_) = conn {
+        let created: Option<String> = if conn.is_single_node() {
             let (created,): (Option<String>,) = self
                 .run(add.atomic().add_command(set).query_async(&mut conn))
                 .await?;
@@ -227,7 +286,7 @@ impl RedisStore {
             pipe
         };
         let mut conn = self.connection.clone();
-        if let Connection::Single(_) = conn {
+        if conn.is_single_node() {
             let mut all = redis::pipe();
             for key in keys {
                 let redis_key = self.session_key(key);
@@ -283,6 +342,26 @@ impl RedisStore {
 enum Target {
     Single(String),
     Cluster(Vec<String>),
+    Sentinel {
+        sentinels: Vec<String>,
+        service_name: String,
+    },
+}
+
+impl Target {
+    fn uses_tls(&self) -> bool {
+        let tls = |url: &String| {
+            url.get(..9)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        };
+        match self {
+            Target::Single(url) => tls(url),
+            Target::Cluster(urls)
+            | Target::Sentinel {
+                sentinels: urls, ..
+            } => urls.iter().any(tls),
+        }
+    }
 }
 
 /// Configures and connects a [`RedisStore`].
@@ -293,6 +372,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -325,6 +405,24 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Trusts the certificate authority in `pem` (one or more PEM certificates) for `rediss://`
+    /// connections, instead of the system's roots: for servers whose certificates come from a
+    /// private CA. The server's host name is still verified, so there is no need for
+    /// `#insecure`.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
+    fn tls_certificates(&self) -> Option<TlsCertificates> {
+        self.tls_root_certificate
+            .as_ref()
+            .map(|pem| TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            })
+    }
+
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
@@ -350,9 +448,31 @@ impl RedisStoreBuilder {
     }
 
     async fn open(&self) -> Result<Connection, StoreError> {
+        if self.target.uses_tls() {
+            install_crypto_provider();
+        }
         match &self.target {
             Target::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(StoreError::unavailable)?;
+                let client = match self.tls_certificates() {
+                    Some(certificates) => redis::Client::build_with_tls(url.as_str(), certificates),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map_err(StoreError::unavailable)?;
+                // The manager retries every failed connect until it gives up, so an untrusted
+                // certificate or a wrong password would surface only as a timeout. One plain
+                // attempt first reports them as they are; a refused or slow connection is left
+                // to the manager's retries, for a Redis that is still starting.
+                let probe_config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout));
+                if let Err(err) = client
+                    .get_multiplexed_async_connection_with_config(&probe_config)
+                    .await
+                {
+                    if !(err.is_connection_refusal() || err.is_timeout()) {
+                        return Err(StoreError::unavailable(err));
+                    }
+                }
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     .set_response_timeout(Some(self.command_timeout));
@@ -362,18 +482,44 @@ impl RedisStoreBuilder {
                 Ok(Connection::Single(manager))
             }
             Target::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.command_timeout)
-                    .build()
-                    .map_err(StoreError::unavailable)?;
+                    .response_timeout(self.command_timeout);
+                if let Some(certificates) = self.tls_certificates() {
+                    builder = builder.certs(certificates);
+                }
+                let client = builder.build().map_err(StoreError::unavailable)?;
                 let connection = client
                     .get_async_connection()
                     .await
                     .map_err(StoreError::unavailable)?;
                 Ok(Connection::Cluster(connection))
             }
+            Target::Sentinel {
+                sentinels,
+                service_name,
+            } => {
+                let connection = SentinelConnection::connect(SentinelOptions {
+                    sentinels,
+                    service_name,
+                    connect_timeout: self.connect_timeout,
+                    command_timeout: self.command_timeout,
+                    tls_root_certificate: self.tls_root_certificate.as_deref(),
+                })
+                .await?;
+                Ok(Connection::Sentinel(connection))
+            }
         }
+    }
+}
+
+/// Makes ring rustls's process-wide crypto provider unless the app chose one. rustls picks a
+/// provider by itself only when exactly one of its backends is compiled in; with both (another
+/// dependency may enable aws-lc-rs) it would panic at the first TLS connection instead.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: either provider will do.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
