@@ -53,6 +53,7 @@ fn start_env(store: Option<(&str, &str)>, env: &[(&str, &str)]) -> Quickstart {
         .env("ADDR", format!("127.0.0.1:{port}"))
         .env_remove("REDIS_URL")
         .env_remove("REDIS_CLUSTER_NODES")
+        .env_remove("REDIS_SENTINELS")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -642,5 +643,14 @@ async fn quickstart_on_a_redis_cluster() {
     let nodes = cluster.urls().join(",");
     let app = start_env(Some(("REDIS_CLUSTER_NODES", &nodes)), &[]);
     assert!(app.banner.contains("Redis Cluster"), "{}", app.banner);
+    check_contract(&app).await;
+}
+
+#[actix_web::test]
+async fn quickstart_on_redis_sentinel() {
+    let deployment = support::RedisSentinel::start();
+    let sentinels = deployment.sentinel_urls().join(",");
+    let app = start_env(Some(("REDIS_SENTINELS", &sentinels)), &[]);
+    assert!(app.banner.contains("Redis Sentinel"), "{}", app.banner);
     check_contract(&app).await;
 }
