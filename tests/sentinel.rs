@@ -12,7 +12,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test;
 use support::http::minimal::app;
 use support::http::*;
-use support::{connection, unique_prefix, Guarded, RedisSentinel, RedisServer, SERVICE};
+use support::{unique_prefix, Guarded, RedisSentinel, RedisServer, SERVICE};
 
 async fn sentinel_store(deployment: &RedisSentinel, prefix: &str) -> RedisStore {
     RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
@@ -35,7 +35,7 @@ where
     for id in 0..count {
         tokens.push(log_in(app, id).await);
     }
-    let mut primary = connection(&deployment.server_url(0)).unwrap();
+    let mut primary = deployment.server_connection(0).unwrap();
     let acknowledged: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(1000)
@@ -111,7 +111,7 @@ where
     let fresh = log_in(app, 4242).await;
     assert_eq!(status(app, get("/me", Some(&fresh))).await, 200);
     // The new session was written to the new primary, not to the old one.
-    let mut new_primary = connection(&deployment.server_url(1)).unwrap();
+    let mut new_primary = deployment.server_connection(1).unwrap();
     let found: Vec<String> = redis::cmd("KEYS")
         .arg(format!("*:s:{}", stored_key(&fresh)))
         .query(&mut new_primary)
@@ -193,7 +193,7 @@ async fn credentials_and_database_come_from_the_sentinel_urls() {
     // Password-protected data nodes behind open sentinels: a user name makes the sentinels
     // accept the password they do not need.
     let (logs, _guard) = support::capture_logs();
-    let deployment = RedisSentinel::start_with(Some("s3cret-data"));
+    let deployment = RedisSentinel::start_with(Some("s3cret-data"), None);
     let urls: Vec<String> = deployment
         .sentinels
         .iter()
@@ -209,7 +209,8 @@ async fn credentials_and_database_come_from_the_sentinel_urls() {
     let token = log_in(&app, 7).await;
     assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
 
-    let mut primary = connection(&format!("{}/3", deployment.server_url(0))).unwrap();
+    let mut primary = deployment.server_connection(0).unwrap();
+    redis::cmd("SELECT").arg(3).exec(&mut primary).unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
         .query(&mut primary)
@@ -317,4 +318,36 @@ async fn sentinel_urls_must_agree() {
     assert!(message.contains("must agree"), "{message}");
     assert!(!message.contains("password@"), "{message}");
     assert!(!message.contains("one-password"), "{message}");
+}
+
+#[actix_web::test]
+async fn sentinels_and_primary_over_tls_with_a_private_ca() {
+    let deployment = RedisSentinel::start_with(None, Some(support::TestCertificates::generate()));
+    let ca = deployment.tls.as_ref().unwrap().ca_pem();
+    let store = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+        .tls_root_certificate(ca)
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    let app = app(store).await;
+    let token = log_in(&app, 11).await;
+    let (code, body) =
+        status_and_body(test::call_service(&app, get("/me", Some(&token))).await).await;
+    assert_eq!((code, body.as_str()), (200, "11"));
+    assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+
+    // Without the CA neither the sentinels nor the primary are trusted.
+    let started = Instant::now();
+    let result = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+        .connect_timeout(Duration::from_millis(1000))
+        .connect()
+        .await;
+    assert!(result.is_err(), "connected without trusting the CA");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -576,18 +576,37 @@ pub struct RedisSentinel {
     pub sentinels: Vec<Guarded>,
     /// The data nodes' `requirepass`, if any; the sentinels have none.
     pub password: Option<String>,
+    /// With TLS, every process serves it only, with a certificate from this CA.
+    pub tls: Option<TestCertificates>,
     _dir: TempDir,
 }
 
 impl RedisSentinel {
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// With `password`, the data nodes require it (of the `default` user) and the sentinels
-    /// know it; the sentinels themselves stay open.
-    pub fn start_with(password: Option<&str>) -> Self {
+    /// know it; the sentinels themselves stay open. With `tls`, every process, sentinels
+    /// included, speaks TLS only, and so does replication.
+    pub fn start_with(password: Option<&str>, tls: Option<TestCertificates>) -> Self {
         let dir = unique_dir("sentinel");
+        let tls_files = |port: u16| match &tls {
+            Some(certificates) => format!(
+                "tls-port {port}\nport 0\ntls-replication yes\ntls-auth-clients no\n\
+                 tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n",
+                certificates.server_cert.display(),
+                certificates.server_key.display(),
+                certificates.ca_cert.display()
+            ),
+            None => format!("port {port}\n"),
+        };
+        let tls_args = |port: u16| match &tls {
+            Some(certificates) => {
+                format!("{} --tls-replication yes", certificates.server_args(port))
+            }
+            None => format!("--port {port}"),
+        };
         let (auth_args, auth_config) = match password {
             Some(p) => (
                 format!("--requirepass {p} --masterauth {p}"),
@@ -598,10 +617,11 @@ impl RedisSentinel {
         let data_node = |extra: String| {
             Guarded::spawn_on_free_port(|port| {
                 format!(
-                    "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+                    "redis-server --bind 127.0.0.1 --save '' --appendonly no \
                      --repl-diskless-sync-delay 0 --loglevel warning --logfile '' \
-                     --dir {dir} --dbfilename data-{port}.rdb {auth_args} {extra}",
-                    dir = dir.0.display()
+                     --dir {dir} --dbfilename data-{port}.rdb {auth_args} {extra} {listen}",
+                    dir = dir.0.display(),
+                    listen = tls_args(port),
                 )
             })
         };
@@ -612,13 +632,14 @@ impl RedisSentinel {
                 Guarded::spawn_on_free_port(|port| {
                     let conf = dir.0.join(format!("sentinel-{i}-{port}.conf"));
                     let text = format!(
-                        "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                        "{listen}bind 127.0.0.1\ndir {dir}\n\
                          sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n\
                          sentinel down-after-milliseconds {SERVICE} 1000\n\
                          sentinel failover-timeout {SERVICE} 4000\n\
                          sentinel parallel-syncs {SERVICE} 1\n{auth_config}\n",
                         dir = dir.0.display(),
                         primary = primary.port,
+                        listen = tls_files(port),
                     );
                     std::fs::write(&conf, text).expect("sentinel configuration");
                     format!(
@@ -632,34 +653,66 @@ impl RedisSentinel {
             servers: vec![primary, replica],
             sentinels,
             password: password.map(str::to_owned),
+            tls,
             _dir: dir,
         };
         deployment.wait_until_ready(0);
         deployment
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
     /// Sentinel URLs, as the store takes them.
     pub fn sentinel_urls(&self) -> Vec<String> {
         self.sentinels
             .iter()
-            .map(|s| format!("redis://127.0.0.1:{}", s.port))
+            .map(|s| format!("{}://127.0.0.1:{}", self.scheme(), s.port))
             .collect()
     }
 
     /// A URL that logs in to data node `i` directly.
     pub fn server_url(&self, i: usize) -> String {
+        let port = self.servers[i].port;
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.servers[i].port),
-            None => format!("redis://127.0.0.1:{}", self.servers[i].port),
+            Some(p) => format!("{}://:{p}@127.0.0.1:{port}", self.scheme()),
+            None => format!("{}://127.0.0.1:{port}", self.scheme()),
         }
+    }
+
+    fn open(&self, url: &str) -> redis::RedisResult<redis::Connection> {
+        let client = match &self.tls {
+            Some(certificates) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(certificates.ca_pem()),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
+        client.get_connection_with_timeout(Duration::from_secs(2))
+    }
+
+    /// A connection to data node `i`, logged in.
+    pub fn server_connection(&self, i: usize) -> redis::RedisResult<redis::Connection> {
+        self.open(&self.server_url(i))
+    }
+
+    fn sentinel_connection(&self, i: usize) -> redis::RedisResult<redis::Connection> {
+        self.open(&self.sentinel_urls()[i])
     }
 
     /// The primary's port as each sentinel reports it.
     pub fn reported_primaries(&self) -> Vec<Option<u16>> {
-        self.sentinels
-            .iter()
-            .map(|s| {
-                let mut conn = connection(&format!("redis://127.0.0.1:{}", s.port)).ok()?;
+        (0..self.sentinels.len())
+            .map(|i| {
+                let mut conn = self.sentinel_connection(i).ok()?;
                 let addr: Option<(String, String)> = redis::cmd("SENTINEL")
                     .arg("GET-MASTER-ADDR-BY-NAME")
                     .arg(SERVICE)
@@ -712,7 +765,8 @@ impl RedisSentinel {
             return false;
         }
         let replica = 1 - primary;
-        let replicating = connection(&self.server_url(replica))
+        let replicating = self
+            .server_connection(replica)
             .and_then(|mut c| {
                 redis::cmd("INFO")
                     .arg("replication")
@@ -721,8 +775,8 @@ impl RedisSentinel {
             .is_ok_and(|info| info.contains("master_link_status:up"));
         let replica_port = self.servers[replica].port.to_string();
         replicating
-            && self.sentinels.iter().all(|s| {
-                let Ok(mut conn) = connection(&format!("redis://127.0.0.1:{}", s.port)) else {
+            && (0..self.sentinels.len()).all(|i| {
+                let Ok(mut conn) = self.sentinel_connection(i) else {
                     return false;
                 };
                 let quorum = redis::cmd("SENTINEL")
@@ -751,7 +805,8 @@ impl RedisSentinel {
         let expected = format!("master_port:{}", self.servers[1 - i].port);
         let deadline = Instant::now() + within;
         loop {
-            let info = connection(&self.server_url(i))
+            let info = self
+                .server_connection(i)
                 .and_then(|mut c| {
                     redis::cmd("INFO")
                         .arg("replication")
@@ -777,7 +832,9 @@ impl RedisSentinel {
     /// several seconds). Unlike Sentinel, this leaves its clients connected, so they meet
     /// `READONLY` on their next write.
     pub fn demote(&self, i: usize) {
-        let mut conn = connection(&self.server_url(i)).expect("connect to the old primary");
+        let mut conn = self
+            .server_connection(i)
+            .expect("connect to the old primary");
         redis::cmd("REPLICAOF")
             .arg("127.0.0.1")
             .arg(self.servers[1 - i].port)
@@ -787,8 +844,7 @@ impl RedisSentinel {
 
     /// Asks a sentinel to fail over now, without waiting for the primary to look down.
     pub fn force_failover(&self) {
-        let mut conn = connection(&format!("redis://127.0.0.1:{}", self.sentinels[0].port))
-            .expect("connect to a sentinel");
+        let mut conn = self.sentinel_connection(0).expect("connect to a sentinel");
         redis::cmd("SENTINEL")
             .arg("FAILOVER")
             .arg(SERVICE)
@@ -798,7 +854,7 @@ impl RedisSentinel {
 
     /// Stops data node `i` at once, as a crash would.
     pub fn kill_server(&mut self, i: usize) {
-        if let Ok(mut conn) = connection(&self.server_url(i)) {
+        if let Ok(mut conn) = self.server_connection(i) {
             let _ = redis::cmd("SHUTDOWN")
                 .arg("NOSAVE")
                 .arg("NOW")
