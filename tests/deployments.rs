@@ -83,6 +83,17 @@ async fn a_tls_root_certificate_needs_a_rediss_url() {
         .await
         .expect_err("a CA for a plain-text URL is a configuration mistake");
     assert!(err.to_string().contains("rediss://"), "{err}");
+    for builder in [
+        RedisStore::cluster_builder([server.url()]),
+        RedisStore::sentinel_builder([server.url()], "mymaster"),
+    ] {
+        let err = builder
+            .tls_root_certificate(certificates.ca_pem())
+            .connect()
+            .await
+            .expect_err("a CA for plain-text URLs is a configuration mistake");
+        assert!(err.to_string().contains("rediss://"), "{err}");
+    }
 }
 
 #[actix_web::test]

@@ -450,6 +450,11 @@ impl RedisStoreBuilder {
     async fn open(&self) -> Result<Connection, StoreError> {
         if self.target.uses_tls() {
             install_crypto_provider();
+        } else if self.tls_root_certificate.is_some() {
+            // redis-rs would ignore it, or switch a cluster to TLS behind the URLs' back.
+            return Err(StoreError::unavailable(
+                "a TLS root certificate was given for plain-text URLs: use rediss://",
+            ));
         }
         match &self.target {
             Target::Single(url) => {
