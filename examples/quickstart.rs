@@ -1,7 +1,10 @@
 //! A complete login service: `cargo run --example quickstart`.
 //!
 //! Listens on `ADDR` (default `127.0.0.1:8080`). Sessions live in memory, in Redis when
-//! `REDIS_URL` is set, or in a Redis Cluster when `REDIS_CLUSTER_NODES` lists its seed nodes.
+//! `REDIS_URL` is set, in a Redis Cluster when `REDIS_CLUSTER_NODES` lists its seed nodes, or on
+//! the primary that Redis Sentinel names when `REDIS_SENTINELS` lists the sentinels
+//! (comma-separated `redis://host:port` URLs; the service is `REDIS_SENTINEL_SERVICE`, default
+//! `mymaster`).
 //! With `REDIS_URL`, `SESSION_CACHE=<max sessions>` keeps records in process as well, kept
 //! honest by Redis (see `RedisStoreBuilder::local_cache`).
 //! Two users exist: `alice` / `alice-password-123` (role `admin`) and
@@ -379,11 +382,18 @@ fn env_number(name: &str) -> std::io::Result<Option<u64>> {
     }
 }
 
-/// Redis from `REDIS_CLUSTER_NODES` (comma-separated `redis://host:port` seeds) or `REDIS_URL`,
-/// if either is set.
+/// Redis from `REDIS_SENTINELS` (comma-separated sentinel URLs, with
+/// `REDIS_SENTINEL_SERVICE`), `REDIS_CLUSTER_NODES` (comma-separated `redis://host:port` seeds)
+/// or `REDIS_URL`, if any is set.
 async fn redis_store() -> std::io::Result<Option<RedisStore>> {
     let setting = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-    let store = if let Some(nodes) = setting("REDIS_CLUSTER_NODES") {
+    let store = if let Some(sentinels) = setting("REDIS_SENTINELS") {
+        let service = setting("REDIS_SENTINEL_SERVICE").unwrap_or_else(|| "mymaster".to_owned());
+        let store =
+            RedisStore::connect_sentinel(sentinels.split(',').map(str::trim), &service).await;
+        println!("session store: Redis Sentinel service {service:?} (from REDIS_SENTINELS)");
+        store
+    } else if let Some(nodes) = setting("REDIS_CLUSTER_NODES") {
         let store = RedisStore::connect_cluster(nodes.split(',').map(str::trim)).await;
         println!("session store: Redis Cluster (from REDIS_CLUSTER_NODES)");
         store

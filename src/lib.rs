@@ -154,9 +154,9 @@
 //!
 //! # Stores
 //!
-//! [`RedisStore`] (Redis 7.0 or newer, standalone or [Cluster](RedisStore::connect_cluster)) for
-//! production, [`MemoryStore`] for development and tests, or your own backend through the
-//! [`SessionStore`] trait.
+//! [`RedisStore`] (Redis 7.0 or newer: standalone, [Cluster](RedisStore::connect_cluster) or
+//! [Sentinel](RedisStore::connect_sentinel), over TLS too) for production, [`MemoryStore`] for
+//! development and tests, or your own backend through the [`SessionStore`] trait.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]

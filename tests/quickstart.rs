@@ -53,6 +53,7 @@ fn start_env(store: Option<(&str, &str)>, env: &[(&str, &str)]) -> Quickstart {
         .env("ADDR", format!("127.0.0.1:{port}"))
         .env_remove("REDIS_URL")
         .env_remove("REDIS_CLUSTER_NODES")
+        .env_remove("REDIS_SENTINELS")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -750,4 +751,13 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
         gets * 4 < answered,
         "{gets} GETs for {answered} requests under load: the cache was not used"
     );
+}
+
+#[actix_web::test]
+async fn quickstart_on_redis_sentinel() {
+    let deployment = support::RedisSentinel::start();
+    let sentinels = deployment.sentinel_urls().join(",");
+    let app = start_env(Some(("REDIS_SENTINELS", &sentinels)), &[]);
+    assert!(app.banner.contains("Redis Sentinel"), "{}", app.banner);
+    check_contract(&app).await;
 }

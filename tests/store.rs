@@ -398,3 +398,50 @@ async fn redis_cluster_keeps_the_contract() {
     check_index_and_rotation(store().await).await;
     check_delete_wins_over_concurrent_extends(store().await).await;
 }
+
+#[actix_web::test]
+async fn redis_sentinel_keeps_the_contract() {
+    let deployment = support::RedisSentinel::start();
+    let store = || async {
+        RedisStore::sentinel_builder(deployment.sentinel_urls(), support::SERVICE)
+            .key_prefix(unique_prefix())
+            .connect()
+            .await
+            .unwrap()
+    };
+    check_contract(store().await).await;
+    check_index_and_rotation(store().await).await;
+    check_delete_wins_over_concurrent_extends(store().await).await;
+}
+
+#[actix_web::test]
+async fn redis_over_tls_keeps_the_contract() {
+    let certificates = support::TestCertificates::generate();
+    let server = support::start_tls_server(&certificates);
+    let store = || async {
+        RedisStore::builder(format!("rediss://127.0.0.1:{}", server.port))
+            .tls_root_certificate(certificates.ca_pem())
+            .key_prefix(unique_prefix())
+            .connect()
+            .await
+            .unwrap()
+    };
+    check_contract(store().await).await;
+    check_index_and_rotation(store().await).await;
+    check_delete_wins_over_concurrent_extends(store().await).await;
+}
+
+#[actix_web::test]
+async fn redis_acl_user_keeps_the_contract() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix();
+    support::acl_user(&server, "app", "secret", &prefix);
+    let store = RedisStore::builder(format!("redis://app:secret@127.0.0.1:{}", server.port))
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    check_contract(store.clone()).await;
+    check_index_and_rotation(store.clone()).await;
+    check_delete_wins_over_concurrent_extends(store).await;
+}

@@ -15,6 +15,7 @@ use crate::{SessionKey, SessionRecord, StoreError};
 mod cache;
 pub mod memory;
 pub mod redis;
+mod sentinel;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisStore, RedisStoreBuilder};

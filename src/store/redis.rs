@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
 use super::cache::{LocalCache, Lookup, TrackingTarget};
+use super::sentinel::{SentinelConnection, SentinelOptions};
 use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::record::{from_unix_millis, unix_millis};
 use crate::{SessionKey, SessionRecord, StoreError};
@@ -62,11 +63,20 @@ pub struct RedisStore {
     command_timeout: Duration,
 }
 
-/// A standalone server (or a Sentinel-managed primary reached through it) or a Redis Cluster.
+/// A standalone server, the primary that Redis Sentinel names, or a Redis Cluster.
 #[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
+}
+
+impl Connection {
+    /// Whether every key lives on one server, so one `MULTI`/`EXEC` or pipeline can span them.
+    /// A Sentinel deployment is one primary, exactly like a standalone server.
+    fn is_single_node(&self) -> bool {
+        matches!(self, Connection::Single(_) | Connection::Sentinel(_))
+    }
 }
 
 impl ConnectionLike for Connection {
@@ -74,6 +84,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(conn) => conn.req_packed_command(cmd),
             Connection::Cluster(conn) => conn.req_packed_command(cmd),
+            Connection::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -86,6 +97,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -93,6 +105,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(conn) => conn.get_db(),
             Connection::Cluster(conn) => conn.get_db(),
+            Connection::Sentinel(conn) => conn.get_db(),
         }
     }
 }
@@ -111,7 +124,8 @@ impl RedisStore {
     /// Connects with the default settings. See [`RedisStore::builder`] for the options.
     ///
     /// `url` is a redis-rs connection URL: `redis://[user:password@]host[:port][/db]`, or
-    /// `rediss://` for TLS when the matching `redis` crate feature is enabled.
+    /// `rediss://` for TLS (see [`RedisStoreBuilder::tls_root_certificate`] for servers whose
+    /// certificates come from a private CA).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Self::builder(url).connect().await
     }
@@ -142,6 +156,50 @@ impl RedisStore {
         Self::builder_for(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
     }
 
+    /// Connects through Redis Sentinel to the primary of `service_name`, with the default
+    /// settings. See [`RedisStore::sentinel_builder`].
+    pub async fn connect_sentinel(
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        service_name: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        Self::sentinel_builder(sentinels, service_name)
+            .connect()
+            .await
+    }
+
+    /// Starts configuring a store on the primary that Redis Sentinel names for `service_name`,
+    /// asking any of `sentinels` (URLs such as `redis://10.0.0.1:26379`).
+    ///
+    /// The sentinel URLs carry everything else, and must agree on it:
+    /// `redis://[user:password@]host:port[/db]`. The user and password log in to the sentinels
+    /// and to the data nodes alike (sentinels without a password accept any password given
+    /// with a user name, so `redis://default:secret@…` reaches password-protected data nodes
+    /// behind open sentinels); the database is selected on the data nodes. `rediss://` makes
+    /// both connections TLS, verified against [`RedisStoreBuilder::tls_root_certificate`] or
+    /// the system's roots.
+    ///
+    /// The store holds one multiplexed connection to the primary, as on a standalone server,
+    /// and so uses `MULTI`/`EXEC` the same way. When a command finds the primary gone (the
+    /// connection breaks, as when Sentinel demotes a primary and disconnects its clients) or
+    /// demoted (`READONLY`), that command fails, so its request gets `503`, and the store asks
+    /// the sentinels for the primary again and reconnects in the background. Concurrent
+    /// failures share that one re-resolution; the next command goes to the new primary.
+    /// Sessions written shortly before a failover may be lost with the old primary, since
+    /// Redis replicates asynchronously.
+    ///
+    /// Before using a primary, the store checks with `ROLE` (falling back to `INFO`, which the
+    /// store needs anyway) that it still is one, so an ACL user on the data nodes needs one of
+    /// them.
+    pub fn sentinel_builder(
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        service_name: impl Into<String>,
+    ) -> RedisStoreBuilder {
+        Self::builder_for(Target::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            service_name: service_name.into(),
+        })
+    }
+
     fn builder_for(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
             target,
@@ -149,6 +207,7 @@ impl RedisStore {
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls_root_certificate: None,
         }
     }
 
@@ -207,7 +266,7 @@ impl RedisStore {
             .ignore();
         let mut conn = self.connection.clone();
         // `NX` answers nil when the key exists.
-        let created: Option<String> = if let Connection::Single(_) = conn {
+        let created: Option<String> = if conn.is_single_node() {
             let (created,): (Option<String>,) = self
                 .run(add.atomic().add_command(set).query_async(&mut conn))
                 .await?;
@@ -226,7 +285,7 @@ impl RedisStore {
     /// slot) on a cluster.
     async fn lookup_all(&self, keys: &[&SessionKey]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let mut conn = self.connection.clone();
-        if let Connection::Single(_) = conn {
+        if conn.is_single_node() {
             let redis_keys: Vec<String> = keys.iter().map(|key| self.session_key(key)).collect();
             return self
                 .run(redis::cmd("MGET").arg(redis_keys).query_async(&mut conn))
@@ -285,6 +344,26 @@ impl RedisStore {
 enum Target {
     Single(String),
     Cluster(Vec<String>),
+    Sentinel {
+        sentinels: Vec<String>,
+        service_name: String,
+    },
+}
+
+impl Target {
+    fn uses_tls(&self) -> bool {
+        let tls = |url: &String| {
+            url.get(..9)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        };
+        match self {
+            Target::Single(url) => tls(url),
+            Target::Cluster(urls)
+            | Target::Sentinel {
+                sentinels: urls, ..
+            } => urls.iter().any(tls),
+        }
+    }
 }
 
 /// Configures and connects a [`RedisStore`].
@@ -296,6 +375,7 @@ pub struct RedisStoreBuilder {
     prefix: String,
     command_timeout: Duration,
     connect_timeout: Duration,
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -341,13 +421,31 @@ impl RedisStoreBuilder {
     /// tracking connection is lost, the cache empties and lookups read from Redis until it is
     /// back.
     ///
-    /// Needs a standalone Redis (or a primary) reached over plain TCP: `connect` fails for a
-    /// cluster, a Unix socket or `rediss://`. Use it where Redis is on the same host or a
+    /// Needs a standalone Redis reached over plain TCP: `connect` fails for a cluster, Sentinel,
+    /// a Unix socket or `rediss://`. Use it where Redis is on the same host or a
     /// network you trust to deliver packets in order; a packet held back on the way from Redis
     /// would hold back its invalidation too.
     pub fn local_cache(mut self, max_sessions: usize) -> Self {
         self.cache_capacity = Some(max_sessions);
         self
+    }
+
+    /// Trusts the certificate authority in `pem` (one or more PEM certificates) for `rediss://`
+    /// connections, instead of the system's roots: for servers whose certificates come from a
+    /// private CA. The server's host name is still verified, so there is no need for
+    /// `#insecure`.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
+        self
+    }
+
+    fn tls_certificates(&self) -> Option<TlsCertificates> {
+        self.tls_root_certificate
+            .as_ref()
+            .map(|pem| TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            })
     }
 
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
@@ -387,7 +485,7 @@ impl RedisStoreBuilder {
     fn tracking_target(&self) -> Result<TrackingTarget, StoreError> {
         let Target::Single(url) = &self.target else {
             return Err(StoreError::unavailable(
-                "the local cache needs a standalone Redis, not a cluster",
+                "the local cache needs a standalone Redis (not a cluster or Sentinel)",
             ));
         };
         let client = redis::Client::open(url.as_str()).map_err(StoreError::unavailable)?;
@@ -407,9 +505,36 @@ impl RedisStoreBuilder {
     }
 
     async fn open(&self) -> Result<Connection, StoreError> {
+        if self.target.uses_tls() {
+            install_crypto_provider();
+        } else if self.tls_root_certificate.is_some() {
+            // redis-rs would ignore it, or switch a cluster to TLS behind the URLs' back.
+            return Err(StoreError::unavailable(
+                "a TLS root certificate was given for plain-text URLs: use rediss://",
+            ));
+        }
         match &self.target {
             Target::Single(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(StoreError::unavailable)?;
+                let client = match self.tls_certificates() {
+                    Some(certificates) => redis::Client::build_with_tls(url.as_str(), certificates),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map_err(StoreError::unavailable)?;
+                // The manager retries every failed connect until it gives up, so an untrusted
+                // certificate or a wrong password would surface only as a timeout. One plain
+                // attempt first reports them as they are; a refused or slow connection is left
+                // to the manager's retries, for a Redis that is still starting.
+                let probe_config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout));
+                if let Err(err) = client
+                    .get_multiplexed_async_connection_with_config(&probe_config)
+                    .await
+                {
+                    if !(err.is_connection_refusal() || err.is_timeout()) {
+                        return Err(StoreError::unavailable(err));
+                    }
+                }
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     .set_response_timeout(Some(self.command_timeout));
@@ -419,18 +544,44 @@ impl RedisStoreBuilder {
                 Ok(Connection::Single(manager))
             }
             Target::Cluster(nodes) => {
-                let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.command_timeout)
-                    .build()
-                    .map_err(StoreError::unavailable)?;
+                    .response_timeout(self.command_timeout);
+                if let Some(certificates) = self.tls_certificates() {
+                    builder = builder.certs(certificates);
+                }
+                let client = builder.build().map_err(StoreError::unavailable)?;
                 let connection = client
                     .get_async_connection()
                     .await
                     .map_err(StoreError::unavailable)?;
                 Ok(Connection::Cluster(connection))
             }
+            Target::Sentinel {
+                sentinels,
+                service_name,
+            } => {
+                let connection = SentinelConnection::connect(SentinelOptions {
+                    sentinels,
+                    service_name,
+                    connect_timeout: self.connect_timeout,
+                    command_timeout: self.command_timeout,
+                    tls_root_certificate: self.tls_root_certificate.as_deref(),
+                })
+                .await?;
+                Ok(Connection::Sentinel(connection))
+            }
         }
+    }
+}
+
+/// Makes ring rustls's process-wide crypto provider unless the app chose one. rustls picks a
+/// provider by itself only when exactly one of its backends is compiled in; with both (another
+/// dependency may enable aws-lc-rs) it would panic at the first TLS connection instead.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: either provider will do.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

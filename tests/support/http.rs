@@ -90,3 +90,49 @@ where
 {
     test::call_service(app, req).await.status().as_u16()
 }
+
+/// The smallest app around a store: `POST /login/{id}`, `GET /me` (answers the user id) and
+/// `POST /logout`.
+pub mod minimal {
+    use actix_login::{AuthUser, Error, LoginMiddleware, Session, SessionStore};
+    use actix_web::body::MessageBody;
+    use actix_web::dev::{Service, ServiceResponse};
+    use actix_web::{test, web, App, HttpResponse};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Profile {
+        id: u64,
+    }
+
+    async fn login(session: Session, id: web::Path<u64>) -> Result<HttpResponse, Error> {
+        session.login(id.to_string(), &Profile { id: *id }).await?;
+        Ok(HttpResponse::Ok().finish())
+    }
+
+    async fn me(user: AuthUser<Profile>) -> String {
+        user.id.to_string()
+    }
+
+    async fn logout(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+        session.logout().await?;
+        Ok(HttpResponse::NoContent().finish())
+    }
+
+    pub async fn app(
+        store: impl SessionStore,
+    ) -> impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    > {
+        test::init_service(
+            App::new()
+                .route("/login/{id}", web::post().to(login))
+                .route("/me", web::get().to(me))
+                .route("/logout", web::post().to(logout))
+                .wrap(LoginMiddleware::new(store)),
+        )
+        .await
+    }
+}

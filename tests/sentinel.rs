@@ -1,0 +1,353 @@
+//! `RedisStore` on a Sentinel-managed primary: logins and sessions through a failover, and the
+//! errors of a store that cannot find its primary. Every deployment is real `redis-server`
+//! processes on free ports.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use actix_login::{RedisStore, StoreError};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::test;
+use support::http::minimal::app;
+use support::http::*;
+use support::{unique_prefix, Guarded, RedisSentinel, RedisServer, SERVICE};
+
+async fn sentinel_store(deployment: &RedisSentinel, prefix: &str) -> RedisStore {
+    RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+        .key_prefix(prefix)
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(1000))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Logs in `count` users and waits until the replica has everything written so far, so the
+/// sessions must survive a failover.
+async fn replicated_sessions<S, B>(app: &S, deployment: &RedisSentinel, count: u64) -> Vec<String>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let mut tokens = Vec::new();
+    for id in 0..count {
+        tokens.push(log_in(app, id).await);
+    }
+    let mut primary = deployment.server_connection(0).unwrap();
+    let acknowledged: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(1000)
+        .query(&mut primary)
+        .unwrap();
+    assert_eq!(
+        acknowledged, 1,
+        "the replica did not acknowledge the sessions"
+    );
+    tokens
+}
+
+/// Sends authenticated requests and logins in a loop until `done`, checking every answer: a
+/// session created and replicated before the failover must never look logged out (401), only
+/// unavailable (503) at worst.
+async fn hammer<S, B>(
+    app: &S,
+    tokens: &[String],
+    done: &std::sync::atomic::AtomicBool,
+) -> (usize, usize, usize)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let (mut ok, mut unavailable, mut refused_logins) = (0, 0, 0);
+    let mut round = 0u64;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        for (id, token) in tokens.iter().enumerate() {
+            let (status, body) =
+                status_and_body(test::call_service(app, get("/me", Some(token))).await).await;
+            match status {
+                200 => {
+                    assert_eq!(body, id.to_string(), "a session answered as someone else");
+                    ok += 1;
+                }
+                503 => unavailable += 1,
+                other => panic!("existing session answered {other} during the failover: {body}"),
+            }
+        }
+        // Writes too: a login is a MULTI/EXEC on the primary.
+        let status = status(app, post(&format!("/login/{}", 1000 + round), None)).await;
+        assert!(matches!(status, 200 | 503), "login answered {status}");
+        refused_logins += usize::from(status == 503);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (ok, unavailable, refused_logins)
+}
+
+/// Everything that must hold once the new primary is in place.
+async fn check_after_failover<S, B>(app: &S, deployment: &RedisSentinel, tokens: &[String])
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    // The failed command only starts the reconnect; allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = status(app, get("/me", Some(&tokens[0]))).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "existing session answered {status}");
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (id, token) in tokens.iter().enumerate() {
+        let (status, body) =
+            status_and_body(test::call_service(app, get("/me", Some(token))).await).await;
+        assert_eq!((status, body.as_str()), (200, id.to_string().as_str()));
+    }
+
+    let fresh = log_in(app, 4242).await;
+    assert_eq!(status(app, get("/me", Some(&fresh))).await, 200);
+    // The new session was written to the new primary, not to the old one.
+    let mut new_primary = deployment.server_connection(1).unwrap();
+    let found: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*:s:{}", stored_key(&fresh)))
+        .query(&mut new_primary)
+        .unwrap();
+    assert_eq!(found.len(), 1, "new session missing on the new primary");
+
+    assert_eq!(status(app, post("/logout", Some(&tokens[0]))).await, 204);
+    assert_eq!(status(app, get("/me", Some(&tokens[0]))).await, 401);
+    assert_eq!(status(app, get("/me", Some(&tokens[1]))).await, 200);
+}
+
+/// Runs requests while `trigger` makes the sentinels promote the replica and waits until the
+/// deployment has settled, then checks the sessions and the store on the new primary.
+async fn survive_failover(mut deployment: RedisSentinel, trigger: fn(&mut RedisSentinel)) {
+    let (logs, _guard) = support::capture_logs();
+    let store = sentinel_store(&deployment, &unique_prefix()).await;
+    let app = app(store).await;
+    let tokens = replicated_sessions(&app, &deployment, 20).await;
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failover = {
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            trigger(&mut deployment);
+            let took = started.elapsed();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            (deployment, took)
+        })
+    };
+    let ((ok, unavailable, refused_logins), finished) =
+        futures_util::future::join(hammer(&app, &tokens, &done), failover).await;
+    let (deployment, took) = finished.unwrap();
+    eprintln!(
+        "failover took {took:?}; meanwhile {ok} answers 200, {unavailable} 503, \
+         {refused_logins} logins 503"
+    );
+    assert!(ok > 0, "no request ran during the failover");
+
+    check_after_failover(&app, &deployment, &tokens).await;
+
+    // Thousands of failed requests, yet the primary was looked up a few times a second at
+    // most, and replaced once.
+    let logs = logs.text();
+    let reconnects = logs.matches("reconnected to the Redis primary").count();
+    let failed = logs.matches("through Sentinel").count();
+    assert_eq!(reconnects, 1, "reconnects ({failed} failed lookups)");
+    let bound = 5 + 2 * took.as_millis() / 100;
+    assert!(
+        (failed as u128) <= bound,
+        "{failed} failed lookups in {took:?}"
+    );
+}
+
+#[actix_web::test]
+async fn sessions_survive_a_sentinel_failover() {
+    survive_failover(RedisSentinel::start(), |deployment| {
+        deployment.force_failover();
+        deployment.wait_for_primary(1, Duration::from_secs(20));
+        // The old primary keeps taking writes until it is demoted, which Sentinel does only
+        // after 8 s or more: do it now, behind the store's back.
+        deployment.demote(0);
+        deployment.wait_for_replica(0, Duration::from_secs(20));
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn sessions_survive_the_primary_dying() {
+    survive_failover(RedisSentinel::start(), |deployment| {
+        deployment.kill_server(0);
+        deployment.wait_for_primary(1, Duration::from_secs(20));
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn credentials_and_database_come_from_the_sentinel_urls() {
+    // Password-protected data nodes behind open sentinels: a user name makes the sentinels
+    // accept the password they do not need.
+    let (logs, _guard) = support::capture_logs();
+    let deployment = RedisSentinel::start_with(Some("s3cret-data"), None);
+    let urls: Vec<String> = deployment
+        .sentinels
+        .iter()
+        .map(|s| format!("redis://default:s3cret-data@127.0.0.1:{}/3", s.port))
+        .collect();
+    let prefix = unique_prefix();
+    let store = RedisStore::sentinel_builder(urls, SERVICE)
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    let app = app(store).await;
+    let token = log_in(&app, 7).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+
+    let mut primary = deployment.server_connection(0).unwrap();
+    redis::cmd("SELECT").arg(3).exec(&mut primary).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut primary)
+        .unwrap();
+    assert_eq!(keys.len(), 2, "session and index in database 3: {keys:?}");
+
+    // Without the password the primary refuses the store.
+    let result = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+        .connect_timeout(Duration::from_millis(1000))
+        .connect()
+        .await;
+    let err = result.expect_err("connected without the password");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(!logs.text().contains("s3cret"), "a password was logged");
+}
+
+#[actix_web::test]
+async fn unreachable_sentinels_fail_within_the_connect_timeout() {
+    // One port refuses connections, the other accepts them and never answers.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    for sentinels in [
+        vec![format!("redis://127.0.0.1:{closed}")],
+        vec![
+            format!("redis://127.0.0.1:{silent_port}"),
+            format!("redis://127.0.0.1:{closed}"),
+        ],
+    ] {
+        let started = Instant::now();
+        let result = RedisStore::sentinel_builder(sentinels.clone(), SERVICE)
+            .connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await;
+        assert!(result.is_err(), "connected through {sentinels:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{sentinels:?}: {:?}",
+            started.elapsed()
+        );
+    }
+    drop(silent);
+}
+
+#[actix_web::test]
+async fn an_unknown_service_name_is_a_clear_error() {
+    let primary = RedisServer::start();
+    let dir =
+        std::env::temp_dir().join(format!("actix-login-lone-sentinel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dir = support::TempDir(dir.clone());
+    let sentinel = Guarded::spawn_on_free_port(|port| {
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor {SERVICE} 127.0.0.1 {} 1\n",
+                primary.port
+            ),
+        )
+        .unwrap();
+        format!("redis-server {} --sentinel --logfile ''", conf.display())
+    });
+    let url = format!("redis://127.0.0.1:{}", sentinel.port);
+
+    // The configured name works, so the failure below is the name's.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while RedisStore::connect_sentinel([url.as_str()], SERVICE)
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sentinel never named the primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let err = RedisStore::connect_sentinel([url.as_str()], "no-such-service")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("no-such-service") && message.contains("not found"),
+        "{message}"
+    );
+}
+
+#[actix_web::test]
+async fn sentinel_urls_must_agree() {
+    let err = RedisStore::connect_sentinel(
+        [
+            "redis://app:one-password@127.0.0.1:1",
+            "redis://app:other-password@127.0.0.1:2",
+        ],
+        SERVICE,
+    )
+    .await
+    .unwrap_err();
+    let message = format!("{err} {err:?}");
+    assert!(message.contains("must agree"), "{message}");
+    assert!(!message.contains("password@"), "{message}");
+    assert!(!message.contains("one-password"), "{message}");
+}
+
+#[actix_web::test]
+async fn sentinels_and_primary_over_tls_with_a_private_ca() {
+    let deployment = RedisSentinel::start_with(None, Some(support::TestCertificates::generate()));
+    let ca = deployment.tls.as_ref().unwrap().ca_pem();
+    let store = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+        .tls_root_certificate(ca)
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    let app = app(store).await;
+    let token = log_in(&app, 11).await;
+    let (code, body) =
+        status_and_body(test::call_service(&app, get("/me", Some(&token))).await).await;
+    assert_eq!((code, body.as_str()), (200, "11"));
+    assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+
+    // Without the CA neither the sentinels nor the primary are trusted.
+    let started = Instant::now();
+    let result = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+        .connect_timeout(Duration::from_millis(1000))
+        .connect()
+        .await;
+    assert!(result.is_err(), "connected without trusting the CA");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
