@@ -1,5 +1,6 @@
 //! What a store keeps for one login session.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,14 @@ use serde_json::value::RawValue;
 /// handle that stays the same when the token is rotated, for listing and revoking sessions.
 /// Times are kept as Unix milliseconds so the encoded record stays small and readable in a
 /// Redis dump.
+///
+/// Cloning is cheap (the fields are shared), so a cache can hand out copies freely.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SessionRecord {
+#[serde(transparent)]
+pub struct SessionRecord(Arc<Fields>);
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Fields {
     // Short field names: the record is stored once per session, and Redis memory per session is
     // worth a little readability.
     #[serde(rename = "i")]
@@ -54,7 +61,7 @@ impl SessionRecord {
         expires_at: SystemTime,
     ) -> Self {
         let now = unix_millis(now);
-        Self {
+        Self(Arc::new(Fields {
             id: id.into(),
             user_id: user_id.into(),
             user,
@@ -64,76 +71,77 @@ impl SessionRecord {
             roles: Vec::new(),
             ip: None,
             user_agent: None,
-        }
+        }))
     }
 
     /// The same record with these roles.
     pub fn with_roles(mut self, roles: Vec<String>) -> Self {
-        self.roles = roles;
+        Arc::make_mut(&mut self.0).roles = roles;
         self
     }
 
     /// The same record noting where the login came from.
     pub fn with_client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
-        self.ip = ip;
-        self.user_agent = user_agent;
+        let fields = Arc::make_mut(&mut self.0);
+        fields.ip = ip;
+        fields.user_agent = user_agent;
         self
     }
 
     /// The same record, with the password confirmed again at `now`.
     pub(crate) fn reauthenticated(mut self, now: SystemTime) -> Self {
-        self.authenticated_at = Some(unix_millis(now));
+        Arc::make_mut(&mut self.0).authenticated_at = Some(unix_millis(now));
         self
     }
 
     /// The session's public handle: random, unrelated to the token, unchanged by rotation.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.0.id
     }
 
     /// The roles granted at login.
     pub fn roles(&self) -> &[String] {
-        &self.roles
+        &self.0.roles
     }
 
     /// Whether the session was granted `role` at login.
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+        self.0.roles.iter().any(|r| r == role)
     }
 
     /// The client's IP address at login, if known.
     pub fn ip(&self) -> Option<&str> {
-        self.ip.as_deref()
+        self.0.ip.as_deref()
     }
 
     /// The client's `User-Agent` at login, if it sent one.
     pub fn user_agent(&self) -> Option<&str> {
-        self.user_agent.as_deref()
+        self.0.user_agent.as_deref()
     }
 
     /// The id the app gave at login.
     pub fn user_id(&self) -> &str {
-        &self.user_id
+        &self.0.user_id
     }
 
     /// The profile given at login, as JSON.
     pub fn user(&self) -> &RawValue {
-        &self.user
+        &self.0.user
     }
 
     /// When the session was created.
     pub fn created_at(&self) -> SystemTime {
-        from_unix_millis(self.created_at)
+        from_unix_millis(self.0.created_at)
     }
 
     /// When the user last proved who they are (entered their password).
     pub fn authenticated_at(&self) -> SystemTime {
-        from_unix_millis(self.authenticated_at.unwrap_or(self.created_at))
+        from_unix_millis(self.0.authenticated_at.unwrap_or(self.0.created_at))
     }
 
     /// The absolute end of the session: no activity extends it past this time.
     pub fn expires_at(&self) -> SystemTime {
-        from_unix_millis(self.expires_at)
+        from_unix_millis(self.0.expires_at)
     }
 }
 

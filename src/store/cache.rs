@@ -143,36 +143,40 @@ impl LocalCache {
 
     /// Answers from memory if that is safe; otherwise says how to fetch.
     pub(crate) fn lookup(&self, key: &str) -> Lookup {
-        let Some(live) = self.shared.live() else {
+        // Only the wire on the hot path: cloning the whole connection costs more than a hit.
+        let Some((generation, wire)) = self.shared.wire() else {
             Shared::reconnect_soon(&self.shared);
             return Lookup::Bypass;
         };
-        let id = self.shared.next_fill.fetch_add(1, Ordering::Relaxed);
         {
-            let scanner = lock(&live.wire.scanner);
-            let quiet = scanner.is_idle() && live.wire.nothing_waiting();
-            let mut entries = lock(&self.shared.entries);
-            if quiet {
-                if let Some(Slot::Ready(stored)) = entries.get(key) {
+            let scanner = lock(&wire.scanner);
+            if scanner.is_idle() && wire.nothing_waiting() {
+                if let Some(Slot::Ready(stored)) = lock(&self.shared.entries).get(key) {
                     if stored.expires_at > SystemTime::now() {
                         return Lookup::Hit(stored.clone());
                     }
                 }
             }
-            if entries.len() >= self.shared.capacity && !entries.contains_key(key) {
-                // Any entry will do: dropping one is always safe, and a hash map's first key is
-                // as good as a random one.
-                if let Some(victim) = entries.keys().next().cloned() {
-                    entries.remove(&victim);
-                }
-            }
-            entries.insert(key.to_owned(), Slot::Filling(id));
         }
+        let Some(connection) = self.shared.connection(generation) else {
+            return Lookup::Bypass;
+        };
+        let id = self.shared.next_fill.fetch_add(1, Ordering::Relaxed);
+        let mut entries = lock(&self.shared.entries);
+        if entries.len() >= self.shared.capacity && !entries.contains_key(key) {
+            // Any entry will do: dropping one is always safe, and a hash map's first key is as
+            // good as a random one.
+            if let Some(victim) = entries.keys().next().cloned() {
+                entries.remove(&victim);
+            }
+        }
+        // Registered before the fetch is sent, so an invalidation that overtakes it finds it.
+        entries.insert(key.to_owned(), Slot::Filling(id));
         Lookup::Fill(Fill {
             key: key.to_owned(),
             id,
-            generation: live.generation,
-            connection: live.connection,
+            generation,
+            connection,
         })
     }
 
@@ -206,8 +210,20 @@ impl LocalCache {
 }
 
 impl Shared {
-    fn live(&self) -> Option<Live> {
-        lock(&self.link).live.clone()
+    fn wire(&self) -> Option<(u64, Arc<Wire>)> {
+        let link = lock(&self.link);
+        let live = link.live.as_ref()?;
+        Some((live.generation, Arc::clone(&live.wire)))
+    }
+
+    /// The tracking connection of `generation`, if it is still the live one.
+    fn connection(&self, generation: u64) -> Option<MultiplexedConnection> {
+        let link = lock(&self.link);
+        let live = link
+            .live
+            .as_ref()
+            .filter(|live| live.generation == generation)?;
+        Some(live.connection.clone())
     }
 
     /// Opens a connection, turns tracking on, and makes it the live one.
@@ -240,8 +256,8 @@ impl Shared {
             generation,
         };
         let redis = target.redis.clone().set_protocol(ProtocolVersion::RESP3);
-        let config =
-            AsyncConnectionConfig::new().set_response_timeout(Some(target.command_timeout));
+        // Fetches are bounded by the store's own timeout; see `RedisStore::run`.
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
         let handshake = MultiplexedConnection::new_with_config(&redis, tap, config);
         let (mut connection, driver) = tokio::time::timeout(target.connect_timeout, handshake)
             .await

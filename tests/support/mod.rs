@@ -981,7 +981,8 @@ pub fn start_tls_server(certificates: &TestCertificates) -> Guarded {
 /// The commands `RedisStore` runs, as an ACL rule: its reads and writes, `MULTI`/`EXEC`, the
 /// throttling scripts (`EVALSHA`, `SCRIPT LOAD` when the server lacks one, and the `INCR`/`DECR`
 /// they call), and `INFO` for the version check at connect.
-pub const STORE_COMMANDS: &str = "-@all +get +mget +set +del +ping +pttl +pexpire +sadd +srem +smembers \
+pub const STORE_COMMANDS: &str =
+    "-@all +get +mget +set +del +ping +pttl +pexpire +sadd +srem +smembers \
     +incr +decr +multi +exec +evalsha +script|load +info";
 
 /// Adds an ACL user `name` with `password` that may run only the store's commands, on keys
