@@ -156,7 +156,10 @@
 //!
 //! [`RedisStore`] (Redis 7.0 or newer: standalone, [Cluster](RedisStore::connect_cluster) or
 //! [Sentinel](RedisStore::connect_sentinel), over TLS too) for production, [`MemoryStore`] for
-//! development and tests, or your own backend through the [`SessionStore`] trait.
+//! development and tests, or your own backend through the [`SessionStore`] trait. With
+//! [`local_cache`](store::RedisStoreBuilder::local_cache), a standalone Redis keeps an in-process copy
+//! of each record honest through client tracking, so most requests need no Redis command and a
+//! logout on any instance still ends the session everywhere before its response.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
