@@ -15,7 +15,7 @@
 #
 # Then a login storm on actix-login alone: GET /me at a steady pace (a few connections, each
 # pausing between requests, so both phases offer about the same rate), quiet, and again while a
-# second wrk posts password logins (POST /login-password: argon2id on the blocking thread pool,
+# second wrk posts password logins (POST /login-password: argon2id on its own low-priority threads,
 # then a session write) as fast as the server takes them. Quiet and storm phases alternate. It
 # prints /me req/s, p50 and p99 in both phases, logins/s, server CPU, and storm p99 / quiet p99
 # (the target is within 2x; measured, not asserted). wrk has no fixed-rate mode and wrk2 is not
@@ -416,7 +416,7 @@ T99=$(med "${S_P99[storm]}")
 echo
 echo "## Login storm: actix-login GET /me while POST /login-password runs argon2id"
 echo
-echo "- /me: wrk -t1 -c$STORM_ME_CONNECTIONS, each connection pausing ${STORM_ME_PAUSE_MS} ms between requests (a steady pace, not a fixed rate); storm: wrk -t1 -c$STORM_LOGIN_CONNECTIONS posting the login form (argon2id m=19456 KiB t=2 p=1, hashing on at most $(( ($(nproc) + 1) / 2 )) blocking thread(s) at once, half of $(nproc) CPUs rounded up)"
+echo "- /me: wrk -t1 -c$STORM_ME_CONNECTIONS, each connection pausing ${STORM_ME_PAUSE_MS} ms between requests (a steady pace, not a fixed rate); storm: wrk -t1 -c$STORM_LOGIN_CONNECTIONS posting the login form (argon2id m=19456 KiB t=2 p=1, hashing on at most $(( ($(nproc) + 1) / 2 )) thread(s) at nice 19, half of $(nproc) CPUs rounded up)"
 echo "- $STORM_ROUNDS quiet and $STORM_ROUNDS storm phase(s) of ${STORM_DURATION} s, alternating$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
 echo
 echo "| phase | /me req/s | p50 µs | p99 µs | p99 per phase | logins/s | server CPU (cores) |"
@@ -433,6 +433,6 @@ awk -v q="$Q99" -v s="$T99" 'BEGIN {
     r = q > 0 ? s / q : 0
     printf "storm p99 / quiet p99: %.2f (target: within 2x; %s)\n", r, r <= 2 ? "met" : "NOT met"
 }'
-echo "Medians over phases. Server CPU is the whole process (Actix worker and blocking threads)"
+echo "Medians over phases. Server CPU is the whole process (Actix worker and hashing threads)"
 echo "per second of the /me measurement; logins/s is over the whole storm."
 echo "Total time: $((SECONDS - START_SECONDS)) s." >&2

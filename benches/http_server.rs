@@ -25,7 +25,7 @@
 //!
 //! The `actix-login` variant also serves `POST /login-password`, a login as a real app does it:
 //! a form with `username` and `password`, checked with argon2id against a hash made once at
-//! startup (`PasswordHasher`, on the blocking thread pool), then `Session::login`. `http.sh`
+//! startup (`PasswordHasher`, on its own low-priority threads), then `Session::login`. `http.sh`
 //! hammers it to measure what a login storm does to `GET /me`:
 //!
 //! ```text

@@ -12,9 +12,11 @@
 //! store a fresh one.
 //!
 //! Each hash takes tens of milliseconds of CPU and 19 MiB of memory, so [`hash`] and [`verify`]
-//! run on Tokio's blocking thread pool, never on the thread that serves requests, and at most
-//! half the machine's cores hash at once; further calls wait their turn without blocking
-//! anything. A burst of logins therefore cannot stall other requests or exhaust memory.
+//! run on threads of their own, never on the threads that serve requests, and at most half the
+//! machine's cores hash at once; further calls wait their turn without blocking anything. On
+//! Linux those threads run at the lowest CPU priority (nice 19), so the scheduler gives a core to
+//! a request the moment one arrives, and hashing takes what is left. A burst of logins
+//! therefore cannot stall other requests or exhaust memory.
 //!
 //! ```
 //! # actix_web::rt::System::new().block_on(async {
@@ -89,7 +91,8 @@ pub enum PasswordError {
     /// The operating system's random number generator failed.
     #[error("the OS random number generator failed: {0}")]
     Random(getrandom::Error),
-    /// The blocking task was cancelled, for example because the runtime is shutting down.
+    /// The hashing thread did not deliver a result (it could not be started, or the caller's
+    /// runtime is shutting down).
     #[error("password task did not complete: {0}")]
     Interrupted(String),
 }
@@ -355,10 +358,12 @@ fn verify_with(password: &str, stored: &str, peppers: &[Pepper]) -> Result<bool,
 /// CPU, and memory stays at 19 MiB per permit.
 fn hashing_slots() -> &'static Arc<Semaphore> {
     static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Arc::new(Semaphore::new(cores.div_ceil(2)))
-    })
+    SLOTS.get_or_init(|| Arc::new(Semaphore::new(hashing_threads())))
+}
+
+fn hashing_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.div_ceil(2)
 }
 
 async fn off_the_executor<T: Send + 'static>(
@@ -375,19 +380,105 @@ async fn run_in_slot<T: Send + 'static>(
         .acquire_owned()
         .await
         .map_err(|err| PasswordError::Interrupted(err.to_string()))?;
+    let (done, result) = tokio::sync::oneshot::channel();
     // The slot travels with the work: a caller that gives up (a client that disconnects) drops
     // its future, but the hash runs on, and must keep its slot until it ends.
-    actix_web::rt::task::spawn_blocking(move || {
+    hashing_pool().run(Box::new(move || {
         let _slot = slot;
-        work()
+        // Nobody may be waiting any more; the hash still had to finish to free the slot.
+        let _ = done.send(work());
+    }))?;
+    result
+        .await
+        .map_err(|err| PasswordError::Interrupted(err.to_string()))?
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that do nothing but hash, at the lowest CPU priority.
+///
+/// Not Tokio's blocking pool: its threads also run the app's other blocking work, which must not
+/// inherit a lowered priority, and a thread's priority can be lowered but not raised back
+/// without privileges.
+struct HashingPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl HashingPool {
+    fn run(&self, job: Job) -> Result<(), PasswordError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| PasswordError::Interrupted("no hashing thread is running".to_owned()))
+    }
+}
+
+fn hashing_pool() -> &'static HashingPool {
+    static POOL: OnceLock<HashingPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        // As many threads as slots: a job that holds a slot always finds a free thread.
+        for n in 0..hashing_threads() {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("actix-login-hash-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        match next {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "could not start a password hashing thread");
+            }
+        }
+        HashingPool { jobs }
     })
-    .await
-    .map_err(|err| PasswordError::Interrupted(err.to_string()))?
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19), so that serving requests always
+/// comes first. Failing to is not fatal: hashing then competes as an equal.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux a thread id addresses one thread; other systems would renice the process.
+        let thread = rustix::thread::gettid();
+        if let Err(err) = rustix::process::setpriority_process(Some(thread), 19) {
+            tracing::warn!(error = %err, "could not lower the priority of password hashing");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[actix_web::test]
+    async fn hashing_runs_on_its_own_threads_at_the_lowest_priority() {
+        let (name, nice) = off_the_executor(|| {
+            let name = std::thread::current().name().map(str::to_owned);
+            let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+            Ok((
+                name,
+                nice.map_err(|err| PasswordError::Interrupted(err.to_string()))?,
+            ))
+        })
+        .await
+        .unwrap();
+        assert!(name.unwrap().starts_with("actix-login-hash-"));
+        assert_eq!(nice, 19);
+        // The thread that serves requests keeps its priority.
+        let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert!(here < 19, "{here}");
+    }
 
     fn params_of(phc: &str) -> String {
         let parsed = PasswordHash::new(phc).unwrap();
