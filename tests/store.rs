@@ -195,18 +195,41 @@ async fn check_delete_wins_over_concurrent_extends(store: impl SessionStore + Cl
     }
 }
 
+/// The whole contract, each part on a fresh store from `store`.
+async fn check_all<S, Fut>(store: impl Fn() -> Fut)
+where
+    S: SessionStore + Clone,
+    Fut: std::future::Future<Output = S>,
+{
+    check_contract(store().await).await;
+    check_index_and_rotation(store().await).await;
+    check_delete_wins_over_concurrent_extends(store().await).await;
+}
+
 #[actix_web::test]
 async fn memory_store_keeps_the_contract() {
-    check_contract(MemoryStore::new()).await;
-    check_index_and_rotation(MemoryStore::new()).await;
-    check_delete_wins_over_concurrent_extends(MemoryStore::new()).await;
+    check_all(|| async { MemoryStore::new() }).await;
 }
 
 #[actix_web::test]
 async fn redis_store_keeps_the_contract() {
-    check_contract(redis_store().await).await;
-    check_index_and_rotation(redis_store().await).await;
-    check_delete_wins_over_concurrent_extends(redis_store().await).await;
+    check_all(redis_store).await;
+}
+
+/// Every read through the local cache, every write through the main connection: whatever the
+/// contract writes, the next read must see.
+#[actix_web::test]
+async fn redis_store_with_a_local_cache_keeps_the_contract() {
+    let server = RedisServer::start();
+    check_all(|| async {
+        RedisStore::builder(server.url())
+            .key_prefix(unique_prefix())
+            .local_cache(100)
+            .connect()
+            .await
+            .unwrap()
+    })
+    .await;
 }
 
 #[actix_web::test]
@@ -394,9 +417,7 @@ async fn redis_cluster_keeps_the_contract() {
             .await
             .unwrap()
     };
-    check_contract(store().await).await;
-    check_index_and_rotation(store().await).await;
-    check_delete_wins_over_concurrent_extends(store().await).await;
+    check_all(store).await;
 }
 
 #[actix_web::test]
@@ -409,9 +430,7 @@ async fn redis_sentinel_keeps_the_contract() {
             .await
             .unwrap()
     };
-    check_contract(store().await).await;
-    check_index_and_rotation(store().await).await;
-    check_delete_wins_over_concurrent_extends(store().await).await;
+    check_all(store).await;
 }
 
 #[actix_web::test]
@@ -426,9 +445,7 @@ async fn redis_over_tls_keeps_the_contract() {
             .await
             .unwrap()
     };
-    check_contract(store().await).await;
-    check_index_and_rotation(store().await).await;
-    check_delete_wins_over_concurrent_extends(store().await).await;
+    check_all(store).await;
 }
 
 #[actix_web::test]
@@ -441,7 +458,5 @@ async fn redis_acl_user_keeps_the_contract() {
         .connect()
         .await
         .unwrap();
-    check_contract(store.clone()).await;
-    check_index_and_rotation(store.clone()).await;
-    check_delete_wins_over_concurrent_extends(store).await;
+    check_all(|| async { store.clone() }).await;
 }
