@@ -247,7 +247,6 @@ impl std::io::Write for CapturedLogs {
     }
 }
 
-/// Captures every `tracing` event on this thread until the guard is dropped.
 thread_local! {
     static CAPTURE: std::cell::RefCell<Option<CapturedLogs>> = const { std::cell::RefCell::new(None) };
 }
