@@ -416,7 +416,7 @@ T99=$(med "${S_P99[storm]}")
 echo
 echo "## Login storm: actix-login GET /me while POST /login-password runs argon2id"
 echo
-echo "- /me: wrk -t1 -c$STORM_ME_CONNECTIONS, each connection pausing ${STORM_ME_PAUSE_MS} ms between requests (a steady pace, not a fixed rate); storm: wrk -t1 -c$STORM_LOGIN_CONNECTIONS posting the login form (argon2id m=19456 KiB t=2 p=1, hashing on at most $(( ($(nproc) + 1) / 2 )) thread(s) at nice 19, half of $(nproc) CPUs rounded up)"
+echo "- /me: wrk -t1 -c$STORM_ME_CONNECTIONS, each connection pausing ${STORM_ME_PAUSE_MS} ms between requests (a steady pace, not a fixed rate); storm: wrk -t1 -c$STORM_LOGIN_CONNECTIONS posting the login form (argon2id m=19456 KiB t=2 p=1, hashing on at most $(( ($(nproc) + 1) / 2 )) thread(s) at nice 10, half of $(nproc) CPUs rounded up)"
 echo "- $STORM_ROUNDS quiet and $STORM_ROUNDS storm phase(s) of ${STORM_DURATION} s, alternating$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
 echo
 echo "| phase | /me req/s | p50 µs | p99 µs | p99 per phase | logins/s | server CPU (cores) |"

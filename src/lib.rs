@@ -148,7 +148,7 @@
 //!   one, and revocation looks again when it finds a session moved under it, so a token being
 //!   rotated while its sessions are revoked does not survive.
 //! * **Passwords** are hashed with argon2id (19 MiB, 2 passes, 1 lane, 16-byte salt) on threads
-//!   of their own at the lowest CPU priority; see [`password`].
+//!   of their own at a lower CPU priority; see [`password`].
 //! * **Tokens and passwords are never logged.** Log lines name sessions by the first eight
 //!   characters of the token's hash; login, logout and revocation lines carry the user id.
 //!

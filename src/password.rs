@@ -14,8 +14,9 @@
 //! Each hash takes tens of milliseconds of CPU and 19 MiB of memory, so [`hash`] and [`verify`]
 //! run on threads of their own, never on the threads that serve requests, and at most half the
 //! machine's cores hash at once; further calls wait their turn without blocking anything. On
-//! Linux those threads run at the lowest CPU priority (nice 19), so the scheduler gives a core to
-//! a request the moment one arrives, and hashing takes what is left. A burst of logins
+//! Linux those threads run at a lower CPU priority (nice 10), so the scheduler gives a core to a
+//! request the moment one arrives, and hashing takes what is left, but never less than about a
+//! tenth of a busy core: logins slow down under load instead of stopping. A burst of logins
 //! therefore cannot stall other requests or exhaust memory.
 //!
 //! ```
@@ -395,7 +396,7 @@ async fn run_in_slot<T: Send + 'static>(
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads that do nothing but hash, at the lowest CPU priority.
+/// Threads that do nothing but hash, at a lower CPU priority.
 ///
 /// Not Tokio's blocking pool: its threads also run the app's other blocking work, which must not
 /// inherit a lowered priority, and a thread's priority can be lowered but not raised back
@@ -443,18 +444,24 @@ fn hashing_pool() -> &'static HashingPool {
     })
 }
 
-/// Gives the calling thread the lowest CPU priority (nice 19), so that serving requests always
-/// comes first. Failing to is not fatal: hashing then competes as an equal.
+/// Lowers the calling thread's CPU priority to [`HASHING_NICE`], so that serving requests comes
+/// first. Failing to is not fatal: hashing then competes as an equal.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // On Linux a thread id addresses one thread; other systems would renice the process.
         let thread = rustix::thread::gettid();
-        if let Err(err) = rustix::process::setpriority_process(Some(thread), 19) {
+        if let Err(err) = rustix::process::setpriority_process(Some(thread), HASHING_NICE) {
             tracing::warn!(error = %err, "could not lower the priority of password hashing");
         }
     }
 }
+
+/// The hashing threads' nice value. At 10 the scheduler weighs a request thread about nine
+/// times as heavily, so requests preempt hashing at once; at 19 a saturated server would
+/// starve logins altogether (a thread at 19 gets about 1.5 % of a busy core).
+#[cfg(target_os = "linux")]
+const HASHING_NICE: i32 = 10;
 
 #[cfg(test)]
 mod tests {
@@ -462,7 +469,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[actix_web::test]
-    async fn hashing_runs_on_its_own_threads_at_the_lowest_priority() {
+    async fn hashing_runs_on_its_own_threads_at_a_lower_priority() {
         let (name, nice) = off_the_executor(|| {
             let name = std::thread::current().name().map(str::to_owned);
             let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
@@ -474,10 +481,10 @@ mod tests {
         .await
         .unwrap();
         assert!(name.unwrap().starts_with("actix-login-hash-"));
-        assert_eq!(nice, 19);
+        assert_eq!(nice, HASHING_NICE);
         // The thread that serves requests keeps its priority.
         let here = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
-        assert!(here < 19, "{here}");
+        assert!(here < HASHING_NICE, "{here}");
     }
 
     fn params_of(phc: &str) -> String {

@@ -647,6 +647,8 @@ async fn quickstart_on_a_redis_cluster() {
 }
 
 /// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; counts answers.
+/// A short pause between requests keeps the load steady without starving the other tests
+/// (and the logins they time) of CPU.
 fn load_thread(
     url: String,
     cookie: String,
@@ -665,6 +667,7 @@ fn load_thread(
                     let _ = res.body().await;
                     answered += 1;
                 }
+                actix_web::rt::time::sleep(Duration::from_micros(500)).await;
             }
             answered
         })
