@@ -41,6 +41,17 @@ use crate::StoreError;
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// RESP nesting the scanner follows; Redis never nests invalidations deeper than 2.
 const MAX_DEPTH: usize = 8;
+/// How often the tracking connection is pinged.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+/// How recent the last heartbeat reply must be for a lookup to answer from memory.
+///
+/// A Redis that vanishes without closing the connection (a host crash, a silent network
+/// partition, a middlebox dropping an idle flow) sends no EOF: without a lease, entries would
+/// outlive it until their own deadlines. With it, they outlive it by at most this long.
+const LEASE: Duration = Duration::from_secs(1);
+/// A reconnect that has not reported back after this long is presumed lost (its runtime is
+/// gone), so another may start.
+const RECONNECT_GIVE_UP: Duration = Duration::from_secs(30);
 
 /// The cache, shared by all clones of a store.
 #[derive(Clone)]
@@ -72,14 +83,16 @@ struct Shared {
 enum Slot {
     /// A fetch with this id is on its way; an invalidation removes the slot.
     Filling(u64),
-    Ready(StoredSession),
+    /// A record, and the generation of the tracking connection that vouches for it.
+    Ready(StoredSession, u64),
 }
 
 #[derive(Default)]
 struct Link {
     live: Option<Live>,
     generation: u64,
-    connecting: bool,
+    /// When the reconnect under way started, if one is.
+    connecting: Option<Instant>,
     last_attempt: Option<Instant>,
 }
 
@@ -96,6 +109,11 @@ struct Wire {
     scanner: Mutex<Scanner>,
     /// The same socket, for non-blocking peeks from lookups.
     peek: std::net::TcpStream,
+    /// When the connection was set up, the base of `last_heartbeat`.
+    opened: Instant,
+    /// Milliseconds after `opened` at which the last heartbeat reply arrived. Everything Redis
+    /// sent before that reply had been scanned by then.
+    last_heartbeat: AtomicU64,
 }
 
 /// What [`LocalCache::lookup`] found.
@@ -150,9 +168,10 @@ impl LocalCache {
         };
         {
             let scanner = lock(&wire.scanner);
-            if scanner.is_idle() && wire.nothing_waiting() {
-                if let Some(Slot::Ready(stored)) = lock(&self.shared.entries).get(key) {
-                    if stored.expires_at > SystemTime::now() {
+            if scanner.is_idle() && wire.heard_lately() && wire.nothing_waiting() {
+                if let Some(Slot::Ready(stored, vouched_by)) = lock(&self.shared.entries).get(key) {
+                    // Only the connection this lookup just checked may vouch for the entry.
+                    if *vouched_by == generation && stored.expires_at > SystemTime::now() {
                         return Lookup::Hit(stored.clone());
                     }
                 }
@@ -194,7 +213,7 @@ impl LocalCache {
             .is_some_and(|live| live.generation == fill.generation);
         match fetched {
             Some(stored) if tracked => {
-                entries.insert(fill.key, Slot::Ready(stored.clone()));
+                entries.insert(fill.key, Slot::Ready(stored.clone(), fill.generation));
             }
             _ => {
                 entries.remove(&fill.key);
@@ -248,6 +267,8 @@ impl Shared {
         let wire = Arc::new(Wire {
             scanner: Mutex::new(Scanner::default()),
             peek,
+            opened: Instant::now(),
+            last_heartbeat: AtomicU64::new(0),
         });
         let tap = Tap {
             stream,
@@ -271,15 +292,53 @@ impl Shared {
             .await
             .map_err(|_elapsed| StoreError::Timeout)?
             .map_err(StoreError::unavailable)?;
+        wire.heard_now();
         let mut link = lock(&shared.link);
         if link.generation == generation {
             link.live = Some(Live {
                 generation,
+                connection: connection.clone(),
+                wire: Arc::clone(&wire),
+            });
+            shared.runtime.spawn(Self::heartbeat(
+                Arc::downgrade(shared),
+                generation,
                 connection,
                 wire,
-            });
+            ));
         }
         Ok(())
+    }
+
+    /// Pings the tracking connection until it is lost or replaced, renewing the lease on each
+    /// reply; a ping that fails or goes unanswered ends the connection.
+    async fn heartbeat(
+        cache: Weak<Self>,
+        generation: u64,
+        mut connection: MultiplexedConnection,
+        wire: Arc<Wire>,
+    ) {
+        loop {
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            let Some(shared) = cache.upgrade() else {
+                return;
+            };
+            let current = lock(&shared.link)
+                .live
+                .as_ref()
+                .is_some_and(|live| live.generation == generation);
+            if !current {
+                return;
+            }
+            let ping = redis::cmd("PING");
+            match tokio::time::timeout(LEASE, ping.query_async::<()>(&mut connection)).await {
+                Ok(Ok(())) => wire.heard_now(),
+                _ => {
+                    shared.lose(generation);
+                    return;
+                }
+            }
+        }
     }
 
     /// Starts a reconnect in the background, at most once per [`RECONNECT_PAUSE`].
@@ -289,18 +348,21 @@ impl Shared {
             let resting = link
                 .last_attempt
                 .is_some_and(|at| at.elapsed() < RECONNECT_PAUSE);
-            if link.live.is_some() || link.connecting || resting {
+            let connecting = link
+                .connecting
+                .is_some_and(|since| since.elapsed() < RECONNECT_GIVE_UP);
+            if link.live.is_some() || connecting || resting {
                 return;
             }
-            link.connecting = true;
-            link.last_attempt = Some(Instant::now());
+            link.connecting = Some(Instant::now());
+            link.last_attempt = link.connecting;
         }
         let shared = Arc::clone(shared);
         shared.runtime.clone().spawn(async move {
             if let Err(err) = Self::track(&shared).await {
                 tracing::warn!(error = %err, "session cache: tracking connection not restored");
             }
-            lock(&shared.link).connecting = false;
+            lock(&shared.link).connecting = None;
         });
     }
 
@@ -335,6 +397,17 @@ impl Shared {
 }
 
 impl Wire {
+    fn heard_now(&self) {
+        let since = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_heartbeat.store(since, Ordering::Release);
+    }
+
+    /// Whether Redis answered a heartbeat within the [`LEASE`].
+    fn heard_lately(&self) -> bool {
+        let last = Duration::from_millis(self.last_heartbeat.load(Ordering::Acquire));
+        self.opened.elapsed().saturating_sub(last) < LEASE
+    }
+
     /// Whether the socket holds no unread bytes: anything Redis sent has passed the scanner.
     fn nothing_waiting(&self) -> bool {
         matches!(self.peek.peek(&mut [0u8; 1]), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
