@@ -34,7 +34,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
-/// | [`delete`](SessionStore::delete) | `DEL`, then `PING` if a record was deleted | 2 |
+/// | [`delete`](SessionStore::delete) | `DEL`, then `PING` | 2 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `SREM` of dead members | 2–3 |
 /// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 4 |
 ///
@@ -426,10 +426,22 @@ impl RedisStoreBuilder {
     /// tracking connection is lost, the cache empties and lookups read from Redis until it is
     /// back.
     ///
+    /// The tracking connection is pinged four times a second, and entries are served only while
+    /// a reply came back within the last second: a Redis that vanishes without closing the
+    /// connection (a crashed host, a silent partition) stops the cache within a second, and
+    /// requests then fail closed or read from Redis.
+    ///
     /// Needs a standalone Redis reached over plain TCP: `connect` fails for a cluster, Sentinel,
-    /// a Unix socket or `rediss://`. Use it where Redis is on the same host or a
-    /// network you trust to deliver packets in order; a packet held back on the way from Redis
-    /// would hold back its invalidation too.
+    /// a Unix socket or `rediss://`. The guarantee rests on Redis writing an invalidation to
+    /// every tracking client in the pass that answers the write, and on the network delivering
+    /// it no later than the logout's response reaches the next instance. So:
+    ///
+    /// * connect the store and the cache to the same Redis process directly, not through a TCP
+    ///   proxy (which may hold pushes back) or a name that resolves to several servers;
+    /// * keep Redis's I/O threads off (`io-threads 1`, the default), and tracking clients'
+    ///   output small (it is: only this store's own reads);
+    /// * keep clocks in sync: an entry expires at the deadline in the record, by this host's
+    ///   clock, while Redis expires the key by its own.
     pub fn local_cache(mut self, max_sessions: usize) -> Self {
         self.cache_capacity = Some(max_sessions);
         self
@@ -752,10 +764,9 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        if removed > 0 {
-            // A logout is final on every instance before the client hears of it.
-            self.settle(&mut conn).await?;
-        }
+        // A logout is final on every instance before the client hears of it; also when another
+        // instance's DEL won the race, since its invalidations went out in the same pass.
+        self.settle(&mut conn).await?;
         Ok(removed > 0)
     }
 
