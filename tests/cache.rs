@@ -79,6 +79,26 @@ fn commands_during_since(
     sent
 }
 
+/// Waits (up to 5 s) until `token`'s session is answered from memory again, as it is once the
+/// cache has a tracking connection back.
+async fn wait_until_cached<S, B>(app: &S, server: &RedisServer, token: &str)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(status(app, get("/me", Some(token))).await, 200);
+        let before = server.command_counts();
+        assert_eq!(status(app, get("/me", Some(token))).await, 200);
+        if commands_during_since(server, &before).is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cache did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn redis_key(token: &str) -> String {
     format!("{PREFIX}:s:{}", stored_key(token))
 }
@@ -234,17 +254,7 @@ async fn losing_the_tracking_connection_empties_the_cache() {
 
     // The cache comes back by itself, on a new tracking connection.
     let token = log_in(&app, 2).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-        let before = server.command_counts();
-        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-        if commands_during_since(&server, &before).is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the cache did not come back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_cached(&app, &server, &token).await;
     assert_eq!(tracking_client_ids(&server).len(), 1);
     // And it is honest again.
     redis::cmd("DEL")
@@ -284,17 +294,7 @@ async fn a_silent_redis_ends_the_lease() {
 
     // Redis answers again: the session is there, and the cache comes back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-        let before = server.command_counts();
-        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-        if commands_during_since(&server, &before).is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the cache did not come back");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_cached(&app, &server, &token).await;
 }
 
 /// Fail closed: with Redis gone, a cached session is not an excuse to answer 200.
