@@ -97,7 +97,6 @@ struct Link {
 }
 
 /// A tracking connection that is up.
-#[derive(Clone)]
 struct Live {
     generation: u64,
     connection: MultiplexedConnection,

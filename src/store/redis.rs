@@ -318,6 +318,18 @@ impl RedisStore {
         .await
     }
 
+    /// The session stored under `redis_key`, read through `conn`.
+    async fn fetch(
+        &self,
+        conn: &mut impl ConnectionLike,
+        redis_key: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(redis_key);
+        let value: Option<Vec<u8>> = self.run(get.query_async(conn)).await?;
+        value.as_deref().map(decode).transpose()
+    }
+
     /// Returns once Redis has written the tracking invalidations for the writes this
     /// connection has seen answered.
     ///
@@ -701,31 +713,23 @@ impl SessionStore for RedisStore {
         if let Some(cache) = &self.cache {
             match cache.lookup(&redis_key) {
                 Lookup::Hit(stored) => return Ok(Some(stored)),
-                Lookup::Fill(fill) => {
-                    let mut conn = fill.connection();
-                    let get = redis::cmd("GET").arg(&redis_key).to_owned();
-                    match self
-                        .run(get.query_async::<Option<Vec<u8>>>(&mut conn))
-                        .await
-                    {
-                        Ok(value) => {
-                            let stored = value.as_deref().map(decode).transpose();
-                            let fetched = stored.as_ref().ok().and_then(Option::as_ref);
-                            cache.complete(fill, fetched);
-                            return stored;
-                        }
-                        // The tracking connection failed; the main one may still work.
-                        Err(_) => cache.abandon(fill),
+                Lookup::Fill(fill) => match self.fetch(&mut fill.connection(), &redis_key).await {
+                    // An unreadable record is no cache failure: report it, store nothing.
+                    Ok(stored) => {
+                        cache.complete(fill, stored.as_ref());
+                        return Ok(stored);
                     }
-                }
+                    Err(err @ StoreError::Corrupt(_)) => {
+                        cache.complete(fill, None);
+                        return Err(err);
+                    }
+                    // The tracking connection failed; the main one may still work.
+                    Err(_) => cache.abandon(fill),
+                },
                 Lookup::Bypass => {}
             }
         }
-        let mut conn = self.connection.clone();
-        let value: Option<Vec<u8>> = self
-            .run(redis::cmd("GET").arg(&redis_key).query_async(&mut conn))
-            .await?;
-        value.as_deref().map(decode).transpose()
+        self.fetch(&mut self.connection.clone(), &redis_key).await
     }
 
     async fn extend(
