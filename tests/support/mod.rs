@@ -17,6 +17,23 @@ use std::time::{Duration, Instant};
 
 const MISSING: &str = "redis-server not found: install it (apt-get install redis-server) or set REDIS_URL to a running Redis";
 
+/// Runs the shell command line `command` in the background under a shell that kills it when
+/// the returned child's stdin closes: when the test process ends, however it ends.
+fn spawn_guarded(command: &str) -> Child {
+    let script = format!("{command} & pid=$!; read _; kill $pid 2>/dev/null");
+    match Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) if err.kind() == ErrorKind::NotFound => panic!("{MISSING}"),
+        Err(err) => panic!("could not spawn sh: {err}"),
+    }
+}
+
 /// A `redis-server` owned by the test process.
 ///
 /// It runs under a shell that kills it when the test process's end of the shell's stdin closes,
@@ -52,21 +69,10 @@ impl RedisServer {
     }
 
     fn start_on_with(port: u16, extra_args: &str) -> Option<Self> {
-        let script = format!(
+        let guard = spawn_guarded(&format!(
             "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
-             --loglevel warning --logfile '' {extra_args} & pid=$!; read _; kill $pid 2>/dev/null"
-        );
-        let guard = match Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(err) if err.kind() == ErrorKind::NotFound => panic!("{MISSING}"),
-            Err(err) => panic!("could not spawn sh: {err}"),
-        };
+             --loglevel warning --logfile '' {extra_args}"
+        ));
         let server = Self { port, guard };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -230,20 +236,6 @@ impl CapturedLogs {
     pub fn text(&self) -> String {
         let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -543,17 +535,7 @@ impl Guarded {
     /// Runs `command` (a shell command line) under the guard, and waits until `port` accepts
     /// TCP connections.
     pub fn spawn(port: u16, command: &str) -> Option<Self> {
-        let script = format!("{command} & pid=$!; read _; kill $pid 2>/dev/null");
-        let guard = match Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(err) => panic!("could not spawn sh: {err}"),
-        };
+        let guard = spawn_guarded(command);
         let process = Self { port, guard };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
