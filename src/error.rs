@@ -1,13 +1,8 @@
-//! Errors, and the HTTP responses they become.
-//!
-//! Response bodies are fixed JSON documents such as `{"error":"unauthenticated"}`: the details
-//! stay in the error value and in the server log, never in what the client sees.
+//! The crate's errors. How they become HTTP responses is the web layer's business
+//! (`web/response.rs`): fixed JSON documents such as `{"error":"unauthenticated"}`, with the
+//! details kept in the error value and the server log, never in what the client sees.
 
 use std::error::Error as StdError;
-
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 
 /// The error type for a failed session store operation.
 ///
@@ -41,7 +36,8 @@ impl StoreError {
 
 /// The error type of the extractors and of [`Session`](crate::Session)'s methods.
 ///
-/// It implements [`ResponseError`], so handlers can return it with `?`:
+/// It implements [`ResponseError`](actix_web::ResponseError), so handlers can return it with
+/// `?`:
 ///
 /// | variant | status | body |
 /// |---|---|---|
@@ -49,11 +45,13 @@ impl StoreError {
 /// | [`Forbidden`](Error::Forbidden) | 403 | `{"error":"forbidden"}` |
 /// | [`ReauthRequired`](Error::ReauthRequired) | 403 | `{"error":"reauth_required"}` |
 /// | [`CrossSiteRequest`](Error::CrossSiteRequest) | 403 | `{"error":"csrf_rejected"}` |
-/// | [`Throttled`](Error::Throttled) | 429, with `Retry-After` | `{"error":"too many attempts"}` |
-/// | [`InvalidInput`](Error::InvalidInput) | 400 | `{"error":"invalid input"}` |
-/// | [`Store`](Error::Store) | 503 | `{"error":"service unavailable"}` |
+/// | [`Throttled`](Error::Throttled) | 429, with `Retry-After` | `{"error":"too_many_attempts"}` |
+/// | [`InvalidInput`](Error::InvalidInput) | 400 | `{"error":"invalid_input"}` |
+/// | [`Store`](Error::Store) | 503 | `{"error":"service_unavailable"}` |
 /// | [`Store`](Error::Store) with [`StoreError::Corrupt`] | 401 | `{"error":"unauthenticated"}` |
-/// | any other | 500 | `{"error":"internal error"}` |
+/// | any other | 500 | `{"error":"internal_error"}` |
+///
+/// The [crate docs](crate#error-responses) list every code the crate answers with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -94,116 +92,4 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the OS random number generator failed: {0}")]
     Random(#[source] getrandom::Error),
-}
-
-impl ResponseError for Error {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::Forbidden | Error::ReauthRequired | Error::CrossSiteRequest => {
-                StatusCode::FORBIDDEN
-            }
-            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::InvalidInput => StatusCode::BAD_REQUEST,
-            Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
-            Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let code = match self {
-            Error::Forbidden => "forbidden",
-            Error::ReauthRequired => "reauth_required",
-            Error::CrossSiteRequest => "csrf_rejected",
-            Error::Throttled { .. } => "too many attempts",
-            Error::InvalidInput => "invalid input",
-            _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => "service unavailable",
-            _ => "internal error",
-        };
-        let mut response = json_error(status, code);
-        if let Error::Throttled { retry_after } = self {
-            // Whole seconds, rounded up: a client that waits exactly this long gets through.
-            let secs = retry_after.as_millis().div_ceil(1000);
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-        }
-        response
-    }
-}
-
-/// A response with the body `{"error":"<code>"}`.
-///
-/// `code` must be plain text without quotes or backslashes; every caller passes a literal.
-pub(crate) fn json_error(status: StatusCode, code: &'static str) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ))
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .body(format!(r#"{{"error":"{code}"}}"#))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::body::to_bytes;
-
-    async fn body_of(err: Error) -> (StatusCode, String) {
-        let res = err.error_response();
-        let status = res.status();
-        let bytes = to_bytes(res.into_body()).await.unwrap();
-        (status, String::from_utf8(bytes.to_vec()).unwrap())
-    }
-
-    #[test]
-    fn throttled_responses_say_when_to_retry_rounding_up() {
-        let err = Error::Throttled {
-            retry_after: std::time::Duration::from_millis(1500),
-        };
-        let res = err.error_response();
-        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "2");
-    }
-
-    #[actix_web::test]
-    async fn responses_are_fixed_json_without_internals() {
-        let io = std::io::Error::other("redis at 10.0.0.5:6379 refused");
-        let cases = [
-            (
-                Error::Unauthenticated,
-                401,
-                r#"{"error":"unauthenticated"}"#,
-            ),
-            (
-                Error::Store(StoreError::unavailable(io)),
-                503,
-                r#"{"error":"service unavailable"}"#,
-            ),
-            (
-                Error::Store(StoreError::Timeout),
-                503,
-                r#"{"error":"service unavailable"}"#,
-            ),
-            (
-                Error::Store(StoreError::corrupt("bad json")),
-                401,
-                r#"{"error":"unauthenticated"}"#,
-            ),
-            (
-                Error::MissingMiddleware,
-                500,
-                r#"{"error":"internal error"}"#,
-            ),
-        ];
-        for (err, status, body) in cases {
-            assert_eq!(
-                body_of(err).await,
-                (StatusCode::from_u16(status).unwrap(), body.into())
-            );
-        }
-    }
 }

@@ -163,41 +163,38 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod client;
-mod config;
-mod context;
-mod cookie;
-mod csrf;
+mod engine;
 mod error;
-mod extractor;
-mod middleware;
-pub mod password;
-pub mod policy;
-mod record;
-mod require;
-mod sessions;
+mod protect;
 pub mod store;
-mod throttle;
-mod token;
+mod web;
 
 pub use actix_web::cookie::SameSite;
 
-pub use crate::client::ClientIpHeader;
-pub use crate::config::{
-    LoginMiddlewareBuilder, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_SESSIONS_PER_USER,
+pub use crate::engine::{
+    SessionInfo, SessionKey, SessionRecord, Sessions, DEFAULT_ABSOLUTE_TIMEOUT,
+    DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS_PER_USER,
 };
-pub use crate::csrf::{CSRF_FIELD, CSRF_HEADER};
 pub use crate::error::{Error, StoreError};
-pub use crate::extractor::{AuthUser, MaybeUser, Session};
-pub use crate::middleware::LoginMiddleware;
-pub use crate::record::SessionRecord;
-pub use crate::require::{safe_next, Require};
-pub use crate::sessions::{SessionInfo, Sessions};
-pub use crate::store::{Admission, Counter, MemoryStore, RedisStore, SessionStore, ThrottleStore};
-pub use crate::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
-pub use crate::token::SessionKey;
+#[cfg(feature = "password")]
+#[cfg_attr(docsrs, doc(cfg(feature = "password")))]
+pub use crate::protect::password;
+#[cfg(feature = "policy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "policy")))]
+pub use crate::protect::policy;
+#[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+pub use crate::protect::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::store::RedisStore;
+pub use crate::store::{Admission, Counter, MemoryStore, SessionStore, ThrottleStore};
+pub use crate::web::{
+    safe_next, AuthUser, ClientIpHeader, LoginMiddleware, LoginMiddlewareBuilder, MaybeUser,
+    Require, Session, CSRF_FIELD, CSRF_HEADER,
+};
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

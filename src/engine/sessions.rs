@@ -1,14 +1,13 @@
 //! Every session of a user: listing and revocation.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use serde::{Serialize, Serializer};
 
-use crate::config::Config;
-use crate::store::{DynStore, StoredSession};
-use crate::{Error, SessionKey, SessionRecord, StoreError};
+use super::{SessionEngine, SessionKey, SessionRecord};
+use crate::store::StoredSession;
+use crate::{Error, StoreError};
 
 /// How many list-and-delete rounds a revocation makes at most. The last round normally only
 /// confirms that nothing is left; each extra one needs a concurrent rotation or login.
@@ -32,8 +31,7 @@ const REVOKE_ROUNDS: usize = 8;
 /// [`LoginMiddleware::sessions`]: crate::LoginMiddleware::sessions
 #[derive(Clone)]
 pub struct Sessions {
-    pub(crate) store: Arc<dyn DynStore>,
-    pub(crate) config: Arc<Config>,
+    engine: SessionEngine,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -72,27 +70,32 @@ fn unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl Sessions {
+    pub(crate) fn new(engine: SessionEngine) -> Self {
+        Self { engine }
+    }
+
     /// The live sessions of `user_id`, most recently used first.
     pub async fn list(&self, user_id: &str) -> Result<Vec<SessionInfo>, Error> {
-        self.list_marking(user_id, None).await
+        self.engine.list(user_id, None).await
     }
 
     /// Revokes the session of `user_id` whose public id is `session_id`. Returns whether there
     /// was one; a session of another user is never touched.
     pub async fn revoke(&self, user_id: &str, session_id: &str) -> Result<bool, Error> {
-        let revoked = self
-            .revoke_where(user_id, |_, record| record.id() == session_id)
-            .await?;
-        Ok(revoked > 0)
+        self.engine.revoke(user_id, session_id).await
     }
 
     /// Revokes every session of `user_id`: "log out everywhere", or an account being disabled.
     /// Returns how many there were.
     pub async fn revoke_all(&self, user_id: &str) -> Result<usize, Error> {
-        self.revoke_where(user_id, |_, _| true).await
+        self.engine.revoke_all(user_id).await
     }
+}
 
-    pub(crate) async fn list_marking(
+impl SessionEngine {
+    /// The live sessions of `user_id`, most recently used first; the one under `current` is
+    /// marked.
+    pub(crate) async fn list(
         &self,
         user_id: &str,
         current: Option<&SessionKey>,
@@ -109,13 +112,30 @@ impl Sessions {
         Ok(sessions)
     }
 
+    pub(crate) async fn revoke(&self, user_id: &str, session_id: &str) -> Result<bool, Error> {
+        let revoked = self
+            .revoke_where(user_id, |_, record| record.id() == session_id)
+            .await?;
+        Ok(revoked > 0)
+    }
+
+    pub(crate) async fn revoke_all(&self, user_id: &str) -> Result<usize, Error> {
+        self.revoke_where(user_id, |_, _| true).await
+    }
+
+    /// Revokes every session of `user_id` but the one whose public id is `kept`.
+    pub(crate) async fn revoke_others(&self, user_id: &str, kept: &str) -> Result<usize, Error> {
+        self.revoke_where(user_id, |_, record| record.id() != kept)
+            .await
+    }
+
     fn info(&self, stored: &StoredSession, current: bool) -> SessionInfo {
         let record = &stored.record;
         // The store keeps the idle deadline, not the time of the last request; the deadline was
         // last moved to "then + idle timeout".
         let refreshed = stored
             .expires_at
-            .checked_sub(self.config.idle_timeout)
+            .checked_sub(self.rules.idle_timeout())
             .unwrap_or(UNIX_EPOCH);
         SessionInfo {
             id: record.id().to_owned(),
@@ -132,7 +152,7 @@ impl Sessions {
     /// hold against a concurrent rotation: the rotation indexes its new key before deleting the
     /// old one, so once a listing has seen the old key gone, or failed to delete it, the next
     /// listing sees the new one.
-    pub(crate) async fn revoke_where(
+    async fn revoke_where(
         &self,
         user_id: &str,
         doomed: impl Fn(&SessionKey, &SessionRecord) -> bool,
@@ -166,7 +186,7 @@ impl Sessions {
     /// prunes the index on the way.
     pub(crate) async fn make_room(&self, user_id: &str) -> Result<(), Error> {
         let mut live = self.store.list(user_id).await?.live;
-        let cap = self.config.max_sessions_per_user;
+        let cap = self.rules.max_sessions_per_user();
         if live.len() < cap {
             return Ok(());
         }

@@ -12,7 +12,8 @@ use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
 use futures_util::future::LocalBoxFuture;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
-use crate::context::{ActiveSession, SessionContext};
+use super::request::RequestSession;
+use crate::engine::{ActiveSession, SessionRules};
 use crate::Error;
 
 /// The longest `next` path accepted, in bytes.
@@ -26,7 +27,7 @@ const MAX_NEXT_LEN: usize = 2048;
 /// | anonymous | `401 {"error":"unauthenticated"}`, or a `303` to the login page with [`redirect_to`](Require::redirect_to) |
 /// | logged in, lacking every required role | `403 {"error":"forbidden"}` (never a redirect to login) |
 /// | logged in, password older than the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) with [`fresh`](Require::fresh) | `403 {"error":"reauth_required"}` |
-/// | session store unavailable | `503 {"error":"service unavailable"}` |
+/// | session store unavailable | `503 {"error":"service_unavailable"}` |
 ///
 /// It reads the session through [`LoginMiddleware`](crate::LoginMiddleware), which must run
 /// first: register `LoginMiddleware` on the `App` (as its last `.wrap()`) and `Require` on the
@@ -114,11 +115,7 @@ impl Require {
 }
 
 impl Rule {
-    fn check(
-        &self,
-        session: Option<&ActiveSession>,
-        context: &SessionContext,
-    ) -> Result<(), Error> {
+    fn check(&self, session: Option<&ActiveSession>, rules: &SessionRules) -> Result<(), Error> {
         let session = session.ok_or(Error::Unauthenticated)?;
         let record = &session.record;
         if let Some(roles) = &self.any_of_roles {
@@ -126,11 +123,7 @@ impl Rule {
                 return Err(Error::Forbidden);
             }
         }
-        if self.fresh
-            && !context
-                .config()
-                .is_fresh(record.authenticated_at(), SystemTime::now())
-        {
+        if self.fresh && !rules.is_fresh(record.authenticated_at(), SystemTime::now()) {
             return Err(Error::ReauthRequired);
         }
         Ok(())
@@ -222,17 +215,13 @@ where
         let service = Rc::clone(&self.service);
         let rule = Arc::clone(&self.rule);
         Box::pin(async move {
-            let context = req.extensions().get::<Rc<SessionContext>>().cloned();
-            let Some(context) = context else {
-                tracing::error!(
-                    path = req.path(),
-                    "Require used without LoginMiddleware: wrap the App with LoginMiddleware"
-                );
-                let res = Error::MissingMiddleware.error_response();
-                return Ok(req.into_response(res).map_into_right_body());
+            let state = RequestSession::of(&req.extensions(), req.path());
+            let state = match state {
+                Ok(state) => state,
+                Err(err) => return Ok(req.into_response(err.error_response()).map_into_right_body()),
             };
-            let verdict = match context.resolve().await {
-                Ok(session) => rule.check(session.as_deref(), &context),
+            let verdict = match state.resolve().await {
+                Ok(session) => rule.check(session.as_deref(), state.engine().rules()),
                 Err(err) => Err(err),
             };
             match verdict {

@@ -35,15 +35,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, KeyId, Params, ParamsBuilder, Version};
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization as _;
 use zeroize::Zeroizing;
-
-use crate::error::json_error;
 
 /// The longest password accepted, in bytes. Longer input is refused before normalising or
 /// hashing it: far beyond any passphrase, far below what could cost real CPU.
@@ -66,8 +62,8 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$8s15I/DLCPSjiWE4h1rHkg$
 /// Why a password could not be hashed or checked.
 ///
 /// As a response, [`TooLong`](PasswordError::TooLong) is the client's fault (`400`,
-/// `{"error":"password too long"}`); every other variant is a server fault (`500`,
-/// `{"error":"internal error"}`).
+/// `{"error":"password_too_long"}`); every other variant is a server fault (`500`,
+/// `{"error":"internal_error"}`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PasswordError {
@@ -96,22 +92,6 @@ pub enum PasswordError {
     /// runtime is shutting down).
     #[error("password task did not complete: {0}")]
     Interrupted(String),
-}
-
-impl ResponseError for PasswordError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            PasswordError::TooLong => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        match self {
-            PasswordError::TooLong => json_error(self.status_code(), "password too long"),
-            _ => json_error(self.status_code(), "internal error"),
-        }
-    }
 }
 
 /// A secret mixed into every hash (argon2's `secret` input), kept outside the user database, so
@@ -567,10 +547,6 @@ mod tests {
         ));
         let limit = "x".repeat(MAX_PASSWORD_BYTES);
         assert!(verify_blocking(&limit, &hash_blocking(&limit).unwrap()).unwrap());
-        assert_eq!(
-            PasswordError::TooLong.error_response().status(),
-            StatusCode::BAD_REQUEST
-        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Brute-force throttling for login forms.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +8,8 @@ use actix_web::{HttpMessage as _, HttpRequest};
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization as _;
 
-use crate::client::{client_address, ClientIpHeader, Proxies};
-use crate::context::SessionContext;
-use crate::csrf::Provenance;
 use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
+use crate::web::{Provenance, RequestSession};
 use crate::Error;
 
 /// The longest username looked at, in bytes. Longer ones are refused before any work.
@@ -63,12 +60,13 @@ impl Limit {
 /// A cross-site login (see [`LoginMiddleware`](crate::LoginMiddleware)) is refused before it is
 /// counted, so a hostile page cannot spend a user's attempts.
 ///
-/// The client address is the TCP peer unless the peer is one of the
-/// [trusted proxies](LoginThrottle::trust_proxies); then it is the nearest untrusted address in
-/// the one header those proxies write ([`ClientIpHeader`], `X-Forwarded-For` unless set). A
-/// client cannot spoof that header to reset or dodge a limit. IPv6 clients are counted per
-/// /64 network, since one host commonly holds a whole /64; IPv4-mapped IPv6 addresses count as
-/// the IPv4 address.
+/// The throttle runs under [`LoginMiddleware`](crate::LoginMiddleware) and takes the client's
+/// address from it: the TCP peer unless the peer is one of the middleware's
+/// [trusted proxies](crate::LoginMiddlewareBuilder::trust_proxies); then the nearest untrusted
+/// address in the one header those proxies write. One setting, so the address recorded at login
+/// and the address counted here always agree, and a client cannot spoof the header to reset or
+/// dodge a limit. IPv6 clients are counted per /64 network, since one host commonly holds a
+/// whole /64; IPv4-mapped IPv6 addresses count as the IPv4 address.
 ///
 /// ```no_run
 /// use actix_login::{password, LoginThrottle, RedisStore, Session};
@@ -108,7 +106,6 @@ struct Rules {
     per_account_and_client: Limit,
     per_client: Limit,
     per_account: Limit,
-    proxies: Proxies,
     ipv6_prefix_len: u8,
 }
 
@@ -129,7 +126,6 @@ impl LoginThrottle {
                 per_account_and_client: Limit::new(5, Duration::from_secs(15 * 60)),
                 per_client: Limit::new(20, Duration::from_secs(15 * 60)),
                 per_account: Limit::new(100, Duration::from_secs(60 * 60)),
-                proxies: Proxies::default(),
                 ipv6_prefix_len: 64,
             }),
         }
@@ -154,28 +150,6 @@ impl LoginThrottle {
         self.with(|rules| rules.per_account = limit)
     }
 
-    /// Proxies whose forwarding header ([`client_ip_header`](Self::client_ip_header)) is
-    /// believed. Without any, the TCP peer is the client.
-    #[must_use]
-    pub fn trust_proxies(self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        let proxies: Vec<IpAddr> = proxies.into_iter().map(|ip| ip.to_canonical()).collect();
-        self.with(|rules| rules.proxies.addresses = proxies)
-    }
-
-    /// The one header the trusted proxies write (default `X-Forwarded-For`). The other is
-    /// ignored: proxies pass on whatever a client sent in it.
-    #[must_use]
-    pub fn client_ip_header(self, header: ClientIpHeader) -> Self {
-        self.with(|rules| rules.proxies.header = header)
-    }
-
-    /// Believes the forwarding header on connections without a peer address, as from a reverse
-    /// proxy on a unix socket. Without it, all such clients share one address.
-    #[must_use]
-    pub fn trust_unix_socket(self) -> Self {
-        self.with(|rules| rules.proxies.unix_socket = true)
-    }
-
     /// How many leading bits of an IPv6 address identify one client (default 64, clamped to
     /// 32..=128).
     #[must_use]
@@ -194,23 +168,20 @@ impl LoginThrottle {
     /// # Errors
     /// [`Error::Throttled`] (429 with `Retry-After`) past a limit; [`Error::InvalidInput`] (400)
     /// for a username over [`MAX_USERNAME_BYTES`]; [`Error::CrossSiteRequest`] (403) for a login
-    /// the browser says comes from another site (checked only under
-    /// [`LoginMiddleware`](crate::LoginMiddleware)); [`Error::Store`] (503) if the store fails,
-    /// never a free pass.
+    /// the browser says comes from another site; [`Error::MissingMiddleware`] (500) without
+    /// [`LoginMiddleware`](crate::LoginMiddleware), which knows the client's address;
+    /// [`Error::Store`] (503) if the store fails, never a free pass.
     pub async fn attempt(&self, req: &HttpRequest, username: &str) -> Result<LoginAttempt, Error> {
         if username.len() > MAX_USERNAME_BYTES {
             return Err(Error::InvalidInput);
         }
-        let cross_site = req
-            .extensions()
-            .get::<Rc<SessionContext>>()
-            .is_some_and(|context| context.provenance() == Provenance::CrossSite);
-        if cross_site {
+        let state = RequestSession::of(&req.extensions(), req.path())?;
+        if state.provenance() == Provenance::CrossSite {
             tracing::warn!("cross-site login refused");
             return Err(Error::CrossSiteRequest);
         }
         let rules = &self.rules;
-        let client = client_address(req, &rules.proxies).map_or_else(
+        let client = state.client_ip().map_or_else(
             || "unknown".to_owned(),
             |ip| bucket(ip, rules.ipv6_prefix_len),
         );

@@ -29,7 +29,7 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
-use crate::token::SessionToken;
+use crate::engine::SessionToken;
 
 /// The header that carries the synchronizer token.
 pub const CSRF_HEADER: &str = "x-csrf-token";

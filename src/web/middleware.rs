@@ -2,6 +2,7 @@
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
@@ -10,12 +11,13 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpMessage as _, ResponseError as _};
 use futures_util::future::LocalBoxFuture;
 
-use crate::config::LoginMiddlewareBuilder;
-use crate::context::{CookieUpdate, SessionContext};
-use crate::cookie::Presented;
-use crate::csrf::{self, Provenance};
-use crate::error::json_error;
-use crate::sessions::Sessions;
+use super::builder::{LoginMiddlewareBuilder, WebConfig};
+use super::client::client_address;
+use super::cookie::Presented;
+use super::csrf::{self, Provenance};
+use super::request::{CookieUpdate, RequestSession};
+use super::response::json_error;
+use crate::engine::{SessionEngine, Sessions};
 use crate::store::SessionStore;
 use crate::Error;
 
@@ -66,13 +68,15 @@ use crate::Error;
 /// ```
 #[derive(Clone)]
 pub struct LoginMiddleware {
-    sessions: Sessions,
+    engine: SessionEngine,
+    config: Arc<WebConfig>,
 }
 
 impl std::fmt::Debug for LoginMiddleware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginMiddleware")
-            .field("config", &self.sessions.config)
+            .field("engine", &self.engine)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -92,11 +96,14 @@ impl LoginMiddleware {
     /// A handle on every user's sessions through this middleware's store, for use outside
     /// requests (an admin task, an account being disabled).
     pub fn sessions(&self) -> Sessions {
-        self.sessions.clone()
+        Sessions::new(self.engine.clone())
     }
 
-    pub(crate) fn from_parts(sessions: Sessions) -> Self {
-        Self { sessions }
+    pub(crate) fn from_parts(engine: SessionEngine, config: WebConfig) -> Self {
+        Self {
+            engine,
+            config: Arc::new(config),
+        }
     }
 }
 
@@ -114,7 +121,8 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(LoginService {
             service: Rc::new(service),
-            sessions: Rc::new(self.sessions.clone()),
+            engine: self.engine.clone(),
+            config: Arc::clone(&self.config),
         }))
     }
 }
@@ -123,7 +131,8 @@ where
 #[doc(hidden)]
 pub struct LoginService<S> {
     service: Rc<S>,
-    sessions: Rc<Sessions>,
+    engine: SessionEngine,
+    config: Arc<WebConfig>,
 }
 
 impl<S, B> Service<ServiceRequest> for LoginService<S>
@@ -139,9 +148,9 @@ where
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
-        let sessions = Rc::clone(&self.sessions);
+        let engine = self.engine.clone();
+        let config = Arc::clone(&self.config);
         Box::pin(async move {
-            let config = &sessions.config;
             let presented = config.cookie.read(req.headers());
             let provenance = config.csrf.provenance(&req);
             if !screen(&mut req, &presented, provenance).await {
@@ -149,9 +158,10 @@ where
                 let refusal = Error::CrossSiteRequest.error_response();
                 return Ok(req.into_response(refusal).map_into_right_body());
             }
-            let context = Rc::new(SessionContext::new(sessions, presented, provenance));
-            req.extensions_mut().insert(Rc::clone(&context));
-            Ok(finish(service.call(req).await?, &context))
+            let client_ip = client_address(req.request(), &config.proxies);
+            let state = Rc::new(RequestSession::new(engine, presented, provenance, client_ip));
+            req.extensions_mut().insert(Rc::clone(&state));
+            Ok(finish(service.call(req).await?, &state, &config))
         })
     }
 }
@@ -172,21 +182,25 @@ async fn screen(req: &mut ServiceRequest, presented: &Presented, provenance: Pro
     }
 }
 
-fn finish<B>(res: ServiceResponse<B>, context: &SessionContext) -> ServiceResponse<EitherBody<B>> {
-    if context.store_failed() {
-        let unavailable = json_error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable");
+fn finish<B>(
+    res: ServiceResponse<B>,
+    state: &RequestSession,
+    config: &WebConfig,
+) -> ServiceResponse<EitherBody<B>> {
+    if state.store_failed() {
+        let unavailable = json_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
         return res.into_response(unavailable).map_into_right_body();
     }
     let mut res = res.map_into_left_body();
-    let cookie = match context.take_cookie_update() {
+    let cookie = match state.take_cookie_update() {
         CookieUpdate::Keep => {
-            if context.authenticated() && !res.headers().contains_key(CACHE_CONTROL) {
+            if state.authenticated() && !res.headers().contains_key(CACHE_CONTROL) {
                 no_store(&mut res);
             }
             return res;
         }
-        CookieUpdate::Issue(token) => context.config().cookie.issue(&token).to_string(),
-        CookieUpdate::Remove => context.config().cookie.removal().to_string(),
+        CookieUpdate::Issue(token) => config.cookie.issue(&token).to_string(),
+        CookieUpdate::Remove => config.cookie.removal().to_string(),
     };
     match HeaderValue::from_str(&cookie) {
         Ok(value) => {
@@ -199,7 +213,7 @@ fn finish<B>(res: ServiceResponse<B>, context: &SessionContext) -> ServiceRespon
         Err(_) => {
             // Unreachable with tokens and names this crate accepts; never send a half response.
             tracing::error!("session cookie is not a valid header value; check the cookie name");
-            let failed = json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            let failed = json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
             res.into_response(failed).map_into_right_body()
         }
     }

@@ -3,7 +3,7 @@
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header::{HeaderMap, COOKIE};
 
-use crate::token::{SessionToken, TOKEN_LEN};
+use crate::engine::token::{SessionToken, TOKEN_LEN};
 
 /// Attributes of the session cookie.
 #[derive(Clone, Debug)]

@@ -1,0 +1,189 @@
+//! A session's life: resolving a token, login, logout and rotation.
+
+use std::time::SystemTime;
+
+use super::{ActiveSession, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
+use crate::{Error, StoreError};
+
+/// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit
+/// random tokens does not happen; repeated refusals mean a broken store.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// How a login went. The session the client came with may have ended even when the login
+/// failed afterwards, and the client must then be told to drop its cookie.
+#[derive(Debug)]
+pub(crate) struct LoginOutcome {
+    pub(crate) previous_ended: bool,
+    pub(crate) result: Result<Issued, Error>,
+}
+
+impl SessionEngine {
+    /// The live session behind `token`, refreshing its idle deadline when that is worth a write.
+    ///
+    /// `Ok(None)` for an unknown, ended, expired or unreadable session; `Err` only when the store
+    /// failed, which must never be taken for "not logged in".
+    pub(crate) async fn resolve(
+        &self,
+        token: &SessionToken,
+    ) -> Result<Option<ActiveSession>, StoreError> {
+        let key = token.key();
+        let Some(stored) = absent_if_corrupt(self.store.load(&key).await)? else {
+            tracing::debug!(session = key.short(), "unknown, expired or ended session");
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        let absolute_end = stored.record.expires_at();
+        if stored.expires_at <= now || absolute_end <= now {
+            tracing::debug!(session = key.short(), "session past its deadline");
+            return Ok(None);
+        }
+        let proposed = self.rules.idle_deadline(now, absolute_end);
+        let mut expires_at = stored.expires_at;
+        if self.rules.worth_refreshing(expires_at, proposed) {
+            let extended = self.store.extend(&key, &stored.record, proposed).await;
+            if !absent_if_corrupt(extended)? {
+                // Logged out or revoked between the load and the refresh.
+                return Ok(None);
+            }
+            expires_at = proposed;
+        }
+        Ok(Some(ActiveSession {
+            key,
+            record: stored.record,
+            expires_at,
+        }))
+    }
+
+    /// Starts a new session for `grant`, first ending `previous`, the session the client came
+    /// with, valid or not: a token planted before login (session fixation) must never become a
+    /// logged-in one, and no record is orphaned. Makes room under the per-user cap.
+    pub(crate) async fn login(&self, previous: Option<&SessionKey>, grant: Grant) -> LoginOutcome {
+        if let Some(previous) = previous {
+            if let Err(err) = self.store.delete(previous).await {
+                return LoginOutcome {
+                    previous_ended: false,
+                    result: Err(err.into()),
+                };
+            }
+        }
+        LoginOutcome {
+            previous_ended: previous.is_some(),
+            result: self.start(grant).await,
+        }
+    }
+
+    async fn start(&self, grant: Grant) -> Result<Issued, Error> {
+        self.make_room(&grant.user_id).await?;
+        let now = SystemTime::now();
+        let absolute_end = self.rules.absolute_end(now);
+        let record = SessionRecord::new(random_id()?, grant.user_id, grant.user, now, absolute_end)
+            .with_roles(grant.roles)
+            .with_client(grant.ip, grant.user_agent);
+        // From the record's end, which is kept to the millisecond, so the idle deadline never
+        // passes it by a fraction.
+        let expires_at = self.rules.idle_deadline(now, record.expires_at());
+        for _ in 0..CREATE_ATTEMPTS {
+            let token = SessionToken::generate().map_err(Error::Random)?;
+            let key = token.key();
+            if self.store.create(&key, &record, expires_at).await? {
+                tracing::info!(session = key.short(), user_id = record.user_id(), "login");
+                let session = ActiveSession {
+                    key,
+                    record,
+                    expires_at,
+                };
+                return Ok(Issued { token, session });
+            }
+        }
+        Err(StoreError::unavailable("store refused every fresh session key").into())
+    }
+
+    /// Ends the session under `key`. `known` is its record if the caller has it; otherwise it is
+    /// looked up first. If a concurrent request rotated the session away meanwhile, the record's
+    /// public id is how the logout follows it to its new key.
+    pub(crate) async fn logout(
+        &self,
+        key: &SessionKey,
+        known: Option<&SessionRecord>,
+    ) -> Result<(), Error> {
+        // A plain load, not `resolve`: refreshing a session about to end would be wasted work.
+        let owner = match known {
+            Some(record) => Some(record.clone()),
+            None => self.store.load(key).await?.map(|stored| stored.record),
+        };
+        let deleted = self.store.delete(key).await?;
+        tracing::info!(session = key.short(), "logout");
+        if let (false, Some(record)) = (deleted, owner) {
+            self.revoke(record.user_id(), record.id()).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves `active` to a new token and kills the old one; with `reauthenticated`, also notes
+    /// that the password was just confirmed.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] if the session ended meanwhile (logged out, revoked, expired).
+    pub(crate) async fn rotate(
+        &self,
+        active: &ActiveSession,
+        reauthenticated: bool,
+    ) -> Result<Issued, Error> {
+        let now = SystemTime::now();
+        let mut record = active.record.clone();
+        if reauthenticated {
+            record = record.reauthenticated(now);
+        }
+        let expires_at = self.rules.idle_deadline(now, record.expires_at());
+        for _ in 0..CREATE_ATTEMPTS {
+            let token = SessionToken::generate().map_err(Error::Random)?;
+            let key = token.key();
+            if self
+                .store
+                .rotate(&active.key, &key, &record, expires_at)
+                .await?
+            {
+                tracing::info!(
+                    from = active.key.short(),
+                    to = key.short(),
+                    reauthenticated,
+                    "session rotated"
+                );
+                let session = ActiveSession {
+                    key,
+                    record,
+                    expires_at,
+                };
+                return Ok(Issued { token, session });
+            }
+            if self.store.load(&active.key).await?.is_none() {
+                return Err(Error::Unauthenticated);
+            }
+        }
+        Err(StoreError::unavailable("store refused every fresh session key").into())
+    }
+}
+
+/// An unreadable record can never authenticate anyone: it counts as no session. Every other
+/// store error stands.
+fn absent_if_corrupt<T: Default>(result: Result<T, StoreError>) -> Result<T, StoreError> {
+    match result {
+        Err(StoreError::Corrupt(err)) => {
+            tracing::error!(error = %err, "unreadable session record; treating it as absent");
+            Ok(T::default())
+        }
+        other => other,
+    }
+}
+
+/// A public session id: 12 random bytes, base64url (16 characters).
+fn random_id() -> Result<String, Error> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    // 96 bits: ample for a handle that is not a secret (only its owner can revoke through it),
+    // and short, since every record carries it.
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(Error::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+

@@ -1,0 +1,99 @@
+//! The session engine: what a login session is and every rule it follows, with no web types.
+//!
+//! The engine turns a client's [`SessionToken`] into a live [`ActiveSession`] (or nothing), and
+//! carries out login, logout, rotation, listing, revocation and the per-user cap against any
+//! [`SessionStore`](crate::SessionStore). It knows nothing about HTTP: the web layer
+//! ([`crate::web`]) reads the token from a cookie, asks the engine, and writes the answer back
+//! as a `Set-Cookie`.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `token.rs` | the secret token a client holds, and the [`SessionKey`] stores see |
+//! | `record.rs` | [`SessionRecord`], what a store keeps per session |
+//! | `rules.rs` | idle and absolute expiry, freshness, the refresh threshold |
+//! | `lifecycle.rs` | resolve, login, logout, rotation |
+//! | `sessions.rs` | listing, revocation, the per-user cap, and the public [`Sessions`] handle |
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::value::RawValue;
+
+use crate::store::{DynStore, SessionStore};
+
+mod lifecycle;
+pub(crate) mod record;
+pub(crate) mod rules;
+mod sessions;
+pub(crate) mod token;
+
+pub use self::record::SessionRecord;
+pub use self::rules::{
+    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SESSIONS_PER_USER,
+};
+pub use self::sessions::{SessionInfo, Sessions};
+pub use self::token::SessionKey;
+pub(crate) use self::rules::SessionRules;
+pub(crate) use self::token::SessionToken;
+
+/// A store and the rules its sessions follow. Cheap to clone: both are shared.
+#[derive(Clone)]
+pub(crate) struct SessionEngine {
+    store: Arc<dyn DynStore>,
+    rules: Arc<SessionRules>,
+}
+
+impl std::fmt::Debug for SessionEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionEngine")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionEngine {
+    pub(crate) fn new(store: impl SessionStore, rules: SessionRules) -> Self {
+        Self::shared(Arc::new(store), rules)
+    }
+
+    pub(crate) fn shared(store: Arc<dyn DynStore>, rules: SessionRules) -> Self {
+        Self {
+            store,
+            rules: Arc::new(rules),
+        }
+    }
+
+    pub(crate) fn rules(&self) -> &SessionRules {
+        &self.rules
+    }
+}
+
+/// A session that is live right now: its key, its record, and its current idle deadline.
+#[derive(Debug)]
+pub(crate) struct ActiveSession {
+    pub(crate) key: SessionKey,
+    pub(crate) record: SessionRecord,
+    pub(crate) expires_at: SystemTime,
+}
+
+/// Who logs in, and what their session remembers besides the profile.
+#[derive(Debug)]
+pub(crate) struct Grant {
+    pub(crate) user_id: String,
+    /// The app's profile of the user, as JSON.
+    pub(crate) user: Box<RawValue>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) ip: Option<String>,
+    pub(crate) user_agent: Option<String>,
+}
+
+/// A session just created or moved to a new token: the token goes to the client, once.
+#[derive(Debug)]
+pub(crate) struct Issued {
+    pub(crate) token: SessionToken,
+    pub(crate) session: ActiveSession,
+}
+
+#[cfg(test)]
+mod tests;

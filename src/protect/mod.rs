@@ -1,0 +1,9 @@
+//! Login protection, beside the session engine: brute-force throttling, password hashing and
+//! the password policy. Each is usable on its own and behind its own cargo feature.
+
+#[cfg(feature = "password")]
+pub mod password;
+#[cfg(feature = "policy")]
+pub mod policy;
+#[cfg(feature = "throttle")]
+pub(crate) mod throttle;

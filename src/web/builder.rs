@@ -1,0 +1,172 @@
+//! The middleware's settings and the builder that collects them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::cookie::SameSite;
+
+use super::client::{ClientIpHeader, Proxies};
+use super::cookie::CookieConfig;
+use super::csrf::CsrfConfig;
+use super::LoginMiddleware;
+use crate::engine::{SessionEngine, SessionRules};
+use crate::store::{DynStore, SessionStore};
+
+/// What the web layer needs besides the engine: how the cookie looks, which requests count as
+/// cross-site, and whose forwarding headers are believed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WebConfig {
+    pub(crate) cookie: CookieConfig,
+    pub(crate) csrf: CsrfConfig,
+    pub(crate) proxies: Proxies,
+}
+
+/// Configures a [`LoginMiddleware`]. Made by [`LoginMiddleware::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_login::{LoginMiddleware, MemoryStore, SameSite};
+///
+/// let middleware = LoginMiddleware::builder(MemoryStore::new())
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+///     .cookie_same_site(SameSite::Strict)
+///     .build();
+/// ```
+#[must_use]
+pub struct LoginMiddlewareBuilder {
+    store: Arc<dyn DynStore>,
+    rules: SessionRules,
+    config: WebConfig,
+}
+
+impl LoginMiddlewareBuilder {
+    pub(crate) fn new(store: impl SessionStore) -> Self {
+        Self {
+            store: Arc::new(store),
+            rules: SessionRules::default(),
+            config: WebConfig::default(),
+        }
+    }
+
+    /// How long a session may go unused before it ends (default 30 minutes).
+    ///
+    /// Activity moves the deadline forward, but the store is written at most once per tenth of
+    /// this window: an idle session ends between 90 % and 100 % of `timeout` after its last
+    /// request, and never after the [absolute timeout](Self::absolute_timeout). Values above 100
+    /// years count as 100 years.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.rules.set_idle_timeout(timeout);
+        self
+    }
+
+    /// How long a session may last however active it is (default 12 hours). Measured from login.
+    /// Values above 100 years count as 100 years.
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.rules.set_absolute_timeout(timeout);
+        self
+    }
+
+    /// How recently the password must have been entered for routes wrapped in
+    /// [`Require::fresh`](crate::Require::fresh) (default 10 minutes). Older sessions get
+    /// `403 {"error":"reauth_required"}` until [`Session::reauthenticate`](crate::Session::reauthenticate).
+    pub fn fresh_window(mut self, window: Duration) -> Self {
+        self.rules.set_fresh_window(window);
+        self
+    }
+
+    /// The most sessions one user may have at once (default 100). A login beyond it ends that
+    /// user's oldest sessions. Values below 1 count as 1.
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.rules.set_max_sessions_per_user(max);
+        self
+    }
+
+    /// The cookie name (default `__Host-id`).
+    ///
+    /// Browsers accept a `__Host-` cookie only if it is `Secure`, has `Path=/` and no `Domain`,
+    /// which is what this crate sends unless [`cookie_secure(false)`](Self::cookie_secure) is set.
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.config.cookie.name = name.into();
+        self
+    }
+
+    /// Whether the cookie is `Secure` (default `true`).
+    ///
+    /// Browsers accept `Secure` cookies from `http://localhost`, so turn this off only for a
+    /// plain-HTTP development host that is not localhost, and pick a name without the `__Host-`
+    /// or `__Secure-` prefix.
+    pub fn cookie_secure(mut self, secure: bool) -> Self {
+        self.config.cookie.secure = secure;
+        self
+    }
+
+    /// The cookie's `SameSite` attribute (default `Lax`). `Strict` also withholds the cookie
+    /// when the user follows a link from another site; `None` removes a layer of CSRF defence.
+    pub fn cookie_same_site(mut self, same_site: SameSite) -> Self {
+        self.config.cookie.same_site = same_site;
+        self
+    }
+
+    /// Lets unsafe requests under `path_prefix` (a path, or everything below it) through without
+    /// the cross-site check, for endpoints other sites are meant to call, such as webhooks.
+    /// Such routes must not rely on the session cookie for authority.
+    pub fn csrf_exempt(mut self, path_prefix: impl Into<String>) -> Self {
+        self.config.csrf.exempt_prefixes.push(path_prefix.into());
+        self
+    }
+
+    /// Accepts unsafe requests whose `Origin` is exactly `origin` (for example
+    /// `https://admin.example.com`), besides the app's own host.
+    pub fn csrf_trusted_origin(mut self, origin: impl Into<String>) -> Self {
+        let origin = super::csrf::normalize_origin(&origin.into());
+        self.config.csrf.trusted_origins.push(origin);
+        self
+    }
+
+    /// Turns cross-site request protection off, for apps that enforce it elsewhere.
+    pub fn disable_csrf_protection(mut self) -> Self {
+        self.config.csrf.disabled = true;
+        self
+    }
+
+    /// Proxies whose forwarding header ([`client_ip_header`](Self::client_ip_header)) is
+    /// believed for the client's address. Without any, the client is the TCP peer: behind a
+    /// reverse proxy, the proxy.
+    ///
+    /// This one setting serves everything that needs the address: the address recorded at login
+    /// (and shown by [`Session::list_sessions`](crate::Session::list_sessions)) and the
+    /// [`LoginThrottle`](crate::LoginThrottle)'s per-address counters. A client cannot spoof the
+    /// header to dodge a limit: only hops written by these proxies are believed.
+    pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = std::net::IpAddr>) -> Self {
+        self.config.proxies.addresses = proxies.into_iter().map(|ip| ip.to_canonical()).collect();
+        self
+    }
+
+    /// The one header the trusted proxies write (default `X-Forwarded-For`).
+    pub fn client_ip_header(mut self, header: ClientIpHeader) -> Self {
+        self.config.proxies.header = header;
+        self
+    }
+
+    /// Believes the forwarding header on connections without a peer address, as from a reverse
+    /// proxy on a unix socket.
+    pub fn trust_unix_socket(mut self) -> Self {
+        self.config.proxies.unix_socket = true;
+        self
+    }
+
+    /// Finishes the configuration.
+    pub fn build(self) -> LoginMiddleware {
+        let cookie = &self.config.cookie;
+        let prefixed = cookie.name.starts_with("__Host-") || cookie.name.starts_with("__Secure-");
+        if prefixed && !cookie.secure {
+            tracing::warn!(
+                cookie = %cookie.name,
+                "browsers reject a __Host- or __Secure- cookie without Secure; logins will not stick"
+            );
+        }
+        let engine = SessionEngine::shared(self.store, self.rules);
+        LoginMiddleware::from_parts(engine, self.config)
+    }
+}

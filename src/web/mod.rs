@@ -1,0 +1,29 @@
+//! The Actix layer: a thin translation between HTTP and the [engine](crate::engine).
+//!
+//! A request flows one way through it: the [`LoginMiddleware`] reads the cookie
+//! (`cookie.rs`), judges where the request comes from (`csrf.rs`) and who sent it
+//! (`client.rs`), and leaves a per-request state (`request.rs`) in the request's extensions.
+//! Extractors (`extractor.rs`, `session.rs`) and [`Require`] read that state and ask the engine;
+//! on the way out the middleware turns what happened into a `Set-Cookie`, and `response.rs`
+//! turns errors into JSON answers.
+
+mod builder;
+mod client;
+mod cookie;
+mod csrf;
+mod extractor;
+mod middleware;
+mod request;
+mod require;
+mod response;
+mod session;
+
+pub use self::builder::LoginMiddlewareBuilder;
+pub use self::client::ClientIpHeader;
+pub use self::csrf::{CSRF_FIELD, CSRF_HEADER};
+pub use self::extractor::{AuthUser, MaybeUser};
+pub use self::middleware::LoginMiddleware;
+pub use self::require::{safe_next, Require};
+pub use self::session::Session;
+pub(crate) use self::csrf::Provenance;
+pub(crate) use self::request::RequestSession;

@@ -1,0 +1,232 @@
+//! The per-request session state: what the middleware found, what the engine said, and the
+//! cookie change the response must carry.
+//!
+//! The middleware parses the cookie (no I/O), works out the client's address and where the
+//! request comes from, and stores a [`RequestSession`] in the request's extensions. Everything
+//! else in the web layer reaches it through [`RequestSession::of`]. The store is consulted only
+//! when something asks for the user, at most once per request.
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use actix_web::dev::Extensions;
+use tokio::sync::OnceCell;
+
+use super::cookie::Presented;
+use super::csrf::{self, Provenance};
+use crate::engine::{ActiveSession, Grant, Issued, SessionEngine, SessionInfo, SessionToken};
+use crate::{Error, SessionKey};
+
+/// The change to the session cookie that the response must carry.
+pub(crate) enum CookieUpdate {
+    Keep,
+    Issue(SessionToken),
+    Remove,
+}
+
+pub(crate) struct RequestSession {
+    engine: SessionEngine,
+    presented: Presented,
+    provenance: Provenance,
+    client_ip: Option<IpAddr>,
+    resolved: OnceCell<Option<Rc<ActiveSession>>>,
+    /// The session after a login or rotation in this request, which supersedes `resolved`.
+    replaced: RefCell<Option<Rc<ActiveSession>>>,
+    store_failed: Cell<bool>,
+    update: RefCell<CookieUpdate>,
+}
+
+impl RequestSession {
+    pub(crate) fn new(
+        engine: SessionEngine,
+        presented: Presented,
+        provenance: Provenance,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
+        Self {
+            engine,
+            presented,
+            provenance,
+            client_ip,
+            resolved: OnceCell::new(),
+            replaced: RefCell::new(None),
+            store_failed: Cell::new(false),
+            update: RefCell::new(CookieUpdate::Keep),
+        }
+    }
+
+    /// The state the middleware left in a request's extensions: the one way into it, for
+    /// extractors, [`Require`](crate::Require) and the throttle alike. Without the middleware
+    /// the request cannot be served safely: [`Error::MissingMiddleware`], logged once here.
+    pub(crate) fn of(extensions: &Extensions, path: &str) -> Result<Rc<Self>, Error> {
+        extensions.get::<Rc<Self>>().cloned().ok_or_else(|| {
+            tracing::error!(
+                path,
+                "actix-login used without LoginMiddleware: wrap the App or scope with LoginMiddleware"
+            );
+            Error::MissingMiddleware
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &SessionEngine {
+        &self.engine
+    }
+
+    /// Where the request says it comes from (see [`csrf`](super::csrf)).
+    pub(crate) fn provenance(&self) -> Provenance {
+        self.provenance
+    }
+
+    /// The client's address, through trusted proxies; `None` when unknown.
+    pub(crate) fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
+    }
+
+    /// The session the request's cookie belongs to, if it is live. Loaded on first use only.
+    pub(crate) async fn resolve(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+        if let Some(replaced) = self.replaced.borrow().as_ref() {
+            return Ok(Some(Rc::clone(replaced)));
+        }
+        self.resolved.get_or_try_init(|| self.load()).await.cloned()
+    }
+
+    /// The live session of this request, or [`Error::Unauthenticated`].
+    pub(crate) async fn require(&self) -> Result<Rc<ActiveSession>, Error> {
+        self.resolve().await?.ok_or(Error::Unauthenticated)
+    }
+
+    async fn load(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+        let token = match &self.presented {
+            Presented::Token(token) => token,
+            Presented::Absent => return Ok(None),
+            Presented::Malformed => {
+                tracing::debug!("ignoring a malformed session cookie");
+                return Ok(None);
+            }
+        };
+        match self.engine.resolve(token).await {
+            Ok(session) => Ok(session.map(Rc::new)),
+            Err(err) => {
+                tracing::error!(error = %err, "session store failed; refusing the request");
+                self.store_failed.set(true);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Whether a store failure kept this request's session from resolving. The middleware then
+    /// answers 503 whatever the handler made of it, so an `Option<AuthUser<_>>` cannot quietly
+    /// turn an outage into an anonymous request.
+    pub(crate) fn store_failed(&self) -> bool {
+        self.store_failed.get()
+    }
+
+    /// Whether this request was served to a logged-in user.
+    pub(crate) fn authenticated(&self) -> bool {
+        self.resolved.get().is_some_and(Option::is_some)
+    }
+
+    pub(crate) fn take_cookie_update(&self) -> CookieUpdate {
+        self.update.replace(CookieUpdate::Keep)
+    }
+
+    /// Applies `f` to the token the client will hold once this response arrives, if any.
+    fn with_current_token<T>(&self, f: impl FnOnce(&SessionToken) -> T) -> Option<T> {
+        match &*self.update.borrow() {
+            CookieUpdate::Issue(token) => Some(f(token)),
+            CookieUpdate::Remove => None,
+            CookieUpdate::Keep => match &self.presented {
+                Presented::Token(token) => Some(f(token)),
+                _ => None,
+            },
+        }
+    }
+
+    /// The key of the session the client will hold once this response arrives.
+    fn current_key(&self) -> Option<SessionKey> {
+        self.with_current_token(SessionToken::key)
+    }
+
+    /// The synchronizer token for the session the client will hold after this response.
+    pub(crate) fn csrf_token(&self) -> Option<String> {
+        self.with_current_token(csrf::synchronizer_token)
+    }
+
+    /// The session this request already resolved or replaced, without touching the store.
+    fn known_session(&self) -> Option<Rc<ActiveSession>> {
+        if let Some(replaced) = self.replaced.borrow().as_ref() {
+            return Some(Rc::clone(replaced));
+        }
+        self.resolved.get().cloned().flatten()
+    }
+
+    fn adopt(&self, issued: Issued) {
+        self.replaced.replace(Some(Rc::new(issued.session)));
+        self.update.replace(CookieUpdate::Issue(issued.token));
+    }
+
+    pub(crate) async fn login(&self, grant: Grant) -> Result<(), Error> {
+        // Login CSRF: a hostile page must not log the victim into the attacker's account.
+        if self.provenance == Provenance::CrossSite {
+            tracing::warn!("cross-site login refused");
+            return Err(Error::CrossSiteRequest);
+        }
+        let outcome = self.engine.login(self.current_key().as_ref(), grant).await;
+        if outcome.previous_ended {
+            self.update.replace(CookieUpdate::Remove);
+        }
+        self.adopt(outcome.result?);
+        Ok(())
+    }
+
+    pub(crate) async fn logout(&self) -> Result<(), Error> {
+        if let Some(key) = self.current_key() {
+            let known = self.known_session();
+            self.engine
+                .logout(&key, known.as_ref().map(|active| &active.record))
+                .await?;
+        }
+        self.replaced.replace(None);
+        self.update.replace(CookieUpdate::Remove);
+        Ok(())
+    }
+
+    /// Moves the current session to a new token; with `reauthenticated`, also notes that the
+    /// password was just confirmed.
+    pub(crate) async fn rotate(&self, reauthenticated: bool) -> Result<(), Error> {
+        let active = self.require().await?;
+        let issued = self.engine.rotate(&active, reauthenticated).await?;
+        self.adopt(issued);
+        Ok(())
+    }
+
+    pub(crate) async fn list(&self) -> Result<Vec<SessionInfo>, Error> {
+        let active = self.require().await?;
+        self.engine
+            .list(active.record.user_id(), Some(&active.key))
+            .await
+    }
+
+    pub(crate) async fn revoke(&self, session_id: &str) -> Result<bool, Error> {
+        let active = self.require().await?;
+        self.engine
+            .revoke(active.record.user_id(), session_id)
+            .await
+    }
+
+    pub(crate) async fn revoke_others(&self) -> Result<usize, Error> {
+        let active = self.require().await?;
+        self.engine
+            .revoke_others(active.record.user_id(), active.record.id())
+            .await
+    }
+
+    pub(crate) async fn revoke_all(&self) -> Result<usize, Error> {
+        let active = self.require().await?;
+        let revoked = self.engine.revoke_all(active.record.user_id()).await?;
+        self.replaced.replace(None);
+        self.update.replace(CookieUpdate::Remove);
+        Ok(revoked)
+    }
+}

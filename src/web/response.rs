@@ -1,0 +1,180 @@
+//! How errors become HTTP responses: a status and a fixed JSON body `{"error":"<code>"}` with a
+//! `snake_case` code, never the error's details, which stay in the server log.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::{Error, StoreError};
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Forbidden | Error::ReauthRequired | Error::CrossSiteRequest => {
+                StatusCode::FORBIDDEN
+            }
+            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::InvalidInput => StatusCode::BAD_REQUEST,
+            Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
+            Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let code = match self {
+            Error::Forbidden => "forbidden",
+            Error::ReauthRequired => "reauth_required",
+            Error::CrossSiteRequest => "csrf_rejected",
+            Error::Throttled { .. } => "too_many_attempts",
+            Error::InvalidInput => "invalid_input",
+            _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+            _ => "internal_error",
+        };
+        let mut response = json_error(status, code);
+        if let Error::Throttled { retry_after } = self {
+            // Whole seconds, rounded up: a client that waits exactly this long gets through.
+            let secs = retry_after.as_millis().div_ceil(1000);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// A response with the body `{"error":"<code>"}`.
+///
+/// `code` must be plain text without quotes or backslashes; every caller passes a literal.
+pub(crate) fn json_error(status: StatusCode, code: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .body(format!(r#"{{"error":"{code}"}}"#))
+}
+
+#[cfg(feature = "password")]
+impl ResponseError for crate::password::PasswordError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            crate::password::PasswordError::TooLong => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            crate::password::PasswordError::TooLong => "password_too_long",
+            _ => "internal_error",
+        };
+        json_error(self.status_code(), code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body_of(err: Error) -> (StatusCode, String) {
+        let res = err.error_response();
+        let status = res.status();
+        let bytes = to_bytes(res.into_body()).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn codes_are_snake_case() {
+        let errors = [
+            Error::Unauthenticated,
+            Error::Forbidden,
+            Error::ReauthRequired,
+            Error::CrossSiteRequest,
+            Error::Throttled {
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            Error::InvalidInput,
+            Error::Store(StoreError::Timeout),
+            Error::MissingMiddleware,
+        ];
+        for err in errors {
+            let res = err.error_response();
+            let body = actix_web::rt::System::new()
+                .block_on(to_bytes(res.into_body()))
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let code = body["error"].as_str().unwrap().to_owned();
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{err:?} answers {code:?}"
+            );
+        }
+    }
+
+    #[cfg(feature = "password")]
+    #[actix_web::test]
+    async fn a_too_long_password_is_the_clients_fault_and_nothing_else_is() {
+        use crate::password::PasswordError;
+        let res = PasswordError::TooLong.error_response();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let body = to_bytes(res.into_body()).await.unwrap();
+        assert_eq!(&body[..], br#"{"error":"password_too_long"}"#);
+        let res = PasswordError::UnknownPepper.error_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = to_bytes(res.into_body()).await.unwrap();
+        assert_eq!(&body[..], br#"{"error":"internal_error"}"#);
+    }
+
+    #[test]
+    fn throttled_responses_say_when_to_retry_rounding_up() {
+        let err = Error::Throttled {
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        let res = err.error_response();
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "2");
+    }
+
+    #[actix_web::test]
+    async fn responses_are_fixed_json_without_internals() {
+        let io = std::io::Error::other("redis at 10.0.0.5:6379 refused");
+        let cases = [
+            (
+                Error::Unauthenticated,
+                401,
+                r#"{"error":"unauthenticated"}"#,
+            ),
+            (
+                Error::Store(StoreError::unavailable(io)),
+                503,
+                r#"{"error":"service_unavailable"}"#,
+            ),
+            (
+                Error::Store(StoreError::Timeout),
+                503,
+                r#"{"error":"service_unavailable"}"#,
+            ),
+            (
+                Error::Store(StoreError::corrupt("bad json")),
+                401,
+                r#"{"error":"unauthenticated"}"#,
+            ),
+            (
+                Error::MissingMiddleware,
+                500,
+                r#"{"error":"internal_error"}"#,
+            ),
+        ];
+        for (err, status, body) in cases {
+            assert_eq!(
+                body_of(err).await,
+                (StatusCode::from_u16(status).unwrap(), body.into())
+            );
+        }
+    }
+}

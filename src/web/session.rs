@@ -1,0 +1,197 @@
+//! [`Session`]: the extractor that changes the client's session.
+
+use std::future::{ready, Ready};
+use std::rc::Rc;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use serde::Serialize;
+
+use super::extractor::request_session;
+use super::request::RequestSession;
+use crate::engine::{Grant, SessionInfo};
+use crate::Error;
+
+/// The longest `User-Agent` kept in a session record; enough to tell browsers apart, short
+/// enough that a hostile header cannot bloat the store.
+const MAX_USER_AGENT: usize = 256;
+
+/// Logs the client in and out, rotates its token, and manages its user's sessions.
+///
+/// Login always starts a brand-new session with a new token and ends the session the client came
+/// with, if any. Logout deletes the session from the store before the response is sent and tells
+/// the browser to drop the cookie. Both take effect at once, on every app instance that shares
+/// the store.
+///
+/// ```
+/// use actix_web::{web, HttpResponse};
+/// use actix_login::{AuthUser, Session};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Profile { id: u64, name: String }
+///
+/// async fn login(session: Session) -> Result<HttpResponse, actix_login::Error> {
+///     // ... check the credentials first ...
+///     let profile = Profile { id: 1, name: "alice".into() };
+///     session.login(profile.id.to_string(), &profile).await?;
+///     Ok(HttpResponse::Ok().json(profile))
+/// }
+///
+/// async fn logout(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, actix_login::Error> {
+///     session.logout().await?;
+///     Ok(HttpResponse::NoContent().finish())
+/// }
+/// ```
+pub struct Session {
+    state: Rc<RequestSession>,
+    request: HttpRequest,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session(..)")
+    }
+}
+
+impl Session {
+    /// Starts a session for `user_id`, storing `user` as the profile that [`AuthUser`] returns.
+    ///
+    /// Call it only after the credentials were verified. Keep the profile small and free of
+    /// secrets (never a password hash): it lives in the store for the whole session. The record
+    /// also notes the client's IP address and `User-Agent`, for [`list_sessions`](Self::list_sessions).
+    /// The response carries the new cookie.
+    ///
+    /// # Errors
+    /// [`Error::CrossSiteRequest`] (403) if the browser says the login comes from another site;
+    /// [`Error::Store`] if the store fails (the session the client came with may then survive,
+    /// but no new one exists); [`Error::Profile`] if `user` cannot be serialised.
+    pub async fn login<U: Serialize + ?Sized>(
+        &self,
+        user_id: impl Into<String>,
+        user: &U,
+    ) -> Result<(), Error> {
+        self.login_with_roles(user_id, user, Vec::<String>::new())
+            .await
+    }
+
+    /// [`login`](Self::login), granting `roles` for [`Require::role`](crate::Require::role).
+    ///
+    /// # Errors
+    /// As for [`login`](Self::login).
+    pub async fn login_with_roles<U: Serialize + ?Sized>(
+        &self,
+        user_id: impl Into<String>,
+        user: &U,
+        roles: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<(), Error> {
+        let grant = Grant {
+            user_id: user_id.into(),
+            user: serde_json::value::to_raw_value(user).map_err(Error::Profile)?,
+            roles: roles.into_iter().map(Into::into).collect(),
+            ip: self.state.client_ip().map(|ip| ip.to_string()),
+            user_agent: self.user_agent(),
+        };
+        self.state.login(grant).await
+    }
+
+    /// Ends the client's session: deletes it from the store and sends a cookie that clears it.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails; the session may then still be live.
+    pub async fn logout(&self) -> Result<(), Error> {
+        self.state.logout().await
+    }
+
+    /// Gives the current session a new token and kills the old one at once, keeping everything
+    /// else. For privilege changes: the token a thief may have copied stops working.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live session; [`Error::Store`] if the store fails.
+    pub async fn renew(&self) -> Result<(), Error> {
+        self.state.rotate(false).await
+    }
+
+    /// Notes that the user has just entered their password again, which makes the session
+    /// fresh for [`Require::fresh`](crate::Require::fresh), and rotates its token.
+    ///
+    /// Call it only after verifying the password.
+    ///
+    /// # Errors
+    /// As for [`renew`](Self::renew).
+    pub async fn reauthenticate(&self) -> Result<(), Error> {
+        self.state.rotate(true).await
+    }
+
+    /// The live sessions of the logged-in user, most recently used first, with this one marked
+    /// `current`.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live session; [`Error::Store`] if the store fails.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionInfo>, Error> {
+        self.state.list().await
+    }
+
+    /// Ends the logged-in user's session with public id `session_id`. Returns `false` if the
+    /// user has no such session; other users' sessions are out of reach.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    pub async fn revoke_session(&self, session_id: &str) -> Result<bool, Error> {
+        self.state.revoke(session_id).await
+    }
+
+    /// Ends every session of the logged-in user except this one: after a password change, or
+    /// when the user sees a session they do not recognise. Returns how many ended.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    pub async fn revoke_other_sessions(&self) -> Result<usize, Error> {
+        self.state.revoke_others().await
+    }
+
+    /// Ends every session of the logged-in user, this one included ("log out everywhere"), and
+    /// clears the cookie. Returns how many ended.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    pub async fn revoke_all_sessions(&self) -> Result<usize, Error> {
+        self.state.revoke_all().await
+    }
+
+    /// The session's synchronizer token, for a hidden `csrf_token` field in HTML forms (or an
+    /// `X-CSRF-Token` header), or `None` without a session cookie.
+    ///
+    /// Browsers that send `Sec-Fetch-Site` or `Origin` (all current ones) are checked through
+    /// those headers and need no token. A request with the session cookie and neither header,
+    /// from an old browser or a script, must carry this token unless its body type needs a CORS
+    /// preflight (`application/json`), or it is refused with `403 {"error":"csrf_rejected"}`. The form field is looked for in
+    /// `application/x-www-form-urlencoded` bodies up to 64 KiB; multipart forms and larger
+    /// bodies must send the header. The token is derived from the session token, so it changes
+    /// at login and rotation and needs no storage.
+    pub fn csrf_token(&self) -> Option<String> {
+        self.state.csrf_token()
+    }
+
+    fn user_agent(&self) -> Option<String> {
+        let header = self
+            .request
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)?;
+        let text = String::from_utf8_lossy(header.as_bytes());
+        let mut end = text.len().min(MAX_USER_AGENT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(text[..end].to_owned())
+    }
+}
+
+impl FromRequest for Session {
+    type Error = Error;
+    type Future = Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(request_session(req).map(|state| Session {
+            state,
+            request: req.clone(),
+        }))
+    }
+}
