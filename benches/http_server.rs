@@ -233,7 +233,7 @@ async fn login_password(
     let stored = known.then_some(account.password_hash.as_str());
     if !hasher.verify(&creds.password, stored).await? {
         return Ok(HttpResponse::Unauthorized().json(serde_json::json!({
-            "error": "invalid credentials"
+            "error": "invalid_credentials"
         })));
     }
     let profile = &account.profile;

@@ -134,7 +134,7 @@ impl Users {
 }
 
 fn invalid_credentials() -> HttpResponse {
-    HttpResponse::Unauthorized().json(json!({ "error": "invalid credentials" }))
+    HttpResponse::Unauthorized().json(json!({ "error": "invalid_credentials" }))
 }
 
 #[derive(Deserialize)]
@@ -191,7 +191,7 @@ fn policy_refusal(password: &str, username: &str) -> Option<HttpResponse> {
         .err()?;
     Some(
         HttpResponse::BadRequest()
-            .json(json!({ "error": "weak password", "reason": violation.reason() })),
+            .json(json!({ "error": "weak_password", "reason": violation.reason() })),
     )
 }
 
@@ -212,9 +212,9 @@ async fn register(
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
     let Some(username) = canonical_username(&creds.username) else {
-        return Ok(HttpResponse::BadRequest().json(json!({ "error": "invalid username" })));
+        return Ok(HttpResponse::BadRequest().json(json!({ "error": "invalid_username" })));
     };
-    let taken = || HttpResponse::Conflict().json(json!({ "error": "username taken" }));
+    let taken = || HttpResponse::Conflict().json(json!({ "error": "username_taken" }));
     // Before any hashing: a taken name costs no argon2 work.
     if users.find(&username).is_some() {
         return Ok(taken());
@@ -253,7 +253,7 @@ async fn revoke_session(
     Ok(if session.revoke_session(&id).await? {
         HttpResponse::NoContent().finish()
     } else {
-        HttpResponse::NotFound().json(json!({ "error": "no such session" }))
+        HttpResponse::NotFound().json(json!({ "error": "no_such_session" }))
     })
 }
 
@@ -334,7 +334,7 @@ fn json_config() -> web::JsonConfig {
         .limit(4096)
         .error_handler(|err, _req| {
             let response =
-                HttpResponse::BadRequest().json(json!({ "error": "invalid request body" }));
+                HttpResponse::BadRequest().json(json!({ "error": "invalid_request_body" }));
             InternalError::from_response(err, response).into()
         })
 }

@@ -30,7 +30,7 @@
 //!     let stored_hash: Option<String> = None;
 //!     // Unknown users cost the same argon2 work as a wrong password.
 //!     if !password::verify(&creds.password, stored_hash.as_deref()).await? {
-//!         return Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid credentials"})));
+//!         return Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_credentials"})));
 //!     }
 //!     let profile = Profile { id: 1, username: creds.username.clone() };
 //!     session.login(profile.id.to_string(), &profile).await?;
@@ -79,13 +79,22 @@
 //! 3. [`Session::logout`] deletes the record before the response leaves, so the cookie is dead on
 //!    every app instance at once, even if someone kept a copy.
 //!
-//! | situation | response |
-//! |---|---|
-//! | no cookie, malformed cookie, expired / logged-out / unknown session | `401 {"error":"unauthenticated"}` (no store command for a missing or malformed cookie) |
-//! | store unreachable or too slow | `503 {"error":"service unavailable"}`, also for [`MaybeUser`] and `Option<AuthUser<_>>` |
-//! | [`Require::role`] not met | `403 {"error":"forbidden"}` |
-//! | [`Require::fresh`] not met | `403 {"error":"reauth_required"}` |
-//! | extractor used without the middleware | `500 {"error":"internal error"}`, with a log line naming `LoginMiddleware` |
+//! # Error responses
+//!
+//! Every refusal is a fixed JSON body `{"error":"<code>"}` with a `snake_case` code and
+//! `Cache-Control: no-store`; the details go to the server log, never to the client.
+//!
+//! | code | status | when |
+//! |---|---|---|
+//! | `unauthenticated` | 401 | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record |
+//! | `forbidden` | 403 | [`Require::role`] not met |
+//! | `reauth_required` | 403 | [`Require::fresh`] not met: ask for the password, not a new login |
+//! | `csrf_rejected` | 403 | an unsafe request with the session cookie from another site, or a cross-site login |
+//! | `too_many_attempts` | 429, with `Retry-After` | past a [`LoginThrottle`] limit |
+//! | `invalid_input` | 400 | a username over [`MAX_USERNAME_BYTES`] |
+//! | `password_too_long` | 400 | a password over [`password::MAX_PASSWORD_BYTES`] |
+//! | `service_unavailable` | 503 | the store is unreachable or too slow, also for [`MaybeUser`] and `Option<AuthUser<_>>`: never a login, never an anonymous answer |
+//! | `internal_error` | 500 | an extractor, [`Require`] or the throttle used without [`LoginMiddleware`] (with a log line naming it), or the OS random generator failing |
 //!
 //! # Expiry
 //!
@@ -160,6 +169,27 @@
 //! [`local_cache`](store::RedisStoreBuilder::local_cache), a standalone Redis keeps an in-process copy
 //! of each record honest through client tracking, so most requests need no Redis command and a
 //! logout on any instance still ends the session everywhere before its response.
+//!
+//! A backend of your own can prove it keeps the rules revocation relies on by running
+//! [`store::contract`] (feature `test-util`) in its tests.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it brings |
+//! |---|---|---|
+//! | `redis` | yes | [`RedisStore`] on a standalone Redis |
+//! | `cluster` | | [`RedisStore::connect_cluster`] |
+//! | `sentinel` | | [`RedisStore::connect_sentinel`] |
+//! | `tls` | | `rediss://` URLs, through rustls with ring |
+//! | `local-cache` | | [`local_cache`](store::RedisStoreBuilder::local_cache) |
+//! | `password` | yes | [`password`]: argon2id hashing |
+//! | `policy` | yes | [`policy`]: checks for new passwords (implies `password`) |
+//! | `throttle` | yes | [`LoginThrottle`] |
+//! | `test-util` | | [`store::contract`], the store contract for your own backend's tests |
+//!
+//! `default-features = false` leaves the core: the engine, the middleware and extractors, and
+//! [`MemoryStore`]. The source layout, and which layer may use which, is described in
+//! `ARCHITECTURE.md` in the repository.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]

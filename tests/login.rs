@@ -587,7 +587,7 @@ async fn extractors_without_the_middleware_are_a_500_not_a_panic() {
         let res = test::call_service(&app, req).await;
         assert_eq!(
             status_and_body(res).await,
-            (500, r#"{"error":"internal error"}"#.into())
+            (500, r#"{"error":"internal_error"}"#.into())
         );
     }
 }

@@ -154,7 +154,7 @@ async fn check_contract(app: &Quickstart) {
     let invalid = (
         StatusCode::UNAUTHORIZED,
         vec![],
-        r#"{"error":"invalid credentials"}"#.to_owned(),
+        r#"{"error":"invalid_credentials"}"#.to_owned(),
     );
     for creds in [
         r#"{"username":"alice","password":"bob-password-456"}"#,
@@ -167,7 +167,7 @@ async fn check_contract(app: &Quickstart) {
     }
     let bad = post_json(&client, &url("/login"), r#"{"username":"#, None).await;
     assert_eq!(bad.0, StatusCode::BAD_REQUEST);
-    assert_eq!(bad.2, r#"{"error":"invalid request body"}"#);
+    assert_eq!(bad.2, r#"{"error":"invalid_request_body"}"#);
 
     let bob = r#"{"username":"bob","password":"bob-password-456"}"#;
     let (status, _, body) = post_json(&client, &url("/login"), bob, None).await;
@@ -468,7 +468,7 @@ async fn quickstart_login_protection() {
     let env = [("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECS", "2")];
     let app = start_with(None, &env);
     let url = |path: &str| format!("{}{path}", app.base);
-    let invalid = r#"{"error":"invalid credentials"}"#;
+    let invalid = r#"{"error":"invalid_credentials"}"#;
 
     // Guessing: three failures, then even the right password waits; unknown users alike.
     for user in ["bob", "mallory"] {
@@ -502,7 +502,7 @@ async fn quickstart_login_protection() {
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     assert_eq!(
         res.body().await.unwrap(),
-        r#"{"error":"too many attempts"}"#
+        r#"{"error":"too_many_attempts"}"#
     );
     let unknown = r#"{"username":"mallory","password":"anything-at-all"}"#;
     assert_eq!(
@@ -517,13 +517,13 @@ async fn quickstart_login_protection() {
     let (status, _, body) = call("POST", &url("/login"), Some(&long_password), None).await;
     assert_eq!(
         (status, body.as_str()),
-        (StatusCode::BAD_REQUEST, r#"{"error":"password too long"}"#)
+        (StatusCode::BAD_REQUEST, r#"{"error":"password_too_long"}"#)
     );
     let long_name = format!(r#"{{"username":"{}","password":"x"}}"#, "u".repeat(2000));
     let (status, _, body) = call("POST", &url("/login"), Some(&long_name), None).await;
     assert_eq!(
         (status, body.as_str()),
-        (StatusCode::BAD_REQUEST, r#"{"error":"invalid input"}"#)
+        (StatusCode::BAD_REQUEST, r#"{"error":"invalid_input"}"#)
     );
     let huge_body = format!(
         r#"{{"username":"bob","password":"{}"}}"#,
@@ -559,7 +559,7 @@ async fn quickstart_registration_applies_the_password_policy() {
     let (status, _, body) = call("POST", &url, Some(&register("carol", "short pw")), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body.contains(r#""error":"weak password""#) && body.contains("at least 15"),
+        body.contains(r#""error":"weak_password""#) && body.contains("at least 15"),
         "{body}"
     );
     let (status, _, body) = call(

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use actix_login::{Error, Limit, LoginThrottle, RedisStore};
+use actix_login::{Error, Limit, LoginMiddleware, LoginThrottle, MemoryStore, RedisStore};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header;
@@ -32,7 +32,7 @@ async fn login(
         Ok(HttpResponse::Ok().body("welcome"))
     } else {
         attempt.failed().await?;
-        Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid credentials"})))
+        Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_credentials"})))
     }
 }
 
@@ -43,10 +43,23 @@ async fn app(
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
+    app_behind(throttle, LoginMiddleware::new(MemoryStore::new())).await
+}
+
+/// The throttle takes the client's address from the middleware, with its proxy settings.
+async fn app_behind(
+    throttle: LoginThrottle,
+    middleware: LoginMiddleware,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
     test::init_service(
         App::new()
             .app_data(web::Data::new(throttle))
-            .route("/login", web::post().to(login)),
+            .route("/login", web::post().to(login))
+            .wrap(middleware),
     )
     .await
 }
@@ -81,7 +94,7 @@ async fn answer<B: MessageBody>(res: ServiceResponse<B>) -> (u16, Option<String>
     (status, retry, body)
 }
 
-const THROTTLED: &str = r#"{"error":"too many attempts"}"#;
+const THROTTLED: &str = r#"{"error":"too_many_attempts"}"#;
 
 #[actix_web::test]
 async fn guessing_past_the_limit_is_refused_even_with_the_right_password() {
@@ -188,9 +201,11 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_count() {
     let proxy = "10.0.0.2";
     let throttle = throttle_on(&url, &unique_prefix())
         .await
-        .per_account_and_client(short(2))
-        .trust_proxies([proxy.parse().unwrap()]);
-    let app = app(throttle).await;
+        .per_account_and_client(short(2));
+    let middleware = LoginMiddleware::builder(MemoryStore::new())
+        .trust_proxies([proxy.parse().unwrap()])
+        .build();
+    let app = app_behind(throttle, middleware).await;
     let via_proxy = |client: &str, password: &str| {
         with_header(
             test::TestRequest::post()
@@ -352,7 +367,7 @@ async fn oversized_usernames_are_refused_before_any_store_work() {
     let res = test::call_service(&app, attempt(&huge, "x", "192.0.2.12")).await;
     assert_eq!(
         status_and_body(res).await,
-        (400, r#"{"error":"invalid input"}"#.into())
+        (400, r#"{"error":"invalid_input"}"#.into())
     );
     assert!(support::commands_during_since(&server, &before).is_empty());
 }
@@ -517,5 +532,27 @@ async fn cross_site_logins_are_refused_before_they_count() {
     assert_eq!(
         status_of(&app, attempt("alice", "right", "192.0.2.16")).await,
         200
+    );
+}
+
+#[actix_web::test]
+async fn without_the_middleware_the_throttle_refuses_rather_than_guess_the_client() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix()).await;
+    let (logs, _guard) = support::capture_logs();
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(throttle))
+            .route("/login", web::post().to(login)),
+    )
+    .await;
+    let res = test::call_service(&app, attempt("alice", "right", "192.0.2.20")).await;
+    assert_eq!(res.status(), 500);
+    let body = test::read_body(res).await;
+    assert_eq!(&body[..], br#"{"error":"internal_error"}"#);
+    assert!(
+        logs.text().contains("without LoginMiddleware"),
+        "{}",
+        logs.text()
     );
 }

@@ -186,4 +186,3 @@ fn random_id() -> Result<String, Error> {
     getrandom::fill(&mut bytes).map_err(Error::Random)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
-

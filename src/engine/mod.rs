@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use serde_json::value::RawValue;
 
-use crate::store::{DynStore, SessionStore};
+use crate::store::DynStore;
 
 mod lifecycle;
 pub(crate) mod record;
@@ -28,13 +28,13 @@ mod sessions;
 pub(crate) mod token;
 
 pub use self::record::SessionRecord;
+pub(crate) use self::rules::SessionRules;
 pub use self::rules::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SESSIONS_PER_USER,
 };
 pub use self::sessions::{SessionInfo, Sessions};
 pub use self::token::SessionKey;
-pub(crate) use self::rules::SessionRules;
 pub(crate) use self::token::SessionToken;
 
 /// A store and the rules its sessions follow. Cheap to clone: both are shared.
@@ -53,7 +53,8 @@ impl std::fmt::Debug for SessionEngine {
 }
 
 impl SessionEngine {
-    pub(crate) fn new(store: impl SessionStore, rules: SessionRules) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(store: impl crate::SessionStore, rules: SessionRules) -> Self {
         Self::shared(Arc::new(store), rules)
     }
 

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use super::*;
 use crate::store::{StoredSession, UserSessions};
-use crate::{Error, MemoryStore, StoreError};
+use crate::{Error, MemoryStore, SessionStore, StoreError};
 
 fn run<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

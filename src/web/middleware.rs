@@ -159,7 +159,9 @@ where
                 return Ok(req.into_response(refusal).map_into_right_body());
             }
             let client_ip = client_address(req.request(), &config.proxies);
-            let state = Rc::new(RequestSession::new(engine, presented, provenance, client_ip));
+            let state = Rc::new(RequestSession::new(
+                engine, presented, provenance, client_ip,
+            ));
             req.extensions_mut().insert(Rc::clone(&state));
             Ok(finish(service.call(req).await?, &state, &config))
         })

@@ -20,10 +20,10 @@ mod session;
 
 pub use self::builder::LoginMiddlewareBuilder;
 pub use self::client::ClientIpHeader;
+pub(crate) use self::csrf::Provenance;
 pub use self::csrf::{CSRF_FIELD, CSRF_HEADER};
 pub use self::extractor::{AuthUser, MaybeUser};
 pub use self::middleware::LoginMiddleware;
+pub(crate) use self::request::RequestSession;
 pub use self::require::{safe_next, Require};
 pub use self::session::Session;
-pub(crate) use self::csrf::Provenance;
-pub(crate) use self::request::RequestSession;

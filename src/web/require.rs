@@ -218,7 +218,11 @@ where
             let state = RequestSession::of(&req.extensions(), req.path());
             let state = match state {
                 Ok(state) => state,
-                Err(err) => return Ok(req.into_response(err.error_response()).map_into_right_body()),
+                Err(err) => {
+                    return Ok(req
+                        .into_response(err.error_response())
+                        .map_into_right_body())
+                }
             };
             let verdict = match state.resolve().await {
                 Ok(session) => rule.check(session.as_deref(), state.engine().rules()),

@@ -80,7 +80,7 @@ pub fn stored_key(token: &str) -> String {
 }
 
 pub const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;
-pub const UNAVAILABLE: &str = r#"{"error":"service unavailable"}"#;
+pub const UNAVAILABLE: &str = r#"{"error":"service_unavailable"}"#;
 
 /// The status code `app` answers `req` with.
 pub async fn status<S, B>(app: &S, req: actix_http::Request) -> u16
