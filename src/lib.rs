@@ -198,14 +198,15 @@
 mod engine;
 mod error;
 mod protect;
+mod record;
 pub mod store;
 mod web;
 
 pub use actix_web::cookie::SameSite;
 
 pub use crate::engine::{
-    SessionInfo, SessionKey, SessionRecord, Sessions, DEFAULT_ABSOLUTE_TIMEOUT,
-    DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SESSIONS_PER_USER,
+    SessionInfo, Sessions, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_SESSIONS_PER_USER,
 };
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]
@@ -217,6 +218,7 @@ pub use crate::protect::policy;
 #[cfg(feature = "throttle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub use crate::protect::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
+pub use crate::record::{SessionKey, SessionRecord};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::RedisStore;

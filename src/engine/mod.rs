@@ -3,13 +3,12 @@
 //! The engine turns a client's [`SessionToken`] into a live [`ActiveSession`] (or nothing), and
 //! carries out login, logout, rotation, listing, revocation and the per-user cap against any
 //! [`SessionStore`](crate::SessionStore). It knows nothing about HTTP: the web layer
-//! ([`crate::web`]) reads the token from a cookie, asks the engine, and writes the answer back
+//! (`src/web`) reads the token from a cookie, asks the engine, and writes the answer back
 //! as a `Set-Cookie`.
 //!
 //! | file | holds |
 //! |---|---|
-//! | `token.rs` | the secret token a client holds, and the [`SessionKey`] stores see |
-//! | `record.rs` | [`SessionRecord`], what a store keeps per session |
+//! | `token.rs` | the secret token a client holds, from which the [`SessionKey`] stores see is derived |
 //! | `rules.rs` | idle and absolute expiry, freshness, the refresh threshold |
 //! | `lifecycle.rs` | resolve, login, logout, rotation |
 //! | `sessions.rs` | listing, revocation, the per-user cap, and the public [`Sessions`] handle |
@@ -19,22 +18,20 @@ use std::time::SystemTime;
 
 use serde_json::value::RawValue;
 
+use crate::record::{SessionKey, SessionRecord};
 use crate::store::DynStore;
 
 mod lifecycle;
-pub(crate) mod record;
 pub(crate) mod rules;
 mod sessions;
 pub(crate) mod token;
 
-pub use self::record::SessionRecord;
 pub(crate) use self::rules::SessionRules;
 pub use self::rules::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_SESSIONS_PER_USER,
 };
 pub use self::sessions::{SessionInfo, Sessions};
-pub use self::token::SessionKey;
 pub(crate) use self::token::SessionToken;
 
 /// A store and the rules its sessions follow. Cheap to clone: both are shared.

@@ -5,5 +5,7 @@
 pub mod password;
 #[cfg(feature = "policy")]
 pub mod policy;
+#[cfg(feature = "password")]
+mod response;
 #[cfg(feature = "throttle")]
 pub(crate) mod throttle;

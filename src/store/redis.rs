@@ -13,7 +13,7 @@ use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 use super::cache::{LocalCache, Lookup, TrackingTarget};
 use super::sentinel::{SentinelConnection, SentinelOptions};
 use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
-use crate::engine::record::{from_unix_millis, unix_millis};
+use crate::record::{from_unix_millis, unix_millis};
 use crate::{SessionKey, SessionRecord, StoreError};
 
 const DEFAULT_PREFIX: &str = "actix-login";

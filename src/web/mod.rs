@@ -20,10 +20,14 @@ mod session;
 
 pub use self::builder::LoginMiddlewareBuilder;
 pub use self::client::ClientIpHeader;
+#[cfg(feature = "throttle")]
 pub(crate) use self::csrf::Provenance;
 pub use self::csrf::{CSRF_FIELD, CSRF_HEADER};
 pub use self::extractor::{AuthUser, MaybeUser};
 pub use self::middleware::LoginMiddleware;
+#[cfg(feature = "throttle")]
 pub(crate) use self::request::RequestSession;
 pub use self::require::{safe_next, Require};
+#[cfg(feature = "password")]
+pub(crate) use self::response::json_error;
 pub use self::session::Session;

@@ -59,24 +59,6 @@ pub(crate) fn json_error(status: StatusCode, code: &'static str) -> HttpResponse
         .body(format!(r#"{{"error":"{code}"}}"#))
 }
 
-#[cfg(feature = "password")]
-impl ResponseError for crate::password::PasswordError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            crate::password::PasswordError::TooLong => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let code = match self {
-            crate::password::PasswordError::TooLong => "password_too_long",
-            _ => "internal_error",
-        };
-        json_error(self.status_code(), code)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,20 +97,6 @@ mod tests {
                 "{err:?} answers {code:?}"
             );
         }
-    }
-
-    #[cfg(feature = "password")]
-    #[actix_web::test]
-    async fn a_too_long_password_is_the_clients_fault_and_nothing_else_is() {
-        use crate::password::PasswordError;
-        let res = PasswordError::TooLong.error_response();
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        let body = to_bytes(res.into_body()).await.unwrap();
-        assert_eq!(&body[..], br#"{"error":"password_too_long"}"#);
-        let res = PasswordError::UnknownPepper.error_response();
-        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = to_bytes(res.into_body()).await.unwrap();
-        assert_eq!(&body[..], br#"{"error":"internal_error"}"#);
     }
 
     #[test]

@@ -6,11 +6,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod key;
+
+pub use self::key::SessionKey;
+
 /// One login session as the store keeps it: who is logged in, the app's profile of that user,
 /// their roles, where the login came from, and the session's fixed timestamps.
 ///
 /// The record never holds the session token or anything derived from it; the store finds it
-/// under the token's [`SessionKey`](crate::SessionKey). Its `id` is a separate random public
+/// under the token's [`SessionKey`]. Its `id` is a separate random public
 /// handle that stays the same when the token is rotated, for listing and revoking sessions.
 /// Times are kept as Unix milliseconds so the encoded record stays small and readable in a
 /// Redis dump.
