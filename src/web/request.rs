@@ -74,6 +74,7 @@ impl RequestSession {
     }
 
     /// Where the request says it comes from (see [`csrf`](super::csrf)).
+    #[cfg(feature = "throttle")]
     pub(crate) fn provenance(&self) -> Provenance {
         self.provenance
     }
