@@ -160,6 +160,7 @@
 //! [`local_cache`](store::RedisStoreBuilder::local_cache), a standalone Redis keeps an in-process copy
 //! of each record honest through client tracking, so most requests need no Redis command and a
 //! logout on any instance still ends the session everywhere before its response.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
@@ -195,7 +196,10 @@ pub use crate::middleware::LoginMiddleware;
 pub use crate::record::SessionRecord;
 pub use crate::require::{safe_next, Require};
 pub use crate::sessions::{SessionInfo, Sessions};
-pub use crate::store::{Admission, Counter, MemoryStore, RedisStore, SessionStore, ThrottleStore};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::store::RedisStore;
+pub use crate::store::{Admission, Counter, MemoryStore, SessionStore, ThrottleStore};
 pub use crate::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
 pub use crate::token::SessionKey;
 

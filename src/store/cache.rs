@@ -68,6 +68,30 @@ pub(crate) struct TrackingTarget {
     pub(crate) command_timeout: Duration,
 }
 
+impl TrackingTarget {
+    /// The same server, user and database as `url`, which must be plain TCP.
+    pub(crate) fn for_url(
+        url: &str,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
+        let info = client.get_connection_info();
+        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Err(StoreError::unavailable(
+                "the local cache needs Redis over plain TCP (not TLS or a Unix socket)",
+            ));
+        };
+        Ok(Self {
+            host: host.clone(),
+            port: *port,
+            redis: info.redis_settings().clone(),
+            connect_timeout,
+            command_timeout,
+        })
+    }
+}
+
 struct Shared {
     capacity: usize,
     target: TrackingTarget,
