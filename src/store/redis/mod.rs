@@ -164,24 +164,14 @@ impl SessionStore for RedisStore {
         let redis_key = self.session_key(key);
         #[cfg(feature = "local-cache")]
         if let Some(cache) = &self.cache {
-            use super::cache::Lookup;
-            match cache.lookup(&redis_key) {
-                Lookup::Hit(stored) => return Ok(Some(stored)),
-                Lookup::Fill(fill) => match self.fetch(&mut fill.connection(), &redis_key).await {
-                    // An unreadable record is no cache failure: report it, store nothing.
-                    Ok(stored) => {
-                        cache.complete(fill, stored.as_ref());
-                        return Ok(stored);
-                    }
-                    Err(err @ StoreError::Corrupt(_)) => {
-                        cache.complete(fill, None);
-                        return Err(err);
-                    }
-                    // The tracking connection failed; the main one may still work.
-                    Err(_) => cache.abandon(fill),
-                },
-                Lookup::Bypass => {}
+            let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| {
+                let redis_key = &redis_key;
+                async move { self.fetch(&mut tracking, redis_key).await }
+            };
+            if let Some(answer) = cache.load(&redis_key, through_tracking).await {
+                return answer;
             }
+            // The tracking connection is down or failed; the main one may still work.
         }
         self.fetch(&mut self.connection.clone(), &redis_key).await
     }
