@@ -136,6 +136,7 @@ pub struct RedisStoreBuilder {
     pub(super) target: Target,
     #[cfg(feature = "local-cache")]
     pub(super) cache_capacity: Option<usize>,
+    pub(super) peer_caches: bool,
     pub(super) prefix: String,
     pub(super) command_timeout: Duration,
     pub(super) connect_timeout: Duration,
@@ -148,7 +149,8 @@ impl fmt::Debug for RedisStoreBuilder {
         let mut out = f.debug_struct("RedisStoreBuilder");
         out.field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
-            .field("connect_timeout", &self.connect_timeout);
+            .field("connect_timeout", &self.connect_timeout)
+            .field("peer_caches", &self.peer_caches);
         #[cfg(feature = "local-cache")]
         out.field("cache_capacity", &self.cache_capacity);
         out.finish_non_exhaustive()
@@ -161,6 +163,7 @@ impl RedisStoreBuilder {
             target,
             #[cfg(feature = "local-cache")]
             cache_capacity: None,
+            peer_caches: false,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -188,6 +191,27 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Declares that other app instances on the same Redis keep a local cache
+    /// (`local_cache`, with the `local-cache` feature), so that this store's logouts must reach
+    /// them before they answer. Default `false`.
+    ///
+    /// A cache learns of a logout from an invalidation that Redis writes in the event-loop pass
+    /// that answers the `DEL`; it is surely in the caching process's socket, where its next
+    /// lookup looks, only once a later command of the writer has been answered. With this
+    /// option, each `DEL` that ends a session (logout, revocation, rotation, a record pruned by
+    /// a listing) is followed by a `PING`, and the operation returns only after its reply.
+    ///
+    /// The trade-off: on, a logout costs two round trips instead of one; off, a caching
+    /// instance may still accept a session for the short moment after its logout answered on
+    /// this instance, while the invalidation is on its way. A store with a local cache of its
+    /// own always waits (its own cache needs it too), and a cluster never does (it has no
+    /// caches). Turn it on in every non-caching instance that shares a Redis with a caching
+    /// one; leave it off when no instance caches.
+    pub fn peer_caches(mut self, peers_cache: bool) -> Self {
+        self.peer_caches = peers_cache;
+        self
+    }
+
     /// Keeps up to `max_sessions` session records in this process, so that most authenticated
     /// requests need no Redis round trip at all.
     ///
@@ -198,7 +222,8 @@ impl RedisStoreBuilder {
     /// the command after the `DEL`, which the store waits for, and a lookup answers from memory
     /// only when every byte Redis has sent on the tracking connection has been read. If the
     /// tracking connection is lost, the cache empties and lookups read from Redis until it is
-    /// back.
+    /// back. Instances on the same Redis that do not cache must set
+    /// [`peer_caches`](RedisStoreBuilder::peer_caches), or their logouts do not wait.
     ///
     /// The tracking connection is pinged four times a second, and entries are served only while
     /// a reply came back within the last second: a Redis that vanishes without closing the
@@ -252,8 +277,12 @@ impl RedisStoreBuilder {
             }
             None => None,
         };
+        #[cfg(feature = "local-cache")]
+        let caches_here = cache.is_some();
+        #[cfg(not(feature = "local-cache"))]
+        let caches_here = false;
         // A cluster has no tracking caches, so nothing waits for its invalidations.
-        let settle_deletes = connection.is_single_node();
+        let settle_deletes = (caches_here || self.peer_caches) && connection.is_single_node();
         Ok(RedisStore {
             connection,
             #[cfg(feature = "local-cache")]

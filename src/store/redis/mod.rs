@@ -42,9 +42,13 @@ pub use self::builder::RedisStoreBuilder;
 /// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
-/// | [`delete`](SessionStore::delete) | `DEL`, then `PING` | 2 |
+/// | [`delete`](SessionStore::delete) | `DEL`; then `PING` with a local cache or [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `SREM` of dead members | 2–3 |
-/// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 4 |
+/// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 3–4 |
+///
+/// The `PING` after a write waits until Redis has sent that write's invalidations to every
+/// tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent only when a cache needs
+/// it, and never on a cluster. `list` deletes a dead record it finds as `delete` does.
 ///
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
 /// Every command is bounded by a timeout (1 s unless set with
@@ -124,8 +128,8 @@ impl RedisStore {
     ///
     /// Redis writes invalidations in the event-loop pass that answers the write; a command sent
     /// after that answer is read in a later pass, so its reply means they are in every tracking
-    /// process's socket, where a cached lookup looks first (see
-    /// [`RedisStoreBuilder::local_cache`]). A cluster has no tracking caches to settle.
+    /// process's socket, where a cached lookup looks first. Only worth its round trip when some
+    /// process caches; `settle_deletes` says whether one does.
     async fn settle(&self, conn: &mut Connection) -> Result<(), StoreError> {
         self.run(redis::cmd("PING").query_async::<()>(conn)).await
     }
@@ -212,8 +216,9 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        // A logout is final on every instance before the client hears of it; also when another
-        // instance's DEL won the race, since its invalidations went out in the same pass.
+        // With caches about, a logout is final on every instance before the client hears of it;
+        // also when another instance's DEL won the race, since its invalidations went out in
+        // the same pass.
         if self.settle_deletes {
             self.settle(&mut conn).await?;
         }
