@@ -1,14 +1,33 @@
-//! `rediss://`: the certificates the store trusts, and the checks made before it dials.
+//! `rediss://`: the certificates the store trusts, the checks made before it dials, and the
+//! rustls crypto provider.
+//!
+//! redis-rs builds its rustls configuration itself, from rustls's process-wide default crypto
+//! provider, and takes no configuration or provider from the app: there is no way to hand it
+//! ring for this store's connections alone. So the store does not pretend to: whether it may
+//! install ring as that process-wide default is a documented builder option,
+//! [`RedisStoreBuilder::install_ring_provider`], and it logs when it does.
 
 use super::builder::{RedisStoreBuilder, Target};
 use crate::StoreError;
 
 /// The TLS settings of a builder.
 #[cfg(feature = "tls")]
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct TlsOptions {
     /// PEM certificates that replace the system's roots.
     root_certificate: Option<Vec<u8>>,
+    /// Whether `connect` may install ring as rustls's process-wide provider.
+    install_ring_provider: bool,
+}
+
+#[cfg(feature = "tls")]
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self {
+            root_certificate: None,
+            install_ring_provider: true,
+        }
+    }
 }
 
 #[cfg(feature = "tls")]
@@ -20,6 +39,26 @@ impl RedisStoreBuilder {
     /// `#insecure`.
     pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Whether [`connect`](RedisStoreBuilder::connect) may install ring as rustls's
+    /// **process-wide** default crypto provider (default `true`).
+    ///
+    /// redis-rs sets up `rediss://` connections with whatever provider rustls has installed for
+    /// the whole process, and offers no way to pass one for a single client. So when the URLs
+    /// are `rediss://` and the app has installed no provider, `connect` installs ring (with an
+    /// `info` log line), and every later rustls user in the process that relies on the default
+    /// gets ring too. It never replaces a provider the app installed, and does nothing for
+    /// plain `redis://` URLs.
+    ///
+    /// To keep that choice in the app's hands, install a provider before connecting
+    /// (`rustls::crypto::CryptoProvider::install_default`), or pass `false` here: `connect` then
+    /// fails with [`StoreError::Unavailable`] if no provider is installed, rather than let
+    /// rustls pick one from its compiled-in features (or panic, when both ring and aws-lc-rs
+    /// are compiled in).
+    pub fn install_ring_provider(mut self, install: bool) -> Self {
+        self.tls.install_ring_provider = install;
         self
     }
 }
@@ -52,7 +91,7 @@ pub(super) fn prepare(builder: &RedisStoreBuilder) -> Result<(), StoreError> {
     #[cfg(feature = "tls")]
     {
         if uses_tls(&builder.target) {
-            install_crypto_provider();
+            ensure_crypto_provider(builder.tls.install_ring_provider)?;
         } else if builder.tls.root_certificate.is_some() {
             // redis-rs would ignore it, or switch a cluster to TLS behind the URLs' back.
             return Err(StoreError::unavailable(
@@ -72,13 +111,44 @@ pub(super) fn prepare(builder: &RedisStoreBuilder) -> Result<(), StoreError> {
     }
 }
 
-/// Makes ring rustls's process-wide crypto provider unless the app chose one. rustls picks a
-/// provider by itself only when exactly one of its backends is compiled in; with both (another
-/// dependency may enable aws-lc-rs) it would panic at the first TLS connection instead.
+/// Makes sure rustls has a process-wide crypto provider before redis-rs asks for it: the app's,
+/// or ring if `install` allows. rustls would otherwise pick one by itself only when exactly one
+/// of its backends is compiled in, and panic at the first TLS connection when both are (another
+/// dependency may enable aws-lc-rs).
 #[cfg(feature = "tls")]
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race to another installer is fine: either provider will do.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+fn ensure_crypto_provider(install: bool) -> Result<(), StoreError> {
+    if rustls::crypto::CryptoProvider::get_default().is_some() {
+        return Ok(());
+    }
+    if !install {
+        return Err(StoreError::unavailable(
+            "rediss:// needs a rustls crypto provider: install one before connecting, \
+             or allow RedisStoreBuilder::install_ring_provider",
+        ));
+    }
+    // Losing a race to another installer is fine: either provider will do.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_ok()
+    {
+        tracing::info!("installed ring as rustls's process-wide crypto provider for rediss://");
+    }
+    Ok(())
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use super::ensure_crypto_provider;
+
+    #[test]
+    fn without_permission_the_store_installs_no_provider() {
+        use rustls::crypto::CryptoProvider;
+        // Nothing in this test binary installs one, but the check would be void if it did.
+        if CryptoProvider::get_default().is_some() {
+            return;
+        }
+        let err = ensure_crypto_provider(false).expect_err("connected without a provider");
+        assert!(err.to_string().contains("install_ring_provider"), "{err}");
+        assert!(CryptoProvider::get_default().is_none());
     }
 }
