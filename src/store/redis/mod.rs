@@ -142,7 +142,9 @@ impl RedisStore {
         return false;
     }
 
-    pub(super) async fn run<T>(
+    /// Runs one Redis operation within the command timeout. Every command goes through here, so
+    /// a hung Redis costs a request at most that long, whichever connection it hangs on.
+    async fn run<T>(
         &self,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
