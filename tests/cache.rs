@@ -461,3 +461,80 @@ async fn an_unread_invalidation_is_honoured() {
         );
     }
 }
+
+/// A store with no cache, whose peers declare none, ends a session with one `DEL` and no
+/// `PING`: the round trip that lets caches hear of a logout is paid only where a cache is.
+#[actix_web::test]
+async fn without_caches_a_delete_sends_no_ping() {
+    use actix_login::SessionStore;
+
+    // No caching store on this server: every PING counted would be the delete's.
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .key_prefix(PREFIX)
+        .connect()
+        .await
+        .unwrap();
+    let plain = app(store.clone()).await;
+
+    let token = log_in(&plain, 1).await;
+    let before = server.command_counts();
+    assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+    let sent = support::commands_during_since(&server, &before);
+    assert_eq!(sent.get("del"), Some(&1), "{sent:?}");
+    assert_eq!(sent.get("ping"), None, "{sent:?}");
+
+    let token = log_in(&plain, 2).await;
+    let key = actix_login::SessionKey::parse(&stored_key(&token)).unwrap();
+    let before = server.command_counts();
+    assert!(store.delete(&key).await.unwrap());
+    assert_eq!(
+        support::commands_during_since(&server, &before),
+        counts(&[("del", 1)])
+    );
+    assert_eq!(status(&plain, get("/me", Some(&token))).await, 401);
+
+    // Declaring caching peers brings the PING back, without a cache here.
+    let settling = RedisStore::builder(server.url())
+        .key_prefix(PREFIX)
+        .peer_caches(true)
+        .connect()
+        .await
+        .unwrap();
+    let token = log_in(&plain, 3).await;
+    let key = actix_login::SessionKey::parse(&stored_key(&token)).unwrap();
+    let before = server.command_counts();
+    assert!(settling.delete(&key).await.unwrap());
+    assert_eq!(
+        support::commands_during_since(&server, &before),
+        counts(&[("del", 1), ("ping", 1)])
+    );
+}
+
+/// An instance without a cache of its own, told that its peers cache, ends sessions in a way
+/// the caching peer sees at once.
+#[actix_web::test]
+async fn a_non_caching_instance_with_peer_caches_ends_sessions_everywhere() {
+    let server = RedisServer::start();
+    let plain = RedisStore::builder(server.url())
+        .key_prefix(PREFIX)
+        .peer_caches(true)
+        .connect()
+        .await
+        .unwrap();
+    let a = app(plain).await;
+    let b = app(cached_store(&server).await).await;
+    for round in 0..20 {
+        let token = log_in(&a, round).await;
+        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        let before = server.command_counts();
+        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        assert!(commands_during_since(&server, &before).is_empty());
+        assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
+        assert_eq!(
+            status(&b, get("/me", Some(&token))).await,
+            401,
+            "round {round}"
+        );
+    }
+}

@@ -2,8 +2,18 @@
 //!
 //! [`SessionStore`] is the whole contract between the middleware and a backend: four operations
 //! on one record, plus a per-user index to list and rotate sessions. The crate ships
-//! [`RedisStore`] for production and [`MemoryStore`] for development and tests; any other
-//! backend only has to implement the trait.
+//! `RedisStore` for production (with the `redis` feature, on by default) and [`MemoryStore`]
+//! for development and tests; any other backend only has to implement the trait.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `redis` (default) | `RedisStore` on a standalone server |
+//! | `cluster` | `RedisStore::cluster_builder`, for Redis Cluster |
+//! | `sentinel` | `RedisStore::sentinel_builder`, for a primary named by Redis Sentinel |
+//! | `tls` | `rediss://` URLs (rustls with ring) and `RedisStoreBuilder::tls_root_certificate` |
+//! | `local-cache` | `RedisStoreBuilder::local_cache`, an in-process copy kept honest by Redis |
+//!
+//! Each of the last four turns on `redis`.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -12,12 +22,16 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::{SessionKey, SessionRecord, StoreError};
 
+#[cfg(feature = "local-cache")]
 mod cache;
 pub mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
-mod sentinel;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
 
 /// A record together with the moment it will expire unless it is extended.

@@ -12,7 +12,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisError,
-    RedisFuture, ServerErrorKind, TlsCertificates, TlsMode, Value,
+    RedisFuture, ServerErrorKind, TlsMode, Value,
 };
 
 use crate::StoreError;
@@ -27,7 +27,9 @@ pub(crate) struct SentinelOptions<'a> {
     pub service_name: &'a str,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
-    pub tls_root_certificate: Option<&'a [u8]>,
+    /// Roots that replace the system's, for the sentinels and the data nodes alike.
+    #[cfg(feature = "tls")]
+    pub tls_root_certificate: Option<redis::TlsCertificates>,
 }
 
 /// One multiplexed connection to the current primary, shared by every clone.
@@ -279,11 +281,8 @@ fn sentinel_client(options: &SentinelOptions<'_>) -> Result<(SentinelClient, i64
     if let Some(mode) = tls {
         // The sentinels' own mode is already in their addresses.
         builder = builder.set_client_to_redis_tls_mode(mode);
-        if let Some(pem) = options.tls_root_certificate {
-            let certificates = TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            };
+        #[cfg(feature = "tls")]
+        if let Some(certificates) = options.tls_root_certificate.clone() {
             builder = builder
                 .set_client_to_sentinel_certificates(certificates.clone())
                 .set_client_to_redis_certificates(certificates);

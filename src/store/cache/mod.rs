@@ -1,0 +1,307 @@
+//! An in-process copy of session records that Redis keeps honest: the layer behind
+//! [`RedisStoreBuilder::local_cache`](super::RedisStoreBuilder::local_cache).
+//!
+//! Records are fetched through one dedicated connection with `CLIENT TRACKING ON` (RESP3), so
+//! Redis remembers which keys this process holds and pushes an `invalidate` message on that
+//! connection the moment any client changes or deletes one of them, or it expires.
+//!
+//! Three rules keep the copy from ever outliving the record:
+//!
+//! 1. **Every byte is read through the scanner** ([`resp3`]), wired into the tracking
+//!    connection's socket ([`tracking`]). Invalidations are applied while the bytes are read off
+//!    the socket, under the same lock a lookup takes, before the connection's parser sees them.
+//!    A lookup answers from memory only when nothing is waiting in the socket (a non-blocking
+//!    `peek`) and no half-read frame is buffered; otherwise it fetches.
+//! 2. **A fetch registers itself before it is sent.** Its slot holds a fresh fill id; an
+//!    invalidation that lands before the reply is stored removes the slot, and the fill then
+//!    stores nothing. So a value read before a change can never be stored after it.
+//! 3. **A lost connection empties the cache.** Redis forgets the tracking of a closed
+//!    connection, so every entry it vouched for is dropped, and lookups go to Redis until a new
+//!    tracking connection is up.
+//!
+//! A session-ending write anywhere must also wait for one more round trip after its `DEL`,
+//! because Redis writes invalidations in the event-loop pass that answers the `DEL`: once a
+//! later command is answered, the invalidation is in every tracking process's socket, where
+//! rule 1 finds it. That wait is the writer's job, so it is the store's, not this module's:
+//! see `RedisStoreBuilder::peer_caches`.
+//!
+//! # The interface to the store
+//!
+//! The store sees two things: [`LocalCache::connect`] with a [`TrackingTarget`], and
+//! [`LocalCache::load`], which answers a read from memory, or fetches it through the tracking
+//! connection with a closure the store supplies, or tells the store to read by itself.
+//!
+//! It is not a `SessionStore` wrapping `RedisStore`: the copy is only as good as the reads
+//! that filled it, and those must use the store's key names, stored format and command timeout
+//! on a connection that the cache owns; and the store's writes must know whether a cache
+//! exists to decide whether to wait after a `DEL`. A wrapper would need to reach into the
+//! store for all of that, and would make a cached store a different public type from a plain
+//! one. A closure in, an answer out, keeps each side's knowledge of the other to that.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::MultiplexedConnection;
+use redis::RedisConnectionInfo;
+
+use self::tracking::{Link, Wire};
+use super::StoredSession;
+use crate::StoreError;
+
+mod resp3;
+mod tracking;
+
+/// The cache, shared by all clones of a store.
+#[derive(Clone)]
+pub(crate) struct LocalCache {
+    shared: Arc<Shared>,
+}
+
+/// Where and how to open the tracking connection.
+pub(crate) struct TrackingTarget {
+    host: String,
+    port: u16,
+    redis: RedisConnectionInfo,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl TrackingTarget {
+    /// The same server, user and database as `url`, which must be plain TCP.
+    pub(crate) fn for_url(
+        url: &str,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
+        let info = client.get_connection_info();
+        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+            return Err(StoreError::unavailable(
+                "the local cache needs Redis over plain TCP (not TLS or a Unix socket)",
+            ));
+        };
+        Ok(Self {
+            host: host.clone(),
+            port: *port,
+            redis: info.redis_settings().clone(),
+            connect_timeout,
+            command_timeout,
+        })
+    }
+}
+
+struct Shared {
+    capacity: usize,
+    target: TrackingTarget,
+    /// The runtime the store was connected on: connection drivers and reconnects run there, not
+    /// on whichever request noticed a loss.
+    runtime: tokio::runtime::Handle,
+    next_fill: AtomicU64,
+    // Lock order: a wire's scanner, then `link`, then `entries`.
+    link: Mutex<Link>,
+    entries: Mutex<HashMap<String, Slot>>,
+}
+
+enum Slot {
+    /// A fetch with this id is on its way; an invalidation removes the slot.
+    Filling(u64),
+    /// A record, and the generation of the tracking connection that vouches for it.
+    Ready(StoredSession, u64),
+}
+
+/// What [`LocalCache::lookup`] found.
+enum Lookup {
+    /// A record that no invalidation has touched.
+    Hit(StoredSession),
+    /// Fetch through [`Fill::connection`], then [`LocalCache::complete`].
+    Fill(Fill),
+    /// No tracking connection: read from Redis without caching.
+    Bypass,
+}
+
+/// A fetch that may store its result.
+struct Fill {
+    key: String,
+    id: u64,
+    generation: u64,
+    connection: MultiplexedConnection,
+}
+
+impl LocalCache {
+    /// Opens the tracking connection; fails if it cannot be set up now.
+    pub(crate) async fn connect(
+        target: TrackingTarget,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
+        let shared = Arc::new(Shared {
+            capacity: capacity.max(1),
+            target,
+            runtime: tokio::runtime::Handle::current(),
+            next_fill: AtomicU64::new(0),
+            link: Mutex::new(Link::default()),
+            entries: Mutex::new(HashMap::new()),
+        });
+        Shared::track(&shared).await?;
+        Ok(Self { shared })
+    }
+
+    /// The session under `key`: from memory if no invalidation can have touched it, else
+    /// fetched by `fetch` through the tracking connection it is given (only reads made there are
+    /// tracked) and remembered.
+    ///
+    /// `None` means the cache cannot vouch for anything now (no tracking connection, or the
+    /// fetch through it failed and it was dropped): the caller reads from Redis itself, and
+    /// nothing is cached. A [`StoreError::Corrupt`] from `fetch` is the record's fault, not the
+    /// connection's: it is returned, and nothing is cached.
+    pub(crate) async fn load<F, Fut>(
+        &self,
+        key: &str,
+        fetch: F,
+    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+    {
+        match self.lookup(key) {
+            Lookup::Hit(stored) => Some(Ok(Some(stored))),
+            Lookup::Fill(fill) => match fetch(fill.connection.clone()).await {
+                Ok(stored) => {
+                    self.complete(fill, stored.as_ref());
+                    Some(Ok(stored))
+                }
+                Err(err @ StoreError::Corrupt(_)) => {
+                    self.complete(fill, None);
+                    Some(Err(err))
+                }
+                Err(_) => {
+                    self.abandon(fill);
+                    None
+                }
+            },
+            Lookup::Bypass => None,
+        }
+    }
+
+    /// Answers from memory if that is safe; otherwise says how to fetch.
+    fn lookup(&self, key: &str) -> Lookup {
+        // Only the wire on the hot path: cloning the whole connection costs more than a hit.
+        let Some((generation, wire)) = self.shared.wire() else {
+            Shared::reconnect_soon(&self.shared);
+            return Lookup::Bypass;
+        };
+        {
+            let scanner = lock(&wire.scanner);
+            if scanner.is_idle() && wire.heard_lately() && wire.nothing_waiting() {
+                if let Some(Slot::Ready(stored, vouched_by)) = lock(&self.shared.entries).get(key) {
+                    // Only the connection this lookup just checked may vouch for the entry.
+                    if *vouched_by == generation && stored.expires_at > SystemTime::now() {
+                        return Lookup::Hit(stored.clone());
+                    }
+                }
+            }
+        }
+        let Some(connection) = self.shared.connection(generation) else {
+            return Lookup::Bypass;
+        };
+        let id = self.shared.next_fill.fetch_add(1, Ordering::Relaxed);
+        let mut entries = lock(&self.shared.entries);
+        if entries.len() >= self.shared.capacity && !entries.contains_key(key) {
+            // Any entry will do: dropping one is always safe, and a hash map's first key is as
+            // good as a random one.
+            if let Some(victim) = entries.keys().next().cloned() {
+                entries.remove(&victim);
+            }
+        }
+        // Registered before the fetch is sent, so an invalidation that overtakes it finds it.
+        entries.insert(key.to_owned(), Slot::Filling(id));
+        Lookup::Fill(Fill {
+            key: key.to_owned(),
+            id,
+            generation,
+            connection,
+        })
+    }
+
+    /// Stores what `fill` fetched, unless an invalidation or a lost connection came first.
+    fn complete(&self, fill: Fill, fetched: Option<&StoredSession>) {
+        let link = lock(&self.shared.link);
+        let mut entries = lock(&self.shared.entries);
+        let ours = matches!(entries.get(&fill.key), Some(Slot::Filling(id)) if *id == fill.id);
+        if !ours {
+            return;
+        }
+        let tracked = link
+            .live
+            .as_ref()
+            .is_some_and(|live| live.generation == fill.generation);
+        match fetched {
+            Some(stored) if tracked => {
+                entries.insert(fill.key, Slot::Ready(stored.clone(), fill.generation));
+            }
+            _ => {
+                entries.remove(&fill.key);
+            }
+        }
+    }
+
+    /// Gives up on `fill` after its fetch failed: the tracking connection is suspect, so it is
+    /// dropped with everything it vouched for.
+    fn abandon(&self, fill: Fill) {
+        self.shared.lose(fill.generation);
+    }
+}
+
+impl Shared {
+    fn wire(&self) -> Option<(u64, Arc<Wire>)> {
+        let link = lock(&self.link);
+        let live = link.live.as_ref()?;
+        Some((live.generation, Arc::clone(&live.wire)))
+    }
+
+    /// The tracking connection of `generation`, if it is still the live one.
+    fn connection(&self, generation: u64) -> Option<MultiplexedConnection> {
+        let link = lock(&self.link);
+        let live = link
+            .live
+            .as_ref()
+            .filter(|live| live.generation == generation)?;
+        Some(live.connection.clone())
+    }
+
+    /// Forgets the tracking connection of `generation` and everything it vouched for.
+    fn lose(&self, generation: u64) {
+        let mut link = lock(&self.link);
+        if link
+            .live
+            .as_ref()
+            .is_some_and(|live| live.generation == generation)
+        {
+            link.live = None;
+            tracing::warn!("session cache: tracking connection lost; emptied the cache");
+        }
+        lock(&self.entries).clear();
+    }
+
+    fn invalidate(&self, keys: Option<Vec<&[u8]>>) {
+        let mut entries = lock(&self.entries);
+        match keys {
+            Some(keys) => {
+                for key in keys {
+                    if let Ok(key) = std::str::from_utf8(key) {
+                        entries.remove(key);
+                    }
+                }
+            }
+            // A flush of the whole database.
+            None => entries.clear(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent, so a panic elsewhere cannot corrupt it.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,369 @@
+//! Configuring and connecting a [`RedisStore`]: where it connects, with which options, and the
+//! checks made once at startup.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::Value;
+
+use super::connection::Connection;
+use super::RedisStore;
+use crate::StoreError;
+
+const DEFAULT_PREFIX: &str = "actix-login";
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl RedisStore {
+    /// Connects with the default settings. See [`RedisStore::builder`] for the options.
+    ///
+    /// `url` is a redis-rs connection URL: `redis://[user:password@]host[:port][/db]`, or
+    /// `rediss://` for TLS (with the `tls` feature; see `RedisStoreBuilder::tls_root_certificate`
+    /// for servers whose certificates come from a private CA).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a store for `url`.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Target::Single(url.into()))
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (seed URLs such as
+    /// `redis://10.0.0.1:7000`) with the default settings.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn connect_cluster(
+        nodes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Self, StoreError> {
+        Self::cluster_builder(nodes).connect().await
+    }
+
+    /// Starts configuring a store on a Redis Cluster reached through any of `nodes`.
+    ///
+    /// Every operation on one session touches one key; the user index and the throttle counters
+    /// live in other slots, and the store never needs a transaction across them (see
+    /// [`SessionStore`](crate::SessionStore)): on a cluster a session's record is written before
+    /// its index entry, which a listing can never prune, and the record is unreachable until the
+    /// login that wrote it answers.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster_builder(
+        nodes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+
+    /// Connects through Redis Sentinel to the primary of `service_name`, with the default
+    /// settings. See [`RedisStore::sentinel_builder`].
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn connect_sentinel(
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        service_name: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        Self::sentinel_builder(sentinels, service_name)
+            .connect()
+            .await
+    }
+
+    /// Starts configuring a store on the primary that Redis Sentinel names for `service_name`,
+    /// asking any of `sentinels` (URLs such as `redis://10.0.0.1:26379`).
+    ///
+    /// The sentinel URLs carry everything else, and must agree on it:
+    /// `redis://[user:password@]host:port[/db]`. The user and password log in to the sentinels
+    /// and to the data nodes alike (sentinels without a password accept any password given
+    /// with a user name, so `redis://default:secret@…` reaches password-protected data nodes
+    /// behind open sentinels); the database is selected on the data nodes. `rediss://` makes
+    /// both connections TLS (with the `tls` feature), verified against
+    /// `RedisStoreBuilder::tls_root_certificate` or the system's roots.
+    ///
+    /// The store holds one multiplexed connection to the primary, as on a standalone server,
+    /// and so uses `MULTI`/`EXEC` the same way. When a command finds the primary gone (the
+    /// connection breaks, as when Sentinel demotes a primary and disconnects its clients) or
+    /// demoted (`READONLY`), that command fails, so its request gets `503`, and the store asks
+    /// the sentinels for the primary again and reconnects in the background. Concurrent
+    /// failures share that one re-resolution; the next command goes to the new primary.
+    /// Sessions written shortly before a failover may be lost with the old primary, since
+    /// Redis replicates asynchronously.
+    ///
+    /// Before using a primary, the store checks with `ROLE` (falling back to `INFO`, which the
+    /// store needs anyway) that it still is one, so an ACL user on the data nodes needs one of
+    /// them.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub fn sentinel_builder(
+        sentinels: impl IntoIterator<Item = impl Into<String>>,
+        service_name: impl Into<String>,
+    ) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Target::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            service_name: service_name.into(),
+        })
+    }
+}
+
+/// Where the store connects.
+#[derive(Clone)]
+pub(super) enum Target {
+    Single(String),
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        sentinels: Vec<String>,
+        service_name: String,
+    },
+}
+
+impl Target {
+    /// Every URL the store will dial first.
+    pub(super) fn urls(&self) -> &[String] {
+        match self {
+            Target::Single(url) => std::slice::from_ref(url),
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => urls,
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel { sentinels, .. } => sentinels,
+        }
+    }
+}
+
+/// Configures and connects a [`RedisStore`].
+#[derive(Clone)]
+#[must_use]
+pub struct RedisStoreBuilder {
+    pub(super) target: Target,
+    #[cfg(feature = "local-cache")]
+    pub(super) cache_capacity: Option<usize>,
+    pub(super) peer_caches: bool,
+    pub(super) prefix: String,
+    pub(super) command_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(super) tls: super::tls::TlsOptions,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct("RedisStoreBuilder");
+        out.field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("peer_caches", &self.peer_caches);
+        #[cfg(feature = "local-cache")]
+        out.field("cache_capacity", &self.cache_capacity);
+        out.finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    fn new(target: Target) -> Self {
+        Self {
+            target,
+            #[cfg(feature = "local-cache")]
+            cache_capacity: None,
+            peer_caches: false,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            #[cfg(feature = "tls")]
+            tls: super::tls::TlsOptions::default(),
+        }
+    }
+
+    /// The prefix of every key the store writes (default `actix-login`). Give each app its own
+    /// when several share a Redis database.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one store operation may take before the request fails with 503 (default 1 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt to (re)connect may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Declares that other app instances on the same Redis keep a local cache
+    /// (`local_cache`, with the `local-cache` feature), so that this store's logouts must reach
+    /// them before they answer. Default `false`.
+    ///
+    /// A cache learns of a logout from an invalidation that Redis writes in the event-loop pass
+    /// that answers the `DEL`; it is surely in the caching process's socket, where its next
+    /// lookup looks, only once a later command of the writer has been answered. With this
+    /// option, each `DEL` that ends a session (logout, revocation, rotation, a record pruned by
+    /// a listing) is followed by a `PING`, and the operation returns only after its reply.
+    ///
+    /// The trade-off: on, a logout costs two round trips instead of one; off, a caching
+    /// instance may still accept a session for the short moment after its logout answered on
+    /// this instance, while the invalidation is on its way. A store with a local cache of its
+    /// own always waits (its own cache needs it too), and a cluster never does (it has no
+    /// caches). Turn it on in every non-caching instance that shares a Redis with a caching
+    /// one; leave it off when no instance caches.
+    pub fn peer_caches(mut self, peers_cache: bool) -> Self {
+        self.peer_caches = peers_cache;
+        self
+    }
+
+    /// Keeps up to `max_sessions` session records in this process, so that most authenticated
+    /// requests need no Redis round trip at all.
+    ///
+    /// The copies are kept honest by Redis itself: they are read through a connection with
+    /// `CLIENT TRACKING ON`, and Redis tells this process the moment any client changes,
+    /// deletes or expires one of them. A logout or revocation on any instance is therefore
+    /// seen by the next request on every other: Redis writes the invalidation before it answers
+    /// the command after the `DEL`, which the store waits for, and a lookup answers from memory
+    /// only when every byte Redis has sent on the tracking connection has been read. If the
+    /// tracking connection is lost, the cache empties and lookups read from Redis until it is
+    /// back. Instances on the same Redis that do not cache must set
+    /// [`peer_caches`](RedisStoreBuilder::peer_caches), or their logouts do not wait.
+    ///
+    /// The tracking connection is pinged four times a second, and entries are served only while
+    /// a reply came back within the last second: a Redis that vanishes without closing the
+    /// connection (a crashed host, a silent partition) stops the cache within a second, and
+    /// requests then fail closed or read from Redis.
+    ///
+    /// Needs a standalone Redis reached over plain TCP: `connect` fails for a cluster, Sentinel,
+    /// a Unix socket or `rediss://`. The guarantee rests on Redis writing an invalidation to
+    /// every tracking client in the pass that answers the write, and on the network delivering
+    /// it no later than the logout's response reaches the next instance. So:
+    ///
+    /// * connect the store and the cache to the same Redis process directly, not through a TCP
+    ///   proxy (which may hold pushes back) or a name that resolves to several servers;
+    /// * keep Redis's I/O threads off (`io-threads 1`, the default), and tracking clients'
+    ///   output small (it is: only this store's own reads);
+    /// * keep clocks in sync: an entry expires at the deadline in the record, by this host's
+    ///   clock, while Redis expires the key by its own.
+    #[cfg(feature = "local-cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "local-cache")))]
+    pub fn local_cache(mut self, max_sessions: usize) -> Self {
+        self.cache_capacity = Some(max_sessions);
+        self
+    }
+
+    /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
+    /// start.
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        #[cfg(feature = "local-cache")]
+        let tracking = match self.cache_capacity {
+            Some(capacity) => Some((self.tracking_target()?, capacity)),
+            None => None,
+        };
+        let connecting = Connection::open(&self);
+        let mut connection = tokio::time::timeout(self.connect_timeout * 2, connecting)
+            .await
+            .map_err(|_elapsed| StoreError::Timeout)??;
+        let info: Value = tokio::time::timeout(
+            self.command_timeout,
+            redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut connection),
+        )
+        .await
+        .map_err(|_elapsed| StoreError::Timeout)?
+        .map_err(StoreError::unavailable)?;
+        check_server_version(&info_text(info))?;
+        #[cfg(feature = "local-cache")]
+        let cache = match tracking {
+            Some((target, capacity)) => {
+                Some(crate::store::cache::LocalCache::connect(target, capacity).await?)
+            }
+            None => None,
+        };
+        #[cfg(feature = "local-cache")]
+        let caches_here = cache.is_some();
+        #[cfg(not(feature = "local-cache"))]
+        let caches_here = false;
+        // A cluster has no tracking caches, so nothing waits for its invalidations.
+        let settle_deletes = (caches_here || self.peer_caches) && connection.is_single_node();
+        Ok(RedisStore {
+            connection,
+            #[cfg(feature = "local-cache")]
+            cache,
+            settle_deletes,
+            prefix: self.prefix.into(),
+            command_timeout: self.command_timeout,
+        })
+    }
+
+    /// Where the cache's tracking connection goes: the same server, user and database.
+    #[cfg(feature = "local-cache")]
+    fn tracking_target(&self) -> Result<crate::store::cache::TrackingTarget, StoreError> {
+        // Without `cluster` and `sentinel`, every target is a standalone server.
+        #[allow(irrefutable_let_patterns)]
+        let Target::Single(url) = &self.target
+        else {
+            return Err(StoreError::unavailable(
+                "the local cache needs a standalone Redis (not a cluster or Sentinel)",
+            ));
+        };
+        crate::store::cache::TrackingTarget::for_url(
+            url,
+            self.connect_timeout,
+            self.command_timeout,
+        )
+    }
+}
+
+/// The text of an `INFO` reply: one string from a server, or one per node from a cluster.
+fn info_text(reply: Value) -> String {
+    match reply {
+        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(_, v)| info_text(v))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Array(items) => items
+            .into_iter()
+            .map(info_text)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Refuses servers older than Redis 7.0, whose `PEXPIRE` lacks the `NX`/`GT` options that keep
+/// the user index from outliving its TTL; better a clear error at startup than immortal keys.
+fn check_server_version(info: &str) -> Result<(), StoreError> {
+    let major = |version: &str| -> u32 {
+        version
+            .split('.')
+            .next()
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // A cluster answers once per node; every node must do.
+    let oldest = info
+        .lines()
+        .filter_map(|line| line.strip_prefix("redis_version:"))
+        .min_by_key(|version| major(version));
+    match oldest {
+        Some(version) if major(version) >= 7 => Ok(()),
+        _ => Err(StoreError::unavailable(format!(
+            "Redis 7.0 or newer is required, the server reports {:?}",
+            oldest.unwrap_or("no version")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_server_version;
+
+    #[test]
+    fn servers_before_redis_7_are_refused() {
+        assert!(check_server_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
+        assert!(check_server_version("redis_version:7.2.4\r\n").is_ok());
+        assert!(check_server_version("redis_version:6.2.14\r\n").is_err());
+        assert!(check_server_version("nothing useful").is_err());
+    }
+}

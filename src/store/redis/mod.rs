@@ -1,0 +1,310 @@
+//! The Redis store.
+//!
+//! [`RedisStore`] and its [`SessionStore`] implementation live here; the rest is split by
+//! concern: how it is configured and connected ([`builder`](RedisStoreBuilder)), the connection
+//! over each kind of deployment, the stored bytes, the per-user index, the throttle counters,
+//! Sentinel failover and TLS.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::ConnectionLike;
+
+use self::codec::{decode, encode, ttl_millis};
+use self::connection::Connection;
+use super::{SessionStore, StoredSession, UserSessions};
+use crate::{SessionKey, SessionRecord, StoreError};
+
+mod builder;
+mod codec;
+mod connection;
+mod index;
+#[cfg(feature = "sentinel")]
+mod sentinel;
+mod throttle;
+mod tls;
+
+pub use self::builder::RedisStoreBuilder;
+
+/// Keeps sessions in Redis.
+///
+/// One record is one Redis string, `{prefix}:s:{SHA-256 of the token, base64url}`, holding the
+/// session's idle deadline (Unix milliseconds), a space and the JSON-encoded [`SessionRecord`],
+/// with a TTL that ends at the same deadline.
+/// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those hashes,
+/// whose TTL is kept at or past the absolute end of its longest-lived session. The raw token is
+/// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`).
+///
+/// | operation | commands | round trips |
+/// |---|---|---|
+/// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
+/// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
+/// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
+/// | [`delete`](SessionStore::delete) | `DEL`; then `PING` with a local cache or [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
+/// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `SREM` of dead members | 2–3 |
+/// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 3–4 |
+///
+/// The `PING` after a write waits until Redis has sent that write's invalidations to every
+/// tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent only when a cache needs
+/// it, and never on a cluster. `list` deletes a dead record it finds as `delete` does.
+///
+/// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
+/// Every command is bounded by a timeout (1 s unless set with
+/// [`RedisStoreBuilder::command_timeout`]), so a hung or unreachable Redis makes requests fail
+/// with `503 Service Unavailable` instead of hanging.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), actix_login::StoreError> {
+/// use std::time::Duration;
+/// use actix_login::RedisStore;
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379")
+///     .key_prefix("myapp")
+///     .command_timeout(Duration::from_millis(500))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: Connection,
+    #[cfg(feature = "local-cache")]
+    cache: Option<super::cache::LocalCache>,
+    /// Whether a session-ending `DEL` waits for its invalidations to be sent; see
+    /// [`RedisStore::settle`].
+    settle_deletes: bool,
+    prefix: Arc<str>,
+    command_timeout: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    // The connection's debug output would include the server address and credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// The Redis key for a session.
+    pub fn session_key(&self, key: &SessionKey) -> String {
+        // Built by hand: it runs on every authenticated request, and `format!` costs more.
+        let mut name = String::with_capacity(self.prefix.len() + 3 + key.as_str().len());
+        name.push_str(&self.prefix);
+        name.push_str(":s:");
+        name.push_str(key.as_str());
+        name
+    }
+
+    /// The Redis key of a throttling counter. All counters share the hash tag `{throttle}`, so
+    /// one script can check and count them together, on one node even in a cluster.
+    pub fn counter_key(&self, counter: &str) -> String {
+        format!("{}:{{throttle}}:{counter}", self.prefix)
+    }
+
+    /// The Redis key of a user's session index.
+    pub fn user_index_key(&self, user_id: &str) -> String {
+        format!("{}:u:{user_id}", self.prefix)
+    }
+
+    /// The session stored under `redis_key`, read through `conn`.
+    async fn fetch(
+        &self,
+        conn: &mut impl ConnectionLike,
+        redis_key: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let mut get = redis::cmd("GET");
+        get.arg(redis_key);
+        let value: Option<Vec<u8>> = self.run(get.query_async(conn)).await?;
+        value.as_deref().map(decode).transpose()
+    }
+
+    /// Returns once Redis has written the tracking invalidations for the writes this
+    /// connection has seen answered.
+    ///
+    /// Redis writes invalidations in the event-loop pass that answers the write; a command sent
+    /// after that answer is read in a later pass, so its reply means they are in every tracking
+    /// process's socket, where a cached lookup looks first. Only worth its round trip when some
+    /// process caches; `settle_deletes` says whether one does.
+    async fn settle(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        self.run(redis::cmd("PING").query_async::<()>(conn)).await
+    }
+
+    /// Whether this process keeps a local cache of its own.
+    fn caches_locally(&self) -> bool {
+        #[cfg(feature = "local-cache")]
+        return self.cache.is_some();
+        #[cfg(not(feature = "local-cache"))]
+        return false;
+    }
+
+    /// Runs one Redis operation within the command timeout. Every command goes through here, so
+    /// a hung Redis costs a request at most that long, whichever connection it hangs on.
+    async fn run<T>(
+        &self,
+        operation: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.command_timeout, operation).await {
+            Ok(Err(err)) if err.is_timeout() => Err(StoreError::Timeout),
+            Ok(result) => result.map_err(StoreError::unavailable),
+            Err(_elapsed) => Err(StoreError::Timeout),
+        }
+    }
+}
+
+impl SessionStore for RedisStore {
+    async fn create(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        self.index_and_create(key, record, expires_at).await
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
+        let redis_key = self.session_key(key);
+        #[cfg(feature = "local-cache")]
+        if let Some(cache) = &self.cache {
+            let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| {
+                let redis_key = &redis_key;
+                async move { self.fetch(&mut tracking, redis_key).await }
+            };
+            if let Some(answer) = cache.load(&redis_key, through_tracking).await {
+                return answer;
+            }
+            // The tracking connection is down or failed; the main one may still work.
+        }
+        self.fetch(&mut self.connection.clone(), &redis_key).await
+    }
+
+    async fn extend(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.connection.clone();
+        // `XX` never creates a key, so this cannot resurrect a deleted session. The record under
+        // a key never changes, so writing it again loses nothing.
+        let updated: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.session_key(key))
+                    .arg(encode(record, expires_at)?)
+                    .arg("XX")
+                    .arg("PX")
+                    .arg(ttl_millis(expires_at))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if updated.is_some() && self.caches_locally() {
+            // So that this process's own cache shows the new deadline from now on.
+            self.settle(&mut conn).await?;
+        }
+        Ok(updated.is_some())
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let mut conn = self.connection.clone();
+        let removed: i64 = self
+            .run(
+                redis::cmd("DEL")
+                    .arg(self.session_key(key))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        // With caches about, a logout is final on every instance before the client hears of it;
+        // also when another instance's DEL won the race, since its invalidations went out in
+        // the same pass.
+        if self.settle_deletes {
+            self.settle(&mut conn).await?;
+        }
+        Ok(removed > 0)
+    }
+
+    async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
+        let mut conn = self.connection.clone();
+        let members: Vec<String> = self
+            .run(
+                redis::cmd("SMEMBERS")
+                    .arg(self.user_index_key(user_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut indexed: Vec<(&str, SessionKey)> = Vec::with_capacity(members.len());
+        let mut dead: Vec<&str> = Vec::new();
+        for member in &members {
+            match SessionKey::parse(member) {
+                Some(key) => indexed.push((member, key)),
+                None => dead.push(member),
+            }
+        }
+        let keys: Vec<&SessionKey> = indexed.iter().map(|(_, key)| key).collect();
+        let replies = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.lookup_all(&keys).await?
+        };
+        let mut live = Vec::with_capacity(indexed.len());
+        let mut doomed = Vec::new();
+        if replies.len() != indexed.len() {
+            return Err(StoreError::corrupt("short pipeline reply"));
+        }
+        let now = SystemTime::now();
+        for ((member, key), value) in indexed.into_iter().zip(replies) {
+            match value.as_deref().map(decode).transpose() {
+                Ok(Some(stored)) if stored.expires_at <= now => {
+                    // Past its deadline but still there (its TTL was removed, or clocks
+                    // disagree): delete it before dropping its entry, so that no record is ever
+                    // left unindexed for a revocation to miss.
+                    doomed.push(key);
+                    dead.push(member);
+                }
+                Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
+                // Gone, or (after a key collision) someone else's: not this user's.
+                Ok(_) => dead.push(member),
+                Err(err) => {
+                    // It can never authenticate anyone; remove it rather than skip it forever.
+                    tracing::warn!(session = key.short(), error = %err, "removing unreadable session");
+                    doomed.push(key);
+                    dead.push(member);
+                }
+            }
+        }
+        for key in &doomed {
+            self.delete(key).await?;
+        }
+        // Dropping dead entries one exact member at a time never touches an entry that a
+        // concurrent rotation has just added.
+        self.unindex(user_id, &dead).await?;
+        Ok(UserSessions {
+            live,
+            dropped: dead.len(),
+        })
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        if !self.index_and_create(new, record, expires_at).await? {
+            return Ok(false);
+        }
+        if !self.delete(old).await? {
+            // Revoked, logged out or expired meanwhile: the new session must not outlive it.
+            self.delete(new).await?;
+            self.unindex(record.user_id(), &[new.as_str()]).await?;
+            return Ok(false);
+        }
+        self.unindex(record.user_id(), &[old.as_str()]).await?;
+        Ok(true)
+    }
+}
