@@ -13,6 +13,9 @@ use futures_util::future::LocalBoxFuture;
 use crate::{SessionKey, SessionRecord, StoreError};
 
 mod cache;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod contract;
 pub mod memory;
 pub mod redis;
 mod sentinel;
