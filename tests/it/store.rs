@@ -1,12 +1,12 @@
 //! The store contract, checked against every store the crate ships, plus Redis specifics.
 
-mod support;
-
 use std::time::{Duration, SystemTime};
 
 use actix_login::{MemoryStore, RedisStore, SessionKey, SessionRecord, SessionStore, StoreError};
 use serde_json::value::RawValue;
-use support::{connection, shared_redis_url, unique_prefix, RedisServer};
+
+use crate::support;
+use crate::support::redis_server::{connection, shared_redis_url, unique_prefix, RedisServer};
 
 fn random_key() -> SessionKey {
     let mut bytes = [0u8; 21];
@@ -122,7 +122,7 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
         .await
         .unwrap();
 
-    let mut dump = support::dump(&url, &prefix);
+    let mut dump = support::redis_server::dump(&url, &prefix);
     dump.sort();
     assert_eq!(dump.len(), 2, "{dump:?}");
     let (name, value, ttl) = &dump[0];
@@ -259,7 +259,7 @@ async fn hung_redis_times_out_instead_of_hanging() {
 #[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_cluster_keeps_the_contract() {
-    let cluster = support::RedisCluster::start();
+    let cluster = support::cluster::RedisCluster::start();
     let store = || async {
         RedisStore::cluster_builder(cluster.urls())
             .key_prefix(unique_prefix())
@@ -273,9 +273,9 @@ async fn redis_cluster_keeps_the_contract() {
 #[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_sentinel_keeps_the_contract() {
-    let deployment = support::RedisSentinel::start();
+    let deployment = support::sentinel::RedisSentinel::start();
     let store = || async {
-        RedisStore::sentinel_builder(deployment.sentinel_urls(), support::SERVICE)
+        RedisStore::sentinel_builder(deployment.sentinel_urls(), support::sentinel::SERVICE)
             .key_prefix(unique_prefix())
             .connect()
             .await
@@ -287,8 +287,8 @@ async fn redis_sentinel_keeps_the_contract() {
 #[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_over_tls_keeps_the_contract() {
-    let certificates = support::TestCertificates::generate();
-    let server = support::start_tls_server(&certificates);
+    let certificates = support::tls::TestCertificates::generate();
+    let server = support::tls::start_tls_server(&certificates);
     let store = || async {
         RedisStore::builder(format!("rediss://127.0.0.1:{}", server.port))
             .tls_root_certificate(certificates.ca_pem())
@@ -305,7 +305,7 @@ async fn redis_over_tls_keeps_the_contract() {
 async fn redis_acl_user_keeps_the_contract() {
     let server = RedisServer::start();
     let prefix = unique_prefix();
-    support::acl_user(&server, "app", "secret", &prefix);
+    support::acl::acl_user(&server, "app", "secret", &prefix);
     let store = RedisStore::builder(format!("redis://app:secret@127.0.0.1:{}", server.port))
         .key_prefix(&prefix)
         .connect()

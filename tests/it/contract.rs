@@ -1,6 +1,5 @@
 //! `store::contract` catches stores that break it: each store here is a `MemoryStore` with one
 //! fault, and the contract must fail naming the rule the fault breaks.
-#![cfg(feature = "test-util")]
 
 use std::time::SystemTime;
 
