@@ -65,6 +65,26 @@ fn build_example() -> PathBuf {
     if cfg!(feature = "test-util") {
         command.args(["--features", "test-util"]);
     }
+    // What cargo tells this test about its package (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) is
+    // not for the build: build scripts that track those variables (ring's does) would see a
+    // changed environment and rebuild their crates and everything above them, here and again
+    // in the next plain cargo command.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
     let output = command
         .stderr(Stdio::piped())
         .output()
