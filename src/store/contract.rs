@@ -17,6 +17,13 @@
 //!
 //! # Example
 //!
+//! The module exists with the `test-util` feature, which a backend turns on for its tests only:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! actix-login = { version = "0.1", features = ["test-util"] }
+//! ```
+//!
 //! A backend's test module, here with the crate's own [`MemoryStore`] standing in for the
 //! backend:
 //!
