@@ -8,7 +8,8 @@
 #   actix-login     LoginMiddleware + RedisStore, AuthUser<Profile>
 #   actix-login-cache  the same with RedisStoreBuilder::local_cache (CLIENT TRACKING)
 #
-# All six come from one bench target (benches/http_server.rs), each in its own process with one
+# All six come from one bench target (benches/http_server.rs, in the actix-login-benches package
+# of the workspace), each in its own process with one
 # Actix worker, all sharing a redis-server this script starts on a free port. Each server gets a
 # session once (POST /login), then wrk hits GET /me with that cookie in interleaved rounds, so
 # slow drifts of a shared machine spread over every server instead of landing on one.
@@ -157,7 +158,8 @@ wait_ready() { # name port pid log
 # ---- build --------------------------------------------------------------------------------------
 
 echo "building the bench target (release)..." >&2
-BIN=$(cargo bench --no-run --bench http_server --message-format=json-render-diagnostics |
+BIN=$(cargo bench -p actix-login-benches --no-run --bench http_server \
+    --message-format=json-render-diagnostics |
     grep -o '"executable":"[^"]*http_server-[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//')
 [[ -n $BIN && -x $BIN ]] || die "could not find the http_server bench executable"
 

@@ -5,7 +5,7 @@
 //! variant and measures each from outside. To run one variant by hand:
 //!
 //! ```text
-//! cargo bench --no-run --bench http_server     # prints the executable's path
+//! cargo bench -p actix-login-benches --no-run --bench http_server   # prints the executable's path
 //! REDIS_URL=redis://127.0.0.1:6390 PORT=18081 target/release/deps/http_server-… actix-login
 //! curl -si -X POST -H 'sec-fetch-site: same-origin' http://127.0.0.1:18081/login   # Set-Cookie
 //! curl -s -H 'cookie: __Host-id=…' http://127.0.0.1:18081/me

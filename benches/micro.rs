@@ -2,8 +2,9 @@
 //! middleware (cookie parsing, token check, SHA-256, store lookup, record and profile
 //! decoding), encoding and decoding a session record, and password hashing.
 //!
-//! `cargo bench --bench micro`. Compare the two request benchmarks with each other, not across
-//! machines: their difference is what the middleware costs per authenticated request.
+//! `cargo bench -p actix-login-benches --bench micro`. Compare the two request benchmarks with
+//! each other, not across machines: their difference is what the middleware costs per
+//! authenticated request.
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};

@@ -24,6 +24,9 @@ use crate::{SessionKey, SessionRecord, StoreError};
 
 #[cfg(feature = "local-cache")]
 mod cache;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod contract;
 pub mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

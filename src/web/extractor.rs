@@ -21,7 +21,7 @@ pub(crate) fn request_session(req: &HttpRequest) -> Result<Rc<RequestSession>, E
     RequestSession::of(&req.extensions(), req.path())
 }
 
-/// The logged-in user, as the profile `U` stored at [`Session::login`].
+/// The logged-in user, as the profile `U` stored at [`Session::login`](crate::Session::login).
 ///
 /// Taking `AuthUser<U>` as a handler argument makes the route require login: without a live
 /// session the request is answered `401` with `{"error":"unauthenticated"}`, and if the session
@@ -70,7 +70,7 @@ impl<U> AuthUser<U> {
         self.session.record.user_id()
     }
 
-    /// The public id of this session, as listed by [`Session::list_sessions`].
+    /// The public id of this session, as listed by [`Session::list_sessions`](crate::Session::list_sessions).
     pub fn session_id(&self) -> &str {
         self.session.record.id()
     }

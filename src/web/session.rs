@@ -52,7 +52,7 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Starts a session for `user_id`, storing `user` as the profile that [`AuthUser`] returns.
+    /// Starts a session for `user_id`, storing `user` as the profile that [`AuthUser`](crate::AuthUser) returns.
     ///
     /// Call it only after the credentials were verified. Keep the profile small and free of
     /// secrets (never a password hash): it lives in the store for the whole session. The record

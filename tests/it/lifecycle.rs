@@ -1,8 +1,6 @@
 //! Session lifecycle and account controls: listing, revocation across instances, the per-user
 //! cap, rotation, sudo mode and access rules, against real Redis.
 
-mod support;
-
 use std::time::Duration;
 
 use actix_login::{
@@ -15,8 +13,10 @@ use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
-use support::http::*;
-use support::{connection, shared_redis_url, unique_prefix};
+
+use crate::support;
+use crate::support::http::*;
+use crate::support::redis_server::{connection, shared_redis_url, unique_prefix};
 
 #[derive(Serialize, Deserialize)]
 struct Profile {
@@ -335,7 +335,7 @@ async fn expired_sessions_leave_the_index_and_every_key_has_a_ttl() {
     log_in(&app, 8).await;
     let renewed = log_in(&app, 9).await;
     assert_eq!(status(&app, post("/renew", Some(&renewed))).await, 204);
-    let keys = support::dump(&url, &prefix);
+    let keys = support::redis_server::dump(&url, &prefix);
     assert!(keys.len() >= 6, "{keys:?}");
     for (key, _, ttl) in keys {
         assert!(ttl > 0, "{key} has no TTL");
@@ -462,7 +462,7 @@ async fn revoke_all_catches_a_session_rotated_while_it_runs() {
     for _ in 0..3 {
         // Revocation lists the session, then waits 100 ms before each delete; the rotation
         // lands in between, so the first delete finds nothing and revocation must look again.
-        let mut store = support::Wrapped::new(redis_store_at(&url, &prefix).await);
+        let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
         store.delete_delay = Duration::from_millis(100);
         let app = app(LoginMiddleware::new(store)).await;
         let old = log_in(&app, 7).await;
@@ -494,7 +494,7 @@ async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
     // The rotation has loaded the session, then waits 100 ms; the revocation lands in between.
-    let mut store = support::Wrapped::new(redis_store_at(&url, &prefix).await);
+    let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
     store.rotate_delay = Duration::from_millis(100);
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
@@ -513,7 +513,7 @@ async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
         status_and_body(rotated).await,
         (401, UNAUTHENTICATED.into())
     );
-    assert!(support::dump(&url, &format!("{prefix}:s")).is_empty());
+    assert!(support::redis_server::dump(&url, &format!("{prefix}:s")).is_empty());
 }
 
 #[actix_web::test]
@@ -522,7 +522,7 @@ async fn revoke_all_catches_a_session_rotated_inside_its_listing() {
     let prefix = unique_prefix();
     // The listing reads the index, then the records 100 ms later; the rotation lands in
     // between, so the listing sees the old record gone and the new one not at all.
-    let mut store = support::Wrapped::new(redis_store_at(&url, &prefix).await);
+    let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
     store.list_gap = Duration::from_millis(100);
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
@@ -567,7 +567,7 @@ async fn foreign_entries_in_the_index_do_not_shield_live_sessions() {
 
 #[actix_web::test]
 async fn access_rules_fail_closed_when_redis_is_down() {
-    let server = support::RedisServer::start();
+    let server = support::redis_server::RedisServer::start();
     let app = app(LoginMiddleware::new(
         redis_store_at(&server.url(), "rules").await,
     ))
@@ -630,7 +630,7 @@ async fn account_controls_on_the_memory_store() {
 /// slots.
 #[actix_web::test]
 async fn account_controls_on_a_redis_cluster() {
-    let cluster = support::RedisCluster::start();
+    let cluster = support::cluster::RedisCluster::start();
     let store = actix_login::RedisStore::cluster_builder(cluster.urls())
         .key_prefix(unique_prefix())
         .connect()
@@ -697,7 +697,7 @@ async fn the_listed_ip_comes_from_trusted_proxies_only() {
 /// Sessions keep working while a cluster moves their slots between nodes.
 #[actix_web::test]
 async fn sessions_survive_a_slot_migration() {
-    let cluster = support::RedisCluster::start();
+    let cluster = support::cluster::RedisCluster::start();
     let store = actix_login::RedisStore::cluster_builder(cluster.urls())
         .key_prefix(unique_prefix())
         .connect()

@@ -1,7 +1,5 @@
 //! The middleware and extractors end to end, through Actix's test service, on real stores.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use actix_login::{
@@ -13,8 +11,10 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{test, web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
-use support::http::*;
-use support::{connection, shared_redis_url, unique_prefix, RedisServer};
+
+use crate::support;
+use crate::support::http::*;
+use crate::support::redis_server::{connection, shared_redis_url, unique_prefix, RedisServer};
 
 #[derive(Serialize, Deserialize)]
 struct Profile {
@@ -260,21 +260,21 @@ async fn no_cookie_garbage_cookies_and_unused_sessions_cost_zero_redis_commands(
     let res = test::call_service(&app, get("/public", Some(&token))).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().get(header::SET_COOKIE).is_none());
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert!(sent.is_empty(), "commands sent: {sent:?}");
 
     // Steady state: one command.
     let before = server.command_counts();
     let res = test::call_service(&app, get("/me", Some(&token))).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, [("get".into(), 1)].into());
 
     // Several extractors in one handler share one lookup.
     let before = server.command_counts();
     let res = test::call_service(&app, get("/twice", Some(&token))).await;
     assert_eq!(status_and_body(res).await, (200, "user1 user1".into()));
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, [("get".into(), 1)].into());
 
     // A well-formed token nobody issued: one lookup, nothing created.
@@ -282,9 +282,12 @@ async fn no_cookie_garbage_cookies_and_unused_sessions_cost_zero_redis_commands(
     let before = server.command_counts();
     let res = test::call_service(&app, get("/me", Some(&forged))).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, [("get".into(), 1)].into());
-    assert_eq!(support::dump(&server.url(), "cmds:s").len(), 1);
+    assert_eq!(
+        support::redis_server::dump(&server.url(), "cmds:s").len(),
+        1
+    );
 }
 
 #[actix_web::test]
@@ -296,7 +299,7 @@ async fn redis_holds_only_the_token_hash() {
     let res = test::call_service(&app, get("/me", Some(&token))).await;
     assert_eq!(res.status(), StatusCode::OK);
 
-    let dump = support::dump(&url, &format!("{prefix}:s"));
+    let dump = support::redis_server::dump(&url, &format!("{prefix}:s"));
     assert_eq!(dump.len(), 1);
     let (key, value, ttl) = &dump[0];
     assert_eq!(key, &format!("{prefix}:s:{}", stored_key(&token)));
@@ -350,14 +353,14 @@ async fn idle_sessions_expire_and_active_ones_stay() {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let res = test::call_service(&app, get("/me", Some(&active))).await;
         assert_eq!(res.status(), StatusCode::OK, "active session ended");
-        for (_, _, ttl) in support::dump(&url, &format!("{prefix}:s")) {
+        for (_, _, ttl) in support::redis_server::dump(&url, &format!("{prefix}:s")) {
             assert!(ttl > 0 && ttl <= 800, "ttl {ttl}");
         }
     }
     // 2 s of silence for one, 2 s of activity for the other.
     assert_eq!(status(&app, get("/me", Some(&idle))).await, 401);
     assert_eq!(
-        support::dump(&url, &format!("{prefix}:s")).len(),
+        support::redis_server::dump(&url, &format!("{prefix}:s")).len(),
         1,
         "expired session still in Redis"
     );
@@ -385,7 +388,7 @@ async fn activity_never_extends_a_session_past_its_absolute_lifetime() {
         if age < Duration::from_millis(1400) {
             assert_eq!(status, StatusCode::OK, "ended early at {age:?}");
             let remaining = Duration::from_millis(1500).saturating_sub(age);
-            for (_, _, ttl) in support::dump(&url, &format!("{prefix}:s")) {
+            for (_, _, ttl) in support::redis_server::dump(&url, &format!("{prefix}:s")) {
                 let ttl = Duration::from_millis(u64::try_from(ttl).unwrap());
                 assert!(
                     ttl <= remaining + Duration::from_millis(50),
@@ -404,7 +407,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
     // A 1-second idle window and 150 ms between login and use make every request refresh.
-    let mut store = support::Wrapped::new(redis_store_at(&url, &prefix).await);
+    let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
     store.extend_delay = Duration::from_millis(100);
     let middleware = LoginMiddleware::builder(store)
         .idle_timeout(Duration::from_secs(1))
@@ -419,7 +422,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             tokio::time::sleep(Duration::from_millis(30)).await;
             let res = app.call(post("/end-session", Some(&token))).await;
             assert!(
-                support::dump(&url, &format!("{prefix}:s")).is_empty(),
+                support::redis_server::dump(&url, &format!("{prefix}:s")).is_empty(),
                 "logout left the record"
             );
             res
@@ -440,7 +443,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
             );
         }
         assert!(
-            support::dump(&url, &format!("{prefix}:s")).is_empty(),
+            support::redis_server::dump(&url, &format!("{prefix}:s")).is_empty(),
             "logged-out session is back in Redis"
         );
         assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
@@ -452,7 +455,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
 #[actix_web::test]
 async fn deadlines_hold_even_when_the_store_returns_expired_records() {
     // Idle deadline passed, record still returned.
-    let mut store = support::Wrapped::new(MemoryStore::new());
+    let mut store = support::wrapped_store::Wrapped::new(MemoryStore::new());
     store.keep_expired = true;
     store.report_idle_deadline = true;
     let extends = std::sync::Arc::clone(&store.extend_calls);
@@ -470,7 +473,7 @@ async fn deadlines_hold_even_when_the_store_returns_expired_records() {
     );
 
     // Absolute end passed, idle deadline reported far away.
-    let mut store = support::Wrapped::new(MemoryStore::new());
+    let mut store = support::wrapped_store::Wrapped::new(MemoryStore::new());
     store.keep_expired = true;
     let middleware = LoginMiddleware::builder(store)
         .absolute_timeout(Duration::from_millis(300))
@@ -594,7 +597,7 @@ async fn extractors_without_the_middleware_are_a_500_not_a_panic() {
 
 #[actix_web::test]
 async fn logs_never_contain_the_token() {
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = support::logs::capture_logs();
     let app = app(LoginMiddleware::new(MemoryStore::new())).await;
     let token = log_in(&app, 11).await;
     test::call_service(&app, get("/me", Some(&token))).await;
@@ -649,7 +652,7 @@ async fn redis_commands_per_operation() {
     // MULTI/EXEC transaction.
     let before = server.command_counts();
     let token = log_in(&app, 1).await;
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(
         sent,
         counts(&[
@@ -665,24 +668,24 @@ async fn redis_commands_per_operation() {
     // Right after login the deadline is fresh: a lookup and nothing else.
     let before = server.command_counts();
     assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1)]));
 
     // A tenth of the idle window later, one request moves the deadline; the next does not.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let before = server.command_counts();
     assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1), ("set", 1)]));
     let before = server.command_counts();
     assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1)]));
 
     // Logout through a handler that also takes AuthUser: the lookup and the DEL. No PING: no
     // instance here keeps a local cache that would need to hear of it first.
     let before = server.command_counts();
     assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("get", 1), ("del", 1)]));
 }

@@ -1,13 +1,12 @@
 //! The store contract, checked against every store the crate ships, plus Redis specifics.
 
-mod support;
-
 use std::time::{Duration, SystemTime};
 
-use actix_login::store::StoredSession;
 use actix_login::{MemoryStore, RedisStore, SessionKey, SessionRecord, SessionStore, StoreError};
 use serde_json::value::RawValue;
-use support::{connection, shared_redis_url, unique_prefix, RedisServer};
+
+use crate::support;
+use crate::support::redis_server::{connection, shared_redis_url, unique_prefix, RedisServer};
 
 fn random_key() -> SessionKey {
     let mut bytes = [0u8; 21];
@@ -35,182 +34,31 @@ async fn redis_store() -> RedisStore {
         .unwrap()
 }
 
-/// Everything a store must do, in one pass.
-async fn check_contract(store: impl SessionStore) {
-    let minute = Duration::from_secs(60);
-    let key = random_key();
-    let rec = record("u1", minute);
-
-    assert!(
-        store.load(&key).await.unwrap().is_none(),
-        "unknown key loads nothing"
-    );
-    assert!(store.create(&key, &rec, in_(minute)).await.unwrap());
-    let StoredSession {
-        record: loaded,
-        expires_at,
-    } = store.load(&key).await.unwrap().unwrap();
-    assert_eq!(loaded.user_id(), "u1");
-    assert_eq!(loaded.user().get(), r#"{"name":"u1"}"#);
-    let remaining = expires_at.duration_since(SystemTime::now()).unwrap();
-    assert!(
-        remaining > Duration::from_secs(55) && remaining <= minute,
-        "{remaining:?}"
-    );
-
-    // NX: a second create under the same key is refused and changes nothing.
-    let other = record("intruder", minute);
-    assert!(!store.create(&key, &other, in_(minute)).await.unwrap());
-    assert_eq!(
-        store.load(&key).await.unwrap().unwrap().record.user_id(),
-        "u1"
-    );
-
-    // extend moves the deadline both ways.
-    assert!(store
-        .extend(&key, &rec, in_(Duration::from_secs(5)))
-        .await
-        .unwrap());
-    let remaining = store.load(&key).await.unwrap().unwrap().expires_at;
-    assert!(remaining <= in_(Duration::from_secs(5)));
-
-    // delete reports whether there was a record, and a deleted record stays deleted.
-    assert!(store.delete(&key).await.unwrap());
-    assert!(!store.delete(&key).await.unwrap());
-    assert!(store.load(&key).await.unwrap().is_none());
-    assert!(
-        !store.extend(&key, &rec, in_(minute)).await.unwrap(),
-        "extend must not recreate"
-    );
-    assert!(
-        store.load(&key).await.unwrap().is_none(),
-        "extend recreated a deleted record"
-    );
-
-    // Records vanish at their deadline, and cannot be extended afterwards.
-    let short = random_key();
-    let deadline = in_(Duration::from_millis(300));
-    assert!(store
-        .create(&short, &record("u2", minute), deadline)
-        .await
-        .unwrap());
-    assert!(store.load(&short).await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    assert!(
-        store.load(&short).await.unwrap().is_none(),
-        "expired record still loads"
-    );
-    assert!(!store
-        .extend(&short, &record("u2", minute), in_(minute))
-        .await
-        .unwrap());
-    assert!(store.load(&short).await.unwrap().is_none());
-    // An expired key is free again.
-    assert!(store
-        .create(&short, &record("u3", minute), in_(minute))
-        .await
-        .unwrap());
-}
-
-/// The per-user index: listing, rotation, and what a rotation must refuse.
-async fn check_index_and_rotation(store: impl SessionStore) {
-    let minute = Duration::from_secs(60);
-    let user = format!("user-{}", random_key().short());
-    let (a, b, other) = (random_key(), random_key(), random_key());
-    assert!(store
-        .create(&a, &record(&user, minute), in_(minute))
-        .await
-        .unwrap());
-    assert!(store
-        .create(&b, &record(&user, minute), in_(minute))
-        .await
-        .unwrap());
-    assert!(store
-        .create(&other, &record("someone-else", minute), in_(minute))
-        .await
-        .unwrap());
-    let listing = store.list(&user).await.unwrap();
-    let mut keys: Vec<SessionKey> = listing.live.iter().map(|(k, _)| k.clone()).collect();
-    keys.sort_by(|x, y| x.as_str().cmp(y.as_str()));
-    let mut expected = vec![a.clone(), b.clone()];
-    expected.sort_by(|x, y| x.as_str().cmp(y.as_str()));
-    assert_eq!(keys, expected);
-    assert_eq!(listing.dropped, 0);
-
-    // A deleted session is dropped from the listing, once.
-    assert!(store.delete(&b).await.unwrap());
-    let listing = store.list(&user).await.unwrap();
-    assert_eq!(listing.live.len(), 1);
-    assert!(listing.dropped <= 1);
-    assert_eq!(
-        store.list(&user).await.unwrap().dropped,
-        0,
-        "dead entry kept"
-    );
-
-    // Rotation moves the record to the new key, keeps it listed, and kills the old key.
-    let moved = random_key();
-    let rec = record(&user, minute);
-    assert!(store.rotate(&a, &moved, &rec, in_(minute)).await.unwrap());
-    assert!(store.load(&a).await.unwrap().is_none());
-    assert!(store.load(&moved).await.unwrap().is_some());
-    let listed: Vec<SessionKey> = store
-        .list(&user)
-        .await
-        .unwrap()
-        .live
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(listed, vec![moved.clone()]);
-
-    // Rotating a session that is gone creates nothing.
-    let ghost = random_key();
-    assert!(!store.rotate(&a, &ghost, &rec, in_(minute)).await.unwrap());
-    assert!(store.load(&ghost).await.unwrap().is_none());
-    assert_eq!(store.list(&user).await.unwrap().live.len(), 1);
-}
-
-/// Many concurrent refreshes racing one delete: once the delete has returned, the record is gone
-/// for good.
-async fn check_delete_wins_over_concurrent_extends(store: impl SessionStore + Clone) {
-    let minute = Duration::from_secs(60);
-    for _ in 0..20 {
-        let key = random_key();
-        let rec = record("u", minute);
-        assert!(store.create(&key, &rec, in_(minute)).await.unwrap());
-        let extends = (0..10).map(|_| store.extend(&key, &rec, in_(minute)));
-        let (results, deleted) =
-            futures_util::future::join(futures_util::future::join_all(extends), store.delete(&key))
-                .await;
-        assert!(deleted.unwrap());
-        for r in results {
-            r.unwrap();
-        }
-        assert!(
-            store.load(&key).await.unwrap().is_none(),
-            "session came back"
-        );
-        assert!(!store.extend(&key, &rec, in_(minute)).await.unwrap());
-    }
-}
-
-/// The whole contract, each part on a fresh store from `store`.
-async fn check_all<S, Fut>(store: impl Fn() -> Fut)
+/// The whole contract of both traits, each part on a fresh store from `new_store`.
+#[cfg(feature = "test-util")]
+async fn check_all<S, Fut>(mut new_store: impl FnMut() -> Fut)
 where
-    S: SessionStore + Clone,
+    S: SessionStore + actix_login::ThrottleStore,
     Fut: std::future::Future<Output = S>,
 {
-    check_contract(store().await).await;
-    check_index_and_rotation(store().await).await;
-    check_delete_wins_over_concurrent_extends(store().await).await;
+    use actix_login::store::contract::{check_session_store, check_throttle_store};
+    check_session_store(&mut new_store).await;
+    check_throttle_store(&mut new_store).await;
 }
 
+/// Without `test-util` the contract checks do not exist; say so instead of passing silently.
+#[cfg(not(feature = "test-util"))]
+#[test]
+#[ignore = "the store contract needs `cargo test --all-features` (feature test-util)"]
+fn store_contract_needs_the_test_util_feature() {}
+
+#[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn memory_store_keeps_the_contract() {
     check_all(|| async { MemoryStore::new() }).await;
 }
 
+#[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_store_keeps_the_contract() {
     check_all(redis_store).await;
@@ -218,6 +66,7 @@ async fn redis_store_keeps_the_contract() {
 
 /// Every read through the local cache, every write through the main connection: whatever the
 /// contract writes, the next read must see.
+#[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_store_with_a_local_cache_keeps_the_contract() {
     let server = RedisServer::start();
@@ -273,7 +122,7 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
         .await
         .unwrap();
 
-    let mut dump = support::dump(&url, &prefix);
+    let mut dump = support::redis_server::dump(&url, &prefix);
     dump.sort();
     assert_eq!(dump.len(), 2, "{dump:?}");
     let (name, value, ttl) = &dump[0];
@@ -407,9 +256,10 @@ async fn hung_redis_times_out_instead_of_hanging() {
     );
 }
 
+#[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_cluster_keeps_the_contract() {
-    let cluster = support::RedisCluster::start();
+    let cluster = support::cluster::RedisCluster::start();
     let store = || async {
         RedisStore::cluster_builder(cluster.urls())
             .key_prefix(unique_prefix())
@@ -420,11 +270,12 @@ async fn redis_cluster_keeps_the_contract() {
     check_all(store).await;
 }
 
+#[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_sentinel_keeps_the_contract() {
-    let deployment = support::RedisSentinel::start();
+    let deployment = support::sentinel::RedisSentinel::start();
     let store = || async {
-        RedisStore::sentinel_builder(deployment.sentinel_urls(), support::SERVICE)
+        RedisStore::sentinel_builder(deployment.sentinel_urls(), support::sentinel::SERVICE)
             .key_prefix(unique_prefix())
             .connect()
             .await
@@ -433,10 +284,11 @@ async fn redis_sentinel_keeps_the_contract() {
     check_all(store).await;
 }
 
+#[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_over_tls_keeps_the_contract() {
-    let certificates = support::TestCertificates::generate();
-    let server = support::start_tls_server(&certificates);
+    let certificates = support::tls::TestCertificates::generate();
+    let server = support::tls::start_tls_server(&certificates);
     let store = || async {
         RedisStore::builder(format!("rediss://127.0.0.1:{}", server.port))
             .tls_root_certificate(certificates.ca_pem())
@@ -448,11 +300,12 @@ async fn redis_over_tls_keeps_the_contract() {
     check_all(store).await;
 }
 
+#[cfg(feature = "test-util")]
 #[actix_web::test]
 async fn redis_acl_user_keeps_the_contract() {
     let server = RedisServer::start();
     let prefix = unique_prefix();
-    support::acl_user(&server, "app", "secret", &prefix);
+    support::acl::acl_user(&server, "app", "secret", &prefix);
     let store = RedisStore::builder(format!("redis://app:secret@127.0.0.1:{}", server.port))
         .key_prefix(&prefix)
         .connect()

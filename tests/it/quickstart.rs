@@ -1,18 +1,21 @@
-//! The quickstart example is a contract: run the built binary and hold it to its routes.
+//! The quickstart example is a contract: build it, run the binary and hold it to its routes.
 //!
-//! `cargo test` builds the example first; a lone `cargo test --test quickstart` does not, so run
-//! `cargo build --example quickstart` before it.
-
-mod support;
+//! The first test that needs the binary builds it with the profile and features this test
+//! binary was built with, so `cargo test --all-features --test it quickstart` works on a clean
+//! target; after a full `cargo test`, which builds the examples itself, that build has nothing
+//! to do.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
-use support::shared_redis_url;
+
+use crate::support;
+use crate::support::redis_server::shared_redis_url;
 
 struct Quickstart {
     child: Child,
@@ -27,11 +30,99 @@ impl Drop for Quickstart {
     }
 }
 
-fn example_binary() -> PathBuf {
-    // Tests live in target/<profile>/deps; cargo builds examples into target/<profile>/examples.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    profile_dir.join("examples").join("quickstart")
+/// The quickstart executable, built once per test process.
+fn example_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_example)
+}
+
+/// Builds the example with the cargo that runs the tests, into the same target directory,
+/// with the same profile and features, and returns the executable cargo reports.
+fn build_example() -> PathBuf {
+    // Tests live in <target>/<profile dir>/deps; the profile dir is "debug" for the dev and
+    // test profiles, and the profile's own name otherwise.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|name| name.to_str())
+        .expect("the test binary lives in <target>/<profile>/deps");
+    let profile = match profile_dir {
+        "debug" => "dev",
+        other => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--example", "quickstart", "--profile", profile])
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    // The features this test binary was built with, so the crate is not built a second time
+    // and the example has every store the tests start it on.
+    let enabled = [
+        ("redis", cfg!(feature = "redis")),
+        ("cluster", cfg!(feature = "cluster")),
+        ("sentinel", cfg!(feature = "sentinel")),
+        ("tls", cfg!(feature = "tls")),
+        ("local-cache", cfg!(feature = "local-cache")),
+        ("password", cfg!(feature = "password")),
+        ("policy", cfg!(feature = "policy")),
+        ("throttle", cfg!(feature = "throttle")),
+        ("test-util", cfg!(feature = "test-util")),
+    ];
+    let features: Vec<&str> = enabled
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
+    command
+        .arg("--no-default-features")
+        .args(["--features", &features.join(",")]);
+    // What cargo tells this test about its package (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) is
+    // not for the build: build scripts that track those variables (ring's does) would see a
+    // changed environment and rebuild their crates and everything above them, here and again
+    // in the next plain cargo command.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run cargo to build the quickstart example");
+    assert!(
+        output.status.success(),
+        "cargo build --example quickstart failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The artifact message for the example names its executable.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == "quickstart"
+                && message["executable"].is_string()
+        })
+        .and_then(|message| message["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reported no quickstart executable")
 }
 
 fn start(redis_url: Option<&str>) -> Quickstart {
@@ -63,7 +154,7 @@ fn start_env(store: Option<(&str, &str)>, env: &[(&str, &str)]) -> Quickstart {
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("run `cargo build --examples` first");
+    let mut child = command.spawn().expect("start the quickstart example");
     let stdout = child.stdout.take().unwrap();
     let mut banner = String::new();
     let mut lines = BufReader::new(stdout).lines();
@@ -612,9 +703,14 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     let url = format!("{}/login", app.base);
     let known = r#"{"username":"alice","password":"wrong-password-000"}"#;
     let unknown = r#"{"username":"zed","password":"wrong-password-000"}"#;
+    let bodies = [known, unknown];
     let mut times = [Vec::new(), Vec::new()];
     for round in 0..45 {
-        for (i, body) in [known, unknown].iter().enumerate() {
+        // Each goes first in every other round, so that neither always meets the load (other
+        // tests, other processes) left over from the one before.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let body = bodies[i];
             let started = Instant::now();
             assert_eq!(
                 call("POST", &url, Some(body), None).await.0,
@@ -639,7 +735,7 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
 
 #[actix_web::test]
 async fn quickstart_on_a_redis_cluster() {
-    let cluster = support::RedisCluster::start();
+    let cluster = support::cluster::RedisCluster::start();
     let nodes = cluster.urls().join(",");
     let app = start_env(Some(("REDIS_CLUSTER_NODES", &nodes)), &[]);
     assert!(app.banner.contains("Redis Cluster"), "{}", app.banner);
@@ -678,7 +774,7 @@ fn load_thread(
 /// the very next request with its cookie on B is refused. Not once is it accepted.
 #[actix_web::test]
 async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
-    let server = support::RedisServer::start();
+    let server = support::redis_server::RedisServer::start();
     let url = server.url();
     let cached = [("SESSION_CACHE", "10000")];
     let a = start_with(Some(&url), &cached);
@@ -758,7 +854,7 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
 
 #[actix_web::test]
 async fn quickstart_on_redis_sentinel() {
-    let deployment = support::RedisSentinel::start();
+    let deployment = support::sentinel::RedisSentinel::start();
     let sentinels = deployment.sentinel_urls().join(",");
     let app = start_env(Some(("REDIS_SENTINELS", &sentinels)), &[]);
     assert!(app.banner.contains("Redis Sentinel"), "{}", app.banner);

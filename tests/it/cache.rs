@@ -3,16 +3,17 @@
 //! Every test runs on a private `redis-server`, so command counts and killed connections are
 //! the test's own.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use actix_login::{AuthUser, Error, LoginMiddleware, RedisStore, Session};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web, App, HttpResponse};
-use support::http::*;
-use support::{connection, RedisCluster, RedisServer};
+
+use crate::support;
+use crate::support::cluster::RedisCluster;
+use crate::support::http::*;
+use crate::support::redis_server::{connection, RedisServer};
 
 const PREFIX: &str = "cached";
 
@@ -74,7 +75,7 @@ fn commands_during_since(
     server: &RedisServer,
     before: &std::collections::HashMap<String, u64>,
 ) -> std::collections::HashMap<String, u64> {
-    let mut sent = support::commands_during_since(server, before);
+    let mut sent = support::redis_server::commands_during_since(server, before);
     sent.remove("ping");
     sent
 }
@@ -127,7 +128,7 @@ async fn repeated_requests_are_served_from_memory() {
     // that waits for its invalidations to be sent.
     let before = server.command_counts();
     assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent.get("del"), Some(&1), "{sent:?}");
     assert!(sent.get("ping").is_some_and(|n| *n >= 1), "{sent:?}");
     assert_eq!(sent.len(), 2, "{sent:?}");
@@ -480,7 +481,7 @@ async fn without_caches_a_delete_sends_no_ping() {
     let token = log_in(&plain, 1).await;
     let before = server.command_counts();
     assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
-    let sent = support::commands_during_since(&server, &before);
+    let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent.get("del"), Some(&1), "{sent:?}");
     assert_eq!(sent.get("ping"), None, "{sent:?}");
 
@@ -489,7 +490,7 @@ async fn without_caches_a_delete_sends_no_ping() {
     let before = server.command_counts();
     assert!(store.delete(&key).await.unwrap());
     assert_eq!(
-        support::commands_during_since(&server, &before),
+        support::redis_server::commands_during_since(&server, &before),
         counts(&[("del", 1)])
     );
     assert_eq!(status(&plain, get("/me", Some(&token))).await, 401);
@@ -506,7 +507,7 @@ async fn without_caches_a_delete_sends_no_ping() {
     let before = server.command_counts();
     assert!(settling.delete(&key).await.unwrap());
     assert_eq!(
-        support::commands_during_since(&server, &before),
+        support::redis_server::commands_during_since(&server, &before),
         counts(&[("del", 1), ("ping", 1)])
     );
 }

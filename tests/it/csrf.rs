@@ -1,14 +1,14 @@
 //! Cross-site request forgery, attempted against logout, a state change and login.
 
-mod support;
-
 use actix_login::{AuthUser, Error, LoginMiddleware, MemoryStore, Session};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header;
 use actix_web::{test, web, App, HttpResponse};
 use serde::{Deserialize, Serialize};
-use support::http::*;
+
+use crate::support;
+use crate::support::http::*;
 
 #[derive(Serialize, Deserialize)]
 struct Profile {
@@ -257,7 +257,7 @@ async fn the_form_token_changes_with_the_session() {
 
 #[actix_web::test]
 async fn refusals_are_logged() {
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = support::logs::capture_logs();
     let app = app().await;
     let token = log_in_plain(&app).await;
     let req = forged("/logout", &token, &[("sec-fetch-site", "cross-site")]).to_request();

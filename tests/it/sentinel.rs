@@ -2,17 +2,19 @@
 //! errors of a store that cannot find its primary. Every deployment is real `redis-server`
 //! processes on free ports.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use actix_login::{RedisStore, StoreError};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::test;
-use support::http::minimal::app;
-use support::http::*;
-use support::{unique_prefix, Guarded, RedisSentinel, RedisServer, SERVICE};
+
+use crate::support;
+use crate::support::http::minimal::app;
+use crate::support::http::*;
+use crate::support::process::{unique_dir, Guarded};
+use crate::support::redis_server::{unique_prefix, RedisServer};
+use crate::support::sentinel::{RedisSentinel, SERVICE};
 
 async fn sentinel_store(deployment: &RedisSentinel, prefix: &str) -> RedisStore {
     RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
@@ -126,7 +128,7 @@ where
 /// Runs requests while `trigger` makes the sentinels promote the replica and waits until the
 /// deployment has settled, then checks the sessions and the store on the new primary.
 async fn survive_failover(mut deployment: RedisSentinel, trigger: fn(&mut RedisSentinel)) {
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = support::logs::capture_logs();
     let store = sentinel_store(&deployment, &unique_prefix()).await;
     let app = app(store).await;
     let tokens = replicated_sessions(&app, &deployment, 20).await;
@@ -192,7 +194,7 @@ async fn sessions_survive_the_primary_dying() {
 async fn credentials_and_database_come_from_the_sentinel_urls() {
     // Password-protected data nodes behind open sentinels: a user name makes the sentinels
     // accept the password they do not need.
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = support::logs::capture_logs();
     let deployment = RedisSentinel::start_with(Some("s3cret-data"), None);
     let urls: Vec<String> = deployment
         .sentinels
@@ -261,12 +263,9 @@ async fn unreachable_sentinels_fail_within_the_connect_timeout() {
 #[actix_web::test]
 async fn an_unknown_service_name_is_a_clear_error() {
     let primary = RedisServer::start();
-    let dir =
-        std::env::temp_dir().join(format!("actix-login-lone-sentinel-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _dir = support::TempDir(dir.clone());
+    let dir = unique_dir("lone-sentinel");
     let sentinel = Guarded::spawn_on_free_port(|port| {
-        let conf = dir.join(format!("sentinel-{port}.conf"));
+        let conf = dir.0.join(format!("sentinel-{port}.conf"));
         std::fs::write(
             &conf,
             format!(
@@ -322,7 +321,8 @@ async fn sentinel_urls_must_agree() {
 
 #[actix_web::test]
 async fn sentinels_and_primary_over_tls_with_a_private_ca() {
-    let deployment = RedisSentinel::start_with(None, Some(support::TestCertificates::generate()));
+    let deployment =
+        RedisSentinel::start_with(None, Some(support::tls::TestCertificates::generate()));
     let ca = deployment.tls.as_ref().unwrap().ca_pem();
     let store = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
         .tls_root_certificate(ca)

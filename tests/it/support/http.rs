@@ -1,5 +1,4 @@
 //! Requests and responses against an app under test.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -1,14 +1,16 @@
 //! `RedisStore` over TLS with a private CA, and as a least-privilege ACL user, against real
-//! `redis-server` processes. The store contract itself runs on both in `tests/store.rs`.
-
-mod support;
+//! `redis-server` processes. The store contract itself runs on both in the `store` module.
 
 use std::time::{Duration, Instant};
 
 use actix_login::{Admission, Counter, RedisStore, StoreError, ThrottleStore};
-use support::http::minimal::app;
-use support::http::*;
-use support::{acl_user, start_tls_server, unique_prefix, RedisServer, TestCertificates};
+
+use crate::support;
+use crate::support::acl::acl_user;
+use crate::support::http::minimal::app;
+use crate::support::http::*;
+use crate::support::redis_server::{unique_prefix, RedisServer};
+use crate::support::tls::{start_tls_server, TestCertificates};
 
 #[actix_web::test]
 async fn logins_work_over_tls_with_a_private_ca() {
@@ -114,7 +116,7 @@ async fn an_acl_user_with_only_the_store_commands_logs_in_and_is_throttled() {
     };
     assert_eq!(store.admit(&[counter]).await.unwrap(), Admission::Admitted);
     // Again after the server forgets its scripts: EVALSHA fails, SCRIPT LOAD runs.
-    let mut admin = support::connection(&server.url()).unwrap();
+    let mut admin = support::redis_server::connection(&server.url()).unwrap();
     redis::cmd("SCRIPT").arg("FLUSH").exec(&mut admin).unwrap();
     assert_eq!(store.admit(&[counter]).await.unwrap(), Admission::Admitted);
     assert!(matches!(
@@ -132,7 +134,8 @@ async fn an_acl_user_with_only_the_store_commands_logs_in_and_is_throttled() {
 
     // The rules are tight enough to matter: outside its prefix the user may do nothing.
     let mut as_app =
-        support::connection(&format!("redis://app:secret@127.0.0.1:{}", server.port)).unwrap();
+        support::redis_server::connection(&format!("redis://app:secret@127.0.0.1:{}", server.port))
+            .unwrap();
     let denied = redis::cmd("GET")
         .arg("elsewhere")
         .query::<Option<String>>(&mut as_app);

@@ -1,7 +1,5 @@
 //! The login throttle, played from the attacker's side against real Redis.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use actix_login::{Error, Limit, LoginMiddleware, LoginThrottle, MemoryStore, RedisStore};
@@ -10,8 +8,10 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header;
 use actix_web::{test, web, App, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use support::http::*;
-use support::{shared_redis_url, unique_prefix, RedisServer};
+
+use crate::support;
+use crate::support::http::*;
+use crate::support::redis_server::{shared_redis_url, unique_prefix, RedisServer};
 
 #[derive(Deserialize)]
 struct Credentials {
@@ -292,7 +292,7 @@ async fn the_account_wide_ceiling_holds_across_addresses_and_ignores_blocked_ham
     );
 
     // Every counter expires by itself, after its own window.
-    let keys = support::dump(&url, &format!("{prefix}:{{throttle}}"));
+    let keys = support::redis_server::dump(&url, &format!("{prefix}:{{throttle}}"));
     assert_eq!(keys.len(), 1 + 3 + 3, "{keys:?}"); // one account, three addresses, three pairs
     for (key, _, ttl) in keys {
         let window = if key.contains(":c:") {
@@ -369,7 +369,7 @@ async fn oversized_usernames_are_refused_before_any_store_work() {
         status_and_body(res).await,
         (400, r#"{"error":"invalid_input"}"#.into())
     );
-    assert!(support::commands_during_since(&server, &before).is_empty());
+    assert!(support::redis_server::commands_during_since(&server, &before).is_empty());
 }
 
 #[actix_web::test]
@@ -418,7 +418,7 @@ async fn the_memory_store_throttles_the_same_way() {
 
 #[actix_web::test]
 async fn attempts_are_logged_without_usernames_or_passwords() {
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = support::logs::capture_logs();
     let throttle =
         LoginThrottle::new(actix_login::MemoryStore::new()).per_account_and_client(short(1));
     let app = app(throttle).await;
@@ -539,7 +539,7 @@ async fn cross_site_logins_are_refused_before_they_count() {
 async fn without_the_middleware_the_throttle_refuses_rather_than_guess_the_client() {
     let url = shared_redis_url();
     let throttle = throttle_on(&url, &unique_prefix()).await;
-    let (logs, _guard) = support::capture_logs();
+    let (logs, _guard) = support::logs::capture_logs();
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(throttle))

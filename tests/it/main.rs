@@ -1,0 +1,20 @@
+//! The integration tests, as one binary: one build, one link, and one shared `redis-server` for
+//! the tests that need no private one.
+//!
+//! `cargo test --all-features` runs them all; `cargo test --all-features --test it store::`
+//! runs one module. Without `test-util`, the store contract tests are left out and say so.
+
+mod support;
+
+mod cache;
+#[cfg(feature = "test-util")]
+mod contract;
+mod csrf;
+mod deployments;
+mod lifecycle;
+mod login;
+mod password;
+mod quickstart;
+mod sentinel;
+mod store;
+mod throttle;

@@ -1,0 +1,28 @@
+//! A least-privilege ACL user for the store.
+
+use super::redis_server::{connection, RedisServer};
+
+/// The commands `RedisStore` runs, as an ACL rule: its reads and writes, `MULTI`/`EXEC`, the
+/// throttling scripts (`EVALSHA`, `SCRIPT LOAD` when the server lacks one, and the `INCR`/`DECR`
+/// they call), and `INFO` for the version check at connect.
+pub const STORE_COMMANDS: &str =
+    "-@all +get +mget +set +del +ping +pttl +pexpire +sadd +srem +smembers \
+    +incr +decr +multi +exec +evalsha +script|load +info";
+
+/// Adds an ACL user `name` with `password` that may run only the store's commands, on keys
+/// under `prefix` only.
+pub fn acl_user(server: &RedisServer, name: &str, password: &str, prefix: &str) {
+    let mut conn = connection(&server.url()).expect("connect as admin");
+    let mut setuser = redis::cmd("ACL");
+    setuser
+        .arg("SETUSER")
+        .arg(name)
+        .arg("reset")
+        .arg("on")
+        .arg(format!(">{password}"))
+        .arg(format!("~{prefix}:*"));
+    for rule in STORE_COMMANDS.split_whitespace() {
+        setuser.arg(rule);
+    }
+    setuser.exec(&mut conn).expect("ACL SETUSER");
+}

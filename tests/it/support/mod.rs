@@ -1,0 +1,12 @@
+//! Shared test support: real `redis-server` processes on free ports, deployments of them, and
+//! helpers to drive an app and inspect a server.
+
+pub mod acl;
+pub mod cluster;
+pub mod http;
+pub mod logs;
+pub mod process;
+pub mod redis_server;
+pub mod sentinel;
+pub mod tls;
+pub mod wrapped_store;

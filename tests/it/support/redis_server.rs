@@ -1,0 +1,193 @@
+//! A `redis-server` per test or one shared by the whole binary, and helpers to inspect one.
+//!
+//! Store tests run against `REDIS_URL` when it is set; otherwise the test binary starts one
+//! `redis-server` for all of them. Tests that stop or count commands on a server always start
+//! a private one.
+
+use std::collections::HashMap;
+use std::process::Child;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::process::{free_port, spawn_guarded, which_redis_server, MISSING};
+
+/// A `redis-server` owned by the test process.
+///
+/// It runs under a shell that kills it when the test process's end of the shell's stdin closes,
+/// so servers never outlive a test run, even one that panics or is killed.
+pub struct RedisServer {
+    pub port: u16,
+    guard: Child,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a server with extra `redis-server` arguments on a free port.
+    pub fn start_with(extra_args: &str) -> Self {
+        for _ in 0..10 {
+            let port = free_port();
+            // Cluster nodes also listen on port + 10000.
+            if port > 55_000 {
+                continue;
+            }
+            if let Some(server) = Self::start_on_with(port, extra_args) {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
+    /// Starts a server on `port`, or `None` if it did not come up (port taken meanwhile).
+    pub fn start_on(port: u16) -> Option<Self> {
+        Self::start_on_with(port, "")
+    }
+
+    fn start_on_with(port: u16, extra_args: &str) -> Option<Self> {
+        let guard = spawn_guarded(&format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+             --loglevel warning --logfile '' {extra_args}"
+        ));
+        let server = Self { port, guard };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if server.ping() {
+                return Some(server);
+            }
+            sleep(Duration::from_millis(20));
+        }
+        assert!(which_redis_server(), "{MISSING}");
+        None
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    /// Stops the server abruptly, as a crash or network loss would look to clients.
+    pub fn stop(&self) {
+        if let Ok(mut conn) = connection(&self.url()) {
+            let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut conn);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.ping() {
+            assert!(Instant::now() < deadline, "redis-server did not stop");
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a fresh server on the same port after [`stop`](Self::stop).
+    pub fn restart(self) -> Self {
+        let port = self.port;
+        drop(self);
+        Self::start_on(port).expect("redis-server did not restart on its port")
+    }
+
+    /// Calls per command since the server started, from `INFO commandstats`.
+    pub fn command_counts(&self) -> HashMap<String, u64> {
+        let mut conn = connection(&self.url()).expect("connect for INFO");
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("cmdstat_")?;
+                let (name, stats) = rest.split_once(':')?;
+                let calls = stats
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Closing the shell's stdin makes it kill the server.
+        drop(self.guard.stdin.take());
+        let _ = self.guard.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.ping() && Instant::now() < deadline {
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The Redis every shared-server test uses: `REDIS_URL`, or a server started once per binary.
+pub fn shared_redis_url() -> String {
+    static SERVER: OnceLock<(String, Option<RedisServer>)> = OnceLock::new();
+    SERVER
+        .get_or_init(|| match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => (url, None),
+            _ => {
+                let server = RedisServer::start();
+                (server.url(), Some(server))
+            }
+        })
+        .0
+        .clone()
+}
+
+/// A key prefix no other test uses, so tests sharing a Redis never see each other's keys.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn connection(url: &str) -> redis::RedisResult<redis::Connection> {
+    redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))
+}
+
+/// Every key under `prefix` with its value (strings only) and TTL in milliseconds.
+pub fn dump(url: &str, prefix: &str) -> Vec<(String, Option<Vec<u8>>, i64)> {
+    let mut conn = connection(url).expect("connect for dump");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let value: Option<Vec<u8>> =
+                redis::cmd("GET").arg(&key).query(&mut conn).ok().flatten();
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+            (key, value, ttl)
+        })
+        .collect()
+}
+
+/// Commands sent to `server` since `before` was taken with
+/// [`RedisServer::command_counts`], leaving out the measurement's own `INFO` and connection setup.
+pub fn commands_during_since(
+    server: &RedisServer,
+    before: &HashMap<String, u64>,
+) -> HashMap<String, u64> {
+    server
+        .command_counts()
+        .into_iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "client|setinfo" | "hello"))
+        .filter_map(|(name, calls)| {
+            let delta = calls - before.get(&name).copied().unwrap_or(0);
+            (delta > 0).then_some((name, delta))
+        })
+        .collect()
+}

@@ -1,0 +1,133 @@
+//! A real store with faults injected around it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A real store with the faults a test needs injected around it.
+#[derive(Clone, Default)]
+pub struct Wrapped<S> {
+    pub inner: S,
+    /// Held before every `extend`, to widen the window between a load and its refresh.
+    pub extend_delay: Duration,
+    /// Held before every `delete`, to let a rotation slip between a revocation's list and delete.
+    pub delete_delay: Duration,
+    /// Held before every `rotate`, to let a revocation slip between a load and its rotation.
+    pub rotate_delay: Duration,
+    /// Time between reading the index and reading the records in `list`.
+    pub list_gap: Duration,
+    /// Keep records an hour whatever their deadline, as a careless custom store might, and
+    /// report their deadlines as follows.
+    pub keep_expired: bool,
+    /// With `keep_expired`: report the real idle deadline (`true`) or one an hour away.
+    pub report_idle_deadline: bool,
+    pub extend_calls: std::sync::Arc<AtomicU32>,
+    deadlines: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::SystemTime>>>,
+}
+
+impl<S> Wrapped<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            extend_delay: Duration::ZERO,
+            delete_delay: Duration::ZERO,
+            rotate_delay: Duration::ZERO,
+            list_gap: Duration::ZERO,
+            keep_expired: false,
+            report_idle_deadline: false,
+            extend_calls: Default::default(),
+            deadlines: Default::default(),
+        }
+    }
+
+    fn stored_deadline(
+        &self,
+        key: &actix_login::SessionKey,
+        real: std::time::SystemTime,
+    ) -> std::time::SystemTime {
+        if !self.keep_expired {
+            return real;
+        }
+        self.deadlines
+            .lock()
+            .unwrap()
+            .insert(key.as_str().to_owned(), real);
+        std::time::SystemTime::now() + Duration::from_secs(3600)
+    }
+}
+
+impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
+    async fn create(
+        &self,
+        key: &actix_login::SessionKey,
+        record: &actix_login::SessionRecord,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        let deadline = self.stored_deadline(key, expires_at);
+        self.inner.create(key, record, deadline).await
+    }
+
+    async fn load(
+        &self,
+        key: &actix_login::SessionKey,
+    ) -> Result<Option<actix_login::store::StoredSession>, actix_login::StoreError> {
+        let mut loaded = self.inner.load(key).await?;
+        if let (Some(stored), true) = (loaded.as_mut(), self.report_idle_deadline) {
+            if let Some(real) = self.deadlines.lock().unwrap().get(key.as_str()) {
+                stored.expires_at = *real;
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn extend(
+        &self,
+        key: &actix_login::SessionKey,
+        record: &actix_login::SessionRecord,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        self.extend_calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.extend_delay).await;
+        let deadline = self.stored_deadline(key, expires_at);
+        self.inner.extend(key, record, deadline).await
+    }
+
+    async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
+        tokio::time::sleep(self.delete_delay).await;
+        self.inner.delete(key).await
+    }
+
+    async fn list(
+        &self,
+        user_id: &str,
+    ) -> Result<actix_login::store::UserSessions, actix_login::StoreError> {
+        let mut listing = self.inner.list(user_id).await?;
+        if self.list_gap.is_zero() {
+            return Ok(listing);
+        }
+        // Emulate a listing whose index read and record reads are far apart: records that
+        // vanish meanwhile count as dropped, entries added meanwhile are not seen.
+        tokio::time::sleep(self.list_gap).await;
+        let mut live = Vec::new();
+        for (key, stored) in listing.live {
+            match self.inner.load(&key).await? {
+                Some(_) => live.push((key, stored)),
+                None => listing.dropped += 1,
+            }
+        }
+        listing.live = live;
+        Ok(listing)
+    }
+
+    async fn rotate(
+        &self,
+        old: &actix_login::SessionKey,
+        new: &actix_login::SessionKey,
+        record: &actix_login::SessionRecord,
+        expires_at: std::time::SystemTime,
+    ) -> Result<bool, actix_login::StoreError> {
+        tokio::time::sleep(self.rotate_delay).await;
+        let deadline = self.stored_deadline(new, expires_at);
+        self.inner.rotate(old, new, record, deadline).await
+    }
+}
