@@ -8,6 +8,7 @@ use actix_web::cookie::SameSite;
 use super::client::{ClientIpHeader, Proxies};
 use super::cookie::CookieConfig;
 use super::csrf::CsrfConfig;
+use super::origin::Origin;
 use super::LoginMiddleware;
 use crate::engine::{SessionEngine, SessionRules};
 use crate::store::{DynStore, SessionStore};
@@ -117,10 +118,24 @@ impl LoginMiddlewareBuilder {
     }
 
     /// Accepts unsafe requests whose `Origin` is exactly `origin` (for example
-    /// `https://admin.example.com`), besides the app's own host.
+    /// `https://admin.example.com`: scheme, host and port, the port defaulting to the scheme's),
+    /// besides the app's own origin. A value that is not such an origin is refused with an error
+    /// in the log and trusts nothing.
+    ///
+    /// The app's own origin is its `Host` with the scheme the client used, which behind a proxy
+    /// that terminates TLS comes from `X-Forwarded-Proto` or `Forwarded`; if yours sends
+    /// neither, name your public origin here. (This fallback only matters for browsers that
+    /// send no `Sec-Fetch-Site`.)
     pub fn csrf_trusted_origin(mut self, origin: impl Into<String>) -> Self {
-        let origin = super::csrf::normalize_origin(&origin.into());
-        self.config.csrf.trusted_origins.push(origin);
+        let origin = origin.into();
+        match Origin::parse(&origin) {
+            Some(parsed) => self.config.csrf.trusted_origins.push(parsed),
+            // A typo here must not widen what passes, and the builder has no error to return.
+            None => tracing::error!(
+                origin,
+                "csrf_trusted_origin ignored: not an origin like https://host[:port]"
+            ),
+        }
         self
     }
 

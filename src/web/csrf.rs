@@ -29,6 +29,7 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
 
+use super::origin::Origin;
 use crate::engine::SessionToken;
 
 /// The header that carries the synchronizer token.
@@ -43,7 +44,7 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 pub(crate) struct CsrfConfig {
     pub(crate) disabled: bool,
     pub(crate) exempt_prefixes: Vec<String>,
-    pub(crate) trusted_origins: Vec<String>,
+    pub(crate) trusted_origins: Vec<Origin>,
 }
 
 /// What the request's own headers say about where it comes from.
@@ -69,7 +70,11 @@ impl CsrfConfig {
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        self.judge_headers(req.headers(), authority)
+        // The scheme as the client saw it: `X-Forwarded-Proto` or `Forwarded` behind a proxy
+        // that terminates TLS, else the connection's. A forged cross-site request cannot set
+        // those headers without the CORS preflight that would expose it.
+        let own = authority.and_then(|a| Origin::of_request(req.connection_info().scheme(), a));
+        self.judge_headers(req.headers(), own.as_ref())
     }
 
     fn is_exempt(&self, path: &str) -> bool {
@@ -80,16 +85,16 @@ impl CsrfConfig {
         })
     }
 
-    fn judge_headers(&self, headers: &HeaderMap, authority: Option<&str>) -> Provenance {
-        let origin = headers.get(ORIGIN).map(|o| o.to_str().unwrap_or("null"));
+    fn judge_headers(&self, headers: &HeaderMap, own: Option<&Origin>) -> Provenance {
+        let origin = headers
+            .get(ORIGIN)
+            .map(|o| o.to_str().ok().and_then(Origin::parse));
         // A trusted origin is another site by definition, so browsers call it `same-site` or
         // `cross-site`; the list is what vouches for it.
-        if origin.is_some_and(|o| {
-            self.trusted_origins
-                .iter()
-                .any(|t| *t == normalize_origin(o))
-        }) {
-            return Provenance::SameOrigin;
+        if let Some(Some(origin)) = &origin {
+            if self.trusted_origins.contains(origin) {
+                return Provenance::SameOrigin;
+            }
         }
         if let Some(site) = headers.get("sec-fetch-site") {
             return match site.as_bytes() {
@@ -100,45 +105,15 @@ impl CsrfConfig {
         let Some(origin) = origin else {
             return Provenance::Unknown;
         };
-        // The browser writes both: the host the request goes to (`Host`, or `:authority` over
-        // HTTP/2) and the page that sent it (`Origin`). Compare whole authorities, so that
-        // `app.example.evil.test` never passes for `app.example`.
-        match (origin_authority(origin), authority) {
-            (Some(from), Some(to)) if from == without_default_port(&to.to_ascii_lowercase()) => {
-                Provenance::SameOrigin
-            }
+        // The browser writes both: where the request goes (scheme, and `Host` or `:authority`
+        // over HTTP/2) and the page that sent it (`Origin`). Compare whole origins, so that
+        // `app.example.evil.test` never passes for `app.example`, nor `http://` for `https://`;
+        // an `Origin` that does not parse (`null` included) passes for nothing.
+        match (origin, own) {
+            (Some(from), Some(to)) if from == *to => Provenance::SameOrigin,
             _ => Provenance::CrossSite,
         }
     }
-}
-
-/// An origin as compared against the trusted list: lowercase, without a trailing slash or a
-/// default port.
-pub(crate) fn normalize_origin(origin: &str) -> String {
-    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    match origin.split_once("://") {
-        Some((scheme, authority)) => format!("{scheme}://{}", without_default_port(authority)),
-        None => origin,
-    }
-}
-
-/// The `host[:port]` of an `Origin` value, lowercase and without a default port; `None` for
-/// `null` and anything that is not `scheme://authority`.
-fn origin_authority(origin: &str) -> Option<String> {
-    let (scheme, authority) = origin.split_once("://")?;
-    if authority.is_empty() || authority.contains('/') || scheme.is_empty() {
-        return None;
-    }
-    Some(without_default_port(&authority.to_ascii_lowercase()))
-}
-
-/// `host:443` and `host:80` name the same place as `host` in a browser's eyes.
-fn without_default_port(authority: &str) -> String {
-    authority
-        .strip_suffix(":443")
-        .or_else(|| authority.strip_suffix(":80"))
-        .unwrap_or(authority)
-        .to_owned()
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -244,9 +219,10 @@ mod tests {
         config.provenance(&req.to_srv_request())
     }
 
+    /// A request to an app served over HTTPS.
     fn post() -> TestRequest {
         TestRequest::post()
-            .uri("/account")
+            .uri("https://app.example/account")
             .insert_header((HOST, "app.example"))
     }
 
@@ -275,7 +251,7 @@ mod tests {
     #[test]
     fn origin_must_match_the_host_exactly() {
         let config = CsrfConfig {
-            trusted_origins: vec!["https://admin.example".into()],
+            trusted_origins: vec![Origin::parse("https://admin.example").unwrap()],
             ..CsrfConfig::default()
         };
         let from = |o: &str| post().insert_header((ORIGIN, o));
@@ -302,6 +278,41 @@ mod tests {
             );
         }
         assert_eq!(provenance(&config, post()), Provenance::Unknown);
+    }
+
+    #[test]
+    fn origin_must_match_the_scheme_and_port_too() {
+        let config = CsrfConfig::default();
+        // A plain-HTTP app on a port: the page that sent the request must be that very origin.
+        let plain = |origin: &str| {
+            TestRequest::post()
+                .uri("/account")
+                .insert_header((HOST, "app.example:8080"))
+                .insert_header((ORIGIN, origin))
+        };
+        assert_eq!(
+            provenance(&config, plain("http://app.example:8080")),
+            Provenance::SameOrigin
+        );
+        for hostile in [
+            "https://app.example:8080",
+            "http://app.example:8080:443",
+            "http://app.example",
+            "http://app.example:08080x",
+        ] {
+            assert_eq!(
+                provenance(&config, plain(hostile)),
+                Provenance::CrossSite,
+                "{hostile}"
+            );
+        }
+        // Behind a proxy that terminates TLS, the scheme the client used is what counts.
+        let proxied = TestRequest::post()
+            .uri("/account")
+            .insert_header((HOST, "app.example"))
+            .insert_header(("x-forwarded-proto", "https"))
+            .insert_header((ORIGIN, "https://app.example"));
+        assert_eq!(provenance(&config, proxied), Provenance::SameOrigin);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod cookie;
 mod csrf;
 mod extractor;
 mod middleware;
+mod origin;
 mod request;
 mod require;
 mod response;

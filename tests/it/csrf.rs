@@ -67,10 +67,11 @@ async fn app() -> impl Service<
     .await
 }
 
-/// A POST to `path` with the session cookie and the given extra headers, to `app.example`.
+/// A POST to `path` with the session cookie and the given extra headers, to
+/// `https://app.example`.
 fn forged(path: &str, token: &str, headers: &[(&str, &str)]) -> test::TestRequest {
     let mut req = test::TestRequest::post()
-        .uri(path)
+        .uri(&format!("https://app.example{path}"))
         .insert_header((header::HOST, "app.example"))
         .insert_header((header::COOKIE, format!("__Host-id={token}")));
     for (name, value) in headers {
@@ -265,4 +266,28 @@ async fn refusals_are_logged() {
     let logs = logs.text();
     assert!(logs.contains("cross-site request refused"), "{logs}");
     assert!(!logs.contains(&token));
+}
+
+#[actix_web::test]
+async fn a_plain_http_app_refuses_origins_of_another_scheme_or_port() {
+    let app = app().await;
+    let to_plain_app = |token: &str, origin: &str| {
+        test::TestRequest::post()
+            .uri("/logout")
+            .insert_header((header::HOST, "app.example:8080"))
+            .insert_header((header::COOKIE, format!("__Host-id={token}")))
+            .insert_header(("origin", origin))
+            .to_request()
+    };
+    let token = log_in_plain(&app).await;
+    for hostile in [
+        "https://app.example:8080",
+        "http://app.example:8080:443",
+        "http://app.example",
+    ] {
+        let res = test::call_service(&app, to_plain_app(&token, hostile)).await;
+        assert_eq!(res.status(), 403, "{hostile}");
+    }
+    let res = test::call_service(&app, to_plain_app(&token, "http://app.example:8080")).await;
+    assert_eq!(res.status(), 204);
 }
