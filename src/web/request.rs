@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use super::cookie::Presented;
 use super::csrf::{self, Provenance};
 use crate::engine::{ActiveSession, Grant, Issued, SessionEngine, SessionInfo, SessionToken};
-use crate::{Error, SessionKey};
+use crate::{Error, SessionKey, StoreError};
 
 /// The change to the session cookie that the response must carry.
 pub(crate) enum CookieUpdate {
@@ -162,6 +162,20 @@ impl RequestSession {
         self.resolved.get().cloned().flatten()
     }
 
+    /// Refuses to change anything once the store failed in this request. The middleware answers
+    /// such a request `503` whatever the handler did, and that answer carries no cookie: a login
+    /// or rotation that went through anyway would leave the user logged out (their old token
+    /// ended, the new one never delivered) and an orphan session in the store.
+    fn unchanged_since_failure(&self) -> Result<(), Error> {
+        if self.store_failed() {
+            return Err(StoreError::unavailable(
+                "the session store failed earlier in this request; changing nothing",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     fn adopt(&self, issued: Issued) {
         self.replaced.replace(Some(Rc::new(issued.session)));
         self.update.replace(CookieUpdate::Issue(issued.token));
@@ -173,6 +187,7 @@ impl RequestSession {
             tracing::warn!("cross-site login refused");
             return Err(Error::CrossSiteRequest);
         }
+        self.unchanged_since_failure()?;
         let outcome = self.engine.login(self.current_key().as_ref(), grant).await;
         if outcome.previous_ended {
             self.update.replace(CookieUpdate::Remove);
@@ -182,6 +197,7 @@ impl RequestSession {
     }
 
     pub(crate) async fn logout(&self) -> Result<(), Error> {
+        self.unchanged_since_failure()?;
         if let Some(key) = self.current_key() {
             let known = self.known_session();
             self.engine
@@ -196,6 +212,7 @@ impl RequestSession {
     /// Moves the current session to a new token; with `reauthenticated`, also notes that the
     /// password was just confirmed.
     pub(crate) async fn rotate(&self, reauthenticated: bool) -> Result<(), Error> {
+        self.unchanged_since_failure()?;
         let active = self.require().await?;
         let issued = self.engine.rotate(&active, reauthenticated).await?;
         self.adopt(issued);
@@ -210,6 +227,7 @@ impl RequestSession {
     }
 
     pub(crate) async fn revoke(&self, session_id: &str) -> Result<bool, Error> {
+        self.unchanged_since_failure()?;
         let active = self.require().await?;
         self.engine
             .revoke(active.record.user_id(), session_id)
@@ -217,6 +235,7 @@ impl RequestSession {
     }
 
     pub(crate) async fn revoke_others(&self) -> Result<usize, Error> {
+        self.unchanged_since_failure()?;
         let active = self.require().await?;
         self.engine
             .revoke_others(active.record.user_id(), active.record.id())
@@ -224,6 +243,7 @@ impl RequestSession {
     }
 
     pub(crate) async fn revoke_all(&self) -> Result<usize, Error> {
+        self.unchanged_since_failure()?;
         let active = self.require().await?;
         let revoked = self.engine.revoke_all(active.record.user_id()).await?;
         self.replaced.replace(None);
