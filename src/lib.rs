@@ -147,7 +147,8 @@
 //! * **The server decides when a session ends.** Idle timeout (default 30 min) and absolute
 //!   lifetime (default 12 h) are enforced through the store's expiry and the record's deadline;
 //!   the cookie has no `Max-Age`. No write can bring back a session that was logged out: the
-//!   only write on the request path is `PEXPIRE`, which never creates a key.
+//!   only write on the request path is the idle refresh, `SET … XX` in Redis, which never
+//!   creates a key.
 //! * **Fail closed.** A store error is never a login and never an anonymous request: it is a 503
 //!   (an unreadable record counts as no session: 401).
 //!   Redis commands have a timeout, so an unreachable Redis answers quickly instead of hanging.

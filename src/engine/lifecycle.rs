@@ -56,7 +56,8 @@ impl SessionEngine {
 
     /// Starts a new session for `grant`, first ending `previous`, the session the client came
     /// with, valid or not: a token planted before login (session fixation) must never become a
-    /// logged-in one, and no record is orphaned. Makes room under the per-user cap.
+    /// logged-in one, and no record is orphaned. Then ends the user's oldest sessions beyond the
+    /// per-user cap.
     pub(crate) async fn login(&self, previous: Option<&SessionKey>, grant: Grant) -> LoginOutcome {
         if let Some(previous) = previous {
             if let Err(err) = self.store.delete(previous).await {
@@ -73,7 +74,6 @@ impl SessionEngine {
     }
 
     async fn start(&self, grant: Grant) -> Result<Issued, Error> {
-        self.make_room(&grant.user_id).await?;
         let now = SystemTime::now();
         let absolute_end = self.rules.absolute_end(now);
         let record = SessionRecord::new(random_id()?, grant.user_id, grant.user, now, absolute_end)
@@ -87,6 +87,7 @@ impl SessionEngine {
             let key = token.key();
             if self.store.create(&key, &record, expires_at).await? {
                 tracing::info!(session = key.short(), user_id = record.user_id(), "login");
+                self.trim_to_cap(record.user_id()).await?;
                 let session = ActiveSession {
                     key,
                     record,

@@ -182,16 +182,21 @@ impl SessionEngine {
         Err(StoreError::unavailable("sessions kept reappearing during revocation").into())
     }
 
-    /// Makes room for one more session of `user_id` under the per-user cap, oldest first, and
-    /// prunes the index on the way.
-    pub(crate) async fn make_room(&self, user_id: &str) -> Result<(), Error> {
+    /// Ends the oldest sessions of `user_id` beyond the per-user cap, and prunes the index on
+    /// the way. Called after a login has created its session, so that logins racing each other
+    /// each see all the sessions written so far: whichever lists last sees every one of them.
+    /// All sort alike (creation time, then public id), so they agree on which survive: the
+    /// newest. A login that loses such a race has its own session ended.
+    pub(crate) async fn trim_to_cap(&self, user_id: &str) -> Result<(), Error> {
         let mut live = self.store.list(user_id).await?.live;
         let cap = self.rules.max_sessions_per_user();
-        if live.len() < cap {
+        if live.len() <= cap {
             return Ok(());
         }
-        live.sort_by_key(|(_, stored)| stored.record.created_at());
-        let excess = live.len() + 1 - cap;
+        live.sort_by(|(_, a), (_, b)| {
+            (a.record.created_at(), a.record.id()).cmp(&(b.record.created_at(), b.record.id()))
+        });
+        let excess = live.len() - cap;
         let oldest: Vec<String> = live
             .iter()
             .take(excess)

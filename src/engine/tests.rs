@@ -320,3 +320,105 @@ fn an_unreadable_record_is_no_session() {
         assert!(engine.resolve(&token).await.unwrap().is_none());
     });
 }
+
+/// A `MemoryStore` whose first `gated` listings wait for each other, which forces concurrent
+/// logins to interleave at their listings: each sees what the store held before any of them
+/// wrote.
+#[derive(Clone)]
+struct ListingsMeet {
+    inner: MemoryStore,
+    barrier: std::sync::Arc<tokio::sync::Barrier>,
+    gated: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ListingsMeet {
+    fn new(parties: usize) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            barrier: std::sync::Arc::new(tokio::sync::Barrier::new(parties)),
+            gated: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(parties)),
+        }
+    }
+}
+
+impl SessionStore for ListingsMeet {
+    async fn create(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        SessionStore::create(&self.inner, key, record, expires_at).await
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
+        SessionStore::load(&self.inner, key).await
+    }
+
+    async fn extend(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        SessionStore::extend(&self.inner, key, record, expires_at).await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        SessionStore::delete(&self.inner, key).await
+    }
+
+    async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
+        use std::sync::atomic::Ordering;
+        let gated = self
+            .gated
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        // Read first, then wait: every gated listing answers with what was there before any of
+        // the others went on to write.
+        let listing = SessionStore::list(&self.inner, user_id).await;
+        if gated {
+            self.barrier.wait().await;
+        }
+        listing
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        SessionStore::rotate(&self.inner, old, new, record, expires_at).await
+    }
+}
+
+#[test]
+fn parallel_logins_never_leave_more_sessions_than_the_cap() {
+    for parallel in [2, 3] {
+        run(async {
+            let store = ListingsMeet::new(parallel);
+            let engine = SessionEngine::new(store.clone(), {
+                let mut rules = SessionRules::default();
+                rules.set_max_sessions_per_user(1);
+                rules
+            });
+            let logins = (0..parallel).map(|_| engine.login(None, grant("7")));
+            let outcomes = futures_util::future::join_all(logins).await;
+            let mut issued = Vec::new();
+            for outcome in outcomes {
+                issued.push(outcome.result.unwrap());
+            }
+            let mut live = 0;
+            for login in &issued {
+                live += usize::from(is_live(&engine, &login.token).await);
+            }
+            assert_eq!(
+                live, 1,
+                "{parallel} parallel logins left {live} live sessions"
+            );
+            assert_eq!(engine.list("7", None).await.unwrap().len(), 1);
+        });
+    }
+}
