@@ -225,7 +225,7 @@ pub use crate::record::{SessionKey, SessionRecord};
 pub use crate::store::RedisStore;
 pub use crate::store::{Admission, Counter, MemoryStore, SessionStore, ThrottleStore};
 pub use crate::web::{
-    safe_next, AuthUser, ClientIpHeader, LoginMiddleware, LoginMiddlewareBuilder, MaybeUser,
+    safe_next, AuthUser, ClientIpHeader, Login, LoginMiddleware, LoginMiddlewareBuilder, MaybeUser,
     Require, Session, CSRF_FIELD, CSRF_HEADER,
 };
 

@@ -74,6 +74,7 @@ impl SessionEngine {
     }
 
     async fn start(&self, grant: Grant) -> Result<Issued, Error> {
+        let credentials = grant.credentials;
         let now = SystemTime::now();
         let absolute_end = self.rules.absolute_end(now);
         let record = SessionRecord::new(random_id()?, grant.user_id, grant.user, now, absolute_end)
@@ -86,6 +87,10 @@ impl SessionEngine {
             let token = SessionToken::generate().map_err(Error::Random)?;
             let key = token.key();
             if self.store.create(&key, &record, expires_at).await? {
+                if let Some(verified) = &credentials {
+                    self.hold_credentials(&key, record.user_id(), verified)
+                        .await?;
+                }
                 tracing::info!(session = key.short(), user_id = record.user_id(), "login");
                 self.trim_to_cap(record.user_id()).await?;
                 let session = ActiveSession {

@@ -12,6 +12,7 @@
 //! | `rules.rs` | idle and absolute expiry, freshness, the refresh threshold |
 //! | `lifecycle.rs` | resolve, login, logout, rotation |
 //! | `sessions.rs` | listing, revocation, the per-user cap, and the public [`Sessions`] handle |
+//! | `credentials.rs` | a password change that no login verified against the old one outlives |
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -21,6 +22,7 @@ use serde_json::value::RawValue;
 use crate::record::{SessionKey, SessionRecord};
 use crate::store::DynStore;
 
+mod credentials;
 mod lifecycle;
 pub(crate) mod rules;
 mod sessions;
@@ -84,6 +86,32 @@ pub(crate) struct Grant {
     pub(crate) roles: Vec<String>,
     pub(crate) ip: Option<String>,
     pub(crate) user_agent: Option<String>,
+    /// The fingerprint of the credentials the login verified, if the app named them.
+    pub(crate) credentials: Option<CredentialsVersion>,
+}
+
+/// What a store keeps to tell one version of a user's credentials from the next: a hash of
+/// whatever the app names (its stored password hash, say), so the secret never reaches the
+/// store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CredentialsVersion(String);
+
+impl CredentialsVersion {
+    pub(crate) fn of(version: &[u8]) -> Self {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"actix-login credentials\0")
+            .chain_update(version)
+            .finalize();
+        // 128 bits tell versions apart; no one needs to find a preimage.
+        Self(URL_SAFE_NO_PAD.encode(&digest[..16]))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A session just created or moved to a new token: the token goes to the client, once.

@@ -70,6 +70,10 @@ impl SessionRules {
         self.idle_timeout
     }
 
+    pub(crate) fn absolute_timeout(&self) -> Duration {
+        self.absolute_timeout
+    }
+
     pub(crate) fn max_sessions_per_user(&self) -> usize {
         self.max_sessions_per_user
     }

@@ -90,6 +90,22 @@ impl Sessions {
     pub async fn revoke_all(&self, user_id: &str) -> Result<usize, Error> {
         self.engine.revoke_all(user_id).await
     }
+
+    /// Records that `user_id`'s password changed to the credentials `version` (see
+    /// [`Login::credentials_version`](crate::Login::credentials_version)) and revokes every
+    /// session of the user, including any that a login which verified the old password
+    /// completes later. Call it after storing the new password hash. Returns how many sessions
+    /// were revoked.
+    pub async fn credentials_changed(
+        &self,
+        user_id: &str,
+        version: impl AsRef<[u8]>,
+    ) -> Result<usize, Error> {
+        let version = super::CredentialsVersion::of(version.as_ref());
+        self.engine
+            .credentials_changed(user_id, &version, None)
+            .await
+    }
 }
 
 impl SessionEngine {

@@ -30,6 +30,7 @@ fn grant(user_id: &str) -> Grant {
         roles: vec!["editor".to_owned()],
         ip: Some("192.0.2.7".to_owned()),
         user_agent: Some("test-agent".to_owned()),
+        credentials: None,
     }
 }
 
@@ -421,4 +422,130 @@ fn parallel_logins_never_leave_more_sessions_than_the_cap() {
             assert_eq!(engine.list("7", None).await.unwrap().len(), 1);
         });
     }
+}
+
+fn grant_verified(user_id: &str, version: &str) -> Grant {
+    Grant {
+        credentials: Some(CredentialsVersion::of(version.as_bytes())),
+        ..grant(user_id)
+    }
+}
+
+#[test]
+fn a_login_that_verified_replaced_credentials_leaves_no_session() {
+    run(async {
+        let store = MemoryStore::new();
+        let engine = engine_with(store.clone(), |_| {});
+        let other_device = login(&engine, "7").await;
+        // The password changes from version 1 to 2 while a login that checked version 1 is
+        // still on its way: it completes after the change revoked the user's sessions.
+        let v2 = CredentialsVersion::of(b"2");
+        assert_eq!(engine.credentials_changed("7", &v2, None).await.unwrap(), 1);
+        assert!(!is_live(&engine, &other_device.token).await);
+
+        // Without naming what it verified, such a login survives the change: the hole.
+        let unchecked = login(&engine, "7").await;
+        assert!(is_live(&engine, &unchecked.token).await);
+        engine.revoke_all("7").await.unwrap();
+
+        // Naming it closes the hole: no session, nothing left in the store.
+        let outcome = engine.login(None, grant_verified("7", "1")).await;
+        assert!(matches!(outcome.result, Err(Error::Unauthenticated)));
+        assert!(engine.list("7", None).await.unwrap().is_empty());
+        assert!(store.is_empty());
+        // The new password's logins go on as usual.
+        let fresh = engine.login(None, grant_verified("7", "2")).await;
+        assert!(is_live(&engine, &fresh.result.unwrap().token).await);
+    });
+}
+
+/// A `MemoryStore` whose first credentials-version read waits until the test lets it go, so a
+/// password change can run between a login's create and its check.
+#[derive(Clone)]
+struct CheckWaits {
+    inner: MemoryStore,
+    arrived: std::sync::Arc<tokio::sync::Notify>,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl SessionStore for CheckWaits {
+    async fn create(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        SessionStore::create(&self.inner, key, record, expires_at).await
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
+        SessionStore::load(&self.inner, key).await
+    }
+
+    async fn extend(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        SessionStore::extend(&self.inner, key, record, expires_at).await
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        SessionStore::delete(&self.inner, key).await
+    }
+
+    async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
+        SessionStore::list(&self.inner, user_id).await
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        SessionStore::rotate(&self.inner, old, new, record, expires_at).await
+    }
+
+    async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        self.arrived.notify_one();
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        SessionStore::credentials_version(&self.inner, user_id).await
+    }
+
+    async fn set_credentials_version(
+        &self,
+        user_id: &str,
+        version: &str,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        SessionStore::set_credentials_version(&self.inner, user_id, version, keep_for).await
+    }
+}
+
+#[test]
+fn a_change_between_a_logins_write_and_its_check_still_wins() {
+    run(async {
+        let store = CheckWaits {
+            inner: MemoryStore::new(),
+            arrived: std::sync::Arc::new(tokio::sync::Notify::new()),
+            gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let engine = SessionEngine::new(store.clone(), SessionRules::default());
+        let racing_login = engine.login(None, grant_verified("7", "1"));
+        let change = async {
+            store.arrived.notified().await;
+            let v2 = CredentialsVersion::of(b"2");
+            engine.credentials_changed("7", &v2, None).await.unwrap();
+            store.gate.add_permits(1);
+        };
+        let (outcome, ()) = futures_util::future::join(racing_login, change).await;
+        assert!(matches!(outcome.result, Err(Error::Unauthenticated)));
+        assert!(engine.list("7", None).await.unwrap().is_empty());
+        assert!(store.inner.is_empty());
+    });
 }

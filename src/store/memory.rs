@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
@@ -27,6 +27,8 @@ struct Inner {
     sessions: HashMap<SessionKey, StoredSession>,
     by_user: HashMap<String, HashSet<SessionKey>>,
     counters: HashMap<String, (i64, SystemTime)>,
+    /// Each user's credentials version, and until when it is kept.
+    credentials: HashMap<String, (String, SystemTime)>,
     creations_since_sweep: u32,
 }
 
@@ -96,6 +98,7 @@ impl Inner {
             self.remove(&key);
         }
         self.counters.retain(|_, (_, expires_at)| *expires_at > now);
+        self.credentials.retain(|_, (_, kept_until)| *kept_until > now);
         self.creations_since_sweep = 0;
     }
 }
@@ -182,6 +185,29 @@ impl SessionStore for MemoryStore {
         inner.remove(old);
         inner.insert(new, record, expires_at);
         Ok(true)
+    }
+
+    async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        Ok(inner
+            .credentials
+            .get(user_id)
+            .filter(|(_, kept_until)| *kept_until > now)
+            .map(|(version, _)| version.clone()))
+    }
+
+    async fn set_credentials_version(
+        &self,
+        user_id: &str,
+        version: &str,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let kept_until = SystemTime::now() + keep_for;
+        self.lock()
+            .credentials
+            .insert(user_id.to_owned(), (version.to_owned(), kept_until));
+        Ok(())
     }
 }
 

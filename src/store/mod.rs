@@ -137,6 +137,41 @@ pub trait SessionStore: Send + Sync + 'static {
         record: &SessionRecord,
         expires_at: SystemTime,
     ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// The credentials version of `user_id` last stored with
+    /// [`set_credentials_version`](SessionStore::set_credentials_version), or `None` if there
+    /// is none (never set, or no longer kept).
+    ///
+    /// Logins that name the credentials they verified
+    /// ([`Login::credentials_version`](crate::Login::credentials_version)) read it after their
+    /// session is created and indexed. The default answers with an error, so such logins fail
+    /// closed on a store that keeps no versions.
+    fn credentials_version(
+        &self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> {
+        let _ = user_id;
+        std::future::ready(Err(StoreError::unavailable(
+            "this session store keeps no credentials versions",
+        )))
+    }
+
+    /// Stores `version` as the current credentials version of `user_id`, replacing any other,
+    /// for `keep_for` at least. It must be readable by every later
+    /// [`credentials_version`](SessionStore::credentials_version) before this returns.
+    ///
+    /// The default answers with an error.
+    fn set_credentials_version(
+        &self,
+        user_id: &str,
+        version: &str,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> {
+        let _ = (user_id, version, keep_for);
+        std::future::ready(Err(StoreError::unavailable(
+            "this session store keeps no credentials versions",
+        )))
+    }
 }
 
 /// One counter a login attempt is charged to, with its limit.
@@ -252,6 +287,18 @@ pub(crate) trait DynStore: Send + Sync {
         record: &'a SessionRecord,
         expires_at: SystemTime,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
+
+    fn credentials_version<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    fn set_credentials_version<'a>(
+        &'a self,
+        user_id: &'a str,
+        version: &'a str,
+        keep_for: Duration,
+    ) -> LocalBoxFuture<'a, Result<(), StoreError>>;
 }
 
 impl<S: SessionStore> DynStore for S {
@@ -299,5 +346,23 @@ impl<S: SessionStore> DynStore for S {
         expires_at: SystemTime,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(SessionStore::rotate(self, old, new, record, expires_at))
+    }
+
+    fn credentials_version<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(SessionStore::credentials_version(self, user_id))
+    }
+
+    fn set_credentials_version<'a>(
+        &'a self,
+        user_id: &'a str,
+        version: &'a str,
+        keep_for: Duration,
+    ) -> LocalBoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SessionStore::set_credentials_version(
+            self, user_id, version, keep_for,
+        ))
     }
 }

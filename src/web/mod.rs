@@ -12,6 +12,7 @@ mod client;
 mod cookie;
 mod csrf;
 mod extractor;
+mod login;
 mod middleware;
 mod origin;
 mod request;
@@ -25,6 +26,7 @@ pub use self::client::ClientIpHeader;
 pub(crate) use self::csrf::Provenance;
 pub use self::csrf::{CSRF_FIELD, CSRF_HEADER};
 pub use self::extractor::{AuthUser, MaybeUser};
+pub use self::login::Login;
 pub use self::middleware::LoginMiddleware;
 #[cfg(feature = "throttle")]
 pub(crate) use self::request::RequestSession;

@@ -15,7 +15,9 @@ use tokio::sync::OnceCell;
 
 use super::cookie::Presented;
 use super::csrf::{self, Provenance};
-use crate::engine::{ActiveSession, Grant, Issued, SessionEngine, SessionInfo, SessionToken};
+use crate::engine::{
+    ActiveSession, CredentialsVersion, Grant, Issued, SessionEngine, SessionInfo, SessionToken,
+};
 use crate::{Error, SessionKey, StoreError};
 
 /// The change to the session cookie that the response must carry.
@@ -239,6 +241,18 @@ impl RequestSession {
         let active = self.require().await?;
         self.engine
             .revoke_others(active.record.user_id(), active.record.id())
+            .await
+    }
+
+    pub(crate) async fn credentials_changed(
+        &self,
+        version: &CredentialsVersion,
+    ) -> Result<usize, Error> {
+        self.unchanged_since_failure()?;
+        let active = self.require().await?;
+        let record = &active.record;
+        self.engine
+            .credentials_changed(record.user_id(), version, Some(record.id()))
             .await
     }
 

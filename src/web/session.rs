@@ -8,8 +8,9 @@ use actix_web::{FromRequest, HttpRequest};
 use serde::Serialize;
 
 use super::extractor::request_session;
+use super::login::Login;
 use super::request::RequestSession;
-use crate::engine::{Grant, SessionInfo};
+use crate::engine::{CredentialsVersion, Grant, SessionInfo};
 use crate::Error;
 
 /// The longest `User-Agent` kept in a session record; enough to tell browsers apart, short
@@ -82,14 +83,41 @@ impl Session {
         user: &U,
         roles: impl IntoIterator<Item = impl Into<String>>,
     ) -> Result<(), Error> {
+        self.login_with(Login::new(user_id, user).roles(roles))
+            .await
+    }
+
+    /// Carries out `login`: [`login`](Self::login) with roles and the version of the
+    /// credentials that were verified (see [`Login`]).
+    ///
+    /// # Errors
+    /// As for [`login`](Self::login); also [`Error::Unauthenticated`] if the credentials the
+    /// login names were replaced while it ran.
+    pub async fn login_with(&self, login: Login) -> Result<(), Error> {
         let grant = Grant {
-            user_id: user_id.into(),
-            user: serde_json::value::to_raw_value(user).map_err(Error::Profile)?,
-            roles: roles.into_iter().map(Into::into).collect(),
+            user_id: login.user_id,
+            user: login.user.map_err(Error::Profile)?,
+            roles: login.roles,
             ip: self.state.client_ip().map(|ip| ip.to_string()),
             user_agent: self.user_agent(),
+            credentials: login.credentials,
         };
         self.state.login(grant).await
+    }
+
+    /// Records that the logged-in user's password just changed to the credentials `version`
+    /// (see [`Login::credentials_version`]) and ends every other session of the user, including
+    /// any that a login which verified the old password completes later. Call it after storing
+    /// the new password hash; then [`reauthenticate`](Self::reauthenticate) to give this
+    /// session a new token too. Returns how many sessions ended.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live session; [`Error::Store`] if the store fails,
+    /// or keeps no credentials versions.
+    pub async fn credentials_changed(&self, version: impl AsRef<[u8]>) -> Result<usize, Error> {
+        self.state
+            .credentials_changed(&CredentialsVersion::of(version.as_ref()))
+            .await
     }
 
     /// Ends the client's session: deletes it from the store and sends a cookie that clears it.

@@ -1,0 +1,70 @@
+//! [`Login`]: what a login grants, for [`Session::login_with`](crate::Session::login_with).
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::engine::CredentialsVersion;
+
+/// A login to carry out: who, with which profile and roles, and which credentials were
+/// verified. Give it to [`Session::login_with`](crate::Session::login_with).
+///
+/// ```
+/// use actix_login::{Login, Session};
+/// # #[derive(serde::Serialize)] struct Profile { id: u64 }
+/// # struct User { id: u64, password_changed_at: i64 }
+///
+/// async fn log_in(session: Session, user: User) -> Result<(), actix_login::Error> {
+///     // ... the password was verified against this user's stored hash ...
+///     let login = Login::new(user.id.to_string(), &Profile { id: user.id })
+///         .roles(["editor"])
+///         .credentials_version(user.password_changed_at.to_string());
+///     session.login_with(login).await
+/// }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct Login {
+    pub(crate) user_id: String,
+    pub(crate) user: Result<Box<RawValue>, serde_json::Error>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) credentials: Option<CredentialsVersion>,
+}
+
+impl Login {
+    /// A login of `user_id`, storing `user` as the profile that [`AuthUser`](crate::AuthUser)
+    /// returns. Keep the profile small and free of secrets (never a password hash): it lives in
+    /// the store for the whole session.
+    pub fn new<U: Serialize + ?Sized>(user_id: impl Into<String>, user: &U) -> Self {
+        Self {
+            user_id: user_id.into(),
+            user: serde_json::value::to_raw_value(user),
+            roles: Vec::new(),
+            credentials: None,
+        }
+    }
+
+    /// Grants `roles`, for [`Require::role`](crate::Require::role).
+    pub fn roles(mut self, roles: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Names the version of the credentials this login verified: any value that changes when
+    /// the user's password changes and at no other time, such as a counter or the time of the
+    /// last password change from your user table. (Not the stored hash itself: an upgrade by
+    /// [`needs_rehash`](crate::password::PasswordHasher::needs_rehash) changes it too.) Only a
+    /// hash of it reaches the store.
+    ///
+    /// If a password change recorded with
+    /// [`Session::credentials_changed`](crate::Session::credentials_changed) or
+    /// [`Sessions::credentials_changed`](crate::Sessions::credentials_changed) names another
+    /// version, this login fails with [`Error::Unauthenticated`](crate::Error::Unauthenticated)
+    /// and leaves no session: it verified a password that was being replaced. That closes the
+    /// race of a login that checks the old password just before a change and creates its
+    /// session just after the change revoked the others. The store must keep credentials
+    /// versions (both stores of this crate do).
+    pub fn credentials_version(mut self, version: impl AsRef<[u8]>) -> Self {
+        self.credentials = Some(CredentialsVersion::of(version.as_ref()));
+        self
+    }
+}
