@@ -118,6 +118,9 @@
 //!   changes; [`Session::reauthenticate`] does the same after the user entered their password
 //!   again, which satisfies [`Require::fresh`] for the
 //!   [fresh window](LoginMiddlewareBuilder::fresh_window) ("sudo mode").
+//! * [`Session::credentials_changed`] ends the user's other sessions after a password change,
+//!   including one that a login which verified the old password completes afterwards, when
+//!   logins name what they verified with [`Login::credentials_version`].
 //! * [`Require`] guards routes and scopes: login, roles granted with
 //!   [`Session::login_with_roles`], a fresh password, and for HTML pages a redirect to the login
 //!   page whose `next` parameter [`safe_next`] validates.
