@@ -197,7 +197,9 @@ impl ThrottleStore for MemoryStore {
         let retry_after = counters
             .iter()
             .filter_map(|c| {
-                let (count, end) = live(inner.counters.get(c.name))?;
+                // A counter not yet created holds zero, which a `max` of 0 already refuses,
+                // with the whole window to wait, as Redis answers.
+                let (count, end) = live(inner.counters.get(c.name)).unwrap_or((0, now + c.window));
                 (count >= i64::from(c.max)).then(|| end.duration_since(now).unwrap_or_default())
             })
             .max();

@@ -110,7 +110,8 @@ where
 
 /// Runs every [`ThrottleStore`] check, each group on a store from `new_store`.
 ///
-/// Checked: a counter admits `max` attempts in its window, then refuses with the time left;
+/// Checked: a counter admits `max` attempts in its window, then refuses with the time left
+/// (a counter with `max` 0 refuses even its first attempt);
 /// a refusal counts nothing in any counter; the longest remaining window among the full
 /// counters is reported; attempts never prolong a window, and a counter whose window ended
 /// admits again; `release` takes one back, never below zero, never creates a counter, and

@@ -54,6 +54,28 @@ pub(super) async fn check_counting(store: &impl ThrottleStore) {
         "a counter with max 5 that admitted 2 attempts alongside a full counter then admitted \
          {count} alone instead of 3"
     );
+
+    // A limit of zero is a closed door from the very first attempt, and refusing there counts
+    // nothing elsewhere.
+    let (closed, open) = (random_name("counter"), random_name("counter"));
+    let shut = [counter(&closed, 0, window), counter(&open, 1, window)];
+    match ok("admit", store.admit(&shut).await) {
+        Admission::Refused { retry_after } => rule!(
+            !retry_after.is_zero() && retry_after <= window,
+            "a counter with max 0 refuses every attempt",
+            "refused a first attempt at max 0 with retry_after {retry_after:?}"
+        ),
+        Admission::Admitted => broken(
+            "a counter with max 0 refuses every attempt",
+            format_args!("a fresh counter with max 0 admitted its first attempt"),
+        ),
+    }
+    let count = admissions(store, &shut[1..], 10).await;
+    rule!(
+        count == 1,
+        "a refusal counts nothing in any counter",
+        "a counter with max 1, refused alongside a counter with max 0, then admitted {count}"
+    );
 }
 
 pub(super) async fn check_windows(store: &impl ThrottleStore) {
