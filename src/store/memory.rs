@@ -213,6 +213,23 @@ impl ThrottleStore for MemoryStore {
         Ok(Admission::Admitted)
     }
 
+    async fn admit_existing(&self, counter: Counter<'_>) -> Result<Option<Admission>, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let Some((count, end)) = inner.counters.get_mut(counter.name) else {
+            return Ok(None);
+        };
+        if *end <= now {
+            return Ok(None);
+        }
+        if *count >= i64::from(counter.max) {
+            let retry_after = end.duration_since(now).unwrap_or_default();
+            return Ok(Some(Admission::Refused { retry_after }));
+        }
+        *count += 1;
+        Ok(Some(Admission::Admitted))
+    }
+
     async fn release(&self, counters: &[&str]) -> Result<(), StoreError> {
         let now = SystemTime::now();
         let mut inner = self.lock();
