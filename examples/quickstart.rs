@@ -15,9 +15,10 @@
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
 //! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER`, login throttling with `LOGIN_MAX_FAILURES`
 //! and `LOGIN_WINDOW_SECS` (defaults: the library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the
-//! account-wide ceiling. `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose
-//! `X-Forwarded-For` is believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play
-//! clients anywhere: `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
+//! account-wide ceiling, and sign-ups per address and hour with `REGISTRATION_MAX`.
+//! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
+//! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
+//! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
 //!
 //! ```text
 //! curl -i -c jar -H 'content-type: application/json' \
@@ -216,25 +217,28 @@ fn canonical_username(raw: &str) -> Option<String> {
 }
 
 /// Accounts get a password the policy accepts: long enough, not common, not the username.
+///
+/// Whether a name is taken is the one thing sign-up must tell, so it is told as late and as
+/// dearly as possible: every attempt counts against the address's sign-up limit, a refused
+/// password gets the same answer for taken and free names, and a taken name costs the same
+/// argon2 work as a free one.
 async fn register(
+    req: HttpRequest,
     users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
+    throttle.registration(&req).await?;
     let Some(username) = canonical_username(&creds.username) else {
         return Ok(HttpResponse::BadRequest().json(json!({ "error": "invalid_username" })));
     };
-    let taken = || HttpResponse::Conflict().json(json!({ "error": "username_taken" }));
-    // Before any hashing: a taken name costs no argon2 work.
-    if users.find(&username).is_some() {
-        return Ok(taken());
-    }
     if let Some(refusal) = policy_refusal(&creds.password, &username) {
         return Ok(refusal);
     }
-    let hash = hasher().hash(&creds.password).await?;
+    let hash = hasher().hash_registration(&creds.password).await?;
     Ok(match users.add(&username, hash) {
         Some(profile) => HttpResponse::Created().json(profile),
-        None => taken(),
+        None => HttpResponse::Conflict().json(json!({ "error": "username_taken" })),
     })
 }
 
@@ -383,6 +387,13 @@ fn throttle(throttle: LoginThrottle) -> std::io::Result<LoginThrottle> {
     let max = env_number("LOGIN_MAX_FAILURES")?;
     let window = env_number("LOGIN_WINDOW_SECS")?;
     let account_max = env_number("LOGIN_ACCOUNT_MAX_FAILURES")?;
+    let throttle = match env_number("REGISTRATION_MAX")? {
+        Some(n) => {
+            let n = u32::try_from(n).map_err(std::io::Error::other)?;
+            throttle.registrations_per_client(Limit::new(n, Duration::from_secs(60 * 60)))
+        }
+        None => throttle,
+    };
     if max.is_none() && window.is_none() && account_max.is_none() {
         return Ok(throttle);
     }

@@ -124,6 +124,7 @@ struct Rules {
     per_client: Limit,
     per_account: Limit,
     per_device: Limit,
+    registrations_per_client: Limit,
     ipv6_prefix_len: u8,
 }
 
@@ -145,6 +146,7 @@ impl LoginThrottle {
                 per_client: Limit::new(20, Duration::from_secs(15 * 60)),
                 per_account: Limit::new(100, Duration::from_secs(60 * 60)),
                 per_device: Limit::new(10, Duration::from_secs(30 * 24 * 60 * 60)),
+                registrations_per_client: Limit::new(10, Duration::from_secs(60 * 60)),
                 ipv6_prefix_len: 64,
             }),
         }
@@ -177,6 +179,14 @@ impl LoginThrottle {
         self.with(|rules| rules.per_device = limit)
     }
 
+    /// How many sign-ups one client address may attempt (default 10 per hour), successful or
+    /// not; see [`registration`](Self::registration). Raise it where many users share an
+    /// address.
+    #[must_use]
+    pub fn registrations_per_client(self, limit: Limit) -> Self {
+        self.with(|rules| rules.registrations_per_client = limit)
+    }
+
     /// How many leading bits of an IPv6 address identify one client (default 64, clamped to
     /// 32..=128).
     #[must_use]
@@ -202,16 +212,8 @@ impl LoginThrottle {
         if username.len() > MAX_USERNAME_BYTES {
             return Err(Error::InvalidInput);
         }
-        let state = RequestSession::of(&req.extensions(), req.path())?;
-        if state.provenance() == Provenance::CrossSite {
-            tracing::warn!("cross-site login refused");
-            return Err(Error::CrossSiteRequest);
-        }
         let rules = &self.rules;
-        let client = state.client_ip().map_or_else(
-            || "unknown".to_owned(),
-            |ip| bucket(ip, rules.ipv6_prefix_len),
-        );
+        let client = self.client(req)?;
         let account = account_hash(username);
         if let Some(device) = device::presented(req, &account) {
             let counter = Counter {
@@ -270,6 +272,69 @@ impl LoginThrottle {
             });
         }
         Ok(self.admitted(account, client, Charged::Strangers(counters)))
+    }
+
+    /// Counts a sign-up from the request's client against
+    /// [`registrations_per_client`](Self::registrations_per_client). Call it first in a
+    /// registration handler, before the password policy or any lookup: every attempt counts,
+    /// so neither the hashing a sign-up costs nor the answer it gives ("name taken") can be
+    /// had in bulk.
+    ///
+    /// ```no_run
+    /// # use actix_login::{password, LoginThrottle};
+    /// # use actix_web::{web, HttpRequest, HttpResponse};
+    /// # #[derive(serde::Deserialize)] struct NewAccount { username: String, password: String }
+    /// async fn register(
+    ///     req: HttpRequest,
+    ///     throttle: web::Data<LoginThrottle>,
+    ///     form: web::Json<NewAccount>,
+    /// ) -> actix_web::Result<HttpResponse> {
+    ///     throttle.registration(&req).await?; // 429 past the limit
+    ///     // Check the password policy, then hash before looking the name up, so that taken and
+    ///     // free names cost the same.
+    ///     let hash = password::hash_registration(&form.password).await?;
+    ///     // ... insert the account; 409 if the name is taken
+    /// #   let _ = hash;
+    ///     Ok(HttpResponse::Created().finish())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`attempt`](Self::attempt): [`Error::Throttled`], [`Error::CrossSiteRequest`],
+    /// [`Error::MissingMiddleware`], [`Error::Store`].
+    pub async fn registration(&self, req: &HttpRequest) -> Result<(), Error> {
+        let client = self.client(req)?;
+        let name = format!("r:{client}");
+        let limit = self.rules.registrations_per_client;
+        let counter = Counter {
+            name: &name,
+            max: limit.max_failures,
+            window: limit.window,
+        };
+        if let Admission::Refused { retry_after } = self.store.admit(&[counter]).await? {
+            tracing::warn!(
+                client = %client,
+                retry_after_secs = retry_after.as_secs(),
+                "registration throttled"
+            );
+            return Err(Error::Throttled {
+                retry_after: retry_after.max(Duration::from_secs(1)),
+            });
+        }
+        Ok(())
+    }
+
+    /// The counter name for the request's client, refusing a request another site sent.
+    fn client(&self, req: &HttpRequest) -> Result<String, Error> {
+        let state = RequestSession::of(&req.extensions(), req.path())?;
+        if state.provenance() == Provenance::CrossSite {
+            tracing::warn!("cross-site login refused");
+            return Err(Error::CrossSiteRequest);
+        }
+        Ok(state.client_ip().map_or_else(
+            || "unknown".to_owned(),
+            |ip| bucket(ip, self.rules.ipv6_prefix_len),
+        ))
     }
 
     fn admitted(&self, account: String, client: String, charged: Charged) -> LoginAttempt {

@@ -958,3 +958,51 @@ async fn quickstart_lets_a_known_browser_in_while_strangers_are_throttled() {
     session_cookie(&cookies);
     device_cookie(&cookies);
 }
+
+#[actix_web::test]
+async fn quickstart_registration_does_not_tell_taken_names_by_a_weak_password() {
+    let app = start(None);
+    let url = format!("{}/register", app.base);
+    let weak = |user: &str| format!(r#"{{"username":"{user}","password":"short pw"}}"#);
+    let taken = call("POST", &url, Some(&weak("bob")), None).await;
+    let free = call("POST", &url, Some(&weak("zelda")), None).await;
+    assert_eq!(taken, free);
+    assert_eq!(taken.0, StatusCode::BAD_REQUEST, "{}", taken.2);
+    assert!(
+        taken.2.contains(r#""error":"weak_password""#),
+        "{}",
+        taken.2
+    );
+}
+
+#[actix_web::test]
+async fn quickstart_throttles_registrations_per_address() {
+    let app = start_with(None, &[("REGISTRATION_MAX", "3")]);
+    let url = format!("{}/register", app.base);
+    for n in 0..3 {
+        let body = format!(r#"{{"username":"user{n}","password":"short pw"}}"#);
+        let (status, _, _) = call("POST", &url, Some(&body), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "registration {n}");
+    }
+    let body = r#"{"username":"user9","password":"a fine long passphrase"}"#;
+    let mut res = awc::Client::default()
+        .post(&url)
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "Retry-After {retry}");
+    assert_eq!(
+        res.body().await.unwrap(),
+        r#"{"error":"too_many_attempts"}"#
+    );
+}

@@ -191,6 +191,27 @@ impl PasswordHasher {
         off_the_executor(move || hash_with(&password, pepper.as_ref())).await
     }
 
+    /// [`hash`](Self::hash) for an account being created. At most one such hash runs at a
+    /// time, across the process: sign-ups queue behind each other for that one turn, so a
+    /// flood of them holds at most one hashing slot and logins keep the rest of the queue.
+    ///
+    /// # Errors
+    /// As [`hash`](Self::hash).
+    pub async fn hash_registration(&self, password: &str) -> Result<String, PasswordError> {
+        let password = normalized(password)?;
+        let pepper = self.pepper.clone();
+        let turn = Arc::clone(registration_turn())
+            .acquire_owned()
+            .await
+            .map_err(|err| PasswordError::Interrupted(err.to_string()))?;
+        off_the_executor(move || {
+            // Held until the hash ends, even if the caller stops waiting for it.
+            let _turn = turn;
+            hash_with(&password, pepper.as_ref())
+        })
+        .await
+    }
+
     /// Checks `password` against a stored hash.
     ///
     /// Pass `None` when there is no such user: the same argon2 work is done against a built-in
@@ -248,6 +269,15 @@ impl PasswordHasher {
 /// See [`PasswordHasher::hash`].
 pub async fn hash(password: &str) -> Result<String, PasswordError> {
     PasswordHasher::default().hash(password).await
+}
+
+/// Hashes a new account's password with the default [`PasswordHasher`], one sign-up at a time.
+/// See [`PasswordHasher::hash_registration`].
+///
+/// # Errors
+/// See [`PasswordHasher::hash`].
+pub async fn hash_registration(password: &str) -> Result<String, PasswordError> {
+    PasswordHasher::default().hash_registration(password).await
 }
 
 /// Checks `password` against a stored hash with the default [`PasswordHasher`]; `None` for an
@@ -340,6 +370,13 @@ fn verify_with(password: &str, stored: &str, peppers: &[Pepper]) -> Result<bool,
 fn hashing_slots() -> &'static Arc<Semaphore> {
     static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     SLOTS.get_or_init(|| Arc::new(Semaphore::new(hashing_threads())))
+}
+
+/// The one turn that registration hashes take in order, so that they wait among themselves
+/// rather than ahead of logins in [`hashing_slots`].
+fn registration_turn() -> &'static Arc<Semaphore> {
+    static TURN: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    TURN.get_or_init(|| Arc::new(Semaphore::new(1)))
 }
 
 fn hashing_threads() -> usize {
