@@ -219,6 +219,12 @@ impl PasswordHasher {
     /// `verify(pw, user.map(|u| u.hash.as_str()))`, keeps unknown users and wrong passwords
     /// indistinguishable in time as well as in answer.
     ///
+    /// An unknown user costs one verification with the current parameters. A stored hash made
+    /// with cheaper, outdated parameters is topped up with the argon2 work it lacks, so during
+    /// a parameter migration old accounts take as long as unknown ones; a hash made with
+    /// costlier parameters than the current ones takes longer, so lower them only together
+    /// with a rehash of every account.
+    ///
     /// # Errors
     /// [`PasswordError::TooLong`] over [`MAX_PASSWORD_BYTES`] (checked before any work);
     /// [`PasswordError::MalformedHash`] or [`PasswordError::UnknownPepper`] for a stored hash
@@ -358,11 +364,44 @@ fn verify_with(password: &str, stored: &str, peppers: &[Pepper]) -> Result<bool,
         let pepper = peppers.iter().find(|p| p.id.as_bytes() == params.keyid());
         Some(pepper.ok_or(PasswordError::UnknownPepper)?)
     };
-    match argon2_with(pepper)?.verify_password(password.as_bytes(), &parsed) {
+    let verdict = match argon2_with(pepper)?.verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Ok(true),
         Err(argon2::password_hash::Error::Password) => Ok(false),
         Err(err) => Err(PasswordError::MalformedHash(err)),
+    };
+    make_up_for_outdated(&params);
+    verdict
+}
+
+/// Spends the argon2 work by which a hash made with `params` falls short of one made with the
+/// current parameters, so an account with an outdated hash answers no faster than an unknown
+/// user, who costs a current verification. Without it, the time a login takes would tell
+/// which accounts exist, and which have not logged in since the parameters changed.
+///
+/// argon2's work is one block operation per KiB of memory per pass, and filling fresh memory
+/// costs too, so the missing work is spread over as many passes as keep the memory within the
+/// current parameters'. Hashes costlier than the current parameters are left alone: unknown
+/// users then answer faster, which [`PasswordHasher::verify`] documents.
+fn make_up_for_outdated(params: &Params) {
+    let current = Params::default();
+    let work = |p: &Params| u64::from(p.m_cost()) * u64::from(p.t_cost());
+    let missing = work(&current).saturating_sub(work(params));
+    if missing < u64::from(Params::MIN_M_COST) {
+        return;
     }
+    let passes = missing.div_ceil(u64::from(current.m_cost())).max(1);
+    let m_cost = u32::try_from(missing / passes).unwrap_or(u32::MAX);
+    let passes = u32::try_from(passes).unwrap_or(u32::MAX);
+    let Ok(padding) = Params::new(m_cost, passes, 1, Some(OUTPUT_BYTES)) else {
+        return;
+    };
+    let mut output = [0u8; OUTPUT_BYTES];
+    // The input is irrelevant; only the work counts.
+    let _ = Argon2::new(Algorithm::Argon2id, Version::V0x13, padding).hash_password_into(
+        b"padding",
+        &[0u8; SALT_BYTES],
+        &mut output,
+    );
 }
 
 /// Limits how many hashes run at once: half the cores (at least one), so serving requests keeps
