@@ -561,7 +561,8 @@ async fn cross_site(url: &str, body: Option<&str>, cookie: Option<&str>) -> (Sta
 
 #[actix_web::test]
 async fn quickstart_login_protection() {
-    let env = [("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECS", "2")];
+    // Long enough for three argon2 failures on a loaded machine to land in one window.
+    let env = [("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECS", "6")];
     let app = start_with(None, &env);
     let url = |path: &str| format!("{}{path}", app.base);
     let invalid = r#"{"error":"invalid_credentials"}"#;
@@ -595,7 +596,7 @@ async fn quickstart_login_protection() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!((1..=6).contains(&retry), "Retry-After {retry}");
     assert_eq!(
         res.body().await.unwrap(),
         r#"{"error":"too_many_attempts"}"#
@@ -605,7 +606,8 @@ async fn quickstart_login_protection() {
         call("POST", &url("/login"), Some(unknown), None).await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Retry-After is rounded up to whole seconds: after it, the window has ended.
+    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(100)).await;
     log_in(&app, "bob", "bob-password-456").await;
 
     // Oversized input is refused before any hashing.
