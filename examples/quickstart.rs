@@ -14,7 +14,11 @@
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
 //! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER`, login throttling with `LOGIN_MAX_FAILURES`
-//! and `LOGIN_WINDOW_SECS` (defaults: the library's).
+//! and `LOGIN_WINDOW_SECS` (defaults: the library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the
+//! account-wide ceiling, and sign-ups per address and hour with `REGISTRATION_MAX`.
+//! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
+//! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
+//! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
 //!
 //! ```text
 //! curl -i -c jar -H 'content-type: application/json' \
@@ -35,6 +39,7 @@ use actix_login::{
     password, AuthUser, Limit, LoginMiddleware, LoginMiddlewareBuilder, LoginThrottle, MemoryStore,
     RedisStore, Require, Session,
 };
+use actix_web::cookie::Cookie;
 use actix_web::error::InternalError;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -153,9 +158,11 @@ async fn login(
     session: Session,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
-    if !password_matches(&req, &throttle, &users, &creds.username, &creds.password).await? {
+    let Some(device) =
+        password_matches(&req, &throttle, &users, &creds.username, &creds.password).await?
+    else {
         return Ok(invalid_credentials());
-    }
+    };
     let username = canonical_username(&creds.username).unwrap_or_default();
     let Some((profile, roles, _)) = users.find(&username) else {
         return Ok(invalid_credentials());
@@ -163,28 +170,28 @@ async fn login(
     session
         .login_with_roles(profile.id.to_string(), &profile, roles)
         .await?;
-    Ok(HttpResponse::Ok().json(profile))
+    Ok(HttpResponse::Ok().cookie(device).json(profile))
 }
 
 /// Checks a password under the login throttle: the attempt is counted before the check (past
-/// the limit even the right password gets 429) and forgiven if it succeeds. Unknown users cost
-/// the same as wrong passwords.
+/// the limit even the right password gets 429, except from a browser that logged in before)
+/// and forgiven if it succeeds. Unknown users cost the same as wrong passwords. On success,
+/// the device cookie that lets this browser past the limits next time, for the response.
 async fn password_matches(
     req: &HttpRequest,
     throttle: &LoginThrottle,
     users: &Users,
     username: &str,
     password: &str,
-) -> actix_web::Result<bool> {
+) -> actix_web::Result<Option<Cookie<'static>>> {
     let attempt = throttle.attempt(req, username).await?;
     let username = canonical_username(username).unwrap_or_default();
-    let matches = users.verify(&username, password).await?;
-    if matches {
-        attempt.succeeded().await?;
+    if users.verify(&username, password).await? {
+        Ok(Some(attempt.succeeded().await?))
     } else {
         attempt.failed().await?;
+        Ok(None)
     }
-    Ok(matches)
 }
 
 /// The response refusing a new password the policy rejects, if it does.
@@ -210,25 +217,28 @@ fn canonical_username(raw: &str) -> Option<String> {
 }
 
 /// Accounts get a password the policy accepts: long enough, not common, not the username.
+///
+/// Whether a name is taken is the one thing sign-up must tell, so it is told as late and as
+/// dearly as possible: every attempt counts against the address's sign-up limit, a refused
+/// password gets the same answer for taken and free names, and a taken name costs the same
+/// argon2 work as a free one.
 async fn register(
+    req: HttpRequest,
     users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
+    throttle.registration(&req).await?;
     let Some(username) = canonical_username(&creds.username) else {
         return Ok(HttpResponse::BadRequest().json(json!({ "error": "invalid_username" })));
     };
-    let taken = || HttpResponse::Conflict().json(json!({ "error": "username_taken" }));
-    // Before any hashing: a taken name costs no argon2 work.
-    if users.find(&username).is_some() {
-        return Ok(taken());
-    }
     if let Some(refusal) = policy_refusal(&creds.password, &username) {
         return Ok(refusal);
     }
-    let hash = hasher().hash(&creds.password).await?;
+    let hash = hasher().hash_registration(&creds.password).await?;
     Ok(match users.add(&username, hash) {
         Some(profile) => HttpResponse::Created().json(profile),
-        None => taken(),
+        None => HttpResponse::Conflict().json(json!({ "error": "username_taken" })),
     })
 }
 
@@ -283,11 +293,13 @@ async fn reauth(
     body: web::Json<Reauth>,
 ) -> actix_web::Result<HttpResponse> {
     // A stolen session must not become a free password oracle: same limits as login.
-    if !password_matches(&req, &throttle, &users, &user.username, &body.password).await? {
+    let Some(device) =
+        password_matches(&req, &throttle, &users, &user.username, &body.password).await?
+    else {
         return Ok(invalid_credentials());
-    }
+    };
     session.reauthenticate().await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::NoContent().cookie(device).finish())
 }
 
 #[derive(Deserialize)]
@@ -309,22 +321,16 @@ async fn change_password(
     if let Some(refusal) = policy_refusal(&body.new_password, &user.username) {
         return Ok(refusal);
     }
-    if !password_matches(
-        &req,
-        &throttle,
-        &users,
-        &user.username,
-        &body.current_password,
-    )
-    .await?
-    {
+    let current = &body.current_password;
+    let Some(device) = password_matches(&req, &throttle, &users, &user.username, current).await?
+    else {
         return Ok(invalid_credentials());
-    }
+    };
     let hash = hasher().hash(&body.new_password).await?;
     users.set_password_hash(&user.username, hash);
     session.revoke_other_sessions().await?;
     session.reauthenticate().await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(HttpResponse::NoContent().cookie(device).finish())
 }
 
 async fn admin(user: AuthUser<Profile>) -> HttpResponse {
@@ -357,23 +363,50 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
         let max = usize::try_from(max).map_err(std::io::Error::other)?;
         builder = builder.max_sessions_per_user(max);
     }
+    if let Some(proxies) = std::env::var("TRUST_PROXIES")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let proxies = proxies
+            .split(',')
+            .map(|ip| {
+                ip.trim().parse().map_err(|_| {
+                    std::io::Error::other(format!("TRUST_PROXIES: {ip:?} is not an IP address"))
+                })
+            })
+            .collect::<std::io::Result<Vec<std::net::IpAddr>>>()?;
+        builder = builder.trust_proxies(proxies);
+    }
     Ok(builder)
 }
 
 /// The login throttle, with `LOGIN_MAX_FAILURES` failures per account and address allowed per
-/// `LOGIN_WINDOW_SECS`; the per-address and per-account ceilings scale with it.
+/// `LOGIN_WINDOW_SECS`; the per-address and per-account ceilings scale with it, unless
+/// `LOGIN_ACCOUNT_MAX_FAILURES` sets the account-wide one.
 fn throttle(throttle: LoginThrottle) -> std::io::Result<LoginThrottle> {
     let max = env_number("LOGIN_MAX_FAILURES")?;
     let window = env_number("LOGIN_WINDOW_SECS")?;
-    if max.is_none() && window.is_none() {
+    let account_max = env_number("LOGIN_ACCOUNT_MAX_FAILURES")?;
+    let throttle = match env_number("REGISTRATION_MAX")? {
+        Some(n) => {
+            let n = u32::try_from(n).map_err(std::io::Error::other)?;
+            throttle.registrations_per_client(Limit::new(n, Duration::from_secs(60 * 60)))
+        }
+        None => throttle,
+    };
+    if max.is_none() && window.is_none() && account_max.is_none() {
         return Ok(throttle);
     }
     let max = u32::try_from(max.unwrap_or(5)).map_err(std::io::Error::other)?;
     let window = Duration::from_secs(window.unwrap_or(15 * 60));
+    let account_max = match account_max {
+        Some(n) => u32::try_from(n).map_err(std::io::Error::other)?,
+        None => max.saturating_mul(20).max(100),
+    };
     Ok(throttle
         .per_account_and_client(Limit::new(max, window))
         .per_client(Limit::new(max.saturating_mul(4).max(20), window))
-        .per_account(Limit::new(max.saturating_mul(20).max(100), window)))
+        .per_account(Limit::new(account_max, window)))
 }
 
 fn env_number(name: &str) -> std::io::Result<Option<u64>> {

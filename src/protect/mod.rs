@@ -1,6 +1,8 @@
 //! Login protection, beside the session engine: brute-force throttling, password hashing and
 //! the password policy. Each is usable on its own and behind its own cargo feature.
 
+#[cfg(feature = "throttle")]
+mod device;
 #[cfg(feature = "password")]
 pub mod password;
 #[cfg(feature = "policy")]

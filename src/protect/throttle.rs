@@ -4,10 +4,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::cookie::Cookie;
 use actix_web::{HttpMessage as _, HttpRequest};
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization as _;
 
+use super::device;
 use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
 use crate::web::{Provenance, RequestSession};
 use crate::Error;
@@ -51,7 +53,8 @@ impl Limit {
 /// so the throttle reveals nothing about which accounts exist. Usernames are compared after
 /// NFKC normalisation and lowercasing and stored only as hashes; if your app lets one account
 /// log in under several names (username or email), pass its canonical key instead. While a
-/// limit is reached, even the right password is refused, so the answer is no oracle.
+/// limit is reached, even the right password is refused, so the answer is no oracle; only a
+/// [known browser](#known-browsers) is let through.
 ///
 /// Each attempt is checked against all three limits and counted in one atomic step *before* the
 /// password is checked, so concurrent guesses cannot slip past a limit, and an attempt refused
@@ -67,6 +70,20 @@ impl Limit {
 /// and the address counted here always agree, and a client cannot spoof the header to reset or
 /// dodge a limit. IPv6 clients are counted per /64 network, since one host commonly holds a
 /// whole /64; IPv4-mapped IPv6 addresses count as the IPv4 address.
+///
+/// # Known browsers
+///
+/// The account-wide ceiling is what stops guessing from many addresses, but anyone can reach
+/// it, and a single IPv6 allocation (a /56 holds 256 /64s) has addresses enough to keep an
+/// account locked for as long as its holder likes. So, following OWASP's device cookies, a
+/// successful login hands out a device token: [`LoginAttempt::succeeded`] returns it as an
+/// `HttpOnly; Secure; SameSite=Strict` cookie (`__Host-device`) for the handler to set. An
+/// attempt that brings a valid token for the account it names is counted against that token
+/// alone ([`per_device`](Self::per_device)), not against the address or the account, so the
+/// account's owner still gets in from a browser that logged in before while strangers stay
+/// throttled. The store keeps only a hash of the token, bound to the account; an unknown,
+/// expired or forged token, or another account's, counts as none. A token that fails its limit
+/// is revoked, and each success replaces the token the browser came with.
 ///
 /// ```no_run
 /// use actix_login::{password, LoginThrottle, RedisStore, Session};
@@ -86,9 +103,9 @@ impl Limit {
 ///         attempt.failed().await?;
 ///         return Ok(HttpResponse::Unauthorized().finish());
 ///     }
-///     attempt.succeeded().await?;
+///     let device = attempt.succeeded().await?; // this browser gets in past the limits later
 ///     session.login(creds.username.clone(), &creds.username).await?;
-///     Ok(HttpResponse::Ok().finish())
+///     Ok(HttpResponse::Ok().cookie(device).finish())
 /// }
 ///
 /// # async fn setup(store: RedisStore) {
@@ -106,6 +123,8 @@ struct Rules {
     per_account_and_client: Limit,
     per_client: Limit,
     per_account: Limit,
+    per_device: Limit,
+    registrations_per_client: Limit,
     ipv6_prefix_len: u8,
 }
 
@@ -126,6 +145,8 @@ impl LoginThrottle {
                 per_account_and_client: Limit::new(5, Duration::from_secs(15 * 60)),
                 per_client: Limit::new(20, Duration::from_secs(15 * 60)),
                 per_account: Limit::new(100, Duration::from_secs(60 * 60)),
+                per_device: Limit::new(10, Duration::from_secs(30 * 24 * 60 * 60)),
+                registrations_per_client: Limit::new(10, Duration::from_secs(60 * 60)),
                 ipv6_prefix_len: 64,
             }),
         }
@@ -148,6 +169,22 @@ impl LoginThrottle {
     #[must_use]
     pub fn per_account(self, limit: Limit) -> Self {
         self.with(|rules| rules.per_account = limit)
+    }
+
+    /// How long a device token lives after the login that issued it, and how many attempts it
+    /// may fail before it is revoked (default 10 failures, 30 days). See
+    /// [known browsers](LoginThrottle#known-browsers).
+    #[must_use]
+    pub fn per_device(self, limit: Limit) -> Self {
+        self.with(|rules| rules.per_device = limit)
+    }
+
+    /// How many sign-ups one client address may attempt (default 10 per hour), successful or
+    /// not; see [`registration`](Self::registration). Raise it where many users share an
+    /// address.
+    #[must_use]
+    pub fn registrations_per_client(self, limit: Limit) -> Self {
+        self.with(|rules| rules.registrations_per_client = limit)
     }
 
     /// How many leading bits of an IPv6 address identify one client (default 64, clamped to
@@ -175,17 +212,32 @@ impl LoginThrottle {
         if username.len() > MAX_USERNAME_BYTES {
             return Err(Error::InvalidInput);
         }
-        let state = RequestSession::of(&req.extensions(), req.path())?;
-        if state.provenance() == Provenance::CrossSite {
-            tracing::warn!("cross-site login refused");
-            return Err(Error::CrossSiteRequest);
-        }
         let rules = &self.rules;
-        let client = state.client_ip().map_or_else(
-            || "unknown".to_owned(),
-            |ip| bucket(ip, rules.ipv6_prefix_len),
-        );
+        let client = self.client(req)?;
         let account = account_hash(username);
+        if let Some(device) = device::presented(req, &account) {
+            let counter = Counter {
+                name: &device,
+                // The counter was created holding one: the login that issued the token.
+                max: rules.per_device.max_failures.saturating_add(1),
+                window: rules.per_device.window,
+            };
+            match self.store.admit_existing(counter).await? {
+                Some(Admission::Admitted) => {
+                    return Ok(self.admitted(account, client, Charged::Device(device)));
+                }
+                Some(Admission::Refused { .. }) => {
+                    tracing::warn!(
+                        account = &account[..8],
+                        client = %client,
+                        "device token revoked after repeated failures"
+                    );
+                    self.store.reset(&device).await?;
+                }
+                // Unknown, expired, forged or another account's: a stranger, like any other.
+                None => {}
+            }
+        }
         let counters = Counters {
             account_and_client: format!("ac:{}", short_hash(&format!("{account}|{client}"))),
             client: format!("c:{client}"),
@@ -219,13 +271,88 @@ impl LoginThrottle {
                 retry_after: retry_after.max(Duration::from_secs(1)),
             });
         }
-        Ok(LoginAttempt {
+        Ok(self.admitted(account, client, Charged::Strangers(counters)))
+    }
+
+    /// Counts a sign-up from the request's client against
+    /// [`registrations_per_client`](Self::registrations_per_client). Call it first in a
+    /// registration handler, before the password policy or any lookup: every attempt counts,
+    /// so neither the hashing a sign-up costs nor the answer it gives ("name taken") can be
+    /// had in bulk.
+    ///
+    /// ```no_run
+    /// # use actix_login::{password, LoginThrottle};
+    /// # use actix_web::{web, HttpRequest, HttpResponse};
+    /// # #[derive(serde::Deserialize)] struct NewAccount { username: String, password: String }
+    /// async fn register(
+    ///     req: HttpRequest,
+    ///     throttle: web::Data<LoginThrottle>,
+    ///     form: web::Json<NewAccount>,
+    /// ) -> actix_web::Result<HttpResponse> {
+    ///     throttle.registration(&req).await?; // 429 past the limit
+    ///     // Check the password policy, then hash before looking the name up, so that taken and
+    ///     // free names cost the same.
+    ///     let hash = password::hash_registration(&form.password).await?;
+    ///     // ... insert the account; 409 if the name is taken
+    /// #   let _ = hash;
+    ///     Ok(HttpResponse::Created().finish())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`attempt`](Self::attempt): [`Error::Throttled`], [`Error::CrossSiteRequest`],
+    /// [`Error::MissingMiddleware`], [`Error::Store`].
+    pub async fn registration(&self, req: &HttpRequest) -> Result<(), Error> {
+        let client = self.client(req)?;
+        let name = format!("r:{client}");
+        let limit = self.rules.registrations_per_client;
+        let counter = Counter {
+            name: &name,
+            max: limit.max_failures,
+            window: limit.window,
+        };
+        if let Admission::Refused { retry_after } = self.store.admit(&[counter]).await? {
+            tracing::warn!(
+                client = %client,
+                retry_after_secs = retry_after.as_secs(),
+                "registration throttled"
+            );
+            return Err(Error::Throttled {
+                retry_after: retry_after.max(Duration::from_secs(1)),
+            });
+        }
+        Ok(())
+    }
+
+    /// The counter name for the request's client, refusing a request another site sent.
+    fn client(&self, req: &HttpRequest) -> Result<String, Error> {
+        let state = RequestSession::of(&req.extensions(), req.path())?;
+        if state.provenance() == Provenance::CrossSite {
+            tracing::warn!("cross-site login refused");
+            return Err(Error::CrossSiteRequest);
+        }
+        Ok(state.client_ip().map_or_else(
+            || "unknown".to_owned(),
+            |ip| bucket(ip, self.rules.ipv6_prefix_len),
+        ))
+    }
+
+    fn admitted(&self, account: String, client: String, charged: Charged) -> LoginAttempt {
+        LoginAttempt {
             throttle: self.clone(),
-            counters,
+            charged,
             account,
             client,
-        })
+        }
     }
+}
+
+/// Where an attempt was counted.
+enum Charged {
+    /// The three counters every client without a valid device token shares.
+    Strangers(Counters),
+    /// The device token's own counter, named here.
+    Device(String),
 }
 
 struct Counters {
@@ -238,7 +365,7 @@ struct Counters {
 #[must_use = "report the outcome with `failed` or `succeeded`"]
 pub struct LoginAttempt {
     throttle: LoginThrottle,
-    counters: Counters,
+    charged: Charged,
     account: String,
     client: String,
 }
@@ -265,17 +392,26 @@ impl LoginAttempt {
     }
 
     /// The credentials were right: this attempt no longer counts, and the failures of this
-    /// account from this client are forgotten.
+    /// account from this client are forgotten. Returns a new device cookie for this account,
+    /// which the handler sets on its response so that this browser gets in even while strangers
+    /// are throttled (see [known browsers](LoginThrottle#known-browsers)). The token the
+    /// browser came with, if any, is revoked: each success hands out a fresh one.
     ///
     /// # Errors
-    /// [`Error::Store`] if the store fails.
-    pub async fn succeeded(self) -> Result<(), Error> {
-        let store = &self.throttle.store;
-        store.reset(&self.counters.account_and_client).await?;
-        store
-            .release(&[&self.counters.client, &self.counters.account])
-            .await?;
-        Ok(())
+    /// [`Error::Store`] if the store fails; [`Error::Random`] if the OS random generator does.
+    pub async fn succeeded(self) -> Result<Cookie<'static>, Error> {
+        let store = &*self.throttle.store;
+        match &self.charged {
+            Charged::Strangers(counters) => {
+                store.reset(&counters.account_and_client).await?;
+                store
+                    .release(&[&counters.client, &counters.account])
+                    .await?;
+            }
+            Charged::Device(device) => store.reset(device).await?,
+        }
+        let lifetime = self.throttle.rules.per_device.window;
+        device::issue(store, &self.account, lifetime).await
     }
 }
 
@@ -299,7 +435,7 @@ fn bucket(ip: IpAddr, ipv6_prefix_len: u8) -> String {
     }
 }
 
-fn short_hash(text: &str) -> String {
+pub(super) fn short_hash(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
         .take(16)

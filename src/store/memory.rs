@@ -223,7 +223,9 @@ impl ThrottleStore for MemoryStore {
         let retry_after = counters
             .iter()
             .filter_map(|c| {
-                let (count, end) = live(inner.counters.get(c.name))?;
+                // A counter not yet created holds zero, which a `max` of 0 already refuses,
+                // with the whole window to wait, as Redis answers.
+                let (count, end) = live(inner.counters.get(c.name)).unwrap_or((0, now + c.window));
                 (count >= i64::from(c.max)).then(|| end.duration_since(now).unwrap_or_default())
             })
             .max();
@@ -235,6 +237,23 @@ impl ThrottleStore for MemoryStore {
             inner.counters.insert(c.name.to_owned(), (count + 1, end));
         }
         Ok(Admission::Admitted)
+    }
+
+    async fn admit_existing(&self, counter: Counter<'_>) -> Result<Option<Admission>, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let Some((count, end)) = inner.counters.get_mut(counter.name) else {
+            return Ok(None);
+        };
+        if *end <= now {
+            return Ok(None);
+        }
+        if *count >= i64::from(counter.max) {
+            let retry_after = end.duration_since(now).unwrap_or_default();
+            return Ok(Some(Admission::Refused { retry_after }));
+        }
+        *count += 1;
+        Ok(Some(Admission::Admitted))
     }
 
     async fn release(&self, counters: &[&str]) -> Result<(), StoreError> {

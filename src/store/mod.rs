@@ -213,6 +213,18 @@ pub trait ThrottleStore: Send + Sync + 'static {
         counters: &[Counter<'_>],
     ) -> impl Future<Output = Result<Admission, StoreError>>;
 
+    /// [`admit`](ThrottleStore::admit) for one counter that must already exist: `None`, changing
+    /// nothing, when there is no such counter or its window has ended; otherwise what `admit`
+    /// answers for it alone.
+    ///
+    /// This is how a counter doubles as a record that something is valid until its window
+    /// ends, as the throttle's device tokens are: an unknown name must never come into being
+    /// by being tried.
+    fn admit_existing(
+        &self,
+        counter: Counter<'_>,
+    ) -> impl Future<Output = Result<Option<Admission>, StoreError>>;
+
     /// Takes one back from each named counter that is above zero. Never creates a counter and
     /// never goes below zero, so a release that arrives after its window ended changes nothing.
     fn release(&self, counters: &[&str]) -> impl Future<Output = Result<(), StoreError>>;
@@ -228,6 +240,11 @@ pub(crate) trait DynThrottleStore: Send + Sync {
         counters: &'a [Counter<'a>],
     ) -> LocalBoxFuture<'a, Result<Admission, StoreError>>;
 
+    fn admit_existing<'a>(
+        &'a self,
+        counter: Counter<'a>,
+    ) -> LocalBoxFuture<'a, Result<Option<Admission>, StoreError>>;
+
     fn release<'a>(&'a self, counters: &'a [&'a str])
         -> LocalBoxFuture<'a, Result<(), StoreError>>;
 
@@ -240,6 +257,13 @@ impl<T: ThrottleStore> DynThrottleStore for T {
         counters: &'a [Counter<'a>],
     ) -> LocalBoxFuture<'a, Result<Admission, StoreError>> {
         Box::pin(ThrottleStore::admit(self, counters))
+    }
+
+    fn admit_existing<'a>(
+        &'a self,
+        counter: Counter<'a>,
+    ) -> LocalBoxFuture<'a, Result<Option<Admission>, StoreError>> {
+        Box::pin(ThrottleStore::admit_existing(self, counter))
     }
 
     fn release<'a>(

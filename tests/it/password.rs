@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use actix_login::password;
 use actix_web::{test, web, App, HttpResponse};
@@ -48,5 +49,43 @@ async fn a_burst_of_logins_does_not_stall_other_requests() {
     assert_eq!(
         order[0], "ping",
         "ping waited for password hashing: {order:?}"
+    );
+}
+
+/// `right`, hashed with parameters older and cheaper than the current ones (m=4096, t=1), as
+/// an account that has not logged in since a parameter upgrade still has.
+const OUTDATED_HASH: &str =
+    "$argon2id$v=19$m=4096,t=1,p=1$b3V0ZGF0ZWQtc2FsdC0xNg$m1qqlVoHZlvnD3K8s+v41xF1CNXNvKra2IJRA91LQs8";
+
+/// During a parameter migration, an account with an outdated hash must not answer faster than
+/// an unknown user (who costs a current-parameters verification): medians of interleaved runs.
+#[actix_web::test]
+async fn an_outdated_hash_takes_as_long_as_an_unknown_user() {
+    assert!(password::needs_rehash(OUTDATED_HASH));
+    assert!(password::verify("right", Some(OUTDATED_HASH))
+        .await
+        .unwrap());
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..25 {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let stored = [Some(OUTDATED_HASH), None][i];
+            let started = Instant::now();
+            assert!(!password::verify("wrong", stored).await.unwrap());
+            if round >= 3 {
+                times[i].push(started.elapsed());
+            }
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (outdated, unknown) = (median(&mut times[0]), median(&mut times[1]));
+    let ratio = outdated.as_secs_f64() / unknown.as_secs_f64();
+    eprintln!("median outdated hash {outdated:?}, unknown user {unknown:?}, ratio {ratio:.3}");
+    assert!(
+        (0.75..1.35).contains(&ratio),
+        "outdated/unknown = {ratio:.3}"
     );
 }

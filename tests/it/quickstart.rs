@@ -227,8 +227,13 @@ async fn check_contract(app: &Quickstart) {
         (status, body.as_str()),
         (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
     );
-    assert_eq!(cookies.len(), 1);
-    let set_cookie = &cookies[0];
+    // The session, and the device cookie that lets this browser past the login throttle.
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    device_cookie(&cookies);
+    let set_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-id="))
+        .unwrap();
     for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(set_cookie.contains(attr), "{set_cookie}");
     }
@@ -556,7 +561,8 @@ async fn cross_site(url: &str, body: Option<&str>, cookie: Option<&str>) -> (Sta
 
 #[actix_web::test]
 async fn quickstart_login_protection() {
-    let env = [("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECS", "2")];
+    // Long enough for three argon2 failures on a loaded machine to land in one window.
+    let env = [("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECS", "6")];
     let app = start_with(None, &env);
     let url = |path: &str| format!("{}{path}", app.base);
     let invalid = r#"{"error":"invalid_credentials"}"#;
@@ -590,7 +596,7 @@ async fn quickstart_login_protection() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!((1..=6).contains(&retry), "Retry-After {retry}");
     assert_eq!(
         res.body().await.unwrap(),
         r#"{"error":"too_many_attempts"}"#
@@ -600,7 +606,8 @@ async fn quickstart_login_protection() {
         call("POST", &url("/login"), Some(unknown), None).await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Retry-After is rounded up to whole seconds: after it, the window has ended.
+    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(100)).await;
     log_in(&app, "bob", "bob-password-456").await;
 
     // Oversized input is refused before any hashing.
@@ -859,4 +866,145 @@ async fn quickstart_on_redis_sentinel() {
     let app = start_env(Some(("REDIS_SENTINELS", &sentinels)), &[]);
     assert!(app.banner.contains("Redis Sentinel"), "{}", app.banner);
     check_contract(&app).await;
+}
+
+/// `call`, as relayed by a proxy at 127.0.0.1 for `client`.
+async fn call_for(
+    client: &str,
+    url: &str,
+    body: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, Option<String>, Vec<String>, String) {
+    let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let mut req = awc::Client::default()
+        .post(url)
+        .insert_header(("origin", origin))
+        .insert_header(("x-forwarded-for", client))
+        .insert_header(("content-type", "application/json"));
+    if let Some(c) = cookie {
+        req = req.insert_header(("cookie", c));
+    }
+    let mut res = req.send_body(body.to_owned()).await.unwrap();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let cookies = set_cookies(&res);
+    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    (res.status(), retry, cookies, body)
+}
+
+/// The `name=value` part of the device cookie a response set.
+fn device_cookie(cookies: &[String]) -> String {
+    let set = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-device="))
+        .expect("no device cookie");
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(attr), "{set}");
+    }
+    set.split(';').next().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn quickstart_lets_a_known_browser_in_while_strangers_are_throttled() {
+    let env = [
+        ("TRUST_PROXIES", "127.0.0.1, ::1"),
+        ("LOGIN_MAX_FAILURES", "2"),
+        ("LOGIN_ACCOUNT_MAX_FAILURES", "6"),
+        ("LOGIN_WINDOW_SECS", "600"),
+    ];
+    let app = start_with(None, &env);
+    let login = format!("{}/login", app.base);
+    let right = r#"{"username":"alice","password":"alice-password-123"}"#;
+    let guess = r#"{"username":"alice","password":"guess-guess-guess"}"#;
+
+    let (status, _, cookies, _) = call_for("198.51.100.7", &login, right, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let device = device_cookie(&cookies);
+
+    // Two guesses from each /64 of one /59, until the account-wide ceiling is reached.
+    let mut checked = 0;
+    for net in 0x20..0x40 {
+        for _ in 0..2 {
+            let attacker = format!("2001:db8:0:{net:x}::1");
+            match call_for(&attacker, &login, guess, None).await.0 {
+                StatusCode::UNAUTHORIZED => checked += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                other => panic!("guess from {attacker}: {other}"),
+            }
+        }
+    }
+    assert_eq!(checked, 6);
+
+    let (status, retry, _, body) = call_for("198.51.100.8", &login, right, None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            r#"{"error":"too_many_attempts"}"#
+        )
+    );
+    assert!(retry.is_some(), "no Retry-After");
+    let (status, _, cookies, body) = call_for("198.51.100.9", &login, right, Some(&device)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
+    );
+    session_cookie(&cookies);
+    device_cookie(&cookies);
+}
+
+#[actix_web::test]
+async fn quickstart_registration_does_not_tell_taken_names_by_a_weak_password() {
+    let app = start(None);
+    let url = format!("{}/register", app.base);
+    let weak = |user: &str| format!(r#"{{"username":"{user}","password":"short pw"}}"#);
+    let taken = call("POST", &url, Some(&weak("bob")), None).await;
+    let free = call("POST", &url, Some(&weak("zelda")), None).await;
+    assert_eq!(taken, free);
+    assert_eq!(taken.0, StatusCode::BAD_REQUEST, "{}", taken.2);
+    assert!(
+        taken.2.contains(r#""error":"weak_password""#),
+        "{}",
+        taken.2
+    );
+}
+
+#[actix_web::test]
+async fn quickstart_throttles_registrations_per_address() {
+    let app = start_with(None, &[("REGISTRATION_MAX", "3")]);
+    let url = format!("{}/register", app.base);
+    for n in 0..3 {
+        let body = format!(r#"{{"username":"user{n}","password":"short pw"}}"#);
+        let (status, _, _) = call("POST", &url, Some(&body), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "registration {n}");
+    }
+    let body = r#"{"username":"user9","password":"a fine long passphrase"}"#;
+    let mut res = awc::Client::default()
+        .post(&url)
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res
+        .headers()
+        .get("retry-after")
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "Retry-After {retry}");
+    assert_eq!(
+        res.body().await.unwrap(),
+        r#"{"error":"too_many_attempts"}"#
+    );
 }

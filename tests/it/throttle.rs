@@ -27,9 +27,9 @@ async fn login(
     creds: web::Json<Credentials>,
 ) -> Result<HttpResponse, Error> {
     let attempt = throttle.attempt(&req, &creds.username).await?;
-    if creds.username == "alice" && creds.password == "right" {
-        attempt.succeeded().await?;
-        Ok(HttpResponse::Ok().body("welcome"))
+    if ["alice", "bob"].contains(&creds.username.as_str()) && creds.password == "right" {
+        let device = attempt.succeeded().await?;
+        Ok(HttpResponse::Ok().cookie(device).body("welcome"))
     } else {
         attempt.failed().await?;
         Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_credentials"})))
@@ -555,4 +555,150 @@ async fn without_the_middleware_the_throttle_refuses_rather_than_guess_the_clien
         "{}",
         logs.text()
     );
+}
+
+/// `attempt`, from a browser that sends back `cookies` (`name=value` pairs).
+fn attempt_from(
+    username: &str,
+    password: &str,
+    peer: &str,
+    cookies: &[String],
+) -> actix_http::Request {
+    let mut req = test::TestRequest::post()
+        .uri("/login")
+        .peer_addr(peer.parse().unwrap())
+        .set_json(serde_json::json!({"username": username, "password": password}));
+    if !cookies.is_empty() {
+        req = req.insert_header(("cookie", cookies.join("; ")));
+    }
+    req.to_request()
+}
+
+/// Logs in with the right password and returns the cookies the browser was given.
+async fn browser_after_login<S, B>(app: &S, username: &str, peer: &str) -> Vec<String>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, attempt_from(username, "right", peer, &[])).await;
+    assert_eq!(res.status(), 200, "{username} could not log in");
+    cookies_of(&res)
+}
+
+/// Guesses at `username` from each peer until every guess is refused; returns how many were
+/// let through to the password check.
+async fn guess_from_everywhere<S, B>(app: &S, username: &str, peers: &[String]) -> usize
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let mut checked = 0;
+    for peer in peers {
+        for _ in 0..2 {
+            match status_of(app, attempt_from(username, "guess", peer, &[])).await {
+                401 => checked += 1,
+                429 => {}
+                other => panic!("guess from {peer}: {other}"),
+            }
+        }
+    }
+    checked
+}
+
+/// Every /64 of one /59 (32 networks), and a few IPv4 addresses: as many addresses as an
+/// attacker with one ordinary IPv6 allocation has.
+fn attacker_peers() -> Vec<String> {
+    let mut peers: Vec<String> = (0x20..0x40)
+        .map(|net| format!("[2001:db8:0:{net:x}::{net:x}]:40000"))
+        .collect();
+    peers.extend((1..=4).map(|n| format!("203.0.113.{n}:40000")));
+    peers
+}
+
+#[actix_web::test]
+async fn past_the_account_wide_ceiling_a_known_browser_gets_in_and_strangers_do_not() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(Limit::new(2, Duration::from_secs(60)))
+        .per_account(Limit::new(40, Duration::from_secs(60)));
+    let app = app(throttle).await;
+    let alice_browser = browser_after_login(&app, "alice", "192.0.2.40:40000").await;
+    let bob_browser = browser_after_login(&app, "bob", "192.0.2.41:40000").await;
+
+    let checked = guess_from_everywhere(&app, "alice", &attacker_peers()).await;
+    assert_eq!(
+        checked, 40,
+        "the account-wide ceiling let {checked} guesses through"
+    );
+
+    // The account is locked for anyone the throttle does not know ...
+    let stranger = attempt_from("alice", "right", "192.0.2.50:40000", &[]);
+    assert_eq!(status_of(&app, stranger).await, 429);
+    // ... and a made-up device token, or another account's, changes nothing ...
+    let forged = vec![format!("__Host-device={}", "A".repeat(43))];
+    let forged = attempt_from("alice", "right", "192.0.2.50:40000", &forged);
+    assert_eq!(status_of(&app, forged).await, 429);
+    let borrowed = attempt_from("alice", "right", "192.0.2.50:40000", &bob_browser);
+    assert_eq!(status_of(&app, borrowed).await, 429);
+    // ... but alice's own browser gets in, from a new address or from one of the attacker's,
+    // keeping the fresh token each login hands out, as a browser does.
+    let mut browser = alice_browser.clone();
+    for peer in ["192.0.2.52:40000", "[2001:db8:0:20::1]:40000"] {
+        let known = attempt_from("alice", "right", peer, &browser);
+        let res = test::call_service(&app, known).await;
+        assert_eq!(res.status(), 200, "alice's browser from {peer}");
+        browser = cookies_of(&res);
+    }
+    // The token a success replaced is spent.
+    let stale = attempt_from("alice", "right", "192.0.2.53:40000", &alice_browser);
+    assert_eq!(status_of(&app, stale).await, 429);
+}
+
+fn cookies_of<B>(res: &ServiceResponse<B>) -> Vec<String> {
+    res.response()
+        .cookies()
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_device_token_that_keeps_failing_is_revoked() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(Limit::new(2, Duration::from_secs(60)))
+        .per_account(Limit::new(4, Duration::from_secs(60)))
+        .per_device(Limit::new(3, Duration::from_secs(60)));
+    let app = app(throttle).await;
+    let res = test::call_service(
+        &app,
+        attempt_from("alice", "right", "192.0.2.60:40000", &[]),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let set = res.response().cookies().next().expect("a device cookie");
+    assert_eq!(
+        (set.name(), set.http_only(), set.secure(), set.path()),
+        ("__Host-device", Some(true), Some(true), Some("/")),
+        "{set}"
+    );
+    assert_eq!(set.same_site(), Some(actix_web::cookie::SameSite::Strict));
+    assert_eq!(
+        set.max_age(),
+        Some(actix_web::cookie::time::Duration::seconds(60))
+    );
+    let device = vec![format!("{}={}", set.name(), set.value())];
+
+    // Strangers fill the account-wide ceiling; a device's guesses count against the device
+    // alone: three of them ...
+    let peers: Vec<String> = (1..=2).map(|n| format!("203.0.113.{n}:40000")).collect();
+    assert_eq!(guess_from_everywhere(&app, "alice", &peers).await, 4);
+    for _ in 0..3 {
+        let guess = attempt_from("alice", "guess", "192.0.2.61:40000", &device);
+        assert_eq!(status_of(&app, guess).await, 401);
+    }
+    // ... and then it is a stranger's browser again.
+    let spent = attempt_from("alice", "right", "192.0.2.61:40000", &device);
+    assert_eq!(status_of(&app, spent).await, 429);
 }

@@ -191,12 +191,39 @@ impl PasswordHasher {
         off_the_executor(move || hash_with(&password, pepper.as_ref())).await
     }
 
+    /// [`hash`](Self::hash) for an account being created. At most one such hash runs at a
+    /// time, across the process: sign-ups queue behind each other for that one turn, so a
+    /// flood of them holds at most one hashing slot and logins keep the rest of the queue.
+    ///
+    /// # Errors
+    /// As [`hash`](Self::hash).
+    pub async fn hash_registration(&self, password: &str) -> Result<String, PasswordError> {
+        let password = normalized(password)?;
+        let pepper = self.pepper.clone();
+        let turn = Arc::clone(registration_turn())
+            .acquire_owned()
+            .await
+            .map_err(|err| PasswordError::Interrupted(err.to_string()))?;
+        off_the_executor(move || {
+            // Held until the hash ends, even if the caller stops waiting for it.
+            let _turn = turn;
+            hash_with(&password, pepper.as_ref())
+        })
+        .await
+    }
+
     /// Checks `password` against a stored hash.
     ///
     /// Pass `None` when there is no such user: the same argon2 work is done against a built-in
     /// hash, and the result is `false`. Looking the user up and passing what was found, as in
     /// `verify(pw, user.map(|u| u.hash.as_str()))`, keeps unknown users and wrong passwords
     /// indistinguishable in time as well as in answer.
+    ///
+    /// An unknown user costs one verification with the current parameters. A stored hash made
+    /// with cheaper, outdated parameters is topped up with the argon2 work it lacks, so during
+    /// a parameter migration old accounts take as long as unknown ones; a hash made with
+    /// costlier parameters than the current ones takes longer, so lower them only together
+    /// with a rehash of every account.
     ///
     /// # Errors
     /// [`PasswordError::TooLong`] over [`MAX_PASSWORD_BYTES`] (checked before any work);
@@ -248,6 +275,15 @@ impl PasswordHasher {
 /// See [`PasswordHasher::hash`].
 pub async fn hash(password: &str) -> Result<String, PasswordError> {
     PasswordHasher::default().hash(password).await
+}
+
+/// Hashes a new account's password with the default [`PasswordHasher`], one sign-up at a time.
+/// See [`PasswordHasher::hash_registration`].
+///
+/// # Errors
+/// See [`PasswordHasher::hash`].
+pub async fn hash_registration(password: &str) -> Result<String, PasswordError> {
+    PasswordHasher::default().hash_registration(password).await
 }
 
 /// Checks `password` against a stored hash with the default [`PasswordHasher`]; `None` for an
@@ -328,11 +364,44 @@ fn verify_with(password: &str, stored: &str, peppers: &[Pepper]) -> Result<bool,
         let pepper = peppers.iter().find(|p| p.id.as_bytes() == params.keyid());
         Some(pepper.ok_or(PasswordError::UnknownPepper)?)
     };
-    match argon2_with(pepper)?.verify_password(password.as_bytes(), &parsed) {
+    let verdict = match argon2_with(pepper)?.verify_password(password.as_bytes(), &parsed) {
         Ok(()) => Ok(true),
         Err(argon2::password_hash::Error::Password) => Ok(false),
         Err(err) => Err(PasswordError::MalformedHash(err)),
+    };
+    make_up_for_outdated(&params);
+    verdict
+}
+
+/// Spends the argon2 work by which a hash made with `params` falls short of one made with the
+/// current parameters, so an account with an outdated hash answers no faster than an unknown
+/// user, who costs a current verification. Without it, the time a login takes would tell
+/// which accounts exist, and which have not logged in since the parameters changed.
+///
+/// argon2's work is one block operation per KiB of memory per pass, and filling fresh memory
+/// costs too, so the missing work is spread over as many passes as keep the memory within the
+/// current parameters'. Hashes costlier than the current parameters are left alone: unknown
+/// users then answer faster, which [`PasswordHasher::verify`] documents.
+fn make_up_for_outdated(params: &Params) {
+    let current = Params::default();
+    let work = |p: &Params| u64::from(p.m_cost()) * u64::from(p.t_cost());
+    let missing = work(&current).saturating_sub(work(params));
+    if missing < u64::from(Params::MIN_M_COST) {
+        return;
     }
+    let passes = missing.div_ceil(u64::from(current.m_cost())).max(1);
+    let m_cost = u32::try_from(missing / passes).unwrap_or(u32::MAX);
+    let passes = u32::try_from(passes).unwrap_or(u32::MAX);
+    let Ok(padding) = Params::new(m_cost, passes, 1, Some(OUTPUT_BYTES)) else {
+        return;
+    };
+    let mut output = [0u8; OUTPUT_BYTES];
+    // The input is irrelevant; only the work counts.
+    let _ = Argon2::new(Algorithm::Argon2id, Version::V0x13, padding).hash_password_into(
+        b"padding",
+        &[0u8; SALT_BYTES],
+        &mut output,
+    );
 }
 
 /// Limits how many hashes run at once: half the cores (at least one), so serving requests keeps
@@ -340,6 +409,13 @@ fn verify_with(password: &str, stored: &str, peppers: &[Pepper]) -> Result<bool,
 fn hashing_slots() -> &'static Arc<Semaphore> {
     static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     SLOTS.get_or_init(|| Arc::new(Semaphore::new(hashing_threads())))
+}
+
+/// The one turn that registration hashes take in order, so that they wait among themselves
+/// rather than ahead of logins in [`hashing_slots`].
+fn registration_turn() -> &'static Arc<Semaphore> {
+    static TURN: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    TURN.get_or_init(|| Arc::new(Semaphore::new(1)))
 }
 
 fn hashing_threads() -> usize {

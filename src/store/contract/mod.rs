@@ -110,12 +110,14 @@ where
 
 /// Runs every [`ThrottleStore`] check, each group on a store from `new_store`.
 ///
-/// Checked: a counter admits `max` attempts in its window, then refuses with the time left;
+/// Checked: a counter admits `max` attempts in its window, then refuses with the time left
+/// (a counter with `max` 0 refuses even its first attempt);
 /// a refusal counts nothing in any counter; the longest remaining window among the full
 /// counters is reported; attempts never prolong a window, and a counter whose window ended
 /// admits again; `release` takes one back, never below zero, never creates a counter, and
 /// changes nothing after the window ended; `reset` removes a counter; concurrent attempts
-/// never share room that only one of them has.
+/// never share room that only one of them has; `admit_existing` never creates a counter, counts
+/// in an existing one like `admit`, and knows none that was reset or whose window ended.
 ///
 /// # Panics
 ///
@@ -131,6 +133,7 @@ where
     check_windows(&new_store().await).await;
     check_release_and_reset(&new_store().await).await;
     check_concurrent_admissions(&new_store().await).await;
+    check_admit_existing(&new_store().await).await;
 }
 
 // ---- helpers ------------------------------------------------------------------------------------

@@ -54,6 +54,28 @@ pub(super) async fn check_counting(store: &impl ThrottleStore) {
         "a counter with max 5 that admitted 2 attempts alongside a full counter then admitted \
          {count} alone instead of 3"
     );
+
+    // A limit of zero is a closed door from the very first attempt, and refusing there counts
+    // nothing elsewhere.
+    let (closed, open) = (random_name("counter"), random_name("counter"));
+    let shut = [counter(&closed, 0, window), counter(&open, 1, window)];
+    match ok("admit", store.admit(&shut).await) {
+        Admission::Refused { retry_after } => rule!(
+            !retry_after.is_zero() && retry_after <= window,
+            "a counter with max 0 refuses every attempt",
+            "refused a first attempt at max 0 with retry_after {retry_after:?}"
+        ),
+        Admission::Admitted => broken(
+            "a counter with max 0 refuses every attempt",
+            format_args!("a fresh counter with max 0 admitted its first attempt"),
+        ),
+    }
+    let count = admissions(store, &shut[1..], 10).await;
+    rule!(
+        count == 1,
+        "a refusal counts nothing in any counter",
+        "a counter with max 1, refused alongside a counter with max 0, then admitted {count}"
+    );
 }
 
 pub(super) async fn check_windows(store: &impl ThrottleStore) {
@@ -225,4 +247,91 @@ pub(super) async fn check_concurrent_admissions(store: &impl ThrottleStore) {
              {count} more instead of 45"
         );
     }
+}
+
+pub(super) async fn check_admit_existing(store: &impl ThrottleStore) {
+    let window = Duration::from_secs(60);
+
+    // A name never admitted is unknown, and trying it does not bring it into being.
+    let unknown = random_name("counter");
+    for _ in 0..2 {
+        let verdict = ok(
+            "admit_existing",
+            store.admit_existing(counter(&unknown, 5, window)).await,
+        );
+        rule!(
+            verdict.is_none(),
+            "admit_existing never creates a counter",
+            "a counter never admitted answered {verdict:?}"
+        );
+    }
+    let count = admissions(store, &[counter(&unknown, 1, window)], 10).await;
+    rule!(
+        count == 1,
+        "admit_existing never creates a counter",
+        "a counter with max 1, tried with admit_existing first, then admitted {count} attempts"
+    );
+
+    // An existing one counts as admit does, up to its max, and then refuses.
+    let known = random_name("counter");
+    rule!(
+        admitted(store, &[counter(&known, 100, window)]).await,
+        "a counter admits max attempts in its window",
+        "a fresh counter refused an attempt"
+    );
+    for n in 2..=3 {
+        let verdict = ok(
+            "admit_existing",
+            store.admit_existing(counter(&known, 3, window)).await,
+        );
+        rule!(
+            verdict == Some(Admission::Admitted),
+            "admit_existing counts in an existing counter up to its max",
+            "attempt {n} at a counter with max 3 answered {verdict:?}"
+        );
+    }
+    match ok(
+        "admit_existing",
+        store.admit_existing(counter(&known, 3, window)).await,
+    ) {
+        Some(Admission::Refused { retry_after }) => rule!(
+            !retry_after.is_zero() && retry_after <= window,
+            "a refusal reports the time left in the window",
+            "refused with retry_after {retry_after:?} in a window of {window:?}"
+        ),
+        verdict => broken(
+            "admit_existing counts in an existing counter up to its max",
+            format_args!("a full counter answered {verdict:?}"),
+        ),
+    }
+
+    // Once removed, or once its window ends, the counter is unknown again.
+    ok("reset", store.reset(&known).await);
+    let verdict = ok(
+        "admit_existing",
+        store.admit_existing(counter(&known, 3, window)).await,
+    );
+    rule!(
+        verdict.is_none(),
+        "a reset counter is unknown to admit_existing",
+        "answered {verdict:?}"
+    );
+    let brief = random_name("counter");
+    let started = SystemTime::now();
+    let short = Duration::from_millis(200);
+    rule!(
+        admitted(store, &[counter(&brief, 5, short)]).await,
+        "a counter admits max attempts in its window",
+        "a fresh counter refused an attempt"
+    );
+    sleep_until(started + short + EXPIRY_SLACK).await;
+    let verdict = ok(
+        "admit_existing",
+        store.admit_existing(counter(&brief, 5, short)).await,
+    );
+    rule!(
+        verdict.is_none(),
+        "a counter whose window ended is unknown to admit_existing",
+        "answered {verdict:?}"
+    );
 }

@@ -32,6 +32,18 @@ end
 return -1
 ";
 
+/// `ADMIT_SCRIPT` for one counter (`KEYS[1]`, `ARGV[1]` = max) that must exist: -2 when it
+/// does not, -1 when admitted, else the milliseconds left in its window.
+const ADMIT_EXISTING_SCRIPT: &str = r"
+local count = redis.call('GET', KEYS[1])
+if not count then return -2 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then return -2 end
+if tonumber(count) >= tonumber(ARGV[1]) then return ttl end
+redis.call('INCR', KEYS[1])
+return -1
+";
+
 /// Takes one back from each existing counter above zero.
 const RELEASE_SCRIPT: &str = r"
 for _, key in ipairs(KEYS) do
@@ -64,6 +76,23 @@ impl ThrottleStore for RedisStore {
                 retry_after: Duration::from_millis(ms),
             },
             Err(_) => Admission::Admitted,
+        })
+    }
+
+    async fn admit_existing(&self, counter: Counter<'_>) -> Result<Option<Admission>, StoreError> {
+        let script = redis::Script::new(ADMIT_EXISTING_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.counter_key(counter.name))
+            .arg(counter.max);
+        let mut conn = self.connection.clone();
+        let verdict: i64 = self.run(invocation.invoke_async(&mut conn)).await?;
+        Ok(match verdict {
+            -2 => None,
+            -1 => Some(Admission::Admitted),
+            ms => Some(Admission::Refused {
+                retry_after: Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+            }),
         })
     }
 
