@@ -98,7 +98,8 @@ impl Inner {
             self.remove(&key);
         }
         self.counters.retain(|_, (_, expires_at)| *expires_at > now);
-        self.credentials.retain(|_, (_, kept_until)| *kept_until > now);
+        self.credentials
+            .retain(|_, (_, kept_until)| *kept_until > now);
         self.creations_since_sweep = 0;
     }
 }

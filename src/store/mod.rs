@@ -234,6 +234,7 @@ pub trait ThrottleStore: Send + Sync + 'static {
 }
 
 /// [`ThrottleStore`] behind a vtable.
+#[cfg(feature = "throttle")]
 pub(crate) trait DynThrottleStore: Send + Sync {
     fn admit<'a>(
         &'a self,
@@ -251,6 +252,7 @@ pub(crate) trait DynThrottleStore: Send + Sync {
     fn reset<'a>(&'a self, counter: &'a str) -> LocalBoxFuture<'a, Result<(), StoreError>>;
 }
 
+#[cfg(feature = "throttle")]
 impl<T: ThrottleStore> DynThrottleStore for T {
     fn admit<'a>(
         &'a self,
