@@ -32,10 +32,12 @@ pub use self::builder::RedisStoreBuilder;
 ///
 /// One record is one Redis string, `{prefix}:s:{SHA-256 of the token, base64url}`, holding the
 /// session's idle deadline (Unix milliseconds), a space and the JSON-encoded [`SessionRecord`],
-/// with a TTL that ends at the same deadline.
+/// with a TTL that ends at the same deadline. Refreshing the idle deadline rewrites the value
+/// and its TTL together with `SET … XX PX`, never `PEXPIRE`, which would move the TTL and leave
+/// the deadline in the value behind.
 /// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those hashes,
 /// whose TTL is kept at or past the absolute end of its longest-lived session. The raw token is
-/// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`).
+/// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`, on the index only).
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
@@ -43,12 +45,14 @@ pub use self::builder::RedisStoreBuilder;
 /// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
 /// | [`delete`](SessionStore::delete) | `DEL`; then `PING` with a local cache or [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
-/// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `SREM` of dead members | 2–3 |
+/// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
 /// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 3–4 |
 ///
 /// The `PING` after a write waits until Redis has sent that write's invalidations to every
 /// tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent only when a cache needs
-/// it, and never on a cluster. `list` deletes a dead record it finds as `delete` does.
+/// it, and never on a cluster. `list` deletes a dead record it finds as `delete` does; a record
+/// past the deadline in its value is dead only if Redis agrees (the key has no TTL), since app
+/// hosts' clocks may run ahead of the one that set the TTL.
 ///
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
 /// Every command is bounded by a timeout (1 s unless set with
@@ -256,15 +260,10 @@ impl SessionStore for RedisStore {
             return Err(StoreError::corrupt("short pipeline reply"));
         }
         let now = SystemTime::now();
+        let mut past_deadline = Vec::new();
         for ((member, key), value) in indexed.into_iter().zip(replies) {
             match value.as_deref().map(decode).transpose() {
-                Ok(Some(stored)) if stored.expires_at <= now => {
-                    // Past its deadline but still there (its TTL was removed, or clocks
-                    // disagree): delete it before dropping its entry, so that no record is ever
-                    // left unindexed for a revocation to miss.
-                    doomed.push(key);
-                    dead.push(member);
-                }
+                Ok(Some(stored)) if stored.expires_at <= now => past_deadline.push((member, key)),
                 Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
                 // Gone, or (after a key collision) someone else's: not this user's.
                 Ok(_) => dead.push(member),
@@ -273,6 +272,29 @@ impl SessionStore for RedisStore {
                     tracing::warn!(session = key.short(), error = %err, "removing unreadable session");
                     doomed.push(key);
                     dead.push(member);
+                }
+            }
+        }
+        if !past_deadline.is_empty() {
+            // Past its deadline by this host's clock, which may run ahead of the clock of the
+            // host that set its TTL: Redis's own expiry is the judge. A key that Redis will
+            // expire by itself is left alone, indexed and unlisted (it still ends no later
+            // than its TTL, and this host refuses it already); only one without a TTL, which
+            // would never go, is deleted, before its entry is dropped, so that no record is
+            // ever left unindexed for a revocation to miss.
+            let keys: Vec<&SessionKey> = past_deadline.iter().map(|(_, key)| key).collect();
+            let ttls = self.remaining_ttls(&keys).await?;
+            if ttls.len() != past_deadline.len() {
+                return Err(StoreError::corrupt("short pipeline reply"));
+            }
+            for ((member, key), ttl) in past_deadline.into_iter().zip(ttls) {
+                match ttl {
+                    -1 => {
+                        doomed.push(key);
+                        dead.push(member);
+                    }
+                    -2 => dead.push(member),
+                    _ => {}
                 }
             }
         }
