@@ -387,3 +387,83 @@ async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
         "the immortal record's entry was not dropped"
     );
 }
+
+/// A standalone server told to wait for a replica: without one, a delete fails within the
+/// bound instead of succeeding unprotected; with one, it succeeds. Prints what the wait costs.
+#[actix_web::test]
+async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
+    let primary = RedisServer::start();
+    let prefix = unique_prefix();
+    let plain = RedisStore::builder(primary.url())
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    let waiting = RedisStore::builder(primary.url())
+        .key_prefix(&prefix)
+        .wait_for_replicas(1, Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    let minute = Duration::from_secs(60);
+    let key = random_key();
+    plain
+        .create(&key, &record("r", minute), in_(minute))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = waiting.delete(&key).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let replica = RedisServer::start_with(&format!("--replicaof 127.0.0.1 {}", primary.port));
+    let mut conn = connection(&replica.url()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(&mut conn)
+        .unwrap()
+        .contains("master_link_status:up")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not sync"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let key = random_key();
+    plain
+        .create(&key, &record("r", minute), in_(minute))
+        .await
+        .unwrap();
+    assert!(waiting.delete(&key).await.unwrap());
+    let on_replica: bool = redis::cmd("EXISTS")
+        .arg(waiting.session_key(&key))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!on_replica, "the delete answered before the replica had it");
+
+    // What the wait costs a delete, on one host.
+    const ROUNDS: u32 = 200;
+    for (name, store) in [("DEL", &plain), ("DEL + WAIT 1", &waiting)] {
+        let keys: Vec<SessionKey> = (0..ROUNDS).map(|_| random_key()).collect();
+        for key in &keys {
+            plain
+                .create(key, &record("r", minute), in_(minute))
+                .await
+                .unwrap();
+        }
+        let started = std::time::Instant::now();
+        for key in &keys {
+            assert!(store.delete(key).await.unwrap());
+        }
+        eprintln!("{name}: {:?} per delete", started.elapsed() / ROUNDS);
+    }
+}

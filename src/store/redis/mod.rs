@@ -27,6 +27,7 @@ mod throttle;
 mod tls;
 
 pub use self::builder::RedisStoreBuilder;
+use self::builder::ReplicaWait;
 
 /// Keeps sessions in Redis.
 ///
@@ -44,7 +45,7 @@ pub use self::builder::RedisStoreBuilder;
 /// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
-/// | [`delete`](SessionStore::delete) | `DEL`; then `PING` with a local cache or [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
+/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `PING` with a local cache or [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
 /// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 3–4 |
 ///
@@ -79,6 +80,9 @@ pub struct RedisStore {
     /// Whether a session-ending `DEL` waits for its invalidations to be sent; see
     /// [`RedisStore::settle`].
     settle_deletes: bool,
+    /// Whether a session-ending `DEL` must reach replicas; see
+    /// [`RedisStoreBuilder::wait_for_replicas`].
+    replica_wait: Option<ReplicaWait>,
     prefix: Arc<str>,
     command_timeout: Duration,
 }
@@ -138,6 +142,43 @@ impl RedisStore {
         self.run(redis::cmd("PING").query_async::<()>(conn)).await
     }
 
+    /// Runs `del` and returns its reply once `wait.replicas` replicas have it too, or fails.
+    ///
+    /// `WAIT` counts the replicas that have every write this client sent before it. On one
+    /// server the two go in one pipeline, so they share a connection (a reconnect in between
+    /// would make the `WAIT` vouch for nothing) and a round trip.
+    async fn delete_on_replicas(
+        &self,
+        conn: &mut Connection,
+        del: redis::Cmd,
+        wait: ReplicaWait,
+    ) -> Result<i64, StoreError> {
+        let timeout_ms = u64::try_from(wait.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut wait_cmd = redis::cmd("WAIT");
+        wait_cmd.arg(wait.replicas).arg(timeout_ms);
+        // The replicas' time comes on top of the command timeout, not out of it.
+        let within = self.command_timeout + wait.timeout;
+        let (removed, acknowledged): (i64, i64) = if conn.is_single_node() {
+            let mut both = redis::pipe();
+            both.add_command(del).add_command(wait_cmd);
+            self.run_within(within, both.query_async(conn)).await?
+        } else {
+            let removed = self.run(del.query_async(conn)).await?;
+            // Sent to every primary, answered with the smallest count.
+            let acknowledged = self.run_within(within, wait_cmd.query_async(conn)).await?;
+            (removed, acknowledged)
+        };
+        if acknowledged < i64::from(wait.replicas) {
+            return Err(StoreError::unavailable(format!(
+                "a session-ending delete reached {acknowledged} of {} replicas within {timeout_ms} ms",
+                wait.replicas
+            )));
+        }
+        Ok(removed)
+    }
+
     /// Whether this process keeps a local cache of its own.
     fn caches_locally(&self) -> bool {
         #[cfg(feature = "local-cache")]
@@ -152,7 +193,16 @@ impl RedisStore {
         &self,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.command_timeout, operation).await {
+        self.run_within(self.command_timeout, operation).await
+    }
+
+    /// [`run`](Self::run) with a longer bound, for a command that waits on purpose.
+    async fn run_within<T>(
+        &self,
+        limit: Duration,
+        operation: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(limit, operation).await {
             Ok(Err(err)) if err.is_timeout() => Err(StoreError::Timeout),
             Ok(result) => result.map_err(StoreError::unavailable),
             Err(_elapsed) => Err(StoreError::Timeout),
@@ -215,13 +265,12 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
-        let removed: i64 = self
-            .run(
-                redis::cmd("DEL")
-                    .arg(self.session_key(key))
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let mut del = redis::cmd("DEL");
+        del.arg(self.session_key(key));
+        let removed: i64 = match self.replica_wait {
+            None => self.run(del.query_async(&mut conn)).await?,
+            Some(wait) => self.delete_on_replicas(&mut conn, del, wait).await?,
+        };
         // With caches about, a logout is final on every instance before the client hears of it;
         // also when another instance's DEL won the race, since its invalidations went out in
         // the same pass.
