@@ -423,7 +423,13 @@ async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
         started.elapsed()
     );
 
-    let replica = RedisServer::start_with(&format!("--replicaof 127.0.0.1 {}", primary.port));
+    // The replica loads the primary's data through a file: keep it out of the working tree.
+    let dir = support::process::unique_dir("replica");
+    let replica = RedisServer::start_with(&format!(
+        "--replicaof 127.0.0.1 {} --dir {}",
+        primary.port,
+        dir.0.display()
+    ));
     let mut conn = connection(&replica.url()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !redis::cmd("INFO")

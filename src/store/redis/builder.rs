@@ -273,6 +273,17 @@ impl RedisStoreBuilder {
     /// connection (a crashed host, a silent partition) stops the cache within a second, and
     /// requests then fail closed or read from Redis.
     ///
+    /// The cache's tracking connection and the store's connection dial the same address
+    /// separately, and the store's reconnects by itself; after a virtual IP, DNS name or
+    /// service address moves, they could reach different servers, and the cache would never
+    /// hear of the other server's writes. So the cache compares the servers' `run_id`
+    /// (`INFO server`): when its tracking connection is set up, once a second on the
+    /// heartbeat, and after each of this store's session-ending deletes (which settle with
+    /// `INFO server` instead of `PING`). On a mismatch it empties, logs a warning and reads
+    /// from Redis until a new tracking connection reaches the store's server. A logout through
+    /// this store is therefore never served from a stale cache; one through another instance
+    /// may be, for at most about a second after the store's connection moved.
+    ///
     /// Needs a standalone Redis reached over plain TCP: `connect` fails for a cluster, Sentinel,
     /// a Unix socket or `rediss://`. The guarantee rests on Redis writing an invalidation to
     /// every tracking client in the pass that answers the write, and on the network delivering
@@ -315,9 +326,14 @@ impl RedisStoreBuilder {
         check_server_version(&info_text(info))?;
         #[cfg(feature = "local-cache")]
         let cache = match tracking {
-            Some((target, capacity)) => {
-                Some(crate::store::cache::LocalCache::connect(target, capacity).await?)
-            }
+            Some((target, capacity)) => Some(
+                crate::store::cache::LocalCache::connect(
+                    target,
+                    capacity,
+                    server_probe(&connection, self.command_timeout),
+                )
+                .await?,
+            ),
             None => None,
         };
         #[cfg(feature = "local-cache")]
@@ -364,8 +380,34 @@ impl RedisStoreBuilder {
     }
 }
 
+/// How the local cache asks the store's own connection which server it reaches.
+#[cfg(feature = "local-cache")]
+fn server_probe(
+    connection: &Connection,
+    command_timeout: Duration,
+) -> crate::store::cache::ServerProbe {
+    let connection = connection.clone();
+    std::sync::Arc::new(move || {
+        let mut connection = connection.clone();
+        Box::pin(async move {
+            let info = tokio::time::timeout(
+                command_timeout,
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async::<Value>(&mut connection),
+            )
+            .await
+            .map_err(|_elapsed| StoreError::Timeout)?
+            .map_err(StoreError::unavailable)?;
+            crate::store::cache::run_id(&info_text(info))
+                .map(str::to_owned)
+                .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
+        })
+    })
+}
+
 /// The text of an `INFO` reply: one string from a server, or one per node from a cluster.
-fn info_text(reply: Value) -> String {
+pub(super) fn info_text(reply: Value) -> String {
     match reply {
         Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,

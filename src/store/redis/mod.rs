@@ -45,13 +45,15 @@ use self::builder::ReplicaWait;
 /// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
-/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `PING` with a local cache or [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
+/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache, `PING` with [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
 /// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 3–4 |
 ///
-/// The `PING` after a write waits until Redis has sent that write's invalidations to every
-/// tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent only when a cache needs
-/// it, and never on a cluster. `list` deletes a dead record it finds as `delete` does; a record
+/// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
+/// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
+/// only when a cache needs it, and never on a cluster. With a local cache, a delete settles
+/// with `INFO server`, whose `run_id` tells the cache whether it tracks the server the delete
+/// went to. `list` deletes a dead record it finds as `delete` does; a record
 /// past the deadline in its value is dead only if Redis agrees (the key has no TTL), since app
 /// hosts' clocks may run ahead of the one that set the TTL.
 ///
@@ -179,6 +181,26 @@ impl RedisStore {
         Ok(removed)
     }
 
+    /// [`settle`](Self::settle) after a session-ending delete. With a local cache, the round
+    /// trip is `INFO server` instead of `PING`: it settles as well, and tells the cache which
+    /// server the delete went to, so that a cache tracking another server (the store's
+    /// connection moved on by itself) is emptied before this delete answers.
+    async fn settle_delete(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        #[cfg(feature = "local-cache")]
+        if let Some(cache) = &self.cache {
+            let info: redis::Value = self
+                .run(redis::cmd("INFO").arg("server").query_async(conn))
+                .await?;
+            match super::cache::run_id(&builder::info_text(info)) {
+                Some(server) => cache.confirm_server(server),
+                // Cannot tell where the delete went: trust no copy.
+                None => cache.confirm_server(""),
+            }
+            return Ok(());
+        }
+        self.settle(conn).await
+    }
+
     /// Whether this process keeps a local cache of its own.
     fn caches_locally(&self) -> bool {
         #[cfg(feature = "local-cache")]
@@ -275,7 +297,7 @@ impl SessionStore for RedisStore {
         // also when another instance's DEL won the race, since its invalidations went out in
         // the same pass.
         if self.settle_deletes {
-            self.settle(&mut conn).await?;
+            self.settle_delete(&mut conn).await?;
         }
         Ok(removed > 0)
     }
