@@ -88,8 +88,12 @@ where
 }
 
 /// Everything that must hold once the new primary is in place.
-async fn check_after_failover<S, B>(app: &S, deployment: &RedisSentinel, tokens: &[String])
-where
+async fn check_after_failover<S, B>(
+    app: &S,
+    deployment: &RedisSentinel,
+    tokens: &[String],
+    replica_left: bool,
+) where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
@@ -120,14 +124,25 @@ where
         .unwrap();
     assert_eq!(found.len(), 1, "new session missing on the new primary");
 
-    assert_eq!(status(app, post("/logout", Some(&tokens[0]))).await, 204);
-    assert_eq!(status(app, get("/me", Some(&tokens[0]))).await, 401);
+    if replica_left {
+        assert_eq!(status(app, post("/logout", Some(&tokens[0]))).await, 204);
+        assert_eq!(status(app, get("/me", Some(&tokens[0]))).await, 401);
+    } else {
+        // No replica could keep a logout from being undone by the next failover, so it does
+        // not answer success; the primary did delete the session, it is just not safe yet.
+        assert_eq!(status(app, post("/logout", Some(&tokens[0]))).await, 503);
+        assert_eq!(status(app, get("/me", Some(&tokens[0]))).await, 401);
+    }
     assert_eq!(status(app, get("/me", Some(&tokens[1]))).await, 200);
 }
 
 /// Runs requests while `trigger` makes the sentinels promote the replica and waits until the
 /// deployment has settled, then checks the sessions and the store on the new primary.
-async fn survive_failover(mut deployment: RedisSentinel, trigger: fn(&mut RedisSentinel)) {
+async fn survive_failover(
+    mut deployment: RedisSentinel,
+    replica_left: bool,
+    trigger: fn(&mut RedisSentinel),
+) {
     let (logs, _guard) = support::logs::capture_logs();
     let store = sentinel_store(&deployment, &unique_prefix()).await;
     let app = app(store).await;
@@ -153,7 +168,7 @@ async fn survive_failover(mut deployment: RedisSentinel, trigger: fn(&mut RedisS
     );
     assert!(ok > 0, "no request ran during the failover");
 
-    check_after_failover(&app, &deployment, &tokens).await;
+    check_after_failover(&app, &deployment, &tokens, replica_left).await;
 
     // Thousands of failed requests, yet the primary was looked up a few times a second at
     // most, and replaced once.
@@ -170,7 +185,7 @@ async fn survive_failover(mut deployment: RedisSentinel, trigger: fn(&mut RedisS
 
 #[actix_web::test]
 async fn sessions_survive_a_sentinel_failover() {
-    survive_failover(RedisSentinel::start(), |deployment| {
+    survive_failover(RedisSentinel::start(), true, |deployment| {
         deployment.force_failover();
         deployment.wait_for_primary(1, Duration::from_secs(20));
         // The old primary keeps taking writes until it is demoted, which Sentinel does only
@@ -183,7 +198,7 @@ async fn sessions_survive_a_sentinel_failover() {
 
 #[actix_web::test]
 async fn sessions_survive_the_primary_dying() {
-    survive_failover(RedisSentinel::start(), |deployment| {
+    survive_failover(RedisSentinel::start(), false, |deployment| {
         deployment.kill_server(0);
         deployment.wait_for_primary(1, Duration::from_secs(20));
     })
@@ -350,4 +365,90 @@ async fn sentinels_and_primary_over_tls_with_a_private_ca() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Waits until `token`'s session answers something other than 503, as it does once the store
+/// has found the new primary, and returns that status.
+async fn status_once_recovered<S, B>(app: &S, token: &str) -> u16
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status(app, get("/me", Some(token))).await;
+        if status != 503 {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A logout the primary acknowledged but no replica received is lost when the replica is
+/// promoted. So a logout must not answer success before a replica has its `DEL`: with the only
+/// replica cut off, it answers 503 within a bounded time, and whatever it answered, a logout
+/// that succeeded is never undone by the failover.
+#[actix_web::test]
+async fn a_logout_is_never_undone_by_a_failover() {
+    let mut deployment = RedisSentinel::start();
+    let app = app(sentinel_store(&deployment, &unique_prefix()).await).await;
+    let tokens = replicated_sessions(&app, &deployment, 2).await;
+
+    // The replica stalls, and the primary drops its link: nothing written now reaches it.
+    let frozen = deployment.freeze_server(1);
+    deployment.cut_replication(0);
+    let started = Instant::now();
+    let logout = status(&app, post("/logout", Some(&tokens[0]))).await;
+    let took = started.elapsed();
+
+    // The primary dies before the replica could hear of the logout, and the replica takes over.
+    deployment.kill_server(0);
+    frozen.thaw();
+    deployment.wait_for_primary(1, Duration::from_secs(30));
+    let after = status_once_recovered(&app, &tokens[0]).await;
+    assert!(
+        logout != 204 || after == 401,
+        "a logout that answered 204 was undone by the failover: the cookie answers {after}"
+    );
+    assert_eq!(
+        logout, 503,
+        "no replica had the logout, yet it answered {logout}"
+    );
+    assert!(took < Duration::from_secs(2), "the logout took {took:?}");
+    assert_eq!(status(&app, get("/me", Some(&tokens[1]))).await, 200);
+}
+
+/// A replica that is merely slow delays the logout, which then answers 204 and holds: the
+/// primary dies right after, and the promoted replica has the logout.
+#[actix_web::test]
+async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
+    let mut deployment = RedisSentinel::start();
+    let app = app(sentinel_store(&deployment, &unique_prefix()).await).await;
+    let tokens = replicated_sessions(&app, &deployment, 2).await;
+
+    let frozen = deployment.freeze_server(1);
+    let thaw = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        frozen.thaw();
+    };
+    let logout = async {
+        let started = Instant::now();
+        let answer = status(&app, post("/logout", Some(&tokens[0]))).await;
+        (answer, started.elapsed())
+    };
+    let ((logout, took), ()) = futures_util::future::join(logout, thaw).await;
+    assert_eq!(
+        logout, 204,
+        "the logout failed though the replica came back in time"
+    );
+    assert!(
+        took >= Duration::from_millis(200),
+        "the logout answered after {took:?}, before the stalled replica could have it"
+    );
+
+    deployment.kill_server(0);
+    deployment.wait_for_primary(1, Duration::from_secs(30));
+    assert_eq!(status_once_recovered(&app, &tokens[0]).await, 401);
+    assert_eq!(status(&app, get("/me", Some(&tokens[1]))).await, 200);
 }

@@ -313,3 +313,163 @@ async fn redis_acl_user_keeps_the_contract() {
         .unwrap();
     check_all(|| async { store.clone() }).await;
 }
+
+/// The value's deadline, rewritten to `deadline_ms` (Unix milliseconds), as another host whose
+/// clock disagrees with this one might see it.
+fn with_deadline(value: &[u8], deadline_ms: u128) -> Vec<u8> {
+    let space = value.iter().position(|&b| b == b' ').unwrap();
+    let mut rewritten = deadline_ms.to_string().into_bytes();
+    rewritten.extend_from_slice(&value[space..]);
+    rewritten
+}
+
+/// App hosts' clocks drift apart. A record whose deadline is past by this host's clock but
+/// that Redis still keeps (its TTL runs) may be live for a host whose clock runs behind: a
+/// listing here must leave it alone. Only a record Redis would keep forever (no TTL) is this
+/// listing's to delete.
+#[actix_web::test]
+async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
+    let url = shared_redis_url();
+    let store = redis_store().await;
+    let mut conn = connection(&url).unwrap();
+    let minute = Duration::from_secs(60);
+    let skewed = random_key();
+    let immortal = random_key();
+    for key in [&skewed, &immortal] {
+        store
+            .create(key, &record("skew", minute * 60), in_(minute))
+            .await
+            .unwrap();
+    }
+    let past_ms = (SystemTime::now() - Duration::from_secs(2))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for (key, keep_ttl) in [(&skewed, true), (&immortal, false)] {
+        let redis_key = store.session_key(key);
+        let value: Vec<u8> = redis::cmd("GET").arg(&redis_key).query(&mut conn).unwrap();
+        let mut set = redis::cmd("SET");
+        set.arg(&redis_key).arg(with_deadline(&value, past_ms));
+        if keep_ttl {
+            set.arg("KEEPTTL");
+        }
+        set.exec(&mut conn).unwrap();
+    }
+
+    let listed = store.list("skew").await.unwrap();
+    assert!(
+        listed.live.is_empty(),
+        "a session past its deadline was listed"
+    );
+
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(store.session_key(&skewed))
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        ttl > 50_000,
+        "a record that Redis still keeps was deleted by a listing (PTTL {ttl})"
+    );
+    let indexed: bool = redis::cmd("SISMEMBER")
+        .arg(store.user_index_key("skew"))
+        .arg(skewed.as_str())
+        .query(&mut conn)
+        .unwrap();
+    assert!(indexed, "a record that Redis still keeps was unindexed");
+
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(store.session_key(&immortal))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!exists, "a record with no TTL and a past deadline was kept");
+    assert_eq!(
+        listed.dropped, 1,
+        "the immortal record's entry was not dropped"
+    );
+}
+
+/// A standalone server told to wait for a replica: without one, a delete fails within the
+/// bound instead of succeeding unprotected; with one, it succeeds. Prints what the wait costs.
+#[actix_web::test]
+async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
+    let primary = RedisServer::start();
+    let prefix = unique_prefix();
+    let plain = RedisStore::builder(primary.url())
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    let waiting = RedisStore::builder(primary.url())
+        .key_prefix(&prefix)
+        .wait_for_replicas(1, Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    let minute = Duration::from_secs(60);
+    let key = random_key();
+    plain
+        .create(&key, &record("r", minute), in_(minute))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = waiting.delete(&key).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The replica loads the primary's data through a file: keep it out of the working tree.
+    let dir = support::process::unique_dir("replica");
+    let replica = RedisServer::start_with(&format!(
+        "--replicaof 127.0.0.1 {} --dir {}",
+        primary.port,
+        dir.0.display()
+    ));
+    let mut conn = connection(&replica.url()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(&mut conn)
+        .unwrap()
+        .contains("master_link_status:up")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not sync"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let key = random_key();
+    plain
+        .create(&key, &record("r", minute), in_(minute))
+        .await
+        .unwrap();
+    assert!(waiting.delete(&key).await.unwrap());
+    let on_replica: bool = redis::cmd("EXISTS")
+        .arg(waiting.session_key(&key))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!on_replica, "the delete answered before the replica had it");
+
+    // What the wait costs a delete, on one host.
+    const ROUNDS: u32 = 200;
+    for (name, store) in [("DEL", &plain), ("DEL + WAIT 1", &waiting)] {
+        let keys: Vec<SessionKey> = (0..ROUNDS).map(|_| random_key()).collect();
+        for key in &keys {
+            plain
+                .create(key, &record("r", minute), in_(minute))
+                .await
+                .unwrap();
+        }
+        let started = std::time::Instant::now();
+        for key in &keys {
+            assert!(store.delete(key).await.unwrap());
+        }
+        eprintln!("{name}: {:?} per delete", started.elapsed() / ROUNDS);
+    }
+}

@@ -25,6 +25,16 @@
 //! rule 1 finds it. That wait is the writer's job, so it is the store's, not this module's:
 //! see `RedisStoreBuilder::peer_caches`.
 //!
+//! 4. **The tracking connection must reach the store's server.** Both dial the same address,
+//!    but separately, and the store's connection reconnects by itself: after a virtual IP,
+//!    DNS name or service address moves, the two can reach different servers, and the cache
+//!    would never hear of writes on the store's. Each tracking connection records the server's
+//!    `run_id` (`INFO server`), and it must match the one the store's connection reports: when
+//!    the tracking connection is set up, every [`CHECK_SERVER_EVERY`](tracking) heartbeats,
+//!    and after each session-ending delete of this process (whose settling round trip is that
+//!    `INFO`). On a mismatch the cache empties, warns, and lookups read from Redis until a new
+//!    tracking connection agrees with the store's.
+//!
 //! # The interface to the store
 //!
 //! The store sees two things: [`LocalCache::connect`] with a [`TrackingTarget`], and
@@ -44,6 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisConnectionInfo;
 
@@ -53,6 +64,19 @@ use crate::StoreError;
 
 mod resp3;
 mod tracking;
+
+/// Asks the store's own connection which server it reaches: that server's `run_id`.
+pub(crate) type ServerProbe =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<String, StoreError>> + Send + Sync>;
+
+/// The `run_id` in the text of an `INFO server` reply: what tells one Redis process from another,
+/// even on the same address.
+pub(crate) fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+}
 
 /// The cache, shared by all clones of a store.
 #[derive(Clone)]
@@ -96,6 +120,8 @@ impl TrackingTarget {
 struct Shared {
     capacity: usize,
     target: TrackingTarget,
+    /// The server the store's connection reaches, which the tracking connection must match.
+    main_server: ServerProbe,
     /// The runtime the store was connected on: connection drivers and reconnects run there, not
     /// on whichever request noticed a loss.
     runtime: tokio::runtime::Handle,
@@ -135,17 +161,26 @@ impl LocalCache {
     pub(crate) async fn connect(
         target: TrackingTarget,
         capacity: usize,
+        main_server: ServerProbe,
     ) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared {
             capacity: capacity.max(1),
             target,
+            main_server,
             runtime: tokio::runtime::Handle::current(),
             next_fill: AtomicU64::new(0),
             link: Mutex::new(Link::default()),
             entries: Mutex::new(HashMap::new()),
         });
+        // Disagreeing servers are not fatal: the cache stays out of the way until they agree.
         Shared::track(&shared).await?;
         Ok(Self { shared })
+    }
+
+    /// Checks that the tracking connection reaches `main_server` (a `run_id`), which the store's
+    /// connection just reported; if not, empties the cache and drops the tracking connection.
+    pub(crate) fn confirm_server(&self, main_server: &str) {
+        self.shared.confirm_server(main_server, None);
     }
 
     /// The session under `key`: from memory if no invalidation can have touched it, else
@@ -269,6 +304,25 @@ impl Shared {
             .as_ref()
             .filter(|live| live.generation == generation)?;
         Some(live.connection.clone())
+    }
+
+    /// Drops the live tracking connection (only if of `generation`, when given) and everything
+    /// it vouched for unless it reaches `main_server`.
+    fn confirm_server(&self, main_server: &str, generation: Option<u64>) {
+        let mismatch = {
+            let link = lock(&self.link);
+            link.live.as_ref().and_then(|live| {
+                let ours = generation.is_none_or(|g| g == live.generation);
+                (ours && *live.server != *main_server).then_some(live.generation)
+            })
+        };
+        if let Some(generation) = mismatch {
+            tracing::warn!(
+                "session cache: the tracking connection and the store reach different Redis \
+                 servers; emptied the cache, reading from Redis until they agree"
+            );
+            self.lose(generation);
+        }
     }
 
     /// Forgets the tracking connection of `generation` and everything it vouched for.

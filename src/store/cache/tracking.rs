@@ -27,6 +27,10 @@ const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
 /// partition, a middlebox dropping an idle flow) sends no EOF: without a lease, entries would
 /// outlive it until their own deadlines. With it, they outlive it by at most this long.
 const LEASE: Duration = Duration::from_secs(1);
+/// Every this many heartbeats (once a second), the store's connection is asked which server it
+/// reaches. Its reconnects are invisible from here, so this bounds how long the cache can
+/// trust a tracking connection to a server the store has left.
+const CHECK_SERVER_EVERY: u32 = 4;
 /// A reconnect that has not reported back after this long is presumed lost (its runtime is
 /// gone), so another may start.
 const RECONNECT_GIVE_UP: Duration = Duration::from_secs(30);
@@ -45,6 +49,8 @@ pub(super) struct Live {
     pub(super) generation: u64,
     pub(super) connection: MultiplexedConnection,
     pub(super) wire: Arc<Wire>,
+    /// The `run_id` of the server this connection reaches.
+    pub(super) server: Arc<str>,
 }
 
 /// What a lookup and the connection's reader share.
@@ -107,6 +113,17 @@ impl Shared {
             .await
             .map_err(|_elapsed| StoreError::Timeout)?
             .map_err(StoreError::unavailable)?;
+        let server = tokio::time::timeout(target.command_timeout, server_id(&mut connection))
+            .await
+            .map_err(|_elapsed| StoreError::Timeout)??;
+        let main_server = (shared.main_server)().await?;
+        if main_server != server {
+            tracing::warn!(
+                "session cache: the tracking connection and the store reach different Redis \
+                 servers; reading from Redis until they agree"
+            );
+            return Ok(());
+        }
         wire.heard_now();
         let mut link = lock(&shared.link);
         if link.generation == generation {
@@ -114,6 +131,7 @@ impl Shared {
                 generation,
                 connection: connection.clone(),
                 wire: Arc::clone(&wire),
+                server: server.into(),
             });
             shared.runtime.spawn(Self::heartbeat(
                 Arc::downgrade(shared),
@@ -133,8 +151,10 @@ impl Shared {
         mut connection: MultiplexedConnection,
         wire: Arc<Wire>,
     ) {
+        let mut beats: u32 = 0;
         loop {
             tokio::time::sleep(HEARTBEAT_EVERY).await;
+            beats = beats.wrapping_add(1);
             let Some(shared) = cache.upgrade() else {
                 return;
             };
@@ -151,6 +171,17 @@ impl Shared {
                 _ => {
                     shared.lose(generation);
                     return;
+                }
+            }
+            if beats.is_multiple_of(CHECK_SERVER_EVERY) {
+                match (shared.main_server)().await {
+                    Ok(main_server) => shared.confirm_server(&main_server, Some(generation)),
+                    Err(err) => {
+                        // Unconfirmed is as bad as different: the store may be elsewhere.
+                        tracing::warn!(error = %err, "session cache: could not ask the store's connection which server it reaches");
+                        shared.lose(generation);
+                        return;
+                    }
                 }
             }
         }
@@ -180,6 +211,18 @@ impl Shared {
             lock(&shared.link).connecting = None;
         });
     }
+}
+
+/// The `run_id` of the server `connection` reaches.
+async fn server_id(connection: &mut MultiplexedConnection) -> Result<String, StoreError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(connection)
+        .await
+        .map_err(StoreError::unavailable)?;
+    super::run_id(&info)
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
 }
 
 impl Wire {

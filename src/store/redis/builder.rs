@@ -13,6 +13,10 @@ use crate::StoreError;
 const DEFAULT_PREFIX: &str = "actix-login";
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a session-ending delete waits for a replica on a Sentinel deployment by default:
+/// long enough for a replica on the same network under load, short enough for a request.
+#[cfg(feature = "sentinel")]
+const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl RedisStore {
     /// Connects with the default settings. See [`RedisStore::builder`] for the options.
@@ -103,6 +107,13 @@ impl RedisStore {
     }
 }
 
+/// How many replicas must have a session-ending delete, and how long it may wait for them.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ReplicaWait {
+    pub(super) replicas: u32,
+    pub(super) timeout: Duration,
+}
+
 /// Where the store connects.
 #[derive(Clone)]
 pub(super) enum Target {
@@ -137,6 +148,8 @@ pub struct RedisStoreBuilder {
     #[cfg(feature = "local-cache")]
     pub(super) cache_capacity: Option<usize>,
     pub(super) peer_caches: bool,
+    /// `None` until set: then the deployment's default applies.
+    pub(super) replica_wait: Option<Option<ReplicaWait>>,
     pub(super) prefix: String,
     pub(super) command_timeout: Duration,
     pub(super) connect_timeout: Duration,
@@ -150,7 +163,8 @@ impl fmt::Debug for RedisStoreBuilder {
         out.field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("peer_caches", &self.peer_caches);
+            .field("peer_caches", &self.peer_caches)
+            .field("replica_wait", &self.replica_wait);
         #[cfg(feature = "local-cache")]
         out.field("cache_capacity", &self.cache_capacity);
         out.finish_non_exhaustive()
@@ -164,6 +178,7 @@ impl RedisStoreBuilder {
             #[cfg(feature = "local-cache")]
             cache_capacity: None,
             peer_caches: false,
+            replica_wait: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -212,6 +227,34 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Makes every delete that ends a session (logout, revocation, the old token of a
+    /// rotation, a record pruned by a listing) wait until `replicas` replicas have it, for at
+    /// most `timeout`; if fewer acknowledge it in time, the operation fails with a
+    /// [`StoreError`] and the request answers 503. `replicas = 0` turns the wait off.
+    ///
+    /// Redis replicates asynchronously: a `DEL` is acknowledged by the primary before any
+    /// replica has it. Should the primary die then, the replica promoted in its place still
+    /// holds the session, and a cookie that was logged out works again. With the wait, a
+    /// session-ending delete that answered success is on a replica, so a failover cannot undo
+    /// it. (A logout that answered 503 may or may not have taken: the client should retry.)
+    ///
+    /// Default: one replica within 500 ms on a Sentinel deployment, which has replicas by
+    /// definition; off on a standalone server and on a cluster. On a cluster, Redis's `WAIT`
+    /// counts the replicas of each primary separately and the store asks every primary, so
+    /// turn it on only when every primary has replicas.
+    ///
+    /// The cost: the `WAIT` travels in the same round trip as the `DEL`, so a session-ending
+    /// write takes longer by the time a replica needs to receive the `DEL` and acknowledge it
+    /// (a fraction of a millisecond on a local network; on a cluster, one more round trip).
+    /// Reads, logins and refreshes are unchanged. While no replica is reachable, logouts and
+    /// revocations fail with 503 rather than succeed unprotected; sessions still work.
+    ///
+    /// The ACL user of the store needs `WAIT` when this is on.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_wait = Some((replicas > 0).then_some(ReplicaWait { replicas, timeout }));
+        self
+    }
+
     /// Keeps up to `max_sessions` session records in this process, so that most authenticated
     /// requests need no Redis round trip at all.
     ///
@@ -229,6 +272,17 @@ impl RedisStoreBuilder {
     /// a reply came back within the last second: a Redis that vanishes without closing the
     /// connection (a crashed host, a silent partition) stops the cache within a second, and
     /// requests then fail closed or read from Redis.
+    ///
+    /// The cache's tracking connection and the store's connection dial the same address
+    /// separately, and the store's reconnects by itself; after a virtual IP, DNS name or
+    /// service address moves, they could reach different servers, and the cache would never
+    /// hear of the other server's writes. So the cache compares the servers' `run_id`
+    /// (`INFO server`): when its tracking connection is set up, once a second on the
+    /// heartbeat, and after each of this store's session-ending deletes (which settle with
+    /// `INFO server` instead of `PING`). On a mismatch it empties, logs a warning and reads
+    /// from Redis until a new tracking connection reaches the store's server. A logout through
+    /// this store is therefore never served from a stale cache; one through another instance
+    /// may be, for at most about a second after the store's connection moved.
     ///
     /// Needs a standalone Redis reached over plain TCP: `connect` fails for a cluster, Sentinel,
     /// a Unix socket or `rediss://`. The guarantee rests on Redis writing an invalidation to
@@ -272,9 +326,14 @@ impl RedisStoreBuilder {
         check_server_version(&info_text(info))?;
         #[cfg(feature = "local-cache")]
         let cache = match tracking {
-            Some((target, capacity)) => {
-                Some(crate::store::cache::LocalCache::connect(target, capacity).await?)
-            }
+            Some((target, capacity)) => Some(
+                crate::store::cache::LocalCache::connect(
+                    target,
+                    capacity,
+                    server_probe(&connection, self.command_timeout),
+                )
+                .await?,
+            ),
             None => None,
         };
         #[cfg(feature = "local-cache")]
@@ -283,11 +342,20 @@ impl RedisStoreBuilder {
         let caches_here = false;
         // A cluster has no tracking caches, so nothing waits for its invalidations.
         let settle_deletes = (caches_here || self.peer_caches) && connection.is_single_node();
+        let replica_wait = self.replica_wait.unwrap_or(match &self.target {
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel { .. } => Some(ReplicaWait {
+                replicas: 1,
+                timeout: DEFAULT_REPLICA_TIMEOUT,
+            }),
+            _ => None,
+        });
         Ok(RedisStore {
             connection,
             #[cfg(feature = "local-cache")]
             cache,
             settle_deletes,
+            replica_wait,
             prefix: self.prefix.into(),
             command_timeout: self.command_timeout,
         })
@@ -312,8 +380,34 @@ impl RedisStoreBuilder {
     }
 }
 
+/// How the local cache asks the store's own connection which server it reaches.
+#[cfg(feature = "local-cache")]
+fn server_probe(
+    connection: &Connection,
+    command_timeout: Duration,
+) -> crate::store::cache::ServerProbe {
+    let connection = connection.clone();
+    std::sync::Arc::new(move || {
+        let mut connection = connection.clone();
+        Box::pin(async move {
+            let info = tokio::time::timeout(
+                command_timeout,
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async::<Value>(&mut connection),
+            )
+            .await
+            .map_err(|_elapsed| StoreError::Timeout)?
+            .map_err(StoreError::unavailable)?;
+            crate::store::cache::run_id(&info_text(info))
+                .map(str::to_owned)
+                .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
+        })
+    })
+}
+
 /// The text of an `INFO` reply: one string from a server, or one per node from a cluster.
-fn info_text(reply: Value) -> String {
+pub(super) fn info_text(reply: Value) -> String {
     match reply {
         Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,

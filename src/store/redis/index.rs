@@ -84,6 +84,28 @@ impl RedisStore {
         join_all(lookups).await.into_iter().collect()
     }
 
+    /// Each key's remaining TTL in milliseconds as Redis reports it: -1 for a key without one,
+    /// -2 for a key that is gone. One pipeline on a server, a `PTTL` per key on a cluster.
+    pub(super) async fn remaining_ttls(
+        &self,
+        keys: &[&SessionKey],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.connection.clone();
+        if conn.is_single_node() {
+            let mut ttls = redis::pipe();
+            for key in keys {
+                ttls.cmd("PTTL").arg(self.session_key(key));
+            }
+            return self.run(ttls.query_async(&mut conn)).await;
+        }
+        let lookups = keys.iter().map(|key| {
+            let mut conn = self.connection.clone();
+            let pttl = redis::cmd("PTTL").arg(self.session_key(key)).to_owned();
+            async move { self.run(pttl.query_async(&mut conn)).await }
+        });
+        join_all(lookups).await.into_iter().collect()
+    }
+
     pub(super) async fn unindex(&self, user_id: &str, keys: &[&str]) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());

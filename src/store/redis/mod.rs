@@ -27,28 +27,35 @@ mod throttle;
 mod tls;
 
 pub use self::builder::RedisStoreBuilder;
+use self::builder::ReplicaWait;
 
 /// Keeps sessions in Redis.
 ///
 /// One record is one Redis string, `{prefix}:s:{SHA-256 of the token, base64url}`, holding the
 /// session's idle deadline (Unix milliseconds), a space and the JSON-encoded [`SessionRecord`],
-/// with a TTL that ends at the same deadline.
+/// with a TTL that ends at the same deadline. Refreshing the idle deadline rewrites the value
+/// and its TTL together with `SET … XX PX`, never `PEXPIRE`, which would move the TTL and leave
+/// the deadline in the value behind.
 /// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those hashes,
 /// whose TTL is kept at or past the absolute end of its longest-lived session. The raw token is
-/// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`).
+/// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`, on the index only).
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
 /// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
-/// | [`delete`](SessionStore::delete) | `DEL`; then `PING` with a local cache or [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
-/// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `SREM` of dead members | 2–3 |
+/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache, `PING` with [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
+/// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
 /// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 3–4 |
 ///
-/// The `PING` after a write waits until Redis has sent that write's invalidations to every
-/// tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent only when a cache needs
-/// it, and never on a cluster. `list` deletes a dead record it finds as `delete` does.
+/// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
+/// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
+/// only when a cache needs it, and never on a cluster. With a local cache, a delete settles
+/// with `INFO server`, whose `run_id` tells the cache whether it tracks the server the delete
+/// went to. `list` deletes a dead record it finds as `delete` does; a record
+/// past the deadline in its value is dead only if Redis agrees (the key has no TTL), since app
+/// hosts' clocks may run ahead of the one that set the TTL.
 ///
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
 /// Every command is bounded by a timeout (1 s unless set with
@@ -75,6 +82,9 @@ pub struct RedisStore {
     /// Whether a session-ending `DEL` waits for its invalidations to be sent; see
     /// [`RedisStore::settle`].
     settle_deletes: bool,
+    /// Whether a session-ending `DEL` must reach replicas; see
+    /// [`RedisStoreBuilder::wait_for_replicas`].
+    replica_wait: Option<ReplicaWait>,
     prefix: Arc<str>,
     command_timeout: Duration,
 }
@@ -134,6 +144,63 @@ impl RedisStore {
         self.run(redis::cmd("PING").query_async::<()>(conn)).await
     }
 
+    /// Runs `del` and returns its reply once `wait.replicas` replicas have it too, or fails.
+    ///
+    /// `WAIT` counts the replicas that have every write this client sent before it. On one
+    /// server the two go in one pipeline, so they share a connection (a reconnect in between
+    /// would make the `WAIT` vouch for nothing) and a round trip.
+    async fn delete_on_replicas(
+        &self,
+        conn: &mut Connection,
+        del: redis::Cmd,
+        wait: ReplicaWait,
+    ) -> Result<i64, StoreError> {
+        let timeout_ms = u64::try_from(wait.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut wait_cmd = redis::cmd("WAIT");
+        wait_cmd.arg(wait.replicas).arg(timeout_ms);
+        // The replicas' time comes on top of the command timeout, not out of it.
+        let within = self.command_timeout + wait.timeout;
+        let (removed, acknowledged): (i64, i64) = if conn.is_single_node() {
+            let mut both = redis::pipe();
+            both.add_command(del).add_command(wait_cmd);
+            self.run_within(within, both.query_async(conn)).await?
+        } else {
+            let removed = self.run(del.query_async(conn)).await?;
+            // Sent to every primary, answered with the smallest count.
+            let acknowledged = self.run_within(within, wait_cmd.query_async(conn)).await?;
+            (removed, acknowledged)
+        };
+        if acknowledged < i64::from(wait.replicas) {
+            return Err(StoreError::unavailable(format!(
+                "a session-ending delete reached {acknowledged} of {} replicas within {timeout_ms} ms",
+                wait.replicas
+            )));
+        }
+        Ok(removed)
+    }
+
+    /// [`settle`](Self::settle) after a session-ending delete. With a local cache, the round
+    /// trip is `INFO server` instead of `PING`: it settles as well, and tells the cache which
+    /// server the delete went to, so that a cache tracking another server (the store's
+    /// connection moved on by itself) is emptied before this delete answers.
+    async fn settle_delete(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        #[cfg(feature = "local-cache")]
+        if let Some(cache) = &self.cache {
+            let info: redis::Value = self
+                .run(redis::cmd("INFO").arg("server").query_async(conn))
+                .await?;
+            match super::cache::run_id(&builder::info_text(info)) {
+                Some(server) => cache.confirm_server(server),
+                // Cannot tell where the delete went: trust no copy.
+                None => cache.confirm_server(""),
+            }
+            return Ok(());
+        }
+        self.settle(conn).await
+    }
+
     /// Whether this process keeps a local cache of its own.
     fn caches_locally(&self) -> bool {
         #[cfg(feature = "local-cache")]
@@ -148,7 +215,16 @@ impl RedisStore {
         &self,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.command_timeout, operation).await {
+        self.run_within(self.command_timeout, operation).await
+    }
+
+    /// [`run`](Self::run) with a longer bound, for a command that waits on purpose.
+    async fn run_within<T>(
+        &self,
+        limit: Duration,
+        operation: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(limit, operation).await {
             Ok(Err(err)) if err.is_timeout() => Err(StoreError::Timeout),
             Ok(result) => result.map_err(StoreError::unavailable),
             Err(_elapsed) => Err(StoreError::Timeout),
@@ -211,18 +287,17 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
-        let removed: i64 = self
-            .run(
-                redis::cmd("DEL")
-                    .arg(self.session_key(key))
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let mut del = redis::cmd("DEL");
+        del.arg(self.session_key(key));
+        let removed: i64 = match self.replica_wait {
+            None => self.run(del.query_async(&mut conn)).await?,
+            Some(wait) => self.delete_on_replicas(&mut conn, del, wait).await?,
+        };
         // With caches about, a logout is final on every instance before the client hears of it;
         // also when another instance's DEL won the race, since its invalidations went out in
         // the same pass.
         if self.settle_deletes {
-            self.settle(&mut conn).await?;
+            self.settle_delete(&mut conn).await?;
         }
         Ok(removed > 0)
     }
@@ -256,15 +331,10 @@ impl SessionStore for RedisStore {
             return Err(StoreError::corrupt("short pipeline reply"));
         }
         let now = SystemTime::now();
+        let mut past_deadline = Vec::new();
         for ((member, key), value) in indexed.into_iter().zip(replies) {
             match value.as_deref().map(decode).transpose() {
-                Ok(Some(stored)) if stored.expires_at <= now => {
-                    // Past its deadline but still there (its TTL was removed, or clocks
-                    // disagree): delete it before dropping its entry, so that no record is ever
-                    // left unindexed for a revocation to miss.
-                    doomed.push(key);
-                    dead.push(member);
-                }
+                Ok(Some(stored)) if stored.expires_at <= now => past_deadline.push((member, key)),
                 Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
                 // Gone, or (after a key collision) someone else's: not this user's.
                 Ok(_) => dead.push(member),
@@ -273,6 +343,29 @@ impl SessionStore for RedisStore {
                     tracing::warn!(session = key.short(), error = %err, "removing unreadable session");
                     doomed.push(key);
                     dead.push(member);
+                }
+            }
+        }
+        if !past_deadline.is_empty() {
+            // Past its deadline by this host's clock, which may run ahead of the clock of the
+            // host that set its TTL: Redis's own expiry is the judge. A key that Redis will
+            // expire by itself is left alone, indexed and unlisted (it still ends no later
+            // than its TTL, and this host refuses it already); only one without a TTL, which
+            // would never go, is deleted, before its entry is dropped, so that no record is
+            // ever left unindexed for a revocation to miss.
+            let keys: Vec<&SessionKey> = past_deadline.iter().map(|(_, key)| key).collect();
+            let ttls = self.remaining_ttls(&keys).await?;
+            if ttls.len() != past_deadline.len() {
+                return Err(StoreError::corrupt("short pipeline reply"));
+            }
+            for ((member, key), ttl) in past_deadline.into_iter().zip(ttls) {
+                match ttl {
+                    -1 => {
+                        doomed.push(key);
+                        dead.push(member);
+                    }
+                    -2 => dead.push(member),
+                    _ => {}
                 }
             }
         }

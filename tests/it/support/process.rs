@@ -118,3 +118,37 @@ pub fn unique_dir(kind: &str) -> TempDir {
     std::fs::create_dir_all(&dir).expect("temporary directory");
     TempDir(dir)
 }
+
+/// A process stopped with `SIGSTOP`, continued when this is dropped: it holds its sockets but
+/// reads and answers nothing, as a host stalled by the hypervisor or a long GC pause would.
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Frozen {
+    pub fn stop(pid: u32) -> Self {
+        signal(pid, "STOP");
+        Self { pid }
+    }
+
+    /// Continues the process now.
+    pub fn thaw(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // A stopped process ignores the guard's SIGTERM until continued: always continue it.
+        signal(self.pid, "CONT");
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(sent, "kill -{name} {pid} failed");
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::process::{unique_dir, Guarded, TempDir};
+use super::process::{unique_dir, Frozen, Guarded, TempDir};
 use super::tls::TestCertificates;
 
 /// The name the sentinels of [`RedisSentinel`] monitor.
@@ -304,5 +304,46 @@ impl RedisSentinel {
                 .exec(&mut conn);
         }
         self.servers[i].kill();
+    }
+
+    /// Stops data node `i` with `SIGSTOP` until the guard is dropped: its sockets stay open,
+    /// and whatever is sent to it waits in its kernel buffers, unread.
+    pub fn freeze_server(&self, i: usize) -> Frozen {
+        let mut conn = self.server_connection(i).expect("connect to the data node");
+        let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
+        let pid = info
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("process_id in INFO server");
+        Frozen::stop(pid)
+    }
+
+    /// Makes primary `i` close its links to its replicas, and waits until it has none. A frozen
+    /// replica cannot reconnect, so nothing written from now on reaches it, not even into its
+    /// socket.
+    pub fn cut_replication(&self, i: usize) {
+        let mut conn = self.server_connection(i).expect("connect to the primary");
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("replica")
+            .exec(&mut conn)
+            .expect("CLIENT KILL TYPE replica");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut conn)
+                .unwrap();
+            if info.contains("connected_slaves:0") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica stayed connected: {info}"
+            );
+            sleep(Duration::from_millis(20));
+        }
     }
 }
