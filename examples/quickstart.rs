@@ -36,8 +36,8 @@ use actix_login::password::PasswordHasher;
 use actix_login::policy::PasswordPolicy;
 use actix_login::store::RedisStoreBuilder;
 use actix_login::{
-    password, AuthUser, Limit, LoginMiddleware, LoginMiddlewareBuilder, LoginThrottle, MemoryStore,
-    RedisStore, Require, Session,
+    password, AuthUser, Limit, Login, LoginMiddleware, LoginMiddlewareBuilder, LoginThrottle,
+    MemoryStore, RedisStore, Require, Session,
 };
 use actix_web::cookie::Cookie;
 use actix_web::error::InternalError;
@@ -56,6 +56,9 @@ struct User {
     profile: Profile,
     roles: Vec<&'static str>,
     password_hash: String,
+    /// Counts password changes (not hash upgrades): what logins name as the credentials they
+    /// verified, so a login that checked a password being replaced leaves no session.
+    password_version: u64,
 }
 
 /// How the quickstart hashes passwords. A real app would add a pepper from its secrets store:
@@ -81,6 +84,7 @@ impl Users {
                 },
                 roles,
                 password_hash: hasher().hash(pw).await?,
+                password_version: 0,
             };
             users.insert(username.to_owned(), user);
         }
@@ -113,16 +117,36 @@ impl Users {
             profile: profile.clone(),
             roles: Vec::new(),
             password_hash,
+            password_version: 0,
         };
         users.insert(username.to_owned(), user);
         Some(profile)
     }
 
-    fn set_password_hash(&self, username: &str, hash: String) {
+    /// Stores a new password; returns its version.
+    fn change_password(&self, username: &str, hash: String) -> u64 {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(user) = users.get_mut(username) else {
+            return 0;
+        };
+        user.password_hash = hash;
+        user.password_version += 1;
+        user.password_version
+    }
+
+    /// The same password, hashed with the current parameters: not a change.
+    fn upgrade_hash(&self, username: &str, hash: String) {
         let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(user) = users.get_mut(username) {
             user.password_hash = hash;
         }
+    }
+
+    /// The version of the user's password, read before it is checked: a change in between
+    /// makes the login fail safe rather than outlive the change.
+    fn password_version(&self, username: &str) -> u64 {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users.get(username).map_or(0, |user| user.password_version)
     }
 
     /// Checks a password; unknown users cost the same argon2 work as a wrong password. A hash
@@ -133,7 +157,7 @@ impl Users {
         let verified = hasher.verify(pw, stored.as_deref()).await?;
         if let (true, Some(stored)) = (verified, stored) {
             if hasher.needs_rehash(&stored) {
-                self.set_password_hash(username, hasher.hash(pw).await?);
+                self.upgrade_hash(username, hasher.hash(pw).await?);
                 tracing::info!(username, "password hash upgraded");
             }
         }
@@ -158,18 +182,20 @@ async fn login(
     session: Session,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
+    let username = canonical_username(&creds.username).unwrap_or_default();
+    let version = users.password_version(&username);
     let Some(device) =
         password_matches(&req, &throttle, &users, &creds.username, &creds.password).await?
     else {
         return Ok(invalid_credentials());
     };
-    let username = canonical_username(&creds.username).unwrap_or_default();
     let Some((profile, roles, _)) = users.find(&username) else {
         return Ok(invalid_credentials());
     };
-    session
-        .login_with_roles(profile.id.to_string(), &profile, roles)
-        .await?;
+    let login = Login::new(profile.id.to_string(), &profile)
+        .roles(roles)
+        .credentials_version(version.to_string());
+    session.login_with(login).await?;
     Ok(HttpResponse::Ok().cookie(device).json(profile))
 }
 
@@ -327,8 +353,10 @@ async fn change_password(
         return Ok(invalid_credentials());
     };
     let hash = hasher().hash(&body.new_password).await?;
-    users.set_password_hash(&user.username, hash);
-    session.revoke_other_sessions().await?;
+    let version = users.change_password(&user.username, hash);
+    // Ends every other session, and any login that verified the old password and has yet to
+    // finish; then this one moves to a new token.
+    session.credentials_changed(version.to_string()).await?;
     session.reauthenticate().await?;
     Ok(HttpResponse::NoContent().cookie(device).finish())
 }

@@ -89,6 +89,8 @@ const RACE_ROUNDS: usize = 20;
 ///   listing finds nothing live and nothing dropped leaves no session behind, however it
 ///   interleaves with a session being rotated again and again. This is what `rotate`'s order
 ///   (create and index the new key, then delete the old one) is for.
+/// - **credentials versions**: none for a user whose credentials never changed; one set is
+///   readable at once, a newer one replaces it, and it is forgotten after `keep_for`.
 ///
 /// # Panics
 ///
@@ -106,6 +108,7 @@ where
     check_index_outlives_records(&new_store().await).await;
     check_delete_wins_over_concurrent_extends(&new_store().await).await;
     check_revocation_wins_over_rotation(&new_store().await).await;
+    check_credentials_versions(&new_store().await).await;
 }
 
 /// Runs every [`ThrottleStore`] check, each group on a store from `new_store`.

@@ -331,3 +331,58 @@ pub(super) async fn check_index(store: &impl SessionStore) {
         "the other user should list both their sessions, listed {listed:?}"
     );
 }
+
+pub(super) async fn check_credentials_versions(store: &impl SessionStore) {
+    let user = random_name("user");
+    let fresh = ok(
+        "credentials_version",
+        store.credentials_version(&user).await,
+    );
+    rule!(
+        fresh.is_none(),
+        "a user whose credentials never changed has no credentials version",
+        "a fresh user already has one"
+    );
+    ok(
+        "set_credentials_version",
+        store.set_credentials_version(&user, "v1", LONG).await,
+    );
+    let first = ok(
+        "credentials_version",
+        store.credentials_version(&user).await,
+    );
+    rule!(
+        first.as_deref() == Some("v1"),
+        "a credentials version is readable once set_credentials_version returns",
+        "read back {first:?}"
+    );
+    ok(
+        "set_credentials_version",
+        store.set_credentials_version(&user, "v2", LONG).await,
+    );
+    let second = ok(
+        "credentials_version",
+        store.credentials_version(&user).await,
+    );
+    rule!(
+        second.as_deref() == Some("v2"),
+        "a new credentials version replaces the old one",
+        "read back {second:?}"
+    );
+    let brief = Duration::from_millis(300);
+    let other = random_name("user");
+    ok(
+        "set_credentials_version",
+        store.set_credentials_version(&other, "v1", brief).await,
+    );
+    sleep_until(in_(brief + EXPIRY_SLACK)).await;
+    let expired = ok(
+        "credentials_version",
+        store.credentials_version(&other).await,
+    );
+    rule!(
+        expired.is_none(),
+        "a credentials version is forgotten after keep_for",
+        "still read {expired:?} after it should have gone"
+    );
+}

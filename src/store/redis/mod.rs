@@ -20,6 +20,7 @@ use crate::{SessionKey, SessionRecord, StoreError};
 mod builder;
 mod codec;
 mod connection;
+mod credentials;
 mod index;
 #[cfg(feature = "sentinel")]
 mod sentinel;
@@ -144,17 +145,17 @@ impl RedisStore {
         self.run(redis::cmd("PING").query_async::<()>(conn)).await
     }
 
-    /// Runs `del` and returns its reply once `wait.replicas` replicas have it too, or fails.
+    /// Runs `write` and returns its reply once `wait.replicas` replicas have it too, or fails.
     ///
     /// `WAIT` counts the replicas that have every write this client sent before it. On one
     /// server the two go in one pipeline, so they share a connection (a reconnect in between
     /// would make the `WAIT` vouch for nothing) and a round trip.
-    async fn delete_on_replicas(
+    async fn write_on_replicas<T: redis::FromRedisValue>(
         &self,
         conn: &mut Connection,
-        del: redis::Cmd,
+        write: redis::Cmd,
         wait: ReplicaWait,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<T, StoreError> {
         let timeout_ms = u64::try_from(wait.timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -162,23 +163,23 @@ impl RedisStore {
         wait_cmd.arg(wait.replicas).arg(timeout_ms);
         // The replicas' time comes on top of the command timeout, not out of it.
         let within = self.command_timeout + wait.timeout;
-        let (removed, acknowledged): (i64, i64) = if conn.is_single_node() {
+        let (reply, acknowledged): (T, i64) = if conn.is_single_node() {
             let mut both = redis::pipe();
-            both.add_command(del).add_command(wait_cmd);
+            both.add_command(write).add_command(wait_cmd);
             self.run_within(within, both.query_async(conn)).await?
         } else {
-            let removed = self.run(del.query_async(conn)).await?;
+            let reply = self.run(write.query_async(conn)).await?;
             // Sent to every primary, answered with the smallest count.
             let acknowledged = self.run_within(within, wait_cmd.query_async(conn)).await?;
-            (removed, acknowledged)
+            (reply, acknowledged)
         };
         if acknowledged < i64::from(wait.replicas) {
             return Err(StoreError::unavailable(format!(
-                "a session-ending delete reached {acknowledged} of {} replicas within {timeout_ms} ms",
+                "a write that must survive a failover reached {acknowledged} of {} replicas within {timeout_ms} ms",
                 wait.replicas
             )));
         }
-        Ok(removed)
+        Ok(reply)
     }
 
     /// [`settle`](Self::settle) after a session-ending delete. With a local cache, the round
@@ -291,7 +292,7 @@ impl SessionStore for RedisStore {
         del.arg(self.session_key(key));
         let removed: i64 = match self.replica_wait {
             None => self.run(del.query_async(&mut conn)).await?,
-            Some(wait) => self.delete_on_replicas(&mut conn, del, wait).await?,
+            Some(wait) => self.write_on_replicas(&mut conn, del, wait).await?,
         };
         // With caches about, a logout is final on every instance before the client hears of it;
         // also when another instance's DEL won the race, since its invalidations went out in
@@ -399,5 +400,19 @@ impl SessionStore for RedisStore {
         }
         self.unindex(record.user_id(), &[old.as_str()]).await?;
         Ok(true)
+    }
+
+    async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        self.read_credentials_version(user_id).await
+    }
+
+    async fn set_credentials_version(
+        &self,
+        user_id: &str,
+        version: &str,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        self.write_credentials_version(user_id, version, keep_for)
+            .await
     }
 }

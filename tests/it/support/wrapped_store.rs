@@ -130,4 +130,22 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         let deadline = self.stored_deadline(new, expires_at);
         self.inner.rotate(old, new, record, deadline).await
     }
+
+    async fn credentials_version(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<String>, actix_login::StoreError> {
+        self.inner.credentials_version(user_id).await
+    }
+
+    async fn set_credentials_version(
+        &self,
+        user_id: &str,
+        version: &str,
+        keep_for: std::time::Duration,
+    ) -> Result<(), actix_login::StoreError> {
+        self.inner
+            .set_credentials_version(user_id, version, keep_for)
+            .await
+    }
 }
