@@ -37,7 +37,7 @@ use actix_login::policy::PasswordPolicy;
 use actix_login::store::RedisStoreBuilder;
 use actix_login::{
     password, AuthUser, Limit, Login, LoginMiddleware, LoginMiddlewareBuilder, LoginThrottle,
-    MemoryStore, RedisStore, Require, Session,
+    MemoryStore, RedisStore, Require, Session, Sessions,
 };
 use actix_web::cookie::Cookie;
 use actix_web::error::InternalError;
@@ -100,6 +100,11 @@ impl Users {
             user.roles.clone(),
             user.password_hash.clone(),
         ))
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users.values().map(|user| user.profile.id).collect()
     }
 
     /// Adds a user; `None` if the name is taken.
@@ -252,6 +257,7 @@ async fn register(
     req: HttpRequest,
     users: web::Data<Users>,
     throttle: web::Data<LoginThrottle>,
+    sessions: Sessions,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
     throttle.registration(&req).await?;
@@ -262,10 +268,20 @@ async fn register(
         return Ok(refusal);
     }
     let hash = hasher().hash_registration(&creds.password).await?;
-    Ok(match users.add(&username, hash) {
-        Some(profile) => HttpResponse::Created().json(profile),
-        None => HttpResponse::Conflict().json(json!({ "error": "username_taken" })),
-    })
+    let Some(profile) = users.add(&username, hash) else {
+        return Ok(HttpResponse::Conflict().json(json!({ "error": "username_taken" })));
+    };
+    start_credentials(&sessions, profile.id).await?;
+    Ok(HttpResponse::Created().json(profile))
+}
+
+/// Records a user's first password. The quickstart keeps users in memory and hands out ids
+/// again after a restart, while Redis keeps sessions and credentials versions: this ends
+/// whatever a previous user with this id left behind, so their recorded version and sessions
+/// do not carry over. An app whose users live in a database never reuses ids and never needs it.
+async fn start_credentials(sessions: &Sessions, id: u64) -> Result<(), actix_login::Error> {
+    sessions.credentials_changed(&id.to_string(), "0").await?;
+    Ok(())
 }
 
 async fn me(user: AuthUser<Profile>) -> web::Json<Profile> {
@@ -545,7 +561,13 @@ async fn main() -> std::io::Result<()> {
     };
     let login_middleware = configure(builder)?.build();
     let login_throttle = web::Data::new(throttle(login_throttle)?);
-    let users = web::Data::new(Users::seed().await.map_err(std::io::Error::other)?);
+    let users = Users::seed().await.map_err(std::io::Error::other)?;
+    for id in users.ids() {
+        start_credentials(&login_middleware.sessions(), id)
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    let users = web::Data::new(users);
 
     println!("listening on http://{addr}");
     HttpServer::new(move || {
