@@ -757,69 +757,6 @@ async fn sessions_survive_a_slot_migration() {
     }
 }
 
-/// A `MemoryStore` whose next `fail_loads` loads fail as if Redis had gone away.
-#[derive(Clone, Default)]
-struct FlakyLoads {
-    inner: actix_login::MemoryStore,
-    fail_loads: std::sync::Arc<std::sync::atomic::AtomicU32>,
-}
-
-impl SessionStore for FlakyLoads {
-    async fn create(
-        &self,
-        key: &actix_login::SessionKey,
-        record: &actix_login::SessionRecord,
-        expires_at: std::time::SystemTime,
-    ) -> Result<bool, actix_login::StoreError> {
-        self.inner.create(key, record, expires_at).await
-    }
-
-    async fn load(
-        &self,
-        key: &actix_login::SessionKey,
-    ) -> Result<Option<actix_login::store::StoredSession>, actix_login::StoreError> {
-        use std::sync::atomic::Ordering;
-        let failing = self
-            .fail_loads
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            return Err(actix_login::StoreError::Timeout);
-        }
-        self.inner.load(key).await
-    }
-
-    async fn extend(
-        &self,
-        key: &actix_login::SessionKey,
-        record: &actix_login::SessionRecord,
-        expires_at: std::time::SystemTime,
-    ) -> Result<bool, actix_login::StoreError> {
-        self.inner.extend(key, record, expires_at).await
-    }
-
-    async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
-        self.inner.delete(key).await
-    }
-
-    async fn list(
-        &self,
-        user_id: &str,
-    ) -> Result<actix_login::store::UserSessions, actix_login::StoreError> {
-        self.inner.list(user_id).await
-    }
-
-    async fn rotate(
-        &self,
-        old: &actix_login::SessionKey,
-        new: &actix_login::SessionKey,
-        record: &actix_login::SessionRecord,
-        expires_at: std::time::SystemTime,
-    ) -> Result<bool, actix_login::StoreError> {
-        self.inner.rotate(old, new, record, expires_at).await
-    }
-}
-
 /// Handlers that carry on as anonymous when the session could not be resolved, which
 /// `Option<AuthUser<_>>` allows: the middleware still answers 503.
 async fn login_anyway(
@@ -840,7 +777,7 @@ async fn renew_anyway(
 
 #[actix_web::test]
 async fn a_request_answered_503_changes_no_session() {
-    let store = FlakyLoads::default();
+    let store = support::wrapped_store::Wrapped::new(actix_login::MemoryStore::new());
     let app = test::init_service(
         App::new()
             .configure(routes)
@@ -852,7 +789,7 @@ async fn a_request_answered_503_changes_no_session() {
     let token = log_in(&app, 7).await;
     for path in ["/login-anyway", "/renew-anyway"] {
         store
-            .fail_loads
+            .failing_loads
             .store(1, std::sync::atomic::Ordering::SeqCst);
         let res = test::call_service(&app, post(path, Some(&token))).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");

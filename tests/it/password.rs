@@ -84,8 +84,8 @@ async fn an_outdated_hash_takes_as_long_as_an_unknown_user() {
     let (outdated, unknown) = (median(&mut times[0]), median(&mut times[1]));
     let ratio = outdated.as_secs_f64() / unknown.as_secs_f64();
     eprintln!("median outdated hash {outdated:?}, unknown user {unknown:?}, ratio {ratio:.3}");
-    assert!(
-        (0.75..1.35).contains(&ratio),
-        "outdated/unknown = {ratio:.3}"
-    );
+    // Unpadded, an outdated hash answered in under a tenth of the time (0.075 measured); alone
+    // on a quiet machine the ratio is about 1.0. The bounds leave room for the noise of a
+    // loaded 2-core machine running the rest of the suite, and still catch the leak.
+    assert!((0.4..2.5).contains(&ratio), "outdated/unknown = {ratio:.3}");
 }

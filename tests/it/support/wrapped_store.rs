@@ -22,6 +22,8 @@ pub struct Wrapped<S> {
     /// With `keep_expired`: report the real idle deadline (`true`) or one an hour away.
     pub report_idle_deadline: bool,
     pub extend_calls: std::sync::Arc<AtomicU32>,
+    /// How many of the next loads fail as if Redis had gone away.
+    pub failing_loads: std::sync::Arc<AtomicU32>,
     deadlines: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::SystemTime>>>,
 }
 
@@ -36,6 +38,7 @@ impl<S> Wrapped<S> {
             keep_expired: false,
             report_idle_deadline: false,
             extend_calls: Default::default(),
+            failing_loads: Default::default(),
             deadlines: Default::default(),
         }
     }
@@ -71,6 +74,13 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         &self,
         key: &actix_login::SessionKey,
     ) -> Result<Option<actix_login::store::StoredSession>, actix_login::StoreError> {
+        let failing = self
+            .failing_loads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(actix_login::StoreError::Timeout);
+        }
         let mut loaded = self.inner.load(key).await?;
         if let (Some(stored), true) = (loaded.as_mut(), self.report_idle_deadline) {
             if let Some(real) = self.deadlines.lock().unwrap().get(key.as_str()) {
