@@ -444,6 +444,27 @@ async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The primary counts the replica for WAIT once it lists it online.
+    let mut primary_conn = connection(&primary.url()).unwrap();
+    while !redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(&mut primary_conn)
+        .unwrap()
+        .contains("state=online")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the primary never saw its replica online"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A bound that a busy 2-core machine running the rest of the suite still meets.
+    let waiting = RedisStore::builder(primary.url())
+        .key_prefix(&prefix)
+        .wait_for_replicas(1, Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap();
     let key = random_key();
     plain
         .create(&key, &record("r", minute), in_(minute))
