@@ -89,3 +89,38 @@ async fn an_outdated_hash_takes_as_long_as_an_unknown_user() {
     // loaded 2-core machine running the rest of the suite, and still catch the leak.
     assert!((0.4..2.5).contains(&ratio), "outdated/unknown = {ratio:.3}");
 }
+
+/// A flood of sign-ups holds one hashing slot at most: a login that arrives behind six of them
+/// is verified long before they are all hashed, instead of queueing behind them.
+#[actix_web::test]
+async fn a_flood_of_registrations_does_not_starve_logins() {
+    let stored = password::hash("right").await.unwrap();
+    let finished = Rc::new(RefCell::new(Vec::new()));
+    let registrations = (0..6).map(|i| {
+        let finished = Rc::clone(&finished);
+        async move {
+            password::hash_registration("a new member's password")
+                .await
+                .unwrap();
+            finished.borrow_mut().push(format!("registration {i}"));
+        }
+    });
+    let login = {
+        let finished = Rc::clone(&finished);
+        let stored = stored.clone();
+        async move {
+            // Let every registration take its place in the queue first.
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            assert!(password::verify("right", Some(&stored)).await.unwrap());
+            finished.borrow_mut().push("login".to_owned());
+        }
+    };
+    futures_util::future::join(futures_util::future::join_all(registrations), login).await;
+    let order = finished.borrow();
+    let login_at = order.iter().position(|what| what == "login").unwrap();
+    // One registration hashes at a time; the login needs a slot of its own, free beside it.
+    assert!(
+        login_at <= 2,
+        "the login waited behind {login_at} registrations: {order:?}"
+    );
+}
