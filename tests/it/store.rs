@@ -430,34 +430,15 @@ async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
         primary.port,
         dir.0.display()
     ));
-    let mut conn = connection(&replica.url()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !redis::cmd("INFO")
-        .arg("replication")
-        .query::<String>(&mut conn)
-        .unwrap()
-        .contains("master_link_status:up")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica did not sync"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut conn = connection(&replica.url()).unwrap();
+    wait_for_replication(&mut conn, "master_link_status:up", deadline);
     // The primary counts the replica for WAIT once it lists it online.
-    let mut primary_conn = connection(&primary.url()).unwrap();
-    while !redis::cmd("INFO")
-        .arg("replication")
-        .query::<String>(&mut primary_conn)
-        .unwrap()
-        .contains("state=online")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the primary never saw its replica online"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_replication(
+        &mut connection(&primary.url()).unwrap(),
+        "state=online",
+        deadline,
+    );
     // A bound that a busy 2-core machine running the rest of the suite still meets.
     let waiting = RedisStore::builder(primary.url())
         .key_prefix(&prefix)
@@ -492,5 +473,21 @@ async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
             assert!(store.delete(key).await.unwrap());
         }
         eprintln!("{name}: {:?} per delete", started.elapsed() / ROUNDS);
+    }
+}
+
+/// Polls `INFO replication` on `conn` until it mentions `state`, failing at `deadline`.
+fn wait_for_replication(conn: &mut redis::Connection, state: &str, deadline: std::time::Instant) {
+    while !redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(conn)
+        .unwrap()
+        .contains(state)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replication never reported {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
