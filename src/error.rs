@@ -47,6 +47,9 @@ impl StoreError {
 /// | [`CrossSiteRequest`](Error::CrossSiteRequest) | 403 | `{"error":"csrf_rejected"}` |
 /// | [`Throttled`](Error::Throttled) | 429, with `Retry-After` | `{"error":"too_many_attempts"}` |
 /// | [`InvalidInput`](Error::InvalidInput) | 400 | `{"error":"invalid_input"}` |
+/// | [`SessionDataTooLarge`](Error::SessionDataTooLarge) | 413 | `{"error":"session_data_too_large"}` |
+/// | [`SessionChanged`](Error::SessionChanged) | 409 | `{"error":"session_changed"}` |
+/// | [`TooManySessions`](Error::TooManySessions) | 429, with `Retry-After` | `{"error":"too_many_sessions"}` |
 /// | [`Store`](Error::Store) | 503 | `{"error":"service_unavailable"}` |
 /// | [`Store`](Error::Store) with [`StoreError::Corrupt`] | 401 | `{"error":"unauthenticated"}` |
 /// | any other | 500 | `{"error":"internal_error"}` |
@@ -78,6 +81,37 @@ pub enum Error {
     /// Input refused before any work, such as an oversized username.
     #[error("invalid input")]
     InvalidInput,
+    /// A write of session data would have grown the session's data past its limit; nothing
+    /// was written.
+    #[error("session data would grow to {size} bytes, over the limit of {limit}")]
+    SessionDataTooLarge {
+        /// The size the data would have had, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A write of session data found its session ended or moved to a new token by a concurrent
+    /// request (a logout, a revocation, a login or a renewal); nothing was written. The client
+    /// may retry with the cookie it holds now.
+    #[error("the session ended or changed while the request ran")]
+    SessionChanged,
+    /// Too many sessions without a login started lately, from the client's address or in
+    /// all; try again after `retry_after`.
+    #[error("too many new sessions without a login")]
+    TooManySessions {
+        /// How long until a new one is allowed.
+        retry_after: std::time::Duration,
+    },
+    /// A session data value could not be serialised, or the stored one could not be read as
+    /// the type asked for.
+    #[error("session data value {name:?} could not be converted: {source}")]
+    SessionData {
+        /// The value's name.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The session store failed; the request is refused rather than treated as anonymous.
     #[error(transparent)]
     Store(#[from] StoreError),

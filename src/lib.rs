@@ -225,7 +225,9 @@ mod web;
 pub use actix_web::cookie::SameSite;
 
 pub use crate::engine::{
-    SessionInfo, Sessions, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
+    SessionInfo, Sessions, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT,
+    DEFAULT_ANONYMOUS_IDLE_TIMEOUT, DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE,
+    DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE,
     DEFAULT_MAX_SESSIONS_PER_USER,
 };
 pub use crate::error::{Error, StoreError};
@@ -238,14 +240,16 @@ pub use crate::protect::policy;
 #[cfg(feature = "throttle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub use crate::protect::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
-pub use crate::record::{SessionKey, SessionRecord};
+pub use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::RedisStore;
-pub use crate::store::{Admission, Counter, MemoryStore, SessionStore, ThrottleStore};
+pub use crate::store::{
+    Admission, Carry, Counter, DataWrite, MemoryStore, SessionStore, ThrottleStore,
+};
 pub use crate::web::{
-    safe_next, AuthUser, ClientIpHeader, Login, LoginMiddleware, LoginMiddlewareBuilder, MaybeUser,
-    Require, Session, CSRF_FIELD, CSRF_HEADER,
+    safe_next, AuthUser, ClientIpHeader, FlashLevel, FlashMessage, Login, LoginMiddleware,
+    LoginMiddlewareBuilder, MaybeUser, Require, Session, CSRF_FIELD, CSRF_HEADER,
 };
 
 /// Compiles the README's examples as doctests.

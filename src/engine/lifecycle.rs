@@ -3,7 +3,8 @@
 use std::time::SystemTime;
 
 use super::{ActiveSession, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
-use crate::{Error, StoreError};
+use crate::store::Carry;
+use crate::{Error, SessionData, StoreError};
 
 /// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit
 /// random tokens does not happen; repeated refusals mean a broken store.
@@ -37,10 +38,14 @@ impl SessionEngine {
             tracing::debug!(session = key.short(), "session past its deadline");
             return Ok(None);
         }
-        let proposed = self.rules.idle_deadline(now, absolute_end);
+        let anonymous = stored.record.is_anonymous();
+        let proposed = self.rules.idle_deadline_of(anonymous, now, absolute_end);
         let mut expires_at = stored.expires_at;
-        if self.rules.worth_refreshing(expires_at, proposed) {
-            let extended = self.store.extend(&key, &stored.record, proposed).await;
+        if self
+            .rules
+            .worth_refreshing_of(anonymous, expires_at, proposed)
+        {
+            let extended = self.store.extend(&key, proposed).await;
             if !absent_if_corrupt(extended)? {
                 // Logged out or revoked between the load and the refresh.
                 return Ok(None);
@@ -54,11 +59,50 @@ impl SessionEngine {
         }))
     }
 
-    /// Starts a new session for `grant`, first ending `previous`, the session the client came
-    /// with, valid or not: a token planted before login (session fixation) must never become a
+    /// Starts a new session for `grant`, ending `previous`, the session the client came with,
+    /// valid or not: a token planted before login (session fixation) must never become a
     /// logged-in one, and no record is orphaned. Then ends the user's oldest sessions beyond the
     /// per-user cap.
-    pub(crate) async fn login(&self, previous: Option<&SessionKey>, grant: Grant) -> LoginOutcome {
+    ///
+    /// With `keep_data`, when `live` is that previous session and it is anonymous or the same
+    /// user's, the new session takes its data (a visitor's cart survives the login): the old
+    /// session moves to a new token rather than ending, atomically with its data. Otherwise the
+    /// new session starts empty.
+    pub(crate) async fn login(
+        &self,
+        previous: Option<&SessionKey>,
+        live: Option<&ActiveSession>,
+        grant: Grant,
+        keep_data: bool,
+    ) -> LoginOutcome {
+        let carried = live.filter(|active| {
+            keep_data
+                && previous == Some(&active.key)
+                && (active.record.is_anonymous() || active.record.user_id() == grant.user_id)
+        });
+        if let Some(active) = carried {
+            match self.start(grant, Some(active)).await {
+                Ok(Started::Done(issued)) => {
+                    return LoginOutcome {
+                        previous_ended: true,
+                        result: Ok(issued),
+                    }
+                }
+                Ok(Started::PreviousGone(grant)) => {
+                    // Ended meanwhile (a logout elsewhere): its data went with it.
+                    return LoginOutcome {
+                        previous_ended: true,
+                        result: self.start_fresh(grant).await,
+                    };
+                }
+                Err(err) => {
+                    return LoginOutcome {
+                        previous_ended: false,
+                        result: Err(err),
+                    }
+                }
+            }
+        }
         if let Some(previous) = previous {
             if let Err(err) = self.store.delete(previous).await {
                 return LoginOutcome {
@@ -69,37 +113,80 @@ impl SessionEngine {
         }
         LoginOutcome {
             previous_ended: previous.is_some(),
-            result: self.start(grant).await,
+            result: self.start_fresh(grant).await,
         }
     }
 
-    async fn start(&self, grant: Grant) -> Result<Issued, Error> {
-        let credentials = grant.credentials;
+    async fn start_fresh(&self, grant: Grant) -> Result<Issued, Error> {
+        match self.start(grant, None).await? {
+            Started::Done(issued) => Ok(issued),
+            Started::PreviousGone(_) => Err(StoreError::unavailable("nothing to move").into()),
+        }
+    }
+
+    /// Creates the session for `grant`, or moves `from` to it with its data.
+    async fn start(&self, grant: Grant, from: Option<&ActiveSession>) -> Result<Started, Error> {
+        if grant.user_id.is_empty() {
+            // An empty id is how a record says it has no user.
+            return Err(Error::InvalidInput);
+        }
         let now = SystemTime::now();
         let absolute_end = self.rules.absolute_end(now);
-        let record = SessionRecord::new(random_id()?, grant.user_id, grant.user, now, absolute_end)
-            .with_roles(grant.roles)
-            .with_client(grant.ip, grant.user_agent);
+        let record = SessionRecord::new(
+            random_id()?,
+            grant.user_id.clone(),
+            grant.user.clone(),
+            now,
+            absolute_end,
+        )
+        .with_roles(grant.roles.clone())
+        .with_client(grant.ip.clone(), grant.user_agent.clone());
         // From the record's end, which is kept to the millisecond, so the idle deadline never
         // passes it by a fraction.
-        let expires_at = self.rules.idle_deadline(now, record.expires_at());
+        let expires_at = self.rules.idle_deadline_of(false, now, record.expires_at());
         for _ in 0..CREATE_ATTEMPTS {
-            let token = SessionToken::generate().map_err(Error::Random)?;
-            let key = token.key();
-            if self.store.create(&key, &record, expires_at).await? {
-                if let Some(verified) = &credentials {
-                    self.hold_credentials(&key, record.user_id(), verified)
+            let (token, created) = match from {
+                Some(from) => {
+                    let token = SessionToken::generate_beside(&from.key).map_err(Error::Random)?;
+                    let moved = self
+                        .store
+                        .rotate(&from.key, &token.key(), &record, expires_at, Carry::Data)
                         .await?;
+                    if !moved {
+                        return Ok(Started::PreviousGone(grant));
+                    }
+                    (token, true)
                 }
-                tracing::info!(session = key.short(), user_id = record.user_id(), "login");
-                self.trim_to_cap(record.user_id()).await?;
-                let session = ActiveSession {
-                    key,
-                    record,
-                    expires_at,
-                };
-                return Ok(Issued { token, session });
+                None => {
+                    let token = SessionToken::generate().map_err(Error::Random)?;
+                    let created = self
+                        .store
+                        .create(&token.key(), &record, expires_at, &SessionData::new())
+                        .await?;
+                    (token, created)
+                }
+            };
+            if !created {
+                continue;
             }
+            let key = token.key();
+            if let Some(verified) = &grant.credentials {
+                self.hold_credentials(&key, record.user_id(), verified)
+                    .await?;
+            }
+            tracing::info!(
+                session = key.short(),
+                user_id = record.user_id(),
+                kept_data = from.is_some(),
+                "login"
+            );
+            self.trim_to_cap(record.user_id()).await?;
+            let session = ActiveSession {
+                key,
+                record,
+                expires_at,
+            };
+            return Ok(Started::Done(Issued { token, session }));
         }
         Err(StoreError::unavailable("store refused every fresh session key").into())
     }
@@ -125,11 +212,12 @@ impl SessionEngine {
         Ok(())
     }
 
-    /// Moves `active` to a new token and kills the old one; with `reauthenticated`, also notes
-    /// that the password was just confirmed.
+    /// Moves `active`, with its data, to a new token and kills the old one; with
+    /// `reauthenticated`, also notes that the password was just confirmed.
     ///
     /// # Errors
-    /// [`Error::Unauthenticated`] if the session ended meanwhile (logged out, revoked, expired).
+    /// [`Error::Unauthenticated`] if the session ended meanwhile (logged out, revoked, expired)
+    /// or a concurrent request moved it first.
     pub(crate) async fn rotate(
         &self,
         active: &ActiveSession,
@@ -140,34 +228,40 @@ impl SessionEngine {
         if reauthenticated {
             record = record.reauthenticated(now);
         }
-        let expires_at = self.rules.idle_deadline(now, record.expires_at());
-        for _ in 0..CREATE_ATTEMPTS {
-            let token = SessionToken::generate().map_err(Error::Random)?;
-            let key = token.key();
-            if self
-                .store
-                .rotate(&active.key, &key, &record, expires_at)
-                .await?
-            {
-                tracing::info!(
-                    from = active.key.short(),
-                    to = key.short(),
-                    reauthenticated,
-                    "session rotated"
-                );
-                let session = ActiveSession {
-                    key,
-                    record,
-                    expires_at,
-                };
-                return Ok(Issued { token, session });
-            }
-            if self.store.load(&active.key).await?.is_none() {
-                return Err(Error::Unauthenticated);
-            }
+        let anonymous = record.is_anonymous();
+        let expires_at = self
+            .rules
+            .idle_deadline_of(anonymous, now, record.expires_at());
+        let token = SessionToken::generate_beside(&active.key).map_err(Error::Random)?;
+        let key = token.key();
+        let moved = self
+            .store
+            .rotate(&active.key, &key, &record, expires_at, Carry::DataAndUser)
+            .await?;
+        if !moved {
+            return Err(Error::Unauthenticated);
         }
-        Err(StoreError::unavailable("store refused every fresh session key").into())
+        tracing::info!(
+            from = active.key.short(),
+            to = key.short(),
+            reauthenticated,
+            "session rotated"
+        );
+        let session = ActiveSession {
+            key,
+            record,
+            expires_at,
+        };
+        Ok(Issued { token, session })
     }
+}
+
+/// What [`SessionEngine::start`] did.
+enum Started {
+    /// The session exists under the new token.
+    Done(Issued),
+    /// The session to move from was gone; the grant is handed back for a fresh start.
+    PreviousGone(Grant),
 }
 
 /// An unreadable record can never authenticate anyone: it counts as no session. Every other
@@ -183,7 +277,7 @@ fn absent_if_corrupt<T: Default>(result: Result<T, StoreError>) -> Result<T, Sto
 }
 
 /// A public session id: 12 random bytes, base64url (16 characters).
-fn random_id() -> Result<String, Error> {
+pub(super) fn random_id() -> Result<String, Error> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     // 96 bits: ample for a handle that is not a secret (only its owner can revoke through it),

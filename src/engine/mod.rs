@@ -12,6 +12,8 @@
 //! | `rules.rs` | idle and absolute expiry, freshness, the refresh threshold |
 //! | `lifecycle.rs` | resolve, login, logout, rotation |
 //! | `sessions.rs` | listing, revocation, the per-user cap, and the public [`Sessions`] handle |
+//! | `data.rs` | session data, anonymous sessions, live updates of a user's profile and roles |
+//! | `address.rs` | client addresses as counters see them |
 //! | `credentials.rs` | a password change that no login verified against the old one outlives |
 
 use std::sync::Arc;
@@ -22,16 +24,20 @@ use serde_json::value::RawValue;
 use crate::record::{SessionKey, SessionRecord};
 use crate::store::DynStore;
 
+mod address;
 mod credentials;
+mod data;
 mod lifecycle;
 pub(crate) mod rules;
 mod sessions;
 pub(crate) mod token;
 
+pub(crate) use self::address::address_bucket;
 pub(crate) use self::rules::SessionRules;
 pub use self::rules::{
-    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_SESSIONS_PER_USER,
+    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
+    DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE, DEFAULT_FRESH_WINDOW,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE, DEFAULT_MAX_SESSIONS_PER_USER,
 };
 pub use self::sessions::{SessionInfo, Sessions};
 pub(crate) use self::token::SessionToken;

@@ -10,6 +10,20 @@ pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60)
 /// lets a session through: 10 minutes.
 pub const DEFAULT_FRESH_WINDOW: Duration = Duration::from_secs(10 * 60);
 
+/// Default idle timeout of a session without a login: 15 minutes, half a login's, since nobody
+/// has proven who they are and bots start such sessions too.
+pub const DEFAULT_ANONYMOUS_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Default absolute lifetime of a session without a login: 4 hours.
+pub const DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
+/// Default limit on a session's data: 64 KiB of names and JSON values.
+pub const DEFAULT_MAX_DATA_SIZE: usize = 64 * 1024;
+/// Default number of sessions without a login that may start per minute from one client
+/// address (an IPv6 /64).
+pub const DEFAULT_ANONYMOUS_PER_ADDRESS: u32 = 20;
+/// Default number of sessions without a login that may start per minute in all, across every
+/// app instance sharing the store.
+pub const DEFAULT_ANONYMOUS_PER_MINUTE: u32 = 1_000;
+
 /// Default cap on one user's concurrent sessions. Far above what people use, low enough that
 /// listing and revoking a user's sessions stays cheap even for an attacker who has the password
 /// and logs in over and over.
@@ -34,8 +48,13 @@ const REFRESH_FRACTION: u32 = 10;
 pub(crate) struct SessionRules {
     idle_timeout: Duration,
     absolute_timeout: Duration,
+    anonymous_idle_timeout: Duration,
+    anonymous_absolute_timeout: Duration,
     fresh_window: Duration,
     max_sessions_per_user: usize,
+    max_data_size: usize,
+    anonymous_per_address: u32,
+    anonymous_per_minute: u32,
 }
 
 impl Default for SessionRules {
@@ -43,13 +62,84 @@ impl Default for SessionRules {
         Self {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
+            anonymous_idle_timeout: DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
+            anonymous_absolute_timeout: DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT,
             fresh_window: DEFAULT_FRESH_WINDOW,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            max_data_size: DEFAULT_MAX_DATA_SIZE,
+            anonymous_per_address: DEFAULT_ANONYMOUS_PER_ADDRESS,
+            anonymous_per_minute: DEFAULT_ANONYMOUS_PER_MINUTE,
         }
     }
 }
 
+/// The window the anonymous-session bounds count in.
+pub(crate) const ANONYMOUS_WINDOW: Duration = Duration::from_secs(60);
+
 impl SessionRules {
+    pub(crate) fn set_anonymous_idle_timeout(&mut self, timeout: Duration) {
+        self.anonymous_idle_timeout = timeout.min(MAX_TIMEOUT);
+    }
+
+    pub(crate) fn set_anonymous_absolute_timeout(&mut self, timeout: Duration) {
+        self.anonymous_absolute_timeout = timeout.min(MAX_TIMEOUT);
+    }
+
+    pub(crate) fn set_max_data_size(&mut self, bytes: usize) {
+        self.max_data_size = bytes;
+    }
+
+    pub(crate) fn set_anonymous_limits(&mut self, per_address: u32, per_minute: u32) {
+        self.anonymous_per_address = per_address;
+        self.anonymous_per_minute = per_minute;
+    }
+
+    pub(crate) fn max_data_size(&self) -> usize {
+        self.max_data_size
+    }
+
+    pub(crate) fn anonymous_limits(&self) -> (u32, u32) {
+        (self.anonymous_per_address, self.anonymous_per_minute)
+    }
+
+    /// The absolute end of an anonymous session created at `now`.
+    pub(crate) fn anonymous_absolute_end(&self, now: SystemTime) -> SystemTime {
+        now + self.anonymous_absolute_timeout
+    }
+
+    /// The idle timeout of a session of this kind.
+    fn idle_timeout_of(&self, anonymous: bool) -> Duration {
+        if anonymous {
+            self.anonymous_idle_timeout
+        } else {
+            self.idle_timeout
+        }
+    }
+
+    /// The idle deadline of a session of this kind that is active at `now` and must end by
+    /// `absolute_end`.
+    pub(crate) fn idle_deadline_of(
+        &self,
+        anonymous: bool,
+        now: SystemTime,
+        absolute_end: SystemTime,
+    ) -> SystemTime {
+        (now + self.idle_timeout_of(anonymous)).min(absolute_end)
+    }
+
+    /// Whether moving the deadline of a session of this kind from `current` to `proposed` is
+    /// worth a store write.
+    pub(crate) fn worth_refreshing_of(
+        &self,
+        anonymous: bool,
+        current: SystemTime,
+        proposed: SystemTime,
+    ) -> bool {
+        proposed
+            .duration_since(current)
+            .is_ok_and(|gain| gain >= self.idle_timeout_of(anonymous) / REFRESH_FRACTION)
+    }
+
     pub(crate) fn set_idle_timeout(&mut self, timeout: Duration) {
         self.idle_timeout = timeout.min(MAX_TIMEOUT);
     }
@@ -83,11 +173,6 @@ impl SessionRules {
         now + self.absolute_timeout
     }
 
-    /// The idle deadline of a session that is active at `now` and must end by `absolute_end`.
-    pub(crate) fn idle_deadline(&self, now: SystemTime, absolute_end: SystemTime) -> SystemTime {
-        (now + self.idle_timeout).min(absolute_end)
-    }
-
     /// Whether a password entered at `authenticated_at` is recent enough for sensitive actions.
     pub(crate) fn is_fresh(&self, authenticated_at: SystemTime, now: SystemTime) -> bool {
         match now.duration_since(authenticated_at) {
@@ -96,13 +181,6 @@ impl SessionRules {
             // clock minutes ahead must not stretch sudo mode.
             Err(ahead) => ahead.duration() <= CLOCK_SKEW,
         }
-    }
-
-    /// Whether moving a deadline from `current` to `proposed` is worth a store write.
-    pub(crate) fn worth_refreshing(&self, current: SystemTime, proposed: SystemTime) -> bool {
-        proposed
-            .duration_since(current)
-            .is_ok_and(|gain| gain >= self.idle_timeout / REFRESH_FRACTION)
     }
 }
 
@@ -116,8 +194,8 @@ mod tests {
         let now = SystemTime::now();
         let far = now + Duration::from_secs(86_400);
         let near = now + Duration::from_secs(60);
-        assert_eq!(rules.idle_deadline(now, far), now + DEFAULT_IDLE_TIMEOUT);
-        assert_eq!(rules.idle_deadline(now, near), near);
+        assert_eq!(rules.idle_deadline_of(false, now, far), now + DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(rules.idle_deadline_of(false, now, near), near);
     }
 
     #[test]
@@ -138,10 +216,10 @@ mod tests {
         let now = SystemTime::now();
         let tenth = DEFAULT_IDLE_TIMEOUT / 10;
         let step = Duration::from_millis(1);
-        assert!(!rules.worth_refreshing(now, now));
-        assert!(!rules.worth_refreshing(now, now + tenth - step));
-        assert!(rules.worth_refreshing(now, now + tenth));
-        assert!(!rules.worth_refreshing(now + tenth, now));
+        assert!(!rules.worth_refreshing_of(false, now, now));
+        assert!(!rules.worth_refreshing_of(false, now, now + tenth - step));
+        assert!(rules.worth_refreshing_of(false, now, now + tenth));
+        assert!(!rules.worth_refreshing_of(false, now + tenth, now));
     }
 
     #[test]
@@ -152,7 +230,7 @@ mod tests {
         rules.set_max_sessions_per_user(0);
         let now = SystemTime::now();
         let end = rules.absolute_end(now);
-        assert_eq!(rules.idle_deadline(now, end), end);
+        assert_eq!(rules.idle_deadline_of(false, now, end), end);
         assert_eq!(rules.max_sessions_per_user(), 1);
     }
 }

@@ -91,6 +91,25 @@ impl Sessions {
         self.engine.revoke_all(user_id).await
     }
 
+    /// Replaces the profile and roles of every live session of `user_id`: a demoted admin loses
+    /// the role on their next request, on every app instance, with or without a
+    /// [local cache](crate::RedisStoreBuilder::local_cache). Sessions that a login starts
+    /// meanwhile carry what that login gave them. Returns how many sessions were updated.
+    ///
+    /// # Errors
+    /// [`Error::Profile`] if `user` cannot be serialised; [`Error::Store`] if the store fails
+    /// (some sessions may then be updated and others not: call it again).
+    pub async fn update_user<U: Serialize + ?Sized>(
+        &self,
+        user_id: &str,
+        user: &U,
+        roles: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<usize, Error> {
+        let user = serde_json::value::to_raw_value(user).map_err(Error::Profile)?;
+        let roles: Vec<String> = roles.into_iter().map(Into::into).collect();
+        self.engine.update_user(user_id, &user, &roles).await
+    }
+
     /// Records that `user_id`'s password changed to the credentials `version` (see
     /// [`Login::credentials_version`](crate::Login::credentials_version)) and revokes every
     /// session of the user, including any that a login which verified the old password

@@ -11,10 +11,14 @@ use base64::Engine as _;
 
 use crate::record::SessionKey;
 
-/// Random bytes per token: 256 bits, twice the 128-bit floor of OWASP ASVS 5 (7.2.3).
-const TOKEN_BYTES: usize = 32;
-/// Length of the cookie value: 32 bytes in unpadded base64url.
-pub(crate) const TOKEN_LEN: usize = 43;
+/// Random bytes per token after its group: 256 bits, twice the 128-bit floor of OWASP ASVS 5
+/// (7.2.3). The group's three bytes come on top; they are random too, but a rotated token
+/// keeps them, so they are not counted.
+const SECRET_BYTES: usize = 32;
+const GROUP_BYTES: usize = 3;
+const TOKEN_BYTES: usize = GROUP_BYTES + SECRET_BYTES;
+/// Length of the cookie value: 35 bytes in unpadded base64url.
+pub(crate) const TOKEN_LEN: usize = 47;
 
 /// The secret a client presents in its cookie.
 ///
@@ -22,10 +26,22 @@ pub(crate) const TOKEN_LEN: usize = 43;
 pub(crate) struct SessionToken(String);
 
 impl SessionToken {
-    /// Draws a fresh token from the operating system's CSPRNG.
+    /// Draws a fresh token, in a fresh group, from the operating system's CSPRNG.
     pub(crate) fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes)?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Draws a fresh token in the group of `key`, for the session under `key` to move to: the
+    /// secret part is new, only the [group](SessionKey::group) is kept.
+    pub(crate) fn generate_beside(key: &SessionKey) -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes)?;
+        let mut group = [0u8; GROUP_BYTES];
+        if let Ok(GROUP_BYTES) = URL_SAFE_NO_PAD.decode_slice(key.group(), &mut group) {
+            bytes[..GROUP_BYTES].copy_from_slice(&group);
+        }
         Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
@@ -36,7 +52,7 @@ impl SessionToken {
             return None;
         }
         // The decoder rejects non-alphabet bytes and non-canonical trailing bits, so a value
-        // that passes is exactly the encoding of 32 bytes.
+        // that passes is exactly the encoding of 35 bytes.
         let mut bytes = [0u8; TOKEN_BYTES];
         match URL_SAFE_NO_PAD.decode_slice(raw, &mut bytes) {
             Ok(TOKEN_BYTES) => std::str::from_utf8(raw).ok().map(|s| Self(s.to_owned())),
@@ -51,7 +67,7 @@ impl SessionToken {
 
     /// The store key for this token.
     pub(crate) fn key(&self) -> SessionKey {
-        SessionKey::of_token(self.0.as_bytes())
+        SessionKey::of_token(&self.0)
     }
 }
 
@@ -67,7 +83,7 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
-    fn generated_tokens_are_43_base64url_chars_of_32_random_bytes() {
+    fn generated_tokens_are_47_base64url_chars_of_35_random_bytes() {
         let mut seen = HashSet::new();
         for _ in 0..1000 {
             let token = SessionToken::generate().unwrap();
@@ -76,7 +92,7 @@ mod tests {
             assert!(s
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-            assert_eq!(URL_SAFE_NO_PAD.decode(s).unwrap().len(), 32);
+            assert_eq!(URL_SAFE_NO_PAD.decode(s).unwrap().len(), TOKEN_BYTES);
             assert!(seen.insert(s.to_owned()), "duplicate token");
         }
     }
@@ -84,7 +100,7 @@ mod tests {
     #[test]
     fn bits_are_balanced_across_many_tokens() {
         // A constant, a counter or a time-seeded generator would skew some bit positions.
-        let mut ones = [0u32; 256];
+        let mut ones = [0u32; TOKEN_BYTES * 8];
         let n = 2000;
         for _ in 0..n {
             let token = SessionToken::generate().unwrap();
@@ -116,15 +132,15 @@ mod tests {
         let rejected: Vec<Vec<u8>> = vec![
             b"".to_vec(),
             b"a".to_vec(),
-            good.as_bytes()[..42].to_vec(),
+            good.as_bytes()[..46].to_vec(),
             format!("{good}A").into_bytes(),
-            format!("{}*", &good[..42]).into_bytes(),
-            format!("{}=", &good[..42]).into_bytes(),
-            format!("{}+", &good[..42]).into_bytes(),
-            format!("{}/", &good[..42]).into_bytes(),
-            format!("{}%", &good[..42]).into_bytes(),
-            [&good.as_bytes()[..41], "é".as_bytes()].concat(),
-            [&good.as_bytes()[..42], &[0xff]].concat(),
+            format!("{}*", &good[..46]).into_bytes(),
+            format!("{}=", &good[..46]).into_bytes(),
+            format!("{}+", &good[..46]).into_bytes(),
+            format!("{}/", &good[..46]).into_bytes(),
+            format!("{}%", &good[..46]).into_bytes(),
+            [&good.as_bytes()[..45], "é".as_bytes()].concat(),
+            [&good.as_bytes()[..46], &[0xff]].concat(),
             vec![b'A'; 4096],
             last_char_with_trailing_bits.into_bytes(),
         ];
@@ -134,17 +150,29 @@ mod tests {
     }
 
     #[test]
-    fn key_is_truncated_sha256_base64url_and_never_contains_the_token() {
+    fn key_is_the_group_and_truncated_sha256_and_never_contains_the_token() {
         let token = SessionToken::generate().unwrap();
         let key = token.key();
-        assert_eq!(key.as_str().len(), 28);
+        assert_eq!(key.as_str().len(), 32);
+        assert_eq!(key.group(), &token.as_str()[..4]);
         assert_eq!(SessionKey::parse(key.as_str()), Some(key.clone()));
-        assert!(!key.as_str().contains(token.as_str()));
-        // SHA-256("abc") = ba7816bf 8f01cfea 414140de 5dae2223 b00361a3 96 ..., first 21 bytes.
+        assert!(!key.as_str().contains(&token.as_str()[4..]));
+        // SHA-256("abcdefg") = 7d1a5412 7b222502 f5b79b5f b0803061 152a44f9 2b ..., first 21
+        // bytes, after the group "abcd".
         assert_eq!(
-            SessionKey::of_token(b"abc").as_str(),
-            "ungWv48Bz-pBQUDeXa4iI7ADYaOW"
+            SessionKey::of_token("abcdefg").as_str(),
+            "abcdfRpUEnsiJQL1t5tfsIAwYRUqRPkr"
         );
+    }
+
+    #[test]
+    fn a_token_drawn_beside_a_key_shares_its_group_and_nothing_else() {
+        let first = SessionToken::generate().unwrap();
+        let next = SessionToken::generate_beside(&first.key()).unwrap();
+        assert_eq!(next.key().group(), first.key().group());
+        assert_ne!(next.as_str()[4..], first.as_str()[4..]);
+        assert_ne!(next.key().digest(), first.key().digest());
+        assert!(SessionToken::parse(next.as_str().as_bytes()).is_some());
     }
 
     #[test]

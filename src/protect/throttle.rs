@@ -1,6 +1,6 @@
 //! Brute-force throttling for login forms.
 
-use std::net::{IpAddr, Ipv6Addr};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization as _;
 
 use super::device;
+use crate::engine::address_bucket;
 use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
 use crate::web::{Provenance, RequestSession};
 use crate::Error;
@@ -333,7 +334,7 @@ impl LoginThrottle {
         }
         Ok(state.client_ip().map_or_else(
             || "unknown".to_owned(),
-            |ip| bucket(ip, self.rules.ipv6_prefix_len),
+            |ip| address_bucket(ip, self.rules.ipv6_prefix_len),
         ))
     }
 
@@ -422,19 +423,6 @@ fn account_hash(username: &str) -> String {
     short_hash(&folded.to_lowercase())
 }
 
-/// The counter name for a client address: the address itself for IPv4, its network for IPv6.
-fn bucket(ip: IpAddr, ipv6_prefix_len: u8) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let keep = u32::from(ipv6_prefix_len.min(128));
-            let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
-            format!("{}/{keep}", Ipv6Addr::from(bits & mask))
-        }
-    }
-}
-
 pub(super) fn short_hash(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
@@ -446,22 +434,6 @@ pub(super) fn short_hash(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn ipv6_clients_count_per_network() {
-        let a = bucket(ip("2001:db8:1:2:aaaa::1"), 64);
-        let b = bucket(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64);
-        let other = bucket(ip("2001:db8:1:3::1"), 64);
-        assert_eq!(a, b);
-        assert_ne!(a, other);
-        assert_eq!(a, "2001:db8:1:2::/64");
-        assert_eq!(bucket(ip("2001:db8::1"), 128), "2001:db8::1/128");
-        assert_eq!(bucket(ip("192.0.2.1"), 64), "192.0.2.1");
-    }
 
     #[test]
     fn usernames_share_a_counter_across_case_padding_and_width() {

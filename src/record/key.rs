@@ -9,12 +9,23 @@ use sha2::{Digest, Sha256};
 /// Bytes of the token's SHA-256 kept as its key: 168 bits leave finding a token for a key
 /// (2^168 guesses) as hopeless as guessing the token, and at 28 base64url characters the key
 /// and its index entry each fit a smaller Redis allocation than the whole digest would.
-const KEY_BYTES: usize = 21;
-/// Length of a key's text form: 21 bytes in base64url, which needs no padding.
-const KEY_LEN: usize = 28;
+const DIGEST_BYTES: usize = 21;
+/// Length of the digest's text form: 21 bytes in base64url, which needs no padding.
+const DIGEST_LEN: usize = 28;
+/// Length of a key's group: the first four characters of the token, three random bytes.
+pub(crate) const GROUP_LEN: usize = 4;
+const GROUP_BYTES: usize = 3;
+/// Length of a key's text form.
+const KEY_LEN: usize = GROUP_LEN + DIGEST_LEN;
 
-/// The name a session record is stored under: the SHA-256 of the client's token, truncated to
-/// 168 bits, in base64url (28 characters; every byte counts once per session in Redis).
+/// The name a session record is stored under: the token's *group* (its first four characters)
+/// followed by the SHA-256 of the whole token, truncated to 168 bits, in base64url (32
+/// characters; every byte counts once per session in Redis).
+///
+/// The group is random when a session starts and kept when the session moves to a new token,
+/// so a store can keep a session and the one it moves to side by side: a Redis store makes the
+/// group its cluster hash tag, which lets one script move a session and its data atomically.
+/// It says nothing about the rest of the token.
 ///
 /// A key cannot be turned back into a token, so it is safe to keep in a store, but it still
 /// identifies one live session; logs carry only [`SessionKey::short`].
@@ -22,19 +33,30 @@ const KEY_LEN: usize = 28;
 pub struct SessionKey(String);
 
 impl SessionKey {
-    /// The key of a session token: the first 168 bits of its SHA-256.
-    pub(crate) fn of_token(token: &[u8]) -> Self {
-        Self(URL_SAFE_NO_PAD.encode(&Sha256::digest(token)[..KEY_BYTES]))
+    /// The key of a session token: its group, then the first 168 bits of its SHA-256.
+    pub(crate) fn of_token(token: &str) -> Self {
+        let group = token.get(..GROUP_LEN).unwrap_or_default();
+        let mut text = String::with_capacity(KEY_LEN);
+        text.push_str(group);
+        URL_SAFE_NO_PAD.encode_string(&Sha256::digest(token)[..DIGEST_BYTES], &mut text);
+        Self(text)
     }
 
-    /// Reads a key back from its text form (28 base64url characters encoding 21 bytes), as a
-    /// store that lists its keys needs to. Returns `None` for anything else.
+    /// Reads a key back from its text form (four base64url characters of group, then 28
+    /// encoding 21 bytes), as a store that lists its keys needs to. Returns `None` for anything
+    /// else.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut digest = [0u8; KEY_BYTES];
+        let mut group = [0u8; GROUP_BYTES];
+        let mut digest = [0u8; DIGEST_BYTES];
         let valid = text.len() == KEY_LEN
+            && text.is_char_boundary(GROUP_LEN)
             && matches!(
-                URL_SAFE_NO_PAD.decode_slice(text, &mut digest),
-                Ok(KEY_BYTES)
+                URL_SAFE_NO_PAD.decode_slice(&text[..GROUP_LEN], &mut group),
+                Ok(GROUP_BYTES)
+            )
+            && matches!(
+                URL_SAFE_NO_PAD.decode_slice(&text[GROUP_LEN..], &mut digest),
+                Ok(DIGEST_BYTES)
             );
         valid.then(|| Self(text.to_owned()))
     }
@@ -44,10 +66,22 @@ impl SessionKey {
         &self.0
     }
 
-    /// The first eight characters: enough to correlate log lines, too little to look the
+    /// The group: shared by every key a session has had, and by no other session's keys
+    /// except by chance (24 random bits). Stores may use it to keep those keys together.
+    pub fn group(&self) -> &str {
+        self.0.get(..GROUP_LEN).unwrap_or_default()
+    }
+
+    /// The digest part, without the group.
+    pub fn digest(&self) -> &str {
+        self.0.get(GROUP_LEN..).unwrap_or_default()
+    }
+
+    /// Eight characters of the digest: enough to correlate log lines, too little to look the
     /// session up.
     pub fn short(&self) -> &str {
-        self.0.get(..8).unwrap_or(&self.0)
+        let digest = self.digest();
+        digest.get(..8).unwrap_or(digest)
     }
 }
 
@@ -69,6 +103,9 @@ mod tests {
         assert!(SessionKey::parse(&"a".repeat(64)).is_none());
         assert!(SessionKey::parse(&format!("{}*", "a".repeat(27))).is_none());
         assert!(SessionKey::parse(&format!("{}=", "A".repeat(27))).is_none());
-        assert!(SessionKey::parse(&"a".repeat(KEY_LEN)).is_some());
+        assert!(SessionKey::parse(&"a".repeat(28)).is_none());
+        assert!(SessionKey::parse(&format!("{}é{}", "a".repeat(3), "a".repeat(27))).is_none());
+        let key = SessionKey::parse(&"a".repeat(KEY_LEN)).unwrap();
+        assert_eq!((key.group(), key.digest().len()), ("aaaa", 28));
     }
 }

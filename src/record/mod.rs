@@ -1,4 +1,4 @@
-//! What a store keeps for one login session.
+//! What a store keeps for one session: the record of who it belongs to, and the app's data.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,12 +6,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod data;
 mod key;
 
+pub use self::data::{DataChange, SessionData};
 pub use self::key::SessionKey;
 
-/// One login session as the store keeps it: who is logged in, the app's profile of that user,
+/// One session as the store keeps it: who is logged in, the app's profile of that user,
 /// their roles, where the login came from, and the session's fixed timestamps.
+///
+/// A session without a login, started by a visitor's first write of
+/// [session data](crate::Session::insert), is *anonymous*: its user id is empty, its profile is
+/// `null`, it has no roles and belongs to no user's index.
 ///
 /// The record never holds the session token or anything derived from it; the store finds it
 /// under the token's [`SessionKey`]. Its `id` is a separate random public
@@ -78,6 +84,25 @@ impl SessionRecord {
         }))
     }
 
+    /// A record for a visitor who has not logged in, with public handle `id`, starting at `now`
+    /// and lasting until `expires_at` at the latest.
+    pub fn anonymous(id: impl Into<String>, now: SystemTime, expires_at: SystemTime) -> Self {
+        Self::new(id, String::new(), RawValue::NULL.to_owned(), now, expires_at)
+    }
+
+    /// Whether this is a visitor's session rather than a login: no user, no profile, no roles.
+    pub fn is_anonymous(&self) -> bool {
+        self.0.user_id.is_empty()
+    }
+
+    /// The same record with another profile and roles: what a live update of the user replaces.
+    pub fn with_user(mut self, user: Box<RawValue>, roles: Vec<String>) -> Self {
+        let fields = Arc::make_mut(&mut self.0);
+        fields.user = user;
+        fields.roles = roles;
+        self
+    }
+
     /// The same record with these roles.
     pub fn with_roles(mut self, roles: Vec<String>) -> Self {
         Arc::make_mut(&mut self.0).roles = roles;
@@ -103,7 +128,7 @@ impl SessionRecord {
         &self.0.id
     }
 
-    /// The roles granted at login.
+    /// The roles granted at login, or by the latest live update.
     pub fn roles(&self) -> &[String] {
         &self.0.roles
     }
@@ -123,12 +148,12 @@ impl SessionRecord {
         self.0.user_agent.as_deref()
     }
 
-    /// The id the app gave at login.
+    /// The id the app gave at login; empty for an [anonymous](Self::is_anonymous) session.
     pub fn user_id(&self) -> &str {
         &self.0.user_id
     }
 
-    /// The profile given at login, as JSON.
+    /// The profile given at login, or by the latest live update, as JSON.
     pub fn user(&self) -> &RawValue {
         &self.0.user
     }

@@ -4,8 +4,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::{Admission, Counter, SessionStore, StoredSession, ThrottleStore, UserSessions};
-use crate::{SessionKey, SessionRecord, StoreError};
+use serde_json::value::RawValue;
+
+use super::{
+    Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, ThrottleStore,
+    UserSessions,
+};
+use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 
 /// How many creations pass between sweeps of expired records.
 const SWEEP_EVERY: u32 = 1024;
@@ -24,7 +29,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<SessionKey, StoredSession>,
+    sessions: HashMap<SessionKey, Entry>,
     by_user: HashMap<String, HashSet<SessionKey>>,
     counters: HashMap<String, (i64, SystemTime)>,
     /// Each user's credentials version, and until when it is kept.
@@ -54,44 +59,63 @@ impl MemoryStore {
     }
 }
 
+/// One session: its record and deadline, and its data.
+#[derive(Debug)]
+struct Entry {
+    stored: StoredSession,
+    data: SessionData,
+}
+
 impl Inner {
     /// The live entry under `key`, dropping it if it has expired.
-    fn live(&mut self, key: &SessionKey, now: SystemTime) -> Option<&mut StoredSession> {
-        if self.sessions.get(key).is_some_and(|s| s.expires_at <= now) {
+    fn live(&mut self, key: &SessionKey, now: SystemTime) -> Option<&mut Entry> {
+        if self
+            .sessions
+            .get(key)
+            .is_some_and(|e| e.stored.expires_at <= now)
+        {
             self.remove(key);
         }
         self.sessions.get_mut(key)
     }
 
-    fn insert(&mut self, key: &SessionKey, record: &SessionRecord, expires_at: SystemTime) {
-        self.by_user
-            .entry(record.user_id().to_owned())
-            .or_default()
-            .insert(key.clone());
+    fn insert(
+        &mut self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+        data: SessionData,
+    ) {
+        if !record.is_anonymous() {
+            self.by_user
+                .entry(record.user_id().to_owned())
+                .or_default()
+                .insert(key.clone());
+        }
         let stored = StoredSession {
             record: record.clone(),
             expires_at,
         };
-        self.sessions.insert(key.clone(), stored);
+        self.sessions.insert(key.clone(), Entry { stored, data });
     }
 
-    fn remove(&mut self, key: &SessionKey) -> Option<StoredSession> {
-        let stored = self.sessions.remove(key)?;
-        let user_id = stored.record.user_id();
+    fn remove(&mut self, key: &SessionKey) -> Option<Entry> {
+        let entry = self.sessions.remove(key)?;
+        let user_id = entry.stored.record.user_id();
         if let Some(keys) = self.by_user.get_mut(user_id) {
             keys.remove(key);
             if keys.is_empty() {
                 self.by_user.remove(user_id);
             }
         }
-        Some(stored)
+        Some(entry)
     }
 
     fn sweep(&mut self, now: SystemTime) {
         let expired: Vec<SessionKey> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.expires_at <= now)
+            .filter(|(_, e)| e.stored.expires_at <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
@@ -110,6 +134,7 @@ impl SessionStore for MemoryStore {
         key: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        data: &SessionData,
     ) -> Result<bool, StoreError> {
         let now = SystemTime::now();
         let mut inner = self.lock();
@@ -120,28 +145,68 @@ impl SessionStore for MemoryStore {
         if inner.live(key, now).is_some() {
             return Ok(false);
         }
-        inner.insert(key, record, expires_at);
+        inner.insert(key, record, expires_at, data.clone());
         Ok(true)
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
-        Ok(self.lock().live(key, SystemTime::now()).cloned())
+        let mut inner = self.lock();
+        Ok(inner
+            .live(key, SystemTime::now())
+            .map(|entry| entry.stored.clone()))
     }
 
-    async fn extend(
-        &self,
-        key: &SessionKey,
-        _record: &SessionRecord,
-        expires_at: SystemTime,
-    ) -> Result<bool, StoreError> {
+    async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         match inner.live(key, SystemTime::now()) {
-            Some(stored) => {
-                stored.expires_at = expires_at;
+            Some(entry) => {
+                entry.stored.expires_at = expires_at;
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+
+    async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+        let mut inner = self.lock();
+        Ok(inner
+            .live(key, SystemTime::now())
+            .map(|entry| entry.data.clone()))
+    }
+
+    async fn write_data(
+        &self,
+        key: &SessionKey,
+        changes: &[DataChange],
+        max_size: usize,
+    ) -> Result<DataWrite, StoreError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.live(key, SystemTime::now()) else {
+            return Ok(DataWrite::Gone);
+        };
+        let mut data = entry.data.clone();
+        let previous = data.apply(changes);
+        let size = data.size();
+        if size > max_size && size > entry.data.size() {
+            return Ok(DataWrite::TooLarge { size });
+        }
+        entry.data = data;
+        Ok(DataWrite::Written(previous))
+    }
+
+    async fn update_user(
+        &self,
+        key: &SessionKey,
+        user: &RawValue,
+        roles: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.live(key, SystemTime::now()) else {
+            return Ok(false);
+        };
+        let record = entry.stored.record.clone();
+        entry.stored.record = record.with_user(user.to_owned(), roles.to_vec());
+        Ok(true)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -163,7 +228,7 @@ impl SessionStore for MemoryStore {
         let mut listing = UserSessions::default();
         for key in keys {
             match inner.live(&key, now) {
-                Some(stored) => listing.live.push((key, stored.clone())),
+                Some(entry) => listing.live.push((key, entry.stored.clone())),
                 None => listing.dropped += 1,
             }
         }
@@ -176,16 +241,31 @@ impl SessionStore for MemoryStore {
         new: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        carry: Carry,
     ) -> Result<bool, StoreError> {
         let now = SystemTime::now();
         let mut inner = self.lock();
-        // One lock makes the whole move atomic, which satisfies the ordering rule trivially.
+        // One lock makes the whole move atomic, which satisfies the ordering rule trivially,
+        // and no write can land on the old session once its data is copied.
         if inner.live(old, now).is_none() || inner.live(new, now).is_some() {
             return Ok(false);
         }
-        inner.remove(old);
-        inner.insert(new, record, expires_at);
+        let Some(Entry { stored, data }) = inner.remove(old) else {
+            return Ok(false);
+        };
+        let record = match carry {
+            Carry::Data => record.clone(),
+            Carry::DataAndUser => record.clone().with_user(
+                stored.record.user().to_owned(),
+                stored.record.roles().to_vec(),
+            ),
+        };
+        inner.insert(new, &record, expires_at, data);
         Ok(true)
+    }
+
+    async fn admit_anonymous(&self, counters: &[Counter<'_>]) -> Result<Admission, StoreError> {
+        ThrottleStore::admit(self, counters).await
     }
 
     async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {

@@ -1,7 +1,7 @@
 //! Where session records live.
 //!
-//! [`SessionStore`] is the whole contract between the middleware and a backend: four operations
-//! on one record, plus a per-user index to list and rotate sessions. The crate ships
+//! [`SessionStore`] is the whole contract between the middleware and a backend: operations on
+//! one session (its record and its data), plus a per-user index to list and rotate sessions. The crate ships
 //! `RedisStore` for production (with the `redis` feature, on by default) and [`MemoryStore`]
 //! for development and tests; any other backend only has to implement the trait.
 //!
@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::LocalBoxFuture;
 
-use crate::{SessionKey, SessionRecord, StoreError};
+use serde_json::value::RawValue;
+
+use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 
 #[cfg(feature = "local-cache")]
 mod cache;
@@ -57,7 +59,35 @@ pub struct UserSessions {
     pub dropped: usize,
 }
 
-/// A backend that keeps session records, and an index of them per user.
+/// What [`SessionStore::write_data`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataWrite {
+    /// Every change was made. Holds the value each change replaced or removed, in order
+    /// (`None` for [`DataChange::Clear`] and for a name that had no value).
+    Written(Vec<Option<String>>),
+    /// Nothing was written: the data would have grown to `size` bytes, past the limit.
+    TooLarge {
+        /// The size the data would have had.
+        size: usize,
+    },
+    /// Nothing was written: there is no session under the key, or it is moving to a new token.
+    Gone,
+}
+
+/// What a [rotation](SessionStore::rotate) takes from the old session besides its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carry {
+    /// Only the data: the new record's profile and roles are the ones given (a login that keeps
+    /// the visitor's cart).
+    Data,
+    /// The data, and the profile and roles the old session has *now*, which a
+    /// [live update](SessionStore::update_user) may have changed since the caller loaded it (a
+    /// token renewal).
+    DataAndUser,
+}
+
+/// A backend that keeps session records, the app's data in each session, and an index of the
+/// records per user.
 ///
 /// No method may bring back a record that is gone: a logout or revocation that deletes a record
 /// must win over any concurrent [`extend`](SessionStore::extend) or
@@ -82,9 +112,16 @@ pub struct UserSessions {
 /// Stores may return records past `expires_at` (the middleware checks the time itself), but
 /// should free them eventually. Times are absolute; a store that works with relative TTLs, as
 /// Redis does, converts with its own clock at the moment of the call.
+///
+/// A session's data lives and dies with its record: it expires with it, is deleted with it, and
+/// moves with it on [`rotate`](SessionStore::rotate). The record's deadline, its profile and
+/// roles, and each data value change independently, so no write to one may revert a concurrent
+/// write to another: a refresh of the deadline must not rewrite the data, nor a data write the
+/// deadline.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores `record` under `key` until `expires_at`, unless the key is taken, and adds it to
-    /// the index of `record.user_id()` before returning.
+    /// Stores `record`, holding `data`, under `key` until `expires_at`, unless the key is taken,
+    /// and, unless the record is [anonymous](SessionRecord::is_anonymous), adds it to the index
+    /// of `record.user_id()` before returning.
     ///
     /// Returns `Ok(false)` if a record already exists under `key`; it is left untouched. The
     /// index must outlive every record in it (keep it at least until the latest
@@ -94,6 +131,7 @@ pub trait SessionStore: Send + Sync + 'static {
         key: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        data: &SessionData,
     ) -> impl Future<Output = Result<bool, StoreError>>;
 
     /// Fetches the record under `key`, or `None` if there is none (never created, deleted, or
@@ -103,18 +141,47 @@ pub trait SessionStore: Send + Sync + 'static {
         key: &SessionKey,
     ) -> impl Future<Output = Result<Option<StoredSession>, StoreError>>;
 
-    /// Moves the expiry of an existing record to `expires_at`.
-    ///
-    /// `record` is the record under `key`, as [`load`](SessionStore::load) returned it: records
-    /// never change under a key, so a store that keeps the deadline inside the stored value may
-    /// write the value anew.
+    /// Moves the expiry of an existing record, and its data, to `expires_at`, changing nothing
+    /// else.
     ///
     /// Returns `Ok(false)`, and creates nothing, if there is no record under `key`.
     fn extend(
         &self,
         key: &SessionKey,
-        record: &SessionRecord,
         expires_at: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// The data of the session under `key`, or `None` if there is no session.
+    fn load_data(
+        &self,
+        key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<SessionData>, StoreError>>;
+
+    /// Applies `changes`, in order and all at once, to the data of the session under `key`.
+    ///
+    /// Writes nothing and answers [`DataWrite::Gone`] when there is no session under `key` or
+    /// it is being [rotated](SessionStore::rotate) away (a write must never bring a session
+    /// back, nor land on a key whose data has already been copied); and
+    /// [`DataWrite::TooLarge`] when the data would grow past `max_size` bytes (as
+    /// [`SessionData::size`] counts them). A write that does not make the data grow always
+    /// fits. Changes to different names by concurrent writes must all survive.
+    fn write_data(
+        &self,
+        key: &SessionKey,
+        changes: &[DataChange],
+        max_size: usize,
+    ) -> impl Future<Output = Result<DataWrite, StoreError>>;
+
+    /// Replaces the profile and roles of the session under `key`, leaving everything else as
+    /// it is. If the session is being rotated, the session it moves to must be updated too
+    /// (the rotation copies the old one's profile with [`Carry::DataAndUser`]): when this
+    /// returns, no token of the session shows the old profile. Returns `Ok(false)` if there is
+    /// no session under `key`.
+    fn update_user(
+        &self,
+        key: &SessionKey,
+        user: &RawValue,
+        roles: &[String],
     ) -> impl Future<Output = Result<bool, StoreError>>;
 
     /// Removes the record under `key`. Returns whether there was one. Its index entry may be
@@ -125,18 +192,41 @@ pub trait SessionStore: Send + Sync + 'static {
     /// belongs to another user are dropped from the index on the way, and counted.
     fn list(&self, user_id: &str) -> impl Future<Output = Result<UserSessions, StoreError>>;
 
-    /// Moves the session under `old` to `new`, now holding `record`, expiring at `expires_at`.
+    /// Moves the session under `old` to `new`, now holding `record`, expiring at `expires_at`,
+    /// with the old session's data and, as `carry` says, its current profile and roles.
+    /// `new` is in the same [group](SessionKey::group) as `old`.
     ///
-    /// Steps, in this order: create and index `new`; delete `old`; if `old` was already gone,
-    /// delete `new` and return `Ok(false)`; otherwise drop `old` from the index and return
-    /// `Ok(true)`.
+    /// Steps, in this order: atomically, copy `old`'s data (and profile) into `new`, create and
+    /// index `new`, and mark `old` as moving, so that no later [`write_data`] lands on it; delete
+    /// `old`; if `old` was already gone, delete `new` and return `Ok(false)`; otherwise drop
+    /// `old` from the index and return `Ok(true)`. Returns `Ok(false)` at once, creating
+    /// nothing, if `old` is gone or already moving (a concurrent rotation won).
+    ///
+    /// [`write_data`]: SessionStore::write_data
     fn rotate(
         &self,
         old: &SessionKey,
         new: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        carry: Carry,
     ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Counts the start of an [anonymous](SessionRecord::is_anonymous) session against
+    /// `counters`, as [`ThrottleStore::admit`] counts login attempts: the bound that keeps
+    /// visitors (or bots) without a login from filling the store.
+    ///
+    /// The default answers with an error, so a store that keeps no counters refuses anonymous
+    /// sessions (logins still work).
+    fn admit_anonymous(
+        &self,
+        counters: &[Counter<'_>],
+    ) -> impl Future<Output = Result<Admission, StoreError>> {
+        let _ = counters;
+        std::future::ready(Err(StoreError::unavailable(
+            "this session store keeps no counters for anonymous sessions",
+        )))
+    }
 
     /// The credentials version of `user_id` last stored with
     /// [`set_credentials_version`](SessionStore::set_credentials_version), or `None` if there
@@ -287,6 +377,7 @@ pub(crate) trait DynStore: Send + Sync {
         key: &'a SessionKey,
         record: &'a SessionRecord,
         expires_at: SystemTime,
+        data: &'a SessionData,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
     fn load<'a>(
@@ -297,8 +388,26 @@ pub(crate) trait DynStore: Send + Sync {
     fn extend<'a>(
         &'a self,
         key: &'a SessionKey,
-        record: &'a SessionRecord,
         expires_at: SystemTime,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
+
+    fn load_data<'a>(
+        &'a self,
+        key: &'a SessionKey,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionData>, StoreError>>;
+
+    fn write_data<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        changes: &'a [DataChange],
+        max_size: usize,
+    ) -> LocalBoxFuture<'a, Result<DataWrite, StoreError>>;
+
+    fn update_user<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        user: &'a RawValue,
+        roles: &'a [String],
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 
     fn delete<'a>(&'a self, key: &'a SessionKey) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
@@ -312,7 +421,13 @@ pub(crate) trait DynStore: Send + Sync {
         new: &'a SessionKey,
         record: &'a SessionRecord,
         expires_at: SystemTime,
+        carry: Carry,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
+
+    fn admit_anonymous<'a>(
+        &'a self,
+        counters: &'a [Counter<'a>],
+    ) -> LocalBoxFuture<'a, Result<Admission, StoreError>>;
 
     fn credentials_version<'a>(
         &'a self,
@@ -333,8 +448,9 @@ impl<S: SessionStore> DynStore for S {
         key: &'a SessionKey,
         record: &'a SessionRecord,
         expires_at: SystemTime,
+        data: &'a SessionData,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::create(self, key, record, expires_at))
+        Box::pin(SessionStore::create(self, key, record, expires_at, data))
     }
 
     fn load<'a>(
@@ -347,10 +463,34 @@ impl<S: SessionStore> DynStore for S {
     fn extend<'a>(
         &'a self,
         key: &'a SessionKey,
-        record: &'a SessionRecord,
         expires_at: SystemTime,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::extend(self, key, record, expires_at))
+        Box::pin(SessionStore::extend(self, key, expires_at))
+    }
+
+    fn load_data<'a>(
+        &'a self,
+        key: &'a SessionKey,
+    ) -> LocalBoxFuture<'a, Result<Option<SessionData>, StoreError>> {
+        Box::pin(SessionStore::load_data(self, key))
+    }
+
+    fn write_data<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        changes: &'a [DataChange],
+        max_size: usize,
+    ) -> LocalBoxFuture<'a, Result<DataWrite, StoreError>> {
+        Box::pin(SessionStore::write_data(self, key, changes, max_size))
+    }
+
+    fn update_user<'a>(
+        &'a self,
+        key: &'a SessionKey,
+        user: &'a RawValue,
+        roles: &'a [String],
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(SessionStore::update_user(self, key, user, roles))
     }
 
     fn delete<'a>(&'a self, key: &'a SessionKey) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
@@ -370,8 +510,18 @@ impl<S: SessionStore> DynStore for S {
         new: &'a SessionKey,
         record: &'a SessionRecord,
         expires_at: SystemTime,
+        carry: Carry,
     ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(SessionStore::rotate(self, old, new, record, expires_at))
+        Box::pin(SessionStore::rotate(
+            self, old, new, record, expires_at, carry,
+        ))
+    }
+
+    fn admit_anonymous<'a>(
+        &'a self,
+        counters: &'a [Counter<'a>],
+    ) -> LocalBoxFuture<'a, Result<Admission, StoreError>> {
+        Box::pin(SessionStore::admit_anonymous(self, counters))
     }
 
     fn credentials_version<'a>(

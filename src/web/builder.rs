@@ -83,6 +83,42 @@ impl LoginMiddlewareBuilder {
         self
     }
 
+    /// How long a session without a login may go unused before it ends (default 15 minutes).
+    /// Such a session starts with a visitor's first write of [session data](crate::Session::insert).
+    pub fn anonymous_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.rules.set_anonymous_idle_timeout(timeout);
+        self
+    }
+
+    /// How long a session without a login may last however active it is (default 4 hours).
+    pub fn anonymous_absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.rules.set_anonymous_absolute_timeout(timeout);
+        self
+    }
+
+    /// How many sessions without a login may start per minute: at most `per_address` from one
+    /// client address (an IPv6 /64; the address as [`trust_proxies`](Self::trust_proxies)
+    /// resolves it) and `in_all` across every app instance sharing the store (defaults 20 and
+    /// 1000). A visitor past either bound gets `429 {"error":"too_many_sessions"}` with
+    /// `Retry-After` instead of a session; logins are never counted.
+    ///
+    /// With the defaults, bots cannot keep more than 1000 × 240 = 240,000 anonymous sessions
+    /// alive at once (the 4-hour absolute lifetime, in minutes), and abandoned ones end after
+    /// the 15-minute idle timeout, so at most 15,000 of them wait for it; each holds at most
+    /// [`max_data_size`](Self::max_data_size) of data.
+    pub fn anonymous_sessions_per_minute(mut self, per_address: u32, in_all: u32) -> Self {
+        self.rules.set_anonymous_limits(per_address, in_all);
+        self
+    }
+
+    /// The most data one session may hold, in bytes of names and JSON values (default 64 KiB).
+    /// A write past it fails with `413 {"error":"session_data_too_large"}` and changes nothing;
+    /// a write that shrinks the data always succeeds.
+    pub fn max_data_size(mut self, bytes: usize) -> Self {
+        self.rules.set_max_data_size(bytes);
+        self
+    }
+
     /// The cookie name (default `__Host-id`).
     ///
     /// Browsers accept a `__Host-` cookie only if it is `Secure`, has `Path=/` and no `Domain`,

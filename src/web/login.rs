@@ -28,6 +28,7 @@ pub struct Login {
     pub(crate) user: Result<Box<RawValue>, serde_json::Error>,
     pub(crate) roles: Vec<String>,
     pub(crate) credentials: Option<CredentialsVersion>,
+    pub(crate) keep_data: bool,
 }
 
 impl Login {
@@ -40,7 +41,18 @@ impl Login {
             user: serde_json::value::to_raw_value(user),
             roles: Vec::new(),
             credentials: None,
+            keep_data: true,
         }
+    }
+
+    /// Whether the new session keeps the [data](crate::Session::insert) of the session the
+    /// client comes with (default `true`): a visitor's cart survives their login. Only the data
+    /// of an anonymous session, or of a session of the same user, is kept; a login as another
+    /// user always starts empty. With `false` the new session starts empty and the old one
+    /// ends with its data.
+    pub fn keep_data(mut self, keep: bool) -> Self {
+        self.keep_data = keep;
+        self
     }
 
     /// Grants `roles`, for [`Require::role`](crate::Require::role).

@@ -12,6 +12,7 @@ mod client;
 mod cookie;
 mod csrf;
 mod extractor;
+mod flash;
 mod login;
 mod middleware;
 mod origin;
@@ -26,6 +27,7 @@ pub use self::client::ClientIpHeader;
 pub(crate) use self::csrf::Provenance;
 pub use self::csrf::{CSRF_FIELD, CSRF_HEADER};
 pub use self::extractor::{AuthUser, MaybeUser};
+pub use self::flash::{FlashLevel, FlashMessage};
 pub use self::login::Login;
 pub use self::middleware::LoginMiddleware;
 #[cfg(feature = "throttle")]

@@ -15,10 +15,12 @@ use tokio::sync::OnceCell;
 
 use super::cookie::Presented;
 use super::csrf::{self, Provenance};
+use serde_json::value::RawValue;
+
 use crate::engine::{
     ActiveSession, CredentialsVersion, Grant, Issued, SessionEngine, SessionInfo, SessionToken,
 };
-use crate::{Error, SessionKey, StoreError};
+use crate::{DataChange, Error, SessionData, SessionKey, StoreError};
 
 /// The change to the session cookie that the response must carry.
 pub(crate) enum CookieUpdate {
@@ -36,7 +38,13 @@ pub(crate) struct RequestSession {
     /// The session after a login or rotation in this request, which supersedes `resolved`.
     replaced: RefCell<Option<Rc<ActiveSession>>>,
     store_failed: Cell<bool>,
+    /// Whether this request ended its session (logout, "log out everywhere"): from then on it
+    /// has none, unless it starts another.
+    ended: Cell<bool>,
     update: RefCell<CookieUpdate>,
+    /// The session's data as this request knows it: loaded on the first read, kept up to date
+    /// with this request's own writes.
+    data: RefCell<Option<SessionData>>,
 }
 
 impl RequestSession {
@@ -54,7 +62,9 @@ impl RequestSession {
             resolved: OnceCell::new(),
             replaced: RefCell::new(None),
             store_failed: Cell::new(false),
+            ended: Cell::new(false),
             update: RefCell::new(CookieUpdate::Keep),
+            data: RefCell::new(None),
         }
     }
 
@@ -86,15 +96,27 @@ impl RequestSession {
         self.client_ip
     }
 
-    /// The session the request's cookie belongs to, if it is live. Loaded on first use only.
-    pub(crate) async fn resolve(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+    /// The session the request's cookie belongs to, if it is live, whether a login or an
+    /// anonymous one. Loaded on first use only.
+    pub(crate) async fn resolve_any(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
         if let Some(replaced) = self.replaced.borrow().as_ref() {
             return Ok(Some(Rc::clone(replaced)));
+        }
+        if self.ended.get() {
+            return Ok(None);
         }
         self.resolved.get_or_try_init(|| self.load()).await.cloned()
     }
 
-    /// The live session of this request, or [`Error::Unauthenticated`].
+    /// The logged-in session of this request, if there is one: an anonymous session is none.
+    pub(crate) async fn resolve(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+        Ok(self
+            .resolve_any()
+            .await?
+            .filter(|active| !active.record.is_anonymous()))
+    }
+
+    /// The logged-in session of this request, or [`Error::Unauthenticated`].
     pub(crate) async fn require(&self) -> Result<Rc<ActiveSession>, Error> {
         self.resolve().await?.ok_or(Error::Unauthenticated)
     }
@@ -127,7 +149,9 @@ impl RequestSession {
 
     /// Whether this request was served to a logged-in user.
     pub(crate) fn authenticated(&self) -> bool {
-        self.resolved.get().is_some_and(Option::is_some)
+        self.resolved
+            .get()
+            .is_some_and(|active| active.as_ref().is_some_and(|a| !a.record.is_anonymous()))
     }
 
     pub(crate) fn take_cookie_update(&self) -> CookieUpdate {
@@ -183,18 +207,101 @@ impl RequestSession {
         self.update.replace(CookieUpdate::Issue(issued.token));
     }
 
-    pub(crate) async fn login(&self, grant: Grant) -> Result<(), Error> {
+    pub(crate) async fn login(&self, grant: Grant, keep_data: bool) -> Result<(), Error> {
         // Login CSRF: a hostile page must not log the victim into the attacker's account.
         if self.provenance == Provenance::CrossSite {
             tracing::warn!("cross-site login refused");
             return Err(Error::CrossSiteRequest);
         }
         self.unchanged_since_failure()?;
-        let outcome = self.engine.login(self.current_key().as_ref(), grant).await;
+        let live = if keep_data {
+            self.resolve_any().await?
+        } else {
+            None
+        };
+        let outcome = self
+            .engine
+            .login(self.current_key().as_ref(), live.as_deref(), grant, keep_data)
+            .await;
         if outcome.previous_ended {
             self.update.replace(CookieUpdate::Remove);
         }
+        // Whatever the new session holds is read afresh.
+        self.data.replace(None);
         self.adopt(outcome.result?);
+        Ok(())
+    }
+
+    /// Applies `read` to the session's data, which is loaded once per request; empty without
+    /// a session (and then no store command and no cookie).
+    async fn with_data<T>(&self, read: impl FnOnce(&SessionData) -> T) -> Result<T, Error> {
+        if self.data.borrow().is_none() {
+            let loaded = match self.resolve_any().await? {
+                Some(active) => self.engine.load_data(&active.key).await?,
+                None => SessionData::new(),
+            };
+            self.data.replace(Some(loaded));
+        }
+        let data = self.data.borrow();
+        Ok(match data.as_ref() {
+            Some(data) => read(data),
+            None => read(&SessionData::new()),
+        })
+    }
+
+    /// The JSON text stored under `name` in the session's data.
+    pub(crate) async fn data_value(&self, name: &str) -> Result<Option<String>, Error> {
+        self.with_data(|data| data.get(name).map(str::to_owned))
+            .await
+    }
+
+    /// Every value of the session's data.
+    pub(crate) async fn data_entries(&self) -> Result<SessionData, Error> {
+        self.with_data(SessionData::clone).await
+    }
+
+    /// Applies `changes` to the session's data, returning the values they replaced. A visitor
+    /// without a session gets an anonymous one, and its cookie, if `changes` store anything.
+    pub(crate) async fn write_data(
+        &self,
+        changes: &[DataChange],
+    ) -> Result<Vec<Option<String>>, Error> {
+        self.unchanged_since_failure()?;
+        let previous = match self.resolve_any().await? {
+            Some(active) => self.engine.write_data(&active.key, changes).await?,
+            None if !changes
+                .iter()
+                .any(|change| matches!(change, DataChange::Insert { .. })) =>
+            {
+                // Nothing to keep: no session for a removal.
+                vec![None; changes.len()]
+            }
+            None => {
+                let (issued, previous) = self
+                    .engine
+                    .start_anonymous(self.client_ip, changes)
+                    .await?;
+                self.adopt(issued);
+                previous
+            }
+        };
+        if let Some(data) = self.data.borrow_mut().as_mut() {
+            data.apply(changes);
+        }
+        Ok(previous)
+    }
+
+    /// Replaces the profile of this request's logged-in session, keeping its roles.
+    pub(crate) async fn update_profile(&self, user: &RawValue) -> Result<(), Error> {
+        self.unchanged_since_failure()?;
+        let active = self.require().await?;
+        let record = self.engine.update_own_profile(&active, user).await?;
+        let updated = ActiveSession {
+            key: active.key.clone(),
+            record,
+            expires_at: active.expires_at,
+        };
+        self.replaced.replace(Some(Rc::new(updated)));
         Ok(())
     }
 
@@ -207,6 +314,8 @@ impl RequestSession {
                 .await?;
         }
         self.replaced.replace(None);
+        self.ended.set(true);
+        self.data.replace(Some(SessionData::new()));
         self.update.replace(CookieUpdate::Remove);
         Ok(())
     }
@@ -261,6 +370,8 @@ impl RequestSession {
         let active = self.require().await?;
         let revoked = self.engine.revoke_all(active.record.user_id()).await?;
         self.replaced.replace(None);
+        self.ended.set(true);
+        self.data.replace(Some(SessionData::new()));
         self.update.replace(CookieUpdate::Remove);
         Ok(revoked)
     }

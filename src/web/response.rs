@@ -16,6 +16,9 @@ impl ResponseError for Error {
             }
             Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::InvalidInput => StatusCode::BAD_REQUEST,
+            Error::SessionDataTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::SessionChanged => StatusCode::CONFLICT,
+            Error::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -30,12 +33,15 @@ impl ResponseError for Error {
             Error::CrossSiteRequest => "csrf_rejected",
             Error::Throttled { .. } => "too_many_attempts",
             Error::InvalidInput => "invalid_input",
+            Error::SessionDataTooLarge { .. } => "session_data_too_large",
+            Error::SessionChanged => "session_changed",
+            Error::TooManySessions { .. } => "too_many_sessions",
             _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",
             _ if status == StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
             _ => "internal_error",
         };
         let mut response = json_error(status, code);
-        if let Error::Throttled { retry_after } = self {
+        if let Error::Throttled { retry_after } | Error::TooManySessions { retry_after } = self {
             // Whole seconds, rounded up: a client that waits exactly this long gets through.
             let secs = retry_after.as_millis().div_ceil(1000);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
@@ -82,6 +88,11 @@ mod tests {
                 retry_after: std::time::Duration::from_secs(1),
             },
             Error::InvalidInput,
+            Error::SessionDataTooLarge { size: 2, limit: 1 },
+            Error::SessionChanged,
+            Error::TooManySessions {
+                retry_after: std::time::Duration::from_secs(1),
+            },
             Error::Store(StoreError::Timeout),
             Error::MissingMiddleware,
         ];
@@ -137,6 +148,15 @@ mod tests {
                 500,
                 r#"{"error":"internal_error"}"#,
             ),
+            (
+                Error::SessionDataTooLarge {
+                    size: 70_000,
+                    limit: 65_536,
+                },
+                413,
+                r#"{"error":"session_data_too_large"}"#,
+            ),
+            (Error::SessionChanged, 409, r#"{"error":"session_changed"}"#),
         ];
         for (err, status, body) in cases {
             assert_eq!(

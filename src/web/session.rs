@@ -5,13 +5,14 @@ use std::rc::Rc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::extractor::request_session;
 use super::login::Login;
 use super::request::RequestSession;
 use crate::engine::{CredentialsVersion, Grant, SessionInfo};
-use crate::Error;
+use crate::{DataChange, Error, SessionData};
 
 /// The longest `User-Agent` kept in a session record; enough to tell browsers apart, short
 /// enough that a hostile header cannot bloat the store.
@@ -94,6 +95,7 @@ impl Session {
     /// As for [`login`](Self::login); also [`Error::Unauthenticated`] if the credentials the
     /// login names were replaced while it ran.
     pub async fn login_with(&self, login: Login) -> Result<(), Error> {
+        let keep_data = login.keep_data;
         let grant = Grant {
             user_id: login.user_id,
             user: login.user.map_err(Error::Profile)?,
@@ -102,7 +104,7 @@ impl Session {
             user_agent: self.user_agent(),
             credentials: login.credentials,
         };
-        self.state.login(grant).await
+        self.state.login(grant, keep_data).await
     }
 
     /// Records that the logged-in user's password just changed to the credentials `version`
@@ -184,6 +186,135 @@ impl Session {
         self.state.revoke_all().await
     }
 
+    /// The value stored under `name` in the session's data, decoded as `T`; `None` if there is
+    /// none, or no session.
+    ///
+    /// The first read in a request loads all of the session's data (one store round trip);
+    /// later reads in the same request cost nothing. A visitor without a session costs no store
+    /// command and gets no cookie.
+    ///
+    /// # Errors
+    /// [`Error::SessionData`] if the stored value is not a `T`; [`Error::Store`] if the store
+    /// fails.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        let Some(json) = self.state.data_value(name).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|source| data_error(name, source))
+    }
+
+    /// Whether the session's data has a value under `name`.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails.
+    pub async fn contains_key(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.state.data_value(name).await?.is_some())
+    }
+
+    /// Every value of the session's data, as JSON text by name.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails.
+    pub async fn entries(&self) -> Result<SessionData, Error> {
+        self.state.data_entries().await
+    }
+
+    /// Stores `value`, as JSON, under `name` in the session's data, replacing what was there.
+    ///
+    /// The write goes to the store at once, in one round trip, and changes only `name`:
+    /// concurrent requests writing other names lose nothing. A visitor without a session gets an
+    /// anonymous one, and the response sets its cookie; it is not a login ([`AuthUser`] still
+    /// answers `401`), has its own, shorter [timeouts](crate::LoginMiddlewareBuilder::anonymous_idle_timeout),
+    /// and counts against the [bounds on new anonymous sessions](crate::LoginMiddlewareBuilder::anonymous_sessions_per_minute).
+    /// A later [`login`](Self::login) keeps the data, unless told otherwise with
+    /// [`Login::keep_data`].
+    ///
+    /// # Errors
+    /// - [`Error::SessionDataTooLarge`] (413) if the data would grow past the
+    ///   [limit](crate::LoginMiddlewareBuilder::max_data_size); nothing is written.
+    /// - [`Error::SessionChanged`] (409) if a concurrent request ended the session or moved it
+    ///   to a new token; nothing is written, and the session is not brought back.
+    /// - [`Error::TooManySessions`] (429) if a new anonymous session would pass its bounds.
+    /// - [`Error::SessionData`] if `value` cannot be serialised; [`Error::Store`] if the store
+    ///   fails.
+    ///
+    /// [`AuthUser`]: crate::AuthUser
+    pub async fn insert<T: Serialize>(
+        &self,
+        name: impl Into<String>,
+        value: T,
+    ) -> Result<(), Error> {
+        let name = name.into();
+        let json = serde_json::to_string(&value).map_err(|source| data_error(&name, source))?;
+        self.state
+            .write_data(&[DataChange::Insert { name, json }])
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `name` from the session's data, returning the JSON text it held.
+    ///
+    /// # Errors
+    /// As for [`insert`](Self::insert), except that a removal never starts a session.
+    pub async fn remove(&self, name: &str) -> Result<Option<String>, Error> {
+        let previous = self
+            .state
+            .write_data(&[DataChange::Remove {
+                name: name.to_owned(),
+            }])
+            .await?;
+        Ok(previous.into_iter().next().flatten())
+    }
+
+    /// Removes `name` from the session's data, returning the value it held decoded as `T`.
+    ///
+    /// # Errors
+    /// As for [`remove`](Self::remove); [`Error::SessionData`] if the value was not a `T` (it
+    /// is removed all the same).
+    pub async fn remove_as<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        match self.remove(name).await? {
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|source| data_error(name, source)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes every value of the session's data. The session itself, and a login, stay.
+    ///
+    /// # Errors
+    /// As for [`remove`](Self::remove).
+    pub async fn clear(&self) -> Result<(), Error> {
+        self.state.write_data(&[DataChange::Clear]).await?;
+        Ok(())
+    }
+
+    /// Applies several changes to the session's data in one atomic write (one round trip),
+    /// returning the JSON text each change replaced or removed.
+    ///
+    /// # Errors
+    /// As for [`insert`](Self::insert).
+    pub async fn apply(&self, changes: &[DataChange]) -> Result<Vec<Option<String>>, Error> {
+        self.state.write_data(changes).await
+    }
+
+    /// Replaces the profile of the logged-in session, keeping its roles: what [`AuthUser`]
+    /// returns from now on, in this request and the next ones. Other sessions of the user keep
+    /// theirs; [`Sessions::update_user`](crate::Sessions::update_user) changes them all.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a logged-in session; [`Error::SessionChanged`] if it
+    /// ended meanwhile; [`Error::Profile`] if `user` cannot be serialised; [`Error::Store`] if
+    /// the store fails.
+    ///
+    /// [`AuthUser`]: crate::AuthUser
+    pub async fn update_profile<U: Serialize + ?Sized>(&self, user: &U) -> Result<(), Error> {
+        let user = serde_json::value::to_raw_value(user).map_err(Error::Profile)?;
+        self.state.update_profile(&user).await
+    }
+
     /// The session's synchronizer token, for a hidden `csrf_token` field in HTML forms (or an
     /// `X-CSRF-Token` header), or `None` without a session cookie.
     ///
@@ -209,6 +340,13 @@ impl Session {
             end -= 1;
         }
         Some(text[..end].to_owned())
+    }
+}
+
+fn data_error(name: &str, source: serde_json::Error) -> Error {
+    Error::SessionData {
+        name: name.to_owned(),
+        source,
     }
 }
 

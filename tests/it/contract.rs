@@ -49,10 +49,10 @@ impl SessionStore for Broken {
     ) -> Result<bool, StoreError> {
         if self.fault == Fault::CreateOverwrites {
             let taken = self.inner.delete(key).await?;
-            self.inner.create(key, record, expires_at).await?;
+            self.inner.create(key, record, expires_at, &SessionData::new()).await?;
             return Ok(!taken);
         }
-        self.inner.create(key, record, expires_at).await
+        self.inner.create(key, record, expires_at, &SessionData::new()).await
     }
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
         self.inner.load(key).await
@@ -65,9 +65,9 @@ impl SessionStore for Broken {
     ) -> Result<bool, StoreError> {
         if self.fault == Fault::ExtendCreates {
             self.inner.delete(key).await?;
-            return self.inner.create(key, record, expires_at).await;
+            return self.inner.create(key, record, expires_at, &SessionData::new()).await;
         }
-        self.inner.extend(key, record, expires_at).await
+        self.inner.extend(key, expires_at).await
     }
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let was = self.inner.delete(key).await?;
@@ -91,9 +91,9 @@ impl SessionStore for Broken {
                 return Ok(false);
             }
             yield_once().await;
-            return self.inner.create(new, record, expires_at).await;
+            return self.inner.create(new, record, expires_at, &SessionData::new()).await;
         }
-        self.inner.rotate(old, new, record, expires_at).await
+        self.inner.rotate(old, new, record, expires_at, Carry::DataAndUser).await
     }
 }
 

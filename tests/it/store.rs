@@ -88,14 +88,14 @@ async fn memory_store_sweeps_expired_records() {
     for _ in 0..1000 {
         let deadline = in_(Duration::from_millis(1));
         store
-            .create(&random_key(), &record("u", minute), deadline)
+            .create(&random_key(), &record("u", minute), deadline, &SessionData::new())
             .await
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     for _ in 0..30 {
         store
-            .create(&random_key(), &record("u", minute), in_(minute))
+            .create(&random_key(), &record("u", minute), in_(minute), &SessionData::new())
             .await
             .unwrap();
     }
@@ -118,7 +118,7 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     let key = random_key();
     let idle = Duration::from_secs(90);
     store
-        .create(&key, &record("u", Duration::from_secs(3600)), in_(idle))
+        .create(&key, &record("u", Duration::from_secs(3600)), in_(idle), &SessionData::new())
         .await
         .unwrap();
 
@@ -337,7 +337,7 @@ async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
     let immortal = random_key();
     for key in [&skewed, &immortal] {
         store
-            .create(key, &record("skew", minute * 60), in_(minute))
+            .create(key, &record("skew", minute * 60), in_(minute), &SessionData::new())
             .await
             .unwrap();
     }
@@ -408,7 +408,7 @@ async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
     let minute = Duration::from_secs(60);
     let key = random_key();
     plain
-        .create(&key, &record("r", minute), in_(minute))
+        .create(&key, &record("r", minute), in_(minute), &SessionData::new())
         .await
         .unwrap();
     let started = std::time::Instant::now();
@@ -448,7 +448,7 @@ async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
         .unwrap();
     let key = random_key();
     plain
-        .create(&key, &record("r", minute), in_(minute))
+        .create(&key, &record("r", minute), in_(minute), &SessionData::new())
         .await
         .unwrap();
     assert!(waiting.delete(&key).await.unwrap());
@@ -464,7 +464,7 @@ async fn deletes_that_must_reach_a_replica_fail_closed_without_one() {
         let keys: Vec<SessionKey> = (0..ROUNDS).map(|_| random_key()).collect();
         for key in &keys {
             plain
-                .create(key, &record("r", minute), in_(minute))
+                .create(key, &record("r", minute), in_(minute), &SessionData::new())
                 .await
                 .unwrap();
         }

@@ -27,6 +27,7 @@ impl SessionStore for Broken {
         _: &SessionKey,
         _: &SessionRecord,
         _: SystemTime,
+        _: &SessionData,
     ) -> Result<bool, StoreError> {
         Err(StoreError::Timeout)
     }
@@ -35,13 +36,30 @@ impl SessionStore for Broken {
         Err(self.error())
     }
 
-    async fn extend(
+    async fn extend(&self, _: &SessionKey, _: SystemTime) -> Result<bool, StoreError> {
+        Err(self.error())
+    }
+
+    async fn load_data(&self, _: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+        Err(self.error())
+    }
+
+    async fn write_data(
         &self,
         _: &SessionKey,
-        _: &SessionRecord,
-        _: SystemTime,
+        _: &[DataChange],
+        _: usize,
+    ) -> Result<DataWrite, StoreError> {
+        Err(StoreError::Timeout)
+    }
+
+    async fn update_user(
+        &self,
+        _: &SessionKey,
+        _: &RawValue,
+        _: &[String],
     ) -> Result<bool, StoreError> {
-        Err(self.error())
+        Err(StoreError::Timeout)
     }
 
     async fn delete(&self, _: &SessionKey) -> Result<bool, StoreError> {
@@ -58,6 +76,7 @@ impl SessionStore for Broken {
         _: &SessionKey,
         _: &SessionRecord,
         _: SystemTime,
+        _: Carry,
     ) -> Result<bool, StoreError> {
         Err(StoreError::Timeout)
     }
@@ -72,7 +91,7 @@ fn a_failing_store_is_an_error_never_a_session_or_an_anonymous_answer() {
             engine.resolve(&token).await,
             Err(StoreError::Timeout)
         ));
-        let outcome = engine.login(Some(&token.key()), grant("7")).await;
+        let outcome = engine.login(Some(&token.key()), None, grant("7"), true).await;
         assert!(!outcome.previous_ended, "the old session may still be live");
         assert!(matches!(outcome.result, Err(Error::Store(_))));
         assert!(matches!(

@@ -27,7 +27,7 @@ fn login_ends_the_session_the_client_came_with() {
         let engine = engine_with(MemoryStore::new(), |_| {});
         let planted = login(&engine, "attacker").await;
         let outcome = engine
-            .login(Some(&planted.token.key()), grant("victim"))
+            .login(Some(&planted.token.key()), None, grant("victim"), true)
             .await;
         assert!(outcome.previous_ended);
         let fresh = outcome.result.unwrap();
@@ -36,7 +36,7 @@ fn login_ends_the_session_the_client_came_with() {
         assert!(is_live(&engine, &fresh.token).await);
         // A cookie that never was a session is "ended" as well: the client must drop it.
         let stranger = SessionToken::generate().unwrap();
-        let outcome = engine.login(Some(&stranger.key()), grant("victim")).await;
+        let outcome = engine.login(Some(&stranger.key()), None, grant("victim"), true).await;
         assert!(outcome.previous_ended && outcome.result.is_ok());
     });
 }

@@ -6,8 +6,8 @@ use std::future::Future;
 use serde_json::value::RawValue;
 
 use super::*;
-use crate::store::{StoredSession, UserSessions};
-use crate::{Error, MemoryStore, SessionStore, StoreError};
+use crate::store::{Admission, Carry, Counter, DataWrite, StoredSession, UserSessions};
+use crate::{DataChange, Error, MemoryStore, SessionData, SessionStore, StoreError};
 
 fn run<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -35,7 +35,7 @@ fn grant(user_id: &str) -> Grant {
 }
 
 async fn login(engine: &SessionEngine, user_id: &str) -> Issued {
-    engine.login(None, grant(user_id)).await.result.unwrap()
+    engine.login(None, None, grant(user_id), true).await.result.unwrap()
 }
 
 async fn is_live(engine: &SessionEngine, token: &SessionToken) -> bool {

@@ -49,21 +49,39 @@ impl SessionStore for Staged {
         key: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        data: &SessionData,
     ) -> Result<bool, StoreError> {
-        SessionStore::create(&self.inner, key, record, expires_at).await
+        SessionStore::create(&self.inner, key, record, expires_at, data).await
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
         SessionStore::load(&self.inner, key).await
     }
 
-    async fn extend(
+    async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
+        SessionStore::extend(&self.inner, key, expires_at).await
+    }
+
+    async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+        SessionStore::load_data(&self.inner, key).await
+    }
+
+    async fn write_data(
         &self,
         key: &SessionKey,
-        record: &SessionRecord,
-        expires_at: SystemTime,
+        changes: &[DataChange],
+        max_size: usize,
+    ) -> Result<DataWrite, StoreError> {
+        SessionStore::write_data(&self.inner, key, changes, max_size).await
+    }
+
+    async fn update_user(
+        &self,
+        key: &SessionKey,
+        user: &RawValue,
+        roles: &[String],
     ) -> Result<bool, StoreError> {
-        SessionStore::extend(&self.inner, key, record, expires_at).await
+        SessionStore::update_user(&self.inner, key, user, roles).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -84,8 +102,13 @@ impl SessionStore for Staged {
         new: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        carry: Carry,
     ) -> Result<bool, StoreError> {
-        SessionStore::rotate(&self.inner, old, new, record, expires_at).await
+        SessionStore::rotate(&self.inner, old, new, record, expires_at, carry).await
+    }
+
+    async fn admit_anonymous(&self, counters: &[Counter<'_>]) -> Result<Admission, StoreError> {
+        SessionStore::admit_anonymous(&self.inner, counters).await
     }
 
     async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {
@@ -118,7 +141,7 @@ fn parallel_logins_never_leave_more_sessions_than_the_cap() {
                 rules.set_max_sessions_per_user(1);
                 rules
             });
-            let logins = (0..parallel).map(|_| engine.login(None, grant("7")));
+            let logins = (0..parallel).map(|_| engine.login(None, None, grant("7"), true));
             let outcomes = futures_util::future::join_all(logins).await;
             let mut issued = Vec::new();
             for outcome in outcomes {
@@ -162,12 +185,12 @@ fn a_login_that_verified_replaced_credentials_leaves_no_session() {
         engine.revoke_all("7").await.unwrap();
 
         // Naming it closes the hole: no session, nothing left in the store.
-        let outcome = engine.login(None, grant_verified("7", "1")).await;
+        let outcome = engine.login(None, None, grant_verified("7", "1"), true).await;
         assert!(matches!(outcome.result, Err(Error::Unauthenticated)));
         assert!(engine.list("7", None).await.unwrap().is_empty());
         assert!(store.is_empty());
         // The new password's logins go on as usual.
-        let fresh = engine.login(None, grant_verified("7", "2")).await;
+        let fresh = engine.login(None, None, grant_verified("7", "2"), true).await;
         assert!(is_live(&engine, &fresh.result.unwrap().token).await);
     });
 }
@@ -177,7 +200,7 @@ fn a_change_between_a_logins_write_and_its_check_still_wins() {
     run(async {
         let store = Staged::new(0, 1);
         let engine = SessionEngine::new(store.clone(), SessionRules::default());
-        let racing_login = engine.login(None, grant_verified("7", "1"));
+        let racing_login = engine.login(None, None, grant_verified("7", "1"), true);
         let change = async {
             store.check_arrived.notified().await;
             let v2 = CredentialsVersion::of(b"2");

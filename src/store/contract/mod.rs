@@ -51,7 +51,7 @@ use base64::Engine as _;
 use serde_json::value::RawValue;
 
 use crate::store::{SessionStore, ThrottleStore, UserSessions};
-use crate::{SessionKey, SessionRecord, StoreError};
+use crate::{Carry, SessionData, SessionKey, SessionRecord, StoreError};
 
 /// Longer than any check runs: the absolute lifetime of the records the checks create, and the
 /// deadline of those that should not expire during a check.
@@ -161,10 +161,17 @@ fn ok<T>(operation: &str, result: Result<T, StoreError>) -> T {
 
 /// A key no other check or test uses.
 fn random_key() -> SessionKey {
-    let mut bytes = [0u8; 21];
+    let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    SessionKey::parse(&text).expect("21 random bytes in base64url are a session key")
+    SessionKey::parse(&text).expect("24 random bytes in base64url are a session key")
+}
+
+/// A fresh key in the group of `key`, for a session under `key` to rotate to.
+fn key_beside(key: &SessionKey) -> SessionKey {
+    let fresh = random_key();
+    SessionKey::parse(&format!("{}{}", key.group(), fresh.digest()))
+        .expect("a group and a digest make a session key")
 }
 
 /// A name no other check or test uses, for users and counters.

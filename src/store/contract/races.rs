@@ -9,10 +9,11 @@ use crate::store::SessionStore;
 
 pub(super) async fn check_rotation(store: &impl SessionStore) {
     let user = random_name("user");
-    let (old, new) = (random_key(), random_key());
+    let old = random_key();
+    let new = key_beside(&old);
     let rec = record(&user, LONG);
     rule!(
-        ok("create", store.create(&old, &rec, in_(LONG)).await),
+        ok("create", store.create(&old, &rec, in_(LONG), &SessionData::new()).await),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -21,7 +22,7 @@ pub(super) async fn check_rotation(store: &impl SessionStore) {
     let renewed = record(&user, LONG);
     let deadline = in_(Duration::from_secs(90));
     rule!(
-        ok("rotate", store.rotate(&old, &new, &renewed, deadline).await),
+        ok("rotate", store.rotate(&old, &new, &renewed, deadline, Carry::DataAndUser).await),
         "rotate moves the session to the new key",
         "rotate of a live session returned false"
     );
@@ -49,17 +50,17 @@ pub(super) async fn check_rotation(store: &impl SessionStore) {
         moved.map(|s| json(&s.record))
     );
     rule!(
-        !ok("extend", store.extend(&old, &rec, in_(LONG)).await),
+        !ok("extend", store.extend(&old, in_(LONG)).await),
         "extend never creates",
         "extend of a rotated-away key returned true"
     );
 
     // Rotating a session that is gone creates nothing.
-    let ghost = random_key();
+    let ghost = key_beside(&old);
     rule!(
         !ok(
             "rotate",
-            store.rotate(&old, &ghost, &renewed, in_(LONG)).await
+            store.rotate(&old, &ghost, &renewed, in_(LONG), Carry::DataAndUser).await
         ),
         "rotate of a session that is gone fails and leaves no new record",
         "rotate from a key that no longer exists returned true"
@@ -90,20 +91,20 @@ pub(super) async fn check_index_outlives_records(store: &impl SessionStore) {
     rule!(
         ok(
             "create",
-            store.create(&extended, &rec, first_deadline).await
+            store.create(&extended, &rec, first_deadline, &SessionData::new()).await
         ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
     rule!(
-        ok("extend", store.extend(&extended, &rec, in_(LONG)).await),
+        ok("extend", store.extend(&extended, in_(LONG)).await),
         "extend moves the deadline",
         "extend of a live record returned false"
     );
     // A shorter-lived record indexed later must not shorten the index either.
     let brief = record(&user, Duration::from_millis(300));
     rule!(
-        ok("create", store.create(&short, &brief, first_deadline).await),
+        ok("create", store.create(&short, &brief, first_deadline, &SessionData::new()).await),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -130,11 +131,11 @@ pub(super) async fn check_delete_wins_over_concurrent_extends(store: &impl Sessi
         let key = random_key();
         let rec = record(&user, LONG);
         rule!(
-            ok("create", store.create(&key, &rec, in_(LONG)).await),
+            ok("create", store.create(&key, &rec, in_(LONG), &SessionData::new()).await),
             "create stores a record under a free key",
             "create of a fresh key returned false"
         );
-        let extends = (0..10).map(|_| store.extend(&key, &rec, in_(LONG)));
+        let extends = (0..10).map(|_| store.extend(&key, in_(LONG)));
         let (results, deleted) = join(join_all(extends), store.delete(&key)).await;
         rule!(
             ok("delete", deleted),
@@ -150,7 +151,7 @@ pub(super) async fn check_delete_wins_over_concurrent_extends(store: &impl Sessi
             "a record deleted while being extended came back"
         );
         rule!(
-            !ok("extend", store.extend(&key, &rec, in_(LONG)).await),
+            !ok("extend", store.extend(&key, in_(LONG)).await),
             "delete wins over concurrent extends",
             "extend of a deleted record returned true"
         );
@@ -166,7 +167,7 @@ pub(super) async fn check_revocation_wins_over_rotation(store: &impl SessionStor
         let first = random_key();
         let rec = record(&user, LONG);
         rule!(
-            ok("create", store.create(&first, &rec, in_(LONG)).await),
+            ok("create", store.create(&first, &rec, in_(LONG), &SessionData::new()).await),
             "create stores a record under a free key",
             "create of a fresh key returned false"
         );
@@ -176,11 +177,11 @@ pub(super) async fn check_revocation_wins_over_rotation(store: &impl SessionStor
             let mut current = first.clone();
             for _ in 0..4 {
                 yield_now().await;
-                let next = random_key();
+                let next = key_beside(&current);
                 keys.push(next.clone());
                 if !ok(
                     "rotate",
-                    store.rotate(&current, &next, &rec, in_(LONG)).await,
+                    store.rotate(&current, &next, &rec, in_(LONG), Carry::DataAndUser).await,
                 ) {
                     break;
                 }

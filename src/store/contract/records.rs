@@ -17,7 +17,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
         "a key never created loaded a record"
     );
     rule!(
-        !ok("extend", store.extend(&key, &rec, deadline).await),
+        !ok("extend", store.extend(&key, deadline).await),
         "extend never creates",
         "extend of a key never created returned true"
     );
@@ -33,7 +33,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     );
 
     rule!(
-        ok("create", store.create(&key, &rec, deadline).await),
+        ok("create", store.create(&key, &rec, deadline, &SessionData::new()).await),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -69,7 +69,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     let intruder = random_name("intruder");
     let other = record(&intruder, LONG);
     rule!(
-        !ok("create", store.create(&key, &other, in_(LONG)).await),
+        !ok("create", store.create(&key, &other, in_(LONG), &SessionData::new()).await),
         "create refuses a taken key",
         "a second create under the same key returned true"
     );
@@ -100,7 +100,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     // extend moves the deadline both ways.
     let sooner = in_(Duration::from_secs(5));
     rule!(
-        ok("extend", store.extend(&key, &rec, sooner).await),
+        ok("extend", store.extend(&key, sooner).await),
         "extend moves the deadline",
         "extend of a live record returned false"
     );
@@ -113,7 +113,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     );
     let later = in_(Duration::from_secs(120));
     rule!(
-        ok("extend", store.extend(&key, &rec, later).await),
+        ok("extend", store.extend(&key, later).await),
         "extend moves the deadline",
         "extend of a live record returned false"
     );
@@ -142,7 +142,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
         "a deleted record still loads"
     );
     rule!(
-        !ok("extend", store.extend(&key, &rec, in_(LONG)).await),
+        !ok("extend", store.extend(&key, in_(LONG)).await),
         "extend never creates",
         "extend of a deleted record returned true"
     );
@@ -157,7 +157,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     let rec = record(&user, LONG);
     let deadline = in_(Duration::from_millis(300));
     rule!(
-        ok("create", store.create(&short, &rec, deadline).await),
+        ok("create", store.create(&short, &rec, deadline, &SessionData::new()).await),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -173,7 +173,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
         "a record still loads {EXPIRY_SLACK:?} after its deadline"
     );
     rule!(
-        !ok("extend", store.extend(&short, &rec, in_(LONG)).await),
+        !ok("extend", store.extend(&short, in_(LONG)).await),
         "extend never creates",
         "extend of an expired record returned true"
     );
@@ -183,7 +183,7 @@ pub(super) async fn check_records(store: &impl SessionStore) {
         "extend brought an expired record back"
     );
     rule!(
-        ok("create", store.create(&short, &rec, in_(LONG)).await),
+        ok("create", store.create(&short, &rec, in_(LONG), &SessionData::new()).await),
         "an expired key is free again",
         "create under the key of an expired record returned false"
     );
@@ -199,7 +199,7 @@ pub(super) async fn check_index(store: &impl SessionStore) {
         rule!(
             ok(
                 "create",
-                store.create(key, &record(&user, LONG), in_(LONG)).await
+                store.create(key, &record(&user, LONG), in_(LONG), &SessionData::new()).await
             ),
             "create stores a record under a free key",
             "create of a fresh key returned false"
@@ -215,7 +215,7 @@ pub(super) async fn check_index(store: &impl SessionStore) {
     rule!(
         ok(
             "create",
-            store.create(&c, &record(&user, LONG), expiring).await
+            store.create(&c, &record(&user, LONG), expiring, &SessionData::new()).await
         ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
@@ -224,7 +224,7 @@ pub(super) async fn check_index(store: &impl SessionStore) {
         ok(
             "create",
             store
-                .create(&other, &record(&someone_else, LONG), in_(LONG))
+                .create(&other, &record(&someone_else, LONG), in_(LONG), &SessionData::new())
                 .await
         ),
         "create stores a record under a free key",
@@ -293,7 +293,7 @@ pub(super) async fn check_index(store: &impl SessionStore) {
         ok(
             "create",
             store
-                .create(&a, &record(&someone_else, LONG), in_(LONG))
+                .create(&a, &record(&someone_else, LONG), in_(LONG), &SessionData::new())
                 .await
         ),
         "an expired key is free again",

@@ -1,41 +1,131 @@
-//! The bytes a session is stored as, and the TTLs that go with them.
+//! How a session is laid out in Redis, and the TTLs that go with it.
+//!
+//! A session is one hash. Each part that changes on its own has a field of its own, so that no
+//! write rewrites another's part:
+//!
+//! | field | holds | written by |
+//! |---|---|---|
+//! | `r` | the [`SessionRecord`] as JSON, as created | create, rotate |
+//! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
+//! | `u` | `{"p":profile,"r":roles}`, replacing the record's, once the user was updated live | update, rotate |
+//! | `z` | the data's size in bytes, as [`SessionData::size`] counts it | data writes |
+//! | `m` | the key the session is moving to, once a rotation has copied it | rotate |
+//! | `d:{name}` | one data value, as JSON | data writes |
+//!
+//! The deadline travels in the hash, and not only as the key's TTL, so that one read tells a
+//! request everything it needs, and a cached copy knows by itself when it has expired. The TTL
+//! is set to the same moment; it frees the memory, the hash decides.
 
 use std::time::SystemTime;
 
+use redis::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
 use crate::record::{from_unix_millis, unix_millis};
 use crate::store::StoredSession;
-use crate::{SessionRecord, StoreError};
+use crate::{SessionData, SessionRecord, StoreError};
 
-/// The stored value of a session: its idle deadline in Unix milliseconds, a space, and the
-/// record as JSON.
-///
-/// The deadline travels in the value, and not only as the key's TTL, so that one `GET` tells a
-/// request everything it needs, and a cached copy knows by itself when it has expired. The TTL
-/// is set to the same moment; it frees the memory, the value decides.
-pub(super) fn encode(
-    record: &SessionRecord,
-    expires_at: SystemTime,
-) -> Result<Vec<u8>, StoreError> {
-    let mut value = unix_millis(expires_at).to_string().into_bytes();
-    value.push(b' ');
-    serde_json::to_writer(&mut value, record).map_err(StoreError::corrupt)?;
-    Ok(value)
+/// The record field.
+pub(super) const RECORD: &str = "r";
+/// The idle-deadline field.
+pub(super) const DEADLINE: &str = "e";
+/// The live-update field.
+pub(super) const USER: &str = "u";
+/// The prefix of every data field.
+pub(super) const DATA_PREFIX: &str = "d:";
+
+/// A profile and roles given after login.
+#[derive(Serialize)]
+struct UserRef<'a> {
+    p: &'a RawValue,
+    r: &'a [String],
 }
 
-/// The session in a value written by [`encode`].
-pub(super) fn decode(value: &[u8]) -> Result<StoredSession, StoreError> {
-    let corrupt = || StoreError::corrupt("session value has no deadline");
-    let space = value.iter().position(|&b| b == b' ').ok_or_else(corrupt)?;
-    let (deadline, json) = value.split_at(space);
-    let deadline: u64 = std::str::from_utf8(deadline)
-        .ok()
+#[derive(Deserialize)]
+struct UserOwned {
+    p: Box<RawValue>,
+    #[serde(default)]
+    r: Vec<String>,
+}
+
+pub(super) fn encode_record(record: &SessionRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(StoreError::corrupt)
+}
+
+pub(super) fn encode_user(user: &RawValue, roles: &[String]) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&UserRef { p: user, r: roles }).map_err(StoreError::corrupt)
+}
+
+pub(super) fn encode_deadline(expires_at: SystemTime) -> String {
+    unix_millis(expires_at).to_string()
+}
+
+/// The session in the fields `r`, `u` and `e`, as `HMGET` returns them; `None` when there is no
+/// record.
+pub(super) fn decode(
+    record: Option<&[u8]>,
+    user: Option<&[u8]>,
+    deadline: Option<&[u8]>,
+) -> Result<Option<StoredSession>, StoreError> {
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let deadline: u64 = deadline
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
         .and_then(|digits| digits.parse().ok())
-        .ok_or_else(corrupt)?;
-    let record = serde_json::from_slice(&json[1..]).map_err(StoreError::corrupt)?;
-    Ok(StoredSession {
+        .ok_or_else(|| StoreError::corrupt("session has no deadline"))?;
+    let mut record: SessionRecord = serde_json::from_slice(record).map_err(StoreError::corrupt)?;
+    if let Some(user) = user {
+        let update: UserOwned = serde_json::from_slice(user).map_err(StoreError::corrupt)?;
+        record = record.with_user(update.p, update.r);
+    }
+    Ok(Some(StoredSession {
         record,
         expires_at: from_unix_millis(deadline),
-    })
+    }))
+}
+
+/// The reply of `HMGET key r u e`, decoded.
+pub(super) fn decode_reply(reply: Vec<Option<Vec<u8>>>) -> Result<Option<StoredSession>, StoreError> {
+    match reply.as_slice() {
+        [record, user, deadline] => decode(
+            record.as_deref(),
+            user.as_deref(),
+            deadline.as_deref(),
+        ),
+        _ => Err(StoreError::corrupt("short HMGET reply")),
+    }
+}
+
+/// The data in an `HGETALL` reply; `None` when the hash holds no record.
+pub(super) fn decode_data(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<SessionData>, StoreError> {
+    let mut live = false;
+    let mut data = SessionData::new();
+    for (field, value) in fields {
+        if field == RECORD.as_bytes() {
+            live = true;
+        } else if let Some(name) = field.strip_prefix(DATA_PREFIX.as_bytes()) {
+            let name = String::from_utf8(name.to_vec()).map_err(StoreError::corrupt)?;
+            let json = String::from_utf8(value).map_err(StoreError::corrupt)?;
+            data.insert(name, json);
+        }
+    }
+    Ok(live.then_some(data))
+}
+
+/// A bulk string or nil from a script's reply.
+pub(super) fn optional_text(value: Value) -> Result<Option<String>, StoreError> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(StoreError::corrupt),
+        Value::SimpleString(text) => Ok(Some(text)),
+        other => Err(StoreError::corrupt(format!(
+            "unexpected script reply {other:?}"
+        ))),
+    }
 }
 
 /// Redis wants a positive whole number of milliseconds; a deadline already reached becomes 1 ms.
@@ -55,39 +145,72 @@ mod tests {
     use super::*;
 
     fn record() -> SessionRecord {
-        let profile = serde_json::value::RawValue::from_string(r#"{"name":"x"}"#.to_owned())
-            .expect("valid JSON");
+        let profile = RawValue::from_string(r#"{"name":"x"}"#.to_owned()).unwrap();
         let now = SystemTime::now();
         SessionRecord::new("pub", "7", profile, now, now + Duration::from_secs(3600))
     }
 
     #[test]
-    fn a_value_carries_its_deadline_before_the_json() {
+    fn a_session_reads_back_with_its_deadline_and_live_update() {
         let record = record();
         let deadline = from_unix_millis(1_700_000_000_123);
-        let value = encode(&record, deadline).unwrap();
-        assert!(value.starts_with(b"1700000000123 {"), "{value:?}");
-        let stored = decode(&value).unwrap();
+        let encoded = encode_record(&record).unwrap();
+        let deadline_text = encode_deadline(deadline);
+        assert_eq!(deadline_text, "1700000000123");
+        let stored = decode(Some(&encoded), None, Some(deadline_text.as_bytes()))
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.expires_at, deadline);
-        assert_eq!(stored.record.user_id(), record.user_id());
+        assert_eq!(stored.record.user().get(), r#"{"name":"x"}"#);
+
+        let admin = RawValue::from_string(r#"{"name":"y"}"#.to_owned()).unwrap();
+        let update = encode_user(&admin, &["admin".to_owned()]).unwrap();
+        let stored = decode(Some(&encoded), Some(&update), Some(deadline_text.as_bytes()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.record.user().get(), r#"{"name":"y"}"#);
+        assert!(stored.record.has_role("admin"));
+        assert_eq!(stored.record.id(), "pub");
     }
 
     #[test]
-    fn values_without_a_deadline_are_corrupt_not_a_panic() {
-        for bad in [
-            &b""[..],
-            b"{}",
-            b"abc {}",
-            b" {}",
-            b"12 ",
-            b"12 not json",
-            b"\xff {}",
-        ] {
+    fn missing_record_is_no_session_and_broken_fields_are_corrupt_not_a_panic() {
+        assert!(decode(None, None, None).unwrap().is_none());
+        let good = encode_record(&record()).unwrap();
+        let cases: [(&[u8], Option<&[u8]>, Option<&[u8]>); 6] = [
+            (&good, None, None),
+            (&good, None, Some(b"")),
+            (&good, None, Some(b"12x")),
+            (b"not json", None, Some(b"12")),
+            (&good, Some(b"{}"), Some(b"12")),
+            (&good, Some(b"\xff"), Some(b"12")),
+        ];
+        for (r, u, e) in cases {
             assert!(
-                matches!(decode(bad), Err(StoreError::Corrupt(_))),
-                "{bad:?}"
+                matches!(decode(Some(r), u, e), Err(StoreError::Corrupt(_))),
+                "{r:?} {u:?} {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn data_is_read_from_its_fields_only() {
+        let fields = vec![
+            (b"r".to_vec(), b"{}".to_vec()),
+            (b"e".to_vec(), b"1".to_vec()),
+            (b"z".to_vec(), b"9".to_vec()),
+            (b"d:cart".to_vec(), b"[1]".to_vec()),
+        ];
+        let data = decode_data(fields).unwrap().unwrap();
+        assert_eq!(data.iter().collect::<Vec<_>>(), vec![("cart", "[1]")]);
+        assert!(decode_data(vec![(b"d:x".to_vec(), b"1".to_vec())])
+            .unwrap()
+            .is_none());
+        assert!(decode_data(vec![
+            (b"r".to_vec(), b"{}".to_vec()),
+            (b"d:x".to_vec(), b"\xff".to_vec())
+        ])
+        .is_err());
     }
 
     #[test]

@@ -4,82 +4,113 @@ use std::time::SystemTime;
 
 use futures_util::future::join_all;
 
-use super::codec::{encode, ttl_millis};
-use super::RedisStore;
-use crate::{SessionKey, SessionRecord, StoreError};
+use super::codec::{encode_deadline, encode_record, ttl_millis, DATA_PREFIX};
+use super::{scripts, RedisStore};
+use crate::store::Carry;
+use crate::{SessionData, SessionKey, SessionRecord, StoreError};
 
 impl RedisStore {
-    /// Indexes `key` under its user and stores the record. The index TTL only ever grows, to the
-    /// record's absolute end at least.
+    /// Stores the session, with `data`, and indexes it under its user (an anonymous one under
+    /// none). The index TTL only ever grows, to the record's absolute end at least.
     ///
-    /// On one server both happen in one MULTI/EXEC, so a listing elsewhere never sees one
-    /// without the other. On a cluster they live in different slots: the record is written
-    /// first, then indexed. A listing in between finds no entry to prune, and the record is
-    /// unreachable until this call returns and the client receives its token.
+    /// On one server both happen in one script, so a listing elsewhere never sees one without
+    /// the other. On a cluster they live in different slots: the record is written first, then
+    /// indexed. A listing in between finds no entry to prune, and the record is unreachable
+    /// until this call returns and the client receives its token.
     pub(super) async fn index_and_create(
         &self,
         key: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        data: &SessionData,
     ) -> Result<bool, StoreError> {
-        let value = encode(record, expires_at)?;
-        let index = self.user_index_key(record.user_id());
+        let index = (!record.is_anonymous()).then(|| self.user_index_key(record.user_id()));
         let index_ttl = ttl_millis(record.expires_at());
-        let mut set = redis::cmd("SET");
-        set.arg(self.session_key(key))
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_millis(expires_at));
-        let mut add = redis::pipe();
-        add.cmd("SADD")
-            .arg(&index)
-            .arg(key.as_str())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&index)
-            .arg(index_ttl)
-            .arg("NX")
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&index)
-            .arg(index_ttl)
-            .arg("GT")
-            .ignore();
         let mut conn = self.connection.clone();
-        // `NX` answers nil when the key exists.
-        let created: Option<String> = if conn.is_single_node() {
-            let (created,): (Option<String>,) = self
-                .run(add.atomic().add_command(set).query_async(&mut conn))
+        let single_node = conn.is_single_node();
+        let mut create = scripts::CREATE.prepare_invoke();
+        create.key(self.session_key(key));
+        if let (true, Some(index)) = (single_node, &index) {
+            create.key(index);
+        }
+        create
+            .arg(encode_record(record)?)
+            .arg(encode_deadline(expires_at))
+            .arg(ttl_millis(expires_at))
+            .arg(key.as_str())
+            .arg(index_ttl)
+            .arg(data.size());
+        for (name, json) in data.iter() {
+            create.arg(format!("{DATA_PREFIX}{name}")).arg(json);
+        }
+        let created: i64 = self.run(create.invoke_async(&mut conn)).await?;
+        if created != 1 {
+            return Ok(false);
+        }
+        if let (false, Some(index)) = (single_node, &index) {
+            self.run(index_add(index, key, index_ttl).query_async::<()>(&mut conn))
                 .await?;
-            created
-        } else {
-            let created: Option<String> = self.run(set.query_async(&mut conn)).await?;
-            if created.is_some() {
-                self.run(add.query_async::<()>(&mut conn)).await?;
-            }
-            created
-        };
-        Ok(created.is_some())
+        }
+        Ok(true)
     }
 
-    /// The stored value under each key: one `MGET` on a server, a `GET` per key (each in its own
-    /// slot) on a cluster.
+    /// Copies the session under `old` to `new` and marks `old` as moving there, all in one
+    /// script (the keys share a hash tag), and indexes `new`: in the same script on one server,
+    /// right after it on a cluster. Returns whether `old` was there to copy.
+    pub(super) async fn copy_to(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+        carry: Carry,
+    ) -> Result<bool, StoreError> {
+        let index = self.user_index_key(record.user_id());
+        let index_ttl = ttl_millis(record.expires_at());
+        let mut conn = self.connection.clone();
+        let single_node = conn.is_single_node();
+        let mut copy = scripts::MOVE.prepare_invoke();
+        copy.key(self.session_key(old)).key(self.session_key(new));
+        if single_node {
+            copy.key(&index);
+        }
+        copy.arg(encode_record(record)?)
+            .arg(encode_deadline(expires_at))
+            .arg(ttl_millis(expires_at))
+            .arg(u8::from(carry == Carry::DataAndUser))
+            .arg(new.as_str())
+            .arg(index_ttl);
+        let copied: i64 = self.run(copy.invoke_async(&mut conn)).await?;
+        match copied {
+            1 => {}
+            -1 => return Err(StoreError::unavailable("a fresh session key was taken")),
+            _ => return Ok(false),
+        }
+        if !single_node {
+            self.run(index_add(&index, new, index_ttl).query_async::<()>(&mut conn))
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// The record, live update and deadline under each key, as `HMGET` returns them: one
+    /// pipeline on a server, a command per key (each in its own slot) on a cluster.
     pub(super) async fn lookup_all(
         &self,
         keys: &[&SessionKey],
-    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    ) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
         let mut conn = self.connection.clone();
         if conn.is_single_node() {
-            let redis_keys: Vec<String> = keys.iter().map(|key| self.session_key(key)).collect();
-            return self
-                .run(redis::cmd("MGET").arg(redis_keys).query_async(&mut conn))
-                .await;
+            let mut lookups = redis::pipe();
+            for key in keys {
+                lookups.add_command(self.record_fields(key));
+            }
+            return self.run(lookups.query_async(&mut conn)).await;
         }
         let lookups = keys.iter().map(|key| {
             let mut conn = self.connection.clone();
-            let get = redis::cmd("GET").arg(self.session_key(key)).to_owned();
-            async move { self.run(get.query_async(&mut conn)).await }
+            let hmget = self.record_fields(key);
+            async move { self.run(hmget.query_async(&mut conn)).await }
         });
         join_all(lookups).await.into_iter().collect()
     }
@@ -119,4 +150,24 @@ impl RedisStore {
         )
         .await
     }
+}
+
+/// Adds `key` to a user's index, whose TTL only ever grows.
+fn index_add(index: &str, key: &SessionKey, ttl_ms: u64) -> redis::Pipeline {
+    let mut add = redis::pipe();
+    add.cmd("SADD")
+        .arg(index)
+        .arg(key.as_str())
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(index)
+        .arg(ttl_ms)
+        .arg("NX")
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(index)
+        .arg(ttl_ms)
+        .arg("GT")
+        .ignore();
+    add
 }

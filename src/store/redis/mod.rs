@@ -12,16 +12,20 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::ConnectionLike;
 
-use self::codec::{decode, encode, ttl_millis};
+use serde_json::value::RawValue;
+
+use self::codec::{decode_reply, encode_deadline, ttl_millis, DEADLINE, RECORD, USER};
 use self::connection::Connection;
-use super::{SessionStore, StoredSession, UserSessions};
-use crate::{SessionKey, SessionRecord, StoreError};
+use super::{Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, UserSessions};
+use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 
 mod builder;
 mod codec;
 mod connection;
 mod credentials;
+mod data;
 mod index;
+mod scripts;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod throttle;
@@ -32,23 +36,30 @@ use self::builder::ReplicaWait;
 
 /// Keeps sessions in Redis.
 ///
-/// One record is one Redis string, `{prefix}:s:{SHA-256 of the token, base64url}`, holding the
-/// session's idle deadline (Unix milliseconds), a space and the JSON-encoded [`SessionRecord`],
-/// with a TTL that ends at the same deadline. Refreshing the idle deadline rewrites the value
-/// and its TTL together with `SET … XX PX`, never `PEXPIRE`, which would move the TTL and leave
-/// the deadline in the value behind.
-/// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those hashes,
-/// whose TTL is kept at or past the absolute end of its longest-lived session. The raw token is
-/// never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE … NX`/`GT`, on the index only).
+/// One session is one Redis hash, `{prefix}:s:{{group}}{digest}`: the [`SessionKey`] of its
+/// token, whose group is the cluster hash tag, so that a session and the key it rotates to
+/// live on the same node and move in one script. The hash holds the JSON-encoded
+/// [`SessionRecord`], the idle deadline (Unix milliseconds), a live update of the profile and
+/// roles if there was one, and each value of the session's data in a field of its own, with a
+/// TTL that ends at the idle deadline. Each part changes on its own: refreshing the deadline
+/// writes the deadline and the TTL, never the data; a data write touches only its fields.
+/// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those keys, whose TTL
+/// is kept at or past the absolute end of its longest-lived session; anonymous sessions are
+/// in no index. The raw token is never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE …
+/// NX`/`GT`, on the index only). Every write that must not bring a session back is a Lua
+/// script that checks the session and writes in one step (sent with `EVALSHA`).
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
-/// | [`load`](SessionStore::load) | `GET`; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
-/// | [`extend`](SessionStore::extend) | `SET … XX PX` (a no-op on a missing key); then `PING` with a local cache | 1–2 |
-/// | [`create`](SessionStore::create) | `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`, `SET … NX PX` (one `MULTI`/`EXEC`) | 1 |
+/// | [`load`](SessionStore::load) | `HMGET` of record, update, deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
+/// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` with a local cache | 1–2 |
+/// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
+/// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes) | 1 |
+/// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
+/// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
 /// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache, `PING` with [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
-/// | [`list`](SessionStore::list) | `SMEMBERS`; `MGET` of the members; `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
-/// | [`rotate`](SessionStore::rotate) | as `create`; as `delete` for the old key; `SREM` old | 3–4 |
+/// | [`list`](SessionStore::list) | `SMEMBERS`; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
+/// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `SREM` old | 3–4 |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
 /// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
@@ -101,14 +112,27 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// The Redis key for a session.
+    /// The Redis key for a session: `{prefix}:s:{{group}}{digest}`.
     pub fn session_key(&self, key: &SessionKey) -> String {
         // Built by hand: it runs on every authenticated request, and `format!` costs more.
-        let mut name = String::with_capacity(self.prefix.len() + 3 + key.as_str().len());
+        let mut name = String::with_capacity(self.prefix.len() + 5 + key.as_str().len());
         name.push_str(&self.prefix);
-        name.push_str(":s:");
-        name.push_str(key.as_str());
+        name.push_str(":s:{");
+        name.push_str(key.group());
+        name.push('}');
+        name.push_str(key.digest());
         name
+    }
+
+    /// `HMGET` of the fields a session's record is made of.
+    fn record_fields(&self, key: &SessionKey) -> redis::Cmd {
+        let mut hmget = redis::cmd("HMGET");
+        hmget
+            .arg(self.session_key(key))
+            .arg(RECORD)
+            .arg(USER)
+            .arg(DEADLINE);
+        hmget
     }
 
     /// The Redis key of a throttling counter. All counters share the hash tag `{throttle}`, so
@@ -128,10 +152,10 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let mut get = redis::cmd("GET");
-        get.arg(redis_key);
-        let value: Option<Vec<u8>> = self.run(get.query_async(conn)).await?;
-        value.as_deref().map(decode).transpose()
+        let mut hmget = redis::cmd("HMGET");
+        hmget.arg(redis_key).arg(RECORD).arg(USER).arg(DEADLINE);
+        let reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+        decode_reply(reply)
     }
 
     /// Returns once Redis has written the tracking invalidations for the writes this
@@ -239,8 +263,9 @@ impl SessionStore for RedisStore {
         key: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        data: &SessionData,
     ) -> Result<bool, StoreError> {
-        self.index_and_create(key, record, expires_at).await
+        self.index_and_create(key, record, expires_at, data).await
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
@@ -259,31 +284,41 @@ impl SessionStore for RedisStore {
         self.fetch(&mut self.connection.clone(), &redis_key).await
     }
 
-    async fn extend(
-        &self,
-        key: &SessionKey,
-        record: &SessionRecord,
-        expires_at: SystemTime,
-    ) -> Result<bool, StoreError> {
+    async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
-        // `XX` never creates a key, so this cannot resurrect a deleted session. The record under
-        // a key never changes, so writing it again loses nothing.
-        let updated: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.session_key(key))
-                    .arg(encode(record, expires_at)?)
-                    .arg("XX")
-                    .arg("PX")
-                    .arg(ttl_millis(expires_at))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        if updated.is_some() && self.caches_locally() {
+        let mut extend = scripts::EXTEND.prepare_invoke();
+        extend
+            .key(self.session_key(key))
+            .arg(encode_deadline(expires_at))
+            .arg(ttl_millis(expires_at));
+        let updated: i64 = self.run(extend.invoke_async(&mut conn)).await?;
+        if updated == 1 && self.caches_locally() {
             // So that this process's own cache shows the new deadline from now on.
             self.settle(&mut conn).await?;
         }
-        Ok(updated.is_some())
+        Ok(updated == 1)
+    }
+
+    async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+        self.read_data(key).await
+    }
+
+    async fn write_data(
+        &self,
+        key: &SessionKey,
+        changes: &[DataChange],
+        max_size: usize,
+    ) -> Result<DataWrite, StoreError> {
+        self.change_data(key, changes, max_size).await
+    }
+
+    async fn update_user(
+        &self,
+        key: &SessionKey,
+        user: &RawValue,
+        roles: &[String],
+    ) -> Result<bool, StoreError> {
+        self.replace_user(key, user, roles).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -333,8 +368,8 @@ impl SessionStore for RedisStore {
         }
         let now = SystemTime::now();
         let mut past_deadline = Vec::new();
-        for ((member, key), value) in indexed.into_iter().zip(replies) {
-            match value.as_deref().map(decode).transpose() {
+        for ((member, key), reply) in indexed.into_iter().zip(replies) {
+            match decode_reply(reply) {
                 Ok(Some(stored)) if stored.expires_at <= now => past_deadline.push((member, key)),
                 Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
                 // Gone, or (after a key collision) someone else's: not this user's.
@@ -388,8 +423,14 @@ impl SessionStore for RedisStore {
         new: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        carry: Carry,
     ) -> Result<bool, StoreError> {
-        if !self.index_and_create(new, record, expires_at).await? {
+        if old.group() != new.group() {
+            return Err(StoreError::unavailable(
+                "a session can only move to a key of its own group",
+            ));
+        }
+        if !self.copy_to(old, new, record, expires_at, carry).await? {
             return Ok(false);
         }
         if !self.delete(old).await? {
@@ -400,6 +441,10 @@ impl SessionStore for RedisStore {
         }
         self.unindex(record.user_id(), &[old.as_str()]).await?;
         Ok(true)
+    }
+
+    async fn admit_anonymous(&self, counters: &[Counter<'_>]) -> Result<Admission, StoreError> {
+        super::ThrottleStore::admit(self, counters).await
     }
 
     async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {

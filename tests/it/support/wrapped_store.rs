@@ -67,7 +67,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         expires_at: std::time::SystemTime,
     ) -> Result<bool, actix_login::StoreError> {
         let deadline = self.stored_deadline(key, expires_at);
-        self.inner.create(key, record, deadline).await
+        self.inner.create(key, record, deadline, &SessionData::new()).await
     }
 
     async fn load(
@@ -99,7 +99,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         self.extend_calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.extend_delay).await;
         let deadline = self.stored_deadline(key, expires_at);
-        self.inner.extend(key, record, deadline).await
+        self.inner.extend(key, deadline).await
     }
 
     async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
@@ -138,7 +138,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
     ) -> Result<bool, actix_login::StoreError> {
         tokio::time::sleep(self.rotate_delay).await;
         let deadline = self.stored_deadline(new, expires_at);
-        self.inner.rotate(old, new, record, deadline).await
+        self.inner.rotate(old, new, record, deadline, Carry::DataAndUser).await
     }
 
     async fn credentials_version(

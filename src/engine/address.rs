@@ -1,0 +1,37 @@
+//! Client addresses as counters see them.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The counter name for a client address: the address itself for IPv4, its network for IPv6.
+pub(crate) fn address_bucket(ip: IpAddr, ipv6_prefix_len: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let keep = u32::from(ipv6_prefix_len.min(128));
+            let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+            format!("{}/{keep}", Ipv6Addr::from(bits & mask))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_network() {
+        let a = address_bucket(ip("2001:db8:1:2:aaaa::1"), 64);
+        let b = address_bucket(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64);
+        let other = address_bucket(ip("2001:db8:1:3::1"), 64);
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(address_bucket(ip("2001:db8::1"), 128), "2001:db8::1/128");
+        assert_eq!(address_bucket(ip("192.0.2.1"), 64), "192.0.2.1");
+    }
+}
