@@ -59,8 +59,11 @@ impl SessionEngine {
         }
         self.admit_anonymous(client).await?;
         let now = SystemTime::now();
-        let record =
-            SessionRecord::anonymous(super::lifecycle::random_id()?, now, self.rules.anonymous_absolute_end(now));
+        let record = SessionRecord::anonymous(
+            super::lifecycle::random_id()?,
+            now,
+            self.rules.anonymous_absolute_end(now),
+        );
         let expires_at = self.rules.idle_deadline_of(true, now, record.expires_at());
         for _ in 0..CREATE_ATTEMPTS {
             let token = SessionToken::generate().map_err(Error::Random)?;
@@ -123,8 +126,7 @@ impl SessionEngine {
             let listing = self.store.list(user_id).await?;
             let mut changed = false;
             for (key, stored) in &listing.live {
-                if updated.contains(stored.record.id()) && same_user(&stored.record, user, roles)
-                {
+                if updated.contains(stored.record.id()) && same_user(&stored.record, user, roles) {
                     continue;
                 }
                 if self.store.update_user(key, user, roles).await? {

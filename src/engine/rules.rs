@@ -194,7 +194,10 @@ mod tests {
         let now = SystemTime::now();
         let far = now + Duration::from_secs(86_400);
         let near = now + Duration::from_secs(60);
-        assert_eq!(rules.idle_deadline_of(false, now, far), now + DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(
+            rules.idle_deadline_of(false, now, far),
+            now + DEFAULT_IDLE_TIMEOUT
+        );
         assert_eq!(rules.idle_deadline_of(false, now, near), near);
     }
 

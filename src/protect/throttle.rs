@@ -1,6 +1,5 @@
 //! Brute-force throttling for login forms.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -87,7 +87,13 @@ impl SessionRecord {
     /// A record for a visitor who has not logged in, with public handle `id`, starting at `now`
     /// and lasting until `expires_at` at the latest.
     pub fn anonymous(id: impl Into<String>, now: SystemTime, expires_at: SystemTime) -> Self {
-        Self::new(id, String::new(), RawValue::NULL.to_owned(), now, expires_at)
+        Self::new(
+            id,
+            String::new(),
+            RawValue::NULL.to_owned(),
+            now,
+            expires_at,
+        )
     }
 
     /// Whether this is a visitor's session rather than a login: no user, no profile, no roles.

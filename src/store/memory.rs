@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::value::RawValue;
 
 use super::{
-    Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, ThrottleStore,
-    UserSessions,
+    Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, ThrottleStore, UserSessions,
 };
 use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 

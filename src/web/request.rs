@@ -221,7 +221,12 @@ impl RequestSession {
         };
         let outcome = self
             .engine
-            .login(self.current_key().as_ref(), live.as_deref(), grant, keep_data)
+            .login(
+                self.current_key().as_ref(),
+                live.as_deref(),
+                grant,
+                keep_data,
+            )
             .await;
         if outcome.previous_ended {
             self.update.replace(CookieUpdate::Remove);
@@ -277,10 +282,8 @@ impl RequestSession {
                 vec![None; changes.len()]
             }
             None => {
-                let (issued, previous) = self
-                    .engine
-                    .start_anonymous(self.client_ip, changes)
-                    .await?;
+                let (issued, previous) =
+                    self.engine.start_anonymous(self.client_ip, changes).await?;
                 self.adopt(issued);
                 previous
             }

@@ -101,7 +101,7 @@ where
 }
 
 fn redis_key(token: &str) -> String {
-    format!("{PREFIX}:s:{}", stored_key(token))
+    support::http::redis_session_key(PREFIX, token)
 }
 
 #[actix_web::test]
@@ -114,7 +114,7 @@ async fn repeated_requests_are_served_from_memory() {
     assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
     assert_eq!(
         commands_during_since(&server, &before),
-        counts(&[("get", 1)])
+        counts(&[("hmget", 1)])
     );
 
     let before = server.command_counts();

@@ -1,11 +1,17 @@
 //! `store::contract` catches stores that break it: each store here is a `MemoryStore` with one
 //! fault, and the contract must fail naming the rule the fault breaks.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use actix_login::store::contract::check_session_store;
 use actix_login::store::{StoredSession, UserSessions};
-use actix_login::{MemoryStore, SessionKey, SessionRecord, SessionStore, StoreError};
+use actix_login::{
+    Carry, DataChange, DataWrite, MemoryStore, SessionData, SessionKey, SessionRecord,
+    SessionStore, StoreError,
+};
+use serde_json::value::RawValue;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
@@ -24,6 +30,8 @@ enum Fault {
 struct Broken {
     inner: MemoryStore,
     fault: Fault,
+    /// Every record created, for a faulty `extend` to bring back.
+    created: Mutex<HashMap<SessionKey, SessionRecord>>,
 }
 
 async fn yield_once() {
@@ -46,28 +54,51 @@ impl SessionStore for Broken {
         key: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        data: &SessionData,
     ) -> Result<bool, StoreError> {
+        self.created
+            .lock()
+            .unwrap()
+            .insert(key.clone(), record.clone());
         if self.fault == Fault::CreateOverwrites {
             let taken = self.inner.delete(key).await?;
-            self.inner.create(key, record, expires_at, &SessionData::new()).await?;
+            self.inner.create(key, record, expires_at, data).await?;
             return Ok(!taken);
         }
-        self.inner.create(key, record, expires_at, &SessionData::new()).await
+        self.inner.create(key, record, expires_at, data).await
     }
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
         self.inner.load(key).await
     }
-    async fn extend(
-        &self,
-        key: &SessionKey,
-        record: &SessionRecord,
-        expires_at: SystemTime,
-    ) -> Result<bool, StoreError> {
-        if self.fault == Fault::ExtendCreates {
+    async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
+        let remembered = self.created.lock().unwrap().get(key).cloned();
+        if let (Fault::ExtendCreates, Some(record)) = (self.fault, remembered) {
             self.inner.delete(key).await?;
-            return self.inner.create(key, record, expires_at, &SessionData::new()).await;
+            return self
+                .inner
+                .create(key, &record, expires_at, &SessionData::new())
+                .await;
         }
         self.inner.extend(key, expires_at).await
+    }
+    async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+        self.inner.load_data(key).await
+    }
+    async fn write_data(
+        &self,
+        key: &SessionKey,
+        changes: &[DataChange],
+        max_size: usize,
+    ) -> Result<DataWrite, StoreError> {
+        self.inner.write_data(key, changes, max_size).await
+    }
+    async fn update_user(
+        &self,
+        key: &SessionKey,
+        user: &RawValue,
+        roles: &[String],
+    ) -> Result<bool, StoreError> {
+        self.inner.update_user(key, user, roles).await
     }
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let was = self.inner.delete(key).await?;
@@ -85,15 +116,17 @@ impl SessionStore for Broken {
         new: &SessionKey,
         record: &SessionRecord,
         expires_at: SystemTime,
+        carry: Carry,
     ) -> Result<bool, StoreError> {
         if self.fault == Fault::RotateDeletesFirst {
+            let data = self.inner.load_data(old).await?.unwrap_or_default();
             if !self.inner.delete(old).await? {
                 return Ok(false);
             }
             yield_once().await;
-            return self.inner.create(new, record, expires_at, &SessionData::new()).await;
+            return self.inner.create(new, record, expires_at, &data).await;
         }
-        self.inner.rotate(old, new, record, expires_at, Carry::DataAndUser).await
+        self.inner.rotate(old, new, record, expires_at, carry).await
     }
 }
 
@@ -102,6 +135,7 @@ async fn check(fault: Fault) {
         Broken {
             inner: MemoryStore::new(),
             fault,
+            created: Mutex::default(),
         }
     })
     .await;

@@ -119,7 +119,7 @@ async fn check_after_failover<S, B>(
     // The new session was written to the new primary, not to the old one.
     let mut new_primary = deployment.server_connection(1).unwrap();
     let found: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("*:s:{}", stored_key(&fresh)))
+        .arg(support::http::redis_session_key("*", &fresh))
         .query(&mut new_primary)
         .unwrap();
     assert_eq!(found.len(), 1, "new session missing on the new primary");

@@ -2,14 +2,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_login::{MemoryStore, RedisStore, SessionKey, SessionRecord, SessionStore, StoreError};
+use actix_login::{
+    MemoryStore, RedisStore, SessionData, SessionKey, SessionRecord, SessionStore, StoreError,
+};
 use serde_json::value::RawValue;
 
 use crate::support;
 use crate::support::redis_server::{connection, shared_redis_url, unique_prefix, RedisServer};
 
 fn random_key() -> SessionKey {
-    let mut bytes = [0u8; 21];
+    let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).unwrap();
     use base64::Engine as _;
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -88,14 +90,24 @@ async fn memory_store_sweeps_expired_records() {
     for _ in 0..1000 {
         let deadline = in_(Duration::from_millis(1));
         store
-            .create(&random_key(), &record("u", minute), deadline, &SessionData::new())
+            .create(
+                &random_key(),
+                &record("u", minute),
+                deadline,
+                &SessionData::new(),
+            )
             .await
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     for _ in 0..30 {
         store
-            .create(&random_key(), &record("u", minute), in_(minute), &SessionData::new())
+            .create(
+                &random_key(),
+                &record("u", minute),
+                in_(minute),
+                &SessionData::new(),
+            )
             .await
             .unwrap();
     }
@@ -118,7 +130,12 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     let key = random_key();
     let idle = Duration::from_secs(90);
     store
-        .create(&key, &record("u", Duration::from_secs(3600)), in_(idle), &SessionData::new())
+        .create(
+            &key,
+            &record("u", Duration::from_secs(3600)),
+            in_(idle),
+            &SessionData::new(),
+        )
         .await
         .unwrap();
 
@@ -126,11 +143,17 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     dump.sort();
     assert_eq!(dump.len(), 2, "{dump:?}");
     let (name, value, ttl) = &dump[0];
-    assert_eq!(name, &format!("{prefix}:s:{}", key.as_str()));
+    assert_eq!(name, &format!("{prefix}:s:{{{}}}{}", key.group(), key.digest()));
     assert!(*ttl > 85_000 && *ttl <= 90_000, "session ttl {ttl}");
-    // The value opens with the same deadline, in Unix milliseconds, then the record.
-    let value = String::from_utf8(value.clone().unwrap()).unwrap();
-    let (deadline, json) = value.split_once(' ').unwrap();
+    // The hash holds the same deadline, in Unix milliseconds, and the record.
+    let mut conn = connection(&url).unwrap();
+    let (deadline, json, size): (String, String, String) = redis::cmd("HMGET")
+        .arg(name)
+        .arg("e")
+        .arg("r")
+        .arg("z")
+        .query(&mut conn)
+        .unwrap();
     let now_ms = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -141,6 +164,11 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
         "deadline {ahead} ms ahead"
     );
     assert!(json.starts_with(r#"{"i":"id-u","u":"u","#), "{json}");
+    assert_eq!(size, "0");
+    assert!(
+        value.as_deref().is_some_and(|v| v.windows(3).any(|w| w == b"r={")),
+        "a session is a hash: {value:?}"
+    );
     // The user's index lives as long as the session's absolute lifetime.
     let (name, _, ttl) = &dump[1];
     assert_eq!(name, &format!("{prefix}:u:u"));
@@ -169,10 +197,15 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
 
     // A bare record without its deadline.
     let valid = serde_json::to_string(&record("u", Duration::from_secs(60))).unwrap();
-    redis::cmd("SET")
+    redis::cmd("DEL").arg(&redis_key).exec(&mut conn).unwrap();
+    redis::cmd("HSET")
         .arg(&redis_key)
+        .arg("r")
         .arg(&valid)
-        .arg("PX")
+        .exec(&mut conn)
+        .unwrap();
+    redis::cmd("PEXPIRE")
+        .arg(&redis_key)
         .arg(60_000)
         .exec(&mut conn)
         .unwrap();
@@ -188,9 +221,13 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
         .unwrap()
         .as_millis();
     let index = store.user_index_key("u");
-    redis::cmd("SET")
+    redis::cmd("DEL").arg(&redis_key).exec(&mut conn).unwrap();
+    redis::cmd("HSET")
         .arg(&redis_key)
-        .arg(format!("{past_ms} {valid}"))
+        .arg("r")
+        .arg(&valid)
+        .arg("e")
+        .arg(past_ms.to_string())
         .exec(&mut conn)
         .unwrap(); // no TTL
     redis::cmd("SADD")
@@ -314,15 +351,6 @@ async fn redis_acl_user_keeps_the_contract() {
     check_all(|| async { store.clone() }).await;
 }
 
-/// The value's deadline, rewritten to `deadline_ms` (Unix milliseconds), as another host whose
-/// clock disagrees with this one might see it.
-fn with_deadline(value: &[u8], deadline_ms: u128) -> Vec<u8> {
-    let space = value.iter().position(|&b| b == b' ').unwrap();
-    let mut rewritten = deadline_ms.to_string().into_bytes();
-    rewritten.extend_from_slice(&value[space..]);
-    rewritten
-}
-
 /// App hosts' clocks drift apart. A record whose deadline is past by this host's clock but
 /// that Redis still keeps (its TTL runs) may be live for a host whose clock runs behind: a
 /// listing here must leave it alone. Only a record Redis would keep forever (no TTL) is this
@@ -337,7 +365,12 @@ async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
     let immortal = random_key();
     for key in [&skewed, &immortal] {
         store
-            .create(key, &record("skew", minute * 60), in_(minute), &SessionData::new())
+            .create(
+                key,
+                &record("skew", minute * 60),
+                in_(minute),
+                &SessionData::new(),
+            )
             .await
             .unwrap();
     }
@@ -346,14 +379,18 @@ async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
         .unwrap()
         .as_millis();
     for (key, keep_ttl) in [(&skewed, true), (&immortal, false)] {
+        // The deadline rewritten, as another host whose clock disagrees with this one might
+        // see it.
         let redis_key = store.session_key(key);
-        let value: Vec<u8> = redis::cmd("GET").arg(&redis_key).query(&mut conn).unwrap();
-        let mut set = redis::cmd("SET");
-        set.arg(&redis_key).arg(with_deadline(&value, past_ms));
-        if keep_ttl {
-            set.arg("KEEPTTL");
+        redis::cmd("HSET")
+            .arg(&redis_key)
+            .arg("e")
+            .arg(past_ms.to_string())
+            .exec(&mut conn)
+            .unwrap();
+        if !keep_ttl {
+            redis::cmd("PERSIST").arg(&redis_key).exec(&mut conn).unwrap();
         }
-        set.exec(&mut conn).unwrap();
     }
 
     let listed = store.list("skew").await.unwrap();

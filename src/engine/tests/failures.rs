@@ -91,7 +91,9 @@ fn a_failing_store_is_an_error_never_a_session_or_an_anonymous_answer() {
             engine.resolve(&token).await,
             Err(StoreError::Timeout)
         ));
-        let outcome = engine.login(Some(&token.key()), None, grant("7"), true).await;
+        let outcome = engine
+            .login(Some(&token.key()), None, grant("7"), true)
+            .await;
         assert!(!outcome.previous_ended, "the old session may still be live");
         assert!(matches!(outcome.result, Err(Error::Store(_))));
         assert!(matches!(

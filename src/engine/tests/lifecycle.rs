@@ -36,7 +36,9 @@ fn login_ends_the_session_the_client_came_with() {
         assert!(is_live(&engine, &fresh.token).await);
         // A cookie that never was a session is "ended" as well: the client must drop it.
         let stranger = SessionToken::generate().unwrap();
-        let outcome = engine.login(Some(&stranger.key()), None, grant("victim"), true).await;
+        let outcome = engine
+            .login(Some(&stranger.key()), None, grant("victim"), true)
+            .await;
         assert!(outcome.previous_ended && outcome.result.is_ok());
     });
 }

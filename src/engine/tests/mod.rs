@@ -35,7 +35,11 @@ fn grant(user_id: &str) -> Grant {
 }
 
 async fn login(engine: &SessionEngine, user_id: &str) -> Issued {
-    engine.login(None, None, grant(user_id), true).await.result.unwrap()
+    engine
+        .login(None, None, grant(user_id), true)
+        .await
+        .result
+        .unwrap()
 }
 
 async fn is_live(engine: &SessionEngine, token: &SessionToken) -> bool {

@@ -185,12 +185,16 @@ fn a_login_that_verified_replaced_credentials_leaves_no_session() {
         engine.revoke_all("7").await.unwrap();
 
         // Naming it closes the hole: no session, nothing left in the store.
-        let outcome = engine.login(None, None, grant_verified("7", "1"), true).await;
+        let outcome = engine
+            .login(None, None, grant_verified("7", "1"), true)
+            .await;
         assert!(matches!(outcome.result, Err(Error::Unauthenticated)));
         assert!(engine.list("7", None).await.unwrap().is_empty());
         assert!(store.is_empty());
         // The new password's logins go on as usual.
-        let fresh = engine.login(None, None, grant_verified("7", "2"), true).await;
+        let fresh = engine
+            .login(None, None, grant_verified("7", "2"), true)
+            .await;
         assert!(is_live(&engine, &fresh.result.unwrap().token).await);
     });
 }

@@ -13,7 +13,12 @@ pub(super) async fn check_rotation(store: &impl SessionStore) {
     let new = key_beside(&old);
     let rec = record(&user, LONG);
     rule!(
-        ok("create", store.create(&old, &rec, in_(LONG), &SessionData::new()).await),
+        ok(
+            "create",
+            store
+                .create(&old, &rec, in_(LONG), &SessionData::new())
+                .await
+        ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -22,7 +27,12 @@ pub(super) async fn check_rotation(store: &impl SessionStore) {
     let renewed = record(&user, LONG);
     let deadline = in_(Duration::from_secs(90));
     rule!(
-        ok("rotate", store.rotate(&old, &new, &renewed, deadline, Carry::DataAndUser).await),
+        ok(
+            "rotate",
+            store
+                .rotate(&old, &new, &renewed, deadline, Carry::DataAndUser)
+                .await
+        ),
         "rotate moves the session to the new key",
         "rotate of a live session returned false"
     );
@@ -60,7 +70,9 @@ pub(super) async fn check_rotation(store: &impl SessionStore) {
     rule!(
         !ok(
             "rotate",
-            store.rotate(&old, &ghost, &renewed, in_(LONG), Carry::DataAndUser).await
+            store
+                .rotate(&old, &ghost, &renewed, in_(LONG), Carry::DataAndUser)
+                .await
         ),
         "rotate of a session that is gone fails and leaves no new record",
         "rotate from a key that no longer exists returned true"
@@ -91,7 +103,9 @@ pub(super) async fn check_index_outlives_records(store: &impl SessionStore) {
     rule!(
         ok(
             "create",
-            store.create(&extended, &rec, first_deadline, &SessionData::new()).await
+            store
+                .create(&extended, &rec, first_deadline, &SessionData::new())
+                .await
         ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
@@ -104,7 +118,12 @@ pub(super) async fn check_index_outlives_records(store: &impl SessionStore) {
     // A shorter-lived record indexed later must not shorten the index either.
     let brief = record(&user, Duration::from_millis(300));
     rule!(
-        ok("create", store.create(&short, &brief, first_deadline, &SessionData::new()).await),
+        ok(
+            "create",
+            store
+                .create(&short, &brief, first_deadline, &SessionData::new())
+                .await
+        ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -131,7 +150,12 @@ pub(super) async fn check_delete_wins_over_concurrent_extends(store: &impl Sessi
         let key = random_key();
         let rec = record(&user, LONG);
         rule!(
-            ok("create", store.create(&key, &rec, in_(LONG), &SessionData::new()).await),
+            ok(
+                "create",
+                store
+                    .create(&key, &rec, in_(LONG), &SessionData::new())
+                    .await
+            ),
             "create stores a record under a free key",
             "create of a fresh key returned false"
         );
@@ -167,7 +191,12 @@ pub(super) async fn check_revocation_wins_over_rotation(store: &impl SessionStor
         let first = random_key();
         let rec = record(&user, LONG);
         rule!(
-            ok("create", store.create(&first, &rec, in_(LONG), &SessionData::new()).await),
+            ok(
+                "create",
+                store
+                    .create(&first, &rec, in_(LONG), &SessionData::new())
+                    .await
+            ),
             "create stores a record under a free key",
             "create of a fresh key returned false"
         );
@@ -181,7 +210,9 @@ pub(super) async fn check_revocation_wins_over_rotation(store: &impl SessionStor
                 keys.push(next.clone());
                 if !ok(
                     "rotate",
-                    store.rotate(&current, &next, &rec, in_(LONG), Carry::DataAndUser).await,
+                    store
+                        .rotate(&current, &next, &rec, in_(LONG), Carry::DataAndUser)
+                        .await,
                 ) {
                     break;
                 }

@@ -33,7 +33,12 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     );
 
     rule!(
-        ok("create", store.create(&key, &rec, deadline, &SessionData::new()).await),
+        ok(
+            "create",
+            store
+                .create(&key, &rec, deadline, &SessionData::new())
+                .await
+        ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -69,7 +74,12 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     let intruder = random_name("intruder");
     let other = record(&intruder, LONG);
     rule!(
-        !ok("create", store.create(&key, &other, in_(LONG), &SessionData::new()).await),
+        !ok(
+            "create",
+            store
+                .create(&key, &other, in_(LONG), &SessionData::new())
+                .await
+        ),
         "create refuses a taken key",
         "a second create under the same key returned true"
     );
@@ -157,7 +167,12 @@ pub(super) async fn check_records(store: &impl SessionStore) {
     let rec = record(&user, LONG);
     let deadline = in_(Duration::from_millis(300));
     rule!(
-        ok("create", store.create(&short, &rec, deadline, &SessionData::new()).await),
+        ok(
+            "create",
+            store
+                .create(&short, &rec, deadline, &SessionData::new())
+                .await
+        ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
     );
@@ -183,7 +198,12 @@ pub(super) async fn check_records(store: &impl SessionStore) {
         "extend brought an expired record back"
     );
     rule!(
-        ok("create", store.create(&short, &rec, in_(LONG), &SessionData::new()).await),
+        ok(
+            "create",
+            store
+                .create(&short, &rec, in_(LONG), &SessionData::new())
+                .await
+        ),
         "an expired key is free again",
         "create under the key of an expired record returned false"
     );
@@ -199,7 +219,9 @@ pub(super) async fn check_index(store: &impl SessionStore) {
         rule!(
             ok(
                 "create",
-                store.create(key, &record(&user, LONG), in_(LONG), &SessionData::new()).await
+                store
+                    .create(key, &record(&user, LONG), in_(LONG), &SessionData::new())
+                    .await
             ),
             "create stores a record under a free key",
             "create of a fresh key returned false"
@@ -215,7 +237,9 @@ pub(super) async fn check_index(store: &impl SessionStore) {
     rule!(
         ok(
             "create",
-            store.create(&c, &record(&user, LONG), expiring, &SessionData::new()).await
+            store
+                .create(&c, &record(&user, LONG), expiring, &SessionData::new())
+                .await
         ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
@@ -224,7 +248,12 @@ pub(super) async fn check_index(store: &impl SessionStore) {
         ok(
             "create",
             store
-                .create(&other, &record(&someone_else, LONG), in_(LONG), &SessionData::new())
+                .create(
+                    &other,
+                    &record(&someone_else, LONG),
+                    in_(LONG),
+                    &SessionData::new()
+                )
                 .await
         ),
         "create stores a record under a free key",
@@ -293,7 +322,12 @@ pub(super) async fn check_index(store: &impl SessionStore) {
         ok(
             "create",
             store
-                .create(&a, &record(&someone_else, LONG), in_(LONG), &SessionData::new())
+                .create(
+                    &a,
+                    &record(&someone_else, LONG),
+                    in_(LONG),
+                    &SessionData::new()
+                )
                 .await
         ),
         "an expired key is free again",

@@ -87,19 +87,19 @@ pub(super) fn decode(
 }
 
 /// The reply of `HMGET key r u e`, decoded.
-pub(super) fn decode_reply(reply: Vec<Option<Vec<u8>>>) -> Result<Option<StoredSession>, StoreError> {
+pub(super) fn decode_reply(
+    reply: Vec<Option<Vec<u8>>>,
+) -> Result<Option<StoredSession>, StoreError> {
     match reply.as_slice() {
-        [record, user, deadline] => decode(
-            record.as_deref(),
-            user.as_deref(),
-            deadline.as_deref(),
-        ),
+        [record, user, deadline] => decode(record.as_deref(), user.as_deref(), deadline.as_deref()),
         _ => Err(StoreError::corrupt("short HMGET reply")),
     }
 }
 
 /// The data in an `HGETALL` reply; `None` when the hash holds no record.
-pub(super) fn decode_data(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<SessionData>, StoreError> {
+pub(super) fn decode_data(
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Option<SessionData>, StoreError> {
     let mut live = false;
     let mut data = SessionData::new();
     for (field, value) in fields {
@@ -165,9 +165,13 @@ mod tests {
 
         let admin = RawValue::from_string(r#"{"name":"y"}"#.to_owned()).unwrap();
         let update = encode_user(&admin, &["admin".to_owned()]).unwrap();
-        let stored = decode(Some(&encoded), Some(&update), Some(deadline_text.as_bytes()))
-            .unwrap()
-            .unwrap();
+        let stored = decode(
+            Some(&encoded),
+            Some(&update),
+            Some(deadline_text.as_bytes()),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(stored.record.user().get(), r#"{"name":"y"}"#);
         assert!(stored.record.has_role("admin"));
         assert_eq!(stored.record.id(), "pub");

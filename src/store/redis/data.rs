@@ -13,7 +13,10 @@ use crate::{DataChange, SessionData, SessionKey, StoreError};
 const MAX_HOPS: usize = 8;
 
 impl RedisStore {
-    pub(super) async fn read_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+    pub(super) async fn read_data(
+        &self,
+        key: &SessionKey,
+    ) -> Result<Option<SessionData>, StoreError> {
         let mut conn = self.connection.clone();
         let mut hgetall = redis::cmd("HGETALL");
         hgetall.arg(self.session_key(key));

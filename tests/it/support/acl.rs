@@ -2,12 +2,14 @@
 
 use super::redis_server::{connection, RedisServer};
 
-/// The commands `RedisStore` runs, as an ACL rule: its reads and writes, `MULTI`/`EXEC`, the
-/// throttling scripts (`EVALSHA`, `SCRIPT LOAD` when the server lacks one, and the `INCR`/`DECR`
-/// they call), `INFO` for the version check at connect (and the local cache's check that it
-/// reaches the store's server), and `WAIT` for session-ending deletes that must reach a replica.
+/// The commands `RedisStore` runs, as an ACL rule: its reads and writes, `MULTI`/`EXEC`, its
+/// scripts (`EVALSHA`, `SCRIPT LOAD` when the server lacks one, and the hash, `EXISTS` and
+/// `INCR`/`DECR` commands they call), `INFO` for the version check at connect (and the local
+/// cache's check that it reaches the store's server), and `WAIT` for session-ending deletes
+/// that must reach a replica.
 pub const STORE_COMMANDS: &str =
-    "-@all +get +mget +set +del +ping +pttl +pexpire +sadd +srem +smembers \
+    "-@all +get +set +del +exists +ping +pttl +pexpire +sadd +srem +smembers \
+    +hget +hmget +hgetall +hset +hdel +hexists +hkeys \
     +incr +decr +multi +exec +evalsha +script|load +info +wait";
 
 /// Adds an ACL user `name` with `password` that may run only the store's commands, on keys

@@ -75,7 +75,16 @@ where
 /// The name a token's session is stored under: its SHA-256 in unpadded base64url.
 pub fn stored_key(token: &str) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&Sha256::digest(token.as_bytes())[..21])
+    let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(&Sha256::digest(token.as_bytes())[..21]);
+    format!("{}{digest}", &token[..4])
+}
+
+/// The Redis key the session of `token` lives under: its group (the token's first four
+/// characters) as the hash tag, then the truncated SHA-256 of the token.
+pub fn redis_session_key(prefix: &str, token: &str) -> String {
+    let key = stored_key(token);
+    format!("{prefix}:s:{{{}}}{}", &key[..4], &key[4..])
 }
 
 pub const UNAUTHENTICATED: &str = r#"{"error":"unauthenticated"}"#;

@@ -167,8 +167,20 @@ pub fn dump(url: &str, prefix: &str) -> Vec<(String, Option<Vec<u8>>, i64)> {
         .unwrap();
     keys.into_iter()
         .map(|key| {
-            let value: Option<Vec<u8>> =
-                redis::cmd("GET").arg(&key).query(&mut conn).ok().flatten();
+            // Sessions are hashes: their fields, joined as `field=value` lines.
+            let value: Option<Vec<u8>> = match redis::cmd("GET").arg(&key).query(&mut conn) {
+                Ok(value) => value,
+                Err(_) => redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query::<Vec<(Vec<u8>, Vec<u8>)>>(&mut conn)
+                    .ok()
+                    .map(|fields| {
+                        fields
+                            .into_iter()
+                            .flat_map(|(f, v)| [f, b"=".to_vec(), v, b"\n".to_vec()].concat())
+                            .collect()
+                    }),
+            };
             let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
             (key, value, ttl)
         })

@@ -65,9 +65,10 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         key: &actix_login::SessionKey,
         record: &actix_login::SessionRecord,
         expires_at: std::time::SystemTime,
+        data: &actix_login::SessionData,
     ) -> Result<bool, actix_login::StoreError> {
         let deadline = self.stored_deadline(key, expires_at);
-        self.inner.create(key, record, deadline, &SessionData::new()).await
+        self.inner.create(key, record, deadline, data).await
     }
 
     async fn load(
@@ -93,13 +94,37 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
     async fn extend(
         &self,
         key: &actix_login::SessionKey,
-        record: &actix_login::SessionRecord,
         expires_at: std::time::SystemTime,
     ) -> Result<bool, actix_login::StoreError> {
         self.extend_calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.extend_delay).await;
         let deadline = self.stored_deadline(key, expires_at);
         self.inner.extend(key, deadline).await
+    }
+
+    async fn load_data(
+        &self,
+        key: &actix_login::SessionKey,
+    ) -> Result<Option<actix_login::SessionData>, actix_login::StoreError> {
+        self.inner.load_data(key).await
+    }
+
+    async fn write_data(
+        &self,
+        key: &actix_login::SessionKey,
+        changes: &[actix_login::DataChange],
+        max_size: usize,
+    ) -> Result<actix_login::DataWrite, actix_login::StoreError> {
+        self.inner.write_data(key, changes, max_size).await
+    }
+
+    async fn update_user(
+        &self,
+        key: &actix_login::SessionKey,
+        user: &serde_json::value::RawValue,
+        roles: &[String],
+    ) -> Result<bool, actix_login::StoreError> {
+        self.inner.update_user(key, user, roles).await
     }
 
     async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
@@ -135,10 +160,18 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         new: &actix_login::SessionKey,
         record: &actix_login::SessionRecord,
         expires_at: std::time::SystemTime,
+        carry: actix_login::Carry,
     ) -> Result<bool, actix_login::StoreError> {
         tokio::time::sleep(self.rotate_delay).await;
         let deadline = self.stored_deadline(new, expires_at);
-        self.inner.rotate(old, new, record, deadline, Carry::DataAndUser).await
+        self.inner.rotate(old, new, record, deadline, carry).await
+    }
+
+    async fn admit_anonymous(
+        &self,
+        counters: &[actix_login::Counter<'_>],
+    ) -> Result<actix_login::Admission, actix_login::StoreError> {
+        self.inner.admit_anonymous(counters).await
     }
 
     async fn credentials_version(
