@@ -231,6 +231,9 @@ impl RequestSession {
         if outcome.previous_ended {
             self.update.replace(CookieUpdate::Remove);
         }
+        if let Err(Error::Store(err)) = &outcome.result {
+            tracing::error!(error = %err, "session store failed during login");
+        }
         // Whatever the new session holds is read afresh.
         self.data.replace(None);
         self.adopt(outcome.result?);

@@ -278,7 +278,7 @@ async fn no_cookie_garbage_cookies_and_unused_sessions_cost_zero_redis_commands(
     assert_eq!(sent, [("hmget".into(), 1)].into());
 
     // A well-formed token nobody issued: one lookup, nothing created.
-    let forged = "B".repeat(42) + "A";
+    let forged = "B".repeat(46) + "A";
     let before = server.command_counts();
     let res = test::call_service(&app, get("/me", Some(&forged))).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);

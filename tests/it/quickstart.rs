@@ -798,7 +798,7 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
         .collect();
 
     let keeper = log_in(&a, "alice", "alice-password-123").await;
-    let gets_before = server.command_counts().get("get").copied().unwrap_or(0);
+    let gets_before = server.command_counts().get("hmget").copied().unwrap_or(0);
     let mut stale = Vec::new();
     let rounds = 60;
     for round in 0..rounds {
@@ -844,7 +844,7 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
             stale.push(format!("round {round}, {how}: {status}"));
         }
     }
-    let gets = server.command_counts().get("get").copied().unwrap_or(0) - gets_before;
+    let gets = server.command_counts().get("hmget").copied().unwrap_or(0) - gets_before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answered: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(stale.is_empty(), "stale successes: {stale:?}");

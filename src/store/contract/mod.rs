@@ -50,7 +50,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 
-use crate::store::{SessionStore, ThrottleStore, UserSessions};
+use crate::store::{Admission, Counter, SessionStore, ThrottleStore, UserSessions};
 use crate::{Carry, SessionData, SessionKey, SessionRecord, StoreError};
 
 /// Longer than any check runs: the absolute lifetime of the records the checks create, and the
@@ -91,6 +91,16 @@ const RACE_ROUNDS: usize = 20;
 ///   (create and index the new key, then delete the old one) is for.
 /// - **credentials versions**: none for a user whose credentials never changed; one set is
 ///   readable at once, a newer one replaces it, and it is forgotten after `keep_for`.
+/// - **data**: `create` stores the data it is given; a write applies its changes in order,
+///   returns what each replaced, and is refused whole past the limit (one that does not grow
+///   the data always fits); `extend` never reverts a write; `clear` keeps the session; a write
+///   to a deleted or rotated-away key answers `Gone` and brings nothing back; concurrent
+///   writes of different names, racing refreshes, all survive.
+/// - **moves and updates**: `update_user` replaces the profile and roles and never creates;
+///   `rotate` carries the data, the live-updated profile with `Carry::DataAndUser` and the
+///   given one with `Carry::Data`.
+/// - **anonymous sessions**: they load as anonymous, belong to no index, and a login rotated
+///   from one keeps its data and is indexed; `admit_anonymous` counts like a throttle.
 ///
 /// # Panics
 ///
@@ -109,6 +119,11 @@ where
     check_delete_wins_over_concurrent_extends(&new_store().await).await;
     check_revocation_wins_over_rotation(&new_store().await).await;
     check_credentials_versions(&new_store().await).await;
+    check_data(&new_store().await).await;
+    check_concurrent_data_writes(&new_store().await).await;
+    check_data_moves_with_the_session(&new_store().await).await;
+    check_anonymous_sessions(&new_store().await).await;
+    check_anonymous_admission(&new_store().await).await;
 }
 
 /// Runs every [`ThrottleStore`] check, each group on a store from `new_store`.
@@ -235,10 +250,12 @@ async fn sleep_until(at: SystemTime) {
     }
 }
 
+mod data;
 mod races;
 mod records;
 mod throttle;
 
+use self::data::*;
 use self::races::*;
 use self::records::*;
 use self::throttle::*;

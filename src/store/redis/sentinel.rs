@@ -165,11 +165,23 @@ impl SentinelConnection {
         }
     }
 
-    fn check<T>(&self, generation: u64, result: &Result<T, RedisError>) {
-        if let Err(err) = result {
-            if primary_lost(err) {
-                self.replace(generation);
-            }
+    /// Starts looking for the new primary if `result` says this one is lost. A server's error
+    /// reply comes back as a value (it fails the command only later, when the reply is
+    /// decoded), so replies are looked into as well as errors.
+    fn check<'v>(
+        &self,
+        generation: u64,
+        result: Result<impl IntoIterator<Item = &'v Value>, &RedisError>,
+    ) {
+        let lost = match result {
+            Err(err) => primary_lost(err),
+            Ok(replies) => replies.into_iter().any(|reply| match reply {
+                Value::ServerError(err) => primary_lost(&RedisError::from(err.clone())),
+                _ => false,
+            }),
+        };
+        if lost {
+            self.replace(generation);
         }
     }
 }
@@ -182,7 +194,7 @@ impl ConnectionLike for SentinelConnection {
                 mut connection,
             } = self.current();
             let result = connection.req_packed_command(cmd).await;
-            self.check(generation, &result);
+            self.check(generation, result.as_ref().map(std::slice::from_ref));
             result
         })
     }
@@ -201,7 +213,7 @@ impl ConnectionLike for SentinelConnection {
             let result = connection
                 .req_packed_commands(pipeline, offset, count)
                 .await;
-            self.check(generation, &result);
+            self.check(generation, result.as_ref());
             result
         })
     }
@@ -213,7 +225,7 @@ impl ConnectionLike for SentinelConnection {
 
 /// Whether `err` means the connection no longer leads to a primary: it broke (the primary
 /// died, or Sentinel killed its clients while demoting it), or the server became a replica
-/// under it (`READONLY`, also inside an aborted `MULTI`/`EXEC`).
+/// under it (`READONLY`, from a command, a script, or inside an aborted `MULTI`/`EXEC`).
 fn primary_lost(err: &RedisError) -> bool {
     if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
         return true;
