@@ -197,22 +197,22 @@ async fn anonymous_requests_are_401_json_or_none() {
 
 /// Cookie values that must be turned away before any store command.
 fn garbage_cookie_headers(valid: &str) -> Vec<Vec<u8>> {
-    let other = "A".repeat(42) + "E";
+    let other = "A".repeat(46) + "E";
     vec![
         b"__Host-id=".to_vec(),
         b"__Host-id=a".to_vec(),
-        format!("__Host-id={}", &valid[..42]).into_bytes(),
+        format!("__Host-id={}", &valid[..46]).into_bytes(),
         format!("__Host-id={valid}A").into_bytes(),
-        format!("__Host-id={}*", &valid[..42]).into_bytes(),
-        format!("__Host-id={}:", &valid[..42]).into_bytes(),
-        format!("__Host-id={}%2e", &valid[..40]).into_bytes(),
+        format!("__Host-id={}*", &valid[..46]).into_bytes(),
+        format!("__Host-id={}:", &valid[..46]).into_bytes(),
+        format!("__Host-id={}%2e", &valid[..44]).into_bytes(),
         [
             b"__Host-id=".as_slice(),
-            &valid.as_bytes()[..41],
+            &valid.as_bytes()[..45],
             "é".as_bytes(),
         ]
         .concat(),
-        [b"__Host-id=".as_slice(), &valid.as_bytes()[..42], &[0xff]].concat(),
+        [b"__Host-id=".as_slice(), &valid.as_bytes()[..46], &[0xff]].concat(),
         format!("__Host-id={}", "A".repeat(4096)).into_bytes(),
         format!("__Host-id={}", "A".repeat(16 * 1024)).into_bytes(),
         format!("__Host-id={valid}; __Host-id={other}").into_bytes(),
@@ -322,7 +322,7 @@ async fn login_ends_the_session_the_client_came_with() {
     let app = app(LoginMiddleware::new(store.clone())).await;
 
     // A planted, never-issued token is not adopted.
-    let planted = "C".repeat(42) + "A";
+    let planted = "C".repeat(46) + "A";
     let res = test::call_service(&app, post("/login/1", Some(&planted))).await;
     let issued = set_cookie(&res).unwrap().value().to_owned();
     assert_ne!(issued, planted);

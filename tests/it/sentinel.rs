@@ -119,7 +119,10 @@ async fn check_after_failover<S, B>(
     let fresh = loop {
         let res = test::call_service(app, post("/login/4242", None)).await;
         if res.status() == 200 {
-            break set_cookie(&res).expect("a login sets the cookie").value().to_owned();
+            break set_cookie(&res)
+                .expect("a login sets the cookie")
+                .value()
+                .to_owned();
         }
         assert_eq!(res.status(), 503, "a login after the failover");
         assert!(Instant::now() < deadline, "logins did not recover");

@@ -143,7 +143,10 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     dump.sort();
     assert_eq!(dump.len(), 2, "{dump:?}");
     let (name, value, ttl) = &dump[0];
-    assert_eq!(name, &format!("{prefix}:s:{{{}}}{}", key.group(), key.digest()));
+    assert_eq!(
+        name,
+        &format!("{prefix}:s:{{{}}}{}", key.group(), key.digest())
+    );
     assert!(*ttl > 85_000 && *ttl <= 90_000, "session ttl {ttl}");
     // The hash holds the same deadline, in Unix milliseconds, and the record.
     let mut conn = connection(&url).unwrap();
@@ -166,7 +169,9 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     assert!(json.starts_with(r#"{"i":"id-u","u":"u","#), "{json}");
     assert_eq!(size, "0");
     assert!(
-        value.as_deref().is_some_and(|v| v.windows(3).any(|w| w == b"r={")),
+        value
+            .as_deref()
+            .is_some_and(|v| v.windows(3).any(|w| w == b"r={")),
         "a session is a hash: {value:?}"
     );
     // The user's index lives as long as the session's absolute lifetime.
@@ -389,7 +394,10 @@ async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
             .exec(&mut conn)
             .unwrap();
         if !keep_ttl {
-            redis::cmd("PERSIST").arg(&redis_key).exec(&mut conn).unwrap();
+            redis::cmd("PERSIST")
+                .arg(&redis_key)
+                .exec(&mut conn)
+                .unwrap();
         }
     }
 

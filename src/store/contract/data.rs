@@ -36,7 +36,9 @@ pub(super) async fn check_data(store: &impl SessionStore) {
     rule!(
         ok(
             "create",
-            store.create(&key, &record(&user, LONG), in_(LONG), &initial).await
+            store
+                .create(&key, &record(&user, LONG), in_(LONG), &initial)
+                .await
         ),
         "create stores a record under a free key",
         "create of a fresh key returned false"
@@ -53,14 +55,17 @@ pub(super) async fn check_data(store: &impl SessionStore) {
         store
             .write_data(
                 &key,
-                &[insert("cart", "[1]"), insert("cart", "[1,2]"), remove("start")],
+                &[
+                    insert("cart", "[1]"),
+                    insert("cart", "[1,2]"),
+                    remove("start"),
+                ],
                 LIMIT,
             )
             .await,
     );
     rule!(
-        written
-            == DataWrite::Written(vec![None, Some("[1]".into()), Some(r#"{"at":1}"#.into())]),
+        written == DataWrite::Written(vec![None, Some("[1]".into()), Some(r#"{"at":1}"#.into())]),
         "a data write applies its changes in order and returns what each replaced",
         "got {written:?}"
     );
@@ -104,7 +109,9 @@ pub(super) async fn check_data(store: &impl SessionStore) {
     // The deadline and the data change independently.
     ok(
         "write_data",
-        store.write_data(&key, &[insert("kept", "true")], LIMIT).await,
+        store
+            .write_data(&key, &[insert("kept", "true")], LIMIT)
+            .await,
     );
     ok("extend", store.extend(&key, in_(LONG)).await);
     rule!(
@@ -151,7 +158,9 @@ pub(super) async fn check_concurrent_data_writes(store: &impl SessionStore) {
         let rec = record(&random_name("user"), LONG);
         ok(
             "create",
-            store.create(&key, &rec, in_(LONG), &SessionData::new()).await,
+            store
+                .create(&key, &rec, in_(LONG), &SessionData::new())
+                .await,
         );
         let writes = (0..16).map(|n| {
             let key = &key;
@@ -189,8 +198,7 @@ pub(super) async fn check_data_moves_with_the_session(store: &impl SessionStore)
     data.insert("cart", "[7]");
     ok("create", store.create(&old, &rec, in_(LONG), &data).await);
 
-    let admin = RawValue::from_string(r#"{"name":"promoted"}"#.to_owned())
-        .expect("a JSON object");
+    let admin = RawValue::from_string(r#"{"name":"promoted"}"#.to_owned()).expect("a JSON object");
     let roles = vec!["admin".to_owned()];
     rule!(
         ok("update_user", store.update_user(&old, &admin, &roles).await),
@@ -199,9 +207,11 @@ pub(super) async fn check_data_moves_with_the_session(store: &impl SessionStore)
     );
     let updated = ok("load", store.load(&old).await);
     rule!(
-        updated.as_ref().is_some_and(|s| s.record.user().get() == admin.get()
-            && s.record.roles() == roles
-            && s.record.id() == rec.id()),
+        updated
+            .as_ref()
+            .is_some_and(|s| s.record.user().get() == admin.get()
+                && s.record.roles() == roles
+                && s.record.id() == rec.id()),
         "update_user replaces the profile and roles of a live session",
         "after an update the session loads as {:?}",
         updated.map(|s| json(&s.record))
@@ -281,7 +291,10 @@ pub(super) async fn check_anonymous_sessions(store: &impl SessionStore) {
     let visitor = SessionRecord::anonymous(random_name("id"), now, now + LONG);
     let mut data = SessionData::new();
     data.insert("cart", r#"["tea"]"#);
-    ok("create", store.create(&key, &visitor, in_(LONG), &data).await);
+    ok(
+        "create",
+        store.create(&key, &visitor, in_(LONG), &data).await,
+    );
     let loaded = ok("load", store.load(&key).await);
     rule!(
         loaded.as_ref().is_some_and(|s| s.record.is_anonymous()),
