@@ -17,6 +17,8 @@ use self::connection::Connection;
 use super::{SessionStore, StoredSession, UserSessions};
 use crate::{SessionKey, SessionRecord, StoreError};
 
+#[cfg(feature = "actix-session")]
+mod actix_session;
 mod builder;
 mod codec;
 mod connection;
@@ -27,6 +29,9 @@ mod sentinel;
 mod throttle;
 mod tls;
 
+#[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
+pub use self::actix_session::{ActixSessionFailClosed, ActixSessionStore};
 pub use self::builder::RedisStoreBuilder;
 use self::builder::ReplicaWait;
 
