@@ -1,82 +1,9 @@
-//! actix-session's storage interface on a [`RedisStore`], for apps that keep actix-session's
-//! `SessionMiddleware` and its `Session` extractor.
+//! actix-session's storage interface on a [`RedisStore`]: [`ActixSessionStore`], and
+//! [`ActixSessionFailClosed`], the middleware that turns its failures inside actix-session's
+//! `SessionMiddleware` into `503`s.
 //!
-//! [`ActixSessionStore`] implements [`actix_session::storage::SessionStore`] over the same
-//! connection as [`RedisStore`], so an app that stays on actix-session still gets what the
-//! store gives this crate's own sessions: every command bounded by the store's
-//! [command timeout](super::RedisStoreBuilder::command_timeout), Cluster, Sentinel and TLS,
-//! reconnection after Redis restarts, and, with
-//! [`wait_for_replicas`](super::RedisStoreBuilder::wait_for_replicas), a purge that reaches the
-//! replicas before it answers.
-//!
-//! # Storage
-//!
-//! Each session is one Redis string, `{prefix}:a:{SHA-256 of the session key, base64url}`,
-//! holding the session state as a JSON object of strings, with a `PX` TTL of actix-session's
-//! state TTL. The session key that actix-session puts in its cookie (32 bytes from the
-//! operating system's CSPRNG, base64url) never reaches Redis, so a dump, a replica or
-//! `MONITOR` yields nothing that can be put in a cookie. The `a` key space is separate from
-//! the store's own sessions (`:s:`), so both can share one prefix during a migration.
-//!
-//! | actix-session call | Redis command |
-//! |---|---|
-//! | `load` | `GET` (none for a key this store cannot have issued) |
-//! | `save` | `SET … NX PX` under a new key |
-//! | `update` | `SET … XX PX`; a new key through `save` when the old one is gone |
-//! | `update_ttl` | `PEXPIRE` |
-//! | `delete` | `DEL` (with `WAIT` when waiting for replicas) |
-//!
-//! A key is only ever written by `save` under a key it drew itself, or by `update` under a
-//! key that exists already, so a key a client makes up never becomes a session, and a purged
-//! session's key is never written again. An `update` that finds its key gone (expired, or
-//! purged by a concurrent request) stores the state under a new key, as actix-session's own
-//! Redis store does: the request's changes are kept, the old key stays dead.
-//!
-//! # Failing closed with a 503
-//!
-//! `SessionMiddleware` turns every store error into an opaque `500`, whatever the error is
-//! (its error conversion keeps the cause for logs but fixes the response). When Redis is down
-//! the request still fails, and never continues as a new, empty session, but a `500` says
-//! "bug" where the truth is "try again". Wrap the app in [`ActixSessionStore::fail_closed`]
-//! *outside* `SessionMiddleware` (registered after it, since Actix runs the last `wrap`
-//! first) and those requests are answered like the rest of this crate's store failures:
-//! `503 {"error":"service_unavailable"}` with `Cache-Control: no-store`. Without it they stay
-//! `500`s, and the store logs once that the wrapper is missing.
-//!
-//! ```no_run
-//! use actix_login::{ActixSessionStore, RedisStore};
-//! use actix_session::{Session, SessionMiddleware};
-//! use actix_web::cookie::Key;
-//! use actix_web::{web, App, HttpServer};
-//!
-//! async fn visits(session: Session) -> actix_web::Result<String> {
-//!     let count = session.get::<u32>("visits")?.unwrap_or(0) + 1;
-//!     session.insert("visits", count)?;
-//!     Ok(count.to_string())
-//! }
-//!
-//! #[actix_web::main]
-//! async fn main() -> std::io::Result<()> {
-//!     let store = RedisStore::connect("redis://127.0.0.1:6379")
-//!         .await
-//!         .map_err(std::io::Error::other)?;
-//!     // Read the key from your configuration: a new one every start logs everyone out.
-//!     let key = Key::generate();
-//!     HttpServer::new(move || {
-//!         App::new()
-//!             .wrap(SessionMiddleware::new(
-//!                 ActixSessionStore::new(store.clone()),
-//!                 key.clone(),
-//!             ))
-//!             // Outside SessionMiddleware: its store failures become 503s.
-//!             .wrap(ActixSessionStore::fail_closed())
-//!             .route("/", web::get().to(visits))
-//!     })
-//!     .bind("127.0.0.1:8080")?
-//!     .run()
-//!     .await
-//! }
-//! ```
+//! The user-facing description (keys, commands, failure behaviour, an example) is on
+//! [`ActixSessionStore`], since this module is private and its docs are not rendered.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -120,12 +47,96 @@ tokio::task_local! {
 /// logs that advice once rather than on every request.
 static WARNED_UNWRAPPED: AtomicBool = AtomicBool::new(false);
 
-/// actix-session's [`SessionStore`](actix_session::storage::SessionStore) on a [`RedisStore`].
+/// actix-session's [`SessionStore`](actix_session::storage::SessionStore) on a [`RedisStore`],
+/// for apps that keep actix-session's `SessionMiddleware` and its `Session` extractor.
 ///
-/// Give it to `actix_session::SessionMiddleware` in place of actix-session's own Redis store,
-/// and wrap the app in [`ActixSessionStore::fail_closed`] so that a Redis outage answers
-/// `503`. Keys, commands and failure behaviour are described in the
-/// [module documentation](self).
+/// It runs on the [`RedisStore`]'s connection, so an app that stays on actix-session still
+/// gets what the store gives this crate's own sessions: every command bounded by the store's
+/// [command timeout](super::RedisStoreBuilder::command_timeout), Cluster, Sentinel and TLS,
+/// reconnection after Redis restarts, and, with
+/// [`wait_for_replicas`](super::RedisStoreBuilder::wait_for_replicas), a purge that reaches the
+/// replicas before it answers.
+///
+/// # Storage
+///
+/// Each session is one Redis string, `{prefix}:a:{SHA-256 of the session key, base64url}`,
+/// holding the session state as a JSON object of strings, with a `PX` TTL of actix-session's
+/// state TTL. The session key that actix-session puts in its cookie (32 bytes from the
+/// operating system's CSPRNG, base64url) never reaches Redis, so a dump, a replica or
+/// `MONITOR` yields nothing that can be put in a cookie. The `a` key space is separate from
+/// the store's own sessions (`:s:`), so both can share one prefix during a migration.
+///
+/// | actix-session call | Redis command |
+/// |---|---|
+/// | `load` | `GET` (none for a key this store cannot have issued) |
+/// | `save` | `SET … NX PX` under a new key |
+/// | `update` | `SET … XX PX`; a new key through `save` when the old one is gone |
+/// | `update_ttl` | `PEXPIRE` |
+/// | `delete` | `DEL` (with `WAIT` when waiting for replicas) |
+///
+/// A key is only ever written by `save` under a key it drew itself, or by `update` under a
+/// key that exists already, so a key a client makes up never becomes a session, and a purged
+/// session's key is never written again. An `update` that finds its key gone (expired, or
+/// purged by a concurrent request) stores the state under a new key, as actix-session's own
+/// Redis store does: the request's changes are kept, the old key stays dead.
+///
+/// # Failing closed with a 503
+///
+/// `SessionMiddleware` turns every store error into an opaque `500`, whatever the error is
+/// (its error conversion keeps the cause for logs but fixes the response). When Redis is down
+/// the request still fails, and never continues as a new, empty session, but a `500` says
+/// "bug" where the truth is "try again". Wrap the app in [`ActixSessionStore::fail_closed`]
+/// *outside* `SessionMiddleware` (registered after it, since Actix runs the last `wrap`
+/// first) and those requests are answered like the rest of this crate's store failures:
+/// `503 {"error":"service_unavailable"}` with `Cache-Control: no-store`. Without it they stay
+/// `500`s, and the store logs once that the wrapper is missing.
+///
+/// Where a `503` is out of reach, and why:
+///
+/// * Without [`fail_closed`](Self::fail_closed), or with it *inside* `SessionMiddleware`: the
+///   middleware builds its `500` from the error alone, through a type whose cause cannot be
+///   read back, and nothing a store returns changes its status.
+/// * When a middleware between the two turns the `500` error into a response, the wrapper
+///   sees a response, not an error, and lets it through.
+/// * A failure in the write after the handler (`save`, `update`, `update_ttl`, or the
+///   `delete` of a purge or renewal) replaces the handler's response with the `503`, but the
+///   handler has run: its own side effects stand. A write that timed out may still land once
+///   Redis catches up.
+///
+/// ```no_run
+/// use actix_login::{ActixSessionStore, RedisStore};
+/// use actix_session::{Session, SessionMiddleware};
+/// use actix_web::cookie::Key;
+/// use actix_web::{web, App, HttpServer};
+///
+/// async fn visits(session: Session) -> actix_web::Result<String> {
+///     let count = session.get::<u32>("visits")?.unwrap_or(0) + 1;
+///     session.insert("visits", count)?;
+///     Ok(count.to_string())
+/// }
+///
+/// #[actix_web::main]
+/// async fn main() -> std::io::Result<()> {
+///     let store = RedisStore::connect("redis://127.0.0.1:6379")
+///         .await
+///         .map_err(std::io::Error::other)?;
+///     // Read the key from your configuration: a new one every start logs everyone out.
+///     let key = Key::generate();
+///     HttpServer::new(move || {
+///         App::new()
+///             .wrap(SessionMiddleware::new(
+///                 ActixSessionStore::new(store.clone()),
+///                 key.clone(),
+///             ))
+///             // Outside SessionMiddleware: its store failures become 503s.
+///             .wrap(ActixSessionStore::fail_closed())
+///             .route("/", web::get().to(visits))
+///     })
+///     .bind("127.0.0.1:8080")?
+///     .run()
+///     .await
+/// }
+/// ```
 ///
 /// Clones share the store's connection.
 #[derive(Clone, Debug)]
