@@ -78,7 +78,11 @@ static WARNED_UNWRAPPED: AtomicBool = AtomicBool::new(false);
 /// key that exists already, so a key a client makes up never becomes a session, and a purged
 /// session's key is never written again. An `update` that finds its key gone (expired, or
 /// purged by a concurrent request) stores the state under a new key, as actix-session's own
-/// Redis store does: the request's changes are kept, the old key stays dead.
+/// Redis store does: the request's changes are kept, the old key stays dead. The state it
+/// keeps is whatever that request loaded, so with actix-identity a request that changes the
+/// session while another one logs out leaves the user logged in under the new key; that race
+/// is actix-session's, and only [`LoginMiddleware`](crate::LoginMiddleware), where a logout
+/// deletes a record no write can recreate, closes it.
 ///
 /// # Failing closed with a 503
 ///
