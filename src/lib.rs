@@ -241,6 +241,9 @@ pub use crate::protect::policy;
 #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub use crate::protect::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
 pub use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
+#[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
+pub use crate::store::redis::{ActixSessionFailClosed, ActixSessionStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::RedisStore;

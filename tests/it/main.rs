@@ -11,6 +11,7 @@ mod cache;
 mod contract;
 mod csrf;
 mod deployments;
+mod interop;
 mod lifecycle;
 mod login;
 mod password;

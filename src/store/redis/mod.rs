@@ -19,6 +19,8 @@ use self::connection::Connection;
 use super::{Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, UserSessions};
 use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 
+#[cfg(feature = "actix-session")]
+mod actix_session;
 mod builder;
 mod codec;
 mod connection;
@@ -31,6 +33,9 @@ mod sentinel;
 mod throttle;
 mod tls;
 
+#[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
+pub use self::actix_session::{ActixSessionFailClosed, ActixSessionStore};
 pub use self::builder::RedisStoreBuilder;
 use self::builder::ReplicaWait;
 
