@@ -10,6 +10,7 @@ mod cache;
 #[cfg(feature = "test-util")]
 mod contract;
 mod csrf;
+mod data;
 mod deployments;
 mod interop;
 mod lifecycle;
