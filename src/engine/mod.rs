@@ -32,6 +32,7 @@ pub(crate) mod rules;
 mod sessions;
 pub(crate) mod token;
 
+#[cfg(feature = "throttle")]
 pub(crate) use self::address::address_bucket;
 pub(crate) use self::rules::SessionRules;
 pub use self::rules::{

@@ -93,7 +93,7 @@ impl Sessions {
 
     /// Replaces the profile and roles of every live session of `user_id`: a demoted admin loses
     /// the role on their next request, on every app instance, with or without a
-    /// [local cache](crate::RedisStoreBuilder::local_cache). Sessions that a login starts
+    /// [local cache](crate::store::RedisStoreBuilder::local_cache). Sessions that a login starts
     /// meanwhile carry what that login gave them. Returns how many sessions were updated.
     ///
     /// # Errors

@@ -181,7 +181,9 @@ mod tests {
     fn missing_record_is_no_session_and_broken_fields_are_corrupt_not_a_panic() {
         assert!(decode(None, None, None).unwrap().is_none());
         let good = encode_record(&record()).unwrap();
-        let cases: [(&[u8], Option<&[u8]>, Option<&[u8]>); 6] = [
+        // The fields `r`, `u` and `e`.
+        type Fields<'a> = (&'a [u8], Option<&'a [u8]>, Option<&'a [u8]>);
+        let cases: [Fields<'_>; 6] = [
             (&good, None, None),
             (&good, None, Some(b"")),
             (&good, None, Some(b"12x")),
