@@ -70,12 +70,13 @@
 //!
 //! # How it works
 //!
-//! 1. [`Session::login`] draws 32 bytes from the operating system's CSPRNG and sends them to the
-//!    browser, base64url-encoded, in a cookie (`__Host-id`, `Secure; HttpOnly; SameSite=Lax;
-//!    Path=/`). The store keeps a [`SessionRecord`] under the token's SHA-256, never the token.
+//! 1. [`Session::login`] draws a token from the operating system's CSPRNG (32 secret bytes after
+//!    a 3-byte group) and sends it to the browser, base64url-encoded, in a cookie (`__Host-id`,
+//!    `Secure; HttpOnly; SameSite=Lax; Path=/`). The store keeps a [`SessionRecord`] under the
+//!    token's SHA-256, never the token.
 //! 2. On each request [`LoginMiddleware`] checks the cookie's shape without any I/O. The first
-//!    [`AuthUser`] extractor looks the session up: one Redis `GET`, plus one `SET … XX` when
-//!    the idle deadline has moved by a tenth of the idle timeout.
+//!    [`AuthUser`] extractor looks the session up: one Redis `HMGET`, plus one script that moves
+//!    the deadline when it has moved by a tenth of the idle timeout.
 //! 3. [`Session::logout`] deletes the record before the response leaves, so the cookie is dead on
 //!    every app instance at once, even if someone kept a copy.
 //!
@@ -90,7 +91,10 @@
 //! | `forbidden` | 403 | [`Require::role`] not met |
 //! | `reauth_required` | 403 | [`Require::fresh`] not met: ask for the password, not a new login |
 //! | `csrf_rejected` | 403 | an unsafe request with the session cookie from another site, or a cross-site login |
+//! | `session_changed` | 409 | a [data write](Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
+//! | `session_data_too_large` | 413 | a data write past [`max_data_size`](LoginMiddlewareBuilder::max_data_size); nothing was written |
 //! | `too_many_attempts` | 429, with `Retry-After` | past a [`LoginThrottle`] limit |
+//! | `too_many_sessions` | 429, with `Retry-After` | a visitor's first data write past the [bounds on new anonymous sessions](LoginMiddlewareBuilder::anonymous_sessions_per_minute) |
 //! | `invalid_input` | 400 | a username over [`MAX_USERNAME_BYTES`] |
 //! | `password_too_long` | 400 | a password over [`password::MAX_PASSWORD_BYTES`] |
 //! | `service_unavailable` | 503 | the store is unreachable or too slow, also for [`MaybeUser`] and `Option<AuthUser<_>>`: never a login, never an anonymous answer |
@@ -107,7 +111,56 @@
 //! * **absolute** ([`absolute_timeout`](LoginMiddlewareBuilder::absolute_timeout), default 12
 //!   hours after login), which no activity extends.
 //!
+//! # Session data
+//!
+//! The session also holds the app's own data (a cart, [flash messages](Session::flash), OAuth
+//! `state` and PKCE verifiers, a half-finished multi-step form), read and written through
+//! [`Session`] with the names actix-session uses:
+//!
+//! ```
+//! use actix_login::{Session, LoginMiddleware, MemoryStore};
+//! use actix_web::{test, web, App, HttpResponse};
+//!
+//! async fn add(session: Session, item: web::Path<String>) -> actix_web::Result<HttpResponse> {
+//!     let mut cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
+//!     cart.push(item.into_inner());
+//!     // A visitor without a session gets an anonymous one here, and its cookie.
+//!     session.insert("cart", &cart).await?;
+//!     Ok(HttpResponse::Ok().json(cart))
+//! }
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let app = test::init_service(
+//!     App::new()
+//!         .wrap(LoginMiddleware::new(MemoryStore::new()))
+//!         .route("/cart/{item}", web::post().to(add)),
+//! )
+//! .await;
+//! let req = test::TestRequest::post().uri("/cart/tea").to_request();
+//! let res = test::call_service(&app, req).await;
+//! assert!(res.headers().contains_key("set-cookie"));
+//! assert_eq!(test::read_body(res).await, r#"["tea"]"#);
+//! # });
+//! ```
+//!
+//! * **Anonymous sessions** start with a visitor's first write (a read never starts one). They
+//!   are no login ([`AuthUser`] answers `401`), belong to no user's list, have their own, shorter
+//!   [idle](LoginMiddlewareBuilder::anonymous_idle_timeout) and
+//!   [absolute](LoginMiddlewareBuilder::anonymous_absolute_timeout) limits, and are
+//!   [bounded](LoginMiddlewareBuilder::anonymous_sessions_per_minute) per address and in all.
+//! * **Login keeps the data** of the visitor's session, on a new token; [`Login::keep_data`]
+//!   turns that off. Logout and revocation end the data with the session.
+//! * **Writes are atomic and exact**: each goes to the store at once and changes only the names
+//!   it names, so concurrent requests lose nothing; a write never brings back a session that
+//!   ended meanwhile ([`Error::SessionChanged`]); the data is
+//!   [limited](LoginMiddlewareBuilder::max_data_size) to 64 KiB by default.
+//! * **Reads cost one round trip**, the first time a request reads; a request that touches no
+//!   data costs nothing more.
+//! * [`Sessions::update_user`] replaces the profile and roles of every live session of a user
+//!   at once, on every instance; [`Session::update_profile`] changes the current one's profile.
+//!
 //! # Account controls
+//!
 //!
 //! * [`Session::list_sessions`] shows the user's live sessions (public id, login time, last use,
 //!   IP, user agent, which one is current); [`Session::revoke_session`],
@@ -144,14 +197,14 @@
 //! * **Nothing in the cookie but a random token.** No user id, no signature to forge, nothing to
 //!   decode. A cookie the crate did not issue is never adopted (no session fixation): login
 //!   always issues a new token and deletes the session the client came with.
-//! * **Nothing in the store that can be replayed.** Keys are `prefix:s:<SHA-256 of the token,
-//!   first 168 bits, base64url>`, and records hold a public session id, the user id, the app's profile, roles,
-//!   the login IP and user agent, and timestamps.
+//! * **Nothing in the store that can be replayed.** Keys are `prefix:s:{<group>}<SHA-256 of the
+//!   token, first 168 bits, base64url>`, and records hold a public session id, the user id, the app's profile, roles,
+//!   the login IP and user agent, and timestamps, besides the app's session data.
 //! * **The server decides when a session ends.** Idle timeout (default 30 min) and absolute
 //!   lifetime (default 12 h) are enforced through the store's expiry and the record's deadline;
 //!   the cookie has no `Max-Age`. No write can bring back a session that was logged out: the
-//!   only write on the request path is the idle refresh, `SET … XX` in Redis, which never
-//!   creates a key.
+//!   idle refresh and every data write check that the session exists in the same atomic step
+//!   (one Lua script in Redis).
 //! * **Fail closed.** A store error is never a login and never an anonymous request: it is a 503
 //!   (an unreadable record counts as no session: 401).
 //!   Redis commands have a timeout, so an unreachable Redis answers quickly instead of hanging.
@@ -190,6 +243,7 @@
 //! | `policy` | yes | [`policy`]: checks for new passwords (implies `password`) |
 //! | `throttle` | yes | [`LoginThrottle`] |
 //! | `test-util` | | [`store::contract`], the store contract for your own backend's tests |
+//! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
 //!
 //! `default-features = false` leaves the core: the engine, the middleware and extractors, and
 //! [`MemoryStore`]. The source layout, and which layer may use which, is described in
