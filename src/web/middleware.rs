@@ -196,7 +196,7 @@ fn finish<B>(
     let mut res = res.map_into_left_body();
     let cookie = match state.take_cookie_update() {
         CookieUpdate::Keep => {
-            if state.authenticated() && !res.headers().contains_key(CACHE_CONTROL) {
+            if state.personal() && !res.headers().contains_key(CACHE_CONTROL) {
                 no_store(&mut res);
             }
             return res;

@@ -147,11 +147,10 @@ impl RequestSession {
         self.store_failed.get()
     }
 
-    /// Whether this request was served to a logged-in user.
-    pub(crate) fn authenticated(&self) -> bool {
-        self.resolved
-            .get()
-            .is_some_and(|active| active.as_ref().is_some_and(|a| !a.record.is_anonymous()))
+    /// Whether this request was served from a session, a login or an anonymous one: its
+    /// response is that visitor's own and must not be cached for anyone else.
+    pub(crate) fn personal(&self) -> bool {
+        self.resolved.get().is_some_and(Option::is_some) || self.data.borrow().is_some()
     }
 
     pub(crate) fn take_cookie_update(&self) -> CookieUpdate {

@@ -180,6 +180,12 @@ async fn check_data_contract<S: SessionStore + Clone>(store: S) {
         (401, UNAUTHENTICATED),
         "anonymous is no login"
     );
+    // A visitor's data is theirs alone: never stored by a shared cache.
+    let res = test::call_service(&app, get("/cart", Some(&visitor))).await;
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "no-store"
+    );
     let (_, body, cookie) = call(&app, post("/cart/milk", Some(&visitor))).await;
     assert_eq!((body.as_str(), cookie), (r#"["tea","milk"]"#, None));
 
