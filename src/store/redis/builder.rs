@@ -83,7 +83,7 @@ impl RedisStore {
     /// `RedisStoreBuilder::tls_root_certificate` or the system's roots.
     ///
     /// The store holds one multiplexed connection to the primary, as on a standalone server,
-    /// and so uses `MULTI`/`EXEC` the same way. When a command finds the primary gone (the
+    /// and so runs its scripts the same way. When a command finds the primary gone (the
     /// connection breaks, as when Sentinel demotes a primary and disconnects its clients) or
     /// demoted (`READONLY`), that command fails, so its request gets `503`, and the store asks
     /// the sentinels for the primary again and reconnects in the background. Concurrent

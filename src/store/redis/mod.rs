@@ -131,13 +131,7 @@ impl RedisStore {
 
     /// `HMGET` of the fields a session's record is made of.
     fn record_fields(&self, key: &SessionKey) -> redis::Cmd {
-        let mut hmget = redis::cmd("HMGET");
-        hmget
-            .arg(self.session_key(key))
-            .arg(RECORD)
-            .arg(USER)
-            .arg(DEADLINE);
-        hmget
+        read_record(&self.session_key(key))
     }
 
     /// The Redis key of a throttling counter. All counters share the hash tag `{throttle}`, so
@@ -157,9 +151,8 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let mut hmget = redis::cmd("HMGET");
-        hmget.arg(redis_key).arg(RECORD).arg(USER).arg(DEADLINE);
-        let reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+        let reply: Vec<Option<Vec<u8>>> =
+            self.run(read_record(redis_key).query_async(conn)).await?;
         decode_reply(reply)
     }
 
@@ -263,6 +256,13 @@ impl RedisStore {
             Err(_elapsed) => Err(StoreError::Timeout),
         }
     }
+}
+
+/// `HMGET` of the fields a session's record is made of, under `redis_key`.
+fn read_record(redis_key: &str) -> redis::Cmd {
+    let mut hmget = redis::cmd("HMGET");
+    hmget.arg(redis_key).arg(RECORD).arg(USER).arg(DEADLINE);
+    hmget
 }
 
 impl SessionStore for RedisStore {
