@@ -607,3 +607,32 @@ async fn a_session_caught_mid_rotation_refuses_writes_and_forwards_updates() {
     assert!(moved.record.has_role("admin"));
     assert_eq!(moved.record.user().get(), admin.get());
 }
+
+/// Two instances with their own local caches: a write through one is read by the very next
+/// request through the other, and the cached record does not hide it.
+#[actix_web::test]
+async fn a_write_on_one_caching_instance_is_read_on_the_other_at_once() {
+    let server = RedisServer::start();
+    let cached = || async {
+        RedisStore::builder(server.url())
+            .key_prefix("two")
+            .local_cache(1000)
+            .connect()
+            .await
+            .unwrap()
+    };
+    let a = app(LoginMiddleware::new(cached().await)).await;
+    let b = app(LoginMiddleware::new(cached().await)).await;
+    let token = log_in(&a, 1).await;
+    let mut expected = Vec::new();
+    for round in 0..50 {
+        // b has the record cached from the previous round's read.
+        let item = format!("i{round}");
+        let (status, _, _) = call(&a, post(&format!("/cart/{item}"), Some(&token))).await;
+        assert_eq!(status, 200);
+        expected.push(item);
+        let (status, body, _) = call(&b, get("/cart", Some(&token))).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, serde_json::to_string(&expected).unwrap(), "round {round}");
+    }
+}
