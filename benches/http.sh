@@ -323,10 +323,11 @@ for _ in $(seq "$MEM_SESSIONS"); do
     curl -sS --fail -o /dev/null -X POST -A "$MEM_UA" -H 'sec-fetch-site: same-origin' \
         "http://127.0.0.1:${PORT[actix-login]}/login" || die "actix-login: login for the memory count failed"
 done
-# Only records with that User-Agent count: the servers' own logins above have none.
+# Only sessions with that User-Agent count: the servers' own logins above have none. A session is
+# a hash whose field r is the record (src/store/redis/codec.rs).
 read -r record_bytes records < <(redis-cli -p "$REDIS_PORT" --scan --pattern 'actix-login:s:*' |
     while read -r key; do
-        redis-cli -p "$REDIS_PORT" GET "$key" | grep -q 'Mozilla' || continue
+        redis-cli -p "$REDIS_PORT" HGET "$key" r | grep -q 'Mozilla' || continue
         redis-cli -p "$REDIS_PORT" MEMORY USAGE "$key" SAMPLES 0
     done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
 index_bytes=$(redis-cli -p "$REDIS_PORT" MEMORY USAGE actix-login:u:1 SAMPLES 0)
