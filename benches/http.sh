@@ -8,11 +8,23 @@
 #   actix-login     LoginMiddleware + RedisStore, AuthUser<Profile>
 #   actix-login-cache  the same with RedisStoreBuilder::local_cache (CLIENT TRACKING)
 #
+# Three of them also serve GET /cart, "an authenticated request that reads one data key": the
+# login check plus a cart (three item ids) read from the session's data, written once before
+# measuring with POST /cart into a second session of the same user:
+#
+#   identity/cart           Identity + actix_session::Session::get, from the session state
+#                           actix-session loads anyway (one GET)
+#   actix-login/cart        AuthUser<Profile> + Session::get: the record (HMGET), then the data
+#                           (HGETALL), two round trips
+#   actix-login-cache/cart  the same with the local cache: the record from memory, the data
+#                           (HGETALL) from Redis
+#
 # All six come from one bench target (benches/http_server.rs, in the actix-login-benches package
 # of the workspace), each in its own process with one
 # Actix worker, all sharing a redis-server this script starts on a free port. Each server gets a
-# session once (POST /login), then wrk hits GET /me with that cookie in interleaved rounds, so
-# slow drifts of a shared machine spread over every server instead of landing on one.
+# session once (POST /login), then wrk hits GET /me with that cookie, and GET /cart with the
+# cart's, in interleaved rounds over all nine (server, route) targets, so slow drifts of a shared
+# machine spread over every target instead of landing on one.
 #
 # Then a login storm on actix-login alone: GET /me at a steady pace (a few connections, each
 # pausing between requests, so both phases offer about the same rate), quiet, and again while a
@@ -24,9 +36,9 @@
 # stall delays the requests queued behind it without showing in their latency.
 #
 # Usage, from the repository root:
-#   bash benches/http.sh            3 rounds x 10 s per server, then 3 quiet + 3 storm phases of
-#                                   10 s (about 5 minutes)
-#   bash benches/http.sh --smoke    1 round x 1 s per server and one 1 s phase of each kind, for
+#   bash benches/http.sh            3 rounds x 10 s per target, then 3 quiet + 3 storm phases of
+#                                   10 s (about 7 minutes)
+#   bash benches/http.sh --smoke    1 round x 1 s per target and one 1 s phase of each kind, for
 #                                   CI: checks that everything builds, starts and answers 200,
 #                                   and nothing about speed
 # Needs: cargo, redis-server + redis-cli (7.0 or newer), wrk, curl.
@@ -67,6 +79,11 @@ SERVERS=(bare redis-get identity identity-visit actix-login actix-login-cache)
 # Servers whose /me must refuse a request without a cookie.
 AUTHENTICATED=(identity identity-visit actix-login actix-login-cache)
 EXPECTED_BODY='{"id":1,"username":"alice"}'
+# Servers that also serve the cart (POST /cart, GET /cart), and what GET /cart answers.
+CART_SERVERS=(identity actix-login actix-login-cache)
+EXPECTED_CART='["sku-1041","sku-2203","sku-3307"]'
+# What wrk measures: "server" is GET /me on that server, "server/cart" GET /cart.
+TARGETS=("${SERVERS[@]}" "${CART_SERVERS[@]/%//cart}")
 
 die() { echo "http.sh: $*" >&2; exit 1; }
 
@@ -79,7 +96,12 @@ START_SECONDS=$SECONDS
 WORK=$(mktemp -d -t actix-login-bench.XXXXXX)
 REDIS_PID=""
 STORM_PID=""
-declare -A PID PORT COOKIE
+declare -A PID PORT COOKIE SERVER_OF PATH_OF
+for target in "${TARGETS[@]}"; do
+    SERVER_OF[$target]=${target%%/*}
+    PATH_OF[$target]=/me
+    [[ $target == */* ]] && PATH_OF[$target]=/${target#*/}
+done
 
 cleanup() {
     local status=$?
@@ -145,6 +167,21 @@ redis_calls() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else print v[int((NR + 1) / 2)] }'; }
 
+# The first Set-Cookie of a response (headers on stdin), as "name=value".
+set_cookie() {
+    tr -d '\r' | awk 'tolower($1) == "set-cookie:" { sub(/^[^:]*: */, ""); sub(/;.*/, ""); print; exit }'
+}
+
+# A new session on a server (POST /login); prints its cookie. Sec-Fetch-Site is what a browser
+# sends for a same-origin form or fetch.
+login() { # name
+    local cookie
+    cookie=$(curl -sS --fail -D - -o /dev/null -X POST -H 'sec-fetch-site: same-origin' \
+        "http://127.0.0.1:${PORT[$1]}/login" | set_cookie)
+    [[ -n $cookie ]] || die "$1: POST /login set no cookie"
+    echo "$cookie"
+}
+
 wait_ready() { # name port pid log
     local tries
     for tries in $(seq 1 100); do
@@ -186,18 +223,34 @@ for name in "${SERVERS[@]}"; do
 done
 for name in "${SERVERS[@]}"; do
     wait_ready "$name" "${PORT[$name]}" "${PID[$name]}" "$WORK/$name.log"
-    base="http://127.0.0.1:${PORT[$name]}"
-    # Log in once. Sec-Fetch-Site is what a browser sends for a same-origin form or fetch.
-    cookie=$(curl -sS --fail -D - -o /dev/null -X POST -H 'sec-fetch-site: same-origin' "$base/login" |
-        tr -d '\r' | awk 'tolower($1) == "set-cookie:" { sub(/^[^:]*: */, ""); sub(/;.*/, ""); print; exit }')
-    [[ -n $cookie ]] || die "$name: POST /login set no cookie"
-    COOKIE[$name]=$cookie
-    body=$(curl -sS --fail -H "cookie: $cookie" "$base/me") || die "$name: GET /me with the cookie failed"
+    COOKIE[$name]=$(login "$name")
+    body=$(curl -sS --fail -H "cookie: ${COOKIE[$name]}" "http://127.0.0.1:${PORT[$name]}/me") ||
+        die "$name: GET /me with the cookie failed"
     [[ $body == "$EXPECTED_BODY" ]] || die "$name: GET /me answered $body"
+done
+# The cart lives in a session of its own (the same user), so that /me keeps measuring a session
+# without data: actix-session loads the whole state on every request, a cart included.
+for name in "${CART_SERVERS[@]}"; do
+    base="http://127.0.0.1:${PORT[$name]}"
+    cookie=$(login "$name")
+    curl -sS --fail -D "$WORK/cart.headers" -o "$WORK/cart.body" -X POST \
+        -H 'sec-fetch-site: same-origin' -H "cookie: $cookie" "$base/cart" ||
+        die "$name: POST /cart failed"
+    [[ $(<"$WORK/cart.body") == "$EXPECTED_CART" ]] || die "$name: POST /cart answered $(<"$WORK/cart.body")"
+    # actix-session sends its cookie again after a change: the same session, sealed anew.
+    fresh=$(set_cookie <"$WORK/cart.headers")
+    COOKIE[$name/cart]=${fresh:-$cookie}
+    body=$(curl -sS --fail -H "cookie: ${COOKIE[$name/cart]}" "$base/cart") ||
+        die "$name: GET /cart with the cookie failed"
+    [[ $body == "$EXPECTED_CART" ]] || die "$name: GET /cart answered $body"
 done
 for name in "${AUTHENTICATED[@]}"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$name]}/me")
     [[ $code == 401 ]] || die "$name: GET /me without a cookie answered $code, not 401"
+done
+for name in "${CART_SERVERS[@]}"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$name]}/cart")
+    [[ $code == 401 ]] || die "$name: GET /cart without a cookie answered $code, not 401"
 done
 
 # ---- measurement --------------------------------------------------------------------------------
@@ -211,42 +264,42 @@ done = function(summary, latency, requests)
 end
 LUA
 
-run_wrk() { # name seconds -> WRKRESULT fields
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${2}s" --latency -s "$WORK/report.lua" \
-        -H "cookie: ${COOKIE[$1]}" "http://127.0.0.1:${PORT[$1]}/me" >"$WORK/wrk-last.out" 2>&1 ||
+run_wrk() { # target seconds -> WRKRESULT fields
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${2}s" --latency -s "$WORK/report.lua" -H "cookie: ${COOKIE[$1]}" \
+        "http://127.0.0.1:${PORT[${SERVER_OF[$1]}]}${PATH_OF[$1]}" >"$WORK/wrk-last.out" 2>&1 ||
         die "$1: wrk failed: $(cat "$WORK/wrk-last.out")"
     grep '^WRKRESULT ' "$WORK/wrk-last.out" || die "$1: no result from wrk"
 }
 
 CLK_TCK=$(getconf CLK_TCK)
 declare -A RPS P50 P99 REQS SRV_TICKS REDIS_TICKS CMDS
-for name in "${SERVERS[@]}"; do
+for name in "${TARGETS[@]}"; do
     RPS[$name]="" P50[$name]="" P99[$name]="" REQS[$name]=0 SRV_TICKS[$name]=0 REDIS_TICKS[$name]=0
 done
 
-echo "# actix-login HTTP benchmark: GET /me with a live session"
+echo "# actix-login HTTP benchmark: GET /me and GET /cart with a live session"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//'), $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "- tools: $(rustc --version), $(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=/redis /'), $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
-echo "- load: wrk -t$THREADS -c$CONNECTIONS, $ROUNDS interleaved round(s) x ${DURATION} s per server (after ${WARMUP} s warm-up each), one Actix worker per server, no CPU pinning$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
+echo "- load: wrk -t$THREADS -c$CONNECTIONS, $ROUNDS interleaved round(s) x ${DURATION} s per target (after ${WARMUP} s warm-up each), one Actix worker per server, no CPU pinning$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
 echo
 
 if [[ $WARMUP != 0 ]]; then
-    for name in "${SERVERS[@]}"; do
+    for name in "${TARGETS[@]}"; do
         run_wrk "$name" "$WARMUP" >/dev/null
     done
 fi
 
 for round in $(seq 1 "$ROUNDS"); do
-    # Each round starts one server later, so no server always follows the same neighbour.
-    for i in "${!SERVERS[@]}"; do
-        name=${SERVERS[$(((i + round - 1) % ${#SERVERS[@]}))]}
+    # Each round starts one target later, so no target always follows the same neighbour.
+    for i in "${!TARGETS[@]}"; do
+        name=${TARGETS[$(((i + round - 1) % ${#TARGETS[@]}))]}
         redis_calls >"$WORK/calls.before"
-        srv0=$(cpu_ticks "${PID[$name]}")
+        srv0=$(cpu_ticks "${PID[${SERVER_OF[$name]}]}")
         red0=$(cpu_ticks "$REDIS_PID")
         read -r _ reqs micros e_connect e_read e_write e_status e_timeout p50 p99 < <(run_wrk "$name" "$DURATION")
-        srv1=$(cpu_ticks "${PID[$name]}")
+        srv1=$(cpu_ticks "${PID[${SERVER_OF[$name]}]}")
         red1=$(cpu_ticks "$REDIS_PID")
         redis_calls >"$WORK/calls.after"
 
@@ -264,7 +317,7 @@ for round in $(seq 1 "$ROUNDS"); do
             CMDS[$name:$cmd]=$((${CMDS[$name:$cmd]:-0} + calls))
         done < <(join -a 2 -e 0 -o 0,1.2,2.2 "$WORK/calls.before" "$WORK/calls.after" |
             awk '$3 - $2 > 0 { print $1, $3 - $2 }')
-        printf 'round %d/%d  %-15s %8s req/s  p50 %6s us  p99 %6s us\n' \
+        printf 'round %d/%d  %-22s %8s req/s  p50 %6s us  p99 %6s us\n' \
             "$round" "$ROUNDS" "$name" "$rps" "$p50" "$p99" >&2
     done
 done
@@ -275,9 +328,13 @@ rps_of() { tr ' ' '\n' <<<"${RPS[$1]}" | awk NF | median; }
 BARE_RPS=$(rps_of bare)
 FLOOR_RPS=$(rps_of redis-get)
 
-echo "| server | req/s (median) | req/s per round | vs bare | vs floor | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | Redis cmds/req | commands per request |"
-echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
-for name in "${SERVERS[@]}"; do
+table_head() {
+    echo "| server | req/s (median) | req/s per round | vs bare | vs floor | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | Redis cmds/req | commands per request |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+}
+
+table_row() { # target
+    local name=$1 rps p50 p99 total_cmds mix key
     rps=$(rps_of "$name")
     p50=$(tr ' ' '\n' <<<"${P50[$name]}" | awk NF | median)
     p99=$(tr ' ' '\n' <<<"${P99[$name]}" | awk NF | median)
@@ -289,13 +346,26 @@ for name in "${SERVERS[@]}"; do
         mix+="$(awk -v c="${CMDS[$key]}" -v r="${REQS[$name]}" -v k="${key#*:}" 'BEGIN { printf "%s %.2f", toupper(k), c / r }'), "
     done
     mix=$(tr ',' '\n' <<<"${mix%, }" | sed 's/^ *//' | awk NF | sort | paste -sd, - | sed 's/,/, /g')
-    awk -v name="$name" -v rps="$rps" -v rounds="${RPS[$name]% }" -v bare="$BARE_RPS" -v floor="$FLOOR_RPS" \
+    awk -v name="${SERVER_OF[$name]}" -v rps="$rps" -v rounds="${RPS[$name]% }" -v bare="$BARE_RPS" -v floor="$FLOOR_RPS" \
         -v p50="$p50" -v p99="$p99" -v reqs="${REQS[$name]}" -v st="${SRV_TICKS[$name]}" \
         -v rt="${REDIS_TICKS[$name]}" -v hz="$CLK_TCK" -v cmds="$total_cmds" -v mix="${mix:-none}" 'BEGIN {
         gsub(/ /, " / ", rounds)
         printf "| %s | %d | %s | %.2f | %.2f | %d | %d | %.1f | %.1f | %.2f | %s |\n", name, rps, rounds,
             rps / bare, rps / floor, p50, p99, st * 1e6 / hz / reqs, rt * 1e6 / hz / reqs, cmds / reqs, mix
     }'
+}
+
+table_head
+for name in "${SERVERS[@]}"; do
+    table_row "$name"
+done
+echo
+echo "GET /cart, an authenticated request that reads one data key (a cart of three item ids) from a"
+echo "session of its own; \"vs bare\" and \"vs floor\" are against GET /me on bare and redis-get:"
+echo
+table_head
+for name in "${CART_SERVERS[@]}"; do
+    table_row "$name/cart"
 done
 echo
 echo "req/s, p50 and p99 are medians over rounds; CPU and Redis commands are totals over all rounds"
@@ -312,6 +382,11 @@ awk -v l="$LOGIN_RPS" -v i="$IDENTITY_RPS" -v c="$CACHE_RPS" -v b="$BARE_RPS" \
     printf "Targets: actix-login / identity req/s = %.2f (>= 1.10); actix-login CPU above the floor = %+.1f us/req (<= 5);\n", l / i, lcpu - fcpu
     printf "actix-login-cache / bare req/s = %.2f (>= 0.85).\n", c / b
 }'
+awk -v l="$LOGIN_RPS" -v i="$IDENTITY_RPS" -v c="$CACHE_RPS" -v lc="$(rps_of actix-login/cart)" \
+    -v ic="$(rps_of identity/cart)" -v cc="$(rps_of actix-login-cache/cart)" 'BEGIN {
+    printf "actix-login / identity req/s: GET /me %.2f, GET /cart %.2f; with the local cache: GET /me %.2f, GET /cart %.2f.\n", l / i, lc / ic, c / i, cc / ic
+    printf "GET /cart / GET /me req/s on each server: identity %.2f, actix-login %.2f, actix-login-cache %.2f.\n", ic / i, lc / l, cc / c
+}'
 
 # ---- Redis memory per session -------------------------------------------------------------------
 
@@ -323,10 +398,11 @@ for _ in $(seq "$MEM_SESSIONS"); do
     curl -sS --fail -o /dev/null -X POST -A "$MEM_UA" -H 'sec-fetch-site: same-origin' \
         "http://127.0.0.1:${PORT[actix-login]}/login" || die "actix-login: login for the memory count failed"
 done
-# Only records with that User-Agent count: the servers' own logins above have none.
+# Only sessions with that User-Agent count: the servers' own logins above have none. A session is
+# a hash whose field r is the record (src/store/redis/codec.rs).
 read -r record_bytes records < <(redis-cli -p "$REDIS_PORT" --scan --pattern 'actix-login:s:*' |
     while read -r key; do
-        redis-cli -p "$REDIS_PORT" GET "$key" | grep -q 'Mozilla' || continue
+        redis-cli -p "$REDIS_PORT" HGET "$key" r | grep -q 'Mozilla' || continue
         redis-cli -p "$REDIS_PORT" MEMORY USAGE "$key" SAMPLES 0
     done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
 index_bytes=$(redis-cli -p "$REDIS_PORT" MEMORY USAGE actix-login:u:1 SAMPLES 0)

@@ -1,5 +1,6 @@
-//! The servers behind `benches/http.sh`: one authenticated route, `GET /me`, served by several
-//! session stacks so that `wrk` can compare them side by side.
+//! The servers behind `benches/http.sh`: an authenticated route, `GET /me`, served by several
+//! session stacks so that `wrk` can compare them side by side, and on three of them a second
+//! one, `GET /cart`, that also reads one value of the session's data.
 //!
 //! This is not a self-timing benchmark. `benches/http.sh` builds it, starts one process per
 //! variant and measures each from outside. To run one variant by hand:
@@ -22,6 +23,18 @@
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
 //! | `actix-login-cache` | the same with `RedisStoreBuilder::local_cache`: no Redis command once cached |
+//!
+//! `identity`, `actix-login` and `actix-login-cache` also serve a shopping cart kept in the
+//! session's data: `POST /cart` (logged in) stores a list of three item ids under `cart`, and
+//! `GET /cart` (logged in) reads it back and answers it as JSON (`404` if there is none).
+//! `http.sh` measures `GET /cart` as "an authenticated request that reads one data key": on
+//! actix-login the record lookup (nothing once cached) plus one `HGETALL` for `Session::get`; on
+//! actix-session the one `GET` of the session state it makes anyway, which holds the cart too.
+//!
+//! ```text
+//! curl -s -X POST -H 'sec-fetch-site: same-origin' -H 'cookie: __Host-id=…' http://127.0.0.1:18081/cart
+//! curl -s -H 'cookie: __Host-id=…' http://127.0.0.1:18081/cart   # ["sku-1041","sku-2203","sku-3307"]
+//! ```
 //!
 //! The `actix-login` variant also serves `POST /login-password`, a login as a real app does it:
 //! a form with `username` and `password`, checked with argon2id against a hash made once at
@@ -72,6 +85,9 @@ const VISIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 const STAND_IN_COOKIE: &str =
     "__Host-id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Secure; HttpOnly; SameSite=Lax";
 
+/// The session data key `POST /cart` writes and `GET /cart` reads.
+const CART_KEY: &str = "cart";
+
 /// The one account `POST /login-password` knows, and its password.
 const STORM_USERNAME: &str = "storm";
 const STORM_PASSWORD: &str = "correct horse battery staple";
@@ -91,6 +107,21 @@ fn alice() -> Profile {
 
 fn alice_json() -> String {
     serde_json::to_string(&alice()).expect("a profile always serialises")
+}
+
+/// What `POST /cart` stores: a small cart of item ids, as a shop would keep in the session.
+fn cart() -> Vec<String> {
+    ["sku-1041", "sku-2203", "sku-3307"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn cart_response(cart: Option<Vec<String>>) -> HttpResponse {
+    match cart {
+        Some(cart) => HttpResponse::Ok().json(cart),
+        // Not a case the benchmark expects: a non-2xx answer makes http.sh fail loudly.
+        None => HttpResponse::NotFound().json(serde_json::json!({ "error": "no_cart" })),
+    }
 }
 
 fn unavailable(err: impl std::fmt::Display) -> actix_web::Error {
@@ -175,6 +206,24 @@ async fn identity_me(user: Identity) -> actix_web::Result<HttpResponse> {
         .body(user.id()?))
 }
 
+async fn identity_put_cart(
+    _user: Identity,
+    session: actix_session::Session,
+) -> actix_web::Result<HttpResponse> {
+    let cart = cart();
+    session.insert(CART_KEY, &cart)?;
+    Ok(HttpResponse::Ok().json(cart))
+}
+
+/// The login check is the `Identity` extractor, as in `identity_me`; the cart comes from the
+/// session state that actix-session loaded for it, with no further Redis command.
+async fn identity_cart(
+    _user: Identity,
+    session: actix_session::Session,
+) -> actix_web::Result<HttpResponse> {
+    Ok(cart_response(session.get::<Vec<String>>(CART_KEY)?))
+}
+
 async fn run_identity(port: u16, url: &str, visit_deadline: Option<Duration>) -> io::Result<()> {
     let store = RedisSessionStore::new(url)
         .await
@@ -194,6 +243,8 @@ async fn run_identity(port: u16, url: &str, visit_deadline: Option<Duration>) ->
             .wrap(SessionMiddleware::new(store.clone(), key.clone()))
             .route("/login", web::post().to(identity_login))
             .route("/me", web::get().to(identity_me))
+            .route("/cart", web::post().to(identity_put_cart))
+            .route("/cart", web::get().to(identity_cart))
     })
     .workers(1)
     .bind(("127.0.0.1", port))?
@@ -245,6 +296,19 @@ async fn login_me(user: AuthUser<Profile>) -> web::Json<Profile> {
     web::Json(user.into_inner())
 }
 
+async fn login_put_cart(
+    _user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    let cart = cart();
+    session.insert(CART_KEY, &cart).await?;
+    Ok(HttpResponse::Ok().json(cart))
+}
+
+async fn login_cart(_user: AuthUser<Profile>, session: Session) -> actix_web::Result<HttpResponse> {
+    Ok(cart_response(session.get::<Vec<String>>(CART_KEY).await?))
+}
+
 async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<()> {
     let mut store = RedisStore::builder(url);
     if local_cache {
@@ -272,6 +336,8 @@ async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<
             .route("/login", web::post().to(login_login))
             .route("/login-password", web::post().to(login_password))
             .route("/me", web::get().to(login_me))
+            .route("/cart", web::post().to(login_put_cart))
+            .route("/cart", web::get().to(login_cart))
     })
     .workers(1)
     .bind(("127.0.0.1", port))?
