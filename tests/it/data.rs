@@ -633,6 +633,10 @@ async fn a_write_on_one_caching_instance_is_read_on_the_other_at_once() {
         expected.push(item);
         let (status, body, _) = call(&b, get("/cart", Some(&token))).await;
         assert_eq!(status, 200);
-        assert_eq!(body, serde_json::to_string(&expected).unwrap(), "round {round}");
+        assert_eq!(
+            body,
+            serde_json::to_string(&expected).unwrap(),
+            "round {round}"
+        );
     }
 }

@@ -115,7 +115,8 @@ async fn check_after_failover<S, B>(
     }
 
     // A demoted primary still answers reads, so the first write may be what finds out it
-    // is no longer one (`READONLY`, a 503) and starts the reconnect: allow it the same moment.
+    // is no longer one (`READONLY`, a 503) and starts the reconnect: allow it a moment too.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let fresh = loop {
         let res = test::call_service(app, post("/login/4242", None)).await;
         if res.status() == 200 {
