@@ -12,6 +12,19 @@
 //! Two users exist: `alice` / `alice-password-123` (role `admin`) and
 //! `bob` / `bob-password-456`.
 //!
+//! Routes; bodies are JSON, errors `{"error":"<code>"}`:
+//!
+//! - `POST /register` `{"username","password"}`: `201` profile.
+//! - `POST /login` `{"username","password"}`: `200` profile, with the session and device
+//!   cookies.
+//! - `POST /logout`: `204`; the session ends.
+//! - Logged in: `GET /me`; `GET /sessions`, `DELETE /sessions/{id}`,
+//!   `POST /sessions/revoke-others`; `POST /reauth` `{"password"}`; with a fresh session,
+//!   `POST /password` `{"current_password","new_password"}`.
+//! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
+//!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
+//!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
+//!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
 //! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER`, login throttling with `LOGIN_MAX_FAILURES`
 //! and `LOGIN_WINDOW_SECS` (defaults: the library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the
@@ -54,7 +67,8 @@ struct Profile {
 
 struct User {
     profile: Profile,
-    roles: Vec<&'static str>,
+    /// Changed by `PUT /users/{username}/roles`; each is one of [`KNOWN_ROLES`].
+    roles: Vec<String>,
     password_hash: String,
     /// Counts password changes (not hash upgrades): what logins name as the credentials they
     /// verified, so a login that checked a password being replaced leaves no session.
@@ -74,7 +88,7 @@ impl Users {
     async fn seed() -> Result<Self, password::PasswordError> {
         let mut users = HashMap::new();
         for (id, username, pw, roles) in [
-            (1, "alice", "alice-password-123", vec!["admin"]),
+            (1, "alice", "alice-password-123", vec!["admin".to_owned()]),
             (2, "bob", "bob-password-456", vec![]),
         ] {
             let user = User {
@@ -92,7 +106,7 @@ impl Users {
     }
 
     /// The user's profile, roles and password hash, if there is such a user.
-    fn find(&self, username: &str) -> Option<(Profile, Vec<&'static str>, String)> {
+    fn find(&self, username: &str) -> Option<(Profile, Vec<String>, String)> {
         let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
         let user = users.get(username)?;
         Some((
@@ -126,6 +140,14 @@ impl Users {
         };
         users.insert(username.to_owned(), user);
         Some(profile)
+    }
+
+    /// Replaces the user's roles; `None` if there is no such user.
+    fn set_roles(&self, username: &str, roles: Vec<String>) -> Option<Profile> {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let user = users.get_mut(username)?;
+        user.roles = roles;
+        Some(user.profile.clone())
     }
 
     /// Stores a new password; returns its version.
@@ -185,6 +207,7 @@ async fn login(
     users: web::Data<Users>,
     throttle: web::Data<LoginThrottle>,
     session: Session,
+    sessions: Sessions,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
     let username = canonical_username(&creds.username).unwrap_or_default();
@@ -198,9 +221,17 @@ async fn login(
         return Ok(invalid_credentials());
     };
     let login = Login::new(profile.id.to_string(), &profile)
-        .roles(roles)
+        .roles(roles.clone())
         .credentials_version(version.to_string());
     session.login_with(login).await?;
+    // A role change between reading the roles and creating the session found no session to
+    // update: if the table moved on meanwhile, this login brings its session up to date.
+    if users
+        .find(&username)
+        .is_some_and(|(_, now, _)| now != roles)
+    {
+        push_roles(&users, &sessions, &username).await?;
+    }
     Ok(HttpResponse::Ok().cookie(device).json(profile))
 }
 
@@ -379,6 +410,81 @@ async fn change_password(
 
 async fn admin(user: AuthUser<Profile>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "admin": user.username }))
+}
+
+/// What the role route answers to input it cannot take.
+fn invalid_input() -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({ "error": "invalid_input" }))
+}
+
+/// The roles `PUT /users/{username}/roles` may grant.
+const KNOWN_ROLES: &[&str] = &["admin"];
+
+#[derive(Deserialize)]
+struct RolesChange {
+    roles: Vec<String>,
+}
+
+/// Replaces a user's roles (admins only, see the route): future logins get them from the user
+/// table, and every live session of the user has them on its next request, on every instance.
+///
+/// Each instance of the quickstart has its own user table, so logins on other instances still
+/// grant the old roles until they restart; an app whose users live in a database has no such gap.
+async fn set_roles(
+    users: web::Data<Users>,
+    sessions: Sessions,
+    username: web::Path<String>,
+    body: web::Json<RolesChange>,
+) -> actix_web::Result<HttpResponse> {
+    let mut roles = body.into_inner().roles;
+    if roles
+        .iter()
+        .any(|role| !KNOWN_ROLES.contains(&role.as_str()))
+    {
+        return Ok(HttpResponse::BadRequest().json(json!({ "error": "unknown_role" })));
+    }
+    roles.sort();
+    roles.dedup();
+    let not_found = || HttpResponse::NotFound().json(json!({ "error": "not_found" }));
+    let Some(username) = canonical_username(&username) else {
+        return Ok(not_found());
+    };
+    if users.set_roles(&username, roles).is_none() {
+        return Ok(not_found());
+    }
+    push_roles(&users, &sessions, &username).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Gives every live session of `username` the profile and roles the user table holds, and
+/// repeats while the table changes under it: of two role changes racing, each push is followed
+/// by a look at the table, so the last one pushes what the table ends with.
+async fn push_roles(
+    users: &Users,
+    sessions: &Sessions,
+    username: &str,
+) -> Result<(), actix_login::Error> {
+    let Some((mut profile, mut roles, _)) = users.find(username) else {
+        return Ok(());
+    };
+    loop {
+        let id = profile.id.to_string();
+        sessions.update_user(&id, &profile, roles.clone()).await?;
+        match users.find(username) {
+            Some((now_profile, now_roles, _)) if now_roles != roles => {
+                (profile, roles) = (now_profile, now_roles);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The JSON settings of the role route: malformed, missing or mistyped fields, a wrong content
+/// type and oversized bodies are all `400 {"error":"invalid_input"}`.
+fn input_json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(4096)
+        .error_handler(|err, _req| InternalError::from_response(err, invalid_input()).into())
 }
 
 /// Small bodies only, and JSON errors for malformed ones.
@@ -595,6 +701,12 @@ async fn main() -> std::io::Result<()> {
                 web::resource("/admin")
                     .wrap(Require::role("admin"))
                     .route(web::get().to(admin)),
+            )
+            .service(
+                web::resource("/users/{username}/roles")
+                    .app_data(input_json_config())
+                    .wrap(Require::role("admin"))
+                    .route(web::put().to(set_roles)),
             )
             .wrap(login_middleware.clone())
     })
