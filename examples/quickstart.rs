@@ -16,14 +16,19 @@
 //!
 //! - `POST /register` `{"username","password"}`: `201` profile.
 //! - `POST /login` `{"username","password"}`: `200` profile, with the session and device
-//!   cookies.
-//! - `POST /logout`: `204`; the session ends.
+//!   cookies. The new session keeps the cart and preferences of the one the browser came with.
+//! - `POST /logout`: `204`; the session ends, its data with it.
 //! - Logged in: `GET /me`; `GET /sessions`, `DELETE /sessions/{id}`,
 //!   `POST /sessions/revoke-others`; `POST /reauth` `{"password"}`; with a fresh session,
 //!   `POST /password` `{"current_password","new_password"}`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
 //!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
+//! - Anyone: `GET /cart`, `200 {"items":[...]}`, which never starts a session;
+//!   `POST /cart` `{"item"}` (1 to 100 characters), `200 {"items":[...]}`;
+//!   `PUT /prefs/{key}` `{"value"}` (key `[a-z0-9_]{1,32}`, value up to 1000 characters), `204`;
+//!   `GET /prefs`, `200 {"<key>":"<value>",...}`. A visitor's first cart or preference write
+//!   starts an anonymous session and sets its cookie; bad input is `400 invalid_input`.
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
 //! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER`, login throttling with `LOGIN_MAX_FAILURES`
@@ -38,6 +43,8 @@
 //!      -d '{"username":"alice","password":"alice-password-123"}' http://127.0.0.1:8080/login
 //! curl -i -b jar http://127.0.0.1:8080/me
 //! curl -i -b jar http://127.0.0.1:8080/sessions
+//! curl -i -b jar -c jar -H 'content-type: application/json' -d '{"item":"tea"}' \
+//!      http://127.0.0.1:8080/cart
 //! curl -i -b jar -X POST -H 'Origin: http://127.0.0.1:8080' http://127.0.0.1:8080/logout
 //! ```
 
@@ -202,6 +209,8 @@ struct Credentials {
     password: String,
 }
 
+/// Logs in; the new session keeps the data (cart, preferences) of the session the browser came
+/// with, as `Login` does by default, if that one was anonymous or the same user's.
 async fn login(
     req: HttpRequest,
     users: web::Data<Users>,
@@ -412,9 +421,92 @@ async fn admin(user: AuthUser<Profile>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "admin": user.username }))
 }
 
-/// What the role route answers to input it cannot take.
+/// What the cart, preference and role routes answer to input they cannot take.
 fn invalid_input() -> HttpResponse {
     HttpResponse::BadRequest().json(json!({ "error": "invalid_input" }))
+}
+
+/// The session-data name of the cart: a JSON array of strings.
+const CART: &str = "cart";
+/// The longest cart item, in characters.
+const MAX_ITEM_CHARS: usize = 100;
+
+#[derive(Deserialize)]
+struct CartItem {
+    item: String,
+}
+
+/// The cart, for anyone. Reading never starts a session: a visitor without one gets an empty
+/// cart and no cookie.
+async fn cart(session: Session) -> actix_web::Result<HttpResponse> {
+    let items: Vec<String> = session.get(CART).await?.unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+/// Adds an item, for anyone: a visitor's first item starts an anonymous session (the response
+/// sets its cookie), which a later login keeps. Read, append, write: of two additions racing
+/// in one session, one may be lost, which a cart can afford (the store offers no
+/// compare-and-set). The session's data limit bounds the cart (`413 session_data_too_large`).
+async fn add_to_cart(
+    session: Session,
+    body: web::Json<CartItem>,
+) -> actix_web::Result<HttpResponse> {
+    let item = body.into_inner().item;
+    if !(1..=MAX_ITEM_CHARS).contains(&item.chars().count()) {
+        return Ok(invalid_input());
+    }
+    let mut items: Vec<String> = session.get(CART).await?.unwrap_or_default();
+    items.push(item);
+    session.insert(CART, &items).await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+/// Preferences live in the session's data, one value per name `pref.{key}`.
+const PREF_PREFIX: &str = "pref.";
+/// The longest preference value, in characters.
+const MAX_PREF_CHARS: usize = 1000;
+
+/// Preference keys are 1 to 32 of `a-z`, `0-9` and `_`.
+fn valid_pref_key(key: &str) -> bool {
+    (1..=32).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[derive(Deserialize)]
+struct PrefValue {
+    value: String,
+}
+
+/// Sets one preference, for anyone (a first write starts an anonymous session, as for the
+/// cart). Only this key's value is written: requests setting other keys lose nothing.
+async fn set_pref(
+    session: Session,
+    key: web::Path<String>,
+    body: web::Json<PrefValue>,
+) -> actix_web::Result<HttpResponse> {
+    let value = body.into_inner().value;
+    if !valid_pref_key(&key) || value.chars().count() > MAX_PREF_CHARS {
+        return Ok(invalid_input());
+    }
+    session.insert(format!("{PREF_PREFIX}{key}"), value).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Every preference, as `{"key":"value",...}`: the `pref.` entries of the session's data.
+async fn prefs(session: Session) -> actix_web::Result<HttpResponse> {
+    let data = session.entries().await?;
+    let prefs: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .filter_map(|(name, json)| {
+            let key = name.strip_prefix(PREF_PREFIX)?;
+            // Only `set_pref` writes these names, always with a string.
+            let value: String = serde_json::from_str(json).ok()?;
+            Some((key.to_owned(), value.into()))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(prefs))
 }
 
 /// The roles `PUT /users/{username}/roles` may grant.
@@ -479,11 +571,13 @@ async fn push_roles(
     }
 }
 
-/// The JSON settings of the role route: malformed, missing or mistyped fields, a wrong content
-/// type and oversized bodies are all `400 {"error":"invalid_input"}`.
+/// The JSON settings of the cart, preference and role routes: malformed, missing or mistyped
+/// fields, a wrong content type and oversized bodies are all `400 {"error":"invalid_input"}`.
+/// Roomier than the rest, so that a 1000-character preference fits even with every character
+/// escaped.
 fn input_json_config() -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(4096)
+        .limit(16 * 1024)
         .error_handler(|err, _req| InternalError::from_response(err, invalid_input()).into())
 }
 
@@ -707,6 +801,19 @@ async fn main() -> std::io::Result<()> {
                     .app_data(input_json_config())
                     .wrap(Require::role("admin"))
                     .route(web::put().to(set_roles)),
+            )
+            .service(
+                web::resource("/cart")
+                    .app_data(input_json_config())
+                    .route(web::get().to(cart))
+                    .route(web::post().to(add_to_cart)),
+            )
+            .route("/prefs", web::get().to(prefs))
+            // Any last segment, the empty one too, so that every bad key gets the same 400.
+            .service(
+                web::resource("/prefs/{key:.*}")
+                    .app_data(input_json_config())
+                    .route(web::put().to(set_pref)),
             )
             .wrap(login_middleware.clone())
     })
