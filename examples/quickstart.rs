@@ -31,9 +31,10 @@
 //!   starts an anonymous session and sets its cookie; bad input is `400 invalid_input`.
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
-//! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER`, login throttling with `LOGIN_MAX_FAILURES`
-//! and `LOGIN_WINDOW_SECS` (defaults: the library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the
-//! account-wide ceiling, and sign-ups per address and hour with `REGISTRATION_MAX`.
+//! `FRESH_WINDOW_SECS`, `MAX_SESSIONS_PER_USER` and `ANON_IDLE_TIMEOUT_SECS` (for anonymous
+//! sessions), login throttling with `LOGIN_MAX_FAILURES` and `LOGIN_WINDOW_SECS` (defaults: the
+//! library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the account-wide ceiling, and sign-ups per
+//! address and hour with `REGISTRATION_MAX`.
 //! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
 //! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
 //! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
@@ -599,6 +600,9 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
     }
     if let Some(secs) = env_number("ABSOLUTE_TIMEOUT_SECS")? {
         builder = builder.absolute_timeout(Duration::from_secs(secs));
+    }
+    if let Some(secs) = env_number("ANON_IDLE_TIMEOUT_SECS")? {
+        builder = builder.anonymous_idle_timeout(Duration::from_secs(secs));
     }
     if let Some(secs) = env_number("FRESH_WINDOW_SECS")? {
         builder = builder.fresh_window(Duration::from_secs(secs));
