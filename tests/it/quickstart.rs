@@ -74,6 +74,7 @@ fn build_example() -> PathBuf {
         ("policy", cfg!(feature = "policy")),
         ("throttle", cfg!(feature = "throttle")),
         ("test-util", cfg!(feature = "test-util")),
+        ("actix-session", cfg!(feature = "actix-session")),
     ];
     let features: Vec<&str> = enabled
         .iter()
