@@ -1186,6 +1186,82 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
     );
 }
 
+/// Asserts that `GET /admin` on `app` answers every cookie in `sessions` with `expected`, and
+/// that the answers came from `app`'s cache: most of them sent no `HMGET` to Redis. (Not all:
+/// on a loaded machine a late heartbeat sends a lookup to Redis now and then.)
+async fn admin_from_cache(
+    server: &support::redis_server::RedisServer,
+    app: &Quickstart,
+    sessions: &[&str],
+    expected: StatusCode,
+) {
+    let hmgets = || server.command_counts().get("hmget").copied().unwrap_or(0);
+    // The first answers may load the records; the next ones need not.
+    for session in sessions {
+        assert_eq!(admin_status(app, session).await, expected);
+    }
+    let before = hmgets();
+    let rounds = 5;
+    for _ in 0..rounds {
+        for session in sessions {
+            assert_eq!(admin_status(app, session).await, expected);
+        }
+    }
+    let fetched = hmgets() - before;
+    let requests = u64::try_from(rounds * sessions.len()).unwrap();
+    assert!(
+        fetched * 2 <= requests,
+        "{fetched} HMGETs for {requests} requests: the sessions were not served from the cache"
+    );
+}
+
+/// A role change made through one caching instance reaches sessions that the other instance
+/// holds in its cache on their very next request, both ways.
+#[actix_web::test]
+async fn a_role_change_reaches_sessions_cached_on_another_instance() {
+    let server = support::redis_server::RedisServer::start();
+    let url = server.url();
+    let cached = [("SESSION_CACHE", "1000")];
+    let a = start_with(Some(&url), &cached);
+    let b = start_with(Some(&url), &cached);
+    assert!(b.banner.contains("session cache"), "{}", b.banner);
+
+    // One session of bob's from each instance, both in B's cache.
+    let bob_from_a = log_in(&a, "bob", "bob-password-456").await;
+    let bob_from_b = log_in(&b, "bob", "bob-password-456").await;
+    let sessions = [bob_from_a.as_str(), bob_from_b.as_str()];
+    let admin = log_in(&a, "alice", "alice-password-123").await;
+    admin_from_cache(&server, &b, &sessions, StatusCode::FORBIDDEN).await;
+
+    let promote = r#"{"roles":["admin"]}"#;
+    assert_eq!(
+        put_roles(&a, "bob", promote, Some(&admin)).await,
+        (StatusCode::NO_CONTENT, String::new())
+    );
+    for session in sessions {
+        let (status, _, body) =
+            call("GET", &format!("{}/admin", b.base), None, Some(session)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"admin":"bob"}"#),
+            "promotion on A not seen on B"
+        );
+    }
+    admin_from_cache(&server, &b, &sessions, StatusCode::OK).await;
+
+    assert_eq!(
+        put_roles(&a, "bob", r#"{"roles":[]}"#, Some(&admin)).await,
+        (StatusCode::NO_CONTENT, String::new())
+    );
+    for session in sessions {
+        assert_eq!(
+            admin_status(&b, session).await,
+            StatusCode::FORBIDDEN,
+            "demotion on A not seen on B"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn quickstart_on_redis_sentinel() {
     let deployment = support::sentinel::RedisSentinel::start();
