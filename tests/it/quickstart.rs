@@ -865,6 +865,65 @@ fn quickstart_refuses_a_malformed_knob() {
     );
 }
 
+/// `ANON_IDLE_TIMEOUT_SECS` ends idle anonymous sessions, and only those; without it they last
+/// the library's 15 minutes.
+#[actix_web::test]
+async fn quickstart_anonymous_idle_timeout_comes_from_the_environment() {
+    let short = start_with(None, &[("ANON_IDLE_TIMEOUT_SECS", "1")]);
+    let default = start(None);
+    let tea = r#"{"item":"tea"}"#;
+    let mut visitors = Vec::new();
+    for app in [&short, &default] {
+        let (status, cookies, _) =
+            call("POST", &format!("{}/cart", app.base), Some(tea), None).await;
+        assert_eq!(status, StatusCode::OK);
+        visitors.push(session_cookie(&cookies));
+    }
+    // A visitor who logs in: the session that keeps their cart is a login's, with a login's
+    // idle timeout.
+    let (status, cookies, _) = call("POST", &format!("{}/cart", short.base), Some(tea), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let bob = r#"{"username":"bob","password":"bob-password-456"}"#;
+    let anonymous = session_cookie(&cookies);
+    let login = format!("{}/login", short.base);
+    let (status, cookies, _) = call("POST", &login, Some(bob), Some(&anonymous)).await;
+    assert_eq!(status, StatusCode::OK);
+    let member = session_cookie(&cookies);
+
+    // Twice the timeout, and more: the session ends at most one timeout after its last use.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let with_tea = r#"{"items":["tea"]}"#;
+    assert_eq!(cart(&short, Some(&visitors[0])).await, r#"{"items":[]}"#);
+    assert_eq!(cart(&default, Some(&visitors[1])).await, with_tea);
+    assert_eq!(
+        cart(&short, Some(&member)).await,
+        with_tea,
+        "a login's session ended"
+    );
+}
+
+#[test]
+fn quickstart_refuses_a_malformed_anonymous_idle_timeout() {
+    for value in ["soon", "1.5", "-1"] {
+        let output = Command::new(example_binary())
+            .env("ADDR", "127.0.0.1:0")
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_NODES")
+            .env_remove("REDIS_SENTINELS")
+            .env("ANON_IDLE_TIMEOUT_SECS", value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "started with {value:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("ANON_IDLE_TIMEOUT_SECS must be a whole number"),
+            "{value:?}: {stderr}"
+        );
+    }
+}
+
 /// A request the way a hostile page's form would send it: another site's `Origin`.
 async fn cross_site(url: &str, body: Option<&str>, cookie: Option<&str>) -> (StatusCode, String) {
     let client = awc::Client::default();
