@@ -642,7 +642,11 @@ async fn call(
     body: Option<&str>,
     cookie: Option<&str>,
 ) -> (StatusCode, Vec<String>, String) {
-    let client = awc::Client::default();
+    // awc's default 5 s is too short for an argon2 login on a loaded 2-core machine that runs
+    // several quickstart processes at once.
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
     let mut req = client.request(method.parse().unwrap(), url);
     if method != "GET" {
         // As a browser does for requests from the app's own pages.
