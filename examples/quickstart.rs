@@ -12,10 +12,29 @@
 //! Two users exist: `alice` / `alice-password-123` (role `admin`) and
 //! `bob` / `bob-password-456`.
 //!
+//! Routes; bodies are JSON, errors `{"error":"<code>"}`:
+//!
+//! - `POST /register` `{"username","password"}`: `201` profile.
+//! - `POST /login` `{"username","password"}`: `200` profile, with the session and device
+//!   cookies. The new session keeps the cart and preferences of the one the browser came with.
+//! - `POST /logout`: `204`; the session ends, its data with it.
+//! - Logged in: `GET /me`; `GET /sessions`, `DELETE /sessions/{id}`,
+//!   `POST /sessions/revoke-others`; `POST /reauth` `{"password"}`; with a fresh session,
+//!   `POST /password` `{"current_password","new_password"}`.
+//! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
+//!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
+//!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
+//! - Anyone: `GET /cart`, `200 {"items":[...]}`, which never starts a session;
+//!   `POST /cart` `{"item"}` (1 to 100 characters), `200 {"items":[...]}`;
+//!   `PUT /prefs/{key}` `{"value"}` (key `[a-z0-9_]{1,32}`, value up to 1000 characters), `204`;
+//!   `GET /prefs`, `200 {"<key>":"<value>",...}`. A visitor's first cart or preference write
+//!   starts an anonymous session and sets its cookie; bad input is `400 invalid_input`.
+//!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
-//! `FRESH_WINDOW_SECS` and `MAX_SESSIONS_PER_USER`, login throttling with `LOGIN_MAX_FAILURES`
-//! and `LOGIN_WINDOW_SECS` (defaults: the library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the
-//! account-wide ceiling, and sign-ups per address and hour with `REGISTRATION_MAX`.
+//! `FRESH_WINDOW_SECS`, `MAX_SESSIONS_PER_USER` and `ANON_IDLE_TIMEOUT_SECS` (for anonymous
+//! sessions), login throttling with `LOGIN_MAX_FAILURES` and `LOGIN_WINDOW_SECS` (defaults: the
+//! library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the account-wide ceiling, and sign-ups per
+//! address and hour with `REGISTRATION_MAX`.
 //! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
 //! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
 //! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
@@ -25,6 +44,8 @@
 //!      -d '{"username":"alice","password":"alice-password-123"}' http://127.0.0.1:8080/login
 //! curl -i -b jar http://127.0.0.1:8080/me
 //! curl -i -b jar http://127.0.0.1:8080/sessions
+//! curl -i -b jar -c jar -H 'content-type: application/json' -d '{"item":"tea"}' \
+//!      http://127.0.0.1:8080/cart
 //! curl -i -b jar -X POST -H 'Origin: http://127.0.0.1:8080' http://127.0.0.1:8080/logout
 //! ```
 
@@ -54,7 +75,8 @@ struct Profile {
 
 struct User {
     profile: Profile,
-    roles: Vec<&'static str>,
+    /// Changed by `PUT /users/{username}/roles`; each is one of [`KNOWN_ROLES`].
+    roles: Vec<String>,
     password_hash: String,
     /// Counts password changes (not hash upgrades): what logins name as the credentials they
     /// verified, so a login that checked a password being replaced leaves no session.
@@ -74,7 +96,7 @@ impl Users {
     async fn seed() -> Result<Self, password::PasswordError> {
         let mut users = HashMap::new();
         for (id, username, pw, roles) in [
-            (1, "alice", "alice-password-123", vec!["admin"]),
+            (1, "alice", "alice-password-123", vec!["admin".to_owned()]),
             (2, "bob", "bob-password-456", vec![]),
         ] {
             let user = User {
@@ -92,7 +114,7 @@ impl Users {
     }
 
     /// The user's profile, roles and password hash, if there is such a user.
-    fn find(&self, username: &str) -> Option<(Profile, Vec<&'static str>, String)> {
+    fn find(&self, username: &str) -> Option<(Profile, Vec<String>, String)> {
         let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
         let user = users.get(username)?;
         Some((
@@ -126,6 +148,14 @@ impl Users {
         };
         users.insert(username.to_owned(), user);
         Some(profile)
+    }
+
+    /// Replaces the user's roles; `None` if there is no such user.
+    fn set_roles(&self, username: &str, roles: Vec<String>) -> Option<Profile> {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let user = users.get_mut(username)?;
+        user.roles = roles;
+        Some(user.profile.clone())
     }
 
     /// Stores a new password; returns its version.
@@ -180,11 +210,14 @@ struct Credentials {
     password: String,
 }
 
+/// Logs in; the new session keeps the data (cart, preferences) of the session the browser came
+/// with, as `Login` does by default, if that one was anonymous or the same user's.
 async fn login(
     req: HttpRequest,
     users: web::Data<Users>,
     throttle: web::Data<LoginThrottle>,
     session: Session,
+    sessions: Sessions,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
     let username = canonical_username(&creds.username).unwrap_or_default();
@@ -198,9 +231,17 @@ async fn login(
         return Ok(invalid_credentials());
     };
     let login = Login::new(profile.id.to_string(), &profile)
-        .roles(roles)
+        .roles(roles.clone())
         .credentials_version(version.to_string());
     session.login_with(login).await?;
+    // A role change between reading the roles and creating the session found no session to
+    // update: if the table moved on meanwhile, this login brings its session up to date.
+    if users
+        .find(&username)
+        .is_some_and(|(_, now, _)| now != roles)
+    {
+        push_roles(&users, &sessions, &username).await?;
+    }
     Ok(HttpResponse::Ok().cookie(device).json(profile))
 }
 
@@ -381,6 +422,166 @@ async fn admin(user: AuthUser<Profile>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "admin": user.username }))
 }
 
+/// What the cart, preference and role routes answer to input they cannot take.
+fn invalid_input() -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({ "error": "invalid_input" }))
+}
+
+/// The session-data name of the cart: a JSON array of strings.
+const CART: &str = "cart";
+/// The longest cart item, in characters.
+const MAX_ITEM_CHARS: usize = 100;
+
+#[derive(Deserialize)]
+struct CartItem {
+    item: String,
+}
+
+/// The cart, for anyone. Reading never starts a session: a visitor without one gets an empty
+/// cart and no cookie.
+async fn cart(session: Session) -> actix_web::Result<HttpResponse> {
+    let items: Vec<String> = session.get(CART).await?.unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+/// Adds an item, for anyone: a visitor's first item starts an anonymous session (the response
+/// sets its cookie), which a later login keeps. Read, append, write: of two additions racing
+/// in one session, one may be lost, which a cart can afford (the store offers no
+/// compare-and-set). The session's data limit bounds the cart (`413 session_data_too_large`).
+async fn add_to_cart(
+    session: Session,
+    body: web::Json<CartItem>,
+) -> actix_web::Result<HttpResponse> {
+    let item = body.into_inner().item;
+    if !(1..=MAX_ITEM_CHARS).contains(&item.chars().count()) {
+        return Ok(invalid_input());
+    }
+    let mut items: Vec<String> = session.get(CART).await?.unwrap_or_default();
+    items.push(item);
+    session.insert(CART, &items).await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+/// Preferences live in the session's data, one value per name `pref.{key}`.
+const PREF_PREFIX: &str = "pref.";
+/// The longest preference value, in characters.
+const MAX_PREF_CHARS: usize = 1000;
+
+/// Preference keys are 1 to 32 of `a-z`, `0-9` and `_`.
+fn valid_pref_key(key: &str) -> bool {
+    (1..=32).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[derive(Deserialize)]
+struct PrefValue {
+    value: String,
+}
+
+/// Sets one preference, for anyone (a first write starts an anonymous session, as for the
+/// cart). Only this key's value is written: requests setting other keys lose nothing.
+async fn set_pref(
+    session: Session,
+    key: web::Path<String>,
+    body: web::Json<PrefValue>,
+) -> actix_web::Result<HttpResponse> {
+    let value = body.into_inner().value;
+    if !valid_pref_key(&key) || value.chars().count() > MAX_PREF_CHARS {
+        return Ok(invalid_input());
+    }
+    session.insert(format!("{PREF_PREFIX}{key}"), value).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Every preference, as `{"key":"value",...}`: the `pref.` entries of the session's data.
+async fn prefs(session: Session) -> actix_web::Result<HttpResponse> {
+    let data = session.entries().await?;
+    let prefs: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .filter_map(|(name, json)| {
+            let key = name.strip_prefix(PREF_PREFIX)?;
+            // Only `set_pref` writes these names, always with a string.
+            let value: String = serde_json::from_str(json).ok()?;
+            Some((key.to_owned(), value.into()))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(prefs))
+}
+
+/// The roles `PUT /users/{username}/roles` may grant.
+const KNOWN_ROLES: &[&str] = &["admin"];
+
+#[derive(Deserialize)]
+struct RolesChange {
+    roles: Vec<String>,
+}
+
+/// Replaces a user's roles (admins only, see the route): future logins get them from the user
+/// table, and every live session of the user has them on its next request, on every instance.
+///
+/// Each instance of the quickstart has its own user table, so logins on other instances still
+/// grant the old roles until they restart; an app whose users live in a database has no such gap.
+async fn set_roles(
+    users: web::Data<Users>,
+    sessions: Sessions,
+    username: web::Path<String>,
+    body: web::Json<RolesChange>,
+) -> actix_web::Result<HttpResponse> {
+    let mut roles = body.into_inner().roles;
+    if roles
+        .iter()
+        .any(|role| !KNOWN_ROLES.contains(&role.as_str()))
+    {
+        return Ok(HttpResponse::BadRequest().json(json!({ "error": "unknown_role" })));
+    }
+    roles.sort();
+    roles.dedup();
+    let not_found = || HttpResponse::NotFound().json(json!({ "error": "not_found" }));
+    let Some(username) = canonical_username(&username) else {
+        return Ok(not_found());
+    };
+    if users.set_roles(&username, roles).is_none() {
+        return Ok(not_found());
+    }
+    push_roles(&users, &sessions, &username).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Gives every live session of `username` the profile and roles the user table holds, and
+/// repeats while the table changes under it: of two role changes racing, each push is followed
+/// by a look at the table, so the last one pushes what the table ends with.
+async fn push_roles(
+    users: &Users,
+    sessions: &Sessions,
+    username: &str,
+) -> Result<(), actix_login::Error> {
+    let Some((mut profile, mut roles, _)) = users.find(username) else {
+        return Ok(());
+    };
+    loop {
+        let id = profile.id.to_string();
+        sessions.update_user(&id, &profile, roles.clone()).await?;
+        match users.find(username) {
+            Some((now_profile, now_roles, _)) if now_roles != roles => {
+                (profile, roles) = (now_profile, now_roles);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The JSON settings of the cart, preference and role routes: malformed, missing or mistyped
+/// fields, a wrong content type and oversized bodies are all `400 {"error":"invalid_input"}`.
+/// Roomier than the rest, so that a 1000-character preference fits even with every character
+/// escaped.
+fn input_json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|err, _req| InternalError::from_response(err, invalid_input()).into())
+}
+
 /// Small bodies only, and JSON errors for malformed ones.
 fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
@@ -399,6 +600,9 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
     }
     if let Some(secs) = env_number("ABSOLUTE_TIMEOUT_SECS")? {
         builder = builder.absolute_timeout(Duration::from_secs(secs));
+    }
+    if let Some(secs) = env_number("ANON_IDLE_TIMEOUT_SECS")? {
+        builder = builder.anonymous_idle_timeout(Duration::from_secs(secs));
     }
     if let Some(secs) = env_number("FRESH_WINDOW_SECS")? {
         builder = builder.fresh_window(Duration::from_secs(secs));
@@ -595,6 +799,25 @@ async fn main() -> std::io::Result<()> {
                 web::resource("/admin")
                     .wrap(Require::role("admin"))
                     .route(web::get().to(admin)),
+            )
+            .service(
+                web::resource("/users/{username}/roles")
+                    .app_data(input_json_config())
+                    .wrap(Require::role("admin"))
+                    .route(web::put().to(set_roles)),
+            )
+            .service(
+                web::resource("/cart")
+                    .app_data(input_json_config())
+                    .route(web::get().to(cart))
+                    .route(web::post().to(add_to_cart)),
+            )
+            .route("/prefs", web::get().to(prefs))
+            // Any last segment, the empty one too, so that every bad key gets the same 400.
+            .service(
+                web::resource("/prefs/{key:.*}")
+                    .app_data(input_json_config())
+                    .route(web::put().to(set_pref)),
             )
             .wrap(login_middleware.clone())
     })

@@ -74,6 +74,7 @@ fn build_example() -> PathBuf {
         ("policy", cfg!(feature = "policy")),
         ("throttle", cfg!(feature = "throttle")),
         ("test-util", cfg!(feature = "test-util")),
+        ("actix-session", cfg!(feature = "actix-session")),
     ];
     let features: Vec<&str> = enabled
         .iter()
@@ -292,6 +293,323 @@ async fn check_contract(app: &Quickstart) {
         (status, body.as_str()),
         (StatusCode::UNAUTHORIZED, unauthenticated)
     );
+
+    // The data and role checks work on a user of their own: quickstart processes sharing a Redis
+    // share user ids, so a role change of alice or bob here, or a session of theirs kept long,
+    // would reach the others' (in their session lists, their per-user caps).
+    let (status, _, body) = call("POST", &url("/register"), Some(CAROL), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    check_session_data(app).await;
+    check_role_changes(app).await;
+}
+
+/// A user that `check_contract` signs up.
+const CAROL: &str = r#"{"username":"carol","password":"oxbow glimmer rotund"}"#;
+
+const INVALID_INPUT: &str = r#"{"error":"invalid_input"}"#;
+
+/// `GET` of a data route (`/cart`, `/prefs`): asserts `200`, returns the body and whether the
+/// response set a session cookie.
+async fn read_data(app: &Quickstart, path: &str, cookie: Option<&str>) -> (String, bool) {
+    let (status, cookies, body) = call("GET", &format!("{}{path}", app.base), None, cookie).await;
+    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+    let sets_session = cookies.iter().any(|c| c.starts_with("__Host-id="));
+    (body, sets_session)
+}
+
+/// The cart, as `GET /cart` shows it.
+async fn cart(app: &Quickstart, cookie: Option<&str>) -> String {
+    read_data(app, "/cart", cookie).await.0
+}
+
+/// The preferences, as `GET /prefs` shows them.
+async fn prefs(app: &Quickstart, cookie: &str) -> serde_json::Value {
+    let (body, _) = read_data(app, "/prefs", Some(cookie)).await;
+    serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET /prefs: {err}: {body}"))
+}
+
+/// `PUT /prefs/{key}`: status and body.
+async fn put_pref(app: &Quickstart, key: &str, body: &str, cookie: &str) -> (StatusCode, String) {
+    let url = format!("{}/prefs/{key}", app.base);
+    let (status, _, answer) = call("PUT", &url, Some(body), Some(cookie)).await;
+    (status, answer)
+}
+
+/// The cart and preferences: anonymous sessions that only writes start, login keeping them,
+/// logout ending them.
+async fn check_session_data(app: &Quickstart) {
+    let url = |path: &str| format!("{}{path}", app.base);
+    let add = |item: &str| format!(r#"{{"item":{}}}"#, serde_json::Value::from(item));
+
+    // Reading starts no session: an empty cart, empty preferences, no cookie.
+    for (path, empty) in [("/cart", r#"{"items":[]}"#), ("/prefs", "{}")] {
+        let (body, sets_session) = read_data(app, path, None).await;
+        assert_eq!(body, empty, "GET {path}");
+        assert!(!sets_session, "GET {path} without a session set a cookie");
+    }
+
+    // Bad items are refused, and start no session either.
+    let too_long = add(&"x".repeat(101));
+    for bad in [
+        add("").as_str(),
+        &too_long,
+        r#"{"item":"#,
+        "not json",
+        "{}",
+        r#"{"item":5}"#,
+        r#"{"items":["tea"]}"#,
+    ] {
+        let (status, cookies, body) = call("POST", &url("/cart"), Some(bad), None).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::BAD_REQUEST, INVALID_INPUT),
+            "{bad}"
+        );
+        assert!(cookies.is_empty(), "{bad}: {cookies:?}");
+    }
+
+    // The first item starts an anonymous session; the limit counts characters, not bytes.
+    let (status, cookies, body) = call("POST", &url("/cart"), Some(&add("tea")), None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"items":["tea"]}"#)
+    );
+    let visitor = session_cookie(&cookies);
+    let longest = "é".repeat(100);
+    let (status, cookies, body) =
+        call("POST", &url("/cart"), Some(&add(&longest)), Some(&visitor)).await;
+    let two_items = format!(r#"{{"items":["tea","{longest}"]}}"#);
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, two_items.as_str())
+    );
+    assert!(cookies.is_empty(), "a second write re-issued: {cookies:?}");
+    assert_eq!(cart(app, Some(&visitor)).await, two_items);
+    // Not a login.
+    for path in ["/me", "/admin"] {
+        let (status, _, _) = call("GET", &url(path), None, Some(&visitor)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+
+    // Preferences: one value per key, replaced by a later write.
+    let longest_value = "ü".repeat(1000);
+    let key32 = "k".repeat(32);
+    for (key, value) in [
+        ("theme", "dark"),
+        ("theme", "light"),
+        ("lang_2", ""),
+        ("sig", longest_value.as_str()),
+        (key32.as_str(), "x"),
+    ] {
+        let body = format!(r#"{{"value":{}}}"#, serde_json::Value::from(value));
+        assert_eq!(
+            put_pref(app, key, &body, &visitor).await,
+            (StatusCode::NO_CONTENT, String::new()),
+            "{key}"
+        );
+    }
+    let too_long_value = format!(r#"{{"value":"{}"}}"#, "ü".repeat(1001));
+    let key33 = "k".repeat(33);
+    for (key, body) in [
+        ("Bad-Key", r#"{"value":"v"}"#),
+        (key33.as_str(), r#"{"value":"v"}"#),
+        ("", r#"{"value":"v"}"#),
+        ("a.b", r#"{"value":"v"}"#),
+        ("theme", &too_long_value),
+        ("theme", r#"{"value":"#),
+        ("theme", r#"{"value":5}"#),
+        ("theme", "{}"),
+    ] {
+        assert_eq!(
+            put_pref(app, key, body, &visitor).await,
+            (StatusCode::BAD_REQUEST, INVALID_INPUT.to_owned()),
+            "{key:?} {body}"
+        );
+    }
+    let expected_prefs = serde_json::json!({
+        "theme": "light",
+        "lang_2": "",
+        "sig": longest_value,
+        key32.clone(): "x",
+    });
+    // Only the preferences: the cart is not one of them.
+    assert_eq!(prefs(app, &visitor).await, expected_prefs);
+
+    // A login keeps the data of the anonymous session it replaces, which ends.
+    let (status, cookies, _) = call("POST", &url("/login"), Some(CAROL), Some(&visitor)).await;
+    assert_eq!(status, StatusCode::OK);
+    let carol_session = session_cookie(&cookies);
+    assert_ne!(carol_session, visitor);
+    assert_eq!(cart(app, Some(&carol_session)).await, two_items);
+    assert_eq!(prefs(app, &carol_session).await, expected_prefs);
+    assert_eq!(cart(app, Some(&visitor)).await, r#"{"items":[]}"#);
+    let (status, _, body) = call(
+        "POST",
+        &url("/cart"),
+        Some(&add("jam")),
+        Some(&carol_session),
+    )
+    .await;
+    let three_items = format!(r#"{{"items":["tea","{longest}","jam"]}}"#);
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, three_items.as_str())
+    );
+
+    // Logout ends the session and its data.
+    let (status, _, _) = call("POST", &url("/logout"), None, Some(&carol_session)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (body, sets_session) = read_data(app, "/cart", None).await;
+    assert_eq!(body, r#"{"items":[]}"#);
+    assert!(!sets_session);
+    assert_eq!(cart(app, Some(&carol_session)).await, r#"{"items":[]}"#);
+    assert_eq!(prefs(app, &carol_session).await, serde_json::json!({}));
+
+    // A write with the ended session's cookie starts a new, empty session: the old one, and
+    // its cart, stay gone.
+    let (status, cookies, body) = call(
+        "POST",
+        &url("/cart"),
+        Some(&add("salt")),
+        Some(&carol_session),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"items":["salt"]}"#)
+    );
+    let restarted = session_cookie(&cookies);
+    assert_ne!(restarted, carol_session);
+    assert_eq!(cart(app, Some(&carol_session)).await, r#"{"items":[]}"#);
+    assert_eq!(cart(app, Some(&restarted)).await, r#"{"items":["salt"]}"#);
+    let (status, _, _) = call("GET", &url("/me"), None, Some(&carol_session)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call("GET", &url("/me"), None, Some(&restarted)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A login as another user than the session's starts empty.
+    let carol_again = log_in(app, "carol", "oxbow glimmer rotund").await;
+    let (status, _, _) = call("POST", &url("/cart"), Some(&add("oil")), Some(&carol_again)).await;
+    assert_eq!(status, StatusCode::OK);
+    let bob = r#"{"username":"bob","password":"bob-password-456"}"#;
+    let (status, cookies, _) = call("POST", &url("/login"), Some(bob), Some(&carol_again)).await;
+    assert_eq!(status, StatusCode::OK);
+    let bob_session = session_cookie(&cookies);
+    assert_eq!(cart(app, Some(&bob_session)).await, r#"{"items":[]}"#);
+    let (status, _, _) = call("POST", &url("/logout"), None, Some(&bob_session)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+/// `PUT /users/{username}/roles`: status and body.
+async fn put_roles(
+    app: &Quickstart,
+    username: &str,
+    body: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String) {
+    let url = format!("{}/users/{username}/roles", app.base);
+    let (status, _, answer) = call("PUT", &url, Some(body), cookie).await;
+    (status, answer)
+}
+
+/// `GET /admin` with `cookie`: its status.
+async fn admin_status(app: &Quickstart, cookie: &str) -> StatusCode {
+    let url = format!("{}/admin", app.base);
+    call("GET", &url, None, Some(cookie)).await.0
+}
+
+/// Role changes: admins only, known roles only, and live sessions follow at once. Carol's
+/// roles change; alice, the admin, logs out at the end.
+async fn check_role_changes(app: &Quickstart) {
+    let url = |path: &str| format!("{}{path}", app.base);
+    let carol = log_in(app, "carol", "oxbow glimmer rotund").await;
+    let alice = log_in(app, "alice", "alice-password-123").await;
+    assert_eq!(admin_status(app, &carol).await, StatusCode::FORBIDDEN);
+    let promote = r#"{"roles":["admin"]}"#;
+    let demote = r#"{"roles":[]}"#;
+
+    // Only admins.
+    let unauthenticated = r#"{"error":"unauthenticated"}"#;
+    assert_eq!(
+        put_roles(app, "carol", promote, None).await,
+        (StatusCode::UNAUTHORIZED, unauthenticated.to_owned())
+    );
+    let forbidden = (StatusCode::FORBIDDEN, r#"{"error":"forbidden"}"#.to_owned());
+    assert_eq!(
+        put_roles(app, "carol", promote, Some(&carol)).await,
+        forbidden
+    );
+    assert_eq!(
+        put_roles(app, "alice", demote, Some(&carol)).await,
+        forbidden
+    );
+    let not_found = (StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.to_owned());
+    assert_eq!(
+        put_roles(app, "nobody", promote, Some(&alice)).await,
+        not_found
+    );
+    assert_eq!(
+        put_roles(app, "no%20body", promote, Some(&alice)).await,
+        not_found
+    );
+    // Malformed bodies, and roles nobody may grant.
+    for body in [
+        r#"{"roles":"#,
+        "{}",
+        r#"{"roles":"admin"}"#,
+        r#"{"roles":[1]}"#,
+    ] {
+        assert_eq!(
+            put_roles(app, "carol", body, Some(&alice)).await,
+            (StatusCode::BAD_REQUEST, INVALID_INPUT.to_owned()),
+            "{body}"
+        );
+    }
+    for body in [r#"{"roles":["root"]}"#, r#"{"roles":["admin","ADMIN"]}"#] {
+        assert_eq!(
+            put_roles(app, "carol", body, Some(&alice)).await,
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"unknown_role"}"#.to_owned()
+            ),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        admin_status(app, &carol).await,
+        StatusCode::FORBIDDEN,
+        "a refused change granted the role"
+    );
+
+    // Promotion: the live session has the role on its next request, new logins get it.
+    assert_eq!(
+        put_roles(app, "carol", promote, Some(&alice)).await,
+        (StatusCode::NO_CONTENT, String::new())
+    );
+    let (status, _, body) = call("GET", &url("/admin"), None, Some(&carol)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"admin":"carol"}"#)
+    );
+    let (status, _, body) = call("GET", &url("/me"), None, Some(&carol)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(r#""username":"carol""#), "{body}");
+    let carol_later = log_in(app, "carol", "oxbow glimmer rotund").await;
+    assert_eq!(admin_status(app, &carol_later).await, StatusCode::OK);
+
+    // Demotion, through the name in any case: every session loses the role.
+    assert_eq!(
+        put_roles(app, "CAROL", demote, Some(&alice)).await,
+        (StatusCode::NO_CONTENT, String::new())
+    );
+    for session in [&carol, &carol_later] {
+        assert_eq!(admin_status(app, session).await, StatusCode::FORBIDDEN);
+    }
+    let carol_after = log_in(app, "carol", "oxbow glimmer rotund").await;
+    assert_eq!(admin_status(app, &carol_after).await, StatusCode::FORBIDDEN);
+    assert_eq!(admin_status(app, &alice).await, StatusCode::OK);
+    let (status, _, _) = call("POST", &url("/logout"), None, Some(&alice)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
 #[actix_web::test]
@@ -308,6 +626,15 @@ async fn quickstart_with_redis() {
     check_contract(&app).await;
 }
 
+#[actix_web::test]
+async fn quickstart_with_a_local_cache() {
+    // A Redis of its own: the contract signs a user up, and user ids are per process.
+    let server = support::redis_server::RedisServer::start();
+    let app = start_with(Some(&server.url()), &[("SESSION_CACHE", "1000")]);
+    assert!(app.banner.contains("session cache"), "{}", app.banner);
+    check_contract(&app).await;
+}
+
 /// One request: status, `Set-Cookie` headers, body.
 async fn call(
     method: &str,
@@ -315,7 +642,11 @@ async fn call(
     body: Option<&str>,
     cookie: Option<&str>,
 ) -> (StatusCode, Vec<String>, String) {
-    let client = awc::Client::default();
+    // awc's default 5 s is too short for an argon2 login on a loaded 2-core machine that runs
+    // several quickstart processes at once.
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
     let mut req = client.request(method.parse().unwrap(), url);
     if method != "GET" {
         // As a browser does for requests from the app's own pages.
@@ -536,6 +867,75 @@ fn quickstart_refuses_a_malformed_knob() {
         stderr.contains("IDLE_TIMEOUT_SECS must be a whole number"),
         "{stderr}"
     );
+}
+
+/// `ANON_IDLE_TIMEOUT_SECS` ends idle anonymous sessions, and only those; without it they last
+/// the library's 15 minutes.
+#[actix_web::test]
+async fn quickstart_anonymous_idle_timeout_comes_from_the_environment() {
+    let short = start_with(None, &[("ANON_IDLE_TIMEOUT_SECS", "1")]);
+    let default = start(None);
+    let tea = r#"{"item":"tea"}"#;
+    let mut visitors = Vec::new();
+    for app in [&short, &default] {
+        let (status, cookies, _) =
+            call("POST", &format!("{}/cart", app.base), Some(tea), None).await;
+        assert_eq!(status, StatusCode::OK);
+        visitors.push(session_cookie(&cookies));
+    }
+    // A visitor who logs in: the session that keeps their cart is a login's, with a login's
+    // idle timeout. The login must find the anonymous session alive, within a second of the
+    // write; the argon2 check on a loaded machine may take longer, so it may take a few tries.
+    let with_tea = r#"{"items":["tea"]}"#;
+    let bob = r#"{"username":"bob","password":"bob-password-456"}"#;
+    let mut member = None;
+    for _ in 0..5 {
+        let cart_url = format!("{}/cart", short.base);
+        let (status, cookies, _) = call("POST", &cart_url, Some(tea), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let anonymous = session_cookie(&cookies);
+        let login = format!("{}/login", short.base);
+        let (status, cookies, _) = call("POST", &login, Some(bob), Some(&anonymous)).await;
+        assert_eq!(status, StatusCode::OK);
+        let session = session_cookie(&cookies);
+        if cart(&short, Some(&session)).await == with_tea {
+            member = Some(session);
+            break;
+        }
+    }
+    let member = member.expect("no login found its anonymous session alive in five tries");
+
+    // Twice the timeout, and more: the session ends at most one timeout after its last use.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(cart(&short, Some(&visitors[0])).await, r#"{"items":[]}"#);
+    assert_eq!(cart(&default, Some(&visitors[1])).await, with_tea);
+    assert_eq!(
+        cart(&short, Some(&member)).await,
+        with_tea,
+        "a login's session ended"
+    );
+}
+
+#[test]
+fn quickstart_refuses_a_malformed_anonymous_idle_timeout() {
+    for value in ["soon", "1.5", "-1"] {
+        let output = Command::new(example_binary())
+            .env("ADDR", "127.0.0.1:0")
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_NODES")
+            .env_remove("REDIS_SENTINELS")
+            .env("ANON_IDLE_TIMEOUT_SECS", value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "started with {value:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("ANON_IDLE_TIMEOUT_SECS must be a whole number"),
+            "{value:?}: {stderr}"
+        );
+    }
 }
 
 /// A request the way a hostile page's form would send it: another site's `Origin`.
@@ -857,6 +1257,82 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
         gets * 4 < answered,
         "{gets} GETs for {answered} requests under load: the cache was not used"
     );
+}
+
+/// Asserts that `GET /admin` on `app` answers every cookie in `sessions` with `expected`, and
+/// that the answers came from `app`'s cache: most of them sent no `HMGET` to Redis. (Not all:
+/// on a loaded machine a late heartbeat sends a lookup to Redis now and then.)
+async fn admin_from_cache(
+    server: &support::redis_server::RedisServer,
+    app: &Quickstart,
+    sessions: &[&str],
+    expected: StatusCode,
+) {
+    let hmgets = || server.command_counts().get("hmget").copied().unwrap_or(0);
+    // The first answers may load the records; the next ones need not.
+    for session in sessions {
+        assert_eq!(admin_status(app, session).await, expected);
+    }
+    let before = hmgets();
+    let rounds = 5;
+    for _ in 0..rounds {
+        for session in sessions {
+            assert_eq!(admin_status(app, session).await, expected);
+        }
+    }
+    let fetched = hmgets() - before;
+    let requests = u64::try_from(rounds * sessions.len()).unwrap();
+    assert!(
+        fetched * 2 <= requests,
+        "{fetched} HMGETs for {requests} requests: the sessions were not served from the cache"
+    );
+}
+
+/// A role change made through one caching instance reaches sessions that the other instance
+/// holds in its cache on their very next request, both ways.
+#[actix_web::test]
+async fn a_role_change_reaches_sessions_cached_on_another_instance() {
+    let server = support::redis_server::RedisServer::start();
+    let url = server.url();
+    let cached = [("SESSION_CACHE", "1000")];
+    let a = start_with(Some(&url), &cached);
+    let b = start_with(Some(&url), &cached);
+    assert!(b.banner.contains("session cache"), "{}", b.banner);
+
+    // One session of bob's from each instance, both in B's cache.
+    let bob_from_a = log_in(&a, "bob", "bob-password-456").await;
+    let bob_from_b = log_in(&b, "bob", "bob-password-456").await;
+    let sessions = [bob_from_a.as_str(), bob_from_b.as_str()];
+    let admin = log_in(&a, "alice", "alice-password-123").await;
+    admin_from_cache(&server, &b, &sessions, StatusCode::FORBIDDEN).await;
+
+    let promote = r#"{"roles":["admin"]}"#;
+    assert_eq!(
+        put_roles(&a, "bob", promote, Some(&admin)).await,
+        (StatusCode::NO_CONTENT, String::new())
+    );
+    for session in sessions {
+        let (status, _, body) =
+            call("GET", &format!("{}/admin", b.base), None, Some(session)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"admin":"bob"}"#),
+            "promotion on A not seen on B"
+        );
+    }
+    admin_from_cache(&server, &b, &sessions, StatusCode::OK).await;
+
+    assert_eq!(
+        put_roles(&a, "bob", r#"{"roles":[]}"#, Some(&admin)).await,
+        (StatusCode::NO_CONTENT, String::new())
+    );
+    for session in sessions {
+        assert_eq!(
+            admin_status(&b, session).await,
+            StatusCode::FORBIDDEN,
+            "demotion on A not seen on B"
+        );
+    }
 }
 
 #[actix_web::test]
