@@ -279,10 +279,11 @@ mod web;
 pub use actix_web::cookie::SameSite;
 
 pub use crate::engine::{
-    SessionInfo, Sessions, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT,
-    DEFAULT_ANONYMOUS_IDLE_TIMEOUT, DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE,
-    DEFAULT_FRESH_WINDOW, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE,
-    DEFAULT_MAX_SESSIONS_PER_USER,
+    IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, DEFAULT_ABSOLUTE_TIMEOUT,
+    DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
+    DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE, DEFAULT_FRESH_WINDOW,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE, DEFAULT_MAX_SESSIONS_PER_USER,
+    DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT, DEFAULT_REMEMBER_IDLE_TIMEOUT,
 };
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]
@@ -305,8 +306,8 @@ pub use crate::store::{
     Admission, Carry, Counter, DataWrite, MemoryStore, SessionStore, ThrottleStore,
 };
 pub use crate::web::{
-    safe_next, AuthUser, ClientIpHeader, FlashLevel, FlashMessage, Login, LoginMiddleware,
-    LoginMiddlewareBuilder, MaybeUser, Require, Session, CSRF_FIELD, CSRF_HEADER,
+    safe_next, AuthUser, ClientIpHeader, ConfigError, FlashLevel, FlashMessage, Login,
+    LoginMiddleware, LoginMiddlewareBuilder, MaybeUser, Require, Session, CSRF_FIELD, CSRF_HEADER,
 };
 
 /// Compiles the README's examples as doctests.

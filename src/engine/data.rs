@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use super::address::address_bucket;
 use super::rules::ANONYMOUS_WINDOW;
 use super::{ActiveSession, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
+use crate::record::Lifetime;
 use crate::store::{Admission, Counter, DataWrite};
 use crate::{DataChange, Error, SessionData, StoreError};
 
@@ -62,9 +63,11 @@ impl SessionEngine {
         let record = SessionRecord::anonymous(
             super::lifecycle::random_id()?,
             now,
-            self.rules.anonymous_absolute_end(now),
+            self.rules.absolute_end_of(Lifetime::Anonymous, now),
         );
-        let expires_at = self.rules.idle_deadline_of(true, now, record.expires_at());
+        let expires_at = self
+            .rules
+            .idle_deadline_of(Lifetime::Anonymous, now, record.expires_at());
         for _ in 0..CREATE_ATTEMPTS {
             let token = SessionToken::generate().map_err(Error::Random)?;
             let key = token.key();
@@ -74,6 +77,7 @@ impl SessionEngine {
                     key,
                     record,
                     expires_at,
+                    refreshed: false,
                 };
                 return Ok((Issued { token, session }, previous));
             }

@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use super::{ActiveSession, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
+use crate::record::Lifetime;
 use crate::store::Carry;
 use crate::{Error, SessionData, StoreError};
 
@@ -38,13 +39,13 @@ impl SessionEngine {
             tracing::debug!(session = key.short(), "session past its deadline");
             return Ok(None);
         }
-        let anonymous = stored.record.is_anonymous();
-        let proposed = self.rules.idle_deadline_of(anonymous, now, absolute_end);
+        let lifetime = stored.record.lifetime();
+        let proposed = self.rules.idle_deadline_of(lifetime, now, absolute_end);
         let mut expires_at = stored.expires_at;
-        if self
+        let refreshed = self
             .rules
-            .worth_refreshing_of(anonymous, expires_at, proposed)
-        {
+            .worth_refreshing_of(lifetime, expires_at, proposed);
+        if refreshed {
             let extended = self.store.extend(&key, proposed).await;
             if !absent_if_corrupt(extended)? {
                 // Logged out or revoked between the load and the refresh.
@@ -56,6 +57,7 @@ impl SessionEngine {
             key,
             record: stored.record,
             expires_at,
+            refreshed,
         }))
     }
 
@@ -131,8 +133,13 @@ impl SessionEngine {
             return Err(Error::InvalidInput);
         }
         let now = SystemTime::now();
-        let absolute_end = self.rules.absolute_end(now);
-        let record = SessionRecord::new(
+        let lifetime = if grant.remember {
+            Lifetime::Remembered
+        } else {
+            Lifetime::Standard
+        };
+        let absolute_end = self.rules.absolute_end_of(lifetime, now);
+        let mut record = SessionRecord::new(
             random_id()?,
             grant.user_id.clone(),
             grant.user.clone(),
@@ -141,9 +148,16 @@ impl SessionEngine {
         )
         .with_roles(grant.roles.clone())
         .with_client(grant.ip.clone(), grant.user_agent.clone());
+        if grant.bearer {
+            record = record.login_token(grant.remember);
+        } else if grant.remember {
+            record = record.remembered();
+        }
         // From the record's end, which is kept to the millisecond, so the idle deadline never
         // passes it by a fraction.
-        let expires_at = self.rules.idle_deadline_of(false, now, record.expires_at());
+        let expires_at = self
+            .rules
+            .idle_deadline_of(lifetime, now, record.expires_at());
         for _ in 0..CREATE_ATTEMPTS {
             let (token, created) = match from {
                 Some(from) => {
@@ -178,6 +192,8 @@ impl SessionEngine {
                 session = key.short(),
                 user_id = record.user_id(),
                 kept_data = from.is_some(),
+                remembered = record.is_remembered(),
+                bearer = record.is_bearer(),
                 "login"
             );
             self.trim_to_cap(record.user_id()).await?;
@@ -185,6 +201,7 @@ impl SessionEngine {
                 key,
                 record,
                 expires_at,
+                refreshed: false,
             };
             return Ok(Started::Done(Issued { token, session }));
         }
@@ -228,10 +245,9 @@ impl SessionEngine {
         if reauthenticated {
             record = record.reauthenticated(now);
         }
-        let anonymous = record.is_anonymous();
         let expires_at = self
             .rules
-            .idle_deadline_of(anonymous, now, record.expires_at());
+            .idle_deadline_of(record.lifetime(), now, record.expires_at());
         let token = SessionToken::generate_beside(&active.key).map_err(Error::Random)?;
         let key = token.key();
         let moved = self
@@ -251,6 +267,7 @@ impl SessionEngine {
             key,
             record,
             expires_at,
+            refreshed: false,
         };
         Ok(Issued { token, session })
     }

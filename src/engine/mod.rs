@@ -12,6 +12,7 @@
 //! | `rules.rs` | idle and absolute expiry, freshness, the refresh threshold |
 //! | `lifecycle.rs` | resolve, login, logout, rotation |
 //! | `sessions.rs` | listing, revocation, the per-user cap, and the public [`Sessions`] handle |
+//! | `tokens.rs` | personal access tokens: bearer sessions a logged-in user creates |
 //! | `data.rs` | session data, anonymous sessions, live updates of a user's profile and roles |
 //! | `address.rs` | client addresses as counters see them |
 //! | `credentials.rs` | a password change that no login verified against the old one outlives |
@@ -31,6 +32,7 @@ mod lifecycle;
 pub(crate) mod rules;
 mod sessions;
 pub(crate) mod token;
+mod tokens;
 
 #[cfg(feature = "throttle")]
 pub(crate) use self::address::address_bucket;
@@ -39,8 +41,10 @@ pub use self::rules::{
     DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
     DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE, DEFAULT_FRESH_WINDOW,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE, DEFAULT_MAX_SESSIONS_PER_USER,
+    DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT, DEFAULT_REMEMBER_IDLE_TIMEOUT,
 };
-pub use self::sessions::{SessionInfo, Sessions};
+pub use self::sessions::{SessionInfo, SessionKind, Sessions};
+pub use self::tokens::{IssuedToken, PersonalToken};
 pub(crate) use self::token::SessionToken;
 
 /// A store and the rules its sessions follow. Cheap to clone: both are shared.
@@ -82,6 +86,9 @@ pub(crate) struct ActiveSession {
     pub(crate) key: SessionKey,
     pub(crate) record: SessionRecord,
     pub(crate) expires_at: SystemTime,
+    /// Whether resolving it just moved its idle deadline: a persistent cookie must then move
+    /// its expiry too.
+    pub(crate) refreshed: bool,
 }
 
 /// Who logs in, and what their session remembers besides the profile.
@@ -95,6 +102,10 @@ pub(crate) struct Grant {
     pub(crate) user_agent: Option<String>,
     /// The fingerprint of the credentials the login verified, if the app named them.
     pub(crate) credentials: Option<CredentialsVersion>,
+    /// Whether the login asked for the longer, remembered lifetime.
+    pub(crate) remember: bool,
+    /// Whether the client gets a bearer token rather than a cookie.
+    pub(crate) bearer: bool,
 }
 
 /// What a store keeps to tell one version of a user's credentials from the next: a hash of

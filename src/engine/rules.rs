@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::record::Lifetime;
+
 /// Default idle timeout: 30 minutes (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute lifetime: 12 hours (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
@@ -15,6 +17,12 @@ pub const DEFAULT_FRESH_WINDOW: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_ANONYMOUS_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Default absolute lifetime of a session without a login: 4 hours.
 pub const DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
+/// Default idle timeout of a remembered login ("keep me signed in"): 7 days. A remembered
+/// session is a single-factor, long-lived one (NIST SP 800-63B AAL1, which asks for a new
+/// login at least every 30 days and sets no idle limit); a week of disuse still ends it.
+pub const DEFAULT_REMEMBER_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Default absolute lifetime of a remembered login: 30 days (NIST SP 800-63B AAL1).
+pub const DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// Default limit on a session's data: 64 KiB of names and JSON values.
 pub const DEFAULT_MAX_DATA_SIZE: usize = 64 * 1024;
 /// Default number of sessions without a login that may start per minute from one client
@@ -50,6 +58,8 @@ pub(crate) struct SessionRules {
     absolute_timeout: Duration,
     anonymous_idle_timeout: Duration,
     anonymous_absolute_timeout: Duration,
+    remember_idle_timeout: Duration,
+    remember_absolute_timeout: Duration,
     fresh_window: Duration,
     max_sessions_per_user: usize,
     max_data_size: usize,
@@ -64,6 +74,8 @@ impl Default for SessionRules {
             absolute_timeout: DEFAULT_ABSOLUTE_TIMEOUT,
             anonymous_idle_timeout: DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
             anonymous_absolute_timeout: DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT,
+            remember_idle_timeout: DEFAULT_REMEMBER_IDLE_TIMEOUT,
+            remember_absolute_timeout: DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT,
             fresh_window: DEFAULT_FRESH_WINDOW,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             max_data_size: DEFAULT_MAX_DATA_SIZE,
@@ -102,17 +114,38 @@ impl SessionRules {
         (self.anonymous_per_address, self.anonymous_per_minute)
     }
 
-    /// The absolute end of an anonymous session created at `now`.
-    pub(crate) fn anonymous_absolute_end(&self, now: SystemTime) -> SystemTime {
-        now + self.anonymous_absolute_timeout
+    pub(crate) fn set_remember_idle_timeout(&mut self, timeout: Duration) {
+        self.remember_idle_timeout = timeout.min(MAX_TIMEOUT);
     }
 
-    /// The idle timeout of a session of this kind.
-    fn idle_timeout_of(&self, anonymous: bool) -> Duration {
-        if anonymous {
-            self.anonymous_idle_timeout
-        } else {
-            self.idle_timeout
+    pub(crate) fn set_remember_absolute_timeout(&mut self, timeout: Duration) {
+        self.remember_absolute_timeout = timeout.min(MAX_TIMEOUT);
+    }
+
+    /// The absolute end of a session of this kind created at `now`. A personal access token
+    /// has its own end, chosen when it is created (see [`token_end`](Self::token_end)).
+    pub(crate) fn absolute_end_of(&self, lifetime: Lifetime, now: SystemTime) -> SystemTime {
+        now + match lifetime {
+            Lifetime::Anonymous => self.anonymous_absolute_timeout,
+            Lifetime::Standard => self.absolute_timeout,
+            Lifetime::Remembered => self.remember_absolute_timeout,
+            Lifetime::Fixed => MAX_TIMEOUT,
+        }
+    }
+
+    /// The end of a personal access token created at `now` that lasts `lifetime`, or as long
+    /// as anything may when `None`.
+    pub(crate) fn token_end(&self, now: SystemTime, lifetime: Option<Duration>) -> SystemTime {
+        now + lifetime.map_or(MAX_TIMEOUT, |l| l.min(MAX_TIMEOUT))
+    }
+
+    /// The idle timeout of a session of this kind; `None` when it has none.
+    pub(crate) fn idle_timeout_of(&self, lifetime: Lifetime) -> Option<Duration> {
+        match lifetime {
+            Lifetime::Anonymous => Some(self.anonymous_idle_timeout),
+            Lifetime::Standard => Some(self.idle_timeout),
+            Lifetime::Remembered => Some(self.remember_idle_timeout),
+            Lifetime::Fixed => None,
         }
     }
 
@@ -120,24 +153,30 @@ impl SessionRules {
     /// `absolute_end`.
     pub(crate) fn idle_deadline_of(
         &self,
-        anonymous: bool,
+        lifetime: Lifetime,
         now: SystemTime,
         absolute_end: SystemTime,
     ) -> SystemTime {
-        (now + self.idle_timeout_of(anonymous)).min(absolute_end)
+        match self.idle_timeout_of(lifetime) {
+            Some(idle) => (now + idle).min(absolute_end),
+            None => absolute_end,
+        }
     }
 
     /// Whether moving the deadline of a session of this kind from `current` to `proposed` is
     /// worth a store write.
     pub(crate) fn worth_refreshing_of(
         &self,
-        anonymous: bool,
+        lifetime: Lifetime,
         current: SystemTime,
         proposed: SystemTime,
     ) -> bool {
+        let Some(idle) = self.idle_timeout_of(lifetime) else {
+            return false;
+        };
         proposed
             .duration_since(current)
-            .is_ok_and(|gain| gain >= self.idle_timeout_of(anonymous) / REFRESH_FRACTION)
+            .is_ok_and(|gain| gain >= idle / REFRESH_FRACTION)
     }
 
     pub(crate) fn set_idle_timeout(&mut self, timeout: Duration) {
@@ -156,21 +195,12 @@ impl SessionRules {
         self.max_sessions_per_user = max.max(1);
     }
 
-    pub(crate) fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
-    }
-
     pub(crate) fn absolute_timeout(&self) -> Duration {
         self.absolute_timeout
     }
 
     pub(crate) fn max_sessions_per_user(&self) -> usize {
         self.max_sessions_per_user
-    }
-
-    /// The absolute end of a session created at `now`.
-    pub(crate) fn absolute_end(&self, now: SystemTime) -> SystemTime {
-        now + self.absolute_timeout
     }
 
     /// Whether a password entered at `authenticated_at` is recent enough for sensitive actions.
@@ -195,10 +225,10 @@ mod tests {
         let far = now + Duration::from_secs(86_400);
         let near = now + Duration::from_secs(60);
         assert_eq!(
-            rules.idle_deadline_of(false, now, far),
+            rules.idle_deadline_of(Lifetime::Standard, now, far),
             now + DEFAULT_IDLE_TIMEOUT
         );
-        assert_eq!(rules.idle_deadline_of(false, now, near), near);
+        assert_eq!(rules.idle_deadline_of(Lifetime::Standard, now, near), near);
     }
 
     #[test]
@@ -219,10 +249,10 @@ mod tests {
         let now = SystemTime::now();
         let tenth = DEFAULT_IDLE_TIMEOUT / 10;
         let step = Duration::from_millis(1);
-        assert!(!rules.worth_refreshing_of(false, now, now));
-        assert!(!rules.worth_refreshing_of(false, now, now + tenth - step));
-        assert!(rules.worth_refreshing_of(false, now, now + tenth));
-        assert!(!rules.worth_refreshing_of(false, now + tenth, now));
+        assert!(!rules.worth_refreshing_of(Lifetime::Standard, now, now));
+        assert!(!rules.worth_refreshing_of(Lifetime::Standard, now, now + tenth - step));
+        assert!(rules.worth_refreshing_of(Lifetime::Standard, now, now + tenth));
+        assert!(!rules.worth_refreshing_of(Lifetime::Standard, now + tenth, now));
     }
 
     #[test]
@@ -232,8 +262,8 @@ mod tests {
         rules.set_absolute_timeout(Duration::MAX);
         rules.set_max_sessions_per_user(0);
         let now = SystemTime::now();
-        let end = rules.absolute_end(now);
-        assert_eq!(rules.idle_deadline_of(false, now, end), end);
+        let end = rules.absolute_end_of(Lifetime::Standard, now);
+        assert_eq!(rules.idle_deadline_of(Lifetime::Standard, now, end), end);
         assert_eq!(rules.max_sessions_per_user(), 1);
     }
 }

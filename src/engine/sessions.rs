@@ -43,19 +43,30 @@ impl std::fmt::Debug for Sessions {
 /// One session as shown to its owner. Holds nothing that could be used to take the session
 /// over: `id` is a public handle, not the token or its hash.
 ///
-/// Serialises as `{"id","created_at","last_seen","ip","user_agent","current"}` with times in
-/// Unix seconds.
+/// Serialises as
+/// `{"id","kind","name","remembered","created_at","last_seen","expires_at","ip","user_agent","current"}`
+/// with times in Unix seconds.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct SessionInfo {
     /// The public handle, for [`Sessions::revoke`].
     pub id: String,
-    /// When the user logged in.
+    /// Whether a browser holds it in a cookie or a client presents it as a bearer token.
+    pub kind: SessionKind,
+    /// The name of a personal access token; `None` for other sessions.
+    pub name: Option<String>,
+    /// Whether the login asked to be remembered ("keep me signed in").
+    pub remembered: bool,
+    /// When the user logged in, or the token was created.
     #[serde(serialize_with = "unix_seconds")]
     pub created_at: SystemTime,
-    /// When the session was last used, to within a tenth of the idle timeout.
+    /// When the session was last used, to within a tenth of the idle timeout. Personal access
+    /// tokens have no idle timeout and are not tracked: for them it is the creation time.
     #[serde(serialize_with = "unix_seconds")]
     pub last_seen: SystemTime,
+    /// When the session ends at the latest, however active it is.
+    #[serde(serialize_with = "unix_seconds")]
+    pub expires_at: SystemTime,
     /// The client's IP address at login: the TCP peer, or behind
     /// [trusted proxies](crate::LoginMiddlewareBuilder::trust_proxies) the address they report.
     pub ip: Option<String>,
@@ -63,6 +74,18 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
     /// Whether this is the session of the request that asked.
     pub current: bool,
+}
+
+/// How a client holds a session, as [`SessionInfo`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SessionKind {
+    /// A browser, with the session cookie.
+    Browser,
+    /// A client sending `Authorization: Bearer`: a token from a login, or a personal access
+    /// token.
+    Token,
 }
 
 fn unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -168,14 +191,23 @@ impl SessionEngine {
         let record = &stored.record;
         // The store keeps the idle deadline, not the time of the last request; the deadline was
         // last moved to "then + idle timeout".
-        let refreshed = stored
-            .expires_at
-            .checked_sub(self.rules.idle_timeout())
+        let refreshed = self
+            .rules
+            .idle_timeout_of(record.lifetime())
+            .and_then(|idle| stored.expires_at.checked_sub(idle))
             .unwrap_or(UNIX_EPOCH);
         SessionInfo {
             id: record.id().to_owned(),
+            kind: if record.is_bearer() {
+                SessionKind::Token
+            } else {
+                SessionKind::Browser
+            },
+            name: record.token_name().map(str::to_owned),
+            remembered: record.is_remembered(),
             created_at: record.created_at(),
             last_seen: refreshed.max(record.created_at()),
+            expires_at: record.expires_at(),
             ip: record.ip().map(str::to_owned),
             user_agent: record.user_agent().map(str::to_owned),
             current,
@@ -220,16 +252,23 @@ impl SessionEngine {
     /// Ends the oldest sessions of `user_id` beyond the per-user cap, and prunes the index on
     /// the way. Called after a login has created its session, so that logins racing each other
     /// each see all the sessions written so far: whichever lists last sees every one of them.
-    /// All sort alike (creation time, then public id), so they agree on which survive: the
-    /// newest. A login that loses such a race has its own session ended.
+    /// All sort alike (personal access tokens after other sessions, then creation time, then
+    /// public id), so they agree on which survive: the newest. A login that loses such a race
+    /// has its own session ended. Tokens go last because a script relying on one should not
+    /// break because its owner logged in many times from browsers.
     pub(crate) async fn trim_to_cap(&self, user_id: &str) -> Result<(), Error> {
         let mut live = self.store.list(user_id).await?.live;
         let cap = self.rules.max_sessions_per_user();
         if live.len() <= cap {
             return Ok(());
         }
-        live.sort_by(|(_, a), (_, b)| {
-            (a.record.created_at(), a.record.id()).cmp(&(b.record.created_at(), b.record.id()))
+        live.sort_by_key(|(_, stored)| {
+            let record = &stored.record;
+            (
+                record.token_name().is_some(),
+                record.created_at(),
+                record.id().to_owned(),
+            )
         });
         let excess = live.len() - cap;
         let oldest: Vec<String> = live

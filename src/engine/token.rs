@@ -20,9 +20,10 @@ const TOKEN_BYTES: usize = GROUP_BYTES + SECRET_BYTES;
 /// Length of the cookie value: 35 bytes in unpadded base64url.
 pub(crate) const TOKEN_LEN: usize = 47;
 
-/// The secret a client presents in its cookie.
+/// The secret a client presents in its cookie or `Authorization: Bearer` header.
 ///
 /// Never logged: `Debug` prints a placeholder.
+#[derive(Clone)]
 pub(crate) struct SessionToken(String);
 
 impl SessionToken {

@@ -56,6 +56,57 @@ struct Fields {
     ip: Option<String>,
     #[serde(rename = "ua", default, skip_serializing_if = "Option::is_none")]
     user_agent: Option<String>,
+    /// Absent for the common case, a browser session that ends with the browser.
+    #[serde(rename = "k", default, skip_serializing_if = "Kind::is_browser")]
+    kind: Kind,
+}
+
+/// How the client holds a session's token and what keeps the session alive. Kept apart from
+/// the user fields so a live update of the user never changes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+enum Kind {
+    /// A cookie that lasts for the browser session.
+    #[default]
+    #[serde(rename = "b")]
+    Browser,
+    /// A persistent cookie ("keep me signed in").
+    #[serde(rename = "r")]
+    Remembered,
+    /// A bearer token handed out by a login instead of a cookie; `remembered` gives it the
+    /// longer lifetime.
+    #[serde(rename = "t")]
+    LoginToken {
+        #[serde(rename = "m", default, skip_serializing_if = "std::ops::Not::not")]
+        remembered: bool,
+    },
+    /// A named personal access token a logged-in user created; it never idles out.
+    #[serde(rename = "p")]
+    Personal {
+        #[serde(rename = "n")]
+        name: String,
+        /// `None`: everything the user may do. `Some`: only routes requiring one of these.
+        #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+        scopes: Option<Vec<String>>,
+    },
+}
+
+impl Kind {
+    fn is_browser(&self) -> bool {
+        *self == Kind::Browser
+    }
+}
+
+/// Which expiry rules a session follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// A visitor's session without a login.
+    Anonymous,
+    /// A login: the normal idle and absolute limits.
+    Standard,
+    /// A login that asked to be remembered: the longer limits.
+    Remembered,
+    /// A personal access token: no idle limit, only its own end.
+    Fixed,
 }
 
 impl SessionRecord {
@@ -81,6 +132,7 @@ impl SessionRecord {
             roles: Vec::new(),
             ip: None,
             user_agent: None,
+            kind: Kind::Browser,
         }))
     }
 
@@ -123,10 +175,84 @@ impl SessionRecord {
         self
     }
 
+    /// The same record for a login that asked to be remembered: a persistent cookie and the
+    /// longer lifetime.
+    pub(crate) fn remembered(mut self) -> Self {
+        Arc::make_mut(&mut self.0).kind = Kind::Remembered;
+        self
+    }
+
+    /// The same record reached by a bearer token from a login rather than a cookie.
+    pub(crate) fn login_token(mut self, remembered: bool) -> Self {
+        Arc::make_mut(&mut self.0).kind = Kind::LoginToken { remembered };
+        self
+    }
+
+    /// The same record as a personal access token named `name`, limited to `scopes` if given.
+    pub(crate) fn personal_token(mut self, name: String, scopes: Option<Vec<String>>) -> Self {
+        Arc::make_mut(&mut self.0).kind = Kind::Personal { name, scopes };
+        self
+    }
+
     /// The same record, with the password confirmed again at `now`.
     pub(crate) fn reauthenticated(mut self, now: SystemTime) -> Self {
         Arc::make_mut(&mut self.0).authenticated_at = Some(unix_millis(now));
         self
+    }
+
+    /// Whether the client presents this session's token in an `Authorization: Bearer` header
+    /// rather than a cookie.
+    pub fn is_bearer(&self) -> bool {
+        matches!(
+            self.0.kind,
+            Kind::LoginToken { .. } | Kind::Personal { .. }
+        )
+    }
+
+    /// Whether the login asked to be remembered ("keep me signed in"): the session has the
+    /// longer lifetime, and in a browser a persistent cookie.
+    pub fn is_remembered(&self) -> bool {
+        matches!(
+            self.0.kind,
+            Kind::Remembered | Kind::LoginToken { remembered: true }
+        )
+    }
+
+    /// The name of a personal access token; `None` for every other session.
+    pub fn token_name(&self) -> Option<&str> {
+        match &self.0.kind {
+            Kind::Personal { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The scopes a personal access token is limited to; `None` for a token without limits
+    /// and for every other session.
+    pub fn scopes(&self) -> Option<&[String]> {
+        match &self.0.kind {
+            Kind::Personal { scopes, .. } => scopes.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this session may act within `scope`: every session may, except a personal
+    /// access token limited to other scopes.
+    pub fn allows_scope(&self, scope: &str) -> bool {
+        self.scopes()
+            .is_none_or(|scopes| scopes.iter().any(|s| s == scope))
+    }
+
+    /// Which expiry rules the session follows.
+    pub(crate) fn lifetime(&self) -> Lifetime {
+        if self.is_anonymous() {
+            Lifetime::Anonymous
+        } else if matches!(self.0.kind, Kind::Personal { .. }) {
+            Lifetime::Fixed
+        } else if self.is_remembered() {
+            Lifetime::Remembered
+        } else {
+            Lifetime::Standard
+        }
     }
 
     /// The session's public handle: random, unrelated to the token, unchanged by rotation.

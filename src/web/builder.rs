@@ -119,12 +119,49 @@ impl LoginMiddlewareBuilder {
         self
     }
 
-    /// The cookie name (default `__Host-id`).
+    /// How long a remembered session ("keep me signed in", [`Login::remember`](crate::Login::remember))
+    /// may go unused before it ends (default 7 days). Its cookie expires with it.
+    pub fn remember_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.rules.set_remember_idle_timeout(timeout);
+        self
+    }
+
+    /// How long a remembered session may last however active it is (default 30 days, the
+    /// longest NIST SP 800-63B allows between logins for a single-factor session). Measured
+    /// from login.
+    pub fn remember_absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.rules.set_remember_absolute_timeout(timeout);
+        self
+    }
+
+    /// The cookie name (default `__Host-id`, or `__Secure-id` with a
+    /// [`cookie_domain`](Self::cookie_domain)).
     ///
     /// Browsers accept a `__Host-` cookie only if it is `Secure`, has `Path=/` and no `Domain`,
     /// which is what this crate sends unless [`cookie_secure(false)`](Self::cookie_secure) is set.
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
         self.config.cookie.name = name.into();
+        self.config.cookie.named = true;
+        self
+    }
+
+    /// Sends the cookie with `Domain=domain`, so every subdomain of `domain` receives it (for
+    /// an app spread over `app.example.com` and `admin.example.com`, say `example.com`).
+    ///
+    /// The default name becomes `__Secure-id`: `__Host-` forbids a domain, and a `__Host-`
+    /// name set with [`cookie_name`](Self::cookie_name) together with a domain is refused by
+    /// [`try_build`](Self::try_build) (and [`build`](Self::build) panics).
+    ///
+    /// What it costs: every host under `domain` then receives the session cookie, so any of
+    /// them that is compromised, or serves someone else's content, can read it from the
+    /// requests it gets and act as the user; and any of them can set a cookie of the same
+    /// name for `domain`, which this crate then sees twice and ignores (the visitor looks
+    /// logged out) rather than trusting either. The cross-site checks do not widen with it:
+    /// a sibling subdomain is *same-site* but another origin, so its unsafe requests are
+    /// refused unless you add it with [`csrf_trusted_origin`](Self::csrf_trusted_origin).
+    /// Use a domain only when every host under it is yours and equally trusted.
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.cookie.domain = Some(domain.into());
         self
     }
 
@@ -208,7 +245,21 @@ impl LoginMiddlewareBuilder {
     }
 
     /// Finishes the configuration.
+    ///
+    /// # Panics
+    /// If the configuration is one [`try_build`](Self::try_build) refuses: a bug in the app's
+    /// setup, caught when the server starts, before any request.
     pub fn build(self) -> LoginMiddleware {
+        match self.try_build() {
+            Ok(middleware) => middleware,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// Finishes the configuration, or says what is wrong with it: a cookie domain that is not
+    /// a domain name, or a `__Host-` cookie name with a domain.
+    pub fn try_build(mut self) -> Result<LoginMiddleware, ConfigError> {
+        self.config.cookie.settle().map_err(ConfigError)?;
         let cookie = &self.config.cookie;
         let prefixed = cookie.name.starts_with("__Host-") || cookie.name.starts_with("__Secure-");
         if prefixed && !cookie.secure {
@@ -218,6 +269,12 @@ impl LoginMiddlewareBuilder {
             );
         }
         let engine = SessionEngine::shared(self.store, self.rules);
-        LoginMiddleware::from_parts(engine, self.config)
+        Ok(LoginMiddleware::from_parts(engine, self.config))
     }
 }
+
+/// A [`LoginMiddlewareBuilder`] setting that cannot work, from
+/// [`try_build`](LoginMiddlewareBuilder::try_build).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("LoginMiddleware configuration: {0}")]
+pub struct ConfigError(String);

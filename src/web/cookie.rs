@@ -1,6 +1,8 @@
 //! Reading the session cookie from a request and writing it to a response.
 
-use actix_web::cookie::{Cookie, SameSite};
+use std::time::SystemTime;
+
+use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::http::header::{HeaderMap, COOKIE};
 
 use crate::engine::token::{SessionToken, TOKEN_LEN};
@@ -9,29 +11,42 @@ use crate::engine::token::{SessionToken, TOKEN_LEN};
 #[derive(Clone, Debug)]
 pub(crate) struct CookieConfig {
     pub(crate) name: String,
+    /// Whether the app chose the name, rather than taking the default.
+    pub(crate) named: bool,
     pub(crate) secure: bool,
     pub(crate) same_site: SameSite,
+    pub(crate) domain: Option<String>,
 }
+
+/// The cookie name without a `Domain`: the strictest prefix browsers know.
+pub(crate) const DEFAULT_NAME: &str = "__Host-id";
+/// The cookie name with a `Domain`, which `__Host-` forbids.
+pub(crate) const DEFAULT_DOMAIN_NAME: &str = "__Secure-id";
 
 impl Default for CookieConfig {
     fn default() -> Self {
         Self {
             // `__Host-` makes browsers refuse the cookie unless it is Secure, host-only and on
             // `/`, so a sibling subdomain or a plain-HTTP response cannot plant one.
-            name: "__Host-id".to_owned(),
+            name: DEFAULT_NAME.to_owned(),
+            named: false,
             secure: true,
             same_site: SameSite::Lax,
+            domain: None,
         }
     }
 }
 
-/// What the client sent in place of a session cookie.
+/// The session token the client sent, and how.
 pub(crate) enum Presented {
     Absent,
-    /// Present but not something this crate issued: wrong length or alphabet, not UTF-8,
-    /// or the cookie given twice. Never looked up.
+    /// A session cookie that is not something this crate issued: wrong length or alphabet,
+    /// not UTF-8, or the cookie given twice. Never looked up.
     Malformed,
+    /// A session cookie.
     Token(SessionToken),
+    /// An `Authorization: Bearer` token. Any session cookie beside it is ignored.
+    Bearer(SessionToken),
 }
 
 impl CookieConfig {
@@ -65,10 +80,47 @@ impl CookieConfig {
         }
     }
 
-    /// The cookie that hands `token` to the client. It has no `Max-Age`: it lasts for the
-    /// browser session, and the server decides when the session really ends.
-    pub(crate) fn issue<'a>(&'a self, token: &'a SessionToken) -> Cookie<'a> {
-        self.base(token.as_str())
+    /// The cookie that hands `token` to the client. Without `persist_until` it has no
+    /// `Max-Age`: it lasts for the browser session, and the server decides when the session
+    /// really ends. A remembered session's cookie lasts until `persist_until`, its idle
+    /// deadline (never past its absolute end), so the browser forgets it when the server does.
+    pub(crate) fn issue<'a>(
+        &'a self,
+        token: &'a SessionToken,
+        persist_until: Option<SystemTime>,
+    ) -> Cookie<'a> {
+        let mut cookie = self.base(token.as_str());
+        if let Some(until) = persist_until {
+            let left = until
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .as_secs();
+            cookie.set_max_age(time::Duration::seconds(
+                i64::try_from(left).unwrap_or(i64::MAX),
+            ));
+        }
+        cookie
+    }
+
+    /// Refuses settings browsers would reject or that defeat the cookie's prefix; with a
+    /// domain and the default name, takes the `__Secure-` name.
+    pub(crate) fn settle(&mut self) -> Result<(), String> {
+        let Some(domain) = &self.domain else {
+            return Ok(());
+        };
+        if domain.is_empty() || domain.bytes().any(|b| b.is_ascii_whitespace() || b == b';') {
+            return Err(format!("cookie domain {domain:?} is not a domain name"));
+        }
+        if !self.named {
+            DEFAULT_DOMAIN_NAME.clone_into(&mut self.name);
+        } else if self.name.starts_with("__Host-") {
+            return Err(format!(
+                "cookie {:?} cannot have a Domain: browsers drop __Host- cookies that set one; \
+                 use a __Secure- name, or leave the name unset to get {DEFAULT_DOMAIN_NAME:?}",
+                self.name
+            ));
+        }
+        Ok(())
     }
 
     /// A cookie that makes the browser forget the session cookie. It carries the same name,
@@ -80,12 +132,16 @@ impl CookieConfig {
     }
 
     fn base<'a>(&'a self, value: &'a str) -> Cookie<'a> {
-        Cookie::build(self.name.as_str(), value)
+        let mut cookie = Cookie::build(self.name.as_str(), value)
             .path("/")
             .http_only(true)
             .secure(self.secure)
             .same_site(self.same_site)
-            .finish()
+            .finish();
+        if let Some(domain) = &self.domain {
+            cookie.set_domain(domain.as_str());
+        }
+        cookie
     }
 }
 
@@ -155,7 +211,7 @@ mod tests {
     fn issued_and_removal_cookies_share_attributes() {
         let config = CookieConfig::default();
         let token = SessionToken::generate().unwrap();
-        let issued = config.issue(&token).to_string();
+        let issued = config.issue(&token, None).to_string();
         let removal = config.removal().to_string();
         for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
             assert!(issued.contains(attr), "{issued}");
@@ -163,5 +219,50 @@ mod tests {
         }
         assert!(!issued.contains("Domain") && !issued.contains("Max-Age"));
         assert!(removal.starts_with("__Host-id=;") && removal.contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn a_remembered_cookie_lasts_until_the_deadline_it_is_given() {
+        let config = CookieConfig::default();
+        let token = SessionToken::generate().unwrap();
+        let until = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let issued = config.issue(&token, Some(until)).to_string();
+        let max_age: i64 = issued
+            .split("; ")
+            .find_map(|attr| attr.strip_prefix("Max-Age="))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!((3590..=3600).contains(&max_age), "{issued}");
+        // A deadline already past gives a cookie the browser drops at once.
+        let past = config.issue(&token, Some(SystemTime::UNIX_EPOCH)).to_string();
+        assert!(past.contains("Max-Age=0"), "{past}");
+    }
+
+    #[test]
+    fn a_domain_takes_the_secure_prefix_and_refuses_the_host_prefix() {
+        let mut config = CookieConfig {
+            domain: Some("example.com".into()),
+            ..CookieConfig::default()
+        };
+        config.settle().unwrap();
+        let token = SessionToken::generate().unwrap();
+        let issued = config.issue(&token, None).to_string();
+        assert!(issued.starts_with("__Secure-id="), "{issued}");
+        assert!(issued.contains("Domain=example.com"), "{issued}");
+        assert!(config.removal().to_string().contains("Domain=example.com"));
+
+        let mut host = CookieConfig {
+            name: "__Host-sid".into(),
+            named: true,
+            domain: Some("example.com".into()),
+            ..CookieConfig::default()
+        };
+        let refusal = host.settle().unwrap_err();
+        assert!(refusal.contains("__Host-"), "{refusal}");
+        let mut blank = CookieConfig {
+            domain: Some(String::new()),
+            ..CookieConfig::default()
+        };
+        assert!(blank.settle().is_err());
     }
 }

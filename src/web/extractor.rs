@@ -100,6 +100,22 @@ impl<U> AuthUser<U> {
         self.session.expires_at
     }
 
+    /// Whether the request came with `Authorization: Bearer` (a login token or a personal
+    /// access token) rather than the session cookie.
+    pub fn is_bearer(&self) -> bool {
+        self.session.record.is_bearer()
+    }
+
+    /// Whether the login asked to be remembered ("keep me signed in").
+    pub fn is_remembered(&self) -> bool {
+        self.session.record.is_remembered()
+    }
+
+    /// The name of the personal access token the request came with, if it did.
+    pub fn token_name(&self) -> Option<&str> {
+        self.session.record.token_name()
+    }
+
     /// When the session ends at the latest, however active it is.
     pub fn expires_at(&self) -> SystemTime {
         self.session.record.expires_at()

@@ -29,6 +29,7 @@ pub struct Login {
     pub(crate) roles: Vec<String>,
     pub(crate) credentials: Option<CredentialsVersion>,
     pub(crate) keep_data: bool,
+    pub(crate) remember: bool,
 }
 
 impl Login {
@@ -42,7 +43,23 @@ impl Login {
             roles: Vec::new(),
             credentials: None,
             keep_data: true,
+            remember: false,
         }
+    }
+
+    /// Whether the session is remembered ("keep me signed in", default `false`): it follows
+    /// the longer [remember timeouts](crate::LoginMiddlewareBuilder::remember_idle_timeout)
+    /// (7 days idle, 30 days in all by default) instead of the normal ones, and its cookie
+    /// persists across browser restarts (`Max-Age` up to the session's idle deadline, moved
+    /// whenever the deadline moves, never past the absolute end). Without it the cookie lasts
+    /// for the browser session.
+    ///
+    /// A remembered session is *fresh* only for the [fresh window](crate::LoginMiddlewareBuilder::fresh_window)
+    /// after the password was entered, like any other: coming back days later,
+    /// [`Require::fresh`](crate::Require::fresh) still asks for the password.
+    pub fn remember(mut self, remember: bool) -> Self {
+        self.remember = remember;
+        self
     }
 
     /// Whether the new session keeps the [data](crate::Session::insert) of the session the

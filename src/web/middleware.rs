@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpMessage as _, ResponseError as _};
 use futures_util::future::LocalBoxFuture;
 
+use super::bearer::{self, BearerHeader};
 use super::builder::{LoginMiddlewareBuilder, WebConfig};
 use super::client::client_address;
 use super::cookie::Presented;
@@ -68,8 +69,8 @@ use crate::Error;
 /// ```
 #[derive(Clone)]
 pub struct LoginMiddleware {
-    engine: SessionEngine,
-    config: Arc<WebConfig>,
+    pub(super) engine: SessionEngine,
+    pub(super) config: Arc<WebConfig>,
 }
 
 impl std::fmt::Debug for LoginMiddleware {
@@ -151,7 +152,16 @@ where
         let engine = self.engine.clone();
         let config = Arc::clone(&self.config);
         Box::pin(async move {
-            let presented = config.cookie.read(req.headers());
+            let presented = match bearer::read(req.headers()) {
+                BearerHeader::Absent => config.cookie.read(req.headers()),
+                BearerHeader::Token(token) => Presented::Bearer(token),
+                BearerHeader::Malformed => {
+                    tracing::debug!("refusing a malformed bearer token");
+                    return Ok(req
+                        .into_response(bearer::invalid_token())
+                        .map_into_right_body());
+                }
+            };
             let provenance = config.csrf.provenance(&req);
             if !screen(&mut req, &presented, provenance).await {
                 tracing::warn!(method = %req.method(), path = req.path(), "cross-site request refused");
@@ -169,7 +179,8 @@ where
 }
 
 /// Whether an unsafe request may use the session cookie it carries. Requests without a usable
-/// session cookie carry no authority to abuse; login checks their provenance itself.
+/// session cookie carry no authority to abuse; login checks their provenance itself. Nor do
+/// bearer requests: a browser never adds an `Authorization` header on its own.
 async fn screen(req: &mut ServiceRequest, presented: &Presented, provenance: Provenance) -> bool {
     let Presented::Token(token) = presented else {
         return true;
@@ -193,15 +204,30 @@ fn finish<B>(
         let unavailable = json_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
         return res.into_response(unavailable).map_into_right_body();
     }
+    if state.bearer_rejected() {
+        return res
+            .into_response(bearer::invalid_token())
+            .map_into_right_body();
+    }
     let mut res = res.map_into_left_body();
-    let cookie = match state.take_cookie_update() {
+    let update = state.take_cookie_update();
+    if state.is_bearer() {
+        // A bearer client holds its token itself; a cookie would give it ambient authority.
+        if res.status() == StatusCode::UNAUTHORIZED {
+            bearer::challenge(res.headers_mut());
+        }
+        keep_private(&mut res, state);
+        return res;
+    }
+    let cookie = match update {
         CookieUpdate::Keep => {
-            if state.personal() && !res.headers().contains_key(CACHE_CONTROL) {
-                no_store(&mut res);
-            }
+            keep_private(&mut res, state);
             return res;
         }
-        CookieUpdate::Issue(token) => config.cookie.issue(&token).to_string(),
+        CookieUpdate::Issue {
+            token,
+            persist_until,
+        } => config.cookie.issue(&token, persist_until).to_string(),
         CookieUpdate::Remove => config.cookie.removal().to_string(),
     };
     match HeaderValue::from_str(&cookie) {
@@ -218,6 +244,13 @@ fn finish<B>(
             let failed = json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
             res.into_response(failed).map_into_right_body()
         }
+    }
+}
+
+/// Marks a response served from a session as not for shared caches, unless the handler chose.
+fn keep_private<B>(res: &mut ServiceResponse<B>, state: &RequestSession) {
+    if state.personal() && !res.headers().contains_key(CACHE_CONTROL) {
+        no_store(res);
     }
 }
 

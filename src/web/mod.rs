@@ -1,12 +1,13 @@
 //! The Actix layer: a thin translation between HTTP and the [engine](crate::engine).
 //!
-//! A request flows one way through it: the [`LoginMiddleware`] reads the cookie
-//! (`cookie.rs`), judges where the request comes from (`csrf.rs`) and who sent it
+//! A request flows one way through it: the [`LoginMiddleware`] reads the bearer token
+//! (`bearer.rs`) or the cookie (`cookie.rs`), judges where the request comes from (`csrf.rs`) and who sent it
 //! (`client.rs`), and leaves a per-request state (`request.rs`) in the request's extensions.
 //! Extractors (`extractor.rs`, `session.rs`) and [`Require`] read that state and ask the engine;
 //! on the way out the middleware turns what happened into a `Set-Cookie`, and `response.rs`
 //! turns errors into JSON answers.
 
+mod bearer;
 mod builder;
 mod client;
 mod cookie;
@@ -20,8 +21,10 @@ mod request;
 mod require;
 mod response;
 mod session;
+#[cfg(feature = "test-util")]
+mod testing;
 
-pub use self::builder::LoginMiddlewareBuilder;
+pub use self::builder::{ConfigError, LoginMiddlewareBuilder};
 pub use self::client::ClientIpHeader;
 #[cfg(feature = "throttle")]
 pub(crate) use self::csrf::Provenance;

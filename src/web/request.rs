@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::time::SystemTime;
 
 use actix_web::dev::Extensions;
 use tokio::sync::OnceCell;
@@ -18,14 +19,19 @@ use super::csrf::{self, Provenance};
 use serde_json::value::RawValue;
 
 use crate::engine::{
-    ActiveSession, CredentialsVersion, Grant, Issued, SessionEngine, SessionInfo, SessionToken,
+    ActiveSession, CredentialsVersion, Grant, Issued, PersonalToken, SessionEngine, SessionInfo,
+    SessionToken,
 };
 use crate::{DataChange, Error, SessionData, SessionKey, StoreError};
 
 /// The change to the session cookie that the response must carry.
 pub(crate) enum CookieUpdate {
     Keep,
-    Issue(SessionToken),
+    /// Hand out `token`; a remembered session's cookie persists until `persist_until`.
+    Issue {
+        token: SessionToken,
+        persist_until: Option<SystemTime>,
+    },
     Remove,
 }
 
@@ -38,6 +44,8 @@ pub(crate) struct RequestSession {
     /// The session after a login or rotation in this request, which supersedes `resolved`.
     replaced: RefCell<Option<Rc<ActiveSession>>>,
     store_failed: Cell<bool>,
+    /// Whether the request's bearer token was looked up and found no live bearer session.
+    bearer_rejected: Cell<bool>,
     /// Whether this request ended its session (logout, "log out everywhere"): from then on it
     /// has none, unless it starts another.
     ended: Cell<bool>,
@@ -62,6 +70,7 @@ impl RequestSession {
             resolved: OnceCell::new(),
             replaced: RefCell::new(None),
             store_failed: Cell::new(false),
+            bearer_rejected: Cell::new(false),
             ended: Cell::new(false),
             update: RefCell::new(CookieUpdate::Keep),
             data: RefCell::new(None),
@@ -122,22 +131,44 @@ impl RequestSession {
     }
 
     async fn load(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
-        let token = match &self.presented {
-            Presented::Token(token) => token,
+        let (token, bearer) = match &self.presented {
+            Presented::Token(token) => (token, false),
+            Presented::Bearer(token) => (token, true),
             Presented::Absent => return Ok(None),
             Presented::Malformed => {
                 tracing::debug!("ignoring a malformed session cookie");
                 return Ok(None);
             }
         };
-        match self.engine.resolve(token).await {
-            Ok(session) => Ok(session.map(Rc::new)),
+        let session = match self.engine.resolve(token).await {
+            Ok(session) => session,
             Err(err) => {
                 tracing::error!(error = %err, "session store failed; refusing the request");
                 self.store_failed.set(true);
-                Err(err.into())
+                return Err(err.into());
             }
+        };
+        // A token works only the way it was handed out: a cookie's never as a bearer token
+        // (which would skip the cross-site checks it was issued under), a bearer token's never
+        // as a cookie.
+        let session = session.filter(|active| active.record.is_bearer() == bearer);
+        if bearer && session.is_none() {
+            tracing::debug!("unknown, ended or misused bearer token");
+            self.bearer_rejected.set(true);
         }
+        Ok(session.map(Rc::new))
+    }
+
+    /// Whether the request authenticates with `Authorization: Bearer` rather than a cookie. Its
+    /// response never carries a cookie.
+    pub(crate) fn is_bearer(&self) -> bool {
+        matches!(self.presented, Presented::Bearer(_))
+    }
+
+    /// Whether the request's bearer token turned out unknown or ended: the response is then
+    /// `401` with a `WWW-Authenticate` challenge, whatever the handler made of it.
+    pub(crate) fn bearer_rejected(&self) -> bool {
+        self.bearer_rejected.get()
     }
 
     /// Whether a store failure kept this request's session from resolving. The middleware then
@@ -153,17 +184,35 @@ impl RequestSession {
         self.resolved.get().is_some_and(Option::is_some) || self.data.borrow().is_some()
     }
 
+    /// The cookie change the response must carry. A remembered session whose deadline moved
+    /// gets its cookie again, with the new expiry.
     pub(crate) fn take_cookie_update(&self) -> CookieUpdate {
-        self.update.replace(CookieUpdate::Keep)
+        let update = self.update.replace(CookieUpdate::Keep);
+        if !matches!(update, CookieUpdate::Keep) {
+            return update;
+        }
+        let moved = self
+            .resolved
+            .get()
+            .cloned()
+            .flatten()
+            .filter(|active| active.refreshed && active.record.is_remembered());
+        match (moved, &self.presented) {
+            (Some(active), Presented::Token(token)) => CookieUpdate::Issue {
+                token: token.clone(),
+                persist_until: Some(active.expires_at),
+            },
+            _ => CookieUpdate::Keep,
+        }
     }
 
     /// Applies `f` to the token the client will hold once this response arrives, if any.
     fn with_current_token<T>(&self, f: impl FnOnce(&SessionToken) -> T) -> Option<T> {
         match &*self.update.borrow() {
-            CookieUpdate::Issue(token) => Some(f(token)),
+            CookieUpdate::Issue { token, .. } => Some(f(token)),
             CookieUpdate::Remove => None,
             CookieUpdate::Keep => match &self.presented {
-                Presented::Token(token) => Some(f(token)),
+                Presented::Token(token) | Presented::Bearer(token) => Some(f(token)),
                 _ => None,
             },
         }
@@ -174,8 +223,12 @@ impl RequestSession {
         self.with_current_token(SessionToken::key)
     }
 
-    /// The synchronizer token for the session the client will hold after this response.
+    /// The synchronizer token for the session the client will hold after this response; none
+    /// for a bearer request, which needs no cross-site proof.
     pub(crate) fn csrf_token(&self) -> Option<String> {
+        if self.is_bearer() {
+            return None;
+        }
         self.with_current_token(csrf::synchronizer_token)
     }
 
@@ -202,8 +255,26 @@ impl RequestSession {
     }
 
     fn adopt(&self, issued: Issued) {
-        self.replaced.replace(Some(Rc::new(issued.session)));
-        self.update.replace(CookieUpdate::Issue(issued.token));
+        let session = issued.session;
+        let persist_until = session
+            .record
+            .is_remembered()
+            .then_some(session.expires_at);
+        self.replaced.replace(Some(Rc::new(session)));
+        self.update.replace(CookieUpdate::Issue {
+            token: issued.token,
+            persist_until,
+        });
+    }
+
+    /// Refuses a cookie change on a request that carries a bearer token: its response never
+    /// carries a cookie, so the change would be lost and the session it made orphaned.
+    fn cookie_request(&self) -> Result<(), Error> {
+        if self.is_bearer() {
+            tracing::warn!("refused a cookie login or renewal on a bearer request");
+            return Err(Error::InvalidInput);
+        }
+        Ok(())
     }
 
     pub(crate) async fn login(&self, grant: Grant, keep_data: bool) -> Result<(), Error> {
@@ -212,6 +283,7 @@ impl RequestSession {
             tracing::warn!("cross-site login refused");
             return Err(Error::CrossSiteRequest);
         }
+        self.cookie_request()?;
         self.unchanged_since_failure()?;
         let live = if keep_data {
             self.resolve_any().await?
@@ -237,6 +309,24 @@ impl RequestSession {
         self.data.replace(None);
         self.adopt(outcome.result?);
         Ok(())
+    }
+
+    /// Logs in with a bearer token instead of a cookie: the client's session, if any, is left
+    /// alone, and the token goes to the caller for the response body.
+    pub(crate) async fn login_bearer(&self, grant: Grant) -> Result<Issued, Error> {
+        self.unchanged_since_failure()?;
+        let outcome = self.engine.login(None, None, grant, false).await;
+        if let Err(Error::Store(err)) = &outcome.result {
+            tracing::error!(error = %err, "session store failed during login");
+        }
+        outcome.result
+    }
+
+    /// Creates a personal access token for the logged-in user.
+    pub(crate) async fn create_token(&self, spec: PersonalToken) -> Result<Issued, Error> {
+        self.unchanged_since_failure()?;
+        let active = self.require().await?;
+        self.engine.create_token(&active, spec).await
     }
 
     /// Applies `read` to the session's data, which is loaded once per request; empty without
@@ -283,6 +373,10 @@ impl RequestSession {
                 // Nothing to keep: no session for a removal.
                 vec![None; changes.len()]
             }
+            None if self.is_bearer() => {
+                // A bearer client has a session or gets 401; it never starts one with a cookie.
+                return Err(Error::Unauthenticated);
+            }
             None => {
                 let (issued, previous) =
                     self.engine.start_anonymous(self.client_ip, changes).await?;
@@ -305,6 +399,7 @@ impl RequestSession {
             key: active.key.clone(),
             record,
             expires_at: active.expires_at,
+            refreshed: active.refreshed,
         };
         self.replaced.replace(Some(Rc::new(updated)));
         Ok(())
@@ -328,6 +423,7 @@ impl RequestSession {
     /// Moves the current session to a new token; with `reauthenticated`, also notes that the
     /// password was just confirmed.
     pub(crate) async fn rotate(&self, reauthenticated: bool) -> Result<(), Error> {
+        self.cookie_request()?;
         self.unchanged_since_failure()?;
         let active = self.require().await?;
         let issued = self.engine.rotate(&active, reauthenticated).await?;

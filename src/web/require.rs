@@ -1,4 +1,4 @@
-//! Access rules for routes and scopes: login, roles, a fresh password.
+//! Access rules for routes and scopes: login, roles, token scopes, a fresh password.
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
@@ -26,6 +26,7 @@ const MAX_NEXT_LEN: usize = 2048;
 /// |---|---|
 /// | anonymous | `401 {"error":"unauthenticated"}`, or a `303` to the login page with [`redirect_to`](Require::redirect_to) |
 /// | logged in, lacking every required role | `403 {"error":"forbidden"}` (never a redirect to login) |
+/// | a personal access token limited to other scopes than [`scope`](Require::scope) names | `403 {"error":"forbidden"}` |
 /// | logged in, password older than the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) with [`fresh`](Require::fresh) | `403 {"error":"reauth_required"}` |
 /// | session store unavailable | `503 {"error":"service_unavailable"}` |
 ///
@@ -66,6 +67,8 @@ pub struct Require {
 struct Rule {
     /// `None`: any logged-in user. `Some`: one of these roles, so an empty list admits nobody.
     any_of_roles: Option<Vec<String>>,
+    /// `Some`: personal access tokens limited to scopes must hold this one.
+    scope: Option<String>,
     fresh: bool,
     login_page: Option<String>,
 }
@@ -92,7 +95,16 @@ impl Require {
         }
     }
 
+    /// Any logged-in user, except personal access tokens limited to scopes other than
+    /// `scope`. Browser sessions, login tokens and tokens without scopes pass: they act with
+    /// everything their user may do. See [`PersonalToken::scopes`](crate::PersonalToken::scopes).
+    pub fn scope(scope: impl Into<String>) -> Self {
+        let scope = scope.into();
+        Self::login().with(|rule| rule.scope = Some(scope))
+    }
+
     /// Also requires that the password was entered within the fresh window ("sudo mode").
+    /// Personal access tokens never pass: no password was entered in them.
     pub fn fresh(self) -> Self {
         self.with(|rule| rule.fresh = true)
     }
@@ -123,7 +135,15 @@ impl Rule {
                 return Err(Error::Forbidden);
             }
         }
-        if self.fresh && !rules.is_fresh(record.authenticated_at(), SystemTime::now()) {
+        if let Some(scope) = &self.scope {
+            if !record.allows_scope(scope) {
+                return Err(Error::Forbidden);
+            }
+        }
+        let personal_token = record.token_name().is_some();
+        if self.fresh
+            && (personal_token || !rules.is_fresh(record.authenticated_at(), SystemTime::now()))
+        {
             return Err(Error::ReauthRequired);
         }
         Ok(())

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::extractor::request_session;
 use super::login::Login;
 use super::request::RequestSession;
-use crate::engine::{CredentialsVersion, Grant, SessionInfo};
+use crate::engine::{CredentialsVersion, Grant, IssuedToken, PersonalToken, SessionInfo};
 use crate::{DataChange, Error, SessionData};
 
 /// The longest `User-Agent` kept in a session record; enough to tell browsers apart, short
@@ -94,17 +94,73 @@ impl Session {
     /// # Errors
     /// As for [`login`](Self::login); also [`Error::Unauthenticated`] if the credentials the
     /// login names were replaced while it ran.
+    ///
+    /// A request that carries a bearer token gets [`Error::InvalidInput`]: its response never
+    /// carries a cookie. Use [`login_bearer`](Self::login_bearer) for such clients.
     pub async fn login_with(&self, login: Login) -> Result<(), Error> {
         let keep_data = login.keep_data;
-        let grant = Grant {
+        let grant = self.grant(login, false)?;
+        self.state.login(grant, keep_data).await
+    }
+
+    /// Carries out `login` for a client that sends `Authorization: Bearer` instead of cookies,
+    /// such as a mobile or command-line app: the token comes back for the response body, and
+    /// no cookie is set. The session follows the same rules as a cookie login (timeouts,
+    /// [remember](Login::remember), listing, revocation); the session the client came with, if
+    /// any, is left alone, and no data is carried over.
+    ///
+    /// ```
+    /// use actix_web::HttpResponse;
+    /// use actix_login::{Login, Session};
+    /// # #[derive(serde::Serialize)] struct Profile { id: u64 }
+    ///
+    /// async fn token_login(session: Session) -> Result<HttpResponse, actix_login::Error> {
+    ///     // ... check the credentials first ...
+    ///     let issued = session.login_bearer(Login::new("1", &Profile { id: 1 })).await?;
+    ///     Ok(HttpResponse::Ok().json(issued)) // {"id":"…","token":"…","expires_at":…}
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`login_with`](Self::login_with), except that a bearer request may log in.
+    pub async fn login_bearer(&self, login: Login) -> Result<IssuedToken, Error> {
+        let grant = self.grant(login, true)?;
+        let issued = self.state.login_bearer(grant).await?;
+        Ok(IssuedToken::new(&issued, true))
+    }
+
+    /// Creates a personal access token for the logged-in user: a bearer session with the
+    /// user's profile and roles, listed among their sessions under its name, ended like them
+    /// (by [`revoke_session`](Self::revoke_session), [`revoke_other_sessions`](Self::revoke_other_sessions),
+    /// a [password change](Self::credentials_changed) or "log out everywhere"), and otherwise
+    /// lasting until its [end](PersonalToken::expires_in), if it has one. It has no idle
+    /// timeout, and is never *fresh* for [`Require::fresh`](crate::Require::fresh): no password
+    /// was entered in it. Return [`IssuedToken::token`] to the user once; only a hash is kept.
+    ///
+    /// A token limited to [scopes](PersonalToken::scopes) can only create tokens limited to
+    /// some of its own.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live login, or if it ended meanwhile;
+    /// [`Error::InvalidInput`] for a name, end or scope list out of bounds; [`Error::Forbidden`]
+    /// for a scope the creating token lacks; [`Error::Store`] if the store fails.
+    pub async fn create_token(&self, token: PersonalToken) -> Result<IssuedToken, Error> {
+        let has_end = token.expires_in.is_some();
+        let issued = self.state.create_token(token).await?;
+        Ok(IssuedToken::new(&issued, has_end))
+    }
+
+    fn grant(&self, login: Login, bearer: bool) -> Result<Grant, Error> {
+        Ok(Grant {
             user_id: login.user_id,
             user: login.user.map_err(Error::Profile)?,
             roles: login.roles,
             ip: self.state.client_ip().map(|ip| ip.to_string()),
             user_agent: self.user_agent(),
             credentials: login.credentials,
-        };
-        self.state.login(grant, keep_data).await
+            remember: login.remember,
+            bearer,
+        })
     }
 
     /// Records that the logged-in user's password just changed to the credentials `version`
@@ -134,7 +190,8 @@ impl Session {
     /// else. For privilege changes: the token a thief may have copied stops working.
     ///
     /// # Errors
-    /// [`Error::Unauthenticated`] without a live session; [`Error::Store`] if the store fails.
+    /// [`Error::Unauthenticated`] without a live session; [`Error::InvalidInput`] on a bearer
+    /// request (its client could not learn the new token); [`Error::Store`] if the store fails.
     pub async fn renew(&self) -> Result<(), Error> {
         self.state.rotate(false).await
     }

@@ -186,12 +186,19 @@ async fn session_list_marks_the_current_one_and_reveals_no_secret() {
             [
                 "created_at",
                 "current",
+                "expires_at",
                 "id",
                 "ip",
+                "kind",
                 "last_seen",
+                "name",
+                "remembered",
                 "user_agent"
             ]
         );
+        assert_eq!(entry["kind"], "browser");
+        assert_eq!(entry["remembered"], false);
+        assert!(entry["name"].is_null());
         assert_eq!(entry["ip"], "198.51.100.7");
         assert!(entry["created_at"].as_u64().unwrap() <= entry["last_seen"].as_u64().unwrap());
         assert_eq!(entry["current"], entry["id"] == current_id.as_str());

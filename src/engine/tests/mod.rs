@@ -31,6 +31,8 @@ fn grant(user_id: &str) -> Grant {
         ip: Some("192.0.2.7".to_owned()),
         user_agent: Some("test-agent".to_owned()),
         credentials: None,
+        remember: false,
+        bearer: false,
     }
 }
 
