@@ -44,8 +44,8 @@ pub use self::rules::{
     DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT, DEFAULT_REMEMBER_IDLE_TIMEOUT,
 };
 pub use self::sessions::{SessionInfo, SessionKind, Sessions};
-pub use self::tokens::{IssuedToken, PersonalToken};
 pub(crate) use self::token::SessionToken;
+pub use self::tokens::{IssuedToken, PersonalToken};
 
 /// A store and the rules its sessions follow. Cheap to clone: both are shared.
 #[derive(Clone)]

@@ -216,7 +216,10 @@ mod tests {
             narrowed_scopes(Some(&own), Some(vec!["write".into()])),
             Err(Error::Forbidden)
         ));
-        assert_eq!(narrowed_scopes(Some(&own), None).unwrap(), Some(own.clone()));
+        assert_eq!(
+            narrowed_scopes(Some(&own), None).unwrap(),
+            Some(own.clone())
+        );
         assert_eq!(
             narrowed_scopes(None, Some(vec!["write".into()])).unwrap(),
             Some(vec!["write".to_owned()])

@@ -203,10 +203,7 @@ impl SessionRecord {
     /// Whether the client presents this session's token in an `Authorization: Bearer` header
     /// rather than a cookie.
     pub fn is_bearer(&self) -> bool {
-        matches!(
-            self.0.kind,
-            Kind::LoginToken { .. } | Kind::Personal { .. }
-        )
+        matches!(self.0.kind, Kind::LoginToken { .. } | Kind::Personal { .. })
     }
 
     /// Whether the login asked to be remembered ("keep me signed in"): the session has the

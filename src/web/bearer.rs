@@ -33,7 +33,9 @@ pub(crate) fn read(headers: &HeaderMap) -> BearerHeader {
     match found {
         None => BearerHeader::Absent,
         Some(value) if value.len() != TOKEN_LEN => BearerHeader::Malformed,
-        Some(value) => SessionToken::parse(value).map_or(BearerHeader::Malformed, BearerHeader::Token),
+        Some(value) => {
+            SessionToken::parse(value).map_or(BearerHeader::Malformed, BearerHeader::Token)
+        }
     }
 }
 
@@ -103,7 +105,10 @@ mod tests {
             read_values(&[b"Basic YWxpY2U6c2VjcmV0"]),
             BearerHeader::Absent
         ));
-        assert!(matches!(read_values(&[b"Bearerish abc"]), BearerHeader::Absent));
+        assert!(matches!(
+            read_values(&[b"Bearerish abc"]),
+            BearerHeader::Absent
+        ));
         assert!(matches!(read_values(&[b"Bea"]), BearerHeader::Absent));
     }
 

@@ -234,7 +234,9 @@ mod tests {
             .unwrap();
         assert!((3590..=3600).contains(&max_age), "{issued}");
         // A deadline already past gives a cookie the browser drops at once.
-        let past = config.issue(&token, Some(SystemTime::UNIX_EPOCH)).to_string();
+        let past = config
+            .issue(&token, Some(SystemTime::UNIX_EPOCH))
+            .to_string();
         assert!(past.contains("Max-Age=0"), "{past}");
     }
 

@@ -256,10 +256,7 @@ impl RequestSession {
 
     fn adopt(&self, issued: Issued) {
         let session = issued.session;
-        let persist_until = session
-            .record
-            .is_remembered()
-            .then_some(session.expires_at);
+        let persist_until = session.record.is_remembered().then_some(session.expires_at);
         self.replaced.replace(Some(Rc::new(session)));
         self.update.replace(CookieUpdate::Issue {
             token: issued.token,

@@ -20,3 +20,4 @@ mod quickstart;
 mod sentinel;
 mod store;
 mod throttle;
+mod tokens;
