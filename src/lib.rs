@@ -87,15 +87,15 @@
 //!
 //! | code | status | when |
 //! |---|---|---|
-//! | `unauthenticated` | 401 | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record |
-//! | `forbidden` | 403 | [`Require::role`] not met |
+//! | `unauthenticated` | 401 | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record; for a bearer token, the same with `WWW-Authenticate: Bearer` |
+//! | `forbidden` | 403 | [`Require::role`] or [`Require::scope`] not met, or a token asking for a scope it lacks |
 //! | `reauth_required` | 403 | [`Require::fresh`] not met: ask for the password, not a new login |
 //! | `csrf_rejected` | 403 | an unsafe request with the session cookie from another site, or a cross-site login |
 //! | `session_changed` | 409 | a [data write](Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
 //! | `session_data_too_large` | 413 | a data write past [`max_data_size`](LoginMiddlewareBuilder::max_data_size); nothing was written |
 //! | `too_many_attempts` | 429, with `Retry-After` | past a [`LoginThrottle`] limit |
 //! | `too_many_sessions` | 429, with `Retry-After` | a visitor's first data write past the [bounds on new anonymous sessions](LoginMiddlewareBuilder::anonymous_sessions_per_minute) |
-//! | `invalid_input` | 400 | a username over [`MAX_USERNAME_BYTES`] |
+//! | `invalid_input` | 400 | a username over [`MAX_USERNAME_BYTES`]; a [`PersonalToken`] name, end or scope out of bounds; a cookie login or renewal on a bearer request |
 //! | `password_too_long` | 400 | a password over [`password::MAX_PASSWORD_BYTES`] |
 //! | `service_unavailable` | 503 | the store is unreachable or too slow, also for [`MaybeUser`] and `Option<AuthUser<_>>`: never a login, never an anonymous answer |
 //! | `internal_error` | 500 | an extractor, [`Require`] or the throttle used without [`LoginMiddleware`] (with a log line naming it), or the OS random generator failing |
@@ -159,8 +159,69 @@
 //! * [`Sessions::update_user`] replaces the profile and roles of every live session of a user
 //!   at once, on every instance; [`Session::update_profile`] changes the current one's profile.
 //!
-//! # Account controls
+//! # Remember me and bearer tokens
 //!
+//! [`Login::remember`] makes a login long-lived ("keep me signed in"): the
+//! [remember timeouts](LoginMiddlewareBuilder::remember_idle_timeout) (7 days idle, 30 days in
+//! all by default) and a persistent cookie whose `Max-Age` follows the idle deadline. Clients
+//! that are not browsers send `Authorization: Bearer <token>` instead of a cookie: a token from
+//! [`Session::login_bearer`], or a named [`PersonalToken`] a logged-in user creates with
+//! [`Session::create_token`]. Handlers take the same [`AuthUser`]:
+//!
+//! ```
+//! use actix_login::{AuthUser, LoginMiddleware, MemoryStore, PersonalToken, Session};
+//! use actix_web::{test, web, App, HttpResponse};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Profile { name: String }
+//!
+//! async fn new_token(session: Session) -> actix_web::Result<HttpResponse> {
+//!     let issued = session.create_token(PersonalToken::new("laptop script")).await?;
+//!     Ok(HttpResponse::Created().json(issued)) // {"id":"…","token":"…","expires_at":null}
+//! }
+//!
+//! async fn me(user: AuthUser<Profile>) -> String {
+//!     format!("{} via {}", user.name, if user.is_bearer() { "token" } else { "cookie" })
+//! }
+//!
+//! # async fn login(session: Session) -> actix_web::Result<HttpResponse> {
+//! #     session.login("1", &Profile { name: "ann".into() }).await?;
+//! #     Ok(HttpResponse::Ok().finish())
+//! # }
+//! # actix_web::rt::System::new().block_on(async {
+//! let app = test::init_service(
+//!     App::new()
+//!         .route("/tokens", web::post().to(new_token))
+//!         .route("/me", web::get().to(me))
+//! #       .route("/login", web::post().to(login))
+//!         .wrap(LoginMiddleware::new(MemoryStore::new())),
+//! )
+//! .await;
+//! // A logged-in browser creates a token ...
+//! # let res = test::call_service(&app, test::TestRequest::post().uri("/login").to_request()).await;
+//! # let cookie = res.response().cookies().next().unwrap().into_owned();
+//! let req = test::TestRequest::post().uri("/tokens").cookie(cookie)
+//!     .insert_header(("sec-fetch-site", "same-origin")).to_request();
+//! let issued: serde_json::Value = test::call_and_read_body_json(&app, req).await;
+//! // ... which a script then sends: no cookie, no CSRF proof needed, and none set.
+//! let bearer = format!("Bearer {}", issued["token"].as_str().unwrap());
+//! let req = test::TestRequest::get().uri("/me").insert_header(("authorization", bearer)).to_request();
+//! let res = test::call_service(&app, req).await;
+//! assert!(!res.headers().contains_key("set-cookie"));
+//! assert_eq!(test::read_body(res).await, "ann via token");
+//! # });
+//! ```
+//!
+//! * A bearer request never gets a cookie and needs no CSRF proof: browsers never add the
+//!   header by themselves. A malformed token is `401` with `WWW-Authenticate: Bearer` before any
+//!   store command; an unknown or ended one is `401` once something looks it up, never an
+//!   anonymous request. A cookie's token does not work as a bearer token, nor the reverse.
+//! * Tokens are listed with the user's sessions ([`SessionInfo::kind`]) and end with them:
+//!   [`Session::revoke_session`], [`Session::revoke_other_sessions`], a password change, "log
+//!   out everywhere". Personal access tokens have no idle timeout, an optional end, optional
+//!   scopes checked by [`Require::scope`], and are never *fresh* for [`Require::fresh`].
+//! * [`cookie_domain`](LoginMiddlewareBuilder::cookie_domain) shares the cookie with
+//!   subdomains under the `__Secure-id` name, and says what that exposes.
+//!
+//! # Account controls
 //!
 //! * [`Session::list_sessions`] shows the user's live sessions (public id, login time, last use,
 //!   IP, user agent, which one is current); [`Session::revoke_session`],
@@ -242,7 +303,7 @@
 //! | `password` | yes | [`password`]: argon2id hashing |
 //! | `policy` | yes | [`policy`]: checks for new passwords (implies `password`) |
 //! | `throttle` | yes | [`LoginThrottle`] |
-//! | `test-util` | | [`store::contract`], the store contract for your own backend's tests |
+//! | `test-util` | | [`LoginMiddleware::test_cookie`] and [`test_bearer`](LoginMiddleware::test_bearer), a logged-in request in one line in your tests; [`store::contract`], the store contract for your own backend's tests |
 //! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
 //!
 //! `default-features = false` leaves the core: the engine, the middleware and extractors, and

@@ -22,7 +22,8 @@ use crate::engine::{SessionEngine, Sessions};
 use crate::store::SessionStore;
 use crate::Error;
 
-/// Resolves session cookies to logged-in users. Wrap your `App` (or a scope) with it.
+/// Resolves session cookies, and `Authorization: Bearer` tokens, to logged-in users. Wrap your
+/// `App` (or a scope) with it.
 ///
 /// The middleware itself does no store I/O: it checks the cookie's shape and leaves the store
 /// lookup to the first extractor that needs it, so requests that never ask for the user cost
@@ -45,7 +46,18 @@ use crate::Error;
 /// * or the path is [exempt](crate::LoginMiddlewareBuilder::csrf_exempt).
 ///
 /// Requests without a session cookie are let through, except that a login is refused when the
-/// browser says it comes from another site (login CSRF).
+/// browser says it comes from another site (login CSRF). So are requests with a bearer token
+/// (which then count, and the cookie beside it is ignored): a browser never adds an
+/// `Authorization` header on its own, so such a request carries no ambient authority.
+///
+/// # Bearer tokens
+///
+/// A request with `Authorization: Bearer <token>` (the scheme in any case) is served from the
+/// token's session; its response never carries a cookie. A token this crate could not have
+/// issued, or two bearer headers, get `401 {"error":"unauthenticated"}` with
+/// `WWW-Authenticate: Bearer error="invalid_token"` before any handler or store command; a
+/// well-formed token whose session is unknown or ended gets the same once something looks it up.
+/// Other schemes are left to the app.
 ///
 /// # Registration order
 ///

@@ -7,6 +7,7 @@ use super::{Login, LoginMiddleware};
 use crate::engine::{Grant, Issued};
 use crate::Error;
 
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 impl LoginMiddleware {
     /// Logs `login` in on this middleware's store and returns the session cookie a browser
     /// would then send: a logged-in request in one line, for `actix_web::test`. The session is
