@@ -1008,3 +1008,54 @@ where
 {
     status_and_body(test::call_service(app, req).await).await
 }
+
+/// Tokens are never logged, whichever way they travel and however they fail.
+#[actix_web::test]
+async fn logs_never_contain_a_bearer_token() {
+    let (logs, _guard) = support::logs::capture_logs();
+    let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    let browser = log_in(&app, 12).await;
+    let created = new_token(&app, &browser, json!({ "name": "logged?" })).await;
+    let token = created["token"].as_str().unwrap();
+    let (_, _, body) = answer(&app, post("/token-login/12", None)).await;
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let login_token = issued["token"].as_str().unwrap();
+    for secret in [token, login_token] {
+        answer(
+            &app,
+            with_bearer(test::TestRequest::get().uri("/me"), secret),
+        )
+        .await;
+        answer(
+            &app,
+            with_bearer(test::TestRequest::post().uri("/login/12"), secret),
+        )
+        .await;
+        answer(
+            &app,
+            with_bearer(test::TestRequest::post().uri("/logout"), secret),
+        )
+        .await;
+        answer(
+            &app,
+            with_bearer(test::TestRequest::get().uri("/me"), secret),
+        )
+        .await;
+    }
+    let malformed = format!("{token}x");
+    answer(
+        &app,
+        with_bearer(test::TestRequest::get().uri("/me"), &malformed),
+    )
+    .await;
+
+    let logs = logs.text();
+    assert!(logs.contains("personal access token created"), "{logs}");
+    for secret in [token, login_token] {
+        assert!(
+            !logs.contains(secret) && !logs.contains(&secret[..12]),
+            "token in logs"
+        );
+        assert!(!logs.contains(&stored_key(secret)), "token hash in logs");
+    }
+}
