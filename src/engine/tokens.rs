@@ -57,6 +57,12 @@ impl PersonalToken {
     /// Limits the token to `scopes`: routes guarded by [`Require::scope`](crate::Require::scope)
     /// let it through only for one of these (at most 32, each 1 to 64 bytes). Other sessions
     /// pass every scope check.
+    ///
+    /// Scopes limit the routes that ask for one, nothing else: on a route without
+    /// `Require::scope` the token acts as its user. Guard account routes (listing and ending
+    /// sessions, changing the password) with a scope of their own, or check
+    /// [`AuthUser::token_name`](crate::AuthUser::token_name), if a narrow token must not reach
+    /// them. Whatever its scopes, a token can only create tokens narrower than itself.
     pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.scopes = Some(scopes.into_iter().map(Into::into).collect());
         self
