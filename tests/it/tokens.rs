@@ -788,6 +788,8 @@ async fn a_remembered_login_persists_its_cookie_and_follows_its_own_timeouts() {
     let (status, cookies, _) = answer(&app, post("/login/1", None)).await;
     assert_eq!(status, 200);
     assert_eq!(max_age(&cookies[0]), None, "{cookies:?}");
+    // Shown with --nocapture: what a browser receives for each kind of login.
+    eprintln!("normal login: Set-Cookie: {}", cookies[0]);
     let normal = Cookie::parse(cookies[0].clone())
         .unwrap()
         .value()
@@ -795,6 +797,7 @@ async fn a_remembered_login_persists_its_cookie_and_follows_its_own_timeouts() {
 
     let (status, cookies, _) = answer(&app, post("/remembered-login/1", None)).await;
     assert_eq!(status, 200);
+    eprintln!("remembered login: Set-Cookie: {}", cookies[0]);
     let age = max_age(&cookies[0]).expect("a remembered cookie has a Max-Age");
     assert!((38..=40).contains(&age), "{cookies:?}");
     let remembered = Cookie::parse(cookies[0].clone())
