@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod cluster;
+pub mod example;
 pub mod forwarder;
 pub mod http;
 pub mod logs;
