@@ -15,11 +15,14 @@
 //! Routes; bodies are JSON, errors `{"error":"<code>"}`:
 //!
 //! - `POST /register` `{"username","password"}`: `201` profile.
-//! - `POST /login` `{"username","password"}`: `200` profile, with the session and device
-//!   cookies. The new session keeps the cart and preferences of the one the browser came with.
+//! - `POST /login` `{"username","password","remember"}`: `200` profile, with the session and
+//!   device cookies. The new session keeps the cart and preferences of the one the browser came
+//!   with. Without `"remember":true` the session cookie lasts for the browser session; with it
+//!   the session follows the remember timeouts and its cookie has a `Max-Age`.
 //! - `POST /logout`: `204`; the session ends, its data with it.
-//! - Logged in: `GET /me`; `GET /sessions`, `DELETE /sessions/{id}`,
-//!   `POST /sessions/revoke-others`; `POST /reauth` `{"password"}`; with a fresh session,
+//! - Logged in: `GET /me`; `GET /sessions` (with whether each login is `"remembered"`),
+//!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`; `POST /reauth` `{"password"}`;
+//!   with a fresh session,
 //!   `POST /password` `{"current_password","new_password"}`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
@@ -31,6 +34,7 @@
 //!   starts an anonymous session and sets its cookie; bad input is `400 invalid_input`.
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
+//! `REMEMBER_IDLE_TIMEOUT_SECS` and `REMEMBER_ABSOLUTE_TIMEOUT_SECS` (for remembered logins),
 //! `FRESH_WINDOW_SECS`, `MAX_SESSIONS_PER_USER` and `ANON_IDLE_TIMEOUT_SECS` (for anonymous
 //! sessions), login throttling with `LOGIN_MAX_FAILURES` and `LOGIN_WINDOW_SECS` (defaults: the
 //! library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the account-wide ceiling, and sign-ups per
@@ -38,6 +42,8 @@
 //! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
 //! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
 //! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
+//! `COOKIE_DOMAIN=example.com` sends the session cookie to every host under `example.com`: it
+//! gets a `Domain` and is named `__Secure-id`, since browsers refuse a `__Host-` cookie with one.
 //!
 //! ```text
 //! curl -i -c jar -H 'content-type: application/json' \
@@ -210,6 +216,16 @@ struct Credentials {
     password: String,
 }
 
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    /// "Keep me signed in": the longer remember timeouts, and a cookie that outlives the
+    /// browser session.
+    #[serde(default)]
+    remember: bool,
+}
+
 /// Logs in; the new session keeps the data (cart, preferences) of the session the browser came
 /// with, as `Login` does by default, if that one was anonymous or the same user's.
 async fn login(
@@ -218,7 +234,7 @@ async fn login(
     throttle: web::Data<LoginThrottle>,
     session: Session,
     sessions: Sessions,
-    creds: web::Json<Credentials>,
+    creds: web::Json<LoginForm>,
 ) -> actix_web::Result<HttpResponse> {
     let username = canonical_username(&creds.username).unwrap_or_default();
     let version = users.password_version(&username);
@@ -232,7 +248,8 @@ async fn login(
     };
     let login = Login::new(profile.id.to_string(), &profile)
         .roles(roles.clone())
-        .credentials_version(version.to_string());
+        .credentials_version(version.to_string())
+        .remember(creds.remember);
     session.login_with(login).await?;
     // A role change between reading the roles and creating the session found no session to
     // update: if the table moved on meanwhile, this login brings its session up to date.
@@ -601,6 +618,12 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
     if let Some(secs) = env_number("ABSOLUTE_TIMEOUT_SECS")? {
         builder = builder.absolute_timeout(Duration::from_secs(secs));
     }
+    if let Some(secs) = env_number("REMEMBER_IDLE_TIMEOUT_SECS")? {
+        builder = builder.remember_idle_timeout(Duration::from_secs(secs));
+    }
+    if let Some(secs) = env_number("REMEMBER_ABSOLUTE_TIMEOUT_SECS")? {
+        builder = builder.remember_absolute_timeout(Duration::from_secs(secs));
+    }
     if let Some(secs) = env_number("ANON_IDLE_TIMEOUT_SECS")? {
         builder = builder.anonymous_idle_timeout(Duration::from_secs(secs));
     }
@@ -610,6 +633,12 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
     if let Some(max) = env_number("MAX_SESSIONS_PER_USER")? {
         let max = usize::try_from(max).map_err(std::io::Error::other)?;
         builder = builder.max_sessions_per_user(max);
+    }
+    if let Some(domain) = std::env::var("COOKIE_DOMAIN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        builder = builder.cookie_domain(domain);
     }
     if let Some(proxies) = std::env::var("TRUST_PROXIES")
         .ok()
@@ -763,7 +792,10 @@ async fn main() -> std::io::Result<()> {
             LoginThrottle::new(store),
         )
     };
-    let login_middleware = configure(builder)?.build();
+    // `try_build`, not `build`: a bad COOKIE_DOMAIN is a message, not a panic.
+    let login_middleware = configure(builder)?
+        .try_build()
+        .map_err(std::io::Error::other)?;
     let login_throttle = web::Data::new(throttle(login_throttle)?);
     let users = Users::seed().await.map_err(std::io::Error::other)?;
     for id in users.ids() {
