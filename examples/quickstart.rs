@@ -19,10 +19,18 @@
 //!   device cookies. The new session keeps the cart and preferences of the one the browser came
 //!   with. Without `"remember":true` the session cookie lasts for the browser session; with it
 //!   the session follows the remember timeouts and its cookie has a `Max-Age`.
-//! - `POST /logout`: `204`; the session ends, its data with it.
-//! - Logged in: `GET /me`; `GET /sessions` (with whether each login is `"remembered"`),
-//!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`; `POST /reauth` `{"password"}`;
-//!   with a fresh session,
+//! - `POST /logout`: `204`; the session ends, its data with it. With a bearer token, only that
+//!   token ends.
+//! - Logged in, with the session cookie or `Authorization: Bearer <token>`: `GET /me`;
+//!   `GET /sessions` (browser sessions and tokens, told apart by `"kind"`, `browser` or
+//!   `token`, with a token's `"name"` and whether a login is `"remembered"`),
+//!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`, which end tokens too;
+//!   `POST /tokens` `{"name","expires_in_secs"}` (a name of 1 to 64 bytes, not blank; an
+//!   optional lifetime): `201 {"id","token","expires_at"}`, a personal access token whose
+//!   secret is shown only there (`400 invalid_input` for bad input). Bearer requests skip the
+//!   cross-site checks and never get a cookie; an unknown or malformed token is `401` with
+//!   `WWW-Authenticate`.
+//! - Logged in with the cookie: `POST /reauth` `{"password"}`; with a fresh session,
 //!   `POST /password` `{"current_password","new_password"}`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
@@ -54,6 +62,15 @@
 //!      http://127.0.0.1:8080/cart
 //! curl -i -b jar -X POST -H 'Origin: http://127.0.0.1:8080' http://127.0.0.1:8080/logout
 //! ```
+//!
+//! A token for a script, from a logged-in browser session, used instead of the cookie:
+//!
+//! ```text
+//! curl -i -b jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
+//!      -d '{"name":"backup script","expires_in_secs":86400}' http://127.0.0.1:8080/tokens
+//! curl -i -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/me
+//! curl -i -X POST -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/logout
+//! ```
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -64,7 +81,7 @@ use actix_login::policy::PasswordPolicy;
 use actix_login::store::RedisStoreBuilder;
 use actix_login::{
     password, AuthUser, Limit, Login, LoginMiddleware, LoginMiddlewareBuilder, LoginThrottle,
-    MemoryStore, RedisStore, Require, Session, Sessions,
+    MemoryStore, PersonalToken, RedisStore, Require, Session, Sessions,
 };
 use actix_web::cookie::Cookie;
 use actix_web::error::InternalError;
@@ -379,6 +396,31 @@ async fn revoke_other_sessions(
 }
 
 #[derive(Deserialize)]
+struct NewToken {
+    name: String,
+    expires_in_secs: Option<u64>,
+}
+
+/// Creates a personal access token for scripts and other clients, which send it as
+/// `Authorization: Bearer <token>`. The secret is in this response only: the store keeps a hash.
+async fn create_token(
+    session: Session,
+    body: web::Json<NewToken>,
+) -> actix_web::Result<HttpResponse> {
+    let NewToken {
+        name,
+        expires_in_secs,
+    } = body.into_inner();
+    let mut token = PersonalToken::new(name);
+    if let Some(secs) = expires_in_secs {
+        token = token.expires_in(Duration::from_secs(secs));
+    }
+    // A blank or overlong name and a zero lifetime come back as `400 invalid_input`.
+    let issued = session.create_token(token).await?;
+    Ok(HttpResponse::Created().json(issued))
+}
+
+#[derive(Deserialize)]
 struct Reauth {
     password: String,
 }
@@ -439,7 +481,7 @@ async fn admin(user: AuthUser<Profile>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "admin": user.username }))
 }
 
-/// What the cart, preference and role routes answer to input they cannot take.
+/// What the cart, preference, role and token routes answer to input they cannot take.
 fn invalid_input() -> HttpResponse {
     HttpResponse::BadRequest().json(json!({ "error": "invalid_input" }))
 }
@@ -589,7 +631,7 @@ async fn push_roles(
     }
 }
 
-/// The JSON settings of the cart, preference and role routes: malformed, missing or mistyped
+/// The JSON settings of the cart, preference, role and token routes: malformed, missing or mistyped
 /// fields, a wrong content type and oversized bodies are all `400 {"error":"invalid_input"}`.
 /// Roomier than the rest, so that a 1000-character preference fits even with every character
 /// escaped.
@@ -822,6 +864,13 @@ async fn main() -> std::io::Result<()> {
             )
             .route("/sessions/{id}", web::delete().to(revoke_session))
             .route("/reauth", web::post().to(reauth))
+            // Login first, so that anonymous clients get 401 whatever their body.
+            .service(
+                web::resource("/tokens")
+                    .app_data(input_json_config())
+                    .wrap(Require::login())
+                    .route(web::post().to(create_token)),
+            )
             .service(
                 web::resource("/password")
                     .wrap(Require::login().fresh())
