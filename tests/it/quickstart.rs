@@ -988,12 +988,175 @@ async fn check_tokens_and_remember(app: &Quickstart) {
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
+/// Timeouts short enough to watch, and a cookie domain: what `check_short_lifetimes` runs the
+/// quickstart with.
+const SHORT_LIFETIMES: [(&str, &str); 5] = [
+    ("IDLE_TIMEOUT_SECS", "1"),
+    ("ABSOLUTE_TIMEOUT_SECS", "2"),
+    ("REMEMBER_IDLE_TIMEOUT_SECS", "5"),
+    ("REMEMBER_ABSOLUTE_TIMEOUT_SECS", "9"),
+    ("COOKIE_DOMAIN", "example.test"),
+];
+const SHORT_IDLE: Duration = Duration::from_secs(1);
+const SHORT_ABSOLUTE: Duration = Duration::from_secs(2);
+const REMEMBERED_IDLE: Duration = Duration::from_secs(5);
+const REMEMBERED_ABSOLUTE: Duration = Duration::from_secs(9);
+/// How much earlier than its deadline a session may be seen to end: none, but the store's
+/// clock and this process's may be read a few milliseconds apart.
+const CLOCK_SLACK: Duration = Duration::from_millis(100);
+
+/// Starts the quickstart on `store` with `SHORT_LIFETIMES` (and `env`), and checks that
+/// remembered sessions follow their own timeouts and that the cookie takes the domain. Start
+/// it once the store's other users are done: a quickstart ends alice's and bob's sessions as
+/// it starts.
+async fn check_short_lifetimes(store: Option<(&str, &str)>, env: &[(&str, &str)]) {
+    let env: Vec<(&str, &str)> = SHORT_LIFETIMES.iter().chain(env).copied().collect();
+    let app = start_env(store, &env);
+    tokio::join!(
+        remembered_outlives_the_idle_timeout(&app),
+        remembered_outlives_the_absolute_timeout(&app),
+        cookie_domain_applies(&app),
+    );
+}
+
+/// Asserts that `set_cookie` sets the session cookie for `COOKIE_DOMAIN`.
+fn assert_domain_cookie(set_cookie: &str) {
+    assert!(set_cookie.starts_with("__Secure-id="), "{set_cookie}");
+    for attr in ["Domain=example.test", "Secure", "HttpOnly", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{attr}: {set_cookie}");
+    }
+}
+
+/// Past the normal idle timeout a remembered session lives on, until its own ends it.
+///
+/// Watching a session would keep it alive, so each one is asked once a known time after its
+/// last use. A remembered login slower than the margin leaves too little of its window to
+/// tell, and the round starts again.
+async fn remembered_outlives_the_idle_timeout(app: &Quickstart) {
+    let me = |cookie: String| async move { me_status(app, &[("cookie", cookie.as_str())]).await };
+    for _ in 0..5 {
+        let (normal, set_cookie) = log_in_remembering(app, "bob", "bob-password-456", false).await;
+        assert_domain_cookie(&set_cookie);
+        assert_eq!(max_age(&set_cookie), None, "{set_cookie}");
+        let asked = Instant::now();
+        let (kept, set_cookie) = log_in_remembering(app, "bob", "bob-password-456", true).await;
+        let logged_in = Instant::now();
+        assert_domain_cookie(&set_cookie);
+        let age = max_age(&set_cookie).expect("a remembered cookie has a Max-Age");
+        let idle = i64::try_from(REMEMBERED_IDLE.as_secs()).unwrap();
+        assert!((1..=idle).contains(&age), "Max-Age {age}: {set_cookie}");
+
+        // Both sessions idle past the normal timeout.
+        tokio::time::sleep_until((logged_in + SHORT_IDLE + Duration::from_millis(500)).into())
+            .await;
+        let unused_for = asked.elapsed();
+        if unused_for + Duration::from_millis(1500) < REMEMBERED_IDLE {
+            assert_eq!(
+                me(kept.clone()).await,
+                StatusCode::OK,
+                "a remembered session ended after {unused_for:?} unused"
+            );
+            let used = Instant::now();
+            assert_eq!(
+                me(normal).await,
+                StatusCode::UNAUTHORIZED,
+                "a session outlived the idle timeout"
+            );
+            // Its own idle timeout ends it.
+            tokio::time::sleep_until((used + REMEMBERED_IDLE + CLOCK_SLACK).into()).await;
+            assert_eq!(
+                me(kept).await,
+                StatusCode::UNAUTHORIZED,
+                "a remembered session outlived its idle timeout"
+            );
+            return;
+        }
+        eprintln!("remembered login took too long to tell ({unused_for:?}); again");
+    }
+    panic!("no remembered login was quick enough to watch in five tries");
+}
+
+/// A remembered session in use outlives the normal absolute timeout, has its cookie re-sent
+/// as its deadline moves (never past its end), and ends at its own absolute timeout.
+async fn remembered_outlives_the_absolute_timeout(app: &Quickstart) {
+    let asked = Instant::now();
+    let (kept, _) = log_in_remembering(app, "alice", "alice-password-123", true).await;
+    let logged_in = Instant::now();
+    let url = format!("{}/me", app.base);
+    let headers = [("cookie", kept.as_str())];
+    let mut lived_past_normal_end = false;
+    let mut resent = 0;
+    let deadline = logged_in + REMEMBERED_ABSOLUTE + Duration::from_secs(30);
+    loop {
+        let sent = Instant::now();
+        let reply = send("GET", &url, &headers, None).await;
+        if reply.status != StatusCode::OK {
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+            // The idle deadline moves in steps of a tenth of the idle timeout, and never past
+            // the absolute end: the last step may fall short of that end by up to one step.
+            let lived = asked.elapsed();
+            assert!(
+                lived + CLOCK_SLACK + REMEMBERED_IDLE / 10 >= REMEMBERED_ABSOLUTE,
+                "a remembered session in use ended after {lived:?}"
+            );
+            break;
+        }
+        lived_past_normal_end |= sent > logged_in + SHORT_ABSOLUTE;
+        for set_cookie in reply.set_cookies() {
+            assert_domain_cookie(&set_cookie);
+            let age = max_age(&set_cookie).expect("a re-sent remembered cookie has a Max-Age");
+            let idle = i64::try_from(REMEMBERED_IDLE.as_secs()).unwrap();
+            assert!((0..=idle).contains(&age), "Max-Age {age}: {set_cookie}");
+            let left = (logged_in + REMEMBERED_ABSOLUTE).saturating_duration_since(sent);
+            assert!(
+                age as f64 <= left.as_secs_f64() + 0.01,
+                "Max-Age {age} past the session's end, {left:?} away"
+            );
+            resent += 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a remembered session outlived its absolute timeout by 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        lived_past_normal_end,
+        "ended with the normal absolute timeout"
+    );
+    assert!(
+        resent > 0,
+        "the cookie was never re-sent as the deadline moved"
+    );
+}
+
+/// With `COOKIE_DOMAIN`, the cookie the login sets is the one later requests carry, and
+/// logout removes it for the same domain.
+async fn cookie_domain_applies(app: &Quickstart) {
+    let (cookie, set_cookie) = log_in_remembering(app, "alice", "alice-password-123", true).await;
+    assert_domain_cookie(&set_cookie);
+    assert!(cookie.starts_with("__Secure-id="));
+    let (status, _, body) = call("GET", &format!("{}/me", app.base), None, Some(&cookie)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
+    );
+    let (status, cookies, _) =
+        call("POST", &format!("{}/logout", app.base), None, Some(&cookie)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let removal = session_set_cookie(&cookies);
+    assert!(removal.starts_with("__Secure-id=;"), "{removal}");
+    assert!(removal.contains("Domain=example.test"), "{removal}");
+    assert_eq!(max_age(removal), Some(0), "{removal}");
+}
+
 #[actix_web::test]
 async fn quickstart_with_the_memory_store() {
     let app = start_with(None, &[REMEMBER_IDLE]);
     assert!(app.banner.contains("in memory"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
+    check_short_lifetimes(None, &[]).await;
 }
 
 #[actix_web::test]
@@ -1002,6 +1165,10 @@ async fn quickstart_with_redis() {
     assert!(app.banner.contains("Redis"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
+    // Not on the shared Redis: starting ends alice's and bob's sessions there, which another
+    // quickstart test may be using.
+    let server = support::redis_server::RedisServer::start();
+    check_short_lifetimes(Some(("REDIS_URL", &server.url())), &[]).await;
 }
 
 #[actix_web::test]
@@ -1013,6 +1180,7 @@ async fn quickstart_with_a_local_cache() {
     assert!(app.banner.contains("session cache"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
+    check_short_lifetimes(Some(("REDIS_URL", &server.url())), &[cache]).await;
 }
 
 /// One request: status, `Set-Cookie` headers, body.
@@ -1567,6 +1735,7 @@ async fn quickstart_on_a_redis_cluster() {
     assert!(app.banner.contains("Redis Cluster"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
+    check_short_lifetimes(Some(store), &[]).await;
 }
 
 /// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; counts answers.
