@@ -1301,8 +1301,12 @@ async fn check_lifecycle(app: &Quickstart) {
     assert_eq!(list.len(), 2, "{body}");
     for field in [
         "id",
+        "kind",
+        "name",
+        "remembered",
         "created_at",
         "last_seen",
+        "expires_at",
         "ip",
         "user_agent",
         "current",
@@ -1521,6 +1525,43 @@ fn quickstart_refuses_a_malformed_anonymous_idle_timeout() {
             stderr.contains("ANON_IDLE_TIMEOUT_SECS must be a whole number"),
             "{value:?}: {stderr}"
         );
+    }
+}
+
+/// The new settings are refused as the old ones are: a typo stops the start, with a message
+/// naming what is wrong, rather than falling back to a default.
+#[test]
+fn quickstart_refuses_malformed_remember_timeouts_and_cookie_domains() {
+    for (name, value, message) in [
+        (
+            "REMEMBER_IDLE_TIMEOUT_SECS",
+            "soon",
+            "REMEMBER_IDLE_TIMEOUT_SECS must be a whole number",
+        ),
+        (
+            "REMEMBER_ABSOLUTE_TIMEOUT_SECS",
+            "-1",
+            "REMEMBER_ABSOLUTE_TIMEOUT_SECS must be a whole number",
+        ),
+        (
+            "COOKIE_DOMAIN",
+            "example.test; Path=/x",
+            "is not a domain name",
+        ),
+    ] {
+        let output = Command::new(example_binary())
+            .env("ADDR", "127.0.0.1:0")
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_NODES")
+            .env_remove("REDIS_SENTINELS")
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "started with {name}={value:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{name}={value:?}: {stderr}");
     }
 }
 
