@@ -15,11 +15,22 @@
 //! Routes; bodies are JSON, errors `{"error":"<code>"}`:
 //!
 //! - `POST /register` `{"username","password"}`: `201` profile.
-//! - `POST /login` `{"username","password"}`: `200` profile, with the session and device
-//!   cookies. The new session keeps the cart and preferences of the one the browser came with.
-//! - `POST /logout`: `204`; the session ends, its data with it.
-//! - Logged in: `GET /me`; `GET /sessions`, `DELETE /sessions/{id}`,
-//!   `POST /sessions/revoke-others`; `POST /reauth` `{"password"}`; with a fresh session,
+//! - `POST /login` `{"username","password","remember"}`: `200` profile, with the session and
+//!   device cookies. The new session keeps the cart and preferences of the one the browser came
+//!   with. Without `"remember":true` the session cookie lasts for the browser session; with it
+//!   the session follows the remember timeouts and its cookie has a `Max-Age`.
+//! - `POST /logout`: `204`; the session ends, its data with it. With a bearer token, only that
+//!   token ends.
+//! - Logged in, with the session cookie or `Authorization: Bearer <token>`: `GET /me`;
+//!   `GET /sessions` (browser sessions and tokens, told apart by `"kind"`, `browser` or
+//!   `token`, with a token's `"name"` and whether a login is `"remembered"`),
+//!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`, which end tokens too;
+//!   `POST /tokens` `{"name","expires_in_secs"}` (a name of 1 to 64 bytes, not blank; an
+//!   optional lifetime): `201 {"id","token","expires_at"}`, a personal access token whose
+//!   secret is shown only there (`400 invalid_input` for bad input). Bearer requests skip the
+//!   cross-site checks and never get a cookie; an unknown or malformed token is `401` with
+//!   `WWW-Authenticate`.
+//! - Logged in with the cookie: `POST /reauth` `{"password"}`; with a fresh session,
 //!   `POST /password` `{"current_password","new_password"}`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
@@ -31,6 +42,7 @@
 //!   starts an anonymous session and sets its cookie; bad input is `400 invalid_input`.
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
+//! `REMEMBER_IDLE_TIMEOUT_SECS` and `REMEMBER_ABSOLUTE_TIMEOUT_SECS` (for remembered logins),
 //! `FRESH_WINDOW_SECS`, `MAX_SESSIONS_PER_USER` and `ANON_IDLE_TIMEOUT_SECS` (for anonymous
 //! sessions), login throttling with `LOGIN_MAX_FAILURES` and `LOGIN_WINDOW_SECS` (defaults: the
 //! library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the account-wide ceiling, and sign-ups per
@@ -38,6 +50,8 @@
 //! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
 //! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
 //! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
+//! `COOKIE_DOMAIN=example.com` sends the session cookie to every host under `example.com`: it
+//! gets a `Domain` and is named `__Secure-id`, since browsers refuse a `__Host-` cookie with one.
 //!
 //! ```text
 //! curl -i -c jar -H 'content-type: application/json' \
@@ -47,6 +61,15 @@
 //! curl -i -b jar -c jar -H 'content-type: application/json' -d '{"item":"tea"}' \
 //!      http://127.0.0.1:8080/cart
 //! curl -i -b jar -X POST -H 'Origin: http://127.0.0.1:8080' http://127.0.0.1:8080/logout
+//! ```
+//!
+//! A token for a script, from a logged-in browser session, used instead of the cookie:
+//!
+//! ```text
+//! curl -i -b jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
+//!      -d '{"name":"backup script","expires_in_secs":86400}' http://127.0.0.1:8080/tokens
+//! curl -i -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/me
+//! curl -i -X POST -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/logout
 //! ```
 
 use std::collections::HashMap;
@@ -58,7 +81,7 @@ use actix_login::policy::PasswordPolicy;
 use actix_login::store::RedisStoreBuilder;
 use actix_login::{
     password, AuthUser, Limit, Login, LoginMiddleware, LoginMiddlewareBuilder, LoginThrottle,
-    MemoryStore, RedisStore, Require, Session, Sessions,
+    MemoryStore, PersonalToken, RedisStore, Require, Session, Sessions,
 };
 use actix_web::cookie::Cookie;
 use actix_web::error::InternalError;
@@ -210,6 +233,16 @@ struct Credentials {
     password: String,
 }
 
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    /// "Keep me signed in": the longer remember timeouts, and a cookie that outlives the
+    /// browser session.
+    #[serde(default)]
+    remember: bool,
+}
+
 /// Logs in; the new session keeps the data (cart, preferences) of the session the browser came
 /// with, as `Login` does by default, if that one was anonymous or the same user's.
 async fn login(
@@ -218,7 +251,7 @@ async fn login(
     throttle: web::Data<LoginThrottle>,
     session: Session,
     sessions: Sessions,
-    creds: web::Json<Credentials>,
+    creds: web::Json<LoginForm>,
 ) -> actix_web::Result<HttpResponse> {
     let username = canonical_username(&creds.username).unwrap_or_default();
     let version = users.password_version(&username);
@@ -232,7 +265,8 @@ async fn login(
     };
     let login = Login::new(profile.id.to_string(), &profile)
         .roles(roles.clone())
-        .credentials_version(version.to_string());
+        .credentials_version(version.to_string())
+        .remember(creds.remember);
     session.login_with(login).await?;
     // A role change between reading the roles and creating the session found no session to
     // update: if the table moved on meanwhile, this login brings its session up to date.
@@ -362,6 +396,31 @@ async fn revoke_other_sessions(
 }
 
 #[derive(Deserialize)]
+struct NewToken {
+    name: String,
+    expires_in_secs: Option<u64>,
+}
+
+/// Creates a personal access token for scripts and other clients, which send it as
+/// `Authorization: Bearer <token>`. The secret is in this response only: the store keeps a hash.
+async fn create_token(
+    session: Session,
+    body: web::Json<NewToken>,
+) -> actix_web::Result<HttpResponse> {
+    let NewToken {
+        name,
+        expires_in_secs,
+    } = body.into_inner();
+    let mut token = PersonalToken::new(name);
+    if let Some(secs) = expires_in_secs {
+        token = token.expires_in(Duration::from_secs(secs));
+    }
+    // A blank or overlong name and a zero lifetime come back as `400 invalid_input`.
+    let issued = session.create_token(token).await?;
+    Ok(HttpResponse::Created().json(issued))
+}
+
+#[derive(Deserialize)]
 struct Reauth {
     password: String,
 }
@@ -422,7 +481,7 @@ async fn admin(user: AuthUser<Profile>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "admin": user.username }))
 }
 
-/// What the cart, preference and role routes answer to input they cannot take.
+/// What the cart, preference, role and token routes answer to input they cannot take.
 fn invalid_input() -> HttpResponse {
     HttpResponse::BadRequest().json(json!({ "error": "invalid_input" }))
 }
@@ -572,7 +631,7 @@ async fn push_roles(
     }
 }
 
-/// The JSON settings of the cart, preference and role routes: malformed, missing or mistyped
+/// The JSON settings of the cart, preference, role and token routes: malformed, missing or mistyped
 /// fields, a wrong content type and oversized bodies are all `400 {"error":"invalid_input"}`.
 /// Roomier than the rest, so that a 1000-character preference fits even with every character
 /// escaped.
@@ -601,6 +660,12 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
     if let Some(secs) = env_number("ABSOLUTE_TIMEOUT_SECS")? {
         builder = builder.absolute_timeout(Duration::from_secs(secs));
     }
+    if let Some(secs) = env_number("REMEMBER_IDLE_TIMEOUT_SECS")? {
+        builder = builder.remember_idle_timeout(Duration::from_secs(secs));
+    }
+    if let Some(secs) = env_number("REMEMBER_ABSOLUTE_TIMEOUT_SECS")? {
+        builder = builder.remember_absolute_timeout(Duration::from_secs(secs));
+    }
     if let Some(secs) = env_number("ANON_IDLE_TIMEOUT_SECS")? {
         builder = builder.anonymous_idle_timeout(Duration::from_secs(secs));
     }
@@ -610,6 +675,12 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
     if let Some(max) = env_number("MAX_SESSIONS_PER_USER")? {
         let max = usize::try_from(max).map_err(std::io::Error::other)?;
         builder = builder.max_sessions_per_user(max);
+    }
+    if let Some(domain) = std::env::var("COOKIE_DOMAIN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        builder = builder.cookie_domain(domain);
     }
     if let Some(proxies) = std::env::var("TRUST_PROXIES")
         .ok()
@@ -763,7 +834,10 @@ async fn main() -> std::io::Result<()> {
             LoginThrottle::new(store),
         )
     };
-    let login_middleware = configure(builder)?.build();
+    // `try_build`, not `build`: a bad COOKIE_DOMAIN is a message, not a panic.
+    let login_middleware = configure(builder)?
+        .try_build()
+        .map_err(std::io::Error::other)?;
     let login_throttle = web::Data::new(throttle(login_throttle)?);
     let users = Users::seed().await.map_err(std::io::Error::other)?;
     for id in users.ids() {
@@ -790,6 +864,13 @@ async fn main() -> std::io::Result<()> {
             )
             .route("/sessions/{id}", web::delete().to(revoke_session))
             .route("/reauth", web::post().to(reauth))
+            // Login first, so that anonymous clients get 401 whatever their body.
+            .service(
+                web::resource("/tokens")
+                    .app_data(input_json_config())
+                    .wrap(Require::login())
+                    .route(web::post().to(create_token)),
+            )
             .service(
                 web::resource("/password")
                     .wrap(Require::login().fresh())

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use awc::http::StatusCode;
 
@@ -313,7 +313,7 @@ const INVALID_INPUT: &str = r#"{"error":"invalid_input"}"#;
 async fn read_data(app: &Quickstart, path: &str, cookie: Option<&str>) -> (String, bool) {
     let (status, cookies, body) = call("GET", &format!("{}{path}", app.base), None, cookie).await;
     assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-    let sets_session = cookies.iter().any(|c| c.starts_with("__Host-id="));
+    let sets_session = cookies.iter().any(|c| is_session_cookie(c));
     (body, sets_session)
 }
 
@@ -612,27 +612,575 @@ async fn check_role_changes(app: &Quickstart) {
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
+/// What `send` got back.
+struct Reply {
+    status: StatusCode,
+    headers: awc::http::header::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// One request with exactly `headers` (no `Origin` unless among them), as a script or another
+/// site sends it; a body is sent as JSON.
+async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut req = client.request(method.parse().unwrap(), url);
+    for &(name, value) in headers {
+        req = req.insert_header((name, value));
+    }
+    let mut res = match body {
+        Some(json) => req
+            .insert_header(("content-type", "application/json"))
+            .send_body(json.to_owned())
+            .await
+            .unwrap(),
+        None => req.send().await.unwrap(),
+    };
+    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    Reply {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body,
+    }
+}
+
+/// The `Authorization` header value for `token`.
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Asserts the answer to a bearer token that is malformed, unknown or ended: `401` with a
+/// `WWW-Authenticate` challenge, and no cookie.
+fn assert_token_refused(reply: &Reply, what: &str) {
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::UNAUTHORIZED, r#"{"error":"unauthenticated"}"#),
+        "{what}"
+    );
+    let challenge = reply.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.starts_with("Bearer"), "{what}: {challenge:?}");
+    assert!(reply.set_cookies().is_empty(), "{what}");
+}
+
+/// Now, in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `POST /tokens` on behalf of `auth` (its headers) for a token named `name` that ends after
+/// `expires_in_secs`, if given; asserts `201` and that `expires_at` is that long after the
+/// request, and returns the issued token's JSON.
+async fn create_token(
+    app: &Quickstart,
+    auth: &[(&str, &str)],
+    name: &str,
+    expires_in_secs: Option<u64>,
+) -> serde_json::Value {
+    let body = match expires_in_secs {
+        Some(secs) => serde_json::json!({ "name": name, "expires_in_secs": secs }),
+        None => serde_json::json!({ "name": name }),
+    };
+    let before = unix_now();
+    let reply = send(
+        "POST",
+        &format!("{}/tokens", app.base),
+        auth,
+        Some(&body.to_string()),
+    )
+    .await;
+    let after = unix_now();
+    assert_eq!(reply.status, StatusCode::CREATED, "{name}: {}", reply.body);
+    // The secret is in this response only: no cache may keep it, and no cookie comes with it.
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{name}");
+    assert!(reply.set_cookies().is_empty(), "{name}");
+    let issued = reply.json();
+    assert!(issued["id"].is_string(), "{issued}");
+    assert_eq!(issued["token"].as_str().unwrap().len(), 47, "{issued}");
+    match expires_in_secs {
+        Some(secs) => {
+            let expires_at = issued["expires_at"].as_u64().unwrap();
+            assert!(
+                (before + secs..=after + secs + 1).contains(&expires_at),
+                "{name}: expires_at {expires_at}, asked at {before}..{after} for {secs} s"
+            );
+        }
+        None => assert!(issued["expires_at"].is_null(), "{issued}"),
+    }
+    issued
+}
+
+/// `GET /me` on behalf of `auth`: its status.
+async fn me_status(app: &Quickstart, auth: &[(&str, &str)]) -> StatusCode {
+    send("GET", &format!("{}/me", app.base), auth, None)
+        .await
+        .status
+}
+
+/// `GET /sessions` on behalf of `auth`: the list.
+async fn session_list(app: &Quickstart, auth: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    let reply = send("GET", &format!("{}/sessions", app.base), auth, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+/// A user of `check_tokens_and_remember`'s own: quickstart processes sharing a Redis share
+/// user ids, and it ends all but one of its user's sessions.
+const DAVE: &str = r#"{"username":"dave","password":"quince harbour dapple"}"#;
+
+/// The remember idle timeout the per-store tests run the quickstart with, which bounds a
+/// remembered cookie's `Max-Age`.
+const REMEMBER_IDLE_SECS: i64 = 3600;
+const REMEMBER_IDLE: (&str, &str) = ("REMEMBER_IDLE_TIMEOUT_SECS", "3600");
+
+/// Remembered logins and personal access tokens, on a quickstart with the default timeouts
+/// except `REMEMBER_IDLE`.
+async fn check_tokens_and_remember(app: &Quickstart) {
+    let url = |path: &str| format!("{}{path}", app.base);
+    let (status, _, body) = call("POST", &url("/register"), Some(DAVE), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let password = "quince harbour dapple";
+
+    // Remembered or not: only a remembered session's cookie outlives the browser session.
+    let (browser, set_cookie) = log_in_remembering(app, "dave", password, false).await;
+    assert_eq!(max_age(&set_cookie), None, "{set_cookie}");
+    let (kept, set_cookie) = log_in_remembering(app, "dave", password, true).await;
+    let age = max_age(&set_cookie).expect("a remembered login's cookie has a Max-Age");
+    assert!(
+        (1..=REMEMBER_IDLE_SECS).contains(&age),
+        "Max-Age {age}, remember idle timeout {REMEMBER_IDLE_SECS}: {set_cookie}"
+    );
+    let origin = app.base.as_str();
+    let as_browser = [("cookie", browser.as_str()), ("origin", origin)];
+    let as_kept = [("cookie", kept.as_str()), ("origin", origin)];
+    let list = session_list(app, &as_browser).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let now = unix_now();
+    for session in &list {
+        assert_eq!(session["kind"], "browser", "{session}");
+        assert!(session["name"].is_null(), "{session}");
+        // The one asking is the plain login; the other, the remembered one, has the remember
+        // limits: the default 30 days in all rather than 12 hours.
+        let remembered = session["current"] == false;
+        assert_eq!(session["remembered"], remembered, "{session}");
+        let lasts = session["expires_at"].as_u64().unwrap().saturating_sub(now);
+        if remembered {
+            assert!(lasts > 24 * 60 * 60, "{session}");
+        } else {
+            assert!(lasts <= 12 * 60 * 60 + 60, "{session}");
+        }
+    }
+
+    // A token that ends soon, watched at the end.
+    let asked = Instant::now();
+    let short = create_token(app, &as_browser, "short", Some(3)).await;
+    let short_bearer = bearer(short["token"].as_str().unwrap());
+    let as_short = [("authorization", short_bearer.as_str())];
+    // Alive, unless this machine is so slow that its 3 seconds may have run out already.
+    if asked.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(me_status(app, &as_short).await, StatusCode::OK);
+    }
+
+    // A token from the browser session works in place of the cookie, and never gets one.
+    let ci = create_token(app, &as_browser, "ci", None).await;
+    let ci_bearer = bearer(ci["token"].as_str().unwrap());
+    let as_ci = [("authorization", ci_bearer.as_str())];
+    let reply = send("GET", &url("/me"), &as_ci, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["username"], "dave");
+    assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
+    let reply = send("GET", &url("/sessions"), &as_ci, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
+    let list: Vec<serde_json::Value> = serde_json::from_str(&reply.body).unwrap();
+    // The short token may have ended already on a slow machine; it is checked later.
+    let list: Vec<_> = list.into_iter().filter(|s| s["name"] != "short").collect();
+    let kinds = |kind: &str| list.iter().filter(|s| s["kind"] == kind).count();
+    assert_eq!((kinds("browser"), kinds("token")), (2, 1), "{list:?}");
+    let current = list.iter().find(|s| s["current"] == true).unwrap();
+    assert_eq!(
+        (&current["id"], &current["kind"], &current["name"]),
+        (&ci["id"], &"token".into(), &"ci".into()),
+        "{list:?}"
+    );
+    assert_eq!(current["remembered"], false);
+
+    // A token makes tokens too, without any cross-site proof: a browser never sends the header
+    // on its own.
+    let deploy = create_token(app, &as_ci, "deploy", Some(120)).await;
+    let deploy_bearer = bearer(deploy["token"].as_str().unwrap());
+    let as_deploy = [("authorization", deploy_bearer.as_str())];
+    let listed = session_list(app, &as_deploy).await;
+    let entry = listed.iter().find(|s| s["id"] == deploy["id"]).unwrap();
+    assert_eq!(
+        (&entry["name"], &entry["expires_at"], &entry["current"]),
+        (&"deploy".into(), &deploy["expires_at"], &true.into())
+    );
+    // With the cookie, the cross-site checks apply.
+    let evil = r#"{"name":"evil"}"#;
+    let from_elsewhere = [
+        ("cookie", browser.as_str()),
+        ("sec-fetch-site", "cross-site"),
+    ];
+    let reply = send("POST", &url("/tokens"), &from_elsewhere, Some(evil)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::FORBIDDEN, r#"{"error":"csrf_rejected"}"#)
+    );
+    let (status, body) = cross_site(&url("/tokens"), Some(evil), Some(&browser)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // Bad input, from the browser and from a token; anonymous callers learn nothing of it.
+    let name65 = format!(r#"{{"name":"{}"}}"#, "n".repeat(65));
+    let bad_bodies = [
+        r#"{"name":""}"#,
+        r#"{"name":"   "}"#,
+        name65.as_str(),
+        r#"{"name":"ci","expires_in_secs":0}"#,
+        r#"{"name":"ci","expires_in_secs":"soon"}"#,
+        r#"{"name":"ci","expires_in_secs":-1}"#,
+        r#"{"name":"ci","expires_in_secs":1.5}"#,
+        r#"{"name":5}"#,
+        r#"{"name":"#,
+        "{}",
+        "not json",
+    ];
+    for auth in [&as_browser[..], &as_ci[..]] {
+        for bad in bad_bodies {
+            let reply = send("POST", &url("/tokens"), auth, Some(bad)).await;
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (StatusCode::BAD_REQUEST, INVALID_INPUT),
+                "{bad}"
+            );
+        }
+    }
+    for body in [r#"{"name":"ci"}"#, r#"{"name":""}"#] {
+        let reply = send("POST", &url("/tokens"), &[("origin", origin)], Some(body)).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::UNAUTHORIZED, r#"{"error":"unauthenticated"}"#),
+            "{body}"
+        );
+    }
+    let longest = create_token(app, &as_browser, &"n".repeat(64), None).await;
+    let longest_bearer = bearer(longest["token"].as_str().unwrap());
+    // Nothing refused left a token behind.
+    let mut names: Vec<String> = session_list(app, &as_browser)
+        .await
+        .iter()
+        .filter(|s| s["kind"] == "token" && s["name"] != "short")
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ci", "deploy", &"n".repeat(64)]);
+
+    // Tokens nobody issued, and tokens used the other way than they were handed out.
+    let mut forged: Vec<char> = ci["token"].as_str().unwrap().chars().collect();
+    forged[20] = if forged[20] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged.into_iter().collect();
+    let cookie_value = browser.split_once('=').unwrap().1;
+    let token_as_cookie = format!("__Host-id={}", ci["token"].as_str().unwrap());
+    for (what, value) in [
+        ("malformed", "Bearer abc".to_owned()),
+        ("empty", "Bearer".to_owned()),
+        ("unknown", bearer(&forged)),
+        ("a cookie as a bearer token", bearer(cookie_value)),
+    ] {
+        let reply = send(
+            "GET",
+            &url("/me"),
+            &[("authorization", value.as_str())],
+            None,
+        )
+        .await;
+        assert_token_refused(&reply, what);
+    }
+    assert_eq!(
+        me_status(app, &[("cookie", token_as_cookie.as_str())]).await,
+        StatusCode::UNAUTHORIZED,
+        "a bearer token as a cookie"
+    );
+
+    // Logout with a token ends that token only.
+    let reply = send("POST", &url("/logout"), &as_ci, None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
+    let reply = send("GET", &url("/me"), &as_ci, None).await;
+    assert_token_refused(&reply, "a token after its logout");
+    for auth in [&as_browser[..], &as_kept[..], &as_deploy[..]] {
+        assert_eq!(me_status(app, auth).await, StatusCode::OK);
+    }
+
+    // The short token ends on time: not before its 3 seconds, and soon after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = send("GET", &url("/me"), &as_short, None).await;
+        if reply.status != StatusCode::OK {
+            assert_token_refused(&reply, "an expired token");
+            let lived = asked.elapsed();
+            assert!(
+                lived >= Duration::from_millis(2900),
+                "a 3-second token ended after {lived:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a 3-second token still works after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Revocation from the browser ends tokens: one by id, then every other session.
+    let revoke = url(&format!("/sessions/{}", deploy["id"].as_str().unwrap()));
+    let (status, _, _) = call("DELETE", &revoke, None, Some(&browser)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_token_refused(
+        &send("GET", &url("/me"), &as_deploy, None).await,
+        "a revoked token",
+    );
+    let as_longest = [("authorization", longest_bearer.as_str())];
+    let minted = create_token(app, &as_longest, "minted", None).await;
+    let minted_bearer = bearer(minted["token"].as_str().unwrap());
+    let (status, _, _) = call(
+        "POST",
+        &url("/sessions/revoke-others"),
+        None,
+        Some(&browser),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for (what, token) in [("longest", &longest_bearer), ("minted", &minted_bearer)] {
+        let reply = send(
+            "GET",
+            &url("/me"),
+            &[("authorization", token.as_str())],
+            None,
+        )
+        .await;
+        assert_token_refused(&reply, what);
+    }
+    assert_eq!(me_status(app, &as_kept).await, StatusCode::UNAUTHORIZED);
+    let list = session_list(app, &as_browser).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let (status, _, _) = call("POST", &url("/logout"), None, Some(&browser)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+/// Timeouts short enough to watch, and a cookie domain: what `check_short_lifetimes` runs the
+/// quickstart with.
+const SHORT_LIFETIMES: [(&str, &str); 5] = [
+    ("IDLE_TIMEOUT_SECS", "1"),
+    ("ABSOLUTE_TIMEOUT_SECS", "2"),
+    ("REMEMBER_IDLE_TIMEOUT_SECS", "5"),
+    ("REMEMBER_ABSOLUTE_TIMEOUT_SECS", "9"),
+    ("COOKIE_DOMAIN", "example.test"),
+];
+const SHORT_IDLE: Duration = Duration::from_secs(1);
+const SHORT_ABSOLUTE: Duration = Duration::from_secs(2);
+const REMEMBERED_IDLE: Duration = Duration::from_secs(5);
+const REMEMBERED_ABSOLUTE: Duration = Duration::from_secs(9);
+/// How much earlier than its deadline a session may be seen to end: none, but the store's
+/// clock and this process's may be read a few milliseconds apart.
+const CLOCK_SLACK: Duration = Duration::from_millis(100);
+
+/// Starts the quickstart on `store` with `SHORT_LIFETIMES` (and `env`), and checks that
+/// remembered sessions follow their own timeouts and that the cookie takes the domain. Start
+/// it once the store's other users are done: a quickstart ends alice's and bob's sessions as
+/// it starts.
+async fn check_short_lifetimes(store: Option<(&str, &str)>, env: &[(&str, &str)]) {
+    let env: Vec<(&str, &str)> = SHORT_LIFETIMES.iter().chain(env).copied().collect();
+    let app = start_env(store, &env);
+    tokio::join!(
+        remembered_outlives_the_idle_timeout(&app),
+        remembered_outlives_the_absolute_timeout(&app),
+        cookie_domain_applies(&app),
+    );
+}
+
+/// Asserts that `set_cookie` sets the session cookie for `COOKIE_DOMAIN`.
+fn assert_domain_cookie(set_cookie: &str) {
+    assert!(set_cookie.starts_with("__Secure-id="), "{set_cookie}");
+    for attr in ["Domain=example.test", "Secure", "HttpOnly", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{attr}: {set_cookie}");
+    }
+}
+
+/// Past the normal idle timeout a remembered session lives on, until its own ends it.
+///
+/// Watching a session would keep it alive, so each one is asked once a known time after its
+/// last use. A remembered login slower than the margin leaves too little of its window to
+/// tell, and the round starts again.
+async fn remembered_outlives_the_idle_timeout(app: &Quickstart) {
+    let me = |cookie: String| async move { me_status(app, &[("cookie", cookie.as_str())]).await };
+    for _ in 0..5 {
+        let (normal, set_cookie) = log_in_remembering(app, "bob", "bob-password-456", false).await;
+        assert_domain_cookie(&set_cookie);
+        assert_eq!(max_age(&set_cookie), None, "{set_cookie}");
+        let asked = Instant::now();
+        let (kept, set_cookie) = log_in_remembering(app, "bob", "bob-password-456", true).await;
+        let logged_in = Instant::now();
+        assert_domain_cookie(&set_cookie);
+        let age = max_age(&set_cookie).expect("a remembered cookie has a Max-Age");
+        let idle = i64::try_from(REMEMBERED_IDLE.as_secs()).unwrap();
+        assert!((1..=idle).contains(&age), "Max-Age {age}: {set_cookie}");
+
+        // Both sessions idle past the normal timeout.
+        tokio::time::sleep_until((logged_in + SHORT_IDLE + Duration::from_millis(500)).into())
+            .await;
+        let unused_for = asked.elapsed();
+        if unused_for + Duration::from_millis(1500) < REMEMBERED_IDLE {
+            assert_eq!(
+                me(kept.clone()).await,
+                StatusCode::OK,
+                "a remembered session ended after {unused_for:?} unused"
+            );
+            let used = Instant::now();
+            assert_eq!(
+                me(normal).await,
+                StatusCode::UNAUTHORIZED,
+                "a session outlived the idle timeout"
+            );
+            // Its own idle timeout ends it.
+            tokio::time::sleep_until((used + REMEMBERED_IDLE + CLOCK_SLACK).into()).await;
+            assert_eq!(
+                me(kept).await,
+                StatusCode::UNAUTHORIZED,
+                "a remembered session outlived its idle timeout"
+            );
+            return;
+        }
+        eprintln!("remembered login took too long to tell ({unused_for:?}); again");
+    }
+    panic!("no remembered login was quick enough to watch in five tries");
+}
+
+/// A remembered session in use outlives the normal absolute timeout, has its cookie re-sent
+/// as its deadline moves (never past its end), and ends at its own absolute timeout.
+async fn remembered_outlives_the_absolute_timeout(app: &Quickstart) {
+    let asked = Instant::now();
+    let (kept, _) = log_in_remembering(app, "alice", "alice-password-123", true).await;
+    let logged_in = Instant::now();
+    let url = format!("{}/me", app.base);
+    let headers = [("cookie", kept.as_str())];
+    let mut lived_past_normal_end = false;
+    let mut resent = 0;
+    let deadline = logged_in + REMEMBERED_ABSOLUTE + Duration::from_secs(30);
+    loop {
+        let sent = Instant::now();
+        let reply = send("GET", &url, &headers, None).await;
+        if reply.status != StatusCode::OK {
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+            // The idle deadline moves in steps of a tenth of the idle timeout, and never past
+            // the absolute end: the last step may fall short of that end by up to one step.
+            let lived = asked.elapsed();
+            assert!(
+                lived + CLOCK_SLACK + REMEMBERED_IDLE / 10 >= REMEMBERED_ABSOLUTE,
+                "a remembered session in use ended after {lived:?}"
+            );
+            break;
+        }
+        lived_past_normal_end |= sent > logged_in + SHORT_ABSOLUTE;
+        for set_cookie in reply.set_cookies() {
+            assert_domain_cookie(&set_cookie);
+            let age = max_age(&set_cookie).expect("a re-sent remembered cookie has a Max-Age");
+            let idle = i64::try_from(REMEMBERED_IDLE.as_secs()).unwrap();
+            assert!((0..=idle).contains(&age), "Max-Age {age}: {set_cookie}");
+            let left = (logged_in + REMEMBERED_ABSOLUTE).saturating_duration_since(sent);
+            assert!(
+                age as f64 <= left.as_secs_f64() + 0.01,
+                "Max-Age {age} past the session's end, {left:?} away"
+            );
+            resent += 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a remembered session outlived its absolute timeout by 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        lived_past_normal_end,
+        "ended with the normal absolute timeout"
+    );
+    assert!(
+        resent > 0,
+        "the cookie was never re-sent as the deadline moved"
+    );
+}
+
+/// With `COOKIE_DOMAIN`, the cookie the login sets is the one later requests carry, and
+/// logout removes it for the same domain.
+async fn cookie_domain_applies(app: &Quickstart) {
+    let (cookie, set_cookie) = log_in_remembering(app, "alice", "alice-password-123", true).await;
+    assert_domain_cookie(&set_cookie);
+    assert!(cookie.starts_with("__Secure-id="));
+    let (status, _, body) = call("GET", &format!("{}/me", app.base), None, Some(&cookie)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
+    );
+    let (status, cookies, _) =
+        call("POST", &format!("{}/logout", app.base), None, Some(&cookie)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let removal = session_set_cookie(&cookies);
+    assert!(removal.starts_with("__Secure-id=;"), "{removal}");
+    assert!(removal.contains("Domain=example.test"), "{removal}");
+    assert_eq!(max_age(removal), Some(0), "{removal}");
+}
+
 #[actix_web::test]
 async fn quickstart_with_the_memory_store() {
-    let app = start(None);
+    let app = start_with(None, &[REMEMBER_IDLE]);
     assert!(app.banner.contains("in memory"), "{}", app.banner);
     check_contract(&app).await;
+    check_tokens_and_remember(&app).await;
+    check_short_lifetimes(None, &[]).await;
 }
 
 #[actix_web::test]
 async fn quickstart_with_redis() {
-    let app = start(Some(&shared_redis_url()));
+    let app = start_with(Some(&shared_redis_url()), &[REMEMBER_IDLE]);
     assert!(app.banner.contains("Redis"), "{}", app.banner);
     check_contract(&app).await;
+    check_tokens_and_remember(&app).await;
+    // Not on the shared Redis: starting ends alice's and bob's sessions there, which another
+    // quickstart test may be using.
+    let server = support::redis_server::RedisServer::start();
+    check_short_lifetimes(Some(("REDIS_URL", &server.url())), &[]).await;
 }
 
 #[actix_web::test]
 async fn quickstart_with_a_local_cache() {
     // A Redis of its own: the contract signs a user up, and user ids are per process.
     let server = support::redis_server::RedisServer::start();
-    let app = start_with(Some(&server.url()), &[("SESSION_CACHE", "1000")]);
+    let cache = ("SESSION_CACHE", "1000");
+    let app = start_with(Some(&server.url()), &[cache, REMEMBER_IDLE]);
     assert!(app.banner.contains("session cache"), "{}", app.banner);
     check_contract(&app).await;
+    check_tokens_and_remember(&app).await;
+    check_short_lifetimes(Some(("REDIS_URL", &server.url())), &[cache]).await;
 }
 
 /// One request: status, `Set-Cookie` headers, body.
@@ -669,13 +1217,32 @@ async fn call(
     (res.status(), cookies, body)
 }
 
+/// Whether a `Set-Cookie` header is the session cookie's: `__Host-id`, or `__Secure-id` when
+/// the app runs with `COOKIE_DOMAIN`.
+fn is_session_cookie(set_cookie: &str) -> bool {
+    set_cookie.starts_with("__Host-id=") || set_cookie.starts_with("__Secure-id=")
+}
+
+/// The `Set-Cookie` header of the session cookie among a response's.
+fn session_set_cookie(cookies: &[String]) -> &str {
+    cookies
+        .iter()
+        .find(|c| is_session_cookie(c))
+        .expect("no session cookie")
+}
+
 /// The `name=value` part of the session cookie a response set.
 fn session_cookie(cookies: &[String]) -> String {
-    let set = cookies
-        .iter()
-        .find(|c| c.starts_with("__Host-id="))
-        .expect("no session cookie");
+    let set = session_set_cookie(cookies);
     set.split(';').next().unwrap().to_owned()
+}
+
+/// The `Max-Age` of a `Set-Cookie` header, if it has one.
+fn max_age(set_cookie: &str) -> Option<i64> {
+    set_cookie
+        .split(';')
+        .find_map(|attr| attr.trim().strip_prefix("Max-Age="))
+        .map(|age| age.parse().unwrap())
 }
 
 async fn log_in(app: &Quickstart, username: &str, password: &str) -> String {
@@ -684,6 +1251,25 @@ async fn log_in(app: &Quickstart, username: &str, password: &str) -> String {
         call("POST", &format!("{}/login", app.base), Some(&body), None).await;
     assert_eq!(status, StatusCode::OK, "login as {username}");
     session_cookie(&cookies)
+}
+
+/// Logs in with `"remember"` set as given: the session cookie to send, and the `Set-Cookie`
+/// header that set it.
+async fn log_in_remembering(
+    app: &Quickstart,
+    username: &str,
+    password: &str,
+    remember: bool,
+) -> (String, String) {
+    let body =
+        format!(r#"{{"username":"{username}","password":"{password}","remember":{remember}}}"#);
+    let (status, cookies, answer) =
+        call("POST", &format!("{}/login", app.base), Some(&body), None).await;
+    assert_eq!(status, StatusCode::OK, "login as {username}: {answer}");
+    (
+        session_cookie(&cookies),
+        session_set_cookie(&cookies).to_owned(),
+    )
 }
 
 async fn check_lifecycle(app: &Quickstart) {
@@ -715,8 +1301,12 @@ async fn check_lifecycle(app: &Quickstart) {
     assert_eq!(list.len(), 2, "{body}");
     for field in [
         "id",
+        "kind",
+        "name",
+        "remembered",
         "created_at",
         "last_seen",
+        "expires_at",
         "ip",
         "user_agent",
         "current",
@@ -938,6 +1528,43 @@ fn quickstart_refuses_a_malformed_anonymous_idle_timeout() {
     }
 }
 
+/// The new settings are refused as the old ones are: a typo stops the start, with a message
+/// naming what is wrong, rather than falling back to a default.
+#[test]
+fn quickstart_refuses_malformed_remember_timeouts_and_cookie_domains() {
+    for (name, value, message) in [
+        (
+            "REMEMBER_IDLE_TIMEOUT_SECS",
+            "soon",
+            "REMEMBER_IDLE_TIMEOUT_SECS must be a whole number",
+        ),
+        (
+            "REMEMBER_ABSOLUTE_TIMEOUT_SECS",
+            "-1",
+            "REMEMBER_ABSOLUTE_TIMEOUT_SECS must be a whole number",
+        ),
+        (
+            "COOKIE_DOMAIN",
+            "example.test; Path=/x",
+            "is not a domain name",
+        ),
+    ] {
+        let output = Command::new(example_binary())
+            .env("ADDR", "127.0.0.1:0")
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_NODES")
+            .env_remove("REDIS_SENTINELS")
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "started with {name}={value:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{name}={value:?}: {stderr}");
+    }
+}
+
 /// A request the way a hostile page's form would send it: another site's `Origin`.
 async fn cross_site(url: &str, body: Option<&str>, cookie: Option<&str>) -> (StatusCode, String) {
     let client = awc::Client::default();
@@ -1144,9 +1771,12 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
 async fn quickstart_on_a_redis_cluster() {
     let cluster = support::cluster::RedisCluster::start();
     let nodes = cluster.urls().join(",");
-    let app = start_env(Some(("REDIS_CLUSTER_NODES", &nodes)), &[]);
+    let store = ("REDIS_CLUSTER_NODES", nodes.as_str());
+    let app = start_env(Some(store), &[REMEMBER_IDLE]);
     assert!(app.banner.contains("Redis Cluster"), "{}", app.banner);
     check_contract(&app).await;
+    check_tokens_and_remember(&app).await;
+    check_short_lifetimes(Some(store), &[]).await;
 }
 
 /// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; counts answers.
