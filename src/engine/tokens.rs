@@ -132,8 +132,9 @@ fn optional_unix_seconds<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<
 
 impl SessionEngine {
     /// Creates a personal access token for the user of `owner`, with the owner's profile and
-    /// roles. A token limited to scopes can only create tokens limited to some of them, so a
-    /// leaked narrow token cannot mint a wider one.
+    /// roles, noting the creating client's address and agent. A token limited to scopes can only
+    /// create tokens limited to some of them, and a token can only create tokens that end no
+    /// later than itself, so a leaked token cannot mint a wider or longer-lived one.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a name, lifetime or scope list out of bounds;
@@ -143,11 +144,17 @@ impl SessionEngine {
         &self,
         owner: &ActiveSession,
         spec: PersonalToken,
-    ) -> Result<Issued, Error> {
+        client: (Option<String>, Option<String>),
+    ) -> Result<IssuedToken, Error> {
         spec.check()?;
         let scopes = narrowed_scopes(owner.record.scopes(), spec.scopes)?;
         let now = SystemTime::now();
-        let end = self.rules.token_end(now, spec.expires_in);
+        let mut end = self.rules.token_end(now, spec.expires_in);
+        let mut has_end = spec.expires_in.is_some();
+        if owner.record.is_bearer() && owner.record.expires_at() < end {
+            end = owner.record.expires_at();
+            has_end = true;
+        }
         let record = SessionRecord::new(
             random_id()?,
             owner.record.user_id(),
@@ -156,6 +163,7 @@ impl SessionEngine {
             end,
         )
         .with_roles(owner.record.roles().to_vec())
+        .with_client(client.0, client.1)
         .personal_token(spec.name, scopes);
         let expires_at = self
             .rules
@@ -188,7 +196,7 @@ impl SessionEngine {
             expires_at,
             refreshed: false,
         };
-        Ok(Issued { token, session })
+        Ok(IssuedToken::new(&Issued { token, session }, has_end))
     }
 }
 

@@ -19,8 +19,8 @@ use super::csrf::{self, Provenance};
 use serde_json::value::RawValue;
 
 use crate::engine::{
-    ActiveSession, CredentialsVersion, Grant, Issued, PersonalToken, SessionEngine, SessionInfo,
-    SessionToken,
+    ActiveSession, CredentialsVersion, Grant, Issued, IssuedToken, PersonalToken, SessionEngine,
+    SessionInfo, SessionToken,
 };
 use crate::{DataChange, Error, SessionData, SessionKey, StoreError};
 
@@ -319,11 +319,19 @@ impl RequestSession {
         outcome.result
     }
 
-    /// Creates a personal access token for the logged-in user.
-    pub(crate) async fn create_token(&self, spec: PersonalToken) -> Result<Issued, Error> {
+    /// Creates a personal access token for the logged-in user; `user_agent` is the creating
+    /// client's, shown in listings.
+    pub(crate) async fn create_token(
+        &self,
+        spec: PersonalToken,
+        user_agent: Option<String>,
+    ) -> Result<IssuedToken, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
-        self.engine.create_token(&active, spec).await
+        let ip = self.client_ip.map(|ip| ip.to_string());
+        self.engine
+            .create_token(&active, spec, (ip, user_agent))
+            .await
     }
 
     /// Applies `read` to the session's data, which is loaded once per request; empty without

@@ -138,16 +138,15 @@ impl Session {
     /// was entered in it. Return [`IssuedToken::token`] to the user once; only a hash is kept.
     ///
     /// A token limited to [scopes](PersonalToken::scopes) can only create tokens limited to
-    /// some of its own.
+    /// some of its own, and a bearer token only tokens that end when it does or sooner. The
+    /// token is listed with the address and `User-Agent` of the client that created it.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] without a live login, or if it ended meanwhile;
     /// [`Error::InvalidInput`] for a name, end or scope list out of bounds; [`Error::Forbidden`]
     /// for a scope the creating token lacks; [`Error::Store`] if the store fails.
     pub async fn create_token(&self, token: PersonalToken) -> Result<IssuedToken, Error> {
-        let has_end = token.expires_in.is_some();
-        let issued = self.state.create_token(token).await?;
-        Ok(IssuedToken::new(&issued, has_end))
+        self.state.create_token(token, self.user_agent()).await
     }
 
     fn grant(&self, login: Login, bearer: bool) -> Result<Grant, Error> {

@@ -1,129 +1,23 @@
 //! The quickstart example is a contract: build it, run the binary and hold it to its routes.
 //!
-//! The first test that needs the binary builds it with the profile and features this test
-//! binary was built with, so `cargo test --all-features --test it quickstart` works on a clean
-//! target; after a full `cargo test`, which builds the examples itself, that build has nothing
-//! to do.
+//! The binary is built and started by [`support::example`](crate::support::example).
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use awc::http::StatusCode;
 
 use crate::support;
+use crate::support::example::Example;
 use crate::support::redis_server::shared_redis_url;
 
-struct Quickstart {
-    child: Child,
-    base: String,
-    banner: String,
-}
-
-impl Drop for Quickstart {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The quickstart, running.
+type Quickstart = Example;
 
 /// The quickstart executable, built once per test process.
-fn example_binary() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(build_example)
-}
-
-/// Builds the example with the cargo that runs the tests, into the same target directory,
-/// with the same profile and features, and returns the executable cargo reports.
-fn build_example() -> PathBuf {
-    // Tests live in <target>/<profile dir>/deps; the profile dir is "debug" for the dev and
-    // test profiles, and the profile's own name otherwise.
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str())
-        .expect("the test binary lives in <target>/<profile>/deps");
-    let profile = match profile_dir {
-        "debug" => "dev",
-        other => other,
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args(["build", "--example", "quickstart", "--profile", profile])
-        .args([
-            "--message-format",
-            "json-render-diagnostics",
-            "--manifest-path",
-        ])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-    // The features this test binary was built with, so the crate is not built a second time
-    // and the example has every store the tests start it on.
-    let enabled = [
-        ("redis", cfg!(feature = "redis")),
-        ("cluster", cfg!(feature = "cluster")),
-        ("sentinel", cfg!(feature = "sentinel")),
-        ("tls", cfg!(feature = "tls")),
-        ("local-cache", cfg!(feature = "local-cache")),
-        ("password", cfg!(feature = "password")),
-        ("policy", cfg!(feature = "policy")),
-        ("throttle", cfg!(feature = "throttle")),
-        ("test-util", cfg!(feature = "test-util")),
-        ("actix-session", cfg!(feature = "actix-session")),
-    ];
-    let features: Vec<&str> = enabled
-        .iter()
-        .filter(|(_, on)| *on)
-        .map(|(name, _)| *name)
-        .collect();
-    command
-        .arg("--no-default-features")
-        .args(["--features", &features.join(",")]);
-    // What cargo tells this test about its package (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) is
-    // not for the build: build scripts that track those variables (ring's does) would see a
-    // changed environment and rebuild their crates and everything above them, here and again
-    // in the next plain cargo command.
-    for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-            || matches!(
-                name,
-                "CARGO_CRATE_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-            )
-        {
-            command.env_remove(name);
-        }
-    }
-    let output = command
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run cargo to build the quickstart example");
-    assert!(
-        output.status.success(),
-        "cargo build --example quickstart failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // The artifact message for the example names its executable.
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == "quickstart"
-                && message["executable"].is_string()
-        })
-        .and_then(|message| message["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no quickstart executable")
+fn example_binary() -> PathBuf {
+    support::example::binary("quickstart")
 }
 
 fn start(redis_url: Option<&str>) -> Quickstart {
@@ -135,52 +29,8 @@ fn start_with(redis_url: Option<&str>, env: &[(&str, &str)]) -> Quickstart {
 }
 
 fn start_env(store: Option<(&str, &str)>, env: &[(&str, &str)]) -> Quickstart {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut command = Command::new(example_binary());
-    command
-        .env("ADDR", format!("127.0.0.1:{port}"))
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_CLUSTER_NODES")
-        .env_remove("REDIS_SENTINELS")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some((name, value)) = store {
-        command.env(name, value);
-    }
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("start the quickstart example");
-    let stdout = child.stdout.take().unwrap();
-    let mut banner = String::new();
-    let mut lines = BufReader::new(stdout).lines();
-    // The example prints the store it uses, then the address once users are seeded.
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.starts_with("listening on") {
-            break;
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "quickstart did not start: {banner}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Quickstart {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        banner,
-    }
+    let all: Vec<(&str, &str)> = store.into_iter().chain(env.iter().copied()).collect();
+    Example::start("quickstart", &all)
 }
 
 async fn post_json(

@@ -198,6 +198,7 @@ where
     let req = json_post("/tokens", body)
         .insert_header((header::COOKIE, format!("__Host-id={cookie}")))
         .insert_header(("sec-fetch-site", "same-origin"))
+        .insert_header((header::USER_AGENT, "token-maker/1"))
         .to_request();
     let (status, cookies, body) = answer(app, req).await;
     assert_eq!(status, 201, "{body}");
@@ -642,6 +643,39 @@ async fn scopes_and_freshness_limit_personal_tokens() {
     let inherited: serde_json::Value = serde_json::from_str(&body).unwrap();
     let inherited = inherited["token"].as_str().unwrap();
     assert_eq!(answer(&app, deploy(inherited)).await.0, 403);
+
+    // Nor a longer-lived one: a child of an expiring token ends with it at the latest.
+    let parent = new_token(
+        &app,
+        &browser,
+        json!({ "name": "p", "expires_in_secs": 600 }),
+    )
+    .await;
+    let parent_end = parent["expires_at"].as_u64().unwrap();
+    let parent = parent["token"].as_str().unwrap();
+    for child in [
+        json!({ "name": "c" }),
+        json!({ "name": "c", "expires_in_secs": 6000 }),
+    ] {
+        let (status, _, body) =
+            answer(&app, with_bearer(json_post("/tokens", child), parent)).await;
+        assert_eq!(status, 201, "{body}");
+        let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(issued["expires_at"].as_u64(), Some(parent_end), "{body}");
+    }
+    let shorter = json_post("/tokens", json!({ "name": "s", "expires_in_secs": 60 }));
+    let (_, _, body) = answer(&app, with_bearer(shorter, parent)).await;
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        issued["expires_at"].as_u64().unwrap() < parent_end,
+        "{body}"
+    );
+
+    // Listed with the client that created it.
+    let (_, _, body) = answer(&app, get("/sessions", Some(&browser))).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let made_by_browser = list.iter().find(|s| s["name"] == "p").unwrap();
+    assert_eq!(made_by_browser["user_agent"], "token-maker/1", "{body}");
 
     // Names, ends and scopes out of bounds.
     for bad in [
