@@ -139,6 +139,13 @@ impl SessionRules {
         now + lifetime.map_or(MAX_TIMEOUT, |l| l.min(MAX_TIMEOUT))
     }
 
+    /// Whether a session created at `created` and ending at `end` was given no end of its
+    /// own (a personal access token without one lasts as long as anything may).
+    pub(crate) fn is_endless(&self, created: SystemTime, end: SystemTime) -> bool {
+        end.duration_since(created)
+            .is_ok_and(|lifetime| lifetime >= MAX_TIMEOUT - Duration::from_secs(1))
+    }
+
     /// The idle timeout of a session of this kind; `None` when it has none.
     pub(crate) fn idle_timeout_of(&self, lifetime: Lifetime) -> Option<Duration> {
         match lifetime {

@@ -151,7 +151,9 @@ impl SessionEngine {
         let now = SystemTime::now();
         let mut end = self.rules.token_end(now, spec.expires_in);
         let mut has_end = spec.expires_in.is_some();
-        if owner.record.is_bearer() && owner.record.expires_at() < end {
+        let owner_end = owner.record.expires_at();
+        let owner_has_end = !self.rules.is_endless(owner.record.created_at(), owner_end);
+        if owner.record.is_bearer() && owner_has_end && owner_end < end {
             end = owner.record.expires_at();
             has_end = true;
         }
