@@ -582,9 +582,7 @@ async fn create_token(
 
 /// `GET /me` on behalf of `auth`: its status.
 async fn me_status(app: &Quickstart, auth: &[(&str, &str)]) -> StatusCode {
-    send("GET", &format!("{}/me", app.base), auth, None)
-        .await
-        .status
+    send("GET", &app.url("/me"), auth, None).await.status
 }
 
 /// `GET /sessions` on behalf of `auth`: the list.
@@ -932,7 +930,7 @@ async fn remembered_outlives_the_absolute_timeout(app: &Quickstart) {
     let asked = Instant::now();
     let (kept, _) = log_in_remembering(app, "alice", "alice-password-123", true).await;
     let logged_in = Instant::now();
-    let url = format!("{}/me", app.base);
+    let url = app.url("/me");
     let headers = [("cookie", kept.as_str())];
     let mut lived_past_normal_end = false;
     let mut resent = 0;
