@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use actix_login::{AuthUser, Login, LoginMiddleware, MaybeUser, MemoryStore, RedisStore, Session};
 use actix_web::http::header::{self, ContentType};
+use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicRequestTokenError};
 use oauth2::{
@@ -149,7 +150,7 @@ struct Callback {
 }
 
 /// Errors look like the crate's own: a fixed code, never cached.
-fn refusal(status: actix_web::http::StatusCode, code: &str) -> HttpResponse {
+fn refusal(status: StatusCode, code: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header(header::CacheControl(vec![header::CacheDirective::NoStore]))
         .json(json!({ "error": code }))
@@ -160,8 +161,6 @@ async fn callback(
     provider: web::Data<Provider>,
     query: web::Query<Callback>,
 ) -> actix_web::Result<HttpResponse> {
-    use actix_web::http::StatusCode;
-
     // Taken, not read: the removal returns what it removed in the same atomic write, so of two
     // requests carrying the same callback only one finds the pending login, and any callback,
     // successful or not, leaves nothing behind that a replay could use.
@@ -222,10 +221,9 @@ fn same_secret(a: &str, b: &str) -> bool {
 fn token_refusal(
     err: &BasicRequestTokenError<HttpClientError<oauth2::reqwest::Error>>,
 ) -> HttpResponse {
-    use actix_web::http::StatusCode;
     use oauth2::RequestTokenError;
 
-    tracing::warn!(error = %err, "token exchange failed");
+    tracing::warn!(error = causes(err), "token exchange failed");
     match err {
         RequestTokenError::ServerResponse(response)
             if *response.error() == BasicErrorResponseType::InvalidGrant =>
@@ -235,6 +233,20 @@ fn token_refusal(
         RequestTokenError::Request(_) => refusal(StatusCode::BAD_GATEWAY, "provider_unavailable"),
         _ => refusal(StatusCode::BAD_GATEWAY, "provider_error"),
     }
+}
+
+/// An error with its sources: the top one alone ("Request failed") does not say that the
+/// provider refused the connection or timed out. The code and the client secret travel in
+/// request bodies, which none of them shows.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The user-info answer, of an OpenID Connect provider (`sub`) or GitHub (`id`, `login`).
@@ -248,10 +260,8 @@ struct UserInfo {
 }
 
 async fn user_info(provider: &Provider, token: &AccessToken) -> Result<Profile, HttpResponse> {
-    use actix_web::http::StatusCode;
-
     let unavailable = |err: oauth2::reqwest::Error| {
-        tracing::warn!(error = %err, "user info request failed");
+        tracing::warn!(error = causes(&err), "user info request failed");
         refusal(StatusCode::BAD_GATEWAY, "provider_unavailable")
     };
     let provider_error = |why: &str| {
@@ -378,7 +388,7 @@ async fn main() -> std::io::Result<()> {
             // A query string that does not parse (a repeated `state`, say) is a bad callback,
             // answered like the others.
             .app_data(web::QueryConfig::default().error_handler(|err, _| {
-                let response = refusal(actix_web::http::StatusCode::BAD_REQUEST, "invalid_request");
+                let response = refusal(StatusCode::BAD_REQUEST, "invalid_request");
                 actix_web::error::InternalError::from_response(err, response).into()
             }))
             .route("/", web::get().to(home))
