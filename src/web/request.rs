@@ -46,6 +46,8 @@ pub(crate) struct RequestSession {
     store_failed: Cell<bool>,
     /// Whether the request's bearer token was looked up and found no live bearer session.
     bearer_rejected: Cell<bool>,
+    /// Whether the handler was handed a new bearer token for its response body.
+    token_issued: Cell<bool>,
     /// Whether this request ended its session (logout, "log out everywhere"): from then on it
     /// has none, unless it starts another.
     ended: Cell<bool>,
@@ -71,6 +73,7 @@ impl RequestSession {
             replaced: RefCell::new(None),
             store_failed: Cell::new(false),
             bearer_rejected: Cell::new(false),
+            token_issued: Cell::new(false),
             ended: Cell::new(false),
             update: RefCell::new(CookieUpdate::Keep),
             data: RefCell::new(None),
@@ -181,7 +184,9 @@ impl RequestSession {
     /// Whether this request was served from a session, a login or an anonymous one: its
     /// response is that visitor's own and must not be cached for anyone else.
     pub(crate) fn personal(&self) -> bool {
-        self.resolved.get().is_some_and(Option::is_some) || self.data.borrow().is_some()
+        self.resolved.get().is_some_and(Option::is_some)
+            || self.data.borrow().is_some()
+            || self.token_issued.get()
     }
 
     /// The cookie change the response must carry. A remembered session whose deadline moved
@@ -312,6 +317,8 @@ impl RequestSession {
     /// alone, and the token goes to the caller for the response body.
     pub(crate) async fn login_bearer(&self, grant: Grant) -> Result<Issued, Error> {
         self.unchanged_since_failure()?;
+        // The token goes out in the body: no cache may keep the response.
+        self.token_issued.set(true);
         let outcome = self.engine.login(None, None, grant, false).await;
         if let Err(Error::Store(err)) = &outcome.result {
             tracing::error!(error = %err, "session store failed during login");
@@ -328,6 +335,7 @@ impl RequestSession {
     ) -> Result<IssuedToken, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
+        self.token_issued.set(true);
         let ip = self.client_ip.map(|ip| ip.to_string());
         self.engine
             .create_token(&active, spec, (ip, user_agent))
@@ -418,10 +426,7 @@ impl RequestSession {
                 .logout(&key, known.as_ref().map(|active| &active.record))
                 .await?;
         }
-        self.replaced.replace(None);
-        self.ended.set(true);
-        self.data.replace(Some(SessionData::new()));
-        self.update.replace(CookieUpdate::Remove);
+        self.forget_session();
         Ok(())
     }
 
@@ -446,9 +451,23 @@ impl RequestSession {
     pub(crate) async fn revoke(&self, session_id: &str) -> Result<bool, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
-        self.engine
+        let revoked = self
+            .engine
             .revoke(active.record.user_id(), session_id)
-            .await
+            .await?;
+        if active.record.id() == session_id {
+            // Its own session: from here on the request has none, as after a logout.
+            self.forget_session();
+        }
+        Ok(revoked)
+    }
+
+    /// Drops the request's session after it ended: no user, no data, and the cookie cleared.
+    fn forget_session(&self) {
+        self.replaced.replace(None);
+        self.ended.set(true);
+        self.data.replace(Some(SessionData::new()));
+        self.update.replace(CookieUpdate::Remove);
     }
 
     pub(crate) async fn revoke_others(&self) -> Result<usize, Error> {
@@ -475,10 +494,7 @@ impl RequestSession {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
         let revoked = self.engine.revoke_all(active.record.user_id()).await?;
-        self.replaced.replace(None);
-        self.ended.set(true);
-        self.data.replace(Some(SessionData::new()));
-        self.update.replace(CookieUpdate::Remove);
+        self.forget_session();
         Ok(revoked)
     }
 }

@@ -19,6 +19,7 @@ mod oauth;
 mod password;
 mod quickstart;
 mod sentinel;
+mod shutdown;
 mod store;
 mod throttle;
 mod tokens;

@@ -378,7 +378,15 @@ async fn check_tokens(store: impl SessionStore) {
         401
     );
 
-    // A token from a login: same rules, no cookie, and it may log itself out.
+    // A token from a login: same rules, no cookie, and it may log itself out. The secret is in
+    // the body, which no cache may keep, though the request came with no session.
+    let res = test::call_service(&app, post("/token-login/2", None)).await;
+    assert_eq!(
+        res.headers()
+            .get(header::CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store")
+    );
     let (status, cookies, body) = answer(&app, post("/token-login/2", None)).await;
     assert_eq!((status, cookies.len()), (200, 0), "{body}");
     let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -1095,4 +1103,45 @@ async fn logs_never_contain_a_bearer_token() {
         );
         assert!(!logs.contains(&stored_key(secret)), "token hash in logs");
     }
+}
+
+/// Revoking its own session by id ends it for the rest of the request too, as a logout does:
+/// the cookie is cleared, and a bearer request's token dies without a cookie.
+#[actix_web::test]
+async fn revoking_the_current_session_by_id_clears_its_cookie() {
+    let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    let browser = log_in(&app, 4).await;
+    let (_, _, body) = answer(&app, get("/sessions", Some(&browser))).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let own = list[0]["id"].as_str().unwrap().to_owned();
+    let req = with_cookie(
+        test::TestRequest::delete()
+            .uri(&format!("/sessions/{own}"))
+            .insert_header(("sec-fetch-site", "same-origin")),
+        Some(&browser),
+    );
+    let (status, cookies, _) = answer(&app, req).await;
+    assert_eq!(status, 204);
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(
+        cookies[0].starts_with("__Host-id=;") && cookies[0].contains("Max-Age=0"),
+        "{cookies:?}"
+    );
+    assert_eq!(call(&app, get("/me", Some(&browser))).await.0, 401);
+
+    let created = new_token(&app, &log_in(&app, 4).await, json!({ "name": "self" })).await;
+    let token = created["token"].as_str().unwrap();
+    let own = created["id"].as_str().unwrap();
+    let req = test::TestRequest::delete().uri(&format!("/sessions/{own}"));
+    let (status, cookies, _) = answer(&app, with_bearer(req, token)).await;
+    assert_eq!((status, cookies.len()), (204, 0));
+    assert_eq!(
+        answer(
+            &app,
+            with_bearer(test::TestRequest::get().uri("/me"), token)
+        )
+        .await
+        .0,
+        401
+    );
 }
