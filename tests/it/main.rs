@@ -15,6 +15,7 @@ mod deployments;
 mod interop;
 mod lifecycle;
 mod login;
+mod minimal;
 mod password;
 mod quickstart;
 mod sentinel;
