@@ -6,6 +6,7 @@
 
 mod support;
 
+mod api_tokens;
 mod cache;
 #[cfg(feature = "test-util")]
 mod contract;
