@@ -23,3 +23,4 @@ mod sentinel;
 mod store;
 mod throttle;
 mod tokens;
+mod two_factor;
