@@ -6,6 +6,7 @@
 
 mod support;
 
+mod api_tokens;
 mod cache;
 #[cfg(feature = "test-util")]
 mod contract;
@@ -15,6 +16,7 @@ mod deployments;
 mod interop;
 mod lifecycle;
 mod login;
+mod minimal;
 mod oauth;
 mod password;
 mod quickstart;
@@ -23,3 +25,4 @@ mod shutdown;
 mod store;
 mod throttle;
 mod tokens;
+mod two_factor;
