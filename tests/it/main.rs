@@ -13,6 +13,7 @@ mod contract;
 mod csrf;
 mod data;
 mod deployments;
+mod html_login;
 mod interop;
 mod lifecycle;
 mod login;

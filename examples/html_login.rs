@@ -1,0 +1,431 @@
+//! A server-rendered login app: HTML forms, no JavaScript. `cargo run --example html_login`,
+//! then open <http://127.0.0.1:8080/>.
+//!
+//! What it shows, page by page:
+//!
+//! - `GET /login`: a sign-in form with a "Keep me signed in" box (`Login::remember`, a cookie
+//!   that survives a browser restart) and the session's CSRF token in a hidden field. Wrong
+//!   passwords and unknown users get the same answer; attempts go through `LoginThrottle`.
+//! - `GET /` and `GET /sessions` need a login: anonymous visitors are sent to
+//!   `/login?next=…` (`Require::login().redirect_to`), and after signing in they come back to
+//!   that page, if `safe_next` says it is one of this site's.
+//! - `GET /sessions` lists the user's sessions; "End" signs another browser out on its next
+//!   page load.
+//! - "Sign out" (on every signed-in page) ends the session and greets the visitor on the login
+//!   page with a flash message.
+//!
+//! Users: `alice` / `alice-password-123` and `bob` / `bob-password-456`. Sessions live in
+//! memory, or in Redis when `REDIS_URL` is set (under `REDIS_KEY_PREFIX`, default the crate's).
+//! `ADDR` changes the address (default `127.0.0.1:8080`). Browsers take the `Secure` session
+//! cookie over plain HTTP from `localhost` and `127.0.0.1` only: elsewhere, serve it over HTTPS.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use actix_login::password::{PasswordError, PasswordHasher};
+use actix_login::{
+    safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, LoginThrottle, MaybeUser,
+    MemoryStore, RedisStore, Require, Session, CSRF_FIELD,
+};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use minijinja::value::{Serde, Value};
+use minijinja::{context, Environment};
+use serde::{Deserialize, Serialize};
+
+const LAYOUT: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{% block title %}{% endblock %} · actix-login</title>
+<style>
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }
+label { display: block; margin: .5rem 0; }
+.note { padding: .5rem 1rem; background: #e8f0fe; }
+.error { padding: .5rem 1rem; background: #fde8e8; }
+form.inline { display: inline; }
+</style>
+</head>
+<body>
+{% if user %}
+<nav>
+<a href="/">Home</a> · <a href="/sessions">Sessions</a> ·
+<form class="inline" method="post" action="/logout">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<button type="submit">Sign out</button>
+</form>
+</nav>
+{% endif %}
+{% for flash in flashes %}<p class="note" role="status">{{ flash.text }}</p>{% endfor %}
+<main>{% block content %}{% endblock %}</main>
+</body>
+</html>
+"#;
+
+const LOGIN: &str = r#"{% extends "layout.html" %}
+{% block title %}Sign in{% endblock %}
+{% block content %}
+<h1>Sign in</h1>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<form method="post" action="/login">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<input type="hidden" name="next" value="{{ next }}">
+<label>Username <input name="username" value="{{ username }}" autocomplete="username" required autofocus></label>
+<label>Password <input type="password" name="password" autocomplete="current-password" required></label>
+<label><input type="checkbox" name="remember"> Keep me signed in</label>
+<button type="submit">Sign in</button>
+</form>
+<p>Try <code>alice</code> / <code>alice-password-123</code>.</p>
+{% endblock %}
+"#;
+
+const HOME: &str = r#"{% extends "layout.html" %}
+{% block title %}Home{% endblock %}
+{% block content %}
+<h1>Signed in as {{ user.username }}</h1>
+<p>{% if remembered %}This browser stays signed in after a restart.{% else %}Closing the browser signs you out.{% endif %}</p>
+{% endblock %}
+"#;
+
+const SESSIONS: &str = r#"{% extends "layout.html" %}
+{% block title %}Sessions{% endblock %}
+{% block content %}
+<h1>Where you are signed in</h1>
+<ul>
+{% for s in sessions %}
+<li>{{ s.device }} from {{ s.ip }}, signed in {{ s.signed_in }}, last seen {{ s.last_seen }}{% if s.remembered %}, remembered{% endif %}
+{% if s.current %}<strong>(this browser)</strong>{% else %}
+<form class="inline" method="post" action="/sessions/{{ s.id }}/end">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<button type="submit">End</button>
+</form>{% endif %}
+</li>
+{% endfor %}
+</ul>
+{% endblock %}
+"#;
+
+/// The templates, with HTML auto-escaping (minijinja turns it on for names ending `.html`).
+fn templates() -> Result<Environment<'static>, minijinja::Error> {
+    let mut env = Environment::new();
+    env.add_template("layout.html", LAYOUT)?;
+    env.add_template("login.html", LOGIN)?;
+    env.add_template("home.html", HOME)?;
+    env.add_template("sessions.html", SESSIONS)?;
+    env.add_global("csrf_field", CSRF_FIELD);
+    Ok(env)
+}
+
+/// A page. Never cached: after "Sign out", Back must not show the signed-in page again.
+fn render(pages: &Environment<'_>, status: StatusCode, name: &str, ctx: Value) -> HttpResponse {
+    match pages.get_template(name).and_then(|page| page.render(ctx)) {
+        Ok(html) => HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            // No scripts at all, forms post only here, and no other site may frame the buttons.
+            .insert_header((
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+                 frame-ancestors 'none'; base-uri 'none'",
+            ))
+            .body(html),
+        Err(err) => {
+            tracing::error!(error = %err, page = name, "template failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
+}
+
+/// What every page shows: who is signed in, the CSRF token its forms carry, and the flash
+/// messages waiting for it.
+async fn common(session: &Session, user: Option<&Profile>) -> Result<Value, Error> {
+    Ok(context! {
+        user => user.map(Serde),
+        csrf => session.csrf_token().unwrap_or_default(),
+        flashes => Serde(session.take_flashes().await?),
+    })
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// What a session remembers about its user; never the password hash.
+#[derive(Clone, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    username: String,
+}
+
+/// Stands in for the app's user table: profile and password hash by username.
+struct Users(HashMap<String, (Profile, String)>);
+
+impl Users {
+    async fn seed() -> Result<Self, PasswordError> {
+        let mut users = HashMap::new();
+        for (id, username, password) in [
+            (1, "alice", "alice-password-123"),
+            (2, "bob", "bob-password-456"),
+        ] {
+            let profile = Profile {
+                id,
+                username: username.to_owned(),
+            };
+            let hash = PasswordHasher::new().hash(password).await?;
+            users.insert(username.to_owned(), (profile, hash));
+        }
+        Ok(Self(users))
+    }
+
+    /// The user, if the password is theirs. Unknown users cost the same argon2 work as a wrong
+    /// password, and an oversized password is just a wrong one.
+    async fn check(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Profile>, PasswordError> {
+        let user = self.0.get(&username.trim().to_ascii_lowercase());
+        let stored = user.map(|(_, hash)| hash.as_str());
+        match PasswordHasher::new().verify(password, stored).await {
+            Ok(true) => Ok(user.map(|(profile, _)| profile.clone())),
+            Ok(false) | Err(PasswordError::TooLong) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct NextParam {
+    next: Option<String>,
+}
+
+async fn login_page(
+    pages: web::Data<Environment<'static>>,
+    session: Session,
+    query: web::Query<NextParam>,
+) -> actix_web::Result<HttpResponse> {
+    let next = query
+        .next
+        .as_deref()
+        .and_then(safe_next)
+        .unwrap_or_default();
+    let ctx = context! { next, ..common(&session, None).await? };
+    Ok(render(&pages, StatusCode::OK, "login.html", ctx))
+}
+
+/// The sign-in form's fields; missing ones are empty (and so a failed login).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginForm {
+    username: String,
+    password: String,
+    remember: Option<String>,
+    next: String,
+}
+
+/// The sign-in form again, saying why.
+async fn login_refused(
+    pages: &Environment<'_>,
+    session: &Session,
+    form: &LoginForm,
+    status: StatusCode,
+    error: String,
+) -> actix_web::Result<HttpResponse> {
+    let next = safe_next(&form.next).unwrap_or_default();
+    let ctx = context! { error, next, username => form.username.as_str(), ..common(session, None).await? };
+    Ok(render(pages, status, "login.html", ctx))
+}
+
+async fn login(
+    req: HttpRequest,
+    pages: web::Data<Environment<'static>>,
+    users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
+    session: Session,
+    form: web::Form<LoginForm>,
+) -> actix_web::Result<HttpResponse> {
+    // Counted before the password is checked, so parallel guesses cannot slip past the limit.
+    let attempt = match throttle.attempt(&req, &form.username).await {
+        Ok(attempt) => attempt,
+        Err(Error::Throttled { retry_after }) => {
+            // Whole seconds, rounded up: waiting exactly this long is enough.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let error = format!("Too many attempts. Try again in {secs} seconds.");
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let mut page = login_refused(&pages, &session, &form, status, error).await?;
+            page.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            return Ok(page);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let Some(profile) = users.check(&form.username, &form.password).await? else {
+        attempt.failed().await?;
+        let error = "Invalid username or password".to_owned();
+        return login_refused(&pages, &session, &form, StatusCode::UNAUTHORIZED, error).await;
+    };
+    // Lets this browser in even while strangers have the account throttled.
+    let device = attempt.succeeded().await?;
+    let login = Login::new(profile.id.to_string(), &profile).remember(form.remember.is_some());
+    session.login_with(login).await?;
+    let mut response = see_other(safe_next(&form.next).unwrap_or("/"));
+    response.add_cookie(&device)?;
+    Ok(response)
+}
+
+async fn home(
+    pages: web::Data<Environment<'static>>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    let remembered = user.is_remembered();
+    let ctx = context! { remembered, ..common(&session, Some(&user)).await? };
+    Ok(render(&pages, StatusCode::OK, "home.html", ctx))
+}
+
+/// One line of the sessions page.
+#[derive(Serialize)]
+struct SessionRow {
+    id: String,
+    current: bool,
+    remembered: bool,
+    device: String,
+    ip: String,
+    signed_in: String,
+    last_seen: String,
+}
+
+fn ago(then: SystemTime) -> String {
+    let secs = SystemTime::now()
+        .duration_since(then)
+        .unwrap_or_default()
+        .as_secs();
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86400 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86400),
+    }
+}
+
+async fn sessions_page(
+    pages: web::Data<Environment<'static>>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    let rows: Vec<SessionRow> = session
+        .list_sessions()
+        .await?
+        .into_iter()
+        .map(|s| SessionRow {
+            device: s.user_agent.unwrap_or_else(|| "Unknown browser".to_owned()),
+            ip: s.ip.unwrap_or_else(|| "an unknown address".to_owned()),
+            signed_in: ago(s.created_at),
+            last_seen: ago(s.last_seen),
+            id: s.id,
+            current: s.current,
+            remembered: s.remembered,
+        })
+        .collect();
+    let ctx = context! { sessions => Serde(rows), ..common(&session, Some(&user)).await? };
+    Ok(render(&pages, StatusCode::OK, "sessions.html", ctx))
+}
+
+async fn end_session(
+    user: MaybeUser<Profile>,
+    session: Session,
+    id: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    let Some(user) = user.into_option() else {
+        return Ok(see_other("/login?next=%2Fsessions"));
+    };
+    // This browser's own session ends with "Sign out", which also clears its cookie.
+    if id.as_str() == user.session_id() {
+        return Ok(see_other("/sessions"));
+    }
+    let text = if session.revoke_session(&id).await? {
+        "Session ended"
+    } else {
+        "That session had already ended"
+    };
+    session.flash(FlashLevel::Info, text).await?;
+    Ok(see_other("/sessions"))
+}
+
+async fn logout(session: Session) -> actix_web::Result<HttpResponse> {
+    session.logout().await?;
+    // The message starts an anonymous session; if the app may not start one now, the visitor
+    // is signed out all the same.
+    if let Err(err) = session.flash(FlashLevel::Info, "Signed out").await {
+        tracing::warn!(error = %err, "no flash message after logout");
+    }
+    Ok(see_other("/login"))
+}
+
+/// Anonymous visitors go to the login page, which brings them back here afterwards.
+fn signed_in() -> Require {
+    Require::login().redirect_to("/login")
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let (sessions, throttle) = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            let mut builder = RedisStore::builder(url);
+            if let Ok(prefix) = std::env::var("REDIS_KEY_PREFIX") {
+                builder = builder.key_prefix(prefix);
+            }
+            let store = builder.connect().await.map_err(std::io::Error::other)?;
+            println!("session store: Redis (from REDIS_URL)");
+            (
+                LoginMiddleware::new(store.clone()),
+                LoginThrottle::new(store),
+            )
+        }
+        _ => {
+            println!("session store: in memory (set REDIS_URL to use Redis)");
+            let store = MemoryStore::new();
+            (
+                LoginMiddleware::new(store.clone()),
+                LoginThrottle::new(store),
+            )
+        }
+    };
+    let throttle = web::Data::new(throttle);
+    let users = web::Data::new(Users::seed().await.map_err(std::io::Error::other)?);
+    let pages = web::Data::new(templates().map_err(std::io::Error::other)?);
+
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(users.clone())
+            .app_data(throttle.clone())
+            .app_data(pages.clone())
+            .app_data(web::FormConfig::default().limit(4096))
+            .service(
+                web::resource("/")
+                    .wrap(signed_in())
+                    .route(web::get().to(home)),
+            )
+            .service(
+                web::resource("/sessions")
+                    .wrap(signed_in())
+                    .route(web::get().to(sessions_page)),
+            )
+            .route("/sessions/{id}/end", web::post().to(end_session))
+            .route("/login", web::get().to(login_page))
+            .route("/login", web::post().to(login))
+            .route("/logout", web::post().to(logout))
+            .wrap(sessions.clone())
+    })
+    .bind(&addr)?;
+    println!("listening on http://{addr}");
+    server.run().await
+}

@@ -1,0 +1,713 @@
+//! The html_login example, held to what its users see: pages and redirects over HTTP on both
+//! stores, then the same flows in headless Chromium, where the browser's own rules take part
+//! (HttpOnly and `Secure` cookies, `Sec-Fetch-Site`, what a restart keeps).
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_login::CSRF_FIELD;
+use awc::http::StatusCode;
+
+use crate::support::browser::{Browser, Driver};
+use crate::support::example::Example;
+use crate::support::redis_server::{shared_redis_url, unique_prefix};
+
+const ALICE: (&str, &str) = ("alice", "alice-password-123");
+const BOB: (&str, &str) = ("bob", "bob-password-456");
+
+fn start_in_memory() -> Example {
+    let app = Example::start("html_login", &[]);
+    assert!(
+        app.banner.contains("session store: in memory"),
+        "{}",
+        app.banner
+    );
+    app
+}
+
+fn start_on_redis() -> Example {
+    let url = shared_redis_url();
+    // Keys of its own: another test's alice must not show up in this one's session list.
+    let prefix = unique_prefix();
+    let app = Example::start(
+        "html_login",
+        &[("REDIS_URL", &url), ("REDIS_KEY_PREFIX", &prefix)],
+    );
+    assert!(
+        app.banner.contains("session store: Redis"),
+        "{}",
+        app.banner
+    );
+    app
+}
+
+/// A response, read whole.
+struct Reply {
+    status: StatusCode,
+    location: Option<String>,
+    content_type: Option<String>,
+    retry_after: Option<String>,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+impl Reply {
+    /// The session cookie it sets, with its attributes.
+    fn session_cookie(&self) -> Option<&str> {
+        self.set_cookies
+            .iter()
+            .map(String::as_str)
+            .find(|c| c.starts_with("__Host-id="))
+    }
+
+    /// Asserts a `303` to `location`.
+    fn assert_see_other(&self, location: &str) {
+        assert_eq!(
+            (self.status, self.location.as_deref()),
+            (StatusCode::SEE_OTHER, Some(location)),
+            "{}",
+            self.body
+        );
+    }
+}
+
+/// The `name=value` of a `Set-Cookie`, for a `Cookie` header.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or_default().to_owned()
+}
+
+/// A client that follows no redirects, sends neither `Origin` nor `Sec-Fetch-Site` (as old
+/// browsers and scripts do), and names itself `agent` in `User-Agent`.
+struct Http {
+    client: awc::Client,
+    base: String,
+}
+
+impl Http {
+    fn new(app: &Example) -> Self {
+        Self::with_agent(app, "html-login-test")
+    }
+
+    fn with_agent(app: &Example, agent: &str) -> Self {
+        let client = awc::Client::builder()
+            .disable_redirects()
+            .timeout(Duration::from_secs(30))
+            .add_default_header(("user-agent", agent))
+            .finish();
+        Self {
+            client,
+            base: app.base.clone(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(cookie) = cookie {
+            req = req.insert_header(("cookie", cookie));
+        }
+        read(
+            req.send()
+                .await
+                .unwrap_or_else(|err| panic!("GET {path}: {err}")),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)], cookie: Option<&str>) -> Reply {
+        let mut req = self.client.post(format!("{}{path}", self.base));
+        if let Some(cookie) = cookie {
+            req = req.insert_header(("cookie", cookie));
+        }
+        let res = req.send_form(&form).await;
+        read(res.unwrap_or_else(|err| panic!("POST {path}: {err}"))).await
+    }
+
+    /// Posts the sign-in form.
+    async fn log_in(
+        &self,
+        (username, password): (&str, &str),
+        remember: bool,
+        next: &str,
+    ) -> Reply {
+        let mut form = vec![
+            ("username", username),
+            ("password", password),
+            ("next", next),
+        ];
+        if remember {
+            form.push(("remember", "on"));
+        }
+        self.post("/login", &form, None).await
+    }
+
+    /// Signs in and returns the session cookie, `name=value`.
+    async fn session(&self, user: (&str, &str)) -> String {
+        let reply = self.log_in(user, false, "/").await;
+        reply.assert_see_other("/");
+        pair(
+            reply
+                .session_cookie()
+                .expect("a login sets the session cookie"),
+        )
+    }
+}
+
+async fn read<S>(mut res: awc::ClientResponse<S>) -> Reply
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (location, content_type, retry_after) = (
+        header("location"),
+        header("content-type"),
+        header("retry-after"),
+    );
+    let set_cookies = res
+        .headers()
+        .get_all("set-cookie")
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let body = res.body().await.expect("the response body");
+    Reply {
+        status: res.status(),
+        location,
+        content_type,
+        retry_after,
+        set_cookies,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Undoes minijinja's HTML escaping.
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
+/// The value of the first form field named `name` on the page.
+fn field(html: &str, name: &str) -> Option<String> {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html.find(&marker)? + marker.len();
+    let len = html[start..].find('"')?;
+    Some(unescape(&html[start..start + len]))
+}
+
+/// The sign-out form every signed-in page has; returns its CSRF token.
+fn sign_out_token(html: &str) -> String {
+    let start = html
+        .find(r#"<form class="inline" method="post" action="/logout">"#)
+        .unwrap_or_else(|| panic!("no sign-out form:\n{html}"));
+    let form = &html[start..];
+    let form = &form[..form.find("</form>").expect("the form ends")];
+    assert!(form.contains("Sign out"), "{form}");
+    let token = field(form, CSRF_FIELD).expect("the sign-out form carries the CSRF token");
+    assert!(!token.is_empty(), "{form}");
+    token
+}
+
+/// The entries of the sessions page.
+fn session_rows(html: &str) -> Vec<&str> {
+    html.split("<li>")
+        .skip(1)
+        .map(|row| &row[..row.find("</li>").unwrap_or(row.len())])
+        .collect()
+}
+
+/// Every line of the contract a visitor meets before and at sign-in.
+async fn check_sign_in(app: &Example) {
+    let http = Http::new(app);
+    let page = http.get("/login", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.content_type
+            .as_deref()
+            .is_some_and(|ct| ct.starts_with("text/html")),
+        "{:?}",
+        page.content_type
+    );
+    let csrf_input = format!(r#"<input type="hidden" name="{CSRF_FIELD}""#);
+    for input in [
+        r#"<form method="post" action="/login">"#,
+        r#"name="username""#,
+        r#"<input type="password" name="password""#,
+        r#"<input type="checkbox" name="remember">"#,
+        &csrf_input,
+        r#"<button type="submit">Sign in</button>"#,
+    ] {
+        assert!(page.body.contains(input), "no {input} in\n{}", page.body);
+    }
+
+    // Pages that need a login send visitors to it, and it keeps where they were going.
+    http.get("/", None)
+        .await
+        .assert_see_other("/login?next=%2F");
+    http.get("/sessions", None)
+        .await
+        .assert_see_other("/login?next=%2Fsessions");
+    let page = http.get("/login?next=%2Fsessions", None).await;
+    assert_eq!(field(&page.body, "next").as_deref(), Some("/sessions"));
+    let page = http.get("/login?next=%2F%2Fevil.example", None).await;
+    assert_eq!(field(&page.body, "next").as_deref(), Some(""));
+
+    // Wrong password and unknown user get the same page back, with what was typed, escaped.
+    for (username, password) in [
+        ("alice", "bob-password-456"),
+        ("mallory", "alice-password-123"),
+        ("<b>alice</b>", "alice-password-123"),
+    ] {
+        let reply = http.log_in((username, password), false, "/").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{username}");
+        assert_eq!(reply.content_type, page.content_type);
+        assert!(
+            reply.body.contains("Invalid username or password"),
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.session_cookie(), None, "{username}");
+        assert_eq!(field(&reply.body, "username").as_deref(), Some(username));
+        assert!(!reply.body.contains("<b>"), "{}", reply.body);
+    }
+
+    // The right one: off to `next`, with a cookie that ends with the browser session.
+    let reply = http.log_in(ALICE, false, "/sessions").await;
+    reply.assert_see_other("/sessions");
+    let cookie = reply.session_cookie().expect("the session cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Max-Age") && !cookie.contains("Expires"),
+        "{cookie}"
+    );
+    let alice = pair(cookie);
+
+    // Anything that is not a path on this site ends at home.
+    for next in [
+        "",
+        "//evil.example",
+        "https://evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+    ] {
+        let reply = http.log_in(ALICE, false, next).await;
+        reply.assert_see_other("/");
+    }
+
+    // Keep me signed in: a cookie that outlives the browser session.
+    let reply = http.log_in(BOB, true, "/").await;
+    reply.assert_see_other("/");
+    let cookie = reply.session_cookie().expect("the session cookie");
+    assert!(cookie.contains("Max-Age="), "{cookie}");
+    let bob = pair(cookie);
+
+    for (cookie, name) in [(&alice, "alice"), (&bob, "bob")] {
+        for path in ["/", "/sessions"] {
+            let page = http.get(path, Some(cookie)).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+            sign_out_token(&page.body);
+            if path == "/" {
+                let greeting = format!("Signed in as {name}");
+                assert!(page.body.contains(&greeting), "{}", page.body);
+            }
+        }
+    }
+}
+
+/// The sessions page: this browser marked, the others ended from here.
+async fn check_sessions(app: &Example) {
+    let a = Http::with_agent(app, "Browser A");
+    let b = Http::with_agent(app, "Browser B");
+    let alice_a = a.session(ALICE).await;
+    let alice_b = b.session(ALICE).await;
+
+    let page = a.get("/sessions", Some(&alice_a)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let rows = session_rows(&page.body);
+    let row = |agent: &str| {
+        rows.iter()
+            .find(|row| row.contains(agent))
+            .unwrap_or_else(|| panic!("no session of {agent}:\n{}", page.body))
+    };
+    let (row_a, row_b) = (row("Browser A"), row("Browser B"));
+    assert!(row_a.contains("(this browser)"), "{row_a}");
+    assert!(!row_a.contains("End"), "{row_a}");
+    assert!(!row_b.contains("(this browser)"), "{row_b}");
+    let start = row_b.find(r#"action=""#).expect("an End form") + r#"action=""#.len();
+    let end = unescape(&row_b[start..start + row_b[start..].find('"').unwrap_or(0)]);
+    assert!(
+        end.starts_with("/sessions/") && end.ends_with("/end"),
+        "{end}"
+    );
+    let token = field(row_b, CSRF_FIELD).expect("the End form's CSRF token");
+
+    // Without the token, a client that sends no Origin is refused.
+    let reply = a.post(&end, &[], Some(&alice_a)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert_eq!(b.get("/", Some(&alice_b)).await.status, StatusCode::OK);
+
+    let reply = a.post(&end, &[(CSRF_FIELD, &token)], Some(&alice_a)).await;
+    reply.assert_see_other("/sessions");
+    let page = a.get("/sessions", Some(&alice_a)).await;
+    assert!(page.body.contains("Session ended"), "{}", page.body);
+    assert!(!page.body.contains("Browser B"), "{}", page.body);
+    b.get("/", Some(&alice_b))
+        .await
+        .assert_see_other("/login?next=%2F");
+    assert_eq!(a.get("/", Some(&alice_a)).await.status, StatusCode::OK);
+}
+
+/// Sign out: refused without the token, then signed out, greeted once on the login page.
+async fn check_sign_out(app: &Example) {
+    let http = Http::new(app);
+    let alice = http.session(ALICE).await;
+    let page = http.get("/", Some(&alice)).await;
+    let token = sign_out_token(&page.body);
+
+    let reply = http.post("/logout", &[], Some(&alice)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert_eq!(http.get("/", Some(&alice)).await.status, StatusCode::OK);
+
+    let reply = http
+        .post("/logout", &[(CSRF_FIELD, &token)], Some(&alice))
+        .await;
+    reply.assert_see_other("/login");
+    // The flash message's own session, anonymous.
+    let visitor = pair(
+        reply
+            .session_cookie()
+            .expect("a cookie for the flash message"),
+    );
+    let page = http.get("/login", Some(&visitor)).await;
+    assert!(page.body.contains("Signed out"), "{}", page.body);
+    let page = http.get("/login", Some(&visitor)).await;
+    assert!(
+        !page.body.contains("Signed out"),
+        "shown once:\n{}",
+        page.body
+    );
+    http.get("/", Some(&alice))
+        .await
+        .assert_see_other("/login?next=%2F");
+    http.get("/", Some(&visitor))
+        .await
+        .assert_see_other("/login?next=%2F");
+}
+
+#[actix_web::test]
+async fn html_login_over_http_in_memory() {
+    let app = start_in_memory();
+    check_sign_in(&app).await;
+    check_sessions(&app).await;
+    check_sign_out(&app).await;
+}
+
+#[actix_web::test]
+async fn html_login_over_http_on_redis() {
+    let app = start_on_redis();
+    check_sign_in(&app).await;
+    check_sessions(&app).await;
+    check_sign_out(&app).await;
+}
+
+#[actix_web::test]
+async fn html_login_throttles_password_guessing() {
+    let app = start_in_memory();
+    let http = Http::new(&app);
+    // The crate's default: 5 failures per account and address.
+    for _ in 0..5 {
+        let reply = http.log_in(("alice", "guess"), false, "/").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    for user in [("alice", "guess"), ALICE] {
+        let reply = http.log_in(user, false, "/").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            reply.body
+        );
+        assert!(reply.body.contains("Too many attempts"), "{}", reply.body);
+        assert!(reply.retry_after.is_some());
+        assert_eq!(reply.session_cookie(), None);
+    }
+}
+
+/// Signs in through the form on the page shown now, as a person would.
+async fn sign_in(browser: &Browser, (username, password): (&str, &str), remember: bool) {
+    browser.fill("input[name=username]", username).await;
+    browser.fill("input[name=password]", password).await;
+    if remember {
+        browser.click("input[name=remember]").await;
+    }
+    browser.click("form[action='/login'] button").await;
+}
+
+/// Opens the login page and signs in as alice, which ends on the home page.
+async fn sign_in_from_login_page(browser: &Browser, app: &Example, remember: bool) {
+    browser.goto(&app.url("/login")).await;
+    sign_in(browser, ALICE, remember).await;
+    let text = browser.wait_for_url(&app.url("/")).await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+}
+
+fn session_cookie<'a>(
+    cookies: &'a [fantoccini::cookies::Cookie<'static>],
+) -> Option<&'a fantoccini::cookies::Cookie<'static>> {
+    cookies.iter().find(|c| c.name() == "__Host-id")
+}
+
+#[actix_web::test]
+async fn browser_signs_in_and_hides_the_session_cookie_from_scripts() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    sign_in_from_login_page(&browser, &app, false).await;
+
+    let cookies = browser.cookies().await;
+    let cookie = session_cookie(&cookies).expect("the browser keeps the session cookie");
+    assert_eq!(cookie.http_only(), Some(true));
+    let visible = browser.script("return document.cookie").await;
+    let visible = visible.as_str().unwrap_or_default();
+    assert!(!visible.contains("__Host-id"), "{visible}");
+    browser.quit().await;
+}
+
+#[actix_web::test]
+async fn browser_returns_to_the_page_it_asked_for_and_never_leaves_the_site() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&app.url("/sessions")).await;
+    browser
+        .wait_for_url(&app.url("/login?next=%2Fsessions"))
+        .await;
+    sign_in(&browser, ALICE, false).await;
+    let text = browser.wait_for_url(&app.url("/sessions")).await;
+    assert!(text.contains("(this browser)"), "{text}");
+
+    for next in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example%2F"] {
+        let login = app.url(&format!("/login?next={next}"));
+        browser.goto(&login).await;
+        sign_in(&browser, ALICE, false).await;
+        // Wherever it goes, it goes there at once: no waiting for a host that does not exist.
+        let landed = browser.wait_to_leave(&login).await;
+        assert_eq!(landed, app.url("/"), "next={next}");
+        let text = browser.text().await;
+        assert!(text.contains("Signed in as alice"), "{text}");
+    }
+    browser.quit().await;
+}
+
+#[actix_web::test]
+async fn browser_ends_another_browsers_session() {
+    let app = start_on_redis();
+    let mut driver = Driver::start();
+    let a = driver.browser().await;
+    let b = driver.browser().await;
+    sign_in_from_login_page(&a, &app, false).await;
+    sign_in_from_login_page(&b, &app, false).await;
+
+    a.goto(&app.url("/sessions")).await;
+    let text = a.text().await;
+    assert!(text.contains("(this browser)"), "{text}");
+    let end_buttons = "form[action$='/end'] button";
+    assert_eq!(
+        a.count(end_buttons).await,
+        1,
+        "only B's session has one: {text}"
+    );
+    a.click(end_buttons).await;
+    a.wait_for_text("Session ended").await;
+    assert_eq!(a.count(end_buttons).await, 0);
+
+    // B's next click finds itself signed out.
+    b.click("a[href='/sessions']").await;
+    let text = b.wait_for_url(&app.url("/login?next=%2Fsessions")).await;
+    assert!(text.contains("Sign in"), "{text}");
+
+    a.goto(&app.url("/")).await;
+    assert!(a.text().await.contains("Signed in as alice"));
+    a.quit().await;
+    b.quit().await;
+}
+
+/// Pages served from another port of the app's host: another origin, but the same site, so
+/// the browser sends the app's `SameSite=Lax` cookie with the forms they submit. Stops
+/// serving when dropped.
+struct OtherOrigin {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl OtherOrigin {
+    /// Serves `pages`, `(path, html)`; 404 for any other path.
+    fn serve(pages: Vec<(&'static str, String)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port for the other origin");
+        let port = listener.local_addr().expect("its address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let pages = Arc::new(pages);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let pages = Arc::clone(&pages);
+                // A thread each: browsers open connections they may never send a request on.
+                std::thread::spawn(move || answer(stream, &pages));
+            }
+        });
+        Self { port, stop }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for OtherOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn answer(mut stream: TcpStream, pages: &[(&'static str, String)]) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = Vec::new();
+    let mut chunk = [0; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or_default();
+    let (status, body) = match pages.iter().find(|(p, _)| *p == path) {
+        Some((_, html)) => ("200 OK", html.as_str()),
+        None => ("404 Not Found", ""),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A page that submits a form to `action` as soon as it loads.
+fn auto_submit(action: &str, fields: &[(&str, &str)]) -> String {
+    let inputs: String = fields
+        .iter()
+        .map(|(name, value)| format!(r#"<input type="hidden" name="{name}" value="{value}">"#))
+        .collect();
+    format!(
+        r#"<!doctype html><form method="post" action="{action}">{inputs}</form>
+<script>document.forms[0].submit()</script>"#
+    )
+}
+
+#[actix_web::test]
+async fn another_origin_of_the_same_host_can_neither_sign_out_nor_sign_in() {
+    let app = start_in_memory();
+    let other = OtherOrigin::serve(vec![
+        (
+            "/sign-out",
+            auto_submit(&app.url("/logout"), &[(CSRF_FIELD, "")]),
+        ),
+        (
+            "/sign-in",
+            auto_submit(
+                &app.url("/login"),
+                &[("username", ALICE.0), ("password", ALICE.1)],
+            ),
+        ),
+    ]);
+    assert_ne!(other.port, app.port);
+    let mut driver = Driver::start();
+
+    let victim = driver.browser().await;
+    sign_in_from_login_page(&victim, &app, false).await;
+    victim.goto(&other.url("/sign-out")).await;
+    // The forged form did reach the app, which refused it.
+    let landed = victim.wait_to_leave(&other.url("/sign-out")).await;
+    assert_eq!(landed, app.url("/logout"));
+    let text = victim.text().await;
+    assert!(text.contains("csrf_rejected"), "{text}");
+    victim.goto(&app.url("/")).await;
+    assert_eq!(victim.url().await, app.url("/"));
+    assert!(victim.text().await.contains("Signed in as alice"));
+
+    // Login CSRF: a browser without a session is not signed in to the account the page names.
+    let fresh = driver.browser().await;
+    fresh.goto(&other.url("/sign-in")).await;
+    let landed = fresh.wait_to_leave(&other.url("/sign-in")).await;
+    assert_eq!(landed, app.url("/login"));
+    let text = fresh.text().await;
+    assert!(text.contains("csrf_rejected"), "{text}");
+    assert!(session_cookie(&fresh.cookies().await).is_none());
+    fresh.goto(&app.url("/")).await;
+    assert_eq!(fresh.url().await, app.url("/login?next=%2F"));
+
+    victim.quit().await;
+    fresh.quit().await;
+}
+
+#[actix_web::test]
+async fn remember_me_survives_a_browser_restart_and_a_normal_login_does_not() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let remembered = driver.new_profile();
+    let forgotten = driver.new_profile();
+    for (profile, remember) in [(&remembered, true), (&forgotten, false)] {
+        let browser = driver.browser_with_profile(profile).await;
+        sign_in_from_login_page(&browser, &app, remember).await;
+        // Both hold the session before the restart; only one cookie has an expiry.
+        let cookies = browser.cookies().await;
+        let cookie = session_cookie(&cookies).expect("the session cookie");
+        assert_eq!(cookie.expires().is_some(), remember, "{cookie:?}");
+        browser.quit().await;
+    }
+
+    let browser = driver.browser_with_profile(&remembered).await;
+    browser.goto(&app.url("/")).await;
+    assert_eq!(browser.url().await, app.url("/"));
+    assert!(browser.text().await.contains("Signed in as alice"));
+    browser.quit().await;
+
+    let browser = driver.browser_with_profile(&forgotten).await;
+    browser.goto(&app.url("/")).await;
+    assert_eq!(browser.url().await, app.url("/login?next=%2F"));
+    browser.quit().await;
+}
+
+#[actix_web::test]
+async fn browser_signs_out_and_is_told_so() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    sign_in_from_login_page(&browser, &app, false).await;
+    browser.click("nav form[action='/logout'] button").await;
+    let text = browser.wait_for_url(&app.url("/login")).await;
+    assert!(text.contains("Signed out"), "{text}");
+
+    browser.goto(&app.url("/")).await;
+    let text = browser.wait_for_url(&app.url("/login?next=%2F")).await;
+    assert!(!text.contains("Signed out"), "shown once: {text}");
+    browser.quit().await;
+}
