@@ -8,7 +8,12 @@
 //! Each property runs a modest number of cases so the suite stays fast; `PROPTEST_CASES` sets
 //! them all for a long run.
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use actix_web::http::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, FORWARDED,
+};
+use actix_web::test::TestRequest;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use proptest::collection::vec;
@@ -16,6 +21,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 use super::bearer::{self, BearerHeader};
+use super::client::{client_address, forwarded_chain, parse_node, ClientIpHeader, Proxies};
 use super::cookie::{CookieConfig, Presented};
 use crate::engine::token::{SessionToken, TOKEN_LEN};
 
@@ -386,5 +392,301 @@ proptest! {
         let b = if b.is_empty() { a.clone() } else { b };
         let values = vec![format!("Bearer {a}").into_bytes(), format!("bearer {b}").into_bytes()];
         prop_assert_eq!(by_bearer(&values), Seen::Malformed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// X-Forwarded-For and Forwarded.
+
+/// Addresses the headers and the trusted list draw from, so that they meet often.
+const POOL: [&str; 6] = [
+    "10.0.0.1",
+    "10.0.0.2",
+    "198.51.100.7",
+    "2001:db8::1",
+    "fe80::1",
+    "::ffff:10.0.0.3",
+];
+
+fn pool_ip() -> impl Strategy<Value = IpAddr> {
+    select(POOL.to_vec()).prop_map(|s| s.parse().unwrap())
+}
+
+fn some_ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![pool_ip(), any::<IpAddr>()]
+}
+
+/// How a hop can be written: bare, with a port, bracketed, quoted, with a zone, or not at all.
+fn node_text() -> BoxedStrategy<String> {
+    let zone = "[a-z0-9]{1,6}";
+    prop_oneof![
+        some_ip().prop_map(|ip| ip.to_string()),
+        (any::<Ipv4Addr>(), any::<u16>()).prop_map(|(ip, p)| format!("{ip}:{p}")),
+        (any::<Ipv6Addr>(), any::<u16>()).prop_map(|(ip, p)| format!("\"[{ip}]:{p}\"")),
+        any::<Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+        (any::<Ipv6Addr>(), zone).prop_map(|(ip, z)| format!("{ip}%{z}")),
+        (any::<Ipv6Addr>(), zone, any::<u16>()).prop_map(|(ip, z, p)| format!("[{ip}%25{z}]:{p}")),
+        select(vec![
+            "unknown", "_hidden", "", "[", "]:80", "\"\"", "1.2.3", "::ffff"
+        ])
+        .prop_map(str::to_owned),
+        "[ -~]{0,12}",
+    ]
+    .boxed()
+}
+
+fn spaced_node() -> impl Strategy<Value = String> {
+    (spacing(), node_text(), spacing()).prop_map(|(a, n, b)| format!("{a}{n}{b}"))
+}
+
+fn xff_line() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => vec(spaced_node(), 1..5).prop_map(|nodes| nodes.join(",").into_bytes()),
+        1 => header_bytes(60),
+    ]
+}
+
+fn forwarded_line() -> impl Strategy<Value = Vec<u8>> {
+    let param = prop_oneof![
+        (select(vec!["for", "For", "FOR", " for"]), node_text())
+            .prop_map(|(k, v)| format!("{k}={v}")),
+        select(vec![
+            "proto=https",
+            "by=10.0.0.9",
+            "host=app.example",
+            "for"
+        ])
+        .prop_map(str::to_owned),
+    ];
+    let element = vec(param, 1..4).prop_map(|params| params.join(";"));
+    prop_oneof![
+        3 => vec(element, 1..4).prop_map(|elements| elements.join(", ").into_bytes()),
+        1 => header_bytes(60),
+    ]
+}
+
+fn which_header() -> impl Strategy<Value = ClientIpHeader> {
+    prop_oneof![
+        Just(ClientIpHeader::XForwardedFor),
+        Just(ClientIpHeader::Forwarded)
+    ]
+}
+
+fn forwarding(
+    xff: &[Vec<u8>],
+    forwarded: &[Vec<u8>],
+    peer: Option<SocketAddr>,
+) -> actix_web::HttpRequest {
+    let mut req = TestRequest::default();
+    if let Some(peer) = peer {
+        req = req.peer_addr(peer);
+    }
+    for line in xff {
+        req = req.append_header(("x-forwarded-for", header_value(line)));
+    }
+    for line in forwarded {
+        req = req.append_header((FORWARDED, header_value(line)));
+    }
+    req.to_http_request()
+}
+
+fn proxies(trusted: &[IpAddr], header: ClientIpHeader, unix_socket: bool) -> Proxies {
+    Proxies {
+        // As `trust_proxies` stores them.
+        addresses: trusted.iter().map(|ip| ip.to_canonical()).collect(),
+        header,
+        unix_socket,
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Without a trusted proxy in front, no header a client writes moves its address.
+    #[test]
+    fn without_trusted_proxies_the_peer_is_the_client(
+        peer in some_ip(),
+        port in any::<u16>(),
+        trusted in vec(some_ip(), 0..3),
+        header in which_header(),
+        xff in vec(xff_line(), 0..3),
+        forwarded in vec(forwarded_line(), 0..3),
+    ) {
+        let canonical = peer.to_canonical();
+        let mut trusted = trusted;
+        trusted.retain(|t| t.to_canonical() != canonical);
+        let req = forwarding(&xff, &forwarded, Some(SocketAddr::new(peer, port)));
+        let proxies = proxies(&trusted, header, false);
+        prop_assert_eq!(client_address(&req, &proxies), Some(canonical));
+    }
+
+    /// Behind trusted proxies the answer is the peer itself or an untrusted hop the configured
+    /// header names; never an address out of nowhere, nor another trusted proxy.
+    #[test]
+    fn behind_trusted_proxies_the_client_is_the_peer_or_a_hop_in_the_header(
+        peer in prop::option::weighted(0.9, pool_ip()),
+        port in any::<u16>(),
+        trusted in vec(pool_ip(), 0..4),
+        unix_socket in any::<bool>(),
+        header in which_header(),
+        xff in vec(xff_line(), 0..3),
+        forwarded in vec(forwarded_line(), 0..3),
+    ) {
+        let mut trusted = trusted;
+        trusted.extend(peer);
+        let req = forwarding(&xff, &forwarded, peer.map(|ip| SocketAddr::new(ip, port)));
+        let proxies = proxies(&trusted, header, unix_socket);
+        let found = client_address(&req, &proxies);
+        prop_assert_eq!(found, client_address(&req, &proxies));
+        let peer = peer.map(|ip| ip.to_canonical());
+        let Some(found) = found else {
+            // Only a unix socket without a readable hop has no address.
+            prop_assert!(peer.is_none());
+            return Ok(());
+        };
+        if Some(found) != peer {
+            let hops = forwarded_chain(req.headers(), header);
+            prop_assert!(hops.iter().flatten().any(|hop| hop.to_canonical() == found));
+            prop_assert!(!proxies.addresses.contains(&found));
+        }
+    }
+
+    /// Entries a client wrote left of its real address never count, however the trusted
+    /// proxies add theirs: as a line of its own (HAProxy), or joined into one line (nginx,
+    /// Envoy, Go), which turns an unreadable client line into an unreadable chain and so the
+    /// peer.
+    #[test]
+    fn spoofed_hops_left_of_the_client_never_count(
+        client_lines in vec(xff_line(), 0..3),
+        real in any::<Ipv4Addr>().prop_filter("not a proxy", |ip| !ip.is_private()),
+        inner in vec(select(vec!["10.0.0.1", "10.0.0.2"]), 0..3),
+        joined in any::<bool>(),
+    ) {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), peer];
+        let mut written: Vec<String> = vec![real.to_string()];
+        written.extend(inner.iter().map(|s| (*s).to_owned()));
+        let lines = if joined {
+            let mut line = client_lines.join(b", ".as_slice());
+            if !line.is_empty() {
+                line.extend_from_slice(b", ");
+            }
+            line.extend_from_slice(written.join(", ").as_bytes());
+            vec![line]
+        } else {
+            let mut lines = client_lines;
+            lines.extend(written.iter().map(|w| w.as_bytes().to_vec()));
+            lines
+        };
+        let req = forwarding(&lines, &[], Some(SocketAddr::new(peer, 443)));
+        let found = client_address(&req, &proxies(&trusted, ClientIpHeader::XForwardedFor, false));
+        prop_assert!(found == Some(IpAddr::V4(real)) || found == Some(peer), "{:?}", found);
+    }
+
+    #[test]
+    fn parse_node_reads_every_spelling_of_an_address(
+        ip in any::<IpAddr>(),
+        port in any::<u16>(),
+        form in 0..4usize,
+        quoted in any::<bool>(),
+        upper in any::<bool>(),
+        spaces in [spacing(), spacing()],
+    ) {
+        let text = match (ip, form) {
+            (IpAddr::V4(_), 0 | 2) | (IpAddr::V6(_), 0) => ip.to_string(),
+            (IpAddr::V4(_), _) => format!("{ip}:{port}"),
+            (IpAddr::V6(_), 1) => format!("[{ip}]"),
+            (IpAddr::V6(_), _) => format!("[{ip}]:{port}"),
+        };
+        let text = if upper { text.to_ascii_uppercase() } else { text };
+        let text = if quoted { format!("\"{text}\"") } else { text };
+        let node = format!("{}{text}{}", spaces[0], spaces[1]);
+        prop_assert_eq!(parse_node(&node), Some(ip));
+    }
+
+    /// Whatever the node, an address read from it is one written in it.
+    #[test]
+    fn parse_node_answers_only_with_an_address_written_in_the_node(
+        node in prop_oneof![
+            node_text(),
+            vec(any::<char>(), 0..40).prop_map(String::from_iter),
+            vec(select(vec!["[", "]", ":", "::", "%", "\"", "1", "ff", ".", "1.2.3.4", " "]), 0..10)
+                .prop_map(|p| p.concat()),
+        ]
+    ) {
+        if let Some(ip) = parse_node(&node) {
+            let written = (0..=node.len())
+                .filter(|&i| node.is_char_boundary(i))
+                .any(|i| {
+                    (i..=node.len())
+                        .filter(|&j| node.is_char_boundary(j))
+                        .any(|j| node[i..j].parse::<IpAddr>() == Ok(ip))
+                });
+            prop_assert!(written, "{:?} read from {:?}", ip, node);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// An unreadable hop stops the walk at the last trusted proxy, as the walk promises, however
+    /// the hop is unreadable: ASCII garbage does, but a line holding obs-text is dropped before
+    /// the walk and the hops left of it, which the client wrote, are believed.
+    #[test]
+    #[ignore = "finding: a forwarding line holding obs-text is dropped instead of stopping the \
+                walk, so X-Forwarded-For lines [\"198.51.100.7\", \"\\x80\"] from a trusted \
+                peer give 198.51.100.7, where [\"198.51.100.7\", \"garbage\"] gives the peer"]
+    fn an_unreadable_hop_stops_the_walk_whatever_makes_it_unreadable(
+        header in which_header(),
+        left in vec(some_ip(), 1..3),
+        garbage in prop_oneof![
+            Just(b"garbage".to_vec()),
+            vec(0x80u8..=0xff, 1..4),
+            (any::<Ipv4Addr>(), vec(0x80u8..=0xff, 1..3))
+                .prop_map(|(ip, junk)| [ip.to_string().as_bytes(), b", ", &junk].concat()),
+        ],
+        right in vec(select(vec!["10.0.0.1", "10.0.0.2"]), 0..2),
+    ) {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), peer];
+        let write = |hop: &[u8]| match header {
+            ClientIpHeader::Forwarded => [b"for=".as_slice(), hop].concat(),
+            _ => hop.to_vec(),
+        };
+        let mut lines: Vec<Vec<u8>> =
+            left.iter().map(|ip| write(ip.to_string().as_bytes())).collect();
+        lines.push(write(&garbage));
+        lines.extend(right.iter().map(|ip| write(ip.as_bytes())));
+        let (xff, forwarded) = match header {
+            ClientIpHeader::Forwarded => (vec![], lines),
+            _ => (lines, vec![]),
+        };
+        let req = forwarding(&xff, &forwarded, Some(SocketAddr::new(peer, 443)));
+        let found = client_address(&req, &proxies(&trusted, header, false));
+        prop_assert_eq!(found, Some(peer));
+    }
+
+    /// A zone names a link-local interface; the address before it is the one the node names.
+    #[test]
+    #[ignore = "finding: an unbracketed IPv6 address with a zone loses its last group to a \
+                port: parse_node(\"::ffff:0.0.0.0%0\") is ::ffff, not None"]
+    fn a_zoned_address_is_read_as_itself_or_not_at_all(
+        ip in any::<Ipv6Addr>(),
+        zone in "[a-z0-9]{1,8}",
+        port in any::<u16>(),
+        form in 0..4usize,
+    ) {
+        let node = match form {
+            0 => format!("{ip}%{zone}"),
+            1 => format!("[{ip}%{zone}]"),
+            2 => format!("[{ip}%{zone}]:{port}"),
+            _ => format!("\"[{ip}%25{zone}]:{port}\""),
+        };
+        let read = parse_node(&node);
+        prop_assert!(
+            read.is_none() || read == Some(IpAddr::V6(ip)),
+            "{:?} read from {:?}", read, node
+        );
     }
 }
