@@ -10,12 +10,16 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{
-    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, FORWARDED,
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE, FORWARDED, HOST,
+    ORIGIN,
 };
 use actix_web::test::TestRequest;
+use actix_web::HttpMessage as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -23,6 +27,10 @@ use proptest::sample::select;
 use super::bearer::{self, BearerHeader};
 use super::client::{client_address, forwarded_chain, parse_node, ClientIpHeader, Proxies};
 use super::cookie::{CookieConfig, Presented};
+use super::csrf::{
+    forgeable_body, has_synchronizer_token, synchronizer_token, CsrfConfig, Provenance, CSRF_HEADER,
+};
+use super::origin::Origin;
 use crate::engine::token::{SessionToken, TOKEN_LEN};
 
 /// `cases` for CI, unless `PROPTEST_CASES` asks for a longer run: `ProptestConfig::with_cases`
@@ -688,5 +696,442 @@ proptest! {
             read.is_none() || read == Some(IpAddr::V6(ip)),
             "{:?} read from {:?}", read, node
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Origin, Host and the CSRF provenance.
+
+fn host() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-zA-Z0-9-]{1,10}(\\.[a-zA-Z0-9-]{1,10}){0,3}",
+        any::<Ipv4Addr>().prop_map(|ip| ip.to_string()),
+        any::<Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+    ]
+}
+
+fn scheme_case() -> impl Strategy<Value = String> {
+    (select(vec!["http", "https"]), vec(any::<bool>(), 5)).prop_map(|(s, upper)| {
+        s.chars()
+            .zip(upper.into_iter().chain(std::iter::repeat(false)))
+            .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+            .collect()
+    })
+}
+
+fn origin_text() -> BoxedStrategy<String> {
+    let piece = select(vec![
+        "http",
+        "https",
+        "HTTPS",
+        "ftp",
+        "://",
+        ":",
+        "//",
+        "/",
+        "?",
+        "#",
+        "@",
+        "\\",
+        " ",
+        "[",
+        "]",
+        "::1",
+        "app.example",
+        "APP.example",
+        "80",
+        "443",
+        "0",
+        "65535",
+        "65536",
+        "+443",
+        "08080",
+        "null",
+        "é",
+        "%2F",
+    ]);
+    prop_oneof![
+        vec(any::<char>(), 0..40).prop_map(String::from_iter),
+        vec(piece, 0..8).prop_map(|p| p.concat()),
+        (
+            scheme_case(),
+            host(),
+            prop::option::of(any::<u16>()),
+            select(vec!["", "/", " "])
+        )
+            .prop_map(|(s, h, p, tail)| match p {
+                Some(p) => format!("{s}://{h}:{p}{tail}"),
+                None => format!("{s}://{h}{tail}"),
+            }),
+    ]
+    .boxed()
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    /// `Debug` writes an origin back as `Scheme://host:port`, the form `parse` reads: what
+    /// parsing kept is all there is to the origin, and its host is the input's.
+    #[test]
+    fn a_parsed_origin_round_trips_through_its_own_serialisation(text in origin_text()) {
+        let Some(origin) = Origin::parse(&text) else { return Ok(()) };
+        prop_assert_eq!(Origin::parse(&text), Some(origin.clone()));
+        let written = format!("{origin:?}");
+        prop_assert_eq!(Origin::parse(&written), Some(origin.clone()));
+        let host = written.split_once("://").unwrap().1.rsplit_once(':').unwrap().0;
+        prop_assert!(text.to_ascii_lowercase().contains(host), "{} from {:?}", host, text);
+    }
+
+    /// The page's origin and the request's own are read alike, so a same-origin request
+    /// always compares equal, and anything one step away never does.
+    #[test]
+    fn an_origin_and_the_request_it_names_agree(
+        scheme in scheme_case(),
+        host in host(),
+        port in prop::option::of(1u16..),
+        upper in any::<bool>(),
+        slash in any::<bool>(),
+    ) {
+        let authority = match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let own = Origin::of_request(&scheme, &authority);
+        prop_assert!(own.is_some());
+        let spelled = format!("{scheme}://{authority}{}", if slash { "/" } else { "" });
+        let spelled = if upper { spelled.to_ascii_uppercase() } else { spelled };
+        prop_assert_eq!(Origin::parse(&spelled), own.clone());
+        let https = scheme.eq_ignore_ascii_case("https");
+        let default = if https { 443 } else { 80 };
+        let explicit = format!("{scheme}://{host}:{}", port.unwrap_or(default));
+        prop_assert_eq!(Origin::parse(&explicit), own.clone());
+
+        let other_scheme = if https { "http" } else { "https" };
+        let near = [
+            format!("{other_scheme}://{authority}"),
+            format!("{scheme}://{host}:{}", port.unwrap_or(default).wrapping_add(1).max(1)),
+            format!("{scheme}://{host}.evil.example"),
+            format!("{scheme}://evil.example/{authority}"),
+            format!("{scheme}://user@{authority}"),
+            format!("{scheme}://{authority}x"),
+        ];
+        for text in near {
+            prop_assert_ne!(Origin::parse(&text), own.clone(), "{}", text);
+        }
+    }
+}
+
+fn fetch_site() -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop::option::of(prop_oneof![
+        select(vec![
+            "same-origin",
+            "none",
+            "same-site",
+            "cross-site",
+            "Same-Origin",
+            ""
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
+        header_bytes(16),
+    ])
+}
+
+fn judge(
+    host: Option<&[u8]>,
+    origin: Option<&[u8]>,
+    site: Option<&[u8]>,
+    trusted: &[Origin],
+) -> Provenance {
+    let mut req = TestRequest::post().uri("/account");
+    if let Some(host) = host {
+        req = req.insert_header((HOST, header_value(host)));
+    }
+    if let Some(origin) = origin {
+        req = req.insert_header((ORIGIN, header_value(origin)));
+    }
+    if let Some(site) = site {
+        req = req.insert_header(("sec-fetch-site", header_value(site)));
+    }
+    let config = CsrfConfig {
+        trusted_origins: trusted.to_vec(),
+        ..CsrfConfig::default()
+    };
+    config.provenance(&req.to_srv_request())
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Whatever the headers, a request passes for same-origin only when the browser says so,
+    /// or its `Origin` is trusted, or (without fetch metadata) it names the `Host` exactly.
+    #[test]
+    fn provenance_vouches_only_for_the_host_or_a_trusted_origin(
+        host in prop::option::of(prop_oneof![
+            host().prop_map(String::into_bytes),
+            (host(), any::<u16>()).prop_map(|(h, p)| format!("{h}:{p}").into_bytes()),
+            header_bytes(30),
+        ]),
+        origin in prop::option::of(prop_oneof![
+            // Control characters cannot be in a header at all.
+            origin_text().prop_map(|o| {
+                o.chars().filter(|c| *c == '\t' || !c.is_control()).collect::<String>().into_bytes()
+            }),
+            header_bytes(40),
+        ]),
+        site in fetch_site(),
+        trusted in vec(origin_text(), 0..2),
+    ) {
+        let trusted: Vec<Origin> = trusted.iter().filter_map(|t| Origin::parse(t)).collect();
+        let got = judge(host.as_deref(), origin.as_deref(), site.as_deref(), &trusted);
+        prop_assert_eq!(got, judge(host.as_deref(), origin.as_deref(), site.as_deref(), &trusted));
+        let readable = |v: &[u8]| header_value(v).to_str().map(str::to_owned).ok();
+        let parsed = origin.as_deref().map(|o| readable(o).and_then(|o| Origin::parse(&o)));
+        let own = host
+            .as_deref()
+            .and_then(readable)
+            .and_then(|h| Origin::of_request("http", &h));
+        let expected = match (&parsed, &site) {
+            (Some(Some(o)), _) if trusted.contains(o) => Provenance::SameOrigin,
+            (_, Some(s)) if s == b"same-origin" || s == b"none" => Provenance::SameOrigin,
+            (_, Some(_)) => Provenance::CrossSite,
+            (None, None) => Provenance::Unknown,
+            (Some(Some(o)), None) if own.as_ref() == Some(o) => Provenance::SameOrigin,
+            (Some(_), None) => Provenance::CrossSite,
+        };
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn an_origin_one_step_from_the_host_is_cross_site(
+        host in host(),
+        port in prop::option::of(1u16..),
+        step in 0..7usize,
+    ) {
+        let authority = match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let same = format!("http://{authority}");
+        prop_assert_eq!(
+            judge(Some(authority.as_bytes()), Some(same.as_bytes()), None, &[]),
+            Provenance::SameOrigin
+        );
+        let other_port = port.unwrap_or(80).wrapping_add(1).max(1);
+        let near = match step {
+            0 => format!("https://{authority}"),
+            1 => format!("http://{host}:{other_port}"),
+            2 => format!("http://{host}.evil.example"),
+            3 => format!("http://evil.example/{authority}"),
+            4 => format!("http://user@{authority}"),
+            5 => "null".to_owned(),
+            _ => format!("http://{authority}:{other_port}"),
+        };
+        prop_assert_eq!(
+            judge(Some(authority.as_bytes()), Some(near.as_bytes()), None, &[]),
+            Provenance::CrossSite,
+            "{}", near
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synchronizer token in a header or a form body.
+
+/// Runs the search on a fresh request and returns its verdict and the body the handler would
+/// read afterwards.
+fn search(
+    content_type: Option<&str>,
+    header: Option<&[u8]>,
+    body: &[u8],
+    expected: &str,
+) -> (bool, Vec<u8>) {
+    let mut req = TestRequest::post().set_payload(body.to_vec());
+    if let Some(ct) = content_type {
+        req = req.insert_header((CONTENT_TYPE, ct));
+    }
+    if let Some(h) = header {
+        req = req.insert_header((CSRF_HEADER, header_value(h)));
+    }
+    let mut req: ServiceRequest = req.to_srv_request();
+    actix_web::rt::System::new().block_on(async {
+        let found = has_synchronizer_token(&mut req, expected).await;
+        let mut rest = Vec::new();
+        let mut payload = req.take_payload();
+        while let Some(chunk) = payload.next().await {
+            rest.extend_from_slice(&chunk.expect("an in-memory body"));
+        }
+        (found, rest)
+    })
+}
+
+fn expected_token() -> impl Strategy<Value = String> {
+    token().prop_map(|t| synchronizer_token(&SessionToken::parse(t.as_bytes()).unwrap()))
+}
+
+/// Form fields other than the token's, written as a browser or a hand-made client might.
+fn form_fields() -> impl Strategy<Value = Vec<String>> {
+    let field = prop_oneof![
+        (".{0,12}", ".{0,16}").prop_map(|(k, v)| serde_urlencoded::to_string([(k, v)]).unwrap()),
+        "[ -~]{0,20}".prop_map(|s| s.replace('&', "")),
+        select(vec![
+            "",
+            "=",
+            "csrf_tokens=x",
+            "xcsrf_token=y",
+            "%ZZ=1",
+            "a=%",
+            "+=+"
+        ])
+        .prop_map(str::to_owned),
+    ];
+    vec(field, 0..6).prop_filter("no other field named csrf_token", |fields| {
+        fields.iter().all(|f| {
+            serde_urlencoded::from_str::<Vec<(String, String)>>(f)
+                .map_or(true, |pairs| pairs.iter().all(|(k, _)| k != "csrf_token"))
+        })
+    })
+}
+
+/// Ways to write the field's name that decode to it.
+fn token_field_name() -> impl Strategy<Value = &'static str> {
+    select(vec![
+        "csrf_token",
+        "csrf%5Ftoken",
+        "csrf%5ftoken",
+        "%63srf_token",
+        "csrf_tok%65n",
+    ])
+}
+
+fn form_body(fields: &[String], token_field: &str, at: prop::sample::Index) -> String {
+    let mut fields = fields.to_vec();
+    fields.insert(at.index(fields.len() + 1), token_field.to_owned());
+    fields.join("&")
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn the_form_token_is_found_wherever_it_sits_and_the_body_is_given_back(
+        expected in expected_token(),
+        fields in form_fields(),
+        name in token_field_name(),
+        at in any::<prop::sample::Index>(),
+        params in select(vec!["", "; charset=UTF-8", ";charset=utf-8"]),
+    ) {
+        let body = form_body(&fields, &format!("{name}={expected}"), at);
+        let content_type = format!("application/x-www-form-urlencoded{params}");
+        let (found, rest) = search(Some(&content_type), None, body.as_bytes(), &expected);
+        prop_assert!(found, "{}", body);
+        prop_assert_eq!(rest, body.into_bytes());
+    }
+
+    /// Only the first `csrf_token` field counts, and it must be the token exactly.
+    #[test]
+    fn a_wrong_first_form_token_is_refused(
+        expected in expected_token(),
+        wrong in prop_oneof![
+            near_miss().prop_map(|v| String::from_utf8_lossy(&v).into_owned()),
+            ".{0,50}",
+            Just(String::new()),
+        ],
+        later_right in any::<bool>(),
+        fields in form_fields(),
+        at in any::<prop::sample::Index>(),
+    ) {
+        prop_assume!(wrong != expected);
+        let wrong_field = serde_urlencoded::to_string([("csrf_token", &wrong)]).unwrap();
+        let mut body = form_body(&fields, &wrong_field, at);
+        if later_right {
+            body.push_str(&format!("&csrf_token={expected}"));
+        }
+        let (found, rest) = search(
+            Some("application/x-www-form-urlencoded"),
+            None,
+            body.as_bytes(),
+            &expected,
+        );
+        prop_assert!(!found, "{}", body);
+        prop_assert_eq!(rest, body.into_bytes());
+    }
+
+    /// Any body, under any content type, is read without a panic and handed on unchanged.
+    #[test]
+    fn any_body_is_searched_without_panic_and_given_back(
+        expected in expected_token(),
+        body in prop_oneof![
+            vec(any::<u8>(), 0..2048),
+            vec(select(vec!["csrf_token", "=", "&", "%", "%5F", "+", ";", "\u{0}", "é"]), 0..20)
+                .prop_map(|p| p.concat().into_bytes()),
+        ],
+        content_type in prop::option::of(select(vec![
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-Urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "application/json",
+        ])),
+    ) {
+        let (found, rest) = search(content_type, None, &body, &expected);
+        prop_assert!(!found);
+        prop_assert_eq!(rest, body);
+    }
+
+    /// The read stops at 64 KiB: a body one byte over is refused even with the token first.
+    #[test]
+    fn forms_over_the_limit_are_refused(
+        expected in expected_token(),
+        len in (64 * 1024 - 8)..(64 * 1024 + 8usize),
+    ) {
+        let mut body = format!("csrf_token={expected}&pad=").into_bytes();
+        body.resize(len, b'a');
+        let (found, _) = search(Some("application/x-www-form-urlencoded"), None, &body, &expected);
+        prop_assert_eq!(found, len <= 64 * 1024);
+    }
+
+    #[test]
+    fn the_header_token_is_compared_whole(
+        expected in expected_token(),
+        header in prop::option::of(header_bytes(50)),
+        cut in 0..44usize,
+        flip in prop::option::of((0..43usize, header_byte())),
+    ) {
+        let mut candidates: Vec<Vec<u8>> = vec![expected.as_bytes().to_vec()];
+        candidates.push(expected.as_bytes()[..cut.min(expected.len())].to_vec());
+        if let Some((at, b)) = flip {
+            let mut v = expected.as_bytes().to_vec();
+            v[at] = b;
+            candidates.push(v);
+        }
+        candidates.push(format!("{expected} ").into_bytes());
+        candidates.extend(header);
+        for value in candidates {
+            let (found, _) = search(None, Some(&value), b"", &expected);
+            prop_assert_eq!(found, value == expected.as_bytes(), "{:?}", value);
+        }
+    }
+
+    /// The screen treats any spelling of the form content type as a form a page could forge
+    /// and then asks for the token; the search must look for it under that same spelling, or
+    /// a form that carries the token is refused.
+    #[test]
+    #[ignore = "finding: forgeable_body reads the content type without regard to case, \
+                has_synchronizer_token with a case-sensitive starts_with, so a form sent as \
+                \"application/x-www-form-urlencodeD\" with the right csrf_token is refused"]
+    fn every_form_the_screen_asks_a_token_of_is_searched_for_it(
+        expected in expected_token(),
+        upper in vec(any::<bool>(), 33),
+    ) {
+        let content_type: String = "application/x-www-form-urlencoded"
+            .chars()
+            .zip(upper)
+            .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+            .collect();
+        let req = TestRequest::post().insert_header((CONTENT_TYPE, content_type.as_str()));
+        prop_assert!(forgeable_body(req.to_srv_request().headers()));
+        let body = format!("csrf_token={expected}");
+        let (found, _) = search(Some(&content_type), None, body.as_bytes(), &expected);
+        prop_assert!(found, "{}", content_type);
     }
 }
