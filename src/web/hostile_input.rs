@@ -31,6 +31,7 @@ use super::csrf::{
     forgeable_body, has_synchronizer_token, synchronizer_token, CsrfConfig, Provenance, CSRF_HEADER,
 };
 use super::origin::Origin;
+use super::require::safe_next;
 use crate::engine::token::{SessionToken, TOKEN_LEN};
 
 /// `cases` for CI, unless `PROPTEST_CASES` asks for a longer run: `ProptestConfig::with_cases`
@@ -1133,5 +1134,92 @@ proptest! {
         let body = format!("csrf_token={expected}");
         let (found, _) = search(Some(&content_type), None, body.as_bytes(), &expected);
         prop_assert!(found, "{}", content_type);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `next` after login.
+
+fn next_text() -> BoxedStrategy<String> {
+    let piece = select(vec![
+        "/",
+        "//",
+        "\\",
+        "/\\",
+        "\\/",
+        "\t",
+        "\n",
+        "\r",
+        " ",
+        "%2F",
+        "%2f",
+        "%5C",
+        "%09",
+        "%0A",
+        "http:",
+        "https://",
+        "javascript:",
+        "data:",
+        "//evil.example",
+        "evil.example",
+        "é",
+        "\u{202e}",
+        "\u{0}",
+        "\u{7f}",
+        "\u{a0}",
+        "\u{3000}",
+        "?",
+        "#",
+        "@",
+        ":",
+        ".",
+        "..",
+        "a",
+        "～",
+        "／",
+        "＼",
+    ]);
+    prop_oneof![
+        vec(piece, 0..10).prop_map(|p| p.concat()),
+        vec(any::<char>(), 0..40).prop_map(String::from_iter),
+        "/[ -~]{0,60}",
+        // Around the length cap.
+        (2040..2060usize).prop_map(|n| format!("/{}", "a".repeat(n - 1))),
+    ]
+    .boxed()
+}
+
+/// What a browser does to a URL before resolving it: drops tabs and newlines anywhere, and
+/// reads `\` as `/` in http(s) URLs.
+fn as_a_browser_reads(next: &str) -> String {
+    next.chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .map(|c| if c == '\\' { '/' } else { c })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(config(1000))]
+
+    #[test]
+    fn safe_next_answers_with_a_local_path_or_nothing(next in next_text()) {
+        let Some(safe) = safe_next(&next) else { return Ok(()) };
+        // The very input, not a rewrite of it.
+        prop_assert_eq!(safe.as_ptr(), next.as_ptr());
+        prop_assert_eq!(safe.len(), next.len());
+        prop_assert!(safe.len() <= 2048);
+        prop_assert!(safe.bytes().all(|b| b.is_ascii_graphic()), "{:?}", safe);
+        let read = as_a_browser_reads(safe);
+        prop_assert!(read.starts_with('/') && !read.starts_with("//"), "{:?}", safe);
+    }
+
+    /// Not stricter than it says: every path of visible ASCII that starts with one `/` and
+    /// has no `\` passes.
+    #[test]
+    fn safe_next_keeps_every_plain_local_path(
+        rest in "[!-\\[\\]-~]{0,100}".prop_filter("one leading slash", |r| !r.starts_with('/')),
+    ) {
+        let next = format!("/{rest}");
+        prop_assert_eq!(safe_next(&next), Some(next.as_str()));
     }
 }
