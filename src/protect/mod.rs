@@ -3,6 +3,8 @@
 
 #[cfg(feature = "throttle")]
 mod device;
+#[cfg(test)]
+mod hostile_input;
 #[cfg(feature = "password")]
 pub mod password;
 #[cfg(feature = "policy")]

@@ -417,7 +417,7 @@ impl LoginAttempt {
 
 /// The hash of the username as the throttle sees it: trimmed, NFKC-normalised and lowercased,
 /// so that `Alice`, `alice ` and fullwidth `ａｌｉｃｅ` share a counter.
-fn account_hash(username: &str) -> String {
+pub(super) fn account_hash(username: &str) -> String {
     let folded: String = username.trim().nfkc().collect();
     short_hash(&folded.to_lowercase())
 }

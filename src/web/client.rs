@@ -64,7 +64,7 @@ fn walk_chain(
 
 /// The addresses a request passed through, farthest first, from the header the proxies write.
 /// `None` marks an entry that is not an IP address.
-fn forwarded_chain(headers: &HeaderMap, header: ClientIpHeader) -> Vec<Option<IpAddr>> {
+pub(super) fn forwarded_chain(headers: &HeaderMap, header: ClientIpHeader) -> Vec<Option<IpAddr>> {
     if header == ClientIpHeader::Forwarded {
         return headers
             .get_all(FORWARDED)
@@ -91,7 +91,7 @@ fn forwarded_chain(headers: &HeaderMap, header: ClientIpHeader) -> Vec<Option<Ip
 
 /// An address from a `Forwarded` node or `X-Forwarded-For` entry: `192.0.2.1`,
 /// `"192.0.2.1:8080"`, `"[2001:db8::1]:443"` or `2001:db8::1`.
-fn parse_node(node: &str) -> Option<IpAddr> {
+pub(super) fn parse_node(node: &str) -> Option<IpAddr> {
     let node = node.trim().trim_matches('"');
     if let Ok(ip) = node.parse() {
         return Some(ip);

@@ -14,6 +14,8 @@ mod cookie;
 mod csrf;
 mod extractor;
 mod flash;
+#[cfg(test)]
+mod hostile_input;
 mod login;
 mod middleware;
 mod origin;

@@ -26,6 +26,8 @@ mod codec;
 mod connection;
 mod credentials;
 mod data;
+#[cfg(test)]
+mod hostile_input;
 mod index;
 mod scripts;
 #[cfg(feature = "sentinel")]

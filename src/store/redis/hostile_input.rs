@@ -1,0 +1,446 @@
+//! Property tests for decoding what Redis hands back.
+//!
+//! Redis is trusted less than it seems: a shared instance, a restored dump, another version of
+//! this crate or a hand edit can leave any bytes in a session's hash. Decoding must turn all of
+//! them into a session, no session or `Corrupt` (a `401`), never a panic; and a session it
+//! returns must hold only what the fields held. Encoding and decoding must agree on every
+//! record the crate can write.
+//!
+//! Each property runs a modest number of cases so the suite stays fast; `PROPTEST_CASES` sets
+//! them all for a long run.
+
+use std::collections::BTreeMap;
+
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::codec::{
+    decode, decode_data, decode_reply, encode_deadline, encode_record, encode_user,
+};
+use crate::record::{from_unix_millis, unix_millis};
+use crate::store::StoredSession;
+use crate::{SessionRecord, StoreError};
+
+/// `cases` for CI, unless `PROPTEST_CASES` asks for a longer run: `ProptestConfig::with_cases`
+/// alone would override the variable.
+fn config(cases: u32) -> ProptestConfig {
+    let default = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_some() {
+        default
+    } else {
+        ProptestConfig { cases, ..default }
+    }
+}
+
+/// Everything a record tells its readers, comparable.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    id: String,
+    user_id: String,
+    user: String,
+    created: u64,
+    authenticated: u64,
+    expires: u64,
+    roles: Vec<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    anonymous: bool,
+    bearer: bool,
+    remembered: bool,
+    token_name: Option<String>,
+    scopes: Option<Vec<String>>,
+}
+
+fn seen(record: &SessionRecord) -> Seen {
+    Seen {
+        id: record.id().to_owned(),
+        user_id: record.user_id().to_owned(),
+        user: record.user().get().to_owned(),
+        created: unix_millis(record.created_at()),
+        authenticated: unix_millis(record.authenticated_at()),
+        expires: unix_millis(record.expires_at()),
+        roles: record.roles().to_vec(),
+        ip: record.ip().map(str::to_owned),
+        user_agent: record.user_agent().map(str::to_owned),
+        anonymous: record.is_anonymous(),
+        bearer: record.is_bearer(),
+        remembered: record.is_remembered(),
+        token_name: record.token_name().map(str::to_owned),
+        scopes: record.scopes().map(<[String]>::to_vec),
+    }
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ".{0,12}",
+        vec(any::<char>(), 0..12).prop_map(String::from_iter)
+    ]
+}
+
+/// A profile as an app serialises one.
+fn profile() -> impl Strategy<Value = Box<RawValue>> {
+    prop_oneof![
+        Just("null".to_owned()),
+        Just("{}".to_owned()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        text().prop_map(|s| serde_json::to_string(&s).unwrap()),
+        (any::<u64>(), text(), vec(text(), 0..3)).prop_map(|(id, name, tags)| {
+            serde_json::json!({ "id": id, "name": name, "tags": tags }).to_string()
+        }),
+    ]
+    .prop_map(|json| RawValue::from_string(json).unwrap())
+}
+
+/// Any record the crate can write.
+fn record() -> impl Strategy<Value = SessionRecord> {
+    (
+        (text(), text(), profile(), any::<u64>(), any::<u64>()),
+        vec(text(), 0..3),
+        (option::of(text()), option::of(text())),
+        option::of(any::<u64>()),
+        (0..4u8, any::<bool>(), text(), option::of(vec(text(), 0..3))),
+    )
+        .prop_map(
+            |((id, user_id, user, created, expires), roles, (ip, ua), reauth, kind)| {
+                let mut record = SessionRecord::new(
+                    id,
+                    user_id,
+                    user,
+                    from_unix_millis(created),
+                    from_unix_millis(expires),
+                )
+                .with_roles(roles)
+                .with_client(ip, ua);
+                if let Some(at) = reauth {
+                    record = record.reauthenticated(from_unix_millis(at));
+                }
+                match kind {
+                    (0, ..) => record,
+                    (1, ..) => record.remembered(),
+                    (2, remembered, ..) => record.login_token(remembered),
+                    (_, _, name, scopes) => record.personal_token(name, scopes),
+                }
+            },
+        )
+}
+
+/// JSON objects shaped like a record, with fields missing, repeated, of the wrong type or out
+/// of range.
+fn record_like_json() -> impl Strategy<Value = Vec<u8>> {
+    let key = select(vec![
+        "i", "u", "p", "c", "a", "x", "r", "ip", "ua", "k", "zz", "I",
+    ]);
+    let value = select(vec![
+        "\"s\"",
+        "\"\"",
+        "1",
+        "-1",
+        "1.5",
+        "1e400",
+        "18446744073709551615",
+        "18446744073709551616",
+        "null",
+        "true",
+        "[]",
+        "[\"admin\"]",
+        "[1]",
+        "{}",
+        "\"b\"",
+        "\"r\"",
+        "\"t\"",
+        "{\"t\":{}}",
+        "{\"t\":{\"m\":true}}",
+        "{\"t\":{\"m\":1}}",
+        "{\"p\":{\"n\":\"ci\"}}",
+        "{\"p\":{\"n\":\"ci\",\"s\":[\"deploy\"]}}",
+        "{\"p\":{\"n\":\"ci\",\"s\":null}}",
+        "{\"p\":{}}",
+        "{\"q\":{}}",
+        "\"\\ud800\"",
+        "\"\\u0000\"",
+    ]);
+    let complete = (
+        vec(select(vec!["\"s\"", "\"\""]), 2),
+        select(vec!["null", "{}", "[1]"]),
+        vec(select(vec!["1", "0", "18446744073709551615"]), 2),
+    )
+        .prop_map(|(ids, p, times)| {
+            format!(
+                "\"i\":{},\"u\":{},\"p\":{p},\"c\":{},\"x\":{}",
+                ids[0], ids[1], times[0], times[1]
+            )
+        });
+    (complete, vec((key, value), 0..6), any::<bool>()).prop_map(|(base, extra, keep)| {
+        let mut fields: Vec<String> = if keep { vec![base] } else { vec![] };
+        fields.extend(extra.iter().map(|(k, v)| format!("\"{k}\":{v}")));
+        format!("{{{}}}", fields.join(",")).into_bytes()
+    })
+}
+
+/// `base` with a few bytes changed, inserted or cut off.
+fn mutated(base: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    (base, vec((any::<Index>(), any::<u8>(), 0..3u8), 1..4)).prop_map(|(mut bytes, edits)| {
+        for (at, byte, op) in edits {
+            match op {
+                0 if !bytes.is_empty() => {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                1 => bytes.insert(at.index(bytes.len() + 1), byte),
+                _ if !bytes.is_empty() => bytes.truncate(at.index(bytes.len())),
+                _ => {}
+            }
+        }
+        bytes
+    })
+}
+
+fn encoded_record() -> impl Strategy<Value = Vec<u8>> {
+    record().prop_map(|r| encode_record(&r).unwrap())
+}
+
+fn encoded_user() -> impl Strategy<Value = Vec<u8>> {
+    (profile(), vec(text(), 0..3)).prop_map(|(p, r)| encode_user(&p, &r).unwrap())
+}
+
+fn record_field() -> impl Strategy<Value = Option<Vec<u8>>> {
+    option::weighted(
+        0.9,
+        prop_oneof![
+            vec(any::<u8>(), 0..64),
+            encoded_record(),
+            mutated(encoded_record()),
+            record_like_json(),
+        ],
+    )
+}
+
+fn user_field() -> impl Strategy<Value = Option<Vec<u8>>> {
+    option::of(prop_oneof![
+        vec(any::<u8>(), 0..32),
+        encoded_user(),
+        mutated(encoded_user()),
+        select(vec![
+            "{}",
+            "{\"p\":null}",
+            "{\"r\":[]}",
+            "{\"p\":1,\"r\":null}",
+            "{\"p\":{},\"r\":[1]}",
+            "{\"p\":[],\"p\":{}}",
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
+    ])
+}
+
+fn deadline_field() -> impl Strategy<Value = Option<Vec<u8>>> {
+    option::weighted(
+        0.9,
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+            vec(any::<u8>(), 0..24),
+            "[0-9]{0,25}".prop_map(String::into_bytes),
+            select(vec![
+                "",
+                "+5",
+                "-1",
+                " 5",
+                "5 ",
+                "0x10",
+                "1e3",
+                "18446744073709551615",
+                "18446744073709551616",
+                "٣",
+            ])
+            .prop_map(|s| s.as_bytes().to_vec()),
+        ],
+    )
+}
+
+/// The fields a session's JSON is checked against, read on their own. Not `serde_json::Value`:
+/// it refuses numbers past `f64` (`1e400`) in fields the record skips, where the record does not.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    i: String,
+    #[serde(default)]
+    u: String,
+    #[serde(default)]
+    c: u64,
+    #[serde(default)]
+    x: u64,
+    #[serde(default)]
+    r: Vec<String>,
+}
+
+/// What a decoded session must be, given the fields it came from.
+fn check_decoded(
+    stored: &StoredSession,
+    record: &[u8],
+    user: Option<&[u8]>,
+    deadline: Option<&[u8]>,
+) -> Result<(), TestCaseError> {
+    let deadline: u64 = std::str::from_utf8(deadline.unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    prop_assert_eq!(unix_millis(stored.expires_at), deadline);
+    let fields: Probe = serde_json::from_slice(record).unwrap();
+    let got = &stored.record;
+    prop_assert_eq!(fields.i.as_str(), got.id());
+    prop_assert_eq!(fields.u.as_str(), got.user_id());
+    prop_assert_eq!(fields.c, unix_millis(got.created_at()));
+    prop_assert_eq!(fields.x, unix_millis(got.expires_at()));
+    let (profile_from, roles) = match user {
+        Some(user) => (user, serde_json::from_slice::<Probe>(user).unwrap().r),
+        None => (record, fields.r),
+    };
+    // The profile is passed on as the very text that was stored.
+    let profile = got.user().get().as_bytes();
+    prop_assert!(profile_from.windows(profile.len()).any(|w| w == profile));
+    prop_assert_eq!(got.roles(), roles.as_slice());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn decode_reads_any_fields_into_a_session_nothing_or_corrupt(
+        record in record_field(),
+        user in user_field(),
+        deadline in deadline_field(),
+    ) {
+        let decoded = decode(record.as_deref(), user.as_deref(), deadline.as_deref());
+        match (&decoded, &record) {
+            (Ok(None), None) => {}
+            (Ok(None), Some(_)) => prop_assert!(false, "a record field decoded as no session"),
+            (Ok(Some(_)) | Err(_), None) => {
+                prop_assert!(false, "no record field, yet ok = {:?}", decoded.is_ok())
+            }
+            (Ok(Some(stored)), Some(bytes)) => {
+                check_decoded(stored, bytes, user.as_deref(), deadline.as_deref())?;
+                // Reading the record's times must not panic either, whatever they hold.
+                let _ = seen(&stored.record);
+            }
+            (Err(err), Some(_)) => prop_assert!(matches!(err, StoreError::Corrupt(_)), "{}", err),
+        }
+    }
+
+    #[test]
+    fn every_record_reads_back_as_written(
+        record in record(),
+        deadline in any::<u64>(),
+        update in option::of((profile(), vec(text(), 0..3))),
+    ) {
+        let encoded = encode_record(&record).unwrap();
+        let deadline_text = encode_deadline(from_unix_millis(deadline));
+        let user = update.as_ref().map(|(p, r)| encode_user(p, r).unwrap());
+        let stored = decode(Some(&encoded), user.as_deref(), Some(deadline_text.as_bytes()))
+            .unwrap()
+            .unwrap();
+        prop_assert_eq!(unix_millis(stored.expires_at), deadline);
+        let expected = match update {
+            Some((p, r)) => record.with_user(p, r),
+            None => record,
+        };
+        prop_assert_eq!(seen(&stored.record), seen(&expected));
+    }
+
+    /// `HMGET key r u e` answers three fields; any other count is a protocol mix-up.
+    #[test]
+    fn decode_reply_wants_exactly_three_fields(
+        reply in vec(option::of(vec(any::<u8>(), 0..16)), 0..6),
+        good in option::of((encoded_record(), any::<u64>())),
+    ) {
+        let mut reply = reply;
+        if let (Some((record, deadline)), 3) = (good, reply.len()) {
+            reply[0] = Some(record);
+            reply[2] = Some(deadline.to_string().into_bytes());
+        }
+        let alone = (reply.len() == 3).then(|| {
+            decode(reply[0].as_deref(), reply[1].as_deref(), reply[2].as_deref())
+                .map(|s| s.map(|s| (seen(&s.record), s.expires_at)))
+                .map_err(|_| ())
+        });
+        let decoded = decode_reply(reply)
+            .map(|s| s.map(|s| (seen(&s.record), s.expires_at)))
+            .map_err(|_| ());
+        match alone {
+            Some(alone) => prop_assert_eq!(decoded, alone),
+            None => prop_assert!(decoded.is_err()),
+        }
+    }
+
+    /// The data is the `d:` fields and nothing else, and only while the record is there.
+    #[test]
+    fn decode_data_reads_only_data_fields(
+        fields in vec(
+            (
+                prop_oneof![
+                    select(vec!["r", "e", "u", "z", "m", "d:", "d:cart", "R", "d", "r ", "d:\u{0}"])
+                        .prop_map(|s| s.as_bytes().to_vec()),
+                    vec(any::<u8>(), 0..8).prop_map(|name| [b"d:".as_slice(), &name].concat()),
+                    vec(any::<u8>(), 0..8),
+                ],
+                prop_oneof![
+                    vec(any::<u8>(), 0..24),
+                    select(vec!["[1]", "{}", "\"x\"", "null"]).prop_map(|s| s.as_bytes().to_vec()),
+                ],
+            ),
+            0..8,
+        ),
+    ) {
+        let mut live = false;
+        let mut unreadable = false;
+        let mut expected = BTreeMap::new();
+        for (field, value) in &fields {
+            if field == b"r" {
+                live = true;
+            } else if let Some(name) = field.strip_prefix(b"d:") {
+                match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                    (Ok(name), Ok(value)) => {
+                        expected.insert(name.to_owned(), value.to_owned());
+                    }
+                    _ => unreadable = true,
+                }
+            }
+        }
+        match decode_data(fields) {
+            Err(err) => {
+                prop_assert!(unreadable, "{}", err);
+                prop_assert!(matches!(err, StoreError::Corrupt(_)));
+            }
+            Ok(None) => prop_assert!(!unreadable && !live),
+            Ok(Some(data)) => {
+                prop_assert!(!unreadable && live);
+                let got: Vec<(&str, &str)> = data.iter().collect();
+                let want: Vec<(&str, &str)> =
+                    expected.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    /// The record's JSON on its own, as the local cache and the memory store also read it:
+    /// any bytes decode or fail, and what decodes writes back to the same record.
+    #[test]
+    fn record_json_decodes_or_fails_and_what_decodes_is_stable(
+        bytes in prop_oneof![
+            vec(any::<u8>(), 0..96),
+            record_like_json(),
+            mutated(encoded_record()),
+            mutated(record_like_json()),
+        ],
+    ) {
+        if let Ok(record) = serde_json::from_slice::<SessionRecord>(&bytes) {
+            let again = encode_record(&record).unwrap();
+            let back: SessionRecord = serde_json::from_slice(&again).unwrap();
+            prop_assert_eq!(seen(&back), seen(&record));
+            prop_assert_eq!(encode_record(&back).unwrap(), again);
+        }
+    }
+}
