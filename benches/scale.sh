@@ -19,8 +19,9 @@
 # Then wrk hits GET /me on both in interleaved rounds, two ways each:
 #
 #   hot     one cookie for every request (as benches/http.sh does)
-#   spread  each request picks one of all the instance's cookies at random (a wrk Lua script),
-#           so the large instance's lookups land all over its million keys
+#   spread  each request picks one of all the instance's cookies at random (a wrk Lua script
+#           that reads a random line of the cookie file), so the large instance's lookups land
+#           all over its million keys
 #
 # and reports req/s, p50, p99, CPU and Redis commands per request, and large / small.
 #
@@ -290,8 +291,12 @@ done = function(summary, latency, requests)
 end
 LUA
 for name in "${INSTANCES[@]}"; do
-    # Every thread reads all the cookies (about 80 bytes each in Lua for a million) and draws
-    # one per request; the seed differs per thread so they do not walk in step.
+    # Cookies have a fixed length, so a request seeks straight to a random line of the file: no
+    # thread loads a million of them first. wrk starts timing only once every thread is set up,
+    # so a slow init would let the first thread run untimed while the second loads.
+    width=$(($(head -n 1 "$WORK/tokens-$name.txt" | wc -c)))
+    awk -v w="$((width - 1))" 'length($0) != w { bad++ } END { exit bad > 0 }' "$WORK/tokens-$name.txt" ||
+        die "$name: the cookies are not all $((width - 1)) characters long"
     {
         cat <<LUA
 local threads = 0
@@ -301,12 +306,13 @@ setup = function(thread)
 end
 init = function(args)
   math.randomseed(os.time() * 1000 + seed)
-  cookies = {}
-  for line in io.lines("$WORK/tokens-$name.txt") do cookies[#cookies + 1] = line end
-  count = #cookies
+  cookies = assert(io.open("$WORK/tokens-$name.txt", "rb"))
+  cookies:setvbuf("no")
+  count = cookies:seek("end") / $width
 end
 request = function()
-  return wrk.format(nil, nil, { Cookie = cookies[math.random(count)] })
+  cookies:seek("set", math.random(0, count - 1) * $width)
+  return wrk.format(nil, nil, { Cookie = cookies:read($((width - 1))) })
 end
 LUA
         cat "$WORK/report.lua"
