@@ -40,7 +40,7 @@
 # by benches/http.sh's tables.
 #
 # Usage, from the repository root:
-#   bash benches/scale.sh           10^6 sessions, 3 interleaved rounds x 10 s per target (about
+#   bash benches/scale.sh           10^6 sessions, 5 interleaved rounds x 10 s per target (about
 #                                   5 minutes plus the build; about 1 GiB of Redis memory)
 #   bash benches/scale.sh --smoke   10^4 sessions, 1 round x 1 s: checks that everything builds,
 #                                   loads and answers, never a speed (well under a minute)
@@ -66,7 +66,7 @@ if [[ $SMOKE == 1 ]]; then
     SESSIONS=${SESSIONS:-10000} ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-1} WARMUP=${WARMUP:-0}
     CAP_USERS=${CAP_USERS:-2} LIST_REPEATS=${LIST_REPEATS:-3} MEMORY_SAMPLE=${MEMORY_SAMPLE:-200}
 else
-    SESSIONS=${SESSIONS:-1000000} ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2}
+    SESSIONS=${SESSIONS:-1000000} ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2}
     CAP_USERS=${CAP_USERS:-10} LIST_REPEATS=${LIST_REPEATS:-20} MEMORY_SAMPLE=${MEMORY_SAMPLE:-1000}
 fi
 SMALL=${SMALL:-1000}
@@ -156,10 +156,12 @@ rcli() { # instance args...
     redis-cli -p "$port" "$@"
 }
 
-# "command calls" for every Redis command run so far, except INFO (this script's own probe).
+# "command calls usec" for every Redis command run so far, except INFO (this script's own
+# probe). usec is the time Redis spent executing the command itself, without reading the request
+# or writing the reply: what the size of the keyspace can change.
 redis_calls() { # instance
     rcli "$1" INFO commandstats | tr -d '\r' |
-        awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); if ($1 != "info") print $1, $3 }' |
+        awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); if ($1 != "info") print $1, $3, $5 }' |
         sort
 }
 
@@ -332,9 +334,10 @@ run_wrk() { # target seconds -> WRKRESULT fields
     grep '^WRKRESULT ' "$WORK/wrk-last.out" || die "$1: no result from wrk: $(cat "$WORK/wrk-last.out")"
 }
 
-declare -A RPS P50 P99 REQS SRV_TICKS RED_TICKS CMDS
+declare -A RPS P50 P99 REQS SRV_TICKS RED_TICKS CMDS CMD_CALLS CMD_USEC
 for target in "${TARGETS[@]}"; do
     RPS[$target]="" P50[$target]="" P99[$target]="" REQS[$target]=0 SRV_TICKS[$target]=0 RED_TICKS[$target]=0
+    CMD_CALLS[$target]=0 CMD_USEC[$target]=0
 done
 
 if [[ $WARMUP != 0 ]]; then
@@ -363,10 +366,12 @@ for round in $(seq 1 "$ROUNDS"); do
         REQS[$target]=$((REQS[$target] + reqs))
         SRV_TICKS[$target]=$((SRV_TICKS[$target] + srv1 - srv0))
         RED_TICKS[$target]=$((RED_TICKS[$target] + red1 - red0))
-        while read -r cmd calls; do
+        while read -r cmd calls usec; do
             CMDS[$target:$cmd]=$((${CMDS[$target:$cmd]:-0} + calls))
-        done < <(join -a 2 -e 0 -o 0,1.2,2.2 "$WORK/calls.before" "$WORK/calls.after" |
-            awk '$3 - $2 > 0 { print $1, $3 - $2 }')
+            CMD_CALLS[$target]=$((CMD_CALLS[$target] + calls))
+            CMD_USEC[$target]=$((CMD_USEC[$target] + usec))
+        done < <(join -a 2 -e 0 -o 0,1.2,1.3,2.2,2.3 "$WORK/calls.before" "$WORK/calls.after" |
+            awk '$4 - $2 > 0 { print $1, $4 - $2, $5 - $3 }')
         printf 'round %d/%d  %-13s %8s req/s  p50 %6s us  p99 %6s us\n' \
             "$round" "$ROUNDS" "$target" "$rps" "$p50" "$p99" >&2
     done
@@ -394,6 +399,9 @@ cmd_mix() { # target
     mix=$(tr ',' '\n' <<<"${mix%, }" | sed 's/^ *//' | awk NF | sort | paste -sd, - | sed 's/,/, /g')
     echo "${mix:-none}"
 }
+exec_us() { # target -> microseconds Redis spent executing each command, from commandstats
+    awk -v u="${CMD_USEC[$1]}" -v c="${CMD_CALLS[$1]}" 'BEGIN { printf "%.2f", (c > 0 ? u / c : 0) }'
+}
 spaced() { sed 's/,/, /g; s/=/ /g' <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
@@ -419,22 +427,24 @@ echo "- Redis: save \"\", no AOF, maxmemory $(MIB "$MAXMEMORY") noeviction, hash
 echo "- sessions: $(group "$SESSIONS") ($(group "$USERS") users x $PER_USER) in the large instance, $(group "$SMALL") in the small one; idle timeout ${IDLE_TIMEOUT_SECS} s in the loader and both servers"
 echo "- load: wrk -t$THREADS -c$CONNECTIONS on GET /me, $ROUNDS interleaved round(s) x ${DURATION} s per target (after ${WARMUP} s warm-up each), one Actix worker per server, no local cache$SMOKE_NOTE"
 echo
-echo "| target | sessions | req/s (median) | req/s per round | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | Redis commands per request |"
-echo "|---|---:|---:|---|---:|---:|---:|---:|---|"
+echo "| target | sessions | req/s (median) | req/s per round | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | Redis µs/command | Redis commands per request |"
+echo "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"
 for target in "${TARGETS[@]}"; do
     name=${target%/*}
     rounds=${RPS[$target]% }
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$target" "$(group "${COUNT[$name]}")" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$target" "$(group "${COUNT[$name]}")" \
         "$(group "${M_RPS[$target]}")" "${rounds// / \/ }" "${M_P50[$target]}" "${M_P99[$target]}" \
         "$(per_req "${SRV_TICKS[$target]}" "${REQS[$target]}")" "$(per_req "${RED_TICKS[$target]}" "${REQS[$target]}")" \
-        "$(cmd_mix "$target")"
+        "$(exec_us "$target")" "$(cmd_mix "$target")"
 done
 echo
 echo "hot: one session's cookie on every request; spread: a random one of the instance's sessions"
 echo "per request (a wrk Lua script, which costs wrk some CPU: compare hot with hot, spread with"
 echo "spread). Medians over rounds; CPU (/proc/<pid>/stat, ${CLK_TCK} ticks/s) and commands (INFO"
-echo "commandstats) are totals over all rounds divided by all requests. wrk, both Redis instances"
-echo "and both servers share the same $(nproc) cores."
+echo "commandstats) are totals over all rounds divided by all requests. Redis CPU per request"
+echo "includes its network I/O, which depends on how many requests arrive together; Redis µs/command"
+echo "is the commands' own execution time (commandstats usec), where a larger keyspace would show."
+echo "wrk, both Redis instances and both servers share the same $(nproc) cores."
 echo
 echo "## Summary"
 echo
@@ -445,7 +455,7 @@ echo "| Redis memory, total | $(MIB "$MEM_DELTA") (used_memory $(MIB "$MEM_BEFOR
 echo "| Redis memory per session | $(group "$PER_SESSION") B (used_memory delta / sessions: record, index entry, key overhead) |"
 echo "| MEMORY USAGE, sample | session hash: median $HASH_MED B (min $HASH_MIN, max $HASH_MAX; $HASH_N keys, $HASH_ENCODING); user index: $INDEX_PER_ENTRY B per entry ($INDEX_N sets of $PER_USER) |"
 for mode in "${MODES[@]}"; do
-    echo "| GET /me, $mode: $(group "$SMALL") -> $(group "$SESSIONS") sessions | $(group "${M_RPS[small/$mode]}") -> $(group "${M_RPS[large/$mode]}") req/s ($(ratio "${M_RPS[large/$mode]}" "${M_RPS[small/$mode]}")x); p50 ${M_P50[small/$mode]} -> ${M_P50[large/$mode]} µs; p99 ${M_P99[small/$mode]} -> ${M_P99[large/$mode]} µs; Redis CPU $(per_req "${RED_TICKS[small/$mode]}" "${REQS[small/$mode]}") -> $(per_req "${RED_TICKS[large/$mode]}" "${REQS[large/$mode]}") µs/req |"
+    echo "| GET /me, $mode: $(group "$SMALL") -> $(group "$SESSIONS") sessions | $(group "${M_RPS[small/$mode]}") -> $(group "${M_RPS[large/$mode]}") req/s ($(ratio "${M_RPS[large/$mode]}" "${M_RPS[small/$mode]}")x); p50 ${M_P50[small/$mode]} -> ${M_P50[large/$mode]} µs; p99 ${M_P99[small/$mode]} -> ${M_P99[large/$mode]} µs; Redis CPU $(per_req "${RED_TICKS[small/$mode]}" "${REQS[small/$mode]}") -> $(per_req "${RED_TICKS[large/$mode]}" "${REQS[large/$mode]}") µs/req; HMGET itself $(exec_us "small/$mode") -> $(exec_us "large/$mode") µs |"
 done
 echo "| \`Sessions::list\`, user at the cap ($CAP_SESSIONS) | median $(awk -v u="$LIST_MED" 'BEGIN { printf "%.2f", u / 1000 }') ms (max $(awk -v u="$LIST_MAX" 'BEGIN { printf "%.2f", u / 1000 }'), $LIST_N calls over $CAP_USERS users); Redis: $(spaced "$LIST_CMDS") |"
 echo "| \`Sessions::revoke_all\`, user at the cap ($CAP_SESSIONS) | median $(awk -v u="$REVOKE_MED" 'BEGIN { printf "%.2f", u / 1000 }') ms (max $(awk -v u="$REVOKE_MAX" 'BEGIN { printf "%.2f", u / 1000 }'), $REVOKE_N users); Redis: $(spaced "$REVOKE_CMDS") |"
