@@ -19,15 +19,18 @@
 //! connection, which pipelines the `CONCURRENCY` (default 256) logins in flight.
 //!
 //! `cap USERS PER_USER` logs in USERS more users with PER_USER sessions each (the default cap is
-//! 100), then times `Sessions::list` (`LIST_REPEATS` times per user, default 20) and
-//! `Sessions::revoke_all` (once per user) and counts the Redis commands each sends, from
-//! `INFO commandstats` before and after, on a connection of its own.
+//! 100), then times, per user, one login past the cap (which ends the oldest session) against
+//! the first login of a new user, `Sessions::list` (`LIST_REPEATS` times, default 20) and
+//! `Sessions::revoke_all` (once), and counts the Redis commands each sends, from
+//! `INFO commandstats` before and after, on a connection of its own. A timed login includes
+//! building its in-process `App`, the same few microseconds for both kinds.
 //!
 //! Both print `KEY value…` lines on stdout for the script and progress on stderr.
 //! `IDLE_TIMEOUT_SECS` (default the crate's 30 minutes) must match the server's: see scale.sh.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
+use std::future::Future;
 use std::io::{self, BufWriter, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -245,6 +248,44 @@ fn median(mut v: Vec<u64>) -> u64 {
     v[(v.len() - 1) / 2]
 }
 
+/// Runs `work`, timing it and counting the Redis commands it sends (`INFO commandstats` on a
+/// connection of its own, before and after).
+async fn measured<T>(
+    stats: &mut redis::aio::MultiplexedConnection,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<(T, u64, String)> {
+    let before = command_calls(stats).await?;
+    let start = Instant::now();
+    let out = work.await?;
+    let us = micros(start.elapsed());
+    let after = command_calls(stats).await?;
+    Ok((out, us, command_delta(&before, &after)))
+}
+
+/// Timings of one operation, with the commands the last of them sent (they all send the same).
+#[derive(Default)]
+struct Timings {
+    us: Vec<u64>,
+    commands: String,
+}
+
+impl Timings {
+    fn add(&mut self, us: u64, commands: String) {
+        self.us.push(us);
+        self.commands = commands;
+    }
+
+    fn print(&self, key: &str) {
+        let max = self.us.iter().copied().max().unwrap_or(0);
+        println!(
+            "{key} {} {} {max} {}",
+            self.us.len(),
+            median(self.us.clone()),
+            self.commands
+        );
+    }
+}
+
 async fn run_cap(url: &str, users: u64, per_user: u64) -> io::Result<()> {
     let setup = setup(url).await?;
     let repeats = env_number("LIST_REPEATS", 20)?.max(1);
@@ -256,36 +297,43 @@ async fn run_cap(url: &str, users: u64, per_user: u64) -> io::Result<()> {
         .get_multiplexed_async_connection()
         .await
         .map_err(io::Error::other)?;
+    let log_in_one = |user: u64, n: u64| {
+        log_in_all(&setup, std::iter::once((user, n)), |_| Ok(()), u64::MAX, "")
+    };
 
-    let (mut list_us, mut revoke_us) = (Vec::new(), Vec::new());
-    let (mut list_cmds, mut revoke_cmds) = (String::new(), String::new());
+    let mut first_login = Timings::default();
+    let mut full_login = Timings::default();
+    let mut list = Timings::default();
+    let mut revoke = Timings::default();
     for u in 0..users {
-        let user = (CAP_USER_BASE + u).to_string();
+        let id = CAP_USER_BASE + u;
+        let user = id.to_string();
+        // A login is followed by a listing of the user's sessions, to hold the cap: compare the
+        // first login of a user (one to list) with one past the cap (it lists the full set,
+        // then ends the oldest).
+        let (_, us, cmds) = measured(&mut stats, log_in_one(id + users, 0)).await?;
+        first_login.add(us, cmds);
+        let (_, us, cmds) = measured(&mut stats, log_in_one(id, per_user)).await?;
+        full_login.add(us, cmds);
         for _ in 0..repeats {
-            let before = command_calls(&mut stats).await?;
-            let start = Instant::now();
-            let listed = sessions.list(&user).await.map_err(io::Error::other)?;
-            list_us.push(micros(start.elapsed()));
-            let after = command_calls(&mut stats).await?;
+            let listing = async { sessions.list(&user).await.map_err(io::Error::other) };
+            let (listed, us, cmds) = measured(&mut stats, listing).await?;
             if listed.len() as u64 != per_user {
                 return Err(io::Error::other(format!(
                     "user {user} lists {} sessions, not {per_user}",
                     listed.len()
                 )));
             }
-            list_cmds = command_delta(&before, &after);
+            list.add(us, cmds);
         }
-        let before = command_calls(&mut stats).await?;
-        let start = Instant::now();
-        let revoked = sessions.revoke_all(&user).await.map_err(io::Error::other)?;
-        revoke_us.push(micros(start.elapsed()));
-        let after = command_calls(&mut stats).await?;
+        let revoking = async { sessions.revoke_all(&user).await.map_err(io::Error::other) };
+        let (revoked, us, cmds) = measured(&mut stats, revoking).await?;
         if revoked as u64 != per_user {
             return Err(io::Error::other(format!(
                 "revoking user {user} ended {revoked} sessions, not {per_user}"
             )));
         }
-        revoke_cmds = command_delta(&before, &after);
+        revoke.add(us, cmds);
         if !sessions
             .list(&user)
             .await
@@ -297,19 +345,10 @@ async fn run_cap(url: &str, users: u64, per_user: u64) -> io::Result<()> {
             )));
         }
     }
-    let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
-    println!(
-        "CAP_LIST {} {} {} {list_cmds}",
-        list_us.len(),
-        median(list_us.clone()),
-        max(&list_us)
-    );
-    println!(
-        "CAP_REVOKE {} {} {} {revoke_cmds}",
-        revoke_us.len(),
-        median(revoke_us.clone()),
-        max(&revoke_us)
-    );
+    first_login.print("CAP_LOGIN_FIRST");
+    full_login.print("CAP_LOGIN_FULL");
+    list.print("CAP_LIST");
+    revoke.print("CAP_REVOKE");
     Ok(())
 }
 

@@ -26,8 +26,9 @@
 # and reports req/s, p50, p99, CPU and Redis commands per request, and large / small.
 #
 # Then, on the large instance, CAP_USERS users log in CAP_SESSIONS times each (100, the
-# default cap), and scale.rs times Sessions::list (LIST_REPEATS times per user) and
-# Sessions::revoke_all (once per user), with the Redis commands each sends (INFO commandstats).
+# default cap), and scale.rs times, per user, one more login (past the cap, so it ends the
+# oldest) against a new user's first, Sessions::list (LIST_REPEATS times) and
+# Sessions::revoke_all (once), with the Redis commands each sends (INFO commandstats).
 #
 # Memory: INFO memory used_memory on the large instance before and after loading, divided by
 # the sessions (records, user indexes and Redis's own per-key overhead: everything they cost),
@@ -379,11 +380,14 @@ done
 
 # ---- a user at the cap --------------------------------------------------------------------------
 
-echo "timing list and revoke_all for $CAP_USERS users with $CAP_SESSIONS sessions each..." >&2
+echo "timing logins, list and revoke_all for $CAP_USERS users with $CAP_SESSIONS sessions each..." >&2
 REDIS_URL="redis://127.0.0.1:${REDIS_PORT[large]}" "$SCALE_BIN" cap "$CAP_USERS" "$CAP_SESSIONS" \
     >"$WORK/cap.out" 2>"$WORK/cap.log" || die "the cap measurement failed: $(tail -n 5 "$WORK/cap.log")"
-read -r _ LIST_N LIST_MED LIST_MAX LIST_CMDS < <(grep '^CAP_LIST ' "$WORK/cap.out") || die "no list result"
-read -r _ REVOKE_N REVOKE_MED REVOKE_MAX REVOKE_CMDS < <(grep '^CAP_REVOKE ' "$WORK/cap.out") || die "no revoke result"
+declare -A CAP_N CAP_MED CAP_MAX CAP_CMDS
+for op in LOGIN_FIRST LOGIN_FULL LIST REVOKE; do
+    read -r _ "CAP_N[$op]" "CAP_MED[$op]" "CAP_MAX[$op]" "CAP_CMDS[$op]" < <(grep "^CAP_$op " "$WORK/cap.out") ||
+        die "no $op result from the cap measurement"
+done
 
 # ---- report -------------------------------------------------------------------------------------
 
@@ -418,12 +422,16 @@ LOAD_RATE=$(awk -v n="$SESSIONS" -v s="${LOAD_SECS[large]}" 'BEGIN { printf "%.0
 SMOKE_NOTE=""
 [[ $SMOKE == 1 ]] && SMOKE_NOTE=', SMOKE RUN: numbers mean nothing'
 
+CPU_MODEL=$(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//')
+REDIS_VERSION=$(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=/redis /')
+LISTPACK_VALUE=$(rcli large CONFIG GET hash-max-listpack-value | tail -n 1)
+
 echo "# actix-login at scale: $(group "$SESSIONS") live sessions in one Redis"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//'), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load average $LOAD_AT_START at start (other work shares the machine)"
-echo "- tools: $(rustc --version), $(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=/redis /'), $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
-echo "- Redis: save \"\", no AOF, maxmemory $(MIB "$MAXMEMORY") noeviction, hash-max-listpack-value $(rcli large CONFIG GET hash-max-listpack-value | tail -n 1)${REDIS_ARGS:+, extra options: $REDIS_ARGS}"
+echo "- machine: $(nproc) CPUs, $CPU_MODEL, $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load average $LOAD_AT_START at start (other work shares the machine)"
+echo "- tools: $(rustc --version), $REDIS_VERSION, $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+echo "- Redis: save \"\", no AOF, maxmemory $(MIB "$MAXMEMORY") noeviction, hash-max-listpack-value $LISTPACK_VALUE${REDIS_ARGS:+, extra options: $REDIS_ARGS}"
 echo "- sessions: $(group "$SESSIONS") ($(group "$USERS") users x $PER_USER) in the large instance, $(group "$SMALL") in the small one; idle timeout ${IDLE_TIMEOUT_SECS} s in the loader and both servers"
 echo "- load: wrk -t$THREADS -c$CONNECTIONS on GET /me, $ROUNDS interleaved round(s) x ${DURATION} s per target (after ${WARMUP} s warm-up each), one Actix worker per server, no local cache$SMOKE_NOTE"
 echo
@@ -450,6 +458,7 @@ echo "## Summary"
 echo
 echo "| check | figure |"
 echo "|---|---|"
+echo "| run | $(date -u '+%Y-%m-%d'), \`benches/scale.sh\`, $(nproc) CPUs ($CPU_MODEL), load average $LOAD_AT_START at start, $REDIS_VERSION, hash-max-listpack-value $LISTPACK_VALUE$SMOKE_NOTE |"
 echo "| sessions loaded | $(group "$SESSIONS") ($(group "$USERS") users x $PER_USER) in ${LOAD_SECS[large]} s, $(group "$LOAD_RATE") logins/s (in-process logins, $CONCURRENCY in flight on one pipelined connection; Redis CPU $(per_req "${LOAD_REDIS_TICKS[large]}" "$SESSIONS") µs/login) |"
 echo "| Redis memory, total | $(MIB "$MEM_DELTA") (used_memory $(MIB "$MEM_BEFORE") -> $(MIB "$MEM_AFTER"); RSS $(MIB "$RSS_AFTER"); $(group "$KEYS_LARGE") keys) |"
 echo "| Redis memory per session | $(group "$PER_SESSION") B (used_memory delta / sessions: record, index entry, key overhead) |"
@@ -457,7 +466,13 @@ echo "| MEMORY USAGE, sample | session hash: median $HASH_MED B (min $HASH_MIN, 
 for mode in "${MODES[@]}"; do
     echo "| GET /me, $mode: $(group "$SMALL") -> $(group "$SESSIONS") sessions | $(group "${M_RPS[small/$mode]}") -> $(group "${M_RPS[large/$mode]}") req/s ($(ratio "${M_RPS[large/$mode]}" "${M_RPS[small/$mode]}")x); p50 ${M_P50[small/$mode]} -> ${M_P50[large/$mode]} µs; p99 ${M_P99[small/$mode]} -> ${M_P99[large/$mode]} µs; Redis CPU $(per_req "${RED_TICKS[small/$mode]}" "${REQS[small/$mode]}") -> $(per_req "${RED_TICKS[large/$mode]}" "${REQS[large/$mode]}") µs/req; HMGET itself $(exec_us "small/$mode") -> $(exec_us "large/$mode") µs |"
 done
-echo "| \`Sessions::list\`, user at the cap ($CAP_SESSIONS) | median $(awk -v u="$LIST_MED" 'BEGIN { printf "%.2f", u / 1000 }') ms (max $(awk -v u="$LIST_MAX" 'BEGIN { printf "%.2f", u / 1000 }'), $LIST_N calls over $CAP_USERS users); Redis: $(spaced "$LIST_CMDS") |"
-echo "| \`Sessions::revoke_all\`, user at the cap ($CAP_SESSIONS) | median $(awk -v u="$REVOKE_MED" 'BEGIN { printf "%.2f", u / 1000 }') ms (max $(awk -v u="$REVOKE_MAX" 'BEGIN { printf "%.2f", u / 1000 }'), $REVOKE_N users); Redis: $(spaced "$REVOKE_CMDS") |"
+ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+cap_row() { # op label
+    echo "| $2 | median $(ms "${CAP_MED[$1]}") ms (max $(ms "${CAP_MAX[$1]}"), ${CAP_N[$1]} calls over $CAP_USERS users); Redis: $(spaced "${CAP_CMDS[$1]}") |"
+}
+cap_row LOGIN_FIRST "login, a user's first session"
+cap_row LOGIN_FULL "login past the cap ($CAP_SESSIONS sessions; ends the oldest)"
+cap_row LIST "\`Sessions::list\`, user at the cap ($CAP_SESSIONS)"
+cap_row REVOKE "\`Sessions::revoke_all\`, user at the cap ($CAP_SESSIONS)"
 echo
 echo "Total time: $((SECONDS - START_SECONDS)) s." >&2
