@@ -12,8 +12,10 @@
 #
 # Both are filled by benches/scale.rs: real logins (POST /login through LoginMiddleware and
 # Session::login, in process), PER_USER sessions to a user (2: a phone and a laptop, the common
-# case; the cap only matters for the few users measured below), many in flight over the store's
-# one pipelined Redis connection. Every record holds a client address and a 97-character
+# case), many in flight over the store's one pipelined Redis connection. Not every user at the
+# cap (10^4 x 100): no population looks like that, and every login would then list 100
+# sessions, so the load would time the cap rather than the keyspace; the cap gets a few users
+# of its own below. Every record holds a client address and a 97-character
 # User-Agent, as a browser login's does, and every cookie is written to a file.
 #
 # Then wrk hits GET /me on both in interleaved rounds, two ways each:
@@ -23,7 +25,8 @@
 #           that reads a random line of the cookie file), so the large instance's lookups land
 #           all over its million keys
 #
-# and reports req/s, p50, p99, CPU and Redis commands per request, and large / small.
+# and reports req/s, p50, p99, CPU and Redis commands per request, Redis's own execution time per
+# command (INFO commandstats usec, apart from I/O), and large / small.
 #
 # Then, on the large instance, CAP_USERS users log in CAP_SESSIONS times each (100, the
 # default cap), and scale.rs times, per user, one more login (past the cap, so it ends the
