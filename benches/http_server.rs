@@ -315,7 +315,13 @@ async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<
         store = store.local_cache(10_000);
     }
     let store = store.connect().await.map_err(io::Error::other)?;
-    let sessions = LoginMiddleware::new(store);
+    let mut sessions = LoginMiddleware::builder(store);
+    // benches/scale.sh loads its sessions with the same idle timeout, long enough that none
+    // is due for an idle-deadline refresh while it measures: it compares steady-state lookups.
+    if let Some(secs) = idle_timeout_secs()? {
+        sessions = sessions.idle_timeout(Duration::from_secs(secs));
+    }
+    let sessions = sessions.build();
     let hasher = PasswordHasher::new();
     let account = web::Data::new(Account {
         profile: Profile {
@@ -345,11 +351,22 @@ async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<
     .await
 }
 
+/// `IDLE_TIMEOUT_SECS`, if set: the actix-login variants' idle timeout instead of the default.
+fn idle_timeout_secs() -> io::Result<Option<u64>> {
+    match std::env::var("IDLE_TIMEOUT_SECS") {
+        Ok(secs) => secs.parse().map(Some).map_err(|_| {
+            io::Error::other(format!("IDLE_TIMEOUT_SECS must be a number, not {secs:?}"))
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
 // ---- entry point ------------------------------------------------------------------------------
 
 fn usage() -> String {
     format!(
-        "usage: http_server <{}>  (env: PORT, default 8080; REDIS_URL, default redis://127.0.0.1:6379)\n\
+        "usage: http_server <{}>  (env: PORT, default 8080; REDIS_URL, default redis://127.0.0.1:6379;\n\
+         IDLE_TIMEOUT_SECS for the actix-login variants, default 1800)\n\
          driven by benches/http.sh",
         VARIANTS.join("|")
     )
