@@ -415,11 +415,18 @@ impl LoginAttempt {
     }
 }
 
-/// The hash of the username as the throttle sees it: trimmed, NFKC-normalised and lowercased,
-/// so that `Alice`, `alice ` and fullwidth `ａｌｉｃｅ` share a counter.
+/// The hash of the username as the throttle sees it (see [`fold_username`]).
 pub(super) fn account_hash(username: &str) -> String {
-    let folded: String = username.trim().nfkc().collect();
-    short_hash(&folded.to_lowercase())
+    short_hash(&fold_username(username))
+}
+
+/// The username as the throttle counts it: NFKC-normalised, lowercased, normalised again and
+/// trimmed, so that `Alice`, `alice ` and fullwidth `ａｌｉｃｅ` share a counter. Trimming comes
+/// last because normalising can produce a leading space (U+00A8 becomes a space and a combining
+/// mark), and folding a folded name must give the same name, or one account has two counters.
+pub(super) fn fold_username(username: &str) -> String {
+    let lower = username.nfkc().collect::<String>().to_lowercase();
+    lower.nfkc().collect::<String>().trim().to_owned()
 }
 
 pub(super) fn short_hash(text: &str) -> String {

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::header::{HeaderMap, FORWARDED};
+use actix_web::http::header::{HeaderMap, HeaderValue, FORWARDED};
 use actix_web::HttpRequest;
 
 /// Which header a trusted proxy records the client's address in.
@@ -66,27 +66,34 @@ fn walk_chain(
 /// `None` marks an entry that is not an IP address.
 pub(super) fn forwarded_chain(headers: &HeaderMap, header: ClientIpHeader) -> Vec<Option<IpAddr>> {
     if header == ClientIpHeader::Forwarded {
-        return headers
-            .get_all(FORWARDED)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|header| header.split(','))
-            .map(|element| {
-                element
-                    .split(';')
-                    .find_map(|pair| {
-                        let (name, value) = pair.trim().split_once('=')?;
-                        name.eq_ignore_ascii_case("for").then_some(value)
-                    })
-                    .and_then(parse_node)
-            })
-            .collect();
+        return hops(headers.get_all(FORWARDED), |element| {
+            element
+                .split(';')
+                .find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.eq_ignore_ascii_case("for").then_some(value)
+                })
+                .and_then(parse_node)
+        });
     }
-    headers
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|header| header.split(','))
-        .map(parse_node)
-        .collect()
+    hops(headers.get_all("x-forwarded-for"), parse_node)
+}
+
+/// Every comma-separated entry of every line, read with `read`. A line that is not text (it
+/// holds obs-text bytes) counts as one unreadable hop rather than vanishing: dropping it would
+/// let the entries a client wrote before it pass for our proxies' own.
+fn hops<'a>(
+    lines: impl Iterator<Item = &'a HeaderValue>,
+    read: impl Fn(&str) -> Option<IpAddr>,
+) -> Vec<Option<IpAddr>> {
+    let mut chain = Vec::new();
+    for line in lines {
+        match line.to_str() {
+            Ok(text) => chain.extend(text.split(',').map(&read)),
+            Err(_) => chain.push(None),
+        }
+    }
+    chain
 }
 
 /// An address from a `Forwarded` node or `X-Forwarded-For` entry: `192.0.2.1`,
@@ -99,7 +106,13 @@ pub(super) fn parse_node(node: &str) -> Option<IpAddr> {
     if let Some(rest) = node.strip_prefix('[') {
         return rest.split_once(']')?.0.parse().ok();
     }
-    node.rsplit_once(':')?.0.parse().ok()
+    // Only an IPv4 address takes an unbracketed port: in anything with more colons, the last
+    // group is part of an IPv6 address (perhaps one with a zone), not a port.
+    let (host, port) = node.rsplit_once(':')?;
+    if host.contains(':') || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]

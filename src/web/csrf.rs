@@ -148,22 +148,25 @@ fn same_token(presented: &[u8], expected: &str) -> bool {
 /// without a CORS preflight: no `Content-Type`, or one of the three a plain HTML form or a
 /// "simple" request may use.
 pub(crate) fn forgeable_body(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(CONTENT_TYPE) else {
+    if !headers.contains_key(CONTENT_TYPE) {
         return true;
-    };
-    let Ok(content_type) = content_type.to_str() else {
-        return true;
-    };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
-    )
+    }
+    // A content type that is not text cannot be read, so it cannot be trusted to need a
+    // preflight either.
+    media_type(headers).is_none_or(|essence| {
+        matches!(
+            essence.as_str(),
+            "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+        )
+    })
+}
+
+/// The request's media type without parameters, lowercased; `None` without a readable
+/// `Content-Type`.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    Some(essence.to_ascii_lowercase())
 }
 
 /// Looks for the synchronizer token in the header, or else in a form body, which is read and
@@ -172,11 +175,9 @@ pub(crate) async fn has_synchronizer_token(req: &mut ServiceRequest, expected: &
     if let Some(header) = req.headers().get(CSRF_HEADER) {
         return same_token(header.as_bytes(), expected);
     }
-    let is_form = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    // Media types are case-insensitive (RFC 9110 8.3.1): whatever spelling the screen took for a
+    // form, the token is looked for in it.
+    let is_form = media_type(req.headers()).as_deref() == Some("application/x-www-form-urlencoded");
     if !is_form {
         return false;
     }
