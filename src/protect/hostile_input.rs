@@ -56,7 +56,6 @@ mod username {
     use actix_web::test::TestRequest;
     use proptest::prelude::*;
     use proptest::sample::select;
-    use unicode_normalization::UnicodeNormalization as _;
 
     use super::super::throttle::{account_hash, fold_username, LoginThrottle, MAX_USERNAME_BYTES};
     use super::{config, fullwidth, near_the_cap};
