@@ -223,6 +223,47 @@
 //!
 //! # Account controls
 //!
+//! ```
+//! use actix_login::{AuthUser, LoginMiddleware, MemoryStore, Require, Session};
+//! use actix_web::{test, web, App, HttpResponse};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Profile { id: u64 }
+//!
+//! async fn login(session: Session) -> actix_web::Result<HttpResponse> {
+//!     session.login_with_roles("1", &Profile { id: 1 }, ["admin"]).await?;
+//!     Ok(HttpResponse::NoContent().finish())
+//! }
+//!
+//! // "Log out my other devices": every other session ends at once, on every instance.
+//! async fn log_out_others(_user: AuthUser<Profile>, session: Session) -> actix_web::Result<HttpResponse> {
+//!     let ended = session.revoke_other_sessions().await?;
+//!     Ok(HttpResponse::Ok().json(ended))
+//! }
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let app = test::init_service(
+//!     App::new()
+//!         .route("/login", web::post().to(login))
+//!         .route("/sessions/revoke-others", web::post().to(log_out_others))
+//!         // 401 without a login, 403 without the role.
+//!         .service(web::resource("/admin").wrap(Require::role("admin")).to(HttpResponse::Ok))
+//!         .wrap(LoginMiddleware::new(MemoryStore::new())),
+//! )
+//! .await;
+//! let log_in = || test::TestRequest::post().uri("/login").to_request();
+//! let phone = test::call_service(&app, log_in()).await.response().cookies().next().unwrap().into_owned();
+//! let laptop = test::call_service(&app, log_in()).await.response().cookies().next().unwrap().into_owned();
+//!
+//! let admin = |cookie| test::TestRequest::get().uri("/admin").cookie(cookie).to_request();
+//! assert_eq!(test::call_service(&app, admin(phone.clone())).await.status(), 200);
+//!
+//! // The laptop logs the phone out: the phone's next request is anonymous.
+//! let req = test::TestRequest::post().uri("/sessions/revoke-others").cookie(laptop)
+//!     .insert_header(("sec-fetch-site", "same-origin")).to_request();
+//! assert_eq!(test::call_and_read_body(&app, req).await, "1");
+//! assert_eq!(test::call_service(&app, admin(phone)).await.status(), 401);
+//! # });
+//! ```
+//!
 //! * [`Session::list_sessions`] shows the user's live sessions (public id, login time, last use,
 //!   IP, user agent, which one is current); [`Session::revoke_session`],
 //!   [`Session::revoke_other_sessions`] and [`Session::revoke_all_sessions`] end them, and
@@ -242,6 +283,44 @@
 //!   sessions (default 100); a login beyond the cap ends the oldest.
 //!
 //! # Login protection
+//!
+//! A login handler checks the password under the throttle: the attempt is counted before the
+//! check and forgiven when it succeeds; past a limit even the right password waits.
+//!
+//! ```
+//! use actix_login::password::PasswordHasher;
+//! use actix_login::{Login, LoginThrottle, Session};
+//! use actix_web::{web, HttpRequest, HttpResponse};
+//! # #[derive(serde::Serialize)] struct Profile { id: u64 }
+//! # struct Users;
+//! # impl Users { fn stored_hash(&self, _name: &str) -> Option<(u64, String)> { None } }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Credentials { username: String, password: String }
+//!
+//! async fn login(
+//!     req: HttpRequest,
+//!     throttle: web::Data<LoginThrottle>,
+//!     users: web::Data<Users>,
+//!     session: Session,
+//!     creds: web::Json<Credentials>,
+//! ) -> actix_web::Result<HttpResponse> {
+//!     // 429 with Retry-After past a limit, before any hashing.
+//!     let attempt = throttle.attempt(&req, &creds.username).await?;
+//!     let found = users.stored_hash(&creds.username);
+//!     // Unknown users cost the same argon2id work as wrong passwords.
+//!     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
+//!     let verified = PasswordHasher::new().verify(&creds.password, stored).await?;
+//!     let (Some((id, _)), true) = (found, verified) else {
+//!         attempt.failed().await?;
+//!         return Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_credentials"})));
+//!     };
+//!     // The device cookie lets this browser past the per-account limit next time.
+//!     let device = attempt.succeeded().await?;
+//!     session.login_with(Login::new(id.to_string(), &Profile { id })).await?;
+//!     Ok(HttpResponse::NoContent().cookie(device).finish())
+//! }
+//! ```
 //!
 //! * [`LoginThrottle`] counts failed logins per account and address, per address and per
 //!   account in the store, and answers `429` with `Retry-After` past a limit.
