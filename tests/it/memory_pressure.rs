@@ -425,3 +425,308 @@ async fn noeviction_a_read_due_for_a_refresh_is_503_and_changes_nothing() {
         "the refresh did not land after all"
     );
 }
+
+/// A TTL for the other app's keys: longer than a session's idle window, shorter than the
+/// user index's (the absolute lifetime), as a cache's entries would be.
+const FILLER_TTL_SECONDS: u64 = 2 * 3600;
+
+const POLICIES: [&str; 6] = [
+    "volatile-lru",
+    "volatile-ttl",
+    "volatile-random",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+];
+
+/// A filler value as `DUMP` serialises it, for `RESTORE` to write with a chosen age.
+fn filler_payload(conn: &mut redis::Connection) -> Vec<u8> {
+    redis::cmd("SET")
+        .arg("template")
+        .arg("f".repeat(FILLER_SIZE))
+        .exec(conn)
+        .unwrap();
+    let payload = redis::cmd("DUMP").arg("template").query(conn).unwrap();
+    redis::cmd("DEL").arg("template").exec(conn).unwrap();
+    payload
+}
+
+fn session_count(conn: &mut redis::Connection) -> usize {
+    layout(conn).sessions.len()
+}
+
+/// What users see once eviction has taken some sessions: each token is a `200` as its own user
+/// or a `401`, never a `5xx`; listing and "log out everywhere" work and prune the index down
+/// to the live sessions; a new login works while Redis is still evicting.
+async fn check_eviction(policy: &str) {
+    let server = RedisServer::start_with(&format!(
+        "--maxmemory 4mb --maxmemory-policy {policy} --maxmemory-samples 5"
+    ));
+    let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), PREFIX).await)
+        .idle_timeout(Duration::from_secs(3600))
+        .build();
+    let sessions = middleware.sessions();
+    let app = app(middleware).await;
+    let mut conn = connection(&server.url()).unwrap();
+
+    let mut tokens: Vec<(u64, String)> = Vec::new();
+    for id in 1..=20 {
+        for _ in 0..3 {
+            tokens.push((id, log_in_as(&app, id).await));
+        }
+    }
+    let created = session_count(&mut conn);
+    assert_eq!(created, 60);
+
+    let payload = filler_payload(&mut conn);
+    for n in 0.. {
+        let mut restore = redis::cmd("RESTORE");
+        restore
+            .arg(format!("other-app:{n}"))
+            .arg(FILLER_TTL_SECONDS * 1000)
+            .arg(&payload);
+        if policy.ends_with("lfu") {
+            // New keys start at a frequency sessions already passed at login: as written, LFU
+            // would only ever evict the filler. Keys of a busy cache are used more often.
+            restore.arg("FREQ").arg(50);
+        }
+        restore
+            .exec(&mut conn)
+            .unwrap_or_else(|err| panic!("{policy}: filler refused: {err}"));
+        if n % 4 == 3 && session_count(&mut conn) <= created * 2 / 3 {
+            break;
+        }
+        assert!(n < 5_000, "{policy}: no session was ever evicted");
+    }
+
+    // Under pressure still: a login evicts something else and goes through.
+    let (status, body, cookie) = call(&app, post("/login/21", None)).await;
+    assert_eq!((status, body.as_str(), cookie), (200, "", true), "{policy}");
+
+    // From here on the state holds still, so each answer can be checked against Redis.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .exec(&mut conn)
+        .unwrap();
+    let before = layout(&mut conn);
+    for fields in before.sessions.values() {
+        assert!(fields.contains_key("r") && fields.contains_key("e"));
+    }
+
+    let mut live: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    let mut escaped = Vec::new();
+    for (id, token) in &tokens {
+        let key = redis_session_key(PREFIX, token);
+        let (status, body, _) = call(&app, get("/me", Some(token))).await;
+        if before.sessions.contains_key(&key) {
+            assert_eq!(
+                (status, body),
+                (200, id.to_string()),
+                "{policy}: a live session"
+            );
+            live.entry(*id).or_default().push(token);
+            let indexed = before
+                .indexes
+                .get(&id.to_string())
+                .is_some_and(|members| members.contains(&stored_key(token)));
+            if !indexed {
+                escaped.push(token.as_str());
+            }
+        } else {
+            assert_eq!(
+                (status, body.as_str()),
+                (401, UNAUTHENTICATED),
+                "{policy}: an evicted session is a logout"
+            );
+        }
+    }
+    let evicted_indexes = (1..=20)
+        .filter(|id| !before.indexes.contains_key(&id.to_string()))
+        .count();
+
+    for id in 1..=20u64 {
+        let user = id.to_string();
+        let mine = live.get(&id).map_or(&[][..], Vec::as_slice);
+        let hidden = mine.iter().filter(|t| escaped.contains(t)).count();
+        let listed = sessions.list(&user).await.unwrap_or_else(|err| {
+            panic!("{policy}: listing user {user} failed: {err}");
+        });
+        assert_eq!(listed.len(), mine.len() - hidden, "{policy}: user {user}");
+        let remaining: usize = redis::cmd("SCARD")
+            .arg(format!("{PREFIX}:u:{user}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(
+            remaining,
+            listed.len(),
+            "{policy}: index of {user} not pruned"
+        );
+        let revoked = sessions.revoke_all(&user).await.unwrap_or_else(|err| {
+            panic!("{policy}: revoking user {user} failed: {err}");
+        });
+        assert_eq!(revoked, listed.len(), "{policy}: user {user}");
+    }
+    let mut still_in = 0;
+    for (_, token) in &tokens {
+        match status_of(&app, token).await {
+            401 => {}
+            200 => {
+                assert!(escaped.contains(&token.as_str()), "{policy}: not revoked");
+                still_in += 1;
+            }
+            other => panic!("{policy}: {other} after revoke_all"),
+        }
+    }
+    eprintln!(
+        "{policy}: {} of 60 sessions evicted, {evicted_indexes} of 20 indexes evicted, \
+         {still_in} live sessions outside any index survived revoke_all",
+        60 - before
+            .sessions
+            .keys()
+            .filter(|key| tokens
+                .iter()
+                .any(|(_, t)| **key == redis_session_key(PREFIX, t)))
+            .count(),
+    );
+    assert_eq!(still_in, escaped.len());
+    if policy == "volatile-ttl" {
+        // The index's TTL is its longest session's absolute end: it goes after its sessions.
+        assert_eq!((evicted_indexes, still_in), (0, 0), "{policy}");
+    }
+}
+
+#[actix_web::test]
+async fn eviction_is_a_logout_under_volatile_lru() {
+    check_eviction(POLICIES[0]).await;
+}
+
+#[actix_web::test]
+async fn eviction_is_a_logout_under_volatile_ttl() {
+    check_eviction(POLICIES[1]).await;
+}
+
+#[actix_web::test]
+async fn eviction_is_a_logout_under_volatile_random() {
+    check_eviction(POLICIES[2]).await;
+}
+
+#[actix_web::test]
+async fn eviction_is_a_logout_under_allkeys_lru() {
+    check_eviction(POLICIES[3]).await;
+}
+
+#[actix_web::test]
+async fn eviction_is_a_logout_under_allkeys_lfu() {
+    check_eviction(POLICIES[4]).await;
+}
+
+#[actix_web::test]
+async fn eviction_is_a_logout_under_allkeys_random() {
+    check_eviction(POLICIES[5]).await;
+}
+
+/// Which of a user's two keys Redis evicts first when the user has been active all day on one
+/// session: the session is touched by every request, the index only at login and listing, so
+/// by LRU or LFU the index is the colder key. The test sets those ages with `RESTORE`
+/// (`IDLETIME`/`FREQ`) instead of waiting for them. Fills until one of the two is gone and
+/// returns whether the session is still live and what "log out everywhere" did to it.
+async fn evict_the_colder_of_session_and_index(policy: &str) -> (bool, usize, u16) {
+    let server = RedisServer::start_with(&format!("--maxmemory 4mb --maxmemory-policy {policy}"));
+    let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), PREFIX).await)
+        .idle_timeout(Duration::from_secs(3600))
+        .build();
+    let sessions = middleware.sessions();
+    let app = app(middleware).await;
+    let mut conn = connection(&server.url()).unwrap();
+    let token = log_in_as(&app, 1).await;
+    for _ in 0..20 {
+        assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    }
+    let session = redis_session_key(PREFIX, &token);
+    let index = format!("{PREFIX}:u:1");
+    let lfu = policy.ends_with("lfu");
+    // Ages: the index untouched since the morning's login, other keys a few minutes old, the
+    // session just used.
+    let aged = |conn: &mut redis::Connection, key: &str, payload: &[u8], ttl: i64, old: bool| {
+        let mut restore = redis::cmd("RESTORE");
+        restore.arg(key).arg(ttl).arg(payload).arg("REPLACE");
+        match (lfu, old) {
+            (true, true) => restore.arg("FREQ").arg(0),
+            (true, false) => restore.arg("FREQ").arg(2),
+            (false, true) => restore.arg("IDLETIME").arg(8 * 3600),
+            (false, false) => restore.arg("IDLETIME").arg(600),
+        };
+        restore.exec(conn)
+    };
+    let dump: Vec<u8> = redis::cmd("DUMP").arg(&index).query(&mut conn).unwrap();
+    let ttl: i64 = redis::cmd("PTTL").arg(&index).query(&mut conn).unwrap();
+    aged(&mut conn, &index, &dump, ttl, true).unwrap();
+    let filler = filler_payload(&mut conn);
+
+    for n in 0.. {
+        let ttl = i64::try_from(FILLER_TTL_SECONDS * 1000).unwrap();
+        aged(&mut conn, &format!("other-app:{n}"), &filler, ttl, false)
+            .unwrap_or_else(|err| panic!("{policy}: filler refused: {err}"));
+        let (session_there, index_there): (bool, bool) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(&session)
+            .cmd("EXISTS")
+            .arg(&index)
+            .query(&mut conn)
+            .unwrap();
+        if !session_there || !index_there {
+            break;
+        }
+        assert!(n < 5_000, "{policy}: neither key was ever evicted");
+    }
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .exec(&mut conn)
+        .unwrap();
+    let session_live = status(&app, get("/me", Some(&token))).await == 200;
+    let revoked = sessions.revoke_all("1").await.unwrap();
+    let after = status(&app, get("/me", Some(&token))).await;
+    (session_live, revoked, after)
+}
+
+/// Under `volatile-ttl` the session goes first, whatever the ages: its TTL is its idle
+/// deadline, the index's its absolute end. An evicted session is a logout, and nothing is
+/// left that "log out everywhere" could miss.
+#[actix_web::test]
+async fn volatile_ttl_evicts_the_session_before_its_index() {
+    let (session_live, revoked, after) =
+        evict_the_colder_of_session_and_index("volatile-ttl").await;
+    assert_eq!((session_live, revoked, after), (false, 0, 401));
+}
+
+/// Under LRU and LFU policies the index goes first and the session lives on outside it: "log
+/// out everywhere" (and a password change's revocation, and the session cap) cannot find it,
+/// and it keeps working until its own deadline. This is why the README asks for `noeviction`
+/// (or `volatile-ttl`) on the Redis that holds sessions.
+async fn check_escape(policy: &str) {
+    let (session_live, revoked, after) = evict_the_colder_of_session_and_index(policy).await;
+    assert_eq!(
+        (session_live, revoked, after),
+        (true, 0, 200),
+        "{policy}: the session no longer escapes revocation; revisit the README's advice"
+    );
+}
+
+#[actix_web::test]
+async fn volatile_lru_can_evict_an_index_and_a_session_escapes_revoke_all() {
+    check_escape("volatile-lru").await;
+}
+
+#[actix_web::test]
+async fn allkeys_lru_can_evict_an_index_and_a_session_escapes_revoke_all() {
+    check_escape("allkeys-lru").await;
+}
+
+#[actix_web::test]
+async fn allkeys_lfu_can_evict_an_index_and_a_session_escapes_revoke_all() {
+    check_escape("allkeys-lfu").await;
+}
