@@ -17,6 +17,7 @@ mod html_login;
 mod interop;
 mod lifecycle;
 mod login;
+mod memory_pressure;
 mod minimal;
 mod oauth;
 mod password;
