@@ -11,7 +11,8 @@
 //!   even the right one gets `429` with `Retry-After`.
 //! - `GET /me`: the token's user, and the token's name if it is a personal access token.
 //! - `POST /tokens` `{"name","expires_in_secs"?,"scopes"?}`: `201 {"id","token","expires_at"}`, a
-//!   personal access token for scripts: no idle timeout, an end only if asked for.
+//!   personal access token for scripts: no idle timeout, and an end if asked for or if the token
+//!   that makes it has one (it never outlives its maker).
 //! - `GET /sessions`: the user's tokens, each with its `kind` and `name`, the `current` one
 //!   marked; `DELETE /sessions/{id}`: `204`, or `404` for an id the user has no session with.
 //! - `POST /logout`: `204`; ends the token it came with, and no other.

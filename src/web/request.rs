@@ -304,9 +304,6 @@ impl RequestSession {
         if outcome.previous_ended {
             self.update.replace(CookieUpdate::Remove);
         }
-        if let Err(Error::Store(err)) = &outcome.result {
-            tracing::error!(error = %err, "session store failed during login");
-        }
         // Whatever the new session holds is read afresh.
         self.data.replace(None);
         self.adopt(outcome.result?);
@@ -319,11 +316,7 @@ impl RequestSession {
         self.unchanged_since_failure()?;
         // The token goes out in the body: no cache may keep the response.
         self.token_issued.set(true);
-        let outcome = self.engine.login(None, None, grant, false).await;
-        if let Err(Error::Store(err)) = &outcome.result {
-            tracing::error!(error = %err, "session store failed during login");
-        }
-        outcome.result
+        self.engine.login(None, None, grant, false).await.result
     }
 
     /// Creates a personal access token for the logged-in user; `user_agent` is the creating

@@ -26,6 +26,11 @@ impl ResponseError for Error {
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Error::Store(err) = self {
+            // Whatever the handler was doing (a login, a data write, a revocation), the operator
+            // must learn why the client got a 503. Tokens never reach store errors.
+            tracing::error!(error = %err, "session store failed; answering 503");
+        }
         let status = self.status_code();
         let code = match self {
             Error::Forbidden => "forbidden",
