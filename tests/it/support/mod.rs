@@ -2,6 +2,7 @@
 //! helpers to drive an app and inspect a server.
 
 pub mod acl;
+pub mod chaos_proxy;
 pub mod cluster;
 pub mod example;
 pub mod forwarder;
