@@ -7,6 +7,7 @@
 mod support;
 
 mod cache;
+mod chaos;
 #[cfg(feature = "test-util")]
 mod contract;
 mod csrf;
