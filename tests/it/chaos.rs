@@ -91,7 +91,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::support::chaos_proxy::{ChaosProxy, Mode};
+use crate::support::http::{get, log_in, minimal, redis_store_at, status};
 use crate::support::process::{free_port, spawn_guarded, unique_dir, Frozen, TempDir};
+use crate::support::redis_server::{unique_prefix, RedisServer};
 
 const PREFIX: &str = "chaos";
 /// Client threads; each sends one request at a time.
@@ -127,6 +129,38 @@ fn chaos_two_instances() {
 fn chaos_two_caching_instances() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     run(Variant::Cached);
+}
+
+/// The smallest reproduction of the one fault the apps do not recover from: the connection
+/// they hold goes silent (a firewall or NAT forgets it, or Redis's host dies without a reset)
+/// while new connections would work. Every command times out, so requests fail closed with 503
+/// as they must; but nothing ever gives the connection up, and they keep failing until the
+/// kernel's retransmissions time out, some fifteen minutes later (never, behind this proxy,
+/// which acknowledges every byte).
+#[actix_web::test]
+async fn chaos_a_connection_gone_silent_is_replaced() {
+    let server = RedisServer::start();
+    let proxy = ChaosProxy::start(server.port);
+    let app = minimal::app(redis_store_at(&proxy.url(), &unique_prefix()).await).await;
+    let token = log_in(&app, 1).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+
+    proxy.sever();
+    let severed = Instant::now();
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 503);
+    loop {
+        let answer = status(&app, get("/me", Some(&token))).await;
+        if answer == 200 {
+            break;
+        }
+        assert_eq!(answer, 503);
+        assert!(
+            severed.elapsed() < RECOVERY_BOUND,
+            "still 503 {} s after the connection went silent, with Redis reachable all along",
+            RECOVERY_BOUND.as_secs()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
