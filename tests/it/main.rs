@@ -8,6 +8,7 @@ mod support;
 
 mod api_tokens;
 mod cache;
+mod chaos;
 #[cfg(feature = "test-util")]
 mod contract;
 mod csrf;
