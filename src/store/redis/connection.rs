@@ -1,6 +1,9 @@
 //! One connection type over the three deployments, so the store's commands need not care which
 //! one they run on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -11,7 +14,7 @@ use crate::StoreError;
 /// A standalone server, the primary that Redis Sentinel names, or a Redis Cluster.
 #[derive(Clone)]
 pub(super) enum Connection {
-    Single(ConnectionManager),
+    Single(SingleConnection),
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
     #[cfg(feature = "sentinel")]
@@ -104,16 +107,82 @@ async fn open_single(url: &str, builder: &RedisStoreBuilder) -> Result<Connectio
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(builder.connect_timeout))
         .set_response_timeout(None);
-    let manager = ConnectionManager::new_with_config(client, config)
+    let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
         .await
         .map_err(StoreError::unavailable)?;
-    Ok(Connection::Single(manager))
+    Ok(Connection::Single(SingleConnection {
+        current: Arc::new(RwLock::new(manager)),
+        client,
+        config,
+        replacing: Arc::new(AtomicBool::new(false)),
+    }))
+}
+
+/// A standalone server's connection, which is replaced when a command gets no answer.
+///
+/// The connection manager reconnects when the socket reports an error, but a link that goes
+/// silent without closing (a peer or middlebox that vanished, a partition that drops packets)
+/// reports nothing until the kernel stops retransmitting, some fifteen minutes later. Until
+/// then every command would time out. So a command timeout here opens a fresh connection in
+/// the background, and commands move to it once it answers the handshake; commands already
+/// sent on the old one finish or time out there.
+#[derive(Clone)]
+pub(super) struct SingleConnection {
+    current: Arc<RwLock<ConnectionManager>>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// Set while a replacement is being connected, so a burst of timeouts opens one.
+    replacing: Arc<AtomicBool>,
+}
+
+impl SingleConnection {
+    fn manager(&self) -> ConnectionManager {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts replacing the connection after a command went unanswered, unless a replacement
+    /// is already under way.
+    fn replace(&self) {
+        if self.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match ConnectionManager::new_with_config(this.client.clone(), this.config.clone()).await
+            {
+                Ok(fresh) => {
+                    *this.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+                    tracing::warn!("a Redis command went unanswered; moved to a new connection");
+                }
+                // Redis is unreachable for new connections too: the next timeout tries again.
+                Err(err) => tracing::warn!(error = %err, "replacing the Redis connection failed"),
+            }
+            this.replacing.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Connection {
+    /// Called when a command got no answer within its time limit: a standalone connection is
+    /// replaced (see [`SingleConnection`]). Sentinel and Cluster connections find their servers
+    /// anew by themselves.
+    pub(super) fn unanswered(&self) {
+        if let Connection::Single(single) = self {
+            single.replace();
+        }
+    }
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(conn) => conn.req_packed_command(cmd),
+            Connection::Single(single) => {
+                let mut manager = single.manager();
+                Box::pin(async move { manager.req_packed_command(cmd).await })
+            }
             #[cfg(feature = "cluster")]
             Connection::Cluster(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "sentinel")]
@@ -128,7 +197,10 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Single(single) => {
+                let mut manager = single.manager();
+                Box::pin(async move { manager.req_packed_commands(pipeline, offset, count).await })
+            }
             #[cfg(feature = "cluster")]
             Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "sentinel")]
@@ -138,7 +210,7 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(conn) => conn.get_db(),
+            Connection::Single(single) => single.manager().get_db(),
             #[cfg(feature = "cluster")]
             Connection::Cluster(conn) => conn.get_db(),
             #[cfg(feature = "sentinel")]

@@ -250,12 +250,18 @@ impl RedisStore {
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(limit, operation).await {
-            Ok(Err(err)) if err.is_timeout() => Err(StoreError::Timeout),
+            Ok(Err(err)) if err.is_timeout() => {
+                self.connection.unanswered();
+                Err(StoreError::Timeout)
+            }
             // Something else lives under the key (a string from another app, or written by
             // hand): no session can be read from it, which is the record's fault, not Redis's.
             Ok(Err(err)) if err.code() == Some("WRONGTYPE") => Err(StoreError::corrupt(err)),
             Ok(result) => result.map_err(StoreError::unavailable),
-            Err(_elapsed) => Err(StoreError::Timeout),
+            Err(_elapsed) => {
+                self.connection.unanswered();
+                Err(StoreError::Timeout)
+            }
         }
     }
 }
