@@ -112,9 +112,11 @@ async fn open_single(url: &str, builder: &RedisStoreBuilder) -> Result<Connectio
         .map_err(StoreError::unavailable)?;
     Ok(Connection::Single(SingleConnection {
         current: Arc::new(RwLock::new(manager)),
-        client,
-        config,
-        replacing: Arc::new(AtomicBool::new(false)),
+        dial: Arc::new(Dial {
+            client,
+            config,
+            replacing: AtomicBool::new(false),
+        }),
     }))
 }
 
@@ -129,10 +131,15 @@ async fn open_single(url: &str, builder: &RedisStoreBuilder) -> Result<Connectio
 #[derive(Clone)]
 pub(super) struct SingleConnection {
     current: Arc<RwLock<ConnectionManager>>,
+    dial: Arc<Dial>,
+}
+
+/// How to open a replacement.
+struct Dial {
     client: redis::Client,
     config: ConnectionManagerConfig,
     /// Set while a replacement is being connected, so a burst of timeouts opens one.
-    replacing: Arc<AtomicBool>,
+    replacing: AtomicBool,
 }
 
 impl SingleConnection {
@@ -146,12 +153,13 @@ impl SingleConnection {
     /// Starts replacing the connection after a command went unanswered, unless a replacement
     /// is already under way.
     fn replace(&self) {
-        if self.replacing.swap(true, Ordering::AcqRel) {
+        if self.dial.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
-            match ConnectionManager::new_with_config(this.client.clone(), this.config.clone()).await
+            let dial = &this.dial;
+            match ConnectionManager::new_with_config(dial.client.clone(), dial.config.clone()).await
             {
                 Ok(fresh) => {
                     *this.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
@@ -160,7 +168,7 @@ impl SingleConnection {
                 // Redis is unreachable for new connections too: the next timeout tries again.
                 Err(err) => tracing::warn!(error = %err, "replacing the Redis connection failed"),
             }
-            this.replacing.store(false, Ordering::Release);
+            dial.replacing.store(false, Ordering::Release);
         });
     }
 }
@@ -170,8 +178,10 @@ impl Connection {
     /// replaced (see [`SingleConnection`]). Sentinel and Cluster connections find their servers
     /// anew by themselves.
     pub(super) fn unanswered(&self) {
-        if let Connection::Single(single) = self {
-            single.replace();
+        match self {
+            Connection::Single(single) => single.replace(),
+            #[cfg(any(feature = "cluster", feature = "sentinel"))]
+            _ => {}
         }
     }
 }
