@@ -262,14 +262,7 @@ impl SessionEngine {
         if live.len() <= cap {
             return Ok(());
         }
-        live.sort_by_key(|(_, stored)| {
-            let record = &stored.record;
-            (
-                record.token_name().is_some(),
-                record.created_at(),
-                record.id().to_owned(),
-            )
-        });
+        live.sort_by(|(_, a), (_, b)| cap_order(&a.record).cmp(&cap_order(&b.record)));
         let excess = live.len() - cap;
         let oldest: Vec<String> = live
             .iter()
@@ -288,4 +281,14 @@ impl SessionEngine {
         );
         Ok(())
     }
+}
+
+/// The order in which the per-user cap ends sessions, first to last: browser sessions before
+/// personal access tokens, oldest first, ties by public id so racing logins agree.
+fn cap_order(record: &SessionRecord) -> (bool, std::time::SystemTime, &str) {
+    (
+        record.token_name().is_some(),
+        record.created_at(),
+        record.id(),
+    )
 }
