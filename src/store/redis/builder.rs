@@ -177,7 +177,7 @@ impl RedisStoreBuilder {
             target,
             #[cfg(feature = "local-cache")]
             cache_capacity: None,
-            peer_caches: false,
+            peer_caches: true,
             replica_wait: None,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
@@ -206,22 +206,24 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Declares that other app instances on the same Redis keep a local cache
-    /// (`local_cache`, with the `local-cache` feature), so that this store's logouts must reach
-    /// them before they answer. Default `false`.
+    /// Whether other app instances on the same Redis may keep a local cache (`local_cache`, with
+    /// the `local-cache` feature), so that this store's session-ending deletes must reach them
+    /// before they answer. Default `true`: safe in every deployment, including the usual way a
+    /// cache is rolled out, one instance at a time beside plain ones.
     ///
     /// A cache learns of a logout from an invalidation that Redis writes in the event-loop pass
     /// that answers the `DEL`; it is surely in the caching process's socket, where its next
-    /// lookup looks, only once a later command of the writer has been answered. With this
-    /// option, each `DEL` that ends a session (logout, revocation, rotation, a record pruned by
-    /// a listing) is followed by a `PING`, and the operation returns only after its reply.
+    /// lookup looks, only once a later command of the writer has been answered. So each `DEL`
+    /// that ends a session (logout, revocation, rotation, a record pruned by a listing) is
+    /// followed by a `PING`, and the operation returns only after its reply.
     ///
-    /// The trade-off: on, a logout costs two round trips instead of one; off, a caching
-    /// instance may still accept a session for the short moment after its logout answered on
-    /// this instance, while the invalidation is on its way. A store with a local cache of its
-    /// own always waits (its own cache needs it too), and a cluster never does (it has no
-    /// caches). Turn it on in every non-caching instance that shares a Redis with a caching
-    /// one; leave it off when no instance caches.
+    /// `peer_caches(false)` is a promise that **no** instance on this Redis caches: a logout
+    /// then costs one round trip instead of two. Break the promise and a caching instance may
+    /// accept a session for the short moment after its logout answered on this instance, while
+    /// the invalidation is on its way (seen in a few rounds per thousand on one machine). A
+    /// store with a local cache of its own always waits (its own cache needs it too), and a
+    /// cluster never does (it has no caches). Reads, logins and refreshes are unchanged either
+    /// way.
     pub fn peer_caches(mut self, peers_cache: bool) -> Self {
         self.peer_caches = peers_cache;
         self
@@ -265,8 +267,9 @@ impl RedisStoreBuilder {
     /// the command after the `DEL`, which the store waits for, and a lookup answers from memory
     /// only when every byte Redis has sent on the tracking connection has been read. If the
     /// tracking connection is lost, the cache empties and lookups read from Redis until it is
-    /// back. Instances on the same Redis that do not cache must set
-    /// [`peer_caches`](RedisStoreBuilder::peer_caches), or their logouts do not wait.
+    /// back. Instances on the same Redis that do not cache wait for their deletes to reach the
+    /// caches by default (see [`peer_caches`](RedisStoreBuilder::peer_caches)); do not turn that
+    /// off on any instance while one caches.
     ///
     /// The tracking connection is pinged four times a second, and entries are served only while
     /// a reply came back within the last second: a Redis that vanishes without closing the

@@ -64,13 +64,13 @@ use self::builder::ReplicaWait;
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes) | 1 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
 /// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
-/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache, `PING` with [`peer_caches`](RedisStoreBuilder::peer_caches) | 1–2 |
+/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache, else `PING` unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
 /// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `SREM` old | 3–4 |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
 /// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
-/// only when a cache needs it, and never on a cluster. With a local cache, a delete settles
+/// unless the app promised that no instance caches, and never on a cluster. With a local cache, a delete settles
 /// with `INFO server`, whose `run_id` tells the cache whether it tracks the server the delete
 /// went to. `list` deletes a dead record it finds as `delete` does; a record
 /// past the deadline in its value is dead only if Redis agrees (the key has no TTL), since app
