@@ -91,7 +91,14 @@ impl SessionEngine {
                     }
                 }
                 Ok(Started::PreviousGone(grant)) => {
-                    // Ended meanwhile (a logout elsewhere): its data went with it.
+                    // Ended meanwhile (a logout elsewhere), its data with it, or left marked by
+                    // a rotation cut off half-way: either way it must not outlive this login.
+                    if let Err(err) = self.store.delete(&active.key).await {
+                        return LoginOutcome {
+                            previous_ended: false,
+                            result: Err(err.into()),
+                        };
+                    }
                     return LoginOutcome {
                         previous_ended: true,
                         result: self.start_fresh(grant).await,

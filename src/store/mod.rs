@@ -196,11 +196,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// with the old session's data and, as `carry` says, its current profile and roles.
     /// `new` is in the same [group](SessionKey::group) as `old`.
     ///
-    /// Steps, in this order: atomically, copy `old`'s data (and profile) into `new`, create and
-    /// index `new`, and mark `old` as moving, so that no later [`write_data`] lands on it; delete
-    /// `old`; if `old` was already gone, delete `new` and return `Ok(false)`; otherwise drop
-    /// `old` from the index and return `Ok(true)`. Returns `Ok(false)` at once, creating
-    /// nothing, if `old` is gone or already moving (a concurrent rotation won).
+    /// A rotation cut off at any point (a dropped request, a lost connection) must leave the
+    /// old token either fully working or dead, never half: best, the whole move is one atomic
+    /// step (copy `old`'s data and profile into `new`, create and index `new`, delete and
+    /// unindex `old`), as [`MemoryStore`](crate::MemoryStore) and one Redis server do. A store
+    /// that cannot do it in one step (a Redis Cluster, whose index lives on another node) must,
+    /// in this order: atomically copy into `new` and mark `old` as moving, after which `old` is
+    /// dead to [`load`](SessionStore::load) and no [`write_data`] lands on it; index `new`;
+    /// delete `old`; if `old` was already gone, delete `new` and return `Ok(false)`; otherwise
+    /// drop `old` from the index and return `Ok(true)`. A marked `old` must still be found by
+    /// [`list`](SessionStore::list), so that a revocation racing the move deletes it and the
+    /// move then gives up. Returns `Ok(false)` at once, creating nothing, if `old` is gone or
+    /// already moving (a concurrent rotation won).
     ///
     /// [`write_data`]: SessionStore::write_data
     fn rotate(

@@ -23,6 +23,7 @@ mod minimal;
 mod oauth;
 mod password;
 mod quickstart;
+mod rotation;
 mod sentinel;
 mod shutdown;
 mod store;

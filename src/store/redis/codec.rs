@@ -9,7 +9,7 @@
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` | `{"p":profile,"r":roles}`, replacing the record's, once the user was updated live | update, rotate |
 //! | `z` | the data's size in bytes, as [`SessionData::size`] counts it | data writes |
-//! | `m` | the key the session is moving to, once a rotation has copied it | rotate |
+//! | `m` | the key the session is moving to, once a rotation on a cluster has copied it; the key is dead to reads and writes from then on | rotate |
 //! | `d:{name}` | one data value, as JSON | data writes |
 //!
 //! The deadline travels in the hash, and not only as the key's TTL, so that one read tells a
@@ -30,6 +30,8 @@ use crate::{SessionData, SessionRecord, StoreError};
 pub(super) const RECORD: &str = "r";
 /// The idle-deadline field.
 pub(super) const DEADLINE: &str = "e";
+/// The field that marks a key as moving to another (a cluster's rotation).
+pub(super) const MOVING: &str = "m";
 /// The live-update field.
 pub(super) const USER: &str = "u";
 /// The prefix of every data field.

@@ -9,6 +9,21 @@ use super::{scripts, RedisStore};
 use crate::store::Carry;
 use crate::{SessionData, SessionKey, SessionRecord, StoreError};
 
+/// How long an old key marked as moving lives at most, should the rest of its rotation never
+/// come (a cluster only; it is dead to every read from the moment it is marked).
+const MARKED_GRACE_MS: u64 = 60_000;
+
+/// What [`RedisStore::copy_to`] did.
+pub(super) enum Moved {
+    /// The old session was gone or already moving: nothing was written.
+    NotThere,
+    /// The new session exists and is indexed, and the old one is gone (one server).
+    Complete,
+    /// The new session exists and is indexed; the old one is marked and must still be deleted
+    /// and unindexed (a cluster).
+    Marked,
+}
+
 impl RedisStore {
     /// Stores the session, with `data`, and indexes it under its user (an anonymous one under
     /// none). The index TTL only ever grows, to the record's absolute end at least.
@@ -54,9 +69,11 @@ impl RedisStore {
         Ok(true)
     }
 
-    /// Copies the session under `old` to `new` and marks `old` as moving there, all in one
-    /// script (the keys share a hash tag), and indexes `new`: in the same script on one server,
-    /// right after it on a cluster. Returns whether `old` was there to copy.
+    /// Moves the session under `old` to `new` (see [`scripts::MOVE`]). On one server the move
+    /// is one script: `new` is created and indexed, `old` deleted and unindexed, all at once. On
+    /// a cluster the script copies and marks `old` as moving (dead to reads and writes from
+    /// then on), then `new` is indexed; the caller deletes and unindexes `old`. Returns whether
+    /// `old` was there to move, and on one server, whether the move is complete.
     pub(super) async fn copy_to(
         &self,
         old: &SessionKey,
@@ -64,7 +81,7 @@ impl RedisStore {
         record: &SessionRecord,
         expires_at: SystemTime,
         carry: Carry,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Moved, StoreError> {
         let index = self.user_index_key(record.user_id());
         let index_ttl = ttl_millis(record.expires_at());
         let mut conn = self.connection.clone();
@@ -79,18 +96,26 @@ impl RedisStore {
             .arg(ttl_millis(expires_at))
             .arg(u8::from(carry == Carry::DataAndUser))
             .arg(new.as_str())
-            .arg(index_ttl);
-        let copied: i64 = self.run(copy.invoke_async(&mut conn)).await?;
+            .arg(index_ttl)
+            .arg(old.as_str())
+            .arg(MARKED_GRACE_MS);
+        // On one server the script ends the old session: where deletes wait for replicas, so
+        // does this one, in the same round trip.
+        let copied: i64 = match (single_node, self.replica_wait) {
+            (true, Some(wait)) => self.script_on_replicas(&mut conn, &copy, wait).await?,
+            _ => self.run(copy.invoke_async(&mut conn)).await?,
+        };
         match copied {
             1 => {}
             -1 => return Err(StoreError::unavailable("a fresh session key was taken")),
-            _ => return Ok(false),
+            _ => return Ok(Moved::NotThere),
         }
-        if !single_node {
-            self.run(index_add(&index, new, index_ttl).query_async::<()>(&mut conn))
-                .await?;
+        if single_node {
+            return Ok(Moved::Complete);
         }
-        Ok(true)
+        self.run(index_add(&index, new, index_ttl).query_async::<()>(&mut conn))
+            .await?;
+        Ok(Moved::Marked)
     }
 
     /// The record, live update and deadline under each key, as `HMGET` returns them: one

@@ -14,8 +14,9 @@ use redis::aio::ConnectionLike;
 
 use serde_json::value::RawValue;
 
-use self::codec::{decode_reply, encode_deadline, ttl_millis, DEADLINE, RECORD, USER};
+use self::codec::{decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER};
 use self::connection::Connection;
+use self::index::Moved;
 use super::{Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, UserSessions};
 use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 
@@ -153,8 +154,14 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let reply: Vec<Option<Vec<u8>>> =
-            self.run(read_record(redis_key).query_async(conn)).await?;
+        let mut hmget = read_record(redis_key);
+        hmget.arg(MOVING);
+        let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
+        // requests: the session lives on under the new key, or nowhere.
+        if reply.pop().flatten().is_some() {
+            return Ok(None);
+        }
         decode_reply(reply)
     }
 
@@ -197,6 +204,48 @@ impl RedisStore {
             let acknowledged = self.run_within(within, wait_cmd.query_async(conn)).await?;
             (reply, acknowledged)
         };
+        if acknowledged < i64::from(wait.replicas) {
+            return Err(StoreError::unavailable(format!(
+                "a write that must survive a failover reached {acknowledged} of {} replicas within {timeout_ms} ms",
+                wait.replicas
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// Runs the script `write` and returns its reply once `wait.replicas` replicas have it too,
+    /// or fails: [`write_on_replicas`](Self::write_on_replicas) for a script, on one server.
+    /// The script goes by SHA; a server that does not know it yet gets it loaded, and the pair
+    /// is sent again (a `NOSCRIPT` reply means nothing ran).
+    async fn script_on_replicas<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+        write: &redis::ScriptInvocation<'_>,
+        wait: ReplicaWait,
+    ) -> Result<T, StoreError> {
+        let timeout_ms = u64::try_from(wait.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut both = redis::pipe();
+        both.invoke_script(write)
+            .cmd("WAIT")
+            .arg(wait.replicas)
+            .arg(timeout_ms);
+        let within = self.command_timeout + wait.timeout;
+        let (reply, acknowledged): (T, i64) = self
+            .run_within(within, async {
+                match both.query_async(conn).await {
+                    Err(err)
+                        if err.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        write.load_async(conn).await?;
+                        both.query_async(conn).await
+                    }
+                    answered => answered,
+                }
+            })
+            .await?;
         if acknowledged < i64::from(wait.replicas) {
             return Err(StoreError::unavailable(format!(
                 "a write that must survive a failover reached {acknowledged} of {} replicas within {timeout_ms} ms",
@@ -446,17 +495,26 @@ impl SessionStore for RedisStore {
                 "a session can only move to a key of its own group",
             ));
         }
-        if !self.copy_to(old, new, record, expires_at, carry).await? {
-            return Ok(false);
+        match self.copy_to(old, new, record, expires_at, carry).await? {
+            Moved::NotThere => Ok(false),
+            Moved::Complete => {
+                if self.settle_deletes {
+                    self.settle_delete(&mut self.connection.clone()).await?;
+                }
+                Ok(true)
+            }
+            Moved::Marked => {
+                if !self.delete(old).await? {
+                    // Revoked, logged out or expired meanwhile: the new session must not
+                    // outlive it.
+                    self.delete(new).await?;
+                    self.unindex(record.user_id(), &[new.as_str()]).await?;
+                    return Ok(false);
+                }
+                self.unindex(record.user_id(), &[old.as_str()]).await?;
+                Ok(true)
+            }
         }
-        if !self.delete(old).await? {
-            // Revoked, logged out or expired meanwhile: the new session must not outlive it.
-            self.delete(new).await?;
-            self.unindex(record.user_id(), &[new.as_str()]).await?;
-            return Ok(false);
-        }
-        self.unindex(record.user_id(), &[old.as_str()]).await?;
-        Ok(true)
     }
 
     async fn admit_anonymous(&self, counters: &[Counter<'_>]) -> Result<Admission, StoreError> {

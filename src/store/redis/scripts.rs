@@ -116,11 +116,18 @@ return redis.call('HGET', KEYS[1], 'm') or 1
     )
 });
 
-/// Copies a session to a new key and marks the old one as moving there. `KEYS[1]` old,
-/// `KEYS[2]` new (same hash tag), `KEYS[3]` (optional) the user's index; `ARGV`: record,
-/// deadline, TTL ms, `1` to carry the live-updated profile, index member (the new key's
-/// text), index TTL ms. Returns 0 when the old session is gone or already moving, -1 when the
-/// new key is taken, 1 when copied.
+/// Moves a session to a new key. `KEYS[1]` old, `KEYS[2]` new (same hash tag), `KEYS[3]`
+/// (optional) the user's index; `ARGV`: record, deadline, TTL ms, `1` to carry the
+/// live-updated profile, index member (the new key's text), index TTL ms, the old key's index
+/// member, the grace TTL ms of a marked old key.
+///
+/// With the index (one server), the whole move happens here: the copy is indexed and the old
+/// key deleted and unindexed in the same step, so a rotation cut off at any point leaves the old
+/// token either working or gone. Without it (a cluster, where the index lives in another slot),
+/// the old key is marked as moving to the new one: from then on it is dead to every read and
+/// write (and a live update follows the mark), and it expires within the grace TTL should the
+/// rest of the rotation never come. Returns 0 when the old session is gone or already moving,
+/// -1 when the new key is taken, 1 when moved.
 pub(super) static MOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -136,11 +143,16 @@ for i = 1, #fields, 2 do
 end
 redis.call('HSET', new, 'r', ARGV[1], 'e', ARGV[2])
 redis.call('PEXPIRE', new, ARGV[3])
-redis.call('HSET', old, 'm', ARGV[5])
 if KEYS[3] then
   redis.call('SADD', KEYS[3], ARGV[5])
   redis.call('PEXPIRE', KEYS[3], ARGV[6], 'NX')
   redis.call('PEXPIRE', KEYS[3], ARGV[6], 'GT')
+  redis.call('DEL', old)
+  redis.call('SREM', KEYS[3], ARGV[7])
+else
+  redis.call('HSET', old, 'm', ARGV[5])
+  local ttl = redis.call('PTTL', old)
+  if ttl < 0 or ttl > tonumber(ARGV[8]) then redis.call('PEXPIRE', old, ARGV[8]) end
 end
 return 1
 ",

@@ -1,0 +1,173 @@
+//! A rotation (renew, a login that keeps a visitor's data) cut off after any of its steps
+//! leaves the old token either fully working or dead, never half: no key that still reads but
+//! refuses every write, refuses to move, and outlives the next login.
+
+use std::time::{Duration, SystemTime};
+
+use actix_login::{
+    Carry, DataChange, DataWrite, RedisStore, SessionData, SessionKey, SessionRecord, SessionStore,
+};
+use serde_json::value::RawValue;
+
+use crate::support::chaos_proxy::{ChaosProxy, Mode};
+use crate::support::http::minimal::app;
+use crate::support::http::*;
+use crate::support::redis_server::{connection, unique_prefix, RedisServer};
+
+/// Each way of the proxy holds every chunk this long, so a round trip takes twice as long and a
+/// cut-off can land between any two commands of a rotation.
+const HOP: Duration = Duration::from_millis(20);
+
+/// A key of group `abcd`: a rotation moves a session within its group.
+fn key(n: usize) -> SessionKey {
+    SessionKey::parse(&format!("abcd{n:0>28}")).expect("a well-formed key")
+}
+
+fn record(n: usize) -> SessionRecord {
+    let now = SystemTime::now();
+    let user = RawValue::from_string(r#"{"id":7}"#.to_owned()).unwrap();
+    SessionRecord::new(
+        format!("public-id-{n}"),
+        "7",
+        user,
+        now,
+        now + Duration::from_secs(3600),
+    )
+}
+
+fn an_hour() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(3600)
+}
+
+fn insert(name: &str) -> Vec<DataChange> {
+    vec![DataChange::Insert {
+        name: name.to_owned(),
+        json: "1".to_owned(),
+    }]
+}
+
+/// What a rotation cut off left behind for the old and the new key.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The old token works: it reads, takes writes and can still move.
+    OldWorks,
+    /// The old token is dead to reads and writes (the move went through, or far enough).
+    OldDead,
+}
+
+/// Judges the old key as a request would, through a store that is not behind the proxy.
+async fn judge(store: &RedisStore, old: &SessionKey, spare: &SessionKey, n: usize) -> Outcome {
+    match store.load(old).await.unwrap() {
+        Some(_) => {
+            let write = store
+                .write_data(old, &insert("after"), 65536)
+                .await
+                .unwrap();
+            assert!(
+                matches!(write, DataWrite::Written(_)),
+                "cut {n}: the old session reads but refuses a write: {write:?}"
+            );
+            let moved = store
+                .rotate(old, spare, &record(n), an_hour(), Carry::DataAndUser)
+                .await
+                .unwrap();
+            assert!(moved, "cut {n}: the old session reads but cannot move");
+            Outcome::OldWorks
+        }
+        None => {
+            let write = store
+                .write_data(old, &insert("after"), 65536)
+                .await
+                .unwrap();
+            assert!(
+                matches!(write, DataWrite::Gone),
+                "cut {n}: a dead session took a write: {write:?}"
+            );
+            Outcome::OldDead
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_rotation_cut_off_at_any_step_leaves_the_old_token_working_or_dead() {
+    let server = RedisServer::start();
+    let proxy = ChaosProxy::start(server.port);
+    let prefix = unique_prefix();
+    let slow = RedisStore::builder(proxy.url())
+        .key_prefix(&prefix)
+        .command_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let direct = RedisStore::builder(server.url())
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+
+    let mut outcomes = Vec::new();
+    // From before the first command arrives to after the last reply: every 10 ms, half a hop.
+    for cut in 0..16 {
+        let (old, new, spare) = (key(3 * cut), key(3 * cut + 1), key(3 * cut + 2));
+        assert!(direct
+            .create(&old, &record(cut), an_hour(), &SessionData::new())
+            .await
+            .unwrap());
+        proxy.set_mode(Mode::Delay(HOP));
+        let moved = record(cut);
+        let rotation = slow.rotate(&old, &new, &moved, an_hour(), Carry::DataAndUser);
+        let limit = Duration::from_millis(10) * u32::try_from(cut).unwrap();
+        let finished = tokio::time::timeout(limit, rotation).await.is_ok();
+        // Whatever was already on its way lands; nothing more is sent.
+        tokio::time::sleep(HOP * 4).await;
+        proxy.set_mode(Mode::Pass);
+        let outcome = judge(&direct, &old, &spare, cut).await;
+        if finished {
+            assert_eq!(outcome, Outcome::OldDead, "cut {cut}: a finished rotation");
+        }
+        outcomes.push(outcome);
+    }
+    // The sweep reached past the end of the rotation, so the cuts fell all along it.
+    assert_eq!(outcomes.last(), Some(&Outcome::OldDead), "{outcomes:?}");
+}
+
+/// The state a rotation on a Redis Cluster leaves when it is cut off after its first step: the
+/// old key copied and marked as moving, never deleted. It is dead at once, and the next login
+/// from that browser removes it.
+#[actix_web::test]
+async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix();
+    let store = redis_store_at(&server.url(), &prefix).await;
+    let app = app(store).await;
+    let token = log_in(&app, 7).await;
+    let old = redis_session_key(&prefix, &token);
+    let mut raw = connection(&server.url()).unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&old)
+        .arg("m")
+        .arg(format!("{}elsewhere", &stored_key(&token)[..4]))
+        .query(&mut raw)
+        .unwrap();
+
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+    let again = log_in_with(&app, 7, &token).await;
+    let exists: bool = redis::cmd("EXISTS").arg(&old).query(&mut raw).unwrap();
+    assert!(!exists, "the login left the marked key behind");
+    assert_eq!(status(&app, get("/me", Some(&again))).await, 200);
+}
+
+/// Logs in as `id` from a browser that still holds `token`, and returns the new token.
+async fn log_in_with<S, B>(app: &S, id: u64, token: &str) -> String
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let res = actix_web::test::call_service(app, post(&format!("/login/{id}"), Some(token))).await;
+    assert_eq!(res.status().as_u16(), 200);
+    set_cookie(&res).expect("a new cookie").value().to_owned()
+}
