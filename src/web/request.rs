@@ -191,8 +191,20 @@ impl RequestSession {
 
     /// The cookie change the response must carry. A remembered session whose deadline moved
     /// gets its cookie again, with the new expiry.
+    ///
+    /// A request judged cross-site never changes the cookie: a browser stores a cookie set in
+    /// answer to another site's form (a top-level navigation) even when it kept its own cookie
+    /// back, so a `Set-Cookie` here would let any page sign visitors out or plant a session.
+    /// Logins and new anonymous sessions are refused before they are made; this is the last
+    /// word for anything else.
     pub(crate) fn take_cookie_update(&self) -> CookieUpdate {
         let update = self.update.replace(CookieUpdate::Keep);
+        if self.provenance == Provenance::CrossSite {
+            if !matches!(update, CookieUpdate::Keep) {
+                tracing::warn!("cross-site request: the session cookie is left as it is");
+            }
+            return CookieUpdate::Keep;
+        }
         if !matches!(update, CookieUpdate::Keep) {
             return update;
         }
@@ -382,6 +394,12 @@ impl RequestSession {
             None if self.is_bearer() => {
                 // A bearer client has a session or gets 401; it never starts one with a cookie.
                 return Err(Error::Unauthenticated);
+            }
+            None if self.provenance == Provenance::CrossSite => {
+                // Its cookie would not be kept from the browser (see `take_cookie_update`), nor
+                // may another site choose the session a visitor holds.
+                tracing::warn!("cross-site request: no anonymous session started");
+                return Err(Error::CrossSiteRequest);
             }
             None => {
                 let (issued, previous) =

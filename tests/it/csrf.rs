@@ -291,3 +291,85 @@ async fn a_plain_http_app_refuses_origins_of_another_scheme_or_port() {
     let res = test::call_service(&app, to_plain_app(&token, "http://app.example:8080")).await;
     assert_eq!(res.status(), 204);
 }
+
+/// A logout that needs no session, then a note kept in session data: what an HTML app's
+/// "Sign out" does (the note starts an anonymous session for a visitor without one).
+async fn sign_out_with_note(session: Session) -> Result<HttpResponse, Error> {
+    session.logout().await?;
+    session.insert("note", &"Signed out").await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/login"))
+        .finish())
+}
+
+/// A POST from another site without the session cookie (SameSite=Lax keeps it back on a
+/// cross-site form), which the browser would still let set one.
+fn cookieless(path: &str, headers: &[(&str, &str)]) -> actix_http::Request {
+    let mut req = test::TestRequest::post()
+        .uri(&format!("https://app.example{path}"))
+        .insert_header((header::HOST, "app.example"));
+    for (name, value) in headers {
+        req = req.insert_header((*name, *value));
+    }
+    req.to_request()
+}
+
+#[actix_web::test]
+async fn a_cross_site_request_never_changes_the_session_cookie() {
+    let app = test::init_service(
+        App::new()
+            .route("/sign-out", web::post().to(sign_out_with_note))
+            .wrap(LoginMiddleware::new(MemoryStore::new())),
+    )
+    .await;
+    let cross_site: [&[(&str, &str)]; 3] = [
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site")],
+        &[("origin", "https://evil.example")],
+    ];
+    for headers in cross_site {
+        let res = test::call_service(&app, cookieless("/sign-out", headers)).await;
+        assert_eq!(res.status(), 403, "{headers:?}");
+        assert!(set_cookie(&res).is_none(), "{headers:?}: {res:?}");
+        let body = test::read_body(res).await;
+        assert_eq!(body, r#"{"error":"csrf_rejected"}"#);
+    }
+    // The same request from the app's own page clears the cookie and starts the visitor's
+    // session: it is the provenance, not the route, that keeps the cookie as it is.
+    let own = cookieless("/sign-out", &[("sec-fetch-site", "same-origin")]);
+    let res = test::call_service(&app, own).await;
+    assert_eq!(res.status(), 303);
+    assert!(set_cookie(&res).is_some_and(|c| !c.value().is_empty()));
+}
+
+/// A handler that only clears the cookie (a logout without a session) and answers anyway gets
+/// no `Set-Cookie` for a cross-site request either.
+#[actix_web::test]
+async fn a_cross_site_logout_without_a_session_clears_no_cookie() {
+    async fn plain_logout(session: Session) -> Result<HttpResponse, Error> {
+        session.logout().await?;
+        Ok(HttpResponse::NoContent().finish())
+    }
+    let app = test::init_service(
+        App::new()
+            .route("/logout", web::post().to(plain_logout))
+            .wrap(LoginMiddleware::new(MemoryStore::new())),
+    )
+    .await;
+    let res = test::call_service(
+        &app,
+        cookieless("/logout", &[("sec-fetch-site", "cross-site")]),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    assert!(set_cookie(&res).is_none(), "{res:?}");
+    let res = test::call_service(
+        &app,
+        cookieless("/logout", &[("sec-fetch-site", "same-origin")]),
+    )
+    .await;
+    assert!(
+        set_cookie(&res).is_some(),
+        "the removal is sent to the app's own pages"
+    );
+}
