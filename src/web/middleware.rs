@@ -46,7 +46,11 @@ use crate::Error;
 /// * or the path is [exempt](crate::LoginMiddlewareBuilder::csrf_exempt).
 ///
 /// Requests without a session cookie are let through, except that a login is refused when the
-/// browser says it comes from another site (login CSRF). So are requests with a bearer token
+/// browser says it comes from another site (login CSRF), and that a request the browser says
+/// comes from another site never gets a `Set-Cookie` for the session cookie: no new cookie,
+/// none replaced, none cleared (browsers store a cookie set in answer to another site's form,
+/// even when they kept their own back), and a session-data write that would start an anonymous
+/// session is refused with `403 {"error":"csrf_rejected"}`. So are requests with a bearer token
 /// (which then count, and the cookie beside it is ignored): a browser never adds an
 /// `Authorization` header on its own, so such a request carries no ambient authority.
 ///
