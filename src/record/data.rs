@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 ///
 /// Values are stored as the JSON the app serialised, and decoded only when a handler asks for
 /// them, into whatever type it names. The [size](Self::size) that counts against the per-session
-/// limit is the sum of the names' and values' lengths in bytes.
+/// limit is the sum of the names' and values' lengths in bytes, plus 64 bytes for each value,
+/// what a store spends on keeping it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionData(BTreeMap<String, String>);
 
@@ -46,7 +47,8 @@ impl SessionData {
         self.0.is_empty()
     }
 
-    /// The bytes that count against the per-session limit: every name and value, in UTF-8.
+    /// The bytes that count against the per-session limit: every name and value, in UTF-8, and
+    /// 64 bytes for each value (what a store spends on keeping it).
     pub fn size(&self) -> usize {
         self.0.iter().map(|(k, v)| entry_size(k, v)).sum()
     }
@@ -83,9 +85,15 @@ impl IntoIterator for SessionData {
     }
 }
 
+/// What each entry costs a store beyond its name and value, counted against the limit: Redis
+/// keeps a hash entry, two string headers and a bucket for each field, about this much once
+/// the hash outgrows its compact encoding. Without it, a limit on bytes of names and values
+/// would let many tiny values take several times the limit in memory.
+pub(crate) const ENTRY_OVERHEAD: usize = 64;
+
 /// The bytes one entry counts against the per-session limit.
 pub(crate) fn entry_size(name: &str, json: &str) -> usize {
-    name.len() + json.len()
+    name.len() + json.len() + ENTRY_OVERHEAD
 }
 
 /// One change to a session's data, applied by a store atomically with the others of its write.
@@ -129,7 +137,7 @@ mod tests {
         ]);
         assert_eq!(before, vec![None, Some("[1]".into()), None]);
         assert_eq!(data.get("cart"), Some("[1,2]"));
-        assert_eq!(data.size(), "cart".len() + "[1,2]".len());
+        assert_eq!(data.size(), "cart".len() + "[1,2]".len() + ENTRY_OVERHEAD);
         data.apply(&[DataChange::Clear]);
         assert!(data.is_empty());
     }

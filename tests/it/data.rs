@@ -640,3 +640,52 @@ async fn a_write_on_one_caching_instance_is_read_on_the_other_at_once() {
         );
     }
 }
+
+/// The data limit bounds what Redis really keeps: many tiny values, each a hash field with its
+/// own bookkeeping, cannot take several times the limit in memory.
+#[actix_web::test]
+async fn the_data_limit_bounds_the_memory_redis_spends() {
+    use actix_login::{DataChange, DataWrite, SessionData, SessionKey, SessionRecord};
+
+    const LIMIT: usize = 64 * 1024;
+    let server = RedisServer::start();
+    let prefix = unique_prefix();
+    let store = redis_store_at(&server.url(), &prefix).await;
+    let key = SessionKey::parse("abcd0000000000000000000000000001").unwrap();
+    let now = std::time::SystemTime::now();
+    let hour = now + Duration::from_secs(3600);
+    let record = SessionRecord::anonymous("public-id", now, hour);
+    assert!(store
+        .create(&key, &record, hour, &SessionData::new())
+        .await
+        .unwrap());
+    let mut written = 0;
+    loop {
+        let change = DataChange::Insert {
+            name: format!("k{written}"),
+            json: "1".to_owned(),
+        };
+        match store.write_data(&key, &[change], LIMIT).await.unwrap() {
+            DataWrite::Written(_) => written += 1,
+            DataWrite::TooLarge { .. } => break,
+            DataWrite::Gone => panic!("the session vanished"),
+        }
+        assert!(written < 100_000, "no limit was reached");
+    }
+    let mut raw = connection(&server.url()).unwrap();
+    let used: usize = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("{prefix}:s:{{abcd}}0000000000000000000000000001"))
+        .arg("SAMPLES")
+        .arg(0)
+        .query(&mut raw)
+        .unwrap();
+    assert!(
+        written > 500,
+        "only {written} tiny values fit in {LIMIT} bytes"
+    );
+    assert!(
+        used <= 2 * LIMIT,
+        "{written} tiny values took {used} bytes in Redis, past twice the {LIMIT}-byte limit"
+    );
+}

@@ -31,7 +31,10 @@ impl RedisStore {
         max_size: usize,
     ) -> Result<DataWrite, StoreError> {
         let mut write = scripts::WRITE_DATA.prepare_invoke();
-        write.key(self.session_key(key)).arg(max_size);
+        write
+            .key(self.session_key(key))
+            .arg(max_size)
+            .arg(crate::record::ENTRY_OVERHEAD);
         for change in changes {
             match change {
                 DataChange::Insert { name, json } => write.arg("i").arg(name).arg(json),

@@ -42,16 +42,18 @@ return 1
     )
 });
 
-/// Applies data changes. `KEYS[1]`; `ARGV[1]` the size limit, then the changes: `i name json`,
-/// `r name` or `c`. Replies `{-1}` when there is no session or it is moving, `{-2, size}` when
-/// the data would grow past the limit, else `{1, size, previous...}` with the value each change
-/// replaced (nil for none, and for a clear).
+/// Applies data changes. `KEYS[1]`; `ARGV[1]` the size limit, `ARGV[2]` what each entry counts
+/// beyond its name and value, then the changes: `i name json`, `r name` or `c`. Replies `{-1}`
+/// when there is no session or it is moving, `{-2, size}` when the data would grow past the
+/// limit, else `{1, size, previous...}` with the value each change replaced (nil for none, and
+/// for a clear).
 pub(super) static WRITE_DATA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local k = KEYS[1]
 if redis.call('HEXISTS', k, 'r') == 0 or redis.call('HEXISTS', k, 'm') == 1 then return {-1} end
 local before = tonumber(redis.call('HGET', k, 'z') or '0')
+local overhead = tonumber(ARGV[2])
 local size = before
 local pending = {}
 local cleared = false
@@ -62,7 +64,7 @@ local function value_of(field)
   if cleared then return false end
   return redis.call('HGET', k, field)
 end
-local i = 2
+local i = 3
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'c' then
@@ -75,11 +77,11 @@ while i <= #ARGV do
     local name = ARGV[i + 1]
     local field = 'd:' .. name
     local old = value_of(field)
-    if old then size = size - #name - #old end
+    if old then size = size - #name - #old - overhead end
     previous[#previous + 1] = old
     if op == 'i' then
       pending[field] = ARGV[i + 2]
-      size = size + #name + #ARGV[i + 2]
+      size = size + #name + #ARGV[i + 2] + overhead
       i = i + 3
     else
       pending[field] = false
