@@ -466,3 +466,34 @@ async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
     assert_eq!(status_once_recovered(&app, &tokens[0]).await, 401);
     assert_eq!(status(&app, get("/me", Some(&tokens[1]))).await, 200);
 }
+
+/// A demotion that a failover could undo would hand the old roles back. So a live role update
+/// waits for a replica as a logout does: with the only replica cut off, it fails (the caller
+/// retries) instead of answering success that the promoted replica would not have.
+#[actix_web::test]
+async fn a_live_role_update_waits_for_a_replica_as_a_logout_does() {
+    let deployment = RedisSentinel::start();
+    let store = sentinel_store(&deployment, &unique_prefix()).await;
+    let sessions = actix_login::LoginMiddleware::new(store.clone()).sessions();
+    let app = app(store).await;
+    replicated_sessions(&app, &deployment, 1).await;
+
+    let updated = sessions.update_user("0", &0, ["admin"]).await;
+    assert_eq!(
+        updated.unwrap(),
+        1,
+        "the replica is up: the update goes through"
+    );
+
+    let frozen = deployment.freeze_server(1);
+    deployment.cut_replication(0);
+    let started = Instant::now();
+    let demoted = sessions.update_user("0", &0, Vec::<String>::new()).await;
+    let took = started.elapsed();
+    frozen.thaw();
+    assert!(
+        matches!(demoted, Err(actix_login::Error::Store(_))),
+        "no replica had the demotion, yet it answered {demoted:?}"
+    );
+    assert!(took < Duration::from_secs(3), "the update took {took:?}");
+}

@@ -79,7 +79,9 @@ impl RedisStore {
         for hop in 0..MAX_HOPS {
             let mut invocation = scripts::UPDATE_USER.prepare_invoke();
             invocation.key(self.session_key(&target)).arg(&update);
-            let reply: Value = self.run(invocation.invoke_async(&mut conn)).await?;
+            // A demotion a failover could undo would hand the old roles back: it waits for
+            // replicas where logouts do.
+            let reply: Value = self.write_script(&mut conn, &invocation).await?;
             match reply {
                 // The first key gone: no session. A later one gone: the rotation it was for
                 // lost to a logout, and nothing is left to update.

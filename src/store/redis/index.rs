@@ -100,10 +100,11 @@ impl RedisStore {
             .arg(old.as_str())
             .arg(MARKED_GRACE_MS);
         // On one server the script ends the old session: where deletes wait for replicas, so
-        // does this one, in the same round trip.
-        let copied: i64 = match (single_node, self.replica_wait) {
-            (true, Some(wait)) => self.script_on_replicas(&mut conn, &copy, wait).await?,
-            _ => self.run(copy.invoke_async(&mut conn)).await?,
+        // does this one, in the same round trip. (On a cluster the delete that follows waits.)
+        let copied: i64 = if single_node {
+            self.write_script(&mut conn, &copy).await?
+        } else {
+            self.run(copy.invoke_async(&mut conn)).await?
         };
         match copied {
             1 => {}

@@ -213,6 +213,38 @@ impl RedisStore {
         Ok(reply)
     }
 
+    /// Runs the script `write`, and where session-ending writes wait for replicas, returns only
+    /// once they have it: in the same round trip on one server, with a `WAIT` to every primary
+    /// after it on a cluster.
+    async fn write_script<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+        write: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match self.replica_wait {
+            None => self.run(write.invoke_async(conn)).await,
+            Some(wait) if conn.is_single_node() => self.script_on_replicas(conn, write, wait).await,
+            Some(wait) => {
+                let reply = self.run(write.invoke_async(conn)).await?;
+                let timeout_ms = u64::try_from(wait.timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let mut wait_cmd = redis::cmd("WAIT");
+                wait_cmd.arg(wait.replicas).arg(timeout_ms);
+                let within = self.command_timeout + wait.timeout;
+                // Sent to every primary, answered with the smallest count.
+                let acknowledged: i64 = self.run_within(within, wait_cmd.query_async(conn)).await?;
+                if acknowledged < i64::from(wait.replicas) {
+                    return Err(StoreError::unavailable(format!(
+                        "a write that must survive a failover reached {acknowledged} of {} replicas within {timeout_ms} ms",
+                        wait.replicas
+                    )));
+                }
+                Ok(reply)
+            }
+        }
+    }
+
     /// Runs the script `write` and returns its reply once `wait.replicas` replicas have it too,
     /// or fails: [`write_on_replicas`](Self::write_on_replicas) for a script, on one server.
     /// The script goes by SHA; a server that does not know it yet gets it loaded, and the pair
