@@ -7,8 +7,9 @@
 //! ([`TestApp::warm`]), so no cell can pass with the cache off. A cell counts every round that
 //! went wrong and fails with the count, so a rare race reads as "accepted 3 of 1200".
 //!
-//! The cells run [`rounds`] rounds each: 40 in CI, `MATRIX_ROUNDS=1200` for the long form,
-//! which sees a race that hits 0.25 % of rounds with 95 % confidence:
+//! The cells run [`rounds`] rounds each: in CI 200 where an instance caches and 40 elsewhere,
+//! and `MATRIX_ROUNDS=1200` for the long form, which sees a race that hits 0.25 % of rounds
+//! with 95 % confidence:
 //!
 //! ```sh
 //! cargo test --all-features --test it -- matrix::
@@ -156,7 +157,7 @@ async fn accepted_anywhere(app: &TestApp, next: usize, tokens: &[&str]) -> usize
 async fn logout(deployment: Deployment) {
     let app = TestApp::spawn(deployment).await;
     let (end, next) = app.pair();
-    let rounds = rounds();
+    let rounds = rounds(deployment);
     let mut accepted = 0;
     for round in 0..rounds {
         let token = app.log_in(end, round as u64).await;
@@ -175,7 +176,7 @@ async fn logout(deployment: Deployment) {
 async fn revoke_all(deployment: Deployment) {
     let app = TestApp::spawn(deployment).await;
     let (end, next) = app.pair();
-    let rounds = rounds();
+    let rounds = rounds(deployment);
     let mut accepted = 0;
     for round in 0..rounds {
         let user = round as u64;
@@ -196,7 +197,7 @@ async fn revoke_all(deployment: Deployment) {
 async fn revoke_others(deployment: Deployment) {
     let app = TestApp::spawn(deployment).await;
     let (end, next) = app.pair();
-    let rounds = rounds();
+    let rounds = rounds(deployment);
     let mut accepted = 0;
     for round in 0..rounds {
         let user = round as u64;
@@ -226,7 +227,7 @@ async fn revoke_others(deployment: Deployment) {
 async fn password_change(deployment: Deployment) {
     let app = TestApp::spawn(deployment).await;
     let (end, next) = app.pair();
-    let rounds = rounds();
+    let rounds = rounds(deployment);
     let mut accepted = 0;
     let mut old_logins = 0;
     for round in 0..rounds {
@@ -262,7 +263,7 @@ async fn password_change(deployment: Deployment) {
 async fn role_change(deployment: Deployment) {
     let app = TestApp::spawn(deployment).await;
     let (end, next) = app.pair();
-    let rounds = rounds();
+    let rounds = rounds(deployment);
     let mut stale = 0;
     for round in 0..rounds {
         let user = round as u64;
@@ -308,7 +309,7 @@ async fn role_change(deployment: Deployment) {
 async fn data_writes(deployment: Deployment) {
     let app = TestApp::spawn(deployment).await;
     let (end, next) = app.pair();
-    let rounds = rounds();
+    let rounds = rounds(deployment);
     let mut resurrected = 0;
     let mut landed = 0;
     for round in 0..rounds {
