@@ -125,13 +125,13 @@ cells! { fail_closed:
     tls => Tls,
 }
 
-/// Whether instance `i` accepted `token`, which must be dead: `true` for a 2xx, `false` for
-/// the 401 it owes; anything else fails the test at once.
-async fn accepts(app: &TestApp, i: usize, path: &str, token: &str) -> bool {
-    let code = if path == "/me" || path == "/note" {
-        app.get(i, path, token).await
-    } else {
+/// Whether instance `i` accepted `token`, which must be dead, on a GET (or a POST) of `path`:
+/// `true` for a 2xx, `false` for the 401 it owes; anything else fails the test at once.
+async fn accepts(app: &TestApp, i: usize, post: bool, path: &str, token: &str) -> bool {
+    let code = if post {
         app.post(i, path, token).await
+    } else {
+        app.get(i, path, token).await
     };
     assert!(
         (200..300).contains(&code) || code == 401,
@@ -147,7 +147,7 @@ async fn accepted_anywhere(app: &TestApp, next: usize, tokens: &[&str]) -> usize
     let others = (0..app.instances()).filter(|i| *i != next);
     for i in std::iter::once(next).chain(others) {
         for token in tokens {
-            accepted += usize::from(accepts(app, i, "/me", token).await);
+            accepted += usize::from(accepts(app, i, false, "/me", token).await);
         }
     }
     accepted
@@ -270,25 +270,13 @@ async fn role_change(deployment: Deployment) {
         let token = app.log_in(next, user).await;
         assert_eq!(app.get(next, "/admin", &token).await, 403);
         app.warm(next, &token).await;
-        let res = app
-            .call(
-                end,
-                crate::support::http::post(&format!("/roles/{user}/admin"), None),
-            )
-            .await;
-        assert_eq!(res.status(), 200);
+        app.set_roles(end, user, "admin").await;
         let promoted = app.get(next, "/admin", &token).await;
         assert!(promoted == 200 || promoted == 403, "{promoted}");
         stale += usize::from(promoted != 200);
 
         app.warm(next, &token).await;
-        let res = app
-            .call(
-                end,
-                crate::support::http::post(&format!("/roles/{user}/user"), None),
-            )
-            .await;
-        assert_eq!(res.status(), 200);
+        app.set_roles(end, user, "user").await;
         let demoted = app.get(next, "/admin", &token).await;
         assert!(demoted == 200 || demoted == 403, "{demoted}");
         stale += usize::from(demoted != 403);
@@ -333,8 +321,8 @@ async fn data_writes(deployment: Deployment) {
         landed += usize::from(written == 204);
         resurrected += accepted_anywhere(&app, next, &[&token]).await;
         for i in 0..app.instances() {
-            resurrected += usize::from(accepts(&app, i, "/note/3", &token).await);
-            resurrected += usize::from(accepts(&app, i, "/note", &token).await);
+            resurrected += usize::from(accepts(&app, i, true, "/note/3", &token).await);
+            resurrected += usize::from(accepts(&app, i, false, "/note", &token).await);
         }
     }
     assert_eq!(

@@ -470,6 +470,14 @@ impl TestApp {
             .expect("the login answered 200")
     }
 
+    /// An admin on instance `i` gives `user` only `role`, on every session of theirs.
+    pub async fn set_roles(&self, i: usize, user: u64, role: &str) {
+        let res = self
+            .call(i, post(&format!("/roles/{user}/{role}"), None))
+            .await;
+        assert_eq!(res.status(), 200, "update_user failed");
+    }
+
     pub fn caches(&self, i: usize) -> bool {
         self.deployment.caches(i)
     }
