@@ -18,6 +18,7 @@ mod html_login;
 mod interop;
 mod lifecycle;
 mod login;
+mod matrix;
 mod memory_pressure;
 mod minimal;
 mod oauth;

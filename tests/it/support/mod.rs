@@ -5,6 +5,7 @@ pub mod acl;
 pub mod browser;
 pub mod chaos_proxy;
 pub mod cluster;
+pub mod deployment;
 pub mod example;
 pub mod forwarder;
 pub mod http;
