@@ -42,7 +42,6 @@ cells! { logout:
     one_redis => OneRedis,
     two_plain => TwoPlain,
     two_caching => TwoCaching,
-    #[ignore = "fails until peer_caches defaults to true (issue 19 item 1)"]
     plain_to_caching => PlainToCaching,
     caching_to_plain => CachingToPlain,
     cluster => Cluster,
