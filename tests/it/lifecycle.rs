@@ -580,7 +580,7 @@ async fn access_rules_fail_closed_when_redis_is_down() {
     ))
     .await;
     let admin = log_in(&app, 1).await;
-    server.stop();
+    server.kill();
     for path in ["/admin", "/admin-page", "/account/x"] {
         let res = test::call_service(&app, get(path, Some(&admin))).await;
         assert!(

@@ -507,7 +507,7 @@ async fn redis_down_fails_closed_and_recovers_without_a_restart() {
     ))
     .await;
     let token = log_in(&app, 3).await;
-    server.stop();
+    server.kill();
 
     // MaybeUser refuses before the handler runs; Option<AuthUser> only after it ran.
     let runs = MAYBE_USER_RUNS.load(std::sync::atomic::Ordering::SeqCst);
