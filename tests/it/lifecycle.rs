@@ -443,10 +443,15 @@ async fn role_rules_answer_401_403_or_let_through() {
     assert_eq!(status(&app, get("/account/keys", Some(&user))).await, 200);
 }
 
-/// Sends `first`, then `second` 30 ms later while `first` is still in flight (the stores in these
-/// tests hold one side back for 100 ms), and returns both responses.
+/// Sends `first`, holds it at its first `op` store call (see [`Gate`]), sends `second` and lets
+/// `first` go on once `second` has answered; returns both responses. The race happens in that
+/// order every time, or the test fails saying `first` never reached `op`.
+///
+/// [`Gate`]: support::wrapped_store::Gate
 async fn overlapping<S, B>(
     app: &S,
+    gate: &support::wrapped_store::Gate,
+    op: &'static str,
     first: actix_http::Request,
     second: actix_http::Request,
 ) -> (ServiceResponse<B>, ServiceResponse<B>)
@@ -454,9 +459,15 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
+    let (arrived, release) = gate.arm(op);
     let later = async {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        app.call(second).await
+        tokio::time::timeout(Duration::from_secs(10), arrived)
+            .await
+            .unwrap_or_else(|_| panic!("the first request never reached {op}"))
+            .unwrap();
+        let second = app.call(second).await;
+        release.send(()).unwrap();
+        second
     };
     let (first, second) = futures_util::future::join(app.call(first), later).await;
     (first.unwrap(), second.unwrap())
@@ -467,14 +478,16 @@ async fn revoke_all_catches_a_session_rotated_while_it_runs() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
     for _ in 0..3 {
-        // Revocation lists the session, then waits 100 ms before each delete; the rotation
-        // lands in between, so the first delete finds nothing and revocation must look again.
-        let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
-        store.delete_delay = Duration::from_millis(100);
+        // Revocation lists the session and is held before its delete; the rotation lands in
+        // between, so the first delete finds nothing and revocation must look again.
+        let store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
+        let gate = store.gate.clone();
         let app = app(LoginMiddleware::new(store)).await;
         let old = log_in(&app, 7).await;
         let (revoked, rotated) = overlapping(
             &app,
+            &gate,
+            "delete",
             post("/admin-revoke/7", None),
             post("/renew", Some(&old)),
         )
@@ -500,13 +513,16 @@ async fn revoke_all_catches_a_session_rotated_while_it_runs() {
 async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
-    // The rotation has loaded the session, then waits 100 ms; the revocation lands in between.
-    let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
-    store.rotate_delay = Duration::from_millis(100);
+    // The rotation has loaded the session and is held before it rotates; the revocation lands
+    // in between.
+    let store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
+    let gate = store.gate.clone();
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
     let (rotated, revoked) = overlapping(
         &app,
+        &gate,
+        "rotate",
         post("/renew", Some(&old)),
         post("/admin-revoke/7", None),
     )
@@ -527,14 +543,16 @@ async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
 async fn revoke_all_catches_a_session_rotated_inside_its_listing() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
-    // The listing reads the index, then the records 100 ms later; the rotation lands in
-    // between, so the listing sees the old record gone and the new one not at all.
-    let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
-    store.list_gap = Duration::from_millis(100);
+    // The listing reads the index and is held before it reads the records; the rotation lands
+    // in between, so the listing sees the old record gone and the new one not at all.
+    let store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
+    let gate = store.gate.clone();
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
     let (revoked, rotated) = overlapping(
         &app,
+        &gate,
+        "list",
         post("/admin-revoke/7", None),
         post("/renew", Some(&old)),
     )

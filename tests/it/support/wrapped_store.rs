@@ -2,7 +2,50 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+/// Holds the next call of one kind (`"delete"`, `"rotate"`, or `"list"` between its index read
+/// and its record reads) until the test lets it go: a race staged in a chosen order, with no
+/// sleep that may or may not be long enough.
+#[derive(Clone, Default)]
+pub struct Gate {
+    armed: Arc<Mutex<Option<Armed>>>,
+}
+
+struct Armed {
+    op: &'static str,
+    arrived: oneshot::Sender<()>,
+    go: oneshot::Receiver<()>,
+}
+
+impl Gate {
+    /// Arms the gate for the next `op` call: the first receiver resolves when a call has
+    /// arrived and waits; sending on (or dropping) the sender lets it go on.
+    pub fn arm(&self, op: &'static str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (arrived, on_arrival) = oneshot::channel();
+        let (release, go) = oneshot::channel();
+        *self.armed.lock().unwrap() = Some(Armed { op, arrived, go });
+        (on_arrival, release)
+    }
+
+    /// Waits here if the gate is armed for `op`; `true` if it did.
+    async fn pass(&self, op: &str) -> bool {
+        let armed = {
+            let mut armed = self.armed.lock().unwrap();
+            match armed.as_ref() {
+                Some(a) if a.op == op => armed.take(),
+                _ => None,
+            }
+        };
+        let Some(armed) = armed else { return false };
+        let _ = armed.arrived.send(());
+        let _ = armed.go.await;
+        true
+    }
+}
 
 /// A real store with the faults a test needs injected around it.
 #[derive(Clone, Default)]
@@ -24,6 +67,8 @@ pub struct Wrapped<S> {
     pub extend_calls: std::sync::Arc<AtomicU32>,
     /// How many of the next loads fail as if Redis had gone away.
     pub failing_loads: std::sync::Arc<AtomicU32>,
+    /// Holds one chosen call until the test lets it go.
+    pub gate: Gate,
     deadlines: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::SystemTime>>>,
 }
 
@@ -39,6 +84,7 @@ impl<S> Wrapped<S> {
             report_idle_deadline: false,
             extend_calls: Default::default(),
             failing_loads: Default::default(),
+            gate: Gate::default(),
             deadlines: Default::default(),
         }
     }
@@ -129,6 +175,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
 
     async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
         tokio::time::sleep(self.delete_delay).await;
+        self.gate.pass("delete").await;
         self.inner.delete(key).await
     }
 
@@ -137,7 +184,8 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         user_id: &str,
     ) -> Result<actix_login::store::UserSessions, actix_login::StoreError> {
         let mut listing = self.inner.list(user_id).await?;
-        if self.list_gap.is_zero() {
+        let held = self.gate.pass("list").await;
+        if self.list_gap.is_zero() && !held {
             return Ok(listing);
         }
         // Emulate a listing whose index read and record reads are far apart: records that
@@ -163,6 +211,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         carry: actix_login::Carry,
     ) -> Result<bool, actix_login::StoreError> {
         tokio::time::sleep(self.rotate_delay).await;
+        self.gate.pass("rotate").await;
         let deadline = self.stored_deadline(new, expires_at);
         self.inner.rotate(old, new, record, deadline, carry).await
     }
