@@ -459,14 +459,11 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let (arrived, release) = gate.arm(op);
+    let held = gate.arm(op, 1);
     let later = async {
-        tokio::time::timeout(Duration::from_secs(10), arrived)
-            .await
-            .unwrap_or_else(|_| panic!("the first request never reached {op}"))
-            .unwrap();
+        held.arrived(1).await;
         let second = app.call(second).await;
-        release.send(()).unwrap();
+        drop(held);
         second
     };
     let (first, second) = futures_util::future::join(app.call(first), later).await;

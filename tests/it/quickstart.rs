@@ -1578,7 +1578,10 @@ async fn quickstart_registration_applies_the_password_policy() {
 }
 
 /// Unknown users and wrong passwords cost the same: both run one argon2 verification. A
-/// generous statistical check, not a benchmark: interleaved requests, medians within 30 %.
+/// statistical check, not a benchmark: interleaved requests, medians within a factor of two.
+/// What it catches is a path that skips the hash, which answers many times faster (a request
+/// without argon2 work takes well under a millisecond here, one verification tens of them);
+/// a tighter ratio would only measure the noise of two shared cores.
 #[actix_web::test]
 async fn unknown_users_take_as_long_as_wrong_passwords() {
     let app = start_with(None, &[("LOGIN_MAX_FAILURES", "100000")]);
@@ -1610,9 +1613,10 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     let (known, unknown) = (median(&mut times[0]), median(&mut times[1]));
     let ratio = unknown.as_secs_f64() / known.as_secs_f64();
     eprintln!("median wrong password {known:?}, unknown user {unknown:?}, ratio {ratio:.3}");
-    assert!((0.7..1.3).contains(&ratio), "unknown/known = {ratio:.3}");
+    assert!((0.5..2.0).contains(&ratio), "unknown/known = {ratio:.3}");
     // Both paths really hash: far slower than a request that does no argon2 work.
     assert!(known > Duration::from_millis(5), "{known:?}");
+    assert!(unknown > Duration::from_millis(5), "{unknown:?}");
 }
 
 #[actix_web::test]

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
-/// Holds the next call of one kind (`"delete"`, `"rotate"`, or `"list"` between its index read
-/// and its record reads) until the test lets it go: a race staged in a chosen order, with no
-/// sleep that may or may not be long enough.
+/// Holds calls of one kind (`"delete"`, `"rotate"`, `"extend"`, or `"list"` between its index
+/// read and its record reads) until the test lets them go: a race staged in a chosen order,
+/// with no sleep that may or may not be long enough.
 #[derive(Clone, Default)]
 pub struct Gate {
     armed: Arc<Mutex<Option<Armed>>>,
@@ -17,32 +17,75 @@ pub struct Gate {
 
 struct Armed {
     op: &'static str,
-    arrived: oneshot::Sender<()>,
-    go: oneshot::Receiver<()>,
+    /// How many more calls to hold.
+    left: usize,
+    state: Arc<watch::Sender<Holding>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Holding {
+    held: usize,
+    released: bool,
+}
+
+/// Calls held at an armed [`Gate`]; dropping it lets them all go on and disarms the gate.
+pub struct Held {
+    gate: Gate,
+    state: Arc<watch::Sender<Holding>>,
+}
+
+impl Held {
+    /// Waits until `calls` calls are held (10 s at most, then panics: the race did not happen).
+    pub async fn arrived(&self, calls: usize) {
+        let mut seen = self.state.subscribe();
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|h| h.held >= calls)).await;
+        let held = self.state.borrow().held;
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "{held} of the {calls} store calls expected reached the gate"
+        );
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.gate.armed.lock().unwrap() = None;
+        self.state.send_modify(|h| h.released = true);
+    }
 }
 
 impl Gate {
-    /// Arms the gate for the next `op` call: the first receiver resolves when a call has
-    /// arrived and waits; sending on (or dropping) the sender lets it go on.
-    pub fn arm(&self, op: &'static str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
-        let (arrived, on_arrival) = oneshot::channel();
-        let (release, go) = oneshot::channel();
-        *self.armed.lock().unwrap() = Some(Armed { op, arrived, go });
-        (on_arrival, release)
+    /// Holds the next `calls` calls of `op` until the returned [`Held`] is dropped.
+    pub fn arm(&self, op: &'static str, calls: usize) -> Held {
+        let state = Arc::new(watch::Sender::new(Holding::default()));
+        *self.armed.lock().unwrap() = Some(Armed {
+            op,
+            left: calls,
+            state: Arc::clone(&state),
+        });
+        Held {
+            gate: self.clone(),
+            state,
+        }
     }
 
-    /// Waits here if the gate is armed for `op`; `true` if it did.
+    /// Waits here if the gate holds `op`; `true` if it did.
     async fn pass(&self, op: &str) -> bool {
-        let armed = {
+        let state = {
             let mut armed = self.armed.lock().unwrap();
-            match armed.as_ref() {
-                Some(a) if a.op == op => armed.take(),
+            match armed.as_mut() {
+                Some(a) if a.op == op && a.left > 0 => {
+                    a.left -= 1;
+                    Some(Arc::clone(&a.state))
+                }
                 _ => None,
             }
         };
-        let Some(armed) = armed else { return false };
-        let _ = armed.arrived.send(());
-        let _ = armed.go.await;
+        let Some(state) = state else { return false };
+        let mut seen = state.subscribe();
+        state.send_modify(|h| h.held += 1);
+        let _ = seen.wait_for(|h| h.released).await;
         true
     }
 }
@@ -143,6 +186,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         expires_at: std::time::SystemTime,
     ) -> Result<bool, actix_login::StoreError> {
         self.extend_calls.fetch_add(1, Ordering::SeqCst);
+        self.gate.pass("extend").await;
         tokio::time::sleep(self.extend_delay).await;
         let deadline = self.stored_deadline(key, expires_at);
         self.inner.extend(key, deadline).await
@@ -174,8 +218,8 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
     }
 
     async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
-        tokio::time::sleep(self.delete_delay).await;
         self.gate.pass("delete").await;
+        tokio::time::sleep(self.delete_delay).await;
         self.inner.delete(key).await
     }
 
@@ -210,8 +254,8 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         expires_at: std::time::SystemTime,
         carry: actix_login::Carry,
     ) -> Result<bool, actix_login::StoreError> {
-        tokio::time::sleep(self.rotate_delay).await;
         self.gate.pass("rotate").await;
+        tokio::time::sleep(self.rotate_delay).await;
         let deadline = self.stored_deadline(new, expires_at);
         self.inner.rotate(old, new, record, deadline, carry).await
     }
