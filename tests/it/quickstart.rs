@@ -1631,30 +1631,35 @@ async fn quickstart_on_a_redis_cluster() {
     check_short_lifetimes(Some(store), &[]).await;
 }
 
-/// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; counts answers.
-/// A short pause between requests keeps the load steady without starving the other tests
-/// (and the logins they time) of CPU.
+/// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; returns how
+/// many answered `200`, and every other answer or failed request. A short pause between
+/// requests keeps the load steady without starving the other tests (and the logins they
+/// time) of CPU.
 fn load_thread(
     url: String,
     cookie: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
+) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let client = awc::Client::default();
-            let mut answered = 0;
+            let (mut answered, mut wrong) = (0, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let res = client
                     .get(&url)
                     .insert_header(("cookie", cookie.as_str()))
                     .send();
-                if let Ok(mut res) = res.await {
-                    let _ = res.body().await;
-                    answered += 1;
+                match res.await {
+                    Ok(mut res) if res.status() == StatusCode::OK => {
+                        let _ = res.body().await;
+                        answered += 1;
+                    }
+                    Ok(res) => wrong.push(format!("{}", res.status())),
+                    Err(err) => wrong.push(format!("{err}")),
                 }
                 actix_web::rt::time::sleep(Duration::from_micros(500)).await;
             }
-            answered
+            (answered, wrong)
         })
     })
 }
@@ -1728,8 +1733,15 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
     }
     let gets = server.command_counts().get("hmget").copied().unwrap_or(0) - gets_before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answered: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    let (mut answered, mut wrong) = (0, Vec::new());
+    for thread in load {
+        let (ok, others) = thread.join().unwrap();
+        answered += ok;
+        wrong.extend(others);
+    }
     assert!(stale.is_empty(), "stale successes: {stale:?}");
+    // The load's own session stayed valid throughout: every one of its requests was a 200.
+    assert!(wrong.is_empty(), "load requests that were not 200: {wrong:?}");
     // The load itself came from memory: far fewer GETs reached Redis than requests were served.
     assert!(
         answered > 500,
