@@ -1741,7 +1741,10 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
     }
     assert!(stale.is_empty(), "stale successes: {stale:?}");
     // The load's own session stayed valid throughout: every one of its requests was a 200.
-    assert!(wrong.is_empty(), "load requests that were not 200: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "load requests that were not 200: {wrong:?}"
+    );
     // The load itself came from memory: far fewer GETs reached Redis than requests were served.
     assert!(
         answered > 500,
