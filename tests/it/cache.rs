@@ -320,7 +320,7 @@ async fn redis_down_is_503_even_for_cached_sessions() {
     // Back up: sessions survive only if Redis kept them; this one did not.
     let server = server.restart();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let token = loop {
+    let fresh = loop {
         let res = test::call_service(&app, post("/login/2", None)).await;
         if res.status() == 200 {
             break set_cookie(&res).unwrap().value().to_owned();
@@ -328,7 +328,8 @@ async fn redis_down_is_503_even_for_cached_sessions() {
         assert!(Instant::now() < deadline, "no recovery");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_served_from_cache(&app, &server, &token).await;
+    assert_served_from_cache(&app, &server, &fresh).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 }
 
 /// Requests racing a logout on another instance, each placed against it: one that ended before
