@@ -183,3 +183,22 @@ mod password {
         }
     }
 }
+
+/// What the long property runs found, kept as the exact inputs they shrank to.
+#[cfg(feature = "throttle")]
+mod findings {
+    use super::super::throttle::{account_hash, fold_username};
+
+    /// `"\u{a8}"` (diaeresis) was trimmed before NFKC turned it into a leading space:
+    /// it folded to `" \u{308}"`, whose own fold is `"\u{308}"`, so one account had two
+    /// counters.
+    #[test]
+    fn finding_a_folded_name_keeps_its_counter() {
+        for name in ["\u{a8}", "\u{a8}alice", "alice\u{a8}", "\u{2003}\u{a8}"] {
+            let folded = fold_username(name);
+            assert_eq!(fold_username(&folded), folded, "{name:?}");
+            assert_eq!(account_hash(&folded), account_hash(name), "{name:?}");
+        }
+        assert_eq!(fold_username("\u{a8}"), "\u{308}");
+    }
+}

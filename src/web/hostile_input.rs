@@ -1215,3 +1215,84 @@ proptest! {
         prop_assert_eq!(safe_next(&next), Some(next.as_str()));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// What the long property runs found, kept as the exact inputs they shrank to, so that the
+// findings stay fixed whatever cases a later run happens to draw.
+
+/// `X-Forwarded-For` lines `["198.51.100.7", "\x80"]` from a trusted peer gave 198.51.100.7,
+/// where `["198.51.100.7", "garbage"]` gave the peer: a line holding obs-text was skipped
+/// instead of stopping the walk.
+#[test]
+fn finding_a_forwarding_line_of_obs_text_stops_the_walk() {
+    let peer: IpAddr = "10.0.0.2".parse().unwrap();
+    let trusted = ["10.0.0.1".parse().unwrap(), peer];
+    let cases: [(ClientIpHeader, &[u8], &[u8]); 4] = [
+        (ClientIpHeader::XForwardedFor, b"198.51.100.7", b"\x80"),
+        (ClientIpHeader::XForwardedFor, b"198.51.100.7", b"garbage"),
+        (ClientIpHeader::Forwarded, b"for=198.51.100.7", b"for=\x80"),
+        (
+            ClientIpHeader::Forwarded,
+            b"for=198.51.100.7",
+            b"for=garbage",
+        ),
+    ];
+    for (header, client_wrote, unreadable) in cases {
+        let lines = vec![client_wrote.to_vec(), unreadable.to_vec()];
+        let (xff, forwarded) = match header {
+            ClientIpHeader::Forwarded => (vec![], lines),
+            _ => (lines, vec![]),
+        };
+        let req = forwarding(&xff, &forwarded, Some(SocketAddr::new(peer, 443)));
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            forwarded_chain(req.headers(), header),
+            [Some(client), None],
+            "{header:?} {unreadable:?}"
+        );
+        assert_eq!(
+            client_address(&req, &proxies(&trusted, header, false)),
+            Some(peer),
+            "{header:?} {unreadable:?}"
+        );
+    }
+}
+
+/// `parse_node("::ffff:0.0.0.0%0")` was `::ffff`: an unbracketed IPv6 address with a zone lost
+/// its last group to a port.
+#[test]
+fn finding_a_zoned_ipv6_address_is_not_an_address_and_a_port() {
+    for node in ["::ffff:0.0.0.0%0", "fe80::1%eth0", "2001:db8::7%1"] {
+        let read = parse_node(node);
+        let whole: Ipv6Addr = node.split_once('%').unwrap().0.parse().unwrap();
+        assert!(
+            read.is_none() || read == Some(IpAddr::V6(whole)),
+            "{read:?} read from {node:?}"
+        );
+    }
+    // An IPv4 address still takes an unbracketed port.
+    assert_eq!(parse_node("192.0.2.1:8080"), "192.0.2.1".parse().ok());
+}
+
+/// A form sent as `application/x-www-form-urlencodeD` with the right `csrf_token` was refused:
+/// the screen took the content type in any case, the search only in lower case.
+#[test]
+fn finding_a_form_content_type_in_any_case_is_searched_for_the_token() {
+    let token = SessionToken::generate().unwrap();
+    let expected = synchronizer_token(&token);
+    for content_type in [
+        "application/x-www-form-urlencodeD",
+        "Application/X-WWW-Form-Urlencoded",
+        "APPLICATION/X-WWW-FORM-URLENCODED; charset=utf-8",
+    ] {
+        let req = TestRequest::post().insert_header((CONTENT_TYPE, content_type));
+        assert!(
+            forgeable_body(req.to_srv_request().headers()),
+            "{content_type}"
+        );
+        let body = format!("csrf_token={expected}");
+        let (found, rest) = search(Some(content_type), None, body.as_bytes(), &expected);
+        assert!(found, "{content_type}");
+        assert_eq!(rest, body.as_bytes());
+    }
+}

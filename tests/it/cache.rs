@@ -80,9 +80,14 @@ fn commands_during_since(
     sent
 }
 
-/// Waits (up to 5 s) until `token`'s session is answered from memory again, as it is once the
-/// cache has a tracking connection back.
-async fn wait_until_cached<S, B>(app: &S, server: &RedisServer, token: &str)
+/// Proves a cache hit: within 5 s, a `GET /me` with `token` is answered `200` without sending
+/// Redis a single command (a read from Redis costs one `HMGET`). Every test below proves this
+/// before it proves that the cache is never stale, so none of them passes with the cache off.
+///
+/// It retries because a heartbeat reply that arrives while the (blocking) command count holds
+/// this thread is rightly unread by the next lookup, which then fetches; and because the cache
+/// comes back by itself, a little after a new tracking connection is up.
+async fn assert_served_from_cache<S, B>(app: &S, server: &RedisServer, token: &str)
 where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
@@ -92,10 +97,14 @@ where
         assert_eq!(status(app, get("/me", Some(token))).await, 200);
         let before = server.command_counts();
         assert_eq!(status(app, get("/me", Some(token))).await, 200);
-        if commands_during_since(server, &before).is_empty() {
+        let sent = commands_during_since(server, &before);
+        if sent.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "the cache did not come back");
+        assert!(
+            Instant::now() < deadline,
+            "not served from the cache: {sent:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -150,7 +159,7 @@ async fn a_session_ended_on_one_instance_is_dead_on_the_other_at_once() {
         // Fill b's cache, and check it answers from it. A heartbeat reply that arrives while
         // the (blocking) command count holds this thread is rightly unread by the next
         // lookup, which then fetches: retry rather than count on missing it.
-        wait_until_cached(&b, &server, &token).await;
+        assert_served_from_cache(&b, &server, &token).await;
 
         let ended_by = match round % 2 {
             0 => {
@@ -179,7 +188,7 @@ async fn changes_made_outside_the_app_reach_the_cache() {
     let mut raw = connection(&server.url()).unwrap();
 
     let token = log_in(&app, 1).await;
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    assert_served_from_cache(&app, &server, &token).await;
     redis::cmd("DEL")
         .arg(redis_key(&token))
         .exec(&mut raw)
@@ -190,7 +199,7 @@ async fn changes_made_outside_the_app_reach_the_cache() {
 
     // A flush of the database empties the cache too.
     let token = log_in(&app, 2).await;
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    assert_served_from_cache(&app, &server, &token).await;
     redis::cmd("FLUSHDB").exec(&mut raw).unwrap();
     redis::cmd("PING").exec(&mut raw).unwrap();
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
@@ -212,7 +221,7 @@ async fn an_idle_session_expires_in_the_cache_too() {
     )
     .await;
     let token = log_in(&app, 1).await;
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    assert_served_from_cache(&app, &server, &token).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 }
@@ -237,7 +246,7 @@ async fn losing_the_tracking_connection_empties_the_cache() {
     let server = RedisServer::start();
     let app = app(cached_store(&server).await).await;
     let token = log_in(&app, 1).await;
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    assert_served_from_cache(&app, &server, &token).await;
 
     let ids = tracking_client_ids(&server);
     assert_eq!(ids.len(), 1, "one tracking connection per store");
@@ -257,7 +266,7 @@ async fn losing_the_tracking_connection_empties_the_cache() {
 
     // The cache comes back by itself, on a new tracking connection.
     let token = log_in(&app, 2).await;
-    wait_until_cached(&app, &server, &token).await;
+    assert_served_from_cache(&app, &server, &token).await;
     assert_eq!(tracking_client_ids(&server).len(), 1);
     // And it is honest again.
     redis::cmd("DEL")
@@ -276,13 +285,7 @@ async fn a_silent_redis_ends_the_lease() {
     let server = RedisServer::start();
     let app = app(cached_store(&server).await).await;
     let token = log_in(&app, 1).await;
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    let before = server.command_counts();
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    assert!(
-        commands_during_since(&server, &before).is_empty(),
-        "not cached"
-    );
+    assert_served_from_cache(&app, &server, &token).await;
 
     let mut raw = connection(&server.url()).unwrap();
     redis::cmd("CLIENT")
@@ -297,7 +300,7 @@ async fn a_silent_redis_ends_the_lease() {
 
     // Redis answers again: the session is there, and the cache comes back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    wait_until_cached(&app, &server, &token).await;
+    assert_served_from_cache(&app, &server, &token).await;
 }
 
 /// Fail closed: with Redis gone, a cached session is not an excuse to answer 200.
@@ -306,11 +309,10 @@ async fn redis_down_is_503_even_for_cached_sessions() {
     let server = RedisServer::start();
     let app = app(cached_store(&server).await).await;
     let token = log_in(&app, 1).await;
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    server.stop();
-    // Redis stops listening a moment before it closes its connections; a request in between is
-    // rightly answered from a record Redis still held.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_served_from_cache(&app, &server, &token).await;
+    // A crash: the kernel closes every connection of the killed process at once, and the
+    // lookup finds the tracking connection's end in its socket.
+    server.kill();
     let started = Instant::now();
     assert_eq!(status(&app, get("/me", Some(&token))).await, 503);
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -318,7 +320,7 @@ async fn redis_down_is_503_even_for_cached_sessions() {
     // Back up: sessions survive only if Redis kept them; this one did not.
     let server = server.restart();
     let deadline = Instant::now() + Duration::from_secs(5);
-    let token = loop {
+    let fresh = loop {
         let res = test::call_service(&app, post("/login/2", None)).await;
         if res.status() == 200 {
             break set_cookie(&res).unwrap().value().to_owned();
@@ -326,54 +328,76 @@ async fn redis_down_is_503_even_for_cached_sessions() {
         assert!(Instant::now() < deadline, "no recovery");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    drop(server);
+    assert_served_from_cache(&app, &server, &fresh).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 }
 
-/// Requests racing a logout on another instance: once the logout has answered, no request that
-/// starts afterwards may succeed.
+/// Requests racing a logout on another instance, each placed against it: one that ended before
+/// the logout started is `200` (from the cache), one that started after the logout answered is
+/// `401`, and one in between is either, never anything else. The logout waits for a first
+/// batch to be answered, and the requests go on until eight have started after it answered,
+/// so both sides of the race are always there to check.
 #[actix_web::test]
 async fn concurrent_requests_never_outlive_a_logout() {
+    use std::cell::Cell;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Phase {
+        Before,
+        During,
+        After,
+    }
     let server = RedisServer::start();
     let a = app(cached_store(&server).await).await;
     let b = app(cached_store(&server).await).await;
     for round in 0..30 {
         let token = log_in(&a, round).await;
-        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
+        assert_served_from_cache(&b, &server, &token).await;
+        let logout_started = Cell::new(false);
+        let logout_answered = Cell::new(false);
+        let first_batch_answered = Cell::new(false);
+        let one = || async {
+            let started_after = logout_answered.get();
+            let answer = status(&b, get("/me", Some(&token))).await;
+            let phase = if started_after {
+                Phase::After
+            } else if !logout_started.get() {
+                Phase::Before
+            } else {
+                Phase::During
+            };
+            (phase, answer)
+        };
         let hammer = async {
-            let mut after_logout = Vec::new();
-            for _ in 0..20 {
-                let statuses = futures_util::future::join_all(
-                    (0..4).map(|_| test::call_service(&b, get("/me", Some(&token)))),
-                )
-                .await;
-                after_logout.push(
-                    statuses
-                        .iter()
-                        .map(|r| r.status().as_u16())
-                        .collect::<Vec<_>>(),
-                );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut seen = Vec::new();
+            while seen.iter().filter(|(p, _)| *p == Phase::After).count() < 8 {
+                assert!(Instant::now() < deadline, "round {round}: {seen:?}");
+                seen.extend(futures_util::future::join_all((0..4).map(|_| one())).await);
+                first_batch_answered.set(true);
                 tokio::task::yield_now().await;
             }
-            after_logout
+            seen
         };
         let logout = async {
-            tokio::task::yield_now().await;
+            while !first_batch_answered.get() {
+                tokio::task::yield_now().await;
+            }
+            logout_started.set(true);
             assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
+            logout_answered.set(true);
         };
         let (seen, ()) = futures_util::future::join(hammer, logout).await;
-        for statuses in &seen {
+        assert!(seen.iter().any(|(p, _)| *p == Phase::Before), "{seen:?}");
+        for (phase, answer) in &seen {
+            let allowed: &[u16] = match phase {
+                Phase::Before => &[200],
+                Phase::During => &[200, 401],
+                Phase::After => &[401],
+            };
             assert!(
-                statuses.iter().all(|s| *s == 200 || *s == 401),
-                "{statuses:?}"
-            );
-        }
-        // Everything after the logout answered is refused.
-        for _ in 0..5 {
-            assert_eq!(
-                status(&b, get("/me", Some(&token))).await,
-                401,
-                "round {round}"
+                allowed.contains(answer),
+                "round {round}: {answer} {phase:?} the logout: {seen:?}"
             );
         }
     }
@@ -399,13 +423,20 @@ async fn the_cache_needs_a_standalone_redis_over_tcp() {
 
 /// A thread of its own for a store's connections, which the test can freeze.
 struct FrozenRuntime {
-    jobs: tokio::sync::mpsc::UnboundedSender<Duration>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Freeze>,
+}
+
+/// A freeze: the runtime says it is blocked on `ack`, then stays blocked until `thaw` is
+/// dropped.
+struct Freeze {
+    ack: std::sync::mpsc::Sender<()>,
+    thaw: std::sync::mpsc::Receiver<()>,
 }
 
 impl FrozenRuntime {
     /// Connects a cached store on a new thread; its tracking connection is read there.
     fn start(url: String) -> (Self, RedisStore) {
-        let (jobs, mut pauses) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+        let (jobs, mut freezes) = tokio::sync::mpsc::unbounded_channel::<Freeze>();
         let (ready, store) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -421,17 +452,24 @@ impl FrozenRuntime {
                     .await
                     .unwrap();
                 ready.send(store).unwrap();
-                while let Some(pause) = pauses.recv().await {
+                while let Some(freeze) = freezes.recv().await {
                     // Blocks the thread: nothing on this runtime reads its sockets meanwhile.
-                    std::thread::sleep(pause);
+                    let _ = freeze.ack.send(());
+                    let _ = freeze.thaw.recv();
                 }
             });
         });
         (Self { jobs }, store.recv().unwrap())
     }
 
-    fn freeze(&self, pause: Duration) {
-        self.jobs.send(pause).unwrap();
+    /// Blocks the runtime's thread, and returns once it is blocked; dropping the returned
+    /// sender thaws it.
+    fn freeze(&self) -> std::sync::mpsc::Sender<()> {
+        let (ack, acked) = std::sync::mpsc::channel();
+        let (thaw, thawed) = std::sync::mpsc::channel();
+        self.jobs.send(Freeze { ack, thaw: thawed }).unwrap();
+        acked.recv().unwrap();
+        thaw
     }
 }
 
@@ -445,23 +483,21 @@ async fn an_unread_invalidation_is_honoured() {
     let b = app(store).await;
     for round in 0..5 {
         let token = log_in(&a, round).await;
-        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
-        let before = server.command_counts();
-        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
-        assert!(
-            commands_during_since(&server, &before).is_empty(),
-            "not cached"
-        );
+        assert_served_from_cache(&b, &server, &token).await;
 
-        runtime.freeze(Duration::from_millis(300));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Returns once b's runtime is blocked: nothing reads its sockets until thawed.
+        let frozen = runtime.freeze();
         assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
-        // b's reader is frozen, so the invalidation waits in its socket.
-        assert_eq!(
-            status(&b, get("/me", Some(&token))).await,
-            401,
-            "round {round}"
-        );
+        // b's reader is frozen, so the invalidation waits in its socket. A lookup that answered
+        // from memory would not wait for the thaw; one that sees the unread bytes fetches, and
+        // its reply is read once the runtime thaws.
+        let thaw = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(frozen);
+        };
+        let (answer, ()) =
+            futures_util::future::join(status(&b, get("/me", Some(&token))), thaw).await;
+        assert_eq!(answer, 401, "round {round}");
     }
 }
 
@@ -531,10 +567,7 @@ async fn a_non_caching_instance_ends_sessions_everywhere_by_default() {
     let b = app(cached_store(&server).await).await;
     for round in 0..20 {
         let token = log_in(&a, round).await;
-        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
-        let before = server.command_counts();
-        assert_eq!(status(&b, get("/me", Some(&token))).await, 200);
-        assert!(commands_during_since(&server, &before).is_empty());
+        assert_served_from_cache(&b, &server, &token).await;
         assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
         assert_eq!(
             status(&b, get("/me", Some(&token))).await,
@@ -621,13 +654,7 @@ async fn the_cache_never_vouches_for_a_server_the_store_has_left() {
         .query(&mut old_conn)
         .unwrap();
     assert_eq!(replicated, 1, "the new server did not get the session");
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    let before = old.command_counts();
-    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
-    assert!(
-        commands_during_since(&old, &before).is_empty(),
-        "not cached"
-    );
+    assert_served_from_cache(&app, &old, &token).await;
 
     // The address now leads to the new server, promoted; the old one keeps running.
     forwarder.switch_to(new.port);

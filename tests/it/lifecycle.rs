@@ -443,10 +443,15 @@ async fn role_rules_answer_401_403_or_let_through() {
     assert_eq!(status(&app, get("/account/keys", Some(&user))).await, 200);
 }
 
-/// Sends `first`, then `second` 30 ms later while `first` is still in flight (the stores in these
-/// tests hold one side back for 100 ms), and returns both responses.
+/// Sends `first`, holds it at its first `op` store call (see [`Gate`]), sends `second` and lets
+/// `first` go on once `second` has answered; returns both responses. The race happens in that
+/// order every time, or the test fails saying `first` never reached `op`.
+///
+/// [`Gate`]: support::wrapped_store::Gate
 async fn overlapping<S, B>(
     app: &S,
+    gate: &support::wrapped_store::Gate,
+    op: &'static str,
     first: actix_http::Request,
     second: actix_http::Request,
 ) -> (ServiceResponse<B>, ServiceResponse<B>)
@@ -454,9 +459,12 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
+    let held = gate.arm(op, 1);
     let later = async {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        app.call(second).await
+        held.arrived(1).await;
+        let second = app.call(second).await;
+        drop(held);
+        second
     };
     let (first, second) = futures_util::future::join(app.call(first), later).await;
     (first.unwrap(), second.unwrap())
@@ -467,14 +475,16 @@ async fn revoke_all_catches_a_session_rotated_while_it_runs() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
     for _ in 0..3 {
-        // Revocation lists the session, then waits 100 ms before each delete; the rotation
-        // lands in between, so the first delete finds nothing and revocation must look again.
-        let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
-        store.delete_delay = Duration::from_millis(100);
+        // Revocation lists the session and is held before its delete; the rotation lands in
+        // between, so the first delete finds nothing and revocation must look again.
+        let store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
+        let gate = store.gate.clone();
         let app = app(LoginMiddleware::new(store)).await;
         let old = log_in(&app, 7).await;
         let (revoked, rotated) = overlapping(
             &app,
+            &gate,
+            "delete",
             post("/admin-revoke/7", None),
             post("/renew", Some(&old)),
         )
@@ -500,13 +510,16 @@ async fn revoke_all_catches_a_session_rotated_while_it_runs() {
 async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
-    // The rotation has loaded the session, then waits 100 ms; the revocation lands in between.
-    let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
-    store.rotate_delay = Duration::from_millis(100);
+    // The rotation has loaded the session and is held before it rotates; the revocation lands
+    // in between.
+    let store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
+    let gate = store.gate.clone();
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
     let (rotated, revoked) = overlapping(
         &app,
+        &gate,
+        "rotate",
         post("/renew", Some(&old)),
         post("/admin-revoke/7", None),
     )
@@ -527,14 +540,16 @@ async fn a_rotation_that_loses_to_a_revocation_leaves_nothing_behind() {
 async fn revoke_all_catches_a_session_rotated_inside_its_listing() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
-    // The listing reads the index, then the records 100 ms later; the rotation lands in
-    // between, so the listing sees the old record gone and the new one not at all.
-    let mut store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
-    store.list_gap = Duration::from_millis(100);
+    // The listing reads the index and is held before it reads the records; the rotation lands
+    // in between, so the listing sees the old record gone and the new one not at all.
+    let store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
+    let gate = store.gate.clone();
     let app = app(LoginMiddleware::new(store)).await;
     let old = log_in(&app, 7).await;
     let (revoked, rotated) = overlapping(
         &app,
+        &gate,
+        "list",
         post("/admin-revoke/7", None),
         post("/renew", Some(&old)),
     )
@@ -580,7 +595,7 @@ async fn access_rules_fail_closed_when_redis_is_down() {
     ))
     .await;
     let admin = log_in(&app, 1).await;
-    server.stop();
+    server.kill();
     for path in ["/admin", "/admin-page", "/account/x"] {
         let res = test::call_service(&app, get(path, Some(&admin))).await;
         assert!(
@@ -716,6 +731,7 @@ async fn sessions_survive_a_slot_migration() {
         tokens.push(log_in(&app, user).await);
     }
     // Move every slot of the first node to the second, keys and all, while requests go on.
+    let initial_slots = cluster.slots_of(0);
     let from = cluster.node_id(0);
     let to = cluster.node_id(1);
     let seed = format!("127.0.0.1:{}", cluster.nodes[0].port);
@@ -735,7 +751,7 @@ async fn sessions_survive_a_slot_migration() {
         .spawn()
         .unwrap();
     let mut reshard = Some(reshard);
-    let mut rounds = 0;
+    let (mut rounds, mut half_moved) = (0, 0);
     while let Some(child) = reshard.as_mut() {
         for token in &tokens {
             assert_eq!(
@@ -745,6 +761,10 @@ async fn sessions_survive_a_slot_migration() {
             );
         }
         rounds += 1;
+        // Rounds that ran while the first node had given away some of its slots, not all.
+        if (1..initial_slots).contains(&cluster.slots_of(0)) {
+            half_moved += 1;
+        }
         if child.try_wait().unwrap().is_some() {
             assert!(
                 reshard.take().unwrap().wait().unwrap().success(),
@@ -752,7 +772,10 @@ async fn sessions_survive_a_slot_migration() {
             );
         }
     }
-    assert!(rounds > 0);
+    assert!(
+        half_moved > 0,
+        "no round of requests ran while the slots were half moved ({rounds} rounds)"
+    );
     assert_eq!(cluster.slots_of(0), 0, "the first node still owns slots");
     for token in &tokens {
         assert_eq!(status(&app, get("/me", Some(token))).await, 200);

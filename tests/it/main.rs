@@ -14,6 +14,7 @@ mod contract;
 mod csrf;
 mod data;
 mod deployments;
+mod faults;
 mod html_login;
 mod interop;
 mod lifecycle;

@@ -429,13 +429,14 @@ async fn noeviction_a_read_due_for_a_refresh_is_503_and_changes_nothing() {
 /// user index's (the absolute lifetime), as a cache's entries would be.
 const FILLER_TTL_SECONDS: u64 = 2 * 3600;
 
-const POLICIES: [&str; 6] = [
+const POLICIES: [&str; 7] = [
     "volatile-lru",
     "volatile-ttl",
     "volatile-random",
     "allkeys-lru",
     "allkeys-lfu",
     "allkeys-random",
+    "volatile-lfu",
 ];
 
 /// A filler value as `DUMP` serialises it, for `RESTORE` to write with a chosen age.
@@ -626,6 +627,11 @@ async fn eviction_is_a_logout_under_allkeys_random() {
     check_eviction(POLICIES[5]).await;
 }
 
+#[actix_web::test]
+async fn eviction_is_a_logout_under_volatile_lfu() {
+    check_eviction(POLICIES[6]).await;
+}
+
 /// Which of a user's two keys Redis evicts first when the user has been active all day on one
 /// session: the session is touched by every request, the index only at login and listing, so
 /// by LRU or LFU the index is the colder key. The test sets those ages with `RESTORE`
@@ -728,4 +734,9 @@ async fn allkeys_lru_can_evict_an_index_and_a_session_escapes_revoke_all() {
 #[actix_web::test]
 async fn allkeys_lfu_can_evict_an_index_and_a_session_escapes_revoke_all() {
     check_escape("allkeys-lfu").await;
+}
+
+#[actix_web::test]
+async fn volatile_lfu_can_evict_an_index_and_a_session_escapes_revoke_all() {
+    check_escape("volatile-lfu").await;
 }

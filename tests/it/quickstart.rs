@@ -1578,7 +1578,10 @@ async fn quickstart_registration_applies_the_password_policy() {
 }
 
 /// Unknown users and wrong passwords cost the same: both run one argon2 verification. A
-/// generous statistical check, not a benchmark: interleaved requests, medians within 30 %.
+/// statistical check, not a benchmark: interleaved requests, medians within a factor of two.
+/// What it catches is a path that skips the hash, which answers many times faster (a request
+/// without argon2 work takes well under a millisecond here, one verification tens of them);
+/// a tighter ratio would only measure the noise of two shared cores.
 #[actix_web::test]
 async fn unknown_users_take_as_long_as_wrong_passwords() {
     let app = start_with(None, &[("LOGIN_MAX_FAILURES", "100000")]);
@@ -1610,9 +1613,10 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     let (known, unknown) = (median(&mut times[0]), median(&mut times[1]));
     let ratio = unknown.as_secs_f64() / known.as_secs_f64();
     eprintln!("median wrong password {known:?}, unknown user {unknown:?}, ratio {ratio:.3}");
-    assert!((0.7..1.3).contains(&ratio), "unknown/known = {ratio:.3}");
+    assert!((0.5..2.0).contains(&ratio), "unknown/known = {ratio:.3}");
     // Both paths really hash: far slower than a request that does no argon2 work.
     assert!(known > Duration::from_millis(5), "{known:?}");
+    assert!(unknown > Duration::from_millis(5), "{unknown:?}");
 }
 
 #[actix_web::test]
@@ -1627,30 +1631,35 @@ async fn quickstart_on_a_redis_cluster() {
     check_short_lifetimes(Some(store), &[]).await;
 }
 
-/// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; counts answers.
-/// A short pause between requests keeps the load steady without starving the other tests
-/// (and the logins they time) of CPU.
+/// Keeps requesting `url` with `cookie` from its own thread until `stop` is set; returns how
+/// many answered `200`, and every other answer or failed request. A short pause between
+/// requests keeps the load steady without starving the other tests (and the logins they
+/// time) of CPU.
 fn load_thread(
     url: String,
     cookie: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
+) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let client = awc::Client::default();
-            let mut answered = 0;
+            let (mut answered, mut wrong) = (0, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let res = client
                     .get(&url)
                     .insert_header(("cookie", cookie.as_str()))
                     .send();
-                if let Ok(mut res) = res.await {
-                    let _ = res.body().await;
-                    answered += 1;
+                match res.await {
+                    Ok(mut res) if res.status() == StatusCode::OK => {
+                        let _ = res.body().await;
+                        answered += 1;
+                    }
+                    Ok(res) => wrong.push(format!("{}", res.status())),
+                    Err(err) => wrong.push(format!("{err}")),
                 }
                 actix_web::rt::time::sleep(Duration::from_micros(500)).await;
             }
-            answered
+            (answered, wrong)
         })
     })
 }
@@ -1724,8 +1733,18 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
     }
     let gets = server.command_counts().get("hmget").copied().unwrap_or(0) - gets_before;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let answered: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    let (mut answered, mut wrong) = (0, Vec::new());
+    for thread in load {
+        let (ok, others) = thread.join().unwrap();
+        answered += ok;
+        wrong.extend(others);
+    }
     assert!(stale.is_empty(), "stale successes: {stale:?}");
+    // The load's own session stayed valid throughout: every one of its requests was a 200.
+    assert!(
+        wrong.is_empty(),
+        "load requests that were not 200: {wrong:?}"
+    );
     // The load itself came from memory: far fewer GETs reached Redis than requests were served.
     assert!(
         answered > 500,

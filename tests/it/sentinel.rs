@@ -438,11 +438,41 @@ async fn a_logout_is_never_undone_by_a_failover() {
 #[actix_web::test]
 async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
     let mut deployment = RedisSentinel::start();
-    let app = app(sentinel_store(&deployment, &unique_prefix()).await).await;
+    // A replica wait far longer than the stall, so a late thaw on a loaded machine still
+    // comes in time: what is tested is that the logout waits, not how long the default is.
+    let store = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+        .key_prefix(unique_prefix())
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(1000))
+        .wait_for_replicas(1, Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap();
+    let app = app(store).await;
     let tokens = replicated_sessions(&app, &deployment, 2).await;
 
     let frozen = deployment.freeze_server(1);
+    let mut primary = deployment.server_connection(0).unwrap();
     let thaw = async {
+        // The logout is blocked in its WAIT on the primary: the replica's stall is what holds
+        // it. Then 250 ms more of stall before the replica comes back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("clients")
+                .query(&mut primary)
+                .unwrap();
+            let blocked = info
+                .lines()
+                .find_map(|l| l.strip_prefix("blocked_clients:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .unwrap_or(0);
+            if blocked > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the logout never waited: {info}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
         frozen.thaw();
     };

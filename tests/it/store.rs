@@ -252,7 +252,7 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
 async fn connect_fails_fast_when_redis_is_down() {
     let server = RedisServer::start();
     let url = server.url();
-    server.stop();
+    server.kill();
     let started = std::time::Instant::now();
     let result = RedisStore::builder(url)
         .connect_timeout(Duration::from_millis(300))

@@ -19,6 +19,8 @@ use super::process::{free_port, spawn_guarded, which_redis_server, MISSING};
 /// so servers never outlive a test run, even one that panics or is killed.
 pub struct RedisServer {
     pub port: u16,
+    /// The `redis-server` process itself (the guard is the shell around it).
+    pid: u32,
     guard: Child,
 }
 
@@ -52,10 +54,15 @@ impl RedisServer {
             "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
              --loglevel warning --logfile '' {extra_args}"
         ));
-        let server = Self { port, guard };
+        let mut server = Self {
+            port,
+            pid: 0,
+            guard,
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if server.ping() {
+            if let Some(pid) = server.process_id() {
+                server.pid = pid;
                 return Some(server);
             }
             sleep(Duration::from_millis(20));
@@ -75,11 +82,46 @@ impl RedisServer {
             .is_ok()
     }
 
-    /// Stops the server abruptly, as a crash or network loss would look to clients.
+    /// The server's process id, from `INFO server`; `None` while it does not answer.
+    fn process_id(&self) -> Option<u32> {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
+    }
+
+    /// Crashes the server: `SIGKILL`, so it closes nothing in order, answers nothing more and
+    /// sends no reply to a command in flight; the kernel resets or closes its connections.
+    /// Returns once it no longer answers.
+    pub fn kill(&self) {
+        let killed = std::process::Command::new("kill")
+            .arg("-KILL")
+            .arg(self.pid.to_string())
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(killed, "kill -KILL {} failed", self.pid);
+        self.wait_until_down();
+    }
+
+    /// The tests written before [`kill`](Self::kill) existed call it `stop`: a crash too.
     pub fn stop(&self) {
+        self.kill();
+    }
+
+    /// Shuts the server down the polite way (`SHUTDOWN NOSAVE`): it stops listening, then
+    /// closes each connection. Not a crash: for a test about a planned restart.
+    #[allow(dead_code)]
+    pub fn shutdown_cleanly(&self) {
         if let Ok(mut conn) = connection(&self.url()) {
             let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut conn);
         }
+        self.wait_until_down();
+    }
+
+    fn wait_until_down(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.ping() {
             assert!(Instant::now() < deadline, "redis-server did not stop");
@@ -87,7 +129,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts a fresh server on the same port after [`stop`](Self::stop).
+    /// Starts a fresh server on the same port after [`kill`](Self::kill).
     pub fn restart(self) -> Self {
         let port = self.port;
         drop(self);

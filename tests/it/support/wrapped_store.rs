@@ -2,7 +2,93 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Holds calls of one kind (`"delete"`, `"rotate"`, `"extend"`, or `"list"` between its index
+/// read and its record reads) until the test lets them go: a race staged in a chosen order,
+/// with no sleep that may or may not be long enough.
+#[derive(Clone, Default)]
+pub struct Gate {
+    armed: Arc<Mutex<Option<Armed>>>,
+}
+
+struct Armed {
+    op: &'static str,
+    /// How many more calls to hold.
+    left: usize,
+    state: Arc<watch::Sender<Holding>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Holding {
+    held: usize,
+    released: bool,
+}
+
+/// Calls held at an armed [`Gate`]; dropping it lets them all go on and disarms the gate.
+pub struct Held {
+    gate: Gate,
+    state: Arc<watch::Sender<Holding>>,
+}
+
+impl Held {
+    /// Waits until `calls` calls are held (10 s at most, then panics: the race did not happen).
+    pub async fn arrived(&self, calls: usize) {
+        let mut seen = self.state.subscribe();
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|h| h.held >= calls)).await;
+        let held = self.state.borrow().held;
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "{held} of the {calls} store calls expected reached the gate"
+        );
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *self.gate.armed.lock().unwrap() = None;
+        self.state.send_modify(|h| h.released = true);
+    }
+}
+
+impl Gate {
+    /// Holds the next `calls` calls of `op` until the returned [`Held`] is dropped.
+    pub fn arm(&self, op: &'static str, calls: usize) -> Held {
+        let state = Arc::new(watch::Sender::new(Holding::default()));
+        *self.armed.lock().unwrap() = Some(Armed {
+            op,
+            left: calls,
+            state: Arc::clone(&state),
+        });
+        Held {
+            gate: self.clone(),
+            state,
+        }
+    }
+
+    /// Waits here if the gate holds `op`; `true` if it did.
+    async fn pass(&self, op: &str) -> bool {
+        let state = {
+            let mut armed = self.armed.lock().unwrap();
+            match armed.as_mut() {
+                Some(a) if a.op == op && a.left > 0 => {
+                    a.left -= 1;
+                    Some(Arc::clone(&a.state))
+                }
+                _ => None,
+            }
+        };
+        let Some(state) = state else { return false };
+        let mut seen = state.subscribe();
+        state.send_modify(|h| h.held += 1);
+        let _ = seen.wait_for(|h| h.released).await;
+        true
+    }
+}
 
 /// A real store with the faults a test needs injected around it.
 #[derive(Clone, Default)]
@@ -24,6 +110,8 @@ pub struct Wrapped<S> {
     pub extend_calls: std::sync::Arc<AtomicU32>,
     /// How many of the next loads fail as if Redis had gone away.
     pub failing_loads: std::sync::Arc<AtomicU32>,
+    /// Holds one chosen call until the test lets it go.
+    pub gate: Gate,
     deadlines: std::sync::Arc<std::sync::Mutex<HashMap<String, std::time::SystemTime>>>,
 }
 
@@ -39,6 +127,7 @@ impl<S> Wrapped<S> {
             report_idle_deadline: false,
             extend_calls: Default::default(),
             failing_loads: Default::default(),
+            gate: Gate::default(),
             deadlines: Default::default(),
         }
     }
@@ -97,6 +186,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         expires_at: std::time::SystemTime,
     ) -> Result<bool, actix_login::StoreError> {
         self.extend_calls.fetch_add(1, Ordering::SeqCst);
+        self.gate.pass("extend").await;
         tokio::time::sleep(self.extend_delay).await;
         let deadline = self.stored_deadline(key, expires_at);
         self.inner.extend(key, deadline).await
@@ -128,6 +218,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
     }
 
     async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
+        self.gate.pass("delete").await;
         tokio::time::sleep(self.delete_delay).await;
         self.inner.delete(key).await
     }
@@ -137,7 +228,8 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         user_id: &str,
     ) -> Result<actix_login::store::UserSessions, actix_login::StoreError> {
         let mut listing = self.inner.list(user_id).await?;
-        if self.list_gap.is_zero() {
+        let held = self.gate.pass("list").await;
+        if self.list_gap.is_zero() && !held {
             return Ok(listing);
         }
         // Emulate a listing whose index read and record reads are far apart: records that
@@ -162,6 +254,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
         expires_at: std::time::SystemTime,
         carry: actix_login::Carry,
     ) -> Result<bool, actix_login::StoreError> {
+        self.gate.pass("rotate").await;
         tokio::time::sleep(self.rotate_delay).await;
         let deadline = self.stored_deadline(new, expires_at);
         self.inner.rotate(old, new, record, deadline, carry).await
