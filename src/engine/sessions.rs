@@ -118,7 +118,9 @@ impl Sessions {
     /// Replaces the profile and roles of every live session of `user_id`: a demoted admin loses
     /// the role on their next request, on every app instance, with or without a
     /// [local cache](crate::store::RedisStoreBuilder::local_cache). Sessions that a login starts
-    /// meanwhile carry what that login gave them. Returns how many sessions were updated.
+    /// meanwhile carry what that login gave them; personal access tokens created meanwhile copy
+    /// their owner's live profile, so the update settles while the user keeps creating them.
+    /// Returns how many sessions it changed.
     ///
     /// # Errors
     /// [`Error::Profile`] if `user` cannot be serialised; [`Error::Store`] if the store fails

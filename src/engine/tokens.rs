@@ -49,7 +49,8 @@ impl PersonalToken {
     }
 
     /// Ends the token this long after its creation. Without it the token lasts until it is
-    /// revoked, the user's password changes or the user logs out everywhere.
+    /// revoked, the user's password changes or the user logs out everywhere; one created by a
+    /// login token also ends with that login token, and never after it.
     pub fn expires_in(mut self, lifetime: Duration) -> Self {
         self.expires_in = Some(lifetime);
         self
@@ -63,7 +64,8 @@ impl PersonalToken {
     /// `Require::scope` the token acts as its user. Guard account routes (listing and ending
     /// sessions, changing the password) with a scope of their own, or check
     /// [`AuthUser::token_name`](crate::AuthUser::token_name), if a narrow token must not reach
-    /// them. Whatever its scopes, a token can only create tokens narrower than itself.
+    /// them. A token never creates tokens: it is never fresh (see
+    /// [`Session::create_token`](crate::Session::create_token)).
     pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.scopes = Some(scopes.into_iter().map(Into::into).collect());
         self
