@@ -417,6 +417,8 @@ async fn check_tokens(store: impl SessionStore) {
         serde_json::from_str::<serde_json::Value>(&body).unwrap(),
         json!({"user": "2", "bearer": true, "remembered": false, "token": null})
     );
+
+    check_parent_link(&app).await;
 }
 
 #[actix_web::test]
@@ -1276,36 +1278,45 @@ async fn creating_a_token_needs_a_fresh_login() {
 #[actix_web::test]
 async fn a_token_minted_by_a_login_token_ends_with_it() {
     let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    check_parent_link(&app).await;
+}
+
+/// What `a_token_minted_by_a_login_token_ends_with_it` checks, on any store (user 5).
+async fn check_parent_link<S, B>(app: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
     let login = |app| async move {
         let (_, _, body) = answer(app, post("/token-login/5", None)).await;
         let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
         issued["token"].as_str().unwrap().to_owned()
     };
     // Logout of the parent.
-    let parent = login(&app).await;
-    let (status, child) = mint_with_bearer(&app, &parent, json!({ "name": "child" })).await;
+    let parent = login(app).await;
+    let (status, child) = mint_with_bearer(app, &parent, json!({ "name": "child" })).await;
     assert_eq!(status, 201, "{child}");
     let child = child["token"].as_str().unwrap().to_owned();
-    let (status, grandchild) = mint_with_bearer(&app, &child, json!({ "name": "gc" })).await;
+    let (status, grandchild) = mint_with_bearer(app, &child, json!({ "name": "gc" })).await;
     assert_eq!(
         (status, grandchild),
         (403, json!({ "error": "reauth_required" }))
     );
-    assert_eq!(me_with_bearer(&app, &child).await, 200);
+    assert_eq!(me_with_bearer(app, &child).await, 200);
     let (status, _, _) = answer(
         &app,
         with_bearer(test::TestRequest::post().uri("/logout"), &parent),
     )
     .await;
     assert_eq!(status, 204);
-    assert_eq!(me_with_bearer(&app, &child).await, 401, "outlived a logout");
+    assert_eq!(me_with_bearer(app, &child).await, 401, "outlived a logout");
 
     // Revocation of the parent by another session of the user.
-    let parent = login(&app).await;
-    let (_, child) = mint_with_bearer(&app, &parent, json!({ "name": "child2" })).await;
+    let parent = login(app).await;
+    let (_, child) = mint_with_bearer(app, &parent, json!({ "name": "child2" })).await;
     let child = child["token"].as_str().unwrap().to_owned();
-    let browser = log_in(&app, 5).await;
-    let (_, body) = call(&app, get("/sessions", Some(&browser))).await;
+    let browser = log_in(app, 5).await;
+    let (_, body) = call(app, get("/sessions", Some(&browser))).await;
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert!(list.iter().any(|s| s["name"] == "child2"), "{body}");
     let parent_id = list
@@ -1321,14 +1332,14 @@ async fn a_token_minted_by_a_login_token_ends_with_it() {
             .insert_header(("sec-fetch-site", "same-origin")),
         Some(&browser),
     );
-    assert_eq!(call(&app, req).await.0, 204);
+    assert_eq!(call(app, req).await.0, 204);
     assert_eq!(
-        me_with_bearer(&app, &child).await,
+        me_with_bearer(app, &child).await,
         401,
         "outlived a revocation"
     );
     // A dead child is not listed as a live session.
-    let (_, body) = call(&app, get("/sessions", Some(&browser))).await;
+    let (_, body) = call(app, get("/sessions", Some(&browser))).await;
     assert!(!body.contains("child"), "{body}");
 }
 
