@@ -1527,3 +1527,29 @@ async fn a_token_made_by_a_login_token_costs_one_more_read() {
         }
     }
 }
+
+/// The creation limit is counted in Redis, so two app instances share it.
+#[actix_web::test]
+async fn the_token_creation_limit_holds_across_instances() {
+    let prefix = unique_prefix();
+    let instance = || async {
+        let store = redis_store_at(&shared_redis_url(), &prefix).await;
+        app(LoginMiddleware::builder(store)
+            .token_creation_limit(3, Duration::from_secs(3600))
+            .build())
+        .await
+    };
+    let (one, two) = (instance().await, instance().await);
+    let browser = log_in(&one, 1).await;
+    assert_eq!(mint_with_cookie(&one, &browser, "a").await.0, 201);
+    assert_eq!(mint_with_cookie(&two, &browser, "b").await.0, 201);
+    assert_eq!(mint_with_cookie(&one, &browser, "c").await.0, 201);
+    for app in [&one, &two] {
+        let (status, body, retry_after) = mint_with_cookie(app, &browser, "d").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (429, r#"{"error":"token_rate_limited"}"#)
+        );
+        assert!(retry_after.is_some());
+    }
+}
