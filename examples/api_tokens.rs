@@ -6,21 +6,27 @@
 //! Bodies are JSON and errors `{"error":"<code>"}`; a malformed, unknown or ended token is `401`
 //! with `WWW-Authenticate: Bearer`.
 //!
-//! - `POST /token` `{"username","password"}`: `200 {"id","token","expires_at"}`, and no cookie.
-//!   Wrong passwords are throttled: after 5 for one account from one address (15 minutes),
-//!   even the right one gets `429` with `Retry-After`.
+//! - `POST /token` `{"username","password","remember"?}`: `200 {"id","token","expires_at"}`,
+//!   a login token, and no cookie. It follows the login timeouts (30 minutes idle, 12 hours in
+//!   all), or with `"remember":true` the remembered ones (7 days idle, 30 days in all). Wrong
+//!   passwords are throttled: after 5 for one account from one address (15 minutes), even the
+//!   right one gets `429` with `Retry-After`.
 //! - `GET /me`: the token's user, and the token's name if it is a personal access token.
 //! - `POST /tokens` `{"name","expires_in_secs"?,"scopes"?}`: `201 {"id","token","expires_at"}`, a
-//!   personal access token for scripts: no idle timeout, and an end if asked for or if the token
-//!   that makes it has one (it never outlives its maker).
+//!   personal access token for scripts, with no idle timeout. Making one is an account change:
+//!   only a login token within 10 minutes of its password may (`403 reauth_required`
+//!   otherwise, and always for a personal access token). The new token ends when the login
+//!   token that made it ends (logout, revocation, expiry), or earlier if asked. At most 20
+//!   tokens per user (`409 too_many_tokens`), and 10 new ones an hour (`429
+//!   token_rate_limited` with `Retry-After`).
 //! - `GET /sessions`: the user's tokens, each with its `kind` and `name`, the `current` one
 //!   marked; `DELETE /sessions/{id}`: `204`, or `404` for an id the user has no session with.
-//! - `POST /logout`: `204`; ends the token it came with, and no other.
+//! - `POST /logout`: `204`; ends the token it came with, and the tokens it made.
 //! - `POST /deploy`: for tokens whose scopes include `deploy`, or that have no scopes; `403`
-//!   for the others.
+//!   with `WWW-Authenticate: Bearer error="insufficient_scope", scope="deploy"` for the others.
 //!
 //! Scopes limit only the routes that ask for one, so `/tokens` and `/sessions` ask for
-//! `account`: a token made for deploying cannot list or end sessions, nor make more tokens.
+//! `account`: a token made for deploying cannot list or end sessions.
 //!
 //! ```text
 //! TOKEN=$(curl -s -H 'content-type: application/json' \
@@ -79,6 +85,8 @@ impl Users {
 struct Credentials {
     username: String,
     password: String,
+    #[serde(default)]
+    remember: bool,
 }
 
 async fn issue_token(
@@ -101,9 +109,8 @@ async fn issue_token(
     // This returns the device cookie that lets a known browser past the limits; API clients
     // keep no cookies, so it is not sent.
     attempt.succeeded().await?;
-    let issued = session
-        .login_bearer(Login::new(profile.id.to_string(), profile))
-        .await?;
+    let login = Login::new(profile.id.to_string(), profile).remember(creds.remember);
+    let issued = session.login_bearer(login).await?;
     // The body holds a secret: no cache may keep a copy (RFC 6749, 5.1). The crate marks the
     // responses that set a cookie or come from a session, and this one does neither.
     Ok(HttpResponse::Ok()
@@ -127,7 +134,9 @@ struct NewToken {
 }
 
 /// A personal access token. The crate refuses a name, end or scope list out of bounds (`400
-/// invalid_input`) and, from a token limited to scopes, any scope it lacks (`403 forbidden`).
+/// invalid_input`), a login older than the fresh window and every personal access token (`403
+/// reauth_required`), and a user at the token limit or past the creation rate (`409
+/// too_many_tokens`, `429 token_rate_limited`).
 async fn create_token(
     session: Session,
     body: web::Json<NewToken>,

@@ -27,9 +27,13 @@
 //!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`, which end tokens too;
 //!   `POST /tokens` `{"name","expires_in_secs"}` (a name of 1 to 64 bytes, not blank; an
 //!   optional lifetime): `201 {"id","token","expires_at"}`, a personal access token whose
-//!   secret is shown only there (`400 invalid_input` for bad input). Bearer requests skip the
-//!   cross-site checks and never get a cookie; an unknown or malformed token is `401` with
-//!   `WWW-Authenticate`.
+//!   secret is shown only there (`400 invalid_input` for bad input). Making a token is an
+//!   account change: it needs a fresh session, as `POST /password` does (`403
+//!   reauth_required` otherwise, and always from a token); at most 20 tokens per user (`409
+//!   too_many_tokens`) and 10 new ones an hour (`429 token_rate_limited`, with `Retry-After`).
+//!   Tokens do not count toward the session cap, so they never push their owner's logins out.
+//!   Bearer requests skip the cross-site checks and never get a cookie; an unknown or
+//!   malformed token is `401` with `WWW-Authenticate`.
 //! - Logged in with the cookie: `POST /reauth` `{"password"}`; with a fresh session,
 //!   `POST /password` `{"current_password","new_password"}`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
@@ -43,8 +47,9 @@
 //!
 //! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
 //! `REMEMBER_IDLE_TIMEOUT_SECS` and `REMEMBER_ABSOLUTE_TIMEOUT_SECS` (for remembered logins),
-//! `FRESH_WINDOW_SECS`, `MAX_SESSIONS_PER_USER` and `ANON_IDLE_TIMEOUT_SECS` (for anonymous
-//! sessions), login throttling with `LOGIN_MAX_FAILURES` and `LOGIN_WINDOW_SECS` (defaults: the
+//! `FRESH_WINDOW_SECS`, `MAX_SESSIONS_PER_USER` (logins, of which the oldest end first),
+//! `MAX_TOKENS_PER_USER` and `TOKENS_PER_HOUR` (personal access tokens held at once and created
+//! per hour) and `ANON_IDLE_TIMEOUT_SECS` (for anonymous sessions), login throttling with `LOGIN_MAX_FAILURES` and `LOGIN_WINDOW_SECS` (defaults: the
 //! library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the account-wide ceiling, and sign-ups per
 //! address and hour with `REGISTRATION_MAX`.
 //! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
@@ -63,7 +68,8 @@
 //! curl -i -b jar -X POST -H 'Origin: http://127.0.0.1:8080' http://127.0.0.1:8080/logout
 //! ```
 //!
-//! A token for a script, from a logged-in browser session, used instead of the cookie:
+//! A token for a script, from a browser session that logged in (or `POST /reauth`) within the
+//! fresh window, used instead of the cookie:
 //!
 //! ```text
 //! curl -i -b jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
@@ -415,7 +421,9 @@ async fn create_token(
     if let Some(secs) = expires_in_secs {
         token = token.expires_in(Duration::from_secs(secs));
     }
-    // A blank or overlong name and a zero lifetime come back as `400 invalid_input`.
+    // A blank or overlong name and a zero lifetime come back as `400 invalid_input`; a stale
+    // session or a token as `403 reauth_required`; the limits as `409 too_many_tokens` and
+    // `429 token_rate_limited`.
     let issued = session.create_token(token).await?;
     Ok(HttpResponse::Created().json(issued))
 }
@@ -676,6 +684,14 @@ fn configure(mut builder: LoginMiddlewareBuilder) -> std::io::Result<LoginMiddle
         let max = usize::try_from(max).map_err(std::io::Error::other)?;
         builder = builder.max_sessions_per_user(max);
     }
+    if let Some(max) = env_number("MAX_TOKENS_PER_USER")? {
+        let max = usize::try_from(max).map_err(std::io::Error::other)?;
+        builder = builder.max_tokens_per_user(max);
+    }
+    if let Some(max) = env_number("TOKENS_PER_HOUR")? {
+        let max = u32::try_from(max).map_err(std::io::Error::other)?;
+        builder = builder.token_creation_limit(max, Duration::from_secs(60 * 60));
+    }
     if let Some(domain) = std::env::var("COOKIE_DOMAIN")
         .ok()
         .filter(|v| !v.is_empty())
@@ -864,7 +880,8 @@ async fn main() -> std::io::Result<()> {
             )
             .route("/sessions/{id}", web::delete().to(revoke_session))
             .route("/reauth", web::post().to(reauth))
-            // Login first, so that anonymous clients get 401 whatever their body.
+            // Login first, so that anonymous clients get 401 whatever their body. The crate
+            // itself asks for a fresh session: a token is an account change.
             .service(
                 web::resource("/tokens")
                     .app_data(input_json_config())

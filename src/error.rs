@@ -50,6 +50,9 @@ impl StoreError {
 /// | [`SessionDataTooLarge`](Error::SessionDataTooLarge) | 413 | `{"error":"session_data_too_large"}` |
 /// | [`SessionChanged`](Error::SessionChanged) | 409 | `{"error":"session_changed"}` |
 /// | [`TooManySessions`](Error::TooManySessions) | 429, with `Retry-After` | `{"error":"too_many_sessions"}` |
+/// | [`LoginSuperseded`](Error::LoginSuperseded) | 409 | `{"error":"login_superseded"}` |
+/// | [`TooManyTokens`](Error::TooManyTokens) | 409 | `{"error":"too_many_tokens"}` |
+/// | [`TokenRateLimited`](Error::TokenRateLimited) | 429, with `Retry-After` | `{"error":"token_rate_limited"}` |
 /// | [`Store`](Error::Store) | 503 | `{"error":"service_unavailable"}` |
 /// | [`Store`](Error::Store) with [`StoreError::Corrupt`] | 401 | `{"error":"unauthenticated"}` |
 /// | any other | 500 | `{"error":"internal_error"}` |
@@ -100,6 +103,25 @@ pub enum Error {
     #[error("too many new sessions without a login")]
     TooManySessions {
         /// How long until a new one is allowed.
+        retry_after: std::time::Duration,
+    },
+    /// The session a login had just created was ended before the login could answer: newer
+    /// logins of the same user pushed it past the
+    /// [per-user cap](crate::LoginMiddlewareBuilder::max_sessions_per_user), or the user's
+    /// sessions were revoked meanwhile. No cookie or token is issued; the client may log in
+    /// again.
+    #[error("the new session ended before the login finished")]
+    LoginSuperseded,
+    /// The user already has as many personal access tokens as
+    /// [allowed](crate::LoginMiddlewareBuilder::max_tokens_per_user); revoke one first.
+    #[error("the user has as many personal access tokens as allowed")]
+    TooManyTokens,
+    /// The user created as many personal access tokens lately as
+    /// [allowed](crate::LoginMiddlewareBuilder::token_creation_limit); try again after
+    /// `retry_after`.
+    #[error("too many personal access tokens created lately")]
+    TokenRateLimited {
+        /// How long until the next creation is allowed.
         retry_after: std::time::Duration,
     },
     /// A session data value could not be serialised, or the stored one could not be read as

@@ -88,13 +88,16 @@
 //! | code | status | when |
 //! |---|---|---|
 //! | `unauthenticated` | 401 | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record; for a bearer token, the same with `WWW-Authenticate: Bearer` |
-//! | `forbidden` | 403 | [`Require::role`] or [`Require::scope`] not met, or a token asking for a scope it lacks |
-//! | `reauth_required` | 403 | [`Require::fresh`] not met: ask for the password, not a new login |
+//! | `forbidden` | 403 | [`Require::role`] or [`Require::scope`] not met (a missing scope adds `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`) |
+//! | `reauth_required` | 403 | [`Require::fresh`] not met, or [`Session::create_token`] from a session outside the fresh window or from a personal access token: ask for the password, not a new login |
 //! | `csrf_rejected` | 403 | an unsafe request with the session cookie from another site, or a cross-site login |
 //! | `session_changed` | 409 | a [data write](Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
+//! | `login_superseded` | 409 | a login whose new session racing logins of the same user ended, past [`max_sessions_per_user`](LoginMiddlewareBuilder::max_sessions_per_user), before it could answer; no cookie or token is issued |
+//! | `too_many_tokens` | 409 | [`Session::create_token`] for a user at [`max_tokens_per_user`](LoginMiddlewareBuilder::max_tokens_per_user): revoke one first |
 //! | `session_data_too_large` | 413 | a data write past [`max_data_size`](LoginMiddlewareBuilder::max_data_size); nothing was written |
 //! | `too_many_attempts` | 429, with `Retry-After` | past a [`LoginThrottle`] limit |
 //! | `too_many_sessions` | 429, with `Retry-After` | a visitor's first data write past the [bounds on new anonymous sessions](LoginMiddlewareBuilder::anonymous_sessions_per_minute) |
+//! | `token_rate_limited` | 429, with `Retry-After` | [`Session::create_token`] past the user's [creation limit](LoginMiddlewareBuilder::token_creation_limit) |
 //! | `invalid_input` | 400 | a username over [`MAX_USERNAME_BYTES`]; a [`PersonalToken`] name, end or scope out of bounds; a cookie login or renewal on a bearer request |
 //! | `password_too_long` | 400 | a password over [`password::MAX_PASSWORD_BYTES`] |
 //! | `service_unavailable` | 503 | the store is unreachable or too slow, also for [`MaybeUser`] and `Option<AuthUser<_>>`: never a login, never an anonymous answer |
@@ -280,7 +283,11 @@
 //!   [`Session::login_with_roles`], a fresh password, and for HTML pages a redirect to the login
 //!   page whose `next` parameter [`safe_next`] validates.
 //! * [`max_sessions_per_user`](LoginMiddlewareBuilder::max_sessions_per_user) caps concurrent
-//!   sessions (default 100); a login beyond the cap ends the oldest.
+//!   logins (default 100); a login beyond the cap ends the oldest others, never its own.
+//!   Personal access tokens have a limit of their own
+//!   ([`max_tokens_per_user`](LoginMiddlewareBuilder::max_tokens_per_user), default 20) and a
+//!   creation rate ([`token_creation_limit`](LoginMiddlewareBuilder::token_creation_limit),
+//!   default 10 an hour), and creating one needs a fresh login.
 //!
 //! # Login protection
 //!
@@ -423,7 +430,8 @@ pub use crate::engine::{
     DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
     DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE, DEFAULT_FRESH_WINDOW,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE, DEFAULT_MAX_SESSIONS_PER_USER,
-    DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT, DEFAULT_REMEMBER_IDLE_TIMEOUT,
+    DEFAULT_MAX_TOKENS_PER_USER, DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT, DEFAULT_REMEMBER_IDLE_TIMEOUT,
+    DEFAULT_TOKEN_CREATIONS, DEFAULT_TOKEN_CREATION_WINDOW,
 };
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]

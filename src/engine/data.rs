@@ -116,9 +116,13 @@ impl SessionEngine {
     /// Replaces the profile and roles of every live session of `user_id`, returning how many
     /// there were.
     ///
-    /// Lists and updates until a listing finds every session updated and nothing dropped, as
-    /// revocation does: a session that rotates meanwhile is followed by the store to its new
-    /// key, and one that a login creates meanwhile shows up in the next listing.
+    /// Lists and updates until a listing finds every session showing the new profile and
+    /// nothing dropped, as revocation does: a session that rotates meanwhile is followed by the
+    /// store to its new key, and one that a login creates meanwhile shows up in the next
+    /// listing. Sessions created meanwhile that already carry the new profile need nothing (a
+    /// personal access token copies its owner's live profile after it is written), so the
+    /// rounds settle however fast the user creates sessions, once those that started before
+    /// the update are through.
     pub(crate) async fn update_user(
         &self,
         user_id: &str,
@@ -130,7 +134,7 @@ impl SessionEngine {
             let listing = self.store.list(user_id).await?;
             let mut changed = false;
             for (key, stored) in &listing.live {
-                if updated.contains(stored.record.id()) && same_user(&stored.record, user, roles) {
+                if same_user(&stored.record, user, roles) {
                     continue;
                 }
                 if self.store.update_user(key, user, roles).await? {

@@ -39,6 +39,21 @@ impl SessionEngine {
             tracing::debug!(session = key.short(), "session past its deadline");
             return Ok(None);
         }
+        if let Some(parent) = stored.record.parent() {
+            // A token a login token created ends with it, however that ended (logout,
+            // revocation, idle or absolute expiry, a password change): one more load, for
+            // such tokens only.
+            if !self
+                .parent_alive(parent.as_ref(), &stored.record, now)
+                .await?
+            {
+                tracing::debug!(
+                    session = key.short(),
+                    "the login that made this token ended"
+                );
+                return Ok(None);
+            }
+        }
         let lifetime = stored.record.lifetime();
         let proposed = self.rules.idle_deadline_of(lifetime, now, absolute_end);
         let mut expires_at = stored.expires_at;
@@ -59,6 +74,25 @@ impl SessionEngine {
             expires_at,
             refreshed,
         }))
+    }
+
+    /// Whether the login token under `parent` is live and belongs to the user of `child`.
+    /// Only read: using a child does not keep its parent from idling out.
+    pub(crate) async fn parent_alive(
+        &self,
+        parent: Option<&SessionKey>,
+        child: &SessionRecord,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let Some(parent) = parent else {
+            return Ok(false);
+        };
+        let Some(stored) = absent_if_corrupt(self.store.load(parent).await)? else {
+            return Ok(false);
+        };
+        Ok(stored.expires_at > now
+            && stored.record.expires_at() > now
+            && stored.record.user_id() == child.user_id())
     }
 
     /// Starts a new session for `grant`, ending `previous`, the session the client came with,
@@ -106,9 +140,10 @@ impl SessionEngine {
                 }
                 Err(err) => {
                     return LoginOutcome {
-                        previous_ended: false,
+                        // Superseded after the move: the previous token is gone all the same.
+                        previous_ended: matches!(err, Error::LoginSuperseded),
                         result: Err(err),
-                    }
+                    };
                 }
             }
         }
@@ -203,7 +238,14 @@ impl SessionEngine {
                 bearer = record.is_bearer(),
                 "login"
             );
-            self.trim_to_cap(record.user_id()).await?;
+            if !self.trim_to_cap(record.user_id(), &key).await? {
+                tracing::warn!(
+                    session = key.short(),
+                    user_id = record.user_id(),
+                    "login refused: its session ended before the login finished"
+                );
+                return Err(Error::LoginSuperseded);
+            }
             let session = ActiveSession {
                 key,
                 record,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::record::Lifetime;
+use crate::record::{Lifetime, SessionRecord};
 
 /// Default idle timeout: 30 minutes (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -37,6 +37,16 @@ pub const DEFAULT_ANONYMOUS_PER_MINUTE: u32 = 1_000;
 /// and logs in over and over.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
+/// Default limit on one user's personal access tokens at once. Tokens do not count toward
+/// [`DEFAULT_MAX_SESSIONS_PER_USER`]: they cannot push their owner's logins out, and logins
+/// cannot push them out.
+pub const DEFAULT_MAX_TOKENS_PER_USER: usize = 20;
+/// Default number of personal access tokens one user may create per
+/// [`DEFAULT_TOKEN_CREATION_WINDOW`].
+pub const DEFAULT_TOKEN_CREATIONS: u32 = 10;
+/// Default window that [`DEFAULT_TOKEN_CREATIONS`] counts in: an hour.
+pub const DEFAULT_TOKEN_CREATION_WINDOW: Duration = Duration::from_secs(60 * 60);
+
 /// How far in the future a password time may lie and still count: clocks of app instances
 /// differ a little, never by minutes.
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
@@ -62,6 +72,9 @@ pub(crate) struct SessionRules {
     remember_absolute_timeout: Duration,
     fresh_window: Duration,
     max_sessions_per_user: usize,
+    max_tokens_per_user: usize,
+    token_creations: u32,
+    token_creation_window: Duration,
     max_data_size: usize,
     anonymous_per_address: u32,
     anonymous_per_minute: u32,
@@ -78,6 +91,9 @@ impl Default for SessionRules {
             remember_absolute_timeout: DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT,
             fresh_window: DEFAULT_FRESH_WINDOW,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            max_tokens_per_user: DEFAULT_MAX_TOKENS_PER_USER,
+            token_creations: DEFAULT_TOKEN_CREATIONS,
+            token_creation_window: DEFAULT_TOKEN_CREATION_WINDOW,
             max_data_size: DEFAULT_MAX_DATA_SIZE,
             anonymous_per_address: DEFAULT_ANONYMOUS_PER_ADDRESS,
             anonymous_per_minute: DEFAULT_ANONYMOUS_PER_MINUTE,
@@ -202,12 +218,38 @@ impl SessionRules {
         self.max_sessions_per_user = max.max(1);
     }
 
+    pub(crate) fn set_max_tokens_per_user(&mut self, max: usize) {
+        self.max_tokens_per_user = max;
+    }
+
+    pub(crate) fn max_tokens_per_user(&self) -> usize {
+        self.max_tokens_per_user
+    }
+
+    pub(crate) fn set_token_creation_limit(&mut self, max: u32, window: Duration) {
+        self.token_creations = max;
+        // A zero window would be no window; one millisecond is the shortest a counter keeps.
+        self.token_creation_window = window.clamp(Duration::from_millis(1), MAX_TIMEOUT);
+    }
+
+    /// How many tokens one user may create, and in what window.
+    pub(crate) fn token_creation_limit(&self) -> (u32, Duration) {
+        (self.token_creations, self.token_creation_window)
+    }
+
     pub(crate) fn absolute_timeout(&self) -> Duration {
         self.absolute_timeout
     }
 
     pub(crate) fn max_sessions_per_user(&self) -> usize {
         self.max_sessions_per_user
+    }
+
+    /// Whether `record` may do what needs a recent password ("sudo mode"): a login whose
+    /// password was entered within the fresh window. A personal access token never may: no
+    /// password was entered in it.
+    pub(crate) fn is_fresh_session(&self, record: &SessionRecord, now: SystemTime) -> bool {
+        record.token_name().is_none() && self.is_fresh(record.authenticated_at(), now)
     }
 
     /// Whether a password entered at `authenticated_at` is recent enough for sensitive actions.

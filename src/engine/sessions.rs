@@ -1,5 +1,6 @@
 //! Every session of a user: listing and revocation.
 
+use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
@@ -117,7 +118,9 @@ impl Sessions {
     /// Replaces the profile and roles of every live session of `user_id`: a demoted admin loses
     /// the role on their next request, on every app instance, with or without a
     /// [local cache](crate::store::RedisStoreBuilder::local_cache). Sessions that a login starts
-    /// meanwhile carry what that login gave them. Returns how many sessions were updated.
+    /// meanwhile carry what that login gave them; personal access tokens created meanwhile copy
+    /// their owner's live profile, so the update settles while the user keeps creating them.
+    /// Returns how many sessions it changed.
     ///
     /// # Errors
     /// [`Error::Profile`] if `user` cannot be serialised; [`Error::Store`] if the store fails
@@ -158,13 +161,12 @@ impl SessionEngine {
         user_id: &str,
         current: Option<&SessionKey>,
     ) -> Result<Vec<SessionInfo>, Error> {
-        let mut sessions: Vec<SessionInfo> = self
-            .store
-            .list(user_id)
-            .await?
-            .live
-            .into_iter()
-            .map(|(key, stored)| self.info(&stored, current == Some(&key)))
+        let live = self.store.list(user_id).await?.live;
+        let orphans = orphans(&live);
+        let mut sessions: Vec<SessionInfo> = live
+            .iter()
+            .filter(|(key, _)| !orphans.contains(key.as_str()))
+            .map(|(key, stored)| self.info(stored, current == Some(key)))
             .collect();
         sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
         Ok(sessions)
@@ -218,77 +220,136 @@ impl SessionEngine {
     /// finds nothing to revoke and no entry that vanished. The repeat is what makes revocation
     /// hold against a concurrent rotation: the rotation indexes its new key before deleting the
     /// old one, so once a listing has seen the old key gone, or failed to delete it, the next
-    /// listing sees the new one.
+    /// listing sees the new one. Tokens whose parent login is gone (they can no longer
+    /// authenticate) are deleted on the way, without being counted.
     async fn revoke_where(
         &self,
         user_id: &str,
         doomed: impl Fn(&SessionKey, &SessionRecord) -> bool,
     ) -> Result<usize, Error> {
+        self.revoke_while(user_id, None, doomed).await
+    }
+
+    /// [`revoke_where`](Self::revoke_where), stopping at a listing without `listed`, if given:
+    /// a login pushed out by a racing one must not push that one out in turn.
+    async fn revoke_while(
+        &self,
+        user_id: &str,
+        listed: Option<&SessionKey>,
+        doomed: impl Fn(&SessionKey, &SessionRecord) -> bool,
+    ) -> Result<usize, Error> {
         let mut revoked = 0;
         for _ in 0..REVOKE_ROUNDS {
             let listing = self.store.list(user_id).await?;
-            let targets: Vec<SessionKey> = listing
-                .live
-                .into_iter()
-                .filter(|(key, stored)| doomed(key, &stored.record))
-                .map(|(key, _)| key)
-                .collect();
-            if targets.is_empty() && listing.dropped == 0 {
+            if listed.is_some_and(|own| !listing.live.iter().any(|(key, _)| key == own)) {
+                return Ok(revoked);
+            }
+            let orphans = orphans(&listing.live);
+            let mut targets = Vec::new();
+            let mut leftovers = Vec::new();
+            for (key, stored) in &listing.live {
+                if doomed(key, &stored.record) {
+                    targets.push(key);
+                } else if orphans.contains(key.as_str()) {
+                    leftovers.push(key);
+                }
+            }
+            if targets.is_empty() && leftovers.is_empty() && listing.dropped == 0 {
                 return Ok(revoked);
             }
             // Concurrently: the Redis connection pipelines them into one round trip.
             let deletions = targets.iter().map(|key| self.store.delete(key));
-            for (key, deleted) in targets.iter().zip(join_all(deletions).await) {
+            let cleanups = leftovers.iter().map(|key| self.store.delete(key));
+            let (deleted, cleaned) =
+                futures_util::future::join(join_all(deletions), join_all(cleanups)).await;
+            for (key, deleted) in targets.iter().zip(deleted) {
                 if deleted? {
                     tracing::info!(session = key.short(), user_id, "session revoked");
                     revoked += 1;
                 }
+            }
+            for cleaned in cleaned {
+                cleaned?;
             }
         }
         // Sessions kept appearing: something is rotating or creating them as fast as they go.
         Err(StoreError::unavailable("sessions kept reappearing during revocation").into())
     }
 
-    /// Ends the oldest sessions of `user_id` beyond the per-user cap, and prunes the index on
-    /// the way. Called after a login has created its session, so that logins racing each other
-    /// each see all the sessions written so far: whichever lists last sees every one of them.
-    /// All sort alike (personal access tokens after other sessions, then creation time, then
-    /// public id), so they agree on which survive: the newest. A login that loses such a race
-    /// has its own session ended. Tokens go last because a script relying on one should not
-    /// break because its owner logged in many times from browsers.
-    pub(crate) async fn trim_to_cap(&self, user_id: &str) -> Result<(), Error> {
-        let mut live = self.store.list(user_id).await?.live;
-        let cap = self.rules.max_sessions_per_user();
-        if live.len() <= cap {
-            return Ok(());
-        }
-        live.sort_by(|(_, a), (_, b)| cap_order(&a.record).cmp(&cap_order(&b.record)));
-        let excess = live.len() - cap;
-        let oldest: Vec<String> = live
+    /// Ends the oldest logins of `user_id` beyond the per-user cap, other than `own`, the one a
+    /// login has just created, and prunes the index on the way; returns whether `own`
+    /// survived. Personal access tokens are not counted: they have a limit of their own, and
+    /// can never push a login out.
+    ///
+    /// A login never makes room by ending its own session, whatever its creation time says
+    /// (app instances' clocks differ): it keeps itself and the newest `cap - 1` others.
+    /// Called after the login has created its session, so that logins racing each other each
+    /// see all the sessions written before they list. Racing logins past the cap may end one
+    /// another: one that finds its own session gone stops ending others, and when this one had
+    /// to end any, it checks at the end that its own session is still there; the caller
+    /// answers an error rather than a dead cookie if not. (Two logins of one user at the cap
+    /// within the same few milliseconds can still both lose; each then answers the error.)
+    pub(crate) async fn trim_to_cap(&self, user_id: &str, own: &SessionKey) -> Result<bool, Error> {
+        let listing = self.store.list(user_id).await?;
+        let mut others: Vec<&(SessionKey, StoredSession)> = listing
+            .live
             .iter()
-            .take(excess)
-            .map(|(_, stored)| stored.record.id().to_owned())
+            .filter(|(key, stored)| stored.record.is_login() && key != own)
+            .collect();
+        if !listing.live.iter().any(|(key, _)| key == own) {
+            // Not listed: ended already, by a racing login or a revocation.
+            return Ok(false);
+        }
+        let cap = self.rules.max_sessions_per_user();
+        if others.len() < cap {
+            return Ok(true);
+        }
+        // Newest first; ties by public id, so that racing logins agree.
+        others.sort_by(|(_, a), (_, b)| cap_order(&b.record).cmp(&cap_order(&a.record)));
+        let oldest: Vec<&str> = others
+            .iter()
+            .skip(cap - 1)
+            .map(|(_, stored)| stored.record.id())
             .collect();
         let evicted = self
-            .revoke_where(user_id, |_, record| {
-                oldest.iter().any(|id| id == record.id())
+            .revoke_while(user_id, Some(own), |_, record| {
+                oldest.contains(&record.id())
             })
             .await?;
-        tracing::info!(
-            user_id,
-            evicted,
-            "session cap reached; oldest sessions ended"
-        );
-        Ok(())
+        tracing::info!(user_id, evicted, "session cap reached; oldest logins ended");
+        Ok(self.store.load(own).await?.is_some())
+    }
+
+    /// How many live personal access tokens `user_id` has.
+    pub(crate) async fn count_tokens(&self, user_id: &str) -> Result<usize, Error> {
+        let live = self.store.list(user_id).await?.live;
+        let orphans = orphans(&live);
+        Ok(live
+            .iter()
+            .filter(|(key, stored)| {
+                stored.record.token_name().is_some() && !orphans.contains(key.as_str())
+            })
+            .count())
     }
 }
 
-/// The order in which the per-user cap ends sessions, first to last: browser sessions before
-/// personal access tokens, oldest first, ties by public id so racing logins agree.
-fn cap_order(record: &SessionRecord) -> (bool, std::time::SystemTime, &str) {
-    (
-        record.token_name().is_some(),
-        record.created_at(),
-        record.id(),
-    )
+/// The order in which the per-user cap keeps logins, oldest first: by creation time, ties by
+/// public id, so racing logins agree.
+fn cap_order(record: &SessionRecord) -> (std::time::SystemTime, &str) {
+    (record.created_at(), record.id())
+}
+
+/// The keys of the tokens in `live` whose parent login is not in it: they can no longer
+/// authenticate, and are neither listed nor counted.
+fn orphans(live: &[(SessionKey, StoredSession)]) -> HashSet<&str> {
+    let keys: HashSet<&str> = live.iter().map(|(key, _)| key.as_str()).collect();
+    live.iter()
+        .filter(|(_, stored)| {
+            stored
+                .record
+                .parent()
+                .is_some_and(|parent| parent.is_none_or(|parent| !keys.contains(parent.as_str())))
+        })
+        .map(|(key, _)| key.as_str())
+        .collect()
 }

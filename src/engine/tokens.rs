@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Serialize, Serializer};
 
 use super::lifecycle::random_id;
-use super::{ActiveSession, Issued, SessionEngine, SessionRecord, SessionToken};
+use super::{ActiveSession, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
 use crate::record::Lifetime;
+use crate::store::{Admission, Counter};
 use crate::{Error, SessionData};
 
 /// The longest token name accepted, in bytes.
@@ -48,7 +49,8 @@ impl PersonalToken {
     }
 
     /// Ends the token this long after its creation. Without it the token lasts until it is
-    /// revoked, the user's password changes or the user logs out everywhere.
+    /// revoked, the user's password changes or the user logs out everywhere; one created by a
+    /// login token also ends with that login token, and never after it.
     pub fn expires_in(mut self, lifetime: Duration) -> Self {
         self.expires_in = Some(lifetime);
         self
@@ -62,7 +64,8 @@ impl PersonalToken {
     /// `Require::scope` the token acts as its user. Guard account routes (listing and ending
     /// sessions, changing the password) with a scope of their own, or check
     /// [`AuthUser::token_name`](crate::AuthUser::token_name), if a narrow token must not reach
-    /// them. Whatever its scopes, a token can only create tokens narrower than itself.
+    /// them. A token never creates tokens: it is never fresh (see
+    /// [`Session::create_token`](crate::Session::create_token)).
     pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.scopes = Some(scopes.into_iter().map(Into::into).collect());
         self
@@ -131,14 +134,21 @@ fn optional_unix_seconds<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<
 }
 
 impl SessionEngine {
-    /// Creates a personal access token for the user of `owner`, with the owner's profile and
-    /// roles, noting the creating client's address and agent. A token limited to scopes can only
-    /// create tokens limited to some of them, and a token can only create tokens that end no
-    /// later than itself, so a leaked token cannot mint a wider or longer-lived one.
+    /// Creates a personal access token for the user of `owner`, with the user's live profile
+    /// and roles, noting the creating client's address and agent.
+    ///
+    /// A token is an account change: only a login whose password was entered within the fresh
+    /// window may create one, which a personal access token never is, so tokens cannot create
+    /// tokens. A login token (from a bearer login) may; what it creates ends when it does (by
+    /// logout, revocation, expiry or a password change), and ends no later than its absolute
+    /// end. Each user may hold a limited number of tokens and create a limited number per
+    /// window; the count is kept in the store's counters, so it holds across app instances.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a name, lifetime or scope list out of bounds;
-    /// [`Error::Forbidden`] for a scope the owner lacks; [`Error::Unauthenticated`] if the
+    /// [`Error::ReauthRequired`] unless `owner` is a fresh login; [`Error::Forbidden`] for a
+    /// scope the owner lacks; [`Error::TooManyTokens`] at the per-user limit;
+    /// [`Error::TokenRateLimited`] past the creation rate; [`Error::Unauthenticated`] if the
     /// owner's session ended while the token was being created (the token is then gone too).
     pub(crate) async fn create_token(
         &self,
@@ -147,26 +157,43 @@ impl SessionEngine {
         client: (Option<String>, Option<String>),
     ) -> Result<IssuedToken, Error> {
         spec.check()?;
-        let scopes = narrowed_scopes(owner.record.scopes(), spec.scopes)?;
         let now = SystemTime::now();
+        if !self.rules.is_fresh_session(&owner.record, now) {
+            return Err(Error::ReauthRequired);
+        }
+        let scopes = narrowed_scopes(owner.record.scopes(), spec.scopes)?;
+        let user_id = owner.record.user_id();
+        let max = self.rules.max_tokens_per_user();
+        if self.count_tokens(user_id).await? >= max {
+            return Err(Error::TooManyTokens);
+        }
+        self.admit_token(user_id).await?;
+        // The profile and roles as they are now, not as this request loaded them: a live
+        // update that ran since must not be undone by a token copying the old ones.
+        let Some(live_owner) = self.store.load(&owner.key).await? else {
+            return Err(Error::Unauthenticated);
+        };
         let mut end = self.rules.token_end(now, spec.expires_in);
         let mut has_end = spec.expires_in.is_some();
         let owner_end = owner.record.expires_at();
         let owner_has_end = !self.rules.is_endless(owner.record.created_at(), owner_end);
         if owner.record.is_bearer() && owner_has_end && owner_end < end {
-            end = owner.record.expires_at();
+            end = owner_end;
             has_end = true;
         }
+        // A login token's tokens end with it. A browser session's outlive it: making a token
+        // for a script is what a browser session is for.
+        let parent = owner.record.is_login_token().then_some(&owner.key);
         let record = SessionRecord::new(
             random_id()?,
-            owner.record.user_id(),
-            owner.record.user().to_owned(),
+            user_id,
+            live_owner.record.user().to_owned(),
             now,
             end,
         )
-        .with_roles(owner.record.roles().to_vec())
+        .with_roles(live_owner.record.roles().to_vec())
         .with_client(client.0, client.1)
-        .personal_token(spec.name, scopes);
+        .personal_token(spec.name, scopes, parent);
         let expires_at = self
             .rules
             .idle_deadline_of(Lifetime::Fixed, now, record.expires_at());
@@ -179,26 +206,82 @@ impl SessionEngine {
         {
             return Err(crate::StoreError::unavailable("store refused a fresh session key").into());
         }
+        match self.settle_token(owner, &key, &record).await {
+            Ok(record) => {
+                tracing::info!(
+                    session = key.short(),
+                    user_id = record.user_id(),
+                    "personal access token created"
+                );
+                let session = ActiveSession {
+                    key,
+                    record,
+                    expires_at,
+                    refreshed: false,
+                };
+                Ok(IssuedToken::new(&Issued { token, session }, has_end))
+            }
+            Err(err) => {
+                // Never hand out a token whose creation did not complete.
+                let _ = self.store.delete(&key).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// After the token under `key` is created and indexed: checks that its owner is still
+    /// live, gives it the owner's profile if a live update changed it meanwhile, and checks
+    /// the per-user limit again, since racing creations each passed the first check.
+    async fn settle_token(
+        &self,
+        owner: &ActiveSession,
+        key: &SessionKey,
+        record: &SessionRecord,
+    ) -> Result<SessionRecord, Error> {
         // A revocation that listed the user's sessions before this one was indexed must still
         // end it: the owner outliving the creation proves no such revocation finished first
-        // (revocation lists again after each round of deletions).
-        if self.store.load(&owner.key).await?.is_none() {
-            self.store.delete(&key).await?;
+        // (revocation lists again after each round of deletions). A live update that listed
+        // them before is caught the same way: either it had already changed the owner, which
+        // this load sees, or its next listing finds the token.
+        let Some(live_owner) = self.store.load(&owner.key).await? else {
             return Err(Error::Unauthenticated);
-        }
-        tracing::info!(
-            session = key.short(),
-            user_id = record.user_id(),
-            "personal access token created"
-        );
-        self.trim_to_cap(record.user_id()).await?;
-        let session = ActiveSession {
-            key,
-            record,
-            expires_at,
-            refreshed: false,
         };
-        Ok(IssuedToken::new(&Issued { token, session }, has_end))
+        let mut record = record.clone();
+        let (user, roles) = (live_owner.record.user(), live_owner.record.roles());
+        if record.user().get() != user.get() || record.roles() != roles {
+            if !self.store.update_user(key, user, roles).await? {
+                return Err(Error::Unauthenticated);
+            }
+            record = record.with_user(user.to_owned(), roles.to_vec());
+        }
+        // Each racing creation counts after its own write: whichever counts last sees them
+        // all, so the limit holds (racing creations past it may all be refused).
+        if self.count_tokens(record.user_id()).await? > self.rules.max_tokens_per_user() {
+            return Err(Error::TooManyTokens);
+        }
+        Ok(record)
+    }
+
+    /// Counts a token creation against the user's creation limit.
+    async fn admit_token(&self, user_id: &str) -> Result<(), Error> {
+        let (max, window) = self.rules.token_creation_limit();
+        let name = format!("tok:{user_id}");
+        let counter = Counter {
+            name: &name,
+            max,
+            window,
+        };
+        match self.store.admit_anonymous(&[counter]).await? {
+            Admission::Admitted => Ok(()),
+            Admission::Refused { retry_after } => {
+                tracing::warn!(
+                    user_id,
+                    retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                    "refused a personal access token: too many created lately"
+                );
+                Err(Error::TokenRateLimited { retry_after })
+            }
+        }
     }
 }
 

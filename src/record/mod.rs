@@ -88,6 +88,10 @@ enum Kind {
         /// `None`: everything the user may do. `Some`: only routes requiring one of these.
         #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
         scopes: Option<Vec<String>>,
+        /// The [`SessionKey`] of the login token that created it, which it never outlives;
+        /// `None` for a token created from a browser session.
+        #[serde(rename = "pk", default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
     },
 }
 
@@ -189,10 +193,45 @@ impl SessionRecord {
         self
     }
 
-    /// The same record as a personal access token named `name`, limited to `scopes` if given.
-    pub(crate) fn personal_token(mut self, name: String, scopes: Option<Vec<String>>) -> Self {
-        Arc::make_mut(&mut self.0).kind = Kind::Personal { name, scopes };
+    /// The same record as a personal access token named `name`, limited to `scopes` if given,
+    /// and ending with the session under `parent` if given.
+    pub(crate) fn personal_token(
+        mut self,
+        name: String,
+        scopes: Option<Vec<String>>,
+        parent: Option<&SessionKey>,
+    ) -> Self {
+        let parent = parent.map(|key| key.as_str().to_owned());
+        Arc::make_mut(&mut self.0).kind = Kind::Personal {
+            name,
+            scopes,
+            parent,
+        };
         self
+    }
+
+    /// The key of the session a personal access token lives no longer than: the login token
+    /// that created it. `None` for every other session, and for a token created from a browser
+    /// session. `Some(None)` for a parent that cannot be read, which no session can have.
+    pub(crate) fn parent(&self) -> Option<Option<SessionKey>> {
+        match &self.0.kind {
+            Kind::Personal {
+                parent: Some(parent),
+                ..
+            } => Some(SessionKey::parse(parent)),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a login: a browser session or a login token, not a personal access
+    /// token nor an anonymous session.
+    pub(crate) fn is_login(&self) -> bool {
+        !self.is_anonymous() && !matches!(self.0.kind, Kind::Personal { .. })
+    }
+
+    /// Whether this is a login token from a bearer login.
+    pub(crate) fn is_login_token(&self) -> bool {
+        matches!(self.0.kind, Kind::LoginToken { .. })
     }
 
     /// The same record, with the password confirmed again at `now`.

@@ -76,10 +76,35 @@ impl LoginMiddlewareBuilder {
         self
     }
 
-    /// The most sessions one user may have at once (default 100). A login beyond it ends that
-    /// user's oldest sessions. Values below 1 count as 1.
+    /// The most logins one user may have at once, in browsers and as bearer tokens from
+    /// [`Session::login_bearer`](crate::Session::login_bearer) (default 100). A login beyond it
+    /// ends that user's oldest other logins; it never ends the session it has just created,
+    /// and a login whose session newer logins ended meanwhile answers
+    /// `409 {"error":"login_superseded"}` instead of a dead cookie. Personal access tokens do
+    /// not count: they have [a limit of their own](Self::max_tokens_per_user), so they can
+    /// never push their owner's logins out. Values below 1 count as 1.
     pub fn max_sessions_per_user(mut self, max: usize) -> Self {
         self.rules.set_max_sessions_per_user(max);
+        self
+    }
+
+    /// The most personal access tokens one user may have at once (default 20,
+    /// [`DEFAULT_MAX_TOKENS_PER_USER`](crate::DEFAULT_MAX_TOKENS_PER_USER)). Creating one more
+    /// answers `409 {"error":"too_many_tokens"}`; the user revokes one first. Tokens do not
+    /// count toward [`max_sessions_per_user`](Self::max_sessions_per_user). 0 forbids tokens.
+    pub fn max_tokens_per_user(mut self, max: usize) -> Self {
+        self.rules.set_max_tokens_per_user(max);
+        self
+    }
+
+    /// How many personal access tokens one user may create per `window` (default 10 per
+    /// hour, [`DEFAULT_TOKEN_CREATIONS`](crate::DEFAULT_TOKEN_CREATIONS)). One more answers
+    /// `429 {"error":"token_rate_limited"}` with `Retry-After`. The count is kept in the
+    /// store's counters (the ones that bound [anonymous sessions](Self::anonymous_sessions_per_minute)),
+    /// so it holds across app instances; on a store without counters, token creation fails
+    /// with `503`.
+    pub fn token_creation_limit(mut self, max: u32, window: Duration) -> Self {
+        self.rules.set_token_creation_limit(max, window);
         self
     }
 

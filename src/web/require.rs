@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::header::{HeaderValue, CACHE_CONTROL, LOCATION};
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, LOCATION, WWW_AUTHENTICATE};
 use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
 use futures_util::future::LocalBoxFuture;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -26,7 +26,7 @@ const MAX_NEXT_LEN: usize = 2048;
 /// |---|---|
 /// | anonymous | `401 {"error":"unauthenticated"}`, or a `303` to the login page with [`redirect_to`](Require::redirect_to) |
 /// | logged in, lacking every required role | `403 {"error":"forbidden"}` (never a redirect to login) |
-/// | a personal access token limited to other scopes than [`scope`](Require::scope) names | `403 {"error":"forbidden"}` |
+/// | a personal access token limited to other scopes than [`scope`](Require::scope) names | `403 {"error":"forbidden"}`, with `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1) |
 /// | logged in, password older than the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) with [`fresh`](Require::fresh) | `403 {"error":"reauth_required"}` |
 /// | session store unavailable | `503 {"error":"service_unavailable"}` |
 ///
@@ -140,13 +140,40 @@ impl Rule {
                 return Err(Error::Forbidden);
             }
         }
-        let personal_token = record.token_name().is_some();
-        if self.fresh
-            && (personal_token || !rules.is_fresh(record.authenticated_at(), SystemTime::now()))
-        {
+        if self.fresh && !rules.is_fresh_session(record, SystemTime::now()) {
             return Err(Error::ReauthRequired);
         }
         Ok(())
+    }
+
+    /// The refusal of a token that lacks the route's scope: `403`, with the challenge of RFC
+    /// 6750 section 3.1 naming the scope the route needs (left out if it cannot be sent as
+    /// a quoted string).
+    fn insufficient_scope(&self) -> HttpResponse {
+        let mut response = Error::Forbidden.error_response();
+        let scope = self
+            .scope
+            .as_deref()
+            .filter(|scope| {
+                // RFC 6750's scope-token characters: visible ASCII but `"` and `\`.
+                scope
+                    .bytes()
+                    .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\')
+            })
+            .map_or(String::new(), |scope| format!(r#", scope="{scope}""#));
+        let challenge = format!(r#"Bearer error="insufficient_scope"{scope}"#);
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+
+    /// Whether `session` is a token refused for this rule's scope alone.
+    fn lacks_scope(&self, session: Option<&ActiveSession>) -> bool {
+        match (&self.scope, session) {
+            (Some(scope), Some(session)) => !session.record.allows_scope(scope),
+            _ => false,
+        }
     }
 
     /// `login_page?next=<path and query>`, for anonymous visitors of an HTML route.
@@ -244,12 +271,19 @@ where
                         .map_into_right_body())
                 }
             };
-            let verdict = match state.resolve().await {
-                Ok(session) => rule.check(session.as_deref(), state.engine().rules()),
-                Err(err) => Err(err),
+            let (verdict, lacks_scope) = match state.resolve().await {
+                Ok(session) => (
+                    rule.check(session.as_deref(), state.engine().rules()),
+                    rule.lacks_scope(session.as_deref()),
+                ),
+                Err(err) => (Err(err), false),
             };
             match verdict {
                 Ok(()) => Ok(service.call(req).await?.map_into_left_body()),
+                Err(Error::Forbidden) if lacks_scope => {
+                    let res = rule.insufficient_scope();
+                    Ok(req.into_response(res).map_into_right_body())
+                }
                 Err(Error::Unauthenticated) => {
                     let res = rule
                         .login_redirect(&req)

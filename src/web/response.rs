@@ -17,8 +17,12 @@ impl ResponseError for Error {
             Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::InvalidInput => StatusCode::BAD_REQUEST,
             Error::SessionDataTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::SessionChanged => StatusCode::CONFLICT,
-            Error::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::SessionChanged | Error::LoginSuperseded | Error::TooManyTokens => {
+                StatusCode::CONFLICT
+            }
+            Error::TooManySessions { .. } | Error::TokenRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -41,12 +45,18 @@ impl ResponseError for Error {
             Error::SessionDataTooLarge { .. } => "session_data_too_large",
             Error::SessionChanged => "session_changed",
             Error::TooManySessions { .. } => "too_many_sessions",
+            Error::LoginSuperseded => "login_superseded",
+            Error::TooManyTokens => "too_many_tokens",
+            Error::TokenRateLimited { .. } => "token_rate_limited",
             _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",
             _ if status == StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
             _ => "internal_error",
         };
         let mut response = json_error(status, code);
-        if let Error::Throttled { retry_after } | Error::TooManySessions { retry_after } = self {
+        if let Error::Throttled { retry_after }
+        | Error::TooManySessions { retry_after }
+        | Error::TokenRateLimited { retry_after } = self
+        {
             // Whole seconds, rounded up: a client that waits exactly this long gets through.
             let secs = retry_after.as_millis().div_ceil(1000);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
@@ -96,6 +106,11 @@ mod tests {
             Error::SessionDataTooLarge { size: 2, limit: 1 },
             Error::SessionChanged,
             Error::TooManySessions {
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            Error::LoginSuperseded,
+            Error::TooManyTokens,
+            Error::TokenRateLimited {
                 retry_after: std::time::Duration::from_secs(1),
             },
             Error::Store(StoreError::Timeout),
@@ -162,6 +177,19 @@ mod tests {
                 r#"{"error":"session_data_too_large"}"#,
             ),
             (Error::SessionChanged, 409, r#"{"error":"session_changed"}"#),
+            (
+                Error::LoginSuperseded,
+                409,
+                r#"{"error":"login_superseded"}"#,
+            ),
+            (Error::TooManyTokens, 409, r#"{"error":"too_many_tokens"}"#),
+            (
+                Error::TokenRateLimited {
+                    retry_after: std::time::Duration::from_millis(1),
+                },
+                429,
+                r#"{"error":"token_rate_limited"}"#,
+            ),
         ];
         for (err, status, body) in cases {
             assert_eq!(

@@ -63,6 +63,9 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::CrossSiteRequest`] (403) if the browser says the login comes from another site;
+    /// [`Error::LoginSuperseded`] (409) if racing logins of the same user past the
+    /// [session cap](crate::LoginMiddlewareBuilder::max_sessions_per_user) ended the new
+    /// session before the login finished (no cookie is set);
     /// [`Error::Store`] if the store fails (the session the client came with may then survive,
     /// but no new one exists); [`Error::Profile`] if `user` cannot be serialised.
     pub async fn login<U: Serialize + ?Sized>(
@@ -137,14 +140,24 @@ impl Session {
     /// timeout, and is never *fresh* for [`Require::fresh`](crate::Require::fresh): no password
     /// was entered in it. Return [`IssuedToken::token`] to the user once; only a hash is kept.
     ///
-    /// A token limited to [scopes](PersonalToken::scopes) can only create tokens limited to
-    /// some of its own, and a bearer token only tokens that end when it does or sooner. The
-    /// token is listed with the address and `User-Agent` of the client that created it.
+    /// Creating a token is an account change, checked here whatever guards the route: the
+    /// session must be a login whose password was entered within the
+    /// [fresh window](crate::LoginMiddlewareBuilder::fresh_window), so a personal access token
+    /// never creates tokens. A login token (from [`login_bearer`](Self::login_bearer)) may, and
+    /// what it creates ends when it ends (logout, revocation, expiry, a password change) and
+    /// never after it; a browser session's tokens outlive it. Each user may hold
+    /// [`max_tokens_per_user`](crate::LoginMiddlewareBuilder::max_tokens_per_user) tokens and
+    /// create [a limited number](crate::LoginMiddlewareBuilder::token_creation_limit) per
+    /// hour; tokens do not count toward the session cap. The token is listed with the address
+    /// and `User-Agent` of the client that created it.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] without a live login, or if it ended meanwhile;
-    /// [`Error::InvalidInput`] for a name, end or scope list out of bounds; [`Error::Forbidden`]
-    /// for a scope the creating token lacks; [`Error::Store`] if the store fails.
+    /// [`Error::InvalidInput`] for a name, end or scope list out of bounds;
+    /// [`Error::ReauthRequired`] (403) from a session outside the fresh window or a personal
+    /// access token; [`Error::TooManyTokens`] (409) at the per-user limit;
+    /// [`Error::TokenRateLimited`] (429) past the creation rate; [`Error::Store`] if the store
+    /// fails, or keeps no counters.
     pub async fn create_token(&self, token: PersonalToken) -> Result<IssuedToken, Error> {
         self.state.create_token(token, self.user_agent()).await
     }

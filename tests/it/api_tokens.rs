@@ -62,13 +62,14 @@ async fn token_for(http: &Http<'_>, creds: &str) -> Value {
     let token = issued["token"].as_str().expect("a token");
     assert_eq!(token.len(), 47, "{token}");
     assert!(issued["id"].as_str().is_some_and(|id| !id.is_empty()));
-    // A login token follows the default 12-hour absolute lifetime.
+    // A login token follows the default 12-hour absolute lifetime; a remembered one 30 days.
     let expires_at = issued["expires_at"].as_u64().expect("an end");
-    let twelve_hours = 12 * 60 * 60;
-    assert!(
-        expires_at.abs_diff(unix_now() + twelve_hours) < 120,
-        "{issued}"
-    );
+    let lifetime = if creds.contains(r#""remember":true"#) {
+        30 * 24 * 60 * 60
+    } else {
+        12 * 60 * 60
+    };
+    assert!(expires_at.abs_diff(unix_now() + lifetime) < 120, "{issued}");
     issued
 }
 
@@ -228,26 +229,27 @@ async fn check(example: &Example) {
         (401, UNAUTHENTICATED)
     );
     let deploy_token = token(&deploy);
+    let lacks_account = with_token(&http, "GET", "/sessions", deploy_token, None).await;
+    assert_eq!(lacks_account.said(), (403, FORBIDDEN));
     assert_eq!(
-        with_token(&http, "GET", "/sessions", deploy_token, None)
-            .await
-            .said(),
-        (403, FORBIDDEN)
+        lacks_account.header("www-authenticate"),
+        Some(r#"Bearer error="insufficient_scope", scope="account""#)
     );
     assert_eq!(
         create(&http, deploy_token, r#"{"name":"more"}"#).await.0,
         403,
         "a deploy token made a token"
     );
-    // A narrow token makes only narrower ones.
+    // Tokens make no tokens, even with the scope that lets them reach the route: no password
+    // was entered in them.
     let account_token = token(&account);
-    let (status, wider) = create(&http, account_token, r#"{"name":"w","scopes":["deploy"]}"#).await;
-    assert_eq!(
-        (status, wider),
-        (403, serde_json::json!({"error": "forbidden"}))
-    );
-    let (status, _) = create(&http, account_token, r#"{"name":"n","scopes":["account"]}"#).await;
-    assert_eq!(status, 201);
+    for body in [r#"{"name":"w","scopes":["deploy"]}"#, r#"{"name":"n"}"#] {
+        assert_eq!(
+            create(&http, account_token, body).await,
+            (403, serde_json::json!({"error": "reauth_required"})),
+            "{body}"
+        );
+    }
 
     // The list: every token of alice's, by kind and name, this one marked; none of bob's.
     let bob_login = token_for(&http, BOB).await;
@@ -255,7 +257,7 @@ async fn check(example: &Example) {
     assert_eq!(answer.status, 200, "{}", answer.body);
     let listed = answer.json();
     let listed = listed.as_array().expect("a list");
-    assert_eq!(listed.len(), 5, "{listed:?}");
+    assert_eq!(listed.len(), 4, "{listed:?}");
     let entry = |id: &Value| {
         listed
             .iter()
@@ -309,7 +311,7 @@ async fn check(example: &Example) {
         404
     );
 
-    // Logout ends the token it came with, no cookie involved, and no other token.
+    // Logout ends the token it came with, no cookie involved, and the tokens it made.
     let answer = with_token(&http, "POST", "/logout", alice, None).await;
     assert_eq!(answer.said(), (204, ""));
     assert!(answer.set_cookies().is_empty());
@@ -322,14 +324,29 @@ async fn check(example: &Example) {
         &with_token(&http, "POST", "/tokens", alice, Some(r#"{"name":"x"}"#)).await,
         "minting after logout",
     );
-    assert_eq!(me(&http, deploy_token).await.status, 200);
-    assert_eq!(me(&http, account_token).await.status, 200);
+    assert_refused_token(&me(&http, deploy_token).await, "made by a logged-out token");
+    assert_refused_token(
+        &me(&http, account_token).await,
+        "made by a logged-out token",
+    );
+    // Another login, another token, is not touched.
+    assert_eq!(me(&http, token(&bob_login)).await.status, 200);
+
+    // A remembered login lasts 30 days, and so may what it makes.
+    let remembered = token_for(
+        &http,
+        r#"{"username":"alice","password":"alice-password-123","remember":true}"#,
+    )
+    .await;
+    let (status, laptop) = create(&http, token(&remembered), r#"{"name":"laptop"}"#).await;
+    assert_eq!(status, 201, "{laptop}");
+    assert_eq!(laptop["expires_at"], remembered["expires_at"], "{laptop}");
 
     // A token with an end stops working at it.
     let asked = Instant::now();
     let (status, brief) = create(
         &http,
-        account_token,
+        token(&remembered),
         r#"{"name":"brief","expires_in_secs":2}"#,
     )
     .await;
@@ -350,6 +367,7 @@ async fn check(example: &Example) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(asked.elapsed() >= Duration::from_secs(1), "ended early");
+    assert_eq!(me(&http, token(&laptop)).await.status, 200);
 
     check_throttle(&http).await;
 }

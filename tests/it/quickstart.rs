@@ -673,9 +673,13 @@ async fn check_tokens_and_remember(app: &Quickstart) {
     );
     assert_eq!(current["remembered"], false);
 
-    // A token makes tokens too, without any cross-site proof: a browser never sends the header
-    // on its own.
-    let deploy = create_token(app, &as_ci, "deploy", Some(120)).await;
+    // A token makes no tokens: no password was entered in it, so it is never fresh.
+    let reply = send("POST", &url("/tokens"), &as_ci, Some(r#"{"name":"more"}"#)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::FORBIDDEN, r#"{"error":"reauth_required"}"#)
+    );
+    let deploy = create_token(app, &as_browser, "deploy", Some(120)).await;
     let deploy_bearer = bearer(deploy["token"].as_str().unwrap());
     let as_deploy = [("authorization", deploy_bearer.as_str())];
     let listed = session_list(app, &as_deploy).await;
@@ -808,9 +812,6 @@ async fn check_tokens_and_remember(app: &Quickstart) {
         &send("GET", &url("/me"), &as_deploy, None).await,
         "a revoked token",
     );
-    let as_longest = [("authorization", longest_bearer.as_str())];
-    let minted = create_token(app, &as_longest, "minted", None).await;
-    let minted_bearer = bearer(minted["token"].as_str().unwrap());
     let (status, _, _) = call(
         "POST",
         &url("/sessions/revoke-others"),
@@ -819,16 +820,14 @@ async fn check_tokens_and_remember(app: &Quickstart) {
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    for (what, token) in [("longest", &longest_bearer), ("minted", &minted_bearer)] {
-        let reply = send(
-            "GET",
-            &url("/me"),
-            &[("authorization", token.as_str())],
-            None,
-        )
-        .await;
-        assert_token_refused(&reply, what);
-    }
+    let reply = send(
+        "GET",
+        &url("/me"),
+        &[("authorization", longest_bearer.as_str())],
+        None,
+    )
+    .await;
+    assert_token_refused(&reply, "longest");
     assert_eq!(me_status(app, &as_kept).await, StatusCode::UNAUTHORIZED);
     let list = session_list(app, &as_browser).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -1263,6 +1262,98 @@ async fn quickstart_lifecycle_routes() {
     let env = [("FRESH_WINDOW_SECS", "1"), ("MAX_SESSIONS_PER_USER", "3")];
     let app = start_with(Some(&shared_redis_url()), &env);
     check_lifecycle(&app).await;
+}
+
+/// Issue 19 through the quickstart: tokens have their own limits, need a fresh session, and
+/// never lock their owner out of logging in, seeing them and ending them.
+#[actix_web::test]
+async fn quickstart_tokens_never_lock_the_owner_out() {
+    let env = [
+        ("MAX_SESSIONS_PER_USER", "3"),
+        ("MAX_TOKENS_PER_USER", "3"),
+        ("TOKENS_PER_HOUR", "4"),
+        ("FRESH_WINDOW_SECS", "4"),
+    ];
+    let app = start_with(None, &env);
+    let url = |path: &str| format!("{}{path}", app.base);
+    let origin = app.base.as_str();
+    let mint = |cookie: String, name: &'static str| {
+        let url = url("/tokens");
+        async move {
+            let headers = [("cookie", cookie.as_str()), ("origin", origin)];
+            let body = format!(r#"{{"name":"{name}"}}"#);
+            send("POST", &url, &headers, Some(&body)).await
+        }
+    };
+    // A stolen session, fresh, mints as many tokens as it may.
+    let stolen = log_in(&app, "alice", "alice-password-123").await;
+    let mut tokens = Vec::new();
+    for name in ["t1", "t2", "t3"] {
+        let reply = mint(stolen.clone(), name).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        tokens.push(reply.json());
+    }
+    let reply = mint(stolen.clone(), "t4").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::CONFLICT, r#"{"error":"too_many_tokens"}"#)
+    );
+    // The owner logs in, again and again: every login works and sees the tokens.
+    let mut owner = String::new();
+    for round in 0..3 {
+        owner = log_in(&app, "alice", "alice-password-123").await;
+        assert_eq!(
+            call("GET", &url("/me"), None, Some(&owner)).await.0,
+            StatusCode::OK,
+            "login {round} answered with a dead cookie"
+        );
+        let list = session_list(&app, &[("cookie", owner.as_str())]).await;
+        let listed = list.iter().filter(|s| s["kind"] == "token").count();
+        assert_eq!(listed, 3, "{list:?}");
+    }
+    // And ends them.
+    for token in &tokens {
+        let revoke = url(&format!("/sessions/{}", token["id"].as_str().unwrap()));
+        assert_eq!(
+            call("DELETE", &revoke, None, Some(&owner)).await.0,
+            StatusCode::NO_CONTENT
+        );
+        let auth = bearer(token["token"].as_str().unwrap());
+        assert_token_refused(
+            &send(
+                "GET",
+                &url("/me"),
+                &[("authorization", auth.as_str())],
+                None,
+            )
+            .await,
+            "a revoked token",
+        );
+    }
+    // Under the limit again, the owner, fresh from a login, mints one more; then the hourly
+    // rate stops them.
+    let owner = log_in(&app, "alice", "alice-password-123").await;
+    assert_eq!(
+        mint(owner.clone(), "mine").await.status,
+        StatusCode::CREATED
+    );
+    let reply = mint(owner.clone(), "again").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            r#"{"error":"token_rate_limited"}"#
+        )
+    );
+    let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    // A session past its fresh window mints nothing.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let reply = mint(owner.clone(), "late").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::FORBIDDEN, r#"{"error":"reauth_required"}"#)
+    );
 }
 
 #[actix_web::test]

@@ -68,6 +68,10 @@ async fn me(user: AuthUser<serde_json::Value>) -> HttpResponse {
     }))
 }
 
+async fn profile(user: AuthUser<serde_json::Value>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "roles": user.roles(), "profile": user.into_inner() }))
+}
+
 async fn logout(session: Session) -> Result<HttpResponse, Error> {
     session.logout().await?;
     Ok(HttpResponse::NoContent().finish())
@@ -100,6 +104,11 @@ async fn renew(session: Session) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::NoContent().finish())
 }
 
+async fn reauth(session: Session) -> Result<HttpResponse, Error> {
+    session.reauthenticate().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 async fn put_note(session: Session, body: String) -> Result<HttpResponse, Error> {
     session.insert("note", body).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -124,12 +133,14 @@ async fn app(
             .route("/token-login/{id}", web::post().to(token_login))
             .route("/tokens", web::post().to(create_token))
             .route("/me", web::get().to(me))
+            .route("/profile", web::get().to(profile))
             .route("/logout", web::post().to(logout))
             .route("/sessions", web::get().to(list))
             .route("/sessions/revoke-others", web::post().to(revoke_others))
             .route("/sessions/{id}", web::delete().to(revoke))
             .route("/password-changed", web::post().to(password_changed))
             .route("/renew", web::post().to(renew))
+            .route("/reauth", web::post().to(reauth))
             .route("/note", web::put().to(put_note))
             .route("/note", web::get().to(note))
             .service(
@@ -406,6 +417,8 @@ async fn check_tokens(store: impl SessionStore) {
         serde_json::from_str::<serde_json::Value>(&body).unwrap(),
         json!({"user": "2", "bearer": true, "remembered": false, "token": null})
     );
+
+    check_parent_link(&app).await;
 }
 
 #[actix_web::test]
@@ -642,42 +655,38 @@ async fn scopes_and_freshness_limit_personal_tokens() {
     assert!(body.contains("reauth_required"), "{body}");
     assert_eq!(call(&app, post("/sudo", Some(&browser))).await.0, 204);
 
-    // A narrow token cannot mint a wider one; it may pass its own scopes on.
-    let wider = json_post("/tokens", json!({ "name": "w", "scopes": ["deploy"] }));
-    assert_eq!(answer(&app, with_bearer(wider, narrow)).await.0, 403);
-    let unlimited = json_post("/tokens", json!({ "name": "w" }));
-    let (status, _, body) = answer(&app, with_bearer(unlimited, narrow)).await;
-    assert_eq!(status, 201, "{body}");
-    let inherited: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let inherited = inherited["token"].as_str().unwrap();
-    assert_eq!(answer(&app, deploy(inherited)).await.0, 403);
+    // A token is never fresh, so it mints nothing, however narrow or wide.
+    for (token, body) in [
+        (narrow, json!({ "name": "w", "scopes": ["deploy"] })),
+        (narrow, json!({ "name": "w" })),
+        (unscoped, json!({ "name": "w" })),
+    ] {
+        assert_eq!(
+            mint_with_bearer(&app, token, body).await,
+            (403, json!({ "error": "reauth_required" }))
+        );
+    }
 
-    // Nor a longer-lived one: a child of an expiring token ends with it at the latest.
-    let parent = new_token(
-        &app,
-        &browser,
-        json!({ "name": "p", "expires_in_secs": 600 }),
-    )
-    .await;
+    // A login token, fresh from its password, mints tokens that end with it at the latest.
+    let (_, _, body) = answer(&app, post("/token-login/1", None)).await;
+    let parent: serde_json::Value = serde_json::from_str(&body).unwrap();
     let parent_end = parent["expires_at"].as_u64().unwrap();
     let parent = parent["token"].as_str().unwrap();
     for child in [
         json!({ "name": "c" }),
-        json!({ "name": "c", "expires_in_secs": 6000 }),
+        json!({ "name": "c", "expires_in_secs": 13 * 60 * 60 }),
     ] {
-        let (status, _, body) =
-            answer(&app, with_bearer(json_post("/tokens", child), parent)).await;
-        assert_eq!(status, 201, "{body}");
-        let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(issued["expires_at"].as_u64(), Some(parent_end), "{body}");
+        let (status, issued) = mint_with_bearer(&app, parent, child).await;
+        assert_eq!(status, 201, "{issued}");
+        assert_eq!(issued["expires_at"].as_u64(), Some(parent_end), "{issued}");
     }
-    let shorter = json_post("/tokens", json!({ "name": "s", "expires_in_secs": 60 }));
-    let (_, _, body) = answer(&app, with_bearer(shorter, parent)).await;
-    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (_, issued) =
+        mint_with_bearer(&app, parent, json!({ "name": "s", "expires_in_secs": 60 })).await;
     assert!(
         issued["expires_at"].as_u64().unwrap() < parent_end,
-        "{body}"
+        "{issued}"
     );
+    new_token(&app, &browser, json!({ "name": "p" })).await;
 
     // Listed with the client that created it.
     let (_, _, body) = answer(&app, get("/sessions", Some(&browser))).await;
@@ -742,8 +751,8 @@ async fn a_token_ends_at_its_expiry() {
     );
 }
 
-/// The per-user cap ends a user's oldest browser sessions first: a script's token does not
-/// die because its owner logged in many times.
+/// The per-user cap counts logins only: a script's token does not die because its owner
+/// logged in many times, and the oldest login goes.
 #[actix_web::test]
 async fn the_session_cap_spares_tokens() {
     let app = app(LoginMiddleware::builder(MemoryStore::new())
@@ -1147,4 +1156,400 @@ async fn revoking_the_current_session_by_id_clears_its_cookie() {
         .0,
         401
     );
+}
+
+/// `POST /tokens` with a bearer token, answering the status and the JSON body.
+async fn mint_with_bearer<S, B>(
+    app: &S,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let (status, _, body) = answer(app, with_bearer(json_post("/tokens", body), token)).await;
+    let json = serde_json::from_str(&body).unwrap_or_else(|_| json!({ "raw": body }));
+    (status, json)
+}
+
+/// `POST /tokens` with the browser session `cookie`, answering the status, the body and the
+/// `Retry-After` header.
+async fn mint_with_cookie<S, B>(app: &S, cookie: &str, name: &str) -> (u16, String, Option<String>)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let req = json_post("/tokens", json!({ "name": name }))
+        .insert_header((header::COOKIE, format!("__Host-id={cookie}")))
+        .insert_header(("sec-fetch-site", "same-origin"))
+        .to_request();
+    let res = test::call_service(app, req).await;
+    let retry_after = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = status_and_body(res).await;
+    (status, body, retry_after)
+}
+
+async fn me_with_bearer<S, B>(app: &S, token: &str) -> u16
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    answer(app, with_bearer(test::TestRequest::get().uri("/me"), token))
+        .await
+        .0
+}
+
+/// Issue 19: a stolen session minted as many tokens as the session cap allows, after which
+/// every login of the owner answered 200 with a cookie that was already dead. Tokens have a
+/// limit of their own now and never push a login out; a login never ends itself.
+#[actix_web::test]
+async fn tokens_never_lock_the_owner_out() {
+    let app = app(LoginMiddleware::builder(MemoryStore::new())
+        .max_sessions_per_user(3)
+        .build())
+    .await;
+    let stolen = log_in(&app, 1).await;
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let created = new_token(&app, &stolen, json!({ "name": format!("t{i}") })).await;
+        tokens.push(created);
+    }
+    for round in 0..4 {
+        // Creation times are kept to the millisecond; "oldest" needs a clock tick between logins.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let owner = log_in(&app, 1).await;
+        assert_eq!(
+            call(&app, get("/me", Some(&owner))).await.0,
+            200,
+            "login {round} answered 200 with a dead cookie"
+        );
+        let (status, body) = call(&app, get("/sessions", Some(&owner))).await;
+        assert_eq!(status, 200, "{body}");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        let listed_tokens = list.iter().filter(|s| s["kind"] == "token").count();
+        assert_eq!(listed_tokens, 3 - round.min(3), "{body}");
+        // The owner sees the tokens and ends one per round.
+        if let Some(doomed) = tokens.pop() {
+            let path = format!("/sessions/{}", doomed["id"].as_str().unwrap());
+            let req = with_cookie(
+                test::TestRequest::delete()
+                    .uri(&path)
+                    .insert_header(("sec-fetch-site", "same-origin")),
+                Some(&owner),
+            );
+            assert_eq!(call(&app, req).await.0, 204);
+            assert_eq!(
+                me_with_bearer(&app, doomed["token"].as_str().unwrap()).await,
+                401
+            );
+        }
+    }
+}
+
+/// Issue 19: creating a token is an account change. A session outside its fresh window gets
+/// `403 reauth_required`, as a password change does, until the password is entered again.
+#[actix_web::test]
+async fn creating_a_token_needs_a_fresh_login() {
+    let app = app_with_fresh_window(Duration::from_secs(1)).await;
+    let browser = log_in(&app, 1).await;
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let (status, body, _) = mint_with_cookie(&app, &browser, "late").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (403, r#"{"error":"reauth_required"}"#)
+    );
+    // Nothing was created.
+    let (_, list) = call(&app, get("/sessions", Some(&browser))).await;
+    assert!(!list.contains("late"), "{list}");
+    // After the password is entered again, the renewed session may.
+    let res = test::call_service(&app, post("/reauth", Some(&browser))).await;
+    assert_eq!(res.status(), 204);
+    let fresh = set_cookie(&res).unwrap().value().to_owned();
+    let (status, body, _) = mint_with_cookie(&app, &fresh, "now").await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Issue 19: a token is never fresh, so it cannot mint tokens; a bearer login, fresh from its
+/// password, can, and what it mints ends when it ends, however that happens.
+#[actix_web::test]
+async fn a_token_minted_by_a_login_token_ends_with_it() {
+    let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    check_parent_link(&app).await;
+}
+
+/// What `a_token_minted_by_a_login_token_ends_with_it` checks, on any store (user 5).
+async fn check_parent_link<S, B>(app: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let login = |app| async move {
+        let (_, _, body) = answer(app, post("/token-login/5", None)).await;
+        let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+        issued["token"].as_str().unwrap().to_owned()
+    };
+    // Logout of the parent.
+    let parent = login(app).await;
+    let (status, child) = mint_with_bearer(app, &parent, json!({ "name": "child" })).await;
+    assert_eq!(status, 201, "{child}");
+    let child = child["token"].as_str().unwrap().to_owned();
+    let (status, grandchild) = mint_with_bearer(app, &child, json!({ "name": "gc" })).await;
+    assert_eq!(
+        (status, grandchild),
+        (403, json!({ "error": "reauth_required" }))
+    );
+    assert_eq!(me_with_bearer(app, &child).await, 200);
+    let (status, _, _) = answer(
+        &app,
+        with_bearer(test::TestRequest::post().uri("/logout"), &parent),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(me_with_bearer(app, &child).await, 401, "outlived a logout");
+
+    // Revocation of the parent by another session of the user.
+    let parent = login(app).await;
+    let (_, child) = mint_with_bearer(app, &parent, json!({ "name": "child2" })).await;
+    let child = child["token"].as_str().unwrap().to_owned();
+    let browser = log_in(app, 5).await;
+    let (_, body) = call(app, get("/sessions", Some(&browser))).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(list.iter().any(|s| s["name"] == "child2"), "{body}");
+    let parent_id = list
+        .iter()
+        .find(|s| s["kind"] == "token" && s["name"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let req = with_cookie(
+        test::TestRequest::delete()
+            .uri(&format!("/sessions/{parent_id}"))
+            .insert_header(("sec-fetch-site", "same-origin")),
+        Some(&browser),
+    );
+    assert_eq!(call(app, req).await.0, 204);
+    assert_eq!(
+        me_with_bearer(app, &child).await,
+        401,
+        "outlived a revocation"
+    );
+    // A dead child is not listed as a live session.
+    let (_, body) = call(app, get("/sessions", Some(&browser))).await;
+    assert!(!body.contains("child"), "{body}");
+}
+
+/// A token whose parent login idles out ends with it, though the token itself is in use.
+#[actix_web::test]
+async fn a_token_minted_by_a_login_token_ends_when_it_idles_out() {
+    let app = app(LoginMiddleware::builder(MemoryStore::new())
+        .idle_timeout(Duration::from_secs(1))
+        .build())
+    .await;
+    let (_, _, body) = answer(&app, post("/token-login/6", None)).await;
+    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let parent = issued["token"].as_str().unwrap().to_owned();
+    let (status, child) = mint_with_bearer(&app, &parent, json!({ "name": "c" })).await;
+    assert_eq!(status, 201, "{child}");
+    let child = child["token"].as_str().unwrap().to_owned();
+    // The child is used; the parent is not, and idles out.
+    for _ in 0..7 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        me_with_bearer(&app, &child).await;
+    }
+    assert_eq!(me_with_bearer(&app, &parent).await, 401);
+    assert_eq!(
+        me_with_bearer(&app, &child).await,
+        401,
+        "outlived its idle parent"
+    );
+}
+
+/// RFC 6750 section 3.1: a token refused for its scope learns which scope the route needs.
+#[actix_web::test]
+async fn a_missing_scope_is_named_in_the_challenge() {
+    let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    let browser = log_in(&app, 1).await;
+    let narrow = new_token(&app, &browser, json!({ "name": "n", "scopes": ["read"] })).await;
+    let req = with_bearer(
+        test::TestRequest::post().uri("/deploy"),
+        narrow["token"].as_str().unwrap(),
+    );
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap()),
+        Some(r#"Bearer error="insufficient_scope", scope="deploy""#)
+    );
+    assert_eq!(status_and_body(res).await.1, r#"{"error":"forbidden"}"#);
+}
+
+/// Issue 19: token creation is rate-limited per user, with `Retry-After`.
+#[actix_web::test]
+async fn token_creation_is_rate_limited_per_user() {
+    let app = app(LoginMiddleware::new(MemoryStore::new())).await;
+    let browser = log_in(&app, 1).await;
+    for i in 0..10 {
+        let (status, body, _) = mint_with_cookie(&app, &browser, &format!("t{i}")).await;
+        assert_eq!(status, 201, "{i}: {body}");
+    }
+    let (status, body, retry_after) = mint_with_cookie(&app, &browser, "one too many").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (429, r#"{"error":"token_rate_limited"}"#)
+    );
+    let retry_after: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    // Another user is not affected.
+    let other = log_in(&app, 2).await;
+    assert_eq!(mint_with_cookie(&app, &other, "mine").await.0, 201);
+}
+
+/// Issue 19: a demotion while the user keeps minting tokens used to answer 503: every listing
+/// found new tokens carrying the old profile. Now tokens copy the owner's live profile, and
+/// the update settles; every session ends with the new roles.
+#[actix_web::test]
+async fn a_live_update_converges_while_tokens_are_minted() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    // Limits out of the way: the user mints as fast as the store lets them.
+    let middleware = LoginMiddleware::builder(store)
+        .max_tokens_per_user(10_000)
+        .token_creation_limit(10_000, Duration::from_secs(3600))
+        .build();
+    let sessions = middleware.sessions();
+    let app = app(middleware).await;
+    let browser = log_in(&app, 9).await;
+    let minting = std::cell::Cell::new(true);
+    let minted = std::cell::RefCell::new(Vec::<String>::new());
+    let minter = |n: u32| {
+        let (app, browser, minting, minted) = (&app, &browser, &minting, &minted);
+        async move {
+            let mut i = 0;
+            while minting.get() && i < 100 {
+                let req = json_post("/tokens", json!({ "name": format!("m{n}-{i}") }))
+                    .insert_header((header::COOKIE, format!("__Host-id={browser}")))
+                    .insert_header(("sec-fetch-site", "same-origin"))
+                    .to_request();
+                let (status, body) = call(app, req).await;
+                assert_eq!(status, 201, "{body}");
+                if status == 201 {
+                    let issued: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    minted
+                        .borrow_mut()
+                        .push(issued["token"].as_str().unwrap().to_owned());
+                }
+                i += 1;
+            }
+        }
+    };
+    let update = async {
+        // Let the minters get going first.
+        while minted.borrow().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = minted.borrow().len();
+        let result = sessions
+            .update_user("9", &json!({ "id": 9, "demoted": true }), ["reader"])
+            .await;
+        minting.set(false);
+        (result, minted.borrow().len() - started)
+    };
+    let minters = futures_util::future::join_all((0..8).map(minter));
+    let ((result, during), _) = futures_util::future::join(update, minters).await;
+    assert!(result.is_ok(), "{result:?}");
+    // The update really raced the minting.
+    assert!(during > 0, "no token was minted while the update ran");
+    // Every session of the user, the tokens minted meanwhile included, has the new profile.
+    let expected = json!({ "roles": ["reader"], "profile": { "id": 9, "demoted": true } });
+    let (_, body) = call(&app, get("/profile", Some(&browser))).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        expected
+    );
+    let minted = minted.into_inner();
+    assert!(minted.len() >= 2, "{minted:?}");
+    for token in &minted {
+        let req = with_bearer(test::TestRequest::get().uri("/profile"), token);
+        let (status, _, body) = answer(&app, req).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            expected
+        );
+    }
+}
+
+/// What a bearer request costs in Redis: one `HMGET` for a token, and one more for a token a
+/// login token made, which reads its parent too; nothing for either on a cached instance.
+#[actix_web::test]
+async fn a_token_made_by_a_login_token_costs_one_more_read() {
+    let server = RedisServer::start();
+    for cached in [false, true] {
+        let mut builder = RedisStore::builder(server.url()).key_prefix(if cached {
+            "cost-cached"
+        } else {
+            "cost"
+        });
+        if cached {
+            builder = builder.local_cache(1000);
+        }
+        let app = app(LoginMiddleware::new(builder.connect().await.unwrap())).await;
+        let browser = log_in(&app, 1).await;
+        let plain = new_token(&app, &browser, json!({ "name": "plain" })).await;
+        let (_, _, body) = answer(&app, post("/token-login/1", None)).await;
+        let login: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let (status, child) = mint_with_bearer(
+            &app,
+            login["token"].as_str().unwrap(),
+            json!({ "name": "child" }),
+        )
+        .await;
+        assert_eq!(status, 201, "{child}");
+        for (token, hmgets) in [(&plain, 1), (&child, 2)] {
+            let token = token["token"].as_str().unwrap();
+            // Warm the cache, if any.
+            assert_eq!(me_with_bearer(&app, token).await, 200);
+            let before = server.command_counts();
+            assert_eq!(me_with_bearer(&app, token).await, 200);
+            let sent = support::redis_server::commands_during_since(&server, &before);
+            let expected = if cached {
+                std::collections::HashMap::new()
+            } else {
+                std::collections::HashMap::from([("hmget".to_owned(), hmgets)])
+            };
+            assert_eq!(sent, expected, "cached: {cached}");
+        }
+    }
+}
+
+/// The creation limit is counted in Redis, so two app instances share it.
+#[actix_web::test]
+async fn the_token_creation_limit_holds_across_instances() {
+    let prefix = unique_prefix();
+    let instance = || async {
+        let store = redis_store_at(&shared_redis_url(), &prefix).await;
+        app(LoginMiddleware::builder(store)
+            .token_creation_limit(3, Duration::from_secs(3600))
+            .build())
+        .await
+    };
+    let (one, two) = (instance().await, instance().await);
+    let browser = log_in(&one, 1).await;
+    assert_eq!(mint_with_cookie(&one, &browser, "a").await.0, 201);
+    assert_eq!(mint_with_cookie(&two, &browser, "b").await.0, 201);
+    assert_eq!(mint_with_cookie(&one, &browser, "c").await.0, 201);
+    for app in [&one, &two] {
+        let (status, body, retry_after) = mint_with_cookie(app, &browser, "d").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (429, r#"{"error":"token_rate_limited"}"#)
+        );
+        assert!(retry_after.is_some());
+    }
 }

@@ -194,6 +194,84 @@ fn a_login_past_the_cap_ends_the_oldest_sessions() {
     });
 }
 
+/// Another app instance whose clock runs ahead wrote sessions "newer" than any login here can
+/// be: a login at the cap still keeps its own session, and ends the oldest of the others.
+#[test]
+fn a_login_never_ends_its_own_session_whatever_the_clocks_say() {
+    run(async {
+        let store = MemoryStore::new();
+        let engine = engine_with(store.clone(), |rules| {
+            rules.set_max_sessions_per_user(2);
+        });
+        let ahead = SystemTime::now() + Duration::from_secs(3600);
+        let mut keys = Vec::new();
+        for (i, id) in ["far-ahead-1", "far-ahead-2"].into_iter().enumerate() {
+            let created = ahead + Duration::from_secs(i as u64);
+            let record = SessionRecord::new(
+                id,
+                "7",
+                RawValue::from_string("null".into()).unwrap(),
+                created,
+                created + Duration::from_secs(3600),
+            );
+            let token = SessionToken::generate().unwrap();
+            let deadline = SystemTime::now() + Duration::from_secs(600);
+            assert!(SessionStore::create(
+                &store,
+                &token.key(),
+                &record,
+                deadline,
+                &SessionData::new()
+            )
+            .await
+            .unwrap());
+            keys.push(token);
+        }
+        let mine = login(&engine, "7").await;
+        assert!(is_live(&engine, &mine.token).await);
+        assert!(SessionStore::load(&store, &keys[0].key())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(SessionStore::load(&store, &keys[1].key())
+            .await
+            .unwrap()
+            .is_some());
+    });
+}
+
+/// A login whose session a racing login ended before it finished learns so, and answers an
+/// error instead of a dead session.
+#[test]
+fn a_login_pushed_out_before_it_finished_knows_it() {
+    run(async {
+        let store = MemoryStore::new();
+        let engine = engine_with(store.clone(), |rules| {
+            rules.set_max_sessions_per_user(1);
+        });
+        // The slow login has written its session, not yet trimmed.
+        let now = SystemTime::now();
+        let record = SessionRecord::new(
+            "slow",
+            "7",
+            RawValue::from_string("null".into()).unwrap(),
+            now,
+            now + Duration::from_secs(3600),
+        );
+        let slow = SessionToken::generate().unwrap();
+        let deadline = now + Duration::from_secs(600);
+        assert!(
+            SessionStore::create(&store, &slow.key(), &record, deadline, &SessionData::new())
+                .await
+                .unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let fast = login(&engine, "7").await;
+        assert!(!engine.trim_to_cap("7", &slow.key()).await.unwrap());
+        assert!(is_live(&engine, &fast.token).await);
+    });
+}
+
 #[test]
 fn listing_marks_the_current_session_and_revocation_spares_it_on_request() {
     run(async {

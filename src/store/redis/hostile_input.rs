@@ -122,7 +122,7 @@ fn record() -> impl Strategy<Value = SessionRecord> {
                     (0, ..) => record,
                     (1, ..) => record.remembered(),
                     (2, remembered, ..) => record.login_token(remembered),
-                    (_, _, name, scopes) => record.personal_token(name, scopes),
+                    (_, _, name, scopes) => record.personal_token(name, scopes, None),
                 }
             },
         )
