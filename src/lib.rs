@@ -147,7 +147,8 @@
 //!   are no login ([`AuthUser`] answers `401`), belong to no user's list, have their own, shorter
 //!   [idle](LoginMiddlewareBuilder::anonymous_idle_timeout) and
 //!   [absolute](LoginMiddlewareBuilder::anonymous_absolute_timeout) limits, and are
-//!   [bounded](LoginMiddlewareBuilder::anonymous_sessions_per_minute) per address and in all.
+//!   [bounded](LoginMiddlewareBuilder::anonymous_sessions_per_minute) per address and per
+//!   network, fairly: a flood from some networks never stops visitors from others.
 //! * **Login keeps the data** of the visitor's session, on a new token; [`Login::keep_data`]
 //!   turns that off. Logout and revocation end the data with the session.
 //! * **Writes are atomic and exact**: each goes to the store at once and changes only the names
