@@ -369,7 +369,10 @@ fn middleware(store: impl actix_login::SessionStore) -> std::io::Result<LoginMid
         std::io::Error::other(format!("{name}: {value:?} is not what it should be"))
     };
     let mut builder = LoginMiddleware::builder(store);
-    if let Some(proxies) = std::env::var("TRUST_PROXIES").ok().filter(|v| !v.is_empty()) {
+    if let Some(proxies) = std::env::var("TRUST_PROXIES")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         let proxies = proxies
             .split(',')
             .map(|ip| ip.trim().parse().map_err(|_| invalid("TRUST_PROXIES", ip)))

@@ -401,8 +401,11 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let res = test::call_service(app, from_address(test::TestRequest::post().uri("/cart/x"), ip))
-        .await;
+    let res = test::call_service(
+        app,
+        from_address(test::TestRequest::post().uri("/cart/x"), ip),
+    )
+    .await;
     let retry = res
         .headers()
         .get(header::RETRY_AFTER)
@@ -434,8 +437,16 @@ async fn flood_then_visit(networks: &[String]) {
             }
         }
     }
-    assert!(refused > 0, "the flood was never refused ({admitted} admitted)");
-    for ip in ["198.51.100.7", "203.0.113.9", "2001:db8:ffff:1::1", "2a00:1450::1"] {
+    assert!(
+        refused > 0,
+        "the flood was never refused ({admitted} admitted)"
+    );
+    for ip in [
+        "198.51.100.7",
+        "203.0.113.9",
+        "2001:db8:ffff:1::1",
+        "2a00:1450::1",
+    ] {
         assert_eq!(
             first_write(&app, ip).await,
             (200, None),

@@ -767,7 +767,10 @@ async fn a_flood_of_login_starts_leaves_logins_to_everyone_else() {
             }
         }
     }
-    assert!(refused > 0, "the flood was never refused ({started} started)");
+    assert!(
+        refused > 0,
+        "the flood was never refused ({started} started)"
+    );
 
     // The visitor comes straight from 127.0.0.1, which is no flooder's network.
     let (anonymous, authorize_url) = begin(&app, &provider).await;
