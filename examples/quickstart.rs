@@ -304,7 +304,16 @@ async fn password_matches(
         .find(&canonical)
         .map(|(profile, _, _)| profile.id.to_string());
     let attempt = throttle.attempt(req, username, id.as_deref()).await?;
-    if users.verify(attempt.lane(), &canonical, password).await? {
+    let verified = match users.verify(attempt.lane(), &canonical, password).await {
+        // Turned away by a full hashing queue (503 login_busy): no guess was made, so none is
+        // counted against the user.
+        Err(password::PasswordError::Busy) => {
+            attempt.not_checked().await?;
+            return Err(password::PasswordError::Busy.into());
+        }
+        verified => verified?,
+    };
+    if verified {
         Ok(Some(attempt.succeeded().await?))
     } else {
         attempt.failed().await?;

@@ -44,7 +44,7 @@ use std::io::Error;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_login::password::PasswordHasher;
+use actix_login::password::{PasswordError, PasswordHasher};
 use actix_login::{
     AuthUser, Limit, Login, LoginMiddleware, LoginThrottle, MemoryStore, RedisStore, Session,
 };
@@ -188,11 +188,19 @@ async fn login(
     // Unknown users are checked against no hash: as slow as a wrong password, and as false.
     let hash = user.map(|user| user.password_hash.as_str());
     // A browser that logged in before is not queued behind strangers' guesses.
-    let hasher = PasswordHasher::new();
-    if !hasher
+    let verified = match PasswordHasher::new()
         .verify_in(attempt.lane(), &creds.password, hash)
-        .await?
+        .await
     {
+        // Turned away by a full hashing queue (503 login_busy): no guess was made, so none is
+        // counted.
+        Err(PasswordError::Busy) => {
+            attempt.not_checked().await?;
+            return Err(PasswordError::Busy.into());
+        }
+        verified => verified?,
+    };
+    if !verified {
         attempt.failed().await?;
         return Ok(refusal(StatusCode::UNAUTHORIZED, "invalid_credentials"));
     }

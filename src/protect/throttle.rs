@@ -446,6 +446,36 @@ impl LoginAttempt {
         Ok(())
     }
 
+    /// The password could not be checked at all, because the hashing queue turned it away
+    /// ([`PasswordError::Busy`](crate::password::PasswordError::Busy)): the attempt counts
+    /// nowhere, as if it had not been made, so that a user who retries during a flood of
+    /// strangers' logins is not throttled for guesses they never made. Nothing was learnt about
+    /// the password, so nothing is forgiven that a guess could have earned.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails.
+    pub async fn not_checked(self) -> Result<(), Error> {
+        let store = &*self.throttle.store;
+        match &self.charged {
+            Charged::Strangers(counters) => {
+                store
+                    .release(&[
+                        &counters.account_and_client,
+                        &counters.client,
+                        &counters.account,
+                    ])
+                    .await?;
+            }
+            Charged::Device(device) => store.release(&[device]).await?,
+        }
+        tracing::info!(
+            account = &self.account[..8],
+            client = %self.client,
+            "login not checked: the hashing queue was full"
+        );
+        Ok(())
+    }
+
     /// The credentials were right: this attempt no longer counts, and the failures of this
     /// account from this client are forgotten. Returns a new device cookie for this account,
     /// which the handler sets on its response so that this browser gets in even while strangers

@@ -33,6 +33,11 @@ async fn login(
         _ => None,
     };
     let attempt = throttle.attempt(&req, &creds.username, id).await?;
+    // Stands for a password check the hashing queue turned away.
+    if creds.password == "busy" {
+        attempt.not_checked().await?;
+        return Ok(HttpResponse::ServiceUnavailable().finish());
+    }
     if id.is_some() && creds.password == "right" {
         let device = attempt.succeeded().await?;
         Ok(HttpResponse::Ok().cookie(device).body("welcome"))
@@ -798,4 +803,35 @@ async fn device_cookies_follow_the_account_id_not_the_name() {
         429,
         "a new account inherited a device cookie through its name"
     );
+}
+
+/// A login the hashing queue turned away was never checked: retrying during a flood does not
+/// use up the user's attempts, on any counter, for strangers or a known browser.
+#[actix_web::test]
+async fn a_login_turned_away_unchecked_counts_nowhere() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(Limit::new(2, Duration::from_secs(60)))
+        .per_client(Limit::new(3, Duration::from_secs(60)))
+        .per_account(Limit::new(4, Duration::from_secs(60)))
+        .per_device(Limit::new(2, Duration::from_secs(60)));
+    let app = app(throttle).await;
+    for _ in 0..10 {
+        let busy = attempt_from("alice", "busy", "192.0.2.80:40000", &[]);
+        assert_eq!(status_of(&app, busy).await, 503);
+    }
+    let res = test::call_service(
+        &app,
+        attempt_from("alice", "right", "192.0.2.80:40000", &[]),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "the unchecked attempts were counted");
+    let device = cookies_of(&res);
+    for _ in 0..10 {
+        let busy = attempt_from("alice", "busy", "192.0.2.81:40000", &device);
+        assert_eq!(status_of(&app, busy).await, 503);
+    }
+    let known = attempt_from("alice", "right", "192.0.2.81:40000", &device);
+    assert_eq!(status_of(&app, known).await, 200, "the device was revoked");
 }

@@ -109,7 +109,10 @@ pub enum PasswordError {
     Random(getrandom::Error),
     /// Too many strangers' logins are already waiting for a hashing thread (see
     /// [the hashing queue](self#the-hashing-queue)); nothing was checked. As a response:
-    /// `503 {"error":"login_busy"}` with `Retry-After`.
+    /// `503 {"error":"login_busy"}` with `Retry-After`. Under a
+    /// [`LoginThrottle`](crate::LoginThrottle), report it with
+    /// [`LoginAttempt::not_checked`](crate::LoginAttempt::not_checked), so the attempt does
+    /// not count as a failure.
     #[error("too many password checks are waiting; try again shortly")]
     Busy,
     /// The hashing thread did not deliver a result (it could not be started, or the caller's
