@@ -97,11 +97,16 @@ async fn issue_token(
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
     // Counted before the password is checked, so parallel guesses cannot slip past the limit.
-    let attempt = throttle.attempt(&req, &creds.username).await?;
     let user = users.0.get(&creds.username);
+    let id = user.map(|(profile, _)| profile.id.to_string());
+    let attempt = throttle
+        .attempt(&req, &creds.username, id.as_deref())
+        .await?;
     // Unknown users are checked against no hash: as slow as a wrong password, and as false.
     let hash = user.map(|(_, hash)| hash.as_str());
-    let verified = PasswordHasher::new().verify(&creds.password, hash).await?;
+    let verified = PasswordHasher::new()
+        .verify_in(attempt.lane(), &creds.password, hash)
+        .await?;
     let (Some((profile, _)), true) = (user, verified) else {
         attempt.failed().await?;
         return Ok(HttpResponse::Unauthorized().json(json!({ "error": "invalid_credentials" })));

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use actix_login::password::{PasswordError, PasswordHasher};
+use actix_login::password::{Lane, PasswordError, PasswordHasher};
 use actix_login::{
     safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, LoginThrottle, MaybeUser,
     MemoryStore, RedisStore, Require, Session, CSRF_FIELD,
@@ -179,16 +179,27 @@ impl Users {
         Ok(Self(users))
     }
 
-    /// The user, if the password is theirs. Unknown users cost the same argon2 work as a wrong
-    /// password, and an oversized password is just a wrong one.
+    /// The id of the account `username` names, if there is one.
+    fn id_of(&self, username: &str) -> Option<String> {
+        let user = self.0.get(&username.trim().to_ascii_lowercase());
+        user.map(|(profile, _)| profile.id.to_string())
+    }
+
+    /// The user, if the password is theirs, checked in the hashing queue's `lane`. Unknown users
+    /// cost the same argon2 work as a wrong password, and an oversized password is just a wrong
+    /// one.
     async fn check(
         &self,
+        lane: Lane,
         username: &str,
         password: &str,
     ) -> Result<Option<Profile>, PasswordError> {
         let user = self.0.get(&username.trim().to_ascii_lowercase());
         let stored = user.map(|(_, hash)| hash.as_str());
-        match PasswordHasher::new().verify(password, stored).await {
+        match PasswordHasher::new()
+            .verify_in(lane, password, stored)
+            .await
+        {
             Ok(true) => Ok(user.map(|(profile, _)| profile.clone())),
             Ok(false) | Err(PasswordError::TooLong) => Ok(None),
             Err(err) => Err(err),
@@ -247,7 +258,9 @@ async fn login(
     form: web::Form<LoginForm>,
 ) -> actix_web::Result<HttpResponse> {
     // Counted before the password is checked, so parallel guesses cannot slip past the limit.
-    let attempt = match throttle.attempt(&req, &form.username).await {
+    // The account's id binds device cookies to the account, whatever its name becomes.
+    let id = users.id_of(&form.username);
+    let attempt = match throttle.attempt(&req, &form.username, id.as_deref()).await {
         Ok(attempt) => attempt,
         Err(Error::Throttled { retry_after }) => {
             // Whole seconds, rounded up: waiting exactly this long is enough.
@@ -260,7 +273,9 @@ async fn login(
         }
         Err(err) => return Err(err.into()),
     };
-    let Some(profile) = users.check(&form.username, &form.password).await? else {
+    // A browser that logged in before is not queued behind strangers' guesses.
+    let checked = users.check(attempt.lane(), &form.username, &form.password);
+    let Some(profile) = checked.await? else {
         attempt.failed().await?;
         let error = "Invalid username or password".to_owned();
         return login_refused(&pages, &session, &form, StatusCode::UNAUTHORIZED, error).await;

@@ -31,6 +31,9 @@
 //! - `OAUTH_SCOPES` (space-separated, default `openid profile email`).
 //! - `ADDR` (default `127.0.0.1:8080`); `REDIS_URL` to keep sessions in Redis rather than in
 //!   memory, with `REDIS_KEY_PREFIX` when several apps share the database.
+//! - `TRUST_PROXIES` (comma-separated addresses of reverse proxies whose `X-Forwarded-For` is
+//!   believed) and `ANONYMOUS_SESSIONS_PER_MINUTE` (`per_address,shared`, default `20,1000`):
+//!   the bounds on the anonymous sessions that `GET /login` starts, fair across networks.
 //!
 //! With Google (create a "Web application" OAuth client, redirect URI
 //! `http://127.0.0.1:8080/callback`):
@@ -358,6 +361,38 @@ fn provider(addr: &str) -> std::io::Result<Provider> {
     })
 }
 
+/// The middleware on `store`, with the settings from the environment: `TRUST_PROXIES`
+/// (comma-separated addresses of reverse proxies whose `X-Forwarded-For` is believed) and
+/// `ANONYMOUS_SESSIONS_PER_MINUTE` (`per_address,shared`; the library's defaults are `20,1000`).
+fn middleware(store: impl actix_login::SessionStore) -> std::io::Result<LoginMiddleware> {
+    let invalid = |name: &str, value: &str| {
+        std::io::Error::other(format!("{name}: {value:?} is not what it should be"))
+    };
+    let mut builder = LoginMiddleware::builder(store);
+    if let Some(proxies) = std::env::var("TRUST_PROXIES")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let proxies = proxies
+            .split(',')
+            .map(|ip| ip.trim().parse().map_err(|_| invalid("TRUST_PROXIES", ip)))
+            .collect::<std::io::Result<Vec<std::net::IpAddr>>>()?;
+        builder = builder.trust_proxies(proxies);
+    }
+    if let Some(limits) = std::env::var("ANONYMOUS_SESSIONS_PER_MINUTE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let parsed = limits
+            .split_once(',')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        let (per_address, shared) =
+            parsed.ok_or_else(|| invalid("ANONYMOUS_SESSIONS_PER_MINUTE", &limits))?;
+        builder = builder.anonymous_sessions_per_minute(per_address, shared);
+    }
+    Ok(builder.build())
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
@@ -375,10 +410,10 @@ async fn main() -> std::io::Result<()> {
         }
         let store = builder.connect().await.map_err(std::io::Error::other)?;
         println!("session store: Redis (from REDIS_URL)");
-        LoginMiddleware::new(store)
+        middleware(store)?
     } else {
         println!("session store: in memory (set REDIS_URL to use Redis)");
-        LoginMiddleware::new(MemoryStore::new())
+        middleware(MemoryStore::new())?
     };
 
     println!("listening on http://{addr}");

@@ -215,10 +215,18 @@ impl Users {
 
     /// Checks a password; unknown users cost the same argon2 work as a wrong password. A hash
     /// made with outdated parameters is replaced after a successful check.
-    async fn verify(&self, username: &str, pw: &str) -> Result<bool, password::PasswordError> {
+    ///
+    /// `lane` is the hashing queue's: a browser that logged in before is not queued behind
+    /// strangers, and a stranger past the queue's bound gets `503 login_busy` at once.
+    async fn verify(
+        &self,
+        lane: password::Lane,
+        username: &str,
+        pw: &str,
+    ) -> Result<bool, password::PasswordError> {
         let hasher = hasher();
         let stored = self.find(username).map(|(_, _, hash)| hash);
-        let verified = hasher.verify(pw, stored.as_deref()).await?;
+        let verified = hasher.verify_in(lane, pw, stored.as_deref()).await?;
         if let (true, Some(stored)) = (verified, stored) {
             if hasher.needs_rehash(&stored) {
                 self.upgrade_hash(username, hasher.hash(pw).await?);
@@ -296,9 +304,22 @@ async fn password_matches(
     username: &str,
     password: &str,
 ) -> actix_web::Result<Option<Cookie<'static>>> {
-    let attempt = throttle.attempt(req, username).await?;
-    let username = canonical_username(username).unwrap_or_default();
-    if users.verify(&username, password).await? {
+    let canonical = canonical_username(username).unwrap_or_default();
+    // Device cookies are bound to the account's id, not to the name typed.
+    let id = users
+        .find(&canonical)
+        .map(|(profile, _, _)| profile.id.to_string());
+    let attempt = throttle.attempt(req, username, id.as_deref()).await?;
+    let verified = match users.verify(attempt.lane(), &canonical, password).await {
+        // Turned away by a full hashing queue (503 login_busy): no guess was made, so none is
+        // counted against the user.
+        Err(password::PasswordError::Busy) => {
+            attempt.not_checked().await?;
+            return Err(password::PasswordError::Busy.into());
+        }
+        verified => verified?,
+    };
+    if verified {
         Ok(Some(attempt.succeeded().await?))
     } else {
         attempt.failed().await?;

@@ -17,8 +17,15 @@
 //!   and answers `200` with the profile. A wrong code, or one used before, is
 //!   `401 invalid_code`; without a password first, `401 no_pending_login`; more than
 //!   `TOTP_PENDING_SECS` (default 300) after it, `401 login_expired`.
-//! - Wrong passwords and wrong codes are throttled alike, each on its own counters: after 5 for
-//!   one account from one address (15 minutes), even the right one gets `429` with `Retry-After`.
+//! - Wrong passwords and wrong codes are throttled, each on their own counters: after 5 for one
+//!   account from one address (15 minutes), even the right one gets `429` with `Retry-After`.
+//!   Codes also count per account across addresses, tighter than passwords since a six-digit
+//!   code has only a million values: after 10 wrong codes in an hour, from anywhere, the
+//!   account's codes are refused until the hour ends. Only someone who has the password can
+//!   guess codes at all, so only they can use this up.
+//! - `TRUST_PROXIES` (comma-separated addresses of reverse proxies whose `X-Forwarded-For` is
+//!   believed) and `ANONYMOUS_SESSIONS_PER_MINUTE` (`per_address,shared`, default `20,1000`): the
+//!   bounds on the anonymous sessions that password steps start, fair across networks.
 //! - `GET /me`, `POST /logout`.
 //!
 //! ```text
@@ -37,9 +44,9 @@ use std::io::Error;
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_login::password::PasswordHasher;
+use actix_login::password::{PasswordError, PasswordHasher};
 use actix_login::{
-    AuthUser, Login, LoginMiddleware, LoginThrottle, MemoryStore, RedisStore, Session,
+    AuthUser, Limit, Login, LoginMiddleware, LoginThrottle, MemoryStore, RedisStore, Session,
 };
 use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
@@ -172,13 +179,28 @@ async fn login(
     session: Session,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
-    let attempt = throttle.attempt(&req, &creds.username).await?;
+    let user = users.by_name.get(&creds.username);
+    // The account's id binds device cookies to the account, whatever its name becomes.
+    let id = user.map(|user| user.profile.id.to_string());
+    let attempt = throttle
+        .attempt(&req, &creds.username, id.as_deref())
+        .await?;
     // Unknown users are checked against no hash: as slow as a wrong password, and as false.
-    let hash = users
-        .by_name
-        .get(&creds.username)
-        .map(|user| user.password_hash.as_str());
-    if !PasswordHasher::new().verify(&creds.password, hash).await? {
+    let hash = user.map(|user| user.password_hash.as_str());
+    // A browser that logged in before is not queued behind strangers' guesses.
+    let verified = match PasswordHasher::new()
+        .verify_in(attempt.lane(), &creds.password, hash)
+        .await
+    {
+        // Turned away by a full hashing queue (503 login_busy): no guess was made, so none is
+        // counted.
+        Err(PasswordError::Busy) => {
+            attempt.not_checked().await?;
+            return Err(PasswordError::Busy.into());
+        }
+        verified => verified?,
+    };
+    if !verified {
         attempt.failed().await?;
         return Ok(refusal(StatusCode::UNAUTHORIZED, "invalid_credentials"));
     }
@@ -196,6 +218,17 @@ async fn login(
         .json(json!({ "next": "totp" })))
 }
 
+/// The throttle for codes: the password's limits, and per account across addresses 10 an hour,
+/// which is what stops guessing from many addresses.
+struct CodeThrottle(LoginThrottle);
+
+impl CodeThrottle {
+    fn new(store: impl actix_login::ThrottleStore) -> Self {
+        let per_account = Limit::new(10, std::time::Duration::from_secs(60 * 60));
+        Self(LoginThrottle::new(store).per_account(per_account))
+    }
+}
+
 #[derive(Deserialize)]
 struct Code {
     code: String,
@@ -204,7 +237,7 @@ struct Code {
 async fn login_totp(
     req: HttpRequest,
     users: web::Data<Users>,
-    throttle: web::Data<LoginThrottle>,
+    codes: web::Data<CodeThrottle>,
     session: Session,
     body: web::Json<Code>,
 ) -> actix_web::Result<HttpResponse> {
@@ -215,15 +248,16 @@ async fn login_totp(
         session.remove(PENDING).await?;
         return Ok(refusal(StatusCode::UNAUTHORIZED, "login_expired"));
     }
-    // Codes count on counters of their own: a right password must not reset them, nor the
-    // password's device cookie lift them.
+    // Codes count on counters of their own: a right password must not reset them, nor a
+    // device cookie lift them (no account id: none counts).
     let account = format!("{}#totp", pending.username);
-    let attempt = throttle.attempt(&req, &account).await?;
+    let attempt = codes.0.attempt(&req, &account, None).await?;
     let Some(user) = users.accept_code(&pending.username, &body.code) else {
         attempt.failed().await?;
         return Ok(refusal(StatusCode::UNAUTHORIZED, "invalid_code"));
     };
-    // Its device cookie is not sent: the browser keeps the password's, of the same name.
+    // Without an account id there is no device cookie to send: the browser keeps the
+    // password's.
     attempt.succeeded().await?;
     session.remove(PENDING).await?;
     let profile = &user.profile;
@@ -243,22 +277,56 @@ async fn logout(_user: AuthUser<Profile>, session: Session) -> actix_web::Result
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The middleware on `store`, with the settings from the environment: `TRUST_PROXIES`
+/// (comma-separated addresses of reverse proxies whose `X-Forwarded-For` is believed) and
+/// `ANONYMOUS_SESSIONS_PER_MINUTE` (`per_address,shared`; the library's defaults are `20,1000`).
+fn middleware(store: impl actix_login::SessionStore) -> std::io::Result<LoginMiddleware> {
+    let invalid = |name: &str, value: &str| {
+        std::io::Error::other(format!("{name}: {value:?} is not what it should be"))
+    };
+    let mut builder = LoginMiddleware::builder(store);
+    if let Some(proxies) = std::env::var("TRUST_PROXIES")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let proxies = proxies
+            .split(',')
+            .map(|ip| ip.trim().parse().map_err(|_| invalid("TRUST_PROXIES", ip)))
+            .collect::<std::io::Result<Vec<std::net::IpAddr>>>()?;
+        builder = builder.trust_proxies(proxies);
+    }
+    if let Some(limits) = std::env::var("ANONYMOUS_SESSIONS_PER_MINUTE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let parsed = limits
+            .split_once(',')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        let (per_address, shared) =
+            parsed.ok_or_else(|| invalid("ANONYMOUS_SESSIONS_PER_MINUTE", &limits))?;
+        builder = builder.anonymous_sessions_per_minute(per_address, shared);
+    }
+    Ok(builder.build())
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     // One store for the sessions and the throttle's counters.
-    let (sessions, throttle) = match std::env::var("REDIS_URL") {
+    let (sessions, throttle, codes) = match std::env::var("REDIS_URL") {
         Ok(url) => {
             let store = RedisStore::connect(&url).await.map_err(Error::other)?;
             (
-                LoginMiddleware::new(store.clone()),
-                LoginThrottle::new(store),
+                middleware(store.clone())?,
+                LoginThrottle::new(store.clone()),
+                CodeThrottle::new(store),
             )
         }
         Err(_) => {
             let store = MemoryStore::new();
             (
-                LoginMiddleware::new(store.clone()),
-                LoginThrottle::new(store),
+                middleware(store.clone())?,
+                LoginThrottle::new(store.clone()),
+                CodeThrottle::new(store),
             )
         }
     };
@@ -270,6 +338,7 @@ async fn main() -> std::io::Result<()> {
     };
     let users = web::Data::new(Users::seed(pending_secs).await?);
     let throttle = web::Data::new(throttle);
+    let codes = web::Data::new(codes);
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     let server = HttpServer::new(move || {
         // Malformed bodies get a JSON error, like every other refusal.
@@ -280,6 +349,7 @@ async fn main() -> std::io::Result<()> {
         App::new()
             .app_data(users.clone())
             .app_data(throttle.clone())
+            .app_data(codes.clone())
             .app_data(json)
             .route("/login", web::post().to(login))
             .route("/login/totp", web::post().to(login_totp))

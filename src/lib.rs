@@ -100,6 +100,7 @@
 //! | `token_rate_limited` | 429, with `Retry-After` | [`Session::create_token`] past the user's [creation limit](LoginMiddlewareBuilder::token_creation_limit) |
 //! | `invalid_input` | 400 | a username over [`MAX_USERNAME_BYTES`]; a [`PersonalToken`] name, end or scope out of bounds; a cookie login or renewal on a bearer request |
 //! | `password_too_long` | 400 | a password over [`password::MAX_PASSWORD_BYTES`] |
+//! | `login_busy` | 503, with `Retry-After` | a stranger's password check while [`max_waiting`](password::PasswordHasher::max_waiting) others wait for a hashing thread ([the hashing queue](password#the-hashing-queue)) |
 //! | `service_unavailable` | 503 | the store is unreachable or too slow, also for [`MaybeUser`] and `Option<AuthUser<_>>`: never a login, never an anonymous answer |
 //! | `internal_error` | 500 | an extractor, [`Require`] or the throttle used without [`LoginMiddleware`] (with a log line naming it), or the OS random generator failing |
 //!
@@ -150,7 +151,8 @@
 //!   are no login ([`AuthUser`] answers `401`), belong to no user's list, have their own, shorter
 //!   [idle](LoginMiddlewareBuilder::anonymous_idle_timeout) and
 //!   [absolute](LoginMiddlewareBuilder::anonymous_absolute_timeout) limits, and are
-//!   [bounded](LoginMiddlewareBuilder::anonymous_sessions_per_minute) per address and in all.
+//!   [bounded](LoginMiddlewareBuilder::anonymous_sessions_per_minute) per address and per
+//!   network, fairly: a flood from some networks never stops visitors from others.
 //! * **Login keeps the data** of the visitor's session, on a new token; [`Login::keep_data`]
 //!   turns that off. Logout and revocation end the data with the session.
 //! * **Writes are atomic and exact**: each goes to the store at once and changes only the names
@@ -292,7 +294,10 @@
 //! # Login protection
 //!
 //! A login handler checks the password under the throttle: the attempt is counted before the
-//! check and forgiven when it succeeds; past a limit even the right password waits.
+//! check and forgiven when it succeeds; past a limit even the right password waits. A browser
+//! that logged in to the account before (its device cookie, bound to the account's id) gets
+//! past the limits strangers fill, and ahead of them in the hashing queue, so no stranger can
+//! lock its owner out or make them wait.
 //!
 //! ```
 //! use actix_login::password::PasswordHasher;
@@ -313,11 +318,17 @@
 //!     creds: web::Json<Credentials>,
 //! ) -> actix_web::Result<HttpResponse> {
 //!     // 429 with Retry-After past a limit, before any hashing.
-//!     let attempt = throttle.attempt(&req, &creds.username).await?;
 //!     let found = users.stored_hash(&creds.username);
+//!     // Device cookies are bound to the account's id, which the lookup gives.
+//!     let id = found.as_ref().map(|(id, _)| id.to_string());
+//!     let attempt = throttle.attempt(&req, &creds.username, id.as_deref()).await?;
 //!     // Unknown users cost the same argon2id work as wrong passwords.
 //!     let stored = found.as_ref().map(|(_, hash)| hash.as_str());
-//!     let verified = PasswordHasher::new().verify(&creds.password, stored).await?;
+//!     // A browser that logged in before goes first in the hashing queue; strangers wait in a
+//!     // bounded line, and past it get 503 login_busy at once.
+//!     let verified = PasswordHasher::new()
+//!         .verify_in(attempt.lane(), &creds.password, stored)
+//!         .await?;
 //!     let (Some((id, _)), true) = (found, verified) else {
 //!         attempt.failed().await?;
 //!         return Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_credentials"})));

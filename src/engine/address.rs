@@ -15,6 +15,19 @@ pub(crate) fn address_bucket(ip: IpAddr, ipv6_prefix_len: u8) -> String {
     }
 }
 
+/// The counter name for the network a client address belongs to, a level above
+/// [`address_bucket`]: the /24 of an IPv4 address, the /48 of an IPv6 one (a site's usual
+/// allocation, which holds 65,536 /64s).
+pub(crate) fn network_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(_) => address_bucket(ip, 48),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +46,19 @@ mod tests {
         assert_eq!(a, "2001:db8:1:2::/64");
         assert_eq!(address_bucket(ip("2001:db8::1"), 128), "2001:db8::1/128");
         assert_eq!(address_bucket(ip("192.0.2.1"), 64), "192.0.2.1");
+    }
+
+    #[test]
+    fn networks_are_ipv4_24s_and_ipv6_48s() {
+        assert_eq!(network_bucket(ip("192.0.2.77")), "192.0.2.0/24");
+        assert_eq!(network_bucket(ip("2001:db8:1:2::1")), "2001:db8:1::/48");
+        assert_eq!(
+            network_bucket(ip("2001:db8:1:ffff::1")),
+            network_bucket(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            network_bucket(ip("2001:db8:2::1")),
+            network_bucket(ip("2001:db8:1::1"))
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde_json::value::RawValue;
 
-use super::address::address_bucket;
+use super::address::{address_bucket, network_bucket};
 use super::rules::ANONYMOUS_WINDOW;
 use super::{ActiveSession, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
 use crate::record::Lifetime;
@@ -85,28 +85,66 @@ impl SessionEngine {
         Err(StoreError::unavailable("store refused every fresh session key").into())
     }
 
-    /// Counts a new anonymous session against the per-address and the global bound.
+    /// Counts a new anonymous session against the bounds for `client`, fairly across networks.
+    ///
+    /// Three counters bound every start: the client's address (an IPv4 address or an IPv6
+    /// /64), its network (the IPv4 /24 or IPv6 /48 around it) and the network's fair share,
+    /// one address's worth. Within its fair share a network needs nothing from anyone else.
+    /// Past it, a start also draws on one allowance shared by all networks; that allowance is
+    /// the only thing networks share, and only networks already past their fair share can
+    /// spend it, so no flood, from however many networks, leaves a visitor from another
+    /// network without a session.
+    ///
+    /// The first admission is the common one and one store call; only a network past its fair
+    /// share makes the second. Each call is atomic and both include the address and network
+    /// counters, so those bounds hold under any interleaving.
     async fn admit_anonymous(&self, client: Option<IpAddr>) -> Result<(), Error> {
-        let (per_address, per_minute) = self.rules.anonymous_limits();
-        let address = client.map(|ip| format!("anon:ip:{}", address_bucket(ip, 64)));
-        let mut counters = vec![Counter {
-            name: "anon:all",
-            max: per_minute,
+        let (per_address, per_network, shared) = self.rules.anonymous_limits();
+        let (address, network) = match client {
+            Some(ip) => (address_bucket(ip, 64), network_bucket(ip)),
+            None => ("unknown".to_owned(), "unknown".to_owned()),
+        };
+        let address = format!("anon:ip:{address}");
+        let fair = format!("anon:fair:{network}");
+        let network = format!("anon:net:{network}");
+        let bound = |name| Counter {
+            name,
+            max: 0,
             window: ANONYMOUS_WINDOW,
-        }];
-        if let Some(address) = &address {
-            counters.push(Counter {
-                name: address,
-                max: per_address,
-                window: ANONYMOUS_WINDOW,
-            });
+        };
+        let address = Counter {
+            max: per_address,
+            ..bound(&address)
+        };
+        let network = Counter {
+            max: per_network,
+            ..bound(&network)
+        };
+        let fair_share = Counter {
+            max: per_address.min(per_network),
+            ..bound(&fair)
+        };
+        let over_fair_share = Counter {
+            max: shared,
+            ..bound("anon:shared")
+        };
+        let mut verdict = self
+            .store
+            .admit_anonymous(&[address, network, fair_share])
+            .await?;
+        if let Admission::Refused { .. } = verdict {
+            verdict = self
+                .store
+                .admit_anonymous(&[address, network, over_fair_share])
+                .await?;
         }
-        match self.store.admit_anonymous(&counters).await? {
+        match verdict {
             Admission::Admitted => Ok(()),
             Admission::Refused { retry_after } => {
                 tracing::warn!(
+                    network = %client.map_or_else(|| "unknown".to_owned(), network_bucket),
                     retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
-                    "refused a new anonymous session: too many started lately"
+                    "refused a new anonymous session: too many started lately from its network"
                 );
                 Err(Error::TooManySessions { retry_after })
             }

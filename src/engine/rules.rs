@@ -28,8 +28,12 @@ pub const DEFAULT_MAX_DATA_SIZE: usize = 64 * 1024;
 /// Default number of sessions without a login that may start per minute from one client
 /// address (an IPv6 /64).
 pub const DEFAULT_ANONYMOUS_PER_ADDRESS: u32 = 20;
-/// Default number of sessions without a login that may start per minute in all, across every
-/// app instance sharing the store.
+/// Default number of sessions without a login that may start per minute from one network (an
+/// IPv4 /24 or an IPv6 /48).
+pub const DEFAULT_ANONYMOUS_PER_NETWORK: u32 = 100;
+/// Default size of the shared allowance of sessions without a login per minute, across every
+/// app instance sharing the store, that only networks past their fair share (one address's
+/// worth) draw on.
 pub const DEFAULT_ANONYMOUS_PER_MINUTE: u32 = 1_000;
 
 /// Default cap on one user's concurrent sessions. Far above what people use, low enough that
@@ -77,6 +81,7 @@ pub(crate) struct SessionRules {
     token_creation_window: Duration,
     max_data_size: usize,
     anonymous_per_address: u32,
+    anonymous_per_network: u32,
     anonymous_per_minute: u32,
 }
 
@@ -96,6 +101,7 @@ impl Default for SessionRules {
             token_creation_window: DEFAULT_TOKEN_CREATION_WINDOW,
             max_data_size: DEFAULT_MAX_DATA_SIZE,
             anonymous_per_address: DEFAULT_ANONYMOUS_PER_ADDRESS,
+            anonymous_per_network: DEFAULT_ANONYMOUS_PER_NETWORK,
             anonymous_per_minute: DEFAULT_ANONYMOUS_PER_MINUTE,
         }
     }
@@ -122,12 +128,21 @@ impl SessionRules {
         self.anonymous_per_minute = per_minute;
     }
 
+    pub(crate) fn set_anonymous_per_network(&mut self, per_network: u32) {
+        self.anonymous_per_network = per_network;
+    }
+
     pub(crate) fn max_data_size(&self) -> usize {
         self.max_data_size
     }
 
-    pub(crate) fn anonymous_limits(&self) -> (u32, u32) {
-        (self.anonymous_per_address, self.anonymous_per_minute)
+    /// Per address, per network, and the shared allowance past a network's fair share.
+    pub(crate) fn anonymous_limits(&self) -> (u32, u32, u32) {
+        (
+            self.anonymous_per_address,
+            self.anonymous_per_network,
+            self.anonymous_per_minute,
+        )
     }
 
     pub(crate) fn set_remember_idle_timeout(&mut self, timeout: Duration) {

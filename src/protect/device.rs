@@ -1,8 +1,10 @@
 //! Device tokens: the throttle's memory of browsers that have logged in before.
 //!
 //! A token is 32 random bytes in a cookie. The store holds no token, only a counter named after
-//! a hash of the token and the account, so a token is valid exactly while that counter lives,
-//! for that account alone, and the counter's count is how many attempts the token has made.
+//! a hash of the token and the account's id (the app's stable key for the account, not the
+//! name typed at login), so a token is valid exactly while that counter lives, for that account
+//! alone, and the counter's count is how many attempts the token has made. A renamed account
+//! keeps its devices; a new account that takes an old name gets none of them.
 
 use std::time::Duration;
 
@@ -23,8 +25,9 @@ const TOKEN_BYTES: usize = 32;
 /// The length of a token in base64url without padding.
 const TOKEN_CHARS: usize = 43;
 
-/// The counter that stands for the request's device token on `account`, if the request carries
-/// something shaped like one. Whether it is valid is for the store to say.
+/// The counter that stands for the request's device token on the account with id `account`,
+/// if the request carries something shaped like one. Whether it is valid is for the store to
+/// say.
 pub(crate) fn presented(req: &HttpRequest, account: &str) -> Option<String> {
     let cookie = req.cookie(DEVICE_COOKIE)?;
     let token = cookie.value();
@@ -35,7 +38,8 @@ pub(crate) fn presented(req: &HttpRequest, account: &str) -> Option<String> {
     well_formed.then(|| counter_name(account, token))
 }
 
-/// Makes a new token for `account`, valid for `lifetime`, and the cookie that carries it.
+/// Makes a new token for the account with id `account`, valid for `lifetime`, and the cookie
+/// that carries it.
 pub(crate) async fn issue(
     store: &dyn DynThrottleStore,
     account: &str,
@@ -63,6 +67,21 @@ pub(crate) async fn issue(
         .finish())
 }
 
+/// The counter of `token` on the account with id `account`. The prefix keeps ids apart from
+/// the username hashes that named device counters before ids did: such an old token is no
+/// token now, and its browser logs in once as a stranger to get a new one.
 fn counter_name(account: &str, token: &str) -> String {
-    format!("d:{}", short_hash(&format!("{account}|{token}")))
+    format!("d:{}", short_hash(&format!("id:{account}|{token}")))
+}
+
+/// A cookie that removes the device cookie.
+pub(crate) fn removal() -> Cookie<'static> {
+    let mut cookie = Cookie::build(DEVICE_COOKIE, "")
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .finish();
+    cookie.make_removal();
+    cookie
 }

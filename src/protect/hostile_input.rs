@@ -115,7 +115,7 @@ mod username {
         ) {
             let throttle = LoginThrottle::new(MemoryStore::new());
             let req = TestRequest::default().to_http_request();
-            let result = actix_web::rt::System::new().block_on(throttle.attempt(&req, &name));
+            let result = actix_web::rt::System::new().block_on(throttle.attempt(&req, &name, None));
             match result {
                 Err(Error::InvalidInput) => prop_assert!(name.len() > MAX_USERNAME_BYTES),
                 // Without the middleware, the next check refuses it.

@@ -11,6 +11,7 @@ impl ResponseError for PasswordError {
     fn status_code(&self) -> StatusCode {
         match self {
             PasswordError::TooLong => StatusCode::BAD_REQUEST,
+            PasswordError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -18,9 +19,18 @@ impl ResponseError for PasswordError {
     fn error_response(&self) -> HttpResponse {
         let code = match self {
             PasswordError::TooLong => "password_too_long",
+            PasswordError::Busy => "login_busy",
             _ => "internal_error",
         };
-        json_error(self.status_code(), code)
+        let mut res = json_error(self.status_code(), code);
+        if let PasswordError::Busy = self {
+            // A turn comes every few tens of milliseconds: a second is plenty.
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("1"),
+            );
+        }
+        res
     }
 }
 

@@ -81,15 +81,22 @@ impl Limit {
 /// attempt that brings a valid token for the account it names is counted against that token
 /// alone ([`per_device`](Self::per_device)), not against the address or the account, so the
 /// account's owner still gets in from a browser that logged in before while strangers stay
-/// throttled. The store keeps only a hash of the token, bound to the account; an unknown,
-/// expired or forged token, or another account's, counts as none. A token that fails its limit
-/// is revoked, and each success replaces the token the browser came with.
+/// throttled. Its password check also goes first in the hashing queue
+/// ([`LoginAttempt::lane`], with [`PasswordHasher::verify_in`](crate::password::PasswordHasher::verify_in)),
+/// so a flood of strangers' logins cannot make the owner wait either.
+///
+/// A token is bound to the account's *id*, which the app passes to [`attempt`](Self::attempt)
+/// after looking the username up, not to the name typed: a renamed account keeps its browsers,
+/// and a new account that takes a freed name does not inherit them. The store keeps only a
+/// hash of the token and the id; an unknown, expired or forged token, or another account's,
+/// counts as none. A token that fails its limit is revoked, and each success replaces the
+/// token the browser came with.
 ///
 /// ```no_run
 /// use actix_login::{password, LoginThrottle, RedisStore, Session};
 /// use actix_web::{web, HttpRequest, HttpResponse};
 /// # #[derive(serde::Deserialize)] struct Credentials { username: String, password: String }
-/// # fn stored_hash(_: &str) -> Option<String> { None }
+/// # fn find_user(_: &str) -> Option<(String, String)> { None }
 ///
 /// async fn login(
 ///     req: HttpRequest,
@@ -97,14 +104,21 @@ impl Limit {
 ///     session: Session,
 ///     creds: web::Json<Credentials>,
 /// ) -> actix_web::Result<HttpResponse> {
-///     let attempt = throttle.attempt(&req, &creds.username).await?; // 429 past a limit
-///     let hash = stored_hash(&creds.username);
-///     if !password::verify(&creds.password, hash.as_deref()).await? {
+///     // The account's id and hash, if there is one: looked up first, so the throttle can tell
+///     // this account's browsers from everyone else.
+///     let user = find_user(&creds.username);
+///     let id = user.as_ref().map(|(id, _)| id.as_str());
+///     let attempt = throttle.attempt(&req, &creds.username, id).await?; // 429 past a limit
+///     let hash = user.as_ref().map(|(_, hash)| hash.as_str());
+///     let hasher = password::PasswordHasher::new();
+///     // A known browser goes first in the hashing queue; strangers may get 503 login_busy.
+///     if !hasher.verify_in(attempt.lane(), &creds.password, hash).await? {
 ///         attempt.failed().await?;
 ///         return Ok(HttpResponse::Unauthorized().finish());
 ///     }
 ///     let device = attempt.succeeded().await?; // this browser gets in past the limits later
-///     session.login(creds.username.clone(), &creds.username).await?;
+///     let id = id.unwrap_or_default().to_owned();
+///     session.login(id, &creds.username).await?;
 ///     Ok(HttpResponse::Ok().cookie(device).finish())
 /// }
 ///
@@ -202,20 +216,36 @@ impl LoginThrottle {
     /// Counts a login attempt for `username` from the request's client, before the password is
     /// checked.
     ///
+    /// `account` is the id of the account `username` names, as the app's lookup found it
+    /// (`None` when there is no such account): the key the app logs the user in with, stable
+    /// across renames. A device cookie counts only for the account with that id (see
+    /// [known browsers](LoginThrottle#known-browsers)); the counters every stranger shares are
+    /// keyed by the username, so unknown names count exactly like real ones. Pass `None` where
+    /// device cookies must not lift the limits, as for a second factor.
+    ///
     /// # Errors
     /// [`Error::Throttled`] (429 with `Retry-After`) past a limit; [`Error::InvalidInput`] (400)
     /// for a username over [`MAX_USERNAME_BYTES`]; [`Error::CrossSiteRequest`] (403) for a login
     /// the browser says comes from another site; [`Error::MissingMiddleware`] (500) without
     /// [`LoginMiddleware`](crate::LoginMiddleware), which knows the client's address;
     /// [`Error::Store`] (503) if the store fails, never a free pass.
-    pub async fn attempt(&self, req: &HttpRequest, username: &str) -> Result<LoginAttempt, Error> {
+    pub async fn attempt(
+        &self,
+        req: &HttpRequest,
+        username: &str,
+        account: Option<&str>,
+    ) -> Result<LoginAttempt, Error> {
         if username.len() > MAX_USERNAME_BYTES {
             return Err(Error::InvalidInput);
         }
         let rules = &self.rules;
         let client = self.client(req)?;
+        if account.is_some_and(|id| id.len() > MAX_USERNAME_BYTES) {
+            return Err(Error::InvalidInput);
+        }
+        let id = account.map(str::to_owned);
         let account = account_hash(username);
-        if let Some(device) = device::presented(req, &account) {
+        if let Some(device) = id.as_deref().and_then(|id| device::presented(req, id)) {
             let counter = Counter {
                 name: &device,
                 // The counter was created holding one: the login that issued the token.
@@ -224,7 +254,7 @@ impl LoginThrottle {
             };
             match self.store.admit_existing(counter).await? {
                 Some(Admission::Admitted) => {
-                    return Ok(self.admitted(account, client, Charged::Device(device)));
+                    return Ok(self.admitted(account, id, client, Charged::Device(device)));
                 }
                 Some(Admission::Refused { .. }) => {
                     tracing::warn!(
@@ -271,7 +301,7 @@ impl LoginThrottle {
                 retry_after: retry_after.max(Duration::from_secs(1)),
             });
         }
-        Ok(self.admitted(account, client, Charged::Strangers(counters)))
+        Ok(self.admitted(account, id, client, Charged::Strangers(counters)))
     }
 
     /// Counts a sign-up from the request's client against
@@ -337,11 +367,18 @@ impl LoginThrottle {
         ))
     }
 
-    fn admitted(&self, account: String, client: String, charged: Charged) -> LoginAttempt {
+    fn admitted(
+        &self,
+        account: String,
+        id: Option<String>,
+        client: String,
+        charged: Charged,
+    ) -> LoginAttempt {
         LoginAttempt {
             throttle: self.clone(),
             charged,
             account,
+            id,
             client,
         }
     }
@@ -366,7 +403,10 @@ struct Counters {
 pub struct LoginAttempt {
     throttle: LoginThrottle,
     charged: Charged,
+    /// The hash of the folded username, for logs.
     account: String,
+    /// The account's id, which device tokens are bound to.
+    id: Option<String>,
     client: String,
 }
 
@@ -377,6 +417,21 @@ impl std::fmt::Debug for LoginAttempt {
 }
 
 impl LoginAttempt {
+    /// The hashing queue's lane for this attempt's password check: [`Lane::KnownDevice`] when
+    /// the request brought a valid device cookie for the account, so that strangers cannot
+    /// queue its owner's login; otherwise [`Lane::Stranger`]. Pass it to
+    /// [`PasswordHasher::verify_in`](crate::password::PasswordHasher::verify_in).
+    ///
+    /// [`Lane::KnownDevice`]: crate::password::Lane::KnownDevice
+    /// [`Lane::Stranger`]: crate::password::Lane::Stranger
+    #[cfg(feature = "password")]
+    pub fn lane(&self) -> crate::password::Lane {
+        match self.charged {
+            Charged::Device(_) => crate::password::Lane::KnownDevice,
+            Charged::Strangers(_) => crate::password::Lane::Stranger,
+        }
+    }
+
     /// The credentials were wrong (or the account unknown or disabled): the attempt stays
     /// counted.
     ///
@@ -391,11 +446,44 @@ impl LoginAttempt {
         Ok(())
     }
 
+    /// The password could not be checked at all, because the hashing queue turned it away
+    /// ([`PasswordError::Busy`](crate::password::PasswordError::Busy)): the attempt counts
+    /// nowhere, as if it had not been made, so that a user who retries during a flood of
+    /// strangers' logins is not throttled for guesses they never made. Nothing was learnt about
+    /// the password, so nothing is forgiven that a guess could have earned.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails.
+    pub async fn not_checked(self) -> Result<(), Error> {
+        let store = &*self.throttle.store;
+        match &self.charged {
+            Charged::Strangers(counters) => {
+                store
+                    .release(&[
+                        &counters.account_and_client,
+                        &counters.client,
+                        &counters.account,
+                    ])
+                    .await?;
+            }
+            Charged::Device(device) => store.release(&[device]).await?,
+        }
+        tracing::info!(
+            account = &self.account[..8],
+            client = %self.client,
+            "login not checked: the hashing queue was full"
+        );
+        Ok(())
+    }
+
     /// The credentials were right: this attempt no longer counts, and the failures of this
     /// account from this client are forgotten. Returns a new device cookie for this account,
     /// which the handler sets on its response so that this browser gets in even while strangers
     /// are throttled (see [known browsers](LoginThrottle#known-browsers)). The token the
-    /// browser came with, if any, is revoked: each success hands out a fresh one.
+    /// browser came with, if any, is revoked: each success hands out a fresh one. The new token
+    /// is bound to the account id given to [`LoginThrottle::attempt`]; an attempt that named no
+    /// account (a second factor, say) gets a cookie that removes the device cookie instead, so
+    /// send it only from a password login.
     ///
     /// # Errors
     /// [`Error::Store`] if the store fails; [`Error::Random`] if the OS random generator does.
@@ -410,8 +498,11 @@ impl LoginAttempt {
             }
             Charged::Device(device) => store.reset(device).await?,
         }
+        let Some(id) = &self.id else {
+            return Ok(device::removal());
+        };
         let lifetime = self.throttle.rules.per_device.window;
-        device::issue(store, &self.account, lifetime).await
+        device::issue(store, id, lifetime).await
     }
 }
 

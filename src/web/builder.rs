@@ -122,17 +122,38 @@ impl LoginMiddlewareBuilder {
     }
 
     /// How many sessions without a login may start per minute: at most `per_address` from one
-    /// client address (an IPv6 /64; the address as [`trust_proxies`](Self::trust_proxies)
-    /// resolves it) and `in_all` across every app instance sharing the store (defaults 20 and
-    /// 1000). A visitor past either bound gets `429 {"error":"too_many_sessions"}` with
-    /// `Retry-After` instead of a session; logins are never counted.
+    /// client address (an IPv4 address or an IPv6 /64; the address as
+    /// [`trust_proxies`](Self::trust_proxies) resolves it), and `shared` more in all, across
+    /// every app instance sharing the store, for networks that have used up their fair share
+    /// (defaults 20 and 1000). A visitor past a bound gets `429 {"error":"too_many_sessions"}`
+    /// with `Retry-After` instead of a session; logins are never counted. See also
+    /// [`anonymous_sessions_per_network`](Self::anonymous_sessions_per_network).
     ///
-    /// With the defaults, bots cannot keep more than 1000 × 240 = 240,000 anonymous sessions
-    /// alive at once (the 4-hour absolute lifetime, in minutes), and abandoned ones end after
-    /// the 15-minute idle timeout, so at most 15,000 of them wait for it; each holds at most
-    /// [`max_data_size`](Self::max_data_size) of data.
-    pub fn anonymous_sessions_per_minute(mut self, per_address: u32, in_all: u32) -> Self {
-        self.rules.set_anonymous_limits(per_address, in_all);
+    /// Bounds are fair across networks (an IPv4 /24, an IPv6 /48). Every network may start
+    /// `per_address` sessions a minute (its fair share) whatever anyone else does; only starts
+    /// past that draw on the `shared` allowance, up to the network's own bound. So a flood from
+    /// any number of addresses and networks cannot keep a visitor from another network from
+    /// getting a session: at worst the flooding networks use up `shared` among themselves.
+    ///
+    /// There is no bound in all that strangers could spend, so the number of anonymous
+    /// sessions follows the number of networks sending them: per minute at most
+    /// `per_address` × (networks) + `shared`. Abandoned sessions end after the 15-minute
+    /// [idle timeout](Self::anonymous_idle_timeout), so with the defaults a bot herd in `n`
+    /// networks keeps at most 15 × (20 `n` + 1000) of them waiting for it (300,000 for a
+    /// thousand /24s), each with at most [`max_data_size`](Self::max_data_size) of data; one
+    /// that keeps them alive is still bounded by the 4-hour absolute lifetime. Lower
+    /// `per_address` (or the idle timeout) where memory is tight.
+    pub fn anonymous_sessions_per_minute(mut self, per_address: u32, shared: u32) -> Self {
+        self.rules.set_anonymous_limits(per_address, shared);
+        self
+    }
+
+    /// How many sessions without a login may start per minute from one network: an IPv4 /24
+    /// or an IPv6 /48 (default 100). Its first `per_address` starts (see
+    /// [`anonymous_sessions_per_minute`](Self::anonymous_sessions_per_minute)) are its own;
+    /// the rest draw on the allowance networks past their fair share share.
+    pub fn anonymous_sessions_per_network(mut self, per_network: u32) -> Self {
+        self.rules.set_anonymous_per_network(per_network);
         self
     }
 

@@ -352,13 +352,13 @@ async fn data_past_the_limit_is_413_and_nothing_is_written() {
 }
 
 #[actix_web::test]
-async fn new_anonymous_sessions_are_bounded_per_address_and_in_all() {
+async fn new_anonymous_sessions_are_bounded_per_address_and_fairly_in_all() {
     let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
     let app = app(LoginMiddleware::builder(store)
         .anonymous_sessions_per_minute(3, 5)
         .build())
     .await;
-    let visit = |ip: &'static str| from_address(test::TestRequest::post().uri("/cart/x"), ip);
+    let visit = |ip: &str| from_address(test::TestRequest::post().uri("/cart/x"), ip);
     for _ in 0..3 {
         let (status, _, cookie) = call(&app, visit("192.0.2.1")).await;
         assert_eq!(status, 200);
@@ -381,12 +381,107 @@ async fn new_anonymous_sessions_are_bounded_per_address_and_in_all() {
         r#"{"error":"too_many_sessions"}"#
     );
 
-    // Another address has room, until the bound in all is reached. IPv6 counts per /64.
+    // The /24 has used its fair share (one address's worth): its other addresses draw on the
+    // shared allowance of 5, and are refused once it is spent.
+    for n in 2..7 {
+        assert_eq!(call(&app, visit(&format!("192.0.2.{n}"))).await.0, 200);
+    }
+    assert_eq!(call(&app, visit("192.0.2.7")).await.0, 429);
+    // Other networks still have their own fair share. IPv6 counts per /64 and /48.
     assert_eq!(call(&app, visit("2001:db8::1")).await.0, 200);
     assert_eq!(call(&app, visit("2001:db8::2")).await.0, 200);
-    assert_eq!(call(&app, visit("198.51.100.7")).await.0, 429);
+    assert_eq!(call(&app, visit("198.51.100.7")).await.0, 200);
     // Logins are never counted.
     assert_eq!(status(&app, post("/login/9", None)).await, 200);
+}
+
+/// One visit that writes session data from `ip`: status, and `Retry-After` if any.
+async fn first_write<S, B>(app: &S, ip: &str) -> (u16, Option<u64>)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(
+        app,
+        from_address(test::TestRequest::post().uri("/cart/x"), ip),
+    )
+    .await;
+    let retry = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let (status, body) = status_and_body(res).await;
+    if status == 429 {
+        assert_eq!(body, r#"{"error":"too_many_sessions"}"#);
+    }
+    (status, retry)
+}
+
+/// Floods the default bounds from `networks` (one address per /64, 40 first writes each), then
+/// checks that the flood was refused with `Retry-After` and that visitors from unrelated
+/// addresses still get sessions.
+async fn flood_then_visit(networks: &[String]) {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    let app = app(LoginMiddleware::builder(store).build()).await;
+    let (mut admitted, mut refused) = (0, 0);
+    for _ in 0..40 {
+        for ip in networks {
+            match first_write(&app, ip).await {
+                (200, _) => admitted += 1,
+                (429, Some(retry)) => {
+                    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+                    refused += 1;
+                }
+                other => panic!("flood answered {other:?}"),
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "the flood was never refused ({admitted} admitted)"
+    );
+    for ip in [
+        "198.51.100.7",
+        "203.0.113.9",
+        "2001:db8:ffff:1::1",
+        "2a00:1450::1",
+    ] {
+        assert_eq!(
+            first_write(&app, ip).await,
+            (200, None),
+            "a visitor from {ip} was refused after a flood of {admitted} sessions"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_flood_from_fifty_networks_in_one_48_leaves_room_for_everyone_else() {
+    let networks: Vec<String> = (0..50).map(|n| format!("2001:db8:77:{n:x}::1")).collect();
+    flood_then_visit(&networks).await;
+}
+
+#[actix_web::test]
+async fn a_flood_from_fifty_networks_in_fifty_48s_leaves_room_for_everyone_else() {
+    let networks: Vec<String> = (0..50).map(|n| format!("2001:db8:{n:x}:1::1")).collect();
+    flood_then_visit(&networks).await;
+}
+
+#[actix_web::test]
+async fn a_flood_from_one_ipv4_24_is_bounded_as_one_network() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    let app = app(LoginMiddleware::builder(store)
+        .anonymous_sessions_per_minute(3, 5)
+        .anonymous_sessions_per_network(4)
+        .build())
+    .await;
+    // Three from one address, one more from its /24: the network's bound is reached.
+    for ip in ["192.0.2.1", "192.0.2.1", "192.0.2.1", "192.0.2.2"] {
+        assert_eq!(first_write(&app, ip).await.0, 200);
+    }
+    assert_eq!(first_write(&app, "192.0.2.1").await.0, 429, "per address");
+    assert_eq!(first_write(&app, "192.0.2.3").await.0, 429, "per /24");
+    assert_eq!(first_write(&app, "192.0.3.1").await.0, 200, "another /24");
 }
 
 #[actix_web::test]

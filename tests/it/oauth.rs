@@ -733,3 +733,50 @@ async fn provider_down_on_memory() {
 async fn provider_down_on_redis() {
     provider_down(Store::Redis).await;
 }
+
+/// Bots start a login (`GET /login`, an anonymous session each) from fifty /64s of one /48 as
+/// fast as they are let, with the default bounds, through a proxy the example trusts; a visitor
+/// from anywhere else still starts and finishes a login.
+#[actix_web::test]
+async fn a_flood_of_login_starts_leaves_logins_to_everyone_else() {
+    let provider = FakeProvider::start(Mode::Grant).await;
+    let Setup { app, .. } = start(
+        Store::Memory,
+        &provider,
+        &[("TRUST_PROXIES", "127.0.0.1".to_owned())],
+    );
+    let (mut started, mut refused) = (0, 0);
+    for round in 0..25 {
+        let starts = (0..50).map(|net| {
+            let ip = format!("2001:db8:77:{net:x}::{round}");
+            send(
+                client()
+                    .get(app.url("/login"))
+                    .insert_header(("x-forwarded-for", ip)),
+                None,
+            )
+        });
+        for reply in futures_util::future::join_all(starts).await {
+            match reply.status {
+                StatusCode::SEE_OTHER => started += 1,
+                StatusCode::TOO_MANY_REQUESTS => {
+                    assert_refused(&reply, StatusCode::TOO_MANY_REQUESTS, "too_many_sessions");
+                    refused += 1;
+                }
+                _ => panic!("flood: {reply:?}"),
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "the flood was never refused ({started} started)"
+    );
+
+    // The visitor comes straight from 127.0.0.1, which is no flooder's network.
+    let (anonymous, authorize_url) = begin(&app, &provider).await;
+    let callback = consent(&authorize_url).await;
+    let reply = get(callback.as_str(), Some(&anonymous)).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{reply:?}");
+    let session = reply.cookie.expect("the login sets a cookie");
+    assert_eq!(me(&app, &session).await.status, StatusCode::OK);
+}

@@ -26,8 +26,19 @@ async fn login(
     throttle: web::Data<LoginThrottle>,
     creds: web::Json<Credentials>,
 ) -> Result<HttpResponse, Error> {
-    let attempt = throttle.attempt(&req, &creds.username).await?;
-    if ["alice", "bob"].contains(&creds.username.as_str()) && creds.password == "right" {
+    // The accounts' ids, as the app's user table would give them.
+    let id = match creds.username.as_str() {
+        "alice" => Some("1"),
+        "bob" => Some("2"),
+        _ => None,
+    };
+    let attempt = throttle.attempt(&req, &creds.username, id).await?;
+    // Stands for a password check the hashing queue turned away.
+    if creds.password == "busy" {
+        attempt.not_checked().await?;
+        return Ok(HttpResponse::ServiceUnavailable().finish());
+    }
+    if id.is_some() && creds.password == "right" {
         let device = attempt.succeeded().await?;
         Ok(HttpResponse::Ok().cookie(device).body("welcome"))
     } else {
@@ -701,4 +712,126 @@ async fn a_device_token_that_keeps_failing_is_revoked() {
     // ... and then it is a stranger's browser again.
     let spent = attempt_from("alice", "right", "192.0.2.61:40000", &device);
     assert_eq!(status_of(&app, spent).await, 429);
+}
+
+/// Accounts by username, with their ids, which the test changes as an app renames accounts.
+#[derive(Default)]
+struct Accounts(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl Accounts {
+    fn set(&self, username: &str, id: Option<&str>) {
+        let mut accounts = self.0.lock().unwrap();
+        match id {
+            Some(id) => accounts.insert(username.to_owned(), id.to_owned()),
+            None => accounts.remove(username),
+        };
+    }
+
+    fn id_of(&self, username: &str) -> Option<String> {
+        self.0.lock().unwrap().get(username).cloned()
+    }
+}
+
+/// The login handler with accounts looked up in `Accounts`; every account's password is
+/// `right`.
+async fn login_by_id(
+    req: HttpRequest,
+    throttle: web::Data<LoginThrottle>,
+    accounts: web::Data<Accounts>,
+    creds: web::Json<Credentials>,
+) -> Result<HttpResponse, Error> {
+    let id = accounts.id_of(&creds.username);
+    let attempt = throttle
+        .attempt(&req, &creds.username, id.as_deref())
+        .await?;
+    if id.is_some() && creds.password == "right" {
+        let device = attempt.succeeded().await?;
+        Ok(HttpResponse::Ok().cookie(device).body("welcome"))
+    } else {
+        attempt.failed().await?;
+        Ok(HttpResponse::Unauthorized().json(serde_json::json!({"error": "invalid_credentials"})))
+    }
+}
+
+/// A device cookie belongs to the account, not to the name typed: after a rename it still lets
+/// its browser past a locked account under the new name, and a new account that takes the old
+/// name does not inherit it.
+#[actix_web::test]
+async fn device_cookies_follow_the_account_id_not_the_name() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(Limit::new(2, Duration::from_secs(60)))
+        .per_account(Limit::new(4, Duration::from_secs(60)));
+    let accounts = web::Data::new(Accounts::default());
+    accounts.set("alice", Some("1"));
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(throttle))
+            .app_data(accounts.clone())
+            .route("/login", web::post().to(login_by_id))
+            .wrap(LoginMiddleware::new(MemoryStore::new())),
+    )
+    .await;
+    let res = test::call_service(
+        &app,
+        attempt_from("alice", "right", "192.0.2.70:40000", &[]),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let device = cookies_of(&res);
+
+    // Account 1 is renamed to "alicia"; a new account, 2, takes the name "alice".
+    accounts.set("alicia", Some("1"));
+    accounts.set("alice", Some("2"));
+    // Strangers lock both names.
+    let peers: Vec<String> = (1..=2).map(|n| format!("203.0.113.{n}:40000")).collect();
+    assert_eq!(guess_from_everywhere(&app, "alice", &peers).await, 4);
+    assert_eq!(guess_from_everywhere(&app, "alicia", &peers).await, 4);
+
+    // The browser of account 1 gets into account 1, under its new name ...
+    let renamed = attempt_from("alicia", "right", "192.0.2.71:40000", &device);
+    assert_eq!(
+        status_of(&app, renamed).await,
+        200,
+        "the renamed account's browser"
+    );
+    // ... and not into account 2, which took its old name.
+    let device_of_another = attempt_from("alice", "right", "192.0.2.71:40000", &device);
+    assert_eq!(
+        status_of(&app, device_of_another).await,
+        429,
+        "a new account inherited a device cookie through its name"
+    );
+}
+
+/// A login the hashing queue turned away was never checked: retrying during a flood does not
+/// use up the user's attempts, on any counter, for strangers or a known browser.
+#[actix_web::test]
+async fn a_login_turned_away_unchecked_counts_nowhere() {
+    let url = shared_redis_url();
+    let throttle = throttle_on(&url, &unique_prefix())
+        .await
+        .per_account_and_client(Limit::new(2, Duration::from_secs(60)))
+        .per_client(Limit::new(3, Duration::from_secs(60)))
+        .per_account(Limit::new(4, Duration::from_secs(60)))
+        .per_device(Limit::new(2, Duration::from_secs(60)));
+    let app = app(throttle).await;
+    for _ in 0..10 {
+        let busy = attempt_from("alice", "busy", "192.0.2.80:40000", &[]);
+        assert_eq!(status_of(&app, busy).await, 503);
+    }
+    let res = test::call_service(
+        &app,
+        attempt_from("alice", "right", "192.0.2.80:40000", &[]),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "the unchecked attempts were counted");
+    let device = cookies_of(&res);
+    for _ in 0..10 {
+        let busy = attempt_from("alice", "busy", "192.0.2.81:40000", &device);
+        assert_eq!(status_of(&app, busy).await, 503);
+    }
+    let known = attempt_from("alice", "right", "192.0.2.81:40000", &device);
+    assert_eq!(status_of(&app, known).await, 200, "the device was revoked");
 }

@@ -60,6 +60,8 @@ struct Browser<'a> {
     http: Http<'a>,
     origin: &'a str,
     cookies: BTreeMap<String, String>,
+    /// The client address the example's trusted proxy reports, if it trusts one.
+    forwarded_for: Option<String>,
 }
 
 impl<'a> Browser<'a> {
@@ -68,6 +70,15 @@ impl<'a> Browser<'a> {
             http: Http::new(example),
             origin: &example.base,
             cookies: BTreeMap::new(),
+            forwarded_for: None,
+        }
+    }
+
+    /// A browser at `ip`, as a proxy in `TRUST_PROXIES` reports it.
+    fn at(example: &'a Example, ip: &str) -> Self {
+        Self {
+            forwarded_for: Some(ip.to_owned()),
+            ..Self::new(example)
         }
     }
 
@@ -84,6 +95,9 @@ impl<'a> Browser<'a> {
         }
         if method != "GET" {
             headers.push(("origin", self.origin));
+        }
+        if let Some(ip) = &self.forwarded_for {
+            headers.push(("x-forwarded-for", ip.as_str()));
         }
         let answer = self.http.send(method, path, &headers, body).await;
         for line in answer.set_cookies() {
@@ -116,14 +130,15 @@ impl<'a> Browser<'a> {
     }
 }
 
-/// `429` with a `Retry-After` within the throttle's window.
+/// `429` with a `Retry-After` within the throttle's longest window: 15 minutes for one account
+/// from one address, an hour for an account's codes from anywhere.
 fn assert_throttled(answer: &Answer) {
     assert_eq!(answer.said(), (429, THROTTLED));
     let retry_after: u64 = answer
         .header("retry-after")
         .and_then(|secs| secs.parse().ok())
         .expect("Retry-After in seconds");
-    assert!((1..=15 * 60).contains(&retry_after), "{retry_after}");
+    assert!((1..=60 * 60).contains(&retry_after), "{retry_after}");
 }
 
 #[test]
@@ -322,4 +337,85 @@ async fn two_factor_with_redis() {
         &[("REDIS_URL", &url), ("TOTP_PENDING_SECS", "1")],
     );
     check_expiry(&example).await;
+}
+
+/// Behind a trusted proxy, with small bounds on anonymous sessions (2 per address, 10 shared):
+/// the example as a deployment under a flood.
+fn behind_a_proxy() -> Example {
+    Example::start(
+        "two_factor",
+        &[
+            ("TRUST_PROXIES", "127.0.0.1"),
+            ("ANONYMOUS_SESSIONS_PER_MINUTE", "2,10"),
+        ],
+    )
+}
+
+/// Each password step starts an anonymous session (the pending login lives in it). Bob, or
+/// anyone with an account, floods them from ten /64s; Alice, elsewhere, still gets her second
+/// step.
+#[actix_web::test]
+async fn a_flood_of_half_way_logins_leaves_the_second_step_to_everyone_else() {
+    let example = behind_a_proxy();
+    let (mut started, mut refused) = (0, 0);
+    for round in 0..3 {
+        for net in 0..10 {
+            let mut flooder = Browser::at(&example, &format!("2001:db8:66:{net:x}::{round}"));
+            let answer = flooder.password(BOB).await;
+            match answer.status {
+                200 => started += 1,
+                429 => {
+                    assert_eq!(answer.body, r#"{"error":"too_many_sessions"}"#);
+                    assert!(answer.header("retry-after").is_some(), "no Retry-After");
+                    refused += 1;
+                }
+                status => panic!("flood: {status} {}", answer.body),
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "the flood was never refused ({started} started)"
+    );
+    let mut alice = Browser::at(&example, "198.51.100.20");
+    assert_eq!(alice.password(ALICE).await.said(), (200, NEXT_TOTP));
+    let answer = alice.code(&code(ALICE_SECRET, 0)).await;
+    assert_eq!(answer.said(), (200, ALICE_PROFILE));
+    assert_eq!(alice.me().await.said(), (200, ALICE_PROFILE));
+}
+
+/// Someone who has Alice's password guesses codes from a new address each time: the guesses
+/// count per account, so they run out long before a six-digit code is in reach, and then even
+/// the right code is refused until the window ends.
+#[actix_web::test]
+async fn code_guesses_are_bounded_per_account_across_addresses() {
+    let example = behind_a_proxy();
+    let mut wrong = 0;
+    let mut refused = None;
+    for n in 0..40 {
+        let mut guesser = Browser::at(&example, &format!("203.0.{n}.9"));
+        assert_eq!(guesser.password(ALICE).await.said(), (200, NEXT_TOTP));
+        let answer = guesser.code(&wrong_code(ALICE_SECRET)).await;
+        if answer.status == 429 {
+            assert_throttled(&answer);
+            refused = Some(guesser);
+            break;
+        }
+        assert_eq!(answer.said(), (401, INVALID_CODE), "guess {n}");
+        wrong += 1;
+    }
+    let Some(mut last) = refused else {
+        panic!("{wrong} wrong codes from {wrong} addresses, and none refused");
+    };
+    assert!(wrong <= 10, "{wrong} wrong codes before a refusal");
+    // The right code from yet another address is refused too: no oracle.
+    let mut owner = Browser::at(&example, "198.51.100.21");
+    assert_eq!(owner.password(ALICE).await.said(), (200, NEXT_TOTP));
+    assert_throttled(&owner.code(&code(ALICE_SECRET, 0)).await);
+    assert_throttled(&last.code(&code(ALICE_SECRET, 0)).await);
+    // Bob's codes count on his own.
+    let mut bob = Browser::at(&example, "198.51.100.22");
+    assert_eq!(bob.password(BOB).await.said(), (200, NEXT_TOTP));
+    let answer = bob.code(&code(BOB_SECRET, 0)).await;
+    assert_eq!(answer.said(), (200, r#"{"id":2,"username":"bob"}"#));
 }

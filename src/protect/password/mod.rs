@@ -13,11 +13,29 @@
 //!
 //! Each hash takes tens of milliseconds of CPU and 19 MiB of memory, so [`hash`] and [`verify`]
 //! run on threads of their own, never on the threads that serve requests, and at most half the
-//! machine's cores hash at once; further calls wait their turn without blocking anything. On
-//! Linux those threads run at a lower CPU priority (nice 10), so the scheduler gives a core to a
-//! request the moment one arrives, and hashing takes what is left, but never less than about a
-//! tenth of a busy core: logins slow down under load instead of stopping. A burst of logins
-//! therefore cannot stall other requests or exhaust memory.
+//! machine's cores hash at once. On Linux those threads run at a lower CPU priority (nice 10),
+//! so the scheduler gives a core to a request the moment one arrives, and hashing takes what is
+//! left, but never less than about a tenth of a busy core: logins slow down under load instead
+//! of stopping. A burst of logins therefore cannot stall other requests or exhaust memory.
+//!
+//! # The hashing queue
+//!
+//! A hash that finds every hashing thread busy waits in one of two [lanes](Lane), so that
+//! strangers cannot queue a returning user's login:
+//!
+//! * [`Lane::KnownDevice`]: logins from a browser that holds a valid device cookie for the
+//!   account (see [`LoginAttempt::lane`](crate::LoginAttempt::lane)). They take the next free
+//!   thread before any stranger, and are never refused: the throttle bounds how many there can
+//!   be, since each device token has its own failure limit.
+//! * [`Lane::Stranger`]: everyone else, first come, first served. At most
+//!   [`max_waiting`](PasswordHasher::max_waiting) verifications wait here (default
+//!   [`DEFAULT_MAX_WAITING`], per process); one more is refused at once with
+//!   [`PasswordError::Busy`], `503 {"error":"login_busy"}` with `Retry-After`, instead of
+//!   waiting behind a flood. Hashes for storage ([`hash`], [`hash_registration`]) wait in this
+//!   lane but are never refused: they follow a login or a throttled sign-up.
+//!
+//! A hash that finds a free thread starts at once whatever its lane, so a quiet server costs
+//! exactly what it did without lanes.
 //!
 //! ```
 //! # actix_web::rt::System::new().block_on(async {
@@ -33,6 +51,7 @@
 //! # }).unwrap();
 //! ```
 
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -88,6 +107,14 @@ pub enum PasswordError {
     /// The operating system's random number generator failed.
     #[error("the OS random number generator failed: {0}")]
     Random(getrandom::Error),
+    /// Too many strangers' logins are already waiting for a hashing thread (see
+    /// [the hashing queue](self#the-hashing-queue)); nothing was checked. As a response:
+    /// `503 {"error":"login_busy"}` with `Retry-After`. Under a
+    /// [`LoginThrottle`](crate::LoginThrottle), report it with
+    /// [`LoginAttempt::not_checked`](crate::LoginAttempt::not_checked), so the attempt does
+    /// not count as a failure.
+    #[error("too many password checks are waiting; try again shortly")]
+    Busy,
     /// The hashing thread did not deliver a result (it could not be started, or the caller's
     /// runtime is shutting down).
     #[error("password task did not complete: {0}")]
@@ -154,16 +181,56 @@ impl Pepper {
 /// # Ok::<(), actix_login::password::PasswordError>(())
 /// # }).unwrap();
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PasswordHasher {
     pepper: Option<Pepper>,
     retired: Vec<Pepper>,
+    max_waiting: usize,
+}
+
+impl Default for PasswordHasher {
+    fn default() -> Self {
+        Self {
+            pepper: None,
+            retired: Vec::new(),
+            max_waiting: DEFAULT_MAX_WAITING,
+        }
+    }
+}
+
+/// How many strangers' verifications may wait for a hashing thread, by default, before the
+/// next is refused with [`PasswordError::Busy`]: 32, about a second of waiting on a small
+/// server (a hash takes 20 to 50 ms on one core).
+pub const DEFAULT_MAX_WAITING: usize = 32;
+
+/// Which line a hash waits in when every hashing thread is busy; see
+/// [the hashing queue](self#the-hashing-queue).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lane {
+    /// A login from a browser with a valid device cookie for its account: served before any
+    /// stranger, never refused.
+    KnownDevice,
+    /// Everyone else: first come, first served, refused with [`PasswordError::Busy`] once
+    /// [`max_waiting`](PasswordHasher::max_waiting) verifications wait.
+    #[default]
+    Stranger,
 }
 
 impl PasswordHasher {
     /// A hasher with the default parameters and no pepper.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many strangers' verifications may wait for a hashing thread before the next is
+    /// refused with [`PasswordError::Busy`] (default [`DEFAULT_MAX_WAITING`]). The queue is
+    /// shared by the whole process; each verification compares it with its own hasher's bound.
+    /// Known devices and hashes for storage are never refused.
+    #[must_use]
+    pub fn max_waiting(mut self, waiting: usize) -> Self {
+        self.max_waiting = waiting;
+        self
     }
 
     /// Hashes with `pepper` from now on.
@@ -188,7 +255,10 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = normalized(password)?;
         let pepper = self.pepper.clone();
-        off_the_executor(move || hash_with(&password, pepper.as_ref())).await
+        off_the_executor(Lane::Stranger, usize::MAX, move || {
+            hash_with(&password, pepper.as_ref())
+        })
+        .await
     }
 
     /// [`hash`](Self::hash) for an account being created. At most one such hash runs at a
@@ -204,7 +274,7 @@ impl PasswordHasher {
             .acquire_owned()
             .await
             .map_err(|err| PasswordError::Interrupted(err.to_string()))?;
-        off_the_executor(move || {
+        off_the_executor(Lane::Stranger, usize::MAX, move || {
             // Held until the hash ends, even if the caller stops waiting for it.
             let _turn = turn;
             hash_with(&password, pepper.as_ref())
@@ -225,8 +295,12 @@ impl PasswordHasher {
     /// costlier parameters than the current ones takes longer, so lower them only together
     /// with a rehash of every account.
     ///
+    /// It waits in the [strangers' lane](Lane::Stranger); see [`verify_in`](Self::verify_in)
+    /// for a login from a known browser.
+    ///
     /// # Errors
     /// [`PasswordError::TooLong`] over [`MAX_PASSWORD_BYTES`] (checked before any work);
+    /// [`PasswordError::Busy`] when [`max_waiting`](Self::max_waiting) strangers already wait;
     /// [`PasswordError::MalformedHash`] or [`PasswordError::UnknownPepper`] for a stored hash
     /// this hasher cannot check.
     pub async fn verify(
@@ -234,11 +308,28 @@ impl PasswordHasher {
         password: &str,
         stored: Option<&str>,
     ) -> Result<bool, PasswordError> {
+        self.verify_in(Lane::Stranger, password, stored).await
+    }
+
+    /// [`verify`](Self::verify) in `lane`: pass [`LoginAttempt::lane`](crate::LoginAttempt::lane)
+    /// so that a browser with a valid device cookie is not queued behind strangers.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify); [`PasswordError::Busy`] only in [`Lane::Stranger`].
+    pub async fn verify_in(
+        &self,
+        lane: Lane,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<bool, PasswordError> {
         let password = normalized(password)?;
         let known = stored.is_some();
         let stored = stored.unwrap_or(DUMMY_HASH).to_owned();
         let peppers: Vec<Pepper> = self.pepper.iter().chain(&self.retired).cloned().collect();
-        let matched = off_the_executor(move || verify_with(&password, &stored, &peppers)).await?;
+        let matched = off_the_executor(lane, self.max_waiting, move || {
+            verify_with(&password, &stored, &peppers)
+        })
+        .await?;
         Ok(matched && known)
     }
 
@@ -404,11 +495,12 @@ fn make_up_for_outdated(params: &Params) {
     );
 }
 
-/// Limits how many hashes run at once: half the cores (at least one), so serving requests keeps
-/// CPU, and memory stays at 19 MiB per permit.
-fn hashing_slots() -> &'static Arc<Semaphore> {
-    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    SLOTS.get_or_init(|| Arc::new(Semaphore::new(hashing_threads())))
+/// The hashing threads' turns: half the cores (at least one) hash at once, so serving requests
+/// keeps CPU, and memory stays at 19 MiB per turn. A hash that finds none free waits in its
+/// [`Lane`].
+fn hashing_slots() -> &'static Slots {
+    static SLOTS: OnceLock<Slots> = OnceLock::new();
+    SLOTS.get_or_init(|| Slots::new(hashing_threads()))
 }
 
 /// The one turn that registration hashes take in order, so that they wait among themselves
@@ -423,20 +515,124 @@ fn hashing_threads() -> usize {
     cores.div_ceil(2)
 }
 
+/// Turns at the hashing threads, handed out free ones first, then to known devices before
+/// strangers.
+struct Slots {
+    state: std::sync::Mutex<SlotState>,
+}
+
+struct SlotState {
+    /// Turns nobody holds. Only above zero while nobody waits.
+    free: usize,
+    known: VecDeque<tokio::sync::oneshot::Sender<Slot>>,
+    strangers: VecDeque<tokio::sync::oneshot::Sender<Slot>>,
+}
+
+/// One turn at a hashing thread, given back when dropped: to the next waiter, or to the free
+/// ones.
+struct Slot {
+    slots: &'static Slots,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
+impl Slots {
+    fn new(turns: usize) -> Self {
+        Self {
+            state: std::sync::Mutex::new(SlotState {
+                free: turns.max(1),
+                known: VecDeque::new(),
+                strangers: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A turn in `lane`, at once if one is free; refused in the strangers' lane when
+    /// `max_waiting` wait there already.
+    async fn acquire(&'static self, lane: Lane, max_waiting: usize) -> Result<Slot, PasswordError> {
+        let turn = {
+            let mut state = self.lock();
+            if state.free > 0 {
+                state.free -= 1;
+                return Ok(Slot { slots: self });
+            }
+            let (give, turn) = tokio::sync::oneshot::channel();
+            match lane {
+                Lane::KnownDevice => state.known.push_back(give),
+                Lane::Stranger => {
+                    if state.strangers.len() >= max_waiting {
+                        // Waiters whose callers gave up (clients that left) hold no place.
+                        state.strangers.retain(|waiter| !waiter.is_closed());
+                    }
+                    if state.strangers.len() >= max_waiting {
+                        return Err(PasswordError::Busy);
+                    }
+                    state.strangers.push_back(give);
+                }
+            }
+            turn
+        };
+        turn.await
+            .map_err(|err| PasswordError::Interrupted(err.to_string()))
+    }
+
+    /// Hands a turn that ends to the next waiter, known devices first, or frees it.
+    fn release(&'static self) {
+        loop {
+            let next = {
+                let mut state = self.lock();
+                let next = state
+                    .known
+                    .pop_front()
+                    .or_else(|| state.strangers.pop_front());
+                match next {
+                    Some(waiter) => waiter,
+                    None => {
+                        state.free += 1;
+                        return;
+                    }
+                }
+            };
+            match next.send(Slot { slots: self }) {
+                Ok(()) => return,
+                // That waiter gave up: the turn goes to the next one, without a second release.
+                Err(turn) => std::mem::forget(turn),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.known.len(), state.strangers.len())
+    }
+}
+
 async fn off_the_executor<T: Send + 'static>(
+    lane: Lane,
+    max_waiting: usize,
     work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
 ) -> Result<T, PasswordError> {
-    run_in_slot(hashing_slots(), work).await
+    run_in_slot(hashing_slots(), lane, max_waiting, work).await
 }
 
 async fn run_in_slot<T: Send + 'static>(
-    slots: &Arc<Semaphore>,
+    slots: &'static Slots,
+    lane: Lane,
+    max_waiting: usize,
     work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
 ) -> Result<T, PasswordError> {
-    let slot = Arc::clone(slots)
-        .acquire_owned()
-        .await
-        .map_err(|err| PasswordError::Interrupted(err.to_string()))?;
+    let slot = slots.acquire(lane, max_waiting).await?;
     let (done, result) = tokio::sync::oneshot::channel();
     // The slot travels with the work: a caller that gives up (a client that disconnects) drops
     // its future, but the hash runs on, and must keep its slot until it ends.

@@ -3,7 +3,7 @@ use super::*;
 #[cfg(target_os = "linux")]
 #[actix_web::test]
 async fn hashing_runs_on_its_own_threads_at_a_lower_priority() {
-    let (name, nice) = off_the_executor(|| {
+    let (name, nice) = off_the_executor(Lane::Stranger, usize::MAX, || {
         let name = std::thread::current().name().map(str::to_owned);
         let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
         Ok((
@@ -68,26 +68,126 @@ fn malformed_stored_hash_is_an_error_not_a_match() {
     }
 }
 
+/// Polls `future` once.
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
+        .await
+}
+
+fn slots(turns: usize) -> &'static Slots {
+    Box::leak(Box::new(Slots::new(turns)))
+}
+
+fn free(slots: &Slots) -> usize {
+    slots.lock().free
+}
+
+/// Yields to the spawned tasks until `slots` has `waiting` (known, strangers) waiters.
+async fn until_waiting(slots: &Slots, waiting: (usize, usize)) {
+    while slots.waiting() != waiting {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[actix_web::test]
 async fn a_cancelled_caller_does_not_free_the_slot_of_a_running_hash() {
-    let slots = Arc::new(Semaphore::new(1));
-    let slow = || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
+    let slots = slots(1);
+    let (started, running) = std::sync::mpsc::channel();
+    let (finish, finished) = std::sync::mpsc::channel::<()>();
+    let blocked = move || {
+        let _ = started.send(());
+        let _ = finished.recv();
         Ok(())
     };
-    let gave_up = tokio::time::timeout(
-        std::time::Duration::from_millis(50),
-        run_in_slot(&slots, slow),
-    )
-    .await;
-    assert!(gave_up.is_err(), "the call should have timed out");
-    assert_eq!(
-        slots.available_permits(),
-        0,
-        "slot freed while the hash still runs"
+    let mut call = Box::pin(run_in_slot(slots, Lane::Stranger, 8, blocked));
+    // Poll until the hash runs, then give up on it, as a client that disconnects does.
+    while running.try_recv().is_err() {
+        let _ = poll_once(&mut call).await;
+        tokio::task::yield_now().await;
+    }
+    drop(call);
+    assert_eq!(free(slots), 0, "slot freed while the hash still runs");
+    finish.send(()).unwrap();
+    while free(slots) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(free(slots), 1);
+}
+
+#[actix_web::test]
+async fn known_devices_take_the_next_turn_before_waiting_strangers() {
+    let slots = slots(1);
+    let held = slots.acquire(Lane::Stranger, 8).await.unwrap();
+    let order = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (name, lane, waiting) in [
+        ("stranger 1", Lane::Stranger, (0, 1)),
+        ("stranger 2", Lane::Stranger, (0, 2)),
+        ("known", Lane::KnownDevice, (1, 2)),
+    ] {
+        let order = order.clone();
+        tasks.push(actix_web::rt::spawn(async move {
+            let turn = slots.acquire(lane, 8).await.unwrap();
+            order.borrow_mut().push(name);
+            drop(turn);
+        }));
+        until_waiting(slots, waiting).await;
+    }
+    drop(held);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(*order.borrow(), ["known", "stranger 1", "stranger 2"]);
+    assert_eq!(free(slots), 1);
+}
+
+#[actix_web::test]
+async fn strangers_past_the_bound_are_refused_at_once_and_known_devices_never() {
+    let slots = slots(1);
+    let held = slots.acquire(Lane::Stranger, 2).await.unwrap();
+    let mut waiters: Vec<_> = (0..2)
+        .map(|_| actix_web::rt::spawn(slots.acquire(Lane::Stranger, 2)))
+        .collect();
+    until_waiting(slots, (0, 2)).await;
+    assert!(matches!(
+        slots.acquire(Lane::Stranger, 2).await,
+        Err(PasswordError::Busy)
+    ));
+    let known: Vec<_> = (0..5)
+        .map(|_| actix_web::rt::spawn(slots.acquire(Lane::KnownDevice, 2)))
+        .collect();
+    until_waiting(slots, (5, 2)).await;
+    // A stranger who gave up holds no place in the line.
+    waiters[0].abort();
+    while !slots
+        .lock()
+        .strangers
+        .iter()
+        .any(tokio::sync::oneshot::Sender::is_closed)
+    {
+        tokio::task::yield_now().await;
+    }
+    let mut queued = Box::pin(slots.acquire(Lane::Stranger, 2));
+    assert!(
+        poll_once(&mut queued).await.is_pending(),
+        "refused while a place was free"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert_eq!(slots.available_permits(), 1);
+    // The turn goes to the known devices first, then to the strangers still waiting.
+    drop(held);
+    for turn in known {
+        drop(turn.await.unwrap().unwrap());
+    }
+    drop(waiters.remove(1).await.unwrap().unwrap());
+    drop(queued.await.unwrap());
+    assert_eq!(free(slots), 1);
+}
+
+#[test]
+fn busy_is_a_503_with_retry_after_and_a_code() {
+    use actix_web::ResponseError as _;
+    let res = PasswordError::Busy.error_response();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers().get("retry-after").unwrap(), "1");
 }
 
 #[test]
