@@ -199,7 +199,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// A rotation cut off at any point (a dropped request, a lost connection) must leave the
     /// old token either fully working or dead, never half: best, the whole move is one atomic
     /// step (copy `old`'s data and profile into `new`, create and index `new`, delete and
-    /// unindex `old`), as [`MemoryStore`](crate::MemoryStore) and one Redis server do. A store
+    /// unindex `old`), as [`MemoryStore`] and one Redis server do. A store
     /// that cannot do it in one step (a Redis Cluster, whose index lives on another node) must,
     /// in this order: atomically copy into `new` and mark `old` as moving, after which `old` is
     /// dead to [`load`](SessionStore::load) and no [`write_data`] lands on it; index `new`;
