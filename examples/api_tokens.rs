@@ -104,9 +104,18 @@ async fn issue_token(
         .await?;
     // Unknown users are checked against no hash: as slow as a wrong password, and as false.
     let hash = user.map(|(_, hash)| hash.as_str());
-    let verified = PasswordHasher::new()
+    let verified = match PasswordHasher::new()
         .verify_in(attempt.lane(), &creds.password, hash)
-        .await?;
+        .await
+    {
+        // Turned away by a full hashing queue (503 login_busy): no guess was made, so none is
+        // counted.
+        Err(PasswordError::Busy) => {
+            attempt.not_checked().await?;
+            return Err(PasswordError::Busy.into());
+        }
+        verified => verified?,
+    };
     let (Some((profile, _)), true) = (user, verified) else {
         attempt.failed().await?;
         return Ok(HttpResponse::Unauthorized().json(json!({ "error": "invalid_credentials" })));

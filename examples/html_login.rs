@@ -274,8 +274,19 @@ async fn login(
         Err(err) => return Err(err.into()),
     };
     // A browser that logged in before is not queued behind strangers' guesses.
-    let checked = users.check(attempt.lane(), &form.username, &form.password);
-    let Some(profile) = checked.await? else {
+    let checked = match users
+        .check(attempt.lane(), &form.username, &form.password)
+        .await
+    {
+        // Turned away by a full hashing queue (503 login_busy): no guess was made, so none is
+        // counted.
+        Err(PasswordError::Busy) => {
+            attempt.not_checked().await?;
+            return Err(PasswordError::Busy.into());
+        }
+        checked => checked?,
+    };
+    let Some(profile) = checked else {
         attempt.failed().await?;
         let error = "Invalid username or password".to_owned();
         return login_refused(&pages, &session, &form, StatusCode::UNAUTHORIZED, error).await;
