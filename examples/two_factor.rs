@@ -248,10 +248,10 @@ async fn login_totp(
         session.remove(PENDING).await?;
         return Ok(refusal(StatusCode::UNAUTHORIZED, "login_expired"));
     }
-    // Codes count on counters of their own: a right password must not reset them, nor a
-    // device cookie lift them (no account id: none counts).
-    let account = format!("{}#totp", pending.username);
-    let attempt = codes.0.attempt(&req, &account, None).await?;
+    // Codes count on counters of their own (a store of their own): a right password must not
+    // reset them, a password guess for any name must not spend them, and no device cookie
+    // lifts them (no account id: none counts).
+    let attempt = codes.0.attempt(&req, &pending.username, None).await?;
     let Some(user) = users.accept_code(&pending.username, &body.code) else {
         attempt.failed().await?;
         return Ok(refusal(StatusCode::UNAUTHORIZED, "invalid_code"));
@@ -311,22 +311,29 @@ fn middleware(store: impl actix_login::SessionStore) -> std::io::Result<LoginMid
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    // One store for the sessions and the throttle's counters.
+    // One store for the sessions and the password throttle's counters; the codes' counters
+    // live apart (their own key prefix, or their own memory store), so that no username typed
+    // at the password step can name them.
     let (sessions, throttle, codes) = match std::env::var("REDIS_URL") {
         Ok(url) => {
             let store = RedisStore::connect(&url).await.map_err(Error::other)?;
+            let code_store = RedisStore::builder(&url)
+                .key_prefix("actix-login-totp")
+                .connect()
+                .await
+                .map_err(Error::other)?;
             (
                 middleware(store.clone())?,
-                LoginThrottle::new(store.clone()),
-                CodeThrottle::new(store),
+                LoginThrottle::new(store),
+                CodeThrottle::new(code_store),
             )
         }
         Err(_) => {
             let store = MemoryStore::new();
             (
                 middleware(store.clone())?,
-                LoginThrottle::new(store.clone()),
-                CodeThrottle::new(store),
+                LoginThrottle::new(store),
+                CodeThrottle::new(MemoryStore::new()),
             )
         }
     };

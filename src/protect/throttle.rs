@@ -419,7 +419,8 @@ impl std::fmt::Debug for LoginAttempt {
 impl LoginAttempt {
     /// The hashing queue's lane for this attempt's password check: [`Lane::KnownDevice`] when
     /// the request brought a valid device cookie for the account, so that strangers cannot
-    /// queue its owner's login; otherwise [`Lane::Stranger`]. Pass it to
+    /// queue its owner's login (one check per account at a time; the queue sends a second one
+    /// among strangers); otherwise [`Lane::Stranger`]. Pass it to
     /// [`PasswordHasher::verify_in`](crate::password::PasswordHasher::verify_in).
     ///
     /// [`Lane::KnownDevice`]: crate::password::Lane::KnownDevice
@@ -427,7 +428,12 @@ impl LoginAttempt {
     #[cfg(feature = "password")]
     pub fn lane(&self) -> crate::password::Lane {
         match self.charged {
-            Charged::Device(_) => crate::password::Lane::KnownDevice,
+            Charged::Device(_) => {
+                // A valid device token implies the id it is bound to; the folded name's hash
+                // stands in only for a caller that gave none.
+                let owner = self.id.as_deref().unwrap_or(&self.account);
+                crate::password::Lane::KnownDevice(crate::password::DeviceOwner::new(owner))
+            }
             Charged::Strangers(_) => crate::password::Lane::Stranger,
         }
     }

@@ -419,3 +419,21 @@ async fn code_guesses_are_bounded_per_account_across_addresses() {
     let answer = bob.code(&code(BOB_SECRET, 0)).await;
     assert_eq!(answer.said(), (200, r#"{"id":2,"username":"bob"}"#));
 }
+
+/// The codes' counters are not the password's: a stranger who posts passwords for a made-up
+/// username that names Alice's code counter (`alice#totp`, unknown names count like real ones)
+/// cannot use up her code guesses.
+#[actix_web::test]
+async fn password_guesses_for_any_name_leave_the_codes_alone() {
+    let example = behind_a_proxy();
+    let forged = r#"{"username":"alice#totp","password":"whatever-it-is-1"}"#;
+    for n in 0..12 {
+        let mut stranger = Browser::at(&example, &format!("192.0.2.{n}"));
+        let answer = stranger.password(forged).await;
+        assert_eq!(answer.said(), (401, INVALID_CREDENTIALS), "guess {n}");
+    }
+    let mut owner = Browser::at(&example, "198.51.100.31");
+    assert_eq!(owner.password(ALICE).await.said(), (200, NEXT_TOTP));
+    let answer = owner.code(&code(ALICE_SECRET, 0)).await;
+    assert_eq!(answer.said(), (200, ALICE_PROFILE));
+}

@@ -25,8 +25,10 @@
 //!
 //! * [`Lane::KnownDevice`]: logins from a browser that holds a valid device cookie for the
 //!   account (see [`LoginAttempt::lane`](crate::LoginAttempt::lane)). They take the next free
-//!   thread before any stranger, and are never refused: the throttle bounds how many there can
-//!   be, since each device token has its own failure limit.
+//!   thread before any stranger, and are never refused. Each account has at most one check
+//!   waiting or running here at a time; another one for the same account at once waits among
+//!   strangers, so the owner of an account (and of as many device cookies as logins hand out)
+//!   cannot take the lane over and shut strangers out.
 //! * [`Lane::Stranger`]: everyone else, first come, first served. At most
 //!   [`max_waiting`](PasswordHasher::max_waiting) verifications wait here (default
 //!   [`DEFAULT_MAX_WAITING`], per process); one more is refused at once with
@@ -51,7 +53,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -205,16 +207,33 @@ pub const DEFAULT_MAX_WAITING: usize = 32;
 
 /// Which line a hash waits in when every hashing thread is busy; see
 /// [the hashing queue](self#the-hashing-queue).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Lane {
     /// A login from a browser with a valid device cookie for its account: served before any
-    /// stranger, never refused.
-    KnownDevice,
+    /// stranger, never refused. One check per account at a time: a second one for the same
+    /// account, while the first waits or runs, waits among strangers.
+    KnownDevice(DeviceOwner),
     /// Everyone else: first come, first served, refused with [`PasswordError::Busy`] once
     /// [`max_waiting`](PasswordHasher::max_waiting) verifications wait.
     #[default]
     Stranger,
+}
+
+/// The account a [`Lane::KnownDevice`] check logs in to, as
+/// [`LoginAttempt::lane`](crate::LoginAttempt::lane) names it.
+///
+/// The known-device lane goes before every stranger, so it must not be one account's to fill:
+/// device cookies are cheap to multiply for an attacker who owns an account (every login hands
+/// out a new one), and a lane taken over by one account would shut every stranger out. Each
+/// account therefore has at most one check waiting or running there at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceOwner(Arc<str>);
+
+impl DeviceOwner {
+    pub(crate) fn new(account: &str) -> Self {
+        Self(Arc::from(account))
+    }
 }
 
 impl PasswordHasher {
@@ -524,18 +543,36 @@ struct Slots {
 struct SlotState {
     /// Turns nobody holds. Only above zero while nobody waits.
     free: usize,
-    known: VecDeque<tokio::sync::oneshot::Sender<Slot>>,
+    known: VecDeque<(DeviceOwner, tokio::sync::oneshot::Sender<Slot>)>,
     strangers: VecDeque<tokio::sync::oneshot::Sender<Slot>>,
+    /// The accounts with a check waiting or running in the known-device lane.
+    known_owners: HashSet<DeviceOwner>,
 }
 
 /// One turn at a hashing thread, given back when dropped: to the next waiter, or to the free
 /// ones.
 struct Slot {
     slots: &'static Slots,
+    /// The account whose known-device check holds the turn, if one does.
+    owner: Option<DeviceOwner>,
+}
+
+impl Slot {
+    /// Gives up the turn without handing it on (it was never taken): only the account's place
+    /// in the known-device lane is freed.
+    fn forget(mut self) {
+        if let Some(owner) = self.owner.take() {
+            self.slots.lock().known_owners.remove(&owner);
+        }
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            self.slots.lock().known_owners.remove(&owner);
+        }
         self.slots.release();
     }
 }
@@ -547,6 +584,7 @@ impl Slots {
                 free: turns.max(1),
                 known: VecDeque::new(),
                 strangers: VecDeque::new(),
+                known_owners: HashSet::new(),
             }),
         }
     }
@@ -562,14 +600,19 @@ impl Slots {
     async fn acquire(&'static self, lane: Lane, max_waiting: usize) -> Result<Slot, PasswordError> {
         let turn = {
             let mut state = self.lock();
+            // An account's second check at once waits among strangers.
+            let owner = match lane {
+                Lane::KnownDevice(owner) if state.known_owners.insert(owner.clone()) => Some(owner),
+                Lane::KnownDevice(_) | Lane::Stranger => None,
+            };
             if state.free > 0 {
                 state.free -= 1;
-                return Ok(Slot { slots: self });
+                return Ok(Slot { slots: self, owner });
             }
             let (give, turn) = tokio::sync::oneshot::channel();
-            match lane {
-                Lane::KnownDevice => state.known.push_back(give),
-                Lane::Stranger => {
+            match owner {
+                Some(owner) => state.known.push_back((owner, give)),
+                None => {
                     if state.strangers.len() >= max_waiting {
                         // Waiters whose callers gave up (clients that left) hold no place.
                         state.strangers.retain(|waiter| !waiter.is_closed());
@@ -589,24 +632,24 @@ impl Slots {
     /// Hands a turn that ends to the next waiter, known devices first, or frees it.
     fn release(&'static self) {
         loop {
-            let next = {
+            let (next, owner) = {
                 let mut state = self.lock();
-                let next = state
-                    .known
-                    .pop_front()
-                    .or_else(|| state.strangers.pop_front());
+                let next = match state.known.pop_front() {
+                    Some((owner, waiter)) => Some((waiter, Some(owner))),
+                    None => state.strangers.pop_front().map(|waiter| (waiter, None)),
+                };
                 match next {
-                    Some(waiter) => waiter,
+                    Some(next) => next,
                     None => {
                         state.free += 1;
                         return;
                     }
                 }
             };
-            match next.send(Slot { slots: self }) {
+            match next.send(Slot { slots: self, owner }) {
                 Ok(()) => return,
                 // That waiter gave up: the turn goes to the next one, without a second release.
-                Err(turn) => std::mem::forget(turn),
+                Err(turn) => turn.forget(),
             }
         }
     }

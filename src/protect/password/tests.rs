@@ -123,7 +123,7 @@ async fn known_devices_take_the_next_turn_before_waiting_strangers() {
     for (name, lane, waiting) in [
         ("stranger 1", Lane::Stranger, (0, 1)),
         ("stranger 2", Lane::Stranger, (0, 2)),
-        ("known", Lane::KnownDevice, (1, 2)),
+        ("known", known("alice"), (1, 2)),
     ] {
         let order = order.clone();
         tasks.push(actix_web::rt::spawn(async move {
@@ -154,7 +154,7 @@ async fn strangers_past_the_bound_are_refused_at_once_and_known_devices_never() 
         Err(PasswordError::Busy)
     ));
     let known: Vec<_> = (0..5)
-        .map(|_| actix_web::rt::spawn(slots.acquire(Lane::KnownDevice, 2)))
+        .map(|n| actix_web::rt::spawn(slots.acquire(known(&format!("account {n}")), 2)))
         .collect();
     until_waiting(slots, (5, 2)).await;
     // A stranger who gave up holds no place in the line.
@@ -301,4 +301,38 @@ async fn unknown_user_never_matches_even_with_the_dummy_password() {
     assert!(!verify("", None).await.unwrap());
     let real = hash("pw").await.unwrap();
     assert!(verify("pw", Some(&real)).await.unwrap());
+}
+
+fn known(account: &str) -> Lane {
+    Lane::KnownDevice(super::DeviceOwner::new(account))
+}
+
+/// One account's device cookies are cheap to multiply (every login hands out a new one), so
+/// its checks must not fill the lane that goes before every stranger: a second check for the
+/// same account at once waits among strangers, and is refused with them.
+#[actix_web::test]
+async fn one_account_has_one_place_in_the_known_lane() {
+    let slots = slots(1);
+    let held = slots.acquire(Lane::Stranger, 1).await.unwrap();
+    let first = actix_web::rt::spawn(slots.acquire(known("mallory"), 1));
+    until_waiting(slots, (1, 0)).await;
+    let second = actix_web::rt::spawn(slots.acquire(known("mallory"), 1));
+    until_waiting(slots, (1, 1)).await;
+    // The strangers' line is full now: a third check for the account is refused like theirs.
+    assert!(matches!(
+        slots.acquire(known("mallory"), 1).await,
+        Err(PasswordError::Busy)
+    ));
+    // Another account's known device still goes first.
+    let other = actix_web::rt::spawn(slots.acquire(known("alice"), 1));
+    until_waiting(slots, (2, 1)).await;
+    drop(held);
+    drop(first.await.unwrap().unwrap());
+    drop(other.await.unwrap().unwrap());
+    drop(second.await.unwrap().unwrap());
+    assert_eq!(free(slots), 1);
+    assert!(slots.lock().known_owners.is_empty(), "places left taken");
+    // Once its check is done, the account has its place back.
+    let again = slots.acquire(known("mallory"), 1).await.unwrap();
+    assert_eq!(again.owner, Some(super::DeviceOwner::new("mallory")));
 }
