@@ -28,6 +28,20 @@ pub(crate) fn network_bucket(ip: IpAddr) -> String {
     }
 }
 
+/// The counter name for the region a client address belongs to, a level above
+/// [`network_bucket`]: the /16 of an IPv4 address, the /32 of an IPv6 one (a provider's usual
+/// allocation, which holds 65,536 /48s). Bounding it keeps one holder of many networks from
+/// counting as many parties.
+pub(crate) fn region_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, _, _] = v4.octets();
+            format!("{a}.{b}.0.0/16")
+        }
+        IpAddr::V6(_) => address_bucket(ip, 32),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +60,20 @@ mod tests {
         assert_eq!(a, "2001:db8:1:2::/64");
         assert_eq!(address_bucket(ip("2001:db8::1"), 128), "2001:db8::1/128");
         assert_eq!(address_bucket(ip("192.0.2.1"), 64), "192.0.2.1");
+    }
+
+    #[test]
+    fn regions_are_ipv4_16s_and_ipv6_32s() {
+        assert_eq!(region_bucket(ip("192.0.2.77")), "192.0.0.0/16");
+        assert_eq!(region_bucket(ip("2001:db8:1:2::1")), "2001:db8::/32");
+        assert_eq!(
+            region_bucket(ip("2001:db8:ffff::1")),
+            region_bucket(ip("2001:db8:1::1"))
+        );
+        assert_ne!(
+            region_bucket(ip("2001:db9::1")),
+            region_bucket(ip("2001:db8::1"))
+        );
     }
 
     #[test]

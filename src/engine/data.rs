@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde_json::value::RawValue;
 
-use super::address::{address_bucket, network_bucket};
+use super::address::{address_bucket, network_bucket, region_bucket};
 use super::rules::ANONYMOUS_WINDOW;
 use super::{ActiveSession, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
 use crate::record::Lifetime;
@@ -89,55 +89,54 @@ impl SessionEngine {
     ///
     /// Three counters bound every start: the client's address (an IPv4 address or an IPv6
     /// /64), its network (the IPv4 /24 or IPv6 /48 around it) and the network's fair share,
-    /// one address's worth. Within its fair share a network needs nothing from anyone else.
-    /// Past it, a start also draws on one allowance shared by all networks; that allowance is
-    /// the only thing networks share, and only networks already past their fair share can
-    /// spend it, so no flood, from however many networks, leaves a visitor from another
-    /// network without a session.
+    /// one address's worth; the region around the network (IPv4 /16, IPv6 /32) has a fair share
+    /// too, one network's worth, so that whoever holds a whole provider allocation counts as
+    /// one party, not 65,536. Within both fair shares a network needs nothing from anyone else.
+    /// Past either, a start also draws on one allowance shared by all networks; that allowance
+    /// is the only thing networks share, and only networks already past a fair share can spend
+    /// it, so no flood, from however many networks, leaves a visitor from another region
+    /// without a session.
     ///
-    /// The first admission is the common one and one store call; only a network past its fair
+    /// The first admission is the common one and one store call; only a network past a fair
     /// share makes the second. Each call is atomic and both include the address and network
     /// counters, so those bounds hold under any interleaving.
+    ///
+    /// A client whose address is unknown (no trusted proxy named it) can only draw on the
+    /// shared allowance: counted under one made-up address, every such visitor would share
+    /// one address's bound, which one of them could spend for all.
     async fn admit_anonymous(&self, client: Option<IpAddr>) -> Result<(), Error> {
         let (per_address, per_network, shared) = self.rules.anonymous_limits();
-        let (address, network) = match client {
-            Some(ip) => (address_bucket(ip, 64), network_bucket(ip)),
-            None => ("unknown".to_owned(), "unknown".to_owned()),
-        };
-        let address = format!("anon:ip:{address}");
-        let fair = format!("anon:fair:{network}");
-        let network = format!("anon:net:{network}");
-        let bound = |name| Counter {
+        let bound = |name, max| Counter {
             name,
-            max: 0,
+            max,
             window: ANONYMOUS_WINDOW,
         };
-        let address = Counter {
-            max: per_address,
-            ..bound(&address)
+        let shared_allowance = bound("anon:shared", shared);
+        let verdict = match client {
+            None => self.store.admit_anonymous(&[shared_allowance]).await?,
+            Some(ip) => {
+                let address = format!("anon:ip:{}", address_bucket(ip, 64));
+                let network = format!("anon:net:{}", network_bucket(ip));
+                let network_share = format!("anon:fair:{}", network_bucket(ip));
+                let region_share = format!("anon:region:{}", region_bucket(ip));
+                let address = bound(&address, per_address);
+                let network = bound(&network, per_network);
+                let network_share = bound(&network_share, per_address.min(per_network));
+                let region_share = bound(&region_share, per_network);
+                let verdict = self
+                    .store
+                    .admit_anonymous(&[address, network, network_share, region_share])
+                    .await?;
+                match verdict {
+                    Admission::Refused { .. } => {
+                        self.store
+                            .admit_anonymous(&[address, network, shared_allowance])
+                            .await?
+                    }
+                    admitted => admitted,
+                }
+            }
         };
-        let network = Counter {
-            max: per_network,
-            ..bound(&network)
-        };
-        let fair_share = Counter {
-            max: per_address.min(per_network),
-            ..bound(&fair)
-        };
-        let over_fair_share = Counter {
-            max: shared,
-            ..bound("anon:shared")
-        };
-        let mut verdict = self
-            .store
-            .admit_anonymous(&[address, network, fair_share])
-            .await?;
-        if let Admission::Refused { .. } = verdict {
-            verdict = self
-                .store
-                .admit_anonymous(&[address, network, over_fair_share])
-                .await?;
-        }
         match verdict {
             Admission::Admitted => Ok(()),
             Admission::Refused { retry_after } => {

@@ -129,20 +129,23 @@ impl LoginMiddlewareBuilder {
     /// with `Retry-After` instead of a session; logins are never counted. See also
     /// [`anonymous_sessions_per_network`](Self::anonymous_sessions_per_network).
     ///
-    /// Bounds are fair across networks (an IPv4 /24, an IPv6 /48). Every network may start
-    /// `per_address` sessions a minute (its fair share) whatever anyone else does; only starts
-    /// past that draw on the `shared` allowance, up to the network's own bound. So a flood from
-    /// any number of addresses and networks cannot keep a visitor from another network from
-    /// getting a session: at worst the flooding networks use up `shared` among themselves.
+    /// Bounds are fair across networks (an IPv4 /24, an IPv6 /48) and regions (an IPv4 /16,
+    /// an IPv6 /32, a provider's allocation). Every network may start `per_address` sessions a
+    /// minute (its fair share), and every region one network's bound, whatever anyone else
+    /// does; only starts past either share draw on the `shared` allowance, up to the network's
+    /// own bound. So a flood from any number of addresses and networks cannot keep a visitor
+    /// from another region from getting a session: at worst the flooding networks use up
+    /// `shared` among themselves. Visitors whose address is unknown (no trusted proxy names
+    /// it) draw on `shared` alone.
     ///
     /// There is no bound in all that strangers could spend, so the number of anonymous
-    /// sessions follows the number of networks sending them: per minute at most
-    /// `per_address` × (networks) + `shared`. Abandoned sessions end after the 15-minute
+    /// sessions follows the number of regions sending them: per minute at most
+    /// `per_network` × (regions) + `shared`. Abandoned sessions end after the 15-minute
     /// [idle timeout](Self::anonymous_idle_timeout), so with the defaults a bot herd in `n`
-    /// networks keeps at most 15 × (20 `n` + 1000) of them waiting for it (300,000 for a
-    /// thousand /24s), each with at most [`max_data_size`](Self::max_data_size) of data; one
-    /// that keeps them alive is still bounded by the 4-hour absolute lifetime. Lower
-    /// `per_address` (or the idle timeout) where memory is tight.
+    /// regions keeps at most 15 × (100 `n` + 1000) of them waiting for it (1.5 million for a
+    /// thousand /16s), each with at most [`max_data_size`](Self::max_data_size) of data; one
+    /// that keeps them alive is still bounded by the 4-hour absolute lifetime. Lower the
+    /// bounds (or the idle timeout) where memory is tight.
     pub fn anonymous_sessions_per_minute(mut self, per_address: u32, shared: u32) -> Self {
         self.rules.set_anonymous_limits(per_address, shared);
         self
@@ -151,7 +154,8 @@ impl LoginMiddlewareBuilder {
     /// How many sessions without a login may start per minute from one network: an IPv4 /24
     /// or an IPv6 /48 (default 100). Its first `per_address` starts (see
     /// [`anonymous_sessions_per_minute`](Self::anonymous_sessions_per_minute)) are its own;
-    /// the rest draw on the allowance networks past their fair share share.
+    /// the rest draw on the allowance networks past their fair share share. A region (an IPv4
+    /// /16, an IPv6 /32) has a fair share of `per_network` a minute in the same way.
     pub fn anonymous_sessions_per_network(mut self, per_network: u32) -> Self {
         self.rules.set_anonymous_per_network(per_network);
         self

@@ -467,6 +467,60 @@ async fn a_flood_from_fifty_networks_in_fifty_48s_leaves_room_for_everyone_else(
     flood_then_visit(&networks).await;
 }
 
+/// Whoever holds a provider's whole /32 holds 65,536 /48s: a flood from 200 of them is bounded
+/// as one region (its fair share, then the shared allowance), and a visitor from another
+/// region still gets a session.
+#[actix_web::test]
+async fn a_flood_from_many_48s_of_one_32_is_bounded_as_one_region() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    let app = app(LoginMiddleware::builder(store)
+        .anonymous_sessions_per_minute(20, 100)
+        .anonymous_sessions_per_network(50)
+        .build())
+    .await;
+    let mut admitted = 0;
+    for round in 0..5 {
+        for net in 0..200 {
+            let ip = format!("2001:db8:{net:x}:{round:x}::1");
+            if first_write(&app, &ip).await.0 == 200 {
+                admitted += 1;
+            }
+        }
+    }
+    // The region's fair share (one network's worth, 50) and the shared allowance (100).
+    assert!(
+        admitted <= 150,
+        "one /32 started {admitted} sessions in a minute"
+    );
+    assert_eq!(first_write(&app, "2001:db9:1:1::1").await, (200, None));
+    assert_eq!(first_write(&app, "198.51.100.8").await, (200, None));
+}
+
+/// Visitors whose address the app cannot tell (no trusted proxy names it) are not one address
+/// that any one of them can spend for all: they draw on the shared allowance only.
+#[actix_web::test]
+async fn visitors_without_a_known_address_share_the_allowance_not_one_address() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    let app = app(LoginMiddleware::builder(store)
+        .anonymous_sessions_per_minute(2, 30)
+        .build())
+    .await;
+    let unknown = || {
+        test::TestRequest::post()
+            .uri("/cart/x")
+            .insert_header(("sec-fetch-site", "same-origin"))
+            .to_request()
+    };
+    for n in 0..30 {
+        assert_eq!(call(&app, unknown()).await.0, 200, "visitor {n}");
+    }
+    assert_eq!(
+        call(&app, unknown()).await.0,
+        429,
+        "past the shared allowance"
+    );
+}
+
 #[actix_web::test]
 async fn a_flood_from_one_ipv4_24_is_bounded_as_one_network() {
     let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
