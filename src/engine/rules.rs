@@ -43,7 +43,8 @@ pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
 /// Default limit on one user's personal access tokens at once. Tokens do not count toward
 /// [`DEFAULT_MAX_SESSIONS_PER_USER`]: they cannot push their owner's logins out, and logins
-/// cannot push them out.
+/// cannot push them out, except that a token made by a login token ends with that login, which
+/// the cap may end like any other login.
 pub const DEFAULT_MAX_TOKENS_PER_USER: usize = 20;
 /// Default number of personal access tokens one user may create per
 /// [`DEFAULT_TOKEN_CREATION_WINDOW`].
