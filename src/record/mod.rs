@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 mod data;
 mod key;
 
+#[cfg(feature = "redis")]
 pub(crate) use self::data::ENTRY_OVERHEAD;
 pub use self::data::{DataChange, SessionData};
 pub use self::key::SessionKey;

@@ -9,7 +9,7 @@ use crate::store::{DataWrite, SessionStore};
 use crate::DataChange;
 
 /// The data limit the checks write against.
-const LIMIT: usize = 1024;
+const LIMIT: usize = 4096;
 
 fn insert(name: &str, json: &str) -> DataChange {
     DataChange::Insert {
