@@ -362,7 +362,7 @@ impl SessionStore for RedisStore {
         expires_at: SystemTime,
         data: &SessionData,
     ) -> Result<bool, StoreError> {
-        self.index_and_create(key, record, expires_at, data).await
+        index::create(self, key, record, expires_at, data).await
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
@@ -397,7 +397,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
-        self.read_data(key).await
+        data::load_data(self, key).await
     }
 
     async fn write_data(
@@ -406,7 +406,7 @@ impl SessionStore for RedisStore {
         changes: &[DataChange],
         max_size: usize,
     ) -> Result<DataWrite, StoreError> {
-        self.change_data(key, changes, max_size).await
+        data::write_data(self, key, changes, max_size).await
     }
 
     async fn update_user(
@@ -415,7 +415,7 @@ impl SessionStore for RedisStore {
         user: &RawValue,
         roles: &[String],
     ) -> Result<bool, StoreError> {
-        self.replace_user(key, user, roles).await
+        data::update_user(self, key, user, roles).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -554,7 +554,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {
-        self.read_credentials_version(user_id).await
+        credentials::credentials_version(self, user_id).await
     }
 
     async fn set_credentials_version(
@@ -563,7 +563,6 @@ impl SessionStore for RedisStore {
         version: &str,
         keep_for: Duration,
     ) -> Result<(), StoreError> {
-        self.write_credentials_version(user_id, version, keep_for)
-            .await
+        credentials::set_credentials_version(self, user_id, version, keep_for).await
     }
 }
