@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::connection::Connection;
+use super::connection::{info_text, ConnectOptions, Connection, Target};
 use super::RedisStore;
 use crate::StoreError;
 
@@ -112,32 +112,6 @@ impl RedisStore {
 pub(super) struct ReplicaWait {
     pub(super) replicas: u32,
     pub(super) timeout: Duration,
-}
-
-/// Where the store connects.
-#[derive(Clone)]
-pub(super) enum Target {
-    Single(String),
-    #[cfg(feature = "cluster")]
-    Cluster(Vec<String>),
-    #[cfg(feature = "sentinel")]
-    Sentinel {
-        sentinels: Vec<String>,
-        service_name: String,
-    },
-}
-
-impl Target {
-    /// Every URL the store will dial first.
-    pub(super) fn urls(&self) -> &[String] {
-        match self {
-            Target::Single(url) => std::slice::from_ref(url),
-            #[cfg(feature = "cluster")]
-            Target::Cluster(urls) => urls,
-            #[cfg(feature = "sentinel")]
-            Target::Sentinel { sentinels, .. } => sentinels,
-        }
-    }
 }
 
 /// Configures and connects a [`RedisStore`].
@@ -313,7 +287,13 @@ impl RedisStoreBuilder {
             Some(capacity) => Some((self.tracking_target()?, capacity)),
             None => None,
         };
-        let connecting = Connection::open(&self);
+        let connecting = Connection::open(ConnectOptions {
+            target: &self.target,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            #[cfg(feature = "tls")]
+            tls: &self.tls,
+        });
         let mut connection = tokio::time::timeout(self.connect_timeout * 2, connecting)
             .await
             .map_err(|_elapsed| StoreError::Timeout)??;
@@ -383,6 +363,39 @@ impl RedisStoreBuilder {
     }
 }
 
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+impl RedisStoreBuilder {
+    /// Trusts the certificate authority in `pem` (one or more PEM certificates) for `rediss://`
+    /// connections, instead of the system's roots: for servers whose certificates come from a
+    /// private CA. The server's host name is still verified, so there is no need for
+    /// `#insecure`.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Whether [`connect`](RedisStoreBuilder::connect) may install ring as rustls's
+    /// **process-wide** default crypto provider (default `true`).
+    ///
+    /// redis-rs sets up `rediss://` connections with whatever provider rustls has installed for
+    /// the whole process, and offers no way to pass one for a single client. So when the URLs
+    /// are `rediss://` and the app has installed no provider, `connect` installs ring (with an
+    /// `info` log line), and every later rustls user in the process that relies on the default
+    /// gets ring too. It never replaces a provider the app installed, and does nothing for
+    /// plain `redis://` URLs.
+    ///
+    /// To keep that choice in the app's hands, install a provider before connecting
+    /// (`rustls::crypto::CryptoProvider::install_default`), or pass `false` here: `connect` then
+    /// fails with [`StoreError::Unavailable`] if no provider is installed, rather than let
+    /// rustls pick one from its compiled-in features (or panic, when both ring and aws-lc-rs
+    /// are compiled in).
+    pub fn install_ring_provider(mut self, install: bool) -> Self {
+        self.tls.install_ring_provider = install;
+        self
+    }
+}
+
 /// How the local cache asks the store's own connection which server it reaches.
 #[cfg(feature = "local-cache")]
 fn server_probe(
@@ -407,25 +420,6 @@ fn server_probe(
                 .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
         })
     })
-}
-
-/// The text of an `INFO` reply: one string from a server, or one per node from a cluster.
-pub(super) fn info_text(reply: Value) -> String {
-    match reply {
-        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
-        Value::Map(pairs) => pairs
-            .into_iter()
-            .map(|(_, v)| info_text(v))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Value::Array(items) => items
-            .into_iter()
-            .map(info_text)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 /// Refuses servers older than Redis 7.0, whose `PEXPIRE` lacks the `NX`/`GT` options that keep

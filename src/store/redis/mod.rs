@@ -297,7 +297,7 @@ impl RedisStore {
             let info: redis::Value = self
                 .run(redis::cmd("INFO").arg("server").query_async(conn))
                 .await?;
-            match super::cache::run_id(&builder::info_text(info)) {
+            match super::cache::run_id(&connection::info_text(info)) {
                 Some(server) => cache.confirm_server(server),
                 // Cannot tell where the delete went: trust no copy.
                 None => cache.confirm_server(""),
