@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::connection::{info_text, ConnectOptions, Connection, Target};
+use super::local_cache::PlannedCache;
 use super::RedisStore;
 use crate::StoreError;
 
@@ -114,16 +115,45 @@ pub(super) struct ReplicaWait {
     pub(super) timeout: Duration,
 }
 
+/// Whether session-ending deletes wait for replicas, as the app set it with
+/// [`wait_for_replicas`](RedisStoreBuilder::wait_for_replicas).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ReplicaWaitSetting {
+    /// Not set: the deployment's default applies (see `wait_for_replicas`).
+    Default,
+    /// Turned off (`replicas = 0`).
+    Off,
+    /// Wait as given.
+    On(ReplicaWait),
+}
+
+impl ReplicaWaitSetting {
+    /// The wait a store on `target` uses.
+    fn resolve(self, target: &Target) -> Option<ReplicaWait> {
+        match self {
+            ReplicaWaitSetting::Default => match target {
+                #[cfg(feature = "sentinel")]
+                Target::Sentinel { .. } => Some(ReplicaWait {
+                    replicas: 1,
+                    timeout: DEFAULT_REPLICA_TIMEOUT,
+                }),
+                _ => None,
+            },
+            ReplicaWaitSetting::Off => None,
+            ReplicaWaitSetting::On(wait) => Some(wait),
+        }
+    }
+}
+
 /// Configures and connects a [`RedisStore`].
 #[derive(Clone)]
 #[must_use]
 pub struct RedisStoreBuilder {
     pub(super) target: Target,
-    #[cfg(feature = "local-cache")]
+    /// Set only by `local_cache`, so always `None` without the `local-cache` feature.
     pub(super) cache_capacity: Option<usize>,
     pub(super) peer_caches: bool,
-    /// `None` until set: then the deployment's default applies.
-    pub(super) replica_wait: Option<Option<ReplicaWait>>,
+    pub(super) replica_wait: ReplicaWaitSetting,
     pub(super) prefix: String,
     pub(super) command_timeout: Duration,
     pub(super) connect_timeout: Duration,
@@ -149,10 +179,9 @@ impl RedisStoreBuilder {
     fn new(target: Target) -> Self {
         Self {
             target,
-            #[cfg(feature = "local-cache")]
             cache_capacity: None,
             peer_caches: true,
-            replica_wait: None,
+            replica_wait: ReplicaWaitSetting::Default,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -227,7 +256,11 @@ impl RedisStoreBuilder {
     ///
     /// The ACL user of the store needs `WAIT` when this is on.
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
-        self.replica_wait = Some((replicas > 0).then_some(ReplicaWait { replicas, timeout }));
+        self.replica_wait = if replicas > 0 {
+            ReplicaWaitSetting::On(ReplicaWait { replicas, timeout })
+        } else {
+            ReplicaWaitSetting::Off
+        };
         self
     }
 
@@ -282,11 +315,12 @@ impl RedisStoreBuilder {
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        #[cfg(feature = "local-cache")]
-        let tracking = match self.cache_capacity {
-            Some(capacity) => Some((self.tracking_target()?, capacity)),
-            None => None,
-        };
+        let cache = PlannedCache::new(
+            self.cache_capacity,
+            &self.target,
+            self.connect_timeout,
+            self.command_timeout,
+        )?;
         let connecting = Connection::open(ConnectOptions {
             target: &self.target,
             connect_timeout: self.connect_timeout,
@@ -307,59 +341,18 @@ impl RedisStoreBuilder {
         .map_err(|_elapsed| StoreError::Timeout)?
         .map_err(StoreError::unavailable)?;
         check_server_version(&info_text(info))?;
-        #[cfg(feature = "local-cache")]
-        let cache = match tracking {
-            Some((target, capacity)) => Some(
-                crate::store::cache::LocalCache::connect(
-                    target,
-                    capacity,
-                    server_probe(&connection, self.command_timeout),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        #[cfg(feature = "local-cache")]
-        let caches_here = cache.is_some();
-        #[cfg(not(feature = "local-cache"))]
-        let caches_here = false;
+        let cache = cache.open(&connection, self.command_timeout).await?;
         // A cluster has no tracking caches, so nothing waits for its invalidations.
-        let settle_deletes = (caches_here || self.peer_caches) && connection.is_single_node();
-        let replica_wait = self.replica_wait.unwrap_or(match &self.target {
-            #[cfg(feature = "sentinel")]
-            Target::Sentinel { .. } => Some(ReplicaWait {
-                replicas: 1,
-                timeout: DEFAULT_REPLICA_TIMEOUT,
-            }),
-            _ => None,
-        });
+        let settle_deletes = (cache.is_on() || self.peer_caches) && connection.is_single_node();
+        let replica_wait = self.replica_wait.resolve(&self.target);
         Ok(RedisStore {
             connection,
-            #[cfg(feature = "local-cache")]
             cache,
             settle_deletes,
             replica_wait,
             prefix: self.prefix.into(),
             command_timeout: self.command_timeout,
         })
-    }
-
-    /// Where the cache's tracking connection goes: the same server, user and database.
-    #[cfg(feature = "local-cache")]
-    fn tracking_target(&self) -> Result<crate::store::cache::TrackingTarget, StoreError> {
-        // Without `cluster` and `sentinel`, every target is a standalone server.
-        #[allow(irrefutable_let_patterns)]
-        let Target::Single(url) = &self.target
-        else {
-            return Err(StoreError::unavailable(
-                "the local cache needs a standalone Redis (not a cluster or Sentinel)",
-            ));
-        };
-        crate::store::cache::TrackingTarget::for_url(
-            url,
-            self.connect_timeout,
-            self.command_timeout,
-        )
     }
 }
 
@@ -394,32 +387,6 @@ impl RedisStoreBuilder {
         self.tls.install_ring_provider = install;
         self
     }
-}
-
-/// How the local cache asks the store's own connection which server it reaches.
-#[cfg(feature = "local-cache")]
-fn server_probe(
-    connection: &Connection,
-    command_timeout: Duration,
-) -> crate::store::cache::ServerProbe {
-    let connection = connection.clone();
-    std::sync::Arc::new(move || {
-        let mut connection = connection.clone();
-        Box::pin(async move {
-            let info = tokio::time::timeout(
-                command_timeout,
-                redis::cmd("INFO")
-                    .arg("server")
-                    .query_async::<Value>(&mut connection),
-            )
-            .await
-            .map_err(|_elapsed| StoreError::Timeout)?
-            .map_err(StoreError::unavailable)?;
-            crate::store::cache::run_id(&info_text(info))
-                .map(str::to_owned)
-                .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
-        })
-    })
 }
 
 /// Refuses servers older than Redis 7.0, whose `PEXPIRE` lacks the `NX`/`GT` options that keep

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use self::codec::{decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER};
 use self::connection::Connection;
 use self::index::Moved;
+use self::local_cache::Cache;
 use super::{Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, UserSessions};
 use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 
@@ -30,6 +31,7 @@ mod data;
 #[cfg(test)]
 mod hostile_input;
 mod index;
+mod local_cache;
 mod scripts;
 #[cfg(feature = "sentinel")]
 mod sentinel;
@@ -97,8 +99,9 @@ use self::builder::ReplicaWait;
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
-    #[cfg(feature = "local-cache")]
-    cache: Option<super::cache::LocalCache>,
+    /// The local cache, if any; a stand-in that is never there without the `local-cache`
+    /// feature.
+    cache: Cache,
     /// Whether a session-ending `DEL` waits for its invalidations to be sent; see
     /// [`RedisStore::settle`].
     settle_deletes: bool,
@@ -292,27 +295,14 @@ impl RedisStore {
     /// server the delete went to, so that a cache tracking another server (the store's
     /// connection moved on by itself) is emptied before this delete answers.
     async fn settle_delete(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        #[cfg(feature = "local-cache")]
-        if let Some(cache) = &self.cache {
+        if self.cache.is_on() {
             let info: redis::Value = self
                 .run(redis::cmd("INFO").arg("server").query_async(conn))
                 .await?;
-            match super::cache::run_id(&connection::info_text(info)) {
-                Some(server) => cache.confirm_server(server),
-                // Cannot tell where the delete went: trust no copy.
-                None => cache.confirm_server(""),
-            }
+            self.cache.confirm_server(&connection::info_text(info));
             return Ok(());
         }
         self.settle(conn).await
-    }
-
-    /// Whether this process keeps a local cache of its own.
-    fn caches_locally(&self) -> bool {
-        #[cfg(feature = "local-cache")]
-        return self.cache.is_some();
-        #[cfg(not(feature = "local-cache"))]
-        return false;
     }
 
     /// Runs one Redis operation within the command timeout. Every command goes through here, so
@@ -367,17 +357,14 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
         let redis_key = self.session_key(key);
-        #[cfg(feature = "local-cache")]
-        if let Some(cache) = &self.cache {
-            let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| {
-                let redis_key = &redis_key;
-                async move { self.fetch(&mut tracking, redis_key).await }
-            };
-            if let Some(answer) = cache.load(&redis_key, through_tracking).await {
-                return answer;
-            }
-            // The tracking connection is down or failed; the main one may still work.
+        let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| {
+            let redis_key = &redis_key;
+            async move { self.fetch(&mut tracking, redis_key).await }
+        };
+        if let Some(answer) = self.cache.load(&redis_key, through_tracking).await {
+            return answer;
         }
+        // No cache, or its tracking connection is down or failed; the main one may still work.
         self.fetch(&mut self.connection.clone(), &redis_key).await
     }
 
@@ -389,7 +376,7 @@ impl SessionStore for RedisStore {
             .arg(encode_deadline(expires_at))
             .arg(ttl_millis(expires_at));
         let updated: i64 = self.run(extend.invoke_async(&mut conn)).await?;
-        if updated == 1 && self.caches_locally() {
+        if updated == 1 && self.cache.is_on() {
             // So that this process's own cache shows the new deadline from now on.
             self.settle(&mut conn).await?;
         }
