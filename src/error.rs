@@ -37,27 +37,33 @@ impl StoreError {
 /// The error type of the extractors and of [`Session`](crate::Session)'s methods.
 ///
 /// It implements [`ResponseError`](actix_web::ResponseError), so handlers can return it with
-/// `?`:
+/// `?`: the response is a status and a fixed JSON body `{"error":"<code>"}` with
+/// `Cache-Control: no-store`, never the error's details, which stay in the server log.
 ///
-/// | variant | status | body |
-/// |---|---|---|
-/// | [`Unauthenticated`](Error::Unauthenticated) | 401 | `{"error":"unauthenticated"}` |
-/// | [`Forbidden`](Error::Forbidden) | 403 | `{"error":"forbidden"}` |
-/// | [`ReauthRequired`](Error::ReauthRequired) | 403 | `{"error":"reauth_required"}` |
-/// | [`CrossSiteRequest`](Error::CrossSiteRequest) | 403 | `{"error":"csrf_rejected"}` |
-/// | [`Throttled`](Error::Throttled) | 429, with `Retry-After` | `{"error":"too_many_attempts"}` |
-/// | [`InvalidInput`](Error::InvalidInput) | 400 | `{"error":"invalid_input"}` |
-/// | [`SessionDataTooLarge`](Error::SessionDataTooLarge) | 413 | `{"error":"session_data_too_large"}` |
-/// | [`SessionChanged`](Error::SessionChanged) | 409 | `{"error":"session_changed"}` |
-/// | [`TooManySessions`](Error::TooManySessions) | 429, with `Retry-After` | `{"error":"too_many_sessions"}` |
-/// | [`LoginSuperseded`](Error::LoginSuperseded) | 409 | `{"error":"login_superseded"}` |
-/// | [`TooManyTokens`](Error::TooManyTokens) | 409 | `{"error":"too_many_tokens"}` |
-/// | [`TokenRateLimited`](Error::TokenRateLimited) | 429, with `Retry-After` | `{"error":"token_rate_limited"}` |
-/// | [`Store`](Error::Store) | 503 | `{"error":"service_unavailable"}` |
-/// | [`Store`](Error::Store) with [`StoreError::Corrupt`] | 401 | `{"error":"unauthenticated"}` |
-/// | any other | 500 | `{"error":"internal_error"}` |
+/// # Error codes
 ///
-/// The [crate docs](crate#error-responses) list every code the crate answers with.
+/// Every code the crate answers with, from an `Error` or elsewhere (the password hasher's
+/// [`PasswordError`](crate::password::PasswordError), the middleware itself). This table is the
+/// only list; the crate docs and the README link here.
+///
+/// | code | status | from | when |
+/// |---|---|---|---|
+/// | `unauthenticated` | 401 | [`Unauthenticated`](Error::Unauthenticated), [`Store`](Error::Store) with [`StoreError::Corrupt`] | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record; for a bearer token, the same with `WWW-Authenticate: Bearer` (`Bearer error="invalid_token"` for a token that is malformed, unknown or ended) |
+/// | `forbidden` | 403 | [`Forbidden`](Error::Forbidden) | [`Require::role`](crate::Require::role) or [`Require::scope`](crate::Require::scope) not met (a missing scope adds `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`) |
+/// | `reauth_required` | 403 | [`ReauthRequired`](Error::ReauthRequired) | [`Require::fresh`](crate::Require::fresh) not met, or [`Session::create_token`](crate::Session::create_token) from a session outside the fresh window or from a personal access token: ask for the password, not a new login |
+/// | `csrf_rejected` | 403 | [`CrossSiteRequest`](Error::CrossSiteRequest) | an unsafe request with the session cookie from another site, or a cross-site login |
+/// | `session_changed` | 409 | [`SessionChanged`](Error::SessionChanged) | a [data write](crate::Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
+/// | `login_superseded` | 409 | [`LoginSuperseded`](Error::LoginSuperseded) | a login whose new session racing logins of the same user ended, past [`max_sessions_per_user`](crate::LoginMiddlewareBuilder::max_sessions_per_user), before it could answer; no cookie or token is issued |
+/// | `too_many_tokens` | 409 | [`TooManyTokens`](Error::TooManyTokens) | [`Session::create_token`](crate::Session::create_token) for a user at [`max_tokens_per_user`](crate::LoginMiddlewareBuilder::max_tokens_per_user): revoke one first |
+/// | `session_data_too_large` | 413 | [`SessionDataTooLarge`](Error::SessionDataTooLarge) | a data write past [`max_data_size`](crate::LoginMiddlewareBuilder::max_data_size); nothing was written |
+/// | `too_many_attempts` | 429, with `Retry-After` | [`Throttled`](Error::Throttled) | past a [`LoginThrottle`](crate::LoginThrottle) limit |
+/// | `too_many_sessions` | 429, with `Retry-After` | [`TooManySessions`](Error::TooManySessions) | a visitor's first data write past the [bounds on new anonymous sessions](crate::LoginMiddlewareBuilder::anonymous_sessions_per_minute) |
+/// | `token_rate_limited` | 429, with `Retry-After` | [`TokenRateLimited`](Error::TokenRateLimited) | [`Session::create_token`](crate::Session::create_token) past the user's [creation limit](crate::LoginMiddlewareBuilder::token_creation_limit) |
+/// | `invalid_input` | 400 | [`InvalidInput`](Error::InvalidInput) | a username over [`MAX_USERNAME_BYTES`](crate::MAX_USERNAME_BYTES); a [`PersonalToken`](crate::PersonalToken) name, end or scope out of bounds; a cookie login or renewal on a bearer request |
+/// | `password_too_long` | 400 | [`PasswordError::TooLong`](crate::password::PasswordError::TooLong) | a password over [`MAX_PASSWORD_BYTES`](crate::password::MAX_PASSWORD_BYTES) |
+/// | `login_busy` | 503, with `Retry-After` | [`PasswordError::Busy`](crate::password::PasswordError::Busy) | a stranger's password check while [`max_waiting`](crate::password::PasswordHasher::max_waiting) others wait for a hashing thread ([the hashing queue](crate::password#the-hashing-queue)) |
+/// | `service_unavailable` | 503 | [`Store`](Error::Store), but for [`StoreError::Corrupt`] | the store is unreachable or too slow, also for [`MaybeUser`](crate::MaybeUser) and `Option<AuthUser<_>>`: never a login, never an anonymous answer |
+/// | `internal_error` | 500 | [`MissingMiddleware`](Error::MissingMiddleware), [`SessionData`](Error::SessionData), [`Profile`](Error::Profile), [`Random`](Error::Random); every other [`PasswordError`](crate::password::PasswordError) | an extractor, [`Require`](crate::Require) or the throttle used without [`LoginMiddleware`](crate::LoginMiddleware) (with a log line naming it), a session data value or profile that could not be converted, or the OS random generator failing |
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -148,4 +154,16 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the OS random number generator failed: {0}")]
     Random(#[source] getrandom::Error),
+}
+
+/// Whether the [table on `Error`](Error#error-codes) has a row for `code` with `status`: the
+/// tests of each `status_and_code` check their answers against it, so the table cannot drift.
+#[cfg(test)]
+pub(crate) fn documented(status: u16, code: &str) -> bool {
+    let row = format!("/// | `{code}` | {status}");
+    include_str!("error.rs").lines().any(|line| {
+        line.trim_start()
+            .strip_prefix(&row)
+            .is_some_and(|rest| rest.starts_with([' ', ',']))
+    })
 }

@@ -83,26 +83,8 @@
 //! # Error responses
 //!
 //! Every refusal is a fixed JSON body `{"error":"<code>"}` with a `snake_case` code and
-//! `Cache-Control: no-store`; the details go to the server log, never to the client.
-//!
-//! | code | status | when |
-//! |---|---|---|
-//! | `unauthenticated` | 401 | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record; for a bearer token, the same with `WWW-Authenticate: Bearer` |
-//! | `forbidden` | 403 | [`Require::role`] or [`Require::scope`] not met (a missing scope adds `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`) |
-//! | `reauth_required` | 403 | [`Require::fresh`] not met, or [`Session::create_token`] from a session outside the fresh window or from a personal access token: ask for the password, not a new login |
-//! | `csrf_rejected` | 403 | an unsafe request with the session cookie from another site, or a cross-site login |
-//! | `session_changed` | 409 | a [data write](Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
-//! | `login_superseded` | 409 | a login whose new session racing logins of the same user ended, past [`max_sessions_per_user`](LoginMiddlewareBuilder::max_sessions_per_user), before it could answer; no cookie or token is issued |
-//! | `too_many_tokens` | 409 | [`Session::create_token`] for a user at [`max_tokens_per_user`](LoginMiddlewareBuilder::max_tokens_per_user): revoke one first |
-//! | `session_data_too_large` | 413 | a data write past [`max_data_size`](LoginMiddlewareBuilder::max_data_size); nothing was written |
-//! | `too_many_attempts` | 429, with `Retry-After` | past a [`LoginThrottle`] limit |
-//! | `too_many_sessions` | 429, with `Retry-After` | a visitor's first data write past the [bounds on new anonymous sessions](LoginMiddlewareBuilder::anonymous_sessions_per_minute) |
-//! | `token_rate_limited` | 429, with `Retry-After` | [`Session::create_token`] past the user's [creation limit](LoginMiddlewareBuilder::token_creation_limit) |
-//! | `invalid_input` | 400 | a username over [`MAX_USERNAME_BYTES`]; a [`PersonalToken`] name, end or scope out of bounds; a cookie login or renewal on a bearer request |
-//! | `password_too_long` | 400 | a password over [`password::MAX_PASSWORD_BYTES`] |
-//! | `login_busy` | 503, with `Retry-After` | a stranger's password check while [`max_waiting`](password::PasswordHasher::max_waiting) others wait for a hashing thread ([the hashing queue](password#the-hashing-queue)) |
-//! | `service_unavailable` | 503 | the store is unreachable or too slow, also for [`MaybeUser`] and `Option<AuthUser<_>>`: never a login, never an anonymous answer |
-//! | `internal_error` | 500 | an extractor, [`Require`] or the throttle used without [`LoginMiddleware`] (with a log line naming it), or the OS random generator failing |
+//! `Cache-Control: no-store`; the details go to the server log, never to the client. The
+//! [table on `Error`](Error#error-codes) lists every code, its status and when it is sent.
 //!
 //! # Expiry
 //!

@@ -12,7 +12,7 @@ use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::HttpRequest;
 use base64::Engine as _;
 
-use super::throttle::short_hash;
+use super::counter::short_hash;
 use crate::store::{Counter, DynThrottleStore};
 use crate::Error;
 

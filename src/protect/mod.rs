@@ -2,6 +2,8 @@
 //! the password policy. Each is usable on its own and behind its own cargo feature.
 
 #[cfg(feature = "throttle")]
+mod counter;
+#[cfg(feature = "throttle")]
 mod device;
 #[cfg(test)]
 mod hostile_input;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use actix_web::cookie::Cookie;
 use actix_web::{HttpMessage as _, HttpRequest};
-use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization as _;
 
+use super::counter::short_hash;
 use super::device;
 use crate::engine::address_bucket;
 use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
@@ -524,14 +524,6 @@ pub(super) fn account_hash(username: &str) -> String {
 pub(super) fn fold_username(username: &str) -> String {
     let lower = username.nfkc().collect::<String>().to_lowercase();
     lower.nfkc().collect::<String>().trim().to_owned()
-}
-
-pub(super) fn short_hash(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

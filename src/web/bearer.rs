@@ -1,7 +1,6 @@
 //! Reading `Authorization: Bearer <token>` and answering a bad one (RFC 6750).
 
 use actix_web::http::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
-use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 
 use super::response::json_error;
@@ -59,7 +58,8 @@ fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
 
 /// `401 {"error":"unauthenticated"}` for a bearer token that is malformed, unknown or ended.
 pub(crate) fn invalid_token() -> HttpResponse {
-    let mut response = json_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let (status, code) = crate::Error::Unauthenticated.status_and_code();
+    let mut response = json_error(status, code);
     response.headers_mut().insert(
         WWW_AUTHENTICATE,
         HeaderValue::from_static(r#"Bearer error="invalid_token""#),

@@ -7,26 +7,40 @@ use actix_web::{HttpResponse, ResponseError};
 
 use crate::{Error, StoreError};
 
+impl Error {
+    /// The status and the body's code this error answers with: the one place where either is
+    /// declared, listed in the [table on `Error`](Error#error-codes). No wildcard, so that a
+    /// new variant must choose its own.
+    pub(crate) fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::ReauthRequired => (StatusCode::FORBIDDEN, "reauth_required"),
+            Error::CrossSiteRequest => (StatusCode::FORBIDDEN, "csrf_rejected"),
+            Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            Error::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+            Error::SessionDataTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "session_data_too_large")
+            }
+            Error::SessionChanged => (StatusCode::CONFLICT, "session_changed"),
+            Error::TooManySessions { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            Error::LoginSuperseded => (StatusCode::CONFLICT, "login_superseded"),
+            Error::TooManyTokens => (StatusCode::CONFLICT, "too_many_tokens"),
+            Error::TokenRateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "token_rate_limited"),
+            // An unreadable record authenticates no one: the session is absent.
+            Error::Store(StoreError::Corrupt(_)) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            Error::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            Error::SessionData { .. }
+            | Error::MissingMiddleware
+            | Error::Profile(_)
+            | Error::Random(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Error::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Error::Forbidden | Error::ReauthRequired | Error::CrossSiteRequest => {
-                StatusCode::FORBIDDEN
-            }
-            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::InvalidInput => StatusCode::BAD_REQUEST,
-            Error::SessionDataTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::SessionChanged | Error::LoginSuperseded | Error::TooManyTokens => {
-                StatusCode::CONFLICT
-            }
-            Error::TooManySessions { .. } | Error::TokenRateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            Error::Store(StoreError::Corrupt(_)) => StatusCode::UNAUTHORIZED,
-            Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.status_and_code().0
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -35,23 +49,7 @@ impl ResponseError for Error {
             // must learn why the client got a 503. Tokens never reach store errors.
             tracing::error!(error = %err, "session store failed; answering 503");
         }
-        let status = self.status_code();
-        let code = match self {
-            Error::Forbidden => "forbidden",
-            Error::ReauthRequired => "reauth_required",
-            Error::CrossSiteRequest => "csrf_rejected",
-            Error::Throttled { .. } => "too_many_attempts",
-            Error::InvalidInput => "invalid_input",
-            Error::SessionDataTooLarge { .. } => "session_data_too_large",
-            Error::SessionChanged => "session_changed",
-            Error::TooManySessions { .. } => "too_many_sessions",
-            Error::LoginSuperseded => "login_superseded",
-            Error::TooManyTokens => "too_many_tokens",
-            Error::TokenRateLimited { .. } => "token_rate_limited",
-            _ if status == StatusCode::UNAUTHORIZED => "unauthenticated",
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
-            _ => "internal_error",
-        };
+        let (status, code) = self.status_and_code();
         let mut response = json_error(status, code);
         if let Error::Throttled { retry_after }
         | Error::TooManySessions { retry_after }
@@ -92,9 +90,9 @@ mod tests {
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
-    #[test]
-    fn codes_are_snake_case() {
-        let errors = [
+    /// One value of every variant, and of both kinds of store error.
+    fn every_error() -> Vec<Error> {
+        vec![
             Error::Unauthenticated,
             Error::Forbidden,
             Error::ReauthRequired,
@@ -114,9 +112,32 @@ mod tests {
                 retry_after: std::time::Duration::from_secs(1),
             },
             Error::Store(StoreError::Timeout),
+            Error::Store(StoreError::corrupt("bad json")),
             Error::MissingMiddleware,
-        ];
-        for err in errors {
+            Error::SessionData {
+                name: "cart".into(),
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            },
+            Error::Profile(serde_json::from_str::<u8>("x").unwrap_err()),
+            Error::Random(getrandom::Error::UNSUPPORTED),
+        ]
+    }
+
+    #[test]
+    fn the_table_on_error_lists_every_code_with_its_status() {
+        for err in every_error() {
+            let (status, code) = err.status_and_code();
+            assert!(
+                crate::error::documented(status.as_u16(), code),
+                "{err:?} answers {} {code:?}, which the table on Error does not list",
+                status.as_u16()
+            );
+        }
+    }
+
+    #[test]
+    fn codes_are_snake_case() {
+        for err in every_error() {
             let res = err.error_response();
             let body = actix_web::rt::System::new()
                 .block_on(to_bytes(res.into_body()))

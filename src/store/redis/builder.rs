@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::connection::Connection;
+use super::connection::{info_text, ConnectOptions, Connection, Target};
+use super::local_cache::PlannedCache;
 use super::RedisStore;
 use crate::StoreError;
 
@@ -114,28 +115,32 @@ pub(super) struct ReplicaWait {
     pub(super) timeout: Duration,
 }
 
-/// Where the store connects.
-#[derive(Clone)]
-pub(super) enum Target {
-    Single(String),
-    #[cfg(feature = "cluster")]
-    Cluster(Vec<String>),
-    #[cfg(feature = "sentinel")]
-    Sentinel {
-        sentinels: Vec<String>,
-        service_name: String,
-    },
+/// Whether session-ending deletes wait for replicas, as the app set it with
+/// [`wait_for_replicas`](RedisStoreBuilder::wait_for_replicas).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ReplicaWaitSetting {
+    /// Not set: the deployment's default applies (see `wait_for_replicas`).
+    Default,
+    /// Turned off (`replicas = 0`).
+    Off,
+    /// Wait as given.
+    On(ReplicaWait),
 }
 
-impl Target {
-    /// Every URL the store will dial first.
-    pub(super) fn urls(&self) -> &[String] {
+impl ReplicaWaitSetting {
+    /// The wait a store on `target` uses.
+    fn resolve(self, target: &Target) -> Option<ReplicaWait> {
         match self {
-            Target::Single(url) => std::slice::from_ref(url),
-            #[cfg(feature = "cluster")]
-            Target::Cluster(urls) => urls,
-            #[cfg(feature = "sentinel")]
-            Target::Sentinel { sentinels, .. } => sentinels,
+            ReplicaWaitSetting::Default => match target {
+                #[cfg(feature = "sentinel")]
+                Target::Sentinel { .. } => Some(ReplicaWait {
+                    replicas: 1,
+                    timeout: DEFAULT_REPLICA_TIMEOUT,
+                }),
+                _ => None,
+            },
+            ReplicaWaitSetting::Off => None,
+            ReplicaWaitSetting::On(wait) => Some(wait),
         }
     }
 }
@@ -145,11 +150,10 @@ impl Target {
 #[must_use]
 pub struct RedisStoreBuilder {
     pub(super) target: Target,
-    #[cfg(feature = "local-cache")]
+    /// Set only by `local_cache`, so always `None` without the `local-cache` feature.
     pub(super) cache_capacity: Option<usize>,
     pub(super) peer_caches: bool,
-    /// `None` until set: then the deployment's default applies.
-    pub(super) replica_wait: Option<Option<ReplicaWait>>,
+    pub(super) replica_wait: ReplicaWaitSetting,
     pub(super) prefix: String,
     pub(super) command_timeout: Duration,
     pub(super) connect_timeout: Duration,
@@ -175,10 +179,9 @@ impl RedisStoreBuilder {
     fn new(target: Target) -> Self {
         Self {
             target,
-            #[cfg(feature = "local-cache")]
             cache_capacity: None,
             peer_caches: true,
-            replica_wait: None,
+            replica_wait: ReplicaWaitSetting::Default,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -253,7 +256,11 @@ impl RedisStoreBuilder {
     ///
     /// The ACL user of the store needs `WAIT` when this is on.
     pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
-        self.replica_wait = Some((replicas > 0).then_some(ReplicaWait { replicas, timeout }));
+        self.replica_wait = if replicas > 0 {
+            ReplicaWaitSetting::On(ReplicaWait { replicas, timeout })
+        } else {
+            ReplicaWaitSetting::Off
+        };
         self
     }
 
@@ -308,12 +315,19 @@ impl RedisStoreBuilder {
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        #[cfg(feature = "local-cache")]
-        let tracking = match self.cache_capacity {
-            Some(capacity) => Some((self.tracking_target()?, capacity)),
-            None => None,
-        };
-        let connecting = Connection::open(&self);
+        let cache = PlannedCache::new(
+            self.cache_capacity,
+            &self.target,
+            self.connect_timeout,
+            self.command_timeout,
+        )?;
+        let connecting = Connection::open(ConnectOptions {
+            target: &self.target,
+            connect_timeout: self.connect_timeout,
+            command_timeout: self.command_timeout,
+            #[cfg(feature = "tls")]
+            tls: &self.tls,
+        });
         let mut connection = tokio::time::timeout(self.connect_timeout * 2, connecting)
             .await
             .map_err(|_elapsed| StoreError::Timeout)??;
@@ -327,35 +341,12 @@ impl RedisStoreBuilder {
         .map_err(|_elapsed| StoreError::Timeout)?
         .map_err(StoreError::unavailable)?;
         check_server_version(&info_text(info))?;
-        #[cfg(feature = "local-cache")]
-        let cache = match tracking {
-            Some((target, capacity)) => Some(
-                crate::store::cache::LocalCache::connect(
-                    target,
-                    capacity,
-                    server_probe(&connection, self.command_timeout),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        #[cfg(feature = "local-cache")]
-        let caches_here = cache.is_some();
-        #[cfg(not(feature = "local-cache"))]
-        let caches_here = false;
+        let cache = cache.open(&connection, self.command_timeout).await?;
         // A cluster has no tracking caches, so nothing waits for its invalidations.
-        let settle_deletes = (caches_here || self.peer_caches) && connection.is_single_node();
-        let replica_wait = self.replica_wait.unwrap_or(match &self.target {
-            #[cfg(feature = "sentinel")]
-            Target::Sentinel { .. } => Some(ReplicaWait {
-                replicas: 1,
-                timeout: DEFAULT_REPLICA_TIMEOUT,
-            }),
-            _ => None,
-        });
+        let settle_deletes = (cache.is_on() || self.peer_caches) && connection.is_single_node();
+        let replica_wait = self.replica_wait.resolve(&self.target);
         Ok(RedisStore {
             connection,
-            #[cfg(feature = "local-cache")]
             cache,
             settle_deletes,
             replica_wait,
@@ -363,68 +354,38 @@ impl RedisStoreBuilder {
             command_timeout: self.command_timeout,
         })
     }
+}
 
-    /// Where the cache's tracking connection goes: the same server, user and database.
-    #[cfg(feature = "local-cache")]
-    fn tracking_target(&self) -> Result<crate::store::cache::TrackingTarget, StoreError> {
-        // Without `cluster` and `sentinel`, every target is a standalone server.
-        #[allow(irrefutable_let_patterns)]
-        let Target::Single(url) = &self.target
-        else {
-            return Err(StoreError::unavailable(
-                "the local cache needs a standalone Redis (not a cluster or Sentinel)",
-            ));
-        };
-        crate::store::cache::TrackingTarget::for_url(
-            url,
-            self.connect_timeout,
-            self.command_timeout,
-        )
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+impl RedisStoreBuilder {
+    /// Trusts the certificate authority in `pem` (one or more PEM certificates) for `rediss://`
+    /// connections, instead of the system's roots: for servers whose certificates come from a
+    /// private CA. The server's host name is still verified, so there is no need for
+    /// `#insecure`.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root_certificate = Some(pem.into());
+        self
     }
-}
 
-/// How the local cache asks the store's own connection which server it reaches.
-#[cfg(feature = "local-cache")]
-fn server_probe(
-    connection: &Connection,
-    command_timeout: Duration,
-) -> crate::store::cache::ServerProbe {
-    let connection = connection.clone();
-    std::sync::Arc::new(move || {
-        let mut connection = connection.clone();
-        Box::pin(async move {
-            let info = tokio::time::timeout(
-                command_timeout,
-                redis::cmd("INFO")
-                    .arg("server")
-                    .query_async::<Value>(&mut connection),
-            )
-            .await
-            .map_err(|_elapsed| StoreError::Timeout)?
-            .map_err(StoreError::unavailable)?;
-            crate::store::cache::run_id(&info_text(info))
-                .map(str::to_owned)
-                .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
-        })
-    })
-}
-
-/// The text of an `INFO` reply: one string from a server, or one per node from a cluster.
-pub(super) fn info_text(reply: Value) -> String {
-    match reply {
-        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
-        Value::Map(pairs) => pairs
-            .into_iter()
-            .map(|(_, v)| info_text(v))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Value::Array(items) => items
-            .into_iter()
-            .map(info_text)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
+    /// Whether [`connect`](RedisStoreBuilder::connect) may install ring as rustls's
+    /// **process-wide** default crypto provider (default `true`).
+    ///
+    /// redis-rs sets up `rediss://` connections with whatever provider rustls has installed for
+    /// the whole process, and offers no way to pass one for a single client. So when the URLs
+    /// are `rediss://` and the app has installed no provider, `connect` installs ring (with an
+    /// `info` log line), and every later rustls user in the process that relies on the default
+    /// gets ring too. It never replaces a provider the app installed, and does nothing for
+    /// plain `redis://` URLs.
+    ///
+    /// To keep that choice in the app's hands, install a provider before connecting
+    /// (`rustls::crypto::CryptoProvider::install_default`), or pass `false` here: `connect` then
+    /// fails with [`StoreError::Unavailable`] if no provider is installed, rather than let
+    /// rustls pick one from its compiled-in features (or panic, when both ring and aws-lc-rs
+    /// are compiled in).
+    pub fn install_ring_provider(mut self, install: bool) -> Self {
+        self.tls.install_ring_provider = install;
+        self
     }
 }
 

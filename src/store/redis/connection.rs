@@ -3,13 +3,49 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use super::builder::{RedisStoreBuilder, Target};
 use super::tls;
 use crate::StoreError;
+
+/// Where the store connects.
+#[derive(Clone)]
+pub(super) enum Target {
+    Single(String),
+    #[cfg(feature = "cluster")]
+    Cluster(Vec<String>),
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        sentinels: Vec<String>,
+        service_name: String,
+    },
+}
+
+impl Target {
+    /// Every URL the store will dial first.
+    pub(super) fn urls(&self) -> &[String] {
+        match self {
+            Target::Single(url) => std::slice::from_ref(url),
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => urls,
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel { sentinels, .. } => sentinels,
+        }
+    }
+}
+
+/// What [`Connection::open`] needs to know: a plain value the builder hands over, so that the
+/// connection knows nothing of the builder.
+pub(super) struct ConnectOptions<'a> {
+    pub(super) target: &'a Target,
+    pub(super) connect_timeout: Duration,
+    pub(super) command_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(super) tls: &'a tls::TlsOptions,
+}
 
 /// A standalone server, the primary that Redis Sentinel names, or a Redis Cluster.
 #[derive(Clone)]
@@ -34,19 +70,23 @@ impl Connection {
         }
     }
 
-    /// Connects to the builder's target.
-    pub(super) async fn open(builder: &RedisStoreBuilder) -> Result<Self, StoreError> {
-        tls::prepare(builder)?;
-        match &builder.target {
-            Target::Single(url) => open_single(url, builder).await,
+    /// Connects to `options.target`.
+    pub(super) async fn open(options: ConnectOptions<'_>) -> Result<Self, StoreError> {
+        tls::prepare(
+            options.target.urls(),
+            #[cfg(feature = "tls")]
+            options.tls,
+        )?;
+        match options.target {
+            Target::Single(url) => open_single(url, &options).await,
             #[cfg(feature = "cluster")]
             Target::Cluster(nodes) => {
                 #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
                 let mut cluster = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                    .connection_timeout(builder.connect_timeout)
-                    .response_timeout(builder.command_timeout);
+                    .connection_timeout(options.connect_timeout)
+                    .response_timeout(options.command_timeout);
                 #[cfg(feature = "tls")]
-                if let Some(certificates) = tls::root_certificates(builder) {
+                if let Some(certificates) = tls::root_certificates(options.tls) {
                     cluster = cluster.certs(certificates);
                 }
                 let client = cluster.build().map_err(StoreError::unavailable)?;
@@ -65,10 +105,10 @@ impl Connection {
                     super::sentinel::SentinelOptions {
                         sentinels,
                         service_name,
-                        connect_timeout: builder.connect_timeout,
-                        command_timeout: builder.command_timeout,
+                        connect_timeout: options.connect_timeout,
+                        command_timeout: options.command_timeout,
                         #[cfg(feature = "tls")]
-                        tls_root_certificate: tls::root_certificates(builder),
+                        tls_root_certificate: tls::root_certificates(options.tls),
                     },
                 )
                 .await?;
@@ -78,9 +118,9 @@ impl Connection {
     }
 }
 
-async fn open_single(url: &str, builder: &RedisStoreBuilder) -> Result<Connection, StoreError> {
+async fn open_single(url: &str, options: &ConnectOptions<'_>) -> Result<Connection, StoreError> {
     #[cfg(feature = "tls")]
-    let client = match tls::root_certificates(builder) {
+    let client = match tls::root_certificates(options.tls) {
         Some(certificates) => redis::Client::build_with_tls(url, certificates),
         None => redis::Client::open(url),
     };
@@ -92,8 +132,8 @@ async fn open_single(url: &str, builder: &RedisStoreBuilder) -> Result<Connectio
     // them as they are; a refused or slow connection is left to the manager's retries, for a
     // Redis that is still starting.
     let probe_config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(builder.connect_timeout))
-        .set_response_timeout(Some(builder.command_timeout));
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.command_timeout));
     if let Err(err) = client
         .get_multiplexed_async_connection_with_config(&probe_config)
         .await
@@ -105,7 +145,7 @@ async fn open_single(url: &str, builder: &RedisStoreBuilder) -> Result<Connectio
     // No response timeout of the manager's own: `RedisStore::run` bounds every command
     // already, and a second timer per command is measurable.
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(builder.connect_timeout))
+        .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(None);
     let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
         .await
@@ -226,5 +266,24 @@ impl ConnectionLike for Connection {
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(conn) => conn.get_db(),
         }
+    }
+}
+
+/// The text of an `INFO` reply: one string from a server, or one per node from a cluster.
+pub(super) fn info_text(reply: Value) -> String {
+    match reply {
+        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Value::VerbatimString { text, .. } | Value::SimpleString(text) => text,
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .map(|(_, v)| info_text(v))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Array(items) => items
+            .into_iter()
+            .map(info_text)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
     }
 }

@@ -12,99 +12,97 @@ use crate::{DataChange, SessionData, SessionKey, StoreError};
 /// ran, so more than a couple means something rotates the session in a loop.
 const MAX_HOPS: usize = 8;
 
-impl RedisStore {
-    pub(super) async fn read_data(
-        &self,
-        key: &SessionKey,
-    ) -> Result<Option<SessionData>, StoreError> {
-        let mut conn = self.connection.clone();
-        let mut hgetall = redis::cmd("HGETALL");
-        hgetall.arg(self.session_key(key));
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = self.run(hgetall.query_async(&mut conn)).await?;
-        decode_data(fields)
-    }
+pub(super) async fn load_data(
+    store: &RedisStore,
+    key: &SessionKey,
+) -> Result<Option<SessionData>, StoreError> {
+    let mut conn = store.connection.clone();
+    let mut hgetall = redis::cmd("HGETALL");
+    hgetall.arg(store.session_key(key));
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = store.run(hgetall.query_async(&mut conn)).await?;
+    decode_data(fields)
+}
 
-    pub(super) async fn change_data(
-        &self,
-        key: &SessionKey,
-        changes: &[DataChange],
-        max_size: usize,
-    ) -> Result<DataWrite, StoreError> {
-        let mut write = scripts::WRITE_DATA.prepare_invoke();
-        write
-            .key(self.session_key(key))
-            .arg(max_size)
-            .arg(crate::record::ENTRY_OVERHEAD);
-        for change in changes {
-            match change {
-                DataChange::Insert { name, json } => write.arg("i").arg(name).arg(json),
-                DataChange::Remove { name } => write.arg("r").arg(name),
-                DataChange::Clear => write.arg("c"),
-            };
-        }
-        let mut conn = self.connection.clone();
-        let reply: Vec<Value> = self.run(write.invoke_async(&mut conn)).await?;
-        let mut reply = reply.into_iter();
-        let status = reply.next().and_then(integer);
-        let size = reply.next().and_then(integer);
-        match (status, size) {
-            (Some(-1), _) => Ok(DataWrite::Gone),
-            (Some(-2), Some(size)) => Ok(DataWrite::TooLarge {
-                size: usize::try_from(size).unwrap_or(usize::MAX),
-            }),
-            (Some(1), Some(_)) => {
-                let previous = reply.map(optional_text).collect::<Result<Vec<_>, _>>()?;
-                if previous.len() != changes.len() {
-                    return Err(StoreError::corrupt("short data write reply"));
-                }
-                Ok(DataWrite::Written(previous))
-            }
-            _ => Err(StoreError::corrupt("unexpected data write reply")),
-        }
+pub(super) async fn write_data(
+    store: &RedisStore,
+    key: &SessionKey,
+    changes: &[DataChange],
+    max_size: usize,
+) -> Result<DataWrite, StoreError> {
+    let mut write = scripts::WRITE_DATA.prepare_invoke();
+    write
+        .key(store.session_key(key))
+        .arg(max_size)
+        .arg(crate::record::ENTRY_OVERHEAD);
+    for change in changes {
+        match change {
+            DataChange::Insert { name, json } => write.arg("i").arg(name).arg(json),
+            DataChange::Remove { name } => write.arg("r").arg(name),
+            DataChange::Clear => write.arg("c"),
+        };
     }
+    let mut conn = store.connection.clone();
+    let reply: Vec<Value> = store.run(write.invoke_async(&mut conn)).await?;
+    let mut reply = reply.into_iter();
+    let status = reply.next().and_then(integer);
+    let size = reply.next().and_then(integer);
+    match (status, size) {
+        (Some(-1), _) => Ok(DataWrite::Gone),
+        (Some(-2), Some(size)) => Ok(DataWrite::TooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+        }),
+        (Some(1), Some(_)) => {
+            let previous = reply.map(optional_text).collect::<Result<Vec<_>, _>>()?;
+            if previous.len() != changes.len() {
+                return Err(StoreError::corrupt("short data write reply"));
+            }
+            Ok(DataWrite::Written(previous))
+        }
+        _ => Err(StoreError::corrupt("unexpected data write reply")),
+    }
+}
 
-    /// Writes the new profile and roles, then follows the session through any rotation that
-    /// copied it meanwhile: the rotation marks the old key with the new one in the same step as
-    /// the copy, so an update that reached the old key after the copy finds where it went.
-    pub(super) async fn replace_user(
-        &self,
-        key: &SessionKey,
-        user: &RawValue,
-        roles: &[String],
-    ) -> Result<bool, StoreError> {
-        let update = encode_user(user, roles)?;
-        let mut conn = self.connection.clone();
-        let mut target = key.clone();
-        let mut updated = None;
-        for hop in 0..MAX_HOPS {
-            let mut invocation = scripts::UPDATE_USER.prepare_invoke();
-            invocation.key(self.session_key(&target)).arg(&update);
-            // A demotion a failover could undo would hand the old roles back: it waits for
-            // replicas where logouts do.
-            let reply: Value = self.write_script(&mut conn, &invocation).await?;
-            match reply {
-                // The first key gone: no session. A later one gone: the rotation it was for
-                // lost to a logout, and nothing is left to update.
-                Value::Int(0) => updated = Some(hop > 0),
-                Value::Int(_) => updated = Some(true),
-                moved => {
-                    target = optional_text(moved)?
-                        .and_then(|text| SessionKey::parse(&text))
-                        .ok_or_else(|| StoreError::corrupt("unreadable rotation mark"))?;
-                    continue;
-                }
+/// Writes the new profile and roles, then follows the session through any rotation that
+/// copied it meanwhile: the rotation marks the old key with the new one in the same step as
+/// the copy, so an update that reached the old key after the copy finds where it went.
+pub(super) async fn update_user(
+    store: &RedisStore,
+    key: &SessionKey,
+    user: &RawValue,
+    roles: &[String],
+) -> Result<bool, StoreError> {
+    let update = encode_user(user, roles)?;
+    let mut conn = store.connection.clone();
+    let mut target = key.clone();
+    let mut updated = None;
+    for hop in 0..MAX_HOPS {
+        let mut invocation = scripts::UPDATE_USER.prepare_invoke();
+        invocation.key(store.session_key(&target)).arg(&update);
+        // A demotion a failover could undo would hand the old roles back: it waits for
+        // replicas where logouts do.
+        let reply: Value = store.write_script(&mut conn, &invocation).await?;
+        match reply {
+            // The first key gone: no session. A later one gone: the rotation it was for
+            // lost to a logout, and nothing is left to update.
+            Value::Int(0) => updated = Some(hop > 0),
+            Value::Int(_) => updated = Some(true),
+            moved => {
+                target = optional_text(moved)?
+                    .and_then(|text| SessionKey::parse(&text))
+                    .ok_or_else(|| StoreError::corrupt("unreadable rotation mark"))?;
+                continue;
             }
-            break;
         }
-        let updated = updated.ok_or_else(|| {
-            StoreError::unavailable("the session kept moving to new tokens during an update")
-        })?;
-        if updated && self.settle_deletes {
-            // Caches elsewhere must drop the old profile before the caller is told it is gone.
-            self.settle_delete(&mut conn).await?;
-        }
-        Ok(updated)
+        break;
     }
+    let updated = updated.ok_or_else(|| {
+        StoreError::unavailable("the session kept moving to new tokens during an update")
+    })?;
+    if updated && store.settle_deletes {
+        // Caches elsewhere must drop the old profile before the caller is told it is gone.
+        store.settle_delete(&mut conn).await?;
+    }
+    Ok(updated)
 }
 
 fn integer(value: Value) -> Option<i64> {

@@ -24,51 +24,52 @@ pub(super) enum Moved {
     Marked,
 }
 
-impl RedisStore {
-    /// Stores the session, with `data`, and indexes it under its user (an anonymous one under
-    /// none). The index TTL only ever grows, to the record's absolute end at least.
-    ///
-    /// On one server both happen in one script, so a listing elsewhere never sees one without
-    /// the other. On a cluster they live in different slots: the record is written first, then
-    /// indexed. A listing in between finds no entry to prune, and the record is unreachable
-    /// until this call returns and the client receives its token.
-    pub(super) async fn index_and_create(
-        &self,
-        key: &SessionKey,
-        record: &SessionRecord,
-        expires_at: SystemTime,
-        data: &SessionData,
-    ) -> Result<bool, StoreError> {
-        let index = (!record.is_anonymous()).then(|| self.user_index_key(record.user_id()));
-        let index_ttl = ttl_millis(record.expires_at());
-        let mut conn = self.connection.clone();
-        let single_node = conn.is_single_node();
-        let mut create = scripts::CREATE.prepare_invoke();
-        create.key(self.session_key(key));
-        if let (true, Some(index)) = (single_node, &index) {
-            create.key(index);
-        }
-        create
-            .arg(encode_record(record)?)
-            .arg(encode_deadline(expires_at))
-            .arg(ttl_millis(expires_at))
-            .arg(key.as_str())
-            .arg(index_ttl)
-            .arg(data.size());
-        for (name, json) in data.iter() {
-            create.arg(format!("{DATA_PREFIX}{name}")).arg(json);
-        }
-        let created: i64 = self.run(create.invoke_async(&mut conn)).await?;
-        if created != 1 {
-            return Ok(false);
-        }
-        if let (false, Some(index)) = (single_node, &index) {
-            self.run(index_add(index, key, index_ttl).query_async::<()>(&mut conn))
-                .await?;
-        }
-        Ok(true)
+/// Stores the session, with `data`, and indexes it under its user (an anonymous one under
+/// none). The index TTL only ever grows, to the record's absolute end at least.
+///
+/// On one server both happen in one script, so a listing elsewhere never sees one without
+/// the other. On a cluster they live in different slots: the record is written first, then
+/// indexed. A listing in between finds no entry to prune, and the record is unreachable
+/// until this call returns and the client receives its token.
+pub(super) async fn create(
+    store: &RedisStore,
+    key: &SessionKey,
+    record: &SessionRecord,
+    expires_at: SystemTime,
+    data: &SessionData,
+) -> Result<bool, StoreError> {
+    let index = (!record.is_anonymous()).then(|| store.user_index_key(record.user_id()));
+    let index_ttl = ttl_millis(record.expires_at());
+    let mut conn = store.connection.clone();
+    let single_node = conn.is_single_node();
+    let mut create = scripts::CREATE.prepare_invoke();
+    create.key(store.session_key(key));
+    if let (true, Some(index)) = (single_node, &index) {
+        create.key(index);
     }
+    create
+        .arg(encode_record(record)?)
+        .arg(encode_deadline(expires_at))
+        .arg(ttl_millis(expires_at))
+        .arg(key.as_str())
+        .arg(index_ttl)
+        .arg(data.size());
+    for (name, json) in data.iter() {
+        create.arg(format!("{DATA_PREFIX}{name}")).arg(json);
+    }
+    let created: i64 = store.run(create.invoke_async(&mut conn)).await?;
+    if created != 1 {
+        return Ok(false);
+    }
+    if let (false, Some(index)) = (single_node, &index) {
+        store
+            .run(index_add(index, key, index_ttl).query_async::<()>(&mut conn))
+            .await?;
+    }
+    Ok(true)
+}
 
+impl RedisStore {
     /// Moves the session under `old` to `new` (see [`scripts::MOVE`]). On one server the move
     /// is one script: `new` is created and indexed, `old` deleted and unindexed, all at once. On
     /// a cluster the script copies and marks `old` as moving (dead to reads and writes from

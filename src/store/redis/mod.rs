@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use self::codec::{decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER};
 use self::connection::Connection;
 use self::index::Moved;
+use self::local_cache::Cache;
 use super::{Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, UserSessions};
 use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
 
@@ -30,6 +31,7 @@ mod data;
 #[cfg(test)]
 mod hostile_input;
 mod index;
+mod local_cache;
 mod scripts;
 #[cfg(feature = "sentinel")]
 mod sentinel;
@@ -97,8 +99,9 @@ use self::builder::ReplicaWait;
 #[derive(Clone)]
 pub struct RedisStore {
     connection: Connection,
-    #[cfg(feature = "local-cache")]
-    cache: Option<super::cache::LocalCache>,
+    /// The local cache, if any; a stand-in that is never there without the `local-cache`
+    /// feature.
+    cache: Cache,
     /// Whether a session-ending `DEL` waits for its invalidations to be sent; see
     /// [`RedisStore::settle`].
     settle_deletes: bool,
@@ -292,27 +295,14 @@ impl RedisStore {
     /// server the delete went to, so that a cache tracking another server (the store's
     /// connection moved on by itself) is emptied before this delete answers.
     async fn settle_delete(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        #[cfg(feature = "local-cache")]
-        if let Some(cache) = &self.cache {
+        if self.cache.is_on() {
             let info: redis::Value = self
                 .run(redis::cmd("INFO").arg("server").query_async(conn))
                 .await?;
-            match super::cache::run_id(&builder::info_text(info)) {
-                Some(server) => cache.confirm_server(server),
-                // Cannot tell where the delete went: trust no copy.
-                None => cache.confirm_server(""),
-            }
+            self.cache.confirm_server(&connection::info_text(info));
             return Ok(());
         }
         self.settle(conn).await
-    }
-
-    /// Whether this process keeps a local cache of its own.
-    fn caches_locally(&self) -> bool {
-        #[cfg(feature = "local-cache")]
-        return self.cache.is_some();
-        #[cfg(not(feature = "local-cache"))]
-        return false;
     }
 
     /// Runs one Redis operation within the command timeout. Every command goes through here, so
@@ -362,22 +352,19 @@ impl SessionStore for RedisStore {
         expires_at: SystemTime,
         data: &SessionData,
     ) -> Result<bool, StoreError> {
-        self.index_and_create(key, record, expires_at, data).await
+        index::create(self, key, record, expires_at, data).await
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
         let redis_key = self.session_key(key);
-        #[cfg(feature = "local-cache")]
-        if let Some(cache) = &self.cache {
-            let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| {
-                let redis_key = &redis_key;
-                async move { self.fetch(&mut tracking, redis_key).await }
-            };
-            if let Some(answer) = cache.load(&redis_key, through_tracking).await {
-                return answer;
-            }
-            // The tracking connection is down or failed; the main one may still work.
+        let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| {
+            let redis_key = &redis_key;
+            async move { self.fetch(&mut tracking, redis_key).await }
+        };
+        if let Some(answer) = self.cache.load(&redis_key, through_tracking).await {
+            return answer;
         }
+        // No cache, or its tracking connection is down or failed; the main one may still work.
         self.fetch(&mut self.connection.clone(), &redis_key).await
     }
 
@@ -389,7 +376,7 @@ impl SessionStore for RedisStore {
             .arg(encode_deadline(expires_at))
             .arg(ttl_millis(expires_at));
         let updated: i64 = self.run(extend.invoke_async(&mut conn)).await?;
-        if updated == 1 && self.caches_locally() {
+        if updated == 1 && self.cache.is_on() {
             // So that this process's own cache shows the new deadline from now on.
             self.settle(&mut conn).await?;
         }
@@ -397,7 +384,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
-        self.read_data(key).await
+        data::load_data(self, key).await
     }
 
     async fn write_data(
@@ -406,7 +393,7 @@ impl SessionStore for RedisStore {
         changes: &[DataChange],
         max_size: usize,
     ) -> Result<DataWrite, StoreError> {
-        self.change_data(key, changes, max_size).await
+        data::write_data(self, key, changes, max_size).await
     }
 
     async fn update_user(
@@ -415,7 +402,7 @@ impl SessionStore for RedisStore {
         user: &RawValue,
         roles: &[String],
     ) -> Result<bool, StoreError> {
-        self.replace_user(key, user, roles).await
+        data::update_user(self, key, user, roles).await
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -554,7 +541,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn credentials_version(&self, user_id: &str) -> Result<Option<String>, StoreError> {
-        self.read_credentials_version(user_id).await
+        credentials::credentials_version(self, user_id).await
     }
 
     async fn set_credentials_version(
@@ -563,7 +550,6 @@ impl SessionStore for RedisStore {
         version: &str,
         keep_for: Duration,
     ) -> Result<(), StoreError> {
-        self.write_credentials_version(user_id, version, keep_for)
-            .await
+        credentials::set_credentials_version(self, user_id, version, keep_for).await
     }
 }

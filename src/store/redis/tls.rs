@@ -5,9 +5,12 @@
 //! provider, and takes no configuration or provider from the app: there is no way to hand it
 //! ring for this store's connections alone. So the store does not pretend to: whether it may
 //! install ring as that process-wide default is a documented builder option,
-//! [`RedisStoreBuilder::install_ring_provider`], and it logs when it does.
+//! [`RedisStoreBuilder::install_ring_provider`](super::RedisStoreBuilder::install_ring_provider),
+//! and it logs when it does.
+//!
+//! This module knows nothing of the builder or the connection: it is handed the URLs and the
+//! [`TlsOptions`], and answers with what redis-rs needs.
 
-use super::builder::{RedisStoreBuilder, Target};
 use crate::StoreError;
 
 /// The TLS settings of a builder.
@@ -15,9 +18,9 @@ use crate::StoreError;
 #[derive(Clone)]
 pub(super) struct TlsOptions {
     /// PEM certificates that replace the system's roots.
-    root_certificate: Option<Vec<u8>>,
+    pub(super) root_certificate: Option<Vec<u8>>,
     /// Whether `connect` may install ring as rustls's process-wide provider.
-    install_ring_provider: bool,
+    pub(super) install_ring_provider: bool,
 }
 
 #[cfg(feature = "tls")]
@@ -30,43 +33,10 @@ impl Default for TlsOptions {
     }
 }
 
-#[cfg(feature = "tls")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-impl RedisStoreBuilder {
-    /// Trusts the certificate authority in `pem` (one or more PEM certificates) for `rediss://`
-    /// connections, instead of the system's roots: for servers whose certificates come from a
-    /// private CA. The server's host name is still verified, so there is no need for
-    /// `#insecure`.
-    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.tls.root_certificate = Some(pem.into());
-        self
-    }
-
-    /// Whether [`connect`](RedisStoreBuilder::connect) may install ring as rustls's
-    /// **process-wide** default crypto provider (default `true`).
-    ///
-    /// redis-rs sets up `rediss://` connections with whatever provider rustls has installed for
-    /// the whole process, and offers no way to pass one for a single client. So when the URLs
-    /// are `rediss://` and the app has installed no provider, `connect` installs ring (with an
-    /// `info` log line), and every later rustls user in the process that relies on the default
-    /// gets ring too. It never replaces a provider the app installed, and does nothing for
-    /// plain `redis://` URLs.
-    ///
-    /// To keep that choice in the app's hands, install a provider before connecting
-    /// (`rustls::crypto::CryptoProvider::install_default`), or pass `false` here: `connect` then
-    /// fails with [`StoreError::Unavailable`] if no provider is installed, rather than let
-    /// rustls pick one from its compiled-in features (or panic, when both ring and aws-lc-rs
-    /// are compiled in).
-    pub fn install_ring_provider(mut self, install: bool) -> Self {
-        self.tls.install_ring_provider = install;
-        self
-    }
-}
-
 /// The certificates redis-rs should trust instead of the system's roots, if the app gave any.
 #[cfg(feature = "tls")]
-pub(super) fn root_certificates(builder: &RedisStoreBuilder) -> Option<redis::TlsCertificates> {
-    builder.tls.root_certificate.as_deref().map(certificates)
+pub(super) fn root_certificates(tls: &TlsOptions) -> Option<redis::TlsCertificates> {
+    tls.root_certificate.as_deref().map(certificates)
 }
 
 /// `pem` as redis-rs takes it: roots only, no client certificate.
@@ -78,21 +48,25 @@ pub(super) fn certificates(pem: &[u8]) -> redis::TlsCertificates {
     }
 }
 
-/// Whether any URL of `target` asks for TLS.
-fn uses_tls(target: &Target) -> bool {
-    target.urls().iter().any(|url| {
+/// Whether any of `urls` asks for TLS.
+fn uses_tls(urls: &[String]) -> bool {
+    urls.iter().any(|url| {
         url.get(..9)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
     })
 }
 
-/// Refuses TLS settings that cannot mean what the app wants, and readies rustls for `rediss://`.
-pub(super) fn prepare(builder: &RedisStoreBuilder) -> Result<(), StoreError> {
+/// Refuses TLS settings that cannot mean what the app wants for `urls`, the URLs the store
+/// dials first, and readies rustls for `rediss://`.
+pub(super) fn prepare(
+    urls: &[String],
+    #[cfg(feature = "tls")] tls: &TlsOptions,
+) -> Result<(), StoreError> {
     #[cfg(feature = "tls")]
     {
-        if uses_tls(&builder.target) {
-            ensure_crypto_provider(builder.tls.install_ring_provider)?;
-        } else if builder.tls.root_certificate.is_some() {
+        if uses_tls(urls) {
+            ensure_crypto_provider(tls.install_ring_provider)?;
+        } else if tls.root_certificate.is_some() {
             // redis-rs would ignore it, or switch a cluster to TLS behind the URLs' back.
             return Err(StoreError::unavailable(
                 "a TLS root certificate was given for plain-text URLs: use rediss://",
@@ -102,7 +76,7 @@ pub(super) fn prepare(builder: &RedisStoreBuilder) -> Result<(), StoreError> {
     }
     #[cfg(not(feature = "tls"))]
     {
-        if uses_tls(&builder.target) {
+        if uses_tls(urls) {
             return Err(StoreError::unavailable(
                 "rediss:// URLs need the `tls` feature of actix-login",
             ));
