@@ -1,79 +1,22 @@
 //! The quickstart example is a contract: build it, run the binary and hold it to its routes.
 //!
-//! The binary is built and started by [`support::example`](crate::support::example).
+//! The binary is built and started, and requests are sent, by the
+//! [`Quickstart`](crate::support::quickstart::Quickstart) fixture.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
 
 use crate::support;
-use crate::support::example::Example;
+use crate::support::quickstart::{
+    assert_token_refused, bearer, device_cookie, max_age, session_cookie, session_set_cookie,
+    unix_now, Quickstart, INVALID_INPUT,
+};
 use crate::support::redis_server::shared_redis_url;
 
-/// The quickstart, running.
-type Quickstart = Example;
-
-/// The quickstart executable, built once per test process.
-fn example_binary() -> PathBuf {
-    support::example::binary("quickstart")
-}
-
-fn start(redis_url: Option<&str>) -> Quickstart {
-    start_with(redis_url, &[])
-}
-
-fn start_with(redis_url: Option<&str>, env: &[(&str, &str)]) -> Quickstart {
-    start_env(redis_url.map(|url| ("REDIS_URL", url)), env)
-}
-
-fn start_env(store: Option<(&str, &str)>, env: &[(&str, &str)]) -> Quickstart {
-    let all: Vec<(&str, &str)> = store.into_iter().chain(env.iter().copied()).collect();
-    Example::start("quickstart", &all)
-}
-
-async fn post_json(
-    client: &awc::Client,
-    url: &str,
-    body: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, Vec<String>, String) {
-    let mut req = client
-        .post(url)
-        .insert_header(("content-type", "application/json"));
-    if let Some(c) = cookie {
-        req = req.insert_header(("cookie", c));
-    }
-    let mut res = req.send_body(body.to_owned()).await.unwrap();
-    let cookies = set_cookies(&res);
-    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    (res.status(), cookies, body)
-}
-
-async fn get(client: &awc::Client, url: &str, cookie: Option<&str>) -> (StatusCode, String) {
-    let mut req = client.get(url);
-    if let Some(c) = cookie {
-        req = req.insert_header(("cookie", c));
-    }
-    let mut res = req.send().await.unwrap();
-    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    (res.status(), body)
-}
-
-fn set_cookies<S>(res: &awc::ClientResponse<S>) -> Vec<String> {
-    res.headers()
-        .get_all("set-cookie")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn check_contract(app: &Quickstart) {
-    let client = awc::Client::default();
-    let url = |path: &str| format!("{}{path}", app.base);
-
     let alice = r#"{"username":"alice","password":"alice-password-123"}"#;
-    let (status, cookies, body) = post_json(&client, &url("/login"), alice, None).await;
+    let (status, cookies, body) = app.post_json("/login", alice, None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
@@ -91,7 +34,7 @@ async fn check_contract(app: &Quickstart) {
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
     assert!(cookie.starts_with("__Host-id="));
 
-    let (status, body) = get(&client, &url("/me"), Some(&cookie)).await;
+    let (status, _, body) = app.call("GET", "/me", None, Some(&cookie)).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
@@ -107,38 +50,35 @@ async fn check_contract(app: &Quickstart) {
         r#"{"username":"alice","password":"bob-password-456"}"#,
         r#"{"username":"mallory","password":"alice-password-123"}"#,
     ] {
-        assert_eq!(
-            post_json(&client, &url("/login"), creds, None).await,
-            invalid
-        );
+        assert_eq!(app.post_json("/login", creds, None).await, invalid);
     }
-    let bad = post_json(&client, &url("/login"), r#"{"username":"#, None).await;
+    let bad = app.post_json("/login", r#"{"username":"#, None).await;
     assert_eq!(bad.0, StatusCode::BAD_REQUEST);
     assert_eq!(bad.2, r#"{"error":"invalid_request_body"}"#);
 
     let bob = r#"{"username":"bob","password":"bob-password-456"}"#;
-    let (status, _, body) = post_json(&client, &url("/login"), bob, None).await;
+    let (status, _, body) = app.post_json("/login", bob, None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"id":2,"username":"bob"}"#)
     );
 
-    let (status, cookies, body) = post_json(&client, &url("/logout"), "", Some(&cookie)).await;
+    let (status, cookies, body) = app.post_json("/logout", "", Some(&cookie)).await;
     assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
     assert!(cookies[0].starts_with("__Host-id=;") && cookies[0].contains("Max-Age=0"));
 
     let unauthenticated = r#"{"error":"unauthenticated"}"#;
-    let (status, body) = get(&client, &url("/me"), Some(&cookie)).await;
+    let (status, _, body) = app.call("GET", "/me", None, Some(&cookie)).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::UNAUTHORIZED, unauthenticated)
     );
-    let (status, body) = get(&client, &url("/me"), None).await;
+    let (status, _, body) = app.call("GET", "/me", None, None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::UNAUTHORIZED, unauthenticated)
     );
-    let (status, _, body) = post_json(&client, &url("/logout"), "", Some(&cookie)).await;
+    let (status, _, body) = app.post_json("/logout", "", Some(&cookie)).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::UNAUTHORIZED, unauthenticated)
@@ -147,7 +87,7 @@ async fn check_contract(app: &Quickstart) {
     // The data and role checks work on a user of their own: quickstart processes sharing a Redis
     // share user ids, so a role change of alice or bob here, or a session of theirs kept long,
     // would reach the others' (in their session lists, their per-user caps).
-    let (status, _, body) = call("POST", &url("/register"), Some(CAROL), None).await;
+    let (status, _, body) = app.call("POST", "/register", Some(CAROL), None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     check_session_data(app).await;
     check_role_changes(app).await;
@@ -156,44 +96,14 @@ async fn check_contract(app: &Quickstart) {
 /// A user that `check_contract` signs up.
 const CAROL: &str = r#"{"username":"carol","password":"oxbow glimmer rotund"}"#;
 
-const INVALID_INPUT: &str = r#"{"error":"invalid_input"}"#;
-
-/// `GET` of a data route (`/cart`, `/prefs`): asserts `200`, returns the body and whether the
-/// response set a session cookie.
-async fn read_data(app: &Quickstart, path: &str, cookie: Option<&str>) -> (String, bool) {
-    let (status, cookies, body) = call("GET", &format!("{}{path}", app.base), None, cookie).await;
-    assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-    let sets_session = cookies.iter().any(|c| is_session_cookie(c));
-    (body, sets_session)
-}
-
-/// The cart, as `GET /cart` shows it.
-async fn cart(app: &Quickstart, cookie: Option<&str>) -> String {
-    read_data(app, "/cart", cookie).await.0
-}
-
-/// The preferences, as `GET /prefs` shows them.
-async fn prefs(app: &Quickstart, cookie: &str) -> serde_json::Value {
-    let (body, _) = read_data(app, "/prefs", Some(cookie)).await;
-    serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET /prefs: {err}: {body}"))
-}
-
-/// `PUT /prefs/{key}`: status and body.
-async fn put_pref(app: &Quickstart, key: &str, body: &str, cookie: &str) -> (StatusCode, String) {
-    let url = format!("{}/prefs/{key}", app.base);
-    let (status, _, answer) = call("PUT", &url, Some(body), Some(cookie)).await;
-    (status, answer)
-}
-
 /// The cart and preferences: anonymous sessions that only writes start, login keeping them,
 /// logout ending them.
 async fn check_session_data(app: &Quickstart) {
-    let url = |path: &str| format!("{}{path}", app.base);
     let add = |item: &str| format!(r#"{{"item":{}}}"#, serde_json::Value::from(item));
 
     // Reading starts no session: an empty cart, empty preferences, no cookie.
     for (path, empty) in [("/cart", r#"{"items":[]}"#), ("/prefs", "{}")] {
-        let (body, sets_session) = read_data(app, path, None).await;
+        let (body, sets_session) = app.read_data(path, None).await;
         assert_eq!(body, empty, "GET {path}");
         assert!(!sets_session, "GET {path} without a session set a cookie");
     }
@@ -209,7 +119,7 @@ async fn check_session_data(app: &Quickstart) {
         r#"{"item":5}"#,
         r#"{"items":["tea"]}"#,
     ] {
-        let (status, cookies, body) = call("POST", &url("/cart"), Some(bad), None).await;
+        let (status, cookies, body) = app.call("POST", "/cart", Some(bad), None).await;
         assert_eq!(
             (status, body.as_str()),
             (StatusCode::BAD_REQUEST, INVALID_INPUT),
@@ -219,25 +129,26 @@ async fn check_session_data(app: &Quickstart) {
     }
 
     // The first item starts an anonymous session; the limit counts characters, not bytes.
-    let (status, cookies, body) = call("POST", &url("/cart"), Some(&add("tea")), None).await;
+    let (status, cookies, body) = app.call("POST", "/cart", Some(&add("tea")), None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"items":["tea"]}"#)
     );
     let visitor = session_cookie(&cookies);
     let longest = "é".repeat(100);
-    let (status, cookies, body) =
-        call("POST", &url("/cart"), Some(&add(&longest)), Some(&visitor)).await;
+    let (status, cookies, body) = app
+        .call("POST", "/cart", Some(&add(&longest)), Some(&visitor))
+        .await;
     let two_items = format!(r#"{{"items":["tea","{longest}"]}}"#);
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, two_items.as_str())
     );
     assert!(cookies.is_empty(), "a second write re-issued: {cookies:?}");
-    assert_eq!(cart(app, Some(&visitor)).await, two_items);
+    assert_eq!(app.cart(Some(&visitor)).await, two_items);
     // Not a login.
     for path in ["/me", "/admin"] {
-        let (status, _, _) = call("GET", &url(path), None, Some(&visitor)).await;
+        let (status, _, _) = app.call("GET", path, None, Some(&visitor)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
 
@@ -253,7 +164,7 @@ async fn check_session_data(app: &Quickstart) {
     ] {
         let body = format!(r#"{{"value":{}}}"#, serde_json::Value::from(value));
         assert_eq!(
-            put_pref(app, key, &body, &visitor).await,
+            app.put_pref(key, &body, &visitor).await,
             (StatusCode::NO_CONTENT, String::new()),
             "{key}"
         );
@@ -271,7 +182,7 @@ async fn check_session_data(app: &Quickstart) {
         ("theme", "{}"),
     ] {
         assert_eq!(
-            put_pref(app, key, body, &visitor).await,
+            app.put_pref(key, body, &visitor).await,
             (StatusCode::BAD_REQUEST, INVALID_INPUT.to_owned()),
             "{key:?} {body}"
         );
@@ -283,23 +194,21 @@ async fn check_session_data(app: &Quickstart) {
         key32.clone(): "x",
     });
     // Only the preferences: the cart is not one of them.
-    assert_eq!(prefs(app, &visitor).await, expected_prefs);
+    assert_eq!(app.prefs(&visitor).await, expected_prefs);
 
     // A login keeps the data of the anonymous session it replaces, which ends.
-    let (status, cookies, _) = call("POST", &url("/login"), Some(CAROL), Some(&visitor)).await;
+    let (status, cookies, _) = app
+        .call("POST", "/login", Some(CAROL), Some(&visitor))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let carol_session = session_cookie(&cookies);
     assert_ne!(carol_session, visitor);
-    assert_eq!(cart(app, Some(&carol_session)).await, two_items);
-    assert_eq!(prefs(app, &carol_session).await, expected_prefs);
-    assert_eq!(cart(app, Some(&visitor)).await, r#"{"items":[]}"#);
-    let (status, _, body) = call(
-        "POST",
-        &url("/cart"),
-        Some(&add("jam")),
-        Some(&carol_session),
-    )
-    .await;
+    assert_eq!(app.cart(Some(&carol_session)).await, two_items);
+    assert_eq!(app.prefs(&carol_session).await, expected_prefs);
+    assert_eq!(app.cart(Some(&visitor)).await, r#"{"items":[]}"#);
+    let (status, _, body) = app
+        .call("POST", "/cart", Some(&add("jam")), Some(&carol_session))
+        .await;
     let three_items = format!(r#"{{"items":["tea","{longest}","jam"]}}"#);
     assert_eq!(
         (status, body.as_str()),
@@ -307,99 +216,78 @@ async fn check_session_data(app: &Quickstart) {
     );
 
     // Logout ends the session and its data.
-    let (status, _, _) = call("POST", &url("/logout"), None, Some(&carol_session)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (body, sets_session) = read_data(app, "/cart", None).await;
+    app.log_out(&carol_session).await;
+    let (body, sets_session) = app.read_data("/cart", None).await;
     assert_eq!(body, r#"{"items":[]}"#);
     assert!(!sets_session);
-    assert_eq!(cart(app, Some(&carol_session)).await, r#"{"items":[]}"#);
-    assert_eq!(prefs(app, &carol_session).await, serde_json::json!({}));
+    assert_eq!(app.cart(Some(&carol_session)).await, r#"{"items":[]}"#);
+    assert_eq!(app.prefs(&carol_session).await, serde_json::json!({}));
 
     // A write with the ended session's cookie starts a new, empty session: the old one, and
     // its cart, stay gone.
-    let (status, cookies, body) = call(
-        "POST",
-        &url("/cart"),
-        Some(&add("salt")),
-        Some(&carol_session),
-    )
-    .await;
+    let (status, cookies, body) = app
+        .call("POST", "/cart", Some(&add("salt")), Some(&carol_session))
+        .await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"items":["salt"]}"#)
     );
     let restarted = session_cookie(&cookies);
     assert_ne!(restarted, carol_session);
-    assert_eq!(cart(app, Some(&carol_session)).await, r#"{"items":[]}"#);
-    assert_eq!(cart(app, Some(&restarted)).await, r#"{"items":["salt"]}"#);
-    let (status, _, _) = call("GET", &url("/me"), None, Some(&carol_session)).await;
+    assert_eq!(app.cart(Some(&carol_session)).await, r#"{"items":[]}"#);
+    assert_eq!(app.cart(Some(&restarted)).await, r#"{"items":["salt"]}"#);
+    let (status, _, _) = app.call("GET", "/me", None, Some(&carol_session)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, _) = call("GET", &url("/me"), None, Some(&restarted)).await;
+    let (status, _, _) = app.call("GET", "/me", None, Some(&restarted)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // A login as another user than the session's starts empty.
-    let carol_again = log_in(app, "carol", "oxbow glimmer rotund").await;
-    let (status, _, _) = call("POST", &url("/cart"), Some(&add("oil")), Some(&carol_again)).await;
+    let carol_again = app.log_in("carol", "oxbow glimmer rotund").await;
+    let (status, _, _) = app
+        .call("POST", "/cart", Some(&add("oil")), Some(&carol_again))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let bob = r#"{"username":"bob","password":"bob-password-456"}"#;
-    let (status, cookies, _) = call("POST", &url("/login"), Some(bob), Some(&carol_again)).await;
+    let (status, cookies, _) = app
+        .call("POST", "/login", Some(bob), Some(&carol_again))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let bob_session = session_cookie(&cookies);
-    assert_eq!(cart(app, Some(&bob_session)).await, r#"{"items":[]}"#);
-    let (status, _, _) = call("POST", &url("/logout"), None, Some(&bob_session)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-}
-
-/// `PUT /users/{username}/roles`: status and body.
-async fn put_roles(
-    app: &Quickstart,
-    username: &str,
-    body: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, String) {
-    let url = format!("{}/users/{username}/roles", app.base);
-    let (status, _, answer) = call("PUT", &url, Some(body), cookie).await;
-    (status, answer)
-}
-
-/// `GET /admin` with `cookie`: its status.
-async fn admin_status(app: &Quickstart, cookie: &str) -> StatusCode {
-    let url = format!("{}/admin", app.base);
-    call("GET", &url, None, Some(cookie)).await.0
+    assert_eq!(app.cart(Some(&bob_session)).await, r#"{"items":[]}"#);
+    app.log_out(&bob_session).await;
 }
 
 /// Role changes: admins only, known roles only, and live sessions follow at once. Carol's
 /// roles change; alice, the admin, logs out at the end.
 async fn check_role_changes(app: &Quickstart) {
-    let url = |path: &str| format!("{}{path}", app.base);
-    let carol = log_in(app, "carol", "oxbow glimmer rotund").await;
-    let alice = log_in(app, "alice", "alice-password-123").await;
-    assert_eq!(admin_status(app, &carol).await, StatusCode::FORBIDDEN);
+    let carol = app.log_in("carol", "oxbow glimmer rotund").await;
+    let alice = app.log_in("alice", "alice-password-123").await;
+    assert_eq!(app.admin_status(&carol).await, StatusCode::FORBIDDEN);
     let promote = r#"{"roles":["admin"]}"#;
     let demote = r#"{"roles":[]}"#;
 
     // Only admins.
     let unauthenticated = r#"{"error":"unauthenticated"}"#;
     assert_eq!(
-        put_roles(app, "carol", promote, None).await,
+        app.put_roles("carol", promote, None).await,
         (StatusCode::UNAUTHORIZED, unauthenticated.to_owned())
     );
     let forbidden = (StatusCode::FORBIDDEN, r#"{"error":"forbidden"}"#.to_owned());
     assert_eq!(
-        put_roles(app, "carol", promote, Some(&carol)).await,
+        app.put_roles("carol", promote, Some(&carol)).await,
         forbidden
     );
     assert_eq!(
-        put_roles(app, "alice", demote, Some(&carol)).await,
+        app.put_roles("alice", demote, Some(&carol)).await,
         forbidden
     );
     let not_found = (StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.to_owned());
     assert_eq!(
-        put_roles(app, "nobody", promote, Some(&alice)).await,
+        app.put_roles("nobody", promote, Some(&alice)).await,
         not_found
     );
     assert_eq!(
-        put_roles(app, "no%20body", promote, Some(&alice)).await,
+        app.put_roles("no%20body", promote, Some(&alice)).await,
         not_found
     );
     // Malformed bodies, and roles nobody may grant.
@@ -410,14 +298,14 @@ async fn check_role_changes(app: &Quickstart) {
         r#"{"roles":[1]}"#,
     ] {
         assert_eq!(
-            put_roles(app, "carol", body, Some(&alice)).await,
+            app.put_roles("carol", body, Some(&alice)).await,
             (StatusCode::BAD_REQUEST, INVALID_INPUT.to_owned()),
             "{body}"
         );
     }
     for body in [r#"{"roles":["root"]}"#, r#"{"roles":["admin","ADMIN"]}"#] {
         assert_eq!(
-            put_roles(app, "carol", body, Some(&alice)).await,
+            app.put_roles("carol", body, Some(&alice)).await,
             (
                 StatusCode::BAD_REQUEST,
                 r#"{"error":"unknown_role"}"#.to_owned()
@@ -426,170 +314,39 @@ async fn check_role_changes(app: &Quickstart) {
         );
     }
     assert_eq!(
-        admin_status(app, &carol).await,
+        app.admin_status(&carol).await,
         StatusCode::FORBIDDEN,
         "a refused change granted the role"
     );
 
     // Promotion: the live session has the role on its next request, new logins get it.
     assert_eq!(
-        put_roles(app, "carol", promote, Some(&alice)).await,
+        app.put_roles("carol", promote, Some(&alice)).await,
         (StatusCode::NO_CONTENT, String::new())
     );
-    let (status, _, body) = call("GET", &url("/admin"), None, Some(&carol)).await;
+    let (status, _, body) = app.call("GET", "/admin", None, Some(&carol)).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"admin":"carol"}"#)
     );
-    let (status, _, body) = call("GET", &url("/me"), None, Some(&carol)).await;
+    let (status, _, body) = app.call("GET", "/me", None, Some(&carol)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains(r#""username":"carol""#), "{body}");
-    let carol_later = log_in(app, "carol", "oxbow glimmer rotund").await;
-    assert_eq!(admin_status(app, &carol_later).await, StatusCode::OK);
+    let carol_later = app.log_in("carol", "oxbow glimmer rotund").await;
+    assert_eq!(app.admin_status(&carol_later).await, StatusCode::OK);
 
     // Demotion, through the name in any case: every session loses the role.
     assert_eq!(
-        put_roles(app, "CAROL", demote, Some(&alice)).await,
+        app.put_roles("CAROL", demote, Some(&alice)).await,
         (StatusCode::NO_CONTENT, String::new())
     );
     for session in [&carol, &carol_later] {
-        assert_eq!(admin_status(app, session).await, StatusCode::FORBIDDEN);
+        assert_eq!(app.admin_status(session).await, StatusCode::FORBIDDEN);
     }
-    let carol_after = log_in(app, "carol", "oxbow glimmer rotund").await;
-    assert_eq!(admin_status(app, &carol_after).await, StatusCode::FORBIDDEN);
-    assert_eq!(admin_status(app, &alice).await, StatusCode::OK);
-    let (status, _, _) = call("POST", &url("/logout"), None, Some(&alice)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-}
-
-/// What `send` got back.
-struct Reply {
-    status: StatusCode,
-    headers: awc::http::header::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
-    }
-
-    fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all("set-cookie")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-/// One request with exactly `headers` (no `Origin` unless among them), as a script or another
-/// site sends it; a body is sent as JSON.
-async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    let mut req = client.request(method.parse().unwrap(), url);
-    for &(name, value) in headers {
-        req = req.insert_header((name, value));
-    }
-    let mut res = match body {
-        Some(json) => req
-            .insert_header(("content-type", "application/json"))
-            .send_body(json.to_owned())
-            .await
-            .unwrap(),
-        None => req.send().await.unwrap(),
-    };
-    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    Reply {
-        status: res.status(),
-        headers: res.headers().clone(),
-        body,
-    }
-}
-
-/// The `Authorization` header value for `token`.
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-/// Asserts the answer to a bearer token that is malformed, unknown or ended: `401` with a
-/// `WWW-Authenticate` challenge, and no cookie.
-fn assert_token_refused(reply: &Reply, what: &str) {
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (StatusCode::UNAUTHORIZED, r#"{"error":"unauthenticated"}"#),
-        "{what}"
-    );
-    let challenge = reply.header("www-authenticate").unwrap_or_default();
-    assert!(challenge.starts_with("Bearer"), "{what}: {challenge:?}");
-    assert!(reply.set_cookies().is_empty(), "{what}");
-}
-
-/// Now, in Unix seconds.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// `POST /tokens` on behalf of `auth` (its headers) for a token named `name` that ends after
-/// `expires_in_secs`, if given; asserts `201` and that `expires_at` is that long after the
-/// request, and returns the issued token's JSON.
-async fn create_token(
-    app: &Quickstart,
-    auth: &[(&str, &str)],
-    name: &str,
-    expires_in_secs: Option<u64>,
-) -> serde_json::Value {
-    let body = match expires_in_secs {
-        Some(secs) => serde_json::json!({ "name": name, "expires_in_secs": secs }),
-        None => serde_json::json!({ "name": name }),
-    };
-    let before = unix_now();
-    let reply = send(
-        "POST",
-        &format!("{}/tokens", app.base),
-        auth,
-        Some(&body.to_string()),
-    )
-    .await;
-    let after = unix_now();
-    assert_eq!(reply.status, StatusCode::CREATED, "{name}: {}", reply.body);
-    // The secret is in this response only: no cache may keep it, and no cookie comes with it.
-    assert_eq!(reply.header("cache-control"), Some("no-store"), "{name}");
-    assert!(reply.set_cookies().is_empty(), "{name}");
-    let issued = reply.json();
-    assert!(issued["id"].is_string(), "{issued}");
-    assert_eq!(issued["token"].as_str().unwrap().len(), 47, "{issued}");
-    match expires_in_secs {
-        Some(secs) => {
-            let expires_at = issued["expires_at"].as_u64().unwrap();
-            assert!(
-                (before + secs..=after + secs + 1).contains(&expires_at),
-                "{name}: expires_at {expires_at}, asked at {before}..{after} for {secs} s"
-            );
-        }
-        None => assert!(issued["expires_at"].is_null(), "{issued}"),
-    }
-    issued
-}
-
-/// `GET /me` on behalf of `auth`: its status.
-async fn me_status(app: &Quickstart, auth: &[(&str, &str)]) -> StatusCode {
-    send("GET", &app.url("/me"), auth, None).await.status
-}
-
-/// `GET /sessions` on behalf of `auth`: the list.
-async fn session_list(app: &Quickstart, auth: &[(&str, &str)]) -> Vec<serde_json::Value> {
-    let reply = send("GET", &format!("{}/sessions", app.base), auth, None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    serde_json::from_str(&reply.body).unwrap()
+    let carol_after = app.log_in("carol", "oxbow glimmer rotund").await;
+    assert_eq!(app.admin_status(&carol_after).await, StatusCode::FORBIDDEN);
+    assert_eq!(app.admin_status(&alice).await, StatusCode::OK);
+    app.log_out(&alice).await;
 }
 
 /// A user of `check_tokens_and_remember`'s own: quickstart processes sharing a Redis share
@@ -604,15 +361,14 @@ const REMEMBER_IDLE: (&str, &str) = ("REMEMBER_IDLE_TIMEOUT_SECS", "3600");
 /// Remembered logins and personal access tokens, on a quickstart with the default timeouts
 /// except `REMEMBER_IDLE`.
 async fn check_tokens_and_remember(app: &Quickstart) {
-    let url = |path: &str| format!("{}{path}", app.base);
-    let (status, _, body) = call("POST", &url("/register"), Some(DAVE), None).await;
+    let (status, _, body) = app.call("POST", "/register", Some(DAVE), None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let password = "quince harbour dapple";
 
     // Remembered or not: only a remembered session's cookie outlives the browser session.
-    let (browser, set_cookie) = log_in_remembering(app, "dave", password, false).await;
+    let (browser, set_cookie) = app.log_in_remembering("dave", password, false).await;
     assert_eq!(max_age(&set_cookie), None, "{set_cookie}");
-    let (kept, set_cookie) = log_in_remembering(app, "dave", password, true).await;
+    let (kept, set_cookie) = app.log_in_remembering("dave", password, true).await;
     let age = max_age(&set_cookie).expect("a remembered login's cookie has a Max-Age");
     assert!(
         (1..=REMEMBER_IDLE_SECS).contains(&age),
@@ -621,7 +377,7 @@ async fn check_tokens_and_remember(app: &Quickstart) {
     let origin = app.base.as_str();
     let as_browser = [("cookie", browser.as_str()), ("origin", origin)];
     let as_kept = [("cookie", kept.as_str()), ("origin", origin)];
-    let list = session_list(app, &as_browser).await;
+    let list = app.session_list(&as_browser).await;
     assert_eq!(list.len(), 2, "{list:?}");
     let now = unix_now();
     for session in &list {
@@ -641,23 +397,23 @@ async fn check_tokens_and_remember(app: &Quickstart) {
 
     // A token that ends soon, watched at the end.
     let asked = Instant::now();
-    let short = create_token(app, &as_browser, "short", Some(3)).await;
+    let short = app.create_token(&as_browser, "short", Some(3)).await;
     let short_bearer = bearer(short["token"].as_str().unwrap());
     let as_short = [("authorization", short_bearer.as_str())];
     // Alive, unless this machine is so slow that its 3 seconds may have run out already.
     if asked.elapsed() < Duration::from_millis(1500) {
-        assert_eq!(me_status(app, &as_short).await, StatusCode::OK);
+        assert_eq!(app.me_status(&as_short).await, StatusCode::OK);
     }
 
     // A token from the browser session works in place of the cookie, and never gets one.
-    let ci = create_token(app, &as_browser, "ci", None).await;
+    let ci = app.create_token(&as_browser, "ci", None).await;
     let ci_bearer = bearer(ci["token"].as_str().unwrap());
     let as_ci = [("authorization", ci_bearer.as_str())];
-    let reply = send("GET", &url("/me"), &as_ci, None).await;
+    let reply = app.send("GET", "/me", &as_ci, None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.json()["username"], "dave");
     assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
-    let reply = send("GET", &url("/sessions"), &as_ci, None).await;
+    let reply = app.send("GET", "/sessions", &as_ci, None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
     let list: Vec<serde_json::Value> = serde_json::from_str(&reply.body).unwrap();
@@ -674,15 +430,17 @@ async fn check_tokens_and_remember(app: &Quickstart) {
     assert_eq!(current["remembered"], false);
 
     // A token makes no tokens: no password was entered in it, so it is never fresh.
-    let reply = send("POST", &url("/tokens"), &as_ci, Some(r#"{"name":"more"}"#)).await;
+    let reply = app
+        .send("POST", "/tokens", &as_ci, Some(r#"{"name":"more"}"#))
+        .await;
     assert_eq!(
         (reply.status, reply.body.as_str()),
         (StatusCode::FORBIDDEN, r#"{"error":"reauth_required"}"#)
     );
-    let deploy = create_token(app, &as_browser, "deploy", Some(120)).await;
+    let deploy = app.create_token(&as_browser, "deploy", Some(120)).await;
     let deploy_bearer = bearer(deploy["token"].as_str().unwrap());
     let as_deploy = [("authorization", deploy_bearer.as_str())];
-    let listed = session_list(app, &as_deploy).await;
+    let listed = app.session_list(&as_deploy).await;
     let entry = listed.iter().find(|s| s["id"] == deploy["id"]).unwrap();
     assert_eq!(
         (&entry["name"], &entry["expires_at"], &entry["current"]),
@@ -694,12 +452,14 @@ async fn check_tokens_and_remember(app: &Quickstart) {
         ("cookie", browser.as_str()),
         ("sec-fetch-site", "cross-site"),
     ];
-    let reply = send("POST", &url("/tokens"), &from_elsewhere, Some(evil)).await;
+    let reply = app
+        .send("POST", "/tokens", &from_elsewhere, Some(evil))
+        .await;
     assert_eq!(
         (reply.status, reply.body.as_str()),
         (StatusCode::FORBIDDEN, r#"{"error":"csrf_rejected"}"#)
     );
-    let (status, body) = cross_site(&url("/tokens"), Some(evil), Some(&browser)).await;
+    let (status, body) = app.cross_site("/tokens", Some(evil), Some(&browser)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     // Bad input, from the browser and from a token; anonymous callers learn nothing of it.
@@ -719,7 +479,7 @@ async fn check_tokens_and_remember(app: &Quickstart) {
     ];
     for auth in [&as_browser[..], &as_ci[..]] {
         for bad in bad_bodies {
-            let reply = send("POST", &url("/tokens"), auth, Some(bad)).await;
+            let reply = app.send("POST", "/tokens", auth, Some(bad)).await;
             assert_eq!(
                 (reply.status, reply.body.as_str()),
                 (StatusCode::BAD_REQUEST, INVALID_INPUT),
@@ -728,17 +488,20 @@ async fn check_tokens_and_remember(app: &Quickstart) {
         }
     }
     for body in [r#"{"name":"ci"}"#, r#"{"name":""}"#] {
-        let reply = send("POST", &url("/tokens"), &[("origin", origin)], Some(body)).await;
+        let reply = app
+            .send("POST", "/tokens", &[("origin", origin)], Some(body))
+            .await;
         assert_eq!(
             (reply.status, reply.body.as_str()),
             (StatusCode::UNAUTHORIZED, r#"{"error":"unauthenticated"}"#),
             "{body}"
         );
     }
-    let longest = create_token(app, &as_browser, &"n".repeat(64), None).await;
+    let longest = app.create_token(&as_browser, &"n".repeat(64), None).await;
     let longest_bearer = bearer(longest["token"].as_str().unwrap());
     // Nothing refused left a token behind.
-    let mut names: Vec<String> = session_list(app, &as_browser)
+    let mut names: Vec<String> = app
+        .session_list(&as_browser)
         .await
         .iter()
         .filter(|s| s["kind"] == "token" && s["name"] != "short")
@@ -759,36 +522,32 @@ async fn check_tokens_and_remember(app: &Quickstart) {
         ("unknown", bearer(&forged)),
         ("a cookie as a bearer token", bearer(cookie_value)),
     ] {
-        let reply = send(
-            "GET",
-            &url("/me"),
-            &[("authorization", value.as_str())],
-            None,
-        )
-        .await;
+        let reply = app
+            .send("GET", "/me", &[("authorization", value.as_str())], None)
+            .await;
         assert_token_refused(&reply, what);
     }
     assert_eq!(
-        me_status(app, &[("cookie", token_as_cookie.as_str())]).await,
+        app.me_status(&[("cookie", token_as_cookie.as_str())]).await,
         StatusCode::UNAUTHORIZED,
         "a bearer token as a cookie"
     );
 
     // Logout with a token ends that token only.
-    let reply = send("POST", &url("/logout"), &as_ci, None).await;
+    let reply = app.send("POST", "/logout", &as_ci, None).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
     assert!(reply.set_cookies().is_empty(), "{:?}", reply.set_cookies());
-    let reply = send("GET", &url("/me"), &as_ci, None).await;
+    let reply = app.send("GET", "/me", &as_ci, None).await;
     assert_token_refused(&reply, "a token after its logout");
     for auth in [&as_browser[..], &as_kept[..], &as_deploy[..]] {
-        assert_eq!(me_status(app, auth).await, StatusCode::OK);
+        assert_eq!(app.me_status(auth).await, StatusCode::OK);
     }
 
     // The short token ends on time: not before its 3 seconds, and soon after.
     // Dead by 1.5 s past its end: the deadline check, a poll interval and a request's time.
     let deadline = asked + Duration::from_millis(4500);
     loop {
-        let reply = send("GET", &url("/me"), &as_short, None).await;
+        let reply = app.send("GET", "/me", &as_short, None).await;
         if reply.status != StatusCode::OK {
             assert_token_refused(&reply, "an expired token");
             let lived = asked.elapsed();
@@ -806,34 +565,30 @@ async fn check_tokens_and_remember(app: &Quickstart) {
     }
 
     // Revocation from the browser ends tokens: one by id, then every other session.
-    let revoke = url(&format!("/sessions/{}", deploy["id"].as_str().unwrap()));
-    let (status, _, _) = call("DELETE", &revoke, None, Some(&browser)).await;
+    let revoke = format!("/sessions/{}", deploy["id"].as_str().unwrap());
+    let (status, _, _) = app.call("DELETE", &revoke, None, Some(&browser)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_token_refused(
-        &send("GET", &url("/me"), &as_deploy, None).await,
+        &app.send("GET", "/me", &as_deploy, None).await,
         "a revoked token",
     );
-    let (status, _, _) = call(
-        "POST",
-        &url("/sessions/revoke-others"),
-        None,
-        Some(&browser),
-    )
-    .await;
+    let (status, _, _) = app
+        .call("POST", "/sessions/revoke-others", None, Some(&browser))
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let reply = send(
-        "GET",
-        &url("/me"),
-        &[("authorization", longest_bearer.as_str())],
-        None,
-    )
-    .await;
+    let reply = app
+        .send(
+            "GET",
+            "/me",
+            &[("authorization", longest_bearer.as_str())],
+            None,
+        )
+        .await;
     assert_token_refused(&reply, "longest");
-    assert_eq!(me_status(app, &as_kept).await, StatusCode::UNAUTHORIZED);
-    let list = session_list(app, &as_browser).await;
+    assert_eq!(app.me_status(&as_kept).await, StatusCode::UNAUTHORIZED);
+    let list = app.session_list(&as_browser).await;
     assert_eq!(list.len(), 1, "{list:?}");
-    let (status, _, _) = call("POST", &url("/logout"), None, Some(&browser)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    app.log_out(&browser).await;
 }
 
 /// Timeouts short enough to watch, and a cookie domain: what `check_short_lifetimes` runs the
@@ -859,7 +614,7 @@ const CLOCK_SLACK: Duration = Duration::from_millis(100);
 /// it starts.
 async fn check_short_lifetimes(store: Option<(&str, &str)>, env: &[(&str, &str)]) {
     let env: Vec<(&str, &str)> = SHORT_LIFETIMES.iter().chain(env).copied().collect();
-    let app = start_env(store, &env);
+    let app = Quickstart::spawn_on(store, &env);
     tokio::join!(
         remembered_outlives_the_idle_timeout(&app),
         remembered_outlives_the_absolute_timeout(&app),
@@ -881,13 +636,16 @@ fn assert_domain_cookie(set_cookie: &str) {
 /// last use. A remembered login slower than the margin leaves too little of its window to
 /// tell, and the round starts again.
 async fn remembered_outlives_the_idle_timeout(app: &Quickstart) {
-    let me = |cookie: String| async move { me_status(app, &[("cookie", cookie.as_str())]).await };
     for _ in 0..5 {
-        let (normal, set_cookie) = log_in_remembering(app, "bob", "bob-password-456", false).await;
+        let (normal, set_cookie) = app
+            .log_in_remembering("bob", "bob-password-456", false)
+            .await;
         assert_domain_cookie(&set_cookie);
         assert_eq!(max_age(&set_cookie), None, "{set_cookie}");
         let asked = Instant::now();
-        let (kept, set_cookie) = log_in_remembering(app, "bob", "bob-password-456", true).await;
+        let (kept, set_cookie) = app
+            .log_in_remembering("bob", "bob-password-456", true)
+            .await;
         let logged_in = Instant::now();
         assert_domain_cookie(&set_cookie);
         let age = max_age(&set_cookie).expect("a remembered cookie has a Max-Age");
@@ -900,20 +658,20 @@ async fn remembered_outlives_the_idle_timeout(app: &Quickstart) {
         let unused_for = asked.elapsed();
         if unused_for + Duration::from_millis(1500) < REMEMBERED_IDLE {
             assert_eq!(
-                me(kept.clone()).await,
+                app.me(&kept).await,
                 StatusCode::OK,
                 "a remembered session ended after {unused_for:?} unused"
             );
             let used = Instant::now();
             assert_eq!(
-                me(normal).await,
+                app.me(&normal).await,
                 StatusCode::UNAUTHORIZED,
                 "a session outlived the idle timeout"
             );
             // Its own idle timeout ends it.
             tokio::time::sleep_until((used + REMEMBERED_IDLE + CLOCK_SLACK).into()).await;
             assert_eq!(
-                me(kept).await,
+                app.me(&kept).await,
                 StatusCode::UNAUTHORIZED,
                 "a remembered session outlived its idle timeout"
             );
@@ -928,16 +686,17 @@ async fn remembered_outlives_the_idle_timeout(app: &Quickstart) {
 /// as its deadline moves (never past its end), and ends at its own absolute timeout.
 async fn remembered_outlives_the_absolute_timeout(app: &Quickstart) {
     let asked = Instant::now();
-    let (kept, _) = log_in_remembering(app, "alice", "alice-password-123", true).await;
+    let (kept, _) = app
+        .log_in_remembering("alice", "alice-password-123", true)
+        .await;
     let logged_in = Instant::now();
-    let url = app.url("/me");
     let headers = [("cookie", kept.as_str())];
     let mut lived_past_normal_end = false;
     let mut resent = 0;
     let deadline = logged_in + REMEMBERED_ABSOLUTE + Duration::from_millis(1500);
     loop {
         let sent = Instant::now();
-        let reply = send("GET", &url, &headers, None).await;
+        let reply = app.send("GET", "/me", &headers, None).await;
         if reply.status != StatusCode::OK {
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
             // The idle deadline moves in steps of a tenth of the idle timeout, and never past
@@ -981,17 +740,17 @@ async fn remembered_outlives_the_absolute_timeout(app: &Quickstart) {
 /// With `COOKIE_DOMAIN`, the cookie the login sets is the one later requests carry, and
 /// logout removes it for the same domain.
 async fn cookie_domain_applies(app: &Quickstart) {
-    let (cookie, set_cookie) = log_in_remembering(app, "alice", "alice-password-123", true).await;
+    let (cookie, set_cookie) = app
+        .log_in_remembering("alice", "alice-password-123", true)
+        .await;
     assert_domain_cookie(&set_cookie);
     assert!(cookie.starts_with("__Secure-id="));
-    let (status, _, body) = call("GET", &format!("{}/me", app.base), None, Some(&cookie)).await;
+    let (status, _, body) = app.call("GET", "/me", None, Some(&cookie)).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
     );
-    let (status, cookies, _) =
-        call("POST", &format!("{}/logout", app.base), None, Some(&cookie)).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    let cookies = app.log_out(&cookie).await;
     let removal = session_set_cookie(&cookies);
     assert!(removal.starts_with("__Secure-id=;"), "{removal}");
     assert!(removal.contains("Domain=example.test"), "{removal}");
@@ -1000,7 +759,7 @@ async fn cookie_domain_applies(app: &Quickstart) {
 
 #[actix_web::test]
 async fn quickstart_with_the_memory_store() {
-    let app = start_with(None, &[REMEMBER_IDLE]);
+    let app = Quickstart::spawn_with(&[REMEMBER_IDLE]);
     assert!(app.banner.contains("in memory"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
@@ -1009,7 +768,7 @@ async fn quickstart_with_the_memory_store() {
 
 #[actix_web::test]
 async fn quickstart_with_redis() {
-    let app = start_with(Some(&shared_redis_url()), &[REMEMBER_IDLE]);
+    let app = Quickstart::spawn_on_redis(&shared_redis_url(), &[REMEMBER_IDLE]);
     assert!(app.banner.contains("Redis"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
@@ -1024,126 +783,34 @@ async fn quickstart_with_a_local_cache() {
     // A Redis of its own: the contract signs a user up, and user ids are per process.
     let server = support::redis_server::RedisServer::start();
     let cache = ("SESSION_CACHE", "1000");
-    let app = start_with(Some(&server.url()), &[cache, REMEMBER_IDLE]);
+    let app = Quickstart::spawn_on_redis(&server.url(), &[cache, REMEMBER_IDLE]);
     assert!(app.banner.contains("session cache"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
     check_short_lifetimes(Some(("REDIS_URL", &server.url())), &[cache]).await;
 }
 
-/// One request: status, `Set-Cookie` headers, body.
-async fn call(
-    method: &str,
-    url: &str,
-    body: Option<&str>,
-    cookie: Option<&str>,
-) -> (StatusCode, Vec<String>, String) {
-    // awc's default 5 s is too short for an argon2 login on a loaded 2-core machine that runs
-    // several quickstart processes at once.
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    let mut req = client.request(method.parse().unwrap(), url);
-    if method != "GET" {
-        // As a browser does for requests from the app's own pages.
-        let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-        req = req.insert_header(("origin", origin));
-    }
-    if let Some(c) = cookie {
-        req = req.insert_header(("cookie", c));
-    }
-    let mut res = match body {
-        Some(json) => req
-            .insert_header(("content-type", "application/json"))
-            .send_body(json.to_owned())
-            .await
-            .unwrap(),
-        None => req.send().await.unwrap(),
-    };
-    let cookies = set_cookies(&res);
-    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    (res.status(), cookies, body)
-}
-
-/// Whether a `Set-Cookie` header is the session cookie's: `__Host-id`, or `__Secure-id` when
-/// the app runs with `COOKIE_DOMAIN`.
-fn is_session_cookie(set_cookie: &str) -> bool {
-    set_cookie.starts_with("__Host-id=") || set_cookie.starts_with("__Secure-id=")
-}
-
-/// The `Set-Cookie` header of the session cookie among a response's.
-fn session_set_cookie(cookies: &[String]) -> &str {
-    cookies
-        .iter()
-        .find(|c| is_session_cookie(c))
-        .expect("no session cookie")
-}
-
-/// The `name=value` part of the session cookie a response set.
-fn session_cookie(cookies: &[String]) -> String {
-    let set = session_set_cookie(cookies);
-    set.split(';').next().unwrap().to_owned()
-}
-
-/// The `Max-Age` of a `Set-Cookie` header, if it has one.
-fn max_age(set_cookie: &str) -> Option<i64> {
-    set_cookie
-        .split(';')
-        .find_map(|attr| attr.trim().strip_prefix("Max-Age="))
-        .map(|age| age.parse().unwrap())
-}
-
-async fn log_in(app: &Quickstart, username: &str, password: &str) -> String {
-    let body = format!(r#"{{"username":"{username}","password":"{password}"}}"#);
-    let (status, cookies, _) =
-        call("POST", &format!("{}/login", app.base), Some(&body), None).await;
-    assert_eq!(status, StatusCode::OK, "login as {username}");
-    session_cookie(&cookies)
-}
-
-/// Logs in with `"remember"` set as given: the session cookie to send, and the `Set-Cookie`
-/// header that set it.
-async fn log_in_remembering(
-    app: &Quickstart,
-    username: &str,
-    password: &str,
-    remember: bool,
-) -> (String, String) {
-    let body =
-        format!(r#"{{"username":"{username}","password":"{password}","remember":{remember}}}"#);
-    let (status, cookies, answer) =
-        call("POST", &format!("{}/login", app.base), Some(&body), None).await;
-    assert_eq!(status, StatusCode::OK, "login as {username}: {answer}");
-    (
-        session_cookie(&cookies),
-        session_set_cookie(&cookies).to_owned(),
-    )
-}
-
 async fn check_lifecycle(app: &Quickstart) {
-    let url = |path: &str| format!("{}{path}", app.base);
-    let me = |cookie: String| async move { call("GET", &url("/me"), None, Some(&cookie)).await.0 };
-
     // Roles.
-    let alice = log_in(app, "alice", "alice-password-123").await;
-    let bob = log_in(app, "bob", "bob-password-456").await;
+    let alice = app.log_in("alice", "alice-password-123").await;
+    let bob = app.log_in("bob", "bob-password-456").await;
     assert_eq!(
-        call("GET", &url("/admin"), None, None).await.0,
+        app.call("GET", "/admin", None, None).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let (status, _, body) = call("GET", &url("/admin"), None, Some(&bob)).await;
+    let (status, _, body) = app.call("GET", "/admin", None, Some(&bob)).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::FORBIDDEN, r#"{"error":"forbidden"}"#)
     );
     assert_eq!(
-        call("GET", &url("/admin"), None, Some(&alice)).await.0,
+        app.call("GET", "/admin", None, Some(&alice)).await.0,
         StatusCode::OK
     );
 
     // Listing and revoking one session.
-    let alice2 = log_in(app, "alice", "alice-password-123").await;
-    let (status, _, body) = call("GET", &url("/sessions"), None, Some(&alice)).await;
+    let alice2 = app.log_in("alice", "alice-password-123").await;
+    let (status, _, body) = app.call("GET", "/sessions", None, Some(&alice)).await;
     assert_eq!(status, StatusCode::OK);
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(list.len(), 2, "{body}");
@@ -1168,100 +835,111 @@ async fn check_lifecycle(app: &Quickstart) {
         .as_str()
         .unwrap()
         .to_owned();
-    let delete_other = url(&format!("/sessions/{other}"));
+    let delete_other = format!("/sessions/{other}");
     assert_eq!(
-        call("DELETE", &delete_other, None, Some(&bob)).await.0,
+        app.call("DELETE", &delete_other, None, Some(&bob)).await.0,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        me(alice2.clone()).await,
+        app.me(&alice2).await,
         StatusCode::OK,
         "bob revoked alice's session"
     );
     assert_eq!(
-        call("DELETE", &delete_other, None, Some(&alice)).await.0,
+        app.call("DELETE", &delete_other, None, Some(&alice))
+            .await
+            .0,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(me(alice2).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(&alice2).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        call("DELETE", &delete_other, None, Some(&alice)).await.0,
+        app.call("DELETE", &delete_other, None, Some(&alice))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
 
     // Revoke the others.
-    let alice3 = log_in(app, "alice", "alice-password-123").await;
-    let (status, _, _) = call("POST", &url("/sessions/revoke-others"), None, Some(&alice)).await;
+    let alice3 = app.log_in("alice", "alice-password-123").await;
+    let (status, _, _) = app
+        .call("POST", "/sessions/revoke-others", None, Some(&alice))
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(me(alice3).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(me(alice.clone()).await, StatusCode::OK);
+    assert_eq!(app.me(&alice3).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(&alice).await, StatusCode::OK);
 
     // Password change needs a fresh session (FRESH_WINDOW_SECS=1).
-    let bob_elsewhere = log_in(app, "bob", "bob-password-456").await;
+    let bob_elsewhere = app.log_in("bob", "bob-password-456").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let change = r#"{"current_password":"bob-password-456","new_password":"bob-new-password-789"}"#;
-    let (status, _, body) = call("POST", &url("/password"), Some(change), Some(&bob)).await;
+    let (status, _, body) = app
+        .call("POST", "/password", Some(change), Some(&bob))
+        .await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::FORBIDDEN, r#"{"error":"reauth_required"}"#)
     );
-    let (status, cookies, _) = call(
-        "POST",
-        &url("/reauth"),
-        Some(r#"{"password":"wrong"}"#),
-        Some(&bob),
-    )
-    .await;
+    let (status, cookies, _) = app
+        .call(
+            "POST",
+            "/reauth",
+            Some(r#"{"password":"wrong"}"#),
+            Some(&bob),
+        )
+        .await;
     assert_eq!((status, cookies.len()), (StatusCode::UNAUTHORIZED, 0));
-    let (status, cookies, _) = call(
-        "POST",
-        &url("/reauth"),
-        Some(r#"{"password":"bob-password-456"}"#),
-        Some(&bob),
-    )
-    .await;
+    let (status, cookies, _) = app
+        .call(
+            "POST",
+            "/reauth",
+            Some(r#"{"password":"bob-password-456"}"#),
+            Some(&bob),
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let bob_fresh = session_cookie(&cookies);
     assert_eq!(
-        me(bob.clone()).await,
+        app.me(&bob).await,
         StatusCode::UNAUTHORIZED,
         "reauth must rotate the token"
     );
-    let (status, cookies, _) =
-        call("POST", &url("/password"), Some(change), Some(&bob_fresh)).await;
+    let (status, cookies, _) = app
+        .call("POST", "/password", Some(change), Some(&bob_fresh))
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let bob_after = session_cookie(&cookies);
-    assert_eq!(me(bob_after).await, StatusCode::OK);
-    assert_eq!(me(bob_fresh).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(&bob_after).await, StatusCode::OK);
+    assert_eq!(app.me(&bob_fresh).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        me(bob_elsewhere).await,
+        app.me(&bob_elsewhere).await,
         StatusCode::UNAUTHORIZED,
         "other session survived"
     );
     let old = r#"{"username":"bob","password":"bob-password-456"}"#;
     assert_eq!(
-        call("POST", &url("/login"), Some(old), None).await.0,
+        app.call("POST", "/login", Some(old), None).await.0,
         StatusCode::UNAUTHORIZED
     );
-    log_in(app, "bob", "bob-new-password-789").await;
+    app.log_in("bob", "bob-new-password-789").await;
 
     // MAX_SESSIONS_PER_USER=3: alice has one session left; three more logins evict it.
-    let first = log_in(app, "alice", "alice-password-123").await;
+    let first = app.log_in("alice", "alice-password-123").await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    log_in(app, "alice", "alice-password-123").await;
+    app.log_in("alice", "alice-password-123").await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    log_in(app, "alice", "alice-password-123").await;
+    app.log_in("alice", "alice-password-123").await;
     assert_eq!(
-        me(alice).await,
+        app.me(&alice).await,
         StatusCode::UNAUTHORIZED,
         "oldest session not evicted"
     );
-    assert_eq!(me(first).await, StatusCode::OK);
+    assert_eq!(app.me(&first).await, StatusCode::OK);
 }
 
 #[actix_web::test]
 async fn quickstart_lifecycle_routes() {
     let env = [("FRESH_WINDOW_SECS", "1"), ("MAX_SESSIONS_PER_USER", "3")];
-    let app = start_with(Some(&shared_redis_url()), &env);
+    let app = Quickstart::spawn_on_redis(&shared_redis_url(), &env);
     check_lifecycle(&app).await;
 }
 
@@ -1275,19 +953,18 @@ async fn quickstart_tokens_never_lock_the_owner_out() {
         ("TOKENS_PER_HOUR", "4"),
         ("FRESH_WINDOW_SECS", "4"),
     ];
-    let app = start_with(None, &env);
-    let url = |path: &str| format!("{}{path}", app.base);
+    let app = Quickstart::spawn_with(&env);
     let origin = app.base.as_str();
     let mint = |cookie: String, name: &'static str| {
-        let url = url("/tokens");
+        let app = &app;
         async move {
             let headers = [("cookie", cookie.as_str()), ("origin", origin)];
             let body = format!(r#"{{"name":"{name}"}}"#);
-            send("POST", &url, &headers, Some(&body)).await
+            app.send("POST", "/tokens", &headers, Some(&body)).await
         }
     };
     // A stolen session, fresh, mints as many tokens as it may.
-    let stolen = log_in(&app, "alice", "alice-password-123").await;
+    let stolen = app.log_in("alice", "alice-password-123").await;
     let mut tokens = Vec::new();
     for name in ["t1", "t2", "t3"] {
         let reply = mint(stolen.clone(), name).await;
@@ -1302,38 +979,33 @@ async fn quickstart_tokens_never_lock_the_owner_out() {
     // The owner logs in, again and again: every login works and sees the tokens.
     let mut owner = String::new();
     for round in 0..3 {
-        owner = log_in(&app, "alice", "alice-password-123").await;
+        owner = app.log_in("alice", "alice-password-123").await;
         assert_eq!(
-            call("GET", &url("/me"), None, Some(&owner)).await.0,
+            app.call("GET", "/me", None, Some(&owner)).await.0,
             StatusCode::OK,
             "login {round} answered with a dead cookie"
         );
-        let list = session_list(&app, &[("cookie", owner.as_str())]).await;
+        let list = app.session_list(&[("cookie", owner.as_str())]).await;
         let listed = list.iter().filter(|s| s["kind"] == "token").count();
         assert_eq!(listed, 3, "{list:?}");
     }
     // And ends them.
     for token in &tokens {
-        let revoke = url(&format!("/sessions/{}", token["id"].as_str().unwrap()));
+        let revoke = format!("/sessions/{}", token["id"].as_str().unwrap());
         assert_eq!(
-            call("DELETE", &revoke, None, Some(&owner)).await.0,
+            app.call("DELETE", &revoke, None, Some(&owner)).await.0,
             StatusCode::NO_CONTENT
         );
         let auth = bearer(token["token"].as_str().unwrap());
         assert_token_refused(
-            &send(
-                "GET",
-                &url("/me"),
-                &[("authorization", auth.as_str())],
-                None,
-            )
-            .await,
+            &app.send("GET", "/me", &[("authorization", auth.as_str())], None)
+                .await,
             "a revoked token",
         );
     }
     // Under the limit again, the owner, fresh from a login, mints one more; then the hourly
     // rate stops them.
-    let owner = log_in(&app, "alice", "alice-password-123").await;
+    let owner = app.log_in("alice", "alice-password-123").await;
     assert_eq!(
         mint(owner.clone(), "mine").await.status,
         StatusCode::CREATED
@@ -1360,39 +1032,21 @@ async fn quickstart_tokens_never_lock_the_owner_out() {
 #[actix_web::test]
 async fn quickstart_timeouts_come_from_the_environment() {
     let env = [("IDLE_TIMEOUT_SECS", "1"), ("ABSOLUTE_TIMEOUT_SECS", "2")];
-    let app = start_with(None, &env);
-    let url = format!("{}/me", app.base);
-    let idle = log_in(&app, "bob", "bob-password-456").await;
-    let active = log_in(&app, "alice", "alice-password-123").await;
+    let app = Quickstart::spawn_with(&env);
+    let idle = app.log_in("bob", "bob-password-456").await;
+    let active = app.log_in("alice", "alice-password-123").await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            call("GET", &url, None, Some(&active)).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(app.me(&active).await, StatusCode::OK);
     }
-    assert_eq!(
-        call("GET", &url, None, Some(&idle)).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(app.me(&idle).await, StatusCode::UNAUTHORIZED);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        call("GET", &url, None, Some(&active)).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(app.me(&active).await, StatusCode::UNAUTHORIZED);
 }
 
 #[test]
 fn quickstart_refuses_a_malformed_knob() {
-    let status = Command::new(example_binary())
-        .env("ADDR", "127.0.0.1:0")
-        .env("IDLE_TIMEOUT_SECS", "soon")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!status.status.success());
-    let stderr = String::from_utf8_lossy(&status.stderr);
+    let stderr = Quickstart::refuses_to_start(&[("IDLE_TIMEOUT_SECS", "soon")]);
     assert!(
         stderr.contains("IDLE_TIMEOUT_SECS must be a whole number"),
         "{stderr}"
@@ -1403,13 +1057,12 @@ fn quickstart_refuses_a_malformed_knob() {
 /// the library's 15 minutes.
 #[actix_web::test]
 async fn quickstart_anonymous_idle_timeout_comes_from_the_environment() {
-    let short = start_with(None, &[("ANON_IDLE_TIMEOUT_SECS", "1")]);
-    let default = start(None);
+    let short = Quickstart::spawn_with(&[("ANON_IDLE_TIMEOUT_SECS", "1")]);
+    let default = Quickstart::spawn();
     let tea = r#"{"item":"tea"}"#;
     let mut visitors = Vec::new();
     for app in [&short, &default] {
-        let (status, cookies, _) =
-            call("POST", &format!("{}/cart", app.base), Some(tea), None).await;
+        let (status, cookies, _) = app.call("POST", "/cart", Some(tea), None).await;
         assert_eq!(status, StatusCode::OK);
         visitors.push(session_cookie(&cookies));
     }
@@ -1420,15 +1073,15 @@ async fn quickstart_anonymous_idle_timeout_comes_from_the_environment() {
     let bob = r#"{"username":"bob","password":"bob-password-456"}"#;
     let mut member = None;
     for _ in 0..5 {
-        let cart_url = format!("{}/cart", short.base);
-        let (status, cookies, _) = call("POST", &cart_url, Some(tea), None).await;
+        let (status, cookies, _) = short.call("POST", "/cart", Some(tea), None).await;
         assert_eq!(status, StatusCode::OK);
         let anonymous = session_cookie(&cookies);
-        let login = format!("{}/login", short.base);
-        let (status, cookies, _) = call("POST", &login, Some(bob), Some(&anonymous)).await;
+        let (status, cookies, _) = short
+            .call("POST", "/login", Some(bob), Some(&anonymous))
+            .await;
         assert_eq!(status, StatusCode::OK);
         let session = session_cookie(&cookies);
-        if cart(&short, Some(&session)).await == with_tea {
+        if short.cart(Some(&session)).await == with_tea {
             member = Some(session);
             break;
         }
@@ -1437,10 +1090,10 @@ async fn quickstart_anonymous_idle_timeout_comes_from_the_environment() {
 
     // Twice the timeout, and more: the session ends at most one timeout after its last use.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(cart(&short, Some(&visitors[0])).await, r#"{"items":[]}"#);
-    assert_eq!(cart(&default, Some(&visitors[1])).await, with_tea);
+    assert_eq!(short.cart(Some(&visitors[0])).await, r#"{"items":[]}"#);
+    assert_eq!(default.cart(Some(&visitors[1])).await, with_tea);
     assert_eq!(
-        cart(&short, Some(&member)).await,
+        short.cart(Some(&member)).await,
         with_tea,
         "a login's session ended"
     );
@@ -1449,18 +1102,7 @@ async fn quickstart_anonymous_idle_timeout_comes_from_the_environment() {
 #[test]
 fn quickstart_refuses_a_malformed_anonymous_idle_timeout() {
     for value in ["soon", "1.5", "-1"] {
-        let output = Command::new(example_binary())
-            .env("ADDR", "127.0.0.1:0")
-            .env_remove("REDIS_URL")
-            .env_remove("REDIS_CLUSTER_NODES")
-            .env_remove("REDIS_SENTINELS")
-            .env("ANON_IDLE_TIMEOUT_SECS", value)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "started with {value:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = Quickstart::refuses_to_start(&[("ANON_IDLE_TIMEOUT_SECS", value)]);
         assert!(
             stderr.contains("ANON_IDLE_TIMEOUT_SECS must be a whole number"),
             "{value:?}: {stderr}"
@@ -1489,56 +1131,23 @@ fn quickstart_refuses_malformed_remember_timeouts_and_cookie_domains() {
             "is not a domain name",
         ),
     ] {
-        let output = Command::new(example_binary())
-            .env("ADDR", "127.0.0.1:0")
-            .env_remove("REDIS_URL")
-            .env_remove("REDIS_CLUSTER_NODES")
-            .env_remove("REDIS_SENTINELS")
-            .env(name, value)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "started with {name}={value:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = Quickstart::refuses_to_start(&[(name, value)]);
         assert!(stderr.contains(message), "{name}={value:?}: {stderr}");
     }
-}
-
-/// A request the way a hostile page's form would send it: another site's `Origin`.
-async fn cross_site(url: &str, body: Option<&str>, cookie: Option<&str>) -> (StatusCode, String) {
-    let client = awc::Client::default();
-    let mut req = client
-        .post(url)
-        .insert_header(("origin", "https://evil.example"));
-    if let Some(c) = cookie {
-        req = req.insert_header(("cookie", c));
-    }
-    let mut res = match body {
-        Some(json) => req
-            .insert_header(("content-type", "application/json"))
-            .send_body(json.to_owned())
-            .await
-            .unwrap(),
-        None => req.send().await.unwrap(),
-    };
-    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    (res.status(), body)
 }
 
 #[actix_web::test]
 async fn quickstart_login_protection() {
     // Long enough for three argon2 failures on a loaded machine to land in one window.
     let env = [("LOGIN_MAX_FAILURES", "3"), ("LOGIN_WINDOW_SECS", "6")];
-    let app = start_with(None, &env);
-    let url = |path: &str| format!("{}{path}", app.base);
+    let app = Quickstart::spawn_with(&env);
     let invalid = r#"{"error":"invalid_credentials"}"#;
 
     // Guessing: three failures, then even the right password waits; unknown users alike.
     for user in ["bob", "mallory"] {
         for _ in 0..3 {
             let body = format!(r#"{{"username":"{user}","password":"guess-guess-guess"}}"#);
-            let (status, _, answer) = call("POST", &url("/login"), Some(&body), None).await;
+            let (status, _, answer) = app.call("POST", "/login", Some(&body), None).await;
             assert_eq!(
                 (status, answer.as_str()),
                 (StatusCode::UNAUTHORIZED, invalid),
@@ -1546,46 +1155,30 @@ async fn quickstart_login_protection() {
             );
         }
     }
-    let client = awc::Client::default();
     let right = r#"{"username":"bob","password":"bob-password-456"}"#;
-    let mut res = client
-        .post(url("/login"))
-        .insert_header(("content-type", "application/json"))
-        .send_body(right)
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res
-        .headers()
-        .get("retry-after")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let reply = app.send("POST", "/login", &[], Some(right)).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = reply.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=6).contains(&retry), "Retry-After {retry}");
-    assert_eq!(
-        res.body().await.unwrap(),
-        r#"{"error":"too_many_attempts"}"#
-    );
+    assert_eq!(reply.body, r#"{"error":"too_many_attempts"}"#);
     let unknown = r#"{"username":"mallory","password":"anything-at-all"}"#;
     assert_eq!(
-        call("POST", &url("/login"), Some(unknown), None).await.0,
+        app.call("POST", "/login", Some(unknown), None).await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
     // Retry-After is rounded up to whole seconds: after it, the window has ended.
     tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(100)).await;
-    log_in(&app, "bob", "bob-password-456").await;
+    app.log_in("bob", "bob-password-456").await;
 
     // Oversized input is refused before any hashing.
     let long_password = format!(r#"{{"username":"bob","password":"{}"}}"#, "p".repeat(2000));
-    let (status, _, body) = call("POST", &url("/login"), Some(&long_password), None).await;
+    let (status, _, body) = app.call("POST", "/login", Some(&long_password), None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::BAD_REQUEST, r#"{"error":"password_too_long"}"#)
     );
     let long_name = format!(r#"{{"username":"{}","password":"x"}}"#, "u".repeat(2000));
-    let (status, _, body) = call("POST", &url("/login"), Some(&long_name), None).await;
+    let (status, _, body) = app.call("POST", "/login", Some(&long_name), None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::BAD_REQUEST, r#"{"error":"invalid_input"}"#)
@@ -1595,78 +1188,52 @@ async fn quickstart_login_protection() {
         "p".repeat(10_000)
     );
     assert_eq!(
-        call("POST", &url("/login"), Some(&huge_body), None).await.0,
+        app.call("POST", "/login", Some(&huge_body), None).await.0,
         StatusCode::BAD_REQUEST
     );
 
     // Cross-site login and logout are refused; the session survives the attempt.
     let alice = r#"{"username":"alice","password":"alice-password-123"}"#;
-    let (status, body) = cross_site(&url("/login"), Some(alice), None).await;
+    let (status, body) = app.cross_site("/login", Some(alice), None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::FORBIDDEN, r#"{"error":"csrf_rejected"}"#)
     );
-    let session = log_in(&app, "alice", "alice-password-123").await;
-    let (status, _) = cross_site(&url("/logout"), None, Some(&session)).await;
+    let session = app.log_in("alice", "alice-password-123").await;
+    let (status, _) = app.cross_site("/logout", None, Some(&session)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
-        call("GET", &url("/me"), None, Some(&session)).await.0,
+        app.call("GET", "/me", None, Some(&session)).await.0,
         StatusCode::OK
     );
 }
 
 #[actix_web::test]
 async fn quickstart_registration_applies_the_password_policy() {
-    let app = start(None);
-    let url = format!("{}/register", app.base);
-    let register = |user: &str, pw: &str| format!(r#"{{"username":"{user}","password":"{pw}"}}"#);
+    let app = Quickstart::spawn();
 
-    let (status, _, body) = call("POST", &url, Some(&register("carol", "short pw")), None).await;
+    let (status, _, body) = app.register("carol", "short pw").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         body.contains(r#""error":"weak_password""#) && body.contains("at least 15"),
         "{body}"
     );
-    let (status, _, body) = call(
-        "POST",
-        &url,
-        Some(&register("carol", "passwordpassword")),
-        None,
-    )
-    .await;
+    let (status, _, body) = app.register("carol", "passwordpassword").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _, body) = call(
-        "POST",
-        &url,
-        Some(&register("carol", "carolcarolcarol1")),
-        None,
-    )
-    .await;
+    let (status, _, body) = app.register("carol", "carolcarolcarol1").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _, _) = call(
-        "POST",
-        &url,
-        Some(&register("bad name!", "glimmer rotund oxbow")),
-        None,
-    )
-    .await;
+    let (status, _, _) = app.register("bad name!", "glimmer rotund oxbow").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Exactly the minimum, with spaces and an emoji, is fine; no composition rules.
     let passphrase = "oxbow glimmer 🔑";
     assert_eq!(passphrase.chars().count(), 15);
-    let (status, _, body) = call("POST", &url, Some(&register("carol", passphrase)), None).await;
+    let (status, _, body) = app.register("carol", passphrase).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body, r#"{"id":3,"username":"carol"}"#);
-    let (status, _, _) = call(
-        "POST",
-        &url,
-        Some(&register("carol", "another fine passphrase")),
-        None,
-    )
-    .await;
+    let (status, _, _) = app.register("carol", "another fine passphrase").await;
     assert_eq!(status, StatusCode::CONFLICT);
-    log_in(&app, "carol", passphrase).await;
+    app.log_in("carol", passphrase).await;
 }
 
 /// Unknown users and wrong passwords cost the same: both run one argon2 verification. A
@@ -1676,8 +1243,8 @@ async fn quickstart_registration_applies_the_password_policy() {
 /// a tighter ratio would only measure the noise of two shared cores.
 #[actix_web::test]
 async fn unknown_users_take_as_long_as_wrong_passwords() {
-    let app = start_with(None, &[("LOGIN_MAX_FAILURES", "100000")]);
-    let url = format!("{}/login", app.base);
+    let app = Quickstart::spawn_with(&[("LOGIN_MAX_FAILURES", "100000")]);
+    let url = "/login";
     let known = r#"{"username":"alice","password":"wrong-password-000"}"#;
     let unknown = r#"{"username":"zed","password":"wrong-password-000"}"#;
     let bodies = [known, unknown];
@@ -1690,7 +1257,7 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
             let body = bodies[i];
             let started = Instant::now();
             assert_eq!(
-                call("POST", &url, Some(body), None).await.0,
+                app.call("POST", url, Some(body), None).await.0,
                 StatusCode::UNAUTHORIZED
             );
             if round >= 5 {
@@ -1716,7 +1283,7 @@ async fn quickstart_on_a_redis_cluster() {
     let cluster = support::cluster::RedisCluster::start();
     let nodes = cluster.urls().join(",");
     let store = ("REDIS_CLUSTER_NODES", nodes.as_str());
-    let app = start_env(Some(store), &[REMEMBER_IDLE]);
+    let app = Quickstart::spawn_on(Some(store), &[REMEMBER_IDLE]);
     assert!(app.banner.contains("Redis Cluster"), "{}", app.banner);
     check_contract(&app).await;
     check_tokens_and_remember(&app).await;
@@ -1763,62 +1330,59 @@ async fn two_caching_instances_never_accept_a_session_ended_on_the_other() {
     let server = support::redis_server::RedisServer::start();
     let url = server.url();
     let cached = [("SESSION_CACHE", "10000")];
-    let a = start_with(Some(&url), &cached);
-    let b = start_with(Some(&url), &cached);
+    let a = Quickstart::spawn_on_redis(&url, &cached);
+    let b = Quickstart::spawn_on_redis(&url, &cached);
     assert!(b.banner.contains("session cache"), "{}", b.banner);
-    let on = |app: &Quickstart, path: &str| format!("{}{path}", app.base);
 
     // Load on both instances, from other threads, with sessions that stay valid.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let bob = log_in(&a, "bob", "bob-password-456").await;
+    let bob = a.log_in("bob", "bob-password-456").await;
     let load: Vec<_> = [&a, &b, &b]
         .iter()
-        .map(|app| load_thread(on(app, "/me"), bob.clone(), stop.clone()))
+        .map(|app| load_thread(app.url("/me"), bob.clone(), stop.clone()))
         .collect();
 
-    let keeper = log_in(&a, "alice", "alice-password-123").await;
+    let keeper = a.log_in("alice", "alice-password-123").await;
     let gets_before = server.command_counts().get("hmget").copied().unwrap_or(0);
     let mut stale = Vec::new();
     let rounds = 60;
     for round in 0..rounds {
-        let victim = log_in(&a, "alice", "alice-password-123").await;
+        let victim = a.log_in("alice", "alice-password-123").await;
         for _ in 0..2 {
-            let (status, _, _) = call("GET", &on(&b, "/me"), None, Some(&victim)).await;
+            let (status, _, _) = b.call("GET", "/me", None, Some(&victim)).await;
             assert_eq!(status, StatusCode::OK, "round {round}");
         }
         let how = match round % 4 {
             0 => {
-                let (status, _, _) = call("POST", &on(&a, "/logout"), None, Some(&victim)).await;
-                assert_eq!(status, StatusCode::NO_CONTENT);
+                a.log_out(&victim).await;
                 "logout"
             }
             1 => {
-                let (_, _, body) = call("GET", &on(&a, "/sessions"), None, Some(&victim)).await;
+                let (_, _, body) = a.call("GET", "/sessions", None, Some(&victim)).await;
                 let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
                 let id = list.iter().find(|s| s["current"] == true).unwrap()["id"]
                     .as_str()
                     .unwrap()
                     .to_owned();
-                let revoke = on(&a, &format!("/sessions/{id}"));
-                let (status, _, _) = call("DELETE", &revoke, None, Some(&keeper)).await;
+                let revoke = format!("/sessions/{id}");
+                let (status, _, _) = a.call("DELETE", &revoke, None, Some(&keeper)).await;
                 assert_eq!(status, StatusCode::NO_CONTENT);
                 "revocation"
             }
             2 => {
-                let revoke = on(&a, "/sessions/revoke-others");
-                let (status, _, _) = call("POST", &revoke, None, Some(&keeper)).await;
+                let revoke = "/sessions/revoke-others";
+                let (status, _, _) = a.call("POST", revoke, None, Some(&keeper)).await;
                 assert_eq!(status, StatusCode::NO_CONTENT);
                 "revoke-others"
             }
             _ => {
                 let body = r#"{"password":"alice-password-123"}"#;
-                let (status, _, _) =
-                    call("POST", &on(&a, "/reauth"), Some(body), Some(&victim)).await;
+                let (status, _, _) = a.call("POST", "/reauth", Some(body), Some(&victim)).await;
                 assert_eq!(status, StatusCode::NO_CONTENT);
                 "rotation"
             }
         };
-        let (status, _, _) = call("GET", &on(&b, "/me"), None, Some(&victim)).await;
+        let (status, _, _) = b.call("GET", "/me", None, Some(&victim)).await;
         if status != StatusCode::UNAUTHORIZED {
             stale.push(format!("round {round}, {how}: {status}"));
         }
@@ -1860,13 +1424,13 @@ async fn admin_from_cache(
     let hmgets = || server.command_counts().get("hmget").copied().unwrap_or(0);
     // The first answers may load the records; the next ones need not.
     for session in sessions {
-        assert_eq!(admin_status(app, session).await, expected);
+        assert_eq!(app.admin_status(session).await, expected);
     }
     let before = hmgets();
     let rounds = 5;
     for _ in 0..rounds {
         for session in sessions {
-            assert_eq!(admin_status(app, session).await, expected);
+            assert_eq!(app.admin_status(session).await, expected);
         }
     }
     let fetched = hmgets() - before;
@@ -1884,25 +1448,24 @@ async fn a_role_change_reaches_sessions_cached_on_another_instance() {
     let server = support::redis_server::RedisServer::start();
     let url = server.url();
     let cached = [("SESSION_CACHE", "1000")];
-    let a = start_with(Some(&url), &cached);
-    let b = start_with(Some(&url), &cached);
+    let a = Quickstart::spawn_on_redis(&url, &cached);
+    let b = Quickstart::spawn_on_redis(&url, &cached);
     assert!(b.banner.contains("session cache"), "{}", b.banner);
 
     // One session of bob's from each instance, both in B's cache.
-    let bob_from_a = log_in(&a, "bob", "bob-password-456").await;
-    let bob_from_b = log_in(&b, "bob", "bob-password-456").await;
+    let bob_from_a = a.log_in("bob", "bob-password-456").await;
+    let bob_from_b = b.log_in("bob", "bob-password-456").await;
     let sessions = [bob_from_a.as_str(), bob_from_b.as_str()];
-    let admin = log_in(&a, "alice", "alice-password-123").await;
+    let admin = a.log_in("alice", "alice-password-123").await;
     admin_from_cache(&server, &b, &sessions, StatusCode::FORBIDDEN).await;
 
     let promote = r#"{"roles":["admin"]}"#;
     assert_eq!(
-        put_roles(&a, "bob", promote, Some(&admin)).await,
+        a.put_roles("bob", promote, Some(&admin)).await,
         (StatusCode::NO_CONTENT, String::new())
     );
     for session in sessions {
-        let (status, _, body) =
-            call("GET", &format!("{}/admin", b.base), None, Some(session)).await;
+        let (status, _, body) = b.call("GET", "/admin", None, Some(session)).await;
         assert_eq!(
             (status, body.as_str()),
             (StatusCode::OK, r#"{"admin":"bob"}"#),
@@ -1912,12 +1475,12 @@ async fn a_role_change_reaches_sessions_cached_on_another_instance() {
     admin_from_cache(&server, &b, &sessions, StatusCode::OK).await;
 
     assert_eq!(
-        put_roles(&a, "bob", r#"{"roles":[]}"#, Some(&admin)).await,
+        a.put_roles("bob", r#"{"roles":[]}"#, Some(&admin)).await,
         (StatusCode::NO_CONTENT, String::new())
     );
     for session in sessions {
         assert_eq!(
-            admin_status(&b, session).await,
+            b.admin_status(session).await,
             StatusCode::FORBIDDEN,
             "demotion on A not seen on B"
         );
@@ -1928,53 +1491,9 @@ async fn a_role_change_reaches_sessions_cached_on_another_instance() {
 async fn quickstart_on_redis_sentinel() {
     let deployment = support::sentinel::RedisSentinel::start();
     let sentinels = deployment.sentinel_urls().join(",");
-    let app = start_env(Some(("REDIS_SENTINELS", &sentinels)), &[]);
+    let app = Quickstart::spawn_on(Some(("REDIS_SENTINELS", &sentinels)), &[]);
     assert!(app.banner.contains("Redis Sentinel"), "{}", app.banner);
     check_contract(&app).await;
-}
-
-/// `call`, as relayed by a proxy at 127.0.0.1 for `client`.
-async fn call_for(
-    client: &str,
-    url: &str,
-    body: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, Option<String>, Vec<String>, String) {
-    let origin: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-    let mut req = awc::Client::default()
-        .post(url)
-        .insert_header(("origin", origin))
-        .insert_header(("x-forwarded-for", client))
-        .insert_header(("content-type", "application/json"));
-    if let Some(c) = cookie {
-        req = req.insert_header(("cookie", c));
-    }
-    let mut res = req.send_body(body.to_owned()).await.unwrap();
-    let retry = res
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let cookies = set_cookies(&res);
-    let body = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    (res.status(), retry, cookies, body)
-}
-
-/// The `name=value` part of the device cookie a response set.
-fn device_cookie(cookies: &[String]) -> String {
-    let set = cookies
-        .iter()
-        .find(|c| c.starts_with("__Host-device="))
-        .expect("no device cookie");
-    for attr in [
-        "HttpOnly",
-        "Secure",
-        "SameSite=Strict",
-        "Path=/",
-        "Max-Age=",
-    ] {
-        assert!(set.contains(attr), "{set}");
-    }
-    set.split(';').next().unwrap().to_owned()
 }
 
 #[actix_web::test]
@@ -1985,12 +1504,12 @@ async fn quickstart_lets_a_known_browser_in_while_strangers_are_throttled() {
         ("LOGIN_ACCOUNT_MAX_FAILURES", "6"),
         ("LOGIN_WINDOW_SECS", "600"),
     ];
-    let app = start_with(None, &env);
-    let login = format!("{}/login", app.base);
+    let app = Quickstart::spawn_with(&env);
+    let login = "/login";
     let right = r#"{"username":"alice","password":"alice-password-123"}"#;
     let guess = r#"{"username":"alice","password":"guess-guess-guess"}"#;
 
-    let (status, _, cookies, _) = call_for("198.51.100.7", &login, right, None).await;
+    let (status, _, cookies, _) = app.post_for("198.51.100.7", login, right, None).await;
     assert_eq!(status, StatusCode::OK);
     let device = device_cookie(&cookies);
 
@@ -1999,7 +1518,7 @@ async fn quickstart_lets_a_known_browser_in_while_strangers_are_throttled() {
     for net in 0x20..0x40 {
         for _ in 0..2 {
             let attacker = format!("2001:db8:0:{net:x}::1");
-            match call_for(&attacker, &login, guess, None).await.0 {
+            match app.post_for(&attacker, login, guess, None).await.0 {
                 StatusCode::UNAUTHORIZED => checked += 1,
                 StatusCode::TOO_MANY_REQUESTS => {}
                 other => panic!("guess from {attacker}: {other}"),
@@ -2008,7 +1527,7 @@ async fn quickstart_lets_a_known_browser_in_while_strangers_are_throttled() {
     }
     assert_eq!(checked, 6);
 
-    let (status, retry, _, body) = call_for("198.51.100.8", &login, right, None).await;
+    let (status, retry, _, body) = app.post_for("198.51.100.8", login, right, None).await;
     assert_eq!(
         (status, body.as_str()),
         (
@@ -2017,7 +1536,9 @@ async fn quickstart_lets_a_known_browser_in_while_strangers_are_throttled() {
         )
     );
     assert!(retry.is_some(), "no Retry-After");
-    let (status, _, cookies, body) = call_for("198.51.100.9", &login, right, Some(&device)).await;
+    let (status, _, cookies, body) = app
+        .post_for("198.51.100.9", login, right, Some(&device))
+        .await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
@@ -2028,11 +1549,9 @@ async fn quickstart_lets_a_known_browser_in_while_strangers_are_throttled() {
 
 #[actix_web::test]
 async fn quickstart_registration_does_not_tell_taken_names_by_a_weak_password() {
-    let app = start(None);
-    let url = format!("{}/register", app.base);
-    let weak = |user: &str| format!(r#"{{"username":"{user}","password":"short pw"}}"#);
-    let taken = call("POST", &url, Some(&weak("bob")), None).await;
-    let free = call("POST", &url, Some(&weak("zelda")), None).await;
+    let app = Quickstart::spawn();
+    let taken = app.register("bob", "short pw").await;
+    let free = app.register("zelda", "short pw").await;
     assert_eq!(taken, free);
     assert_eq!(taken.0, StatusCode::BAD_REQUEST, "{}", taken.2);
     assert!(
@@ -2044,32 +1563,19 @@ async fn quickstart_registration_does_not_tell_taken_names_by_a_weak_password() 
 
 #[actix_web::test]
 async fn quickstart_throttles_registrations_per_address() {
-    let app = start_with(None, &[("REGISTRATION_MAX", "3")]);
-    let url = format!("{}/register", app.base);
+    let app = Quickstart::spawn_with(&[("REGISTRATION_MAX", "3")]);
     for n in 0..3 {
-        let body = format!(r#"{{"username":"user{n}","password":"short pw"}}"#);
-        let (status, _, _) = call("POST", &url, Some(&body), None).await;
+        let (status, _, _) = app.register(&format!("user{n}"), "short pw").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "registration {n}");
     }
     let body = r#"{"username":"user9","password":"a fine long passphrase"}"#;
-    let mut res = awc::Client::default()
-        .post(&url)
-        .insert_header(("content-type", "application/json"))
-        .send_body(body)
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = res
-        .headers()
-        .get("retry-after")
+    let reply = app.send("POST", "/register", &[], Some(body)).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = reply
+        .header("retry-after")
         .expect("Retry-After")
-        .to_str()
-        .unwrap()
         .parse()
         .unwrap();
     assert!(retry >= 1, "Retry-After {retry}");
-    assert_eq!(
-        res.body().await.unwrap(),
-        r#"{"error":"too_many_attempts"}"#
-    );
+    assert_eq!(reply.body, r#"{"error":"too_many_attempts"}"#);
 }

@@ -11,6 +11,7 @@ pub mod forwarder;
 pub mod http;
 pub mod logs;
 pub mod process;
+pub mod quickstart;
 pub mod redis_server;
 pub mod sentinel;
 pub mod tls;

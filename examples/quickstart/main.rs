@@ -1,0 +1,222 @@
+//! A complete login service: `cargo run --example quickstart`.
+//!
+//! Listens on `ADDR` (default `127.0.0.1:8080`). Sessions live in memory, in Redis when
+//! `REDIS_URL` is set, in a Redis Cluster when `REDIS_CLUSTER_NODES` lists its seed nodes, or on
+//! the primary that Redis Sentinel names when `REDIS_SENTINELS` lists the sentinels
+//! (comma-separated `redis://host:port` URLs; the service is `REDIS_SENTINEL_SERVICE`, default
+//! `mymaster`).
+//! With `REDIS_URL`, `SESSION_CACHE=<max sessions>` keeps records in process as well, kept
+//! honest by Redis (see `RedisStoreBuilder::local_cache`). Cluster, Sentinel and the cache need
+//! the crate features of the same names (`--features cluster,sentinel,local-cache`, or
+//! `--all-features`); `rediss://` URLs need `tls`.
+//! Two users exist: `alice` / `alice-password-123` (role `admin`) and
+//! `bob` / `bob-password-456`.
+//!
+//! Routes; bodies are JSON, errors `{"error":"<code>"}`:
+//!
+//! - `POST /register` `{"username","password"}`: `201` profile.
+//! - `POST /login` `{"username","password","remember"}`: `200` profile, with the session and
+//!   device cookies. The new session keeps the cart and preferences of the one the browser came
+//!   with. Without `"remember":true` the session cookie lasts for the browser session; with it
+//!   the session follows the remember timeouts and its cookie has a `Max-Age`.
+//! - `POST /logout`: `204`; the session ends, its data with it. With a bearer token, only that
+//!   token ends.
+//! - Logged in, with the session cookie or `Authorization: Bearer <token>`: `GET /me`;
+//!   `GET /sessions` (browser sessions and tokens, told apart by `"kind"`, `browser` or
+//!   `token`, with a token's `"name"` and whether a login is `"remembered"`),
+//!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`, which end tokens too;
+//!   `POST /tokens` `{"name","expires_in_secs"}` (a name of 1 to 64 bytes, not blank; an
+//!   optional lifetime): `201 {"id","token","expires_at"}`, a personal access token whose
+//!   secret is shown only there (`400 invalid_input` for bad input). Making a token is an
+//!   account change: it needs a fresh session, as `POST /password` does (`403
+//!   reauth_required` otherwise, and always from a token); at most 20 tokens per user (`409
+//!   too_many_tokens`) and 10 new ones an hour (`429 token_rate_limited`, with `Retry-After`).
+//!   Tokens do not count toward the session cap, so they never push their owner's logins out.
+//!   Bearer requests skip the cross-site checks and never get a cookie; an unknown or
+//!   malformed token is `401` with `WWW-Authenticate`.
+//! - Logged in with the cookie: `POST /reauth` `{"password"}`; with a fresh session,
+//!   `POST /password` `{"current_password","new_password"}`.
+//! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
+//!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
+//!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
+//! - Anyone: `GET /cart`, `200 {"items":[...]}`, which never starts a session;
+//!   `POST /cart` `{"item"}` (1 to 100 characters), `200 {"items":[...]}`;
+//!   `PUT /prefs/{key}` `{"value"}` (key `[a-z0-9_]{1,32}`, value up to 1000 characters), `204`;
+//!   `GET /prefs`, `200 {"<key>":"<value>",...}`. A visitor's first cart or preference write
+//!   starts an anonymous session and sets its cookie; bad input is `400 invalid_input`.
+//!
+//! Session behaviour can be tried in seconds with `IDLE_TIMEOUT_SECS`, `ABSOLUTE_TIMEOUT_SECS`,
+//! `REMEMBER_IDLE_TIMEOUT_SECS` and `REMEMBER_ABSOLUTE_TIMEOUT_SECS` (for remembered logins),
+//! `FRESH_WINDOW_SECS`, `MAX_SESSIONS_PER_USER` (logins, of which the oldest end first),
+//! `MAX_TOKENS_PER_USER` and `TOKENS_PER_HOUR` (personal access tokens held at once and created
+//! per hour) and `ANON_IDLE_TIMEOUT_SECS` (for anonymous sessions), login throttling with `LOGIN_MAX_FAILURES` and `LOGIN_WINDOW_SECS` (defaults: the
+//! library's), with `LOGIN_ACCOUNT_MAX_FAILURES` for the account-wide ceiling, and sign-ups per
+//! address and hour with `REGISTRATION_MAX`.
+//! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
+//! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
+//! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
+//! `COOKIE_DOMAIN=example.com` sends the session cookie to every host under `example.com`: it
+//! gets a `Domain` and is named `__Secure-id`, since browsers refuse a `__Host-` cookie with one.
+//!
+//! ```text
+//! curl -i -c jar -H 'content-type: application/json' \
+//!      -d '{"username":"alice","password":"alice-password-123"}' http://127.0.0.1:8080/login
+//! curl -i -b jar http://127.0.0.1:8080/me
+//! curl -i -b jar http://127.0.0.1:8080/sessions
+//! curl -i -b jar -c jar -H 'content-type: application/json' -d '{"item":"tea"}' \
+//!      http://127.0.0.1:8080/cart
+//! curl -i -b jar -X POST -H 'Origin: http://127.0.0.1:8080' http://127.0.0.1:8080/logout
+//! ```
+//!
+//! A token for a script, from a browser session that logged in (or `POST /reauth`) within the
+//! fresh window, used instead of the cookie:
+//!
+//! ```text
+//! curl -i -b jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
+//!      -d '{"name":"backup script","expires_in_secs":86400}' http://127.0.0.1:8080/tokens
+//! curl -i -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/me
+//! curl -i -X POST -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/logout
+//! ```
+//!
+//! The handlers live in modules by concern: `accounts` (sign-up, login, logout, `/me`,
+//! re-authentication, password changes), `sessions`, `tokens`, `data` (cart and preferences),
+//! `admin` (roles), `users` (the user table); `config` and `store` read the environment. `main`
+//! below wires the routes.
+
+mod accounts;
+mod admin;
+mod config;
+mod data;
+mod sessions;
+mod store;
+mod tokens;
+mod users;
+
+use actix_login::{LoginMiddleware, LoginThrottle, MemoryStore, Require};
+use actix_web::error::InternalError;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::json;
+
+use crate::users::Users;
+
+/// What the cart, preference, role and token routes answer to input they cannot take.
+pub(crate) fn invalid_input() -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({ "error": "invalid_input" }))
+}
+
+/// The JSON settings of the cart, preference, role and token routes: malformed, missing or mistyped
+/// fields, a wrong content type and oversized bodies are all `400 {"error":"invalid_input"}`.
+/// Roomier than the rest, so that a 1000-character preference fits even with every character
+/// escaped.
+fn input_json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(16 * 1024)
+        .error_handler(|err, _req| InternalError::from_response(err, invalid_input()).into())
+}
+
+/// Small bodies only, and JSON errors for malformed ones.
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(4096)
+        .error_handler(|err, _req| {
+            let response =
+                HttpResponse::BadRequest().json(json!({ "error": "invalid_request_body" }));
+            InternalError::from_response(err, response).into()
+        })
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let (builder, login_throttle) = if let Some(store) = store::redis_store().await? {
+        (
+            LoginMiddleware::builder(store.clone()),
+            LoginThrottle::new(store),
+        )
+    } else {
+        println!("session store: in memory (set REDIS_URL or REDIS_CLUSTER_NODES to use Redis)");
+        let store = MemoryStore::new();
+        (
+            LoginMiddleware::builder(store.clone()),
+            LoginThrottle::new(store),
+        )
+    };
+    // `try_build`, not `build`: a bad COOKIE_DOMAIN is a message, not a panic.
+    let login_middleware = config::configure(builder)?
+        .try_build()
+        .map_err(std::io::Error::other)?;
+    let login_throttle = web::Data::new(config::throttle(login_throttle)?);
+    let users = Users::seed().await.map_err(std::io::Error::other)?;
+    for id in users.ids() {
+        accounts::start_credentials(&login_middleware.sessions(), id)
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    let users = web::Data::new(users);
+
+    println!("listening on http://{addr}");
+    HttpServer::new(move || {
+        App::new()
+            .app_data(users.clone())
+            .app_data(login_throttle.clone())
+            .app_data(json_config())
+            .route("/login", web::post().to(accounts::login))
+            .route("/register", web::post().to(accounts::register))
+            .route("/me", web::get().to(accounts::me))
+            .route("/logout", web::post().to(accounts::logout))
+            .route("/sessions", web::get().to(sessions::list_sessions))
+            .route(
+                "/sessions/revoke-others",
+                web::post().to(sessions::revoke_other_sessions),
+            )
+            .route("/sessions/{id}", web::delete().to(sessions::revoke_session))
+            .route("/reauth", web::post().to(accounts::reauth))
+            // Login first, so that anonymous clients get 401 whatever their body. The crate
+            // itself asks for a fresh session: a token is an account change.
+            .service(
+                web::resource("/tokens")
+                    .app_data(input_json_config())
+                    .wrap(Require::login())
+                    .route(web::post().to(tokens::create_token)),
+            )
+            .service(
+                web::resource("/password")
+                    .wrap(Require::login().fresh())
+                    .route(web::post().to(accounts::change_password)),
+            )
+            .service(
+                web::resource("/admin")
+                    .wrap(Require::role("admin"))
+                    .route(web::get().to(admin::admin)),
+            )
+            .service(
+                web::resource("/users/{username}/roles")
+                    .app_data(input_json_config())
+                    .wrap(Require::role("admin"))
+                    .route(web::put().to(admin::set_roles)),
+            )
+            .service(
+                web::resource("/cart")
+                    .app_data(input_json_config())
+                    .route(web::get().to(data::cart))
+                    .route(web::post().to(data::add_to_cart)),
+            )
+            .route("/prefs", web::get().to(data::prefs))
+            // Any last segment, the empty one too, so that every bad key gets the same 400.
+            .service(
+                web::resource("/prefs/{key:.*}")
+                    .app_data(input_json_config())
+                    .route(web::put().to(data::set_pref)),
+            )
+            .wrap(login_middleware.clone())
+    })
+    .bind(addr)?
+    .run()
+    .await
+}

@@ -1,0 +1,150 @@
+//! The user table, kept in memory where an app would have its database, and the password hasher.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use actix_login::password;
+use actix_login::password::PasswordHasher;
+use serde::{Deserialize, Serialize};
+
+/// What a session remembers about its user: enough to serve `/me`, never the password hash.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Profile {
+    pub(crate) id: u64,
+    pub(crate) username: String,
+}
+
+struct User {
+    profile: Profile,
+    /// Changed by `PUT /users/{username}/roles`; each is one of [`KNOWN_ROLES`].
+    roles: Vec<String>,
+    password_hash: String,
+    /// Counts password changes (not hash upgrades): what logins name as the credentials they
+    /// verified, so a login that checked a password being replaced leaves no session.
+    password_version: u64,
+}
+
+/// How the quickstart hashes passwords. A real app would add a pepper from its secrets store:
+/// `PasswordHasher::new().with_pepper(Pepper::new("2026", secret)?)`.
+pub(crate) fn hasher() -> PasswordHasher {
+    PasswordHasher::new()
+}
+
+/// Stands in for the app's user database.
+pub(crate) struct Users(RwLock<HashMap<String, User>>);
+
+impl Users {
+    pub(crate) async fn seed() -> Result<Self, password::PasswordError> {
+        let mut users = HashMap::new();
+        for (id, username, pw, roles) in [
+            (1, "alice", "alice-password-123", vec!["admin".to_owned()]),
+            (2, "bob", "bob-password-456", vec![]),
+        ] {
+            let user = User {
+                profile: Profile {
+                    id,
+                    username: username.to_owned(),
+                },
+                roles,
+                password_hash: hasher().hash(pw).await?,
+                password_version: 0,
+            };
+            users.insert(username.to_owned(), user);
+        }
+        Ok(Self(RwLock::new(users)))
+    }
+
+    /// The user's profile, roles and password hash, if there is such a user.
+    pub(crate) fn find(&self, username: &str) -> Option<(Profile, Vec<String>, String)> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let user = users.get(username)?;
+        Some((
+            user.profile.clone(),
+            user.roles.clone(),
+            user.password_hash.clone(),
+        ))
+    }
+
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users.values().map(|user| user.profile.id).collect()
+    }
+
+    /// Adds a user; `None` if the name is taken.
+    pub(crate) fn add(&self, username: &str, password_hash: String) -> Option<Profile> {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if users.contains_key(username) {
+            return None;
+        }
+        let id = users.values().map(|u| u.profile.id).max().unwrap_or(0) + 1;
+        let profile = Profile {
+            id,
+            username: username.to_owned(),
+        };
+        let user = User {
+            profile: profile.clone(),
+            roles: Vec::new(),
+            password_hash,
+            password_version: 0,
+        };
+        users.insert(username.to_owned(), user);
+        Some(profile)
+    }
+
+    /// Replaces the user's roles; `None` if there is no such user.
+    pub(crate) fn set_roles(&self, username: &str, roles: Vec<String>) -> Option<Profile> {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let user = users.get_mut(username)?;
+        user.roles = roles;
+        Some(user.profile.clone())
+    }
+
+    /// Stores a new password; returns its version.
+    pub(crate) fn change_password(&self, username: &str, hash: String) -> u64 {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(user) = users.get_mut(username) else {
+            return 0;
+        };
+        user.password_hash = hash;
+        user.password_version += 1;
+        user.password_version
+    }
+
+    /// The same password, hashed with the current parameters: not a change.
+    fn upgrade_hash(&self, username: &str, hash: String) {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(user) = users.get_mut(username) {
+            user.password_hash = hash;
+        }
+    }
+
+    /// The version of the user's password, read before it is checked: a change in between
+    /// makes the login fail safe rather than outlive the change.
+    pub(crate) fn password_version(&self, username: &str) -> u64 {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users.get(username).map_or(0, |user| user.password_version)
+    }
+
+    /// Checks a password; unknown users cost the same argon2 work as a wrong password. A hash
+    /// made with outdated parameters is replaced after a successful check.
+    ///
+    /// `lane` is the hashing queue's: a browser that logged in before is not queued behind
+    /// strangers, and a stranger past the queue's bound gets `503 login_busy` at once.
+    pub(crate) async fn verify(
+        &self,
+        lane: password::Lane,
+        username: &str,
+        pw: &str,
+    ) -> Result<bool, password::PasswordError> {
+        let hasher = hasher();
+        let stored = self.find(username).map(|(_, _, hash)| hash);
+        let verified = hasher.verify_in(lane, pw, stored.as_deref()).await?;
+        if let (true, Some(stored)) = (verified, stored) {
+            if hasher.needs_rehash(&stored) {
+                self.upgrade_hash(username, hasher.hash(pw).await?);
+                tracing::info!(username, "password hash upgraded");
+            }
+        }
+        Ok(verified)
+    }
+}
