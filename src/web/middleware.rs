@@ -226,7 +226,7 @@ fn finish<B>(
             .map_into_right_body();
     }
     let mut res = res.map_into_left_body();
-    let update = state.take_cookie_update();
+    let update = state.cookie_update();
     if state.is_bearer() {
         // A bearer client holds its token itself; a cookie would give it ambient authority.
         if res.status() == StatusCode::UNAUTHORIZED {

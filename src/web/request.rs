@@ -35,25 +35,130 @@ pub(crate) enum CookieUpdate {
     Remove,
 }
 
+/// Where a request's session stands. One value rather than a flag per event, so that states no
+/// request can be in cannot be written either: a session both ended and replaced, a new token
+/// after the store failed, a cookie change that disagrees with the session the request holds.
+///
+/// A request starts [`Unresolved`](Self::Unresolved). Looking up the token it presented (once,
+/// on first use) settles it as [`Resolved`](Self::Resolved), or as one of the two verdicts the
+/// middleware answers for itself whatever the handler did, [`BearerRejected`](Self::BearerRejected)
+/// and [`StoreFailed`](Self::StoreFailed), which nothing afterwards undoes. A login, rotation
+/// or new anonymous session makes it [`Replaced`](Self::Replaced); a logout, or a revocation
+/// that reaches its own session, [`Ended`](Self::Ended). The cookie change follows from the
+/// state alone (see [`cookie_update`](Self::cookie_update)).
+enum SessionState {
+    /// Nothing has needed the session yet: the presented token has not been looked up.
+    Unresolved,
+    /// The presented token was looked up: the live session it belongs to, or none. The client
+    /// keeps its token; a profile update in this request swaps in the updated record.
+    Resolved(Option<Rc<ActiveSession>>),
+    /// A login, rotation or new anonymous session in this request: the client is handed
+    /// `token` for `session`, whatever it presented.
+    Replaced {
+        session: Rc<ActiveSession>,
+        token: SessionToken,
+        /// When a remembered session's cookie expires; `None` for a browser-session cookie.
+        persist_until: Option<SystemTime>,
+    },
+    /// This request ended its session: from here on it has none, unless it starts another, and
+    /// the client must drop its cookie.
+    Ended,
+    /// The presented bearer token is unknown, ended or a cookie's: the response is `401`.
+    BearerRejected,
+    /// The store failed while looking the presented token up: the response is `503`, and
+    /// nothing may change (see [`RequestSession::unchanged_since_failure`]).
+    StoreFailed,
+}
+
+impl SessionState {
+    /// Whether the middleware answers the request itself, whatever the handler made of it. Such
+    /// a state is final: a later logout or login cannot turn a `401` or `503` into a success.
+    fn is_verdict(&self) -> bool {
+        matches!(self, Self::BearerRejected | Self::StoreFailed)
+    }
+
+    /// The session the request holds, as far as it is known without asking the store.
+    fn session(&self) -> Option<&Rc<ActiveSession>> {
+        match self {
+            Self::Resolved(session) => session.as_ref(),
+            Self::Replaced { session, .. } => Some(session),
+            Self::Unresolved | Self::Ended | Self::BearerRejected | Self::StoreFailed => None,
+        }
+    }
+
+    /// Whether the response concerns a visitor's own session, one the request found, made or
+    /// ended, and so must not be kept by a shared cache.
+    fn concerns_a_session(&self) -> bool {
+        matches!(
+            self,
+            Self::Resolved(Some(_)) | Self::Replaced { .. } | Self::Ended
+        )
+    }
+
+    /// The token the client will hold once the response arrives, if any.
+    fn client_token<'a>(&'a self, presented: &'a Presented) -> Option<&'a SessionToken> {
+        match self {
+            Self::Replaced { token, .. } => Some(token),
+            Self::Ended => None,
+            Self::Unresolved | Self::Resolved(_) | Self::BearerRejected | Self::StoreFailed => {
+                match presented {
+                    Presented::Token(token) | Presented::Bearer(token) => Some(token),
+                    Presented::Absent | Presented::Malformed => None,
+                }
+            }
+        }
+    }
+
+    /// The cookie change this state calls for. A remembered session whose idle deadline moved
+    /// while it was looked up gets its cookie again, with the new expiry, so the browser does
+    /// not drop it before the store does.
+    fn cookie_update(&self, presented: &Presented) -> CookieUpdate {
+        match (self, presented) {
+            (
+                Self::Replaced {
+                    token,
+                    persist_until,
+                    ..
+                },
+                _,
+            ) => CookieUpdate::Issue {
+                token: token.clone(),
+                persist_until: *persist_until,
+            },
+            (Self::Ended, _) => CookieUpdate::Remove,
+            (Self::Resolved(Some(active)), Presented::Token(token))
+                if active.refreshed && active.record.is_remembered() =>
+            {
+                CookieUpdate::Issue {
+                    token: token.clone(),
+                    persist_until: Some(active.expires_at),
+                }
+            }
+            _ => CookieUpdate::Keep,
+        }
+    }
+}
+
 pub(crate) struct RequestSession {
     engine: SessionEngine,
     presented: Presented,
     provenance: Provenance,
     client_ip: Option<IpAddr>,
-    resolved: OnceCell<Option<Rc<ActiveSession>>>,
-    /// The session after a login or rotation in this request, which supersedes `resolved`.
-    replaced: RefCell<Option<Rc<ActiveSession>>>,
-    store_failed: Cell<bool>,
-    /// Whether the request's bearer token was looked up and found no live bearer session.
-    bearer_rejected: Cell<bool>,
-    /// Whether the handler was handed a new bearer token for its response body.
-    token_issued: Cell<bool>,
-    /// Whether this request ended its session (logout, "log out everywhere"): from then on it
-    /// has none, unless it starts another.
-    ended: Cell<bool>,
-    update: RefCell<CookieUpdate>,
+    state: RefCell<SessionState>,
+    /// Lets the presented token be looked up once per request. A handler's extractors run
+    /// concurrently on the request's task: the first to need the session looks it up, the
+    /// others wait for that lookup rather than ask the store again. It holds nothing itself:
+    /// the lookup settles `state`.
+    lookup: OnceCell<()>,
+    /// Whether the handler was handed a new bearer token for its response body. Kept beside
+    /// `state`, not in it: the token belongs to a session the request does not hold (a bearer
+    /// login leaves the client's own session alone), and the response must stay out of caches
+    /// whatever its own session does.
+    token_in_body: Cell<bool>,
     /// The session's data as this request knows it: loaded on the first read, kept up to date
-    /// with this request's own writes.
+    /// with this request's own writes. Kept beside `state`, not in it: it is a cache of the
+    /// session `state` names, reset wherever that session changes, and no combination of the
+    /// two is wrong, only stale.
     data: RefCell<Option<SessionData>>,
 }
 
@@ -69,13 +174,9 @@ impl RequestSession {
             presented,
             provenance,
             client_ip,
-            resolved: OnceCell::new(),
-            replaced: RefCell::new(None),
-            store_failed: Cell::new(false),
-            bearer_rejected: Cell::new(false),
-            token_issued: Cell::new(false),
-            ended: Cell::new(false),
-            update: RefCell::new(CookieUpdate::Keep),
+            state: RefCell::new(SessionState::Unresolved),
+            lookup: OnceCell::new(),
+            token_in_body: Cell::new(false),
             data: RefCell::new(None),
         }
     }
@@ -108,16 +209,17 @@ impl RequestSession {
         self.client_ip
     }
 
-    /// The session the request's cookie belongs to, if it is live, whether a login or an
-    /// anonymous one. Loaded on first use only.
+    /// The session the request holds, if it is live, whether a login or an anonymous one: the
+    /// presented token's, looked up on first use only, or one this request started since.
+    /// Once that lookup failed, an error at once: the store is not asked again.
     pub(crate) async fn resolve_any(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
-        if let Some(replaced) = self.replaced.borrow().as_ref() {
-            return Ok(Some(Rc::clone(replaced)));
+        if self.is_unresolved() {
+            self.lookup.get_or_init(|| self.look_up()).await;
         }
-        if self.ended.get() {
-            return Ok(None);
+        if self.store_failed() {
+            return Err(store_failed_earlier());
         }
-        self.resolved.get_or_try_init(|| self.load()).await.cloned()
+        Ok(self.known_session())
     }
 
     /// The logged-in session of this request, if there is one: an anonymous session is none.
@@ -133,22 +235,36 @@ impl RequestSession {
         self.resolve().await?.ok_or(Error::Unauthenticated)
     }
 
-    async fn load(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+    fn is_unresolved(&self) -> bool {
+        matches!(*self.state.borrow(), SessionState::Unresolved)
+    }
+
+    /// Looks the presented token up and settles the state with what it found. Found or not, a
+    /// session counts only if the request has not replaced or ended its own meanwhile; a
+    /// verdict counts whatever it did, as the middleware answers for it all the same.
+    async fn look_up(&self) {
+        let found = self.load().await;
+        if found.is_verdict() || self.is_unresolved() {
+            self.enter(found);
+        }
+    }
+
+    /// What the presented token stands for in the store.
+    async fn load(&self) -> SessionState {
         let (token, bearer) = match &self.presented {
             Presented::Token(token) => (token, false),
             Presented::Bearer(token) => (token, true),
-            Presented::Absent => return Ok(None),
+            Presented::Absent => return SessionState::Resolved(None),
             Presented::Malformed => {
                 tracing::debug!("ignoring a malformed session cookie");
-                return Ok(None);
+                return SessionState::Resolved(None);
             }
         };
         let session = match self.engine.resolve(token).await {
             Ok(session) => session,
             Err(err) => {
                 tracing::error!(error = %err, "session store failed; refusing the request");
-                self.store_failed.set(true);
-                return Err(err.into());
+                return SessionState::StoreFailed;
             }
         };
         // A token works only the way it was handed out: a cookie's never as a bearer token
@@ -157,9 +273,17 @@ impl RequestSession {
         let session = session.filter(|active| active.record.is_bearer() == bearer);
         if bearer && session.is_none() {
             tracing::debug!("unknown, ended or misused bearer token");
-            self.bearer_rejected.set(true);
+            return SessionState::BearerRejected;
         }
-        Ok(session.map(Rc::new))
+        SessionState::Resolved(session.map(Rc::new))
+    }
+
+    /// Moves the request's session to `next`, unless a verdict already stands.
+    fn enter(&self, next: SessionState) {
+        let mut state = self.state.borrow_mut();
+        if !state.is_verdict() {
+            *state = next;
+        }
     }
 
     /// Whether the request authenticates with `Authorization: Bearer` rather than a cookie. Its
@@ -171,68 +295,45 @@ impl RequestSession {
     /// Whether the request's bearer token turned out unknown or ended: the response is then
     /// `401` with a `WWW-Authenticate` challenge, whatever the handler made of it.
     pub(crate) fn bearer_rejected(&self) -> bool {
-        self.bearer_rejected.get()
+        matches!(*self.state.borrow(), SessionState::BearerRejected)
     }
 
     /// Whether a store failure kept this request's session from resolving. The middleware then
     /// answers 503 whatever the handler made of it, so an `Option<AuthUser<_>>` cannot quietly
     /// turn an outage into an anonymous request.
     pub(crate) fn store_failed(&self) -> bool {
-        self.store_failed.get()
+        matches!(*self.state.borrow(), SessionState::StoreFailed)
     }
 
     /// Whether this request was served from a session, a login or an anonymous one: its
     /// response is that visitor's own and must not be cached for anyone else.
     pub(crate) fn personal(&self) -> bool {
-        self.resolved.get().is_some_and(Option::is_some)
+        self.state.borrow().concerns_a_session()
             || self.data.borrow().is_some()
-            || self.token_issued.get()
+            || self.token_in_body.get()
     }
 
-    /// The cookie change the response must carry. A remembered session whose deadline moved
-    /// gets its cookie again, with the new expiry.
+    /// The cookie change the response must carry (see [`SessionState::cookie_update`]).
     ///
     /// A request judged cross-site never changes the cookie: a browser stores a cookie set in
     /// answer to another site's form (a top-level navigation) even when it kept its own cookie
     /// back, so a `Set-Cookie` here would let any page sign visitors out or plant a session.
     /// Logins and new anonymous sessions are refused before they are made; this is the last
     /// word for anything else.
-    pub(crate) fn take_cookie_update(&self) -> CookieUpdate {
-        let update = self.update.replace(CookieUpdate::Keep);
+    pub(crate) fn cookie_update(&self) -> CookieUpdate {
+        let update = self.state.borrow().cookie_update(&self.presented);
         if self.provenance == Provenance::CrossSite {
             if !matches!(update, CookieUpdate::Keep) {
                 tracing::warn!("cross-site request: the session cookie is left as it is");
             }
             return CookieUpdate::Keep;
         }
-        if !matches!(update, CookieUpdate::Keep) {
-            return update;
-        }
-        let moved = self
-            .resolved
-            .get()
-            .cloned()
-            .flatten()
-            .filter(|active| active.refreshed && active.record.is_remembered());
-        match (moved, &self.presented) {
-            (Some(active), Presented::Token(token)) => CookieUpdate::Issue {
-                token: token.clone(),
-                persist_until: Some(active.expires_at),
-            },
-            _ => CookieUpdate::Keep,
-        }
+        update
     }
 
     /// Applies `f` to the token the client will hold once this response arrives, if any.
     fn with_current_token<T>(&self, f: impl FnOnce(&SessionToken) -> T) -> Option<T> {
-        match &*self.update.borrow() {
-            CookieUpdate::Issue { token, .. } => Some(f(token)),
-            CookieUpdate::Remove => None,
-            CookieUpdate::Keep => match &self.presented {
-                Presented::Token(token) | Presented::Bearer(token) => Some(f(token)),
-                _ => None,
-            },
-        }
+        self.state.borrow().client_token(&self.presented).map(f)
     }
 
     /// The key of the session the client will hold once this response arrives.
@@ -251,10 +352,7 @@ impl RequestSession {
 
     /// The session this request already resolved or replaced, without touching the store.
     fn known_session(&self) -> Option<Rc<ActiveSession>> {
-        if let Some(replaced) = self.replaced.borrow().as_ref() {
-            return Some(Rc::clone(replaced));
-        }
-        self.resolved.get().cloned().flatten()
+        self.state.borrow().session().cloned()
     }
 
     /// Refuses to change anything once the store failed in this request. The middleware answers
@@ -263,19 +361,18 @@ impl RequestSession {
     /// ended, the new one never delivered) and an orphan session in the store.
     fn unchanged_since_failure(&self) -> Result<(), Error> {
         if self.store_failed() {
-            return Err(StoreError::unavailable(
-                "the session store failed earlier in this request; changing nothing",
-            )
-            .into());
+            return Err(store_failed_earlier());
         }
         Ok(())
     }
 
+    /// Makes a session issued in this request the one the request holds, and its token the
+    /// client's.
     fn adopt(&self, issued: Issued) {
         let session = issued.session;
         let persist_until = session.record.is_remembered().then_some(session.expires_at);
-        self.replaced.replace(Some(Rc::new(session)));
-        self.update.replace(CookieUpdate::Issue {
+        self.enter(SessionState::Replaced {
+            session: Rc::new(session),
             token: issued.token,
             persist_until,
         });
@@ -314,7 +411,8 @@ impl RequestSession {
             )
             .await;
         if outcome.previous_ended {
-            self.update.replace(CookieUpdate::Remove);
+            // Should the new session fail to start, the request is left with none.
+            self.enter(SessionState::Ended);
         }
         // Whatever the new session holds is read afresh.
         self.data.replace(None);
@@ -327,7 +425,7 @@ impl RequestSession {
     pub(crate) async fn login_bearer(&self, grant: Grant) -> Result<Issued, Error> {
         self.unchanged_since_failure()?;
         // The token goes out in the body: no cache may keep the response.
-        self.token_issued.set(true);
+        self.token_in_body.set(true);
         self.engine.login(None, None, grant, false).await.result
     }
 
@@ -340,7 +438,7 @@ impl RequestSession {
     ) -> Result<IssuedToken, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
-        self.token_issued.set(true);
+        self.token_in_body.set(true);
         let ip = self.client_ip.map(|ip| ip.to_string());
         self.engine
             .create_token(&active, spec, (ip, user_agent))
@@ -396,7 +494,7 @@ impl RequestSession {
                 return Err(Error::Unauthenticated);
             }
             None if self.provenance == Provenance::CrossSite => {
-                // Its cookie would not be kept from the browser (see `take_cookie_update`), nor
+                // Its cookie would not be kept from the browser (see `cookie_update`), nor
                 // may another site choose the session a visitor holds.
                 tracing::warn!("cross-site request: no anonymous session started");
                 return Err(Error::CrossSiteRequest);
@@ -425,7 +523,7 @@ impl RequestSession {
             expires_at: active.expires_at,
             refreshed: active.refreshed,
         };
-        self.replaced.replace(Some(Rc::new(updated)));
+        self.swap_session(updated);
         Ok(())
     }
 
@@ -475,10 +573,23 @@ impl RequestSession {
 
     /// Drops the request's session after it ended: no user, no data, and the cookie cleared.
     fn forget_session(&self) {
-        self.replaced.replace(None);
-        self.ended.set(true);
+        self.enter(SessionState::Ended);
         self.data.replace(Some(SessionData::new()));
-        self.update.replace(CookieUpdate::Remove);
+    }
+
+    /// Puts `updated`, a newer record of the session the request holds, in its place; the
+    /// token, and so the cookie, stay as they are. A session ended meanwhile stays ended.
+    fn swap_session(&self, updated: ActiveSession) {
+        match &mut *self.state.borrow_mut() {
+            SessionState::Resolved(Some(session)) | SessionState::Replaced { session, .. } => {
+                *session = Rc::new(updated);
+            }
+            SessionState::Unresolved
+            | SessionState::Resolved(None)
+            | SessionState::Ended
+            | SessionState::BearerRejected
+            | SessionState::StoreFailed => {}
+        }
     }
 
     pub(crate) async fn revoke_others(&self) -> Result<usize, Error> {
@@ -507,5 +618,109 @@ impl RequestSession {
         let revoked = self.engine.revoke_all(active.record.user_id()).await?;
         self.forget_session();
         Ok(revoked)
+    }
+}
+
+/// The error for anything a request tries after the store failed to resolve its session: the
+/// middleware answers `503` in any case, and one failed lookup is enough to know the outcome.
+fn store_failed_earlier() -> Error {
+    StoreError::unavailable("the session store failed earlier in this request").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SessionRules;
+    use crate::MemoryStore;
+
+    fn run<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a test runtime")
+            .block_on(future)
+    }
+
+    fn grant(user_id: &str, bearer: bool) -> Grant {
+        Grant {
+            user_id: user_id.to_owned(),
+            user: RawValue::from_string(format!(r#"{{"name":"{user_id}"}}"#)).unwrap(),
+            roles: Vec::new(),
+            ip: None,
+            user_agent: None,
+            credentials: None,
+            remember: false,
+            bearer,
+        }
+    }
+
+    fn engine() -> SessionEngine {
+        SessionEngine::new(MemoryStore::new(), SessionRules::default())
+    }
+
+    async fn cookie_request(engine: &SessionEngine, provenance: Provenance) -> RequestSession {
+        let issued = engine.login(None, None, grant("7", false), false).await;
+        let token = issued.result.unwrap().token;
+        RequestSession::new(engine.clone(), Presented::Token(token), provenance, None)
+    }
+
+    fn issued_token(update: CookieUpdate) -> Option<SessionToken> {
+        match update {
+            CookieUpdate::Issue { token, .. } => Some(token),
+            CookieUpdate::Keep | CookieUpdate::Remove => None,
+        }
+    }
+
+    #[test]
+    fn a_rejected_bearer_token_stays_rejected_whatever_the_handler_does_next() {
+        run(async {
+            let unknown = SessionToken::generate().unwrap();
+            let request = RequestSession::new(
+                engine(),
+                Presented::Bearer(unknown),
+                Provenance::SameOrigin,
+                None,
+            );
+            assert!(request.resolve_any().await.unwrap().is_none());
+            assert!(request.bearer_rejected());
+            // Logging out reaches the store and ends nothing; the answer must still be 401.
+            request.logout().await.unwrap();
+            assert!(request.bearer_rejected(), "a logout undid the 401");
+            assert!(request.resolve_any().await.unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn the_cookie_follows_the_session_through_logout_and_a_new_login() {
+        run(async {
+            let engine = engine();
+            let request = cookie_request(&engine, Provenance::SameOrigin).await;
+            assert!(request.require().await.is_ok());
+            assert!(matches!(request.cookie_update(), CookieUpdate::Keep));
+
+            request.logout().await.unwrap();
+            assert!(request.resolve_any().await.unwrap().is_none());
+            assert!(request.csrf_token().is_none());
+            assert!(matches!(request.cookie_update(), CookieUpdate::Remove));
+            assert!(request.personal());
+
+            request.login(grant("8", false), false).await.unwrap();
+            let session = request.require().await.unwrap();
+            assert_eq!(session.record.user_id(), "8");
+            let token = issued_token(request.cookie_update()).expect("the new session's cookie");
+            assert_eq!(token.key(), session.key);
+            assert_eq!(request.csrf_token(), Some(csrf::synchronizer_token(&token)));
+        });
+    }
+
+    #[test]
+    fn a_cross_site_request_never_changes_the_cookie() {
+        run(async {
+            let engine = engine();
+            let request = cookie_request(&engine, Provenance::CrossSite).await;
+            request.logout().await.unwrap();
+            assert!(request.resolve_any().await.unwrap().is_none());
+            assert!(matches!(request.cookie_update(), CookieUpdate::Keep));
+        });
     }
 }
