@@ -58,14 +58,16 @@ const OUTDATED_HASH: &str =
     "$argon2id$v=19$m=4096,t=1,p=1$b3V0ZGF0ZWQtc2FsdC0xNg$m1qqlVoHZlvnD3K8s+v41xF1CNXNvKra2IJRA91LQs8";
 
 /// During a parameter migration, an account with an outdated hash must not answer faster than
-/// an unknown user (who costs a current-parameters verification): medians of interleaved runs.
+/// an unknown user (who costs a current-parameters verification): the fastest of interleaved
+/// runs of each. Waiting for a hashing thread (other tests hash in the same process) and a
+/// loaded machine only ever add time, so the fastest run is the one closest to the work itself.
 #[actix_web::test]
 async fn an_outdated_hash_takes_as_long_as_an_unknown_user() {
     assert!(password::needs_rehash(OUTDATED_HASH));
     assert!(password::verify("right", Some(OUTDATED_HASH))
         .await
         .unwrap());
-    let mut times = [Vec::new(), Vec::new()];
+    let mut fastest = [Duration::MAX, Duration::MAX];
     for round in 0..25 {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
@@ -73,21 +75,16 @@ async fn an_outdated_hash_takes_as_long_as_an_unknown_user() {
             let started = Instant::now();
             assert!(!password::verify("wrong", stored).await.unwrap());
             if round >= 3 {
-                times[i].push(started.elapsed());
+                fastest[i] = fastest[i].min(started.elapsed());
             }
         }
     }
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (outdated, unknown) = (median(&mut times[0]), median(&mut times[1]));
+    let [outdated, unknown] = fastest;
     let ratio = outdated.as_secs_f64() / unknown.as_secs_f64();
-    eprintln!("median outdated hash {outdated:?}, unknown user {unknown:?}, ratio {ratio:.3}");
-    // Unpadded, an outdated hash answered in under a tenth of the time (0.075 measured); alone
-    // on a quiet machine the ratio is about 1.0. The bounds leave room for the noise of a
-    // loaded 2-core machine running the rest of the suite, and still catch the leak.
-    assert!((0.4..2.5).contains(&ratio), "outdated/unknown = {ratio:.3}");
+    eprintln!("fastest outdated hash {outdated:?}, unknown user {unknown:?}, ratio {ratio:.3}");
+    // Unpadded, an outdated hash answered in under a tenth of the time (0.075 measured); padded,
+    // the ratio is about 1.0. The bounds leave room for noise and still catch the leak.
+    assert!((0.5..2.5).contains(&ratio), "outdated/unknown = {ratio:.3}");
 }
 
 /// A flood of sign-ups holds one hashing slot at most: a login that arrives behind six of them

@@ -139,6 +139,18 @@ async fn check_after_failover<S, B>(
     assert_eq!(found.len(), 1, "new session missing on the new primary");
 
     if replica_left {
+        // The demoted primary rejoins as a replica with a full resync, and acknowledges
+        // nothing until it is done: wait until it streams, so that the logout's own wait
+        // (500 ms) measures the store, not the resync on a loaded machine.
+        let acknowledged: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(10_000)
+            .query(&mut new_primary)
+            .unwrap();
+        assert_eq!(
+            acknowledged, 1,
+            "the old primary never rejoined as a replica"
+        );
         assert_eq!(status(app, post("/logout", Some(&tokens[0]))).await, 204);
         assert_eq!(status(app, get("/me", Some(&tokens[0]))).await, 401);
     } else {
