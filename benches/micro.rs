@@ -9,7 +9,8 @@
 use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
-use actix_login::{password, AuthUser, LoginMiddleware, MemoryStore, Session, SessionRecord};
+use actix_login::store::SessionRecord;
+use actix_login::{password, AuthUser, LoginMiddleware, MemoryStore, Session};
 use actix_web::{test, web, App, HttpResponse};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde::{Deserialize, Serialize};

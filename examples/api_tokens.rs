@@ -43,9 +43,9 @@ use std::io::Error;
 use std::time::Duration;
 
 use actix_login::password::{PasswordError, PasswordHasher};
+use actix_login::throttle::LoginThrottle;
 use actix_login::{
-    AuthUser, Login, LoginMiddleware, LoginThrottle, MemoryStore, PersonalToken, RedisStore,
-    Require, Session,
+    AuthUser, Login, LoginMiddleware, MemoryStore, PersonalToken, RedisStore, Require, Session,
 };
 use actix_web::error::InternalError;
 use actix_web::http::header;

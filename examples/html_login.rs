@@ -23,9 +23,10 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use actix_login::password::{Lane, PasswordError, PasswordHasher};
+use actix_login::throttle::LoginThrottle;
 use actix_login::{
-    safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, LoginThrottle, MaybeUser,
-    MemoryStore, RedisStore, Require, Session, CSRF_FIELD,
+    safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, MaybeUser, MemoryStore,
+    RedisStore, Require, Session, CSRF_FIELD,
 };
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};

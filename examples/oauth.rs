@@ -364,7 +364,7 @@ fn provider(addr: &str) -> std::io::Result<Provider> {
 /// The middleware on `store`, with the settings from the environment: `TRUST_PROXIES`
 /// (comma-separated addresses of reverse proxies whose `X-Forwarded-For` is believed) and
 /// `ANONYMOUS_SESSIONS_PER_MINUTE` (`per_address,shared`; the library's defaults are `20,1000`).
-fn middleware(store: impl actix_login::SessionStore) -> std::io::Result<LoginMiddleware> {
+fn middleware(store: impl actix_login::store::SessionStore) -> std::io::Result<LoginMiddleware> {
     let invalid = |name: &str, value: &str| {
         std::io::Error::other(format!("{name}: {value:?} is not what it should be"))
     };

@@ -45,9 +45,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_login::password::{PasswordError, PasswordHasher};
-use actix_login::{
-    AuthUser, Limit, Login, LoginMiddleware, LoginThrottle, MemoryStore, RedisStore, Session,
-};
+use actix_login::throttle::{Limit, LoginThrottle};
+use actix_login::{AuthUser, Login, LoginMiddleware, MemoryStore, RedisStore, Session};
 use actix_web::error::InternalError;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -223,7 +222,7 @@ async fn login(
 struct CodeThrottle(LoginThrottle);
 
 impl CodeThrottle {
-    fn new(store: impl actix_login::ThrottleStore) -> Self {
+    fn new(store: impl actix_login::store::ThrottleStore) -> Self {
         let per_account = Limit::new(10, std::time::Duration::from_secs(60 * 60));
         Self(LoginThrottle::new(store).per_account(per_account))
     }
@@ -280,7 +279,7 @@ async fn logout(_user: AuthUser<Profile>, session: Session) -> actix_web::Result
 /// The middleware on `store`, with the settings from the environment: `TRUST_PROXIES`
 /// (comma-separated addresses of reverse proxies whose `X-Forwarded-For` is believed) and
 /// `ANONYMOUS_SESSIONS_PER_MINUTE` (`per_address,shared`; the library's defaults are `20,1000`).
-fn middleware(store: impl actix_login::SessionStore) -> std::io::Result<LoginMiddleware> {
+fn middleware(store: impl actix_login::store::SessionStore) -> std::io::Result<LoginMiddleware> {
     let invalid = |name: &str, value: &str| {
         std::io::Error::other(format!("{name}: {value:?} is not what it should be"))
     };

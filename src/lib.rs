@@ -72,7 +72,7 @@
 //!
 //! 1. [`Session::login`] draws a token from the operating system's CSPRNG (32 secret bytes after
 //!    a 3-byte group) and sends it to the browser, base64url-encoded, in a cookie (`__Host-id`,
-//!    `Secure; HttpOnly; SameSite=Lax; Path=/`). The store keeps a [`SessionRecord`] under the
+//!    `Secure; HttpOnly; SameSite=Lax; Path=/`). The store keeps a [`SessionRecord`](store::SessionRecord) under the
 //!    token's SHA-256, never the token.
 //! 2. On each request [`LoginMiddleware`] checks the cookie's shape without any I/O. The first
 //!    [`AuthUser`] extractor looks the session up: one Redis `HMGET`, plus one script that moves
@@ -283,7 +283,8 @@
 //!
 //! ```
 //! use actix_login::password::PasswordHasher;
-//! use actix_login::{Login, LoginThrottle, Session};
+//! use actix_login::{Login, Session};
+//! use actix_login::throttle::LoginThrottle;
 //! use actix_web::{web, HttpRequest, HttpResponse};
 //! # #[derive(serde::Serialize)] struct Profile { id: u64 }
 //! # struct Users;
@@ -322,7 +323,7 @@
 //! }
 //! ```
 //!
-//! * [`LoginThrottle`] counts failed logins per account and address, per address and per
+//! * [`LoginThrottle`](throttle::LoginThrottle) counts failed logins per account and address, per address and per
 //!   account in the store, and answers `429` with `Retry-After` past a limit.
 //! * [`password`] hashes with argon2id, does the same work for unknown users, refuses oversized
 //!   input before hashing, supports a rotating [`Pepper`](password::Pepper) and flags outdated
@@ -362,8 +363,8 @@
 //!
 //! [`RedisStore`] (Redis 7.0 or newer: standalone, [Cluster](RedisStore::connect_cluster) or
 //! [Sentinel](RedisStore::connect_sentinel), over TLS too) for production, [`MemoryStore`] for
-//! development and tests, or your own backend through the [`SessionStore`] trait. With
-//! [`local_cache`](store::RedisStoreBuilder::local_cache), a standalone Redis keeps an in-process copy
+//! development and tests, or your own backend through the [`SessionStore`](store::SessionStore) trait. With
+//! [`local_cache`](crate::RedisStoreBuilder::local_cache), a standalone Redis keeps an in-process copy
 //! of each record honest through client tracking, so most requests need no Redis command and a
 //! logout on any instance still ends the session everywhere before its response.
 //!
@@ -378,10 +379,10 @@
 //! | `cluster` | | [`RedisStore::connect_cluster`] |
 //! | `sentinel` | | [`RedisStore::connect_sentinel`] |
 //! | `tls` | | `rediss://` URLs, through rustls with ring |
-//! | `local-cache` | | [`local_cache`](store::RedisStoreBuilder::local_cache) |
+//! | `local-cache` | | [`local_cache`](crate::RedisStoreBuilder::local_cache) |
 //! | `password` | yes | [`password`]: argon2id hashing |
 //! | `policy` | yes | [`policy`]: checks for new passwords (implies `password`) |
-//! | `throttle` | yes | [`LoginThrottle`] |
+//! | `throttle` | yes | [`LoginThrottle`](throttle::LoginThrottle) |
 //! | `test-util` | | [`LoginMiddleware::test_cookie`] and [`test_bearer`](LoginMiddleware::test_bearer), a logged-in request in one line in your tests; [`store::contract`], the store contract for your own backend's tests |
 //! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
 //!
@@ -416,16 +417,11 @@ mod record;
 pub mod store;
 mod web;
 
+// The app's API: what a handler, a `main` and a test of an app name. A store's own interface
+// (the traits, the record and key types) is under `store`, and each type has one path.
 pub use actix_web::cookie::SameSite;
 
-pub use crate::engine::{
-    IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, DEFAULT_ABSOLUTE_TIMEOUT,
-    DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
-    DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE, DEFAULT_FRESH_WINDOW,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE, DEFAULT_MAX_SESSIONS_PER_USER,
-    DEFAULT_MAX_TOKENS_PER_USER, DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT, DEFAULT_REMEMBER_IDLE_TIMEOUT,
-    DEFAULT_TOKEN_CREATIONS, DEFAULT_TOKEN_CREATION_WINDOW,
-};
+pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions};
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]
 #[cfg_attr(docsrs, doc(cfg(feature = "password")))]
@@ -435,17 +431,12 @@ pub use crate::protect::password;
 pub use crate::protect::policy;
 #[cfg(feature = "throttle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
-pub use crate::protect::throttle::{Limit, LoginAttempt, LoginThrottle, MAX_USERNAME_BYTES};
-pub use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
-#[cfg(feature = "actix-session")]
-#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
-pub use crate::store::redis::{ActixSessionFailClosed, ActixSessionStore};
+pub use crate::protect::throttle;
+pub use crate::record::SessionData;
+pub use crate::store::memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use crate::store::RedisStore;
-pub use crate::store::{
-    Admission, Carry, Counter, DataWrite, MemoryStore, SessionStore, ThrottleStore,
-};
+pub use crate::store::redis::{RedisStore, RedisStoreBuilder};
 pub use crate::web::{
     safe_next, AuthUser, ClientIpHeader, ConfigError, FlashLevel, FlashMessage, Login,
     LoginMiddleware, LoginMiddlewareBuilder, MaybeUser, Require, Session, CSRF_FIELD, CSRF_HEADER,

@@ -1,7 +1,8 @@
 //! Accounts: sign-up, login and logout, `/me`, re-authentication and password changes.
 
 use actix_login::policy::PasswordPolicy;
-use actix_login::{password, AuthUser, Login, LoginThrottle, Session, Sessions};
+use actix_login::throttle::LoginThrottle;
+use actix_login::{password, AuthUser, Login, Session, Sessions};
 use actix_web::cookie::Cookie;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;

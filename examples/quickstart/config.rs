@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use actix_login::{Limit, LoginMiddlewareBuilder, LoginThrottle};
+use actix_login::throttle::{Limit, LoginThrottle};
+use actix_login::LoginMiddlewareBuilder;
 
 /// Applies the optional environment knobs to the middleware settings.
 pub(crate) fn configure(

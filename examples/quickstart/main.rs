@@ -92,7 +92,8 @@ mod store;
 mod tokens;
 mod users;
 
-use actix_login::{LoginMiddleware, LoginThrottle, MemoryStore, Require};
+use actix_login::throttle::LoginThrottle;
+use actix_login::{LoginMiddleware, MemoryStore, Require};
 use actix_web::error::InternalError;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::json;

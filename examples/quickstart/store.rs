@@ -1,7 +1,7 @@
 //! The session store the environment names: Redis, Redis Cluster or Sentinel, cached or not.
 
-use actix_login::store::RedisStoreBuilder;
 use actix_login::RedisStore;
+use actix_login::RedisStoreBuilder;
 
 use crate::config::env_number;
 

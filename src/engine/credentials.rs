@@ -9,7 +9,7 @@
 //! listing finds the new session, or the login reads the new version.
 
 use super::{CredentialsVersion, SessionEngine, SessionKey};
-use crate::Error;
+use crate::error::Error;
 
 impl SessionEngine {
     /// Records `version` as the current credentials of `user_id`, then revokes every session of

@@ -9,9 +9,10 @@ use serde_json::value::RawValue;
 use super::address::{address_bucket, network_bucket, region_bucket};
 use super::rules::ANONYMOUS_WINDOW;
 use super::{ActiveSession, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
+use crate::error::{Error, StoreError};
 use crate::record::Lifetime;
+use crate::record::{DataChange, SessionData};
 use crate::store::{Admission, Counter, DataWrite};
-use crate::{DataChange, Error, SessionData, StoreError};
 
 /// How many fresh tokens an anonymous session tries; see `CREATE_ATTEMPTS` in lifecycle.
 const CREATE_ATTEMPTS: usize = 3;

@@ -3,9 +3,10 @@
 use std::time::SystemTime;
 
 use super::{ActiveSession, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
+use crate::error::{Error, StoreError};
 use crate::record::Lifetime;
+use crate::record::SessionData;
 use crate::store::Carry;
-use crate::{Error, SessionData, StoreError};
 
 /// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit
 /// random tokens does not happen; repeated refusals mean a broken store.

@@ -2,7 +2,7 @@
 //!
 //! The engine turns a client's [`SessionToken`] into a live [`ActiveSession`] (or nothing), and
 //! carries out login, logout, rotation, listing, revocation and the per-user cap against any
-//! [`SessionStore`](crate::SessionStore). It knows nothing about HTTP: the web layer
+//! [`SessionStore`](crate::store::SessionStore). It knows nothing about HTTP: the web layer
 //! (`src/web`) reads the token from a cookie, asks the engine, and writes the answer back
 //! as a `Set-Cookie`.
 //!
@@ -37,13 +37,6 @@ mod tokens;
 #[cfg(feature = "throttle")]
 pub(crate) use self::address::address_bucket;
 pub(crate) use self::rules::SessionRules;
-pub use self::rules::{
-    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT, DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
-    DEFAULT_ANONYMOUS_PER_ADDRESS, DEFAULT_ANONYMOUS_PER_MINUTE, DEFAULT_FRESH_WINDOW,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_DATA_SIZE, DEFAULT_MAX_SESSIONS_PER_USER,
-    DEFAULT_MAX_TOKENS_PER_USER, DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT, DEFAULT_REMEMBER_IDLE_TIMEOUT,
-    DEFAULT_TOKEN_CREATIONS, DEFAULT_TOKEN_CREATION_WINDOW,
-};
 pub use self::sessions::{SessionInfo, SessionKind, Sessions};
 pub(crate) use self::token::SessionToken;
 pub use self::tokens::{IssuedToken, PersonalToken};
@@ -65,7 +58,7 @@ impl std::fmt::Debug for SessionEngine {
 
 impl SessionEngine {
     #[cfg(test)]
-    pub(crate) fn new(store: impl crate::SessionStore, rules: SessionRules) -> Self {
+    pub(crate) fn new(store: impl crate::store::SessionStore, rules: SessionRules) -> Self {
         Self::shared(Arc::new(store), rules)
     }
 

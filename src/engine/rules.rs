@@ -5,52 +5,53 @@ use std::time::{Duration, SystemTime};
 use crate::record::{Lifetime, SessionRecord};
 
 /// Default idle timeout: 30 minutes (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute lifetime: 12 hours (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
-pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+pub(crate) const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// Default window after a password entry during which [`Require::fresh`](crate::Require::fresh)
 /// lets a session through: 10 minutes.
-pub const DEFAULT_FRESH_WINDOW: Duration = Duration::from_secs(10 * 60);
+pub(crate) const DEFAULT_FRESH_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// Default idle timeout of a session without a login: 15 minutes, half a login's, since nobody
 /// has proven who they are and bots start such sessions too.
-pub const DEFAULT_ANONYMOUS_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const DEFAULT_ANONYMOUS_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Default absolute lifetime of a session without a login: 4 hours.
-pub const DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
+pub(crate) const DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(4 * 60 * 60);
 /// Default idle timeout of a remembered login ("keep me signed in"): 7 days. A remembered
 /// session is a single-factor, long-lived one (NIST SP 800-63B AAL1, which asks for a new
 /// login at least every 30 days and sets no idle limit); a week of disuse still ends it.
-pub const DEFAULT_REMEMBER_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+pub(crate) const DEFAULT_REMEMBER_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default absolute lifetime of a remembered login: 30 days (NIST SP 800-63B AAL1).
-pub const DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+pub(crate) const DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT: Duration =
+    Duration::from_secs(30 * 24 * 60 * 60);
 /// Default limit on a session's data: 64 KiB of names and JSON values.
-pub const DEFAULT_MAX_DATA_SIZE: usize = 64 * 1024;
+pub(crate) const DEFAULT_MAX_DATA_SIZE: usize = 64 * 1024;
 /// Default number of sessions without a login that may start per minute from one client
 /// address (an IPv6 /64).
-pub const DEFAULT_ANONYMOUS_PER_ADDRESS: u32 = 20;
+pub(crate) const DEFAULT_ANONYMOUS_PER_ADDRESS: u32 = 20;
 /// Default number of sessions without a login that may start per minute from one network (an
 /// IPv4 /24 or an IPv6 /48).
-pub const DEFAULT_ANONYMOUS_PER_NETWORK: u32 = 100;
+pub(crate) const DEFAULT_ANONYMOUS_PER_NETWORK: u32 = 100;
 /// Default size of the shared allowance of sessions without a login per minute, across every
 /// app instance sharing the store, that only networks past their fair share (one address's
 /// worth) draw on.
-pub const DEFAULT_ANONYMOUS_PER_MINUTE: u32 = 1_000;
+pub(crate) const DEFAULT_ANONYMOUS_PER_MINUTE: u32 = 1_000;
 
 /// Default cap on one user's concurrent sessions. Far above what people use, low enough that
 /// listing and revoking a user's sessions stays cheap even for an attacker who has the password
 /// and logs in over and over.
-pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+pub(crate) const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
 /// Default limit on one user's personal access tokens at once. Tokens do not count toward
 /// [`DEFAULT_MAX_SESSIONS_PER_USER`]: they cannot push their owner's logins out, and logins
 /// cannot push them out, except that a token made by a login token ends with that login, which
 /// the cap may end like any other login.
-pub const DEFAULT_MAX_TOKENS_PER_USER: usize = 20;
+pub(crate) const DEFAULT_MAX_TOKENS_PER_USER: usize = 20;
 /// Default number of personal access tokens one user may create per
 /// [`DEFAULT_TOKEN_CREATION_WINDOW`].
-pub const DEFAULT_TOKEN_CREATIONS: u32 = 10;
+pub(crate) const DEFAULT_TOKEN_CREATIONS: u32 = 10;
 /// Default window that [`DEFAULT_TOKEN_CREATIONS`] counts in: an hour.
-pub const DEFAULT_TOKEN_CREATION_WINDOW: Duration = Duration::from_secs(60 * 60);
+pub(crate) const DEFAULT_TOKEN_CREATION_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 /// How far in the future a password time may lie and still count: clocks of app instances
 /// differ a little, never by minutes.

@@ -7,8 +7,8 @@ use futures_util::future::join_all;
 use serde::{Serialize, Serializer};
 
 use super::{SessionEngine, SessionKey, SessionRecord};
+use crate::error::{Error, StoreError};
 use crate::store::StoredSession;
-use crate::{Error, StoreError};
 
 /// How many list-and-delete rounds a revocation makes at most. The last round normally only
 /// confirms that nothing is left; each extra one needs a concurrent rotation or login.
@@ -18,7 +18,7 @@ const REVOKE_ROUNDS: usize = 8;
 ///
 /// Revocation is immediate on every app instance sharing the store: when a call returns, no
 /// revoked token authenticates again, even one being rotated at that very moment (see
-/// [`SessionStore`](crate::SessionStore) for how). A login that completes while a revocation
+/// [`SessionStore`](crate::store::SessionStore) for how). A login that completes while a revocation
 /// runs is a fresh authentication and is not revoked.
 ///
 /// Take it as an extractor in a handler, or get one from [`LoginMiddleware::sessions`] to use
@@ -117,7 +117,7 @@ impl Sessions {
 
     /// Replaces the profile and roles of every live session of `user_id`: a demoted admin loses
     /// the role on their next request, on every app instance, with or without a
-    /// [local cache](crate::store::RedisStoreBuilder::local_cache). Sessions that a login starts
+    /// [local cache](crate::RedisStoreBuilder::local_cache). Sessions that a login starts
     /// meanwhile carry what that login gave them; personal access tokens created meanwhile copy
     /// their owner's live profile, so the update settles while the user keeps creating them.
     /// Returns how many sessions it changed.

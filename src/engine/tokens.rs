@@ -7,9 +7,10 @@ use serde::{Serialize, Serializer};
 
 use super::lifecycle::random_id;
 use super::{ActiveSession, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
+use crate::error::Error;
 use crate::record::Lifetime;
+use crate::record::SessionData;
 use crate::store::{Admission, Counter};
-use crate::{Error, SessionData};
 
 /// The longest token name accepted, in bytes.
 pub(crate) const MAX_TOKEN_NAME: usize = 64;

@@ -13,8 +13,8 @@ use actix_web::HttpRequest;
 use base64::Engine as _;
 
 use super::counter::short_hash;
+use crate::error::Error;
 use crate::store::{Counter, DynThrottleStore};
-use crate::Error;
 
 /// The device cookie's name. `__Host-` makes browsers refuse it unless it is `Secure`, has
 /// `Path=/` and no `Domain`, so a sibling subdomain cannot plant one.

@@ -59,7 +59,8 @@ mod username {
 
     use super::super::throttle::{account_hash, fold_username, LoginThrottle, MAX_USERNAME_BYTES};
     use super::{config, fullwidth, near_the_cap};
-    use crate::{Error, MemoryStore};
+    use crate::error::Error;
+    use crate::store::memory::MemoryStore;
 
     fn padding() -> impl Strategy<Value = String> {
         proptest::collection::vec(

@@ -14,4 +14,4 @@ pub mod policy;
 #[cfg(feature = "password")]
 mod response;
 #[cfg(feature = "throttle")]
-pub(crate) mod throttle;
+pub mod throttle;

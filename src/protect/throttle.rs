@@ -10,9 +10,9 @@ use unicode_normalization::UnicodeNormalization as _;
 use super::counter::short_hash;
 use super::device;
 use crate::engine::address_bucket;
+use crate::error::Error;
 use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
 use crate::web::{Provenance, RequestSession};
-use crate::Error;
 
 /// The longest username looked at, in bytes. Longer ones are refused before any work.
 pub const MAX_USERNAME_BYTES: usize = 1024;
@@ -93,7 +93,8 @@ impl Limit {
 /// token the browser came with.
 ///
 /// ```no_run
-/// use actix_login::{password, LoginThrottle, RedisStore, Session};
+/// use actix_login::{password, RedisStore, Session};
+/// use actix_login::throttle::LoginThrottle;
 /// use actix_web::{web, HttpRequest, HttpResponse};
 /// # #[derive(serde::Deserialize)] struct Credentials { username: String, password: String }
 /// # fn find_user(_: &str) -> Option<(String, String)> { None }
@@ -311,7 +312,8 @@ impl LoginThrottle {
     /// had in bulk.
     ///
     /// ```no_run
-    /// # use actix_login::{password, LoginThrottle};
+    /// # use actix_login::password;
+    /// # use actix_login::throttle::LoginThrottle;
     /// # use actix_web::{web, HttpRequest, HttpResponse};
     /// # #[derive(serde::Deserialize)] struct NewAccount { username: String, password: String }
     /// async fn register(

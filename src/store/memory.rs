@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 use super::{
     Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, ThrottleStore, UserSessions,
 };
-use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
+use crate::error::StoreError;
+use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
 
 /// How many creations pass between sweeps of expired records.
 const SWEEP_EVERY: u32 = 1024;
@@ -20,7 +21,7 @@ const SWEEP_EVERY: u32 = 1024;
 /// Clones share the same sessions. Expired records are dropped when they are read and in a
 /// sweep every 1024 logins, so memory stays bounded by the number of live sessions.
 ///
-/// [`RedisStore`]: super::RedisStore
+/// [`RedisStore`]: crate::RedisStore
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,

@@ -2,7 +2,7 @@
 //!
 //! [`SessionStore`] is the whole contract between the middleware and a backend: operations on
 //! one session (its record and its data), plus a per-user index to list and rotate sessions. The crate ships
-//! `RedisStore` for production (with the `redis` feature, on by default) and [`MemoryStore`]
+//! `RedisStore` for production (with the `redis` feature, on by default) and [`MemoryStore`](crate::MemoryStore)
 //! for development and tests; any other backend only has to implement the trait.
 //!
 //! | feature | adds |
@@ -22,22 +22,24 @@ use futures_util::future::LocalBoxFuture;
 
 use serde_json::value::RawValue;
 
-use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
+use crate::error::StoreError;
+
+use crate::record::SessionData;
 
 #[cfg(feature = "local-cache")]
 mod cache;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod contract;
-pub mod memory;
+pub(crate) mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis;
+pub(crate) mod redis;
 
-pub use self::memory::MemoryStore;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use self::redis::{RedisStore, RedisStoreBuilder};
+#[cfg(feature = "actix-session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
+pub use self::redis::{ActixSessionFailClosed, ActixSessionStore};
+pub use crate::record::{DataChange, SessionKey, SessionRecord};
 
 /// A record together with the moment it will expire unless it is extended.
 #[derive(Clone, Debug)]
@@ -199,7 +201,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// A rotation cut off at any point (a dropped request, a lost connection) must leave the
     /// old token either fully working or dead, never half: best, the whole move is one atomic
     /// step (copy `old`'s data and profile into `new`, create and index `new`, delete and
-    /// unindex `old`), as [`MemoryStore`] and one Redis server do. A store
+    /// unindex `old`), as [`MemoryStore`](crate::MemoryStore) and one Redis server do. A store
     /// that cannot do it in one step (a Redis Cluster, whose index lives on another node) must,
     /// in this order: atomically copy into `new` and mark `old` as moving, after which `old` is
     /// dead to [`load`](SessionStore::load) and no [`write_data`] lands on it; index `new`;
@@ -294,7 +296,7 @@ pub enum Admission {
     },
 }
 
-/// A backend that keeps expiring counters, for [`LoginThrottle`](crate::LoginThrottle).
+/// A backend that keeps expiring counters, for [`LoginThrottle`](crate::throttle::LoginThrottle).
 ///
 /// Counters live in the same place as the sessions, so every app instance sees the same counts.
 /// Each operation must be atomic across the counters it is given, so that concurrent attempts

@@ -88,8 +88,7 @@ impl LoginMiddlewareBuilder {
         self
     }
 
-    /// The most personal access tokens one user may have at once (default 20,
-    /// [`DEFAULT_MAX_TOKENS_PER_USER`](crate::DEFAULT_MAX_TOKENS_PER_USER)). Creating one more
+    /// The most personal access tokens one user may have at once (default 20). Creating one more
     /// answers `409 {"error":"too_many_tokens"}`; the user revokes one first. Tokens do not
     /// count toward [`max_sessions_per_user`](Self::max_sessions_per_user). 0 forbids tokens.
     pub fn max_tokens_per_user(mut self, max: usize) -> Self {
@@ -98,7 +97,7 @@ impl LoginMiddlewareBuilder {
     }
 
     /// How many personal access tokens one user may create per `window` (default 10 per
-    /// hour, [`DEFAULT_TOKEN_CREATIONS`](crate::DEFAULT_TOKEN_CREATIONS)). One more answers
+    /// hour). One more answers
     /// `429 {"error":"token_rate_limited"}` with `Retry-After`. The count is kept in the
     /// store's counters (the ones that bound [anonymous sessions](Self::anonymous_sessions_per_minute)),
     /// so it holds across app instances; on a store without counters, token creation fails
@@ -277,7 +276,7 @@ impl LoginMiddlewareBuilder {
     ///
     /// This one setting serves everything that needs the address: the address recorded at login
     /// (and shown by [`Session::list_sessions`](crate::Session::list_sessions)) and the
-    /// [`LoginThrottle`](crate::LoginThrottle)'s per-address counters. A client cannot spoof the
+    /// [`LoginThrottle`](crate::throttle::LoginThrottle)'s per-address counters. A client cannot spoof the
     /// header to dodge a limit: only hops written by these proxies are believed.
     pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = std::net::IpAddr>) -> Self {
         self.config.proxies.addresses = proxies.into_iter().map(|ip| ip.to_canonical()).collect();

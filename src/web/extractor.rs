@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::request::RequestSession;
 use crate::engine::{ActiveSession, Sessions};
-use crate::Error;
+use crate::error::Error;
 
 /// The request's session state, as the middleware left it.
 pub(crate) fn request_session(req: &HttpRequest) -> Result<Rc<RequestSession>, Error> {

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::session::Session;
-use crate::{DataChange, Error};
+use crate::error::Error;
+use crate::record::DataChange;
 
 /// The session-data name flash messages wait under.
 const FLASH_KEY: &str = "_flash";

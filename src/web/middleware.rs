@@ -19,8 +19,8 @@ use super::csrf::{self, Provenance};
 use super::request::{CookieUpdate, RequestSession};
 use super::response::json_error;
 use crate::engine::{SessionEngine, Sessions};
+use crate::error::Error;
 use crate::store::SessionStore;
-use crate::Error;
 
 /// Resolves session cookies, and `Authorization: Bearer` tokens, to logged-in users. Wrap your
 /// `App` (or a scope) with it.

@@ -22,7 +22,8 @@ use crate::engine::{
     ActiveSession, CredentialsVersion, Grant, Issued, IssuedToken, PersonalToken, SessionEngine,
     SessionInfo, SessionToken,
 };
-use crate::{DataChange, Error, SessionData, SessionKey, StoreError};
+use crate::error::{Error, StoreError};
+use crate::record::{DataChange, SessionData, SessionKey};
 
 /// The change to the session cookie that the response must carry.
 pub(crate) enum CookieUpdate {
@@ -631,7 +632,7 @@ fn store_failed_earlier() -> Error {
 mod tests {
     use super::*;
     use crate::engine::SessionRules;
-    use crate::MemoryStore;
+    use crate::store::memory::MemoryStore;
 
     fn run<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()

@@ -14,7 +14,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use super::request::RequestSession;
 use crate::engine::{ActiveSession, SessionRules};
-use crate::Error;
+use crate::error::Error;
 
 /// The longest `next` path accepted, in bytes.
 const MAX_NEXT_LEN: usize = 2048;

@@ -5,7 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::{Error, StoreError};
+use crate::error::{Error, StoreError};
 
 impl Error {
     /// The status and the body's code this error answers with: the one place where either is

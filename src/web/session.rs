@@ -12,7 +12,8 @@ use super::extractor::request_session;
 use super::login::Login;
 use super::request::RequestSession;
 use crate::engine::{CredentialsVersion, Grant, IssuedToken, PersonalToken, SessionInfo};
-use crate::{DataChange, Error, SessionData};
+use crate::error::Error;
+use crate::record::{DataChange, SessionData};
 
 /// The longest `User-Agent` kept in a session record; enough to tell browsers apart, short
 /// enough that a hostile header cannot bloat the store.

@@ -5,7 +5,7 @@ use actix_web::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 
 use super::{Login, LoginMiddleware};
 use crate::engine::{Grant, Issued};
-use crate::Error;
+use crate::error::Error;
 
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 impl LoginMiddleware {

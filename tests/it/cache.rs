@@ -508,7 +508,7 @@ async fn an_unread_invalidation_is_honoured() {
 /// that none does, drops the `PING`.
 #[actix_web::test]
 async fn a_plain_store_settles_deletes_unless_promised_no_caches() {
-    use actix_login::SessionStore;
+    use actix_login::store::SessionStore;
 
     // No caching store on this server: every PING counted would be the delete's.
     let server = RedisServer::start();
@@ -527,7 +527,7 @@ async fn a_plain_store_settles_deletes_unless_promised_no_caches() {
     assert_eq!(sent.get("ping"), Some(&1), "{sent:?}");
 
     let token = log_in(&plain, 2).await;
-    let key = actix_login::SessionKey::parse(&stored_key(&token)).unwrap();
+    let key = actix_login::store::SessionKey::parse(&stored_key(&token)).unwrap();
     let before = server.command_counts();
     assert!(store.delete(&key).await.unwrap());
     assert_eq!(
@@ -544,7 +544,7 @@ async fn a_plain_store_settles_deletes_unless_promised_no_caches() {
         .await
         .unwrap();
     let token = log_in(&plain, 3).await;
-    let key = actix_login::SessionKey::parse(&stored_key(&token)).unwrap();
+    let key = actix_login::store::SessionKey::parse(&stored_key(&token)).unwrap();
     let before = server.command_counts();
     assert!(promised.delete(&key).await.unwrap());
     assert_eq!(

@@ -6,11 +6,9 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use actix_login::store::contract::check_session_store;
+use actix_login::store::{Carry, DataChange, DataWrite, SessionKey, SessionRecord, SessionStore};
 use actix_login::store::{StoredSession, UserSessions};
-use actix_login::{
-    Carry, DataChange, DataWrite, MemoryStore, SessionData, SessionKey, SessionRecord,
-    SessionStore, StoreError,
-};
+use actix_login::{MemoryStore, SessionData, StoreError};
 use serde_json::value::RawValue;
 
 #[derive(Clone, Copy, PartialEq)]

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
+use actix_login::store::SessionStore;
 use actix_login::{
     AuthUser, Error, FlashLevel, FlashMessage, Login, LoginMiddleware, MemoryStore, RedisStore,
-    Session, SessionStore, Sessions,
+    Session, Sessions,
 };
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
@@ -712,7 +713,8 @@ async fn redis_commands_per_data_request() {
 /// leaves.
 #[actix_web::test]
 async fn a_session_caught_mid_rotation_refuses_writes_and_forwards_updates() {
-    use actix_login::{DataChange, DataWrite, SessionData, SessionKey, SessionRecord};
+    use actix_login::store::{DataChange, DataWrite, SessionKey, SessionRecord};
+    use actix_login::SessionData;
     let url = shared_redis_url();
     let store = redis_store_at(&url, &unique_prefix()).await;
     let key = |text: &str| SessionKey::parse(text).unwrap();
@@ -794,7 +796,8 @@ async fn a_write_on_one_caching_instance_is_read_on_the_other_at_once() {
 /// own bookkeeping, cannot take several times the limit in memory.
 #[actix_web::test]
 async fn the_data_limit_bounds_the_memory_redis_spends() {
-    use actix_login::{DataChange, DataWrite, SessionData, SessionKey, SessionRecord};
+    use actix_login::store::{DataChange, DataWrite, SessionKey, SessionRecord};
+    use actix_login::SessionData;
 
     const LIMIT: usize = 64 * 1024;
     let server = RedisServer::start();

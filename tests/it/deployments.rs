@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use actix_login::{Admission, Counter, RedisStore, StoreError, ThrottleStore};
+use actix_login::store::{Admission, Counter, ThrottleStore};
+use actix_login::{RedisStore, StoreError};
 
 use crate::support;
 use crate::support::acl::acl_user;

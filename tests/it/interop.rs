@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_login::{ActixSessionStore, RedisStore};
+use actix_login::store::ActixSessionStore;
+use actix_login::RedisStore;
 use actix_session::config::{PersistentSession, SessionMiddlewareBuilder, TtlExtensionPolicy};
 use actix_session::{Session, SessionMiddleware};
 use actix_web::body::{to_bytes, MessageBody};

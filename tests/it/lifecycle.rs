@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use actix_login::store::SessionStore;
 use actix_login::{
-    AuthUser, Error, LoginMiddleware, LoginMiddlewareBuilder, Require, Session, SessionStore,
-    Sessions,
+    AuthUser, Error, LoginMiddleware, LoginMiddlewareBuilder, Require, Session, Sessions,
 };
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};

@@ -2,9 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use actix_login::{
-    AuthUser, Error, LoginMiddleware, MaybeUser, MemoryStore, Session, SessionStore,
-};
+use actix_login::store::SessionStore;
+use actix_login::{AuthUser, Error, LoginMiddleware, MaybeUser, MemoryStore, Session};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};

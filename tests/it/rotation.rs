@@ -4,9 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_login::{
-    Carry, DataChange, DataWrite, RedisStore, SessionData, SessionKey, SessionRecord, SessionStore,
-};
+use actix_login::store::{Carry, DataChange, DataWrite, SessionKey, SessionRecord, SessionStore};
+use actix_login::{RedisStore, SessionData};
 use serde_json::value::RawValue;
 
 use crate::support::chaos_proxy::{ChaosProxy, Mode};

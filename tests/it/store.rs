@@ -2,9 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_login::{
-    MemoryStore, RedisStore, SessionData, SessionKey, SessionRecord, SessionStore, StoreError,
-};
+use actix_login::store::{SessionKey, SessionRecord, SessionStore};
+use actix_login::{MemoryStore, RedisStore, SessionData, StoreError};
 use serde_json::value::RawValue;
 
 use crate::support;
@@ -40,7 +39,7 @@ async fn redis_store() -> RedisStore {
 #[cfg(feature = "test-util")]
 async fn check_all<S, Fut>(mut new_store: impl FnMut() -> Fut)
 where
-    S: SessionStore + actix_login::ThrottleStore,
+    S: SessionStore + actix_login::store::ThrottleStore,
     Fut: std::future::Future<Output = S>,
 {
     use actix_login::store::contract::{check_session_store, check_throttle_store};

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use actix_login::{Error, Limit, LoginMiddleware, LoginThrottle, MemoryStore, RedisStore};
+use actix_login::throttle::{Limit, LoginThrottle};
+use actix_login::{Error, LoginMiddleware, MemoryStore, RedisStore};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header;
@@ -453,8 +454,8 @@ async fn attempts_are_logged_without_usernames_or_passwords() {
 }
 
 /// The counter store's own rules, on both stores.
-async fn check_counter_rules(store: impl actix_login::ThrottleStore) {
-    use actix_login::{Admission, Counter};
+async fn check_counter_rules(store: impl actix_login::store::ThrottleStore) {
+    use actix_login::store::{Admission, Counter};
     let window = Duration::from_millis(300);
     let tight = Counter {
         name: "tight",

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix_login::store::SessionStore;
 use actix_login::{
     AuthUser, Error, Login, LoginMiddleware, MemoryStore, PersonalToken, RedisStore, Require,
-    Session, SessionStore, Sessions,
+    Session, Sessions,
 };
 use actix_web::body::MessageBody;
 use actix_web::cookie::Cookie;

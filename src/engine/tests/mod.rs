@@ -6,8 +6,11 @@ use std::future::Future;
 use serde_json::value::RawValue;
 
 use super::*;
+use crate::error::{Error, StoreError};
+use crate::record::{DataChange, SessionData};
+use crate::store::memory::MemoryStore;
+use crate::store::SessionStore;
 use crate::store::{Admission, Carry, Counter, DataWrite, StoredSession, UserSessions};
-use crate::{DataChange, Error, MemoryStore, SessionData, SessionStore, StoreError};
 
 fn run<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

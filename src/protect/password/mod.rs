@@ -24,7 +24,7 @@
 //! strangers cannot queue a returning user's login:
 //!
 //! * [`Lane::KnownDevice`]: logins from a browser that holds a valid device cookie for the
-//!   account (see [`LoginAttempt::lane`](crate::LoginAttempt::lane)). They take the next free
+//!   account (see [`LoginAttempt::lane`](crate::throttle::LoginAttempt::lane)). They take the next free
 //!   thread before any stranger, and are never refused. Each account has at most one check
 //!   waiting or running here at a time; another one for the same account at once waits among
 //!   strangers, so the owner of an account (and of as many device cookies as logins hand out)
@@ -112,8 +112,8 @@ pub enum PasswordError {
     /// Too many strangers' logins are already waiting for a hashing thread (see
     /// [the hashing queue](self#the-hashing-queue)); nothing was checked. As a response:
     /// `503 {"error":"login_busy"}` with `Retry-After`. Under a
-    /// [`LoginThrottle`](crate::LoginThrottle), report it with
-    /// [`LoginAttempt::not_checked`](crate::LoginAttempt::not_checked), so the attempt does
+    /// [`LoginThrottle`](crate::throttle::LoginThrottle), report it with
+    /// [`LoginAttempt::not_checked`](crate::throttle::LoginAttempt::not_checked), so the attempt does
     /// not count as a failure.
     #[error("too many password checks are waiting; try again shortly")]
     Busy,
@@ -221,7 +221,7 @@ pub enum Lane {
 }
 
 /// The account a [`Lane::KnownDevice`] check logs in to, as
-/// [`LoginAttempt::lane`](crate::LoginAttempt::lane) names it.
+/// [`LoginAttempt::lane`](crate::throttle::LoginAttempt::lane) names it.
 ///
 /// The known-device lane goes before every stranger, so it must not be one account's to fill:
 /// device cookies are cheap to multiply for an attacker who owns an account (every login hands
@@ -230,6 +230,7 @@ pub enum Lane {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DeviceOwner(Arc<str>);
 
+#[cfg_attr(not(feature = "throttle"), allow(dead_code))]
 impl DeviceOwner {
     pub(crate) fn new(account: &str) -> Self {
         Self(Arc::from(account))
@@ -330,7 +331,7 @@ impl PasswordHasher {
         self.verify_in(Lane::Stranger, password, stored).await
     }
 
-    /// [`verify`](Self::verify) in `lane`: pass [`LoginAttempt::lane`](crate::LoginAttempt::lane)
+    /// [`verify`](Self::verify) in `lane`: pass [`LoginAttempt::lane`](crate::throttle::LoginAttempt::lane)
     /// so that a browser with a valid device cookie is not queued behind strangers.
     ///
     /// # Errors

@@ -60,7 +60,7 @@ use redis::RedisConnectionInfo;
 
 use self::tracking::{Link, Wire};
 use super::StoredSession;
-use crate::StoreError;
+use crate::error::StoreError;
 
 mod resp3;
 mod tracking;

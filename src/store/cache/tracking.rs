@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::resp3::Scanner;
 use super::{lock, Shared};
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// How long after a failed attempt the cache waits before it tries to track again.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);

@@ -5,8 +5,8 @@ use std::time::Duration;
 use futures_util::future::{join, join_all};
 
 use super::*;
+use crate::record::DataChange;
 use crate::store::{DataWrite, SessionStore};
-use crate::DataChange;
 
 /// The data limit the checks write against.
 const LIMIT: usize = 4096;

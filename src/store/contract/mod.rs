@@ -50,8 +50,10 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde_json::value::RawValue;
 
+use crate::error::StoreError;
+use crate::record::{SessionData, SessionKey, SessionRecord};
+use crate::store::Carry;
 use crate::store::{Admission, Counter, SessionStore, ThrottleStore, UserSessions};
-use crate::{Carry, SessionData, SessionKey, SessionRecord, StoreError};
 
 /// Longer than any check runs: the absolute lifetime of the records the checks create, and the
 /// deadline of those that should not expire during a check.

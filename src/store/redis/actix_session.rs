@@ -23,7 +23,7 @@ use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::RedisStore;
-use crate::{Error, StoreError};
+use crate::error::{Error, StoreError};
 
 /// Random bytes per session key: the same 256 bits as this crate's own tokens.
 const KEY_BYTES: usize = 32;
@@ -108,7 +108,8 @@ static WARNED_UNWRAPPED: AtomicBool = AtomicBool::new(false);
 ///   Redis catches up.
 ///
 /// ```no_run
-/// use actix_login::{ActixSessionStore, RedisStore};
+/// use actix_login::RedisStore;
+/// use actix_login::store::ActixSessionStore;
 /// use actix_session::{Session, SessionMiddleware};
 /// use actix_web::cookie::Key;
 /// use actix_web::{web, App, HttpServer};

@@ -9,7 +9,7 @@ use redis::Value;
 use super::connection::{info_text, ConnectOptions, Connection, Target};
 use super::local_cache::PlannedCache;
 use super::RedisStore;
-use crate::StoreError;
+use crate::error::StoreError;
 
 const DEFAULT_PREFIX: &str = "actix-login";
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,7 +48,7 @@ impl RedisStore {
     ///
     /// Every operation on one session touches one key; the user index and the throttle counters
     /// live in other slots, and the store never needs a transaction across them (see
-    /// [`SessionStore`](crate::SessionStore)): on a cluster a session's record is written before
+    /// [`SessionStore`](crate::store::SessionStore)): on a cluster a session's record is written before
     /// its index entry, which a listing can never prune, and the record is unreachable until the
     /// login that wrote it answers.
     #[cfg(feature = "cluster")]

@@ -22,9 +22,10 @@ use redis::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::error::StoreError;
 use crate::record::{from_unix_millis, unix_millis};
+use crate::record::{SessionData, SessionRecord};
 use crate::store::StoredSession;
-use crate::{SessionData, SessionRecord, StoreError};
 
 /// The record field.
 pub(super) const RECORD: &str = "r";

@@ -9,7 +9,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::tls;
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// Where the store connects.
 #[derive(Clone)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::RedisStore;
-use crate::StoreError;
+use crate::error::StoreError;
 
 impl RedisStore {
     /// The Redis key of a user's credentials version.

@@ -5,8 +5,9 @@ use serde_json::value::RawValue;
 
 use super::codec::{decode_data, encode_user, optional_text};
 use super::{scripts, RedisStore};
+use crate::error::StoreError;
+use crate::record::{DataChange, SessionData, SessionKey};
 use crate::store::DataWrite;
-use crate::{DataChange, SessionData, SessionKey, StoreError};
 
 /// How many rotations an update follows: each hop is a rotation that started while the update
 /// ran, so more than a couple means something rotates the session in a loop.

@@ -21,9 +21,10 @@ use serde_json::value::RawValue;
 use super::codec::{
     decode, decode_data, decode_reply, encode_deadline, encode_record, encode_user,
 };
+use crate::error::StoreError;
+use crate::record::SessionRecord;
 use crate::record::{from_unix_millis, unix_millis};
 use crate::store::StoredSession;
-use crate::{SessionRecord, StoreError};
 
 /// `cases` for CI, unless `PROPTEST_CASES` asks for a longer run: `ProptestConfig::with_cases`
 /// alone would override the variable.

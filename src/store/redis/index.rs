@@ -6,8 +6,9 @@ use futures_util::future::join_all;
 
 use super::codec::{encode_deadline, encode_record, ttl_millis, DATA_PREFIX};
 use super::{scripts, RedisStore};
+use crate::error::StoreError;
+use crate::record::{SessionData, SessionKey, SessionRecord};
 use crate::store::Carry;
-use crate::{SessionData, SessionKey, SessionRecord, StoreError};
 
 /// How long an old key marked as moving lives at most, should the rest of its rotation never
 /// come (a cluster only; it is dead to every read from the moment it is marked).

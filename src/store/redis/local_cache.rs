@@ -12,8 +12,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 
 use super::connection::{Connection, Target};
+use crate::error::StoreError;
 use crate::store::StoredSession;
-use crate::StoreError;
 
 /// The store's local cache, if it keeps one.
 #[derive(Clone, Default)]
@@ -87,9 +87,9 @@ mod imp {
     use redis::Value;
 
     use super::super::connection::{info_text, Connection, Target};
+    use crate::error::StoreError;
     use crate::store::cache::{run_id, LocalCache, ServerProbe, TrackingTarget};
     use crate::store::StoredSession;
-    use crate::StoreError;
 
     pub(super) type Inner = LocalCache;
 
@@ -179,8 +179,8 @@ mod imp {
     use redis::aio::MultiplexedConnection;
 
     use super::super::connection::{Connection, Target};
+    use crate::error::StoreError;
     use crate::store::StoredSession;
-    use crate::StoreError;
 
     /// A cache that cannot exist: without the feature, `Cache` always holds `None`.
     #[derive(Clone)]

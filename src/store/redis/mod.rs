@@ -19,7 +19,8 @@ use self::connection::Connection;
 use self::index::Moved;
 use self::local_cache::Cache;
 use super::{Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, UserSessions};
-use crate::{DataChange, SessionData, SessionKey, SessionRecord, StoreError};
+use crate::error::StoreError;
+use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
 
 #[cfg(feature = "actix-session")]
 mod actix_session;

@@ -15,7 +15,7 @@ use redis::{
     RedisFuture, ServerErrorKind, TlsMode, Value,
 };
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// A failed re-resolution is not retried sooner than this, so a burst of failing requests
 /// during a failover asks the sentinels a few times a second, not once per request.

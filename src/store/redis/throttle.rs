@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::RedisStore;
+use crate::error::StoreError;
 use crate::store::{Admission, Counter, ThrottleStore};
-use crate::StoreError;
 
 /// Checks every counter, then counts the attempt in all of them or in none. `KEYS` are the
 /// counters; `ARGV` holds `max, window_ms` per counter. Returns -1 when admitted, else the

@@ -11,7 +11,7 @@
 //! This module knows nothing of the builder or the connection: it is handed the URLs and the
 //! [`TlsOptions`], and answers with what redis-rs needs.
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// The TLS settings of a builder.
 #[cfg(feature = "tls")]

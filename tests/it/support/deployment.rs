@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use actix_login::store::SessionStore;
 use actix_login::{
-    AuthUser, Error, Login, LoginMiddleware, MemoryStore, RedisStore, Require, Session,
-    SessionStore, Sessions,
+    AuthUser, Error, Login, LoginMiddleware, MemoryStore, RedisStore, Require, Session, Sessions,
 };
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceResponse};
@@ -289,7 +289,7 @@ impl TestApp {
 
     async fn start(deployment: Deployment, private: bool, timeout: Duration) -> Self {
         let prefix = unique_prefix();
-        let configure = |builder: actix_login::store::RedisStoreBuilder, i: usize| {
+        let configure = |builder: actix_login::RedisStoreBuilder, i: usize| {
             let mut builder = builder
                 .key_prefix(&prefix)
                 .command_timeout(timeout)

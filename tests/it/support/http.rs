@@ -102,7 +102,8 @@ where
 /// The smallest app around a store: `POST /login/{id}`, `GET /me` (answers the user id) and
 /// `POST /logout`.
 pub mod minimal {
-    use actix_login::{AuthUser, Error, LoginMiddleware, Session, SessionStore};
+    use actix_login::store::SessionStore;
+    use actix_login::{AuthUser, Error, LoginMiddleware, Session};
     use actix_web::body::MessageBody;
     use actix_web::dev::{Service, ServiceResponse};
     use actix_web::{test, web, App, HttpResponse};

@@ -134,7 +134,7 @@ impl<S> Wrapped<S> {
 
     fn stored_deadline(
         &self,
-        key: &actix_login::SessionKey,
+        key: &actix_login::store::SessionKey,
         real: std::time::SystemTime,
     ) -> std::time::SystemTime {
         if !self.keep_expired {
@@ -148,11 +148,11 @@ impl<S> Wrapped<S> {
     }
 }
 
-impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
+impl<S: actix_login::store::SessionStore> actix_login::store::SessionStore for Wrapped<S> {
     async fn create(
         &self,
-        key: &actix_login::SessionKey,
-        record: &actix_login::SessionRecord,
+        key: &actix_login::store::SessionKey,
+        record: &actix_login::store::SessionRecord,
         expires_at: std::time::SystemTime,
         data: &actix_login::SessionData,
     ) -> Result<bool, actix_login::StoreError> {
@@ -162,7 +162,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
 
     async fn load(
         &self,
-        key: &actix_login::SessionKey,
+        key: &actix_login::store::SessionKey,
     ) -> Result<Option<actix_login::store::StoredSession>, actix_login::StoreError> {
         let failing = self
             .failing_loads
@@ -182,7 +182,7 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
 
     async fn extend(
         &self,
-        key: &actix_login::SessionKey,
+        key: &actix_login::store::SessionKey,
         expires_at: std::time::SystemTime,
     ) -> Result<bool, actix_login::StoreError> {
         self.extend_calls.fetch_add(1, Ordering::SeqCst);
@@ -194,30 +194,33 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
 
     async fn load_data(
         &self,
-        key: &actix_login::SessionKey,
+        key: &actix_login::store::SessionKey,
     ) -> Result<Option<actix_login::SessionData>, actix_login::StoreError> {
         self.inner.load_data(key).await
     }
 
     async fn write_data(
         &self,
-        key: &actix_login::SessionKey,
-        changes: &[actix_login::DataChange],
+        key: &actix_login::store::SessionKey,
+        changes: &[actix_login::store::DataChange],
         max_size: usize,
-    ) -> Result<actix_login::DataWrite, actix_login::StoreError> {
+    ) -> Result<actix_login::store::DataWrite, actix_login::StoreError> {
         self.inner.write_data(key, changes, max_size).await
     }
 
     async fn update_user(
         &self,
-        key: &actix_login::SessionKey,
+        key: &actix_login::store::SessionKey,
         user: &serde_json::value::RawValue,
         roles: &[String],
     ) -> Result<bool, actix_login::StoreError> {
         self.inner.update_user(key, user, roles).await
     }
 
-    async fn delete(&self, key: &actix_login::SessionKey) -> Result<bool, actix_login::StoreError> {
+    async fn delete(
+        &self,
+        key: &actix_login::store::SessionKey,
+    ) -> Result<bool, actix_login::StoreError> {
         self.gate.pass("delete").await;
         tokio::time::sleep(self.delete_delay).await;
         self.inner.delete(key).await
@@ -248,11 +251,11 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
 
     async fn rotate(
         &self,
-        old: &actix_login::SessionKey,
-        new: &actix_login::SessionKey,
-        record: &actix_login::SessionRecord,
+        old: &actix_login::store::SessionKey,
+        new: &actix_login::store::SessionKey,
+        record: &actix_login::store::SessionRecord,
         expires_at: std::time::SystemTime,
-        carry: actix_login::Carry,
+        carry: actix_login::store::Carry,
     ) -> Result<bool, actix_login::StoreError> {
         self.gate.pass("rotate").await;
         tokio::time::sleep(self.rotate_delay).await;
@@ -262,8 +265,8 @@ impl<S: actix_login::SessionStore> actix_login::SessionStore for Wrapped<S> {
 
     async fn admit_anonymous(
         &self,
-        counters: &[actix_login::Counter<'_>],
-    ) -> Result<actix_login::Admission, actix_login::StoreError> {
+        counters: &[actix_login::store::Counter<'_>],
+    ) -> Result<actix_login::store::Admission, actix_login::StoreError> {
         self.inner.admit_anonymous(counters).await
     }
 
