@@ -29,17 +29,17 @@ mod address;
 mod credentials;
 mod data;
 mod lifecycle;
+mod personal_tokens;
 pub(crate) mod rules;
+pub(crate) mod session_token;
 mod sessions;
-pub(crate) mod token;
-mod tokens;
 
 #[cfg(feature = "throttle")]
 pub(crate) use self::address::address_bucket;
+pub use self::personal_tokens::{IssuedToken, PersonalToken};
 pub(crate) use self::rules::SessionRules;
+pub(crate) use self::session_token::SessionToken;
 pub use self::sessions::{SessionInfo, SessionKind, Sessions};
-pub(crate) use self::token::SessionToken;
-pub use self::tokens::{IssuedToken, PersonalToken};
 
 /// A store and the rules its sessions follow. Cheap to clone: both are shared.
 #[derive(Clone)]

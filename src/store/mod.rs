@@ -5,15 +5,7 @@
 //! `RedisStore` for production (with the `redis` feature, on by default) and [`MemoryStore`](crate::MemoryStore)
 //! for development and tests; any other backend only has to implement the trait.
 //!
-//! | feature | adds |
-//! |---|---|
-//! | `redis` (default) | `RedisStore` on a standalone server |
-//! | `cluster` | `RedisStore::cluster_builder`, for Redis Cluster |
-//! | `sentinel` | `RedisStore::sentinel_builder`, for a primary named by Redis Sentinel |
-//! | `tls` | `rediss://` URLs (rustls with ring) and `RedisStoreBuilder::tls_root_certificate` |
-//! | `local-cache` | `RedisStoreBuilder::local_cache`, an in-process copy kept honest by Redis |
-//!
-//! Each of the last four turns on `redis`.
+//! Which cargo feature brings which store is in [the crate's feature table](crate#cargo-features).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

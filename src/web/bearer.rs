@@ -4,7 +4,7 @@ use actix_web::http::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENT
 use actix_web::HttpResponse;
 
 use super::response::json_error;
-use crate::engine::token::{SessionToken, TOKEN_LEN};
+use crate::engine::session_token::{SessionToken, TOKEN_LEN};
 
 /// What the `Authorization` header says about a bearer token.
 pub(crate) enum BearerHeader {

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use actix_web::cookie::{time, Cookie, SameSite};
 use actix_web::http::header::{HeaderMap, COOKIE};
 
-use crate::engine::token::{SessionToken, TOKEN_LEN};
+use crate::engine::session_token::{SessionToken, TOKEN_LEN};
 
 /// Attributes of the session cookie.
 #[derive(Clone, Debug)]

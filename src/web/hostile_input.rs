@@ -32,7 +32,7 @@ use super::csrf::{
 };
 use super::origin::Origin;
 use super::require::safe_next;
-use crate::engine::token::{SessionToken, TOKEN_LEN};
+use crate::engine::session_token::{SessionToken, TOKEN_LEN};
 
 /// `cases` for CI, unless `PROPTEST_CASES` asks for a longer run: `ProptestConfig::with_cases`
 /// alone would override the variable.
