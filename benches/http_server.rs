@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use actix_identity::{Identity, IdentityMiddleware};
 use actix_login::password::PasswordHasher;
-use actix_login::{AuthUser, LoginMiddleware, RedisStore, Session};
+use actix_login::{AuthUser, LoginMiddleware, RedisStore, Session, Timeouts};
 use actix_session::storage::RedisSessionStore;
 use actix_session::SessionMiddleware;
 use actix_web::cookie::Key;
@@ -319,7 +319,7 @@ async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<
     // benches/scale.sh loads its sessions with the same idle timeout, long enough that none
     // is due for an idle-deadline refresh while it measures: it compares steady-state lookups.
     if let Some(secs) = idle_timeout_secs()? {
-        sessions = sessions.idle_timeout(Duration::from_secs(secs));
+        sessions = sessions.timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(secs)));
     }
     let sessions = sessions.build();
     let hasher = PasswordHasher::new();

@@ -35,7 +35,7 @@ use std::io::{self, BufWriter, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix_login::{LoginMiddleware, RedisStore, Session, Sessions};
+use actix_login::{LoginMiddleware, RedisStore, Session, Sessions, Timeouts};
 use actix_web::dev::Service as _;
 use actix_web::{test, web, App, HttpResponse};
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
@@ -113,7 +113,7 @@ async fn setup(url: &str) -> io::Result<Setup> {
         let secs: u64 = secs
             .parse()
             .map_err(|_| io::Error::other("IDLE_TIMEOUT_SECS must be a number"))?;
-        builder = builder.idle_timeout(Duration::from_secs(secs));
+        builder = builder.timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(secs)));
     }
     Ok(Setup {
         middleware: builder.build(),

@@ -5,7 +5,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! use actix_login::{password, AuthUser, LoginMiddleware, RedisStore, Session};
+//! use actix_login::{password, AuthUser, LoginMiddleware, RedisStore, Session, Timeouts};
 //! use actix_web::{web, App, HttpResponse, HttpServer};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -53,7 +53,7 @@
 //!         .map_err(std::io::Error::other)?;
 //!     // Build the middleware once, outside the factory closure, so every worker shares it.
 //!     let sessions = LoginMiddleware::builder(store)
-//!         .idle_timeout(Duration::from_secs(15 * 60))
+//!         .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(15 * 60)))
 //!         .build();
 //!     HttpServer::new(move || {
 //!         App::new()
@@ -90,11 +90,11 @@
 //!
 //! A session ends at the first of two deadlines, both kept by the store:
 //!
-//! * **idle** ([`idle_timeout`](LoginMiddlewareBuilder::idle_timeout), default 30 minutes): the
+//! * **idle** ([`timeouts`](LoginMiddlewareBuilder::timeouts), default 30 minutes): the
 //!   store is written only when a request would move the deadline by at least a tenth of the
 //!   window, so an active session costs at most one write per 3 minutes, and an idle one ends
 //!   between 27 and 30 minutes after its last request;
-//! * **absolute** ([`absolute_timeout`](LoginMiddlewareBuilder::absolute_timeout), default 12
+//! * **absolute** ([`timeouts`](LoginMiddlewareBuilder::timeouts), default 12
 //!   hours after login), which no activity extends.
 //!
 //! # Session data
@@ -131,8 +131,8 @@
 //!
 //! * **Anonymous sessions** start with a visitor's first write (a read never starts one). They
 //!   are no login ([`AuthUser`] answers `401`), belong to no user's list, have their own, shorter
-//!   [idle](LoginMiddlewareBuilder::anonymous_idle_timeout) and
-//!   [absolute](LoginMiddlewareBuilder::anonymous_absolute_timeout) limits, and are
+//!   [idle](LoginMiddlewareBuilder::anonymous_timeouts) and
+//!   [absolute](LoginMiddlewareBuilder::anonymous_timeouts) limits, and are
 //!   [bounded](LoginMiddlewareBuilder::anonymous_sessions_per_minute) per address and per
 //!   network, fairly: a flood from some networks never stops visitors from others.
 //! * **Login keeps the data** of the visitor's session, on a new token; [`Login::keep_data`]
@@ -149,7 +149,7 @@
 //! # Remember me and bearer tokens
 //!
 //! [`Login::remember`] makes a login long-lived ("keep me signed in"): the
-//! [remember timeouts](LoginMiddlewareBuilder::remember_idle_timeout) (7 days idle, 30 days in
+//! [remember timeouts](LoginMiddlewareBuilder::remember_timeouts) (7 days idle, 30 days in
 //! all by default) and a persistent cookie whose `Max-Age` follows the idle deadline. Clients
 //! that are not browsers send `Authorization: Bearer <token>` instead of a cookie: a token from
 //! [`Session::login_bearer`], or a named [`PersonalToken`] a logged-in user creates with
@@ -421,7 +421,7 @@ mod web;
 // (the traits, the record and key types) is under `store`, and each type has one path.
 pub use actix_web::cookie::SameSite;
 
-pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions};
+pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, Timeouts};
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]
 #[cfg_attr(docsrs, doc(cfg(feature = "password")))]

@@ -3,27 +3,34 @@
 use std::time::Duration;
 
 use actix_login::throttle::{Limit, LoginThrottle};
-use actix_login::LoginMiddlewareBuilder;
+use actix_login::{LoginMiddlewareBuilder, Timeouts};
 
 /// Applies the optional environment knobs to the middleware settings.
 pub(crate) fn configure(
     mut builder: LoginMiddlewareBuilder,
 ) -> std::io::Result<LoginMiddlewareBuilder> {
+    let mut browser = Timeouts::BROWSER;
     if let Some(secs) = env_number("IDLE_TIMEOUT_SECS")? {
-        builder = builder.idle_timeout(Duration::from_secs(secs));
+        browser = browser.with_idle(Duration::from_secs(secs));
     }
     if let Some(secs) = env_number("ABSOLUTE_TIMEOUT_SECS")? {
-        builder = builder.absolute_timeout(Duration::from_secs(secs));
+        browser = browser.with_absolute(Duration::from_secs(secs));
     }
+    let mut remembered = Timeouts::REMEMBERED;
     if let Some(secs) = env_number("REMEMBER_IDLE_TIMEOUT_SECS")? {
-        builder = builder.remember_idle_timeout(Duration::from_secs(secs));
+        remembered = remembered.with_idle(Duration::from_secs(secs));
     }
     if let Some(secs) = env_number("REMEMBER_ABSOLUTE_TIMEOUT_SECS")? {
-        builder = builder.remember_absolute_timeout(Duration::from_secs(secs));
+        remembered = remembered.with_absolute(Duration::from_secs(secs));
     }
+    let mut anonymous = Timeouts::ANONYMOUS;
     if let Some(secs) = env_number("ANON_IDLE_TIMEOUT_SECS")? {
-        builder = builder.anonymous_idle_timeout(Duration::from_secs(secs));
+        anonymous = anonymous.with_idle(Duration::from_secs(secs));
     }
+    builder = builder
+        .timeouts(browser)
+        .remember_timeouts(remembered)
+        .anonymous_timeouts(anonymous);
     if let Some(secs) = env_number("FRESH_WINDOW_SECS")? {
         builder = builder.fresh_window(Duration::from_secs(secs));
     }

@@ -38,6 +38,7 @@ mod sessions;
 pub(crate) use self::address::address_bucket;
 pub use self::personal_tokens::{IssuedToken, PersonalToken};
 pub(crate) use self::rules::SessionRules;
+pub use self::rules::Timeouts;
 pub(crate) use self::session_token::SessionToken;
 pub use self::sessions::{SessionInfo, SessionKind, Sessions};
 

@@ -37,6 +37,65 @@ pub(crate) const DEFAULT_ANONYMOUS_PER_NETWORK: u32 = 100;
 /// worth) draw on.
 pub(crate) const DEFAULT_ANONYMOUS_PER_MINUTE: u32 = 1_000;
 
+/// How long one kind of session lives: how long it may go unused (`idle`), and how long it may
+/// last however active it is (`absolute`, measured from login). Start from the kind's defaults
+/// and change what differs:
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_login::{LoginMiddleware, MemoryStore, Timeouts};
+///
+/// let sessions = LoginMiddleware::builder(MemoryStore::new())
+///     .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(15 * 60)))
+///     .remember_timeouts(Timeouts::REMEMBERED.with_absolute(Duration::from_secs(14 * 24 * 60 * 60)))
+///     .build();
+/// ```
+///
+/// Values above 100 years count as 100 years.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long a session may go unused before it ends. Activity moves the deadline forward,
+    /// but the store is written at most once per tenth of this window: an idle session ends
+    /// between 90 % and 100 % of it after its last request, never after `absolute`.
+    pub idle: Duration,
+    /// How long a session may last however active it is, measured from login.
+    pub absolute: Duration,
+}
+
+impl Timeouts {
+    /// A browser login's defaults: 30 minutes idle, 12 hours in all.
+    pub const BROWSER: Self = Self::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_ABSOLUTE_TIMEOUT);
+    /// A remembered login's defaults ("keep me signed in"): 7 days idle, 30 days in all, the
+    /// longest NIST SP 800-63B allows between logins for a single-factor session.
+    pub const REMEMBERED: Self = Self::new(
+        DEFAULT_REMEMBER_IDLE_TIMEOUT,
+        DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT,
+    );
+    /// The defaults of a session without a login (started by a visitor's first data write):
+    /// 15 minutes idle, 4 hours in all.
+    pub const ANONYMOUS: Self = Self::new(
+        DEFAULT_ANONYMOUS_IDLE_TIMEOUT,
+        DEFAULT_ANONYMOUS_ABSOLUTE_TIMEOUT,
+    );
+
+    /// These two timeouts.
+    pub const fn new(idle: Duration, absolute: Duration) -> Self {
+        Self { idle, absolute }
+    }
+
+    /// The same, with another idle timeout.
+    #[must_use]
+    pub const fn with_idle(self, idle: Duration) -> Self {
+        Self { idle, ..self }
+    }
+
+    /// The same, with another absolute timeout.
+    #[must_use]
+    pub const fn with_absolute(self, absolute: Duration) -> Self {
+        Self { absolute, ..self }
+    }
+}
+
 /// Default cap on one user's concurrent sessions. Far above what people use, low enough that
 /// listing and revoking a user's sessions stays cheap even for an attacker who has the password
 /// and logs in over and over.

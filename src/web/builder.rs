@@ -10,7 +10,7 @@ use super::cookie::CookieConfig;
 use super::csrf::CsrfConfig;
 use super::origin::Origin;
 use super::LoginMiddleware;
-use crate::engine::{SessionEngine, SessionRules};
+use crate::engine::{SessionEngine, SessionRules, Timeouts};
 use crate::store::{DynStore, SessionStore};
 
 /// What the web layer needs besides the engine: how the cookie looks, which requests count as
@@ -26,11 +26,10 @@ pub(crate) struct WebConfig {
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_login::{LoginMiddleware, MemoryStore, SameSite};
+/// use actix_login::{LoginMiddleware, MemoryStore, SameSite, Timeouts};
 ///
 /// let middleware = LoginMiddleware::builder(MemoryStore::new())
-///     .idle_timeout(Duration::from_secs(15 * 60))
-///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+///     .timeouts(Timeouts::new(Duration::from_secs(15 * 60), Duration::from_secs(8 * 60 * 60)))
 ///     .cookie_same_site(SameSite::Strict)
 ///     .build();
 /// ```
@@ -50,21 +49,31 @@ impl LoginMiddlewareBuilder {
         }
     }
 
-    /// How long a session may go unused before it ends (default 30 minutes).
-    ///
-    /// Activity moves the deadline forward, but the store is written at most once per tenth of
-    /// this window: an idle session ends between 90 % and 100 % of `timeout` after its last
-    /// request, and never after the [absolute timeout](Self::absolute_timeout). Values above 100
-    /// years count as 100 years.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.rules.set_idle_timeout(timeout);
+    /// How long a browser login lives (default [`Timeouts::BROWSER`]: 30 minutes idle, 12
+    /// hours in all). An idle session ends between 90 % and 100 % of the idle timeout after
+    /// its last request, and never after the absolute one.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.rules.set_idle_timeout(timeouts.idle);
+        self.rules.set_absolute_timeout(timeouts.absolute);
         self
     }
 
-    /// How long a session may last however active it is (default 12 hours). Measured from login.
-    /// Values above 100 years count as 100 years.
-    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.rules.set_absolute_timeout(timeout);
+    /// How long a remembered login lives ("keep me signed in", [`Login::remember`](crate::Login::remember);
+    /// default [`Timeouts::REMEMBERED`]: 7 days idle, 30 days in all, the longest NIST SP
+    /// 800-63B allows between logins for a single-factor session). Its cookie expires with its
+    /// idle deadline.
+    pub fn remember_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.rules.set_remember_idle_timeout(timeouts.idle);
+        self.rules.set_remember_absolute_timeout(timeouts.absolute);
+        self
+    }
+
+    /// How long a session without a login lives (default [`Timeouts::ANONYMOUS`]: 15 minutes
+    /// idle, 4 hours in all). Such a session starts with a visitor's first write of
+    /// [session data](crate::Session::insert).
+    pub fn anonymous_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.rules.set_anonymous_idle_timeout(timeouts.idle);
+        self.rules.set_anonymous_absolute_timeout(timeouts.absolute);
         self
     }
 
@@ -107,19 +116,6 @@ impl LoginMiddlewareBuilder {
         self
     }
 
-    /// How long a session without a login may go unused before it ends (default 15 minutes).
-    /// Such a session starts with a visitor's first write of [session data](crate::Session::insert).
-    pub fn anonymous_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.rules.set_anonymous_idle_timeout(timeout);
-        self
-    }
-
-    /// How long a session without a login may last however active it is (default 4 hours).
-    pub fn anonymous_absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.rules.set_anonymous_absolute_timeout(timeout);
-        self
-    }
-
     /// How many sessions without a login may start per minute: at most `per_address` from one
     /// client address (an IPv4 address or an IPv6 /64; the address as
     /// [`trust_proxies`](Self::trust_proxies) resolves it), and `shared` more in all, across
@@ -140,7 +136,7 @@ impl LoginMiddlewareBuilder {
     /// There is no bound in all that strangers could spend, so the number of anonymous
     /// sessions follows the number of regions sending them: per minute at most
     /// `per_network` × (regions) + `shared`. Abandoned sessions end after the 15-minute
-    /// [idle timeout](Self::anonymous_idle_timeout), so with the defaults a bot herd in `n`
+    /// [idle timeout](Self::anonymous_timeouts), so with the defaults a bot herd in `n`
     /// regions keeps at most 15 × (100 `n` + 1000) of them waiting for it (1.5 million for a
     /// thousand /16s), each with at most [`max_data_size`](Self::max_data_size) of data; one
     /// that keeps them alive is still bounded by the 4-hour absolute lifetime. Lower the
@@ -168,21 +164,6 @@ impl LoginMiddlewareBuilder {
     /// a write that shrinks the data always succeeds.
     pub fn max_data_size(mut self, bytes: usize) -> Self {
         self.rules.set_max_data_size(bytes);
-        self
-    }
-
-    /// How long a remembered session ("keep me signed in", [`Login::remember`](crate::Login::remember))
-    /// may go unused before it ends (default 7 days). Its cookie expires with it.
-    pub fn remember_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.rules.set_remember_idle_timeout(timeout);
-        self
-    }
-
-    /// How long a remembered session may last however active it is (default 30 days, the
-    /// longest NIST SP 800-63B allows between logins for a single-factor session). Measured
-    /// from login.
-    pub fn remember_absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.rules.set_remember_absolute_timeout(timeout);
         self
     }
 

@@ -48,7 +48,7 @@ impl Login {
     }
 
     /// Whether the session is remembered ("keep me signed in", default `false`): it follows
-    /// the longer [remember timeouts](crate::LoginMiddlewareBuilder::remember_idle_timeout)
+    /// the longer [remember timeouts](crate::LoginMiddlewareBuilder::remember_timeouts)
     /// (7 days idle, 30 days in all by default) instead of the normal ones, and its cookie
     /// persists across browser restarts (`Max-Age` up to the session's idle deadline, moved
     /// whenever the deadline moves, never past the absolute end). Without it the cookie lasts

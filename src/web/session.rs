@@ -296,7 +296,7 @@ impl Session {
     /// The write goes to the store at once, in one round trip, and changes only `name`:
     /// concurrent requests writing other names lose nothing. A visitor without a session gets an
     /// anonymous one, and the response sets its cookie; it is not a login ([`AuthUser`] still
-    /// answers `401`), has its own, shorter [timeouts](crate::LoginMiddlewareBuilder::anonymous_idle_timeout),
+    /// answers `401`), has its own, shorter [timeouts](crate::LoginMiddlewareBuilder::anonymous_timeouts),
     /// and counts against the [bounds on new anonymous sessions](crate::LoginMiddlewareBuilder::anonymous_sessions_per_minute).
     /// A later [`login`](Self::login) keeps the data, unless told otherwise with
     /// [`Login::keep_data`].

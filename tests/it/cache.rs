@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use actix_login::{AuthUser, Error, LoginMiddleware, RedisStore, Session};
+use actix_login::{AuthUser, Error, LoginMiddleware, RedisStore, Session, Timeouts};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web, App, HttpResponse};
@@ -213,7 +213,7 @@ async fn an_idle_session_expires_in_the_cache_too() {
         App::new()
             .wrap(
                 LoginMiddleware::builder(store)
-                    .idle_timeout(Duration::from_millis(400))
+                    .timeouts(Timeouts::BROWSER.with_idle(Duration::from_millis(400)))
                     .build(),
             )
             .route("/login/{id}", web::post().to(login))

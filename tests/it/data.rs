@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_login::store::SessionStore;
 use actix_login::{
     AuthUser, Error, FlashLevel, FlashMessage, Login, LoginMiddleware, MemoryStore, RedisStore,
-    Session, Sessions,
+    Session, Sessions, Timeouts,
 };
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
@@ -285,7 +285,7 @@ async fn concurrent_writes_lose_nothing_and_resurrect_nothing() {
     let prefix = unique_prefix();
     let store = redis_store_at(&url, &prefix).await;
     let app = app(LoginMiddleware::builder(store)
-        .idle_timeout(Duration::from_millis(2000))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_millis(2000)))
         .build())
     .await;
     let token = log_in(&app, 1).await;
@@ -543,7 +543,7 @@ async fn a_flood_from_one_ipv4_24_is_bounded_as_one_network() {
 async fn anonymous_sessions_keep_their_own_shorter_timeouts() {
     let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
     let app = app(LoginMiddleware::builder(store)
-        .anonymous_idle_timeout(Duration::from_millis(600))
+        .anonymous_timeouts(Timeouts::ANONYMOUS.with_idle(Duration::from_millis(600)))
         .build())
     .await;
     let (_, _, cookie) = call(&app, post("/cart/tea", None)).await;

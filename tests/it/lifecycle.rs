@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_login::store::SessionStore;
 use actix_login::{
-    AuthUser, Error, LoginMiddleware, LoginMiddlewareBuilder, Require, Session, Sessions,
+    AuthUser, Error, LoginMiddleware, LoginMiddlewareBuilder, Require, Session, Sessions, Timeouts,
 };
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
@@ -317,7 +317,8 @@ async fn the_oldest_sessions_are_evicted_at_the_cap() {
 #[actix_web::test]
 async fn expired_sessions_leave_the_index_and_every_key_has_a_ttl() {
     let (middleware, url, prefix) =
-        redis_middleware(|b| b.idle_timeout(Duration::from_millis(300))).await;
+        redis_middleware(|b| b.timeouts(Timeouts::BROWSER.with_idle(Duration::from_millis(300))))
+            .await;
     let app = app(middleware).await;
     for _ in 0..3 {
         log_in(&app, 7).await;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use actix_login::store::SessionStore;
-use actix_login::{AuthUser, Error, LoginMiddleware, MaybeUser, MemoryStore, Session};
+use actix_login::{AuthUser, Error, LoginMiddleware, MaybeUser, MemoryStore, Session, Timeouts};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
@@ -347,7 +347,7 @@ async fn idle_sessions_expire_and_active_ones_stay() {
     // lose more than a second between two of them to end the active session early.
     let idle_timeout = Duration::from_millis(1500);
     let middleware = LoginMiddleware::builder(redis_store_at(&url, &prefix).await)
-        .idle_timeout(idle_timeout)
+        .timeouts(Timeouts::BROWSER.with_idle(idle_timeout))
         .build();
     let app = app(middleware).await;
 
@@ -384,8 +384,10 @@ async fn activity_never_extends_a_session_past_its_absolute_lifetime() {
     let url = shared_redis_url();
     let prefix = unique_prefix();
     let middleware = LoginMiddleware::builder(redis_store_at(&url, &prefix).await)
-        .idle_timeout(Duration::from_millis(800))
-        .absolute_timeout(Duration::from_millis(1500))
+        .timeouts(Timeouts::new(
+            Duration::from_millis(800),
+            Duration::from_millis(1500),
+        ))
         .build();
     let app = app(middleware).await;
     // The session's end lies between these two instants plus 1.5 s. Each answer is judged by
@@ -446,7 +448,7 @@ async fn logout_racing_in_flight_refreshes_is_final() {
     let store = support::wrapped_store::Wrapped::new(redis_store_at(&url, &prefix).await);
     let gate = store.gate.clone();
     let middleware = LoginMiddleware::builder(store)
-        .idle_timeout(Duration::from_secs(1))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(1)))
         .build();
     let app = app(middleware).await;
     for round in 0..3 {
@@ -498,7 +500,7 @@ async fn deadlines_hold_even_when_the_store_returns_expired_records() {
     store.report_idle_deadline = true;
     let extends = std::sync::Arc::clone(&store.extend_calls);
     let middleware = LoginMiddleware::builder(store)
-        .idle_timeout(Duration::from_millis(300))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_millis(300)))
         .build();
     let idle_app = app(middleware).await;
     let token = log_in(&idle_app, 1).await;
@@ -514,7 +516,7 @@ async fn deadlines_hold_even_when_the_store_returns_expired_records() {
     let mut store = support::wrapped_store::Wrapped::new(MemoryStore::new());
     store.keep_expired = true;
     let middleware = LoginMiddleware::builder(store)
-        .absolute_timeout(Duration::from_millis(300))
+        .timeouts(Timeouts::BROWSER.with_absolute(Duration::from_millis(300)))
         .build();
     let absolute_app = app(middleware).await;
     let token = log_in(&absolute_app, 1).await;
@@ -679,8 +681,7 @@ async fn unlimited_timeouts_do_not_overflow() {
             LoginMiddleware::builder(MemoryStore::new())
         };
         let middleware = builder
-            .idle_timeout(Duration::MAX)
-            .absolute_timeout(Duration::MAX)
+            .timeouts(Timeouts::new(Duration::MAX, Duration::MAX))
             .fresh_window(Duration::MAX)
             .build();
         let app = app(middleware).await;
@@ -694,7 +695,7 @@ async fn unlimited_timeouts_do_not_overflow() {
 async fn redis_commands_per_operation() {
     let server = RedisServer::start();
     let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), "cost").await)
-        .idle_timeout(Duration::from_secs(1))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(1)))
         .build();
     let app = app(middleware).await;
     let counts = |pairs: &[(&str, u64)]| -> std::collections::HashMap<String, u64> {

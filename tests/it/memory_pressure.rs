@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use actix_login::{AuthUser, Error, LoginMiddleware, Session, Sessions};
+use actix_login::{AuthUser, Error, LoginMiddleware, Session, Sessions, Timeouts};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web, App, HttpResponse};
@@ -249,7 +249,7 @@ fn noeviction_server() -> RedisServer {
 async fn noeviction_refuses_writes_with_503_and_keeps_existing_sessions() {
     let server = noeviction_server();
     let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), PREFIX).await)
-        .idle_timeout(Duration::from_secs(3600))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(3600)))
         .build();
     let sessions: Sessions = middleware.sessions();
     let app = app(middleware).await;
@@ -385,7 +385,7 @@ async fn noeviction_a_read_due_for_a_refresh_is_503_and_changes_nothing() {
     // Refreshes are due a tenth of the idle window after the last one.
     let idle = Duration::from_secs(8);
     let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), PREFIX).await)
-        .idle_timeout(idle)
+        .timeouts(Timeouts::BROWSER.with_idle(idle))
         .build();
     let app = app(middleware).await;
     let token = log_in_as(&app, 1).await;
@@ -463,7 +463,7 @@ async fn check_eviction(policy: &str) {
         "--maxmemory 4mb --maxmemory-policy {policy} --maxmemory-samples 5"
     ));
     let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), PREFIX).await)
-        .idle_timeout(Duration::from_secs(3600))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(3600)))
         .build();
     let sessions = middleware.sessions();
     let app = app(middleware).await;
@@ -640,7 +640,7 @@ async fn eviction_is_a_logout_under_volatile_lfu() {
 async fn evict_the_colder_of_session_and_index(policy: &str) -> (bool, usize, u16) {
     let server = RedisServer::start_with(&format!("--maxmemory 4mb --maxmemory-policy {policy}"));
     let middleware = LoginMiddleware::builder(redis_store_at(&server.url(), PREFIX).await)
-        .idle_timeout(Duration::from_secs(3600))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(3600)))
         .build();
     let sessions = middleware.sessions();
     let app = app(middleware).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_login::store::SessionStore;
 use actix_login::{
     AuthUser, Error, Login, LoginMiddleware, MemoryStore, PersonalToken, RedisStore, Require,
-    Session, Sessions,
+    Session, Sessions, Timeouts,
 };
 use actix_web::body::MessageBody;
 use actix_web::cookie::Cookie;
@@ -835,9 +835,11 @@ fn max_age(set_cookie: &str) -> Option<i64> {
 #[actix_web::test]
 async fn a_remembered_login_persists_its_cookie_and_follows_its_own_timeouts() {
     let app = app(LoginMiddleware::builder(MemoryStore::new())
-        .idle_timeout(Duration::from_secs(1))
-        .remember_idle_timeout(Duration::from_secs(40))
-        .remember_absolute_timeout(Duration::from_secs(60))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(1)))
+        .remember_timeouts(Timeouts::new(
+            Duration::from_secs(40),
+            Duration::from_secs(60),
+        ))
         .build())
     .await;
     let (status, cookies, _) = answer(&app, post("/login/1", None)).await;
@@ -902,13 +904,13 @@ async fn app_with_fresh_window(
 #[actix_web::test]
 async fn a_remembered_cookie_moves_with_its_deadline() {
     let plain = app(LoginMiddleware::builder(MemoryStore::new())
-        .idle_timeout(Duration::from_secs(20))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(20)))
         .build())
     .await;
     let app = app(LoginMiddleware::builder(
         redis_store_at(&shared_redis_url(), &unique_prefix()).await,
     )
-    .remember_idle_timeout(Duration::from_secs(20))
+    .remember_timeouts(Timeouts::REMEMBERED.with_idle(Duration::from_secs(20)))
     .build())
     .await;
     let (_, cookies, _) = answer(&app, post("/remembered-login/1", None)).await;
@@ -1348,7 +1350,7 @@ where
 #[actix_web::test]
 async fn a_token_minted_by_a_login_token_ends_when_it_idles_out() {
     let app = app(LoginMiddleware::builder(MemoryStore::new())
-        .idle_timeout(Duration::from_secs(1))
+        .timeouts(Timeouts::BROWSER.with_idle(Duration::from_secs(1)))
         .build())
     .await;
     let (_, _, body) = answer(&app, post("/token-login/6", None)).await;

@@ -115,6 +115,33 @@ pub(super) struct ReplicaWait {
     pub(super) timeout: Duration,
 }
 
+impl ReplicaWait {
+    fn timeout_ms(self) -> u64 {
+        u64::try_from(self.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// `WAIT replicas timeout`.
+    pub(super) fn command(self) -> redis::Cmd {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.replicas).arg(self.timeout_ms());
+        wait
+    }
+
+    /// Whether `acknowledged` replicas are enough; a store error if not.
+    pub(super) fn check(self, acknowledged: i64) -> Result<(), StoreError> {
+        if acknowledged < i64::from(self.replicas) {
+            return Err(StoreError::unavailable(format!(
+                "a write that must survive a failover reached {acknowledged} of {} replicas within {} ms",
+                self.replicas,
+                self.timeout_ms()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Whether session-ending deletes wait for replicas, as the app set it with
 /// [`wait_for_replicas`](RedisStoreBuilder::wait_for_replicas).
 #[derive(Clone, Copy, Debug)]

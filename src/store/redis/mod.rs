@@ -191,29 +191,17 @@ impl RedisStore {
         write: redis::Cmd,
         wait: ReplicaWait,
     ) -> Result<T, StoreError> {
-        let timeout_ms = u64::try_from(wait.timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let mut wait_cmd = redis::cmd("WAIT");
-        wait_cmd.arg(wait.replicas).arg(timeout_ms);
-        // The replicas' time comes on top of the command timeout, not out of it.
-        let within = self.command_timeout + wait.timeout;
-        let (reply, acknowledged): (T, i64) = if conn.is_single_node() {
-            let mut both = redis::pipe();
-            both.add_command(write).add_command(wait_cmd);
-            self.run_within(within, both.query_async(conn)).await?
-        } else {
+        if !conn.is_single_node() {
             let reply = self.run(write.query_async(conn)).await?;
-            // Sent to every primary, answered with the smallest count.
-            let acknowledged = self.run_within(within, wait_cmd.query_async(conn)).await?;
-            (reply, acknowledged)
-        };
-        if acknowledged < i64::from(wait.replicas) {
-            return Err(StoreError::unavailable(format!(
-                "a write that must survive a failover reached {acknowledged} of {} replicas within {timeout_ms} ms",
-                wait.replicas
-            )));
+            self.wait_on_every_primary(conn, wait).await?;
+            return Ok(reply);
         }
+        let mut both = redis::pipe();
+        both.add_command(write).add_command(wait.command());
+        let (reply, acknowledged) = self
+            .run_within(self.with_replicas(wait), both.query_async(conn))
+            .await?;
+        wait.check(acknowledged)?;
         Ok(reply)
     }
 
@@ -230,20 +218,7 @@ impl RedisStore {
             Some(wait) if conn.is_single_node() => self.script_on_replicas(conn, write, wait).await,
             Some(wait) => {
                 let reply = self.run(write.invoke_async(conn)).await?;
-                let timeout_ms = u64::try_from(wait.timeout.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
-                let mut wait_cmd = redis::cmd("WAIT");
-                wait_cmd.arg(wait.replicas).arg(timeout_ms);
-                let within = self.command_timeout + wait.timeout;
-                // Sent to every primary, answered with the smallest count.
-                let acknowledged: i64 = self.run_within(within, wait_cmd.query_async(conn)).await?;
-                if acknowledged < i64::from(wait.replicas) {
-                    return Err(StoreError::unavailable(format!(
-                        "a write that must survive a failover reached {acknowledged} of {} replicas within {timeout_ms} ms",
-                        wait.replicas
-                    )));
-                }
+                self.wait_on_every_primary(conn, wait).await?;
                 Ok(reply)
             }
         }
@@ -259,17 +234,10 @@ impl RedisStore {
         write: &redis::ScriptInvocation<'_>,
         wait: ReplicaWait,
     ) -> Result<T, StoreError> {
-        let timeout_ms = u64::try_from(wait.timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
         let mut both = redis::pipe();
-        both.invoke_script(write)
-            .cmd("WAIT")
-            .arg(wait.replicas)
-            .arg(timeout_ms);
-        let within = self.command_timeout + wait.timeout;
-        let (reply, acknowledged): (T, i64) = self
-            .run_within(within, async {
+        both.invoke_script(write).add_command(wait.command());
+        let (reply, acknowledged) = self
+            .run_within(self.with_replicas(wait), async {
                 match both.query_async(conn).await {
                     Err(err)
                         if err.kind()
@@ -282,13 +250,27 @@ impl RedisStore {
                 }
             })
             .await?;
-        if acknowledged < i64::from(wait.replicas) {
-            return Err(StoreError::unavailable(format!(
-                "a write that must survive a failover reached {acknowledged} of {} replicas within {timeout_ms} ms",
-                wait.replicas
-            )));
-        }
+        wait.check(acknowledged)?;
         Ok(reply)
+    }
+
+    /// A `WAIT` on a cluster, where the write before it went to one node: sent to every primary,
+    /// answered with the smallest count.
+    async fn wait_on_every_primary(
+        &self,
+        conn: &mut Connection,
+        wait: ReplicaWait,
+    ) -> Result<(), StoreError> {
+        let acknowledged = self
+            .run_within(self.with_replicas(wait), wait.command().query_async(conn))
+            .await?;
+        wait.check(acknowledged)
+    }
+
+    /// How long a write that waits for replicas may take: their time comes on top of the
+    /// command timeout, not out of it.
+    fn with_replicas(&self, wait: ReplicaWait) -> Duration {
+        self.command_timeout + wait.timeout
     }
 
     /// [`settle`](Self::settle) after a session-ending delete. With a local cache, the round
