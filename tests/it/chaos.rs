@@ -1491,6 +1491,7 @@ fn analyse(logs: Vec<Log>, probes: Vec<Answer>, runs: &[FaultRun], salt: &str) -
     // When each token and each session ended, as far as any client heard.
     let mut token_ends = HashMap::new();
     let mut lineage_ends = HashMap::new();
+    let mut maybe_ends: HashMap<u64, End> = HashMap::new();
     for a in &answers {
         let Some(token) = a.token else { continue };
         match (a.op, a.status) {
@@ -1509,8 +1510,17 @@ fn analyse(logs: Vec<Log>, probes: Vec<Answer>, runs: &[FaultRun], salt: &str) -
                 };
                 for other in &by_user[&lineages[&own].user] {
                     let spared = a.op == Op::RevokeOthers && *other == own;
-                    if !spared && lineages[other].created < a.sent {
+                    if spared {
+                        continue;
+                    }
+                    if lineages[other].created < a.sent {
                         note_end(&mut lineage_ends, *other, a.sent, a.received);
+                    } else if lineages[other].created < a.received {
+                        // A revocation lists the user's sessions again until a listing finds
+                        // nothing new, so a session whose login answered while it ran may end
+                        // by it, or not: a read racing it may miss its data, but nothing
+                        // requires it to be dead afterwards.
+                        note_end(&mut maybe_ends, *other, a.sent, a.received);
                     }
                 }
             }
@@ -1626,7 +1636,10 @@ fn analyse(logs: Vec<Log>, probes: Vec<Answer>, runs: &[FaultRun], salt: &str) -
         f.checked_reads += 1;
         // A read that overlaps its session's end may find the record, then no data: it is
         // the end, not a lost write. Whose data it shows is checked all the same.
-        let racing_end = end.is_some_and(|end| end.started < a.received);
+        let racing_end = end
+            .into_iter()
+            .chain(maybe_ends.get(&lineage_id).copied())
+            .any(|end| end.started < a.received);
         let lineage = lineages[&lineage_id];
         let user = format!("u{}", lineage.user);
         let Some(me) = &a.me else {
