@@ -48,14 +48,13 @@ pub(super) async fn create(
     if let (true, Some(index)) = (single_node, &index) {
         create.key(index);
     }
+    let fields = encode_session(record, expires_at, data.size())?;
     create
         .arg(ttl_millis(expires_at))
         .arg(key.as_str())
-        .arg(index_ttl);
-    push_fields(
-        &mut create,
-        encode_session(record, expires_at, data.size())?,
-    );
+        .arg(index_ttl)
+        .arg(fields.len());
+    push_fields(&mut create, fields);
     for (name, json) in data.iter() {
         create.arg(format!("{DATA_PREFIX}{name}")).arg(json);
     }

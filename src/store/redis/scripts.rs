@@ -9,14 +9,16 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Creates a session unless its key exists. `KEYS[1]` the session, `KEYS[2]` (optional) the
-/// user's index; `ARGV`: TTL ms, index member, index TTL ms, then name/value pairs of every
-/// field (the record's, the deadline's, the data's). Returns 1 if created, 0 if the key was
-/// taken.
+/// user's index; `ARGV`: TTL ms, index member, index TTL ms, the number `n` of the session's
+/// own fields (the record's, the deadline's, the data size's), their `n` name/value pairs,
+/// then name/value pairs of data fields. Returns 1 if created, 0 if the key was taken.
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local data = 5 + 2 * tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5, data - 1))
+for i = data, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 if KEYS[2] then
   redis.call('HSET', KEYS[2], ARGV[2], '')
@@ -117,7 +119,7 @@ pub(super) static UPDATE_USER: LazyLock<Script> = LazyLock::new(|| {
 local k = KEYS[1]
 if redis.call('HEXISTS', k, 'i') == 0 and redis.call('HEXISTS', k, 'r') == 0 then return 0 end
 redis.call('HDEL', k, 'u', 'u1', 'u2', 'u3')
-for i = 1, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', k, unpack(ARGV))
 return redis.call('HGET', k, 'm') or 1
 ",
     )
@@ -154,7 +156,7 @@ for i = 1, #fields, 2 do
     redis.call('HSET', new, f, fields[i + 1])
   end
 end
-for i = 7, #ARGV, 2 do redis.call('HSET', new, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', new, unpack(ARGV, 7))
 redis.call('PEXPIRE', new, ARGV[1])
 if KEYS[3] then
   redis.call('HSET', KEYS[3], ARGV[3], '')
