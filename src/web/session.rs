@@ -425,9 +425,13 @@ impl FromRequest for Session {
     type Future = Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(request_session(req).map(|state| Session {
-            state,
-            request: req.clone(),
+        ready(request_session(req).map(|state| {
+            // A handler that takes the session may read its data: read it with the record.
+            state.expect_data_reads();
+            Session {
+                state,
+                request: req.clone(),
+            }
         }))
     }
 }

@@ -30,6 +30,38 @@ return 1
     )
 });
 
+/// Reads a session and, when it is small enough, its data, in one step. `KEYS[1]`; `ARGV[1]`
+/// the most data (in bytes, as the `z` field counts them) to bring along, then the fields to
+/// read ([`codec::READ`](super::codec::READ)) and last `z`. Replies with those fields but `z`,
+/// then `1` and the data's names and values in pairs, or `0` alone when the data did not come
+/// (more data than `ARGV[1]`). A session without data costs one `HMGET`; one with data, an
+/// `HGETALL` more. Whether there is a session, and whether it is moving, is for the caller to
+/// read in the fields: a key without one holds no data to bring.
+pub(super) static READ_WITH_DATA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local k = KEYS[1]
+local reply = redis.call('HMGET', k, unpack(ARGV, 2))
+local last = #ARGV - 1
+local size = tonumber(reply[last] or '0') or 0
+if size > tonumber(ARGV[1]) then
+  reply[last] = 0
+  return reply
+end
+reply[last] = 1
+if size == 0 then return reply end
+local fields = redis.call('HGETALL', k)
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, 2) == 'd:' then
+    reply[#reply + 1] = string.sub(fields[i], 3)
+    reply[#reply + 1] = fields[i + 1]
+  end
+end
+return reply
+",
+    )
+});
+
 /// Moves a session's idle deadline. `KEYS[1]`; `ARGV`: deadline, TTL ms. Returns 0 when there
 /// is no session. Only `e` and the TTL change, so a concurrent data write or live update is
 /// never reverted.
