@@ -575,6 +575,39 @@ mod tests {
     }
 
     #[test]
+    fn a_read_with_data_takes_the_layout_then_the_data() {
+        let fields = encode_session(&record(), SystemTime::now(), 9).unwrap();
+        let as_values = |reply: Vec<Option<Vec<u8>>>| -> Vec<Value> {
+            reply
+                .into_iter()
+                .map(|field| field.map_or(Value::Nil, Value::BulkString))
+                .collect()
+        };
+        let mut reply = as_values(as_reply(&fields));
+        reply.push(Value::Int(1));
+        reply.push(Value::BulkString(b"cart".to_vec()));
+        reply.push(Value::BulkString(b"[1]".to_vec()));
+        let loaded = decode_with_data(reply.clone()).unwrap().unwrap();
+        assert_eq!(loaded.stored.record.id(), "pub");
+        let data = loaded.data.unwrap();
+        assert_eq!(data.iter().collect::<Vec<_>>(), vec![("cart", "[1]")]);
+        // Too much data to bring: the record alone.
+        let mut alone = as_values(as_reply(&fields));
+        alone.push(Value::Int(0));
+        assert!(decode_with_data(alone).unwrap().unwrap().data.is_none());
+        // A moving key, or no record: no session, whatever came along.
+        let mut moving = reply.clone();
+        moving[0] = Value::BulkString(b"elsewhere".to_vec());
+        assert!(decode_with_data(moving).unwrap().is_none());
+        let mut empty = as_values(reply_for(&[]));
+        empty.push(Value::Int(1));
+        assert!(decode_with_data(empty).unwrap().is_none());
+        // A reply cut short, or unpaired data, is corrupt.
+        assert!(decode_with_data(reply[..READ.len()].to_vec()).is_err());
+        assert!(decode_with_data(reply[..reply.len() - 1].to_vec()).is_err());
+    }
+
+    #[test]
     fn data_is_read_from_its_fields_only() {
         let fields = vec![
             (b"i".to_vec(), b"x".to_vec()),
