@@ -756,9 +756,9 @@ async fn redis_commands_per_operation() {
     let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("hmget", 1)]));
 
-    // Logout through a handler that also takes AuthUser and Session: the lookup (the script
-    // that reads the record, and the data when small), the DEL, and a PING so that any caching
-    // instance on this Redis has heard of it before the client does.
+    // Logout through a handler that also takes AuthUser: the lookup (a handler that takes the
+    // session may read its data, so a script reads record and data, here none), the DEL, and
+    // a PING so that any caching instance on this Redis has heard of it before the client does.
     let before = server.command_counts();
     assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
     let sent = support::redis_server::commands_during_since(&server, &before);
