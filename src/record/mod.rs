@@ -34,8 +34,9 @@ pub struct SessionRecord(Arc<Fields>);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Fields {
-    // Short field names: the record is stored once per session, and Redis memory per session is
-    // worth a little readability.
+    // Short field names, from when the Redis store kept this JSON in every session; it still
+    // reads sessions earlier versions wrote that way, so the names stay. (It now keeps the
+    // record part by part: see `RecordParts`.)
     #[serde(rename = "i")]
     id: String,
     #[serde(rename = "u")]
