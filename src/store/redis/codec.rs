@@ -11,7 +11,7 @@
 //! | `g` | the roles granted at login, a JSON array; absent for none | create, rotate |
 //! | `c`, `a`, `x` | created, reauthenticated (absent until then), absolute end; Unix milliseconds | create, rotate |
 //! | `k` | how the client holds the token, as JSON; absent for a browser session | create, rotate |
-//! | `ip`, `ua` `ua1` `ua2` `ua3` | the client's address and User-Agent at login (chunked); absent if unknown | create, rotate |
+//! | `ip`, `ua` `ua1` `ua2` `ua3` | the client's address and User-Agent at login (the User-Agent compacted by [`user_agent`], then chunked); absent if unknown | create, rotate |
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` `u1` `u2` `u3` | `{"p":profile,"r":roles}` (chunked), replacing the record's, once the user was updated live | update, rotate |
 //! | `z` | the data's size in bytes, as [`SessionData::size`] counts it; absent while there is none | data writes |
@@ -46,6 +46,8 @@ use crate::error::StoreError;
 use crate::record::{from_unix_millis, unix_millis};
 use crate::record::{RecordParts, SessionData, SessionRecord};
 use crate::store::{LoadedSession, StoredSession};
+
+use super::user_agent;
 
 /// The record field of a session written by an earlier version.
 pub(super) const LEGACY_RECORD: &str = "r";
@@ -148,7 +150,7 @@ pub(super) fn encode_session(
         fields.push((IP, ip.into_bytes()));
     }
     if let Some(user_agent) = parts.user_agent {
-        push_chunked(&mut fields, &USER_AGENT, user_agent.as_bytes());
+        push_chunked(&mut fields, &USER_AGENT, &user_agent::encode(&user_agent));
     }
     fields.push((DEADLINE, encode_deadline(expires_at).into_bytes()));
     if data_size > 0 {
@@ -276,7 +278,7 @@ fn decode_parts(id: String, reply: &mut Reply) -> Result<SessionRecord, StoreErr
     };
     let user_agent = reply
         .joined(&USER_AGENT)
-        .map(|bytes| String::from_utf8(bytes).map_err(StoreError::corrupt))
+        .map(|stored| user_agent::decode(&stored))
         .transpose()?;
     let parts = RecordParts {
         id,
@@ -490,6 +492,10 @@ mod tests {
         let stored = decode_reply(as_reply(&fields)).unwrap().unwrap();
         assert!(stored.record.user().get().contains(&"é".repeat(80)));
         assert_eq!(stored.record.user_agent(), Some(user_agent));
+        // The User-Agent is stored compact (see user_agent.rs): one short field.
+        let agent: Vec<&Field> = fields.iter().filter(|(n, _)| n.starts_with("ua")).collect();
+        assert_eq!(agent, vec![&("ua", user_agent::encode(user_agent))]);
+        assert!(agent[0].1.len() < 32);
         assert_eq!(stored.record.ip(), Some("2001:db8::1"));
         assert!(stored.record.has_role("admin"));
     }
@@ -535,7 +541,7 @@ mod tests {
             .is_none());
         assert!(decode_reply(vec![None; 3]).is_err());
         let good = encode_session(&record(), SystemTime::now(), 0).unwrap();
-        let broken: [(&str, &[u8]); 9] = [
+        let broken: [(&str, &[u8]); 11] = [
             ("e", b""),
             ("e", b"12x"),
             ("c", b"-1"),
@@ -545,6 +551,8 @@ mod tests {
             ("k", b"\"nonsense\""),
             ("u", b"{}"),
             ("o", b"\xff"),
+            ("ua", b"\x1f"),
+            ("ua", b"\x00\xff"),
         ];
         for (name, value) in broken {
             let mut fields: Vec<(&str, &[u8])> =
