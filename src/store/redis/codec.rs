@@ -11,7 +11,7 @@
 //! | `g` | the roles granted at login, a JSON array; absent for none | create, rotate |
 //! | `c`, `a`, `x` | created, reauthenticated (absent until then), absolute end; Unix milliseconds | create, rotate |
 //! | `k` | how the client holds the token, as JSON; absent for a browser session | create, rotate |
-//! | `ip`, `ua` `ua1` `ua2` `ua3` | the client's address and User-Agent at login (the User-Agent compacted by [`user_agent`], then chunked); absent if unknown | create, rotate |
+//! | `ip`, `ua` `ua1` | the client's address and User-Agent at login (the User-Agent compacted by [`user_agent`], then in up to two chunks); absent if unknown | create, rotate |
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` `u1` `u2` `u3` | `{"p":profile,"r":roles}` (chunked), replacing the record's, once the user was updated live | update, rotate |
 //! | `z` | the data's size in bytes, as [`SessionData::size`] counts it; absent while there is none | data writes |
@@ -26,12 +26,13 @@
 //! The record is split into fields, and not kept as one JSON value, for memory: Redis keeps a
 //! hash whose values are all at most `hash-max-listpack-value` (64 bytes by default) as one
 //! compact listpack, and any other as a hashtable, about half as much again per session (a
-//! User-Agent alone is often 100 bytes and more). So every value a login writes stays within 64
-//! bytes where it can: a profile, User-Agent or live update that is longer is cut into 64-byte
-//! chunks under the field's name and then the name with `1`, `2`, `3` appended; a read asks for
-//! all four in the same `HMGET` and joins those present. A value longer than four chunks, and
-//! any other long value (many roles, a personal token's scopes), is kept whole in its first
-//! field: the session then costs what every session cost before.
+//! User-Agent alone is often 100 bytes and more, so it is stored compacted). So every value a
+//! login writes stays within 64 bytes where it can: a profile, User-Agent or live update that
+//! is longer is cut into 64-byte chunks under the field's name and then the name with `1`, `2`,
+//! `3` appended (the User-Agent has two chunks, the others four); a read asks for all of them
+//! in the same `HMGET` and joins those present. A value longer than its chunks, and any other
+//! long value (many roles, a personal token's scopes), is kept whole in its first field: the
+//! session then costs what every session cost before.
 //!
 //! A session written by an earlier version keeps its `r` field until it ends: reads decode it,
 //! and every write works on it as on a new one (a rotation writes the new key in this layout).
@@ -65,11 +66,13 @@ pub(super) const DATA_PREFIX: &str = "d:";
 /// The longest value Redis keeps in a listpack by default (`hash-max-listpack-value`).
 const CHUNK_BYTES: usize = 64;
 /// The fields a chunked value may use, in order: its name, then the name with 1, 2, 3.
-type Chunks = [&'static str; 4];
+type Chunks = [&'static str];
 /// The live update.
-pub(super) const USER: Chunks = ["u", "u1", "u2", "u3"];
-const PROFILE: Chunks = ["p", "p1", "p2", "p3"];
-const USER_AGENT: Chunks = ["ua", "ua1", "ua2", "ua3"];
+pub(super) const USER: &Chunks = &["u", "u1", "u2", "u3"];
+const PROFILE: &Chunks = &["p", "p1", "p2", "p3"];
+/// Two chunks only, to keep the lookup's `HMGET` shorter: a browser's User-Agent, compacted by
+/// [`user_agent`], is about 25 bytes, and a longer one than 128 costs memory only.
+const USER_AGENT: &Chunks = &["ua", "ua1"];
 const OWNER: &str = "o";
 const ROLES: &str = "g";
 const CREATED: &str = "c";
@@ -79,7 +82,7 @@ const KIND: &str = "k";
 const IP: &str = "ip";
 
 /// What a read of a session asks for (`HMGET`), in this order; [`decode_reply`] reads the reply.
-pub(super) const READ: [&str; 23] = [
+pub(super) const READ: [&str; 21] = [
     MOVING,
     LEGACY_RECORD,
     DEADLINE,
@@ -101,8 +104,6 @@ pub(super) const READ: [&str; 23] = [
     IP,
     USER_AGENT[0],
     USER_AGENT[1],
-    USER_AGENT[2],
-    USER_AGENT[3],
 ];
 
 /// A field's name and value, as a script writes it with `HSET`.
@@ -133,7 +134,7 @@ pub(super) fn encode_session(
         (ID, parts.id.into_bytes()),
         (OWNER, parts.user_id.into_bytes()),
     ];
-    push_chunked(&mut fields, &PROFILE, parts.user.get().as_bytes());
+    push_chunked(&mut fields, PROFILE, parts.user.get().as_bytes());
     if !parts.roles.is_empty() {
         let roles = serde_json::to_vec(&parts.roles).map_err(StoreError::corrupt)?;
         fields.push((ROLES, roles));
@@ -150,7 +151,7 @@ pub(super) fn encode_session(
         fields.push((IP, ip.into_bytes()));
     }
     if let Some(user_agent) = parts.user_agent {
-        push_chunked(&mut fields, &USER_AGENT, &user_agent::encode(&user_agent));
+        push_chunked(&mut fields, USER_AGENT, &user_agent::encode(&user_agent));
     }
     fields.push((DEADLINE, encode_deadline(expires_at).into_bytes()));
     if data_size > 0 {
@@ -163,7 +164,7 @@ pub(super) fn encode_session(
 pub(super) fn encode_user(user: &RawValue, roles: &[String]) -> Result<Vec<Field>, StoreError> {
     let json = serde_json::to_vec(&UserRef { p: user, r: roles }).map_err(StoreError::corrupt)?;
     let mut fields = Vec::with_capacity(USER.len());
-    push_chunked(&mut fields, &USER, &json);
+    push_chunked(&mut fields, USER, &json);
     Ok(fields)
 }
 
@@ -241,7 +242,7 @@ pub(super) fn decode_reply(
         return Err(StoreError::corrupt("short HMGET reply"));
     }
     let mut reply = Reply(READ.into_iter().zip(reply).collect());
-    let user = reply.joined(&USER);
+    let user = reply.joined(USER);
     let deadline = reply.take(DEADLINE);
     if let Some(record) = reply.take(LEGACY_RECORD) {
         return decode_legacy(Some(&record), user.as_deref(), deadline.as_deref());
@@ -264,7 +265,7 @@ pub(super) fn decode_reply(
 fn decode_parts(id: String, reply: &mut Reply) -> Result<SessionRecord, StoreError> {
     let missing = |what: &str| StoreError::corrupt(format!("session has no {what}"));
     let user_id = reply.text(OWNER)?.ok_or_else(|| missing("user id"))?;
-    let profile = reply.joined(&PROFILE).ok_or_else(|| missing("profile"))?;
+    let profile = reply.joined(PROFILE).ok_or_else(|| missing("profile"))?;
     let user = String::from_utf8(profile)
         .map_err(StoreError::corrupt)
         .and_then(|json| RawValue::from_string(json).map_err(StoreError::corrupt))?;
@@ -277,7 +278,7 @@ fn decode_parts(id: String, reply: &mut Reply) -> Result<SessionRecord, StoreErr
         None => None,
     };
     let user_agent = reply
-        .joined(&USER_AGENT)
+        .joined(USER_AGENT)
         .map(|stored| user_agent::decode(&stored))
         .transpose()?;
     let parts = RecordParts {
@@ -501,18 +502,28 @@ mod tests {
     }
 
     #[test]
-    fn a_value_too_long_for_four_chunks_is_kept_whole() {
-        let long = "x".repeat(CHUNK_BYTES * 4 + 1);
+    fn a_value_too_long_for_its_chunks_is_kept_whole() {
+        let long = "x".repeat(CHUNK_BYTES * 2 + 1);
         let record = record().with_client(None, Some(long.clone()));
         let fields = encode_session(&record, SystemTime::now(), 0).unwrap();
         let agent: Vec<&Field> = fields.iter().filter(|(n, _)| n.starts_with("ua")).collect();
         assert_eq!(agent, vec![&("ua", long.clone().into_bytes())]);
         let stored = decode_reply(as_reply(&fields)).unwrap().unwrap();
         assert_eq!(stored.record.user_agent(), Some(long.as_str()));
-        // Four chunks exactly still fit.
-        let four = "y".repeat(CHUNK_BYTES * 4);
-        let fields = encode_session(&record.with_client(None, Some(four)), SystemTime::now(), 0);
-        assert!(fields.unwrap().iter().any(|(name, _)| *name == "ua3"));
+        // Two chunks exactly still fit, and read back whole.
+        let two = "y".repeat(CHUNK_BYTES * 2);
+        let record = record.with_client(None, Some(two.clone()));
+        let fields = encode_session(&record, SystemTime::now(), 0).unwrap();
+        assert!(fields.iter().any(|(name, _)| *name == "ua1"));
+        let stored = decode_reply(as_reply(&fields)).unwrap().unwrap();
+        assert_eq!(stored.record.user_agent(), Some(two.as_str()));
+        // A profile has four.
+        let profile = format!(r#""{}""#, "z".repeat(CHUNK_BYTES * 4 - 2));
+        let record = record.with_user(RawValue::from_string(profile.clone()).unwrap(), vec![]);
+        let fields = encode_session(&record, SystemTime::now(), 0).unwrap();
+        assert!(fields.iter().any(|(name, _)| *name == "p3"));
+        let stored = decode_reply(as_reply(&fields)).unwrap().unwrap();
+        assert_eq!(stored.record.user().get(), profile);
     }
 
     #[test]
