@@ -19,6 +19,7 @@
 //! |---|---|
 //! | `bare` | nothing but serialise the profile: no middleware, no Redis (the ceiling) |
 //! | `redis-get` | one `GET` of a fixed key through a `ConnectionManager` (the one-round-trip floor) |
+//! | `redis-get-worker` | the same through a `ConnectionManager` per worker, opened on the worker's runtime (the stricter floor: no hop to another thread) |
 //! | `identity` | actix-session `RedisSessionStore` + actix-identity, `Identity` extractor |
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
@@ -65,16 +66,17 @@ use actix_session::SessionMiddleware;
 use actix_web::cookie::Key;
 use actix_web::http::header::ContentType;
 use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer};
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use serde::{Deserialize, Serialize};
 
-const VARIANTS: [&str; 6] = [
+const VARIANTS: [&str; 7] = [
     "bare",
     "redis-get",
     "identity",
     "identity-visit",
     "actix-login",
     "actix-login-cache",
+    "redis-get-worker",
 ];
 
 /// What a variant that cannot run on the deployment prints before it exits; `http.sh` skips
@@ -223,6 +225,41 @@ where
             .app_data(conn.clone())
             .route("/login", web::post().to(bare_login))
             .route("/me", web::get().to(floor_me::<C>))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+/// `redis-get` with a connection per worker, opened on the worker's own runtime: the stricter
+/// floor, as a shared connection's commands hop to the thread that opened it and back.
+async fn run_redis_get_per_worker(port: u16, deployment: &Deployment) -> io::Result<()> {
+    let Deployment::Single(url) = deployment else {
+        return Err(io::Error::other(format!(
+            "{REFUSED_MARK} the per-worker one-GET handler is written for one server"
+        )));
+    };
+    let client = redis::Client::open(url.as_str()).map_err(io::Error::other)?;
+    let mut conn = client
+        .get_connection_manager()
+        .await
+        .map_err(io::Error::other)?;
+    redis::cmd("SET")
+        .arg(FLOOR_KEY)
+        .arg(alice_json())
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(io::Error::other)?;
+    HttpServer::new(move || {
+        let client = client.clone();
+        App::new()
+            .data_factory(move || {
+                let client = client.clone();
+                async move { client.get_connection_manager().await }
+            })
+            .route("/login", web::post().to(bare_login))
+            .route("/me", web::get().to(floor_me::<ConnectionManager>))
     })
     .workers(1)
     .bind(("127.0.0.1", port))?
@@ -481,6 +518,7 @@ fn main() -> io::Result<()> {
             "identity-visit" => run_identity(port, &deployment, Some(VISIT_DEADLINE)).await,
             "actix-login" => run_actix_login(port, &deployment, false).await,
             "actix-login-cache" => run_actix_login(port, &deployment, true).await,
+            "redis-get-worker" => run_redis_get_per_worker(port, &deployment).await,
             _ => unreachable!("checked against VARIANTS"),
         }
     });
