@@ -60,7 +60,10 @@
 #                                   and nothing about speed
 #   CLUSTER=1 bash benches/http.sh  the same on a 3-primary Redis Cluster (--smoke works too)
 # Needs: cargo, redis-server + redis-cli (7.0 or newer), wrk, curl.
-# Knobs (environment): CLUSTER (0), ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS; for the storm
+# BEFORE_BIN=<an older build of the http_server bench executable> adds its actix-login variant
+# as actix-login-before (GET /me and GET /cart), for a before/after comparison within one run.
+#
+# Knobs (environment): CLUSTER (0), BEFORE_BIN, ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS; for the storm
 # STORM=0 (skip it), STORM_ROUNDS, STORM_DURATION (s), STORM_ME_CONNECTIONS (4),
 # STORM_ME_PAUSE_MS (2, per connection between requests), STORM_LOGIN_CONNECTIONS (8).
 #
@@ -101,6 +104,16 @@ EXPECTED_BODY='{"id":1,"username":"alice"}'
 # Servers that also serve the cart (POST /cart, GET /cart), and what GET /cart answers.
 CART_SERVERS=(identity actix-login actix-login-cache)
 EXPECTED_CART='["sku-1041","sku-2203","sku-3307"]'
+# Which executable and variant each server runs: this build's, of its own name, unless set here.
+declare -A BIN_OF VARIANT_OF
+if [[ -n ${BEFORE_BIN:-} ]]; then
+    [[ -x $BEFORE_BIN ]] || { echo "http.sh: BEFORE_BIN=$BEFORE_BIN is not an executable" >&2; exit 2; }
+    SERVERS+=(actix-login-before)
+    AUTHENTICATED+=(actix-login-before)
+    CART_SERVERS+=(actix-login-before)
+    BIN_OF[actix-login-before]=$BEFORE_BIN
+    VARIANT_OF[actix-login-before]=actix-login
+fi
 # What wrk measures: "server" is GET /me on that server, "server/cart" GET /cart.
 TARGETS=("${SERVERS[@]}" "${CART_SERVERS[@]/%//cart}")
 
@@ -314,7 +327,7 @@ fi
 
 for name in "${SERVERS[@]}"; do
     PORT[$name]=$(free_port)
-    PORT=${PORT[$name]} "$BIN" "$name" >"$WORK/$name.log" 2>&1 &
+    PORT=${PORT[$name]} "${BIN_OF[$name]:-$BIN}" "${VARIANT_OF[$name]:-$name}" >"$WORK/$name.log" 2>&1 &
     PID[$name]=$!
 done
 # A variant that refuses the deployment is left out, with its reason in the report.
