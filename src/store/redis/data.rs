@@ -44,6 +44,17 @@ pub(super) async fn write_data(
     }
     let mut conn = store.connection.clone();
     let reply: Vec<Value> = store.run(write.invoke_async(&mut conn)).await?;
+    let written = decode_write(reply, changes.len())?;
+    if matches!(written, DataWrite::Written(_)) && store.settle_deletes {
+        // Caches hold small data too: every caching instance, this one included, must have
+        // dropped the old values before the writer's client can send its next request.
+        store.settle(&mut conn).await?;
+    }
+    Ok(written)
+}
+
+/// The reply of [`WRITE_DATA`](scripts::WRITE_DATA) for `changes` changes.
+fn decode_write(reply: Vec<Value>, changes: usize) -> Result<DataWrite, StoreError> {
     let mut reply = reply.into_iter();
     let status = reply.next().and_then(integer);
     let size = reply.next().and_then(integer);
@@ -54,7 +65,7 @@ pub(super) async fn write_data(
         }),
         (Some(1), Some(_)) => {
             let previous = reply.map(optional_text).collect::<Result<Vec<_>, _>>()?;
-            if previous.len() != changes.len() {
+            if previous.len() != changes {
                 return Err(StoreError::corrupt("short data write reply"));
             }
             Ok(DataWrite::Written(previous))

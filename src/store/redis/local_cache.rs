@@ -13,7 +13,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::connection::{Connection, Target};
 use crate::error::StoreError;
-use crate::store::StoredSession;
+use crate::store::LoadedSession;
 
 /// The store's local cache, if it keeps one.
 #[derive(Clone, Default)]
@@ -61,10 +61,10 @@ impl Cache {
         &self,
         key: &str,
         fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         imp::load(self.0.as_ref()?, key, fetch).await
     }
@@ -89,7 +89,7 @@ mod imp {
     use super::super::connection::{info_text, Connection, Target};
     use crate::error::StoreError;
     use crate::store::cache::{run_id, LocalCache, ServerProbe, TrackingTarget};
-    use crate::store::StoredSession;
+    use crate::store::LoadedSession;
 
     pub(super) type Inner = LocalCache;
 
@@ -135,10 +135,10 @@ mod imp {
         cache: &Inner,
         key: &str,
         fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         cache.load(key, fetch).await
     }
@@ -180,7 +180,7 @@ mod imp {
 
     use super::super::connection::{Connection, Target};
     use crate::error::StoreError;
-    use crate::store::StoredSession;
+    use crate::store::LoadedSession;
 
     /// A cache that cannot exist: without the feature, `Cache` always holds `None`.
     #[derive(Clone)]
@@ -216,10 +216,10 @@ mod imp {
         cache: &Inner,
         _key: &str,
         _fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         match *cache {}
     }
