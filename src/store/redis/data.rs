@@ -47,8 +47,9 @@ pub(super) async fn write_data(
     let written = decode_write(reply, changes.len())?;
     if matches!(written, DataWrite::Written(_)) && store.settle_deletes {
         // Caches hold small data too: every caching instance, this one included, must have
-        // dropped the old values before the writer's client can send its next request.
-        store.settle(&mut conn).await?;
+        // dropped the old values before the writer's client can send its next request. As
+        // after a delete, a cache of this process also learns which server the write went to.
+        store.settle_delete(&mut conn).await?;
     }
     Ok(written)
 }
