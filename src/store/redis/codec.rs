@@ -71,7 +71,7 @@ type Chunks = [&'static str];
 pub(super) const USER: &Chunks = &["u", "u1", "u2", "u3"];
 const PROFILE: &Chunks = &["p", "p1", "p2", "p3"];
 /// Two chunks only, to keep the lookup's `HMGET` shorter: a browser's User-Agent, compacted by
-/// [`user_agent`], is about 25 bytes, and a longer one than 128 costs memory only.
+/// [`user_agent`], takes 10 to 25 bytes, and one longer than 128 costs memory only.
 const USER_AGENT: &Chunks = &["ua", "ua1"];
 const OWNER: &str = "o";
 const ROLES: &str = "g";

@@ -6,7 +6,8 @@
 //! puts a session in a larger allocation. So each token of [`TOKENS`] is stored as one byte,
 //! its code, taken from the control characters `0x01..=0x1F` but for tab (`0x09`): a header
 //! value never holds one (tab aside), so a code cannot be mistaken for a character of the
-//! User-Agent. A Chrome User-Agent shrinks from 105 bytes to 25.
+//! User-Agent. A Chrome User-Agent shrinks from 101 bytes to 10, an iPhone Safari one from 135
+//! to 24.
 //!
 //! A stored value is one of two forms, told apart by its first byte:
 //!
