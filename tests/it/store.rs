@@ -798,7 +798,7 @@ impl Drop for MainRuntime {
 /// driver nobody polls, and time out.
 #[test]
 fn a_store_serves_every_runtime_a_thread_runs_in_turn() {
-    let (_main, store, key) = MainRuntime::with_store(async {
+    serves_every_runtime_in_turn(async {
         RedisStore::builder(shared_redis_url())
             .key_prefix(unique_prefix())
             .command_timeout(Duration::from_millis(500))
@@ -806,6 +806,27 @@ fn a_store_serves_every_runtime_a_thread_runs_in_turn() {
             .await
             .unwrap()
     });
+}
+
+/// The same on a cluster, whose workers have cluster connections of their own.
+#[test]
+fn a_cluster_store_serves_every_runtime_a_thread_runs_in_turn() {
+    let cluster = support::cluster::RedisCluster::start();
+    let nodes = cluster.urls();
+    serves_every_runtime_in_turn(async move {
+        RedisStore::cluster_builder(nodes)
+            .key_prefix(unique_prefix())
+            .command_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .unwrap()
+    });
+}
+
+fn serves_every_runtime_in_turn(
+    connect: impl std::future::Future<Output = RedisStore> + Send + 'static,
+) {
+    let (_main, store, key) = MainRuntime::with_store(connect);
     let first = worker_runtime();
     first.block_on(load_repeatedly(&store, &key, "main"));
     // `first` lives on, idle, while a second runtime on the same thread uses the store.

@@ -50,9 +50,9 @@ pub(super) struct ConnectOptions<'a> {
 /// A standalone server, the primary that Redis Sentinel names, or a Redis Cluster.
 #[derive(Clone)]
 pub(super) enum Connection {
-    Single(SingleConnection),
+    Single(PerWorker),
     #[cfg(feature = "cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(PerWorker),
     #[cfg(feature = "sentinel")]
     Sentinel(super::sentinel::SentinelConnection),
 }
@@ -90,11 +90,13 @@ impl Connection {
                     cluster = cluster.certs(certificates);
                 }
                 let client = cluster.build().map_err(StoreError::unavailable)?;
-                let connection = client
-                    .get_async_connection()
-                    .await
-                    .map_err(StoreError::unavailable)?;
-                Ok(Connection::Cluster(connection))
+                let dial = Dial::Cluster(client);
+                let link = dial.connect().await.map_err(StoreError::unavailable)?;
+                Ok(Connection::Cluster(PerWorker::new(
+                    link,
+                    dial,
+                    options.connect_timeout,
+                )))
             }
             #[cfg(feature = "sentinel")]
             Target::Sentinel {
@@ -147,23 +149,82 @@ async fn open_single(url: &str, options: &ConnectOptions<'_>) -> Result<Connecti
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(None);
-    let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
-        .await
-        .map_err(StoreError::unavailable)?;
-    let shared = Arc::new(SharedLinks {
-        current: RwLock::new(manager.clone()),
-        client,
-        config,
-        dial_timeout: options.connect_timeout,
-        replacing: AtomicBool::new(false),
-    });
-    Ok(Connection::Single(SingleConnection {
-        shared,
-        link: manager,
-    }))
+    let dial = Dial::Single { client, config };
+    let link = dial.connect().await.map_err(StoreError::unavailable)?;
+    Ok(Connection::Single(PerWorker::new(
+        link,
+        dial,
+        options.connect_timeout,
+    )))
 }
 
-/// A standalone server's connection: one shared by every thread, and one per Actix worker.
+/// One connection the store's commands can go through.
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(manager) => manager.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Link::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(manager) => manager.get_db(),
+            #[cfg(feature = "cluster")]
+            Link::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// How to open a link: a connection manager to one server, or a cluster connection.
+#[derive(Clone)]
+enum Dial {
+    Single {
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+    },
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Dial {
+    /// Opens a link; its driver runs on the runtime this is awaited on.
+    async fn connect(&self) -> redis::RedisResult<Link> {
+        match self {
+            Dial::Single { client, config } => {
+                ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map(Link::Single)
+            }
+            #[cfg(feature = "cluster")]
+            Dial::Cluster(client) => client.get_async_connection().await.map(Link::Cluster),
+        }
+    }
+}
+
+/// A standalone server's or a cluster's connection: one shared by every thread, and one per
+/// Actix worker.
 ///
 /// Each clone is a handle for one operation, and picks its link when it is made: the link of
 /// the worker thread it is made on if that is ready, else the shared one. All of an
@@ -177,20 +238,35 @@ async fn open_single(url: &str, options: &ConnectOptions<'_>) -> Result<Connecti
 /// gets a link of its own, dialled in the background on first use (commands take the shared
 /// link until it answers); on a multi-thread runtime tasks move between threads anyway.
 ///
-/// The connection manager reconnects when the socket reports an error, but a link that goes
-/// silent without closing (a peer or middlebox that vanished, a partition that drops packets)
-/// reports nothing until the kernel stops retransmitting, some fifteen minutes later. Until
-/// then every command would time out. So a command timeout here opens a fresh shared
-/// connection in the background, and commands move to it once it answers the handshake, and
-/// drops the worker link of the thread that saw the timeout, to be dialled anew; commands
-/// already sent on the old ones finish or time out there.
-pub(super) struct SingleConnection {
+/// On a standalone server, the connection manager reconnects when the socket reports an
+/// error, but a link that goes silent without closing (a peer or middlebox that vanished, a
+/// partition that drops packets) reports nothing until the kernel stops retransmitting, some
+/// fifteen minutes later. Until then every command would time out. So a command timeout there
+/// opens a fresh shared connection in the background, and commands move to it once it answers
+/// the handshake, and drops the worker link of the thread that saw the timeout, to be dialled
+/// anew; commands already sent on the old ones finish or time out there. A cluster connection
+/// finds its nodes anew by itself.
+pub(super) struct PerWorker {
     shared: Arc<SharedLinks>,
     /// The link this handle's commands go through.
-    link: ConnectionManager,
+    link: Link,
 }
 
-impl Clone for SingleConnection {
+impl PerWorker {
+    fn new(link: Link, dial: Dial, dial_timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(SharedLinks {
+                current: RwLock::new(link.clone()),
+                dial,
+                dial_timeout,
+                replacing: AtomicBool::new(false),
+            }),
+            link,
+        }
+    }
+}
+
+impl Clone for PerWorker {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
@@ -199,13 +275,12 @@ impl Clone for SingleConnection {
     }
 }
 
-/// What every handle on one store's standalone connection shares.
+/// What every handle on one store's connection shares.
 struct SharedLinks {
     /// The shared link.
-    current: RwLock<ConnectionManager>,
+    current: RwLock<Link>,
     /// How to open a replacement or a worker's link.
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    dial: Dial,
     /// How long a worker link may take to connect before the next use dials again.
     dial_timeout: Duration,
     /// Set while a replacement shared link is being connected, so a burst of timeouts opens one.
@@ -213,7 +288,7 @@ struct SharedLinks {
 }
 
 impl SharedLinks {
-    fn current(&self) -> ConnectionManager {
+    fn current(&self) -> Link {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -221,7 +296,7 @@ impl SharedLinks {
     }
 
     /// The link for an operation starting now on this thread.
-    fn pick(self: &Arc<Self>) -> ConnectionManager {
+    fn pick(self: &Arc<Self>) -> Link {
         worker_links::ready(self).unwrap_or_else(|| self.current())
     }
 
@@ -234,8 +309,7 @@ impl SharedLinks {
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            match ConnectionManager::new_with_config(this.client.clone(), this.config.clone()).await
-            {
+            match this.dial.connect().await {
                 Ok(fresh) => {
                     *this.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
                     tracing::warn!("a Redis command went unanswered; moved to a new connection");
@@ -254,11 +328,10 @@ mod worker_links {
     use std::sync::{Arc, Weak};
     use std::time::{Duration, Instant};
 
-    use redis::aio::ConnectionManager;
     use tokio::runtime::{Handle, RuntimeFlavor};
     use tokio::task::JoinHandle;
 
-    use super::SharedLinks;
+    use super::{Link, SharedLinks};
 
     /// How long a worker link that failed to connect waits before the next try.
     const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -280,7 +353,7 @@ mod worker_links {
         /// Being connected; dialled again if still so at `until`.
         Dialing { until: Instant },
         Ready {
-            link: ConnectionManager,
+            link: Link,
             /// A task that never ends by itself: finished once the runtime that drives the
             /// link has shut down, and with it the link's driver.
             runtime_alive: JoinHandle<()>,
@@ -306,7 +379,7 @@ mod worker_links {
 
     /// This thread's link to `store` on the current runtime, if it is ready; otherwise `None`,
     /// and a link is dialled in the background when this runtime may have one.
-    pub(super) fn ready(store: &Arc<SharedLinks>) -> Option<ConnectionManager> {
+    pub(super) fn ready(store: &Arc<SharedLinks>) -> Option<Link> {
         let runtime = Handle::try_current().ok()?;
         if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread {
             return None;
@@ -345,13 +418,10 @@ mod worker_links {
 
     /// Connects this thread's link to `store` on the runtime `id` that runs this task.
     async fn dial(store: Weak<SharedLinks>, id: tokio::runtime::Id) {
-        let Some((client, config)) = store
-            .upgrade()
-            .map(|shared| (shared.client.clone(), shared.config.clone()))
-        else {
+        let Some(dial) = store.upgrade().map(|shared| shared.dial.clone()) else {
             return;
         };
-        let dialled = ConnectionManager::new_with_config(client, config).await;
+        let dialled = dial.connect().await;
         let Some(shared) = store.upgrade() else {
             return;
         };
@@ -400,7 +470,7 @@ impl Connection {
     /// anew by themselves.
     pub(super) fn unanswered(&self) {
         match self {
-            Connection::Single(single) => single.shared.replace(),
+            Connection::Single(linked) => linked.shared.replace(),
             #[cfg(any(feature = "cluster", feature = "sentinel"))]
             _ => {}
         }
@@ -410,9 +480,9 @@ impl Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(single) => single.link.req_packed_command(cmd),
+            Connection::Single(linked) => linked.link.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
-            Connection::Cluster(conn) => conn.req_packed_command(cmd),
+            Connection::Cluster(linked) => linked.link.req_packed_command(cmd),
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(conn) => conn.req_packed_command(cmd),
         }
@@ -425,9 +495,9 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(single) => single.link.req_packed_commands(pipeline, offset, count),
+            Connection::Single(linked) => linked.link.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
-            Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(linked) => linked.link.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
@@ -435,9 +505,9 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(single) => single.link.get_db(),
+            Connection::Single(linked) => linked.link.get_db(),
             #[cfg(feature = "cluster")]
-            Connection::Cluster(conn) => conn.get_db(),
+            Connection::Cluster(linked) => linked.link.get_db(),
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(conn) => conn.get_db(),
         }

@@ -95,9 +95,9 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// hosts' clocks may run ahead of the one that set the TTL.
 ///
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts;
-/// on a standalone server, each current-thread runtime (each Actix worker) that uses the store
-/// also opens one of its own, so that a request's commands are sent and answered on its worker's
-/// thread rather than through the thread that opened the store.
+/// on a standalone server or a cluster, each current-thread runtime (each Actix worker) that
+/// uses the store also opens one of its own, so that a request's commands are sent and answered
+/// on its worker's thread rather than through the thread that opened the store.
 /// Every command is bounded by a timeout (1 s unless set with
 /// [`RedisStoreBuilder::command_timeout`]), so a hung or unreachable Redis makes requests fail
 /// with `503 Service Unavailable` instead of hanging.
