@@ -523,7 +523,9 @@ echo "req/s, p50 and p99 are medians over rounds; \"vs\" columns are medians ove
 echo "target's req/s divided by the other's in the same round; the incumbent is identity (actix-session"
 echo "+ actix-identity) on the same route. CPU and Redis commands are totals over all rounds divided"
 echo "by all requests (CPU from /proc/<pid>/stat utime+stime, ${CLK_TCK} ticks/s, so about 1 µs/req of"
-echo "resolution at these rates; Redis commands from INFO commandstats, INFO itself excluded). Server"
+echo "resolution at these rates; Redis commands from INFO commandstats, INFO itself excluded, which"
+echo "also counts the commands a script runs: EVALSHA with HMGET and HGETALL is one round trip, the"
+echo "script reading record and data; tests/it/fast_path.rs counts round trips with MONITOR). Server"
 echo "CPU covers the whole server process; wrk and Redis share the same $(nproc) cores, so req/s is a"
 echo "relative figure."
 echo
