@@ -58,12 +58,19 @@ use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisConnectionInfo;
 
+#[cfg(feature = "cluster")]
+pub(crate) use self::cluster::{ClusterCache, NodeSetup, SlotSource};
+pub(crate) use self::tracking::Heartbeat;
 use self::tracking::{Link, Wire};
+pub(crate) use self::transport::TlsClient;
 use super::StoredSession;
 use crate::error::StoreError;
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod resp3;
 mod tracking;
+mod transport;
 
 /// Asks the store's own connection which server it reaches: that server's `run_id`.
 pub(crate) type ServerProbe =
@@ -84,37 +91,39 @@ pub(crate) struct LocalCache {
     shared: Arc<Shared>,
 }
 
-/// Where and how to open the tracking connection.
-pub(crate) struct TrackingTarget {
-    host: String,
-    port: u16,
-    redis: RedisConnectionInfo,
-    connect_timeout: Duration,
-    command_timeout: Duration,
+/// Asks where the tracking connection should go now: the primary Sentinel names.
+pub(crate) type Locator =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<(String, u16), StoreError>> + Send + Sync>;
+
+/// Where the tracking connection dials.
+pub(crate) enum Address {
+    /// Always the same host and port: a standalone server, or one node of a cluster.
+    Fixed(String, u16),
+    /// Asked anew on every (re)connect.
+    #[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
+    Located(Locator),
 }
 
-impl TrackingTarget {
-    /// The same server, user and database as `url`, which must be plain TCP.
-    pub(crate) fn for_url(
-        url: &str,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
-        let info = client.get_connection_info();
-        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
-            return Err(StoreError::unavailable(
-                "the local cache needs Redis over plain TCP (not TLS or a Unix socket)",
-            ));
-        };
-        Ok(Self {
-            host: host.clone(),
-            port: *port,
-            redis: info.redis_settings().clone(),
-            connect_timeout,
-            command_timeout,
-        })
+impl Address {
+    async fn resolve(&self) -> Result<(String, u16), StoreError> {
+        match self {
+            Address::Fixed(host, port) => Ok((host.clone(), *port)),
+            Address::Located(locate) => locate().await,
+        }
     }
+}
+
+/// Where and how to open the tracking connection.
+pub(crate) struct TrackingTarget {
+    pub(crate) address: Address,
+    /// The user, password and database, as the store's connection has them.
+    pub(crate) redis: RedisConnectionInfo,
+    /// TLS to the server (`rediss://`), or plain TCP.
+    pub(crate) tls: Option<TlsClient>,
+    /// What the server must keep being while the cache trusts it.
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
 }
 
 struct Shared {
@@ -181,6 +190,13 @@ impl LocalCache {
     /// connection just reported; if not, empties the cache and drops the tracking connection.
     pub(crate) fn confirm_server(&self, main_server: &str) {
         self.shared.confirm_server(main_server, None);
+    }
+
+    /// Forgets every entry, and every fetch under way stores nothing: for a change the
+    /// tracking connection cannot report (a cluster's slots moved).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn clear(&self) {
+        lock(&self.shared.entries).clear();
     }
 
     /// The session under `key`: from memory if no invalidation can have touched it, else

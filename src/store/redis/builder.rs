@@ -342,9 +342,14 @@ impl RedisStoreBuilder {
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        #[cfg(feature = "tls")]
+        let tls_root = self.tls.root_certificate.clone();
+        #[cfg(not(feature = "tls"))]
+        let tls_root = None;
         let cache = PlannedCache::new(
             self.cache_capacity,
             &self.target,
+            tls_root,
             self.connect_timeout,
             self.command_timeout,
         )?;
@@ -369,8 +374,7 @@ impl RedisStoreBuilder {
         .map_err(StoreError::unavailable)?;
         check_server_version(&info_text(info))?;
         let cache = cache.open(&connection, self.command_timeout).await?;
-        // A cluster has no tracking caches, so nothing waits for its invalidations.
-        let settle_deletes = (cache.is_on() || self.peer_caches) && connection.is_single_node();
+        let settle_deletes = cache.is_on() || self.peer_caches;
         let replica_wait = self.replica_wait.resolve(&self.target);
         Ok(RedisStore {
             connection,

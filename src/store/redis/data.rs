@@ -101,7 +101,9 @@ pub(super) async fn update_user(
     })?;
     if updated && store.settle_deletes {
         // Caches elsewhere must drop the old profile before the caller is told it is gone.
-        store.settle_delete(&mut conn).await?;
+        store
+            .settle_delete(&mut conn, &store.session_key(&target))
+            .await?;
     }
     Ok(updated)
 }

@@ -176,8 +176,18 @@ impl RedisStore {
     /// after that answer is read in a later pass, so its reply means they are in every tracking
     /// process's socket, where a cached lookup looks first. Only worth its round trip when some
     /// process caches; `settle_deletes` says whether one does.
-    async fn settle(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        self.run(redis::cmd("PING").query_async::<()>(conn)).await
+    ///
+    /// The round trip must reach the server that took the write: on a cluster, the node that
+    /// serves `redis_key`, the key written (or any key of its session group, which shares its
+    /// hash tag). A `PING` would go to any node, so there it is `EXISTS` of the key, which the
+    /// cluster connection routes by slot.
+    async fn settle(&self, conn: &mut Connection, redis_key: &str) -> Result<(), StoreError> {
+        if conn.is_single_node() {
+            return self.run(redis::cmd("PING").query_async::<()>(conn)).await;
+        }
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(redis_key);
+        self.run(exists.query_async::<()>(conn)).await
     }
 
     /// Runs `write` and returns its reply once `wait.replicas` replicas have it too, or fails.
@@ -273,19 +283,21 @@ impl RedisStore {
         self.command_timeout + wait.timeout
     }
 
-    /// [`settle`](Self::settle) after a session-ending delete. With a local cache, the round
-    /// trip is `INFO server` instead of `PING`: it settles as well, and tells the cache which
-    /// server the delete went to, so that a cache tracking another server (the store's
-    /// connection moved on by itself) is emptied before this delete answers.
-    async fn settle_delete(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        if self.cache.is_on() {
+    /// [`settle`](Self::settle) after a session-ending delete of `redis_key`. With a local
+    /// cache on one server, the round trip is `INFO server` instead of `PING`: it settles as
+    /// well, and tells the cache which server the delete went to, so that a cache tracking
+    /// another server (the store's connection moved on by itself) is emptied before this
+    /// delete answers. On a cluster it settles on the key's node; each node's cache checks its
+    /// server on its heartbeat.
+    async fn settle_delete(&self, conn: &mut Connection, redis_key: &str) -> Result<(), StoreError> {
+        if self.cache.is_on() && conn.is_single_node() {
             let info: redis::Value = self
                 .run(redis::cmd("INFO").arg("server").query_async(conn))
                 .await?;
             self.cache.confirm_server(&connection::info_text(info));
             return Ok(());
         }
-        self.settle(conn).await
+        self.settle(conn, redis_key).await
     }
 
     /// Runs one Redis operation within the command timeout. Every command goes through here, so
@@ -354,14 +366,15 @@ impl SessionStore for RedisStore {
     async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
         let mut extend = scripts::EXTEND.prepare_invoke();
+        let redis_key = self.session_key(key);
         extend
-            .key(self.session_key(key))
+            .key(&redis_key)
             .arg(encode_deadline(expires_at))
             .arg(ttl_millis(expires_at));
         let updated: i64 = self.run(extend.invoke_async(&mut conn)).await?;
         if updated == 1 && self.cache.is_on() {
             // So that this process's own cache shows the new deadline from now on.
-            self.settle(&mut conn).await?;
+            self.settle(&mut conn, &redis_key).await?;
         }
         Ok(updated == 1)
     }
@@ -390,8 +403,9 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
+        let redis_key = self.session_key(key);
         let mut del = redis::cmd("DEL");
-        del.arg(self.session_key(key));
+        del.arg(&redis_key);
         let removed: i64 = match self.replica_wait {
             None => self.run(del.query_async(&mut conn)).await?,
             Some(wait) => self.write_on_replicas(&mut conn, del, wait).await?,
@@ -400,7 +414,7 @@ impl SessionStore for RedisStore {
         // also when another instance's DEL won the race, since its invalidations went out in
         // the same pass.
         if self.settle_deletes {
-            self.settle_delete(&mut conn).await?;
+            self.settle_delete(&mut conn, &redis_key).await?;
         }
         Ok(removed > 0)
     }
@@ -501,7 +515,9 @@ impl SessionStore for RedisStore {
             Moved::NotThere => Ok(false),
             Moved::Complete => {
                 if self.settle_deletes {
-                    self.settle_delete(&mut self.connection.clone()).await?;
+                    let old_key = self.session_key(old);
+                    self.settle_delete(&mut self.connection.clone(), &old_key)
+                        .await?;
                 }
                 Ok(true)
             }
