@@ -734,3 +734,90 @@ async fn the_cache_never_vouches_for_a_server_the_store_has_left() {
         logs.text()
     );
 }
+
+/// A plain store on `backend`, with the builder's defaults.
+async fn plain_on(backend: &Backend) -> RedisStore {
+    backend
+        .builder()
+        .key_prefix(PREFIX)
+        .command_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A session's slot moves to another node while a caching instance holds it (a resharding:
+/// `SETSLOT … MIGRATING`/`IMPORTING`, `MIGRATE`, `SETSLOT … NODE`), then a plain instance ends
+/// it: the caching instance never accepts it after that, whether it had read the session from
+/// the new node since the move or not; and it serves from memory again on the new node.
+#[actix_web::test]
+async fn a_session_whose_slot_moved_is_never_served_after_its_logout() {
+    let backend = Backend::start(Kind::Cluster);
+    let plain = app(plain_on(&backend).await).await;
+    let cached = app(cached_on(&backend).await).await;
+    for round in 0..4 {
+        let token = log_in(&plain, round).await;
+        assert_cached_on(&cached, &backend, &token).await;
+        let key = redis_key(&token);
+        let (from, to) = backend.cluster().move_slot_of(&key);
+        assert_ne!(from, to);
+        if round % 2 == 1 {
+            // Served from memory again, now read from the node that took the slot.
+            assert_cached_on(&cached, &backend, &token).await;
+        }
+        assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+        assert_eq!(
+            status(&cached, get("/me", Some(&token))).await,
+            401,
+            "round {round}: a session logged out after its slot moved from node {from} to {to}"
+        );
+    }
+}
+
+/// A replica takes over a primary (`CLUSTER FAILOVER`): the old primary keeps running and keeps
+/// the cache's tracking connection open, as a replica. The cache must stop vouching for what
+/// it read there (the next request reads from Redis), see a logout made on the new primary at
+/// once, and serve from memory again from the new primary.
+#[actix_web::test]
+async fn a_cluster_failover_empties_the_cache_until_it_tracks_the_new_primary() {
+    let (logs, _guard) = support::logs::capture_logs();
+    let mut backend = Backend::start(Kind::Cluster);
+    let plain = app(plain_on(&backend).await).await;
+    let cached = app(cached_on(&backend).await).await;
+    let token = log_in(&plain, 1).await;
+    let key = redis_key(&token);
+    let primary = backend.cluster().node_serving(&key);
+    let replica = backend.add_cluster_replica(primary);
+    assert_cached_on(&cached, &backend, &token).await;
+
+    backend.cluster().failover_to(replica);
+    // Two heartbeats: time for the cache to hear that its server is no longer a primary.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = backend.command_counts();
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 200);
+    assert!(
+        !backend.commands_since(&before).is_empty(),
+        "served from a copy read from the demoted primary"
+    );
+    assert!(
+        logs.text().contains("no longer a primary") || logs.text().contains("slot map changed"),
+        "no warning: {}",
+        logs.text()
+    );
+    assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+
+    // A session on the promoted node is served from memory again.
+    let mut user = 2;
+    let token = loop {
+        let token = log_in(&plain, user).await;
+        if backend.cluster().node_serving(&redis_key(&token)) == replica {
+            break token;
+        }
+        user += 1;
+        assert!(user < 200, "no session landed on the promoted node");
+    };
+    assert_cached_on(&cached, &backend, &token).await;
+    assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+}

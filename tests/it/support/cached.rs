@@ -118,10 +118,16 @@ impl Backend {
             .expect("not a cluster")
     }
 
-    pub fn sentinel(&self) -> &RedisSentinel {
-        self.owned
-            .downcast_ref::<RedisSentinel>()
-            .expect("not a Sentinel deployment")
+    /// Adds a replica of cluster node `of`, counted with the data nodes; returns its index.
+    pub fn add_cluster_replica(&mut self, of: usize) -> usize {
+        let cluster = self
+            .owned
+            .downcast_mut::<RedisCluster>()
+            .expect("not a cluster");
+        let replica = cluster.add_replica(of);
+        let url = cluster.nodes[replica].url();
+        self.nodes.push(client(&url, None));
+        replica
     }
 
     pub fn node_connections(&self) -> Vec<redis::Connection> {
