@@ -31,6 +31,8 @@ pub struct Backend {
     /// The data nodes, logged in (over TLS where the deployment is).
     nodes: Vec<redis::Client>,
     tls_root: Option<Vec<u8>>,
+    /// Connections to the data nodes for [`Backend::command_counts`].
+    counting: std::sync::Mutex<Vec<redis::Connection>>,
     /// The processes; a cluster's and Sentinel's are reachable through [`Backend::cluster`] and
     /// [`Backend::sentinel`].
     owned: Box<dyn Any>,
@@ -60,6 +62,7 @@ impl Backend {
                     urls: vec![server.url()],
                     nodes: vec![client(&server.url(), None)],
                     tls_root: None,
+                    counting: Default::default(),
                     owned: Box::new(server),
                 }
             }
@@ -70,6 +73,7 @@ impl Backend {
                     urls: cluster.urls(),
                     nodes: cluster.urls().iter().map(|url| client(url, None)).collect(),
                     tls_root: None,
+                    counting: Default::default(),
                     owned: Box::new(cluster),
                 }
             }
@@ -82,6 +86,7 @@ impl Backend {
                         .map(|i| client(&sentinel.server_url(i), None))
                         .collect(),
                     tls_root: None,
+                    counting: Default::default(),
                     owned: Box::new(sentinel),
                 }
             }
@@ -95,6 +100,7 @@ impl Backend {
                     nodes: vec![client(&url, Some(&root))],
                     urls: vec![url],
                     tls_root: Some(root),
+                    counting: Default::default(),
                     owned: Box::new((certificates, server)),
                 }
             }
@@ -130,6 +136,11 @@ impl Backend {
         replica
     }
 
+    /// Clients of the data nodes.
+    pub fn clients(&self) -> Vec<redis::Client> {
+        self.nodes.clone()
+    }
+
     pub fn node_connections(&self) -> Vec<redis::Connection> {
         self.nodes
             .iter()
@@ -143,10 +154,15 @@ impl Backend {
     /// Calls per command since each data node started, summed over the nodes.
     pub fn command_counts(&self) -> HashMap<String, u64> {
         let mut total = HashMap::new();
-        for mut conn in self.node_connections() {
+        let mut counting = self.counting.lock().unwrap_or_else(|e| e.into_inner());
+        if counting.len() != self.nodes.len() {
+            // Opened once: a count is taken twice per proof of a cache hit.
+            *counting = self.node_connections();
+        }
+        for conn in counting.iter_mut() {
             let info: String = redis::cmd("INFO")
                 .arg("commandstats")
-                .query(&mut conn)
+                .query(conn)
                 .unwrap();
             for line in info.lines() {
                 let Some((name, stats)) = line
