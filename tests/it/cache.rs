@@ -821,3 +821,62 @@ async fn a_cluster_failover_empties_the_cache_until_it_tracks_the_new_primary() 
     assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
     assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
 }
+
+/// Sentinel fails over to the replica, and the old primary is made a replica of the new one
+/// (as Sentinel does once it sees it again; here at once, and without closing its
+/// connections). The cache must stop vouching for what it read on the old primary, see a
+/// logout made on the new one, and serve from memory again once its tracking connection and
+/// the store's both reach the new primary.
+#[actix_web::test]
+async fn a_sentinel_failover_empties_the_cache_until_it_tracks_the_new_primary() {
+    let backend = Backend::start(Kind::Sentinel);
+    let plain = app(plain_on(&backend).await).await;
+    let cached = app(cached_on(&backend).await).await;
+    let token = log_in(&plain, 1).await;
+    let sentinel = backend.sentinel();
+    let replicated: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(2000)
+        .query(&mut sentinel.server_connection(0).unwrap())
+        .unwrap();
+    assert_eq!(replicated, 1, "the replica did not get the session");
+    assert_cached_on(&cached, &backend, &token).await;
+
+    sentinel.force_failover();
+    sentinel.wait_for_primary(1, Duration::from_secs(20));
+    sentinel.demote(0);
+    sentinel.wait_for_replica(0, Duration::from_secs(20));
+    // Two heartbeats: time for the cache to hear that its server is no longer a primary.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = backend.command_counts();
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 200);
+    assert!(
+        !backend.commands_since(&before).is_empty(),
+        "served from a copy read on the demoted primary"
+    );
+
+    // Each store finds the new primary at its first write there (`READONLY` on the old one).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        let res = test::call_service(&cached, post("/login/2", None)).await;
+        if res.status() == 200 {
+            break set_cookie(&res).unwrap().value().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the caching store found no primary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&plain, post("/logout", Some(&token))).await != 204 {
+        assert!(Instant::now() < deadline, "the plain store found no primary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+
+    // Both reach the new primary now: the cache serves again, and stays honest.
+    assert_cached_on(&cached, &backend, &fresh).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&plain, post("/logout", Some(&fresh))).await != 204 {
+        assert!(Instant::now() < deadline, "the plain store found no primary");
+    }
+    assert_eq!(status(&cached, get("/me", Some(&fresh))).await, 401);
+}

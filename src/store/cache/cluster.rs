@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
@@ -48,6 +48,9 @@ pub(crate) type NodeSetup = Arc<dyn Fn(&str, u16) -> (TrackingTarget, ServerProb
 
 /// How often the slot map is read again when nothing else asks for it.
 const MAP_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long after a read of the slot map on demand another may start.
+const DEMAND_PAUSE: Duration = Duration::from_millis(100);
 
 /// The number of hash slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
@@ -71,6 +74,9 @@ struct Shared {
     routing: Mutex<Routing>,
     /// Set while a read of the slot map is under way, so that a burst of misses makes one.
     refreshing: AtomicBool,
+    /// When the last read on demand started: misses while a node's tracking connection is
+    /// down would otherwise read the map back to back.
+    last_demand: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -108,6 +114,7 @@ impl ClusterCache {
             runtime: tokio::runtime::Handle::current(),
             routing: Mutex::new(Routing::default()),
             refreshing: AtomicBool::new(false),
+            last_demand: Mutex::new(None),
         });
         let mut caches = HashMap::new();
         for node in primaries {
@@ -175,10 +182,18 @@ impl Shared {
         }
     }
 
-    /// Starts a read of the slot map in the background, unless one is under way.
+    /// Starts a read of the slot map in the background, unless one is under way or started
+    /// less than [`DEMAND_PAUSE`] ago.
     fn refresh_soon(shared: &Arc<Self>) {
         if shared.refreshing.load(Ordering::Acquire) {
             return;
+        }
+        {
+            let mut last = lock(&shared.last_demand);
+            if last.is_some_and(|at| at.elapsed() < DEMAND_PAUSE) {
+                return;
+            }
+            *last = Some(Instant::now());
         }
         let shared = Arc::clone(shared);
         shared.runtime.clone().spawn(async move { shared.refresh().await });

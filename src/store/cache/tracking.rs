@@ -101,7 +101,8 @@ impl Shared {
         let wire = Arc::new(Wire {
             scanner: Mutex::new(Scanner::default()),
             peek,
-            at_rest: AtomicBool::new(true),
+            // The TLS handshake read through the same record framing.
+            at_rest: AtomicBool::new(stream.between_records()),
             opened: Instant::now(),
             last_heartbeat: AtomicU64::new(0),
         });

@@ -124,6 +124,12 @@ impl Backend {
             .expect("not a cluster")
     }
 
+    pub fn sentinel(&self) -> &RedisSentinel {
+        self.owned
+            .downcast_ref::<RedisSentinel>()
+            .expect("not a Sentinel deployment")
+    }
+
     /// Adds a replica of cluster node `of`, counted with the data nodes; returns its index.
     pub fn add_cluster_replica(&mut self, of: usize) -> usize {
         let cluster = self
@@ -159,11 +165,19 @@ impl Backend {
             // Opened once: a count is taken twice per proof of a cache hit.
             *counting = self.node_connections();
         }
-        for conn in counting.iter_mut() {
-            let info: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query(conn)
-                .unwrap();
+        for (i, conn) in counting.iter_mut().enumerate() {
+            let mut stats = redis::cmd("INFO");
+            stats.arg("commandstats");
+            let info: String = match stats.query(conn) {
+                Ok(info) => info,
+                // Closed by the server (Sentinel kills clients of the nodes it reconfigures).
+                Err(_) => {
+                    *conn = self.nodes[i]
+                        .get_connection_with_timeout(Duration::from_secs(2))
+                        .unwrap();
+                    stats.query(conn).unwrap()
+                }
+            };
             for line in info.lines() {
                 let Some((name, stats)) = line
                     .strip_prefix("cmdstat_")
