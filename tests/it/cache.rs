@@ -862,12 +862,18 @@ async fn a_sentinel_failover_empties_the_cache_until_it_tracks_the_new_primary()
         if res.status() == 200 {
             break set_cookie(&res).unwrap().value().to_owned();
         }
-        assert!(Instant::now() < deadline, "the caching store found no primary");
+        assert!(
+            Instant::now() < deadline,
+            "the caching store found no primary"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(&plain, post("/logout", Some(&token))).await != 204 {
-        assert!(Instant::now() < deadline, "the plain store found no primary");
+        assert!(
+            Instant::now() < deadline,
+            "the plain store found no primary"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
@@ -876,7 +882,10 @@ async fn a_sentinel_failover_empties_the_cache_until_it_tracks_the_new_primary()
     assert_cached_on(&cached, &backend, &fresh).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(&plain, post("/logout", Some(&fresh))).await != 204 {
-        assert!(Instant::now() < deadline, "the plain store found no primary");
+        assert!(
+            Instant::now() < deadline,
+            "the plain store found no primary"
+        );
     }
     assert_eq!(status(&cached, get("/me", Some(&fresh))).await, 401);
 }

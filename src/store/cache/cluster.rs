@@ -40,7 +40,8 @@ use crate::error::StoreError;
 use crate::store::StoredSession;
 
 /// Reads the cluster's slot map (`CLUSTER SLOTS`) through the store's connection.
-pub(crate) type SlotSource = Arc<dyn Fn() -> BoxFuture<'static, Result<Value, StoreError>> + Send + Sync>;
+pub(crate) type SlotSource =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Value, StoreError>> + Send + Sync>;
 
 /// Where the tracking connection of the node at a host and port goes, and how to ask the
 /// store's connection which server that node is.
@@ -196,7 +197,10 @@ impl Shared {
             *last = Some(Instant::now());
         }
         let shared = Arc::clone(shared);
-        shared.runtime.clone().spawn(async move { shared.refresh().await });
+        shared
+            .runtime
+            .clone()
+            .spawn(async move { shared.refresh().await });
     }
 
     /// Reads the slot map; if it changed, empties every cache and follows the new primaries.
@@ -253,7 +257,10 @@ impl Shared {
     }
 }
 
-async fn read_map(slots: &SlotSource, seed_host: &str) -> Result<Vec<(u16, u16, Node)>, StoreError> {
+async fn read_map(
+    slots: &SlotSource,
+    seed_host: &str,
+) -> Result<Vec<(u16, u16, Node)>, StoreError> {
     let reply = slots().await?;
     parse_slots(&reply, seed_host)
         .ok_or_else(|| StoreError::unavailable("unreadable CLUSTER SLOTS reply"))
@@ -373,7 +380,11 @@ mod tests {
                 node("", 7001),
                 node("10.0.0.9", 7004),
             ]),
-            Value::Array(vec![Value::Int(0), Value::Int(5460), node("10.0.0.1", 7000)]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("10.0.0.1", 7000),
+            ]),
         ]);
         let map = parse_slots(&reply, "seed").unwrap();
         assert_eq!(

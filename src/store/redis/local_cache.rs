@@ -120,10 +120,15 @@ mod imp {
     }
 
     enum Deployment {
-        Single { host: String, port: u16 },
+        Single {
+            host: String,
+            port: u16,
+        },
         /// The host of the first seed, for nodes the cluster announces without one.
         #[cfg(feature = "cluster")]
-        Cluster { seed_host: String },
+        Cluster {
+            seed_host: String,
+        },
         #[cfg(feature = "sentinel")]
         Sentinel,
     }
@@ -148,9 +153,7 @@ mod imp {
             .map_err(|_| StoreError::unavailable("the Redis URL is not valid"))?;
         let (host, port, tls) = match info.addr() {
             ConnectionAddr::Tcp(host, port) => (host.clone(), *port, None),
-            ConnectionAddr::TcpTls {
-                insecure: true, ..
-            } => {
+            ConnectionAddr::TcpTls { insecure: true, .. } => {
                 return Err(StoreError::unavailable(
                     "the local cache needs verified TLS: drop #insecure and trust the server's \
                      CA with tls_root_certificate",
@@ -355,10 +358,11 @@ mod imp {
             Box::pin(async move {
                 let mut info = redis::cmd("INFO");
                 info.arg("server");
-                let info = tokio::time::timeout(command_timeout, cluster.route_command(info, routing))
-                    .await
-                    .map_err(|_elapsed| StoreError::Timeout)?
-                    .map_err(StoreError::unavailable)?;
+                let info =
+                    tokio::time::timeout(command_timeout, cluster.route_command(info, routing))
+                        .await
+                        .map_err(|_elapsed| StoreError::Timeout)?
+                        .map_err(StoreError::unavailable)?;
                 run_id(&info_text(info))
                     .map(str::to_owned)
                     .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))

@@ -63,20 +63,21 @@ use self::builder::ReplicaWait;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of record, update, deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
-/// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` with a local cache | 1–2 |
+/// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes) | 1 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
 /// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
-/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache, else `PING` unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
+/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache on one server, else `PING` (`EXISTS` of the key on a cluster) unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
 /// | [`list`](SessionStore::list) | `SMEMBERS`; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
 /// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `SREM` old | 3–4 |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
 /// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
-/// unless the app promised that no instance caches, and never on a cluster. With a local cache, a delete settles
-/// with `INFO server`, whose `run_id` tells the cache whether it tracks the server the delete
-/// went to. `list` deletes a dead record it finds as `delete` does; a record
+/// unless the app promised that no instance caches. On a cluster it is an `EXISTS` of the key
+/// written, so that it reaches the node the write went to. With a local cache on one server, a
+/// delete settles with `INFO server`, whose `run_id` tells the cache whether it tracks the
+/// server the delete went to. `list` deletes a dead record it finds as `delete` does; a record
 /// past the deadline in its value is dead only if Redis agrees (the key has no TTL), since app
 /// hosts' clocks may run ahead of the one that set the TTL.
 ///
@@ -289,7 +290,11 @@ impl RedisStore {
     /// another server (the store's connection moved on by itself) is emptied before this
     /// delete answers. On a cluster it settles on the key's node; each node's cache checks its
     /// server on its heartbeat.
-    async fn settle_delete(&self, conn: &mut Connection, redis_key: &str) -> Result<(), StoreError> {
+    async fn settle_delete(
+        &self,
+        conn: &mut Connection,
+        redis_key: &str,
+    ) -> Result<(), StoreError> {
         if self.cache.is_on() && conn.is_single_node() {
             let info: redis::Value = self
                 .run(redis::cmd("INFO").arg("server").query_async(conn))

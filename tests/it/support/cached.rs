@@ -222,7 +222,8 @@ impl Backend {
     pub fn run_settled(&self, key: &str, command: &redis::Cmd) {
         for mut conn in self.node_connections() {
             let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).unwrap();
-            let primary = matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+            let primary =
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
             if !primary {
                 continue;
             }

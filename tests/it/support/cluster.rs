@@ -179,7 +179,10 @@ impl RedisCluster {
             .is_err()
         {
             // Until the new node has heard of the primary through the handshake.
-            assert!(Instant::now() < deadline, "the replica never met its primary");
+            assert!(
+                Instant::now() < deadline,
+                "the replica never met its primary"
+            );
             sleep(Duration::from_millis(50));
         }
         loop {
@@ -190,7 +193,10 @@ impl RedisCluster {
             if info.contains("master_link_status:up") {
                 break;
             }
-            assert!(Instant::now() < deadline, "the replica did not sync: {info}");
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync: {info}"
+            );
             sleep(Duration::from_millis(50));
         }
         self.nodes.push(node);

@@ -26,9 +26,9 @@ use super::cluster::RedisCluster;
 use super::http::{get, post, set_cookie};
 use super::process::Guarded;
 use super::redis_server::{commands_during_since, shared_redis_url, unique_prefix, RedisServer};
-use std::collections::HashMap;
 use super::sentinel::{RedisSentinel, SERVICE};
 use super::tls::{start_tls_server, TestCertificates};
+use std::collections::HashMap;
 
 /// Where the app instances keep their sessions, and how many instances there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
