@@ -62,8 +62,8 @@ async fn cached_on(backend: &Backend) -> RedisStore {
         .unwrap()
 }
 
-/// One test per deployment: `<test>::one_redis`, `::cluster`, `::sentinel`, `::tls`, each
-/// calling `<test>(Kind::…)`.
+/// One test per deployment: `<test>::one_redis`, `::cluster`, `::sentinel`, `::tls` (and
+/// `::sentinel_tls` where listed), each calling `<test>(Kind::…)`.
 macro_rules! on_deployments {
     ($test:ident: $($name:ident => $kind:ident),* $(,)?) => {
         mod $test {
@@ -236,6 +236,7 @@ async fn a_session_ended_on_one_instance_is_dead_on_the_other_at_once(kind: Kind
 
 on_deployments! { a_session_ended_on_one_instance_is_dead_on_the_other_at_once:
     one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
+    sentinel_tls => SentinelTls,
 }
 
 /// A session deleted by another client (an admin tool, a revocation elsewhere), and a flush.
@@ -539,6 +540,7 @@ async fn an_unread_invalidation_is_honoured(kind: Kind) {
 
 on_deployments! { an_unread_invalidation_is_honoured:
     one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
+    sentinel_tls => SentinelTls,
 }
 
 /// A store with no cache, whose peers declare none, ends a session with one `DEL` and no

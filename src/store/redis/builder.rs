@@ -338,6 +338,9 @@ impl RedisStoreBuilder {
     ///   them on the old node, which invalidates them). `max_sessions` is shared among the
     ///   primaries.
     ///
+    /// An ACL user needs `CLIENT TRACKING`, `HELLO` and `INFO` for the cache, and on a cluster or
+    /// Sentinel also `ROLE` (and `CLUSTER SLOTS` on a cluster).
+    ///
     /// After a failover that leaves the old server running (a cluster's `CLUSTER FAILOVER`, a
     /// primary demoted without closing its clients), a logout through another instance on the
     /// new primary may be served from memory until the next heartbeat (250 ms).

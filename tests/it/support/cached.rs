@@ -21,6 +21,8 @@ pub enum Kind {
     Cluster,
     Sentinel,
     Tls,
+    /// Sentinel with every process, sentinels included, speaking TLS only.
+    SentinelTls,
 }
 
 /// A private deployment of one [`Kind`], torn down when dropped.
@@ -90,6 +92,20 @@ impl Backend {
                     owned: Box::new(sentinel),
                 }
             }
+            Kind::SentinelTls => {
+                let sentinel = RedisSentinel::start_with(None, Some(TestCertificates::generate()));
+                let root = sentinel.tls.as_ref().map(TestCertificates::ca_pem);
+                Self {
+                    kind,
+                    urls: sentinel.sentinel_urls(),
+                    nodes: (0..2)
+                        .map(|i| client(&sentinel.server_url(i), root.as_deref()))
+                        .collect(),
+                    tls_root: root,
+                    counting: Default::default(),
+                    owned: Box::new(sentinel),
+                }
+            }
             Kind::Tls => {
                 let certificates = TestCertificates::generate();
                 let server = start_tls_server(&certificates);
@@ -113,6 +129,8 @@ impl Backend {
             Kind::OneRedis => RedisStore::builder(&self.urls[0]),
             Kind::Cluster => RedisStore::cluster_builder(self.urls.clone()),
             Kind::Sentinel => RedisStore::sentinel_builder(self.urls.clone(), SERVICE),
+            Kind::SentinelTls => RedisStore::sentinel_builder(self.urls.clone(), SERVICE)
+                .tls_root_certificate(self.tls_root.clone().unwrap_or_default()),
             Kind::Tls => RedisStore::builder(&self.urls[0])
                 .tls_root_certificate(self.tls_root.clone().unwrap_or_default()),
         }
