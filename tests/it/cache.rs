@@ -51,11 +51,18 @@ async fn cached_store(server: &RedisServer) -> RedisStore {
 
 /// A store with a local cache on `backend`.
 async fn cached_on(backend: &Backend) -> RedisStore {
+    // Three TLS handshakes for the cluster's connection, three for the cache's, on two shared
+    // cores.
+    let connect_timeout = if backend.kind == Kind::ClusterTls {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(500)
+    };
     backend
         .builder()
         .key_prefix(PREFIX)
         .command_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(500))
+        .connect_timeout(connect_timeout)
         .local_cache(1000)
         .connect()
         .await
@@ -63,7 +70,7 @@ async fn cached_on(backend: &Backend) -> RedisStore {
 }
 
 /// One test per deployment: `<test>::one_redis`, `::cluster`, `::sentinel`, `::tls` (and
-/// `::sentinel_tls` where listed), each calling `<test>(Kind::…)`.
+/// `::sentinel_tls`, `::cluster_tls` where listed), each calling `<test>(Kind::…)`.
 macro_rules! on_deployments {
     ($test:ident: $($name:ident => $kind:ident),* $(,)?) => {
         mod $test {
@@ -236,7 +243,7 @@ async fn a_session_ended_on_one_instance_is_dead_on_the_other_at_once(kind: Kind
 
 on_deployments! { a_session_ended_on_one_instance_is_dead_on_the_other_at_once:
     one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
-    sentinel_tls => SentinelTls,
+    sentinel_tls => SentinelTls, cluster_tls => ClusterTls,
 }
 
 /// A session deleted by another client (an admin tool, a revocation elsewhere), and a flush.
@@ -540,7 +547,7 @@ async fn an_unread_invalidation_is_honoured(kind: Kind) {
 
 on_deployments! { an_unread_invalidation_is_honoured:
     one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
-    sentinel_tls => SentinelTls,
+    sentinel_tls => SentinelTls, cluster_tls => ClusterTls,
 }
 
 /// A store with no cache, whose peers declare none, ends a session with one `DEL` and no

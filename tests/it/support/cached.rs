@@ -23,6 +23,8 @@ pub enum Kind {
     Tls,
     /// Sentinel with every process, sentinels included, speaking TLS only.
     SentinelTls,
+    /// A cluster whose clients (and bus) speak TLS.
+    ClusterTls,
 }
 
 /// A private deployment of one [`Kind`], torn down when dropped.
@@ -92,6 +94,24 @@ impl Backend {
                     owned: Box::new(sentinel),
                 }
             }
+            Kind::ClusterTls => {
+                let certificates = TestCertificates::generate();
+                let cluster = RedisCluster::start_with(Some(&certificates));
+                let root = certificates.ca_pem();
+                let urls: Vec<String> = cluster
+                    .tls_ports
+                    .iter()
+                    .map(|port| format!("rediss://127.0.0.1:{port}"))
+                    .collect();
+                Self {
+                    kind,
+                    nodes: urls.iter().map(|url| client(url, Some(&root))).collect(),
+                    urls,
+                    tls_root: Some(root),
+                    counting: Default::default(),
+                    owned: Box::new((cluster, certificates)),
+                }
+            }
             Kind::SentinelTls => {
                 let sentinel = RedisSentinel::start_with(None, Some(TestCertificates::generate()));
                 let root = sentinel.tls.as_ref().map(TestCertificates::ca_pem);
@@ -128,6 +148,8 @@ impl Backend {
         match self.kind {
             Kind::OneRedis => RedisStore::builder(&self.urls[0]),
             Kind::Cluster => RedisStore::cluster_builder(self.urls.clone()),
+            Kind::ClusterTls => RedisStore::cluster_builder(self.urls.clone())
+                .tls_root_certificate(self.tls_root.clone().unwrap_or_default()),
             Kind::Sentinel => RedisStore::sentinel_builder(self.urls.clone(), SERVICE),
             Kind::SentinelTls => RedisStore::sentinel_builder(self.urls.clone(), SERVICE)
                 .tls_root_certificate(self.tls_root.clone().unwrap_or_default()),
@@ -245,7 +267,7 @@ impl Backend {
             if !primary {
                 continue;
             }
-            if self.kind == Kind::Cluster {
+            if matches!(self.kind, Kind::Cluster | Kind::ClusterTls) {
                 let exists: redis::RedisResult<i64> =
                     redis::cmd("EXISTS").arg(key).query(&mut conn);
                 if exists.is_err() {

@@ -4,32 +4,79 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::process::free_port;
 use super::process::{unique_dir, TempDir};
 use super::redis_server::{connection, RedisServer};
+use super::tls::TestCertificates;
 
 /// A three-primary Redis Cluster on free ports, torn down with the test process.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// With TLS, the TLS port of each node.
+    pub tls_ports: Vec<u16>,
     dir: TempDir,
 }
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `tls`, every node also serves TLS on `tls_ports[i]`, with a certificate from that
+    /// CA, and the cluster bus and replication run over TLS; clients over TLS are told the TLS
+    /// ports.
+    pub fn start_with(tls: Option<&TestCertificates>) -> Self {
         let dir = unique_dir("cluster");
+        let mut tls_ports = Vec::new();
         let nodes: Vec<RedisServer> = (0..3)
             .map(|i| {
+                let tls_args = match tls {
+                    Some(certificates) => {
+                        // The bus listens 10000 above the TLS port.
+                        let port = loop {
+                            let port = free_port();
+                            if port <= 55_000 {
+                                break port;
+                            }
+                        };
+                        tls_ports.push(port);
+                        format!(
+                            "--tls-port {port} --cluster-port {bus} --tls-cluster yes \
+                             --tls-replication yes \
+                             --tls-cert-file {} --tls-key-file {} --tls-ca-cert-file {} \
+                             --tls-auth-clients no",
+                            certificates.server_cert.display(),
+                            certificates.server_key.display(),
+                            certificates.ca_cert.display(),
+                            bus = port + 10_000,
+                        )
+                    }
+                    None => String::new(),
+                };
                 RedisServer::start_with(&format!(
                     "--cluster-enabled yes --cluster-config-file node-{i}.conf \
-                     --cluster-node-timeout 2000 --dir {}",
+                     --cluster-node-timeout 2000 --dir {} {tls_args}",
                     dir.0.display()
                 ))
             })
             .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let created = Command::new("redis-cli")
+        let addresses: Vec<String> = match tls {
+            Some(_) => tls_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            None => nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port))
+                .collect(),
+        };
+        // Bounded: a cluster whose nodes cannot meet makes redis-cli wait forever.
+        let mut create = Command::new("timeout");
+        create.arg("30").arg("redis-cli");
+        if let Some(certificates) = tls {
+            create
+                .arg("--tls")
+                .arg("--cacert")
+                .arg(&certificates.ca_cert);
+        }
+        let created = create
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -38,7 +85,11 @@ impl RedisCluster {
             .status()
             .expect("redis-cli not found: install redis-tools");
         assert!(created.success(), "redis-cli --cluster create failed");
-        let cluster = Self { nodes, dir };
+        let cluster = Self {
+            nodes,
+            tls_ports,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cluster.is_ok() {
             assert!(Instant::now() < deadline, "cluster did not become ok");
