@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Side-by-side HTTP benchmark of one authenticated route, `GET /me`, on six servers:
+# Side-by-side HTTP benchmark of one authenticated route, `GET /me`, on seven servers:
 #
 #   bare            Actix Web without middleware (the ceiling)
-#   redis-get       one Redis GET of a fixed key per request (the one-round-trip floor)
+#   redis-get       one Redis GET of a fixed key per request (the one-round-trip floor), through a
+#                   connection made before the server starts, as most apps do: its commands hop
+#                   to the main thread, which drives that connection, and back
+#   redis-get-worker  the same through a connection per worker, opened on the worker's own
+#                   runtime (no hop; the stricter floor, as actix-login's store does)
 #   identity        actix-session RedisSessionStore + actix-identity, as their docs set them up
 #   identity-visit  the same with visit_deadline (sliding expiry: a session write per request)
 #   actix-login     LoginMiddleware + RedisStore, AuthUser<Profile>
@@ -19,7 +23,20 @@
 #   actix-login-cache/cart  the same with the local cache: the record from memory, the data
 #                           (HGETALL) from Redis
 #
-# All six come from one bench target (benches/http_server.rs, in the actix-login-benches package
+# Each table row gives the median req/s over rounds and the medians of same-round ratios: this
+# target's req/s over the incumbent's (identity for GET /me, identity/cart for GET /cart), over
+# redis-get's and over bare's GET /me in the same round; then server CPU per request (µs, and
+# above redis-get's), and Redis commands per request of each kind, as Redis counts them
+# (INFO commandstats).
+#
+# With CLUSTER=1 everything runs on a three-primary Redis Cluster the script starts instead of
+# one server. actix-session 0.11's RedisSessionStore connects to one server only (a
+# ConnectionManager or a deadpool-redis pool), so the identity variants refuse to start and the
+# actix-login variants are compared with bare and redis-get (a GET through a cluster
+# connection) only; a variant whose store refuses the deployment (the local cache, until it
+# supports clusters) is skipped too, with the reason it printed.
+#
+# All seven come from one bench target (benches/http_server.rs, in the actix-login-benches package
 # of the workspace), each in its own process with one
 # Actix worker, all sharing a redis-server this script starts on a free port. Each server gets a
 # session once (POST /login), then wrk hits GET /me with that cookie, and GET /cart with the
@@ -41,8 +58,12 @@
 #   bash benches/http.sh --smoke    1 round x 1 s per target and one 1 s phase of each kind, for
 #                                   CI: checks that everything builds, starts and answers 200,
 #                                   and nothing about speed
+#   CLUSTER=1 bash benches/http.sh  the same on a 3-primary Redis Cluster (--smoke works too)
 # Needs: cargo, redis-server + redis-cli (7.0 or newer), wrk, curl.
-# Knobs (environment): ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS; for the storm
+# BEFORE_BIN=<an older build of the http_server bench executable> adds its actix-login variant
+# as actix-login-before (GET /me and GET /cart), for a before/after comparison within one run.
+#
+# Knobs (environment): CLUSTER (0), BEFORE_BIN, ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS; for the storm
 # STORM=0 (skip it), STORM_ROUNDS, STORM_DURATION (s), STORM_ME_CONNECTIONS (4),
 # STORM_ME_PAUSE_MS (2, per connection between requests), STORM_LOGIN_CONNECTIONS (8).
 #
@@ -65,6 +86,7 @@ if [[ $SMOKE == 1 ]]; then
 else
     ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2}
 fi
+CLUSTER=${CLUSTER:-0}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 STORM=${STORM:-1}
@@ -75,13 +97,23 @@ STORM_ME_PAUSE_MS=${STORM_ME_PAUSE_MS:-2}
 STORM_LOGIN_CONNECTIONS=${STORM_LOGIN_CONNECTIONS:-8}
 # The one account of actix-login's POST /login-password (benches/http_server.rs).
 STORM_FORM='username=storm&password=correct+horse+battery+staple'
-SERVERS=(bare redis-get identity identity-visit actix-login actix-login-cache)
+SERVERS=(bare redis-get redis-get-worker identity identity-visit actix-login actix-login-cache)
 # Servers whose /me must refuse a request without a cookie.
 AUTHENTICATED=(identity identity-visit actix-login actix-login-cache)
 EXPECTED_BODY='{"id":1,"username":"alice"}'
 # Servers that also serve the cart (POST /cart, GET /cart), and what GET /cart answers.
 CART_SERVERS=(identity actix-login actix-login-cache)
 EXPECTED_CART='["sku-1041","sku-2203","sku-3307"]'
+# Which executable and variant each server runs: this build's, of its own name, unless set here.
+declare -A BIN_OF VARIANT_OF
+if [[ -n ${BEFORE_BIN:-} ]]; then
+    [[ -x $BEFORE_BIN ]] || { echo "http.sh: BEFORE_BIN=$BEFORE_BIN is not an executable" >&2; exit 2; }
+    SERVERS+=(actix-login-before)
+    AUTHENTICATED+=(actix-login-before)
+    CART_SERVERS+=(actix-login-before)
+    BIN_OF[actix-login-before]=$BEFORE_BIN
+    VARIANT_OF[actix-login-before]=actix-login
+fi
 # What wrk measures: "server" is GET /me on that server, "server/cart" GET /cart.
 TARGETS=("${SERVERS[@]}" "${CART_SERVERS[@]/%//cart}")
 
@@ -94,7 +126,8 @@ done
 
 START_SECONDS=$SECONDS
 WORK=$(mktemp -d -t actix-login-bench.XXXXXX)
-REDIS_PID=""
+REDIS_PIDS=()
+REDIS_PORTS=()
 STORM_PID=""
 declare -A PID PORT COOKIE SERVER_OF PATH_OF
 for target in "${TARGETS[@]}"; do
@@ -107,10 +140,10 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     local pid
-    for pid in $STORM_PID "${PID[@]}" $REDIS_PID; do
+    for pid in $STORM_PID "${PID[@]}" "${REDIS_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
-    for pid in $STORM_PID "${PID[@]}" $REDIS_PID; do
+    for pid in $STORM_PID "${PID[@]}" "${REDIS_PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
     if [[ $status != 0 ]]; then
@@ -148,6 +181,24 @@ free_port() {
     die "no free port found"
 }
 
+# A port for a cluster node: it and its cluster bus port (10000 above) both free, both below the
+# ephemeral range.
+free_cluster_port() {
+    local port attempt
+    for attempt in $(seq 1 200); do
+        port=$((20000 + RANDOM % 2700))
+        [[ -n ${TAKEN[$port]:-} || -n ${TAKEN[$((port + 10000))]:-} ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
+            ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then
+            TAKEN[$port]=1
+            TAKEN[$((port + 10000))]=1
+            echo "$port"
+            return
+        fi
+    done
+    die "no free port pair found for a cluster node"
+}
+
 # utime + stime of a whole process (all threads), in clock ticks. The command name sits in
 # parentheses and may contain spaces, so count fields after the last ')'.
 cpu_ticks() {
@@ -158,11 +209,23 @@ cpu_ticks() {
     awk '{ print $12 + $13 }' <<<"$stat"
 }
 
-# "command calls" for every Redis command run so far, except INFO (this script's own probe).
+# CPU ticks of every Redis server together.
+redis_ticks() {
+    local pid total=0
+    for pid in "${REDIS_PIDS[@]}"; do
+        total=$((total + $(cpu_ticks "$pid")))
+    done
+    echo "$total"
+}
+
+# "command calls" for every Redis command run so far, summed over the nodes, except INFO (this
+# script's own probe). On a cluster, the clients' topology checks (CLUSTER) count too.
 redis_calls() {
-    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' |
-        awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); if ($1 != "info") print $1, $3 }' |
-        sort
+    local port
+    for port in "${REDIS_PORTS[@]}"; do
+        redis-cli -p "$port" INFO commandstats | tr -d '\r'
+    done | awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); if ($1 != "info") n[$1] += $3 }
+        END { for (c in n) print c, n[c] }' | sort
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else print v[int((NR + 1) / 2)] }'; }
@@ -182,14 +245,30 @@ login() { # name
     echo "$cookie"
 }
 
+# Returns 0 once the server answers, 1 if it exited refusing the deployment (its log then has a
+# "variant refused:" line); dies on anything else.
 wait_ready() { # name port pid log
     local tries
     for tries in $(seq 1 100); do
-        kill -0 "$3" 2>/dev/null || die "$1 exited during startup (see $4)"
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$2/me" && return
+        if ! kill -0 "$3" 2>/dev/null; then
+            wait "$3" 2>/dev/null || true
+            grep -q 'variant refused:' "$4" && return 1
+            die "$1 exited during startup (see $4)"
+        fi
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$2/me" && return 0
         sleep 0.1
     done
     die "$1 did not answer on port $2 within 10 s"
+}
+
+# Whether $1 is among the remaining arguments.
+among() { # word words...
+    local word=$1 each
+    shift
+    for each in "$@"; do
+        [[ $each == "$word" ]] && return 0
+    done
+    return 1
 }
 
 # ---- build --------------------------------------------------------------------------------------
@@ -202,27 +281,76 @@ BIN=$(cargo bench -p actix-login-benches --no-run --bench http_server \
 
 # ---- redis --------------------------------------------------------------------------------------
 
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-for _ in $(seq 1 50); do
-    redis-cli -p "$REDIS_PORT" PING 2>/dev/null | grep -q PONG && break
-    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited (see $WORK/redis.log)"
-    sleep 0.1
-done
-redis-cli -p "$REDIS_PORT" PING | grep -q PONG || die "redis-server did not answer"
-export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+start_redis() { # port extra-args... -> appends to REDIS_PIDS and REDIS_PORTS
+    local port=$1
+    shift
+    mkdir -p "$WORK/redis-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+        --dir "$WORK/redis-$port" --logfile "$WORK/redis-$port.log" "$@" &
+    REDIS_PIDS+=($!)
+    REDIS_PORTS+=("$port")
+    for _ in $(seq 1 50); do
+        redis-cli -p "$port" PING 2>/dev/null | grep -q PONG && return
+        kill -0 "${REDIS_PIDS[-1]}" 2>/dev/null || die "redis-server exited (see $WORK/redis-$port.log)"
+        sleep 0.1
+    done
+    die "redis-server on port $port did not answer"
+}
+
+if [[ $CLUSTER == 1 ]]; then
+    # Three primaries, no replicas, as tests/it/support/cluster.rs starts them.
+    for _ in 1 2 3; do
+        start_redis "$(free_cluster_port)" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 2000
+    done
+    redis-cli --cluster create "${REDIS_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+        >"$WORK/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed: $(tail -n 5 "$WORK/cluster-create.log")"
+    for _ in $(seq 1 200); do
+        ok=1
+        for port in "${REDIS_PORTS[@]}"; do
+            redis-cli -p "$port" CLUSTER INFO | grep -q 'cluster_state:ok' || ok=0
+        done
+        ((ok)) && break
+        sleep 0.1
+    done
+    ((ok)) || die "the cluster did not reach cluster_state:ok"
+    REDIS_CLUSTER_URLS=$(printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}")
+    export REDIS_CLUSTER_URLS=${REDIS_CLUSTER_URLS%,}
+    DEPLOYMENT="a 3-primary Redis Cluster (ports ${REDIS_PORTS[*]})"
+else
+    start_redis "$(free_port)"
+    export REDIS_URL="redis://127.0.0.1:${REDIS_PORTS[0]}"
+    DEPLOYMENT="one Redis server"
+fi
 
 # ---- servers and sessions -----------------------------------------------------------------------
 
 for name in "${SERVERS[@]}"; do
     PORT[$name]=$(free_port)
-    PORT=${PORT[$name]} "$BIN" "$name" >"$WORK/$name.log" 2>&1 &
+    PORT=${PORT[$name]} "${BIN_OF[$name]:-$BIN}" "${VARIANT_OF[$name]:-$name}" >"$WORK/$name.log" 2>&1 &
     PID[$name]=$!
 done
+# A variant that refuses the deployment is left out, with its reason in the report.
+SKIPPED=()
+RUNNING=()
 for name in "${SERVERS[@]}"; do
-    wait_ready "$name" "${PORT[$name]}" "${PID[$name]}" "$WORK/$name.log"
+    if ! wait_ready "$name" "${PORT[$name]}" "${PID[$name]}" "$WORK/$name.log"; then
+        SKIPPED+=("$name: $(grep -m1 -o 'variant refused: .*' "$WORK/$name.log")")
+        echo "http.sh: skipping ${SKIPPED[-1]}" >&2
+        unset "PID[$name]"
+        continue
+    fi
+    RUNNING+=("$name")
+done
+for name in bare redis-get actix-login; do
+    among "$name" "${RUNNING[@]}" || die "$name must run: $(cat "$WORK/$name.log")"
+done
+keep_running() { local name; for name in "$@"; do among "$name" "${RUNNING[@]}" && echo "$name"; done; }
+mapfile -t SERVERS < <(keep_running "${SERVERS[@]}")
+mapfile -t AUTHENTICATED < <(keep_running "${AUTHENTICATED[@]}")
+mapfile -t CART_SERVERS < <(keep_running "${CART_SERVERS[@]}")
+TARGETS=("${SERVERS[@]}" "${CART_SERVERS[@]/%//cart}")
+for name in "${SERVERS[@]}"; do
     COOKIE[$name]=$(login "$name")
     body=$(curl -sS --fail -H "cookie: ${COOKIE[$name]}" "http://127.0.0.1:${PORT[$name]}/me") ||
         die "$name: GET /me with the cookie failed"
@@ -272,7 +400,7 @@ run_wrk() { # target seconds -> WRKRESULT fields
 }
 
 CLK_TCK=$(getconf CLK_TCK)
-declare -A RPS P50 P99 REQS SRV_TICKS REDIS_TICKS CMDS
+declare -A RPS RPS_AT P50 P99 REQS SRV_TICKS REDIS_TICKS CMDS
 for name in "${TARGETS[@]}"; do
     RPS[$name]="" P50[$name]="" P99[$name]="" REQS[$name]=0 SRV_TICKS[$name]=0 REDIS_TICKS[$name]=0
 done
@@ -282,6 +410,10 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | sed 's/^[^:]*: *//'), $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "- tools: $(rustc --version), $(redis-server --version | grep -o 'v=[^ ]*' | sed 's/v=/redis /'), $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+echo "- Redis: $DEPLOYMENT"
+for skipped in "${SKIPPED[@]}"; do
+    echo "- not run: $skipped"
+done
 echo "- load: wrk -t$THREADS -c$CONNECTIONS, $ROUNDS interleaved round(s) x ${DURATION} s per target (after ${WARMUP} s warm-up each), one Actix worker per server, no CPU pinning$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
 echo
 
@@ -297,10 +429,10 @@ for round in $(seq 1 "$ROUNDS"); do
         name=${TARGETS[$(((i + round - 1) % ${#TARGETS[@]}))]}
         redis_calls >"$WORK/calls.before"
         srv0=$(cpu_ticks "${PID[${SERVER_OF[$name]}]}")
-        red0=$(cpu_ticks "$REDIS_PID")
+        red0=$(redis_ticks)
         read -r _ reqs micros e_connect e_read e_write e_status e_timeout p50 p99 < <(run_wrk "$name" "$DURATION")
         srv1=$(cpu_ticks "${PID[${SERVER_OF[$name]}]}")
-        red1=$(cpu_ticks "$REDIS_PID")
+        red1=$(redis_ticks)
         redis_calls >"$WORK/calls.after"
 
         errors=$((e_connect + e_read + e_write + e_status + e_timeout))
@@ -308,6 +440,7 @@ for round in $(seq 1 "$ROUNDS"); do
         ((reqs > 0)) || die "$name: no requests completed"
         rps=$(awk -v r="$reqs" -v us="$micros" 'BEGIN { printf "%.0f", r / (us / 1e6) }')
         RPS[$name]+="$rps "
+        RPS_AT[$name:$round]=$rps
         P50[$name]+="$p50 "
         P99[$name]+="$p99 "
         REQS[$name]=$((REQS[$name] + reqs))
@@ -324,69 +457,97 @@ done
 
 # ---- report -------------------------------------------------------------------------------------
 
-rps_of() { tr ' ' '\n' <<<"${RPS[$1]}" | awk NF | median; }
-BARE_RPS=$(rps_of bare)
-FLOOR_RPS=$(rps_of redis-get)
+median_of() { tr ' ' '\n' <<<"$1" | awk NF | median; }
+rps_of() { median_of "${RPS[$1]}"; }
 
-table_head() {
-    echo "| server | req/s (median) | req/s per round | vs bare | vs floor | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | Redis cmds/req | commands per request |"
-    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+# The median over rounds of target $1's req/s over target $2's in the same round; "-" without $2.
+ratio_of() { # target baseline
+    local round ratios=""
+    [[ -n $2 && -n ${RPS[$2]:-} ]] || { echo "-"; return; }
+    for round in $(seq 1 "$ROUNDS"); do
+        ratios+="$(awk -v a="${RPS_AT[$1:$round]}" -v b="${RPS_AT[$2:$round]}" 'BEGIN { printf "%.4f", a / b }') "
+    done
+    median_of "$ratios" | awk '{ printf "%.2f", $1 }'
 }
 
-table_row() { # target
-    local name=$1 rps p50 p99 total_cmds mix key
-    rps=$(rps_of "$name")
-    p50=$(tr ' ' '\n' <<<"${P50[$name]}" | awk NF | median)
-    p99=$(tr ' ' '\n' <<<"${P99[$name]}" | awk NF | median)
-    total_cmds=0
-    mix=""
+cpu_of() { awk -v t="${SRV_TICKS[$1]}" -v hz="$CLK_TCK" -v r="${REQS[$1]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }'; }
+
+# Redis commands per request of each kind, as "HMGET 1.00, EVALSHA 0.01", and their total.
+command_mix() { # target
+    local key total=0 mix=""
     for key in "${!CMDS[@]}"; do
-        [[ $key == "$name:"* ]] || continue
-        total_cmds=$((total_cmds + CMDS[$key]))
-        mix+="$(awk -v c="${CMDS[$key]}" -v r="${REQS[$name]}" -v k="${key#*:}" 'BEGIN { printf "%s %.2f", toupper(k), c / r }'), "
+        [[ $key == "$1:"* ]] || continue
+        total=$((total + CMDS[$key]))
+        mix+="$(awk -v c="${CMDS[$key]}" -v r="${REQS[$1]}" -v k="${key#*:}" 'BEGIN { printf "%s %.2f", toupper(k), c / r }'), "
     done
     mix=$(tr ',' '\n' <<<"${mix%, }" | sed 's/^ *//' | awk NF | sort | paste -sd, - | sed 's/,/, /g')
-    awk -v name="${SERVER_OF[$name]}" -v rps="$rps" -v rounds="${RPS[$name]% }" -v bare="$BARE_RPS" -v floor="$FLOOR_RPS" \
-        -v p50="$p50" -v p99="$p99" -v reqs="${REQS[$name]}" -v st="${SRV_TICKS[$name]}" \
-        -v rt="${REDIS_TICKS[$name]}" -v hz="$CLK_TCK" -v cmds="$total_cmds" -v mix="${mix:-none}" 'BEGIN {
-        gsub(/ /, " / ", rounds)
-        printf "| %s | %d | %s | %.2f | %.2f | %d | %d | %.1f | %.1f | %.2f | %s |\n", name, rps, rounds,
-            rps / bare, rps / floor, p50, p99, st * 1e6 / hz / reqs, rt * 1e6 / hz / reqs, cmds / reqs, mix
-    }'
+    awk -v c="$total" -v r="${REQS[$1]}" -v mix="${mix:-none}" 'BEGIN { printf "%.2f | %s", c / r, mix }'
 }
 
+table_head() {
+    echo "| server | req/s (median) | req/s per round | vs incumbent | vs one-GET | vs bare | p50 µs | p99 µs | server CPU µs/req | CPU above one-GET µs/req | Redis CPU µs/req | Redis cmds/req | commands per request |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+}
+
+table_row() { # target incumbent
+    local name=$1 rounds
+    rounds=${RPS[$name]% }
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${SERVER_OF[$name]}" \
+        "$(rps_of "$name")" "${rounds// / / }" "$(ratio_of "$name" "$2")" "$(ratio_of "$name" redis-get)" \
+        "$(ratio_of "$name" bare)" "$(median_of "${P50[$name]}")" "$(median_of "${P99[$name]}")" \
+        "$(cpu_of "$name")" "$(awk -v a="$(cpu_of "$name")" -v b="$(cpu_of redis-get)" 'BEGIN { printf "%+.1f", a - b }')" \
+        "$(awk -v t="${REDIS_TICKS[$name]}" -v hz="$CLK_TCK" -v r="${REQS[$name]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')" \
+        "$(command_mix "$name")"
+}
+
+INCUMBENT_ME=$(among identity "${SERVERS[@]}" && echo identity || true)
+INCUMBENT_CART=$(among identity "${CART_SERVERS[@]}" && echo identity/cart || true)
+echo "## GET /me (the profile of a logged-in user, no session data)"
+echo
 table_head
 for name in "${SERVERS[@]}"; do
-    table_row "$name"
+    table_row "$name" "$INCUMBENT_ME"
 done
 echo
-echo "GET /cart, an authenticated request that reads one data key (a cart of three item ids) from a"
-echo "session of its own; \"vs bare\" and \"vs floor\" are against GET /me on bare and redis-get:"
+echo "## GET /cart (logged in, and one session-data key: a cart of three item ids)"
+echo
+echo "In a session of its own. \"vs one-GET\" and \"vs bare\" are against GET /me on redis-get and"
+echo "bare in the same round: they have no sessions, so one GET (or nothing) is the floor here too."
 echo
 table_head
 for name in "${CART_SERVERS[@]}"; do
-    table_row "$name/cart"
+    table_row "$name/cart" "$INCUMBENT_CART"
 done
 echo
-echo "req/s, p50 and p99 are medians over rounds; CPU and Redis commands are totals over all rounds"
-echo "divided by all requests (CPU from /proc/<pid>/stat utime+stime, ${CLK_TCK} ticks/s; Redis"
-echo "commands from INFO commandstats, INFO itself excluded). Server CPU covers the whole server"
-echo "process; wrk and Redis share the same $(nproc) cores, so req/s is a relative figure."
+echo "req/s, p50 and p99 are medians over rounds; \"vs\" columns are medians over rounds of this"
+echo "target's req/s divided by the other's in the same round; the incumbent is identity (actix-session"
+echo "+ actix-identity) on the same route. CPU and Redis commands are totals over all rounds divided"
+echo "by all requests (CPU from /proc/<pid>/stat utime+stime, ${CLK_TCK} ticks/s, so about 1 µs/req of"
+echo "resolution at these rates; Redis commands from INFO commandstats, INFO itself excluded). Server"
+echo "CPU covers the whole server process; wrk and Redis share the same $(nproc) cores, so req/s is a"
+echo "relative figure."
 echo
-IDENTITY_RPS=$(rps_of identity)
-LOGIN_RPS=$(rps_of actix-login)
-CACHE_RPS=$(rps_of actix-login-cache)
-cpu_of() { awk -v t="${SRV_TICKS[$1]}" -v hz="$CLK_TCK" -v r="${REQS[$1]}" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }'; }
-awk -v l="$LOGIN_RPS" -v i="$IDENTITY_RPS" -v c="$CACHE_RPS" -v b="$BARE_RPS" \
-    -v lcpu="$(cpu_of actix-login)" -v fcpu="$(cpu_of redis-get)" 'BEGIN {
-    printf "Targets: actix-login / identity req/s = %.2f (>= 1.10); actix-login CPU above the floor = %+.1f us/req (<= 5);\n", l / i, lcpu - fcpu
-    printf "actix-login-cache / bare req/s = %.2f (>= 0.85).\n", c / b
-}'
-awk -v l="$LOGIN_RPS" -v i="$IDENTITY_RPS" -v c="$CACHE_RPS" -v lc="$(rps_of actix-login/cart)" \
-    -v ic="$(rps_of identity/cart)" -v cc="$(rps_of actix-login-cache/cart)" 'BEGIN {
-    printf "actix-login / identity req/s: GET /me %.2f, GET /cart %.2f; with the local cache: GET /me %.2f, GET /cart %.2f.\n", l / i, lc / ic, c / i, cc / ic
-    printf "GET /cart / GET /me req/s on each server: identity %.2f, actix-login %.2f, actix-login-cache %.2f.\n", ic / i, lc / l, cc / c
-}'
+# The targets of issue 21, for the variants that ran.
+target_line() { # label value goal(>=)
+    awk -v l="$1" -v v="$2" -v g="$3" 'BEGIN {
+        if (v == "-") { printf "- %s: not measured (no such variant here)\n", l; exit }
+        printf "- %s: %s (target >= %s: %s)\n", l, v, g, v + 0 >= g ? "met" : "NOT met" }'
+}
+echo "Targets:"
+target_line "actix-login GET /me vs incumbent" "$(ratio_of actix-login "$INCUMBENT_ME")" 1.05
+target_line "actix-login GET /me vs one-GET" "$(ratio_of actix-login redis-get)" 0.95
+awk -v a="$(cpu_of actix-login)" -v b="$(cpu_of redis-get)" 'BEGIN {
+    printf "- actix-login GET /me server CPU above one-GET: %+.1f µs/req (target <= 2: %s)\n", a - b, a - b <= 2 ? "met" : "NOT met" }'
+if among redis-get-worker "${SERVERS[@]}"; then
+    target_line "actix-login GET /me vs one-GET per worker" "$(ratio_of actix-login redis-get-worker)" 0.95
+    awk -v a="$(cpu_of actix-login)" -v b="$(cpu_of redis-get-worker)" 'BEGIN {
+        printf "- actix-login GET /me server CPU above one-GET per worker: %+.1f µs/req (target <= 2: %s)\n", a - b, a - b <= 2 ? "met" : "NOT met" }'
+fi
+if among actix-login-cache "${SERVERS[@]}"; then
+    target_line "actix-login-cache GET /me vs bare" "$(ratio_of actix-login-cache bare)" 0.9
+    target_line "actix-login-cache GET /cart vs bare" "$(ratio_of actix-login-cache/cart bare)" 0.85
+fi
+target_line "actix-login GET /cart vs incumbent" "$(ratio_of actix-login/cart "$INCUMBENT_CART")" 1.05
 
 # ---- Redis memory per session -------------------------------------------------------------------
 
@@ -400,13 +561,16 @@ for _ in $(seq "$MEM_SESSIONS"); do
 done
 # Only sessions with that User-Agent count: the servers' own logins above have none. A session is
 # a hash whose field r is the record (src/store/redis/codec.rs).
-read -r record_bytes records < <(redis-cli -p "$REDIS_PORT" --scan --pattern 'actix-login:s:*' |
-    while read -r key; do
-        redis-cli -p "$REDIS_PORT" HGET "$key" r | grep -q 'Mozilla' || continue
-        redis-cli -p "$REDIS_PORT" MEMORY USAGE "$key" SAMPLES 0
-    done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
-index_bytes=$(redis-cli -p "$REDIS_PORT" MEMORY USAGE actix-login:u:1 SAMPLES 0)
-index_members=$(redis-cli -p "$REDIS_PORT" SCARD actix-login:u:1)
+# On a cluster, each node is scanned for the keys it holds; -c follows the index key's node.
+read -r record_bytes records < <(for port in "${REDIS_PORTS[@]}"; do
+    redis-cli -p "$port" --scan --pattern 'actix-login:s:*' |
+        while read -r key; do
+            redis-cli -p "$port" HGET "$key" r | grep -q 'Mozilla' || continue
+            redis-cli -p "$port" MEMORY USAGE "$key" SAMPLES 0
+        done
+done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
+index_bytes=$(redis-cli -c -p "${REDIS_PORTS[0]}" MEMORY USAGE actix-login:u:1 SAMPLES 0)
+index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" SCARD actix-login:u:1)
 ((records > 0 && index_members > 0)) || die "no session records found for the memory count"
 echo
 awk -v r="$record_bytes" -v n="$records" -v i="$index_bytes" -v m="$index_members" 'BEGIN {

@@ -19,10 +19,16 @@
 //! |---|---|
 //! | `bare` | nothing but serialise the profile: no middleware, no Redis (the ceiling) |
 //! | `redis-get` | one `GET` of a fixed key through a `ConnectionManager` (the one-round-trip floor) |
+//! | `redis-get-worker` | the same through a `ConnectionManager` per worker, opened on the worker's runtime (the stricter floor: no hop to another thread) |
 //! | `identity` | actix-session `RedisSessionStore` + actix-identity, `Identity` extractor |
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
 //! | `actix-login-cache` | the same with `RedisStoreBuilder::local_cache`: no Redis command once cached |
+//!
+//! With `REDIS_CLUSTER_URLS` (seed nodes, comma-separated) instead of `REDIS_URL`, `redis-get`
+//! and the actix-login variants run on that Redis Cluster; the actix-session variants refuse
+//! (its `RedisSessionStore` connects to one server only), as does any variant whose store
+//! refuses the deployment: each prints a line starting `variant refused:` and exits non-zero.
 //!
 //! `identity`, `actix-login` and `actix-login-cache` also serve a shopping cart kept in the
 //! session's data: `POST /cart` (logged in) stores a list of three item ids under `cart`, and
@@ -60,17 +66,27 @@ use actix_session::SessionMiddleware;
 use actix_web::cookie::Key;
 use actix_web::http::header::ContentType;
 use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use serde::{Deserialize, Serialize};
 
-const VARIANTS: [&str; 6] = [
+const VARIANTS: [&str; 7] = [
     "bare",
     "redis-get",
     "identity",
     "identity-visit",
     "actix-login",
     "actix-login-cache",
+    "redis-get-worker",
 ];
+
+/// What a variant that cannot run on the deployment prints before it exits; `http.sh` skips
+/// that variant and shows the line.
+const REFUSED_MARK: &str = "variant refused:";
+
+/// Why the actix-session variants do not run on a cluster.
+const NO_CLUSTER: &str =
+    "variant refused: actix-session 0.11's RedisSessionStore connects to one Redis \
+     server (a ConnectionManager or a deadpool-redis pool), not to a Redis Cluster";
 
 /// The Redis key the `redis-get` variant reads on every request.
 const FLOOR_KEY: &str = "bench:profile";
@@ -154,7 +170,10 @@ async fn run_bare(port: u16) -> io::Result<()> {
 
 // ---- redis-get: one round trip, nothing else ---------------------------------------------------
 
-async fn floor_me(redis: web::Data<ConnectionManager>) -> actix_web::Result<web::Json<Profile>> {
+async fn floor_me<C>(redis: web::Data<C>) -> actix_web::Result<web::Json<Profile>>
+where
+    C: ConnectionLike + Clone + 'static,
+{
     let mut conn = redis.get_ref().clone();
     let raw: Option<Vec<u8>> = redis::cmd("GET")
         .arg(FLOOR_KEY)
@@ -166,12 +185,34 @@ async fn floor_me(redis: web::Data<ConnectionManager>) -> actix_web::Result<web:
     Ok(web::Json(profile))
 }
 
-async fn run_redis_get(port: u16, url: &str) -> io::Result<()> {
-    let client = redis::Client::open(url).map_err(io::Error::other)?;
-    let mut conn = client
-        .get_connection_manager()
-        .await
-        .map_err(io::Error::other)?;
+async fn run_redis_get(port: u16, deployment: &Deployment) -> io::Result<()> {
+    match deployment {
+        Deployment::Single(url) => {
+            let client = redis::Client::open(url.as_str()).map_err(io::Error::other)?;
+            let conn = client
+                .get_connection_manager()
+                .await
+                .map_err(io::Error::other)?;
+            serve_floor(port, conn).await
+        }
+        Deployment::Cluster(nodes) => {
+            let client =
+                redis::cluster::ClusterClient::new(nodes.clone()).map_err(io::Error::other)?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(io::Error::other)?;
+            serve_floor(port, conn).await
+        }
+    }
+}
+
+/// The `redis-get` server over `conn`, a `ConnectionManager` or a cluster connection: both
+/// multiplex every request over shared connections, as actix-login's store does.
+async fn serve_floor<C>(port: u16, mut conn: C) -> io::Result<()>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
     redis::cmd("SET")
         .arg(FLOOR_KEY)
         .arg(alice_json())
@@ -183,7 +224,42 @@ async fn run_redis_get(port: u16, url: &str) -> io::Result<()> {
         App::new()
             .app_data(conn.clone())
             .route("/login", web::post().to(bare_login))
-            .route("/me", web::get().to(floor_me))
+            .route("/me", web::get().to(floor_me::<C>))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+/// `redis-get` with a connection per worker, opened on the worker's own runtime: the stricter
+/// floor, as a shared connection's commands hop to the thread that opened it and back.
+async fn run_redis_get_per_worker(port: u16, deployment: &Deployment) -> io::Result<()> {
+    let Deployment::Single(url) = deployment else {
+        return Err(io::Error::other(format!(
+            "{REFUSED_MARK} the per-worker one-GET handler is written for one server"
+        )));
+    };
+    let client = redis::Client::open(url.as_str()).map_err(io::Error::other)?;
+    let mut conn = client
+        .get_connection_manager()
+        .await
+        .map_err(io::Error::other)?;
+    redis::cmd("SET")
+        .arg(FLOOR_KEY)
+        .arg(alice_json())
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(io::Error::other)?;
+    HttpServer::new(move || {
+        let client = client.clone();
+        App::new()
+            .data_factory(move || {
+                let client = client.clone();
+                async move { client.get_connection_manager().await }
+            })
+            .route("/login", web::post().to(bare_login))
+            .route("/me", web::get().to(floor_me::<ConnectionManager>))
     })
     .workers(1)
     .bind(("127.0.0.1", port))?
@@ -224,8 +300,17 @@ async fn identity_cart(
     Ok(cart_response(session.get::<Vec<String>>(CART_KEY)?))
 }
 
-async fn run_identity(port: u16, url: &str, visit_deadline: Option<Duration>) -> io::Result<()> {
-    let store = RedisSessionStore::new(url)
+async fn run_identity(
+    port: u16,
+    deployment: &Deployment,
+    visit_deadline: Option<Duration>,
+) -> io::Result<()> {
+    let Deployment::Single(url) = deployment else {
+        // Its `RedisSessionStore` holds a `ConnectionManager` or a deadpool-redis pool, both of
+        // one server: a cluster answers its commands with MOVED.
+        return Err(io::Error::other(NO_CLUSTER));
+    };
+    let store = RedisSessionStore::new(url.as_str())
         .await
         .map_err(io::Error::other)?;
     // As the crates' docs set them up: a key generated outside the factory, identity outside
@@ -309,12 +394,20 @@ async fn login_cart(_user: AuthUser<Profile>, session: Session) -> actix_web::Re
     Ok(cart_response(session.get::<Vec<String>>(CART_KEY).await?))
 }
 
-async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<()> {
-    let mut store = RedisStore::builder(url);
+async fn run_actix_login(port: u16, deployment: &Deployment, local_cache: bool) -> io::Result<()> {
+    let mut store = match deployment {
+        Deployment::Single(url) => RedisStore::builder(url.as_str()),
+        Deployment::Cluster(nodes) => RedisStore::cluster_builder(nodes.iter().cloned()),
+    };
     if local_cache {
         store = store.local_cache(10_000);
     }
-    let store = store.connect().await.map_err(io::Error::other)?;
+    let store = store.connect().await.map_err(|err| {
+        // http.sh skips a variant whose store refuses to connect, and prints this line.
+        io::Error::other(format!(
+            "{REFUSED_MARK} the store refused to connect: {err}"
+        ))
+    })?;
     let mut sessions = LoginMiddleware::builder(store);
     // benches/scale.sh loads its sessions with the same idle timeout, long enough that none
     // is due for an idle-deadline refresh while it measures: it compares steady-state lookups.
@@ -351,6 +444,31 @@ async fn run_actix_login(port: u16, url: &str, local_cache: bool) -> io::Result<
     .await
 }
 
+/// Where the servers find Redis.
+enum Deployment {
+    /// One server: `REDIS_URL`.
+    Single(String),
+    /// A Redis Cluster: `REDIS_CLUSTER_URLS`, its seed nodes separated by commas.
+    Cluster(Vec<String>),
+}
+
+impl Deployment {
+    fn from_env() -> Self {
+        match std::env::var("REDIS_CLUSTER_URLS") {
+            Ok(urls) if !urls.trim().is_empty() => Self::Cluster(
+                urls.split(',')
+                    .map(str::trim)
+                    .filter(|url| !url.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            _ => Self::Single(
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            ),
+        }
+    }
+}
+
 /// `IDLE_TIMEOUT_SECS`, if set: the actix-login variants' idle timeout instead of the default.
 fn idle_timeout_secs() -> io::Result<Option<u64>> {
     match std::env::var("IDLE_TIMEOUT_SECS") {
@@ -366,6 +484,7 @@ fn idle_timeout_secs() -> io::Result<Option<u64>> {
 fn usage() -> String {
     format!(
         "usage: http_server <{}>  (env: PORT, default 8080; REDIS_URL, default redis://127.0.0.1:6379;\n\
+         REDIS_CLUSTER_URLS, comma-separated seed nodes, for a Redis Cluster instead;\n\
          IDLE_TIMEOUT_SECS for the actix-login variants, default 1800)\n\
          driven by benches/http.sh",
         VARIANTS.join("|")
@@ -389,17 +508,24 @@ fn main() -> io::Result<()> {
             .map_err(|_| io::Error::other(format!("PORT must be a port number, not {port:?}")))?,
         Err(_) => 8080,
     };
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let deployment = Deployment::from_env();
 
-    actix_web::rt::System::new().block_on(async move {
+    let served = actix_web::rt::System::new().block_on(async {
         match variant.as_str() {
             "bare" => run_bare(port).await,
-            "redis-get" => run_redis_get(port, &url).await,
-            "identity" => run_identity(port, &url, None).await,
-            "identity-visit" => run_identity(port, &url, Some(VISIT_DEADLINE)).await,
-            "actix-login" => run_actix_login(port, &url, false).await,
-            "actix-login-cache" => run_actix_login(port, &url, true).await,
+            "redis-get" => run_redis_get(port, &deployment).await,
+            "identity" => run_identity(port, &deployment, None).await,
+            "identity-visit" => run_identity(port, &deployment, Some(VISIT_DEADLINE)).await,
+            "actix-login" => run_actix_login(port, &deployment, false).await,
+            "actix-login-cache" => run_actix_login(port, &deployment, true).await,
+            "redis-get-worker" => run_redis_get_per_worker(port, &deployment).await,
             _ => unreachable!("checked against VARIANTS"),
         }
-    })
+    });
+    if let Err(err) = served {
+        // Displayed, not debug-printed, so that http.sh can quote a refusal as it is.
+        eprintln!("{variant}: {err}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -141,8 +141,11 @@
 //!   it names, so concurrent requests lose nothing; a write never brings back a session that
 //!   ended meanwhile ([`Error::SessionChanged`]); the data is
 //!   [limited](LoginMiddlewareBuilder::max_data_size) to 64 KiB by default.
-//! * **Reads cost one round trip**, the first time a request reads; a request that touches no
-//!   data costs nothing more.
+//! * **Reads come with the login check**: a handler that takes [`Session`] has its session
+//!   looked up together with its data (up to 4 KiB on Redis; more is read when first asked
+//!   for), so reading data costs no round trip of its own, and none at all from the
+//!   [local cache](RedisStoreBuilder::local_cache). A handler that takes only [`AuthUser`]
+//!   never fetches data.
 //! * [`Sessions::update_user`] replaces the profile and roles of every live session of a user
 //!   at once, on every instance; [`Session::update_profile`] changes the current one's profile.
 //!

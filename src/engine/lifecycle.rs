@@ -2,11 +2,13 @@
 
 use std::time::SystemTime;
 
-use super::{ActiveSession, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
+use super::{
+    ActiveSession, DataNeed, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken,
+};
 use crate::error::{Error, StoreError};
 use crate::record::Lifetime;
 use crate::record::SessionData;
-use crate::store::Carry;
+use crate::store::{Carry, LoadedSession};
 
 /// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit
 /// random tokens does not happen; repeated refusals mean a broken store.
@@ -21,16 +23,38 @@ pub(crate) struct LoginOutcome {
 }
 
 impl SessionEngine {
-    /// The live session behind `token`, refreshing its idle deadline when that is worth a write.
-    ///
-    /// `Ok(None)` for an unknown, ended, expired or unreadable session; `Err` only when the store
-    /// failed, which must never be taken for "not logged in".
+    /// [`resolve_with`](Self::resolve_with) for the record alone.
+    #[cfg(test)]
     pub(crate) async fn resolve(
         &self,
         token: &SessionToken,
     ) -> Result<Option<ActiveSession>, StoreError> {
+        let found = self.resolve_with(token, DataNeed::RecordOnly).await?;
+        Ok(found.map(|(session, _)| session))
+    }
+
+    /// The live session behind `token`, refreshing its idle deadline when that is worth a write.
+    ///
+    /// `Ok(None)` for an unknown, ended, expired or unreadable session; `Err` only when the store
+    /// failed, which must never be taken for "not logged in".
+    ///
+    /// With [`DataNeed::WithRecord`], the session's data comes along when the store read it in
+    /// the same step (see [`SessionStore::load_with_data`]); `None` means it was not read.
+    pub(crate) async fn resolve_with(
+        &self,
+        token: &SessionToken,
+        need: DataNeed,
+    ) -> Result<Option<(ActiveSession, Option<SessionData>)>, StoreError> {
         let key = token.key();
-        let Some(stored) = absent_if_corrupt(self.store.load(&key).await)? else {
+        let loaded = match need {
+            DataNeed::RecordOnly => self
+                .store
+                .load(&key)
+                .await
+                .map(|stored| stored.map(|stored| LoadedSession { stored, data: None })),
+            DataNeed::WithRecord => self.store.load_with_data(&key).await,
+        };
+        let Some(LoadedSession { stored, data }) = absent_if_corrupt(loaded)? else {
             tracing::debug!(session = key.short(), "unknown, expired or ended session");
             return Ok(None);
         };
@@ -69,12 +93,13 @@ impl SessionEngine {
             }
             expires_at = proposed;
         }
-        Ok(Some(ActiveSession {
+        let session = ActiveSession {
             key,
             record: stored.record,
             expires_at,
             refreshed,
-        }))
+        };
+        Ok(Some((session, data)))
     }
 
     /// Whether the login token under `parent` is live and belongs to the user of `child`.

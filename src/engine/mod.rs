@@ -86,6 +86,15 @@ pub(crate) struct ActiveSession {
     pub(crate) refreshed: bool,
 }
 
+/// Whether a session lookup brings the session's data along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataNeed {
+    /// Nothing will read the data: the record alone.
+    RecordOnly,
+    /// Something may read the data: bring it in the same read, where the store can.
+    WithRecord,
+}
+
 /// Who logs in, and what their session remembers besides the profile.
 #[derive(Debug)]
 pub(crate) struct Grant {

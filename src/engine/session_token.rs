@@ -22,16 +22,26 @@ pub(crate) const TOKEN_LEN: usize = 47;
 
 /// The secret a client presents in its cookie or `Authorization: Bearer` header.
 ///
-/// Never logged: `Debug` prints a placeholder.
+/// Never logged: `Debug` prints a placeholder. Kept inline, as its 47 base64url characters:
+/// every request with a cookie parses one, and a heap copy would cost an allocation each time.
 #[derive(Clone)]
-pub(crate) struct SessionToken(String);
+pub(crate) struct SessionToken([u8; TOKEN_LEN]);
 
 impl SessionToken {
     /// Draws a fresh token, in a fresh group, from the operating system's CSPRNG.
     pub(crate) fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes)?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+        Ok(Self::encode(&bytes))
+    }
+
+    /// The token whose bytes are `bytes`.
+    fn encode(bytes: &[u8; TOKEN_BYTES]) -> Self {
+        let mut text = [0u8; TOKEN_LEN];
+        // 35 bytes always take exactly 47 base64url characters, so this cannot fall short.
+        let written = URL_SAFE_NO_PAD.encode_slice(bytes, &mut text);
+        debug_assert_eq!(written.ok(), Some(TOKEN_LEN));
+        Self(text)
     }
 
     /// Draws a fresh token in the group of `key`, for the session under `key` to move to: the
@@ -43,32 +53,31 @@ impl SessionToken {
         if let Ok(GROUP_BYTES) = URL_SAFE_NO_PAD.decode_slice(key.group(), &mut group) {
             bytes[..GROUP_BYTES].copy_from_slice(&group);
         }
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+        Ok(Self::encode(&bytes))
     }
 
     /// Accepts exactly what [`SessionToken::generate`] can produce and nothing else, so that
     /// garbage never reaches the store.
     pub(crate) fn parse(raw: &[u8]) -> Option<Self> {
-        if raw.len() != TOKEN_LEN {
-            return None;
-        }
+        let text = <[u8; TOKEN_LEN]>::try_from(raw).ok()?;
         // The decoder rejects non-alphabet bytes and non-canonical trailing bits, so a value
-        // that passes is exactly the encoding of 35 bytes.
+        // that passes is exactly the encoding of 35 bytes, and ASCII.
         let mut bytes = [0u8; TOKEN_BYTES];
-        match URL_SAFE_NO_PAD.decode_slice(raw, &mut bytes) {
-            Ok(TOKEN_BYTES) => std::str::from_utf8(raw).ok().map(|s| Self(s.to_owned())),
+        match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
+            Ok(TOKEN_BYTES) => Some(Self(text)),
             _ => None,
         }
     }
 
     /// The cookie value.
     pub(crate) fn as_str(&self) -> &str {
-        &self.0
+        // Always ASCII: made by the encoder, or checked by `parse`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// The store key for this token.
     pub(crate) fn key(&self) -> SessionKey {
-        SessionKey::of_token(&self.0)
+        SessionKey::of_token(self.as_str())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The app's own data in a session: carts, flash messages, OAuth `state`, form steps.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The data a session holds besides its login: named values, each kept as JSON text.
 ///
@@ -8,8 +9,11 @@ use std::collections::BTreeMap;
 /// them, into whatever type it names. The [size](Self::size) that counts against the per-session
 /// limit is the sum of the names' and values' lengths in bytes, plus 64 bytes for each value,
 /// what a store spends on keeping it.
+///
+/// Cloning is cheap: clones share the values until one of them changes (a cached session hands
+/// every request its data without copying it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SessionData(BTreeMap<String, String>);
+pub struct SessionData(Arc<BTreeMap<String, String>>);
 
 impl SessionData {
     /// No data.
@@ -24,12 +28,16 @@ impl SessionData {
 
     /// Stores `json` under `name`, returning what was there.
     pub fn insert(&mut self, name: impl Into<String>, json: impl Into<String>) -> Option<String> {
-        self.0.insert(name.into(), json.into())
+        Arc::make_mut(&mut self.0).insert(name.into(), json.into())
     }
 
     /// Removes `name`, returning what was there.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
+        if !self.0.contains_key(name) {
+            // Not worth unsharing the values for.
+            return None;
+        }
+        Arc::make_mut(&mut self.0).remove(name)
     }
 
     /// Every name and its JSON text, by name.
@@ -62,7 +70,7 @@ impl SessionData {
                 DataChange::Insert { name, json } => self.insert(name.clone(), json.clone()),
                 DataChange::Remove { name } => self.remove(name),
                 DataChange::Clear => {
-                    self.0.clear();
+                    self.0 = Arc::default();
                     None
                 }
             })
@@ -72,7 +80,7 @@ impl SessionData {
 
 impl FromIterator<(String, String)> for SessionData {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        Self(Arc::new(iter.into_iter().collect()))
     }
 }
 
@@ -81,7 +89,7 @@ impl IntoIterator for SessionData {
     type IntoIter = std::collections::btree_map::IntoIter<String, String>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        Arc::unwrap_or_clone(self.0).into_iter()
     }
 }
 

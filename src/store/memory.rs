@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::value::RawValue;
 
 use super::{
-    Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, ThrottleStore, UserSessions,
+    Admission, Carry, Counter, DataWrite, LoadedSession, SessionStore, StoredSession,
+    ThrottleStore, UserSessions,
 };
 use crate::error::StoreError;
 use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
@@ -154,6 +155,17 @@ impl SessionStore for MemoryStore {
         Ok(inner
             .live(key, SystemTime::now())
             .map(|entry| entry.stored.clone()))
+    }
+
+    async fn load_with_data(&self, key: &SessionKey) -> Result<Option<LoadedSession>, StoreError> {
+        let mut inner = self.lock();
+        // Whatever its size: a clone shares the values instead of copying them.
+        Ok(inner
+            .live(key, SystemTime::now())
+            .map(|entry| LoadedSession {
+                stored: entry.stored.clone(),
+                data: Some(entry.data.clone()),
+            }))
     }
 
     async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {

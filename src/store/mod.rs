@@ -43,6 +43,17 @@ pub struct StoredSession {
     pub expires_at: SystemTime,
 }
 
+/// A session as [`SessionStore::load_with_data`] read it: its record and, when it came in the
+/// same step, its data.
+#[derive(Clone, Debug)]
+pub struct LoadedSession {
+    /// The record and its deadline.
+    pub stored: StoredSession,
+    /// The session's data, or `None` when the store did not bring it along (it was larger than
+    /// the store reads unasked); [`load_data`](SessionStore::load_data) reads it then.
+    pub data: Option<SessionData>,
+}
+
 /// What [`SessionStore::list`] found in a user's index.
 #[derive(Clone, Debug, Default)]
 pub struct UserSessions {
@@ -134,6 +145,25 @@ pub trait SessionStore: Send + Sync + 'static {
         &self,
         key: &SessionKey,
     ) -> impl Future<Output = Result<Option<StoredSession>, StoreError>>;
+
+    /// [`load`](SessionStore::load), and in the same step the session's data, unless the store
+    /// judges it too large to read on a request that may not look at it. For requests whose
+    /// handler can read data: one read instead of a [`load`](SessionStore::load) and a
+    /// [`load_data`](SessionStore::load_data).
+    ///
+    /// The data must be as of the same moment as the record: no write may fall between the two
+    /// reads. The default reads the record alone (`data: None`), which is always correct.
+    fn load_with_data(
+        &self,
+        key: &SessionKey,
+    ) -> impl Future<Output = Result<Option<LoadedSession>, StoreError>> {
+        async move {
+            Ok(self
+                .load(key)
+                .await?
+                .map(|stored| LoadedSession { stored, data: None }))
+        }
+    }
 
     /// Moves the expiry of an existing record, and its data, to `expires_at`, changing nothing
     /// else.
@@ -386,6 +416,11 @@ pub(crate) trait DynStore: Send + Sync {
         key: &'a SessionKey,
     ) -> LocalBoxFuture<'a, Result<Option<StoredSession>, StoreError>>;
 
+    fn load_with_data<'a>(
+        &'a self,
+        key: &'a SessionKey,
+    ) -> LocalBoxFuture<'a, Result<Option<LoadedSession>, StoreError>>;
+
     fn extend<'a>(
         &'a self,
         key: &'a SessionKey,
@@ -459,6 +494,13 @@ impl<S: SessionStore> DynStore for S {
         key: &'a SessionKey,
     ) -> LocalBoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
         Box::pin(SessionStore::load(self, key))
+    }
+
+    fn load_with_data<'a>(
+        &'a self,
+        key: &'a SessionKey,
+    ) -> LocalBoxFuture<'a, Result<Option<LoadedSession>, StoreError>> {
+        Box::pin(SessionStore::load_with_data(self, key))
     }
 
     fn extend<'a>(

@@ -19,8 +19,8 @@ use super::csrf::{self, Provenance};
 use serde_json::value::RawValue;
 
 use crate::engine::{
-    ActiveSession, CredentialsVersion, Grant, Issued, IssuedToken, PersonalToken, SessionEngine,
-    SessionInfo, SessionToken,
+    ActiveSession, CredentialsVersion, DataNeed, Grant, Issued, IssuedToken, PersonalToken,
+    SessionEngine, SessionInfo, SessionToken,
 };
 use crate::error::{Error, StoreError};
 use crate::record::{DataChange, SessionData, SessionKey};
@@ -161,6 +161,10 @@ pub(crate) struct RequestSession {
     /// session `state` names, reset wherever that session changes, and no combination of the
     /// two is wrong, only stale.
     data: RefCell<Option<SessionData>>,
+    /// Whether the lookup should bring the data along: set before it runs by whatever may read
+    /// data later in the request (the [`Session`](crate::Session) extractor, a guard that runs
+    /// before the handler's extractors), so that a handler reading data costs one store read.
+    data_need: Cell<DataNeed>,
 }
 
 impl RequestSession {
@@ -179,7 +183,18 @@ impl RequestSession {
             lookup: OnceCell::new(),
             token_in_body: Cell::new(false),
             data: RefCell::new(None),
+            data_need: Cell::new(DataNeed::RecordOnly),
         }
+    }
+
+    /// Says that something in this request may read the session's data, so that the lookup,
+    /// if it has not run yet, reads the data with the record.
+    ///
+    /// Actix builds every extractor of a handler before it awaits any, so a `Session` among
+    /// the arguments marks the request before an `AuthUser` beside it looks the token up,
+    /// whatever their order.
+    pub(crate) fn expect_data_reads(&self) {
+        self.data_need.set(DataNeed::WithRecord);
     }
 
     /// The state the middleware left in a request's extensions: the one way into it, for
@@ -244,39 +259,45 @@ impl RequestSession {
     /// session counts only if the request has not replaced or ended its own meanwhile; a
     /// verdict counts whatever it did, as the middleware answers for it all the same.
     async fn look_up(&self) {
-        let found = self.load().await;
+        let (found, data) = self.load().await;
         if found.is_verdict() || self.is_unresolved() {
             self.enter(found);
+            if data.is_some() && self.data.borrow().is_none() {
+                self.data.replace(data);
+            }
         }
     }
 
-    /// What the presented token stands for in the store.
-    async fn load(&self) -> SessionState {
+    /// What the presented token stands for in the store, and the session's data if it came
+    /// along.
+    async fn load(&self) -> (SessionState, Option<SessionData>) {
         let (token, bearer) = match &self.presented {
             Presented::Token(token) => (token, false),
             Presented::Bearer(token) => (token, true),
-            Presented::Absent => return SessionState::Resolved(None),
+            Presented::Absent => return (SessionState::Resolved(None), None),
             Presented::Malformed => {
                 tracing::debug!("ignoring a malformed session cookie");
-                return SessionState::Resolved(None);
+                return (SessionState::Resolved(None), None);
             }
         };
-        let session = match self.engine.resolve(token).await {
-            Ok(session) => session,
+        let found = match self.engine.resolve_with(token, self.data_need.get()).await {
+            Ok(found) => found,
             Err(err) => {
                 tracing::error!(error = %err, "session store failed; refusing the request");
-                return SessionState::StoreFailed;
+                return (SessionState::StoreFailed, None);
             }
         };
         // A token works only the way it was handed out: a cookie's never as a bearer token
         // (which would skip the cross-site checks it was issued under), a bearer token's never
         // as a cookie.
-        let session = session.filter(|active| active.record.is_bearer() == bearer);
-        if bearer && session.is_none() {
-            tracing::debug!("unknown, ended or misused bearer token");
-            return SessionState::BearerRejected;
+        match found.filter(|(active, _)| active.record.is_bearer() == bearer) {
+            Some((active, data)) => (SessionState::Resolved(Some(Rc::new(active))), data),
+            None if bearer => {
+                tracing::debug!("unknown, ended or misused bearer token");
+                (SessionState::BearerRejected, None)
+            }
+            None => (SessionState::Resolved(None), None),
         }
-        SessionState::Resolved(session.map(Rc::new))
     }
 
     /// Moves the request's session to `next`, unless a verdict already stands.
@@ -450,11 +471,15 @@ impl RequestSession {
     /// a session (and then no store command and no cookie).
     async fn with_data<T>(&self, read: impl FnOnce(&SessionData) -> T) -> Result<T, Error> {
         if self.data.borrow().is_none() {
-            let loaded = match self.resolve_any().await? {
-                Some(active) => self.engine.load_data(&active.key).await?,
-                None => SessionData::new(),
-            };
-            self.data.replace(Some(loaded));
+            let session = self.resolve_any().await?;
+            // The lookup may just have brought the data along.
+            if self.data.borrow().is_none() {
+                let loaded = match session {
+                    Some(active) => self.engine.load_data(&active.key).await?,
+                    None => SessionData::new(),
+                };
+                self.data.replace(Some(loaded));
+            }
         }
         let data = self.data.borrow();
         Ok(match data.as_ref() {

@@ -271,6 +271,9 @@ where
                         .map_into_right_body())
                 }
             };
+            // Runs before the handler's extractors, which may read the session's data: read
+            // it with the record, so such a handler costs one store read in all.
+            state.expect_data_reads();
             let (verdict, lacks_scope) = match state.resolve().await {
                 Ok(session) => (
                     rule.check(session.as_deref(), state.engine().rules()),

@@ -259,9 +259,11 @@ impl Session {
     /// The value stored under `name` in the session's data, decoded as `T`; `None` if there is
     /// none, or no session.
     ///
-    /// The first read in a request loads all of the session's data (one store round trip);
-    /// later reads in the same request cost nothing. A visitor without a session costs no store
-    /// command and gets no cookie.
+    /// Taking `Session` as a handler argument asks for the data to come with the session's
+    /// lookup (the one store round trip that finds the session; on Redis, data up to 4 KiB),
+    /// so reads usually cost nothing of their own; larger data is loaded on the first read,
+    /// with one round trip. Later reads in the same request cost nothing. A visitor without a
+    /// session costs no store command and gets no cookie.
     ///
     /// # Errors
     /// [`Error::SessionData`] if the stored value is not a `T`; [`Error::Store`] if the store
@@ -425,9 +427,13 @@ impl FromRequest for Session {
     type Future = Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(request_session(req).map(|state| Session {
-            state,
-            request: req.clone(),
+        ready(request_session(req).map(|state| {
+            // A handler that takes the session may read its data: read it with the record.
+            state.expect_data_reads();
+            Session {
+                state,
+                request: req.clone(),
+            }
         }))
     }
 }

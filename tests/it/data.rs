@@ -683,13 +683,19 @@ async fn redis_commands_per_data_request() {
     let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(sent, counts(&[("hmget", 1)]));
 
-    // Reading data: one more round trip, however many values the handler reads.
+    // Reading data: one round trip in all, a script that reads the record and the data
+    // (Redis counts the commands it runs too), however many values the handler reads.
     let before = server.command_counts();
     assert_eq!(call(&app, get("/cart", Some(&token))).await.1, "[]");
     let sent = support::redis_server::commands_during_since(&server, &before);
-    assert_eq!(sent, counts(&[("hmget", 1), ("hgetall", 1)]));
+    assert_eq!(
+        sent,
+        counts(&[("evalsha", 1), ("hmget", 1), ("hgetall", 1)])
+    );
 
-    // A write: one script, which checks the session, sizes the change and writes it.
+    // A write: the lookup (a handler that takes the session may read its data, so the data
+    // comes along), one script that checks the session, sizes the change and writes it, and
+    // a PING that waits until caching instances have heard of the write (`peer_caches`).
     let before = server.command_counts();
     assert_eq!(
         status(&app, put("/data/pref", Some(&token), "\"dark\"")).await,
@@ -699,11 +705,13 @@ async fn redis_commands_per_data_request() {
     assert_eq!(
         sent,
         counts(&[
+            ("evalsha", 2),
             ("hmget", 1),
-            ("evalsha", 1),
+            ("hgetall", 1),
             ("hexists", 2),
             ("hget", 2),
-            ("hset", 2)
+            ("hset", 2),
+            ("ping", 1)
         ])
     );
 }

@@ -535,3 +535,145 @@ fn wait_for_replication(conn: &mut redis::Connection, state: &str, deadline: std
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A current-thread runtime of its own, as an Actix worker runs.
+fn worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Loads `key` a few times, long enough for the runtime's own connection to be dialled and
+/// used, and checks each answer.
+async fn load_repeatedly(store: &RedisStore, key: &SessionKey, user_id: &str) {
+    for _ in 0..20 {
+        let loaded = store.load(key).await.unwrap().expect("the session");
+        assert_eq!(loaded.record.user_id(), user_id);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Where the store is made, as an Actix app makes it: a runtime that keeps running on a thread
+/// of its own beside the workers (the `System` that runs the server), and drives the
+/// connection the store opened.
+struct MainRuntime {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MainRuntime {
+    /// Starts it, and makes a store there (after a few loads of a session of user "main"), as
+    /// `connect` does.
+    fn with_store(
+        connect: impl std::future::Future<Output = RedisStore> + Send + 'static,
+    ) -> (Self, RedisStore, SessionKey) {
+        let (made_tx, made_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            worker_runtime().block_on(async move {
+                let store = connect.await;
+                let key = random_key();
+                let created = store
+                    .create(
+                        &key,
+                        &record("main", Duration::from_secs(60)),
+                        in_(Duration::from_secs(60)),
+                        &SessionData::new(),
+                    )
+                    .await
+                    .unwrap();
+                assert!(created);
+                load_repeatedly(&store, &key, "main").await;
+                made_tx.send((store, key)).unwrap();
+                let _ = stopped.await;
+            });
+        });
+        let (store, key) = made_rx.recv().unwrap();
+        (
+            Self {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            store,
+            key,
+        )
+    }
+}
+
+impl Drop for MainRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A store's commands from a current-thread runtime go through a connection of that runtime's
+/// own, kept per thread. A runtime the thread no longer drives, or one that is gone, must not
+/// keep that connection for the next runtime on the thread: its commands would wait for a
+/// driver nobody polls, and time out.
+#[test]
+fn a_store_serves_every_runtime_a_thread_runs_in_turn() {
+    let (_main, store, key) = MainRuntime::with_store(async {
+        RedisStore::builder(shared_redis_url())
+            .key_prefix(unique_prefix())
+            .command_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .unwrap()
+    });
+    let first = worker_runtime();
+    first.block_on(load_repeatedly(&store, &key, "main"));
+    // `first` lives on, idle, while a second runtime on the same thread uses the store.
+    let second = worker_runtime();
+    second.block_on(load_repeatedly(&store, &key, "main"));
+    drop(second);
+    // And after the second is gone, a third.
+    worker_runtime().block_on(load_repeatedly(&store, &key, "main"));
+    first.block_on(load_repeatedly(&store, &key, "main"));
+}
+
+/// Each current-thread runtime (each Actix worker) that uses a standalone store dials one
+/// connection of its own, beside the store's shared one, and keeps using it.
+#[test]
+fn each_worker_runtime_gets_one_connection_of_its_own() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (_main, store, key) = {
+        let url = url.clone();
+        MainRuntime::with_store(async move { RedisStore::connect(&url).await.unwrap() })
+    };
+    let connected = || -> usize {
+        let mut admin = connection(&url).unwrap();
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+        // Not counting this admin connection.
+        list.lines().count() - 1
+    };
+    // The store's shared connection, and the main runtime's own.
+    let before = connected();
+    std::thread::scope(|threads| {
+        for _ in 0..2 {
+            threads.spawn(|| worker_runtime().block_on(load_repeatedly(&store, &key, "main")));
+        }
+    });
+    // Their runtimes are gone, and their connections closed with them.
+    let workers = std::thread::scope(|threads| {
+        threads
+            .spawn(|| {
+                let runtime = worker_runtime();
+                runtime.block_on(load_repeatedly(&store, &key, "main"));
+                connected()
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(
+        workers,
+        before + 1,
+        "one more connection for one more worker"
+    );
+}

@@ -37,7 +37,7 @@ use redis::Value;
 
 use super::{lock, LocalCache, ServerProbe, TrackingTarget};
 use crate::error::StoreError;
-use crate::store::StoredSession;
+use crate::store::LoadedSession;
 
 /// Reads the cluster's slot map (`CLUSTER SLOTS`) through the store's connection.
 pub(crate) type SlotSource =
@@ -135,10 +135,10 @@ impl ClusterCache {
         &self,
         key: &str,
         fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         let slot = slot_of(key.as_bytes());
         let cache = {

@@ -1,4 +1,4 @@
-//! An in-process copy of session records that Redis keeps honest: the layer behind
+//! An in-process copy of session records, and their data when it is small, that Redis keeps honest: the layer behind
 //! [`RedisStoreBuilder::local_cache`](super::RedisStoreBuilder::local_cache).
 //!
 //! Records are fetched through one dedicated connection with `CLIENT TRACKING ON` (RESP3), so
@@ -89,7 +89,7 @@ pub(crate) use self::cluster::{ClusterCache, NodeSetup, SlotSource};
 pub(crate) use self::tracking::Heartbeat;
 use self::tracking::{Link, Wire};
 pub(crate) use self::transport::TlsClient;
-use super::StoredSession;
+use super::LoadedSession;
 use crate::error::StoreError;
 
 #[cfg(feature = "cluster")]
@@ -169,14 +169,15 @@ struct Shared {
 enum Slot {
     /// A fetch with this id is on its way; an invalidation removes the slot.
     Filling(u64),
-    /// A record, and the generation of the tracking connection that vouches for it.
-    Ready(StoredSession, u64),
+    /// A record with its data (when small), and the generation of the tracking connection that
+    /// vouches for them. Both live in one Redis key, so one invalidation covers both.
+    Ready(LoadedSession, u64),
 }
 
 /// What [`LocalCache::lookup`] found.
 enum Lookup {
     /// A record that no invalidation has touched.
-    Hit(StoredSession),
+    Hit(LoadedSession),
     /// Fetch through [`Fill::connection`], then [`LocalCache::complete`].
     Fill(Fill),
     /// No tracking connection: read from Redis without caching.
@@ -237,10 +238,10 @@ impl LocalCache {
         &self,
         key: &str,
         fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         match self.lookup(key) {
             Lookup::Hit(stored) => Some(Ok(Some(stored))),
@@ -274,7 +275,7 @@ impl LocalCache {
             if scanner.is_idle() && wire.heard_lately() && wire.nothing_waiting() {
                 if let Some(Slot::Ready(stored, vouched_by)) = lock(&self.shared.entries).get(key) {
                     // Only the connection this lookup just checked may vouch for the entry.
-                    if *vouched_by == generation && stored.expires_at > SystemTime::now() {
+                    if *vouched_by == generation && stored.stored.expires_at > SystemTime::now() {
                         return Lookup::Hit(stored.clone());
                     }
                 }
@@ -303,7 +304,7 @@ impl LocalCache {
     }
 
     /// Stores what `fill` fetched, unless an invalidation or a lost connection came first.
-    fn complete(&self, fill: Fill, fetched: Option<&StoredSession>) {
+    fn complete(&self, fill: Fill, fetched: Option<&LoadedSession>) {
         let link = lock(&self.shared.link);
         let mut entries = lock(&self.shared.entries);
         let ours = matches!(entries.get(&fill.key), Some(Slot::Filling(id)) if *id == fill.id);

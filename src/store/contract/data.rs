@@ -356,3 +356,56 @@ pub(super) async fn check_anonymous_admission(store: &impl SessionStore) {
         "the third of 2 answered {third:?}"
     );
 }
+
+/// `load_with_data` agrees with `load` and `load_data`: the same record and deadline, the data
+/// as a write left it when it comes along, and nothing for a session that is gone.
+pub(super) async fn check_load_with_data(store: &impl SessionStore) {
+    let key = random_key();
+    let user = random_name("user");
+    let record = record(&user, LONG);
+    let mut initial = SessionData::new();
+    initial.insert("cart", "[1]");
+    ok(
+        "create",
+        store.create(&key, &record, in_(LONG), &initial).await,
+    );
+    ok(
+        "write_data",
+        store
+            .write_data(&key, &[insert("theme", r#""dark""#)], LIMIT)
+            .await,
+    );
+    let loaded = ok("load_with_data", store.load_with_data(&key).await);
+    let stored = ok("load", store.load(&key).await);
+    match (&loaded, &stored) {
+        (Some(loaded), Some(stored)) => {
+            rule!(
+                json(&loaded.stored.record) == json(&stored.record)
+                    && loaded.stored.expires_at == stored.expires_at,
+                "load_with_data reads the record load reads",
+                "{:?} against {:?}",
+                loaded.stored,
+                stored
+            );
+            if let Some(data) = &loaded.data {
+                rule!(
+                    Some(data) == data_of(store, &key).await.as_ref(),
+                    "data that comes with the record is the session's data",
+                    "came {data:?}, load_data reads {:?}",
+                    data_of(store, &key).await
+                );
+            }
+        }
+        _ => broken(
+            "load_with_data finds a live session",
+            format_args!("load_with_data {loaded:?}, load {stored:?}"),
+        ),
+    }
+    ok("delete", store.delete(&key).await);
+    let gone = ok("load_with_data", store.load_with_data(&key).await);
+    rule!(
+        gone.is_none(),
+        "load_with_data finds nothing once the session is deleted",
+        "found {gone:?}"
+    );
+}

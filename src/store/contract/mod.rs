@@ -97,7 +97,8 @@ const RACE_ROUNDS: usize = 20;
 ///   returns what each replaced, and is refused whole past the limit (one that does not grow
 ///   the data always fits); `extend` never reverts a write; `clear` keeps the session; a write
 ///   to a deleted or rotated-away key answers `Gone` and brings nothing back; concurrent
-///   writes of different names, racing refreshes, all survive.
+///   writes of different names, racing refreshes, all survive. `load_with_data` reads what
+///   `load` reads, with the session's data as it stands when it brings data along.
 /// - **moves and updates**: `update_user` replaces the profile and roles and never creates;
 ///   `rotate` carries the data, the live-updated profile with `Carry::DataAndUser` and the
 ///   given one with `Carry::Data`.
@@ -122,6 +123,7 @@ where
     check_revocation_wins_over_rotation(&new_store().await).await;
     check_credentials_versions(&new_store().await).await;
     check_data(&new_store().await).await;
+    check_load_with_data(&new_store().await).await;
     check_concurrent_data_writes(&new_store().await).await;
     check_data_moves_with_the_session(&new_store().await).await;
     check_anonymous_sessions(&new_store().await).await;

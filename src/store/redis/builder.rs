@@ -246,14 +246,17 @@ impl RedisStoreBuilder {
     /// lookup looks, only once a later command of the writer has been answered by the same
     /// server. So each `DEL` that ends a session (logout, revocation, rotation, a record pruned
     /// by a listing) is followed by a `PING` (on a cluster, an `EXISTS` of the same key, which
-    /// goes to the node the `DEL` went to), and the operation returns only after its reply.
+    /// goes to the node the `DEL` went to), and the operation returns only after its reply. A
+    /// cache holds a session's data too (when small), so a data write is followed by the same
+    /// round trip as well: the writer's next request, on any instance, sees the write.
     ///
     /// `peer_caches(false)` is a promise that **no** instance on this Redis caches: a logout
     /// then costs one round trip instead of two. Break the promise and a caching instance may
     /// accept a session for the short moment after its logout answered on this instance, while
-    /// the invalidation is on its way (seen in a few rounds per thousand on one machine). A
-    /// store with a local cache of its own always waits (its own cache needs it too). Reads,
-    /// logins and refreshes are unchanged either way.
+    /// the invalidation is on its way (seen in a few rounds per thousand on one machine), or
+    /// show data as it was before a write made on this instance. A store with a local cache of
+    /// its own always waits (its own cache needs it too). Reads, logins and refreshes are
+    /// unchanged either way.
     pub fn peer_caches(mut self, peers_cache: bool) -> Self {
         self.peer_caches = peers_cache;
         self

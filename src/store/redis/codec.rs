@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use crate::error::StoreError;
 use crate::record::{from_unix_millis, unix_millis};
 use crate::record::{SessionData, SessionRecord};
-use crate::store::StoredSession;
+use crate::store::{LoadedSession, StoredSession};
 
 /// The record field.
 pub(super) const RECORD: &str = "r";
@@ -96,6 +96,51 @@ pub(super) fn decode_reply(
     match reply.as_slice() {
         [record, user, deadline] => decode(record.as_deref(), user.as_deref(), deadline.as_deref()),
         _ => Err(StoreError::corrupt("short HMGET reply")),
+    }
+}
+
+/// The reply of [`READ_WITH_DATA`](super::scripts::READ_WITH_DATA), decoded: `None` when there
+/// is no record or the key is moving; the data when it came along.
+pub(super) fn decode_with_data(reply: Vec<Value>) -> Result<Option<LoadedSession>, StoreError> {
+    let mut reply = reply.into_iter();
+    let mut field = || optional_bytes(reply.next());
+    let (record, user, deadline, moving) = (field()?, field()?, field()?, field()?);
+    if moving.is_some() {
+        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
+        // requests: the session lives on under the new key, or nowhere.
+        return Ok(None);
+    }
+    let Some(stored) = decode(record.as_deref(), user.as_deref(), deadline.as_deref())? else {
+        return Ok(None);
+    };
+    let data = match reply.next() {
+        Some(Value::Int(0)) => None,
+        Some(Value::Int(1)) => Some(decode_data_pairs(reply)?),
+        _ => return Err(StoreError::corrupt("unexpected session read reply")),
+    };
+    Ok(Some(LoadedSession { stored, data }))
+}
+
+/// Names and values, alternating, as [`decode_with_data`] receives them.
+fn decode_data_pairs(mut pairs: impl Iterator<Item = Value>) -> Result<SessionData, StoreError> {
+    let mut data = SessionData::new();
+    while let Some(name) = pairs.next() {
+        let name = optional_text(name)?;
+        let json = pairs.next().map(optional_text).transpose()?.flatten();
+        match (name, json) {
+            (Some(name), Some(json)) => data.insert(name, json),
+            _ => return Err(StoreError::corrupt("unpaired session data in a read reply")),
+        };
+    }
+    Ok(data)
+}
+
+/// One field of a reply: its bytes, or `None` for nil.
+fn optional_bytes(value: Option<Value>) -> Result<Option<Vec<u8>>, StoreError> {
+    match value {
+        Some(Value::Nil) => Ok(None),
+        Some(Value::BulkString(bytes)) => Ok(Some(bytes)),
+        _ => Err(StoreError::corrupt("unexpected session read reply")),
     }
 }
 

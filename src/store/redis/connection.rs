@@ -150,56 +150,91 @@ async fn open_single(url: &str, options: &ConnectOptions<'_>) -> Result<Connecti
     let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
         .await
         .map_err(StoreError::unavailable)?;
+    let shared = Arc::new(SharedLinks {
+        current: RwLock::new(manager.clone()),
+        client,
+        config,
+        dial_timeout: options.connect_timeout,
+        replacing: AtomicBool::new(false),
+    });
     Ok(Connection::Single(SingleConnection {
-        current: Arc::new(RwLock::new(manager)),
-        dial: Arc::new(Dial {
-            client,
-            config,
-            replacing: AtomicBool::new(false),
-        }),
+        shared,
+        link: manager,
     }))
 }
 
-/// A standalone server's connection, which is replaced when a command gets no answer.
+/// A standalone server's connection: one shared by every thread, and one per Actix worker.
+///
+/// Each clone is a handle for one operation, and picks its link when it is made: the link of
+/// the worker thread it is made on if that is ready, else the shared one. All of an
+/// operation's commands go through that one link, so a command sent after another's answer
+/// (the `PING` that settles a delete) follows it on the same connection.
+///
+/// A worker's link is a connection whose driver runs on that worker's runtime. Commands on
+/// the shared one hop to the thread that created the store and back, two thread wake-ups per
+/// command, which cost more CPU than everything else the store does for a request. Only a
+/// current-thread runtime (an Actix worker, a `#[tokio::main(flavor = "current_thread")]`)
+/// gets a link of its own, dialled in the background on first use (commands take the shared
+/// link until it answers); on a multi-thread runtime tasks move between threads anyway.
 ///
 /// The connection manager reconnects when the socket reports an error, but a link that goes
 /// silent without closing (a peer or middlebox that vanished, a partition that drops packets)
 /// reports nothing until the kernel stops retransmitting, some fifteen minutes later. Until
-/// then every command would time out. So a command timeout here opens a fresh connection in
-/// the background, and commands move to it once it answers the handshake; commands already
-/// sent on the old one finish or time out there.
-#[derive(Clone)]
+/// then every command would time out. So a command timeout here opens a fresh shared
+/// connection in the background, and commands move to it once it answers the handshake, and
+/// drops the worker link of the thread that saw the timeout, to be dialled anew; commands
+/// already sent on the old ones finish or time out there.
 pub(super) struct SingleConnection {
-    current: Arc<RwLock<ConnectionManager>>,
-    dial: Arc<Dial>,
+    shared: Arc<SharedLinks>,
+    /// The link this handle's commands go through.
+    link: ConnectionManager,
 }
 
-/// How to open a replacement.
-struct Dial {
+impl Clone for SingleConnection {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            link: self.shared.pick(),
+        }
+    }
+}
+
+/// What every handle on one store's standalone connection shares.
+struct SharedLinks {
+    /// The shared link.
+    current: RwLock<ConnectionManager>,
+    /// How to open a replacement or a worker's link.
     client: redis::Client,
     config: ConnectionManagerConfig,
-    /// Set while a replacement is being connected, so a burst of timeouts opens one.
+    /// How long a worker link may take to connect before the next use dials again.
+    dial_timeout: Duration,
+    /// Set while a replacement shared link is being connected, so a burst of timeouts opens one.
     replacing: AtomicBool,
 }
 
-impl SingleConnection {
-    fn manager(&self) -> ConnectionManager {
+impl SharedLinks {
+    fn current(&self) -> ConnectionManager {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Starts replacing the connection after a command went unanswered, unless a replacement
-    /// is already under way.
-    fn replace(&self) {
-        if self.dial.replacing.swap(true, Ordering::AcqRel) {
+    /// The link for an operation starting now on this thread.
+    fn pick(self: &Arc<Self>) -> ConnectionManager {
+        worker_links::ready(self).unwrap_or_else(|| self.current())
+    }
+
+    /// Starts replacing the shared link after a command went unanswered, unless a
+    /// replacement is already under way, and drops this thread's worker link.
+    fn replace(self: &Arc<Self>) {
+        worker_links::forget(self);
+        if self.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let this = self.clone();
+        let this = Arc::clone(self);
         tokio::spawn(async move {
-            let dial = &this.dial;
-            match ConnectionManager::new_with_config(dial.client.clone(), dial.config.clone()).await
+            match ConnectionManager::new_with_config(this.client.clone(), this.config.clone()).await
             {
                 Ok(fresh) => {
                     *this.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
@@ -208,7 +243,153 @@ impl SingleConnection {
                 // Redis is unreachable for new connections too: the next timeout tries again.
                 Err(err) => tracing::warn!(error = %err, "replacing the Redis connection failed"),
             }
-            dial.replacing.store(false, Ordering::Release);
+            this.replacing.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Each thread's worker links, one per store and runtime.
+mod worker_links {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Weak};
+    use std::time::{Duration, Instant};
+
+    use redis::aio::ConnectionManager;
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    use tokio::task::JoinHandle;
+
+    use super::SharedLinks;
+
+    /// How long a worker link that failed to connect waits before the next try.
+    const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+    thread_local! {
+        static LINKS: RefCell<Vec<WorkerLink>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// One store's link on one runtime of this thread.
+    struct WorkerLink {
+        /// The store's shared state: which store the link is for. A `Weak` keeps the address
+        /// from being reused while the entry exists, and tells when the store is gone.
+        store: Weak<SharedLinks>,
+        runtime: tokio::runtime::Id,
+        state: LinkState,
+    }
+
+    enum LinkState {
+        /// Being connected; dialled again if still so at `until`.
+        Dialing { until: Instant },
+        Ready {
+            link: ConnectionManager,
+            /// A task that never ends by itself: finished once the runtime that drives the
+            /// link has shut down, and with it the link's driver.
+            runtime_alive: JoinHandle<()>,
+        },
+        /// Failed to connect; tried again after `retry_at`.
+        Failed { retry_at: Instant },
+    }
+
+    impl WorkerLink {
+        fn is_for(&self, store: &Arc<SharedLinks>, runtime: tokio::runtime::Id) -> bool {
+            self.runtime == runtime && std::ptr::eq(self.store.as_ptr(), Arc::as_ptr(store))
+        }
+
+        /// Whether the entry can still serve anyone: its store and its runtime both live.
+        fn is_live(&self) -> bool {
+            self.store.strong_count() > 0
+                && match &self.state {
+                    LinkState::Ready { runtime_alive, .. } => !runtime_alive.is_finished(),
+                    LinkState::Dialing { .. } | LinkState::Failed { .. } => true,
+                }
+        }
+    }
+
+    /// This thread's link to `store` on the current runtime, if it is ready; otherwise `None`,
+    /// and a link is dialled in the background when this runtime may have one.
+    pub(super) fn ready(store: &Arc<SharedLinks>) -> Option<ConnectionManager> {
+        let runtime = Handle::try_current().ok()?;
+        if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread {
+            return None;
+        }
+        let id = runtime.id();
+        LINKS
+            .try_with(|links| {
+                let mut links = links.try_borrow_mut().ok()?;
+                let found = links.iter_mut().position(|entry| entry.is_for(store, id));
+                if let Some(index) = found {
+                    match &links[index].state {
+                        LinkState::Ready { link, .. } => return Some(link.clone()),
+                        LinkState::Dialing { until } | LinkState::Failed { retry_at: until }
+                            if Instant::now() < *until =>
+                        {
+                            return None
+                        }
+                        LinkState::Dialing { .. } | LinkState::Failed { .. } => {}
+                    }
+                }
+                links.retain(WorkerLink::is_live);
+                links.retain(|entry| !entry.is_for(store, id));
+                links.push(WorkerLink {
+                    store: Arc::downgrade(store),
+                    runtime: id,
+                    state: LinkState::Dialing {
+                        until: Instant::now() + store.dial_timeout + RETRY_AFTER,
+                    },
+                });
+                runtime.spawn(dial(Arc::downgrade(store), id));
+                None
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Connects this thread's link to `store` on the runtime `id` that runs this task.
+    async fn dial(store: Weak<SharedLinks>, id: tokio::runtime::Id) {
+        let Some((client, config)) = store
+            .upgrade()
+            .map(|shared| (shared.client.clone(), shared.config.clone()))
+        else {
+            return;
+        };
+        let dialled = ConnectionManager::new_with_config(client, config).await;
+        let Some(shared) = store.upgrade() else {
+            return;
+        };
+        let state = match dialled {
+            Ok(link) => LinkState::Ready {
+                link,
+                runtime_alive: tokio::spawn(std::future::pending()),
+            },
+            Err(err) => {
+                tracing::debug!(error = %err, "a worker's own Redis connection failed to connect");
+                LinkState::Failed {
+                    retry_at: Instant::now() + RETRY_AFTER,
+                }
+            }
+        };
+        // A current-thread runtime runs its tasks on the thread that drives it: the one whose
+        // entry said `Dialing`, unless the runtime moved since, which leaves that entry to
+        // time out and dial again.
+        let _ = LINKS.try_with(|links| {
+            if let Ok(mut links) = links.try_borrow_mut() {
+                if let Some(entry) = links.iter_mut().find(|entry| entry.is_for(&shared, id)) {
+                    entry.state = state;
+                }
+            }
+        });
+    }
+
+    /// Drops this thread's link to `store` on the current runtime: the next operation dials a
+    /// new one.
+    pub(super) fn forget(store: &Arc<SharedLinks>) {
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
+        let id = runtime.id();
+        let _ = LINKS.try_with(|links| {
+            if let Ok(mut links) = links.try_borrow_mut() {
+                links.retain(|entry| !entry.is_for(store, id));
+            }
         });
     }
 }
@@ -219,7 +400,7 @@ impl Connection {
     /// anew by themselves.
     pub(super) fn unanswered(&self) {
         match self {
-            Connection::Single(single) => single.replace(),
+            Connection::Single(single) => single.shared.replace(),
             #[cfg(any(feature = "cluster", feature = "sentinel"))]
             _ => {}
         }
@@ -229,10 +410,7 @@ impl Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(single) => {
-                let mut manager = single.manager();
-                Box::pin(async move { manager.req_packed_command(cmd).await })
-            }
+            Connection::Single(single) => single.link.req_packed_command(cmd),
             #[cfg(feature = "cluster")]
             Connection::Cluster(conn) => conn.req_packed_command(cmd),
             #[cfg(feature = "sentinel")]
@@ -247,10 +425,7 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(single) => {
-                let mut manager = single.manager();
-                Box::pin(async move { manager.req_packed_commands(pipeline, offset, count).await })
-            }
+            Connection::Single(single) => single.link.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "cluster")]
             Connection::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             #[cfg(feature = "sentinel")]
@@ -260,7 +435,7 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(single) => single.manager().get_db(),
+            Connection::Single(single) => single.link.get_db(),
             #[cfg(feature = "cluster")]
             Connection::Cluster(conn) => conn.get_db(),
             #[cfg(feature = "sentinel")]

@@ -31,8 +31,9 @@ pub(super) async fn write_data(
     max_size: usize,
 ) -> Result<DataWrite, StoreError> {
     let mut write = scripts::WRITE_DATA.prepare_invoke();
+    let redis_key = store.session_key(key);
     write
-        .key(store.session_key(key))
+        .key(&redis_key)
         .arg(max_size)
         .arg(crate::record::ENTRY_OVERHEAD);
     for change in changes {
@@ -44,6 +45,18 @@ pub(super) async fn write_data(
     }
     let mut conn = store.connection.clone();
     let reply: Vec<Value> = store.run(write.invoke_async(&mut conn)).await?;
+    let written = decode_write(reply, changes.len())?;
+    if matches!(written, DataWrite::Written(_)) && store.settle_deletes {
+        // Caches hold small data too: every caching instance, this one included, must have
+        // dropped the old values before the writer's client can send its next request. As
+        // after a delete, a cache of this process also learns which server the write went to.
+        store.settle_delete(&mut conn, &redis_key).await?;
+    }
+    Ok(written)
+}
+
+/// The reply of [`WRITE_DATA`](scripts::WRITE_DATA) for `changes` changes.
+fn decode_write(reply: Vec<Value>, changes: usize) -> Result<DataWrite, StoreError> {
     let mut reply = reply.into_iter();
     let status = reply.next().and_then(integer);
     let size = reply.next().and_then(integer);
@@ -54,7 +67,7 @@ pub(super) async fn write_data(
         }),
         (Some(1), Some(_)) => {
             let previous = reply.map(optional_text).collect::<Result<Vec<_>, _>>()?;
-            if previous.len() != changes.len() {
+            if previous.len() != changes {
                 return Err(StoreError::corrupt("short data write reply"));
             }
             Ok(DataWrite::Written(previous))

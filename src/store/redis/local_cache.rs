@@ -13,7 +13,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::connection::{Connection, Target};
 use crate::error::StoreError;
-use crate::store::StoredSession;
+use crate::store::LoadedSession;
 
 /// The store's local cache, if it keeps one.
 #[derive(Clone, Default)]
@@ -62,10 +62,10 @@ impl Cache {
         &self,
         key: &str,
         fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         imp::load(self.0.as_ref()?, key, fetch).await
     }
@@ -95,7 +95,7 @@ mod imp {
     use crate::store::cache::{
         run_id, Address, Heartbeat, LocalCache, ServerProbe, TlsClient, TrackingTarget,
     };
-    use crate::store::StoredSession;
+    use crate::store::LoadedSession;
 
     /// The cache of one server (standalone or named by Sentinel), or of a cluster's primaries.
     #[derive(Clone)]
@@ -271,10 +271,10 @@ mod imp {
         cache: &Inner,
         key: &str,
         fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         match cache {
             Inner::One(cache) => cache.load(key, fetch).await,
@@ -380,7 +380,7 @@ mod imp {
 
     use super::super::connection::{Connection, Target};
     use crate::error::StoreError;
-    use crate::store::StoredSession;
+    use crate::store::LoadedSession;
 
     /// A cache that cannot exist: without the feature, `Cache` always holds `None`.
     #[derive(Clone)]
@@ -417,10 +417,10 @@ mod imp {
         cache: &Inner,
         _key: &str,
         _fetch: F,
-    ) -> Option<Result<Option<StoredSession>, StoreError>>
+    ) -> Option<Result<Option<LoadedSession>, StoreError>>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = Result<Option<StoredSession>, StoreError>>,
+        Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
         match *cache {}
     }

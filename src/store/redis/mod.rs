@@ -14,11 +14,15 @@ use redis::aio::ConnectionLike;
 
 use serde_json::value::RawValue;
 
-use self::codec::{decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER};
+use self::codec::{
+    decode_reply, decode_with_data, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER,
+};
 use self::connection::Connection;
 use self::index::Moved;
 use self::local_cache::Cache;
-use super::{Admission, Carry, Counter, DataWrite, SessionStore, StoredSession, UserSessions};
+use super::{
+    Admission, Carry, Counter, DataWrite, LoadedSession, SessionStore, StoredSession, UserSessions,
+};
 use crate::error::StoreError;
 use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
 
@@ -45,6 +49,11 @@ pub use self::actix_session::{ActixSessionFailClosed, ActixSessionStore};
 pub use self::builder::RedisStoreBuilder;
 use self::builder::ReplicaWait;
 
+/// The most data, in bytes as [`SessionData::size`] counts them, that a read of a session brings
+/// along unasked ([`SessionStore::load_with_data`], and every fill of the local cache). More
+/// is read when a handler asks for it, with one more round trip.
+pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
+
 /// Keeps sessions in Redis.
 ///
 /// One session is one Redis hash, `{prefix}:s:{{group}}{digest}`: the [`SessionKey`] of its
@@ -63,9 +72,10 @@ use self::builder::ReplicaWait;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of record, update, deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
+/// | [`load_with_data`](SessionStore::load_with_data) | a script: `HMGET`, and `HGETALL` when the session holds at most 4 KiB of data (as [`SessionData::size`] counts it); nothing on a local cache hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
-/// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes) | 1 |
+/// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
 /// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
 /// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache on one server, else `PING` (`EXISTS` of the key on a cluster) unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
@@ -81,7 +91,10 @@ use self::builder::ReplicaWait;
 /// past the deadline in its value is dead only if Redis agrees (the key has no TTL), since app
 /// hosts' clocks may run ahead of the one that set the TTL.
 ///
-/// All clones share one multiplexed connection that reconnects by itself after Redis restarts.
+/// All clones share one multiplexed connection that reconnects by itself after Redis restarts;
+/// on a standalone server, each current-thread runtime (each Actix worker) that uses the store
+/// also opens one of its own, so that a request's commands are sent and answered on its worker's
+/// thread rather than through the thread that opened the store.
 /// Every command is bounded by a timeout (1 s unless set with
 /// [`RedisStoreBuilder::command_timeout`]), so a hung or unreachable Redis makes requests fail
 /// with `503 Service Unavailable` instead of hanging.
@@ -168,6 +181,30 @@ impl RedisStore {
             return Ok(None);
         }
         decode_reply(reply)
+    }
+
+    /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
+    async fn fetch_with_data(
+        &self,
+        conn: &mut impl ConnectionLike,
+        redis_key: &str,
+    ) -> Result<Option<LoadedSession>, StoreError> {
+        let mut read = scripts::READ_WITH_DATA.prepare_invoke();
+        read.key(redis_key).arg(DATA_READ_WITH_RECORD);
+        let reply: Vec<redis::Value> = self.run(read.invoke_async(conn)).await?;
+        decode_with_data(reply)
+    }
+
+    /// The session under `redis_key` from the local cache, which holds small data too, filled
+    /// through its tracking connection; `None` when there is no cache or it cannot answer.
+    async fn load_cached(
+        &self,
+        redis_key: &str,
+    ) -> Option<Result<Option<LoadedSession>, StoreError>> {
+        let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| async move {
+            self.fetch_with_data(&mut tracking, redis_key).await
+        };
+        self.cache.load(redis_key, through_tracking).await
     }
 
     /// Returns once Redis has written the tracking invalidations for the writes this
@@ -357,15 +394,20 @@ impl SessionStore for RedisStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
         let redis_key = self.session_key(key);
-        let through_tracking = |mut tracking: redis::aio::MultiplexedConnection| {
-            let redis_key = &redis_key;
-            async move { self.fetch(&mut tracking, redis_key).await }
-        };
-        if let Some(answer) = self.cache.load(&redis_key, through_tracking).await {
-            return answer;
+        if let Some(answer) = self.load_cached(&redis_key).await {
+            return answer.map(|loaded| loaded.map(|loaded| loaded.stored));
         }
         // No cache, or its tracking connection is down or failed; the main one may still work.
         self.fetch(&mut self.connection.clone(), &redis_key).await
+    }
+
+    async fn load_with_data(&self, key: &SessionKey) -> Result<Option<LoadedSession>, StoreError> {
+        let redis_key = self.session_key(key);
+        if let Some(answer) = self.load_cached(&redis_key).await {
+            return answer;
+        }
+        self.fetch_with_data(&mut self.connection.clone(), &redis_key)
+            .await
     }
 
     async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {

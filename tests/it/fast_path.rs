@@ -1,0 +1,226 @@
+//! The fast path: what an authenticated request costs Redis, and a cached session's data never
+//! stale.
+//!
+//! Round trips are counted with `MONITOR` (see `support::monitor`), on a private
+//! `redis-server` per test.
+
+use std::time::{Duration, Instant};
+
+use actix_login::{AuthUser, Error, LoginMiddleware, RedisStore, Require, Session};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{test, web, App, HttpResponse};
+
+use crate::support::http::*;
+use crate::support::monitor::Monitor;
+use crate::support::redis_server::{commands_during_since, RedisServer};
+
+const PREFIX: &str = "fast";
+/// More data than a read brings along unasked (`DATA_READ_WITH_RECORD`, 4096 bytes).
+const LARGE: usize = 5000;
+
+async fn login(session: Session, id: web::Path<u64>) -> Result<HttpResponse, Error> {
+    session.login(id.to_string(), &*id).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Stores a cart of `len` bytes of JSON text.
+async fn put_cart(session: Session, len: web::Path<usize>) -> Result<HttpResponse, Error> {
+    session.insert("cart", "x".repeat(*len)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The cart's length, for anyone with a session: one data read, no login check.
+async fn visitor_cart(session: Session) -> Result<String, Error> {
+    let cart: Option<String> = session.get("cart").await?;
+    Ok(cart.map_or(0, |cart| cart.len()).to_string())
+}
+
+/// The cart's length, as the login check plus one data read.
+async fn cart(_user: AuthUser<u64>, session: Session) -> Result<String, Error> {
+    let cart: Option<String> = session.get("cart").await?;
+    Ok(cart.map_or(0, |cart| cart.len()).to_string())
+}
+
+async fn me(user: AuthUser<u64>) -> String {
+    user.into_inner().to_string()
+}
+
+/// Takes the session but reads none of its data.
+async fn peek(user: AuthUser<u64>, _session: Session) -> String {
+    user.into_inner().to_string()
+}
+
+async fn store(server: &RedisServer, local_cache: bool) -> RedisStore {
+    let builder = RedisStore::builder(server.url()).key_prefix(PREFIX);
+    let builder = if local_cache {
+        builder.local_cache(1000)
+    } else {
+        builder
+    };
+    builder.connect().await.expect("connect")
+}
+
+async fn app(
+    store: RedisStore,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(
+        App::new()
+            .wrap(LoginMiddleware::new(store))
+            .route("/login/{id}", web::post().to(login))
+            .route("/cart/{len}", web::post().to(put_cart))
+            .route("/cart", web::get().to(cart))
+            .route("/visitor-cart", web::get().to(visitor_cart))
+            .route("/me", web::get().to(me))
+            .route("/peek", web::get().to(peek))
+            .service(
+                web::scope("/guarded")
+                    .wrap(Require::login())
+                    .route("/cart", web::get().to(cart)),
+            ),
+    )
+    .await
+}
+
+async fn read<S, B>(app: &S, path: &str, token: &str) -> String
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let (status, body) =
+        status_and_body(test::call_service(app, get(path, Some(token))).await).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+async fn put<S, B>(app: &S, len: usize, token: &str)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let path = format!("/cart/{len}");
+    assert_eq!(
+        status(app, post(&path, Some(token))).await,
+        204,
+        "POST {path}"
+    );
+}
+
+#[actix_web::test]
+async fn a_handler_that_reads_data_costs_one_round_trip() {
+    let server = RedisServer::start();
+    let app = app(store(&server, false).await).await;
+    let token = log_in(&app, 1).await;
+    put(&app, 100, &token).await;
+    let monitor = Monitor::start(&server);
+
+    assert_eq!(read(&app, "/cart", &token).await, "100");
+    assert_eq!(monitor.take(), ["evalsha"], "GET /cart");
+    // With no login check first: the data read looks the session up.
+    assert_eq!(read(&app, "/visitor-cart", &token).await, "100");
+    assert_eq!(monitor.take(), ["evalsha"], "GET /visitor-cart");
+    // Behind a guard, which looks the session up before the handler's extractors run.
+    assert_eq!(read(&app, "/guarded/cart", &token).await, "100");
+    assert_eq!(monitor.take(), ["evalsha"], "GET /guarded/cart");
+    // A handler that cannot read data costs what it did: one HMGET.
+    assert_eq!(read(&app, "/me", &token).await, "1");
+    assert_eq!(monitor.take(), ["hmget"], "GET /me");
+}
+
+#[actix_web::test]
+async fn large_data_is_read_only_by_handlers_that_read_it() {
+    let server = RedisServer::start();
+    let app = app(store(&server, false).await).await;
+    let token = log_in(&app, 1).await;
+    put(&app, LARGE, &token).await;
+    let monitor = Monitor::start(&server);
+
+    let before = server.command_counts();
+    assert_eq!(read(&app, "/peek", &token).await, "1");
+    assert_eq!(monitor.take(), ["evalsha"], "GET /peek");
+    let sent = commands_during_since(&server, &before);
+    assert_eq!(
+        sent.get("hgetall"),
+        None,
+        "large data fetched unread: {sent:?}"
+    );
+
+    assert_eq!(read(&app, "/cart", &token).await, LARGE.to_string());
+    assert_eq!(monitor.take(), ["evalsha", "hgetall"], "GET /cart");
+}
+
+/// Waits until a `GET /cart` with `token` sends Redis nothing: served from the local cache,
+/// record and data. Retries because the cache fills a little after a change.
+async fn assert_cart_from_cache<S, B>(app: &S, monitor: &Monitor, token: &str)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        read(app, "/cart", token).await;
+        monitor.take();
+        read(app, "/cart", token).await;
+        let sent = monitor.take();
+        if sent.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cart not served from the cache: {sent:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_cached_session_serves_its_data_without_redis() {
+    let server = RedisServer::start();
+    let app = app(store(&server, true).await).await;
+    let token = log_in(&app, 1).await;
+    put(&app, 100, &token).await;
+    let monitor = Monitor::start(&server);
+    assert_cart_from_cache(&app, &monitor, &token).await;
+    assert_eq!(read(&app, "/cart", &token).await, "100");
+}
+
+/// A caching instance and a plain one with the builder's defaults, on one Redis: whichever
+/// writes the data, the caching one's very next request sees the write.
+#[actix_web::test]
+async fn every_data_write_is_seen_at_once_by_a_caching_instance() {
+    let server = RedisServer::start();
+    let caching = app(store(&server, true).await).await;
+    let plain = app(store(&server, false).await).await;
+    let token = log_in(&caching, 1).await;
+    put(&caching, 1, &token).await;
+    let monitor = Monitor::start(&server);
+    assert_cart_from_cache(&caching, &monitor, &token).await;
+
+    let rounds = 300;
+    let mut stale = Vec::new();
+    for round in 0..rounds {
+        let len = 2 + round;
+        if round % 2 == 0 {
+            put(&plain, len, &token).await;
+        } else {
+            put(&caching, len, &token).await;
+        }
+        let seen = read(&caching, "/cart", &token).await;
+        if seen != len.to_string() {
+            stale.push((round, seen));
+        }
+        // Let the cache fill again, so that the next write has an entry to make stale.
+        read(&caching, "/cart", &token).await;
+    }
+    assert!(
+        stale.is_empty(),
+        "{} of {rounds} reads after a write were stale: {stale:?}",
+        stale.len()
+    );
+    monitor.take();
+    assert_cart_from_cache(&caching, &monitor, &token).await;
+}
