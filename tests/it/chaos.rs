@@ -1324,24 +1324,21 @@ fn inspect_keys(redis: &Redis) -> Orphans {
             continue;
         };
         orphans.sessions += 1;
-        let (record, moving): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        let (user, moving): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(key)
-            .arg("r")
+            .arg("o")
             .arg("m")
             .query(&mut conn)
             .unwrap();
         orphans.moving += usize::from(moving.is_some());
-        let user = record
-            .and_then(|record| serde_json::from_str::<serde_json::Value>(&record).ok())
-            .and_then(|record| record["u"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let user = user.unwrap_or_default();
         if user.is_empty() {
             // Anonymous: in no index, by design.
             continue;
         }
-        let index = format!("{PREFIX}:u:{user}");
+        let index = format!("{PREFIX}:i:{user}");
         let member = name.replace(['{', '}'], "");
-        let indexed: bool = redis::cmd("SISMEMBER")
+        let indexed: bool = redis::cmd("HEXISTS")
             .arg(&index)
             .arg(&member)
             .query(&mut conn)
@@ -1363,8 +1360,8 @@ fn inspect_keys(redis: &Redis) -> Orphans {
 
 fn entries_without_session(conn: &mut redis::Connection) -> usize {
     let mut missing = 0;
-    for index in scan(conn, &format!("{PREFIX}:u:*")) {
-        let members: Vec<String> = redis::cmd("SMEMBERS").arg(&index).query(conn).unwrap();
+    for index in scan(conn, &format!("{PREFIX}:i:*")) {
+        let members: Vec<String> = redis::cmd("HKEYS").arg(&index).query(conn).unwrap();
         for member in members {
             let (group, digest) = member.split_at(member.len().min(4));
             let key = format!("{PREFIX}:s:{{{group}}}{digest}");
