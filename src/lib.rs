@@ -367,8 +367,8 @@
 //! [`RedisStore`] (Redis 7.0 or newer: standalone, [Cluster](RedisStore::connect_cluster) or
 //! [Sentinel](RedisStore::connect_sentinel), over TLS too) for production, [`MemoryStore`] for
 //! development and tests, or your own backend through the [`SessionStore`](store::SessionStore) trait. With
-//! [`local_cache`](crate::RedisStoreBuilder::local_cache), a standalone Redis keeps an in-process copy
-//! of each record honest through client tracking, so most requests need no Redis command and a
+//! [`local_cache`](crate::RedisStoreBuilder::local_cache), Redis (standalone, Cluster or Sentinel,
+//! over TLS too) keeps an in-process copy of each record honest through client tracking, so most requests need no Redis command and a
 //! logout on any instance still ends the session everywhere before its response.
 //!
 //! A backend of your own can prove it keeps the rules revocation relies on by running

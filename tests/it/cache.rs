@@ -1,7 +1,9 @@
 //! The local cache of `RedisStore`: requests served from memory, and never a session that ended.
 //!
-//! Every test runs on a private `redis-server`, so command counts and killed connections are
-//! the test's own.
+//! Every test runs on a private deployment, so command counts and killed connections are the
+//! test's own. The tests of what keeps the cache exact run on every deployment the cache runs
+//! on (`<test>::one_redis`, `::cluster`, `::sentinel`, `::tls`); the cluster's own hazards
+//! (a slot that moves, a failover) have tests of their own.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web, App, HttpResponse};
 
 use crate::support;
-use crate::support::cluster::RedisCluster;
+use crate::support::cached::{Backend, Kind};
 use crate::support::http::*;
 use crate::support::redis_server::{connection, RedisServer};
 
@@ -45,6 +47,67 @@ async fn cached_store(server: &RedisServer) -> RedisStore {
         .connect()
         .await
         .unwrap()
+}
+
+/// A store with a local cache on `backend`.
+async fn cached_on(backend: &Backend) -> RedisStore {
+    // Three TLS handshakes for the cluster's connection, three for the cache's, on two shared
+    // cores.
+    let connect_timeout = if backend.kind == Kind::ClusterTls {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(500)
+    };
+    backend
+        .builder()
+        .key_prefix(PREFIX)
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(connect_timeout)
+        .local_cache(1000)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// One test per deployment: `<test>::one_redis`, `::cluster`, `::sentinel`, `::tls` (and
+/// `::sentinel_tls`, `::cluster_tls` where listed), each calling `<test>(Kind::…)`.
+macro_rules! on_deployments {
+    ($test:ident: $($name:ident => $kind:ident),* $(,)?) => {
+        mod $test {
+            use crate::support::cached::Kind;
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    super::$test(Kind::$kind).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Proves a cache hit on any deployment, as [`assert_served_from_cache`] does on one server:
+/// summed over the data nodes, and leaving out what heartbeats and checks send.
+async fn assert_cached_on<S, B>(app: &S, backend: &Backend, token: &str)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(status(app, get("/me", Some(token))).await, 200);
+        let before = backend.command_counts();
+        assert_eq!(status(app, get("/me", Some(token))).await, 200);
+        let sent = backend.commands_since(&before);
+        if sent.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not served from the cache on {:?}: {sent:?}",
+            backend.kind
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn app(
@@ -151,19 +214,17 @@ async fn repeated_requests_are_served_from_memory() {
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 }
 
-/// Two app instances, each with its own cache, on one Redis: whatever ends a session on one is
-/// seen by the very next request on the other.
-#[actix_web::test]
-async fn a_session_ended_on_one_instance_is_dead_on_the_other_at_once() {
-    let server = RedisServer::start();
-    let a = app(cached_store(&server).await).await;
-    let b = app(cached_store(&server).await).await;
-    for round in 0..100 {
+/// Two app instances, each with its own cache, on one deployment: whatever ends a session on one
+/// is seen by the very next request on the other.
+async fn a_session_ended_on_one_instance_is_dead_on_the_other_at_once(kind: Kind) {
+    let backend = Backend::start(kind);
+    let a = app(cached_on(&backend).await).await;
+    let b = app(cached_on(&backend).await).await;
+    let rounds = if kind == Kind::OneRedis { 100 } else { 30 };
+    for round in 0..rounds {
         let token = log_in(&a, round).await;
-        // Fill b's cache, and check it answers from it. A heartbeat reply that arrives while
-        // the (blocking) command count holds this thread is rightly unread by the next
-        // lookup, which then fetches: retry rather than count on missing it.
-        assert_served_from_cache(&b, &server, &token).await;
+        // Fill b's cache, and check it answers from it.
+        assert_cached_on(&b, &backend, &token).await;
 
         let ended_by = match round % 2 {
             0 => {
@@ -179,34 +240,36 @@ async fn a_session_ended_on_one_instance_is_dead_on_the_other_at_once() {
         assert_eq!(
             status(&b, get("/me", Some(&token))).await,
             401,
-            "round {round}: b still accepted a session ended by {ended_by} on a"
+            "{kind:?}, round {round}: b still accepted a session ended by {ended_by} on a"
         );
     }
 }
 
-/// A session deleted by another client (an admin tool, a revocation elsewhere) and an expiry.
-#[actix_web::test]
-async fn changes_made_outside_the_app_reach_the_cache() {
-    let server = RedisServer::start();
-    let app = app(cached_store(&server).await).await;
-    let mut raw = connection(&server.url()).unwrap();
+on_deployments! { a_session_ended_on_one_instance_is_dead_on_the_other_at_once:
+    one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
+    sentinel_tls => SentinelTls, cluster_tls => ClusterTls,
+}
+
+/// A session deleted by another client (an admin tool, a revocation elsewhere), and a flush.
+async fn changes_made_outside_the_app_reach_the_cache(kind: Kind) {
+    let backend = Backend::start(kind);
+    let app = app(cached_on(&backend).await).await;
 
     let token = log_in(&app, 1).await;
-    assert_served_from_cache(&app, &server, &token).await;
-    redis::cmd("DEL")
-        .arg(redis_key(&token))
-        .exec(&mut raw)
-        .unwrap();
-    // The DEL was answered; one more round trip and its invalidation is out.
-    redis::cmd("PING").exec(&mut raw).unwrap();
+    assert_cached_on(&app, &backend, &token).await;
+    let key = redis_key(&token);
+    backend.run_settled(&key, redis::cmd("DEL").arg(&key));
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 
     // A flush of the database empties the cache too.
     let token = log_in(&app, 2).await;
-    assert_served_from_cache(&app, &server, &token).await;
-    redis::cmd("FLUSHDB").exec(&mut raw).unwrap();
-    redis::cmd("PING").exec(&mut raw).unwrap();
+    assert_cached_on(&app, &backend, &token).await;
+    backend.flush_all();
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+}
+
+on_deployments! { changes_made_outside_the_app_reach_the_cache:
+    one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
 }
 
 #[actix_web::test]
@@ -230,81 +293,61 @@ async fn an_idle_session_expires_in_the_cache_too() {
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 }
 
-fn tracking_client_ids(server: &RedisServer) -> Vec<String> {
-    let mut conn = connection(&server.url()).unwrap();
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
-    list.lines()
-        .filter(|line| {
-            line.split(' ')
-                .any(|field| field.starts_with("flags=") && field.contains('t'))
-        })
-        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Redis forgets what a closed connection tracked, so the cache must forget it too: a session
 /// deleted while no invalidation could arrive is never served from memory.
-#[actix_web::test]
-async fn losing_the_tracking_connection_empties_the_cache() {
-    let server = RedisServer::start();
-    let app = app(cached_store(&server).await).await;
+async fn losing_the_tracking_connection_empties_the_cache(kind: Kind) {
+    let backend = Backend::start(kind);
+    let app = app(cached_on(&backend).await).await;
     let token = log_in(&app, 1).await;
-    assert_served_from_cache(&app, &server, &token).await;
+    assert_cached_on(&app, &backend, &token).await;
 
-    let ids = tracking_client_ids(&server);
-    assert_eq!(ids.len(), 1, "one tracking connection per store");
-    let mut raw = connection(&server.url()).unwrap();
-    redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("ID")
-        .arg(&ids[0])
-        .exec(&mut raw)
-        .unwrap();
+    let tracking = backend.tracking_clients().len();
+    let expected = if kind == Kind::Cluster { 3 } else { 1 };
+    assert_eq!(tracking, expected, "one tracking connection per primary");
+    backend.kill_tracking_clients();
     // Deleted with no tracking connection left to hear of it.
-    redis::cmd("DEL")
-        .arg(redis_key(&token))
-        .exec(&mut raw)
-        .unwrap();
+    let key = redis_key(&token);
+    backend.run_settled(&key, redis::cmd("DEL").arg(&key));
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 
     // The cache comes back by itself, on a new tracking connection.
     let token = log_in(&app, 2).await;
-    assert_served_from_cache(&app, &server, &token).await;
-    assert_eq!(tracking_client_ids(&server).len(), 1);
+    assert_cached_on(&app, &backend, &token).await;
+    assert!((1..=expected).contains(&backend.tracking_clients().len()));
     // And it is honest again.
-    redis::cmd("DEL")
-        .arg(redis_key(&token))
-        .exec(&mut raw)
-        .unwrap();
-    redis::cmd("PING").exec(&mut raw).unwrap();
+    let key = redis_key(&token);
+    backend.run_settled(&key, redis::cmd("DEL").arg(&key));
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+}
+
+on_deployments! { losing_the_tracking_connection_empties_the_cache:
+    one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
 }
 
 /// A Redis that stops answering without closing the connection (a crashed host, a silent
 /// partition) sends no EOF; the cache stops vouching for its entries once heartbeats go
 /// unanswered for the lease (1 s), and requests fail closed instead.
-#[actix_web::test]
-async fn a_silent_redis_ends_the_lease() {
-    let server = RedisServer::start();
-    let app = app(cached_store(&server).await).await;
+///
+/// Not on Sentinel: a primary silent for longer than the lease is one Sentinel fails over (its
+/// `down-after-milliseconds` is 1 s in the harness); `sentinel.rs` tests failovers.
+async fn a_silent_redis_ends_the_lease(kind: Kind) {
+    let backend = Backend::start(kind);
+    let app = app(cached_on(&backend).await).await;
     let token = log_in(&app, 1).await;
-    assert_served_from_cache(&app, &server, &token).await;
+    assert_cached_on(&app, &backend, &token).await;
 
-    let mut raw = connection(&server.url()).unwrap();
-    redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(2500)
-        .arg("ALL")
-        .exec(&mut raw)
-        .unwrap();
+    backend.pause(2500);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     // Nothing proves the copy is still true, and Redis does not answer: 503, not 200.
     assert_eq!(status(&app, get("/me", Some(&token))).await, 503);
 
     // Redis answers again: the session is there, and the cache comes back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_served_from_cache(&app, &server, &token).await;
+    assert_cached_on(&app, &backend, &token).await;
+}
+
+on_deployments! { a_silent_redis_ends_the_lease:
+    one_redis => OneRedis, cluster => Cluster, tls => Tls,
 }
 
 /// Fail closed: with Redis gone, a cached session is not an excuse to answer 200.
@@ -408,21 +451,21 @@ async fn concurrent_requests_never_outlive_a_logout() {
 }
 
 #[actix_web::test]
-async fn the_cache_needs_a_standalone_redis_over_tcp() {
-    let cluster = RedisCluster::start();
-    let err = RedisStore::cluster_builder(cluster.urls())
-        .local_cache(10)
-        .connect()
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("standalone"), "{err}");
-
+async fn the_cache_refuses_what_it_cannot_track() {
     let err = RedisStore::builder("redis+unix:///tmp/no-such.sock")
         .local_cache(10)
         .connect()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("plain TCP"), "{err}");
+    assert!(err.to_string().contains("TCP or TLS"), "{err}");
+
+    // Unverified TLS could be anyone's server.
+    let err = RedisStore::builder("rediss://127.0.0.1:1/#insecure")
+        .local_cache(10)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("verified TLS"), "{err}");
 }
 
 /// A thread of its own for a store's connections, which the test can freeze.
@@ -438,8 +481,9 @@ struct Freeze {
 }
 
 impl FrozenRuntime {
-    /// Connects a cached store on a new thread; its tracking connection is read there.
-    fn start(url: String) -> (Self, RedisStore) {
+    /// Connects a cached store from `builder` on a new thread; its tracking connection is read
+    /// there.
+    fn start(builder: actix_login::RedisStoreBuilder) -> (Self, RedisStore) {
         let (jobs, mut freezes) = tokio::sync::mpsc::unbounded_channel::<Freeze>();
         let (ready, store) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -448,7 +492,7 @@ impl FrozenRuntime {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let store = RedisStore::builder(url)
+                let store = builder
                     .key_prefix(PREFIX)
                     .command_timeout(Duration::from_secs(2))
                     .local_cache(100)
@@ -478,16 +522,16 @@ impl FrozenRuntime {
 }
 
 /// The invalidation has reached this process's socket, but nothing has read it yet (the thread
-/// that reads it is stuck): the cache must not answer from memory.
-#[actix_web::test]
-async fn an_unread_invalidation_is_honoured() {
-    let server = RedisServer::start();
-    let a = app(cached_store(&server).await).await;
-    let (runtime, store) = FrozenRuntime::start(server.url());
+/// that reads it is stuck): the cache must not answer from memory. On TLS the bytes wait
+/// encrypted, in the socket or part-read by rustls.
+async fn an_unread_invalidation_is_honoured(kind: Kind) {
+    let backend = Backend::start(kind);
+    let a = app(cached_on(&backend).await).await;
+    let (runtime, store) = FrozenRuntime::start(backend.builder());
     let b = app(store).await;
     for round in 0..5 {
         let token = log_in(&a, round).await;
-        assert_served_from_cache(&b, &server, &token).await;
+        assert_cached_on(&b, &backend, &token).await;
 
         // Returns once b's runtime is blocked: nothing reads its sockets until thawed.
         let frozen = runtime.freeze();
@@ -501,8 +545,13 @@ async fn an_unread_invalidation_is_honoured() {
         };
         let (answer, ()) =
             futures_util::future::join(status(&b, get("/me", Some(&token))), thaw).await;
-        assert_eq!(answer, 401, "round {round}");
+        assert_eq!(answer, 401, "{kind:?}, round {round}");
     }
+}
+
+on_deployments! { an_unread_invalidation_is_honoured:
+    one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
+    sentinel_tls => SentinelTls, cluster_tls => ClusterTls,
 }
 
 /// A store with no cache, whose peers declare none, ends a session with one `DEL` and no
@@ -559,26 +608,30 @@ async fn a_plain_store_settles_deletes_unless_promised_no_caches() {
 
 /// An instance without a cache of its own, with default settings, ends sessions in a way the
 /// caching peer sees at once.
-#[actix_web::test]
-async fn a_non_caching_instance_ends_sessions_everywhere_by_default() {
-    let server = RedisServer::start();
-    let plain = RedisStore::builder(server.url())
+async fn a_non_caching_instance_ends_sessions_everywhere_by_default(kind: Kind) {
+    let backend = Backend::start(kind);
+    let plain = backend
+        .builder()
         .key_prefix(PREFIX)
         .connect()
         .await
         .unwrap();
     let a = app(plain).await;
-    let b = app(cached_store(&server).await).await;
+    let b = app(cached_on(&backend).await).await;
     for round in 0..20 {
         let token = log_in(&a, round).await;
-        assert_served_from_cache(&b, &server, &token).await;
+        assert_cached_on(&b, &backend, &token).await;
         assert_eq!(status(&a, post("/logout", Some(&token))).await, 204);
         assert_eq!(
             status(&b, get("/me", Some(&token))).await,
             401,
-            "round {round}"
+            "{kind:?}, round {round}"
         );
     }
+}
+
+on_deployments! { a_non_caching_instance_ends_sessions_everywhere_by_default:
+    one_redis => OneRedis, cluster => Cluster, sentinel => Sentinel, tls => Tls,
 }
 
 /// Every client of `server` except the cache's tracking connections, closed from the server's
@@ -693,4 +746,159 @@ async fn the_cache_never_vouches_for_a_server_the_store_has_left() {
         "no warning: {}",
         logs.text()
     );
+}
+
+/// A plain store on `backend`, with the builder's defaults.
+async fn plain_on(backend: &Backend) -> RedisStore {
+    backend
+        .builder()
+        .key_prefix(PREFIX)
+        .command_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A session's slot moves to another node while a caching instance holds it (a resharding:
+/// `SETSLOT … MIGRATING`/`IMPORTING`, `MIGRATE`, `SETSLOT … NODE`), then a plain instance ends
+/// it: the caching instance never accepts it after that, whether it had read the session from
+/// the new node since the move or not; and it serves from memory again on the new node.
+#[actix_web::test]
+async fn a_session_whose_slot_moved_is_never_served_after_its_logout() {
+    let backend = Backend::start(Kind::Cluster);
+    let plain = app(plain_on(&backend).await).await;
+    let cached = app(cached_on(&backend).await).await;
+    for round in 0..4 {
+        let token = log_in(&plain, round).await;
+        assert_cached_on(&cached, &backend, &token).await;
+        let key = redis_key(&token);
+        let (from, to) = backend.cluster().move_slot_of(&key);
+        assert_ne!(from, to);
+        if round % 2 == 1 {
+            // Served from memory again, now read from the node that took the slot.
+            assert_cached_on(&cached, &backend, &token).await;
+        }
+        assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+        assert_eq!(
+            status(&cached, get("/me", Some(&token))).await,
+            401,
+            "round {round}: a session logged out after its slot moved from node {from} to {to}"
+        );
+    }
+}
+
+/// A replica takes over a primary (`CLUSTER FAILOVER`): the old primary keeps running and keeps
+/// the cache's tracking connection open, as a replica. The cache must stop vouching for what
+/// it read there (the next request reads from Redis), see a logout made on the new primary at
+/// once, and serve from memory again from the new primary.
+#[actix_web::test]
+async fn a_cluster_failover_empties_the_cache_until_it_tracks_the_new_primary() {
+    let (logs, _guard) = support::logs::capture_logs();
+    let mut backend = Backend::start(Kind::Cluster);
+    let plain = app(plain_on(&backend).await).await;
+    let cached = app(cached_on(&backend).await).await;
+    let token = log_in(&plain, 1).await;
+    let key = redis_key(&token);
+    let primary = backend.cluster().node_serving(&key);
+    let replica = backend.add_cluster_replica(primary);
+    assert_cached_on(&cached, &backend, &token).await;
+
+    backend.cluster().failover_to(replica);
+    // Two heartbeats: time for the cache to hear that its server is no longer a primary.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = backend.command_counts();
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 200);
+    assert!(
+        !backend.commands_since(&before).is_empty(),
+        "served from a copy read from the demoted primary"
+    );
+    assert!(
+        logs.text().contains("no longer a primary") || logs.text().contains("slot map changed"),
+        "no warning: {}",
+        logs.text()
+    );
+    assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+
+    // A session on the promoted node is served from memory again.
+    let mut user = 2;
+    let token = loop {
+        let token = log_in(&plain, user).await;
+        if backend.cluster().node_serving(&redis_key(&token)) == replica {
+            break token;
+        }
+        user += 1;
+        assert!(user < 200, "no session landed on the promoted node");
+    };
+    assert_cached_on(&cached, &backend, &token).await;
+    assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+}
+
+/// Sentinel fails over to the replica, and the old primary is made a replica of the new one
+/// (as Sentinel does once it sees it again; here at once, and without closing its
+/// connections). The cache must stop vouching for what it read on the old primary, see a
+/// logout made on the new one, and serve from memory again once its tracking connection and
+/// the store's both reach the new primary.
+#[actix_web::test]
+async fn a_sentinel_failover_empties_the_cache_until_it_tracks_the_new_primary() {
+    let backend = Backend::start(Kind::Sentinel);
+    let plain = app(plain_on(&backend).await).await;
+    let cached = app(cached_on(&backend).await).await;
+    let token = log_in(&plain, 1).await;
+    let sentinel = backend.sentinel();
+    let replicated: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(2000)
+        .query(&mut sentinel.server_connection(0).unwrap())
+        .unwrap();
+    assert_eq!(replicated, 1, "the replica did not get the session");
+    assert_cached_on(&cached, &backend, &token).await;
+
+    sentinel.force_failover();
+    sentinel.wait_for_primary(1, Duration::from_secs(20));
+    sentinel.demote(0);
+    sentinel.wait_for_replica(0, Duration::from_secs(20));
+    // Two heartbeats: time for the cache to hear that its server is no longer a primary.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = backend.command_counts();
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 200);
+    assert!(
+        !backend.commands_since(&before).is_empty(),
+        "served from a copy read on the demoted primary"
+    );
+
+    // Each store finds the new primary at its first write there (`READONLY` on the old one).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        let res = test::call_service(&cached, post("/login/2", None)).await;
+        if res.status() == 200 {
+            break set_cookie(&res).unwrap().value().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the caching store found no primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&plain, post("/logout", Some(&token))).await != 204 {
+        assert!(
+            Instant::now() < deadline,
+            "the plain store found no primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+
+    // Both reach the new primary now: the cache serves again, and stays honest.
+    assert_cached_on(&cached, &backend, &fresh).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&plain, post("/logout", Some(&fresh))).await != 204 {
+        assert!(
+            Instant::now() < deadline,
+            "the plain store found no primary"
+        );
+    }
+    assert_eq!(status(&cached, get("/me", Some(&fresh))).await, 401);
 }

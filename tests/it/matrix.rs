@@ -47,6 +47,10 @@ cells! { logout:
     cluster => Cluster,
     sentinel => Sentinel,
     tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
     #[ignore = "documents the opt-out: peer_caches(false) beside a caching instance is unsafe, \
                 and fails (rarely) by design"]
     plain_opted_out_to_caching => PlainOptedOutToCaching,
@@ -62,6 +66,10 @@ cells! { revoke_all:
     cluster => Cluster,
     sentinel => Sentinel,
     tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
 }
 
 cells! { revoke_others:
@@ -74,6 +82,10 @@ cells! { revoke_others:
     cluster => Cluster,
     sentinel => Sentinel,
     tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
 }
 
 cells! { password_change:
@@ -86,6 +98,10 @@ cells! { password_change:
     cluster => Cluster,
     sentinel => Sentinel,
     tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
 }
 
 cells! { role_change:
@@ -98,6 +114,10 @@ cells! { role_change:
     cluster => Cluster,
     sentinel => Sentinel,
     tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
 }
 
 cells! { data_writes:
@@ -110,6 +130,10 @@ cells! { data_writes:
     cluster => Cluster,
     sentinel => Sentinel,
     tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
 }
 
 cells! { fail_closed:
@@ -122,6 +146,11 @@ cells! { fail_closed:
     cluster => Cluster,
     sentinel => Sentinel,
     tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    // No `sentinel_caching`: an outage must outlast the cache's 1 s lease, and Sentinel fails
+    // over a primary silent that long (`down-after-milliseconds` is 1 s in the harness).
+    tls_caching => TlsCaching,
 }
 
 /// Whether instance `i` accepted `token`, which must be dead, on a GET (or a POST) of `path`:

@@ -11,7 +11,13 @@
 //!    connection's socket ([`tracking`]). Invalidations are applied while the bytes are read off
 //!    the socket, under the same lock a lookup takes, before the connection's parser sees them.
 //!    A lookup answers from memory only when nothing is waiting in the socket (a non-blocking
-//!    `peek`) and no half-read frame is buffered; otherwise it fetches.
+//!    `peek`) and no half-read frame is buffered; otherwise it fetches. Over TLS (`rediss://`)
+//!    the scanner reads the decrypted bytes, and an empty socket is not enough: rustls may hold
+//!    plaintext it has decrypted but not handed on, or part of a record it cannot decrypt yet.
+//!    So the reader drains rustls through the scanner until it reports `Pending`, and follows
+//!    the raw bytes' record boundaries; a lookup answers from memory only when the socket is
+//!    empty, the last drain ended in `Pending` and the raw stream is between records (see
+//!    [`transport`]).
 //! 2. **A fetch registers itself before it is sent.** Its slot holds a fresh fill id; an
 //!    invalidation that lands before the reply is stored removes the slot, and the fill then
 //!    stores nothing. So a value read before a change can never be stored after it.
@@ -31,15 +37,35 @@
 //!    would never hear of writes on the store's. Each tracking connection records the server's
 //!    `run_id` (`INFO server`), and it must match the one the store's connection reports: when
 //!    the tracking connection is set up, every [`CHECK_SERVER_EVERY`](tracking) heartbeats,
-//!    and after each session-ending delete of this process (whose settling round trip is that
-//!    `INFO`). On a mismatch the cache empties, warns, and lookups read from Redis until a new
-//!    tracking connection agrees with the store's.
+//!    and after each session-ending delete of this process on one server (whose settling round
+//!    trip is that `INFO`). On a mismatch the cache empties, warns, and lookups read from Redis
+//!    until a new tracking connection agrees with the store's.
+//!
+//! # Deployments
+//!
+//! * **One server**, over TCP or TLS: one tracking connection to the store's address.
+//! * **Sentinel**: the tracking connection goes to the primary the sentinels name when it
+//!   (re)connects, and rule 4 holds it to the one the store's connection reaches. Its heartbeat
+//!   is `ROLE`, which must answer `master`: a primary demoted without closing its connections
+//!   empties the cache at the next beat. Sentinel itself closes the clients of a server it
+//!   demotes, which empties it by rule 3.
+//! * **Cluster** ([`cluster`]): one cache and tracking connection per primary, a key sent to
+//!   the one that serves its slot; the same `ROLE` heartbeat per node; the slot map read once a
+//!   second, a change emptying every node's cache.
+//!
+//! A failover the old server survives (a cluster's `CLUSTER FAILOVER`, a primary demoted behind
+//! Sentinel's back) is noticed at the next heartbeat: a logout through another instance on the
+//! promoted server may be served from memory for that long (250 ms), as after an address moved
+//! (rule 4). While Sentinel has promoted a replica but not yet demoted the old primary, the
+//! store's own connection still reads and writes the old one, and the cache follows it.
 //!
 //! # The interface to the store
 //!
-//! The store sees two things: [`LocalCache::connect`] with a [`TrackingTarget`], and
-//! [`LocalCache::load`], which answers a read from memory, or fetches it through the tracking
-//! connection with a closure the store supplies, or tells the store to read by itself.
+//! The store sees two things: [`LocalCache::connect`] with a [`TrackingTarget`] (or, on a
+//! cluster, `ClusterCache::connect` with the means to read the slot map and to reach each
+//! node), and [`LocalCache::load`], which answers a read from memory, or fetches it through
+//! the tracking connection with a closure the store supplies, or tells the store to read by
+//! itself.
 //!
 //! It is not a `SessionStore` wrapping `RedisStore`: the copy is only as good as the reads
 //! that filled it, and those must use the store's key names, stored format and command timeout
@@ -58,12 +84,19 @@ use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::RedisConnectionInfo;
 
+#[cfg(feature = "cluster")]
+pub(crate) use self::cluster::{ClusterCache, NodeSetup, SlotSource};
+pub(crate) use self::tracking::Heartbeat;
 use self::tracking::{Link, Wire};
+pub(crate) use self::transport::TlsClient;
 use super::LoadedSession;
 use crate::error::StoreError;
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod resp3;
 mod tracking;
+mod transport;
 
 /// Asks the store's own connection which server it reaches: that server's `run_id`.
 pub(crate) type ServerProbe =
@@ -84,37 +117,39 @@ pub(crate) struct LocalCache {
     shared: Arc<Shared>,
 }
 
-/// Where and how to open the tracking connection.
-pub(crate) struct TrackingTarget {
-    host: String,
-    port: u16,
-    redis: RedisConnectionInfo,
-    connect_timeout: Duration,
-    command_timeout: Duration,
+/// Asks where the tracking connection should go now: the primary Sentinel names.
+pub(crate) type Locator =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<(String, u16), StoreError>> + Send + Sync>;
+
+/// Where the tracking connection dials.
+pub(crate) enum Address {
+    /// Always the same host and port: a standalone server, or one node of a cluster.
+    Fixed(String, u16),
+    /// Asked anew on every (re)connect.
+    #[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
+    Located(Locator),
 }
 
-impl TrackingTarget {
-    /// The same server, user and database as `url`, which must be plain TCP.
-    pub(crate) fn for_url(
-        url: &str,
-        connect_timeout: Duration,
-        command_timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(StoreError::unavailable)?;
-        let info = client.get_connection_info();
-        let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
-            return Err(StoreError::unavailable(
-                "the local cache needs Redis over plain TCP (not TLS or a Unix socket)",
-            ));
-        };
-        Ok(Self {
-            host: host.clone(),
-            port: *port,
-            redis: info.redis_settings().clone(),
-            connect_timeout,
-            command_timeout,
-        })
+impl Address {
+    async fn resolve(&self) -> Result<(String, u16), StoreError> {
+        match self {
+            Address::Fixed(host, port) => Ok((host.clone(), *port)),
+            Address::Located(locate) => locate().await,
+        }
     }
+}
+
+/// Where and how to open the tracking connection.
+pub(crate) struct TrackingTarget {
+    pub(crate) address: Address,
+    /// The user, password and database, as the store's connection has them.
+    pub(crate) redis: RedisConnectionInfo,
+    /// TLS to the server (`rediss://`), or plain TCP.
+    pub(crate) tls: Option<TlsClient>,
+    /// What the server must keep being while the cache trusts it.
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
 }
 
 struct Shared {
@@ -182,6 +217,13 @@ impl LocalCache {
     /// connection just reported; if not, empties the cache and drops the tracking connection.
     pub(crate) fn confirm_server(&self, main_server: &str) {
         self.shared.confirm_server(main_server, None);
+    }
+
+    /// Forgets every entry, and every fetch under way stores nothing: for a change the
+    /// tracking connection cannot report (a cluster's slots moved).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn clear(&self) {
+        lock(&self.shared.entries).clear();
     }
 
     /// The session under `key`: from memory if no invalidation can have touched it, else

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use redis::{AsyncConnectionConfig, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::resp3::Scanner;
+use super::transport::{Read, Stream};
 use super::{lock, Shared};
 use crate::error::StoreError;
 
@@ -58,6 +59,10 @@ pub(super) struct Wire {
     pub(super) scanner: Mutex<Scanner>,
     /// The same socket, for non-blocking peeks from lookups.
     peek: std::net::TcpStream,
+    /// Whether the reader has left nothing between the socket and the scanner: always on plain
+    /// TCP; on TLS, only after a read that drained rustls and ended between records (see
+    /// [`transport`](super::transport)). Written under the scanner's lock.
+    at_rest: AtomicBool,
     /// When the connection was set up, the base of `last_heartbeat`.
     opened: Instant,
     /// Milliseconds after `opened` at which the last heartbeat reply arrived. Everything Redis
@@ -74,7 +79,8 @@ impl Shared {
             link.generation
         };
         let target = &shared.target;
-        let connecting = tokio::net::TcpStream::connect((target.host.as_str(), target.port));
+        let (host, port) = target.address.resolve().await?;
+        let connecting = tokio::net::TcpStream::connect((host.as_str(), port));
         let stream = tokio::time::timeout(target.connect_timeout, connecting)
             .await
             .map_err(|_elapsed| StoreError::Timeout)?
@@ -85,14 +91,24 @@ impl Shared {
         let stream = stream.into_std().map_err(StoreError::unavailable)?;
         let peek = stream.try_clone().map_err(StoreError::unavailable)?;
         let stream = tokio::net::TcpStream::from_std(stream).map_err(StoreError::unavailable)?;
+        let stream = match &target.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tokio::time::timeout(target.connect_timeout, tls.connect(&host, stream))
+                .await
+                .map_err(|_elapsed| StoreError::Timeout)?
+                .map_err(StoreError::unavailable)?,
+        };
         let wire = Arc::new(Wire {
             scanner: Mutex::new(Scanner::default()),
             peek,
+            // The TLS handshake read through the same record framing.
+            at_rest: AtomicBool::new(stream.between_records()),
             opened: Instant::now(),
             last_heartbeat: AtomicU64::new(0),
         });
         let tap = Tap {
             stream,
+            scanned: Vec::new(),
             wire: Arc::clone(&wire),
             cache: Arc::downgrade(shared),
             generation,
@@ -138,18 +154,21 @@ impl Shared {
                 generation,
                 connection,
                 wire,
+                target.heartbeat,
             ));
         }
         Ok(())
     }
 
     /// Pings the tracking connection until it is lost or replaced, renewing the lease on each
-    /// reply; a ping that fails or goes unanswered ends the connection.
+    /// reply; a ping that fails or goes unanswered ends the connection, and so does a server
+    /// that must be a primary and says it no longer is.
     async fn heartbeat(
         cache: Weak<Self>,
         generation: u64,
         mut connection: MultiplexedConnection,
         wire: Arc<Wire>,
+        kind: Heartbeat,
     ) {
         let mut beats: u32 = 0;
         loop {
@@ -165,9 +184,16 @@ impl Shared {
             if !current {
                 return;
             }
-            let ping = redis::cmd("PING");
-            match tokio::time::timeout(LEASE, ping.query_async::<()>(&mut connection)).await {
+            match tokio::time::timeout(LEASE, kind.beat(&mut connection)).await {
                 Ok(Ok(())) => wire.heard_now(),
+                Ok(Err(HeartbeatFailure::NotPrimary)) => {
+                    tracing::warn!(
+                        "session cache: the tracked Redis server is no longer a primary \
+                         (a failover); emptied the cache"
+                    );
+                    shared.lose(generation);
+                    return;
+                }
                 _ => {
                     shared.lose(generation);
                     return;
@@ -237,19 +263,37 @@ impl Wire {
         self.opened.elapsed().saturating_sub(last) < LEASE
     }
 
-    /// Whether the socket holds no unread bytes: anything Redis sent has passed the scanner.
+    /// Whether the socket holds no unread bytes and the reader holds none unscanned: anything
+    /// Redis sent has passed the scanner. Call with the scanner locked.
     pub(super) fn nothing_waiting(&self) -> bool {
-        matches!(self.peek.peek(&mut [0u8; 1]), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+        self.at_rest.load(Ordering::Acquire)
+            && matches!(self.peek.peek(&mut [0u8; 1]), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
-/// The tracking connection's socket, reading through the scanner.
+/// The tracking connection's stream, reading through the scanner.
 struct Tap {
-    stream: tokio::net::TcpStream,
+    stream: Stream,
+    /// TLS only: bytes already scanned that the parser has not asked for yet.
+    scanned: Vec<u8>,
     wire: Arc<Wire>,
     cache: Weak<Shared>,
     generation: u64,
 }
+
+/// How far one TLS drain got.
+enum Drained {
+    /// The stream has nothing more now, and will wake the reader when it has.
+    Pending,
+    /// It stopped at the bound with more perhaps left.
+    Bounded,
+    Closed,
+}
+
+/// How many chunks one TLS drain reads at most, so that a flood does not hold the scanner's
+/// lock (and every lookup) for long; the rest waits for the next read, and lookups fetch
+/// meanwhile.
+const MAX_DRAIN_CHUNKS: usize = 16;
 
 impl Tap {
     fn broken(&self, scanner: &mut Scanner, why: &str) -> io::Error {
@@ -258,6 +302,102 @@ impl Tap {
             cache.lose(self.generation);
         }
         io::Error::other(why.to_owned())
+    }
+
+    /// Plain TCP: one read straight into the parser's buffer, scanned on the way.
+    fn read_plain(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        scanner: &mut Scanner,
+        cache: &Shared,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match self.stream.poll_fill(cx, buf) {
+            Poll::Ready(Ok(Read::Data)) => {
+                if scanner
+                    .feed(&buf.filled()[before..], |keys| cache.invalidate(keys))
+                    .is_err()
+                {
+                    let err = self.broken(scanner, "unreadable reply on tracking connection");
+                    return Poll::Ready(Err(err));
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(Read::Closed)) => {
+                self.broken(scanner, "tracking connection closed by Redis");
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => {
+                self.broken(scanner, "tracking connection failed");
+                Poll::Ready(Err(err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// TLS: reads and scans until rustls has nothing left (or the bound), keeping what it read
+    /// in `scanned`, and records whether the stream is at rest.
+    fn drain(
+        &mut self,
+        cx: &mut Context<'_>,
+        scanner: &mut Scanner,
+        cache: &Shared,
+    ) -> io::Result<Drained> {
+        let mut chunk = [0u8; 8192];
+        for _ in 0..MAX_DRAIN_CHUNKS {
+            let mut read = ReadBuf::new(&mut chunk);
+            match self.stream.poll_fill(cx, &mut read) {
+                Poll::Ready(Ok(Read::Data)) => {
+                    if scanner
+                        .feed(read.filled(), |keys| cache.invalidate(keys))
+                        .is_err()
+                    {
+                        return Err(self.broken(scanner, "unreadable reply on tracking connection"));
+                    }
+                    self.scanned.extend_from_slice(read.filled());
+                }
+                Poll::Ready(Ok(Read::Closed)) => return Ok(Drained::Closed),
+                Poll::Ready(Err(err)) => {
+                    self.broken(scanner, "tracking connection failed");
+                    return Err(err);
+                }
+                Poll::Pending => {
+                    let at_rest = self.stream.between_records();
+                    self.wire.at_rest.store(at_rest, Ordering::Release);
+                    return Ok(Drained::Pending);
+                }
+            }
+        }
+        self.wire.at_rest.store(false, Ordering::Release);
+        Ok(Drained::Bounded)
+    }
+
+    fn read_tls(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        scanner: &mut Scanner,
+        cache: &Shared,
+    ) -> Poll<io::Result<()>> {
+        if self.scanned.is_empty() {
+            match self.drain(cx, scanner, cache) {
+                Err(err) => return Poll::Ready(Err(err)),
+                Ok(Drained::Closed) if self.scanned.is_empty() => {
+                    self.broken(scanner, "tracking connection closed by Redis");
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(_) => {}
+            }
+        }
+        if self.scanned.is_empty() {
+            // Only a drain that ended in `Pending` reads nothing, and it registered the waker.
+            return Poll::Pending;
+        }
+        let handed = self.scanned.len().min(buf.remaining());
+        buf.put_slice(&self.scanned[..handed]);
+        self.scanned.drain(..handed);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -277,28 +417,10 @@ impl AsyncRead for Tap {
             // The store is gone: end the connection.
             return Poll::Ready(Ok(()));
         };
-        let before = buf.filled().len();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let read = &buf.filled()[before..];
-                if read.is_empty() {
-                    drop(cache);
-                    this.broken(&mut scanner, "tracking connection closed by Redis");
-                    return Poll::Ready(Ok(()));
-                }
-                if scanner.feed(read, |keys| cache.invalidate(keys)).is_err() {
-                    drop(cache);
-                    let err = this.broken(&mut scanner, "unreadable reply on tracking connection");
-                    return Poll::Ready(Err(err));
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(err)) => {
-                drop(cache);
-                this.broken(&mut scanner, "tracking connection failed");
-                Poll::Ready(Err(err))
-            }
-            Poll::Pending => Poll::Pending,
+        if this.stream.buffers() {
+            this.read_tls(cx, buf, &mut scanner, &cache)
+        } else {
+            this.read_plain(cx, buf, &mut scanner, &cache)
         }
     }
 }
@@ -318,5 +440,57 @@ impl AsyncWrite for Tap {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// What the heartbeat sends, by what the server must be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Heartbeat {
+    /// `PING`: a standalone server, whose role the store does not depend on.
+    Ping,
+    /// `ROLE`, which must answer `master`: a primary named by Sentinel or a cluster's primary,
+    /// which a failover can demote without closing its connections.
+    #[cfg_attr(not(any(feature = "cluster", feature = "sentinel")), allow(dead_code))]
+    Primary,
+}
+
+enum HeartbeatFailure {
+    Redis,
+    NotPrimary,
+}
+
+impl Heartbeat {
+    async fn beat(self, connection: &mut MultiplexedConnection) -> Result<(), HeartbeatFailure> {
+        match self {
+            Heartbeat::Ping => redis::cmd("PING")
+                .query_async::<()>(connection)
+                .await
+                .map_err(|_| HeartbeatFailure::Redis),
+            Heartbeat::Primary => {
+                let role: redis::Value = redis::cmd("ROLE")
+                    .query_async(connection)
+                    .await
+                    .map_err(|_| HeartbeatFailure::Redis)?;
+                if is_primary(&role) {
+                    Ok(())
+                } else {
+                    Err(HeartbeatFailure::NotPrimary)
+                }
+            }
+        }
+    }
+}
+
+/// Whether a `ROLE` reply says `master`.
+fn is_primary(role: &redis::Value) -> bool {
+    use redis::Value;
+    let redis::Value::Array(parts) = role else {
+        return false;
+    };
+    match parts.first() {
+        Some(Value::BulkString(text)) => text.as_slice() == b"master",
+        Some(Value::SimpleString(text)) => text == "master",
+        Some(Value::VerbatimString { text, .. }) => text == "master",
+        _ => false,
     }
 }

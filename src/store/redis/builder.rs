@@ -243,20 +243,20 @@ impl RedisStoreBuilder {
     ///
     /// A cache learns of a logout from an invalidation that Redis writes in the event-loop pass
     /// that answers the `DEL`; it is surely in the caching process's socket, where its next
-    /// lookup looks, only once a later command of the writer has been answered. So each `DEL`
-    /// that ends a session (logout, revocation, rotation, a record pruned by a listing) is
-    /// followed by a `PING`, and the operation returns only after its reply. A cache holds a
-    /// session's data too (when small), so a data write is followed by a `PING` as well: the
-    /// writer's next request, on any instance, sees the write.
+    /// lookup looks, only once a later command of the writer has been answered by the same
+    /// server. So each `DEL` that ends a session (logout, revocation, rotation, a record pruned
+    /// by a listing) is followed by a `PING` (on a cluster, an `EXISTS` of the same key, which
+    /// goes to the node the `DEL` went to), and the operation returns only after its reply. A
+    /// cache holds a session's data too (when small), so a data write is followed by the same
+    /// round trip as well: the writer's next request, on any instance, sees the write.
     ///
     /// `peer_caches(false)` is a promise that **no** instance on this Redis caches: a logout
     /// then costs one round trip instead of two. Break the promise and a caching instance may
     /// accept a session for the short moment after its logout answered on this instance, while
     /// the invalidation is on its way (seen in a few rounds per thousand on one machine), or
-    /// show data as it was before a write made on this instance. A
-    /// store with a local cache of its own always waits (its own cache needs it too), and a
-    /// cluster never does (it has no caches). Reads, logins and refreshes are unchanged either
-    /// way.
+    /// show data as it was before a write made on this instance. A store with a local cache of
+    /// its own always waits (its own cache needs it too). Reads, logins and refreshes are
+    /// unchanged either way.
     pub fn peer_caches(mut self, peers_cache: bool) -> Self {
         self.peer_caches = peers_cache;
         self
@@ -319,15 +319,39 @@ impl RedisStoreBuilder {
     /// hear of the other server's writes. So the cache compares the servers' `run_id`
     /// (`INFO server`): when its tracking connection is set up, once a second on the
     /// heartbeat, and after each of this store's session-ending deletes (which settle with
-    /// `INFO server` instead of `PING`). On a mismatch it empties, logs a warning and reads
+    /// `INFO server` instead of `PING`, on one server). On a mismatch it empties, logs a warning and reads
     /// from Redis until a new tracking connection reaches the store's server. A logout through
     /// this store is therefore never served from a stale cache; one through another instance
     /// may be, for at most about a second after the store's connection moved.
     ///
-    /// Needs a standalone Redis reached over plain TCP: `connect` fails for a cluster, Sentinel,
-    /// a Unix socket or `rediss://`. The guarantee rests on Redis writing an invalidation to
-    /// every tracking client in the pass that answers the write, and on the network delivering
-    /// it no later than the logout's response reaches the next instance. So:
+    /// It runs on every deployment the store does, over TCP or TLS:
+    ///
+    /// * **one server**, `redis://` or `rediss://` (TLS through rustls, trusting
+    ///   [`tls_root_certificate`](RedisStoreBuilder::tls_root_certificate) or the system's
+    ///   roots; the decrypted bytes are scanned as plain ones are, and a lookup answers from
+    ///   memory only when neither the socket nor the TLS layer holds anything unread);
+    /// * **Sentinel**: the tracking connection goes to the primary the sentinels name, checked
+    ///   against the store's by `run_id` as above; its heartbeat asks `ROLE`, so a demoted
+    ///   primary stops the cache within a heartbeat (a failover empties the cache, and it serves
+    ///   again once the store and the cache reach the new primary);
+    /// * **a cluster**: one tracking connection per primary, each key read through and cached
+    ///   for the node that serves its slot (by `CLUSTER SLOTS`, read once a second and after a
+    ///   failed read), with the same `ROLE` heartbeat per node; a changed slot map empties the
+    ///   whole cache, and a slot that moves takes its keys' entries with it (`MIGRATE` deletes
+    ///   them on the old node, which invalidates them). `max_sessions` is shared among the
+    ///   primaries.
+    ///
+    /// An ACL user needs `CLIENT TRACKING`, `HELLO` and `INFO` for the cache, and on a cluster or
+    /// Sentinel also `ROLE` (and `CLUSTER SLOTS` on a cluster).
+    ///
+    /// After a failover that leaves the old server running (a cluster's `CLUSTER FAILOVER`, a
+    /// primary demoted without closing its clients), a logout through another instance on the
+    /// new primary may be served from memory until the next heartbeat (250 ms).
+    ///
+    /// `connect` fails for a Unix socket and for `rediss://…#insecure` (a cache must know which
+    /// server it trusts). The guarantee rests on Redis writing an invalidation to every
+    /// tracking client in the pass that answers the write, and on the network delivering it no
+    /// later than the logout's response reaches the next instance. So:
     ///
     /// * connect the store and the cache to the same Redis process directly, not through a TCP
     ///   proxy (which may hold pushes back) or a name that resolves to several servers;
@@ -345,9 +369,14 @@ impl RedisStoreBuilder {
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        #[cfg(feature = "tls")]
+        let tls_root = self.tls.root_certificate.clone();
+        #[cfg(not(feature = "tls"))]
+        let tls_root = None;
         let cache = PlannedCache::new(
             self.cache_capacity,
             &self.target,
+            tls_root,
             self.connect_timeout,
             self.command_timeout,
         )?;
@@ -372,8 +401,7 @@ impl RedisStoreBuilder {
         .map_err(StoreError::unavailable)?;
         check_server_version(&info_text(info))?;
         let cache = cache.open(&connection, self.command_timeout).await?;
-        // A cluster has no tracking caches, so nothing waits for its invalidations.
-        let settle_deletes = (cache.is_on() || self.peer_caches) && connection.is_single_node();
+        let settle_deletes = cache.is_on() || self.peer_caches;
         let replica_wait = self.replica_wait.resolve(&self.target);
         Ok(RedisStore {
             connection,

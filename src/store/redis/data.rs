@@ -31,8 +31,9 @@ pub(super) async fn write_data(
     max_size: usize,
 ) -> Result<DataWrite, StoreError> {
     let mut write = scripts::WRITE_DATA.prepare_invoke();
+    let redis_key = store.session_key(key);
     write
-        .key(store.session_key(key))
+        .key(&redis_key)
         .arg(max_size)
         .arg(crate::record::ENTRY_OVERHEAD);
     for change in changes {
@@ -49,7 +50,7 @@ pub(super) async fn write_data(
         // Caches hold small data too: every caching instance, this one included, must have
         // dropped the old values before the writer's client can send its next request. As
         // after a delete, a cache of this process also learns which server the write went to.
-        store.settle_delete(&mut conn).await?;
+        store.settle_delete(&mut conn, &redis_key).await?;
     }
     Ok(written)
 }
@@ -116,7 +117,9 @@ pub(super) async fn update_user(
     })?;
     if updated && store.settle_deletes {
         // Caches elsewhere must drop the old profile before the caller is told it is gone.
-        store.settle_delete(&mut conn).await?;
+        store
+            .settle_delete(&mut conn, &store.session_key(&target))
+            .await?;
     }
     Ok(updated)
 }

@@ -25,15 +25,16 @@ pub(super) struct Cache(Option<imp::Inner>);
 pub(super) struct PlannedCache(imp::Plan);
 
 impl PlannedCache {
-    /// A cache of `capacity` sessions beside a store that connects to `target`; none if
-    /// `capacity` is `None`.
+    /// A cache of `capacity` sessions beside a store that connects to `target` (over TLS
+    /// trusting `tls_root`, if given, for `rediss://`); none if `capacity` is `None`.
     pub(super) fn new(
         capacity: Option<usize>,
         target: &Target,
+        tls_root: Option<Vec<u8>>,
         connect_timeout: Duration,
         command_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        imp::plan(capacity, target, connect_timeout, command_timeout).map(Self)
+        imp::plan(capacity, target, tls_root, connect_timeout, command_timeout).map(Self)
     }
 
     /// Opens the cache's tracking connection, which checks its server against the one
@@ -81,40 +82,105 @@ impl Cache {
 #[cfg(feature = "local-cache")]
 mod imp {
     use std::future::Future;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use redis::aio::MultiplexedConnection;
-    use redis::Value;
+    use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 
     use super::super::connection::{info_text, Connection, Target};
     use crate::error::StoreError;
-    use crate::store::cache::{run_id, LocalCache, ServerProbe, TrackingTarget};
+    #[cfg(feature = "cluster")]
+    use crate::store::cache::ClusterCache;
+    use crate::store::cache::{
+        run_id, Address, Heartbeat, LocalCache, ServerProbe, TlsClient, TrackingTarget,
+    };
     use crate::store::LoadedSession;
 
-    pub(super) type Inner = LocalCache;
+    /// The cache of one server (standalone or named by Sentinel), or of a cluster's primaries.
+    #[derive(Clone)]
+    pub(super) enum Inner {
+        One(LocalCache),
+        #[cfg(feature = "cluster")]
+        Cluster(ClusterCache),
+    }
 
-    pub(super) type Plan = Option<(TrackingTarget, usize)>;
+    pub(super) type Plan = Option<Planned>;
+
+    /// What the builder's settings say about the cache, checked before the store dials.
+    pub(super) struct Planned {
+        capacity: usize,
+        deployment: Deployment,
+        /// The user, password and database of the data nodes.
+        redis: RedisConnectionInfo,
+        /// `rediss://`: the app's roots for it, if any (else the system's).
+        tls: Option<Option<Vec<u8>>>,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    }
+
+    enum Deployment {
+        Single {
+            host: String,
+            port: u16,
+        },
+        /// The host of the first seed, for nodes the cluster announces without one.
+        #[cfg(feature = "cluster")]
+        Cluster {
+            seed_host: String,
+        },
+        #[cfg(feature = "sentinel")]
+        Sentinel,
+    }
 
     pub(super) fn plan(
         capacity: Option<usize>,
         target: &Target,
+        tls_root: Option<Vec<u8>>,
         connect_timeout: Duration,
         command_timeout: Duration,
     ) -> Result<Plan, StoreError> {
         let Some(capacity) = capacity else {
             return Ok(None);
         };
-        // Where the cache's tracking connection goes: the same server, user and database.
-        // Without `cluster` and `sentinel`, every target is a standalone server.
-        #[allow(irrefutable_let_patterns)]
-        let Target::Single(url) = target
-        else {
-            return Err(StoreError::unavailable(
-                "the local cache needs a standalone Redis (not a cluster or Sentinel)",
-            ));
+        let Some(url) = target.urls().first() else {
+            return Err(StoreError::unavailable("no Redis URL given"));
         };
-        let tracking = TrackingTarget::for_url(url, connect_timeout, command_timeout)?;
-        Ok(Some((tracking, capacity)))
+        // The parser's message could quote the URL, password included.
+        let info = url
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| StoreError::unavailable("the Redis URL is not valid"))?;
+        let (host, port, tls) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => (host.clone(), *port, None),
+            ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err(StoreError::unavailable(
+                    "the local cache needs verified TLS: drop #insecure and trust the server's \
+                     CA with tls_root_certificate",
+                ))
+            }
+            ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port, Some(tls_root)),
+            _ => {
+                return Err(StoreError::unavailable(
+                    "the local cache needs Redis over TCP or TLS (not a Unix socket)",
+                ))
+            }
+        };
+        let deployment = match target {
+            Target::Single(_) => Deployment::Single { host, port },
+            #[cfg(feature = "cluster")]
+            Target::Cluster(_) => Deployment::Cluster { seed_host: host },
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel { .. } => Deployment::Sentinel,
+        };
+        Ok(Some(Planned {
+            capacity,
+            deployment,
+            redis: info.redis_settings().clone(),
+            tls,
+            connect_timeout,
+            command_timeout,
+        }))
     }
 
     pub(super) async fn open(
@@ -122,13 +188,83 @@ mod imp {
         connection: &Connection,
         command_timeout: Duration,
     ) -> Result<Option<Inner>, StoreError> {
-        match plan {
-            Some((target, capacity)) => {
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        // Built only now: rustls needs the crypto provider the store's connect installed.
+        let tls = match &plan.tls {
+            None => None,
+            Some(root) => Some(tls_client(root.as_deref())?),
+        };
+        let target = |address: Address, heartbeat: Heartbeat| TrackingTarget {
+            address,
+            redis: plan.redis.clone(),
+            tls: tls.clone(),
+            heartbeat,
+            connect_timeout: plan.connect_timeout,
+            command_timeout: plan.command_timeout,
+        };
+        match (&plan.deployment, connection) {
+            (Deployment::Single { host, port }, _) => {
+                let target = target(Address::Fixed(host.clone(), *port), Heartbeat::Ping);
                 let probe = server_probe(connection, command_timeout);
-                LocalCache::connect(target, capacity, probe).await.map(Some)
+                LocalCache::connect(target, plan.capacity, probe)
+                    .await
+                    .map(|cache| Some(Inner::One(cache)))
             }
-            None => Ok(None),
+            #[cfg(feature = "sentinel")]
+            (Deployment::Sentinel, Connection::Sentinel(sentinel)) => {
+                let sentinel = sentinel.clone();
+                let locate: crate::store::cache::Locator = Arc::new(move || {
+                    let sentinel = sentinel.clone();
+                    Box::pin(async move { sentinel.locate_primary().await })
+                });
+                let target = target(Address::Located(locate), Heartbeat::Primary);
+                let probe = server_probe(connection, command_timeout);
+                LocalCache::connect(target, plan.capacity, probe)
+                    .await
+                    .map(|cache| Some(Inner::One(cache)))
+            }
+            #[cfg(feature = "cluster")]
+            (Deployment::Cluster { seed_host }, Connection::Cluster(cluster)) => {
+                let slots = slot_source(cluster, command_timeout);
+                let redis = plan.redis.clone();
+                let (connect_timeout, tracking_timeout) =
+                    (plan.connect_timeout, plan.command_timeout);
+                let cluster = cluster.clone();
+                let setup: crate::store::cache::NodeSetup = Arc::new(move |host, port| {
+                    let target = TrackingTarget {
+                        address: Address::Fixed(host.to_owned(), port),
+                        redis: redis.clone(),
+                        tls: tls.clone(),
+                        heartbeat: Heartbeat::Primary,
+                        connect_timeout,
+                        command_timeout: tracking_timeout,
+                    };
+                    let probe = node_probe(&cluster, host, port, command_timeout);
+                    (target, probe)
+                });
+                ClusterCache::connect(slots, setup, seed_host.clone(), plan.capacity)
+                    .await
+                    .map(|cache| Some(Inner::Cluster(cache)))
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(StoreError::unavailable(
+                "the local cache's plan does not match the store's connection",
+            )),
         }
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_client(root: Option<&[u8]>) -> Result<TlsClient, StoreError> {
+        TlsClient::new(root)
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn tls_client(_root: Option<&[u8]>) -> Result<TlsClient, StoreError> {
+        Err(StoreError::unavailable(
+            "rediss:// URLs need the `tls` feature of actix-login",
+        ))
     }
 
     pub(super) async fn load<F, Fut>(
@@ -140,18 +276,25 @@ mod imp {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
-        cache.load(key, fetch).await
+        match cache {
+            Inner::One(cache) => cache.load(key, fetch).await,
+            #[cfg(feature = "cluster")]
+            Inner::Cluster(cache) => cache.load(key, fetch).await,
+        }
     }
 
     pub(super) fn confirm_server(cache: &Inner, info: &str) {
-        // Cannot tell where the store's connection goes: trust no copy.
-        cache.confirm_server(run_id(info).unwrap_or(""));
+        #[allow(irrefutable_let_patterns)]
+        if let Inner::One(cache) = cache {
+            // Cannot tell where the store's connection goes: trust no copy.
+            cache.confirm_server(run_id(info).unwrap_or(""));
+        }
     }
 
     /// How the local cache asks the store's own connection which server it reaches.
     fn server_probe(connection: &Connection, command_timeout: Duration) -> ServerProbe {
         let connection = connection.clone();
-        std::sync::Arc::new(move || {
+        Arc::new(move || {
             let mut connection = connection.clone();
             Box::pin(async move {
                 let info = tokio::time::timeout(
@@ -163,6 +306,63 @@ mod imp {
                 .await
                 .map_err(|_elapsed| StoreError::Timeout)?
                 .map_err(StoreError::unavailable)?;
+                run_id(&info_text(info))
+                    .map(str::to_owned)
+                    .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
+            })
+        })
+    }
+
+    /// How a cluster cache reads the slot map through the store's connection.
+    #[cfg(feature = "cluster")]
+    fn slot_source(
+        cluster: &redis::cluster_async::ClusterConnection,
+        command_timeout: Duration,
+    ) -> crate::store::cache::SlotSource {
+        let cluster = cluster.clone();
+        Arc::new(move || {
+            let mut cluster = cluster.clone();
+            Box::pin(async move {
+                tokio::time::timeout(
+                    command_timeout,
+                    redis::cmd("CLUSTER")
+                        .arg("SLOTS")
+                        .query_async::<Value>(&mut cluster),
+                )
+                .await
+                .map_err(|_elapsed| StoreError::Timeout)?
+                .map_err(StoreError::unavailable)
+            })
+        })
+    }
+
+    /// How the cache of one cluster node asks the store's connection which server is at that
+    /// node's address.
+    #[cfg(feature = "cluster")]
+    fn node_probe(
+        cluster: &redis::cluster_async::ClusterConnection,
+        host: &str,
+        port: u16,
+        command_timeout: Duration,
+    ) -> ServerProbe {
+        use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+
+        let cluster = cluster.clone();
+        let host = host.to_owned();
+        Arc::new(move || {
+            let mut cluster = cluster.clone();
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port,
+            });
+            Box::pin(async move {
+                let mut info = redis::cmd("INFO");
+                info.arg("server");
+                let info =
+                    tokio::time::timeout(command_timeout, cluster.route_command(info, routing))
+                        .await
+                        .map_err(|_elapsed| StoreError::Timeout)?
+                        .map_err(StoreError::unavailable)?;
                 run_id(&info_text(info))
                     .map(str::to_owned)
                     .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
@@ -192,6 +392,7 @@ mod imp {
     pub(super) fn plan(
         capacity: Option<usize>,
         _target: &Target,
+        _tls_root: Option<Vec<u8>>,
         _connect_timeout: Duration,
         _command_timeout: Duration,
     ) -> Result<Plan, StoreError> {

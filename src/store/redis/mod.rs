@@ -77,20 +77,21 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of the record's fields, the update's, the deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
 /// | [`load_with_data`](SessionStore::load_with_data) | a script: that `HMGET` and the data size, and `HGETALL` when the session holds at most 4 KiB of data (as [`SessionData::size`] counts it); nothing on a local cache hit | 0–1 |
-/// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` with a local cache | 1–2 |
+/// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
 /// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `HSET` of the index, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
-/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache, else `PING` unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
+/// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache on one server, else `PING` (`EXISTS` of the key on a cluster) unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
 /// | [`list`](SessionStore::list) | `HKEYS` of the index and `SMEMBERS` of an earlier version's set (one pipeline); `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `HDEL` and `SREM` of dead members (one pipeline) | 2–4 |
 /// | [`rotate`](SessionStore::rotate) | one server: a script that copies, indexes the copy, deletes and unindexes the old key, then as `delete` settles. A cluster: a script that copies and marks; `HSET` to the index; as `delete` for the old key; `HDEL` and `SREM` of the old key | 1–2; 4–5 on a cluster |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
 /// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
-/// unless the app promised that no instance caches, and never on a cluster. With a local cache, a delete settles
-/// with `INFO server`, whose `run_id` tells the cache whether it tracks the server the delete
-/// went to. `list` deletes a dead record it finds as `delete` does; a record
+/// unless the app promised that no instance caches. On a cluster it is an `EXISTS` of the key
+/// written, so that it reaches the node the write went to. With a local cache on one server, a
+/// delete settles with `INFO server`, whose `run_id` tells the cache whether it tracks the
+/// server the delete went to. `list` deletes a dead record it finds as `delete` does; a record
 /// past the deadline in its value is dead only if Redis agrees (the key has no TTL), since app
 /// hosts' clocks may run ahead of the one that set the TTL.
 ///
@@ -248,8 +249,18 @@ impl RedisStore {
     /// after that answer is read in a later pass, so its reply means they are in every tracking
     /// process's socket, where a cached lookup looks first. Only worth its round trip when some
     /// process caches; `settle_deletes` says whether one does.
-    async fn settle(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        self.run(redis::cmd("PING").query_async::<()>(conn)).await
+    ///
+    /// The round trip must reach the server that took the write: on a cluster, the node that
+    /// serves `redis_key`, the key written (or any key of its session group, which shares its
+    /// hash tag). A `PING` would go to any node, so there it is `EXISTS` of the key, which the
+    /// cluster connection routes by slot.
+    async fn settle(&self, conn: &mut Connection, redis_key: &str) -> Result<(), StoreError> {
+        if conn.is_single_node() {
+            return self.run(redis::cmd("PING").query_async::<()>(conn)).await;
+        }
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(redis_key);
+        self.run(exists.query_async::<()>(conn)).await
     }
 
     /// Runs `write` and returns its reply once `wait.replicas` replicas have it too, or fails.
@@ -345,19 +356,25 @@ impl RedisStore {
         self.command_timeout + wait.timeout
     }
 
-    /// [`settle`](Self::settle) after a session-ending delete. With a local cache, the round
-    /// trip is `INFO server` instead of `PING`: it settles as well, and tells the cache which
-    /// server the delete went to, so that a cache tracking another server (the store's
-    /// connection moved on by itself) is emptied before this delete answers.
-    async fn settle_delete(&self, conn: &mut Connection) -> Result<(), StoreError> {
-        if self.cache.is_on() {
+    /// [`settle`](Self::settle) after a session-ending delete of `redis_key`. With a local
+    /// cache on one server, the round trip is `INFO server` instead of `PING`: it settles as
+    /// well, and tells the cache which server the delete went to, so that a cache tracking
+    /// another server (the store's connection moved on by itself) is emptied before this
+    /// delete answers. On a cluster it settles on the key's node; each node's cache checks its
+    /// server on its heartbeat.
+    async fn settle_delete(
+        &self,
+        conn: &mut Connection,
+        redis_key: &str,
+    ) -> Result<(), StoreError> {
+        if self.cache.is_on() && conn.is_single_node() {
             let info: redis::Value = self
                 .run(redis::cmd("INFO").arg("server").query_async(conn))
                 .await?;
             self.cache.confirm_server(&connection::info_text(info));
             return Ok(());
         }
-        self.settle(conn).await
+        self.settle(conn, redis_key).await
     }
 
     /// Runs one Redis operation within the command timeout. Every command goes through here, so
@@ -431,14 +448,15 @@ impl SessionStore for RedisStore {
     async fn extend(&self, key: &SessionKey, expires_at: SystemTime) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
         let mut extend = scripts::EXTEND.prepare_invoke();
+        let redis_key = self.session_key(key);
         extend
-            .key(self.session_key(key))
+            .key(&redis_key)
             .arg(encode_deadline(expires_at))
             .arg(ttl_millis(expires_at));
         let updated: i64 = self.run(extend.invoke_async(&mut conn)).await?;
         if updated == 1 && self.cache.is_on() {
             // So that this process's own cache shows the new deadline from now on.
-            self.settle(&mut conn).await?;
+            self.settle(&mut conn, &redis_key).await?;
         }
         Ok(updated == 1)
     }
@@ -467,8 +485,9 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
+        let redis_key = self.session_key(key);
         let mut del = redis::cmd("DEL");
-        del.arg(self.session_key(key));
+        del.arg(&redis_key);
         let removed: i64 = match self.replica_wait {
             None => self.run(del.query_async(&mut conn)).await?,
             Some(wait) => self.write_on_replicas(&mut conn, del, wait).await?,
@@ -477,7 +496,7 @@ impl SessionStore for RedisStore {
         // also when another instance's DEL won the race, since its invalidations went out in
         // the same pass.
         if self.settle_deletes {
-            self.settle_delete(&mut conn).await?;
+            self.settle_delete(&mut conn, &redis_key).await?;
         }
         Ok(removed > 0)
     }
@@ -579,7 +598,9 @@ impl SessionStore for RedisStore {
             Moved::NotThere => Ok(false),
             Moved::Complete => {
                 if self.settle_deletes {
-                    self.settle_delete(&mut self.connection.clone()).await?;
+                    let old_key = self.session_key(old);
+                    self.settle_delete(&mut self.connection.clone(), &old_key)
+                        .await?;
                 }
                 Ok(true)
             }

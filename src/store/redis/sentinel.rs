@@ -44,6 +44,10 @@ struct Shared {
     current: RwLock<Current>,
     /// Held for the whole of a re-resolution, which is how concurrent failures share one.
     resolver: tokio::sync::Mutex<Resolver>,
+    /// Asks the sentinels where the primary is, for the local cache's tracking connection; a
+    /// client of its own, so that it never holds up a re-resolution.
+    #[cfg(feature = "local-cache")]
+    locator: tokio::sync::Mutex<SentinelClient>,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
     db: i64,
@@ -66,6 +70,8 @@ impl SentinelConnection {
     /// Resolves the primary and connects to it, or fails within the connect timeout.
     pub(crate) async fn connect(options: SentinelOptions<'_>) -> Result<Self, StoreError> {
         let (mut client, db) = sentinel_client(&options)?;
+        #[cfg(feature = "local-cache")]
+        let (locator, _) = sentinel_client(&options)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.command_timeout));
@@ -91,11 +97,33 @@ impl SentinelConnection {
                     client,
                     last_failure: None,
                 }),
+                #[cfg(feature = "local-cache")]
+                locator: tokio::sync::Mutex::new(locator),
                 config,
                 connect_timeout: options.connect_timeout,
                 db,
             }),
         })
+    }
+
+    /// The host and port of the primary the sentinels name now (which the store's connection
+    /// reaches once it has noticed a failover): where the local cache's tracking connection
+    /// goes.
+    #[cfg(feature = "local-cache")]
+    pub(crate) async fn locate_primary(&self) -> Result<(String, u16), StoreError> {
+        let mut locator = self.shared.locator.lock().await;
+        let client = tokio::time::timeout(self.shared.connect_timeout, locator.async_get_client())
+            .await
+            .map_err(|_elapsed| StoreError::Timeout)?
+            .map_err(StoreError::unavailable)?;
+        match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                Ok((host.clone(), *port))
+            }
+            _ => Err(StoreError::unavailable(
+                "Sentinel named a primary that is not reached over TCP",
+            )),
+        }
     }
 
     fn current(&self) -> Current {

@@ -21,12 +21,14 @@ use actix_web::{test, web, App, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
+use super::cached::{Backend, Kind};
 use super::cluster::RedisCluster;
 use super::http::{get, post, set_cookie};
 use super::process::Guarded;
 use super::redis_server::{commands_during_since, shared_redis_url, unique_prefix, RedisServer};
 use super::sentinel::{RedisSentinel, SERVICE};
 use super::tls::{start_tls_server, TestCertificates};
+use std::collections::HashMap;
 
 /// Where the app instances keep their sessions, and how many instances there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,14 +55,27 @@ pub enum Deployment {
     Sentinel,
     /// Two instances on one Redis that speaks TLS only, with a private CA.
     Tls,
+    /// Two instances on a private three-primary Redis Cluster, both with `local_cache`.
+    ClusterCaching,
+    /// Instance 0 without a cache (builder defaults), instance 1 with one, on a private
+    /// cluster. Sessions end on 0 and are checked on 1.
+    ClusterPlainToCaching,
+    /// Two instances on a private Sentinel deployment, both with `local_cache`.
+    SentinelCaching,
+    /// Two instances on a private TLS-only Redis, both with `local_cache`.
+    TlsCaching,
 }
 
 impl Deployment {
     /// Whether instance `i` keeps a local cache.
     fn caches(self, i: usize) -> bool {
         match self {
-            Self::TwoCaching => true,
-            Self::PlainToCaching | Self::PlainOptedOutToCaching => i == 1,
+            Self::TwoCaching | Self::ClusterCaching | Self::SentinelCaching | Self::TlsCaching => {
+                true
+            }
+            Self::PlainToCaching | Self::PlainOptedOutToCaching | Self::ClusterPlainToCaching => {
+                i == 1
+            }
             Self::CachingToPlain => i == 0,
             _ => false,
         }
@@ -246,11 +261,39 @@ enum Backing {
     Redis {
         /// Connections to the data nodes an outage pauses.
         nodes: Vec<redis::Client>,
-        /// The private server of a deployment with a cache, whose commands the test counts.
-        counted: Option<RedisServer>,
+        /// The private deployment of an app with a cache, whose commands the test counts.
+        counted: Option<Counted>,
         /// Processes this app owns, stopped when it is dropped.
         _owned: Vec<Box<dyn std::any::Any>>,
     },
+}
+
+/// A private deployment whose data nodes' commands a test counts.
+enum Counted {
+    Server(RedisServer),
+    Deployment(Backend),
+}
+
+impl Counted {
+    fn counts(&self) -> HashMap<String, u64> {
+        match self {
+            Counted::Server(server) => server.command_counts(),
+            Counted::Deployment(backend) => backend.command_counts(),
+        }
+    }
+
+    /// What requests sent since `before`, leaving out what a cache's heartbeat and checks send
+    /// whatever requests do.
+    fn sent_since(&self, before: &HashMap<String, u64>) -> HashMap<String, u64> {
+        match self {
+            Counted::Server(server) => {
+                let mut sent = commands_during_since(server, before);
+                sent.remove("ping");
+                sent
+            }
+            Counted::Deployment(backend) => backend.commands_since(before),
+        }
+    }
 }
 
 /// One to two instances of the app on one [`Deployment`].
@@ -335,7 +378,7 @@ impl TestApp {
                 }
                 Backing::Redis {
                     nodes: vec![client(&server.url())],
-                    counted: Some(server),
+                    counted: Some(Counted::Server(server)),
                     _owned: Vec::new(),
                 }
             }
@@ -379,6 +422,26 @@ impl TestApp {
                     nodes: vec![client(&primary)],
                     counted: None,
                     _owned: owned,
+                }
+            }
+            Deployment::ClusterCaching
+            | Deployment::ClusterPlainToCaching
+            | Deployment::SentinelCaching
+            | Deployment::TlsCaching => {
+                let kind = match deployment {
+                    Deployment::SentinelCaching => Kind::Sentinel,
+                    Deployment::TlsCaching => Kind::Tls,
+                    _ => Kind::Cluster,
+                };
+                let backend = Backend::start(kind);
+                for i in 0..2 {
+                    let store = configure(backend.builder(), i);
+                    instances.push(instance(store.connect().await.unwrap()).await);
+                }
+                Backing::Redis {
+                    nodes: backend.clients(),
+                    counted: Some(Counted::Deployment(backend)),
+                    _owned: Vec::new(),
                 }
             }
             Deployment::Tls => {
@@ -495,15 +558,14 @@ impl TestApp {
             ..
         } = &self.backing
         else {
-            unreachable!("a caching deployment has a private server");
+            unreachable!("a caching deployment is private");
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let before = server.command_counts();
+            let before = server.counts();
             assert_eq!(self.get(i, "/me", token).await, 200);
-            let mut sent = commands_during_since(server, &before);
-            // The cache's heartbeat pings its tracking connection whatever requests do.
-            sent.remove("ping");
+            // Leaving out the cache's heartbeats, which run whatever requests do.
+            let sent = server.sent_since(&before);
             if sent.is_empty() {
                 return;
             }

@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod browser;
+pub mod cached;
 pub mod chaos_proxy;
 pub mod cluster;
 pub mod deployment;

@@ -61,7 +61,7 @@ impl TestCertificates {
             "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
              basicConstraints=CA:FALSE\n\
              keyUsage=digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\n",
+             extendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("certificate extensions");
         run(&[
