@@ -266,6 +266,18 @@ impl PerWorker {
     }
 }
 
+impl PerWorker {
+    /// The cluster connection every thread shares, for reads that are not a request's (the
+    /// local cache's slot map and server checks); `None` on a standalone server.
+    #[cfg(all(feature = "cluster", feature = "local-cache"))]
+    pub(super) fn shared_cluster(&self) -> Option<redis::cluster_async::ClusterConnection> {
+        match self.shared.current() {
+            Link::Cluster(cluster) => Some(cluster),
+            Link::Single(_) => None,
+        }
+    }
+}
+
 impl Clone for PerWorker {
     fn clone(&self) -> Self {
         Self {

@@ -88,6 +88,8 @@ mod imp {
     use redis::aio::MultiplexedConnection;
     use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value};
 
+    #[cfg(feature = "cluster")]
+    use super::super::connection::PerWorker;
     use super::super::connection::{info_text, Connection, Target};
     use crate::error::StoreError;
     #[cfg(feature = "cluster")]
@@ -316,13 +318,14 @@ mod imp {
     /// How a cluster cache reads the slot map through the store's connection.
     #[cfg(feature = "cluster")]
     fn slot_source(
-        cluster: &redis::cluster_async::ClusterConnection,
+        connection: &PerWorker,
         command_timeout: Duration,
     ) -> crate::store::cache::SlotSource {
-        let cluster = cluster.clone();
+        let connection = connection.clone();
         Arc::new(move || {
-            let mut cluster = cluster.clone();
+            let cluster = connection.shared_cluster();
             Box::pin(async move {
+                let mut cluster = cluster.ok_or_else(not_a_cluster)?;
                 tokio::time::timeout(
                     command_timeout,
                     redis::cmd("CLUSTER")
@@ -340,22 +343,23 @@ mod imp {
     /// node's address.
     #[cfg(feature = "cluster")]
     fn node_probe(
-        cluster: &redis::cluster_async::ClusterConnection,
+        connection: &PerWorker,
         host: &str,
         port: u16,
         command_timeout: Duration,
     ) -> ServerProbe {
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 
-        let cluster = cluster.clone();
+        let connection = connection.clone();
         let host = host.to_owned();
         Arc::new(move || {
-            let mut cluster = cluster.clone();
+            let cluster = connection.shared_cluster();
             let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                 host: host.clone(),
                 port,
             });
             Box::pin(async move {
+                let mut cluster = cluster.ok_or_else(not_a_cluster)?;
                 let mut info = redis::cmd("INFO");
                 info.arg("server");
                 let info =
@@ -368,6 +372,13 @@ mod imp {
                     .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
             })
         })
+    }
+
+    /// The error of a cluster read on a store that is not on a cluster, which the builder
+    /// never lets happen.
+    #[cfg(feature = "cluster")]
+    fn not_a_cluster() -> StoreError {
+        StoreError::unavailable("the store's connection is not a cluster connection")
     }
 }
 
