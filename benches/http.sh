@@ -561,26 +561,18 @@ for _ in $(seq "$MEM_SESSIONS"); do
     curl -sS --fail -o /dev/null -X POST -A "$MEM_UA" -H 'sec-fetch-site: same-origin' \
         "http://127.0.0.1:${PORT[actix-login]}/login" || die "actix-login: login for the memory count failed"
 done
-# Only sessions with a User-Agent count: the servers' own logins above have none. A session is a
-# hash with a field ua for it (src/store/redis/codec.rs; stored compacted, so not grepped for), or,
-# from a build before that layout, a field r holding the whole record.
+# Only sessions with that User-Agent count: the servers' own logins above have none. A session is
+# a hash whose field r is the record (src/store/redis/codec.rs).
 # On a cluster, each node is scanned for the keys it holds; -c follows the index key's node.
 read -r record_bytes records < <(for port in "${REDIS_PORTS[@]}"; do
     redis-cli -p "$port" --scan --pattern 'actix-login:s:*' |
         while read -r key; do
-            [[ $(redis-cli -p "$port" HEXISTS "$key" ua) == 1 ]] ||
-                redis-cli -p "$port" HGET "$key" r | grep -q 'Mozilla' || continue
+            redis-cli -p "$port" HGET "$key" r | grep -q 'Mozilla' || continue
             redis-cli -p "$port" MEMORY USAGE "$key" SAMPLES 0
         done
 done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
-# The user's index: a hash under :i: (a set under :u: before the layout change).
-index_key=actix-login:i:1
-index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" HLEN "$index_key")
-if [[ $index_members == 0 ]]; then
-    index_key=actix-login:u:1
-    index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" SCARD "$index_key")
-fi
-index_bytes=$(redis-cli -c -p "${REDIS_PORTS[0]}" MEMORY USAGE "$index_key" SAMPLES 0)
+index_bytes=$(redis-cli -c -p "${REDIS_PORTS[0]}" MEMORY USAGE actix-login:u:1 SAMPLES 0)
+index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" SCARD actix-login:u:1)
 ((records > 0 && index_members > 0)) || die "no session records found for the memory count"
 echo
 awk -v r="$record_bytes" -v n="$records" -v i="$index_bytes" -v m="$index_members" 'BEGIN {

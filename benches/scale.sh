@@ -35,7 +35,7 @@
 #
 # Memory: INFO memory used_memory on the large instance before and after loading, divided by
 # the sessions (records, user indexes and Redis's own per-key overhead: everything they cost),
-# and MEMORY USAGE of a random sample of session hashes and user indexes (RANDOMKEY).
+# and MEMORY USAGE of a random sample of session hashes and index sets (RANDOMKEY).
 #
 # Both servers and the loader use IDLE_TIMEOUT_SECS (4 h) instead of the default 30 minutes:
 # with the default, every session becomes due for one idle-deadline refresh 3 minutes after its
@@ -262,14 +262,13 @@ USERS=$(((SESSIONS + PER_USER - 1) / PER_USER))
 seq "$MEMORY_SAMPLE" | sed 's/.*/RANDOMKEY/' | rcli large | sort -u >"$WORK/sample.keys"
 { grep '^actix-login:s:' "$WORK/sample.keys" || true; } | awk '{ print "MEMORY USAGE", $0, "SAMPLES 0" }' |
     rcli large >"$WORK/sample.sessions"
-{ grep '^actix-login:i:' "$WORK/sample.keys" || true; } | awk '{ print "MEMORY USAGE", $0, "SAMPLES 0"; print "HLEN", $0 }' |
+{ grep '^actix-login:u:' "$WORK/sample.keys" || true; } | awk '{ print "MEMORY USAGE", $0, "SAMPLES 0"; print "SCARD", $0 }' |
     rcli large | paste - - >"$WORK/sample.indexes"
 read -r HASH_N HASH_MIN HASH_MED HASH_MAX < <(sort -n "$WORK/sample.sessions" |
     awk '{ v[NR] = $1 } END { if (NR) print NR, v[1], v[int((NR + 1) / 2)], v[NR]; else print 0, 0, 0, 0 }')
 read -r INDEX_N INDEX_PER_ENTRY < <(awk '{ b += $1; m += $2; n++ } END { if (m) printf "%d %.0f\n", n, b / m; else print 0, 0 }' "$WORK/sample.indexes")
 ((HASH_N > 0)) || die "no session hash in the memory sample"
 HASH_ENCODING=$(rcli large OBJECT ENCODING "$(grep -m1 '^actix-login:s:' "$WORK/sample.keys")")
-INDEX_ENCODING=$(rcli large OBJECT ENCODING "$(grep -m1 '^actix-login:i:' "$WORK/sample.keys" || echo none)")
 
 # ---- check --------------------------------------------------------------------------------------
 
@@ -466,7 +465,7 @@ echo "| run | $(date -u '+%Y-%m-%d'), \`benches/scale.sh\`, $(nproc) CPUs ($CPU_
 echo "| sessions loaded | $(group "$SESSIONS") ($(group "$USERS") users x $PER_USER) in ${LOAD_SECS[large]} s, $(group "$LOAD_RATE") logins/s (in-process logins, $CONCURRENCY in flight on one pipelined connection; Redis CPU $(per_req "${LOAD_REDIS_TICKS[large]}" "$SESSIONS") µs/login) |"
 echo "| Redis memory, total | $(MIB "$MEM_DELTA") (used_memory $(MIB "$MEM_BEFORE") -> $(MIB "$MEM_AFTER"); RSS $(MIB "$RSS_AFTER"); $(group "$KEYS_LARGE") keys) |"
 echo "| Redis memory per session | $(group "$PER_SESSION") B (used_memory delta / sessions: record, index entry, key overhead) |"
-echo "| MEMORY USAGE, sample | session hash: median $HASH_MED B (min $HASH_MIN, max $HASH_MAX; $HASH_N keys, $HASH_ENCODING); user index: $INDEX_PER_ENTRY B per entry ($INDEX_N indexes of $PER_USER, $INDEX_ENCODING) |"
+echo "| MEMORY USAGE, sample | session hash: median $HASH_MED B (min $HASH_MIN, max $HASH_MAX; $HASH_N keys, $HASH_ENCODING); user index: $INDEX_PER_ENTRY B per entry ($INDEX_N sets of $PER_USER) |"
 for mode in "${MODES[@]}"; do
     echo "| GET /me, $mode: $(group "$SMALL") -> $(group "$SESSIONS") sessions | $(group "${M_RPS[small/$mode]}") -> $(group "${M_RPS[large/$mode]}") req/s ($(ratio "${M_RPS[large/$mode]}" "${M_RPS[small/$mode]}")x); p50 ${M_P50[small/$mode]} -> ${M_P50[large/$mode]} µs; p99 ${M_P99[small/$mode]} -> ${M_P99[large/$mode]} µs; Redis CPU $(per_req "${RED_TICKS[small/$mode]}" "${REQS[small/$mode]}") -> $(per_req "${RED_TICKS[large/$mode]}" "${REQS[large/$mode]}") µs/req; HMGET itself $(exec_us "small/$mode") -> $(exec_us "large/$mode") µs |"
 done

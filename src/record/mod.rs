@@ -34,9 +34,8 @@ pub struct SessionRecord(Arc<Fields>);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Fields {
-    // Short field names, from when the Redis store kept this JSON in every session; it still
-    // reads sessions earlier versions wrote that way, so the names stay. (It now keeps the
-    // record part by part: see `RecordParts`.)
+    // Short field names: the record is stored once per session, and Redis memory per session is
+    // worth a little readability.
     #[serde(rename = "i")]
     id: String,
     #[serde(rename = "u")]
@@ -342,71 +341,6 @@ impl SessionRecord {
     /// The absolute end of the session: no activity extends it past this time.
     pub fn expires_at(&self) -> SystemTime {
         from_unix_millis(self.0.expires_at)
-    }
-}
-
-/// A record taken apart, for a store that keeps each part in a field of its own (the Redis
-/// store does, so that no value outgrows what Redis keeps compactly). Times are Unix
-/// milliseconds; `kind` is how the client holds the session, as JSON, `None` for the common
-/// case (a browser session); `authenticated_at` is `None` until the user reauthenticates.
-#[cfg(feature = "redis")]
-#[derive(Debug)]
-pub(crate) struct RecordParts {
-    pub(crate) id: String,
-    pub(crate) user_id: String,
-    pub(crate) user: Box<RawValue>,
-    pub(crate) created_at: u64,
-    pub(crate) authenticated_at: Option<u64>,
-    pub(crate) expires_at: u64,
-    pub(crate) roles: Vec<String>,
-    pub(crate) ip: Option<String>,
-    pub(crate) user_agent: Option<String>,
-    pub(crate) kind: Option<Box<RawValue>>,
-}
-
-#[cfg(feature = "redis")]
-impl SessionRecord {
-    /// The record's parts; fails only if the kind cannot be written as JSON, which no kind
-    /// this crate makes does.
-    pub(crate) fn to_parts(&self) -> Result<RecordParts, serde_json::Error> {
-        let fields = &self.0;
-        let kind = if fields.kind.is_browser() {
-            None
-        } else {
-            Some(serde_json::value::to_raw_value(&fields.kind)?)
-        };
-        Ok(RecordParts {
-            id: fields.id.clone(),
-            user_id: fields.user_id.clone(),
-            user: fields.user.clone(),
-            created_at: fields.created_at,
-            authenticated_at: fields.authenticated_at,
-            expires_at: fields.expires_at,
-            roles: fields.roles.clone(),
-            ip: fields.ip.clone(),
-            user_agent: fields.user_agent.clone(),
-            kind,
-        })
-    }
-
-    /// The record made of `parts`; fails when the kind is not one this crate writes.
-    pub(crate) fn from_parts(parts: RecordParts) -> Result<Self, serde_json::Error> {
-        let kind = match &parts.kind {
-            Some(json) => serde_json::from_str(json.get())?,
-            None => Kind::Browser,
-        };
-        Ok(Self(Arc::new(Fields {
-            id: parts.id,
-            user_id: parts.user_id,
-            user: parts.user,
-            created_at: parts.created_at,
-            authenticated_at: parts.authenticated_at,
-            expires_at: parts.expires_at,
-            roles: parts.roles,
-            ip: parts.ip,
-            user_agent: parts.user_agent,
-            kind,
-        })))
     }
 }
 

@@ -1324,21 +1324,24 @@ fn inspect_keys(redis: &Redis) -> Orphans {
             continue;
         };
         orphans.sessions += 1;
-        let (user, moving): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        let (record, moving): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(key)
-            .arg("o")
+            .arg("r")
             .arg("m")
             .query(&mut conn)
             .unwrap();
         orphans.moving += usize::from(moving.is_some());
-        let user = user.unwrap_or_default();
+        let user = record
+            .and_then(|record| serde_json::from_str::<serde_json::Value>(&record).ok())
+            .and_then(|record| record["u"].as_str().map(str::to_owned))
+            .unwrap_or_default();
         if user.is_empty() {
             // Anonymous: in no index, by design.
             continue;
         }
-        let index = format!("{PREFIX}:i:{user}");
+        let index = format!("{PREFIX}:u:{user}");
         let member = name.replace(['{', '}'], "");
-        let indexed: bool = redis::cmd("HEXISTS")
+        let indexed: bool = redis::cmd("SISMEMBER")
             .arg(&index)
             .arg(&member)
             .query(&mut conn)
@@ -1360,8 +1363,8 @@ fn inspect_keys(redis: &Redis) -> Orphans {
 
 fn entries_without_session(conn: &mut redis::Connection) -> usize {
     let mut missing = 0;
-    for index in scan(conn, &format!("{PREFIX}:i:*")) {
-        let members: Vec<String> = redis::cmd("HKEYS").arg(&index).query(conn).unwrap();
+    for index in scan(conn, &format!("{PREFIX}:u:*")) {
+        let members: Vec<String> = redis::cmd("SMEMBERS").arg(&index).query(conn).unwrap();
         for member in members {
             let (group, digest) = member.split_at(member.len().min(4));
             let key = format!("{PREFIX}:s:{{{group}}}{digest}");

@@ -142,19 +142,12 @@ where
     body.1.split(' ').nth(1).unwrap().to_owned()
 }
 
-/// The user's index entries: the index hash's, and any left in an earlier version's set.
 fn index_members(url: &str, prefix: &str, user: &str) -> Vec<String> {
     let mut conn = connection(url).unwrap();
-    let mut members: Vec<String> = redis::cmd("HKEYS")
-        .arg(format!("{prefix}:i:{user}"))
-        .query(&mut conn)
-        .unwrap();
-    let legacy: Vec<String> = redis::cmd("SMEMBERS")
+    redis::cmd("SMEMBERS")
         .arg(format!("{prefix}:u:{user}"))
         .query(&mut conn)
-        .unwrap();
-    members.extend(legacy);
-    members
+        .unwrap()
 }
 
 #[actix_web::test]
@@ -582,13 +575,6 @@ async fn foreign_entries_in_the_index_do_not_shield_live_sessions() {
         log_in(&app, 7).await,
     ];
     let mut conn = connection(&url).unwrap();
-    redis::cmd("HSET")
-        .arg(format!("{prefix}:i:7"))
-        .arg("foreign-entry")
-        .arg("")
-        .exec(&mut conn)
-        .unwrap();
-    // An earlier version's index set, with entries of an even older key format.
     redis::cmd("SADD")
         .arg(format!("{prefix}:u:7"))
         .arg("legacy-entry")

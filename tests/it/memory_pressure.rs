@@ -192,8 +192,8 @@ fn layout(conn: &mut redis::Connection) -> Layout {
             let fields: BTreeMap<String, String> =
                 redis::cmd("HGETALL").arg(&key).query(conn).unwrap();
             layout.sessions.insert(key, fields);
-        } else if let Some(user) = key.strip_prefix(&format!("{PREFIX}:i:")) {
-            let members: BTreeSet<String> = redis::cmd("HKEYS").arg(&key).query(conn).unwrap();
+        } else if let Some(user) = key.strip_prefix(&format!("{PREFIX}:u:")) {
+            let members: BTreeSet<String> = redis::cmd("SMEMBERS").arg(&key).query(conn).unwrap();
             layout.indexes.insert(user.to_owned(), members);
         }
     }
@@ -201,7 +201,8 @@ fn layout(conn: &mut redis::Connection) -> Layout {
 }
 
 fn user_of(fields: &BTreeMap<String, String>) -> String {
-    fields.get("o").expect("a user id").clone()
+    let record: serde_json::Value = serde_json::from_str(&fields["r"]).expect("a JSON record");
+    record["u"].as_str().expect("a user id").to_owned()
 }
 
 /// No session without its record, deadline and index entry; no index entry without its
@@ -210,9 +211,7 @@ fn assert_nothing_half_written(conn: &mut redis::Connection) -> Layout {
     let layout = layout(conn);
     for (key, fields) in &layout.sessions {
         assert!(
-            ["i", "o", "p", "c", "x", "e"]
-                .iter()
-                .all(|field| fields.contains_key(*field)),
+            fields.contains_key("r") && fields.contains_key("e") && fields.contains_key("z"),
             "half-written session {key}: {:?}",
             fields.keys().collect::<Vec<_>>()
         );
@@ -513,7 +512,7 @@ async fn check_eviction(policy: &str) {
         .unwrap();
     let before = layout(&mut conn);
     for fields in before.sessions.values() {
-        assert!(fields.contains_key("i") && fields.contains_key("e"));
+        assert!(fields.contains_key("r") && fields.contains_key("e"));
     }
 
     let mut live: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
@@ -555,8 +554,8 @@ async fn check_eviction(policy: &str) {
             panic!("{policy}: listing user {user} failed: {err}");
         });
         assert_eq!(listed.len(), mine.len() - hidden, "{policy}: user {user}");
-        let remaining: usize = redis::cmd("HLEN")
-            .arg(format!("{PREFIX}:i:{user}"))
+        let remaining: usize = redis::cmd("SCARD")
+            .arg(format!("{PREFIX}:u:{user}"))
             .query(&mut conn)
             .unwrap();
         assert_eq!(
@@ -651,7 +650,7 @@ async fn evict_the_colder_of_session_and_index(policy: &str) -> (bool, usize, u1
         assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
     }
     let session = redis_session_key(PREFIX, &token);
-    let index = format!("{PREFIX}:i:1");
+    let index = format!("{PREFIX}:u:1");
     let lfu = policy.ends_with("lfu");
     // Ages: the index untouched since the morning's login, other keys a few minutes old, the
     // session just used.

@@ -91,10 +91,10 @@ async fn sigterm_finishes_requests_in_flight_and_leaves_nothing_half_written() {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
     }
-    for index in keys.iter().filter(|k| k.contains(":i:")) {
-        let members: Vec<String> = redis::cmd("HKEYS").arg(index).query(&mut conn).unwrap();
+    for index in keys.iter().filter(|k| k.contains(":u:")) {
+        let members: Vec<String> = redis::cmd("SMEMBERS").arg(index).query(&mut conn).unwrap();
         for member in members {
-            let prefix = index.split(":i:").next().unwrap();
+            let prefix = index.split(":u:").next().unwrap();
             let session = format!("{prefix}:s:{{{}}}{}", &member[..4], &member[4..]);
             assert!(
                 keys.contains(&session),

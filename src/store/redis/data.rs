@@ -91,10 +91,7 @@ pub(super) async fn update_user(
     let mut updated = None;
     for hop in 0..MAX_HOPS {
         let mut invocation = scripts::UPDATE_USER.prepare_invoke();
-        invocation.key(store.session_key(&target));
-        for (name, value) in &update {
-            invocation.arg(*name).arg(value);
-        }
+        invocation.key(store.session_key(&target)).arg(&update);
         // A demotion a failover could undo would hand the old roles back: it waits for
         // replicas where logouts do.
         let reply: Value = store.write_script(&mut conn, &invocation).await?;

@@ -4,8 +4,7 @@
 //! this crate or a hand edit can leave any bytes in a session's hash. Decoding must turn all of
 //! them into a session, no session or `Corrupt` (a `401`), never a panic; and a session it
 //! returns must hold only what the fields held. Encoding and decoding must agree on every
-//! record the crate can write. Both layouts are read: this version's, a field per part, and an
-//! earlier version's, the whole record as JSON in `r`.
+//! record the crate can write.
 //!
 //! Each property runs a modest number of cases so the suite stays fast; `PROPTEST_CASES` sets
 //! them all for a long run.
@@ -20,7 +19,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::codec::{
-    decode_data, decode_legacy, decode_reply, encode_session, encode_user, reply_for, READ,
+    decode, decode_data, decode_reply, encode_deadline, encode_record, encode_user,
 };
 use crate::error::StoreError;
 use crate::record::SessionRecord;
@@ -83,18 +82,13 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Text long enough to be cut into chunks, or kept whole, by the Redis layout.
-fn long_text() -> impl Strategy<Value = String> {
-    prop_oneof![text(), ".{50,300}"]
-}
-
 /// A profile as an app serialises one.
 fn profile() -> impl Strategy<Value = Box<RawValue>> {
     prop_oneof![
         Just("null".to_owned()),
         Just("{}".to_owned()),
         any::<i64>().prop_map(|n| n.to_string()),
-        long_text().prop_map(|s| serde_json::to_string(&s).unwrap()),
+        text().prop_map(|s| serde_json::to_string(&s).unwrap()),
         (any::<u64>(), text(), vec(text(), 0..3)).prop_map(|(id, name, tags)| {
             serde_json::json!({ "id": id, "name": name, "tags": tags }).to_string()
         }),
@@ -107,7 +101,7 @@ fn record() -> impl Strategy<Value = SessionRecord> {
     (
         (text(), text(), profile(), any::<u64>(), any::<u64>()),
         vec(text(), 0..3),
-        (option::of(text()), option::of(long_text())),
+        (option::of(text()), option::of(text())),
         option::of(any::<u64>()),
         (0..4u8, any::<bool>(), text(), option::of(vec(text(), 0..3))),
     )
@@ -206,48 +200,12 @@ fn mutated(base: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8
     })
 }
 
-/// A record as an earlier version wrote it, in `r`: the record's JSON.
 fn encoded_record() -> impl Strategy<Value = Vec<u8>> {
-    record().prop_map(|r| serde_json::to_vec(&r).unwrap())
-}
-
-/// A live update's JSON: its chunks joined.
-fn user_json(profile: &RawValue, roles: &[String]) -> Vec<u8> {
-    let chunks = encode_user(profile, roles).unwrap();
-    chunks.into_iter().flat_map(|(_, chunk)| chunk).collect()
+    record().prop_map(|r| encode_record(&r).unwrap())
 }
 
 fn encoded_user() -> impl Strategy<Value = Vec<u8>> {
-    (profile(), vec(text(), 0..3)).prop_map(|(p, r)| user_json(&p, &r))
-}
-
-/// A time field's number, as the decoder reads it.
-fn number(bytes: Option<&[u8]>) -> Option<u64> {
-    std::str::from_utf8(bytes?).ok()?.parse().ok()
-}
-
-/// What a field of this version's layout may hold instead of what was written.
-fn hostile_value() -> impl Strategy<Value = Option<Vec<u8>>> {
-    option::of(prop_oneof![
-        vec(any::<u8>(), 0..24),
-        "[0-9]{0,21}".prop_map(String::into_bytes),
-        select(vec![
-            "",
-            "-1",
-            "1e3",
-            "null",
-            "{}",
-            "[]",
-            "[1]",
-            "[\"a\"]",
-            "\"r\"",
-            "{\"t\":{}}",
-            "{\"p\":{}}",
-            "\"\\ud800\"",
-            "18446744073709551616",
-        ])
-        .prop_map(|s| s.as_bytes().to_vec()),
-    ])
+    (profile(), vec(text(), 0..3)).prop_map(|(p, r)| encode_user(&p, &r).unwrap())
 }
 
 fn record_field() -> impl Strategy<Value = Option<Vec<u8>>> {
@@ -352,12 +310,12 @@ proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn decode_legacy_reads_any_fields_into_a_session_nothing_or_corrupt(
+    fn decode_reads_any_fields_into_a_session_nothing_or_corrupt(
         record in record_field(),
         user in user_field(),
         deadline in deadline_field(),
     ) {
-        let decoded = decode_legacy(record.as_deref(), user.as_deref(), deadline.as_deref());
+        let decoded = decode(record.as_deref(), user.as_deref(), deadline.as_deref());
         match (&decoded, &record) {
             (Ok(None), None) => {}
             (Ok(None), Some(_)) => prop_assert!(false, "a record field decoded as no session"),
@@ -377,16 +335,14 @@ proptest! {
     fn every_record_reads_back_as_written(
         record in record(),
         deadline in any::<u64>(),
-        size in 0..100_000usize,
         update in option::of((profile(), vec(text(), 0..3))),
     ) {
-        let mut fields = encode_session(&record, from_unix_millis(deadline), size).unwrap();
-        if let Some((p, r)) = &update {
-            fields.extend(encode_user(p, r).unwrap());
-        }
-        let borrowed: Vec<(&str, &[u8])> =
-            fields.iter().map(|(name, value)| (*name, value.as_slice())).collect();
-        let stored = decode_reply(reply_for(&borrowed)).unwrap().unwrap();
+        let encoded = encode_record(&record).unwrap();
+        let deadline_text = encode_deadline(from_unix_millis(deadline));
+        let user = update.as_ref().map(|(p, r)| encode_user(p, r).unwrap());
+        let stored = decode(Some(&encoded), user.as_deref(), Some(deadline_text.as_bytes()))
+            .unwrap()
+            .unwrap();
         prop_assert_eq!(unix_millis(stored.expires_at), deadline);
         let expected = match update {
             Some((p, r)) => record.with_user(p, r),
@@ -395,72 +351,28 @@ proptest! {
         prop_assert_eq!(seen(&stored.record), seen(&expected));
     }
 
-    /// Any field of this version's layout replaced by anything, or dropped: a session that
-    /// holds what the fields hold, no session (no id), or `Corrupt`; never a panic.
+    /// `HMGET key r u e` answers three fields; any other count is a protocol mix-up.
     #[test]
-    fn decode_reads_any_fields_of_the_layout_into_a_session_nothing_or_corrupt(
-        record in record(),
-        deadline in any::<u64>(),
-        edits in vec((select(READ.to_vec()), hostile_value()), 1..5),
-    ) {
-        let fields = encode_session(&record, from_unix_millis(deadline), 0).unwrap();
-        let mut reply = reply_for(
-            &fields.iter().map(|(n, v)| (*n, v.as_slice())).collect::<Vec<_>>(),
-        );
-        for (name, value) in edits {
-            if name == "r" {
-                // The earlier layout's record is another test's business.
-                continue;
-            }
-            let at = READ.iter().position(|field| *field == name).unwrap();
-            reply[at] = value;
-        }
-        let field = |name: &str| reply[READ.iter().position(|f| *f == name).unwrap()].clone();
-        let (id, owner, ends) = (field("i"), field("o"), field("x"));
-        let deadline_field = field("e");
-        match decode_reply(reply) {
-            Ok(None) => prop_assert!(id.is_none()),
-            Ok(Some(stored)) => {
-                prop_assert_eq!(Some(stored.record.id().as_bytes()), id.as_deref());
-                prop_assert_eq!(Some(stored.record.user_id().as_bytes()), owner.as_deref());
-                prop_assert_eq!(Some(unix_millis(stored.record.expires_at())), number(ends.as_deref()));
-                prop_assert_eq!(Some(unix_millis(stored.expires_at)), number(deadline_field.as_deref()));
-                // Reading the record's times must not panic either, whatever they hold.
-                let _ = seen(&stored.record);
-            }
-            Err(err) => prop_assert!(matches!(err, StoreError::Corrupt(_)), "{}", err),
-        }
-    }
-
-    /// A reply of any other length than [`READ`]'s is a protocol mix-up; at that length, an
-    /// earlier version's record reads as [`decode_legacy`] reads it.
-    #[test]
-    fn decode_reply_wants_exactly_the_fields_it_asked_for(
-        reply in vec(option::of(vec(any::<u8>(), 0..16)), 0..(READ.len() + 3)),
+    fn decode_reply_wants_exactly_three_fields(
+        reply in vec(option::of(vec(any::<u8>(), 0..16)), 0..6),
         good in option::of((encoded_record(), any::<u64>())),
     ) {
         let mut reply = reply;
-        if let (Some((record, deadline)), true) = (good, reply.len() == READ.len()) {
-            reply[1] = Some(record);
+        if let (Some((record, deadline)), 3) = (good, reply.len()) {
+            reply[0] = Some(record);
             reply[2] = Some(deadline.to_string().into_bytes());
         }
-        let alone = (reply.len() == READ.len() && reply[1].is_some()).then(|| {
-            let update: Option<Vec<u8>> = reply[3].clone().map(|first| {
-                let rest = reply[4..7].iter().flatten().flatten().copied();
-                first.into_iter().chain(rest).collect()
-            });
-            decode_legacy(reply[1].as_deref(), update.as_deref(), reply[2].as_deref())
+        let alone = (reply.len() == 3).then(|| {
+            decode(reply[0].as_deref(), reply[1].as_deref(), reply[2].as_deref())
                 .map(|s| s.map(|s| (seen(&s.record), s.expires_at)))
                 .map_err(|_| ())
         });
-        let length = reply.len();
         let decoded = decode_reply(reply)
             .map(|s| s.map(|s| (seen(&s.record), s.expires_at)))
             .map_err(|_| ());
         match alone {
             Some(alone) => prop_assert_eq!(decoded, alone),
-            None if length != READ.len() => prop_assert!(decoded.is_err()),
-            None => {}
+            None => prop_assert!(decoded.is_err()),
         }
     }
 
@@ -470,7 +382,7 @@ proptest! {
         fields in vec(
             (
                 prop_oneof![
-                    select(vec!["r", "i", "e", "u", "z", "m", "d:", "d:cart", "R", "d", "r ", "d:\u{0}"])
+                    select(vec!["r", "e", "u", "z", "m", "d:", "d:cart", "R", "d", "r ", "d:\u{0}"])
                         .prop_map(|s| s.as_bytes().to_vec()),
                     vec(any::<u8>(), 0..8).prop_map(|name| [b"d:".as_slice(), &name].concat()),
                     vec(any::<u8>(), 0..8),
@@ -487,7 +399,7 @@ proptest! {
         let mut unreadable = false;
         let mut expected = BTreeMap::new();
         for (field, value) in &fields {
-            if field == b"r" || field == b"i" {
+            if field == b"r" {
                 live = true;
             } else if let Some(name) = field.strip_prefix(b"d:") {
                 match (std::str::from_utf8(name), std::str::from_utf8(value)) {
@@ -526,10 +438,10 @@ proptest! {
         ],
     ) {
         if let Ok(record) = serde_json::from_slice::<SessionRecord>(&bytes) {
-            let again = serde_json::to_vec(&record).unwrap();
+            let again = encode_record(&record).unwrap();
             let back: SessionRecord = serde_json::from_slice(&again).unwrap();
             prop_assert_eq!(seen(&back), seen(&record));
-            prop_assert_eq!(serde_json::to_vec(&back).unwrap(), again);
+            prop_assert_eq!(encode_record(&back).unwrap(), again);
         }
     }
 }

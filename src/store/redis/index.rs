@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use futures_util::future::join_all;
 
-use super::codec::{encode_session, ttl_millis, Field, DATA_PREFIX};
+use super::codec::{encode_deadline, encode_record, ttl_millis, DATA_PREFIX};
 use super::{scripts, RedisStore};
 use crate::error::StoreError;
 use crate::record::{SessionData, SessionKey, SessionRecord};
@@ -48,13 +48,13 @@ pub(super) async fn create(
     if let (true, Some(index)) = (single_node, &index) {
         create.key(index);
     }
-    let fields = encode_session(record, expires_at, data.size())?;
     create
+        .arg(encode_record(record)?)
+        .arg(encode_deadline(expires_at))
         .arg(ttl_millis(expires_at))
         .arg(key.as_str())
         .arg(index_ttl)
-        .arg(fields.len());
-    push_fields(&mut create, fields);
+        .arg(data.size());
     for (name, json) in data.iter() {
         create.arg(format!("{DATA_PREFIX}{name}")).arg(json);
     }
@@ -91,17 +91,16 @@ impl RedisStore {
         let mut copy = scripts::MOVE.prepare_invoke();
         copy.key(self.session_key(old)).key(self.session_key(new));
         if single_node {
-            copy.key(&index)
-                .key(self.legacy_user_index_key(record.user_id()));
+            copy.key(&index);
         }
-        copy.arg(ttl_millis(expires_at))
+        copy.arg(encode_record(record)?)
+            .arg(encode_deadline(expires_at))
+            .arg(ttl_millis(expires_at))
             .arg(u8::from(carry == Carry::DataAndUser))
             .arg(new.as_str())
             .arg(index_ttl)
             .arg(old.as_str())
             .arg(MARKED_GRACE_MS);
-        // The record's data size goes unwritten: the script copies the old session's.
-        push_fields(&mut copy, encode_session(record, expires_at, 0)?);
         // On one server the script ends the old session: where deletes wait for replicas, so
         // does this one, in the same round trip. (On a cluster the delete that follows waits.)
         let copied: i64 = if single_node {
@@ -122,9 +121,8 @@ impl RedisStore {
         Ok(Moved::Marked)
     }
 
-    /// The fields a read asks for ([`codec::READ`](super::codec::READ)) under each key, as
-    /// `HMGET` returns them: one pipeline on a server, a command per key (each in its own slot)
-    /// on a cluster.
+    /// The record, live update and deadline under each key, as `HMGET` returns them: one
+    /// pipeline on a server, a command per key (each in its own slot) on a cluster.
     pub(super) async fn lookup_all(
         &self,
         keys: &[&SessionKey],
@@ -167,34 +165,27 @@ impl RedisStore {
         join_all(lookups).await.into_iter().collect()
     }
 
-    /// Removes `keys` from the user's index, and from the set an earlier version indexed them
-    /// in (see [`RedisStore::legacy_user_index_key`]).
     pub(super) async fn unindex(&self, user_id: &str, keys: &[&str]) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut hdel = redis::cmd("HDEL");
-        hdel.arg(self.user_index_key(user_id)).arg(keys);
-        let mut srem = redis::cmd("SREM");
-        srem.arg(self.legacy_user_index_key(user_id)).arg(keys);
-        self.run_both(hdel, srem).await.map(|((), ())| ())
-    }
-}
-
-/// Appends name/value pairs to a script's arguments.
-fn push_fields(invocation: &mut redis::ScriptInvocation<'_>, fields: Vec<Field>) {
-    for (name, value) in fields {
-        invocation.arg(name).arg(value);
+        let mut conn = self.connection.clone();
+        self.run(
+            redis::cmd("SREM")
+                .arg(self.user_index_key(user_id))
+                .arg(keys)
+                .query_async::<()>(&mut conn),
+        )
+        .await
     }
 }
 
 /// Adds `key` to a user's index, whose TTL only ever grows.
 fn index_add(index: &str, key: &SessionKey, ttl_ms: u64) -> redis::Pipeline {
     let mut add = redis::pipe();
-    add.cmd("HSET")
+    add.cmd("SADD")
         .arg(index)
         .arg(key.as_str())
-        .arg("")
         .ignore()
         .cmd("PEXPIRE")
         .arg(index)

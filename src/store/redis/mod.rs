@@ -14,7 +14,9 @@ use redis::aio::ConnectionLike;
 
 use serde_json::value::RawValue;
 
-use self::codec::{decode_reply, decode_with_data, encode_deadline, is_moving, ttl_millis};
+use self::codec::{
+    decode_reply, decode_with_data, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER,
+};
 use self::connection::Connection;
 use self::index::Moved;
 use self::local_cache::Cache;
@@ -40,7 +42,6 @@ mod scripts;
 mod sentinel;
 mod throttle;
 mod tls;
-mod user_agent;
 
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
@@ -57,34 +58,29 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 ///
 /// One session is one Redis hash, `{prefix}:s:{{group}}{digest}`: the [`SessionKey`] of its
 /// token, whose group is the cluster hash tag, so that a session and the key it rotates to
-/// live on the same node and move in one script. The hash holds the [`SessionRecord`], part by
-/// part, the idle deadline (Unix milliseconds), a live update of the profile and roles if there
-/// was one, and each value of the session's data in a field of its own, with a TTL that ends at
-/// the idle deadline. Each part changes on its own: refreshing the deadline writes the deadline
-/// and the TTL, never the data; a data write touches only its fields. Every value a login
-/// writes is kept within Redis's default `hash-max-listpack-value` (64 bytes; longer ones in
-/// chunks), so a session's hash is a compact listpack rather than a hashtable.
-/// Each user's sessions are indexed in a hash, `{prefix}:i:{user id}`, whose fields are those
-/// keys (empty values: a listpack, too, up to 128 sessions), and whose TTL is kept at or past
-/// the absolute end of its longest-lived session; anonymous sessions are in no index. (Sessions
-/// an earlier version wrote keep their layout, and their index set, `{prefix}:u:{user id}`,
-/// until they end: both are read and pruned, never written.)
-/// The raw token is never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE …
+/// live on the same node and move in one script. The hash holds the JSON-encoded
+/// [`SessionRecord`], the idle deadline (Unix milliseconds), a live update of the profile and
+/// roles if there was one, and each value of the session's data in a field of its own, with a
+/// TTL that ends at the idle deadline. Each part changes on its own: refreshing the deadline
+/// writes the deadline and the TTL, never the data; a data write touches only its fields.
+/// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those keys, whose TTL
+/// is kept at or past the absolute end of its longest-lived session; anonymous sessions are
+/// in no index. The raw token is never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE …
 /// NX`/`GT`, on the index only). Every write that must not bring a session back is a Lua
 /// script that checks the session and writes in one step (sent with `EVALSHA`).
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
-/// | [`load`](SessionStore::load) | `HMGET` of the record's fields, the update's, the deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
-/// | [`load_with_data`](SessionStore::load_with_data) | a script: that `HMGET` and the data size, and `HGETALL` when the session holds at most 4 KiB of data (as [`SessionData::size`] counts it); nothing on a local cache hit | 0–1 |
+/// | [`load`](SessionStore::load) | `HMGET` of record, update, deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
+/// | [`load_with_data`](SessionStore::load_with_data) | a script: `HMGET`, and `HGETALL` when the session holds at most 4 KiB of data (as [`SessionData::size`] counts it); nothing on a local cache hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
-/// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `HSET` of the index, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
+/// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
 /// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache on one server, else `PING` (`EXISTS` of the key on a cluster) unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
-/// | [`list`](SessionStore::list) | `HKEYS` of the index and `SMEMBERS` of an earlier version's set (one pipeline); `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `HDEL` and `SREM` of dead members (one pipeline) | 2–4 |
-/// | [`rotate`](SessionStore::rotate) | one server: a script that copies, indexes the copy, deletes and unindexes the old key, then as `delete` settles. A cluster: a script that copies and marks; `HSET` to the index; as `delete` for the old key; `HDEL` and `SREM` of the old key | 1–2; 4–5 on a cluster |
+/// | [`list`](SessionStore::list) | `SMEMBERS`; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
+/// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `SREM` old | 3–4 |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
 /// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
@@ -165,38 +161,9 @@ impl RedisStore {
         format!("{}:{{throttle}}:{counter}", self.prefix)
     }
 
-    /// The Redis key of a user's session index: a hash whose fields are the user's session
-    /// keys (with empty values, so that it stays a compact listpack up to 128 sessions).
+    /// The Redis key of a user's session index.
     pub fn user_index_key(&self, user_id: &str) -> String {
-        format!("{}:i:{user_id}", self.prefix)
-    }
-
-    /// The Redis key of the set an earlier version indexed a user's sessions in. Nothing is
-    /// added to it any more; it is read and pruned with the index until it expires, no later
-    /// than the last session it indexed.
-    fn legacy_user_index_key(&self, user_id: &str) -> String {
         format!("{}:u:{user_id}", self.prefix)
-    }
-
-    /// Runs two commands whose keys may live on different nodes: in one pipeline on one
-    /// server, side by side on a cluster.
-    async fn run_both<A: redis::FromRedisValue, B: redis::FromRedisValue>(
-        &self,
-        first: redis::Cmd,
-        second: redis::Cmd,
-    ) -> Result<(A, B), StoreError> {
-        let mut conn = self.connection.clone();
-        if conn.is_single_node() {
-            let mut both = redis::pipe();
-            both.add_command(first).add_command(second);
-            return self.run(both.query_async(&mut conn)).await;
-        }
-        let mut other = self.connection.clone();
-        futures_util::future::try_join(
-            self.run(first.query_async(&mut conn)),
-            self.run(second.query_async(&mut other)),
-        )
-        .await
     }
 
     /// The session stored under `redis_key`, read through `conn`.
@@ -205,11 +172,12 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let reply: Vec<Option<Vec<u8>>> =
-            self.run(read_record(redis_key).query_async(conn)).await?;
+        let mut hmget = read_record(redis_key);
+        hmget.arg(MOVING);
+        let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
         // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
         // requests: the session lives on under the new key, or nowhere.
-        if is_moving(&reply) {
+        if reply.pop().flatten().is_some() {
             return Ok(None);
         }
         decode_reply(reply)
@@ -222,10 +190,7 @@ impl RedisStore {
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
         let mut read = scripts::READ_WITH_DATA.prepare_invoke();
-        read.key(redis_key)
-            .arg(DATA_READ_WITH_RECORD)
-            .arg(&codec::READ[..])
-            .arg(codec::SIZE);
+        read.key(redis_key).arg(DATA_READ_WITH_RECORD);
         let reply: Vec<redis::Value> = self.run(read.invoke_async(conn)).await?;
         decode_with_data(reply)
     }
@@ -409,10 +374,10 @@ impl RedisStore {
     }
 }
 
-/// `HMGET` of the fields a session is read from ([`codec::READ`]), under `redis_key`.
+/// `HMGET` of the fields a session's record is made of, under `redis_key`.
 fn read_record(redis_key: &str) -> redis::Cmd {
     let mut hmget = redis::cmd("HMGET");
-    hmget.arg(redis_key).arg(&codec::READ[..]);
+    hmget.arg(redis_key).arg(RECORD).arg(USER).arg(DEADLINE);
     hmget
 }
 
@@ -502,15 +467,14 @@ impl SessionStore for RedisStore {
     }
 
     async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
-        let mut hkeys = redis::cmd("HKEYS");
-        hkeys.arg(self.user_index_key(user_id));
-        let mut smembers = redis::cmd("SMEMBERS");
-        smembers.arg(self.legacy_user_index_key(user_id));
-        let (mut members, legacy): (Vec<String>, Vec<String>) =
-            self.run_both(hkeys, smembers).await?;
-        members.extend(legacy);
-        members.sort_unstable();
-        members.dedup();
+        let mut conn = self.connection.clone();
+        let members: Vec<String> = self
+            .run(
+                redis::cmd("SMEMBERS")
+                    .arg(self.user_index_key(user_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
         let mut indexed: Vec<(&str, SessionKey)> = Vec::with_capacity(members.len());
         let mut dead: Vec<&str> = Vec::new();
         for member in &members {

@@ -9,21 +9,19 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Creates a session unless its key exists. `KEYS[1]` the session, `KEYS[2]` (optional) the
-/// user's index; `ARGV`: TTL ms, index member, index TTL ms, the number `n` of the session's
-/// own fields (the record's, the deadline's, the data size's), their `n` name/value pairs,
-/// then name/value pairs of data fields. Returns 1 if created, 0 if the key was taken.
+/// user's index; `ARGV`: record, deadline, TTL ms, index member, index TTL ms, data size, then
+/// name/value pairs of data fields. Returns 1 if created, 0 if the key was taken.
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local data = 5 + 2 * tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5, data - 1))
-for i = data, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'e', ARGV[2], 'z', ARGV[6])
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if KEYS[2] then
-  redis.call('HSET', KEYS[2], ARGV[2], '')
-  redis.call('PEXPIRE', KEYS[2], ARGV[3], 'NX')
-  redis.call('PEXPIRE', KEYS[2], ARGV[3], 'GT')
+  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5], 'NX')
+  redis.call('PEXPIRE', KEYS[2], ARGV[5], 'GT')
 end
 return 1
 ",
@@ -31,24 +29,21 @@ return 1
 });
 
 /// Reads a session and, when it is small enough, its data, in one step. `KEYS[1]`; `ARGV[1]`
-/// the most data (in bytes, as the `z` field counts them) to bring along, then the fields to
-/// read ([`codec::READ`](super::codec::READ)) and last `z`. Replies with those fields but `z`,
-/// then `1` and the data's names and values in pairs, or `0` alone when the data did not come
-/// (more data than `ARGV[1]`). A session without data costs one `HMGET`; one with data, an
-/// `HGETALL` more. Whether there is a session, and whether it is moving, is for the caller to
-/// read in the fields: a key without one holds no data to bring.
+/// the most data (in bytes, as the `z` field counts them) to bring along. Replies with the
+/// fields `r`, `u`, `e` and `m`, then `1` and the data's names and values in pairs, or `0`
+/// alone when the data did not come (no record, a moving key, or more data than `ARGV[1]`).
+/// A session without data costs one `HMGET`; one with data, an `HGETALL` more.
 pub(super) static READ_WITH_DATA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local k = KEYS[1]
-local reply = redis.call('HMGET', k, unpack(ARGV, 2))
-local last = #ARGV - 1
-local size = tonumber(reply[last] or '0') or 0
-if size > tonumber(ARGV[1]) then
-  reply[last] = 0
+local reply = redis.call('HMGET', k, 'r', 'u', 'e', 'm', 'z')
+local size = tonumber(reply[5] or '0') or 0
+if not reply[1] or reply[4] or size > tonumber(ARGV[1]) then
+  reply[5] = 0
   return reply
 end
-reply[last] = 1
+reply[5] = 1
 if size == 0 then return reply end
 local fields = redis.call('HGETALL', k)
 for i = 1, #fields, 2 do
@@ -68,7 +63,7 @@ return reply
 pub(super) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('HEXISTS', KEYS[1], 'i') == 0 and redis.call('HEXISTS', KEYS[1], 'r') == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'r') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'e', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
@@ -85,8 +80,7 @@ pub(super) static WRITE_DATA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local k = KEYS[1]
-if redis.call('HEXISTS', k, 'i') == 0 and redis.call('HEXISTS', k, 'r') == 0 then return {-1} end
-if redis.call('HEXISTS', k, 'm') == 1 then return {-1} end
+if redis.call('HEXISTS', k, 'r') == 0 or redis.call('HEXISTS', k, 'm') == 1 then return {-1} end
 local before = tonumber(redis.call('HGET', k, 'z') or '0')
 local overhead = tonumber(ARGV[2])
 local size = before
@@ -133,7 +127,7 @@ end
 for f, v in pairs(pending) do
   if v then redis.call('HSET', k, f, v) else redis.call('HDEL', k, f) end
 end
-if size == 0 then redis.call('HDEL', k, 'z') else redis.call('HSET', k, 'z', size) end
+redis.call('HSET', k, 'z', size)
 local reply = {1, size}
 for n = 1, #previous do reply[n + 2] = previous[n] end
 return reply
@@ -141,31 +135,22 @@ return reply
     )
 });
 
-/// Replaces the profile and roles. `KEYS[1]`; `ARGV` name/value pairs of the `u` fields (see
-/// [`codec::USER`](super::codec::USER)), all four of which are cleared first, so no chunk of a
-/// longer update outlives it. Returns 0 when there is no session, 1 when updated, or the key
-/// text it is moving to, which must be updated too.
+/// Replaces the profile and roles. `KEYS[1]`; `ARGV[1]` the `u` field. Returns 0 when there is
+/// no session, 1 when updated, or the key text it is moving to, which must be updated too.
 pub(super) static UPDATE_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local k = KEYS[1]
-if redis.call('HEXISTS', k, 'i') == 0 and redis.call('HEXISTS', k, 'r') == 0 then return 0 end
-redis.call('HDEL', k, 'u', 'u1', 'u2', 'u3')
-redis.call('HSET', k, unpack(ARGV))
-return redis.call('HGET', k, 'm') or 1
+if redis.call('HEXISTS', KEYS[1], 'r') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'u', ARGV[1])
+return redis.call('HGET', KEYS[1], 'm') or 1
 ",
     )
 });
 
-/// Moves a session to a new key. `KEYS[1]` old, `KEYS[2]` new (same hash tag), `KEYS[3]` and
-/// `KEYS[4]` (optional) the user's index and the set an earlier version indexed it in;
-/// `ARGV`: TTL ms, `1` to carry the live-updated profile, index member (the new key's text),
-/// index TTL ms, the old key's index member, the grace TTL ms of a marked old key, then
-/// name/value pairs of the new record's fields and its deadline.
-///
-/// The new key gets the old one's data, its size and, when carried, every chunk of its live
-/// update (`u`, `u1`…); never an earlier version's record field `r`, since the new record is
-/// written in this version's fields.
+/// Moves a session to a new key. `KEYS[1]` old, `KEYS[2]` new (same hash tag), `KEYS[3]`
+/// (optional) the user's index; `ARGV`: record, deadline, TTL ms, `1` to carry the
+/// live-updated profile, index member (the new key's text), index TTL ms, the old key's index
+/// member, the grace TTL ms of a marked old key.
 ///
 /// With the index (one server), the whole move happens here: the copy is indexed and the old
 /// key deleted and unindexed in the same step, so a rotation cut off at any point leaves the old
@@ -178,29 +163,27 @@ pub(super) static MOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local old, new = KEYS[1], KEYS[2]
-if redis.call('HEXISTS', old, 'i') == 0 and redis.call('HEXISTS', old, 'r') == 0 then return 0 end
-if redis.call('HEXISTS', old, 'm') == 1 then return 0 end
+if redis.call('HEXISTS', old, 'r') == 0 or redis.call('HEXISTS', old, 'm') == 1 then return 0 end
 if redis.call('EXISTS', new) == 1 then return -1 end
 local fields = redis.call('HGETALL', old)
 for i = 1, #fields, 2 do
   local f = fields[i]
-  if f == 'z' or string.sub(f, 1, 2) == 'd:' or (ARGV[2] == '1' and string.match(f, '^u%d?$')) then
+  if f == 'z' or string.sub(f, 1, 2) == 'd:' or (f == 'u' and ARGV[4] == '1') then
     redis.call('HSET', new, f, fields[i + 1])
   end
 end
-redis.call('HSET', new, unpack(ARGV, 7))
-redis.call('PEXPIRE', new, ARGV[1])
+redis.call('HSET', new, 'r', ARGV[1], 'e', ARGV[2])
+redis.call('PEXPIRE', new, ARGV[3])
 if KEYS[3] then
-  redis.call('HSET', KEYS[3], ARGV[3], '')
-  redis.call('PEXPIRE', KEYS[3], ARGV[4], 'NX')
-  redis.call('PEXPIRE', KEYS[3], ARGV[4], 'GT')
+  redis.call('SADD', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], ARGV[6], 'NX')
+  redis.call('PEXPIRE', KEYS[3], ARGV[6], 'GT')
   redis.call('DEL', old)
-  redis.call('HDEL', KEYS[3], ARGV[5])
-  redis.call('SREM', KEYS[4], ARGV[5])
+  redis.call('SREM', KEYS[3], ARGV[7])
 else
-  redis.call('HSET', old, 'm', ARGV[3])
+  redis.call('HSET', old, 'm', ARGV[5])
   local ttl = redis.call('PTTL', old)
-  if ttl < 0 or ttl > tonumber(ARGV[6]) then redis.call('PEXPIRE', old, ARGV[6]) end
+  if ttl < 0 or ttl > tonumber(ARGV[8]) then redis.call('PEXPIRE', old, ARGV[8]) end
 end
 return 1
 ",
