@@ -293,24 +293,35 @@ mod imp {
         }
     }
 
+    /// `read`'s reply, or a timeout after `limit`: the cache's own reads through the store's
+    /// connection, which the store's command timeout does not cover.
+    async fn within(
+        limit: Duration,
+        read: impl Future<Output = redis::RedisResult<Value>>,
+    ) -> Result<Value, StoreError> {
+        tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_elapsed| StoreError::Timeout)?
+            .map_err(StoreError::unavailable)
+    }
+
+    /// The `run_id` in an `INFO server` reply.
+    fn server_run_id(info: Value) -> Result<String, StoreError> {
+        run_id(&info_text(info))
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
+    }
+
     /// How the local cache asks the store's own connection which server it reaches.
     fn server_probe(connection: &Connection, command_timeout: Duration) -> ServerProbe {
         let connection = connection.clone();
         Arc::new(move || {
             let mut connection = connection.clone();
             Box::pin(async move {
-                let info = tokio::time::timeout(
-                    command_timeout,
-                    redis::cmd("INFO")
-                        .arg("server")
-                        .query_async::<Value>(&mut connection),
-                )
-                .await
-                .map_err(|_elapsed| StoreError::Timeout)?
-                .map_err(StoreError::unavailable)?;
-                run_id(&info_text(info))
-                    .map(str::to_owned)
-                    .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
+                let mut info = redis::cmd("INFO");
+                info.arg("server");
+                let info = within(command_timeout, info.query_async(&mut connection)).await?;
+                server_run_id(info)
             })
         })
     }
@@ -326,15 +337,9 @@ mod imp {
             let cluster = connection.shared_cluster();
             Box::pin(async move {
                 let mut cluster = cluster.ok_or_else(not_a_cluster)?;
-                tokio::time::timeout(
-                    command_timeout,
-                    redis::cmd("CLUSTER")
-                        .arg("SLOTS")
-                        .query_async::<Value>(&mut cluster),
-                )
-                .await
-                .map_err(|_elapsed| StoreError::Timeout)?
-                .map_err(StoreError::unavailable)
+                let mut slots = redis::cmd("CLUSTER");
+                slots.arg("SLOTS");
+                within(command_timeout, slots.query_async(&mut cluster)).await
             })
         })
     }
@@ -362,14 +367,8 @@ mod imp {
                 let mut cluster = cluster.ok_or_else(not_a_cluster)?;
                 let mut info = redis::cmd("INFO");
                 info.arg("server");
-                let info =
-                    tokio::time::timeout(command_timeout, cluster.route_command(info, routing))
-                        .await
-                        .map_err(|_elapsed| StoreError::Timeout)?
-                        .map_err(StoreError::unavailable)?;
-                run_id(&info_text(info))
-                    .map(str::to_owned)
-                    .ok_or_else(|| StoreError::unavailable("INFO server reported no run_id"))
+                let info = within(command_timeout, cluster.route_command(info, routing)).await?;
+                server_run_id(info)
             })
         })
     }
