@@ -35,6 +35,8 @@ pub(super) const DEADLINE: &str = "e";
 pub(super) const MOVING: &str = "m";
 /// The live-update field.
 pub(super) const USER: &str = "u";
+/// The data-size field.
+pub(super) const SIZE: &str = "z";
 /// The prefix of every data field.
 pub(super) const DATA_PREFIX: &str = "d:";
 
@@ -99,49 +101,50 @@ pub(super) fn decode_reply(
     }
 }
 
-/// The reply of [`READ_WITH_DATA`](super::scripts::READ_WITH_DATA), decoded: `None` when there
-/// is no record or the key is moving; the data when it came along.
-pub(super) fn decode_with_data(reply: Vec<Value>) -> Result<Option<LoadedSession>, StoreError> {
-    let mut reply = reply.into_iter();
-    let mut field = || optional_bytes(reply.next());
-    let (record, user, deadline, moving) = (field()?, field()?, field()?, field()?);
-    if moving.is_some() {
-        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
-        // requests: the session lives on under the new key, or nowhere.
-        return Ok(None);
+/// A whole session hash, as `HGETALL` returns it, decoded: `None` when there is no record or
+/// the key is moving. The data comes along when it holds at most `max_data` bytes (as the `z`
+/// field counts them); the second value is that size, so that the caller can tell a session
+/// whose data was left behind.
+pub(super) fn decode_hash(
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    max_data: usize,
+) -> Result<(Option<LoadedSession>, usize), StoreError> {
+    let (mut record, mut user, mut deadline, mut size) = (None, None, None, None);
+    let mut data = SessionData::new();
+    for (field, value) in fields {
+        match field.as_slice() {
+            b"r" => record = Some(value),
+            b"u" => user = Some(value),
+            b"e" => deadline = Some(value),
+            b"z" => size = Some(value),
+            // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
+            // requests: the session lives on under the new key, or nowhere.
+            b"m" => return Ok((None, 0)),
+            _ => {
+                if let Some(name) = field.strip_prefix(DATA_PREFIX.as_bytes()) {
+                    let name = String::from_utf8(name.to_vec()).map_err(StoreError::corrupt)?;
+                    let json = String::from_utf8(value).map_err(StoreError::corrupt)?;
+                    data.insert(name, json);
+                }
+            }
+        }
     }
     let Some(stored) = decode(record.as_deref(), user.as_deref(), deadline.as_deref())? else {
-        return Ok(None);
+        return Ok((None, 0));
     };
-    let data = match reply.next() {
-        Some(Value::Int(0)) => None,
-        Some(Value::Int(1)) => Some(decode_data_pairs(reply)?),
-        _ => return Err(StoreError::corrupt("unexpected session read reply")),
-    };
-    Ok(Some(LoadedSession { stored, data }))
+    let size = data_size(size.as_deref())?;
+    let data = (size <= max_data).then_some(data);
+    Ok((Some(LoadedSession { stored, data }), size))
 }
 
-/// Names and values, alternating, as [`decode_with_data`] receives them.
-fn decode_data_pairs(mut pairs: impl Iterator<Item = Value>) -> Result<SessionData, StoreError> {
-    let mut data = SessionData::new();
-    while let Some(name) = pairs.next() {
-        let name = optional_text(name)?;
-        let json = pairs.next().map(optional_text).transpose()?.flatten();
-        match (name, json) {
-            (Some(name), Some(json)) => data.insert(name, json),
-            _ => return Err(StoreError::corrupt("unpaired session data in a read reply")),
-        };
-    }
-    Ok(data)
-}
-
-/// One field of a reply: its bytes, or `None` for nil.
-fn optional_bytes(value: Option<Value>) -> Result<Option<Vec<u8>>, StoreError> {
-    match value {
-        Some(Value::Nil) => Ok(None),
-        Some(Value::BulkString(bytes)) => Ok(Some(bytes)),
-        _ => Err(StoreError::corrupt("unexpected session read reply")),
-    }
+/// The `z` field: the data's size in bytes; a session that never had data has none.
+pub(super) fn data_size(field: Option<&[u8]>) -> Result<usize, StoreError> {
+    field.map_or(Ok(0), |digits| {
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|digits| digits.parse().ok())
+            .ok_or_else(|| StoreError::corrupt("session data size is not a number"))
+    })
 }
 
 /// The data in an `HGETALL` reply; `None` when the hash holds no record.

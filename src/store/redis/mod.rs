@@ -15,9 +15,11 @@ use redis::aio::ConnectionLike;
 use serde_json::value::RawValue;
 
 use self::codec::{
-    decode_reply, decode_with_data, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER,
+    data_size, decode_hash, decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD,
+    SIZE, USER,
 };
 use self::connection::Connection;
+use self::data::LargeData;
 use self::index::Moved;
 use self::local_cache::Cache;
 use super::{
@@ -72,7 +74,7 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of record, update, deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
-/// | [`load_with_data`](SessionStore::load_with_data) | a script: `HMGET`, and `HGETALL` when the session holds at most 4 KiB of data (as [`SessionData::size`] counts it); nothing on a local cache hit | 0–1 |
+/// | [`load_with_data`](SessionStore::load_with_data) | `HGETALL`: record and data, the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); `HMGET` of the record for a session this process has seen with more; nothing on a local cache hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
@@ -123,6 +125,8 @@ pub struct RedisStore {
     /// Whether a session-ending `DEL` must reach replicas; see
     /// [`RedisStoreBuilder::wait_for_replicas`].
     replica_wait: Option<ReplicaWait>,
+    /// Sessions seen with more data than a read brings along unasked.
+    large_data: Arc<LargeData>,
     prefix: Arc<str>,
     command_timeout: Duration,
 }
@@ -184,15 +188,34 @@ impl RedisStore {
     }
 
     /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
+    ///
+    /// One `HGETALL`, which costs Redis about what the record's `HMGET` does, while a script
+    /// choosing between the two would cost it several times more. A session this process has
+    /// seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is read with the `HMGET`
+    /// instead, so that its data travels only to handlers that read it.
     async fn fetch_with_data(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
-        let mut read = scripts::READ_WITH_DATA.prepare_invoke();
-        read.key(redis_key).arg(DATA_READ_WITH_RECORD);
-        let reply: Vec<redis::Value> = self.run(read.invoke_async(conn)).await?;
-        decode_with_data(reply)
+        if self.large_data.contains(redis_key) {
+            let mut hmget = read_record(redis_key);
+            hmget.arg(MOVING).arg(SIZE);
+            let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+            let size = data_size(reply.pop().flatten().as_deref())?;
+            self.large_data.note(redis_key, size);
+            if reply.pop().flatten().is_some() {
+                return Ok(None);
+            }
+            let stored = decode_reply(reply)?;
+            return Ok(stored.map(|stored| LoadedSession { stored, data: None }));
+        }
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(redis_key);
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = self.run(hgetall.query_async(conn)).await?;
+        let (loaded, size) = decode_hash(fields, DATA_READ_WITH_RECORD)?;
+        self.large_data.note(redis_key, size);
+        Ok(loaded)
     }
 
     /// The session under `redis_key` from the local cache, which holds small data too, filled

@@ -28,35 +28,6 @@ return 1
     )
 });
 
-/// Reads a session and, when it is small enough, its data, in one step. `KEYS[1]`; `ARGV[1]`
-/// the most data (in bytes, as the `z` field counts them) to bring along. Replies with the
-/// fields `r`, `u`, `e` and `m`, then `1` and the data's names and values in pairs, or `0`
-/// alone when the data did not come (no record, a moving key, or more data than `ARGV[1]`).
-/// A session without data costs one `HMGET`; one with data, an `HGETALL` more.
-pub(super) static READ_WITH_DATA: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local k = KEYS[1]
-local reply = redis.call('HMGET', k, 'r', 'u', 'e', 'm', 'z')
-local size = tonumber(reply[5] or '0') or 0
-if not reply[1] or reply[4] or size > tonumber(ARGV[1]) then
-  reply[5] = 0
-  return reply
-end
-reply[5] = 1
-if size == 0 then return reply end
-local fields = redis.call('HGETALL', k)
-for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, 2) == 'd:' then
-    reply[#reply + 1] = string.sub(fields[i], 3)
-    reply[#reply + 1] = fields[i + 1]
-  end
-end
-return reply
-",
-    )
-});
-
 /// Moves a session's idle deadline. `KEYS[1]`; `ARGV`: deadline, TTL ms. Returns 0 when there
 /// is no session. Only `e` and the TTL change, so a concurrent data write or live update is
 /// never reverted.
