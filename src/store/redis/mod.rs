@@ -15,8 +15,8 @@ use redis::aio::ConnectionLike;
 use serde_json::value::RawValue;
 
 use self::codec::{
-    data_size, decode_hash, decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD,
-    SIZE, USER,
+    data_size, decode_hash, decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING,
+    RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
 use self::data::LargeData;
@@ -397,10 +397,15 @@ impl RedisStore {
     }
 }
 
-/// `HMGET` of the fields a session's record is made of, under `redis_key`.
+/// `HMGET` of the fields a session's record is made of, under `redis_key`: its pieces, the live
+/// update and the deadline.
 fn read_record(redis_key: &str) -> redis::Cmd {
     let mut hmget = redis::cmd("HMGET");
-    hmget.arg(redis_key).arg(RECORD).arg(USER).arg(DEADLINE);
+    hmget
+        .arg(redis_key)
+        .arg(&RECORD_PIECES[..])
+        .arg(USER)
+        .arg(DEADLINE);
     hmget
 }
 
@@ -493,7 +498,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.connection.clone();
         let members: Vec<String> = self
             .run(
-                redis::cmd("SMEMBERS")
+                redis::cmd("HKEYS")
                     .arg(self.user_index_key(user_id))
                     .query_async(&mut conn),
             )
