@@ -72,16 +72,19 @@ pub(super) fn encode_record(record: &SessionRecord) -> Result<Vec<u8>, StoreErro
 /// last of [`RECORD_PIECES`], which takes the rest.
 pub(super) fn record_pieces(record: &[u8]) -> impl Iterator<Item = (&'static str, &[u8])> {
     let last = RECORD_PIECES.len() - 1;
-    RECORD_PIECES.iter().enumerate().map_while(move |(i, &field)| {
-        let start = i * PIECE_LEN;
-        let end = if i == last {
-            record.len()
-        } else {
-            record.len().min(start + PIECE_LEN)
-        };
-        // The first piece is always written, so that `r` tells that a session exists.
-        (start < end || i == 0).then(|| (field, record.get(start..end).unwrap_or_default()))
-    })
+    RECORD_PIECES
+        .iter()
+        .enumerate()
+        .map_while(move |(i, &field)| {
+            let start = i * PIECE_LEN;
+            let end = if i == last {
+                record.len()
+            } else {
+                record.len().min(start + PIECE_LEN)
+            };
+            // The first piece is always written, so that `r` tells that a session exists.
+            (start < end || i == 0).then(|| (field, record.get(start..end).unwrap_or_default()))
+        })
 }
 
 /// The record put back together from its pieces, as read in the order of [`RECORD_PIECES`];
