@@ -234,9 +234,10 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
         .arg(past_ms.to_string())
         .exec(&mut conn)
         .unwrap(); // no TTL
-    redis::cmd("SADD")
+    redis::cmd("HSET")
         .arg(&index)
         .arg(key.as_str())
+        .arg("")
         .exec(&mut conn)
         .unwrap();
     let stored = store.load(&key).await.unwrap().unwrap();
@@ -414,7 +415,7 @@ async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
         ttl > 50_000,
         "a record that Redis still keeps was deleted by a listing (PTTL {ttl})"
     );
-    let indexed: bool = redis::cmd("SISMEMBER")
+    let indexed: bool = redis::cmd("HEXISTS")
         .arg(store.user_index_key("skew"))
         .arg(skewed.as_str())
         .query(&mut conn)

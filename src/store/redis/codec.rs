@@ -5,7 +5,7 @@
 //!
 //! | field | holds | written by |
 //! |---|---|---|
-//! | `r` | the [`SessionRecord`] as JSON, as created | create, rotate |
+//! | `r`, `r1` … `r7` | the [`SessionRecord`] as JSON, as created, in pieces of 64 bytes (the last piece takes whatever is left) | create, rotate |
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` | `{"p":profile,"r":roles}`, replacing the record's, once the user was updated live | update, rotate |
 //! | `z` | the data's size in bytes, as [`SessionData::size`] counts it | data writes |
@@ -15,6 +15,12 @@
 //! The deadline travels in the hash, and not only as the key's TTL, so that one read tells a
 //! request everything it needs, and a cached copy knows by itself when it has expired. The TTL
 //! is set to the same moment; it frees the memory, the hash decides.
+//!
+//! Why the record is in pieces: Redis keeps a small hash as one compact array (a listpack)
+//! only while every value is at most `hash-max-listpack-value` bytes, 64 by default; one longer
+//! value turns it into a hash table, which costs about 130 bytes more per session. A record
+//! of a browser login is 150 to 250 bytes, so it is stored as up to eight values of 64 bytes,
+//! read back together by the same one `HMGET` or `HGETALL`.
 
 use std::time::SystemTime;
 
@@ -27,8 +33,12 @@ use crate::record::{from_unix_millis, unix_millis};
 use crate::record::{SessionData, SessionRecord};
 use crate::store::{LoadedSession, StoredSession};
 
-/// The record field.
+/// The record field: the first piece of the record.
 pub(super) const RECORD: &str = "r";
+/// The fields of the record's pieces, in order.
+pub(super) const RECORD_PIECES: [&str; 8] = [RECORD, "r1", "r2", "r3", "r4", "r5", "r6", "r7"];
+/// The most bytes of the record in one piece but the last, which takes the rest.
+const PIECE_LEN: usize = 64;
 /// The idle-deadline field.
 pub(super) const DEADLINE: &str = "e";
 /// The field that marks a key as moving to another (a cluster's rotation).
@@ -56,6 +66,36 @@ struct UserOwned {
 
 pub(super) fn encode_record(record: &SessionRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(record).map_err(StoreError::corrupt)
+}
+
+/// The record's pieces, as field names and values: at most [`PIECE_LEN`] bytes each, but the
+/// last of [`RECORD_PIECES`], which takes the rest.
+pub(super) fn record_pieces(record: &[u8]) -> impl Iterator<Item = (&'static str, &[u8])> {
+    let last = RECORD_PIECES.len() - 1;
+    RECORD_PIECES.iter().enumerate().map_while(move |(i, &field)| {
+        let start = i * PIECE_LEN;
+        let end = if i == last {
+            record.len()
+        } else {
+            record.len().min(start + PIECE_LEN)
+        };
+        // The first piece is always written, so that `r` tells that a session exists.
+        (start < end || i == 0).then(|| (field, record.get(start..end).unwrap_or_default()))
+    })
+}
+
+/// The record put back together from its pieces, as read in the order of [`RECORD_PIECES`];
+/// `None` when there is no first piece (no session).
+fn join_pieces<'a>(pieces: impl IntoIterator<Item = Option<&'a [u8]>>) -> Option<Vec<u8>> {
+    let mut pieces = pieces.into_iter();
+    let first = pieces.next().flatten()?;
+    let mut record = Vec::with_capacity(RECORD_PIECES.len() * PIECE_LEN);
+    record.extend_from_slice(first);
+    // A missing piece ends the record; anything after it would not parse, and is not read.
+    for piece in pieces.map_while(|piece| piece) {
+        record.extend_from_slice(piece);
+    }
+    Some(record)
 }
 
 pub(super) fn encode_user(user: &RawValue, roles: &[String]) -> Result<Vec<u8>, StoreError> {
@@ -91,12 +131,16 @@ pub(super) fn decode(
     }))
 }
 
-/// The reply of `HMGET key r u e`, decoded.
+/// The reply of [`read_record`](super::read_record)'s `HMGET` (the record's pieces, `u`, `e`),
+/// decoded.
 pub(super) fn decode_reply(
     reply: Vec<Option<Vec<u8>>>,
 ) -> Result<Option<StoredSession>, StoreError> {
     match reply.as_slice() {
-        [record, user, deadline] => decode(record.as_deref(), user.as_deref(), deadline.as_deref()),
+        [pieces @ .., user, deadline] if pieces.len() == RECORD_PIECES.len() => {
+            let record = join_pieces(pieces.iter().map(Option::as_deref));
+            decode(record.as_deref(), user.as_deref(), deadline.as_deref())
+        }
         _ => Err(StoreError::corrupt("short HMGET reply")),
     }
 }
@@ -109,11 +153,13 @@ pub(super) fn decode_hash(
     fields: Vec<(Vec<u8>, Vec<u8>)>,
     max_data: usize,
 ) -> Result<(Option<LoadedSession>, usize), StoreError> {
-    let (mut record, mut user, mut deadline, mut size) = (None, None, None, None);
+    let (mut user, mut deadline, mut size) = (None, None, None);
+    let mut pieces: [Option<Vec<u8>>; RECORD_PIECES.len()] = Default::default();
     let mut data = SessionData::new();
     for (field, value) in fields {
         match field.as_slice() {
-            b"r" => record = Some(value),
+            b"r" => pieces[0] = Some(value),
+            [b'r', digit @ b'1'..=b'7'] => pieces[usize::from(digit - b'0')] = Some(value),
             b"u" => user = Some(value),
             b"e" => deadline = Some(value),
             b"z" => size = Some(value),
@@ -129,6 +175,7 @@ pub(super) fn decode_hash(
             }
         }
     }
+    let record = join_pieces(pieces.iter().map(Option::as_deref));
     let Some(stored) = decode(record.as_deref(), user.as_deref(), deadline.as_deref())? else {
         return Ok((None, 0));
     };

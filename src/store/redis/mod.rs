@@ -15,8 +15,8 @@ use redis::aio::ConnectionLike;
 use serde_json::value::RawValue;
 
 use self::codec::{
-    data_size, decode_hash, decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD,
-    SIZE, USER,
+    data_size, decode_hash, decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING,
+    RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
 use self::data::LargeData;
@@ -66,7 +66,9 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// roles if there was one, and each value of the session's data in a field of its own, with a
 /// TTL that ends at the idle deadline. Each part changes on its own: refreshing the deadline
 /// writes the deadline and the TTL, never the data; a data write touches only its fields.
-/// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those keys, whose TTL
+/// Each user's sessions are indexed in a hash, `{prefix}:u:{user id}`, whose fields are those
+/// keys (with empty values: on Redis 7.0 a small hash is a compact listpack, a set of strings
+/// never is), and whose TTL
 /// is kept at or past the absolute end of its longest-lived session; anonymous sessions are
 /// in no index. The raw token is never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE …
 /// NX`/`GT`, on the index only). Every write that must not bring a session back is a Lua
@@ -80,10 +82,10 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
-/// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
+/// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `HSET` of the index, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
 /// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache on one server, else `PING` (`EXISTS` of the key on a cluster) unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
-/// | [`list`](SessionStore::list) | `SMEMBERS`; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
-/// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `SREM` old | 3–4 |
+/// | [`list`](SessionStore::list) | `HKEYS` of the index; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `HDEL` of dead members | 2–4 |
+/// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `HDEL` old | 3–4 |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
 /// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
@@ -398,10 +400,15 @@ impl RedisStore {
     }
 }
 
-/// `HMGET` of the fields a session's record is made of, under `redis_key`.
+/// `HMGET` of the fields a session's record is made of, under `redis_key`: its pieces, the live
+/// update and the deadline.
 fn read_record(redis_key: &str) -> redis::Cmd {
     let mut hmget = redis::cmd("HMGET");
-    hmget.arg(redis_key).arg(RECORD).arg(USER).arg(DEADLINE);
+    hmget
+        .arg(redis_key)
+        .arg(&RECORD_PIECES[..])
+        .arg(USER)
+        .arg(DEADLINE);
     hmget
 }
 
@@ -494,7 +501,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.connection.clone();
         let members: Vec<String> = self
             .run(
-                redis::cmd("SMEMBERS")
+                redis::cmd("HKEYS")
                     .arg(self.user_index_key(user_id))
                     .query_async(&mut conn),
             )

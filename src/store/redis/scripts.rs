@@ -9,17 +9,17 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Creates a session unless its key exists. `KEYS[1]` the session, `KEYS[2]` (optional) the
-/// user's index; `ARGV`: record, deadline, TTL ms, index member, index TTL ms, data size, then
-/// name/value pairs of data fields. Returns 1 if created, 0 if the key was taken.
+/// user's index; `ARGV`: the record's first piece, deadline, TTL ms, index member, index TTL
+/// ms, data size, then name/value pairs of fields: the record's other pieces and the data.
+/// Returns 1 if created, 0 if the key was taken.
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'r', ARGV[1], 'e', ARGV[2], 'z', ARGV[6])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'e', ARGV[2], 'z', ARGV[6], unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if KEYS[2] then
-  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('HSET', KEYS[2], ARGV[4], '')
   redis.call('PEXPIRE', KEYS[2], ARGV[5], 'NX')
   redis.call('PEXPIRE', KEYS[2], ARGV[5], 'GT')
 end
@@ -119,9 +119,10 @@ return redis.call('HGET', KEYS[1], 'm') or 1
 });
 
 /// Moves a session to a new key. `KEYS[1]` old, `KEYS[2]` new (same hash tag), `KEYS[3]`
-/// (optional) the user's index; `ARGV`: record, deadline, TTL ms, `1` to carry the
-/// live-updated profile, index member (the new key's text), index TTL ms, the old key's index
-/// member, the grace TTL ms of a marked old key.
+/// (optional) the user's index; `ARGV`: the record's first piece, deadline, TTL ms, `1` to
+/// carry the live-updated profile, index member (the new key's text), index TTL ms, the old
+/// key's index member, the grace TTL ms of a marked old key, then the record's other pieces
+/// as name/value pairs.
 ///
 /// With the index (one server), the whole move happens here: the copy is indexed and the old
 /// key deleted and unindexed in the same step, so a rotation cut off at any point leaves the old
@@ -144,13 +145,14 @@ for i = 1, #fields, 2 do
   end
 end
 redis.call('HSET', new, 'r', ARGV[1], 'e', ARGV[2])
+if #ARGV > 8 then redis.call('HSET', new, unpack(ARGV, 9)) end
 redis.call('PEXPIRE', new, ARGV[3])
 if KEYS[3] then
-  redis.call('SADD', KEYS[3], ARGV[5])
+  redis.call('HSET', KEYS[3], ARGV[5], '')
   redis.call('PEXPIRE', KEYS[3], ARGV[6], 'NX')
   redis.call('PEXPIRE', KEYS[3], ARGV[6], 'GT')
   redis.call('DEL', old)
-  redis.call('SREM', KEYS[3], ARGV[7])
+  redis.call('HDEL', KEYS[3], ARGV[7])
 else
   redis.call('HSET', old, 'm', ARGV[5])
   local ttl = redis.call('PTTL', old)
