@@ -44,6 +44,7 @@ mod scripts;
 mod sentinel;
 mod throttle;
 mod tls;
+mod user_agent;
 
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
