@@ -355,7 +355,6 @@ fn longest_entry(rest: &[u8]) -> Option<usize> {
 /// string. Borrowed when there is nothing to replace or escape.
 ///
 /// Greedy: at each place the longest entry that matches is replaced.
-#[allow(dead_code)] // used by the record codec next
 pub(super) fn compact(ua: &str) -> Cow<'_, str> {
     let bytes = ua.as_bytes();
     let mut out: Option<String> = None;
@@ -397,7 +396,6 @@ pub(super) fn compact(ua: &str) -> Cow<'_, str> {
 /// Also kept as they are: a marker no entry has, and an escape before a char that needs none.
 /// Borrowed when `stored` holds no char of U+E000..=U+E0FF, which is how every string without
 /// an entry comes back. One pass, and one allocation for any result up to [`RESERVE_LIMIT`].
-#[allow(dead_code)] // used by the record codec next
 pub(super) fn expand(stored: &str) -> Cow<'_, str> {
     let bytes = stored.as_bytes();
     let Some(mut i) = next_private(bytes, 0) else {
