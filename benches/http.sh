@@ -18,10 +18,8 @@
 #
 #   identity/cart           Identity + actix_session::Session::get, from the session state
 #                           actix-session loads anyway (one GET)
-#   actix-login/cart        AuthUser<Profile> + Session::get: the record (HMGET), then the data
-#                           (HGETALL), two round trips
-#   actix-login-cache/cart  the same with the local cache: the record from memory, the data
-#                           (HGETALL) from Redis
+#   actix-login/cart        AuthUser<Profile> + Session::get: record and data in one HGETALL
+#   actix-login-cache/cart  the same with the local cache: record and data from memory
 #
 # Each table row gives the median req/s over rounds and the medians of same-round ratios: this
 # target's req/s over the incumbent's (identity for GET /me, identity/cart for GET /cart), over
@@ -529,8 +527,8 @@ echo "target's req/s divided by the other's in the same round; the incumbent is 
 echo "+ actix-identity) on the same route. CPU and Redis commands are totals over all rounds divided"
 echo "by all requests (CPU from /proc/<pid>/stat utime+stime, ${CLK_TCK} ticks/s, so about 1 µs/req of"
 echo "resolution at these rates; Redis commands from INFO commandstats, INFO itself excluded, which"
-echo "also counts the commands a script runs: EVALSHA with HMGET and HGETALL is one round trip, the"
-echo "script reading record and data; tests/it/fast_path.rs counts round trips with MONITOR). Server"
+echo "also counts the commands a script runs, such as the idle-deadline refresh's HEXISTS and HSET;"
+echo "tests/it/fast_path.rs counts round trips with MONITOR). Server"
 echo "CPU covers the whole server process; wrk and Redis share the same $(nproc) cores, so req/s is a"
 echo "relative figure."
 echo
