@@ -187,12 +187,7 @@ async fn a_browser_session_and_its_index_stay_compact_in_redis() {
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
         (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     let url = shared_redis_url();
-    let prefix = unique_prefix();
-    let store = RedisStore::builder(&url)
-        .key_prefix(&prefix)
-        .connect()
-        .await
-        .unwrap();
+    let store = redis_store().await;
     let mut conn = connection(&url).unwrap();
     let default: (String, u64) = redis::cmd("CONFIG")
         .arg("GET")
