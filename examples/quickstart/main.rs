@@ -87,6 +87,8 @@ mod accounts;
 mod admin;
 mod config;
 mod data;
+mod links;
+mod mail;
 mod sessions;
 mod store;
 mod tokens;
@@ -160,12 +162,16 @@ async fn main() -> std::io::Result<()> {
             .map_err(std::io::Error::other)?;
     }
     let users = web::Data::new(users);
+    let mailer = web::Data::new(mail::Mailer::from_env()?);
+    let link_base = web::Data::new(links::LinkBase(format!("http://{addr}")));
 
     println!("listening on http://{addr}");
     HttpServer::new(move || {
         App::new()
             .app_data(users.clone())
             .app_data(login_throttle.clone())
+            .app_data(mailer.clone())
+            .app_data(link_base.clone())
             .app_data(json_config())
             .route("/login", web::post().to(accounts::login))
             .route("/register", web::post().to(accounts::register))
@@ -178,6 +184,26 @@ async fn main() -> std::io::Result<()> {
             )
             .route("/sessions/{id}", web::delete().to(sessions::revoke_session))
             .route("/reauth", web::post().to(accounts::reauth))
+            .route(
+                "/password-reset",
+                web::post().to(links::request_password_reset),
+            )
+            .service(
+                web::resource("/password-reset/{secret}")
+                    .route(web::get().to(links::show_password_reset))
+                    .route(web::post().to(links::reset_password)),
+            )
+            .service(
+                web::resource("/verify-email/{secret}")
+                    .route(web::get().to(links::show_verify_email))
+                    .route(web::post().to(links::verify_email)),
+            )
+            .route("/magic-link", web::post().to(links::request_magic_link))
+            .service(
+                web::resource("/magic-link/{secret}")
+                    .route(web::get().to(links::show_magic_link))
+                    .route(web::post().to(links::sign_in_with_link)),
+            )
             // Login first, so that anonymous clients get 401 whatever their body. The crate
             // itself asks for a fresh session: a token is an account change.
             .service(

@@ -26,6 +26,7 @@ mod minimal;
 mod oauth;
 mod password;
 mod quickstart;
+mod quickstart_links;
 mod rotation;
 mod sentinel;
 mod shutdown;
