@@ -1,9 +1,209 @@
-//! One-time links: the secret a mail carries, and issuing, looking at and using links.
+//! One-time links: password reset, e-mail verification, e-mail change and sign-in by e-mail
+//! link ("magic link"), each a secret URL that works once.
 //!
-//! A link's secret is drawn like a session token (256 bits from the OS); the store keeps only
-//! a hash of it together with its purpose ([`LinkKey`]), and what the link is for
-//! ([`LinkRecord`]). Using a link takes it from the store in one atomic step, so of two
-//! concurrent uses exactly one wins.
+//! [`OneTimeLinks`] issues a link for an account and hands back its secret for the app to mail
+//! (the crate sends no mail); a `GET` of the link [peeks](OneTimeLinks::peek) without using
+//! it, and a `POST` [consumes](OneTimeLinks::consume) it. What happens then (a new password,
+//! an address marked verified, a login) is the app's, with the crate's usual calls.
+//!
+//! # Safe defaults
+//!
+//! * **A secret of 256 bits** from the OS in the URL (43 base64url characters), never stored
+//!   or logged: the store keeps a SHA-256 of it and its purpose, which cannot be turned back
+//!   into a link. Malformed secrets are refused before any store command.
+//! * **Single use**: using a link takes it from the store in one atomic step (`GETDEL` on
+//!   Redis, one key per link, so on a Cluster too); of concurrent uses exactly one wins.
+//! * **Short lives**: 1 hour for a password reset, 24 hours for an address to verify or
+//!   change to, 15 minutes for a sign-in link ([`LinkSettings::lifetime`]).
+//! * **Bound to its purpose**: the purpose goes into the stored key, so a reset link used
+//!   as a sign-in link is not found, and is not used up by the attempt.
+//! * **Bound to the account's credentials**: a link records the account's credentials
+//!   version; a [password change](crate::Sessions::credentials_changed) (a reset included)
+//!   ends every link issued before it.
+//! * **Bound to its address**: [`LinkInfo::address`] is where the mail went; act on it only
+//!   if it still is (or, for a change, is to become) the account's address.
+//! * **No account oracle**: [`OneTimeLinks::issue`] does the same work for names no account
+//!   has (it counts them, reads a credentials version and writes a link that no one can
+//!   use), so answer `202` with one body either way and send the mail off the request's
+//!   path.
+//! * **Throttled**: 5 links an hour per account and per mail address, 30 per client address
+//!   ([`LinkSettings`]); past a limit `429 {"error":"too_many_links"}` with `Retry-After`,
+//!   for unknown names alike.
+//! * **`GET` never uses a link**: mail scanners open links. `GET` answers what the link is
+//!   for, a `POST` (from the page, or a script) uses it.
+//! * **One answer for every bad link**: malformed, unknown, used, expired, of another purpose
+//!   or older than the password are all `410 {"error":"invalid_link"}`
+//!   ([`Error::InvalidLink`](crate::Error::InvalidLink)).
+//!
+//! # Password reset
+//!
+//! Look at the link first, check the new password and hash it, and only then use the link,
+//! so that a refused password costs the user no new mail. The password change ends every
+//! session of the account and every other link; logging the browser in afterwards is the
+//! app's choice (with [`Session::login_with`](crate::Session::login_with), as for a sign-in
+//! link below).
+//!
+//! ```no_run
+//! use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
+//! use actix_login::{password, Sessions};
+//! use actix_web::{web, HttpResponse};
+//! # struct Db;
+//! # impl Db {
+//! #     fn find(&self, _name: &str) -> Option<(String, String)> { None }
+//! #     fn address_of(&self, _id: &str) -> String { String::new() }
+//! #     fn set_password(&self, _id: &str, _hash: String) -> u64 { 1 }
+//! # }
+//! # fn mail(_to: &str, _url: String) {}
+//! #[derive(serde::Deserialize)]
+//! struct Ask { username: String }
+//!
+//! /// `POST /password-reset`: the same answer, in the same time, for every name.
+//! async fn ask(links: OneTimeLinks, db: web::Data<Db>, form: web::Json<Ask>)
+//!     -> actix_web::Result<HttpResponse> {
+//!     let account = db.find(&form.username); // (id, address)
+//!     let to = account.as_ref().map(|(id, address)| Recipient::new(id, address));
+//!     if let Some(link) = links.issue(LinkPurpose::PasswordReset, &form.username, to).await? {
+//!         let (_, address) = account.unwrap_or_default();
+//!         // Off the request's path: a spawned task or a queue.
+//!         mail(&address, format!("https://example.com/password-reset/{}", link.secret()));
+//!     }
+//!     Ok(HttpResponse::Accepted().finish())
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct NewPassword { password: String }
+//!
+//! /// `POST /password-reset/{secret}`.
+//! async fn reset(
+//!     links: OneTimeLinks,
+//!     sessions: Sessions,
+//!     db: web::Data<Db>,
+//!     secret: web::Path<String>,
+//!     form: web::Json<NewPassword>,
+//! ) -> actix_web::Result<HttpResponse> {
+//!     let link = links.peek(LinkPurpose::PasswordReset, &secret).await?; // 410 if bad
+//!     // ... check the new password against your policy here ...
+//!     let hash = password::hash(&form.password).await?;
+//!     let used = links.consume(LinkPurpose::PasswordReset, &secret).await?; // 410 if raced
+//!     if used.user_id() != link.user_id() || used.address() != db.address_of(used.user_id()) {
+//!         return Err(actix_login::Error::InvalidLink.into());
+//!     }
+//!     let version = db.set_password(used.user_id(), hash);
+//!     // Every session of the account ends, and every link issued before.
+//!     sessions.credentials_changed(used.user_id(), version.to_string()).await?;
+//!     Ok(HttpResponse::NoContent().finish())
+//! }
+//! ```
+//!
+//! # E-mail verification and e-mail change
+//!
+//! Issue a [`VerifyEmail`](LinkPurpose::VerifyEmail) link to the account's address after
+//! sign-up, and a [`ChangeEmail`](LinkPurpose::ChangeEmail) link to the *new* address when a
+//! logged-in user asks to change it (behind [`Require::fresh`](crate::Require::fresh)); the
+//! account keeps its old address until the link is used.
+//!
+//! ```no_run
+//! use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
+//! use actix_login::AuthUser;
+//! use actix_web::{web, HttpResponse};
+//! # #[derive(serde::Deserialize)] struct Profile { id: String }
+//! # struct Db;
+//! # impl Db {
+//! #     fn address_of(&self, _id: &str) -> String { String::new() }
+//! #     fn mark_verified(&self, _id: &str) {}
+//! #     fn set_address(&self, _id: &str, _address: &str) {}
+//! # }
+//! # fn mail(_to: &str, _url: String) {}
+//! /// `POST /verify-email/{secret}`.
+//! async fn verify(links: OneTimeLinks, db: web::Data<Db>, secret: web::Path<String>)
+//!     -> actix_web::Result<HttpResponse> {
+//!     let used = links.consume(LinkPurpose::VerifyEmail, &secret).await?;
+//!     // Only the address the account still has.
+//!     if used.address() != db.address_of(used.user_id()) {
+//!         return Err(actix_login::Error::InvalidLink.into());
+//!     }
+//!     db.mark_verified(used.user_id());
+//!     Ok(HttpResponse::NoContent().finish())
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct NewAddress { address: String }
+//!
+//! /// `POST /email` from a logged-in user: a link to the new address.
+//! async fn change(user: AuthUser<Profile>, links: OneTimeLinks, form: web::Json<NewAddress>)
+//!     -> actix_web::Result<HttpResponse> {
+//!     let to = Recipient::new(&user.id, &form.address);
+//!     if let Some(link) = links.issue(LinkPurpose::ChangeEmail, &user.id, Some(to)).await? {
+//!         mail(&form.address, format!("https://example.com/email/{}", link.secret()));
+//!     }
+//!     Ok(HttpResponse::Accepted().finish())
+//! }
+//!
+//! /// `POST /email/{secret}`: the account switches to the address the link went to.
+//! async fn confirm(links: OneTimeLinks, db: web::Data<Db>, secret: web::Path<String>)
+//!     -> actix_web::Result<HttpResponse> {
+//!     let used = links.consume(LinkPurpose::ChangeEmail, &secret).await?;
+//!     db.set_address(used.user_id(), used.address());
+//!     Ok(HttpResponse::NoContent().finish())
+//! }
+//! ```
+//!
+//! # Sign-in by e-mail link
+//!
+//! The `POST` logs in the browser that sends it, through the same
+//! [`Session::login_with`](crate::Session::login_with) as a password: a new token, the
+//! session cap, a refusal of cross-site logins, and the credentials version read before the
+//! link is used, so a password change while it runs ends the new session too.
+//!
+//! ```
+//! use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
+//! use actix_login::{Login, LoginMiddleware, MemoryStore, Session};
+//! use actix_web::{test, web, App, HttpResponse};
+//!
+//! async fn sign_in(links: OneTimeLinks, session: Session, secret: web::Path<String>)
+//!     -> actix_web::Result<HttpResponse> {
+//!     let link = links.peek(LinkPurpose::SignIn, &secret).await?;
+//!     let version = "0"; // read it from your user table now, before the link is used
+//!     let used = links.consume(LinkPurpose::SignIn, &secret).await?;
+//!     if used.user_id() != link.user_id() {
+//!         return Err(actix_login::Error::InvalidLink.into());
+//!     }
+//!     let login = Login::new(used.user_id(), &used.user_id()).credentials_version(version);
+//!     session.login_with(login).await?;
+//!     Ok(HttpResponse::Ok().finish())
+//! }
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let middleware = LoginMiddleware::new(MemoryStore::new());
+//! middleware.sessions().credentials_changed("7", "0").await.unwrap();
+//! // What `POST /magic-link` does for the account with id 7, whose mail goes to ann@….
+//! let to = Recipient::new("7", "ann@example.test");
+//! let link = middleware.links().issue(LinkPurpose::SignIn, "ann", Some(to)).await.unwrap().unwrap();
+//!
+//! let app = test::init_service(
+//!     App::new()
+//!         .route("/magic-link/{secret}", web::post().to(sign_in))
+//!         .wrap(middleware),
+//! )
+//! .await;
+//! let post = || test::TestRequest::post().uri(&format!("/magic-link/{}", link.secret())).to_request();
+//! let res = test::call_service(&app, post()).await;
+//! assert_eq!(res.status(), 200);
+//! assert!(res.headers().contains_key("set-cookie"));
+//! // Once only.
+//! assert_eq!(test::call_service(&app, post()).await.status(), 410);
+//! # });
+//! ```
+//!
+//! # Stores
+//!
+//! Links live in the session store, through three methods of
+//! [`SessionStore`](crate::store::SessionStore) (`create_link`, `load_link`, `take_link`).
+//! Both stores of the crate keep them; a store of your own that does not answers every link
+//! call with `503`, and [`store::contract::check_one_time_links`](crate::store::contract::check_one_time_links)
+//! checks one that does. On Redis, issuing costs three round trips (the limits in one script,
+//! the credentials version, `SET … NX PX`), looking at a link two (`GET` the link, `GET` the
+//! version) and using one two (`GETDEL`, `GET`).
 
 use std::fmt;
 use std::net::IpAddr;

@@ -19,6 +19,7 @@ mod faults;
 mod html_login;
 mod interop;
 mod lifecycle;
+mod links;
 mod login;
 mod matrix;
 mod memory_pressure;
