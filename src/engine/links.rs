@@ -223,10 +223,10 @@ use crate::store::{Admission, Counter};
 /// Random bytes per link: 256 bits.
 const SECRET_BYTES: usize = 32;
 /// Length of a link's secret in the URL: 32 bytes in unpadded base64url.
-pub(crate) const SECRET_LEN: usize = 43;
-/// The longest a link may live. Credentials versions are kept at least this long, which is
-/// what lets a link bound to a version that the store no longer keeps still be trusted (see
-/// [`SessionEngine::bound_credentials_hold`]).
+const SECRET_LEN: usize = 43;
+/// The longest a link may live: 7 days. A password change keeps the new credentials version
+/// in the store at least as long as the longest lifetime configured, so that every link issued
+/// before the change sees it.
 pub const MAX_LINK_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The longest user name or mail address a link request may name, in bytes.
 const MAX_NAME_BYTES: usize = 1024;
