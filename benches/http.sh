@@ -557,22 +557,26 @@ target_line "actix-login GET /cart vs incumbent" "$(ratio_of actix-login/cart "$
 # session record plus the user's index, divided by the sessions.
 MEM_SESSIONS=$([[ $SMOKE == 1 ]] && echo 5 || echo 50)
 MEM_UA='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+# Every session key, on every node (on a cluster each node is scanned for the keys it holds).
+session_keys() {
+    local port
+    for port in "${REDIS_PORTS[@]}"; do
+        redis-cli -p "$port" --scan --pattern 'actix-login:s:*' | sed "s/^/$port /"
+    done | sort
+}
+session_keys >"$WORK/keys-before"
 for _ in $(seq "$MEM_SESSIONS"); do
     curl -sS --fail -o /dev/null -X POST -A "$MEM_UA" -H 'sec-fetch-site: same-origin' \
         "http://127.0.0.1:${PORT[actix-login]}/login" || die "actix-login: login for the memory count failed"
 done
-# Only sessions with that User-Agent count: the servers' own logins above have none. A session is
-# a hash whose field r is the record (src/store/redis/codec.rs).
-# On a cluster, each node is scanned for the keys it holds; -c follows the index key's node.
-read -r record_bytes records < <(for port in "${REDIS_PORTS[@]}"; do
-    redis-cli -p "$port" --scan --pattern 'actix-login:s:*' |
-        while read -r key; do
-            redis-cli -p "$port" HGET "$key" r | grep -q 'Mozilla' || continue
-            redis-cli -p "$port" MEMORY USAGE "$key" SAMPLES 0
-        done
-done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
+# Only the sessions those logins made count: the servers' own logins above have other
+# User-Agents, and some hold a cart.
+read -r record_bytes records < <(session_keys | comm -13 "$WORK/keys-before" - |
+    while read -r port key; do
+        redis-cli -p "$port" MEMORY USAGE "$key" SAMPLES 0
+    done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
 index_bytes=$(redis-cli -c -p "${REDIS_PORTS[0]}" MEMORY USAGE actix-login:u:1 SAMPLES 0)
-index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" SCARD actix-login:u:1)
+index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" HLEN actix-login:u:1)
 ((records > 0 && index_members > 0)) || die "no session records found for the memory count"
 echo
 awk -v r="$record_bytes" -v n="$records" -v i="$index_bytes" -v m="$index_members" 'BEGIN {

@@ -262,7 +262,7 @@ USERS=$(((SESSIONS + PER_USER - 1) / PER_USER))
 seq "$MEMORY_SAMPLE" | sed 's/.*/RANDOMKEY/' | rcli large | sort -u >"$WORK/sample.keys"
 { grep '^actix-login:s:' "$WORK/sample.keys" || true; } | awk '{ print "MEMORY USAGE", $0, "SAMPLES 0" }' |
     rcli large >"$WORK/sample.sessions"
-{ grep '^actix-login:u:' "$WORK/sample.keys" || true; } | awk '{ print "MEMORY USAGE", $0, "SAMPLES 0"; print "SCARD", $0 }' |
+{ grep '^actix-login:u:' "$WORK/sample.keys" || true; } | awk '{ print "MEMORY USAGE", $0, "SAMPLES 0"; print "HLEN", $0 }' |
     rcli large | paste - - >"$WORK/sample.indexes"
 read -r HASH_N HASH_MIN HASH_MED HASH_MAX < <(sort -n "$WORK/sample.sessions" |
     awk '{ v[NR] = $1 } END { if (NR) print NR, v[1], v[int((NR + 1) / 2)], v[NR]; else print 0, 0, 0, 0 }')
@@ -465,7 +465,7 @@ echo "| run | $(date -u '+%Y-%m-%d'), \`benches/scale.sh\`, $(nproc) CPUs ($CPU_
 echo "| sessions loaded | $(group "$SESSIONS") ($(group "$USERS") users x $PER_USER) in ${LOAD_SECS[large]} s, $(group "$LOAD_RATE") logins/s (in-process logins, $CONCURRENCY in flight on one pipelined connection; Redis CPU $(per_req "${LOAD_REDIS_TICKS[large]}" "$SESSIONS") µs/login) |"
 echo "| Redis memory, total | $(MIB "$MEM_DELTA") (used_memory $(MIB "$MEM_BEFORE") -> $(MIB "$MEM_AFTER"); RSS $(MIB "$RSS_AFTER"); $(group "$KEYS_LARGE") keys) |"
 echo "| Redis memory per session | $(group "$PER_SESSION") B (used_memory delta / sessions: record, index entry, key overhead) |"
-echo "| MEMORY USAGE, sample | session hash: median $HASH_MED B (min $HASH_MIN, max $HASH_MAX; $HASH_N keys, $HASH_ENCODING); user index: $INDEX_PER_ENTRY B per entry ($INDEX_N sets of $PER_USER) |"
+echo "| MEMORY USAGE, sample | session hash: median $HASH_MED B (min $HASH_MIN, max $HASH_MAX; $HASH_N keys, $HASH_ENCODING); user index: $INDEX_PER_ENTRY B per entry ($INDEX_N hashes of $PER_USER) |"
 for mode in "${MODES[@]}"; do
     echo "| GET /me, $mode: $(group "$SMALL") -> $(group "$SESSIONS") sessions | $(group "${M_RPS[small/$mode]}") -> $(group "${M_RPS[large/$mode]}") req/s ($(ratio "${M_RPS[large/$mode]}" "${M_RPS[small/$mode]}")x); p50 ${M_P50[small/$mode]} -> ${M_P50[large/$mode]} µs; p99 ${M_P99[small/$mode]} -> ${M_P99[large/$mode]} µs; Redis CPU $(per_req "${RED_TICKS[small/$mode]}" "${REQS[small/$mode]}") -> $(per_req "${RED_TICKS[large/$mode]}" "${REQS[large/$mode]}") µs/req; HMGET itself $(exec_us "small/$mode") -> $(exec_us "large/$mode") µs |"
 done

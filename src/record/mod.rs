@@ -175,6 +175,15 @@ impl SessionRecord {
         self
     }
 
+    /// The same record with its user agent rewritten by `rewrite`, which answers `None` to
+    /// leave it as it is: for a store that keeps user agents in a form of its own.
+    pub(crate) fn map_user_agent(mut self, rewrite: impl FnOnce(&str) -> Option<String>) -> Self {
+        if let Some(rewritten) = self.0.user_agent.as_deref().and_then(rewrite) {
+            Arc::make_mut(&mut self.0).user_agent = Some(rewritten);
+        }
+        self
+    }
+
     /// The same record noting where the login came from.
     pub fn with_client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
         let fields = Arc::make_mut(&mut self.0);

@@ -1341,7 +1341,7 @@ fn inspect_keys(redis: &Redis) -> Orphans {
         }
         let index = format!("{PREFIX}:u:{user}");
         let member = name.replace(['{', '}'], "");
-        let indexed: bool = redis::cmd("SISMEMBER")
+        let indexed: bool = redis::cmd("HEXISTS")
             .arg(&index)
             .arg(&member)
             .query(&mut conn)
@@ -1364,7 +1364,7 @@ fn inspect_keys(redis: &Redis) -> Orphans {
 fn entries_without_session(conn: &mut redis::Connection) -> usize {
     let mut missing = 0;
     for index in scan(conn, &format!("{PREFIX}:u:*")) {
-        let members: Vec<String> = redis::cmd("SMEMBERS").arg(&index).query(conn).unwrap();
+        let members: Vec<String> = redis::cmd("HKEYS").arg(&index).query(conn).unwrap();
         for member in members {
             let (group, digest) = member.split_at(member.len().min(4));
             let key = format!("{PREFIX}:s:{{{group}}}{digest}");

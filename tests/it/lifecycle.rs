@@ -144,7 +144,7 @@ where
 
 fn index_members(url: &str, prefix: &str, user: &str) -> Vec<String> {
     let mut conn = connection(url).unwrap();
-    redis::cmd("SMEMBERS")
+    redis::cmd("HKEYS")
         .arg(format!("{prefix}:u:{user}"))
         .query(&mut conn)
         .unwrap()
@@ -575,10 +575,12 @@ async fn foreign_entries_in_the_index_do_not_shield_live_sessions() {
         log_in(&app, 7).await,
     ];
     let mut conn = connection(&url).unwrap();
-    redis::cmd("SADD")
+    redis::cmd("HSET")
         .arg(format!("{prefix}:u:7"))
         .arg("legacy-entry")
+        .arg("")
         .arg("0".repeat(64))
+        .arg("")
         .exec(&mut conn)
         .unwrap();
     assert_eq!(status(&app, post("/admin-revoke/7", None)).await, 200);

@@ -193,7 +193,7 @@ fn layout(conn: &mut redis::Connection) -> Layout {
                 redis::cmd("HGETALL").arg(&key).query(conn).unwrap();
             layout.sessions.insert(key, fields);
         } else if let Some(user) = key.strip_prefix(&format!("{PREFIX}:u:")) {
-            let members: BTreeSet<String> = redis::cmd("SMEMBERS").arg(&key).query(conn).unwrap();
+            let members: BTreeSet<String> = redis::cmd("HKEYS").arg(&key).query(conn).unwrap();
             layout.indexes.insert(user.to_owned(), members);
         }
     }
@@ -554,7 +554,7 @@ async fn check_eviction(policy: &str) {
             panic!("{policy}: listing user {user} failed: {err}");
         });
         assert_eq!(listed.len(), mine.len() - hidden, "{policy}: user {user}");
-        let remaining: usize = redis::cmd("SCARD")
+        let remaining: usize = redis::cmd("HLEN")
             .arg(format!("{PREFIX}:u:{user}"))
             .query(&mut conn)
             .unwrap();

@@ -92,7 +92,7 @@ async fn sigterm_finishes_requests_in_flight_and_leaves_nothing_half_written() {
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
     }
     for index in keys.iter().filter(|k| k.contains(":u:")) {
-        let members: Vec<String> = redis::cmd("SMEMBERS").arg(index).query(&mut conn).unwrap();
+        let members: Vec<String> = redis::cmd("HKEYS").arg(index).query(&mut conn).unwrap();
         for member in members {
             let prefix = index.split(":u:").next().unwrap();
             let session = format!("{prefix}:s:{{{}}}{}", &member[..4], &member[4..]);

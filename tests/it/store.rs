@@ -182,6 +182,74 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     assert!(*ttl > 3_595_000 && *ttl <= 3_600_000, "index ttl {ttl}");
 }
 
+/// A browser login's session, with its long User-Agent, and its user's index stay in Redis's
+/// compact encoding (a listpack) with the default `hash-max-listpack-value` of 64 bytes, and
+/// the User-Agent reads back exactly as it came.
+#[actix_web::test]
+async fn a_browser_session_and_its_index_stay_compact_in_redis() {
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+        (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let url = shared_redis_url();
+    let prefix = unique_prefix();
+    let store = RedisStore::builder(&url)
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    let mut conn = connection(&url).unwrap();
+    let default: (String, u64) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("hash-max-listpack-value")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(default.1, 64, "the test's Redis must keep the default");
+
+    let mut keys = Vec::new();
+    for (n, user_agent) in [CHROME, &"x".repeat(300), "curl/8.5.0"]
+        .into_iter()
+        .enumerate()
+    {
+        let key = random_key();
+        let record = record("browser", Duration::from_secs(3600))
+            .with_client(Some(format!("203.0.113.{n}")), Some(user_agent.to_owned()));
+        store
+            .create(
+                &key,
+                &record,
+                in_(Duration::from_secs(90)),
+                &SessionData::new(),
+            )
+            .await
+            .unwrap();
+        let stored = store.load(&key).await.unwrap().unwrap();
+        assert_eq!(stored.record.user_agent(), Some(user_agent));
+        keys.push(key);
+    }
+    let encoding = |name: &str| -> String {
+        redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(name)
+            .query(&mut connection(&url).unwrap())
+            .unwrap()
+    };
+    // Chrome's and curl's: one compact hash each; the 300-byte User-Agent fits no scheme.
+    for key in [&keys[0], &keys[2]] {
+        assert_eq!(encoding(&store.session_key(key)), "listpack");
+    }
+    assert_eq!(encoding(&store.user_index_key("browser")), "listpack");
+    let bytes: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(store.session_key(&keys[0]))
+        .arg("SAMPLES")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    // 296 bytes on Redis 7.0 (424 with the User-Agent kept as it came).
+    assert!(bytes <= 320, "a Chrome login's session takes {bytes} bytes");
+    let listed = store.list("browser").await.unwrap();
+    assert_eq!(listed.live.len(), 3);
+}
+
 #[actix_web::test]
 async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
     let url = shared_redis_url();
@@ -237,9 +305,10 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
         .arg(past_ms.to_string())
         .exec(&mut conn)
         .unwrap(); // no TTL
-    redis::cmd("SADD")
+    redis::cmd("HSET")
         .arg(&index)
         .arg(key.as_str())
+        .arg("")
         .exec(&mut conn)
         .unwrap();
     let stored = store.load(&key).await.unwrap().unwrap();
@@ -417,7 +486,7 @@ async fn a_listing_does_not_end_sessions_by_a_clock_that_runs_ahead() {
         ttl > 50_000,
         "a record that Redis still keeps was deleted by a listing (PTTL {ttl})"
     );
-    let indexed: bool = redis::cmd("SISMEMBER")
+    let indexed: bool = redis::cmd("HEXISTS")
         .arg(store.user_index_key("skew"))
         .arg(skewed.as_str())
         .query(&mut conn)

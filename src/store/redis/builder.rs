@@ -408,6 +408,7 @@ impl RedisStoreBuilder {
             cache,
             settle_deletes,
             replica_wait,
+            large_data: Default::default(),
             prefix: self.prefix.into(),
             command_timeout: self.command_timeout,
         })

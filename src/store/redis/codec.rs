@@ -5,7 +5,7 @@
 //!
 //! | field | holds | written by |
 //! |---|---|---|
-//! | `r` | the [`SessionRecord`] as JSON, as created | create, rotate |
+//! | `r`, `r1` … `r7` | the [`SessionRecord`] as JSON, as created, in pieces of 64 bytes (the last piece takes whatever is left) | create, rotate |
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` | `{"p":profile,"r":roles}`, replacing the record's, once the user was updated live | update, rotate |
 //! | `z` | the data's size in bytes, as [`SessionData::size`] counts it | data writes |
@@ -15,26 +15,43 @@
 //! The deadline travels in the hash, and not only as the key's TTL, so that one read tells a
 //! request everything it needs, and a cached copy knows by itself when it has expired. The TTL
 //! is set to the same moment; it frees the memory, the hash decides.
+//!
+//! Why the record is in pieces: Redis keeps a small hash as one compact array (a listpack)
+//! only while every value is at most `hash-max-listpack-value` bytes, 64 by default; one longer
+//! value turns it into a hash table, which costs about 130 bytes more per session. A record
+//! of a browser login is 150 to 250 bytes, so it is stored as up to eight values of 64 bytes,
+//! read back together by the same one `HMGET` or `HGETALL`.
+//!
+//! The record's user agent is kept in a [compact form](super::user_agent) (a Chrome one of 111
+//! bytes in 9), which keeps most browser records within three pieces.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use redis::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::user_agent;
 use crate::error::StoreError;
 use crate::record::{from_unix_millis, unix_millis};
 use crate::record::{SessionData, SessionRecord};
 use crate::store::{LoadedSession, StoredSession};
 
-/// The record field.
+/// The record field: the first piece of the record.
 pub(super) const RECORD: &str = "r";
+/// The fields of the record's pieces, in order.
+pub(super) const RECORD_PIECES: [&str; 8] = [RECORD, "r1", "r2", "r3", "r4", "r5", "r6", "r7"];
+/// The most bytes of the record in one piece but the last, which takes the rest.
+const PIECE_LEN: usize = 64;
 /// The idle-deadline field.
 pub(super) const DEADLINE: &str = "e";
 /// The field that marks a key as moving to another (a cluster's rotation).
 pub(super) const MOVING: &str = "m";
 /// The live-update field.
 pub(super) const USER: &str = "u";
+/// The data-size field.
+pub(super) const SIZE: &str = "z";
 /// The prefix of every data field.
 pub(super) const DATA_PREFIX: &str = "d:";
 
@@ -52,8 +69,53 @@ struct UserOwned {
     r: Vec<String>,
 }
 
+/// The record as stored: JSON, with its user agent in [compact form](user_agent::compact).
 pub(super) fn encode_record(record: &SessionRecord) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(record).map_err(StoreError::corrupt)
+    let record = record
+        .clone()
+        .map_user_agent(|ua| owned(user_agent::compact(ua)));
+    serde_json::to_vec(&record).map_err(StoreError::corrupt)
+}
+
+/// The record's pieces, as field names and values: at most [`PIECE_LEN`] bytes each, but the
+/// last of [`RECORD_PIECES`], which takes the rest.
+pub(super) fn record_pieces(record: &[u8]) -> impl Iterator<Item = (&'static str, &[u8])> {
+    let last = RECORD_PIECES.len() - 1;
+    RECORD_PIECES
+        .iter()
+        .enumerate()
+        .map_while(move |(i, &field)| {
+            let start = i * PIECE_LEN;
+            let end = if i == last {
+                record.len()
+            } else {
+                record.len().min(start + PIECE_LEN)
+            };
+            // The first piece is always written, so that `r` tells that a session exists.
+            (start < end || i == 0).then(|| (field, record.get(start..end).unwrap_or_default()))
+        })
+}
+
+/// What a rewrite of the user agent changed, if anything.
+fn owned(rewritten: Cow<'_, str>) -> Option<String> {
+    match rewritten {
+        Cow::Owned(text) => Some(text),
+        Cow::Borrowed(_) => None,
+    }
+}
+
+/// The record put back together from its pieces, as read in the order of [`RECORD_PIECES`];
+/// `None` when there is no first piece (no session).
+fn join_pieces<'a>(pieces: impl IntoIterator<Item = Option<&'a [u8]>>) -> Option<Vec<u8>> {
+    let mut pieces = pieces.into_iter();
+    let first = pieces.next().flatten()?;
+    let mut record = Vec::with_capacity(RECORD_PIECES.len() * PIECE_LEN);
+    record.extend_from_slice(first);
+    // A missing piece ends the record; anything after it would not parse, and is not read.
+    for piece in pieces.map_while(|piece| piece) {
+        record.extend_from_slice(piece);
+    }
+    Some(record)
 }
 
 pub(super) fn encode_user(user: &RawValue, roles: &[String]) -> Result<Vec<u8>, StoreError> {
@@ -78,7 +140,9 @@ pub(super) fn decode(
         .and_then(|bytes| std::str::from_utf8(bytes).ok())
         .and_then(|digits| digits.parse().ok())
         .ok_or_else(|| StoreError::corrupt("session has no deadline"))?;
-    let mut record: SessionRecord = serde_json::from_slice(record).map_err(StoreError::corrupt)?;
+    let mut record: SessionRecord = serde_json::from_slice::<SessionRecord>(record)
+        .map_err(StoreError::corrupt)?
+        .map_user_agent(|ua| owned(user_agent::expand(ua)));
     if let Some(user) = user {
         let update: UserOwned = serde_json::from_slice(user).map_err(StoreError::corrupt)?;
         record = record.with_user(update.p, update.r);
@@ -89,59 +153,67 @@ pub(super) fn decode(
     }))
 }
 
-/// The reply of `HMGET key r u e`, decoded.
+/// The reply of [`read_record`](super::read_record)'s `HMGET` (the record's pieces, `u`, `e`),
+/// decoded.
 pub(super) fn decode_reply(
     reply: Vec<Option<Vec<u8>>>,
 ) -> Result<Option<StoredSession>, StoreError> {
     match reply.as_slice() {
-        [record, user, deadline] => decode(record.as_deref(), user.as_deref(), deadline.as_deref()),
+        [pieces @ .., user, deadline] if pieces.len() == RECORD_PIECES.len() => {
+            let record = join_pieces(pieces.iter().map(Option::as_deref));
+            decode(record.as_deref(), user.as_deref(), deadline.as_deref())
+        }
         _ => Err(StoreError::corrupt("short HMGET reply")),
     }
 }
 
-/// The reply of [`READ_WITH_DATA`](super::scripts::READ_WITH_DATA), decoded: `None` when there
-/// is no record or the key is moving; the data when it came along.
-pub(super) fn decode_with_data(reply: Vec<Value>) -> Result<Option<LoadedSession>, StoreError> {
-    let mut reply = reply.into_iter();
-    let mut field = || optional_bytes(reply.next());
-    let (record, user, deadline, moving) = (field()?, field()?, field()?, field()?);
-    if moving.is_some() {
-        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
-        // requests: the session lives on under the new key, or nowhere.
-        return Ok(None);
-    }
-    let Some(stored) = decode(record.as_deref(), user.as_deref(), deadline.as_deref())? else {
-        return Ok(None);
-    };
-    let data = match reply.next() {
-        Some(Value::Int(0)) => None,
-        Some(Value::Int(1)) => Some(decode_data_pairs(reply)?),
-        _ => return Err(StoreError::corrupt("unexpected session read reply")),
-    };
-    Ok(Some(LoadedSession { stored, data }))
-}
-
-/// Names and values, alternating, as [`decode_with_data`] receives them.
-fn decode_data_pairs(mut pairs: impl Iterator<Item = Value>) -> Result<SessionData, StoreError> {
+/// A whole session hash, as `HGETALL` returns it, decoded: `None` when there is no record or
+/// the key is moving. The data comes along when it holds at most `max_data` bytes (as the `z`
+/// field counts them); the second value is that size, so that the caller can tell a session
+/// whose data was left behind.
+pub(super) fn decode_hash(
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    max_data: usize,
+) -> Result<(Option<LoadedSession>, usize), StoreError> {
+    let (mut user, mut deadline, mut size) = (None, None, None);
+    let mut pieces: [Option<Vec<u8>>; RECORD_PIECES.len()] = Default::default();
     let mut data = SessionData::new();
-    while let Some(name) = pairs.next() {
-        let name = optional_text(name)?;
-        let json = pairs.next().map(optional_text).transpose()?.flatten();
-        match (name, json) {
-            (Some(name), Some(json)) => data.insert(name, json),
-            _ => return Err(StoreError::corrupt("unpaired session data in a read reply")),
-        };
+    for (field, value) in fields {
+        match field.as_slice() {
+            b"r" => pieces[0] = Some(value),
+            [b'r', digit @ b'1'..=b'7'] => pieces[usize::from(digit - b'0')] = Some(value),
+            b"u" => user = Some(value),
+            b"e" => deadline = Some(value),
+            b"z" => size = Some(value),
+            // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
+            // requests: the session lives on under the new key, or nowhere.
+            b"m" => return Ok((None, 0)),
+            _ => {
+                if let Some(name) = field.strip_prefix(DATA_PREFIX.as_bytes()) {
+                    let name = String::from_utf8(name.to_vec()).map_err(StoreError::corrupt)?;
+                    let json = String::from_utf8(value).map_err(StoreError::corrupt)?;
+                    data.insert(name, json);
+                }
+            }
+        }
     }
-    Ok(data)
+    let record = join_pieces(pieces.iter().map(Option::as_deref));
+    let Some(stored) = decode(record.as_deref(), user.as_deref(), deadline.as_deref())? else {
+        return Ok((None, 0));
+    };
+    let size = data_size(size.as_deref())?;
+    let data = (size <= max_data).then_some(data);
+    Ok((Some(LoadedSession { stored, data }), size))
 }
 
-/// One field of a reply: its bytes, or `None` for nil.
-fn optional_bytes(value: Option<Value>) -> Result<Option<Vec<u8>>, StoreError> {
-    match value {
-        Some(Value::Nil) => Ok(None),
-        Some(Value::BulkString(bytes)) => Ok(Some(bytes)),
-        _ => Err(StoreError::corrupt("unexpected session read reply")),
-    }
+/// The `z` field: the data's size in bytes; a session that never had data has none.
+pub(super) fn data_size(field: Option<&[u8]>) -> Result<usize, StoreError> {
+    field.map_or(Ok(0), |digits| {
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|digits| digits.parse().ok())
+            .ok_or_else(|| StoreError::corrupt("session data size is not a number"))
+    })
 }
 
 /// The data in an `HGETALL` reply; `None` when the hash holds no record.

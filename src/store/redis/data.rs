@@ -1,10 +1,14 @@
 //! Session data and live user updates in the session hash.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use redis::Value;
 use serde_json::value::RawValue;
 
 use super::codec::{decode_data, encode_user, optional_text};
-use super::{scripts, RedisStore};
+use super::{scripts, RedisStore, DATA_READ_WITH_RECORD};
 use crate::error::StoreError;
 use crate::record::{DataChange, SessionData, SessionKey};
 use crate::store::DataWrite;
@@ -12,6 +16,52 @@ use crate::store::DataWrite;
 /// How many rotations an update follows: each hop is a rotation that started while the update
 /// ran, so more than a couple means something rotates the session in a loop.
 const MAX_HOPS: usize = 8;
+
+/// The sessions (by Redis key) that this process has seen holding more than
+/// [`DATA_READ_WITH_RECORD`] bytes of data, so that their reads leave the data behind.
+///
+/// Only a hint: a session missing from it is read whole once and then remembered; one wrongly
+/// in it costs its data read one more round trip. So it is bounded by simply starting over
+/// when full, and a read that sees the data small again takes the session out.
+#[derive(Debug, Default)]
+pub(super) struct LargeData {
+    sessions: Mutex<HashSet<String>>,
+    /// Whether `sessions` has any: most apps never store that much, and their reads then
+    /// take no lock.
+    any: AtomicBool,
+}
+
+impl LargeData {
+    /// At most this many sessions are remembered (about 300 KiB).
+    const CAPACITY: usize = 4096;
+
+    pub(super) fn contains(&self, redis_key: &str) -> bool {
+        self.any.load(Ordering::Relaxed) && self.sessions().contains(redis_key)
+    }
+
+    /// Remembers what a read found: the session under `redis_key` holds `size` bytes of data.
+    pub(super) fn note(&self, redis_key: &str, size: usize) {
+        let large = size > DATA_READ_WITH_RECORD;
+        if !large && !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut sessions = self.sessions();
+        if !large {
+            sessions.remove(redis_key);
+        } else {
+            if sessions.len() >= Self::CAPACITY {
+                sessions.clear();
+            }
+            sessions.insert(redis_key.to_owned());
+        }
+        self.any.store(!sessions.is_empty(), Ordering::Relaxed);
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashSet<String>> {
+        // The set is never left half-changed, so a panic elsewhere does not spoil it.
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 pub(super) async fn load_data(
     store: &RedisStore,

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::codec::{
-    decode, decode_data, decode_reply, encode_deadline, encode_record, encode_user,
+    decode, decode_data, decode_hash, decode_reply, encode_deadline, encode_record, encode_user,
+    record_pieces, RECORD_PIECES,
 };
 use crate::error::StoreError;
 use crate::record::SessionRecord;
@@ -351,19 +352,32 @@ proptest! {
         prop_assert_eq!(seen(&stored.record), seen(&expected));
     }
 
-    /// `HMGET key r u e` answers three fields; any other count is a protocol mix-up.
+    /// `HMGET` of the record's pieces, `u` and `e` answers ten fields, the record being its
+    /// pieces put together; any other count is a protocol mix-up.
     #[test]
-    fn decode_reply_wants_exactly_three_fields(
-        reply in vec(option::of(vec(any::<u8>(), 0..16)), 0..6),
+    fn decode_reply_wants_exactly_the_pieces_update_and_deadline(
+        reply in vec(option::of(vec(any::<u8>(), 0..16)), 0..13),
         good in option::of((encoded_record(), any::<u64>())),
     ) {
+        const FIELDS: usize = RECORD_PIECES.len() + 2;
         let mut reply = reply;
-        if let (Some((record, deadline)), 3) = (good, reply.len()) {
-            reply[0] = Some(record);
-            reply[2] = Some(deadline.to_string().into_bytes());
+        if let (Some((record, deadline)), FIELDS) = (good, reply.len()) {
+            for slot in &mut reply[..RECORD_PIECES.len()] {
+                *slot = None;
+            }
+            for (i, (_, piece)) in record_pieces(&record).enumerate() {
+                reply[i] = Some(piece.to_vec());
+            }
+            reply[FIELDS - 1] = Some(deadline.to_string().into_bytes());
         }
-        let alone = (reply.len() == 3).then(|| {
-            decode(reply[0].as_deref(), reply[1].as_deref(), reply[2].as_deref())
+        let alone = (reply.len() == FIELDS).then(|| {
+            let pieces = &reply[..RECORD_PIECES.len()];
+            let record: Option<Vec<u8>> = pieces[0].as_ref().map(|first| {
+                let mut record = first.clone();
+                pieces[1..].iter().map_while(Option::as_ref).for_each(|p| record.extend(p));
+                record
+            });
+            decode(record.as_deref(), reply[FIELDS - 2].as_deref(), reply[FIELDS - 1].as_deref())
                 .map(|s| s.map(|s| (seen(&s.record), s.expires_at)))
                 .map_err(|_| ())
         });
@@ -374,6 +388,37 @@ proptest! {
             Some(alone) => prop_assert_eq!(decoded, alone),
             None => prop_assert!(decoded.is_err()),
         }
+    }
+
+    /// Any record, cut into pieces and read back by `HGETALL` in any order of fields, is the
+    /// record again.
+    #[test]
+    fn a_record_in_pieces_reads_back_whole(
+        (record, deadline) in (encoded_record(), any::<u32>()),
+        padding in 0usize..600,
+        reverse in any::<bool>(),
+    ) {
+        // Longer records too: every piece, and the last one taking the rest.
+        let mut value: serde_json::Value = serde_json::from_slice(&record).unwrap();
+        value["pad"] = serde_json::Value::String("é".repeat(padding));
+        let record = serde_json::to_vec(&value).unwrap();
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = record_pieces(&record)
+            .map(|(field, piece)| (field.as_bytes().to_vec(), piece.to_vec()))
+            .collect();
+        for (_, piece) in &fields[..fields.len() - 1] {
+            prop_assert_eq!(piece.len(), 64);
+        }
+        prop_assert!(fields.len() <= RECORD_PIECES.len());
+        fields.push((b"e".to_vec(), deadline.to_string().into_bytes()));
+        if reverse {
+            fields.reverse();
+        }
+        let (loaded, _) = decode_hash(fields, 4096).unwrap();
+        let whole = decode(Some(&record), None, Some(deadline.to_string().as_bytes())).unwrap();
+        prop_assert_eq!(
+            loaded.map(|l| seen(&l.stored.record)),
+            whole.map(|s| seen(&s.record))
+        );
     }
 
     /// The data is the `d:` fields and nothing else, and only while the record is there.

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use futures_util::future::join_all;
 
-use super::codec::{encode_deadline, encode_record, ttl_millis, DATA_PREFIX};
+use super::codec::{encode_deadline, encode_record, record_pieces, ttl_millis, DATA_PREFIX};
 use super::{scripts, RedisStore};
 use crate::error::StoreError;
 use crate::record::{SessionData, SessionKey, SessionRecord};
@@ -48,13 +48,19 @@ pub(super) async fn create(
     if let (true, Some(index)) = (single_node, &index) {
         create.key(index);
     }
+    let record = encode_record(record)?;
+    let mut pieces = record_pieces(&record);
+    let (_, first) = pieces.next().unwrap_or_default();
     create
-        .arg(encode_record(record)?)
+        .arg(first)
         .arg(encode_deadline(expires_at))
         .arg(ttl_millis(expires_at))
         .arg(key.as_str())
         .arg(index_ttl)
         .arg(data.size());
+    for (field, piece) in pieces {
+        create.arg(field).arg(piece);
+    }
     for (name, json) in data.iter() {
         create.arg(format!("{DATA_PREFIX}{name}")).arg(json);
     }
@@ -93,7 +99,10 @@ impl RedisStore {
         if single_node {
             copy.key(&index);
         }
-        copy.arg(encode_record(record)?)
+        let record = encode_record(record)?;
+        let mut pieces = record_pieces(&record);
+        let (_, first) = pieces.next().unwrap_or_default();
+        copy.arg(first)
             .arg(encode_deadline(expires_at))
             .arg(ttl_millis(expires_at))
             .arg(u8::from(carry == Carry::DataAndUser))
@@ -101,6 +110,9 @@ impl RedisStore {
             .arg(index_ttl)
             .arg(old.as_str())
             .arg(MARKED_GRACE_MS);
+        for (field, piece) in pieces {
+            copy.arg(field).arg(piece);
+        }
         // On one server the script ends the old session: where deletes wait for replicas, so
         // does this one, in the same round trip. (On a cluster the delete that follows waits.)
         let copied: i64 = if single_node {
@@ -171,7 +183,7 @@ impl RedisStore {
         }
         let mut conn = self.connection.clone();
         self.run(
-            redis::cmd("SREM")
+            redis::cmd("HDEL")
                 .arg(self.user_index_key(user_id))
                 .arg(keys)
                 .query_async::<()>(&mut conn),
@@ -183,9 +195,10 @@ impl RedisStore {
 /// Adds `key` to a user's index, whose TTL only ever grows.
 fn index_add(index: &str, key: &SessionKey, ttl_ms: u64) -> redis::Pipeline {
     let mut add = redis::pipe();
-    add.cmd("SADD")
+    add.cmd("HSET")
         .arg(index)
         .arg(key.as_str())
+        .arg("")
         .ignore()
         .cmd("PEXPIRE")
         .arg(index)

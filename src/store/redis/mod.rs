@@ -15,9 +15,11 @@ use redis::aio::ConnectionLike;
 use serde_json::value::RawValue;
 
 use self::codec::{
-    decode_reply, decode_with_data, encode_deadline, ttl_millis, DEADLINE, MOVING, RECORD, USER,
+    data_size, decode_hash, decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING,
+    RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
+use self::data::LargeData;
 use self::index::Moved;
 use self::local_cache::Cache;
 use super::{
@@ -43,6 +45,7 @@ mod scripts;
 mod sentinel;
 mod throttle;
 mod tls;
+mod user_agent;
 
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
@@ -64,7 +67,9 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// roles if there was one, and each value of the session's data in a field of its own, with a
 /// TTL that ends at the idle deadline. Each part changes on its own: refreshing the deadline
 /// writes the deadline and the TTL, never the data; a data write touches only its fields.
-/// Each user's sessions are indexed in a set, `{prefix}:u:{user id}`, of those keys, whose TTL
+/// Each user's sessions are indexed in a hash, `{prefix}:u:{user id}`, whose fields are those
+/// keys (with empty values: on Redis 7.0 a small hash is a compact listpack, a set of strings
+/// never is), and whose TTL
 /// is kept at or past the absolute end of its longest-lived session; anonymous sessions are
 /// in no index. The raw token is never sent to Redis. Needs Redis 7.0 or newer (`PEXPIRE …
 /// NX`/`GT`, on the index only). Every write that must not bring a session back is a Lua
@@ -73,15 +78,15 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of record, update, deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
-/// | [`load_with_data`](SessionStore::load_with_data) | a script: `HMGET`, and `HGETALL` when the session holds at most 4 KiB of data (as [`SessionData::size`] counts it); nothing on a local cache hit | 0–1 |
+/// | [`load_with_data`](SessionStore::load_with_data) | `HGETALL`: record and data, the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); `HMGET` of the record for a session this process has seen with more; nothing on a local cache hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
-/// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `SADD`, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
+/// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `HSET` of the index, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
 /// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache on one server, else `PING` (`EXISTS` of the key on a cluster) unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
-/// | [`list`](SessionStore::list) | `SMEMBERS`; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `SREM` of dead members | 2–4 |
-/// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `SREM` old | 3–4 |
+/// | [`list`](SessionStore::list) | `HKEYS` of the index; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `HDEL` of dead members | 2–4 |
+/// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `HDEL` old | 3–4 |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
 /// invalidations to every tracking cache (see [`RedisStoreBuilder::peer_caches`]); it is sent
@@ -124,6 +129,8 @@ pub struct RedisStore {
     /// Whether a session-ending `DEL` must reach replicas; see
     /// [`RedisStoreBuilder::wait_for_replicas`].
     replica_wait: Option<ReplicaWait>,
+    /// Sessions seen with more data than a read brings along unasked.
+    large_data: Arc<LargeData>,
     prefix: Arc<str>,
     command_timeout: Duration,
 }
@@ -185,15 +192,34 @@ impl RedisStore {
     }
 
     /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
+    ///
+    /// One `HGETALL`, which costs Redis about what the record's `HMGET` does, while a script
+    /// choosing between the two would cost it several times more. A session this process has
+    /// seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is read with the `HMGET`
+    /// instead, so that its data travels only to handlers that read it.
     async fn fetch_with_data(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
-        let mut read = scripts::READ_WITH_DATA.prepare_invoke();
-        read.key(redis_key).arg(DATA_READ_WITH_RECORD);
-        let reply: Vec<redis::Value> = self.run(read.invoke_async(conn)).await?;
-        decode_with_data(reply)
+        if self.large_data.contains(redis_key) {
+            let mut hmget = read_record(redis_key);
+            hmget.arg(MOVING).arg(SIZE);
+            let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+            let size = data_size(reply.pop().flatten().as_deref())?;
+            self.large_data.note(redis_key, size);
+            if reply.pop().flatten().is_some() {
+                return Ok(None);
+            }
+            let stored = decode_reply(reply)?;
+            return Ok(stored.map(|stored| LoadedSession { stored, data: None }));
+        }
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(redis_key);
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = self.run(hgetall.query_async(conn)).await?;
+        let (loaded, size) = decode_hash(fields, DATA_READ_WITH_RECORD)?;
+        self.large_data.note(redis_key, size);
+        Ok(loaded)
     }
 
     /// The session under `redis_key` from the local cache, which holds small data too, filled
@@ -375,10 +401,15 @@ impl RedisStore {
     }
 }
 
-/// `HMGET` of the fields a session's record is made of, under `redis_key`.
+/// `HMGET` of the fields a session's record is made of, under `redis_key`: its pieces, the live
+/// update and the deadline.
 fn read_record(redis_key: &str) -> redis::Cmd {
     let mut hmget = redis::cmd("HMGET");
-    hmget.arg(redis_key).arg(RECORD).arg(USER).arg(DEADLINE);
+    hmget
+        .arg(redis_key)
+        .arg(&RECORD_PIECES[..])
+        .arg(USER)
+        .arg(DEADLINE);
     hmget
 }
 
@@ -471,7 +502,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.connection.clone();
         let members: Vec<String> = self
             .run(
-                redis::cmd("SMEMBERS")
+                redis::cmd("HKEYS")
                     .arg(self.user_index_key(user_id))
                     .query_async(&mut conn),
             )

@@ -9,50 +9,21 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Creates a session unless its key exists. `KEYS[1]` the session, `KEYS[2]` (optional) the
-/// user's index; `ARGV`: record, deadline, TTL ms, index member, index TTL ms, data size, then
-/// name/value pairs of data fields. Returns 1 if created, 0 if the key was taken.
+/// user's index; `ARGV`: the record's first piece, deadline, TTL ms, index member, index TTL
+/// ms, data size, then name/value pairs of fields: the record's other pieces and the data.
+/// Returns 1 if created, 0 if the key was taken.
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'r', ARGV[1], 'e', ARGV[2], 'z', ARGV[6])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'r', ARGV[1], 'e', ARGV[2], 'z', ARGV[6], unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if KEYS[2] then
-  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('HSET', KEYS[2], ARGV[4], '')
   redis.call('PEXPIRE', KEYS[2], ARGV[5], 'NX')
   redis.call('PEXPIRE', KEYS[2], ARGV[5], 'GT')
 end
 return 1
-",
-    )
-});
-
-/// Reads a session and, when it is small enough, its data, in one step. `KEYS[1]`; `ARGV[1]`
-/// the most data (in bytes, as the `z` field counts them) to bring along. Replies with the
-/// fields `r`, `u`, `e` and `m`, then `1` and the data's names and values in pairs, or `0`
-/// alone when the data did not come (no record, a moving key, or more data than `ARGV[1]`).
-/// A session without data costs one `HMGET`; one with data, an `HGETALL` more.
-pub(super) static READ_WITH_DATA: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local k = KEYS[1]
-local reply = redis.call('HMGET', k, 'r', 'u', 'e', 'm', 'z')
-local size = tonumber(reply[5] or '0') or 0
-if not reply[1] or reply[4] or size > tonumber(ARGV[1]) then
-  reply[5] = 0
-  return reply
-end
-reply[5] = 1
-if size == 0 then return reply end
-local fields = redis.call('HGETALL', k)
-for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, 2) == 'd:' then
-    reply[#reply + 1] = string.sub(fields[i], 3)
-    reply[#reply + 1] = fields[i + 1]
-  end
-end
-return reply
 ",
     )
 });
@@ -148,9 +119,10 @@ return redis.call('HGET', KEYS[1], 'm') or 1
 });
 
 /// Moves a session to a new key. `KEYS[1]` old, `KEYS[2]` new (same hash tag), `KEYS[3]`
-/// (optional) the user's index; `ARGV`: record, deadline, TTL ms, `1` to carry the
-/// live-updated profile, index member (the new key's text), index TTL ms, the old key's index
-/// member, the grace TTL ms of a marked old key.
+/// (optional) the user's index; `ARGV`: the record's first piece, deadline, TTL ms, `1` to
+/// carry the live-updated profile, index member (the new key's text), index TTL ms, the old
+/// key's index member, the grace TTL ms of a marked old key, then the record's other pieces
+/// as name/value pairs.
 ///
 /// With the index (one server), the whole move happens here: the copy is indexed and the old
 /// key deleted and unindexed in the same step, so a rotation cut off at any point leaves the old
@@ -173,13 +145,14 @@ for i = 1, #fields, 2 do
   end
 end
 redis.call('HSET', new, 'r', ARGV[1], 'e', ARGV[2])
+if #ARGV > 8 then redis.call('HSET', new, unpack(ARGV, 9)) end
 redis.call('PEXPIRE', new, ARGV[3])
 if KEYS[3] then
-  redis.call('SADD', KEYS[3], ARGV[5])
+  redis.call('HSET', KEYS[3], ARGV[5], '')
   redis.call('PEXPIRE', KEYS[3], ARGV[6], 'NX')
   redis.call('PEXPIRE', KEYS[3], ARGV[6], 'GT')
   redis.call('DEL', old)
-  redis.call('SREM', KEYS[3], ARGV[7])
+  redis.call('HDEL', KEYS[3], ARGV[7])
 else
   redis.call('HSET', old, 'm', ARGV[5])
   local ttl = redis.call('PTTL', old)

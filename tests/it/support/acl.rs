@@ -7,8 +7,7 @@ use super::redis_server::{connection, RedisServer};
 /// `INCR`/`DECR` commands they call), `INFO` for the version check at connect (and the local
 /// cache's check that it reaches the store's server), and `WAIT` for session-ending deletes
 /// that must reach a replica.
-pub const STORE_COMMANDS: &str =
-    "-@all +get +set +del +exists +ping +pttl +pexpire +sadd +srem +smembers \
+pub const STORE_COMMANDS: &str = "-@all +get +set +del +exists +ping +pttl +pexpire \
     +hget +hmget +hgetall +hset +hdel +hexists +hkeys \
     +incr +decr +multi +exec +evalsha +script|load +info +wait";
 
