@@ -1324,13 +1324,16 @@ fn inspect_keys(redis: &Redis) -> Orphans {
             continue;
         };
         orphans.sessions += 1;
-        let (record, moving): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(key)
-            .arg("r")
-            .arg("m")
-            .query(&mut conn)
-            .unwrap();
-        orphans.moving += usize::from(moving.is_some());
+        // The record is stored in pieces: `r`, then `r1` … `r7` as long as there is more.
+        let fields: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap();
+        let pieces = std::iter::once("r".to_owned()).chain((1..8).map(|n| format!("r{n}")));
+        let record: Option<String> = fields.contains_key("r").then(|| {
+            pieces
+                .map_while(|field| fields.get(&field).cloned())
+                .collect()
+        });
+        orphans.moving += usize::from(fields.contains_key("m"));
         let user = record
             .and_then(|record| serde_json::from_str::<serde_json::Value>(&record).ok())
             .and_then(|record| record["u"].as_str().map(str::to_owned))

@@ -201,7 +201,12 @@ fn layout(conn: &mut redis::Connection) -> Layout {
 }
 
 fn user_of(fields: &BTreeMap<String, String>) -> String {
-    let record: serde_json::Value = serde_json::from_str(&fields["r"]).expect("a JSON record");
+    // The record is stored in pieces: `r`, then `r1` … `r7` as long as there is more.
+    let pieces = std::iter::once("r".to_owned()).chain((1..8).map(|n| format!("r{n}")));
+    let json: String = pieces
+        .map_while(|field| fields.get(&field).cloned())
+        .collect();
+    let record: serde_json::Value = serde_json::from_str(&json).expect("a JSON record");
     record["u"].as_str().expect("a user id").to_owned()
 }
 
