@@ -89,8 +89,10 @@ fn offer(info: &LinkInfo, action: &str) -> HttpResponse {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
+    // The secret is in this page's URL: no cache keeps it, no Referer carries it away.
     HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
+        .insert_header(("referrer-policy", "no-referrer"))
         .json(json!({ "purpose": info.purpose(), "action": action, "expires_at": expires_at }))
 }
 

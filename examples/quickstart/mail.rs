@@ -43,24 +43,31 @@ impl Mailer {
         Ok(Self::Off)
     }
 
-    /// Sends a plain-text message to `to` in the background.
+    /// Sends a plain-text message to `to` in the background: even building it happens off
+    /// the request's path, so a request that mails costs what one that does not costs.
     pub(crate) fn send(&self, to: &str, subject: &str, body: String) {
-        let from = std::env::var("MAIL_FROM")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| "actix-login quickstart <no-reply@example.test>".to_owned());
-        let message = build(&from, to, subject, body);
-        let message = match message {
-            Ok(message) => message,
-            Err(err) => {
-                tracing::warn!(to, subject, error = %err, "mail not built");
-                return;
-            }
-        };
         let (to, subject) = (to.to_owned(), subject.to_owned());
         let mailer = self.clone();
         actix_web::rt::spawn(async move {
-            let sent = match &mailer {
+            let transport = match &mailer {
+                Mailer::Off => {
+                    tracing::info!(to, subject, "mail is off: message dropped");
+                    return;
+                }
+                transport => transport,
+            };
+            let from = std::env::var("MAIL_FROM")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "actix-login quickstart <no-reply@example.test>".to_owned());
+            let message = match build(&from, &to, &subject, body) {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::warn!(to, subject, error = %err, "mail not built");
+                    return;
+                }
+            };
+            let sent = match transport {
                 Mailer::Files(files) => files
                     .send(message)
                     .await
@@ -71,10 +78,7 @@ impl Mailer {
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),
-                Mailer::Off => {
-                    tracing::info!(to, subject, "mail is off: message dropped");
-                    return;
-                }
+                Mailer::Off => return,
             };
             match sent {
                 Ok(()) => tracing::info!(to, subject, "mail sent"),

@@ -108,6 +108,10 @@ async fn password_reset(app: &App) {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(body.contains("password_reset"), "{body}");
     }
+    // The page's URL holds the secret: not cached, not sent on as a Referer.
+    let reply = app.app.send("GET", &path, &[], None).await;
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
     // A weak password is refused before the link is used.
     let (status, _, body) = app.post(&path, Some(r#"{"password":"short"}"#)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
