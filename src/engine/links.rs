@@ -707,6 +707,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// Whatever a client puts where the secret goes, parsing never panics and accepts
+        /// only 43 base64url characters that encode 32 bytes exactly, which it gives back as
+        /// they came.
+        #[test]
+        fn any_path_segment_parses_as_a_secret_only_in_the_canonical_form(raw in "\\PC{0,64}|[A-Za-z0-9_-]{43}") {
+            if let Some(secret) = LinkSecret::parse(&raw) {
+                proptest::prop_assert_eq!(secret.as_str(), raw.as_str());
+                let bytes = URL_SAFE_NO_PAD.decode(&raw).unwrap();
+                proptest::prop_assert_eq!(bytes.len(), SECRET_BYTES);
+                proptest::prop_assert_eq!(URL_SAFE_NO_PAD.encode(bytes), raw);
+            } else {
+                let canonical = URL_SAFE_NO_PAD
+                    .decode(&raw)
+                    .is_ok_and(|b| b.len() == SECRET_BYTES && URL_SAFE_NO_PAD.encode(&b) == raw);
+                proptest::prop_assert!(!canonical, "refused {}", raw);
+            }
+        }
+
+        /// Whatever a store gives back, decoding a link record never panics.
+        #[test]
+        fn any_stored_text_decodes_or_is_refused(raw in "\\PC{0,128}") {
+            let _ = serde_json::from_str::<LinkRecord>(&raw);
+        }
+    }
+
     #[test]
     fn lifetimes_are_clamped_and_the_longest_is_known() {
         let settings = LinkSettings::new()
