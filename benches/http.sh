@@ -61,7 +61,8 @@
 #   CLUSTER=1 bash benches/http.sh  the same on a 3-primary Redis Cluster (--smoke works too)
 # Needs: cargo, redis-server + redis-cli (7.0 or newer), wrk, curl.
 # BEFORE_BIN=<an older build of the http_server bench executable> adds its actix-login variant
-# as actix-login-before (GET /me and GET /cart), for a before/after comparison within one run.
+# as actix-login-before (GET /me and GET /cart), for a before/after comparison within one run; on
+# one server it uses database 1, so that builds with different key layouts do not clash.
 #
 # Knobs (environment): CLUSTER (0), BEFORE_BIN, ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS; for the storm
 # STORM=0 (skip it), STORM_ROUNDS, STORM_DURATION (s), STORM_ME_CONNECTIONS (4),
@@ -325,9 +326,13 @@ fi
 
 # ---- servers and sessions -----------------------------------------------------------------------
 
+# An older build may keep its keys in another layout: on one server it gets database 1 of its
+# own. (A cluster has only database 0; there the two builds must agree on the layout.)
+declare -A URL_OF
+[[ $CLUSTER == 1 ]] || URL_OF[actix-login-before]="$REDIS_URL/1"
 for name in "${SERVERS[@]}"; do
     PORT[$name]=$(free_port)
-    PORT=${PORT[$name]} "${BIN_OF[$name]:-$BIN}" "${VARIANT_OF[$name]:-$name}" >"$WORK/$name.log" 2>&1 &
+    REDIS_URL=${URL_OF[$name]:-${REDIS_URL:-}} PORT=${PORT[$name]} "${BIN_OF[$name]:-$BIN}" "${VARIANT_OF[$name]:-$name}" >"$WORK/$name.log" 2>&1 &
     PID[$name]=$!
 done
 # A variant that refuses the deployment is left out, with its reason in the report.

@@ -1324,10 +1324,10 @@ fn inspect_keys(redis: &Redis) -> Orphans {
             continue;
         };
         orphans.sessions += 1;
-        // The record is stored in pieces: `r`, then `r1` … `r7` as long as there is more.
+        // The record is stored in pieces: `r`, then `r1` … `r3` as long as there is more.
         let fields: std::collections::HashMap<String, String> =
             redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap();
-        let pieces = std::iter::once("r".to_owned()).chain((1..8).map(|n| format!("r{n}")));
+        let pieces = std::iter::once("r".to_owned()).chain((1..4).map(|n| format!("r{n}")));
         let record: Option<String> = fields.contains_key("r").then(|| {
             pieces
                 .map_while(|field| fields.get(&field).cloned())

@@ -201,8 +201,8 @@ fn layout(conn: &mut redis::Connection) -> Layout {
 }
 
 fn user_of(fields: &BTreeMap<String, String>) -> String {
-    // The record is stored in pieces: `r`, then `r1` … `r7` as long as there is more.
-    let pieces = std::iter::once("r".to_owned()).chain((1..8).map(|n| format!("r{n}")));
+    // The record is stored in pieces: `r`, then `r1` … `r3` as long as there is more.
+    let pieces = std::iter::once("r".to_owned()).chain((1..4).map(|n| format!("r{n}")));
     let json: String = pieces
         .map_while(|field| fields.get(&field).cloned())
         .collect();
