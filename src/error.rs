@@ -59,6 +59,8 @@ impl StoreError {
 /// | `too_many_attempts` | 429, with `Retry-After` | [`Throttled`](Error::Throttled) | past a [`LoginThrottle`](crate::throttle::LoginThrottle) limit |
 /// | `too_many_sessions` | 429, with `Retry-After` | [`TooManySessions`](Error::TooManySessions) | a visitor's first data write past the [bounds on new anonymous sessions](crate::LoginMiddlewareBuilder::anonymous_sessions_per_minute) |
 /// | `token_rate_limited` | 429, with `Retry-After` | [`TokenRateLimited`](Error::TokenRateLimited) | [`Session::create_token`](crate::Session::create_token) past the user's [creation limit](crate::LoginMiddlewareBuilder::token_creation_limit) |
+/// | `too_many_links` | 429, with `Retry-After` | [`TooManyLinks`](Error::TooManyLinks) | [`OneTimeLinks::issue`](crate::links::OneTimeLinks::issue) past a [limit](crate::links::LinkSettings) per account, mail address or client address |
+/// | `invalid_link` | 410 | [`InvalidLink`](Error::InvalidLink) | a [one-time link](crate::links) that is malformed, unknown, already used, expired, for another purpose, or issued before the account's password changed: all look alike |
 /// | `invalid_input` | 400 | [`InvalidInput`](Error::InvalidInput) | a username over [`MAX_USERNAME_BYTES`](crate::throttle::MAX_USERNAME_BYTES); a [`PersonalToken`](crate::PersonalToken) name, end or scope out of bounds; a cookie login or renewal on a bearer request |
 /// | `password_too_long` | 400 | [`PasswordError::TooLong`](crate::password::PasswordError::TooLong) | a password over [`MAX_PASSWORD_BYTES`](crate::password::MAX_PASSWORD_BYTES) |
 /// | `login_busy` | 503, with `Retry-After` | [`PasswordError::Busy`](crate::password::PasswordError::Busy) | a stranger's password check while [`max_waiting`](crate::password::PasswordHasher::max_waiting) others wait for a hashing thread ([the hashing queue](crate::password#the-hashing-queue)) |
@@ -128,6 +130,18 @@ pub enum Error {
     #[error("too many personal access tokens created lately")]
     TokenRateLimited {
         /// How long until the next creation is allowed.
+        retry_after: std::time::Duration,
+    },
+    /// A [one-time link](crate::links) that cannot be used: malformed, unknown, already used,
+    /// expired, for another purpose, or issued before the account's password changed. The
+    /// client is not told which.
+    #[error("the one-time link is not valid")]
+    InvalidLink,
+    /// Too many [one-time links](crate::links) were issued lately for the account, the mail
+    /// address or the client address; try again after `retry_after`.
+    #[error("too many one-time links issued lately")]
+    TooManyLinks {
+        /// How long until the next link may be issued.
         retry_after: std::time::Duration,
     },
     /// A session data value could not be serialised, or the stored one could not be read as

@@ -424,6 +424,7 @@ mod web;
 // (the traits, the record and key types) is under `store`, and each type has one path.
 pub use actix_web::cookie::SameSite;
 
+pub use crate::engine::links;
 pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, Timeouts};
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]

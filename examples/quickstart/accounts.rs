@@ -1,14 +1,17 @@
 //! Accounts: sign-up, login and logout, `/me`, re-authentication and password changes.
 
+use actix_login::links::OneTimeLinks;
 use actix_login::policy::PasswordPolicy;
 use actix_login::throttle::LoginThrottle;
 use actix_login::{password, AuthUser, Login, Session, Sessions};
 use actix_web::cookie::Cookie;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::admin::push_roles;
+use crate::links::{mail_verification, LinkBase};
+use crate::mail::Mailer;
 use crate::users::{hasher, Profile, Users};
 
 fn invalid_credentials() -> HttpResponse {
@@ -102,7 +105,7 @@ async fn password_matches(
 }
 
 /// The response refusing a new password the policy rejects, if it does.
-fn policy_refusal(password: &str, username: &str) -> Option<HttpResponse> {
+pub(crate) fn policy_refusal(password: &str, username: &str) -> Option<HttpResponse> {
     let violation = PasswordPolicy::new()
         .check(password, &[username, "actix-login"])
         .err()?;
@@ -129,11 +132,15 @@ pub(crate) fn canonical_username(raw: &str) -> Option<String> {
 /// dearly as possible: every attempt counts against the address's sign-up limit, a refused
 /// password gets the same answer for taken and free names, and a taken name costs the same
 /// argon2 work as a free one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn register(
     req: HttpRequest,
     users: web::Data<Users>,
     throttle: web::Data<LoginThrottle>,
     sessions: Sessions,
+    links: OneTimeLinks,
+    mailer: web::Data<Mailer>,
+    base: web::Data<LinkBase>,
     creds: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
     throttle.registration(&req).await?;
@@ -147,7 +154,9 @@ pub(crate) async fn register(
     let Some(profile) = users.add(&username, hash) else {
         return Ok(HttpResponse::Conflict().json(json!({ "error": "username_taken" })));
     };
+    // The credentials first: the verification link is bound to them.
     start_credentials(&sessions, profile.id).await?;
+    mail_verification(&links, &mailer, &base, profile.id, &username).await;
     Ok(HttpResponse::Created().json(profile))
 }
 
@@ -163,8 +172,24 @@ pub(crate) async fn start_credentials(
     Ok(())
 }
 
-pub(crate) async fn me(user: AuthUser<Profile>) -> web::Json<Profile> {
-    web::Json(user.into_inner())
+/// The profile, and whether the user's mail address is verified (from the user table: it
+/// changes while the session lives).
+pub(crate) async fn me(user: AuthUser<Profile>, users: web::Data<Users>) -> web::Json<Me> {
+    let email_verified = users.email_verified(&user.username);
+    let Profile { id, username } = user.into_inner();
+    web::Json(Me {
+        id,
+        username,
+        email_verified,
+    })
+}
+
+/// What `GET /me` answers: the session's profile and the account's address status.
+#[derive(Serialize)]
+pub(crate) struct Me {
+    id: u64,
+    username: String,
+    email_verified: bool,
 }
 
 pub(crate) async fn logout(

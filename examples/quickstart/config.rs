@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use actix_login::links::{LinkLimit, LinkPurpose, LinkSettings};
 use actix_login::throttle::{Limit, LoginThrottle};
 use actix_login::{LoginMiddlewareBuilder, Timeouts};
 
@@ -46,6 +47,24 @@ pub(crate) fn configure(
         let max = u32::try_from(max).map_err(std::io::Error::other)?;
         builder = builder.token_creation_limit(max, Duration::from_secs(60 * 60));
     }
+    let mut links = LinkSettings::new();
+    for (name, purpose) in [
+        ("MAGIC_LINK_TTL_SECS", LinkPurpose::SignIn),
+        ("PASSWORD_RESET_TTL_SECS", LinkPurpose::PasswordReset),
+        ("VERIFY_EMAIL_TTL_SECS", LinkPurpose::VerifyEmail),
+    ] {
+        if let Some(secs) = env_number(name)? {
+            links = links.lifetime(purpose, Duration::from_secs(secs));
+        }
+    }
+    if let Some(max) = env_number("LINKS_PER_ACCOUNT")? {
+        let max = u32::try_from(max).map_err(std::io::Error::other)?;
+        let hour = Duration::from_secs(60 * 60);
+        links = links
+            .per_account(LinkLimit::new(max, hour))
+            .per_address(LinkLimit::new(max, hour));
+    }
+    builder = builder.one_time_links(links);
     if let Some(domain) = std::env::var("COOKIE_DOMAIN")
         .ok()
         .filter(|v| !v.is_empty())

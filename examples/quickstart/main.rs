@@ -36,6 +36,22 @@
 //!   malformed token is `401` with `WWW-Authenticate`.
 //! - Logged in with the cookie: `POST /reauth` `{"password"}`; with a fresh session,
 //!   `POST /password` `{"current_password","new_password"}`.
+//! - One-time links, mailed to `<username>@example.test` as `http://<ADDR><path>` on a line of
+//!   their own: `POST /password-reset` `{"username"}` and `POST /magic-link` `{"username"}`
+//!   answer `202` with one body whether or not the account exists, and mail
+//!   `/password-reset/<secret>` or `/magic-link/<secret>`; `POST /register` mails
+//!   `/verify-email/<secret>`. `GET` of a link is `200` and leaves it working (mail scanners
+//!   open links); `POST /password-reset/<secret>` `{"password"}` sets a new password (`204`;
+//!   `400 weak_password` leaves the link working) and ends every session and link of the
+//!   account; `POST /verify-email/<secret>` is `204`, after which `GET /me` shows
+//!   `"email_verified": true`; `POST /magic-link/<secret>` logs in (`200` with the session and
+//!   device cookies). A link works once: used, expired, of another route, or older than the
+//!   password, it is `410 invalid_link`. More than 5 links an hour for an account or an
+//!   address, or 30 for a client, is `429 too_many_links` with `Retry-After`.
+//!   Mail goes to one file per message in `MAIL_DIR`, or through SMTP to `SMTP_URL`, or
+//!   nowhere (logged without the link); `MAGIC_LINK_TTL_SECS` (default 900),
+//!   `PASSWORD_RESET_TTL_SECS` (3600), `VERIFY_EMAIL_TTL_SECS` (86400) and
+//!   `LINKS_PER_ACCOUNT` (5 an hour) change the defaults.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
 //!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
@@ -79,14 +95,17 @@
 //! ```
 //!
 //! The handlers live in modules by concern: `accounts` (sign-up, login, logout, `/me`,
-//! re-authentication, password changes), `sessions`, `tokens`, `data` (cart and preferences),
-//! `admin` (roles), `users` (the user table); `config` and `store` read the environment. `main`
+//! re-authentication, password changes), `links` (password reset, verification and sign-in
+//! links), `mail`, `sessions`, `tokens`, `data` (cart and preferences), `admin` (roles),
+//! `users` (the user table); `config` and `store` read the environment. `main`
 //! below wires the routes.
 
 mod accounts;
 mod admin;
 mod config;
 mod data;
+mod links;
+mod mail;
 mod sessions;
 mod store;
 mod tokens;
@@ -160,12 +179,16 @@ async fn main() -> std::io::Result<()> {
             .map_err(std::io::Error::other)?;
     }
     let users = web::Data::new(users);
+    let mailer = web::Data::new(mail::Mailer::from_env()?);
+    let link_base = web::Data::new(links::LinkBase(format!("http://{addr}")));
 
     println!("listening on http://{addr}");
     HttpServer::new(move || {
         App::new()
             .app_data(users.clone())
             .app_data(login_throttle.clone())
+            .app_data(mailer.clone())
+            .app_data(link_base.clone())
             .app_data(json_config())
             .route("/login", web::post().to(accounts::login))
             .route("/register", web::post().to(accounts::register))
@@ -178,6 +201,26 @@ async fn main() -> std::io::Result<()> {
             )
             .route("/sessions/{id}", web::delete().to(sessions::revoke_session))
             .route("/reauth", web::post().to(accounts::reauth))
+            .route(
+                "/password-reset",
+                web::post().to(links::request_password_reset),
+            )
+            .service(
+                web::resource("/password-reset/{secret}")
+                    .route(web::get().to(links::show_password_reset))
+                    .route(web::post().to(links::reset_password)),
+            )
+            .service(
+                web::resource("/verify-email/{secret}")
+                    .route(web::get().to(links::show_verify_email))
+                    .route(web::post().to(links::verify_email)),
+            )
+            .route("/magic-link", web::post().to(links::request_magic_link))
+            .service(
+                web::resource("/magic-link/{secret}")
+                    .route(web::get().to(links::show_magic_link))
+                    .route(web::post().to(links::sign_in_with_link)),
+            )
             // Login first, so that anonymous clients get 401 whatever their body. The crate
             // itself asks for a fresh session: a token is an account change.
             .service(

@@ -22,6 +22,14 @@ struct User {
     /// Counts password changes (not hash upgrades): what logins name as the credentials they
     /// verified, so a login that checked a password being replaced leaves no session.
     password_version: u64,
+    /// Whether the owner proved they read mail at [`address`].
+    email_verified: bool,
+}
+
+/// A user's mail address. The quickstart has no address field: each user reads mail at
+/// `<username>@example.test`.
+pub(crate) fn address(username: &str) -> String {
+    format!("{username}@example.test")
 }
 
 /// How the quickstart hashes passwords. A real app would add a pepper from its secrets store:
@@ -48,6 +56,8 @@ impl Users {
                 roles,
                 password_hash: hasher().hash(pw).await?,
                 password_version: 0,
+                // The demo accounts' addresses count as verified; new accounts' do not.
+                email_verified: true,
             };
             users.insert(username.to_owned(), user);
         }
@@ -63,6 +73,34 @@ impl Users {
             user.roles.clone(),
             user.password_hash.clone(),
         ))
+    }
+
+    /// The username and profile of the user with `id`, if there is one.
+    pub(crate) fn find_by_id(&self, id: &str) -> Option<(String, Profile, Vec<String>)> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users
+            .iter()
+            .find(|(_, user)| user.profile.id.to_string() == id)
+            .map(|(name, user)| (name.clone(), user.profile.clone(), user.roles.clone()))
+    }
+
+    /// Whether the user's address is verified.
+    pub(crate) fn email_verified(&self, username: &str) -> bool {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users.get(username).is_some_and(|user| user.email_verified)
+    }
+
+    /// Marks `address` verified for `username` if it still is the user's address; returns
+    /// whether it was.
+    pub(crate) fn verify_email(&self, username: &str, verified_address: &str) -> bool {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        match users.get_mut(username) {
+            Some(user) if address(username) == verified_address => {
+                user.email_verified = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn ids(&self) -> Vec<u64> {
@@ -86,6 +124,7 @@ impl Users {
             roles: Vec::new(),
             password_hash,
             password_version: 0,
+            email_verified: false,
         };
         users.insert(username.to_owned(), user);
         Some(profile)

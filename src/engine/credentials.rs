@@ -22,7 +22,12 @@ impl SessionEngine {
     ) -> Result<usize, Error> {
         // Kept as long as a session can live: far longer than any login takes, and a version
         // that has expired can only be compared with logins that began after it was written.
-        let keep_for = self.rules.absolute_timeout();
+        // And as long as a one-time link lives: a link bound to an older version must see
+        // this one for as long as it could be used.
+        let keep_for = self
+            .rules
+            .absolute_timeout()
+            .max(self.rules.links().longest_lifetime());
         self.store
             .set_credentials_version(user_id, version.as_str(), keep_for)
             .await?;

@@ -16,6 +16,7 @@
 //! | `data.rs` | session data, anonymous sessions, live updates of a user's profile and roles |
 //! | `address.rs` | client addresses as counters see them |
 //! | `credentials.rs` | a password change that no login verified against the old one outlives |
+//! | `links.rs` | one-time links: issuing them under limits, looking at them, using them once |
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -29,6 +30,7 @@ mod address;
 mod credentials;
 mod data;
 mod lifecycle;
+pub mod links;
 mod personal_tokens;
 pub(crate) mod rules;
 pub(crate) mod session_token;
@@ -36,6 +38,7 @@ mod sessions;
 
 #[cfg(feature = "throttle")]
 pub(crate) use self::address::address_bucket;
+pub(crate) use self::links::OneTimeLinks;
 pub use self::personal_tokens::{IssuedToken, PersonalToken};
 pub(crate) use self::rules::SessionRules;
 pub use self::rules::Timeouts;

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::links::LinkSettings;
 use crate::record::{Lifetime, SessionRecord};
 
 /// Default idle timeout: 30 minutes (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
@@ -144,6 +145,7 @@ pub(crate) struct SessionRules {
     anonymous_per_address: u32,
     anonymous_per_network: u32,
     anonymous_per_minute: u32,
+    links: LinkSettings,
 }
 
 impl Default for SessionRules {
@@ -164,6 +166,7 @@ impl Default for SessionRules {
             anonymous_per_address: DEFAULT_ANONYMOUS_PER_ADDRESS,
             anonymous_per_network: DEFAULT_ANONYMOUS_PER_NETWORK,
             anonymous_per_minute: DEFAULT_ANONYMOUS_PER_MINUTE,
+            links: LinkSettings::default(),
         }
     }
 }
@@ -315,6 +318,15 @@ impl SessionRules {
 
     pub(crate) fn absolute_timeout(&self) -> Duration {
         self.absolute_timeout
+    }
+
+    /// How long one-time links live and how many may be issued.
+    pub(crate) fn links(&self) -> &LinkSettings {
+        &self.links
+    }
+
+    pub(crate) fn set_links(&mut self, links: LinkSettings) {
+        self.links = links;
     }
 
     pub(crate) fn max_sessions_per_user(&self) -> usize {

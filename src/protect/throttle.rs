@@ -356,6 +356,22 @@ impl LoginThrottle {
         Ok(())
     }
 
+    /// A device cookie for the account with id `account`, for a login proven without a
+    /// password: a [sign-in link](crate::links) or a password reset that logs the browser in.
+    /// Like the cookie [`LoginAttempt::succeeded`] returns, it lets this browser past the
+    /// limits strangers fill (see [known browsers](LoginThrottle#known-browsers)). Send it only
+    /// once the login it stands for has happened.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an id over [`MAX_USERNAME_BYTES`]; [`Error::Store`] if the
+    /// store fails; [`Error::Random`] if the OS random generator does.
+    pub async fn trust_device(&self, account: &str) -> Result<Cookie<'static>, Error> {
+        if account.len() > MAX_USERNAME_BYTES {
+            return Err(Error::InvalidInput);
+        }
+        device::issue(&*self.store, account, self.rules.per_device.window).await
+    }
+
     /// The counter name for the request's client, refusing a request another site sent.
     fn client(&self, req: &HttpRequest) -> Result<String, Error> {
         let state = RequestSession::of(&req.extensions(), req.path())?;

@@ -8,11 +8,13 @@ use serde_json::value::RawValue;
 
 mod data;
 mod key;
+mod link;
 
 #[cfg(feature = "redis")]
 pub(crate) use self::data::ENTRY_OVERHEAD;
 pub use self::data::{DataChange, SessionData};
 pub use self::key::SessionKey;
+pub use self::link::{LinkKey, LinkPurpose, LinkRecord};
 
 /// One session as the store keeps it: who is logged in, the app's profile of that user,
 /// their roles, where the login came from, and the session's fixed timestamps.

@@ -11,7 +11,7 @@ use super::{
     ThrottleStore, UserSessions,
 };
 use crate::error::StoreError;
-use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
+use crate::record::{DataChange, LinkKey, LinkRecord, SessionData, SessionKey, SessionRecord};
 
 /// How many creations pass between sweeps of expired records.
 const SWEEP_EVERY: u32 = 1024;
@@ -35,6 +35,8 @@ struct Inner {
     counters: HashMap<String, (i64, SystemTime)>,
     /// Each user's credentials version, and until when it is kept.
     credentials: HashMap<String, (String, SystemTime)>,
+    /// One-time links, each until its own `expires_at`.
+    links: HashMap<LinkKey, LinkRecord>,
     creations_since_sweep: u32,
 }
 
@@ -125,6 +127,7 @@ impl Inner {
         self.counters.retain(|_, (_, expires_at)| *expires_at > now);
         self.credentials
             .retain(|_, (_, kept_until)| *kept_until > now);
+        self.links.retain(|_, link| link.expires_at() > now);
         self.creations_since_sweep = 0;
     }
 }
@@ -301,6 +304,44 @@ impl SessionStore for MemoryStore {
             .credentials
             .insert(user_id.to_owned(), (version.to_owned(), kept_until));
         Ok(())
+    }
+
+    async fn create_link(&self, key: &LinkKey, record: &LinkRecord) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        inner.creations_since_sweep += 1;
+        if inner.creations_since_sweep >= SWEEP_EVERY {
+            inner.sweep(now);
+        }
+        if inner
+            .links
+            .get(key)
+            .is_some_and(|link| link.expires_at() > now)
+        {
+            return Ok(false);
+        }
+        inner.links.insert(key.clone(), record.clone());
+        Ok(true)
+    }
+
+    async fn load_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        let now = SystemTime::now();
+        Ok(self
+            .lock()
+            .links
+            .get(key)
+            .filter(|link| link.expires_at() > now)
+            .cloned())
+    }
+
+    async fn take_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        let now = SystemTime::now();
+        // Removed under the lock: of two racing takes, the second finds nothing.
+        Ok(self
+            .lock()
+            .links
+            .remove(key)
+            .filter(|link| link.expires_at() > now))
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) mod redis;
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
 pub use self::redis::{ActixSessionFailClosed, ActixSessionStore};
-pub use crate::record::{DataChange, SessionKey, SessionRecord};
+pub use crate::record::{DataChange, LinkKey, LinkRecord, SessionKey, SessionRecord};
 
 /// A record together with the moment it will expire unless it is extended.
 #[derive(Clone, Debug)]
@@ -293,7 +293,52 @@ pub trait SessionStore: Send + Sync + 'static {
             "this session store keeps no credentials versions",
         )))
     }
+    /// Stores the one-time link `record` under `key` until its
+    /// [`expires_at`](LinkRecord::expires_at), unless the key is taken. Returns `Ok(false)`, and
+    /// leaves the link there untouched, if it is.
+    ///
+    /// The default answers with an error, like the other one-time link methods: a store that
+    /// keeps no links makes issuing and using them fail with `503`, and nothing else changes.
+    /// [`store::contract::check_one_time_links`](crate::store::contract::check_one_time_links)
+    /// checks a store that does keep them.
+    fn create_link(
+        &self,
+        key: &LinkKey,
+        record: &LinkRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> {
+        let _ = (key, record);
+        std::future::ready(Err(StoreError::unavailable(NO_LINKS)))
+    }
+
+    /// The link under `key`, if there is one, leaving it in place (a mail scanner that opens a
+    /// link must not use it up). May return a link past its `expires_at`; the caller checks.
+    ///
+    /// The default answers with an error.
+    fn load_link(
+        &self,
+        key: &LinkKey,
+    ) -> impl Future<Output = Result<Option<LinkRecord>, StoreError>> {
+        let _ = key;
+        std::future::ready(Err(StoreError::unavailable(NO_LINKS)))
+    }
+
+    /// Removes the link under `key` and returns it, in one atomic step: of any number of
+    /// concurrent calls for one key, at most one gets the link, on every app instance sharing
+    /// the store. This is what makes a link single-use. May return a link past its
+    /// `expires_at`; the caller checks.
+    ///
+    /// The default answers with an error.
+    fn take_link(
+        &self,
+        key: &LinkKey,
+    ) -> impl Future<Output = Result<Option<LinkRecord>, StoreError>> {
+        let _ = key;
+        std::future::ready(Err(StoreError::unavailable(NO_LINKS)))
+    }
 }
+
+/// What a store without one-time links answers.
+const NO_LINKS: &str = "this session store keeps no one-time links";
 
 /// One counter a login attempt is charged to, with its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -476,6 +521,22 @@ pub(crate) trait DynStore: Send + Sync {
         version: &'a str,
         keep_for: Duration,
     ) -> LocalBoxFuture<'a, Result<(), StoreError>>;
+
+    fn create_link<'a>(
+        &'a self,
+        key: &'a LinkKey,
+        record: &'a LinkRecord,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
+
+    fn load_link<'a>(
+        &'a self,
+        key: &'a LinkKey,
+    ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>>;
+
+    fn take_link<'a>(
+        &'a self,
+        key: &'a LinkKey,
+    ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>>;
 }
 
 impl<S: SessionStore> DynStore for S {
@@ -583,5 +644,27 @@ impl<S: SessionStore> DynStore for S {
         Box::pin(SessionStore::set_credentials_version(
             self, user_id, version, keep_for,
         ))
+    }
+
+    fn create_link<'a>(
+        &'a self,
+        key: &'a LinkKey,
+        record: &'a LinkRecord,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(SessionStore::create_link(self, key, record))
+    }
+
+    fn load_link<'a>(
+        &'a self,
+        key: &'a LinkKey,
+    ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>> {
+        Box::pin(SessionStore::load_link(self, key))
+    }
+
+    fn take_link<'a>(
+        &'a self,
+        key: &'a LinkKey,
+    ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>> {
+        Box::pin(SessionStore::take_link(self, key))
     }
 }

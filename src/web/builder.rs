@@ -10,6 +10,7 @@ use super::cookie::CookieConfig;
 use super::csrf::CsrfConfig;
 use super::origin::Origin;
 use super::LoginMiddleware;
+use crate::engine::links::LinkSettings;
 use crate::engine::{SessionEngine, SessionRules, Timeouts};
 use crate::store::{DynStore, SessionStore};
 
@@ -113,6 +114,16 @@ impl LoginMiddlewareBuilder {
     /// with `503`.
     pub fn token_creation_limit(mut self, max: u32, window: Duration) -> Self {
         self.rules.set_token_creation_limit(max, window);
+        self
+    }
+
+    /// How long [one-time links](crate::links) live and how many may be issued per account,
+    /// mail address and client address (defaults in the table on [`LinkSettings`]). The counts
+    /// are kept in the store's counters, like the [token creation limit](Self::token_creation_limit).
+    /// Credentials versions are kept at least as long as the longest lifetime, so that a
+    /// password change ends every link issued before it.
+    pub fn one_time_links(mut self, settings: LinkSettings) -> Self {
+        self.rules.set_links(settings);
         self
     }
 

@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
 use super::request::RequestSession;
-use crate::engine::{ActiveSession, Sessions};
+use crate::engine::{ActiveSession, OneTimeLinks, Sessions};
 use crate::error::Error;
 
 /// The request's session state, as the middleware left it.
@@ -202,5 +202,19 @@ impl FromRequest for Sessions {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(request_session(req).map(|state| Sessions::new(state.engine().clone())))
+    }
+}
+
+/// The request's client address (as [`trust_proxies`](crate::LoginMiddlewareBuilder::trust_proxies)
+/// resolves it) goes with the handle, so that issued links are counted per client address too.
+impl FromRequest for OneTimeLinks {
+    type Error = Error;
+    type Future = Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            request_session(req)
+                .map(|state| OneTimeLinks::new(state.engine().clone(), state.client_ip())),
+        )
     }
 }

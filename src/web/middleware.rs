@@ -18,7 +18,7 @@ use super::cookie::Presented;
 use super::csrf::{self, Provenance};
 use super::request::{CookieUpdate, RequestSession};
 use super::response::json_error;
-use crate::engine::{SessionEngine, Sessions};
+use crate::engine::{OneTimeLinks, SessionEngine, Sessions};
 use crate::error::Error;
 use crate::store::SessionStore;
 
@@ -114,6 +114,14 @@ impl LoginMiddleware {
     /// requests (an admin task, an account being disabled).
     pub fn sessions(&self) -> Sessions {
         Sessions::new(self.engine.clone())
+    }
+
+    /// A handle on [one-time links](crate::links) through this middleware's store and
+    /// settings, for use outside requests (a sign-up done by an admin, a job that mails
+    /// verification links). Links it issues are counted per account and mail address, not per
+    /// client address.
+    pub fn links(&self) -> OneTimeLinks {
+        OneTimeLinks::new(self.engine.clone(), None)
     }
 
     pub(crate) fn from_parts(engine: SessionEngine, config: WebConfig) -> Self {

@@ -27,6 +27,8 @@ impl Error {
             Error::LoginSuperseded => (StatusCode::CONFLICT, "login_superseded"),
             Error::TooManyTokens => (StatusCode::CONFLICT, "too_many_tokens"),
             Error::TokenRateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "token_rate_limited"),
+            Error::InvalidLink => (StatusCode::GONE, "invalid_link"),
+            Error::TooManyLinks { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_links"),
             // An unreadable record authenticates no one: the session is absent.
             Error::Store(StoreError::Corrupt(_)) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
@@ -53,7 +55,8 @@ impl ResponseError for Error {
         let mut response = json_error(status, code);
         if let Error::Throttled { retry_after }
         | Error::TooManySessions { retry_after }
-        | Error::TokenRateLimited { retry_after } = self
+        | Error::TokenRateLimited { retry_after }
+        | Error::TooManyLinks { retry_after } = self
         {
             // Whole seconds, rounded up: a client that waits exactly this long gets through.
             let secs = retry_after.as_millis().div_ceil(1000);
@@ -109,6 +112,10 @@ mod tests {
             Error::LoginSuperseded,
             Error::TooManyTokens,
             Error::TokenRateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            Error::InvalidLink,
+            Error::TooManyLinks {
                 retry_after: std::time::Duration::from_secs(1),
             },
             Error::Store(StoreError::Timeout),

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use actix_login::store::contract::check_session_store;
-use actix_login::store::{Carry, DataChange, DataWrite, SessionKey, SessionRecord, SessionStore};
+use actix_login::store::contract::{check_one_time_links, check_session_store};
+use actix_login::store::{Carry, DataChange, DataWrite, LinkKey, LinkRecord};
+use actix_login::store::{SessionKey, SessionRecord, SessionStore};
 use actix_login::store::{StoredSession, UserSessions};
 use actix_login::{MemoryStore, SessionData, StoreError};
 use serde_json::value::RawValue;
@@ -23,6 +24,10 @@ enum Fault {
     ListSeesNothing,
     /// `delete` always reports there was a record.
     DeleteAlwaysTrue,
+    /// `take_link` returns the link and leaves it in place.
+    TakeLeavesLink,
+    /// `take_link` reads, yields, then deletes: not one atomic step.
+    TakeInTwoSteps,
 }
 
 struct Broken {
@@ -126,6 +131,24 @@ impl SessionStore for Broken {
         }
         self.inner.rotate(old, new, record, expires_at, carry).await
     }
+    async fn create_link(&self, key: &LinkKey, record: &LinkRecord) -> Result<bool, StoreError> {
+        self.inner.create_link(key, record).await
+    }
+    async fn load_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        self.inner.load_link(key).await
+    }
+    async fn take_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        match self.fault {
+            Fault::TakeLeavesLink => self.inner.load_link(key).await,
+            Fault::TakeInTwoSteps => {
+                let found = self.inner.load_link(key).await?;
+                yield_once().await;
+                self.inner.take_link(key).await?;
+                Ok(found)
+            }
+            _ => self.inner.take_link(key).await,
+        }
+    }
 }
 
 async fn check(fault: Fault) {
@@ -167,4 +190,88 @@ async fn list_sees_nothing() {
 #[should_panic(expected = "delete returns whether there was a record")]
 async fn delete_always_true() {
     check(Fault::DeleteAlwaysTrue).await
+}
+
+async fn check_links(fault: Fault) {
+    check_one_time_links(|| async move {
+        Broken {
+            inner: MemoryStore::new(),
+            fault,
+            created: Mutex::default(),
+        }
+    })
+    .await;
+}
+
+#[actix_web::test]
+#[should_panic(expected = "a link is taken once")]
+async fn take_leaves_link() {
+    check_links(Fault::TakeLeavesLink).await
+}
+
+#[actix_web::test]
+#[should_panic(expected = "of racing takes exactly one gets the link")]
+async fn take_in_two_steps() {
+    check_links(Fault::TakeInTwoSteps).await
+}
+
+/// A store written before one-time links existed still compiles: the methods answer with an
+/// error by default, which the link contract reports.
+#[actix_web::test]
+#[should_panic(expected = "keeps no one-time links")]
+async fn a_store_without_links_fails_the_link_contract() {
+    struct Old(MemoryStore);
+    impl SessionStore for Old {
+        async fn create(
+            &self,
+            key: &SessionKey,
+            record: &SessionRecord,
+            expires_at: SystemTime,
+            data: &SessionData,
+        ) -> Result<bool, StoreError> {
+            self.0.create(key, record, expires_at, data).await
+        }
+        async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
+            self.0.load(key).await
+        }
+        async fn extend(&self, key: &SessionKey, at: SystemTime) -> Result<bool, StoreError> {
+            self.0.extend(key, at).await
+        }
+        async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+            self.0.load_data(key).await
+        }
+        async fn write_data(
+            &self,
+            key: &SessionKey,
+            changes: &[DataChange],
+            max_size: usize,
+        ) -> Result<DataWrite, StoreError> {
+            self.0.write_data(key, changes, max_size).await
+        }
+        async fn update_user(
+            &self,
+            key: &SessionKey,
+            user: &RawValue,
+            roles: &[String],
+        ) -> Result<bool, StoreError> {
+            self.0.update_user(key, user, roles).await
+        }
+        async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+            self.0.delete(key).await
+        }
+        async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
+            self.0.list(user_id).await
+        }
+        async fn rotate(
+            &self,
+            old: &SessionKey,
+            new: &SessionKey,
+            record: &SessionRecord,
+            expires_at: SystemTime,
+            carry: Carry,
+        ) -> Result<bool, StoreError> {
+            self.0.rotate(old, new, record, expires_at, carry).await
+        }
+    }
+    check_one_time_links(|| async { Old(MemoryStore::new()) }).await;
 }

@@ -37,7 +37,10 @@ async fn check_contract(app: &Quickstart) {
     let (status, _, body) = app.call("GET", "/me", None, Some(&cookie)).await;
     assert_eq!(
         (status, body.as_str()),
-        (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
+        (
+            StatusCode::OK,
+            r#"{"id":1,"username":"alice","email_verified":true}"#
+        )
     );
 
     // Wrong password and unknown user: the same answer.
@@ -748,7 +751,10 @@ async fn cookie_domain_applies(app: &Quickstart) {
     let (status, _, body) = app.call("GET", "/me", None, Some(&cookie)).await;
     assert_eq!(
         (status, body.as_str()),
-        (StatusCode::OK, r#"{"id":1,"username":"alice"}"#)
+        (
+            StatusCode::OK,
+            r#"{"id":1,"username":"alice","email_verified":true}"#
+        )
     );
     let cookies = app.log_out(&cookie).await;
     let removal = session_set_cookie(&cookies);

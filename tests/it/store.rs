@@ -42,8 +42,11 @@ where
     S: SessionStore + actix_login::store::ThrottleStore,
     Fut: std::future::Future<Output = S>,
 {
-    use actix_login::store::contract::{check_session_store, check_throttle_store};
+    use actix_login::store::contract::{
+        check_one_time_links, check_session_store, check_throttle_store,
+    };
     check_session_store(&mut new_store).await;
+    check_one_time_links(&mut new_store).await;
     check_throttle_store(&mut new_store).await;
 }
 

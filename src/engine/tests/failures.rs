@@ -3,6 +3,8 @@
 use std::time::SystemTime;
 
 use super::*;
+use crate::engine::links::{LinkPurpose, OneTimeLinks, Recipient};
+use crate::record::{LinkKey, LinkRecord};
 
 /// A store whose every operation fails the way a vanished Redis does, or whose records are all
 /// unreadable.
@@ -80,6 +82,66 @@ impl SessionStore for Broken {
     ) -> Result<bool, StoreError> {
         Err(StoreError::Timeout)
     }
+
+    async fn admit_anonymous(&self, _: &[Counter<'_>]) -> Result<Admission, StoreError> {
+        Err(StoreError::Timeout)
+    }
+
+    async fn credentials_version(&self, _: &str) -> Result<Option<String>, StoreError> {
+        Err(StoreError::Timeout)
+    }
+
+    async fn create_link(&self, _: &LinkKey, _: &LinkRecord) -> Result<bool, StoreError> {
+        Err(StoreError::Timeout)
+    }
+
+    async fn load_link(&self, _: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        Err(self.error())
+    }
+
+    async fn take_link(&self, _: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        Err(self.error())
+    }
+}
+
+/// A secret of the right shape (32 zero bytes), so that it reaches the store.
+fn well_formed_secret() -> String {
+    "A".repeat(43)
+}
+
+#[test]
+fn a_failing_store_fails_link_requests_with_a_store_error_never_a_link_or_invalid_link() {
+    run(async {
+        let engine = SessionEngine::new(Broken::Down, SessionRules::default());
+        let links = OneTimeLinks::new(engine, None);
+        let to = Recipient::new("7", "ann@example.test");
+        for to in [Some(to), None] {
+            let issued = links.issue(LinkPurpose::SignIn, "ann", to).await;
+            assert!(matches!(issued, Err(Error::Store(_))), "{issued:?}");
+        }
+        let secret = well_formed_secret();
+        let peeked = links.peek(LinkPurpose::SignIn, &secret).await;
+        assert!(matches!(peeked, Err(Error::Store(_))), "{peeked:?}");
+        let used = links.consume(LinkPurpose::SignIn, &secret).await;
+        assert!(matches!(used, Err(Error::Store(_))), "{used:?}");
+    });
+}
+
+#[test]
+fn an_unreadable_link_is_an_invalid_link() {
+    run(async {
+        let engine = SessionEngine::new(Broken::Corrupt, SessionRules::default());
+        let links = OneTimeLinks::new(engine, None);
+        let secret = well_formed_secret();
+        for take in [false, true] {
+            let answer = if take {
+                links.consume(LinkPurpose::PasswordReset, &secret).await
+            } else {
+                links.peek(LinkPurpose::PasswordReset, &secret).await
+            };
+            assert!(matches!(answer, Err(Error::InvalidLink)), "{answer:?}");
+        }
+    });
 }
 
 #[test]

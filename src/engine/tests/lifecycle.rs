@@ -299,3 +299,66 @@ fn listing_marks_the_current_session_and_revocation_spares_it_on_request() {
         assert!(is_live(&engine, &theirs.token).await);
     });
 }
+
+/// Which credentials versions a link accepts: the one it was issued under, or none at all when
+/// the store forgot it (kept longer than any link lives, so nothing changed meanwhile); never
+/// one that appeared or changed since.
+#[test]
+fn links_follow_the_credentials_they_were_issued_under() {
+    use crate::engine::links::{LinkPurpose, OneTimeLinks, Recipient};
+    run(async {
+        let store = MemoryStore::new();
+        let links = OneTimeLinks::new(
+            SessionEngine::new(store.clone(), SessionRules::default()),
+            None,
+        );
+        let to = Recipient::new("9", "cy@example.test");
+        let issue = || async {
+            links
+                .issue(LinkPurpose::PasswordReset, "cy", Some(to))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let valid = |secret: String| {
+            let links = links.clone();
+            async move {
+                links
+                    .peek(LinkPurpose::PasswordReset, &secret)
+                    .await
+                    .is_ok()
+            }
+        };
+
+        // Issued with no version on record; one recorded since is a change.
+        let link = issue().await;
+        assert!(valid(link.secret().to_owned()).await);
+        SessionStore::set_credentials_version(&store, "9", "v1", Duration::from_millis(80))
+            .await
+            .unwrap();
+        assert!(!valid(link.secret().to_owned()).await);
+
+        // Issued under v1: valid under v1, and once the store forgot v1.
+        let link = issue().await;
+        assert!(valid(link.secret().to_owned()).await);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(valid(link.secret().to_owned()).await);
+
+        // Any other version ends it, for good.
+        SessionStore::set_credentials_version(&store, "9", "v2", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!valid(link.secret().to_owned()).await);
+        let link = issue().await;
+        assert!(links
+            .consume(LinkPurpose::PasswordReset, link.secret())
+            .await
+            .is_ok());
+        assert!(matches!(
+            links
+                .consume(LinkPurpose::PasswordReset, link.secret())
+                .await,
+            Err(Error::InvalidLink)
+        ));
+    });
+}

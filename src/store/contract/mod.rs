@@ -28,12 +28,15 @@
 //! backend:
 //!
 //! ```
-//! use actix_login::store::contract::{check_session_store, check_throttle_store};
+//! use actix_login::store::contract::{
+//!     check_one_time_links, check_session_store, check_throttle_store,
+//! };
 //! use actix_login::MemoryStore;
 //!
 //! // In a test suite this is an async test: `#[actix_web::test]` or `#[tokio::test]`.
 //! async fn memory_store_keeps_the_contract() {
 //!     check_session_store(|| async { MemoryStore::new() }).await;
+//!     check_one_time_links(|| async { MemoryStore::new() }).await;
 //!     check_throttle_store(|| async { MemoryStore::new() }).await;
 //! }
 //! # actix_web::rt::System::new().block_on(memory_store_keeps_the_contract());
@@ -128,6 +131,32 @@ where
     check_data_moves_with_the_session(&new_store().await).await;
     check_anonymous_sessions(&new_store().await).await;
     check_anonymous_admission(&new_store().await).await;
+}
+
+/// Runs every check of the [one-time link](crate::links) methods of [`SessionStore`]
+/// (`create_link`, `load_link`, `take_link`), each group on a store from `new_store`.
+///
+/// Separate from [`check_session_store`], since the methods are optional: a store that leaves
+/// them to their defaults keeps no links, and every link request fails with `503`. Checked:
+/// an unknown link is not found; `create_link` stores a link under a free key and refuses a
+/// taken one, leaving it untouched; `load_link` returns the link as created and leaves it in
+/// place; `take_link` returns it once and never again, and `load_link` then finds nothing; a
+/// link is gone at its `expires_at`, and its key is free again; of four racing `take_link`
+/// calls for one link, exactly one gets it.
+///
+/// # Panics
+///
+/// At the first broken rule, with a message `store contract broken: <rule>: <what happened>`,
+/// or when the store returns an error.
+pub async fn check_one_time_links<S, F, Fut>(mut new_store: F)
+where
+    S: SessionStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    check_links_are_kept_and_taken_once(&new_store().await).await;
+    check_links_expire(&new_store().await).await;
+    check_racing_takes(&new_store().await).await;
 }
 
 /// Runs every [`ThrottleStore`] check, each group on a store from `new_store`.
@@ -255,11 +284,13 @@ async fn sleep_until(at: SystemTime) {
 }
 
 mod data;
+mod links;
 mod races;
 mod records;
 mod throttle;
 
 use self::data::*;
+use self::links::*;
 use self::races::*;
 use self::records::*;
 use self::throttle::*;

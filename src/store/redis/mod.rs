@@ -26,7 +26,7 @@ use super::{
     Admission, Carry, Counter, DataWrite, LoadedSession, SessionStore, StoredSession, UserSessions,
 };
 use crate::error::StoreError;
-use crate::record::{DataChange, SessionData, SessionKey, SessionRecord};
+use crate::record::{DataChange, LinkKey, LinkRecord, SessionData, SessionKey, SessionRecord};
 
 #[cfg(feature = "actix-session")]
 mod actix_session;
@@ -38,6 +38,7 @@ mod data;
 #[cfg(test)]
 mod hostile_input;
 mod index;
+mod links;
 mod local_cache;
 mod scripts;
 #[cfg(feature = "sentinel")]
@@ -628,5 +629,17 @@ impl SessionStore for RedisStore {
         keep_for: Duration,
     ) -> Result<(), StoreError> {
         credentials::set_credentials_version(self, user_id, version, keep_for).await
+    }
+
+    async fn create_link(&self, key: &LinkKey, record: &LinkRecord) -> Result<bool, StoreError> {
+        links::create_link(self, key, record).await
+    }
+
+    async fn load_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        links::load_link(self, key).await
+    }
+
+    async fn take_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
+        links::take_link(self, key).await
     }
 }

@@ -6,8 +6,8 @@ use super::redis_server::{connection, RedisServer};
 /// scripts (`EVALSHA`, `SCRIPT LOAD` when the server lacks one, and the hash, `EXISTS` and
 /// `INCR`/`DECR` commands they call), `INFO` for the version check at connect (and the local
 /// cache's check that it reaches the store's server), and `WAIT` for session-ending deletes
-/// that must reach a replica.
-pub const STORE_COMMANDS: &str = "-@all +get +set +del +exists +ping +pttl +pexpire \
+/// that must reach a replica; `GETDEL` uses a one-time link.
+pub const STORE_COMMANDS: &str = "-@all +get +set +getdel +del +exists +ping +pttl +pexpire \
     +hget +hmget +hgetall +hset +hdel +hexists +hkeys \
     +incr +decr +multi +exec +evalsha +script|load +info +wait";
 

@@ -11,6 +11,7 @@ pub mod example;
 pub mod forwarder;
 pub mod http;
 pub mod logs;
+pub mod mailbox;
 pub mod monitor;
 pub mod process;
 pub mod quickstart;

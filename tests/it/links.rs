@@ -1,0 +1,108 @@
+//! One-time links through the crate's handle, on a Redis of their own: the commands each step
+//! sends (`MONITOR`), and that an unknown account costs exactly what a known one does.
+
+use actix_login::links::{LinkPurpose, LinkSettings, Recipient};
+use actix_login::{Error, LoginMiddleware, RedisStore};
+
+use crate::support::monitor::Monitor;
+use crate::support::redis_server::RedisServer;
+
+#[actix_web::test]
+async fn each_step_costs_these_redis_commands() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let middleware = LoginMiddleware::builder(store)
+        .one_time_links(LinkSettings::new())
+        .build();
+    let sessions = middleware.sessions();
+    sessions.credentials_changed("7", "v0").await.unwrap();
+    let links = middleware.links();
+    // Loads the counting script, which a long-running server has loaded long before.
+    links
+        .issue(LinkPurpose::SignIn, "warm-up", None)
+        .await
+        .unwrap();
+    let monitor = Monitor::start(&server);
+
+    let to = Recipient::new("7", "ann@example.test");
+    let issued = links
+        .issue(LinkPurpose::PasswordReset, "ann", Some(to))
+        .await
+        .unwrap()
+        .unwrap();
+    // The limits (one script for every counter), the credentials version, the link.
+    let issuing = monitor.take();
+    assert_eq!(issuing, ["evalsha", "get", "set"], "issue");
+    // An unknown account: the same commands, and no link to mail.
+    let none = links
+        .issue(LinkPurpose::PasswordReset, "nobody", None)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(monitor.take(), issuing, "issue for an unknown account");
+
+    let secret = issued.secret();
+    let info = links
+        .peek(LinkPurpose::PasswordReset, secret)
+        .await
+        .unwrap();
+    assert_eq!((info.user_id(), info.address()), ("7", "ann@example.test"));
+    assert_eq!(monitor.take(), ["get", "get"], "peek");
+    // Another purpose derives another key: found nowhere, and not used up.
+    assert!(matches!(
+        links.consume(LinkPurpose::SignIn, secret).await,
+        Err(Error::InvalidLink)
+    ));
+    assert_eq!(monitor.take(), ["getdel"], "consume for another purpose");
+    links
+        .consume(LinkPurpose::PasswordReset, secret)
+        .await
+        .unwrap();
+    assert_eq!(monitor.take(), ["getdel", "get"], "consume");
+    assert!(matches!(
+        links.consume(LinkPurpose::PasswordReset, secret).await,
+        Err(Error::InvalidLink)
+    ));
+    assert_eq!(monitor.take(), ["getdel"], "second consume");
+    // Garbage never reaches the store.
+    for garbage in ["", "x", "../../etc/passwd", &"A".repeat(44)] {
+        assert!(matches!(
+            links.peek(LinkPurpose::PasswordReset, garbage).await,
+            Err(Error::InvalidLink)
+        ));
+    }
+    assert!(monitor.take().is_empty(), "garbage");
+}
+
+/// A password change ends the links issued before it, on every purpose.
+#[actix_web::test]
+async fn a_password_change_ends_earlier_links() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let middleware = LoginMiddleware::new(store);
+    let (sessions, links) = (middleware.sessions(), middleware.links());
+    sessions.credentials_changed("8", "v0").await.unwrap();
+    let to = Recipient::new("8", "bo@example.test");
+    let mut issued = Vec::new();
+    for purpose in [LinkPurpose::PasswordReset, LinkPurpose::SignIn] {
+        let link = links.issue(purpose, "bo", Some(to)).await.unwrap().unwrap();
+        issued.push((purpose, link));
+    }
+    sessions.credentials_changed("8", "v1").await.unwrap();
+    for (purpose, link) in &issued {
+        assert!(matches!(
+            links.peek(*purpose, link.secret()).await,
+            Err(Error::InvalidLink)
+        ));
+    }
+    // One issued after the change works.
+    let link = links
+        .issue(LinkPurpose::PasswordReset, "bo", Some(to))
+        .await
+        .unwrap()
+        .unwrap();
+    links
+        .consume(LinkPurpose::PasswordReset, link.secret())
+        .await
+        .unwrap();
+}
