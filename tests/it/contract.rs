@@ -151,15 +151,17 @@ impl SessionStore for Broken {
     }
 }
 
+/// A memory store with `fault`.
+fn broken(fault: Fault) -> Broken {
+    Broken {
+        inner: MemoryStore::new(),
+        fault,
+        created: Mutex::default(),
+    }
+}
+
 async fn check(fault: Fault) {
-    check_session_store(|| async move {
-        Broken {
-            inner: MemoryStore::new(),
-            fault,
-            created: Mutex::default(),
-        }
-    })
-    .await;
+    check_session_store(|| async move { broken(fault) }).await;
 }
 
 #[actix_web::test]
@@ -193,14 +195,7 @@ async fn delete_always_true() {
 }
 
 async fn check_links(fault: Fault) {
-    check_one_time_links(|| async move {
-        Broken {
-            inner: MemoryStore::new(),
-            fault,
-            created: Mutex::default(),
-        }
-    })
-    .await;
+    check_one_time_links(|| async move { broken(fault) }).await;
 }
 
 #[actix_web::test]
