@@ -62,7 +62,10 @@
 # as actix-login-before (GET /me and GET /cart), for a before/after comparison within one run; on
 # one server it uses database 1, so that builds with different key layouts do not clash.
 #
-# Knobs (environment): CLUSTER (0), BEFORE_BIN, ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS; for the storm
+# WORKERS=2 gives every server two Actix workers instead of one (on two cores, Actix's default
+# of a worker per core), passed on to the servers (an older BEFORE_BIN may ignore it).
+#
+# Knobs (environment): CLUSTER (0), WORKERS (1), BEFORE_BIN, ROUNDS, DURATION (s), WARMUP (s), THREADS, CONNECTIONS; for the storm
 # STORM=0 (skip it), STORM_ROUNDS, STORM_DURATION (s), STORM_ME_CONNECTIONS (4),
 # STORM_ME_PAUSE_MS (2, per connection between requests), STORM_LOGIN_CONNECTIONS (8).
 #
@@ -86,6 +89,7 @@ else
     ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2}
 fi
 CLUSTER=${CLUSTER:-0}
+export WORKERS=${WORKERS:-1}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 STORM=${STORM:-1}
@@ -417,7 +421,7 @@ echo "- Redis: $DEPLOYMENT"
 for skipped in "${SKIPPED[@]}"; do
     echo "- not run: $skipped"
 done
-echo "- load: wrk -t$THREADS -c$CONNECTIONS, $ROUNDS interleaved round(s) x ${DURATION} s per target (after ${WARMUP} s warm-up each), one Actix worker per server, no CPU pinning$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
+echo "- load: wrk -t$THREADS -c$CONNECTIONS, $ROUNDS interleaved round(s) x ${DURATION} s per target (after ${WARMUP} s warm-up each), $WORKERS Actix worker(s) per server, no CPU pinning$([[ $SMOKE == 1 ]] && echo ', SMOKE RUN: numbers mean nothing')"
 echo
 
 if [[ $WARMUP != 0 ]]; then

@@ -162,7 +162,7 @@ async fn run_bare(port: u16) -> io::Result<()> {
             .route("/login", web::post().to(bare_login))
             .route("/me", web::get().to(bare_me))
     })
-    .workers(1)
+    .workers(workers())
     .bind(("127.0.0.1", port))?
     .run()
     .await
@@ -226,7 +226,7 @@ where
             .route("/login", web::post().to(bare_login))
             .route("/me", web::get().to(floor_me::<C>))
     })
-    .workers(1)
+    .workers(workers())
     .bind(("127.0.0.1", port))?
     .run()
     .await
@@ -261,7 +261,7 @@ async fn run_redis_get_per_worker(port: u16, deployment: &Deployment) -> io::Res
             .route("/login", web::post().to(bare_login))
             .route("/me", web::get().to(floor_me::<ConnectionManager>))
     })
-    .workers(1)
+    .workers(workers())
     .bind(("127.0.0.1", port))?
     .run()
     .await
@@ -331,7 +331,7 @@ async fn run_identity(
             .route("/cart", web::post().to(identity_put_cart))
             .route("/cart", web::get().to(identity_cart))
     })
-    .workers(1)
+    .workers(workers())
     .bind(("127.0.0.1", port))?
     .run()
     .await
@@ -438,7 +438,7 @@ async fn run_actix_login(port: u16, deployment: &Deployment, local_cache: bool) 
             .route("/cart", web::post().to(login_put_cart))
             .route("/cart", web::get().to(login_cart))
     })
-    .workers(1)
+    .workers(workers())
     .bind(("127.0.0.1", port))?
     .run()
     .await
@@ -481,11 +481,21 @@ fn idle_timeout_secs() -> io::Result<Option<u64>> {
 
 // ---- entry point ------------------------------------------------------------------------------
 
+/// Actix workers per server: `WORKERS`, 1 unless set (`http.sh` measures one worker per server
+/// by default; `WORKERS=2` on two cores is Actix's own default, a worker per core).
+fn workers() -> usize {
+    std::env::var("WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
+}
+
 fn usage() -> String {
     format!(
         "usage: http_server <{}>  (env: PORT, default 8080; REDIS_URL, default redis://127.0.0.1:6379;\n\
          REDIS_CLUSTER_URLS, comma-separated seed nodes, for a Redis Cluster instead;\n\
-         IDLE_TIMEOUT_SECS for the actix-login variants, default 1800)\n\
+         IDLE_TIMEOUT_SECS for the actix-login variants, default 1800; WORKERS, default 1)\n\
          driven by benches/http.sh",
         VARIANTS.join("|")
     )
