@@ -195,13 +195,7 @@ pub(super) fn decode_hash(
             // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
             // requests: the session lives on under the new key, or nowhere.
             b"m" => return Ok((None, 0)),
-            _ => {
-                if let Some(name) = field.strip_prefix(DATA_PREFIX.as_bytes()) {
-                    let name = String::from_utf8(name.to_vec()).map_err(StoreError::corrupt)?;
-                    let json = String::from_utf8(value).map_err(StoreError::corrupt)?;
-                    data.insert(name, json);
-                }
-            }
+            _ => read_data_field(&field, value, &mut data)?,
         }
     }
     let record = join_pieces(pieces.iter().map(Option::as_deref));
@@ -223,6 +217,16 @@ pub(super) fn data_size(field: Option<&[u8]>) -> Result<usize, StoreError> {
     })
 }
 
+/// Adds a `d:{name}` field of a session hash to `data`; any other field is not data.
+fn read_data_field(field: &[u8], value: Vec<u8>, data: &mut SessionData) -> Result<(), StoreError> {
+    if let Some(name) = field.strip_prefix(DATA_PREFIX.as_bytes()) {
+        let name = String::from_utf8(name.to_vec()).map_err(StoreError::corrupt)?;
+        let json = String::from_utf8(value).map_err(StoreError::corrupt)?;
+        data.insert(name, json);
+    }
+    Ok(())
+}
+
 /// The data in an `HGETALL` reply; `None` when the hash holds no record.
 pub(super) fn decode_data(
     fields: Vec<(Vec<u8>, Vec<u8>)>,
@@ -232,10 +236,8 @@ pub(super) fn decode_data(
     for (field, value) in fields {
         if field == RECORD.as_bytes() {
             live = true;
-        } else if let Some(name) = field.strip_prefix(DATA_PREFIX.as_bytes()) {
-            let name = String::from_utf8(name.to_vec()).map_err(StoreError::corrupt)?;
-            let json = String::from_utf8(value).map_err(StoreError::corrupt)?;
-            data.insert(name, json);
+        } else {
+            read_data_field(&field, value, &mut data)?;
         }
     }
     Ok(live.then_some(data))
