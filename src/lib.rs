@@ -386,6 +386,7 @@
 //! | `password` | yes | [`password`]: argon2id hashing |
 //! | `policy` | yes | [`policy`]: checks for new passwords (implies `password`) |
 //! | `throttle` | yes | [`LoginThrottle`](throttle::LoginThrottle) |
+//! | `two-factor` | yes | [`TwoFactor`](two_factor::TwoFactor): TOTP (RFC 6238, through totp-rs), recovery codes, trusted browsers (implies `throttle`); without it [`two_factor`] still has the [login state](two_factor::SecondFactor) for a second factor of your own |
 //! | `test-util` | | [`LoginMiddleware::test_cookie`] and [`test_bearer`](LoginMiddleware::test_bearer), a logged-in request in one line in your tests; [`store::contract`], the store contract for your own backend's tests |
 //! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
 //!
@@ -408,6 +409,7 @@
         feature = "password",
         feature = "policy",
         feature = "throttle",
+        feature = "two-factor",
         feature = "test-util"
     )),
     allow(rustdoc::broken_intra_doc_links)
@@ -436,6 +438,7 @@ pub use crate::protect::policy;
 #[cfg(feature = "throttle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub use crate::protect::throttle;
+pub use crate::protect::two_factor;
 pub use crate::record::SessionData;
 pub use crate::store::memory::MemoryStore;
 #[cfg(feature = "redis")]

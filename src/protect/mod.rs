@@ -15,3 +15,4 @@ pub mod policy;
 mod response;
 #[cfg(feature = "throttle")]
 pub mod throttle;
+pub mod two_factor;

@@ -38,6 +38,7 @@ mod data;
 #[cfg(test)]
 mod hostile_input;
 mod index;
+mod claims;
 mod links;
 mod local_cache;
 mod scripts;
@@ -641,5 +642,9 @@ impl SessionStore for RedisStore {
 
     async fn take_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
         links::take_link(self, key).await
+    }
+
+    async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        claims::claim_once(self, name, ttl).await
     }
 }
