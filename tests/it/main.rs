@@ -29,6 +29,7 @@ mod password;
 mod quickstart;
 mod quickstart_links;
 mod rotation;
+mod second_factor;
 mod sentinel;
 mod shutdown;
 mod store;

@@ -106,9 +106,9 @@ pub fn rounds(deployment: Deployment) -> usize {
 
 /// A request to one instance, answered with a boxed body so that instances of different
 /// store types look alike.
-type Call = Rc<dyn Fn(actix_http::Request) -> LocalBoxFuture<'static, ServiceResponse<BoxBody>>>;
+pub type Call = Rc<dyn Fn(actix_http::Request) -> LocalBoxFuture<'static, ServiceResponse<BoxBody>>>;
 
-fn erase<S, B>(service: S) -> Call
+pub fn erase<S, B>(service: S) -> Call
 where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>
         + 'static,
@@ -227,7 +227,7 @@ async fn instance(store: impl SessionStore) -> Call {
 
 // The deployments started once per test binary.
 
-fn shared_cluster() -> &'static RedisCluster {
+pub fn shared_cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
     CLUSTER.get_or_init(RedisCluster::start)
 }
