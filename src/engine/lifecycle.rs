@@ -339,8 +339,8 @@ impl SessionEngine {
                 };
                 record = record.reauthenticated(now).with_factors(factors);
             }
-            Reauth::BothFactors => {
-                record = record.reauthenticated(now).with_factors(Factors::Both);
+            Reauth::SecondFactor => {
+                record = record.with_factors(Factors::Both);
             }
         }
         let reauthenticated = reauth != Reauth::None;
@@ -387,7 +387,7 @@ impl SessionEngine {
         active: &ActiveSession,
     ) -> Result<Issued, Error> {
         if !active.record.is_second_factor_pending() {
-            return self.rotate(active, Reauth::BothFactors).await;
+            return self.rotate(active, Reauth::SecondFactor).await;
         }
         let now = SystemTime::now();
         let lifetime = if active.record.is_remembered() {

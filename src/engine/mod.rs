@@ -136,8 +136,10 @@ pub(crate) enum Reauth {
     None,
     /// The password was just entered again.
     Password,
-    /// The password and the second factor were just proven again.
-    BothFactors,
+    /// The second factor was just proven, after the password: the session has both, and the
+    /// time of the password entry stays what it was, so that a fresh check still needs a
+    /// recent password.
+    SecondFactor,
 }
 
 /// What a store keeps to tell one version of a user's credentials from the next: a hash of

@@ -246,9 +246,9 @@ impl Session {
     /// a password login would make it: a new token and cookie, the normal or
     /// [remembered](Login::remember) lifetime from now, the
     /// [per-user cap](crate::LoginMiddlewareBuilder::max_sessions_per_user), its data kept. A
-    /// session that was a login already is reauthenticated with both factors, on a new token,
-    /// which satisfies [`Require::fresh`](crate::Require::fresh) on an account with a second
-    /// factor.
+    /// session that was a login already gets a new token and counts as proven by both
+    /// factors, which [`Require::fresh`](crate::Require::fresh) asks of an account with a
+    /// second factor, together with a password entered within the fresh window.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] without a session of a user, or if it ended meanwhile (its
@@ -257,6 +257,11 @@ impl Session {
     /// [`Error::CrossSiteRequest`] for a request from another site; [`Error::InvalidInput`] on
     /// a bearer request; [`Error::LoginSuperseded`] if racing logins pushed the new session
     /// past the cap; [`Error::Store`] if the store fails.
+    ///
+    /// For sudo mode on an account with a second factor, ask for the password first
+    /// ([`reauthenticate`](Self::reauthenticate), which drops an earlier second factor), then
+    /// a code (this), within the fresh window: a code proves the second factor, never the
+    /// password.
     pub async fn complete_second_factor(&self) -> Result<(), Error> {
         self.state.complete_second_factor().await
     }

@@ -28,6 +28,7 @@ mod oauth;
 mod password;
 mod quickstart;
 mod quickstart_links;
+mod quickstart_second_factor;
 mod rotation;
 mod second_factor;
 mod sentinel;
