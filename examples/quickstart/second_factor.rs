@@ -91,7 +91,10 @@ pub(crate) async fn login(
     let version = users.password_version(&username).to_string();
     let id = profile.id.to_string();
     let attempt = throttle.attempt(&req, &creds.username, Some(&id)).await?;
-    let verified = match users.verify(attempt.lane(), &username, &creds.password).await {
+    let verified = match users
+        .verify(attempt.lane(), &username, &creds.password)
+        .await
+    {
         Err(password::PasswordError::Busy) => {
             attempt.not_checked().await?;
             return Err(password::PasswordError::Busy.into());
@@ -173,7 +176,11 @@ pub(crate) async fn complete_login(
     let mut res = HttpResponse::Ok();
     if form.trust_browser {
         let version = users.password_version(&username).to_string();
-        res.cookie(two_factor.trust_browser(&req, &id.to_string(), version).await?);
+        res.cookie(
+            two_factor
+                .trust_browser(&req, &id.to_string(), version)
+                .await?,
+        );
     }
     Ok(res.json(profile))
 }

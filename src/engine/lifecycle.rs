@@ -7,8 +7,8 @@ use super::{
     SessionToken,
 };
 use crate::error::{Error, StoreError};
-use crate::record::{Factors, Lifetime};
 use crate::record::SessionData;
+use crate::record::{Factors, Lifetime};
 use crate::store::{Carry, LoadedSession};
 
 /// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit

@@ -376,7 +376,11 @@ impl SessionRules {
     }
 
     /// [`freshness`](Self::freshness) as the error a refusal answers with.
-    pub(crate) fn check_fresh(&self, record: &SessionRecord, now: SystemTime) -> Result<(), crate::error::Error> {
+    pub(crate) fn check_fresh(
+        &self,
+        record: &SessionRecord,
+        now: SystemTime,
+    ) -> Result<(), crate::error::Error> {
         match self.freshness(record, now) {
             Freshness::Fresh => Ok(()),
             Freshness::SecondFactorDue => Err(crate::error::Error::SecondFactorReauthRequired),

@@ -8,7 +8,7 @@
 //!
 //! # The login
 //!
-//! 1. `POST /login` checks the password under the [`LoginThrottle`]. For an account with a
+//! 1. `POST /login` checks the password under the [`LoginThrottle`](crate::throttle::LoginThrottle). For an account with a
 //!    second factor, [`TwoFactor::password_verified`] takes the attempt's place: it tells a
 //!    trusted browser from others and returns the device cookie. The login names the step,
 //!    [`SecondFactor::Due`] (or [`Skipped`](SecondFactor::Skipped) on a trusted browser), with
@@ -41,7 +41,7 @@
 //!   enough for codes of 80 random bits (no dictionary to try, unlike passwords).
 //! * **Trusted browsers** skip the second factor for 30 days
 //!   ([`TwoFactor::trust_lifetime`]): the store keeps a mark bound to the browser's device
-//!   cookie (the one [`LoginThrottle`] issues), the account and its credentials version, so a
+//!   cookie (the one [`LoginThrottle`](crate::throttle::LoginThrottle) issues), the account and its credentials version, so a
 //!   password change ends every trust, and a copied mark is worth nothing without the cookie.
 //! * **Sudo mode asks for both factors**: on an account with a second factor,
 //!   [`Require::fresh`](crate::Require::fresh) passes only if the latest proof in the fresh
@@ -182,7 +182,7 @@ mod totp {
 
     /// TOTP, recovery codes and trusted browsers, sharing their state through the store: put
     /// one in the app data (`web::Data<TwoFactor>`) beside the
-    /// [`LoginThrottle`](crate::throttle::LoginThrottle), on the same store. See
+    /// [`LoginThrottle`](crate::throttle::LoginThrottle)(crate::throttle::LoginThrottle), on the same store. See
     /// [the module](crate::two_factor) for the flow.
     ///
     /// | setting | default |
@@ -364,7 +364,7 @@ mod totp {
     impl TwoFactor {
         /// Second factors with the defaults in the table above, counting and claiming in
         /// `store`, which must be the store of the
-        /// [`LoginThrottle`](crate::throttle::LoginThrottle): the device cookies trusted
+        /// [`LoginThrottle`](crate::throttle::LoginThrottle)(crate::throttle::LoginThrottle): the device cookies trusted
         /// browsers are bound to live there.
         pub fn new(store: impl ThrottleStore) -> Self {
             Self {
@@ -413,7 +413,11 @@ mod totp {
         /// half one); [`Error::ReauthRequired`] or [`Error::SecondFactorReauthRequired`]
         /// outside the fresh window; [`Error::InvalidInput`] for an account name with a `:`
         /// or over 1024 bytes; [`Error::Store`] if the store fails.
-        pub async fn enrol(&self, req: &HttpRequest, account_name: &str) -> Result<Enrolment, Error> {
+        pub async fn enrol(
+            &self,
+            req: &HttpRequest,
+            account_name: &str,
+        ) -> Result<Enrolment, Error> {
             let _user = fresh_user(req).await?;
             if account_name.len() > MAX_USERNAME_BYTES || account_name.contains(':') {
                 return Err(Error::InvalidInput);
@@ -562,7 +566,8 @@ mod totp {
                 return Err(Error::InvalidInput);
             }
             let version = credentials_version.as_ref();
-            let old = device::presented_token(req).map(|token| trust_name(user_id, &token, version));
+            let old =
+                device::presented_token(req).map(|token| trust_name(user_id, &token, version));
             let mut left = None;
             if let Some(name) = &old {
                 // `max` 0: a full counter, so this only reads how long the mark has left.
@@ -589,9 +594,14 @@ mod totp {
             self.store.reset(&old).await?;
             let trusted = !device.value().is_empty() && !left.is_zero();
             if trusted {
-                self.mark_trusted(user_id, device.value(), version, left).await?;
+                self.mark_trusted(user_id, device.value(), version, left)
+                    .await?;
             }
-            tracing::info!(user_id, trusted, "password verified; second factor checked for trust");
+            tracing::info!(
+                user_id,
+                trusted,
+                "password verified; second factor checked for trust"
+            );
             Ok(PasswordVerified { device, trusted })
         }
 
@@ -663,8 +673,12 @@ mod totp {
     /// The trust mark of a device token on an account under a credentials version. The
     /// version goes in hashed, so that any value works.
     fn trust_name(user_id: &str, token: &str, version: &[u8]) -> String {
-        let version = base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(version));
-        format!("t:{}", short_hash(&format!("id:{user_id}|{token}|{version}")))
+        let version =
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(version));
+        format!(
+            "t:{}",
+            short_hash(&format!("id:{user_id}|{token}|{version}"))
+        )
     }
 
     /// The stored form of a recovery code: the SHA-256 of its 16 letters, in hex; `None` for
@@ -708,11 +722,17 @@ mod totp {
             // Valid until the step after it ends; a little longer, for clocks that differ.
             let valid_until = (step + SKEW_STEPS + 1).saturating_mul(STEP_SECS);
             let ttl = Duration::from_secs(valid_until.saturating_sub(now)) + CLAIM_SLACK;
-            let name = format!("tc:{}", short_hash(&format!("id:{}|{step}", enrolled.user_id)));
+            let name = format!(
+                "tc:{}",
+                short_hash(&format!("id:{}|{step}", enrolled.user_id))
+            );
             return if engine.claim_once(&name, ttl).await? {
                 Ok(CodeUsed::Totp)
             } else {
-                tracing::warn!(user_id = enrolled.user_id, "a used TOTP code was tried again");
+                tracing::warn!(
+                    user_id = enrolled.user_id,
+                    "a used TOTP code was tried again"
+                );
                 Err(Error::InvalidCode)
             };
         }
@@ -722,11 +742,17 @@ mod totp {
         let Some(index) = enrolled.recovery_hashes.iter().position(|h| *h == hash) else {
             return Err(Error::InvalidCode);
         };
-        let name = format!("rc:{}", short_hash(&format!("id:{}|{hash}", enrolled.user_id)));
+        let name = format!(
+            "rc:{}",
+            short_hash(&format!("id:{}|{hash}", enrolled.user_id))
+        );
         if engine.claim_once(&name, RECOVERY_CLAIM).await? {
             Ok(CodeUsed::RecoveryCode { index })
         } else {
-            tracing::warn!(user_id = enrolled.user_id, "a used recovery code was tried again");
+            tracing::warn!(
+                user_id = enrolled.user_id,
+                "a used recovery code was tried again"
+            );
             Err(Error::InvalidCode)
         }
     }
@@ -770,7 +796,14 @@ mod totp {
 
         #[test]
         fn text_that_is_no_recovery_code_has_no_hash() {
-            for bad in ["", "123456", "abcd-efgh-ijkl-mno", "abcd-efgh-ijkl-mnop1", "abcd-efgh-ijkl-mn0p", "ábcd-efgh-ijkl-mnop"] {
+            for bad in [
+                "",
+                "123456",
+                "abcd-efgh-ijkl-mno",
+                "abcd-efgh-ijkl-mnop1",
+                "abcd-efgh-ijkl-mn0p",
+                "ábcd-efgh-ijkl-mnop",
+            ] {
                 assert!(recovery_hash(bad).is_none(), "{bad}");
             }
         }
@@ -783,7 +816,10 @@ mod totp {
             assert_eq!(totp_step(secret, "287082", 59), Some(1));
             assert_eq!(totp_step(secret, "081804", 1_111_111_109), Some(37_037_036));
             // The step before and after are accepted, no further.
-            assert_eq!(totp_step(secret, "081804", 1_111_111_109 + 30), Some(37_037_036));
+            assert_eq!(
+                totp_step(secret, "081804", 1_111_111_109 + 30),
+                Some(37_037_036)
+            );
             assert_eq!(totp_step(secret, "081804", 1_111_111_109 + 60), None);
             assert_eq!(totp_step(secret, "000000", 59), None);
             assert_eq!(totp_step("not base32!", "287082", 59), None);

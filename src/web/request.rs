@@ -19,8 +19,8 @@ use super::csrf::{self, Provenance};
 use serde_json::value::RawValue;
 
 use crate::engine::{
-    ActiveSession, CredentialsVersion, DataNeed, Grant, Issued, IssuedToken, PersonalToken,
-    Reauth, SessionEngine, SessionInfo, SessionToken,
+    ActiveSession, CredentialsVersion, DataNeed, Grant, Issued, IssuedToken, PersonalToken, Reauth,
+    SessionEngine, SessionInfo, SessionToken,
 };
 use crate::error::{Error, StoreError};
 use crate::record::{DataChange, SessionData, SessionKey};
@@ -241,9 +241,10 @@ impl RequestSession {
     /// The logged-in session of this request, if there is one: an anonymous session is none,
     /// and neither is one whose second factor is still due.
     pub(crate) async fn resolve(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
-        Ok(self.resolve_user().await?.filter(|active| {
-            !active.record.is_second_factor_pending()
-        }))
+        Ok(self
+            .resolve_user()
+            .await?
+            .filter(|active| !active.record.is_second_factor_pending()))
     }
 
     /// [`resolve`](Self::resolve), but a session whose second factor is still due is

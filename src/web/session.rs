@@ -11,9 +11,7 @@ use serde::Serialize;
 use super::extractor::request_session;
 use super::login::Login;
 use super::request::RequestSession;
-use crate::engine::{
-    CredentialsVersion, Grant, IssuedToken, PersonalToken, Reauth, SessionInfo,
-};
+use crate::engine::{CredentialsVersion, Grant, IssuedToken, PersonalToken, Reauth, SessionInfo};
 use crate::error::Error;
 use crate::record::{DataChange, SessionData};
 

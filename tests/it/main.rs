@@ -36,4 +36,3 @@ mod shutdown;
 mod store;
 mod throttle;
 mod tokens;
-mod two_factor;

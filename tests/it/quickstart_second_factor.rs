@@ -24,7 +24,11 @@ fn code_at(secret: &str, step: u64) -> String {
 }
 
 fn current_step() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 30
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
 }
 
 fn body(code: &str) -> String {
@@ -72,9 +76,18 @@ async fn half_login(app: &Quickstart) -> String {
     session_cookie(&cookies)
 }
 
-async fn second_factor(app: &Quickstart, cookie: &str, code: &str) -> (StatusCode, Vec<String>, String) {
-    app.call("POST", "/login/second-factor", Some(&body(code)), Some(cookie))
-        .await
+async fn second_factor(
+    app: &Quickstart,
+    cookie: &str,
+    code: &str,
+) -> (StatusCode, Vec<String>, String) {
+    app.call(
+        "POST",
+        "/login/second-factor",
+        Some(&body(code)),
+        Some(cookie),
+    )
+    .await
 }
 
 async fn the_contract_holds(app: &Quickstart) {
@@ -87,7 +100,10 @@ async fn the_contract_holds(app: &Quickstart) {
     let (status, _, answer) = app.call("GET", "/me", None, Some(&half)).await;
     assert_eq!(
         (status, answer.as_str()),
-        (StatusCode::UNAUTHORIZED, r#"{"error":"second_factor_required"}"#)
+        (
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"second_factor_required"}"#
+        )
     );
     let code = code_at(&secret, step + 1);
     let (status, cookies, answer) = second_factor(app, &half, &code).await;
@@ -119,7 +135,12 @@ async fn the_contract_holds(app: &Quickstart) {
 
     // bob has no second factor: his password logs him in, as before.
     let (status, cookies, answer) = app
-        .call("POST", "/login", Some(&login_body(("bob", "bob-password-456"))), None)
+        .call(
+            "POST",
+            "/login",
+            Some(&login_body(("bob", "bob-password-456"))),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert!(answer.contains(r#""username":"bob""#), "{answer}");
@@ -139,16 +160,28 @@ async fn wrong_codes_are_throttled(app: &Quickstart) {
             .await;
         assert_eq!(
             (status, retry, answer.as_str()),
-            (StatusCode::UNAUTHORIZED, None, r#"{"error":"invalid_code"}"#),
+            (
+                StatusCode::UNAUTHORIZED,
+                None,
+                r#"{"error":"invalid_code"}"#
+            ),
             "wrong code {n}"
         );
     }
     let (status, retry, _, answer) = app
-        .post_for("198.51.100.7", "/login/second-factor", &body(&recovery[1]), Some(&half))
+        .post_for(
+            "198.51.100.7",
+            "/login/second-factor",
+            &body(&recovery[1]),
+            Some(&half),
+        )
         .await;
     assert_eq!(
         (status, answer.as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, r#"{"error":"too_many_codes"}"#)
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            r#"{"error":"too_many_codes"}"#
+        )
     );
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
     assert!((1..=15 * 60).contains(&retry), "{retry}");

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_login::store::{SessionStore, ThrottleStore};
 use actix_login::throttle::LoginThrottle;
 use actix_login::two_factor::{CodeUsed, Enrolled, SecondFactor, TwoFactor};
-use actix_login::{AuthUser, Error, Login, LoginMiddleware, MemoryStore, RedisStore, Require, Session};
+use actix_login::{
+    AuthUser, Error, Login, LoginMiddleware, MemoryStore, RedisStore, Require, Session,
+};
 use actix_web::http::header;
 use actix_web::{test, web, App, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -146,9 +148,8 @@ async fn enroll(
 ) -> actix_web::Result<HttpResponse> {
     let enrolment = two_factor.enrol(&req, &user).await?;
     session.insert(ENROLLING, enrolment.secret()).await?;
-    Ok(HttpResponse::Ok().json(
-        json!({ "secret": enrolment.secret(), "otpauth_url": enrolment.otpauth_url() }),
-    ))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "secret": enrolment.secret(), "otpauth_url": enrolment.otpauth_url() })))
 }
 
 async fn confirm(
@@ -227,7 +228,10 @@ where
                 .route("/2fa/enroll", web::post().to(enroll))
                 .route("/2fa/confirm", web::post().to(confirm))
                 .route("/reauth", web::post().to(reauth))
-                .route("/reauth/second-factor", web::post().to(reauth_second_factor))
+                .route(
+                    "/reauth/second-factor",
+                    web::post().to(reauth_second_factor),
+                )
                 .route("/password", web::post().to(change_password))
                 .route("/me", web::get().to(me))
                 .service(
@@ -323,7 +327,14 @@ impl Browser {
         self.cookies.get("__Host-id").cloned()
     }
 
-    async fn send(&mut self, app: &Twin, i: usize, method: &str, path: &str, body: Option<Value>) -> Answer {
+    async fn send(
+        &mut self,
+        app: &Twin,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let mut req = match method {
             "GET" => test::TestRequest::get(),
             _ => test::TestRequest::post().insert_header(("sec-fetch-site", "same-origin")),
@@ -384,7 +395,11 @@ fn code_at(secret: &str, step: u64) -> String {
 }
 
 fn current_step() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 30
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
 }
 
 /// A six-digit code that is none of `secret`'s around now.
@@ -401,8 +416,13 @@ fn wrong_code(secret: &str) -> String {
 /// recovery codes and the step whose code confirmed it (used up); the next step's code is
 /// free for the test, and both stay valid for at least 30 seconds.
 async fn enrolled(app: &Twin, browser: &mut Browser, id: &str) -> (String, Vec<String>, u64) {
-    let res = browser.post(app, 0, &format!("/login/{id}"), json!({})).await;
-    assert_eq!((res.status, &res.body), (200, &json!({ "second_factor_required": false })));
+    let res = browser
+        .post(app, 0, &format!("/login/{id}"), json!({}))
+        .await;
+    assert_eq!(
+        (res.status, &res.body),
+        (200, &json!({ "second_factor_required": false }))
+    );
     let res = browser.post(app, 0, "/2fa/enroll", json!({})).await;
     assert_eq!(res.status, 200, "{}", res.body);
     let secret = res.body["secret"].as_str().unwrap().to_owned();
@@ -411,7 +431,12 @@ async fn enrolled(app: &Twin, browser: &mut Browser, id: &str) -> (String, Vec<S
     assert!(url.contains(&format!("secret={secret}")), "{url}");
     let step = current_step();
     let res = browser
-        .post(app, 1, "/2fa/confirm", json!({ "code": code_at(&secret, step) }))
+        .post(
+            app,
+            1,
+            "/2fa/confirm",
+            json!({ "code": code_at(&secret, step) }),
+        )
         .await;
     assert_eq!(res.status, 200, "{}", res.body);
     let codes: Vec<String> = serde_json::from_value(res.body["recovery_codes"].clone()).unwrap();
@@ -422,8 +447,13 @@ async fn enrolled(app: &Twin, browser: &mut Browser, id: &str) -> (String, Vec<S
 /// Logs `id` in with the password on a new browser: the second factor is due.
 async fn half_login(app: &Twin, id: &str, addr: &str) -> Browser {
     let mut browser = Browser::at(addr);
-    let res = browser.post(app, 0, &format!("/login/{id}"), json!({})).await;
-    assert_eq!((res.status, &res.body), (200, &json!({ "second_factor_required": true })));
+    let res = browser
+        .post(app, 0, &format!("/login/{id}"), json!({}))
+        .await;
+    assert_eq!(
+        (res.status, &res.body),
+        (200, &json!({ "second_factor_required": true }))
+    );
     browser
 }
 
@@ -479,16 +509,23 @@ async fn a_half_login_is_refused_by_auth_user_and_require(backend: Backend) {
         let res = browser.post(&app, i, "/reauth", json!({})).await;
         assert_eq!(res.status, 401, "reauth on instance {i}");
         let res = browser.post(&app, i, "/2fa/enroll", json!({})).await;
-        assert_eq!((res.status, &res.body), (401, &error("second_factor_required")));
+        assert_eq!(
+            (res.status, &res.body),
+            (401, &error("second_factor_required"))
+        );
     }
     // A wrong code leaves it half.
     let wrong = wrong_code(&secret);
-    let res = browser.post(&app, 1, "/login/second-factor", json!({ "code": wrong })).await;
+    let res = browser
+        .post(&app, 1, "/login/second-factor", json!({ "code": wrong }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
     assert_eq!(browser.get(&app, 0, "/me").await.status, 401);
     // The right one makes it a login, on a new token; the half one is dead.
     let code = code_at(&secret, step + 1);
-    let res = browser.post(&app, 1, "/login/second-factor", json!({ "code": code })).await;
+    let res = browser
+        .post(&app, 1, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     let full = browser.session().unwrap();
     assert_ne!(full, half);
@@ -502,7 +539,9 @@ async fn a_half_login_is_refused_by_auth_user_and_require(backend: Backend) {
     assert_eq!((res.status, &res.body), (401, &error("unauthenticated")));
     // Without a half-login there is nothing to complete.
     let mut stranger = Browser::at("192.0.2.3:1");
-    let res = stranger.post(&app, 0, "/login/second-factor", json!({ "code": code })).await;
+    let res = stranger
+        .post(&app, 0, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("unauthenticated")));
 }
 
@@ -515,12 +554,16 @@ async fn a_half_login_ends_after_its_timeout(backend: Backend) {
     let mut browser = half_login(&app, "ann", "192.0.2.2:1").await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let code = code_at(&secret, step + 1);
-    let res = browser.post(&app, 1, "/login/second-factor", json!({ "code": code })).await;
+    let res = browser
+        .post(&app, 1, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("unauthenticated")));
     assert_eq!(browser.get(&app, 0, "/me").await.status, 401);
     // The code was not looked at: a new half-login can use it.
     let mut again = half_login(&app, "ann", "192.0.2.2:1").await;
-    let res = again.post(&app, 0, "/login/second-factor", json!({ "code": code })).await;
+    let res = again
+        .post(&app, 0, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     // The full login lives by the normal timeouts, not the half-login's second.
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -533,14 +576,20 @@ async fn a_code_works_once_across_instances(backend: Backend) {
     // The code that confirmed the enrolment is used up too.
     let mut browser = half_login(&app, "ann", "192.0.2.2:1").await;
     let used = code_at(&secret, step);
-    let res = browser.post(&app, 1, "/login/second-factor", json!({ "code": used })).await;
+    let res = browser
+        .post(&app, 1, "/login/second-factor", json!({ "code": used }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
     let code = code_at(&secret, step + 1);
-    let res = browser.post(&app, 0, "/login/second-factor", json!({ "code": code })).await;
+    let res = browser
+        .post(&app, 0, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     // Someone who saw it over the user's shoulder, on the other instance.
     let mut thief = half_login(&app, "ann", "198.51.100.9:1").await;
-    let res = thief.post(&app, 1, "/login/second-factor", json!({ "code": code })).await;
+    let res = thief
+        .post(&app, 1, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
     assert_eq!(thief.get(&app, 1, "/me").await.status, 401);
 }
@@ -560,7 +609,10 @@ async fn of_racing_uses_of_one_code_one_wins(backend: Backend) {
     let mut statuses = [ra.status, rb.status];
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 401], "{} {}", ra.body, rb.body);
-    let logged_in = [a.get(&app, 0, "/me").await.status, b.get(&app, 1, "/me").await.status];
+    let logged_in = [
+        a.get(&app, 0, "/me").await.status,
+        b.get(&app, 1, "/me").await.status,
+    ];
     assert_eq!(logged_in.iter().filter(|s| **s == 200).count(), 1);
 }
 
@@ -573,21 +625,39 @@ async fn wrong_codes_are_throttled_per_account_from_any_address(backend: Backend
         let addr = format!("203.0.113.{}:1", n + 1);
         let mut browser = half_login(&app, "ann", &addr).await;
         let res = browser
-            .post(&app, n % 2, "/login/second-factor", json!({ "code": wrong }))
+            .post(
+                &app,
+                n % 2,
+                "/login/second-factor",
+                json!({ "code": wrong }),
+            )
             .await;
-        assert_eq!((res.status, &res.body), (401, &error("invalid_code")), "guess {n}");
+        assert_eq!(
+            (res.status, &res.body),
+            (401, &error("invalid_code")),
+            "guess {n}"
+        );
     }
     // From a sixth address, with the right code: refused before it is looked at.
     let mut owner = half_login(&app, "ann", "192.0.2.200:1").await;
     let code = code_at(&secret, step + 1);
-    let res = owner.post(&app, 1, "/login/second-factor", json!({ "code": code })).await;
+    let res = owner
+        .post(&app, 1, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!((res.status, &res.body), (429, &error("too_many_codes")));
     let retry: u64 = res.retry_after.expect("Retry-After").parse().unwrap();
     assert!((1..=15 * 60).contains(&retry), "{retry}");
     // Another account is not held up.
     let mut bob = half_login(&app, "bob", "203.0.113.1:1").await;
     let bob_wrong = "abcd-efgh-ijkl-mnop";
-    let res = bob.post(&app, 0, "/login/second-factor", json!({ "code": bob_wrong })).await;
+    let res = bob
+        .post(
+            &app,
+            0,
+            "/login/second-factor",
+            json!({ "code": bob_wrong }),
+        )
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
 }
 
@@ -602,11 +672,18 @@ async fn a_recovery_code_works_once(backend: Backend) {
     let mut browser = half_login(&app, "ann", "192.0.2.2:1").await;
     // As the user may type it: capitals, spaces for dashes.
     let typed = codes[0].replace('-', " ").to_uppercase();
-    let res = browser.post(&app, 0, "/login/second-factor", json!({ "code": typed })).await;
-    assert_eq!((res.status, &res.body), (200, &json!({ "recovery_code": true })));
+    let res = browser
+        .post(&app, 0, "/login/second-factor", json!({ "code": typed }))
+        .await;
+    assert_eq!(
+        (res.status, &res.body),
+        (200, &json!({ "recovery_code": true }))
+    );
     assert_eq!(browser.get(&app, 1, "/me").await.status, 200);
     let mut again = half_login(&app, "ann", "192.0.2.3:1").await;
-    let res = again.post(&app, 1, "/login/second-factor", json!({ "code": codes[0] })).await;
+    let res = again
+        .post(&app, 1, "/login/second-factor", json!({ "code": codes[0] }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
     // Two racing uses of another: one wins.
     let mut a = half_login(&app, "ann", "192.0.2.4:1").await;
@@ -623,7 +700,9 @@ async fn a_recovery_code_works_once(backend: Backend) {
     // Another account's code is no code for this one.
     let (_, bobs, _) = enrolled(&app, &mut Browser::at("192.0.2.1:1"), "bob").await;
     let mut c = half_login(&app, "ann", "192.0.2.6:1").await;
-    let res = c.post(&app, 0, "/login/second-factor", json!({ "code": bobs[0] })).await;
+    let res = c
+        .post(&app, 0, "/login/second-factor", json!({ "code": bobs[0] }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
 }
 
@@ -632,29 +711,45 @@ async fn a_trusted_browser_skips_the_code_until_the_password_changes(backend: Ba
     let (secret, codes, step) = enrolled(&app, &mut Browser::at("192.0.2.1:1"), "ann").await;
     let mut browser = half_login(&app, "ann", "192.0.2.2:1").await;
     // Completing without asking to be trusted trusts nothing.
-    let res = browser.post(&app, 0, "/login/second-factor", json!({ "code": codes[2] })).await;
+    let res = browser
+        .post(&app, 0, "/login/second-factor", json!({ "code": codes[2] }))
+        .await;
     assert_eq!(res.status, 200);
     let res = browser.post(&app, 1, "/login/ann", json!({})).await;
     assert_eq!(res.body, json!({ "second_factor_required": true }));
     let code = code_at(&secret, step + 1);
     let res = browser
-        .post(&app, 1, "/login/second-factor", json!({ "code": code, "trust": true }))
+        .post(
+            &app,
+            1,
+            "/login/second-factor",
+            json!({ "code": code, "trust": true }),
+        )
         .await;
     assert_eq!(res.status, 200, "{}", res.body);
     // The next logins on this browser skip the code, on either instance, and the device
     // cookie each login renews keeps the trust.
     for i in [0, 1, 0] {
         let res = browser.post(&app, i, "/login/ann", json!({})).await;
-        assert_eq!(res.body, json!({ "second_factor_required": false }), "login on {i}");
+        assert_eq!(
+            res.body,
+            json!({ "second_factor_required": false }),
+            "login on {i}"
+        );
         assert_eq!(browser.get(&app, i, "/me").await.status, 200);
         // A login that skipped the second factor is not enough for sudo mode.
         let res = browser.get(&app, i, "/sudo").await;
-        assert_eq!((res.status, &res.body), (403, &error("second_factor_reauth_required")));
+        assert_eq!(
+            (res.status, &res.body),
+            (403, &error("second_factor_reauth_required"))
+        );
     }
     // The trust is the device cookie's: another browser, or this one without it, is asked.
     half_login(&app, "ann", "192.0.2.2:1").await;
     let mut copied = Browser::at("192.0.2.9:1");
-    copied.cookies.insert("__Host-device".into(), "A".repeat(43));
+    copied
+        .cookies
+        .insert("__Host-device".into(), "A".repeat(43));
     let res = copied.post(&app, 0, "/login/ann", json!({})).await;
     assert_eq!(res.body, json!({ "second_factor_required": true }));
     // A password change ends it.
@@ -671,16 +766,26 @@ async fn sudo_mode_asks_for_the_second_factor(backend: Backend) {
     // Enrolment proved both factors just now.
     assert_eq!(browser.get(&app, 0, "/sudo").await.status, 200);
     // The password alone, again: fresh, but not enough on an account with a second factor.
-    assert_eq!(browser.post(&app, 1, "/reauth", json!({})).await.status, 204);
+    assert_eq!(
+        browser.post(&app, 1, "/reauth", json!({})).await.status,
+        204
+    );
     let res = browser.get(&app, 0, "/sudo").await;
-    assert_eq!((res.status, &res.body), (403, &error("second_factor_reauth_required")));
+    assert_eq!(
+        (res.status, &res.body),
+        (403, &error("second_factor_reauth_required"))
+    );
     assert_eq!(browser.get(&app, 0, "/me").await.status, 200);
     let wrong = wrong_code(&secret);
-    let res = browser.post(&app, 0, "/reauth/second-factor", json!({ "code": wrong })).await;
+    let res = browser
+        .post(&app, 0, "/reauth/second-factor", json!({ "code": wrong }))
+        .await;
     assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
     let before = browser.session();
     let code = code_at(&secret, step + 1);
-    let res = browser.post(&app, 0, "/reauth/second-factor", json!({ "code": code })).await;
+    let res = browser
+        .post(&app, 0, "/reauth/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!(res.status, 204, "{}", res.body);
     assert_ne!(browser.session(), before, "a new token");
     assert_eq!(browser.get(&app, 1, "/sudo").await.status, 200);
@@ -710,7 +815,12 @@ async fn each_step_costs_these_redis_commands() {
     let res = browser.post(&app, 0, "/login/ann", json!({})).await;
     assert_eq!(res.status, 200);
     let res = browser
-        .post(&app, 0, "/login/second-factor", json!({ "code": codes[0], "trust": true }))
+        .post(
+            &app,
+            0,
+            "/login/second-factor",
+            json!({ "code": codes[0], "trust": true }),
+        )
         .await;
     assert_eq!(res.status, 200);
     let monitor = Monitor::start(&server);
@@ -724,18 +834,24 @@ async fn each_step_costs_these_redis_commands() {
     let pending_login = monitor.take();
 
     let wrong = wrong_code(&secret);
-    other.post(&app, 0, "/login/second-factor", json!({ "code": wrong })).await;
+    other
+        .post(&app, 0, "/login/second-factor", json!({ "code": wrong }))
+        .await;
     let wrong_code_step = monitor.take();
 
     let code = code_at(&secret, step + 1);
-    let res = other.post(&app, 0, "/login/second-factor", json!({ "code": code })).await;
+    let res = other
+        .post(&app, 0, "/login/second-factor", json!({ "code": code }))
+        .await;
     assert_eq!(res.status, 200);
     let completion = monitor.take();
 
     let mut third = Browser::at("192.0.2.3:1");
     third.post(&app, 0, "/login/ann", json!({})).await;
     monitor.take();
-    let res = third.post(&app, 0, "/login/second-factor", json!({ "code": codes[1] })).await;
+    let res = third
+        .post(&app, 0, "/login/second-factor", json!({ "code": codes[1] }))
+        .await;
     assert_eq!(res.status, 200);
     let recovery = monitor.take();
 
@@ -751,7 +867,10 @@ async fn each_step_costs_these_redis_commands() {
     // version, the cap's listing).
     assert_eq!(
         trusted_login,
-        strings(&["evalsha", "evalsha", "del", "evalsha", "del", "evalsha", "hgetall", "evalsha", "get", "hkeys", "hmget"]),
+        strings(&[
+            "evalsha", "evalsha", "del", "evalsha", "del", "evalsha", "hgetall", "evalsha", "get",
+            "hkeys", "hmget"
+        ]),
         "a trusted browser's login"
     );
     // The throttle as for any password login, then the half-login's record and the
@@ -763,12 +882,19 @@ async fn each_step_costs_these_redis_commands() {
         "a login with the second factor due"
     );
     // The session, with its data; the wrong-code counter. No claim for a wrong code.
-    assert_eq!(wrong_code_step, strings(&["hgetall", "evalsha"]), "a wrong code");
+    assert_eq!(
+        wrong_code_step,
+        strings(&["hgetall", "evalsha"]),
+        "a wrong code"
+    );
     // The session, the counter, the claim, the counter's release; then the rotation to the
     // new token and the cap's listing (an index read and one HMGET per session).
     let code_and_rotation = strings(&["hgetall", "evalsha", "set", "evalsha", "evalsha", "hkeys"]);
     assert_eq!(completion[..6], code_and_rotation[..], "{completion:?}");
-    assert!(completion[6..].iter().all(|c| c == "hmget"), "{completion:?}");
+    assert!(
+        completion[6..].iter().all(|c| c == "hmget"),
+        "{completion:?}"
+    );
     assert_eq!(recovery[..6], code_and_rotation[..], "{recovery:?}");
     assert!(recovery[6..].iter().all(|c| c == "hmget"), "{recovery:?}");
 }

@@ -92,7 +92,10 @@ fn a_revoked_session_cannot_be_rotated_back_to_life() {
         let engine = engine_with(MemoryStore::new(), |_| {});
         let issued = login(&engine, "7").await;
         assert_eq!(engine.revoke_all("7").await.unwrap(), 1);
-        let err = engine.rotate(&issued.session, Reauth::None).await.unwrap_err();
+        let err = engine
+            .rotate(&issued.session, Reauth::None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Unauthenticated), "{err:?}");
         assert!(engine.list("7", None).await.unwrap().is_empty());
     });

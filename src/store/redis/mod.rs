@@ -31,6 +31,7 @@ use crate::record::{DataChange, LinkKey, LinkRecord, SessionData, SessionKey, Se
 #[cfg(feature = "actix-session")]
 mod actix_session;
 mod builder;
+mod claims;
 mod codec;
 mod connection;
 mod credentials;
@@ -38,7 +39,6 @@ mod data;
 #[cfg(test)]
 mod hostile_input;
 mod index;
-mod claims;
 mod links;
 mod local_cache;
 mod scripts;

@@ -106,7 +106,8 @@ pub fn rounds(deployment: Deployment) -> usize {
 
 /// A request to one instance, answered with a boxed body so that instances of different
 /// store types look alike.
-pub type Call = Rc<dyn Fn(actix_http::Request) -> LocalBoxFuture<'static, ServiceResponse<BoxBody>>>;
+pub type Call =
+    Rc<dyn Fn(actix_http::Request) -> LocalBoxFuture<'static, ServiceResponse<BoxBody>>>;
 
 pub fn erase<S, B>(service: S) -> Call
 where
