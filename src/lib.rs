@@ -263,6 +263,10 @@
 //!   changes; [`Session::reauthenticate`] does the same after the user entered their password
 //!   again, which satisfies [`Require::fresh`] for the
 //!   [fresh window](LoginMiddlewareBuilder::fresh_window) ("sudo mode").
+//! * A [second factor](two_factor) (TOTP codes, recovery codes, trusted browsers): a login
+//!   whose code is due is no login (`401 second_factor_required`) until
+//!   [`Session::complete_second_factor`], codes work once on every instance, and
+//!   [`Require::fresh`] asks for the code again on accounts that have one.
 //! * [`Session::credentials_changed`] ends the user's other sessions after a password change,
 //!   including one that a login which verified the old password completes afterwards, when
 //!   logins name what they verified with [`Login::credentials_version`].
