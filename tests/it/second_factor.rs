@@ -1,5 +1,6 @@
 //! The second factor in the crate (`actix_login::two_factor`), through two app instances on
-//! one store: memory, one Redis and a Redis Cluster (`second_factor::<test>::<backend>`).
+//! one store: memory, one Redis (plain, and with both instances caching) and a Redis Cluster
+//! (`second_factor::<test>::<backend>`).
 //! Bad paths first: a half-login is no login and ends soon; a code works once, on every
 //! instance, also when two race; wrong codes are throttled per account from any address; a
 //! recovery code works once; a trusted browser's trust ends with the password; sudo mode asks
@@ -23,8 +24,9 @@ use serde_json::{json, Value};
 use totp_rs::{Builder, Secret};
 
 use crate::support::deployment::{erase, shared_cluster, Call};
+use crate::support::http::redis_session_key;
 use crate::support::monitor::Monitor;
-use crate::support::redis_server::{shared_redis_url, unique_prefix, RedisServer};
+use crate::support::redis_server::{connection, shared_redis_url, unique_prefix, RedisServer};
 
 /// The session-data name of a secret waiting for its first code.
 const ENROLLING: &str = "totp_enrolling";
@@ -254,6 +256,8 @@ where
 enum Backend {
     Memory,
     Redis,
+    /// Both instances with `local_cache`, on one Redis.
+    RedisCaching,
     Cluster,
 }
 
@@ -276,6 +280,19 @@ impl Twin {
             Backend::Redis => {
                 let url = shared_redis_url();
                 let connect = || RedisStore::builder(&url).key_prefix(&prefix).connect();
+                [
+                    instance(connect().await.unwrap(), &db, settings).await,
+                    instance(connect().await.unwrap(), &db, settings).await,
+                ]
+            }
+            Backend::RedisCaching => {
+                let url = shared_redis_url();
+                let connect = || {
+                    RedisStore::builder(&url)
+                        .key_prefix(&prefix)
+                        .local_cache(1000)
+                        .connect()
+                };
                 [
                     instance(connect().await.unwrap(), &db, settings).await,
                     instance(connect().await.unwrap(), &db, settings).await,
@@ -470,6 +487,11 @@ macro_rules! on_every_backend {
             #[actix_web::test]
             async fn redis() {
                 super::$name(Backend::Redis).await;
+            }
+
+            #[actix_web::test]
+            async fn redis_caching() {
+                super::$name(Backend::RedisCaching).await;
             }
 
             #[actix_web::test]
