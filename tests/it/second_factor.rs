@@ -867,6 +867,15 @@ async fn each_step_costs_these_redis_commands() {
         .await;
     assert_eq!(res.status, 200);
     let completion = monitor.take();
+    // The record's note of both factors keeps the session a compact hash.
+    let key = redis_session_key("actix-login", &other.session().unwrap());
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&key)
+        .query(&mut connection(&server.url()).unwrap())
+        .unwrap();
+    assert_eq!(encoding, "listpack");
+    monitor.take();
 
     let mut third = Browser::at("192.0.2.3:1");
     third.post(&app, 0, "/login/ann", json!({})).await;
