@@ -429,6 +429,55 @@ mod tests {
     }
 
     #[test]
+    fn freshness_asks_for_the_second_factor_where_the_account_has_one() {
+        use serde_json::value::RawValue;
+        let rules = SessionRules::default();
+        let now = SystemTime::now();
+        let user = RawValue::from_string("{}".into()).unwrap();
+        let login = SessionRecord::new("s", "7", user, now, now + DEFAULT_ABSOLUTE_TIMEOUT);
+        let with = |factors| login.clone().with_factors(factors);
+        assert_eq!(
+            rules.freshness(&with(Factors::Password), now),
+            Freshness::Fresh
+        );
+        assert_eq!(rules.freshness(&with(Factors::Both), now), Freshness::Fresh);
+        assert_eq!(
+            rules.freshness(&with(Factors::PasswordOnly), now),
+            Freshness::SecondFactorDue
+        );
+        // A half-login is no login, fresh or not.
+        assert_eq!(
+            rules.freshness(&with(Factors::Pending), now),
+            Freshness::Stale
+        );
+        // Both factors, but the password too long ago.
+        let later = now + DEFAULT_FRESH_WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            rules.freshness(&with(Factors::Both), later),
+            Freshness::Stale
+        );
+        assert_eq!(
+            rules.freshness(&with(Factors::PasswordOnly), later),
+            Freshness::Stale
+        );
+    }
+
+    #[test]
+    fn a_half_login_lives_by_the_second_factor_timeout() {
+        let mut rules = SessionRules::default();
+        rules.set_second_factor_timeout(Duration::ZERO);
+        let now = SystemTime::now();
+        let end = rules.absolute_end_of(Lifetime::Pending, now);
+        assert_eq!(end, now + Duration::from_secs(1));
+        assert_eq!(rules.idle_deadline_of(Lifetime::Pending, now, end), end);
+        let default = SessionRules::default();
+        assert_eq!(
+            default.absolute_end_of(Lifetime::Pending, now),
+            now + DEFAULT_SECOND_FACTOR_TIMEOUT
+        );
+    }
+
+    #[test]
     fn refresh_only_when_the_gain_reaches_a_tenth_of_the_window() {
         let rules = SessionRules::default();
         let now = SystemTime::now();

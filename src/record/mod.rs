@@ -467,6 +467,29 @@ mod tests {
     }
 
     #[test]
+    fn the_factors_cost_a_password_login_no_byte_and_round_trip() {
+        let now = SystemTime::now();
+        let user = RawValue::from_string("{}".into()).unwrap();
+        let record = SessionRecord::new("s1", "7", user, now, now + Duration::from_secs(60));
+        let plain = serde_json::to_string(&record).unwrap();
+        assert!(!plain.contains(r#""f""#), "{plain}");
+        for (factors, tag) in [
+            (Factors::Pending, r#""f":"w""#),
+            (Factors::PasswordOnly, r#""f":"1""#),
+            (Factors::Both, r#""f":"2""#),
+        ] {
+            let json = serde_json::to_string(&record.clone().with_factors(factors)).unwrap();
+            assert!(json.contains(tag), "{json}");
+            assert_eq!(json.len(), plain.len() + tag.len() + 1);
+            let back: SessionRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.factors(), factors);
+            assert_eq!(back.is_second_factor_pending(), factors == Factors::Pending);
+            assert_eq!(back.is_login(), factors != Factors::Pending);
+            assert_eq!(back.has_second_factor(), factors == Factors::Both);
+        }
+    }
+
+    #[test]
     fn clock_before_epoch_does_not_panic() {
         assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(5)), 0);
     }
