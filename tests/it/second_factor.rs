@@ -175,6 +175,17 @@ async fn confirm(
     Ok(HttpResponse::Ok().json(json!({ "recovery_codes": codes.codes() })))
 }
 
+async fn new_recovery_codes(
+    req: HttpRequest,
+    user: AuthUser<String>,
+    two_factor: web::Data<TwoFactor>,
+    db: web::Data<Db>,
+) -> actix_web::Result<HttpResponse> {
+    let codes = two_factor.regenerate_recovery_codes(&req).await?;
+    db.with(&user, |a| a.recovery = codes.hashes().to_vec());
+    Ok(HttpResponse::Ok().json(json!({ "recovery_codes": codes.codes() })))
+}
+
 async fn reauth(_user: AuthUser<String>, session: Session) -> actix_web::Result<HttpResponse> {
     session.reauthenticate().await?;
     Ok(HttpResponse::NoContent().finish())
@@ -229,6 +240,7 @@ where
                 .route("/login/{id}", web::post().to(login))
                 .route("/2fa/enroll", web::post().to(enroll))
                 .route("/2fa/confirm", web::post().to(confirm))
+                .route("/2fa/recovery-codes", web::post().to(new_recovery_codes))
                 .route("/reauth", web::post().to(reauth))
                 .route(
                     "/reauth/second-factor",
@@ -511,6 +523,7 @@ on_every_backend!(
     a_recovery_code_works_once,
     a_trusted_browser_skips_the_code_until_the_password_changes,
     sudo_mode_asks_for_the_second_factor,
+    new_recovery_codes_need_both_factors_and_replace_the_old_ones,
 );
 
 async fn a_half_login_is_refused_by_auth_user_and_require(backend: Backend) {
@@ -817,6 +830,49 @@ async fn sudo_mode_asks_for_the_second_factor(backend: Backend) {
     assert_eq!(bob.get(&app, 1, "/sudo").await.status, 200);
     assert_eq!(bob.post(&app, 1, "/reauth", json!({})).await.status, 204);
     assert_eq!(bob.get(&app, 0, "/sudo").await.status, 200);
+}
+
+async fn new_recovery_codes_need_both_factors_and_replace_the_old_ones(backend: Backend) {
+    let app = Twin::new(backend).await;
+    let mut browser = Browser::at("192.0.2.1:1");
+    let (_, old, _) = enrolled(&app, &mut browser, "ann").await;
+    // The password alone, again: not enough for new codes.
+    browser.post(&app, 1, "/reauth", json!({})).await;
+    let res = browser
+        .post(&app, 0, "/2fa/recovery-codes", json!({}))
+        .await;
+    assert_eq!(
+        (res.status, &res.body),
+        (403, &error("second_factor_reauth_required"))
+    );
+    let res = browser
+        .post(&app, 0, "/reauth/second-factor", json!({ "code": old[0] }))
+        .await;
+    assert_eq!(res.status, 204, "{}", res.body);
+    let res = browser
+        .post(&app, 1, "/2fa/recovery-codes", json!({}))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let new: Vec<String> = serde_json::from_value(res.body["recovery_codes"].clone()).unwrap();
+    assert_eq!(new.len(), 10);
+    assert!(new.iter().all(|code| !old.contains(code)));
+    // The old set is gone, the new one works.
+    let mut half = half_login(&app, "ann", "192.0.2.2:1").await;
+    let res = half
+        .post(&app, 0, "/login/second-factor", json!({ "code": old[1] }))
+        .await;
+    assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
+    let res = half
+        .post(&app, 1, "/login/second-factor", json!({ "code": new[0] }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    // A half-login cannot ask for codes.
+    let mut other = half_login(&app, "ann", "192.0.2.3:1").await;
+    let res = other.post(&app, 0, "/2fa/recovery-codes", json!({})).await;
+    assert_eq!(
+        (res.status, &res.body),
+        (401, &error("second_factor_required"))
+    );
 }
 
 /// The commands each step sends one Redis, for the README and the report.
