@@ -517,13 +517,24 @@ async fn check_password_reset(app: &Example, mail: &Mailbox) {
     );
     assert_eq!(http.get(&path, None).await.status, StatusCode::OK);
 
-    // The new password: every session ends, and the browser goes to sign in, told why.
-    let done = http.post(&path, &[("password", NEW_PASSWORD)], None).await;
+    // The new password, from a browser signed in to the account (which sends the form's CSRF
+    // token, having no `Origin`): every session ends, this one's cookie is replaced, and the
+    // browser goes to sign in, told why.
+    let other = http.session(ALICE).await;
+    let form = http.get(&path, Some(&before)).await;
+    let token = field(&form.body, CSRF_FIELD).expect("the form carries the CSRF token");
+    assert!(!token.is_empty(), "{}", form.body);
+    let fields = [("password", NEW_PASSWORD), (CSRF_FIELD, token.as_str())];
+    let done = http.post(&path, &fields, Some(&before)).await;
     done.assert_see_other("/login");
     let flash = pair(
         done.session_cookie()
             .expect("a session for the flash message"),
     );
+    assert_ne!(flash, before);
+    http.get("/", Some(&other))
+        .await
+        .assert_see_other("/login?next=%2F");
     let page = http.get("/login", Some(&flash)).await;
     assert!(
         page.body.contains("Your password was changed"),
@@ -559,6 +570,35 @@ async fn html_login_password_reset_on_redis() {
     let mail = Mailbox::new();
     let app = start_on_redis_with(&[mail.env()]);
     check_password_reset(&app, &mail).await;
+}
+
+/// Five reset links an hour per account by default; the sixth request gets the form back with
+/// `429` and `Retry-After`, for a name no account has just the same.
+#[actix_web::test]
+async fn html_login_limits_reset_links_alike_for_unknown_names() {
+    let mail = Mailbox::new();
+    let app = Example::start("html_login", &[mail.env()]);
+    let http = Http::new(&app);
+    for name in ["bob", "nobody"] {
+        for _ in 0..5 {
+            let reply = http
+                .post("/password-reset", &[("username", name)], None)
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.body);
+        }
+        let reply = http
+            .post("/password-reset", &[("username", name)], None)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{name}: {}",
+            reply.body
+        );
+        assert!(reply.body.contains("Try again in"), "{}", reply.body);
+        let retry: u64 = reply.retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+    }
 }
 
 #[actix_web::test]
