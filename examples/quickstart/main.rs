@@ -118,6 +118,22 @@
 //! curl -i -X POST -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/logout
 //! ```
 //!
+//! A second factor for alice, from a session that logged in within the fresh window, with
+//! `oathtool` standing in for the authenticator app (`<secret>` is what enrolment answers):
+//!
+//! ```text
+//! curl -i -b jar -c jar -X POST -H 'Origin: http://127.0.0.1:8080' \
+//!      http://127.0.0.1:8080/2fa/enroll
+//! curl -i -b jar -c jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
+//!      -d "{\"code\":\"$(oathtool --totp -b <secret>)\"}" http://127.0.0.1:8080/2fa/confirm
+//! curl -i -c jar -H 'content-type: application/json' \
+//!      -d '{"username":"alice","password":"alice-password-123"}' http://127.0.0.1:8080/login
+//! sleep 30  # a code works once: wait for the next one
+//! curl -i -b jar -c jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
+//!      -d "{\"code\":\"$(oathtool --totp -b <secret>)\"}" \
+//!      http://127.0.0.1:8080/login/second-factor
+//! ```
+//!
 //! The handlers live in modules by concern: `accounts` (sign-up, login, logout, `/me`,
 //! re-authentication, password changes), `second_factor` (TOTP, recovery codes, trusted
 //! browsers), `links` (password reset, verification and sign-in links), `email` (e-mail
