@@ -25,10 +25,31 @@
 //!   way in. A used, expired or malformed link shows a page saying so, with status `410`. Five
 //!   links an hour per account (and per address) at most; past that the form says when to try
 //!   again (`429`).
+//! - "Two-factor authentication" (`GET /2fa`, linked from every signed-in page): within the
+//!   fresh window after the password (`FRESH_WINDOW_SECS`, default 10 minutes) the page shows a
+//!   new TOTP secret and its `otpauth://` URL as text (kept in the session until confirmed, so
+//!   a reload shows the same one) and a form for the first code; the code turns the second
+//!   factor on, ends the account's other sessions, and shows the 10 recovery codes this once
+//!   ("Save these recovery codes"). Outside the window the page is a "Confirm it's you" form
+//!   (`POST /reauth`: the password, under the login throttle, and on an account with a second
+//!   factor a code too) that comes back to it. Once on, the page offers "Generate new recovery
+//!   codes", which the crate allows only on a login whose password and code are both fresh;
+//!   otherwise it answers the same confirmation form (`403`).
+//! - Signing in with a second factor: the right password sends the browser to `GET
+//!   /login/second-factor` ("Enter the code from your authenticator app", or a recovery code,
+//!   with a "Trust this browser for 30 days" box) and leaves a session that is no login for 5
+//!   minutes. Any page that needs a login sends such a visitor back to the code page (a
+//!   `from_fn` middleware turns the crate's `401 second_factor_required` into a `303`). A wrong
+//!   or used code shows the form again (`401`); after 5 wrong codes for the account in 15
+//!   minutes, from any address, the form answers `429` with `Retry-After`, even for a right
+//!   code. The right code signs in on a new session cookie and goes on to the page asked for
+//!   (`next`, through `safe_next`). A trusted browser skips the code at its next sign-ins, until
+//!   the password changes; such a login proved no code, so new recovery codes ask for one.
 //!
 //! Users: `alice` / `alice-password-123` and `bob` / `bob-password-456`. Sessions live in
 //! memory, or in Redis when `REDIS_URL` is set (under `REDIS_KEY_PREFIX`, default the crate's).
-//! The user table lives in memory, so a restart forgets new passwords; it also records the
+//! The user table, and who has a second factor (the secret and the recovery codes' hashes),
+//! live in memory, so a restart forgets new passwords and second factors; it also records the
 //! demo users' first passwords again in the store, which ends their sessions from before.
 //! Mail goes to one file per message in `MAIL_DIR`, through SMTP to `SMTP_URL`, or nowhere
 //! (logged without the link), as in the quickstart, whose `mail` module this example shares.
