@@ -69,8 +69,8 @@ use actix_login::policy::PasswordPolicy;
 use actix_login::throttle::LoginThrottle;
 use actix_login::two_factor::{CodeUsed, Enrolled, SecondFactor, TwoFactor};
 use actix_login::{
-    safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, MaybeUser, MemoryStore,
-    RedisStore, Require, Session, Sessions, CSRF_FIELD,
+    safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, LoginMiddlewareBuilder,
+    MaybeUser, MemoryStore, RedisStore, Require, Session, Sessions, CSRF_FIELD,
 };
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -753,6 +753,121 @@ async fn reset(
     Ok(see_other("/login"))
 }
 
+/// The middleware, with `FRESH_WINDOW_SECS` when it is set.
+fn middleware(
+    builder: LoginMiddlewareBuilder,
+    fresh_window: Option<std::time::Duration>,
+) -> LoginMiddleware {
+    match fresh_window {
+        Some(window) => builder.fresh_window(window).build(),
+        None => builder.build(),
+    }
+}
+
+/// Anonymous visitors go to the login page, which brings them back here afterwards.
+fn signed_in() -> Require {
+    Require::login().redirect_to("/login")
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    // How long a password counts as just entered, for turning on a second factor.
+    let fresh_window = std::env::var("FRESH_WINDOW_SECS")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map(std::time::Duration::from_secs);
+    let (sessions, throttle, two_factor) = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            let mut builder = RedisStore::builder(url);
+            if let Ok(prefix) = std::env::var("REDIS_KEY_PREFIX") {
+                builder = builder.key_prefix(prefix);
+            }
+            let store = builder.connect().await.map_err(std::io::Error::other)?;
+            println!("session store: Redis (from REDIS_URL)");
+            (
+                middleware(LoginMiddleware::builder(store.clone()), fresh_window),
+                LoginThrottle::new(store.clone()),
+                TwoFactor::new(store).issuer(ISSUER),
+            )
+        }
+        _ => {
+            println!("session store: in memory (set REDIS_URL to use Redis)");
+            let store = MemoryStore::new();
+            (
+                middleware(LoginMiddleware::builder(store.clone()), fresh_window),
+                LoginThrottle::new(store.clone()),
+                TwoFactor::new(store).issuer(ISSUER),
+            )
+        }
+    };
+    let throttle = web::Data::new(throttle);
+    let users = Users::seed().await.map_err(std::io::Error::other)?;
+    // The table starts from the first passwords at every start: record them as the current
+    // credentials, or a version left in Redis by a reset before a restart would refuse every
+    // login. An app whose users live in a database needs no such step.
+    for id in [1, 2] {
+        sessions
+            .sessions()
+            .credentials_changed(&id.to_string(), "0")
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    let users = web::Data::new(users);
+    let factors = web::Data::new(SecondFactors::new(two_factor));
+    let mailer = web::Data::new(mail::Mailer::from_env()?);
+    let base = web::Data::new(LinkBase(format!("http://{addr}")));
+    let pages = web::Data::new(templates().map_err(std::io::Error::other)?);
+
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(users.clone())
+            .app_data(factors.clone())
+            .app_data(throttle.clone())
+            .app_data(pages.clone())
+            .app_data(mailer.clone())
+            .app_data(base.clone())
+            .app_data(web::FormConfig::default().limit(4096))
+            .service(
+                web::resource("/")
+                    .wrap(signed_in())
+                    .route(web::get().to(home)),
+            )
+            .service(
+                web::resource("/sessions")
+                    .wrap(signed_in())
+                    .route(web::get().to(sessions_page)),
+            )
+            .route("/sessions/{id}/end", web::post().to(end_session))
+            .route("/login", web::get().to(login_page))
+            .route("/login", web::post().to(login))
+            .route("/logout", web::post().to(logout))
+            .service(
+                web::resource("/password-reset")
+                    .route(web::get().to(forgot_page))
+                    .route(web::post().to(forgot)),
+            )
+            .service(
+                web::resource("/password-reset/{secret}")
+                    .route(web::get().to(reset_page))
+                    .route(web::post().to(reset)),
+            )
+            .configure(two_factor_routes)
+            // Inside the session middleware, which it reads.
+            .wrap(from_fn(code_page_first))
+            .wrap(sessions.clone())
+    })
+    .bind(&addr)?;
+    println!("listening on http://{addr}");
+    server.run().await
+}
+
 // ---------------------------------------------------------------------------------------------
 // The second factor: TOTP codes from an authenticator app, recovery codes, trusted browsers.
 // ---------------------------------------------------------------------------------------------
@@ -860,17 +975,6 @@ fn two_factor_routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(second_factor_page))
             .route(web::post().to(second_factor)),
     );
-}
-
-/// The session middleware, with the fresh window from `FRESH_WINDOW_SECS` if set (the tests
-/// shorten it).
-fn middleware(store: impl actix_login::store::SessionStore) -> std::io::Result<LoginMiddleware> {
-    let mut builder = LoginMiddleware::builder(store);
-    if let Ok(secs) = std::env::var("FRESH_WINDOW_SECS") {
-        let secs: u64 = secs.parse().map_err(std::io::Error::other)?;
-        builder = builder.fresh_window(std::time::Duration::from_secs(secs));
-    }
-    Ok(builder.build())
 }
 
 /// An account's second factor: its TOTP secret and its unused recovery codes' hashes.
@@ -1373,103 +1477,4 @@ async fn reauth(
     let mut response = see_other(next);
     response.add_cookie(&device)?;
     Ok(response)
-}
-
-/// Anonymous visitors go to the login page, which brings them back here afterwards.
-fn signed_in() -> Require {
-    Require::login().redirect_to("/login")
-}
-
-#[actix_web::main]
-async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-
-    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let (sessions, throttle, two_factor) = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
-            let mut builder = RedisStore::builder(url);
-            if let Ok(prefix) = std::env::var("REDIS_KEY_PREFIX") {
-                builder = builder.key_prefix(prefix);
-            }
-            let store = builder.connect().await.map_err(std::io::Error::other)?;
-            println!("session store: Redis (from REDIS_URL)");
-            (
-                middleware(store.clone())?,
-                LoginThrottle::new(store.clone()),
-                TwoFactor::new(store).issuer(ISSUER),
-            )
-        }
-        _ => {
-            println!("session store: in memory (set REDIS_URL to use Redis)");
-            let store = MemoryStore::new();
-            (
-                middleware(store.clone())?,
-                LoginThrottle::new(store.clone()),
-                TwoFactor::new(store).issuer(ISSUER),
-            )
-        }
-    };
-    let throttle = web::Data::new(throttle);
-    let users = Users::seed().await.map_err(std::io::Error::other)?;
-    // The table starts from the first passwords at every start: record them as the current
-    // credentials, or a version left in Redis by a reset before a restart would refuse every
-    // login. An app whose users live in a database needs no such step.
-    for id in [1, 2] {
-        sessions
-            .sessions()
-            .credentials_changed(&id.to_string(), "0")
-            .await
-            .map_err(std::io::Error::other)?;
-    }
-    let users = web::Data::new(users);
-    let factors = web::Data::new(SecondFactors::new(two_factor));
-    let mailer = web::Data::new(mail::Mailer::from_env()?);
-    let base = web::Data::new(LinkBase(format!("http://{addr}")));
-    let pages = web::Data::new(templates().map_err(std::io::Error::other)?);
-
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(users.clone())
-            .app_data(factors.clone())
-            .app_data(throttle.clone())
-            .app_data(pages.clone())
-            .app_data(mailer.clone())
-            .app_data(base.clone())
-            .app_data(web::FormConfig::default().limit(4096))
-            .service(
-                web::resource("/")
-                    .wrap(signed_in())
-                    .route(web::get().to(home)),
-            )
-            .service(
-                web::resource("/sessions")
-                    .wrap(signed_in())
-                    .route(web::get().to(sessions_page)),
-            )
-            .route("/sessions/{id}/end", web::post().to(end_session))
-            .route("/login", web::get().to(login_page))
-            .route("/login", web::post().to(login))
-            .route("/logout", web::post().to(logout))
-            .service(
-                web::resource("/password-reset")
-                    .route(web::get().to(forgot_page))
-                    .route(web::post().to(forgot)),
-            )
-            .service(
-                web::resource("/password-reset/{secret}")
-                    .route(web::get().to(reset_page))
-                    .route(web::post().to(reset)),
-            )
-            .configure(two_factor_routes)
-            // Inside the session middleware, which it reads.
-            .wrap(from_fn(code_page_first))
-            .wrap(sessions.clone())
-    })
-    .bind(&addr)?;
-    println!("listening on http://{addr}");
-    server.run().await
 }

@@ -624,314 +624,6 @@ async fn html_login_throttles_password_guessing() {
     }
 }
 
-/// Signs in through the form on the page shown now, as a person would.
-async fn sign_in(browser: &Browser, (username, password): (&str, &str), remember: bool) {
-    browser.fill("input[name=username]", username).await;
-    browser.fill("input[name=password]", password).await;
-    if remember {
-        browser.click("input[name=remember]").await;
-    }
-    browser.click("form[action='/login'] button").await;
-}
-
-/// Opens the login page and signs in as alice, which ends on the home page.
-async fn sign_in_from_login_page(browser: &Browser, app: &Example, remember: bool) {
-    browser.goto(&app.url("/login")).await;
-    sign_in(browser, ALICE, remember).await;
-    let text = browser.wait_for_url(&app.url("/")).await;
-    assert!(text.contains("Signed in as alice"), "{text}");
-}
-
-fn session_cookie<'a>(
-    cookies: &'a [fantoccini::cookies::Cookie<'static>],
-) -> Option<&'a fantoccini::cookies::Cookie<'static>> {
-    cookies.iter().find(|c| c.name() == "__Host-id")
-}
-
-#[actix_web::test]
-async fn browser_signs_in_and_hides_the_session_cookie_from_scripts() {
-    let app = start_in_memory();
-    let mut driver = Driver::start();
-    let browser = driver.browser().await;
-    sign_in_from_login_page(&browser, &app, false).await;
-
-    let cookies = browser.cookies().await;
-    let cookie = session_cookie(&cookies).expect("the browser keeps the session cookie");
-    assert_eq!(cookie.http_only(), Some(true));
-    let visible = browser.script("return document.cookie").await;
-    let visible = visible.as_str().unwrap_or_default();
-    assert!(!visible.contains("__Host-id"), "{visible}");
-    browser.quit().await;
-}
-
-#[actix_web::test]
-async fn browser_returns_to_the_page_it_asked_for_and_never_leaves_the_site() {
-    let app = start_in_memory();
-    let mut driver = Driver::start();
-    let browser = driver.browser().await;
-    browser.goto(&app.url("/sessions")).await;
-    browser
-        .wait_for_url(&app.url("/login?next=%2Fsessions"))
-        .await;
-    sign_in(&browser, ALICE, false).await;
-    let text = browser.wait_for_url(&app.url("/sessions")).await;
-    assert!(text.contains("(this browser)"), "{text}");
-
-    for next in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example%2F"] {
-        let login = app.url(&format!("/login?next={next}"));
-        browser.goto(&login).await;
-        sign_in(&browser, ALICE, false).await;
-        // Wherever it goes, it goes there at once: no waiting for a host that does not exist.
-        let landed = browser.wait_to_leave(&login).await;
-        assert_eq!(landed, app.url("/"), "next={next}");
-        let text = browser.text().await;
-        assert!(text.contains("Signed in as alice"), "{text}");
-    }
-    browser.quit().await;
-}
-
-#[actix_web::test]
-async fn browser_ends_another_browsers_session() {
-    let app = start_on_redis();
-    let mut driver = Driver::start();
-    let a = driver.browser().await;
-    let b = driver.browser().await;
-    sign_in_from_login_page(&a, &app, false).await;
-    sign_in_from_login_page(&b, &app, false).await;
-
-    a.goto(&app.url("/sessions")).await;
-    let text = a.text().await;
-    assert!(text.contains("(this browser)"), "{text}");
-    let end_buttons = "form[action$='/end'] button";
-    assert_eq!(
-        a.count(end_buttons).await,
-        1,
-        "only B's session has one: {text}"
-    );
-    a.click(end_buttons).await;
-    a.wait_for_text("Session ended").await;
-    assert_eq!(a.count(end_buttons).await, 0);
-
-    // B's next click finds itself signed out.
-    b.click("a[href='/sessions']").await;
-    let text = b.wait_for_url(&app.url("/login?next=%2Fsessions")).await;
-    assert!(text.contains("Sign in"), "{text}");
-
-    a.goto(&app.url("/")).await;
-    assert!(a.text().await.contains("Signed in as alice"));
-    a.quit().await;
-    b.quit().await;
-}
-
-/// Pages served from another port of the app's host: another origin, but the same site, so
-/// the browser sends the app's `SameSite=Lax` cookie with the forms they submit. Stops
-/// serving when dropped.
-struct OtherOrigin {
-    port: u16,
-    stop: Arc<AtomicBool>,
-}
-
-impl OtherOrigin {
-    /// Serves `pages`, `(path, html)`; 404 for any other path.
-    fn serve(pages: Vec<(&'static str, String)>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a port for the other origin");
-        let port = listener.local_addr().expect("its address").port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let pages = Arc::new(pages);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let pages = Arc::clone(&pages);
-                // A thread each: browsers open connections they may never send a request on.
-                std::thread::spawn(move || answer(stream, &pages));
-            }
-        });
-        Self { port, stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for OtherOrigin {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-fn answer(mut stream: TcpStream, pages: &[(&'static str, String)]) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut head = Vec::new();
-    let mut chunk = [0; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split_whitespace().nth(1).unwrap_or_default();
-    let (status, body) = match pages.iter().find(|(p, _)| *p == path) {
-        Some((_, html)) => ("200 OK", html.as_str()),
-        None => ("404 Not Found", ""),
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-/// A page that submits a form to `action` as soon as it loads.
-fn auto_submit(action: &str, fields: &[(&str, &str)]) -> String {
-    let inputs: String = fields
-        .iter()
-        .map(|(name, value)| format!(r#"<input type="hidden" name="{name}" value="{value}">"#))
-        .collect();
-    format!(
-        r#"<!doctype html><form method="post" action="{action}">{inputs}</form>
-<script>document.forms[0].submit()</script>"#
-    )
-}
-
-#[actix_web::test]
-async fn another_origin_of_the_same_host_can_neither_sign_out_nor_sign_in() {
-    let app = start_in_memory();
-    let other = OtherOrigin::serve(vec![
-        (
-            "/sign-out",
-            auto_submit(&app.url("/logout"), &[(CSRF_FIELD, "")]),
-        ),
-        (
-            "/sign-in",
-            auto_submit(
-                &app.url("/login"),
-                &[("username", ALICE.0), ("password", ALICE.1)],
-            ),
-        ),
-    ]);
-    assert_ne!(other.port, app.port);
-    let mut driver = Driver::start();
-
-    let victim = driver.browser().await;
-    sign_in_from_login_page(&victim, &app, false).await;
-    victim.goto(&other.url("/sign-out")).await;
-    // The forged form did reach the app, which refused it.
-    let landed = victim.wait_to_leave(&other.url("/sign-out")).await;
-    assert_eq!(landed, app.url("/logout"));
-    let text = victim.text().await;
-    assert!(text.contains("csrf_rejected"), "{text}");
-    victim.goto(&app.url("/")).await;
-    assert_eq!(victim.url().await, app.url("/"));
-    assert!(victim.text().await.contains("Signed in as alice"));
-
-    // Login CSRF: a browser without a session is not signed in to the account the page names.
-    let fresh = driver.browser().await;
-    fresh.goto(&other.url("/sign-in")).await;
-    let landed = fresh.wait_to_leave(&other.url("/sign-in")).await;
-    assert_eq!(landed, app.url("/login"));
-    let text = fresh.text().await;
-    assert!(text.contains("csrf_rejected"), "{text}");
-    assert!(session_cookie(&fresh.cookies().await).is_none());
-    fresh.goto(&app.url("/")).await;
-    assert_eq!(fresh.url().await, app.url("/login?next=%2F"));
-
-    victim.quit().await;
-    fresh.quit().await;
-}
-
-#[actix_web::test]
-async fn remember_me_survives_a_browser_restart_and_a_normal_login_does_not() {
-    let app = start_in_memory();
-    let mut driver = Driver::start();
-    let remembered = driver.new_profile();
-    let forgotten = driver.new_profile();
-    for (profile, remember) in [(&remembered, true), (&forgotten, false)] {
-        let browser = driver.browser_with_profile(profile).await;
-        sign_in_from_login_page(&browser, &app, remember).await;
-        // Both hold the session before the restart; only one cookie has an expiry.
-        let cookies = browser.cookies().await;
-        let cookie = session_cookie(&cookies).expect("the session cookie");
-        assert_eq!(cookie.expires().is_some(), remember, "{cookie:?}");
-        browser.quit().await;
-    }
-
-    let browser = driver.browser_with_profile(&remembered).await;
-    browser.goto(&app.url("/")).await;
-    assert_eq!(browser.url().await, app.url("/"));
-    assert!(browser.text().await.contains("Signed in as alice"));
-    browser.quit().await;
-
-    let browser = driver.browser_with_profile(&forgotten).await;
-    browser.goto(&app.url("/")).await;
-    assert_eq!(browser.url().await, app.url("/login?next=%2F"));
-    browser.quit().await;
-}
-
-#[actix_web::test]
-async fn browser_signs_out_and_is_told_so() {
-    let app = start_in_memory();
-    let mut driver = Driver::start();
-    let browser = driver.browser().await;
-    sign_in_from_login_page(&browser, &app, false).await;
-    browser.click("nav form[action='/logout'] button").await;
-    let text = browser.wait_for_url(&app.url("/login")).await;
-    assert!(text.contains("Signed out"), "{text}");
-
-    browser.goto(&app.url("/")).await;
-    let text = browser.wait_for_url(&app.url("/login?next=%2F")).await;
-    assert!(!text.contains("Signed out"), "shown once: {text}");
-    browser.quit().await;
-}
-
-/// "Forgot your password?" as a person does it: from the login page to the mail, the link,
-/// the new password, and signing in with it while the old one is refused.
-#[actix_web::test]
-async fn browser_resets_a_forgotten_password() {
-    let mail = Mailbox::new();
-    let app = Example::start("html_login", &[mail.env()]);
-    let mut driver = Driver::start();
-    let browser = driver.browser().await;
-    browser.goto(&app.url("/login")).await;
-    browser.click("a[href='/password-reset']").await;
-    browser.wait_for_url(&app.url("/password-reset")).await;
-    browser.fill("input[name=username]", "alice").await;
-    browser.click("form[action='/password-reset'] button").await;
-    browser.wait_for_text("Check your mail").await;
-
-    let (url, _) = mail
-        .next_to("alice@example.test")
-        .await
-        .link(&app.base, "password-reset");
-    browser.goto(&url).await;
-    let text = browser.wait_for_text("Choose a new password").await;
-    assert!(text.contains("alice"), "{text}");
-    browser.fill("input[name=password]", NEW_PASSWORD).await;
-    browser.click("form[method=post] button").await;
-    let text = browser.wait_for_url(&app.url("/login")).await;
-    assert!(text.contains("Your password was changed"), "{text}");
-
-    sign_in(&browser, ALICE, false).await;
-    browser.wait_for_text("Invalid username or password").await;
-    browser.goto(&app.url("/login")).await;
-    sign_in(&browser, ("alice", NEW_PASSWORD), false).await;
-    let text = browser.wait_for_url(&app.url("/")).await;
-    assert!(text.contains("Signed in as alice"), "{text}");
-
-    // The link was used: opening it again says so.
-    browser.goto(&url).await;
-    browser.wait_for_text("This link no longer works").await;
-    browser.quit().await;
-}
-
 // The second factor: enrolment, the code page, recovery codes, trusted browsers, sudo mode.
 
 /// An authenticator app: TOTP codes for a secret, each from a time step not used before (as a
@@ -1374,5 +1066,313 @@ async fn browser_enrols_a_second_factor_and_signs_in_with_codes() {
         let text = browser.wait_for_url(&app.url("/")).await;
         assert!(text.contains("Signed in as alice"), "{text}");
     }
+    browser.quit().await;
+}
+
+/// Signs in through the form on the page shown now, as a person would.
+async fn sign_in(browser: &Browser, (username, password): (&str, &str), remember: bool) {
+    browser.fill("input[name=username]", username).await;
+    browser.fill("input[name=password]", password).await;
+    if remember {
+        browser.click("input[name=remember]").await;
+    }
+    browser.click("form[action='/login'] button").await;
+}
+
+/// Opens the login page and signs in as alice, which ends on the home page.
+async fn sign_in_from_login_page(browser: &Browser, app: &Example, remember: bool) {
+    browser.goto(&app.url("/login")).await;
+    sign_in(browser, ALICE, remember).await;
+    let text = browser.wait_for_url(&app.url("/")).await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+}
+
+fn session_cookie<'a>(
+    cookies: &'a [fantoccini::cookies::Cookie<'static>],
+) -> Option<&'a fantoccini::cookies::Cookie<'static>> {
+    cookies.iter().find(|c| c.name() == "__Host-id")
+}
+
+#[actix_web::test]
+async fn browser_signs_in_and_hides_the_session_cookie_from_scripts() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    sign_in_from_login_page(&browser, &app, false).await;
+
+    let cookies = browser.cookies().await;
+    let cookie = session_cookie(&cookies).expect("the browser keeps the session cookie");
+    assert_eq!(cookie.http_only(), Some(true));
+    let visible = browser.script("return document.cookie").await;
+    let visible = visible.as_str().unwrap_or_default();
+    assert!(!visible.contains("__Host-id"), "{visible}");
+    browser.quit().await;
+}
+
+#[actix_web::test]
+async fn browser_returns_to_the_page_it_asked_for_and_never_leaves_the_site() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&app.url("/sessions")).await;
+    browser
+        .wait_for_url(&app.url("/login?next=%2Fsessions"))
+        .await;
+    sign_in(&browser, ALICE, false).await;
+    let text = browser.wait_for_url(&app.url("/sessions")).await;
+    assert!(text.contains("(this browser)"), "{text}");
+
+    for next in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example%2F"] {
+        let login = app.url(&format!("/login?next={next}"));
+        browser.goto(&login).await;
+        sign_in(&browser, ALICE, false).await;
+        // Wherever it goes, it goes there at once: no waiting for a host that does not exist.
+        let landed = browser.wait_to_leave(&login).await;
+        assert_eq!(landed, app.url("/"), "next={next}");
+        let text = browser.text().await;
+        assert!(text.contains("Signed in as alice"), "{text}");
+    }
+    browser.quit().await;
+}
+
+#[actix_web::test]
+async fn browser_ends_another_browsers_session() {
+    let app = start_on_redis();
+    let mut driver = Driver::start();
+    let a = driver.browser().await;
+    let b = driver.browser().await;
+    sign_in_from_login_page(&a, &app, false).await;
+    sign_in_from_login_page(&b, &app, false).await;
+
+    a.goto(&app.url("/sessions")).await;
+    let text = a.text().await;
+    assert!(text.contains("(this browser)"), "{text}");
+    let end_buttons = "form[action$='/end'] button";
+    assert_eq!(
+        a.count(end_buttons).await,
+        1,
+        "only B's session has one: {text}"
+    );
+    a.click(end_buttons).await;
+    a.wait_for_text("Session ended").await;
+    assert_eq!(a.count(end_buttons).await, 0);
+
+    // B's next click finds itself signed out.
+    b.click("a[href='/sessions']").await;
+    let text = b.wait_for_url(&app.url("/login?next=%2Fsessions")).await;
+    assert!(text.contains("Sign in"), "{text}");
+
+    a.goto(&app.url("/")).await;
+    assert!(a.text().await.contains("Signed in as alice"));
+    a.quit().await;
+    b.quit().await;
+}
+
+/// Pages served from another port of the app's host: another origin, but the same site, so
+/// the browser sends the app's `SameSite=Lax` cookie with the forms they submit. Stops
+/// serving when dropped.
+struct OtherOrigin {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl OtherOrigin {
+    /// Serves `pages`, `(path, html)`; 404 for any other path.
+    fn serve(pages: Vec<(&'static str, String)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a port for the other origin");
+        let port = listener.local_addr().expect("its address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let pages = Arc::new(pages);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let pages = Arc::clone(&pages);
+                // A thread each: browsers open connections they may never send a request on.
+                std::thread::spawn(move || answer(stream, &pages));
+            }
+        });
+        Self { port, stop }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for OtherOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn answer(mut stream: TcpStream, pages: &[(&'static str, String)]) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = Vec::new();
+    let mut chunk = [0; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or_default();
+    let (status, body) = match pages.iter().find(|(p, _)| *p == path) {
+        Some((_, html)) => ("200 OK", html.as_str()),
+        None => ("404 Not Found", ""),
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A page that submits a form to `action` as soon as it loads.
+fn auto_submit(action: &str, fields: &[(&str, &str)]) -> String {
+    let inputs: String = fields
+        .iter()
+        .map(|(name, value)| format!(r#"<input type="hidden" name="{name}" value="{value}">"#))
+        .collect();
+    format!(
+        r#"<!doctype html><form method="post" action="{action}">{inputs}</form>
+<script>document.forms[0].submit()</script>"#
+    )
+}
+
+#[actix_web::test]
+async fn another_origin_of_the_same_host_can_neither_sign_out_nor_sign_in() {
+    let app = start_in_memory();
+    let other = OtherOrigin::serve(vec![
+        (
+            "/sign-out",
+            auto_submit(&app.url("/logout"), &[(CSRF_FIELD, "")]),
+        ),
+        (
+            "/sign-in",
+            auto_submit(
+                &app.url("/login"),
+                &[("username", ALICE.0), ("password", ALICE.1)],
+            ),
+        ),
+    ]);
+    assert_ne!(other.port, app.port);
+    let mut driver = Driver::start();
+
+    let victim = driver.browser().await;
+    sign_in_from_login_page(&victim, &app, false).await;
+    victim.goto(&other.url("/sign-out")).await;
+    // The forged form did reach the app, which refused it.
+    let landed = victim.wait_to_leave(&other.url("/sign-out")).await;
+    assert_eq!(landed, app.url("/logout"));
+    let text = victim.text().await;
+    assert!(text.contains("csrf_rejected"), "{text}");
+    victim.goto(&app.url("/")).await;
+    assert_eq!(victim.url().await, app.url("/"));
+    assert!(victim.text().await.contains("Signed in as alice"));
+
+    // Login CSRF: a browser without a session is not signed in to the account the page names.
+    let fresh = driver.browser().await;
+    fresh.goto(&other.url("/sign-in")).await;
+    let landed = fresh.wait_to_leave(&other.url("/sign-in")).await;
+    assert_eq!(landed, app.url("/login"));
+    let text = fresh.text().await;
+    assert!(text.contains("csrf_rejected"), "{text}");
+    assert!(session_cookie(&fresh.cookies().await).is_none());
+    fresh.goto(&app.url("/")).await;
+    assert_eq!(fresh.url().await, app.url("/login?next=%2F"));
+
+    victim.quit().await;
+    fresh.quit().await;
+}
+
+#[actix_web::test]
+async fn remember_me_survives_a_browser_restart_and_a_normal_login_does_not() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let remembered = driver.new_profile();
+    let forgotten = driver.new_profile();
+    for (profile, remember) in [(&remembered, true), (&forgotten, false)] {
+        let browser = driver.browser_with_profile(profile).await;
+        sign_in_from_login_page(&browser, &app, remember).await;
+        // Both hold the session before the restart; only one cookie has an expiry.
+        let cookies = browser.cookies().await;
+        let cookie = session_cookie(&cookies).expect("the session cookie");
+        assert_eq!(cookie.expires().is_some(), remember, "{cookie:?}");
+        browser.quit().await;
+    }
+
+    let browser = driver.browser_with_profile(&remembered).await;
+    browser.goto(&app.url("/")).await;
+    assert_eq!(browser.url().await, app.url("/"));
+    assert!(browser.text().await.contains("Signed in as alice"));
+    browser.quit().await;
+
+    let browser = driver.browser_with_profile(&forgotten).await;
+    browser.goto(&app.url("/")).await;
+    assert_eq!(browser.url().await, app.url("/login?next=%2F"));
+    browser.quit().await;
+}
+
+#[actix_web::test]
+async fn browser_signs_out_and_is_told_so() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    sign_in_from_login_page(&browser, &app, false).await;
+    browser.click("nav form[action='/logout'] button").await;
+    let text = browser.wait_for_url(&app.url("/login")).await;
+    assert!(text.contains("Signed out"), "{text}");
+
+    browser.goto(&app.url("/")).await;
+    let text = browser.wait_for_url(&app.url("/login?next=%2F")).await;
+    assert!(!text.contains("Signed out"), "shown once: {text}");
+    browser.quit().await;
+}
+
+/// "Forgot your password?" as a person does it: from the login page to the mail, the link,
+/// the new password, and signing in with it while the old one is refused.
+#[actix_web::test]
+async fn browser_resets_a_forgotten_password() {
+    let mail = Mailbox::new();
+    let app = Example::start("html_login", &[mail.env()]);
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&app.url("/login")).await;
+    browser.click("a[href='/password-reset']").await;
+    browser.wait_for_url(&app.url("/password-reset")).await;
+    browser.fill("input[name=username]", "alice").await;
+    browser.click("form[action='/password-reset'] button").await;
+    browser.wait_for_text("Check your mail").await;
+
+    let (url, _) = mail
+        .next_to("alice@example.test")
+        .await
+        .link(&app.base, "password-reset");
+    browser.goto(&url).await;
+    let text = browser.wait_for_text("Choose a new password").await;
+    assert!(text.contains("alice"), "{text}");
+    browser.fill("input[name=password]", NEW_PASSWORD).await;
+    browser.click("form[method=post] button").await;
+    let text = browser.wait_for_url(&app.url("/login")).await;
+    assert!(text.contains("Your password was changed"), "{text}");
+
+    sign_in(&browser, ALICE, false).await;
+    browser.wait_for_text("Invalid username or password").await;
+    browser.goto(&app.url("/login")).await;
+    sign_in(&browser, ("alice", NEW_PASSWORD), false).await;
+    let text = browser.wait_for_url(&app.url("/")).await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+
+    // The link was used: opening it again says so.
+    browser.goto(&url).await;
+    browser.wait_for_text("This link no longer works").await;
     browser.quit().await;
 }
