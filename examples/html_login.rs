@@ -1111,13 +1111,18 @@ async fn code_page_first(
     Ok(response.into_response(redirect).map_into_right_body())
 }
 
-/// `GET /login/second-factor`: the code form, for a session whose password was right.
+/// `GET /login/second-factor`: the code form, for a session whose password was right. A
+/// signed-in visitor goes on to `next`, anyone else to the login page.
 async fn second_factor_page(
     pages: web::Data<Environment<'static>>,
+    user: MaybeUser<Profile>,
     session: Session,
     query: web::Query<NextParam>,
 ) -> actix_web::Result<HttpResponse> {
     let next = query.next.as_deref().and_then(safe_next).unwrap_or("/");
+    if user.into_option().is_some() {
+        return Ok(see_other(next));
+    }
     if session.pending_second_factor().await?.is_none() {
         return Ok(see_other(&format!("/login?next={}", encoded(next))));
     }

@@ -863,6 +863,10 @@ async fn check_second_factor(app: &Example) {
     assert_ne!(full, half);
     let page = http.get("/", Some(&full)).await;
     assert!(page.body.contains("Signed in as alice"), "{}", page.body);
+    // Signed in, the code page only sends the browser on.
+    http.get("/login/second-factor?next=%2Fsessions", Some(&full))
+        .await
+        .assert_see_other("/sessions");
     http.get("/", Some(&half))
         .await
         .assert_see_other("/login?next=%2F");
