@@ -132,6 +132,29 @@ async fn a_handler_that_reads_data_costs_one_round_trip() {
     assert_eq!(monitor.take(), ["hmget"], "GET /me");
 }
 
+/// On one server (and on Sentinel's primary) a rotation moves a session in one script, so no
+/// key is ever marked as moving there: the record's read asks for its pieces, the live update
+/// and the deadline, and nothing else. (A cluster's read asks for the mark too.)
+#[actix_web::test]
+async fn a_record_read_on_one_server_asks_for_no_moving_mark() {
+    let server = RedisServer::start();
+    let app = app(store(&server, false).await).await;
+    let token = log_in(&app, 1).await;
+    let monitor = Monitor::start(&server);
+
+    assert_eq!(read(&app, "/me", &token).await, "1");
+    let sent = monitor.take_with_arguments();
+    let [hmget] = sent.as_slice() else {
+        panic!("GET /me sent {sent:?}");
+    };
+    assert_eq!(hmget[0], "hmget");
+    assert_eq!(
+        hmget[2..],
+        ["r", "r1", "r2", "r3", "u", "e"],
+        "GET /me read {hmget:?}"
+    );
+}
+
 /// Large data travels once to an instance that has not seen the session, which learns its
 /// size; from then on only to handlers that read it.
 #[actix_web::test]

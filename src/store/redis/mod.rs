@@ -182,14 +182,25 @@ impl RedisStore {
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
         let mut hmget = read_record(redis_key);
-        hmget.arg(MOVING);
+        let marks = self.may_mark_moving();
+        if marks {
+            hmget.arg(MOVING);
+        }
         let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
         // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
         // requests: the session lives on under the new key, or nowhere.
-        if reply.pop().flatten().is_some() {
+        if marks && reply.pop().flatten().is_some() {
             return Ok(None);
         }
         decode_reply(reply)
+    }
+
+    /// Whether a session key can be marked as moving: only on a cluster, where a rotation
+    /// copies the session across slots in steps. On one server (and Sentinel's primary) a
+    /// rotation is one script, so reads leave the mark out: one value fewer for Redis to send
+    /// and for the client to parse, on every lookup.
+    fn may_mark_moving(&self) -> bool {
+        !self.connection.is_single_node()
     }
 
     /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
@@ -205,11 +216,15 @@ impl RedisStore {
     ) -> Result<Option<LoadedSession>, StoreError> {
         if self.large_data.contains(redis_key) {
             let mut hmget = read_record(redis_key);
-            hmget.arg(MOVING).arg(SIZE);
+            let marks = self.may_mark_moving();
+            if marks {
+                hmget.arg(MOVING);
+            }
+            hmget.arg(SIZE);
             let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
             let size = data_size(reply.pop().flatten().as_deref())?;
             self.large_data.note(redis_key, size);
-            if reply.pop().flatten().is_some() {
+            if marks && reply.pop().flatten().is_some() {
                 return Ok(None);
             }
             let stored = decode_reply(reply)?;

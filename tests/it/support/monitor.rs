@@ -46,6 +46,15 @@ impl Monitor {
     /// The names (lower case) of the commands clients sent since the last call, one per round
     /// trip, in order; a script's own commands and background chatter are left out.
     pub fn take(&self) -> Vec<String> {
+        self.take_with_arguments()
+            .into_iter()
+            .map(|mut words| words.swap_remove(0))
+            .collect()
+    }
+
+    /// [`take`](Self::take) with each command's arguments: the name (lower case), then its
+    /// arguments as `MONITOR` quotes them, without the quotes.
+    pub fn take_with_arguments(&self) -> Vec<Vec<String>> {
         // A marker sent after everything of interest: once MONITOR shows it, it has shown all
         // that came before.
         let marker = format!("marker-{}", rand_suffix());
@@ -62,25 +71,31 @@ impl Monitor {
             if line.contains(&marker) {
                 return sent;
             }
-            if let Some(command) = client_command(&line) {
-                if !BACKGROUND.contains(&command.as_str()) {
-                    sent.push(command);
+            if let Some(words) = client_command(&line) {
+                if !BACKGROUND.contains(&words[0].as_str()) {
+                    sent.push(words);
                 }
             }
         }
     }
 }
 
-/// The command of a `MONITOR` line sent by a client (not by a script):
-/// `+1700000000.123456 [0 127.0.0.1:50000] "HMGET" "key" ...`.
-fn client_command(line: &str) -> Option<String> {
+/// The command of a `MONITOR` line sent by a client (not by a script), name (lower case) and
+/// arguments: `+1700000000.123456 [0 127.0.0.1:50000] "HMGET" "key" ...`. Arguments with a
+/// quote or a backslash in them come out as `MONITOR` escapes them.
+fn client_command(line: &str) -> Option<Vec<String>> {
     let (_, rest) = line.split_once(" [")?;
     let (source, command) = rest.split_once("] ")?;
     if source.ends_with(" lua") {
         return None;
     }
-    let name = command.split('"').nth(1)?;
-    Some(name.to_ascii_lowercase())
+    let mut words: Vec<String> = command
+        .split("\" \"")
+        .map(|word| word.trim_matches('"').to_owned())
+        .collect();
+    let name = words.first_mut()?;
+    *name = name.to_ascii_lowercase();
+    Some(words)
 }
 
 fn rand_suffix() -> u64 {
