@@ -418,13 +418,14 @@ mod error;
 mod protect;
 mod record;
 pub mod store;
+mod telemetry;
 mod web;
 
 // The app's API: what a handler, a `main` and a test of an app name. A store's own interface
 // (the traits, the record and key types) is under `store`, and each type has one path.
 pub use actix_web::cookie::SameSite;
 
-pub use crate::engine::links;
+pub use crate::engine::{events, links};
 pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, Timeouts};
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]

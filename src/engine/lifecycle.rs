@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use super::events::SecurityEvent;
 use super::{
     ActiveSession, DataNeed, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken,
 };
@@ -264,7 +265,11 @@ impl SessionEngine {
                 bearer = record.is_bearer(),
                 "login"
             );
-            if !self.trim_to_cap(record.user_id(), &key).await? {
+            // The activity log's write goes out beside the cap's listing: no round trip of its own.
+            let event = SecurityEvent::login(&grant, &record);
+            let trim = self.trim_to_cap(record.user_id(), &key);
+            let (kept, ()) = futures_util::future::join(trim, self.log_activity(&event)).await;
+            if !kept? {
                 tracing::warn!(
                     session = key.short(),
                     user_id = record.user_id(),
@@ -272,6 +277,7 @@ impl SessionEngine {
                 );
                 return Err(Error::LoginSuperseded);
             }
+            self.emit(event);
             let session = ActiveSession {
                 key,
                 record,
@@ -298,8 +304,13 @@ impl SessionEngine {
         };
         let deleted = self.store.delete(key).await?;
         tracing::info!(session = key.short(), "logout");
+        if let Some(record) = owner.as_ref().filter(|record| !record.is_anonymous()) {
+            self.note(SecurityEvent::logout(record)).await;
+        }
         if let (false, Some(record)) = (deleted, owner) {
-            self.revoke(record.user_id(), record.id()).await?;
+            // Its logout is noted above; this only follows it to the new key.
+            self.revoke_where(record.user_id(), |_, moved| moved.id() == record.id())
+                .await?;
         }
         Ok(())
     }

@@ -6,10 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod activity;
 mod data;
 mod key;
 mod link;
 
+pub use self::activity::{ActivityEntry, ActivityKind, ActivityLimits};
 #[cfg(feature = "redis")]
 pub(crate) use self::data::ENTRY_OVERHEAD;
 pub use self::data::{DataChange, SessionData};

@@ -18,6 +18,7 @@ use super::cookie::Presented;
 use super::csrf::{self, Provenance};
 use serde_json::value::RawValue;
 
+use crate::engine::events::RevokedBy;
 use crate::engine::{
     ActiveSession, CredentialsVersion, DataNeed, Grant, Issued, IssuedToken, PersonalToken,
     SessionEngine, SessionInfo, SessionToken,
@@ -588,7 +589,7 @@ impl RequestSession {
         let active = self.require().await?;
         let revoked = self
             .engine
-            .revoke(active.record.user_id(), session_id)
+            .revoke(active.record.user_id(), session_id, RevokedBy::User)
             .await?;
         if active.record.id() == session_id {
             // Its own session: from here on the request has none, as after a logout.
@@ -641,7 +642,10 @@ impl RequestSession {
     pub(crate) async fn revoke_all(&self) -> Result<usize, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
-        let revoked = self.engine.revoke_all(active.record.user_id()).await?;
+        let revoked = self
+            .engine
+            .revoke_all(active.record.user_id(), RevokedBy::User)
+            .await?;
         self.forget_session();
         Ok(revoked)
     }
@@ -677,6 +681,8 @@ mod tests {
             credentials: None,
             remember: false,
             bearer,
+            method: crate::engine::events::LoginMethod::default(),
+            new_device: false,
         }
     }
 

@@ -4,13 +4,14 @@ use std::future::{ready, Ready};
 use std::rc::Rc;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::extractor::request_session;
 use super::login::Login;
 use super::request::RequestSession;
+use crate::engine::events::{ActivityEntry, DeviceCheck};
 use crate::engine::{CredentialsVersion, Grant, IssuedToken, PersonalToken, SessionInfo};
 use crate::error::Error;
 use crate::record::{DataChange, SessionData};
@@ -164,8 +165,9 @@ impl Session {
     }
 
     fn grant(&self, login: Login, bearer: bool) -> Result<Grant, Error> {
+        let user_id = login.user_id;
         Ok(Grant {
-            user_id: login.user_id,
+            user_id: user_id.clone(),
             user: login.user.map_err(Error::Profile)?,
             roles: login.roles,
             ip: self.state.client_ip().map(|ip| ip.to_string()),
@@ -173,6 +175,12 @@ impl Session {
             credentials: login.credentials,
             remember: login.remember,
             bearer,
+            method: login.method,
+            new_device: self
+                .request
+                .extensions()
+                .get::<DeviceCheck>()
+                .is_some_and(|check| !check.known && check.account == user_id),
         })
     }
 
@@ -236,6 +244,23 @@ impl Session {
     /// As for [`list_sessions`](Self::list_sessions).
     pub async fn revoke_session(&self, session_id: &str) -> Result<bool, Error> {
         self.state.revoke(session_id).await
+    }
+
+    /// The logged-in user's activity log, newest first: see
+    /// [`Sessions::activity`](crate::Sessions::activity).
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    pub async fn activity(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ActivityEntry>, Error> {
+        let active = self.state.require().await?;
+        self.state
+            .engine()
+            .activity(active.record.user_id(), before, limit)
+            .await
     }
 
     /// Ends every session of the logged-in user except this one: after a password change, or
@@ -402,17 +427,19 @@ impl Session {
     }
 
     fn user_agent(&self) -> Option<String> {
-        let header = self
-            .request
-            .headers()
-            .get(actix_web::http::header::USER_AGENT)?;
-        let text = String::from_utf8_lossy(header.as_bytes());
-        let mut end = text.len().min(MAX_USER_AGENT);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        Some(text[..end].to_owned())
+        user_agent_of(&self.request)
     }
+}
+
+/// The request's `User-Agent`, cut to [`MAX_USER_AGENT`] bytes, as records and events keep it.
+pub(crate) fn user_agent_of(request: &HttpRequest) -> Option<String> {
+    let header = request.headers().get(actix_web::http::header::USER_AGENT)?;
+    let text = String::from_utf8_lossy(header.as_bytes());
+    let mut end = text.len().min(MAX_USER_AGENT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_owned())
 }
 
 fn data_error(name: &str, source: serde_json::Error) -> Error {

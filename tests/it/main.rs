@@ -14,6 +14,7 @@ mod contract;
 mod csrf;
 mod data;
 mod deployments;
+mod events;
 mod fast_path;
 mod faults;
 mod html_login;

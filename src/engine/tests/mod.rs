@@ -36,6 +36,8 @@ fn grant(user_id: &str) -> Grant {
         credentials: None,
         remember: false,
         bearer: false,
+        method: crate::engine::events::LoginMethod::default(),
+        new_device: false,
     }
 }
 

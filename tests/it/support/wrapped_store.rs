@@ -287,4 +287,22 @@ impl<S: actix_login::store::SessionStore> actix_login::store::SessionStore for W
             .set_credentials_version(user_id, version, keep_for)
             .await
     }
+
+    async fn append_activity(
+        &self,
+        user_id: &str,
+        entry: &actix_login::events::ActivityEntry,
+        limits: actix_login::store::ActivityLimits,
+    ) -> Result<(), actix_login::StoreError> {
+        self.inner.append_activity(user_id, entry, limits).await
+    }
+
+    async fn activity(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<actix_login::events::ActivityEntry>, actix_login::StoreError> {
+        self.inner.activity(user_id, before, limit).await
+    }
 }

@@ -1,0 +1,436 @@
+//! Security events and the activity log: every event type reaches a subscriber, carries no
+//! secret, and a slow subscriber never slows a request; the activity log's cap and expiry on
+//! memory, one Redis and a Cluster.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_login::events::{ActivityKind, EventKind, LoginMethod, RevokedBy, SecurityEvent};
+use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
+use actix_login::throttle::{Limit, LoginThrottle};
+use actix_login::{AuthUser, Error, Login, LoginMiddleware, MemoryStore, PersonalToken, Session};
+use actix_web::body::MessageBody;
+use actix_web::cookie::Cookie;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::header;
+use actix_web::{test, web, App, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::support::http::*;
+
+const PASSWORD: &str = "alice-correct-horse-1";
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct Profile {
+    name: String,
+}
+
+async fn login(
+    req: HttpRequest,
+    throttle: web::Data<LoginThrottle>,
+    session: Session,
+    creds: web::Json<Credentials>,
+) -> Result<HttpResponse, Error> {
+    let id = (creds.username == "alice").then_some("1");
+    let attempt = throttle.attempt(&req, &creds.username, id).await?;
+    if id.is_none() || creds.password != PASSWORD {
+        attempt.failed().await?;
+        return Ok(HttpResponse::Unauthorized().finish());
+    }
+    let device = attempt.succeeded().await?;
+    let profile = Profile {
+        name: "alice".into(),
+    };
+    session.login_with(Login::new("1", &profile)).await?;
+    Ok(HttpResponse::Ok().cookie(device).finish())
+}
+
+async fn logout(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    session.logout().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn revoke(
+    _user: AuthUser<Profile>,
+    session: Session,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    session.revoke_session(&id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn revoke_others(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    session.revoke_other_sessions().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn password(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    session.credentials_changed("v2").await?;
+    session.reauthenticate().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn token(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    let issued = session.create_token(PersonalToken::new("ci")).await?;
+    Ok(HttpResponse::Ok().json(issued))
+}
+
+async fn sessions(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(session.list_sessions().await?))
+}
+
+async fn magic_link(links: OneTimeLinks) -> Result<HttpResponse, Error> {
+    let issued = links
+        .issue(
+            LinkPurpose::SignIn,
+            "alice",
+            Some(Recipient::new("1", "alice@example.test")),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().body(issued.map(|l| l.secret().to_owned()).unwrap_or_default()))
+}
+
+async fn use_link(
+    links: OneTimeLinks,
+    session: Session,
+    secret: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let link = links.consume(LinkPurpose::SignIn, &secret).await?;
+    let profile = Profile {
+        name: "alice".into(),
+    };
+    session
+        .login_with(Login::new(link.user_id(), &profile).method(LoginMethod::Link))
+        .await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// Events as a subscriber saw them.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<SecurityEvent>>>);
+
+impl Seen {
+    fn all(&self) -> Vec<SecurityEvent> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until an event `matches`, as the events thread delivers after the answer.
+    async fn wait_for(&self, what: &str, matches: impl Fn(&EventKind) -> bool) -> SecurityEvent {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(event) = self.all().into_iter().find(|e| matches(&e.kind)) {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event: {:?}",
+                self.all()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn middleware(store: MemoryStore, seen: &Seen) -> LoginMiddleware {
+    let seen = seen.clone();
+    LoginMiddleware::builder(store)
+        .max_sessions_per_user(3)
+        .on_event(move |event: &SecurityEvent| seen.0.lock().unwrap().push(event.clone()))
+        .build()
+}
+
+async fn app(
+    middleware: LoginMiddleware,
+    throttle: LoginThrottle,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(
+        App::new()
+            .app_data(web::Data::new(throttle))
+            .route("/login", web::post().to(login))
+            .route("/logout", web::post().to(logout))
+            .route("/revoke/{id}", web::post().to(revoke))
+            .route("/revoke-others", web::post().to(revoke_others))
+            .route("/password", web::post().to(password))
+            .route("/token", web::post().to(token))
+            .route("/sessions", web::get().to(sessions))
+            .route("/magic", web::post().to(magic_link))
+            .route("/magic/{secret}", web::post().to(use_link))
+            .wrap(middleware),
+    )
+    .await
+}
+
+fn login_request(password: &str, device: Option<&str>) -> actix_http::Request {
+    let mut req = test::TestRequest::post()
+        .uri("/login")
+        .peer_addr("192.0.2.9:4000".parse().unwrap())
+        .insert_header(("sec-fetch-site", "same-origin"))
+        .insert_header((header::USER_AGENT, "events-test/1.0"))
+        .set_json(serde_json::json!({"username": "alice", "password": password}));
+    if let Some(device) = device {
+        req = req.insert_header((header::COOKIE, format!("__Host-device={device}")));
+    }
+    req.to_request()
+}
+
+fn device_cookie<B>(res: &ServiceResponse<B>) -> Option<Cookie<'static>> {
+    res.headers()
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| Cookie::parse_encoded(v.to_str().ok()?.to_owned()).ok())
+        .find(|c| c.name() == "__Host-device")
+}
+
+/// Every event type reaches the subscriber, with what it says; none holds a secret; and the
+/// account's activity log shows what its owner should see, newest first.
+#[actix_web::test]
+async fn every_event_reaches_the_subscriber_and_none_holds_a_secret() {
+    let store = MemoryStore::new();
+    let seen = Seen::default();
+    let middleware = middleware(store.clone(), &seen);
+    let sessions = middleware.sessions();
+    let throttle =
+        LoginThrottle::new(store).per_account_and_client(Limit::new(3, Duration::from_secs(60)));
+    let app = app(middleware, throttle).await;
+    let mut secrets = vec![PASSWORD.to_owned(), "wrong-password".to_owned()];
+
+    // A failed login, then a login from this new browser, then one from the known browser.
+    assert_eq!(
+        status(&app, login_request("wrong-password", None)).await,
+        401
+    );
+    let failed = seen
+        .wait_for("login_failed", |k| *k == EventKind::LoginFailed)
+        .await;
+    assert_eq!(failed.user_id.as_deref(), Some("1"));
+    assert_eq!(failed.ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(failed.user_agent.as_deref(), Some("events-test/1.0"));
+
+    let res = test::call_service(&app, login_request(PASSWORD, None)).await;
+    assert_eq!(res.status(), 200);
+    let first = set_cookie(&res).unwrap().value().to_owned();
+    let device = device_cookie(&res).unwrap().value().to_owned();
+    secrets.extend([first.clone(), stored_key(&first), device.clone()]);
+    let new_device = seen
+        .wait_for("new-device login", |k| {
+            matches!(
+                k,
+                EventKind::LoginSucceeded {
+                    new_device: true,
+                    ..
+                }
+            )
+        })
+        .await;
+    let EventKind::LoginSucceeded { method, bearer, .. } = &new_device.kind else {
+        unreachable!()
+    };
+    assert_eq!((*method, *bearer), (LoginMethod::Password, false));
+
+    let res = test::call_service(&app, login_request(PASSWORD, Some(&device))).await;
+    assert_eq!(res.status(), 200);
+    let second = set_cookie(&res).unwrap().value().to_owned();
+    secrets.extend([second.clone(), stored_key(&second)]);
+    secrets.push(device_cookie(&res).unwrap().value().to_owned());
+    seen.wait_for("known-device login", |k| {
+        matches!(
+            k,
+            EventKind::LoginSucceeded {
+                new_device: false,
+                ..
+            }
+        )
+    })
+    .await;
+
+    // A token, created and revoked by its owner.
+    let res = test::call_service(&app, post("/token", Some(&second))).await;
+    assert_eq!(res.status(), 200);
+    let issued: serde_json::Value = test::read_body_json(res).await;
+    let token_id = issued["id"].as_str().unwrap().to_owned();
+    secrets.push(issued["token"].as_str().unwrap().to_owned());
+    seen.wait_for(
+        "token_created",
+        |k| matches!(k, EventKind::TokenCreated { name, .. } if name == "ci"),
+    )
+    .await;
+    assert_eq!(
+        status(&app, post(&format!("/revoke/{token_id}"), Some(&second))).await,
+        204
+    );
+    seen.wait_for("token_revoked", |k| {
+        matches!(k, EventKind::TokenRevoked { session_id, by: RevokedBy::User } if *session_id == token_id)
+    })
+    .await;
+
+    // The first session revoked from the second, by its user.
+    let res = test::call_service(&app, get("/sessions", Some(&second))).await;
+    let listed: Vec<serde_json::Value> = test::read_body_json(res).await;
+    let first_id = listed.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        status(&app, post(&format!("/revoke/{first_id}"), Some(&second))).await,
+        204
+    );
+    seen.wait_for("session_revoked", |k| {
+        matches!(k, EventKind::SessionRevoked { session_id, by: RevokedBy::User } if *session_id == first_id)
+    })
+    .await;
+
+    // Past the cap of three logins, the oldest is ended by the cap.
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let res = test::call_service(&app, login_request(PASSWORD, None)).await;
+        assert_eq!(res.status(), 200);
+        let token = set_cookie(&res).unwrap().value().to_owned();
+        secrets.extend([token.clone(), stored_key(&token)]);
+        secrets.push(device_cookie(&res).unwrap().value().to_owned());
+        tokens.push(token);
+    }
+    seen.wait_for("session cap", |k| {
+        matches!(
+            k,
+            EventKind::SessionRevoked {
+                by: RevokedBy::SessionCap,
+                ..
+            }
+        )
+    })
+    .await;
+    let current = tokens.pop().unwrap();
+    assert_eq!(
+        status(&app, post("/revoke-others", Some(&current))).await,
+        204
+    );
+    seen.wait_for(
+        "other_sessions_revoked",
+        |k| matches!(k, EventKind::OtherSessionsRevoked { count } if *count >= 1),
+    )
+    .await;
+
+    // A password change, then a logout.
+    assert_eq!(status(&app, post("/password", Some(&current))).await, 204);
+    seen.wait_for("credentials_changed", |k| {
+        matches!(k, EventKind::CredentialsChanged { .. })
+    })
+    .await;
+
+    // A sign-in link, issued and used.
+    let res = test::call_service(&app, post("/magic", None)).await;
+    let secret = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    assert_eq!(secret.len(), 43);
+    secrets.push(secret.clone());
+    seen.wait_for("link_issued", |k| {
+        matches!(
+            k,
+            EventKind::LinkIssued {
+                purpose: LinkPurpose::SignIn
+            }
+        )
+    })
+    .await;
+    let res = test::call_service(&app, post(&format!("/magic/{secret}"), None)).await;
+    assert_eq!(res.status(), 200);
+    let linked = set_cookie(&res).unwrap().value().to_owned();
+    secrets.extend([linked.clone(), stored_key(&linked)]);
+    seen.wait_for("link_used", |k| matches!(k, EventKind::LinkUsed { .. }))
+        .await;
+    seen.wait_for("link login", |k| {
+        matches!(
+            k,
+            EventKind::LoginSucceeded {
+                method: LoginMethod::Link,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(status(&app, post("/logout", Some(&linked))).await, 204);
+    seen.wait_for("logged_out", |k| matches!(k, EventKind::LoggedOut { .. }))
+        .await;
+
+    // Everything ended by the app.
+    assert!(sessions.revoke_all("1").await.is_ok());
+    seen.wait_for("all_sessions_revoked", |k| {
+        matches!(
+            k,
+            EventKind::AllSessionsRevoked {
+                by: RevokedBy::App,
+                ..
+            }
+        )
+    })
+    .await;
+
+    // Throttled: the limit of three failures from this address is reached.
+    for _ in 0..3 {
+        test::call_service(&app, login_request("wrong-password", None)).await;
+    }
+    assert_eq!(
+        status(&app, login_request("wrong-password", None)).await,
+        429
+    );
+    seen.wait_for("throttled", |k| matches!(k, EventKind::Throttled { .. }))
+        .await;
+
+    // No event, serialised, holds a token, a key, a device token, a link or a password.
+    for event in seen.all() {
+        let json = serde_json::to_string(&event).unwrap();
+        let debug = format!("{event:?}");
+        for secret in &secrets {
+            assert!(!json.contains(secret.as_str()), "{json} holds a secret");
+            assert!(!debug.contains(secret.as_str()), "{debug} holds a secret");
+        }
+    }
+
+    // The activity log, newest first.
+    let log = sessions.activity("1", None, 100).await.unwrap();
+    let kinds: Vec<ActivityKind> = log.iter().map(|e| e.kind).collect();
+    for kind in [
+        ActivityKind::LoginFailed,
+        ActivityKind::NewDevice,
+        ActivityKind::Login,
+        ActivityKind::TokenCreated,
+        ActivityKind::TokenRevoked,
+        ActivityKind::SessionRevoked,
+        ActivityKind::OtherSessionsRevoked,
+        ActivityKind::PasswordChanged,
+        ActivityKind::LinkUsed,
+        ActivityKind::Logout,
+        ActivityKind::AllSessionsRevoked,
+    ] {
+        assert!(kinds.contains(&kind), "{kind:?} missing from {kinds:?}");
+    }
+    assert_eq!(
+        kinds.last(),
+        Some(&ActivityKind::LoginFailed),
+        "oldest last"
+    );
+    assert!(log
+        .windows(2)
+        .all(|w| w[0].at >= w[1].at && w[0].id > w[1].id));
+    let failed = log.last().unwrap();
+    assert_eq!(failed.ip.as_deref(), Some("192.0.2.9"));
+    assert_eq!(failed.user_agent.as_deref(), Some("events-test/1.0"));
+    let json = serde_json::to_string(&log).unwrap();
+    for secret in &secrets {
+        assert!(
+            !json.contains(secret.as_str()),
+            "the activity log holds a secret"
+        );
+    }
+    // Paged: the page after the third entry starts with the fourth.
+    let page = sessions.activity("1", Some(&log[2].id), 2).await.unwrap();
+    assert_eq!(page, log[3..5].to_vec());
+}
