@@ -434,3 +434,68 @@ async fn every_event_reaches_the_subscriber_and_none_holds_a_secret() {
     let page = sessions.activity("1", Some(&log[2].id), 2).await.unwrap();
     assert_eq!(page, log[3..5].to_vec());
 }
+
+/// A subscriber that takes a second per event, behind a queue of one: logins answer as fast as
+/// without it, and the events it cannot keep up with are dropped and counted.
+#[actix_web::test]
+async fn a_slow_subscriber_never_delays_a_request() {
+    let middleware = LoginMiddleware::builder(MemoryStore::new())
+        .event_queue(1)
+        .on_event(|_: &SecurityEvent| std::thread::sleep(Duration::from_secs(1)))
+        .build();
+    let app = crate::support::http::minimal::app_with(middleware.clone()).await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for id in 0..10 {
+        let one = Instant::now();
+        log_in(&app, id).await;
+        slowest = slowest.max(one.elapsed());
+    }
+    let all = started.elapsed();
+    // Waiting for the subscriber would take nine seconds at least; a shared two-core machine
+    // answers ten logins in memory well within three, and any one within one.
+    assert!(all < Duration::from_secs(3), "ten logins took {all:?}");
+    assert!(slowest < Duration::from_secs(1), "a login took {slowest:?}");
+    assert!(
+        middleware.events_dropped() >= 5,
+        "dropped {}",
+        middleware.events_dropped()
+    );
+}
+
+/// What the activity log costs a login on Redis: one `XADD` and one `PEXPIRE`, sent beside the
+/// login's own commands; turned off, none.
+#[actix_web::test]
+async fn a_login_adds_one_xadd_and_one_pexpire_on_redis() {
+    use crate::support::redis_server::{commands_during_since, unique_prefix, RedisServer};
+    let server = RedisServer::start();
+    let mut counts = Vec::new();
+    for keep in [true, false] {
+        let store = redis_store_at(&server.url(), &unique_prefix()).await;
+        let mut builder = LoginMiddleware::builder(store);
+        if !keep {
+            builder = builder.activity_log(0, Duration::from_secs(60));
+        }
+        let app = crate::support::http::minimal::app_with(builder.build()).await;
+        log_in(&app, 1).await; // the first login loads the scripts
+        let before = server.command_counts();
+        log_in(&app, 1).await;
+        counts.push(commands_during_since(&server, &before));
+    }
+    let (with_log, without) = (&counts[0], &counts[1]);
+    assert_eq!(with_log.get("xadd"), Some(&1), "{with_log:?}");
+    assert_eq!(without.get("xadd"), None, "{without:?}");
+    let pexpires =
+        |c: &std::collections::HashMap<String, u64>| c.get("pexpire").copied().unwrap_or(0);
+    assert_eq!(
+        pexpires(with_log),
+        pexpires(without) + 1,
+        "{with_log:?} vs {without:?}"
+    );
+    let total = |c: &std::collections::HashMap<String, u64>| c.values().sum::<u64>();
+    assert_eq!(
+        total(with_log),
+        total(without) + 2,
+        "{with_log:?} vs {without:?}"
+    );
+}

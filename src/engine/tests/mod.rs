@@ -53,6 +53,7 @@ async fn is_live(engine: &SessionEngine, token: &SessionToken) -> bool {
     engine.resolve(token).await.unwrap().is_some()
 }
 
+mod events;
 mod failures;
 mod lifecycle;
 mod races;
