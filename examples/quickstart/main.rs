@@ -25,6 +25,11 @@
 //!   `GET /sessions` (browser sessions and tokens, told apart by `"kind"`, `browser` or
 //!   `token`, with a token's `"name"` and whether a login is `"remembered"`),
 //!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`, which end tokens too;
+//!   `GET /activity`, the account's security history, newest first:
+//!   `[{"id","type","at","ip","user_agent","session_id"}...]` with types such as `login`,
+//!   `new_device` (a login from a browser without the account's device cookie),
+//!   `login_failed`, `logout`, `session_revoked`, `password_changed`, `token_created`
+//!   (`?before=<id>` pages on);
 //!   `POST /tokens` `{"name","expires_in_secs"}` (a name of 1 to 64 bytes, not blank; an
 //!   optional lifetime): `201 {"id","token","expires_at"}`, a personal access token whose
 //!   secret is shown only there (`400 invalid_input` for bad input). Making a token is an
@@ -71,6 +76,8 @@
 //! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
 //! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
 //! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
+//! `METRICS=1` serves `GET /metrics`, the crate's counters (`actix_login_logins_total`...)
+//! and store latency in Prometheus text format (with the crate's `metrics` feature).
 //! `COOKIE_DOMAIN=example.com` sends the session cookie to every host under `example.com`: it
 //! gets a `Domain` and is named `__Secure-id`, since browsers refuse a `__Host-` cookie with one.
 //!
@@ -108,6 +115,7 @@ mod links;
 mod mail;
 mod sessions;
 mod store;
+mod telemetry;
 mod tokens;
 mod users;
 
@@ -181,6 +189,7 @@ async fn main() -> std::io::Result<()> {
     let users = web::Data::new(users);
     let mailer = web::Data::new(mail::Mailer::from_env()?);
     let link_base = web::Data::new(links::LinkBase(format!("http://{addr}")));
+    let metrics = web::Data::new(telemetry::from_env()?);
 
     println!("listening on http://{addr}");
     HttpServer::new(move || {
@@ -189,6 +198,9 @@ async fn main() -> std::io::Result<()> {
             .app_data(login_throttle.clone())
             .app_data(mailer.clone())
             .app_data(link_base.clone())
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(telemetry::metrics))
+            .route("/activity", web::get().to(sessions::activity))
             .app_data(json_config())
             .route("/login", web::post().to(accounts::login))
             .route("/register", web::post().to(accounts::register))

@@ -499,3 +499,90 @@ async fn a_login_adds_one_xadd_and_one_pexpire_on_redis() {
         "{with_log:?} vs {without:?}"
     );
 }
+
+/// Every metric the crate documents appears once what it counts happens: logins by result,
+/// logouts, revocations, throttled attempts, store errors and latency, local cache hits and
+/// misses, dropped events.
+#[actix_web::test]
+async fn the_metrics_count_what_happens() {
+    use actix_login::RedisStore;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use crate::support::redis_server::{unique_prefix, RedisServer};
+
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    // This test's thread only: other tests running beside it count elsewhere.
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
+    let server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .key_prefix(unique_prefix())
+        .local_cache(100)
+        .command_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let middleware = LoginMiddleware::builder(store.clone())
+        .event_queue(1)
+        .on_event(|_: &SecurityEvent| std::thread::sleep(Duration::from_millis(200)))
+        .build();
+    let sessions = middleware.sessions();
+    let throttle =
+        LoginThrottle::new(store).per_account_and_client(Limit::new(2, Duration::from_secs(60)));
+    let app = app(middleware, throttle).await;
+
+    assert_eq!(
+        status(&app, login_request("wrong-password", None)).await,
+        401
+    );
+    let res = test::call_service(&app, login_request(PASSWORD, None)).await;
+    assert_eq!(res.status(), 200);
+    let token = set_cookie(&res).unwrap().value().to_owned();
+    // Requests until one is answered from the cache.
+    for _ in 0..50 {
+        assert_eq!(status(&app, get("/sessions", Some(&token))).await, 200);
+        if metrics.render().contains("actix_login_cache_hits_total") {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
+    log_in_again(&app).await;
+    sessions.revoke_all("1").await.unwrap();
+    for _ in 0..2 {
+        test::call_service(&app, login_request("wrong-password", None)).await;
+    }
+    assert_eq!(
+        status(&app, login_request("wrong-password", None)).await,
+        429
+    );
+    server.kill();
+    assert_eq!(status(&app, login_request(PASSWORD, None)).await, 503);
+
+    metrics.run_upkeep();
+    let text = metrics.render();
+    for expected in [
+        r#"actix_login_logins_total{result="success"} 2"#,
+        r#"actix_login_logins_total{result="failure"} 3"#,
+        r#"actix_login_logins_total{result="throttled"} 1"#,
+        "actix_login_throttled_total 1",
+        "actix_login_logouts_total 1",
+        r#"actix_login_revocations_total{by="app"} 1"#,
+        "actix_login_store_errors_total",
+        "actix_login_store_command_seconds",
+        "actix_login_cache_hits_total",
+        "actix_login_cache_misses_total",
+        "actix_login_events_dropped_total",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+}
+
+async fn log_in_again<S, B>(app: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, login_request(PASSWORD, None)).await;
+    assert_eq!(res.status(), 200);
+}

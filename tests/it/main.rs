@@ -28,6 +28,7 @@ mod minimal;
 mod oauth;
 mod password;
 mod quickstart;
+mod quickstart_activity;
 mod quickstart_links;
 mod rotation;
 mod sentinel;
