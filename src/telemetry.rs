@@ -1,17 +1,7 @@
 //! Metrics through the `metrics` facade (cargo feature `metrics`): the app installs whichever
 //! recorder it likes (Prometheus, OpenTelemetry…); without one, or without the feature, every
 //! call here does nothing. Any layer may count here; nothing here knows a layer.
-//!
-//! | metric | kind | labels |
-//! |---|---|---|
-//! | `actix_login_logins_total` | counter | `result`: `success`, `failure`, `throttled` |
-//! | `actix_login_logouts_total` | counter | |
-//! | `actix_login_revocations_total` | counter | `by`: `user`, `app`, `session_cap`, `credentials_changed` |
-//! | `actix_login_throttled_total` | counter | |
-//! | `actix_login_store_errors_total` | counter | `op` |
-//! | `actix_login_store_command_seconds` | histogram | |
-//! | `actix_login_cache_hits_total`, `actix_login_cache_misses_total` | counter | |
-//! | `actix_login_events_dropped_total` | counter | |
+//! The metrics and their labels are listed in the `events` module's docs.
 
 #![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 

@@ -41,6 +41,23 @@
 //! logouts, revocations, password changes, tokens, used links), readable with
 //! [`Sessions::activity`](crate::Sessions::activity) and
 //! [`Session::activity`](crate::Session::activity).
+//!
+//! # Metrics
+//!
+//! With the cargo feature `metrics`, the crate counts through the
+//! [`metrics`](https://docs.rs/metrics) facade, for whichever recorder the app installs
+//! (Prometheus, OpenTelemetry…); without a recorder, a count costs a few atomic loads.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `actix_login_logins_total` | counter | `result`: `success`, `failure`, `throttled` |
+//! | `actix_login_logouts_total` | counter | |
+//! | `actix_login_revocations_total` | counter | `by`: `user`, `app`, `session_cap`, `credentials_changed` |
+//! | `actix_login_throttled_total` | counter | |
+//! | `actix_login_store_errors_total` | counter | `op`: `redis` (any Redis command), `append_activity` |
+//! | `actix_login_store_command_seconds` | histogram | |
+//! | `actix_login_cache_hits_total`, `actix_login_cache_misses_total` | counter | |
+//! | `actix_login_events_dropped_total` | counter | |
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -62,11 +62,11 @@ async fn the_activity_log_shows_what_happened_to_the_account(app: Quickstart) {
         .call("POST", "/password", Some(change), Some(&second))
         .await;
     assert!(status.is_success(), "{status} {body}");
-    let current = cookies
-        .iter()
-        .any(|c| c.starts_with("__Host-id="))
-        .then(|| session_cookie(&cookies))
-        .unwrap_or(second);
+    let current = if cookies.iter().any(|c| c.starts_with("__Host-id=")) {
+        session_cookie(&cookies)
+    } else {
+        second
+    };
     let new_login = r#"{"username":"alice","password":"alice-new-password-456"}"#;
     let (status, cookies, _) = app
         .call("POST", "/login", Some(new_login), Some(&device))
