@@ -121,7 +121,8 @@ pub enum EventKind {
         /// How long the client was told to wait, in seconds.
         retry_after_secs: u64,
     },
-    /// A session was ended by its own client.
+    /// A session was ended by its own client. The event's address and user agent are those
+    /// the session logged in with.
     LoggedOut {
         /// The session's public id.
         session_id: String,
@@ -471,4 +472,4 @@ impl SessionEngine {
 }
 
 /// The most entries one read returns.
-pub const MAX_PAGE: usize = 100;
+const MAX_PAGE: usize = 100;

@@ -118,3 +118,37 @@ fn from_unix_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::E
         .checked_add(Duration::from_secs(secs))
         .ok_or_else(|| serde::de::Error::custom("time out of range"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_kinds_a_newer_version_writes_read_as_unknown() {
+        let json = r#"{"type":"passkey_added","at":1700000000,"ip":null,"user_agent":null,"session_id":null}"#;
+        let entry: ActivityEntry = serde_json::from_str(json).unwrap();
+        assert_eq!(entry.kind, ActivityKind::Unknown);
+        assert_eq!(entry.id, "");
+    }
+
+    #[test]
+    fn entries_serialise_as_the_apps_show_them() {
+        let entry =
+            ActivityEntry::new(ActivityKind::NewDevice, UNIX_EPOCH + Duration::from_secs(5))
+                .with_client(Some("192.0.2.1".into()), None)
+                .with_session(Some("abc".into()));
+        assert_eq!(
+            serde_json::to_string(&entry).unwrap(),
+            r#"{"id":"","type":"new_device","at":5,"ip":"192.0.2.1","user_agent":null,"session_id":"abc"}"#
+        );
+    }
+
+    #[test]
+    fn a_time_out_of_range_is_an_error_not_a_panic() {
+        let json = format!(
+            r#"{{"type":"login","at":{},"ip":null,"user_agent":null,"session_id":null}}"#,
+            u64::MAX
+        );
+        assert!(serde_json::from_str::<ActivityEntry>(&json).is_err());
+    }
+}

@@ -75,13 +75,13 @@ pub(super) async fn activity(
     let entries: Vec<(String, Vec<String>)> = store.run(range.query_async(&mut conn)).await?;
     Ok(entries
         .into_iter()
-        .filter_map(|(id, fields)| decode(id, &fields))
+        .filter_map(|(id, fields)| decode_entry(id, &fields))
         .collect())
 }
 
 /// The entry in `fields`, with its stream id; `None`, with a warning, for one this crate did
 /// not write (an unreadable entry hides nothing else of the log).
-fn decode(id: String, fields: &[String]) -> Option<ActivityEntry> {
+pub(super) fn decode_entry(id: String, fields: &[String]) -> Option<ActivityEntry> {
     let json = fields
         .chunks_exact(2)
         .find(|pair| pair[0] == FIELD)
@@ -126,8 +126,8 @@ mod tests {
 
     #[test]
     fn entries_of_others_are_skipped() {
-        assert!(decode("1-0".into(), &["x".into(), "y".into()]).is_none());
-        assert!(decode("1-0".into(), &["e".into(), "{".into()]).is_none());
-        assert!(decode("1-0".into(), &["e".into()]).is_none());
+        assert!(decode_entry("1-0".into(), &["x".into(), "y".into()]).is_none());
+        assert!(decode_entry("1-0".into(), &["e".into(), "{".into()]).is_none());
+        assert!(decode_entry("1-0".into(), &["e".into()]).is_none());
     }
 }
