@@ -53,6 +53,10 @@
 //!   device cookies). A link works once: used, expired, of another route, or older than the
 //!   password, it is `410 invalid_link`. More than 5 links an hour for an account or an
 //!   address, or 30 for a client, is `429 too_many_links` with `Retry-After`.
+//!   With `NEW_DEVICE_MAIL=1`, a login from a browser without the account's device cookie
+//!   mails "New sign-in to your account" with where from and a `/password-reset/<secret>` link
+//!   ("this wasn't me": a new password ends every session, that one included; the link counts
+//!   toward the account's link limit).
 //!   Mail goes to one file per message in `MAIL_DIR`, or through SMTP to `SMTP_URL`, or
 //!   nowhere (logged without the link); `MAGIC_LINK_TTL_SECS` (default 900),
 //!   `PASSWORD_RESET_TTL_SECS` (3600), `VERIFY_EMAIL_TTL_SECS` (86400) and
@@ -113,6 +117,7 @@ mod config;
 mod data;
 mod links;
 mod mail;
+mod new_device;
 mod sessions;
 mod store;
 mod telemetry;
@@ -176,7 +181,9 @@ async fn main() -> std::io::Result<()> {
         )
     };
     // `try_build`, not `build`: a bad COOKIE_DOMAIN is a message, not a panic.
+    let (new_sign_ins, notices) = new_device::notices();
     let login_middleware = config::configure(builder)?
+        .on_event(new_sign_ins)
         .try_build()
         .map_err(std::io::Error::other)?;
     let login_throttle = web::Data::new(config::throttle(login_throttle)?);
@@ -190,6 +197,13 @@ async fn main() -> std::io::Result<()> {
     let mailer = web::Data::new(mail::Mailer::from_env()?);
     let link_base = web::Data::new(links::LinkBase(format!("http://{addr}")));
     let metrics = web::Data::new(telemetry::from_env()?);
+    new_device::mail_notices(
+        notices,
+        login_middleware.links(),
+        users.clone(),
+        mailer.clone(),
+        link_base.clone(),
+    );
 
     println!("listening on http://{addr}");
     HttpServer::new(move || {

@@ -1,8 +1,11 @@
 //! The quickstart's `GET /activity` and `GET /metrics`, held to their contract, on memory and
 //! on a Redis of its own.
 
+use std::time::Duration;
+
 use awc::http::StatusCode;
 
+use crate::support::mailbox::Mailbox;
 use crate::support::quickstart::{device_cookie, session_cookie, Quickstart};
 use crate::support::redis_server::RedisServer;
 
@@ -159,4 +162,54 @@ async fn activity_and_metrics_on_redis() {
         (status.as_u16(), body.as_str()),
         (404, r#"{"error":"not_found"}"#)
     );
+}
+
+/// A login from a browser without the account's device cookie mails a notice with a password
+/// reset link; one from a known browser mails nothing; the link ends the new session.
+#[actix_web::test]
+async fn a_login_from_a_new_browser_is_mailed_with_a_way_out() {
+    let mail = Mailbox::new();
+    let app = Quickstart::spawn_with(&[mail.env(), ("NEW_DEVICE_MAIL", "1")]);
+    let reply = app
+        .send(
+            "POST",
+            "/login",
+            &[
+                ("origin", app.base.as_str()),
+                ("user-agent", "Stranger/1.0"),
+            ],
+            Some(ALICE),
+        )
+        .await;
+    let (status, cookies) = (reply.status, reply.set_cookies());
+    assert_eq!(status, StatusCode::OK);
+    let stranger = session_cookie(&cookies);
+    let device = device_cookie(&cookies);
+    let notice = mail.next_to("alice@example.test").await;
+    assert_eq!(notice.subject, "New sign-in to your account");
+    assert!(notice.raw.contains("Address: 127.0.0.1"), "{}", notice.raw);
+    assert!(
+        notice.raw.contains("Browser: Stranger/1.0"),
+        "{}",
+        notice.raw
+    );
+    let (_, secret) = notice.link(&app.base, "password-reset");
+
+    // The same browser again: no notice.
+    let (status, _, _) = app.call("POST", "/login", Some(ALICE), Some(&device)).await;
+    assert_eq!(status, StatusCode::OK);
+    mail.assert_empty_for(Duration::from_millis(500)).await;
+
+    // "This wasn't me": a new password ends the stranger's session.
+    let new_password = r#"{"password":"alice-fresh-password-789"}"#;
+    let (status, _, body) = app
+        .call(
+            "POST",
+            &format!("/password-reset/{secret}"),
+            Some(new_password),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(app.me(&stranger).await, StatusCode::UNAUTHORIZED);
 }
