@@ -13,20 +13,42 @@
 //!   page load.
 //! - "Sign out" (on every signed-in page) ends the session and greets the visitor on the login
 //!   page with a flash message.
+//! - "Forgot your password?" on the login page: `GET /password-reset` asks for a username,
+//!   and `POST /password-reset` shows the same "check your mail" page whether or not the
+//!   account exists (the crate does the same store work for unknown names; the mail is sent in
+//!   the background). The mail, to `<username>@example.test`, carries
+//!   `http://<ADDR>/password-reset/<secret>`. Opening it (`GET`) shows a form and leaves the
+//!   link unused, since mail scanners open links; posting the form checks the new password
+//!   against the password policy (a refusal keeps the link working), sets it, ends every
+//!   session of the account and every other link it has, and lands on the login page with a
+//!   flash message: the browser is not signed in by the link, so that signing in stays the one
+//!   way in. A used, expired or malformed link shows a page saying so, with status `410`. Five
+//!   links an hour per account (and per address) at most; past that the form says when to try
+//!   again (`429`).
 //!
 //! Users: `alice` / `alice-password-123` and `bob` / `bob-password-456`. Sessions live in
 //! memory, or in Redis when `REDIS_URL` is set (under `REDIS_KEY_PREFIX`, default the crate's).
+//! The user table lives in memory, so a restart forgets new passwords; it also records the
+//! demo users' first passwords again in the store, which ends their sessions from before.
+//! Mail goes to one file per message in `MAIL_DIR`, through SMTP to `SMTP_URL`, or nowhere
+//! (logged without the link), as in the quickstart, whose `mail` module this example shares.
 //! `ADDR` changes the address (default `127.0.0.1:8080`). Browsers take the `Secure` session
 //! cookie over plain HTTP from `localhost` and `127.0.0.1` only: elsewhere, serve it over HTTPS.
 
+#[path = "quickstart/mail.rs"]
+mod mail;
+
 use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::SystemTime;
 
+use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
 use actix_login::password::{Lane, PasswordError, PasswordHasher};
+use actix_login::policy::PasswordPolicy;
 use actix_login::throttle::LoginThrottle;
 use actix_login::{
     safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, MaybeUser, MemoryStore,
-    RedisStore, Require, Session, CSRF_FIELD,
+    RedisStore, Require, Session, Sessions, CSRF_FIELD,
 };
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -76,7 +98,58 @@ const LOGIN: &str = r#"{% extends "layout.html" %}
 <label><input type="checkbox" name="remember"> Keep me signed in</label>
 <button type="submit">Sign in</button>
 </form>
+<p><a href="/password-reset">Forgot your password?</a></p>
 <p>Try <code>alice</code> / <code>alice-password-123</code>.</p>
+{% endblock %}
+"#;
+
+const FORGOT: &str = r#"{% extends "layout.html" %}
+{% block title %}Forgot your password?{% endblock %}
+{% block content %}
+<h1>Forgot your password?</h1>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<p>Give your username and we will mail you a link to choose a new password.</p>
+<form method="post" action="/password-reset">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<label>Username <input name="username" autocomplete="username" required autofocus></label>
+<button type="submit">Mail me a link</button>
+</form>
+<p><a href="/login">Back to sign in</a></p>
+{% endblock %}
+"#;
+
+const FORGOT_SENT: &str = r#"{% extends "layout.html" %}
+{% block title %}Check your mail{% endblock %}
+{% block content %}
+<h1>Check your mail</h1>
+<p>If an account has that username, a link to choose a new password is on its way to its
+address. The link works once, within an hour.</p>
+<p><a href="/login">Back to sign in</a></p>
+{% endblock %}
+"#;
+
+const RESET: &str = r#"{% extends "layout.html" %}
+{% block title %}Choose a new password{% endblock %}
+{% block content %}
+<h1>Choose a new password</h1>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<p>For the account {{ username }}. Every browser signed in to it will be signed out.</p>
+<form method="post" action="/password-reset/{{ secret }}">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<input type="hidden" name="username" value="{{ username }}" autocomplete="username">
+<label>New password <input type="password" name="password" autocomplete="new-password" minlength="8" required autofocus></label>
+<button type="submit">Set the new password</button>
+</form>
+{% endblock %}
+"#;
+
+const LINK_GONE: &str = r#"{% extends "layout.html" %}
+{% block title %}Link no longer works{% endblock %}
+{% block content %}
+<h1>This link no longer works</h1>
+<p>It was used already, it expired, or it is not a link we sent. Links work once, within an
+hour, and a password change ends them all.</p>
+<p><a href="/password-reset">Ask for a new link</a> · <a href="/login">Sign in</a></p>
 {% endblock %}
 "#;
 
@@ -113,6 +186,10 @@ fn templates() -> Result<Environment<'static>, minijinja::Error> {
     env.add_template("login.html", LOGIN)?;
     env.add_template("home.html", HOME)?;
     env.add_template("sessions.html", SESSIONS)?;
+    env.add_template("forgot.html", FORGOT)?;
+    env.add_template("forgot_sent.html", FORGOT_SENT)?;
+    env.add_template("reset.html", RESET)?;
+    env.add_template("link_gone.html", LINK_GONE)?;
     env.add_global("csrf_field", CSRF_FIELD);
     Ok(env)
 }
@@ -160,8 +237,22 @@ struct Profile {
     username: String,
 }
 
-/// Stands in for the app's user table: profile and password hash by username.
-struct Users(HashMap<String, (Profile, String)>);
+/// One row of the user table.
+struct User {
+    profile: Profile,
+    password_hash: String,
+    /// Counts password changes: what logins name as the credentials they verified, so that a
+    /// login that checked a password being replaced leaves no session.
+    password_version: u64,
+}
+
+/// A user's mail address: each user reads mail at `<username>@example.test`.
+fn address(username: &str) -> String {
+    format!("{username}@example.test")
+}
+
+/// Stands in for the app's user table, by username.
+struct Users(RwLock<HashMap<String, User>>);
 
 impl Users {
     async fn seed() -> Result<Self, PasswordError> {
@@ -174,16 +265,47 @@ impl Users {
                 id,
                 username: username.to_owned(),
             };
-            let hash = PasswordHasher::new().hash(password).await?;
-            users.insert(username.to_owned(), (profile, hash));
+            let password_hash = PasswordHasher::new().hash(password).await?;
+            let user = User {
+                profile,
+                password_hash,
+                password_version: 0,
+            };
+            users.insert(username.to_owned(), user);
         }
-        Ok(Self(users))
+        Ok(Self(RwLock::new(users)))
+    }
+
+    /// The account `username` names (in any case, with spaces around), if there is one: its
+    /// profile and the version of its password.
+    fn find(&self, username: &str) -> Option<(Profile, u64)> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let user = users.get(&username.trim().to_ascii_lowercase())?;
+        Some((user.profile.clone(), user.password_version))
     }
 
     /// The id of the account `username` names, if there is one.
     fn id_of(&self, username: &str) -> Option<String> {
-        let user = self.0.get(&username.trim().to_ascii_lowercase());
-        user.map(|(profile, _)| profile.id.to_string())
+        self.find(username)
+            .map(|(profile, _)| profile.id.to_string())
+    }
+
+    /// The profile of the user with `id`, if there is one.
+    fn find_by_id(&self, id: &str) -> Option<Profile> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users
+            .values()
+            .find(|user| user.profile.id.to_string() == id)
+            .map(|user| user.profile.clone())
+    }
+
+    /// Stores a new password hash for `username`; returns the password's new version.
+    fn set_password(&self, username: &str, password_hash: String) -> Option<u64> {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let user = users.get_mut(username)?;
+        user.password_hash = password_hash;
+        user.password_version += 1;
+        Some(user.password_version)
     }
 
     /// The user, if the password is theirs, checked in the hashing queue's `lane`. Unknown users
@@ -195,13 +317,17 @@ impl Users {
         username: &str,
         password: &str,
     ) -> Result<Option<Profile>, PasswordError> {
-        let user = self.0.get(&username.trim().to_ascii_lowercase());
-        let stored = user.map(|(_, hash)| hash.as_str());
+        let (profile, stored) = {
+            let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+            let user = users.get(&username.trim().to_ascii_lowercase());
+            let profile = user.map(|user| user.profile.clone());
+            (profile, user.map(|user| user.password_hash.clone()))
+        };
         match PasswordHasher::new()
-            .verify_in(lane, password, stored)
+            .verify_in(lane, password, stored.as_deref())
             .await
         {
-            Ok(true) => Ok(user.map(|(profile, _)| profile.clone())),
+            Ok(true) => Ok(profile),
             Ok(false) | Err(PasswordError::TooLong) => Ok(None),
             Err(err) => Err(err),
         }
@@ -261,6 +387,9 @@ async fn login(
     // Counted before the password is checked, so parallel guesses cannot slip past the limit.
     // The account's id binds device cookies to the account, whatever its name becomes.
     let id = users.id_of(&form.username);
+    // Read before the password is checked: a reset in between makes this login fail safe
+    // rather than outlive it.
+    let version = users.find(&form.username).map_or(0, |(_, version)| version);
     let attempt = match throttle.attempt(&req, &form.username, id.as_deref()).await {
         Ok(attempt) => attempt,
         Err(Error::Throttled { retry_after }) => {
@@ -294,7 +423,9 @@ async fn login(
     };
     // Lets this browser in even while strangers have the account throttled.
     let device = attempt.succeeded().await?;
-    let login = Login::new(profile.id.to_string(), &profile).remember(form.remember.is_some());
+    let login = Login::new(profile.id.to_string(), &profile)
+        .credentials_version(version.to_string())
+        .remember(form.remember.is_some());
     session.login_with(login).await?;
     let mut response = see_other(safe_next(&form.next).unwrap_or("/"));
     response.add_cookie(&device)?;
@@ -390,6 +521,203 @@ async fn logout(session: Session) -> actix_web::Result<HttpResponse> {
     Ok(see_other("/login"))
 }
 
+/// Where links point: `http://<ADDR>`.
+struct LinkBase(String);
+
+/// Whole seconds, rounded up: waiting exactly this long is enough.
+fn whole_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// A page whose URL holds a link's secret: no `Referer` carries it to another site.
+fn secret_page(mut page: HttpResponse) -> HttpResponse {
+    page.headers_mut().insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    page
+}
+
+/// `GET /password-reset`: the "Forgot your password?" form.
+async fn forgot_page(
+    pages: web::Data<Environment<'static>>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    let ctx = common(&session, None).await?;
+    Ok(render(&pages, StatusCode::OK, "forgot.html", ctx))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ForgotForm {
+    username: String,
+}
+
+/// `POST /password-reset`: the same page, after the same store work, whether or not the account
+/// exists; the mail goes out in the background.
+async fn forgot(
+    pages: web::Data<Environment<'static>>,
+    users: web::Data<Users>,
+    links: OneTimeLinks,
+    mailer: web::Data<mail::Mailer>,
+    base: web::Data<LinkBase>,
+    session: Session,
+    form: web::Form<ForgotForm>,
+) -> actix_web::Result<HttpResponse> {
+    let account = users
+        .find(&form.username)
+        .map(|(profile, _)| (profile.id.to_string(), address(&profile.username)));
+    let to = account
+        .as_ref()
+        .map(|(id, address)| Recipient::new(id, address));
+    match links
+        .issue(LinkPurpose::PasswordReset, &form.username, to)
+        .await
+    {
+        Ok(issued) => {
+            if let (Some(issued), Some((_, to))) = (issued, &account) {
+                let body = format!(
+                    "Someone (we hope you) asked to reset the password of your account. To \
+                     choose a new one, open\r\n\r\n{}/password-reset/{}\r\n\r\nThe link \
+                     works once, within an hour. If you did not ask for it, ignore this \
+                     message.\r\n",
+                    base.0,
+                    issued.secret()
+                );
+                mailer.send(to, "Reset your password", body);
+            }
+            let ctx = common(&session, None).await?;
+            Ok(render(&pages, StatusCode::OK, "forgot_sent.html", ctx))
+        }
+        // Counted alike for unknown names, so this says nothing about the account either.
+        Err(Error::TooManyLinks { retry_after }) => {
+            let secs = whole_secs(retry_after);
+            let error = format!("Too many links asked for. Try again in {secs} seconds.");
+            let ctx = context! { error, ..common(&session, None).await? };
+            let mut page = render(&pages, StatusCode::TOO_MANY_REQUESTS, "forgot.html", ctx);
+            page.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            Ok(page)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The page for a link that is used, expired, malformed or not ours: `410`.
+async fn link_gone(pages: &Environment<'_>, session: &Session) -> actix_web::Result<HttpResponse> {
+    let ctx = common(session, None).await?;
+    Ok(secret_page(render(
+        pages,
+        StatusCode::GONE,
+        "link_gone.html",
+        ctx,
+    )))
+}
+
+/// `GET /password-reset/{secret}`: the new-password form. Looking leaves the link unused.
+async fn reset_page(
+    pages: web::Data<Environment<'static>>,
+    users: web::Data<Users>,
+    links: OneTimeLinks,
+    session: Session,
+    secret: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    let owner = match links.peek(LinkPurpose::PasswordReset, &secret).await {
+        Ok(info) => users.find_by_id(info.user_id()),
+        Err(Error::InvalidLink) => None,
+        Err(err) => return Err(err.into()),
+    };
+    let Some(owner) = owner else {
+        return link_gone(&pages, &session).await;
+    };
+    let ctx = context! {
+        secret => secret.as_str(),
+        username => owner.username,
+        ..common(&session, None).await?
+    };
+    Ok(secret_page(render(
+        &pages,
+        StatusCode::OK,
+        "reset.html",
+        ctx,
+    )))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ResetForm {
+    password: String,
+}
+
+/// `POST /password-reset/{secret}`: sets the new password. The link is looked at first and
+/// used only once the password passed the policy and is hashed, so a refused password costs
+/// no new mail. Every session of the account ends (this browser's too, if it was signed in
+/// to it), and the browser lands on the login page with a flash message.
+#[allow(clippy::too_many_arguments)]
+async fn reset(
+    pages: web::Data<Environment<'static>>,
+    users: web::Data<Users>,
+    links: OneTimeLinks,
+    sessions: Sessions,
+    session: Session,
+    user: MaybeUser<Profile>,
+    secret: web::Path<String>,
+    form: web::Form<ResetForm>,
+) -> actix_web::Result<HttpResponse> {
+    let purpose = LinkPurpose::PasswordReset;
+    let owner = match links.peek(purpose, &secret).await {
+        Ok(info) => users.find_by_id(info.user_id()).map(|owner| (info, owner)),
+        Err(Error::InvalidLink) => None,
+        Err(err) => return Err(err.into()),
+    };
+    let Some((info, owner)) = owner else {
+        return link_gone(&pages, &session).await;
+    };
+    let policy = PasswordPolicy::new().check(&form.password, &[&owner.username, "actix-login"]);
+    if let Err(violation) = policy {
+        let ctx = context! {
+            secret => secret.as_str(),
+            username => owner.username,
+            error => format!("Please choose another password: {}.", violation.reason()),
+            ..common(&session, None).await?
+        };
+        return Ok(secret_page(render(
+            &pages,
+            StatusCode::BAD_REQUEST,
+            "reset.html",
+            ctx,
+        )));
+    }
+    let hash = PasswordHasher::new().hash(&form.password).await?;
+    let used = match links.consume(purpose, &secret).await {
+        Ok(used) => used,
+        // Used by another request since the look above.
+        Err(Error::InvalidLink) => return link_gone(&pages, &session).await,
+        Err(err) => return Err(err.into()),
+    };
+    if used.user_id() != info.user_id() || used.address() != address(&owner.username) {
+        return link_gone(&pages, &session).await;
+    }
+    let Some(version) = users.set_password(&owner.username, hash) else {
+        return link_gone(&pages, &session).await;
+    };
+    // This browser, if signed in to the account, is signed out with its cookie cleared; then
+    // every other session of the account ends, and every link issued before.
+    if user
+        .into_option()
+        .is_some_and(|user| user.id.to_string() == used.user_id())
+    {
+        session.logout().await?;
+    }
+    sessions
+        .credentials_changed(used.user_id(), version.to_string())
+        .await?;
+    let text = "Your password was changed. Sign in with the new one.";
+    if let Err(err) = session.flash(FlashLevel::Info, text).await {
+        tracing::warn!(error = %err, "no flash message after a password reset");
+    }
+    Ok(see_other("/login"))
+}
+
 /// Anonymous visitors go to the login page, which brings them back here afterwards.
 fn signed_in() -> Require {
     Require::login().redirect_to("/login")
@@ -427,7 +755,20 @@ async fn main() -> std::io::Result<()> {
         }
     };
     let throttle = web::Data::new(throttle);
-    let users = web::Data::new(Users::seed().await.map_err(std::io::Error::other)?);
+    let users = Users::seed().await.map_err(std::io::Error::other)?;
+    // The table starts from the first passwords at every start: record them as the current
+    // credentials, or a version left in Redis by a reset before a restart would refuse every
+    // login. An app whose users live in a database needs no such step.
+    for id in [1, 2] {
+        sessions
+            .sessions()
+            .credentials_changed(&id.to_string(), "0")
+            .await
+            .map_err(std::io::Error::other)?;
+    }
+    let users = web::Data::new(users);
+    let mailer = web::Data::new(mail::Mailer::from_env()?);
+    let base = web::Data::new(LinkBase(format!("http://{addr}")));
     let pages = web::Data::new(templates().map_err(std::io::Error::other)?);
 
     let server = HttpServer::new(move || {
@@ -435,6 +776,8 @@ async fn main() -> std::io::Result<()> {
             .app_data(users.clone())
             .app_data(throttle.clone())
             .app_data(pages.clone())
+            .app_data(mailer.clone())
+            .app_data(base.clone())
             .app_data(web::FormConfig::default().limit(4096))
             .service(
                 web::resource("/")
@@ -450,6 +793,16 @@ async fn main() -> std::io::Result<()> {
             .route("/login", web::get().to(login_page))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
+            .service(
+                web::resource("/password-reset")
+                    .route(web::get().to(forgot_page))
+                    .route(web::post().to(forgot)),
+            )
+            .service(
+                web::resource("/password-reset/{secret}")
+                    .route(web::get().to(reset_page))
+                    .route(web::post().to(reset)),
+            )
             .wrap(sessions.clone())
     })
     .bind(&addr)?;

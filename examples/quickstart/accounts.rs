@@ -172,14 +172,16 @@ pub(crate) async fn start_credentials(
     Ok(())
 }
 
-/// The profile, and whether the user's mail address is verified (from the user table: it
-/// changes while the session lives).
+/// The profile, the user's mail address and whether it is verified (from the user table:
+/// they change while the session lives).
 pub(crate) async fn me(user: AuthUser<Profile>, users: web::Data<Users>) -> web::Json<Me> {
     let email_verified = users.email_verified(&user.username);
+    let email = users.email(&user.username).unwrap_or_default();
     let Profile { id, username } = user.into_inner();
     web::Json(Me {
         id,
         username,
+        email,
         email_verified,
     })
 }
@@ -189,6 +191,7 @@ pub(crate) async fn me(user: AuthUser<Profile>, users: web::Data<Users>) -> web:
 pub(crate) struct Me {
     id: u64,
     username: String,
+    email: String,
     email_verified: bool,
 }
 

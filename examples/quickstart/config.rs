@@ -52,6 +52,7 @@ pub(crate) fn configure(
         ("MAGIC_LINK_TTL_SECS", LinkPurpose::SignIn),
         ("PASSWORD_RESET_TTL_SECS", LinkPurpose::PasswordReset),
         ("VERIFY_EMAIL_TTL_SECS", LinkPurpose::VerifyEmail),
+        ("CHANGE_EMAIL_TTL_SECS", LinkPurpose::ChangeEmail),
     ] {
         if let Some(secs) = env_number(name)? {
             links = links.lifetime(purpose, Duration::from_secs(secs));

@@ -18,6 +18,11 @@ use crate::accounts::{canonical_username, policy_refusal};
 use crate::mail::Mailer;
 use crate::users::{address, hasher, Users};
 
+/// Where the mail for a link to `username` goes: the address the account has now.
+fn email_of(users: &Users, username: &str) -> String {
+    users.email(username).unwrap_or_else(|| address(username))
+}
+
 /// Where links point: `http://<ADDR>`.
 pub(crate) struct LinkBase(pub(crate) String);
 
@@ -44,7 +49,7 @@ async fn mail_link(
 ) -> actix_web::Result<HttpResponse> {
     let account = canonical_username(typed)
         .and_then(|name| users.find(&name).map(|(profile, _, _)| (name, profile)))
-        .map(|(name, profile)| (profile.id.to_string(), address(&name)));
+        .map(|(name, profile)| (profile.id.to_string(), email_of(users, &name)));
     let to = account
         .as_ref()
         .map(|(id, address)| Recipient::new(id, address));
@@ -55,7 +60,13 @@ async fn mail_link(
 }
 
 /// The mail for a link: the link alone on its line, as plain text.
-fn send_link(mailer: &Mailer, base: &LinkBase, to: &str, purpose: LinkPurpose, secret: &str) {
+pub(crate) fn send_link(
+    mailer: &Mailer,
+    base: &LinkBase,
+    to: &str,
+    purpose: LinkPurpose,
+    secret: &str,
+) {
     let (path, subject, what) = match purpose {
         LinkPurpose::PasswordReset => (
             "password-reset",
@@ -67,6 +78,12 @@ fn send_link(mailer: &Mailer, base: &LinkBase, to: &str, purpose: LinkPurpose, s
             "verify-email",
             "Confirm your e-mail address",
             "To confirm that this is your address, open",
+        ),
+        LinkPurpose::ChangeEmail => (
+            "confirm-email",
+            "Confirm your new e-mail address",
+            "Someone (we hope you) asked to move an account to this address. To confirm it, \
+             open",
         ),
         _ => (
             "magic-link",
@@ -83,7 +100,7 @@ fn send_link(mailer: &Mailer, base: &LinkBase, to: &str, purpose: LinkPurpose, s
 }
 
 /// What `GET` of a valid link answers: what it is for and how to use it; it stays unused.
-fn offer(info: &LinkInfo, action: &str) -> HttpResponse {
+pub(crate) fn offer(info: &LinkInfo, action: &str) -> HttpResponse {
     let expires_at = info
         .expires_at()
         .duration_since(UNIX_EPOCH)
@@ -97,7 +114,7 @@ fn offer(info: &LinkInfo, action: &str) -> HttpResponse {
 }
 
 /// The user a link acts on, by username, with profile and roles.
-fn owner(
+pub(crate) fn owner(
     users: &Users,
     info: &LinkInfo,
 ) -> Result<(String, crate::users::Profile, Vec<String>), Error> {
@@ -150,7 +167,7 @@ pub(crate) async fn reset_password(
     }
     let hash = hasher().hash(&body.password).await?;
     let used = links.consume(purpose, &secret).await?;
-    if used.user_id() != info.user_id() || used.address() != address(&username) {
+    if used.user_id() != info.user_id() || used.address() != email_of(&users, &username) {
         return Err(Error::InvalidLink.into());
     }
     let version = users.change_password(&username, hash);
@@ -240,7 +257,7 @@ pub(crate) async fn sign_in_with_link(
     // Read before the link is used: a password change from here on ends this login.
     let version = users.password_version(&username);
     let used = links.consume(purpose, &secret).await?;
-    if used.user_id() != info.user_id() || used.address() != address(&username) {
+    if used.user_id() != info.user_id() || used.address() != email_of(&users, &username) {
         return Err(Error::InvalidLink.into());
     }
     let id = profile.id.to_string();

@@ -1,5 +1,6 @@
 //! Mail, through lettre: one file per message in `MAIL_DIR`, or SMTP to `SMTP_URL`
-//! (`smtp://host:port`, or `smtps://user:password@host` through TLS), or none.
+//! (`smtp://host:port`, or `smtps://user:password@host` through TLS), or none. The
+//! `html_login` example uses this module too.
 //!
 //! Messages go out off the request's path (a spawned task), so that the answer to "mail me a
 //! link" takes as long for an account that exists as for one that does not. Without a
@@ -59,7 +60,7 @@ impl Mailer {
             let from = std::env::var("MAIL_FROM")
                 .ok()
                 .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| "actix-login quickstart <no-reply@example.test>".to_owned());
+                .unwrap_or_else(|| "actix-login example <no-reply@example.test>".to_owned());
             let message = match build(&from, &to, &subject, body) {
                 Ok(message) => message,
                 Err(err) => {

@@ -21,7 +21,8 @@
 //!   the session follows the remember timeouts and its cookie has a `Max-Age`.
 //! - `POST /logout`: `204`; the session ends, its data with it. With a bearer token, only that
 //!   token ends.
-//! - Logged in, with the session cookie or `Authorization: Bearer <token>`: `GET /me`;
+//! - Logged in, with the session cookie or `Authorization: Bearer <token>`: `GET /me`
+//!   (`{"id","username","email","email_verified"}`);
 //!   `GET /sessions` (browser sessions and tokens, told apart by `"kind"`, `browser` or
 //!   `token`, with a token's `"name"` and whether a login is `"remembered"`),
 //!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`, which end tokens too;
@@ -60,7 +61,16 @@
 //!   Mail goes to one file per message in `MAIL_DIR`, or through SMTP to `SMTP_URL`, or
 //!   nowhere (logged without the link); `MAGIC_LINK_TTL_SECS` (default 900),
 //!   `PASSWORD_RESET_TTL_SECS` (3600), `VERIFY_EMAIL_TTL_SECS` (86400) and
-//!   `LINKS_PER_ACCOUNT` (5 an hour) change the defaults.
+//!   `CHANGE_EMAIL_TTL_SECS` (86400) and `LINKS_PER_ACCOUNT` (5 an hour) change the defaults.
+//! - E-mail change, with a fresh session: `POST /email` `{"email"}` answers `202` and mails
+//!   `/confirm-email/<secret>` to the new address (`400 invalid_email` for something that is
+//!   not one address); the account keeps its address until `POST /confirm-email/<secret>`
+//!   (`204`, no login needed: the link is the proof), after which `GET /me` shows the new
+//!   `"email"` with `"email_verified": true` and the old address gets a notice without a link.
+//!   An address another account has gets the same `202` and the same work, and its mailbox a
+//!   notice instead of a link, so the answer tells nothing about other accounts. Only the
+//!   latest request's address can be confirmed: an earlier link is `410 invalid_link`. Two
+//!   accounts confirming one address: the second gets `409 email_taken`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
 //!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
@@ -107,7 +117,7 @@
 //!
 //! The handlers live in modules by concern: `accounts` (sign-up, login, logout, `/me`,
 //! re-authentication, password changes), `links` (password reset, verification and sign-in
-//! links), `mail`, `sessions`, `tokens`, `data` (cart and preferences), `admin` (roles),
+//! links), `email` (e-mail change), `mail`, `sessions`, `tokens`, `data` (cart and preferences), `admin` (roles),
 //! `users` (the user table); `config` and `store` read the environment. `main`
 //! below wires the routes.
 
@@ -115,6 +125,7 @@ mod accounts;
 mod admin;
 mod config;
 mod data;
+mod email;
 mod links;
 mod mail;
 mod new_device;
@@ -240,6 +251,16 @@ async fn main() -> std::io::Result<()> {
                 web::resource("/verify-email/{secret}")
                     .route(web::get().to(links::show_verify_email))
                     .route(web::post().to(links::verify_email)),
+            )
+            .service(
+                web::resource("/email")
+                    .wrap(Require::login().fresh())
+                    .route(web::post().to(email::request_email_change)),
+            )
+            .service(
+                web::resource("/confirm-email/{secret}")
+                    .route(web::get().to(email::show_email_change))
+                    .route(web::post().to(email::confirm_email_change)),
             )
             .route("/magic-link", web::post().to(links::request_magic_link))
             .service(

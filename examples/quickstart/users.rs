@@ -22,12 +22,19 @@ struct User {
     /// Counts password changes (not hash upgrades): what logins name as the credentials they
     /// verified, so a login that checked a password being replaced leaves no session.
     password_version: u64,
-    /// Whether the owner proved they read mail at [`address`].
+    /// Whether the owner proved they read mail at `email`.
     email_verified: bool,
+    /// Where the user's mail goes: [`address`] of the username at first, then the address of
+    /// the last confirmed e-mail change. Stored trimmed and lowercased, unique among users.
+    email: String,
+    /// The address of the latest `POST /email`, until it is confirmed: only a link sent to
+    /// this address may switch the account to it, so a later request makes earlier links
+    /// useless.
+    pending_email: Option<String>,
 }
 
-/// A user's mail address. The quickstart has no address field: each user reads mail at
-/// `<username>@example.test`.
+/// A new user's mail address: each user reads mail at `<username>@example.test` until they
+/// change it (`POST /email`).
 pub(crate) fn address(username: &str) -> String {
     format!("{username}@example.test")
 }
@@ -36,6 +43,14 @@ pub(crate) fn address(username: &str) -> String {
 /// `PasswordHasher::new().with_pepper(Pepper::new("2026", secret)?)`.
 pub(crate) fn hasher() -> PasswordHasher {
     PasswordHasher::new()
+}
+
+/// Why [`Users::confirm_email`] refused an address.
+pub(crate) enum EmailRefused {
+    /// Not the address of the user's latest change request (or no such user).
+    NotPending,
+    /// Another user has had it confirmed meanwhile.
+    Taken,
 }
 
 /// Stands in for the app's user database.
@@ -58,6 +73,8 @@ impl Users {
                 password_version: 0,
                 // The demo accounts' addresses count as verified; new accounts' do not.
                 email_verified: true,
+                email: address(username),
+                pending_email: None,
             };
             users.insert(username.to_owned(), user);
         }
@@ -90,12 +107,58 @@ impl Users {
         users.get(username).is_some_and(|user| user.email_verified)
     }
 
+    /// The user's mail address, if there is such a user.
+    pub(crate) fn email(&self, username: &str) -> Option<String> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users.get(username).map(|user| user.email.clone())
+    }
+
+    /// Whether a user other than `username` has the address `email`.
+    pub(crate) fn email_taken(&self, email: &str, username: &str) -> bool {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        users
+            .iter()
+            .any(|(name, user)| name != username && user.email == email)
+    }
+
+    /// Records `email` as the address `username` asked to change to, replacing any earlier one.
+    pub(crate) fn set_pending_email(&self, username: &str, email: &str) {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(user) = users.get_mut(username) {
+            user.pending_email = Some(email.to_owned());
+        }
+    }
+
+    /// Switches `username` to `email`, verified, if it is the address of their latest change
+    /// request and no other user has it: in one step, so two accounts confirming the same
+    /// address cannot both get it. Returns the address it replaced.
+    pub(crate) fn confirm_email(
+        &self,
+        username: &str,
+        email: &str,
+    ) -> Result<String, EmailRefused> {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if users
+            .iter()
+            .any(|(name, user)| name != username && user.email == email)
+        {
+            return Err(EmailRefused::Taken);
+        }
+        let user = users.get_mut(username).ok_or(EmailRefused::NotPending)?;
+        if user.pending_email.as_deref() != Some(email) {
+            return Err(EmailRefused::NotPending);
+        }
+        user.pending_email = None;
+        user.email_verified = true;
+        Ok(std::mem::replace(&mut user.email, email.to_owned()))
+    }
+
     /// Marks `address` verified for `username` if it still is the user's address; returns
     /// whether it was.
     pub(crate) fn verify_email(&self, username: &str, verified_address: &str) -> bool {
         let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
         match users.get_mut(username) {
-            Some(user) if address(username) == verified_address => {
+            Some(user) if user.email == verified_address => {
                 user.email_verified = true;
                 true
             }
@@ -108,10 +171,12 @@ impl Users {
         users.values().map(|user| user.profile.id).collect()
     }
 
-    /// Adds a user; `None` if the name is taken.
+    /// Adds a user; `None` if the name is taken, or the address it comes with (see
+    /// [`address`]) is another user's since an e-mail change.
     pub(crate) fn add(&self, username: &str, password_hash: String) -> Option<Profile> {
         let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if users.contains_key(username) {
+        let email = address(username);
+        if users.contains_key(username) || users.values().any(|user| user.email == email) {
             return None;
         }
         let id = users.values().map(|u| u.profile.id).max().unwrap_or(0) + 1;
@@ -125,6 +190,8 @@ impl Users {
             password_hash,
             password_version: 0,
             email_verified: false,
+            email,
+            pending_email: None,
         };
         users.insert(username.to_owned(), user);
         Some(profile)

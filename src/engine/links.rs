@@ -100,7 +100,11 @@
 //! Issue a [`VerifyEmail`](LinkPurpose::VerifyEmail) link to the account's address after
 //! sign-up, and a [`ChangeEmail`](LinkPurpose::ChangeEmail) link to the *new* address when a
 //! logged-in user asks to change it (behind [`Require::fresh`](crate::Require::fresh)); the
-//! account keeps its old address until the link is used.
+//! account keeps its old address until the link is used. Remember the address of the latest
+//! request and accept a link only for that one, so that asking for another address makes the
+//! earlier links useless. An address another account has should get the same answer and the
+//! same work as a free one (the quickstart issues the link all the same, drops its secret
+//! and mails that address a notice instead), or the form tells anyone who has which address.
 //!
 //! ```no_run
 //! use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
@@ -112,6 +116,8 @@
 //! #     fn address_of(&self, _id: &str) -> String { String::new() }
 //! #     fn mark_verified(&self, _id: &str) {}
 //! #     fn set_address(&self, _id: &str, _address: &str) {}
+//! #     fn set_pending(&self, _id: &str, _address: &str) {}
+//! #     fn pending(&self, _id: &str) -> Option<String> { None }
 //! # }
 //! # fn mail(_to: &str, _url: String) {}
 //! /// `POST /verify-email/{secret}`.
@@ -130,19 +136,28 @@
 //! struct NewAddress { address: String }
 //!
 //! /// `POST /email` from a logged-in user: a link to the new address.
-//! async fn change(user: AuthUser<Profile>, links: OneTimeLinks, form: web::Json<NewAddress>)
-//!     -> actix_web::Result<HttpResponse> {
+//! async fn change(
+//!     user: AuthUser<Profile>,
+//!     links: OneTimeLinks,
+//!     db: web::Data<Db>,
+//!     form: web::Json<NewAddress>,
+//! ) -> actix_web::Result<HttpResponse> {
 //!     let to = Recipient::new(&user.id, &form.address);
 //!     if let Some(link) = links.issue(LinkPurpose::ChangeEmail, &user.id, Some(to)).await? {
+//!         db.set_pending(&user.id, &form.address); // the latest request wins
 //!         mail(&form.address, format!("https://example.com/email/{}", link.secret()));
 //!     }
 //!     Ok(HttpResponse::Accepted().finish())
 //! }
 //!
-//! /// `POST /email/{secret}`: the account switches to the address the link went to.
+//! /// `POST /email/{secret}`: the account switches to the address the link went to, if it is
+//! /// the one the latest request named.
 //! async fn confirm(links: OneTimeLinks, db: web::Data<Db>, secret: web::Path<String>)
 //!     -> actix_web::Result<HttpResponse> {
 //!     let used = links.consume(LinkPurpose::ChangeEmail, &secret).await?;
+//!     if db.pending(used.user_id()).as_deref() != Some(used.address()) {
+//!         return Err(actix_login::Error::InvalidLink.into());
+//!     }
 //!     db.set_address(used.user_id(), used.address());
 //!     Ok(HttpResponse::NoContent().finish())
 //! }

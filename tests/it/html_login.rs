@@ -13,6 +13,7 @@ use awc::http::StatusCode;
 
 use crate::support::browser::{Browser, Driver};
 use crate::support::example::Example;
+use crate::support::mailbox::Mailbox;
 use crate::support::redis_server::{shared_redis_url, unique_prefix};
 
 const ALICE: (&str, &str) = ("alice", "alice-password-123");
@@ -29,13 +30,16 @@ fn start_in_memory() -> Example {
 }
 
 fn start_on_redis() -> Example {
+    start_on_redis_with(&[])
+}
+
+fn start_on_redis_with(env: &[(&str, &str)]) -> Example {
     let url = shared_redis_url();
     // Keys of its own: another test's alice must not show up in this one's session list.
     let prefix = unique_prefix();
-    let app = Example::start(
-        "html_login",
-        &[("REDIS_URL", &url), ("REDIS_KEY_PREFIX", &prefix)],
-    );
+    let mut all = vec![("REDIS_URL", url.as_str()), ("REDIS_KEY_PREFIX", &prefix)];
+    all.extend_from_slice(env);
+    let app = Example::start("html_login", &all);
     assert!(
         app.banner.contains("session store: Redis"),
         "{}",
@@ -50,6 +54,8 @@ struct Reply {
     location: Option<String>,
     content_type: Option<String>,
     retry_after: Option<String>,
+    referrer_policy: Option<String>,
+    cache_control: Option<String>,
     set_cookies: Vec<String>,
     body: String,
 }
@@ -170,6 +176,7 @@ where
         header("content-type"),
         header("retry-after"),
     );
+    let (referrer_policy, cache_control) = (header("referrer-policy"), header("cache-control"));
     let set_cookies = res
         .headers()
         .get_all("set-cookie")
@@ -181,6 +188,8 @@ where
         location,
         content_type,
         retry_after,
+        referrer_policy,
+        cache_control,
         set_cookies,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
@@ -419,6 +428,177 @@ async fn html_login_over_http_on_redis() {
     check_sign_in(&app).await;
     check_sessions(&app).await;
     check_sign_out(&app).await;
+}
+
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+/// Asserts the page for a link that no longer works.
+fn assert_link_gone(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, StatusCode::GONE, "{what}: {}", reply.body);
+    assert!(
+        reply.body.contains("This link no longer works"),
+        "{what}: {}",
+        reply.body
+    );
+    assert_eq!(reply.session_cookie(), None, "{what}");
+}
+
+/// "Forgot your password?" over HTTP: one answer for known and unknown names, a link that a
+/// look leaves working, the policy before the link is used, every session ended, a second
+/// use refused with `410`.
+async fn check_password_reset(app: &Example, mail: &Mailbox) {
+    let http = Http::new(app);
+    let login = http.get("/login", None).await;
+    assert!(
+        login
+            .body
+            .contains(r#"<a href="/password-reset">Forgot your password?</a>"#),
+        "{}",
+        login.body
+    );
+    let page = http.get("/password-reset", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf_input = format!(r#"<input type="hidden" name="{CSRF_FIELD}""#);
+    for input in [
+        r#"<form method="post" action="/password-reset">"#,
+        r#"name="username""#,
+        &csrf_input,
+    ] {
+        assert!(page.body.contains(input), "no {input} in\n{}", page.body);
+    }
+
+    // Bad links first: a page that says so, with 410, for a look and for a use.
+    for secret in ["x", "..", &"A".repeat(43), &"A".repeat(2000)] {
+        let path = format!("/password-reset/{secret}");
+        assert_link_gone(&http.get(&path, None).await, &path);
+        let form = [("password", NEW_PASSWORD)];
+        assert_link_gone(&http.post(&path, &form, None).await, &path);
+    }
+
+    // Known and unknown names: the same page; only the known one gets mail.
+    let known = http
+        .post("/password-reset", &[("username", "alice")], None)
+        .await;
+    let unknown = http
+        .post("/password-reset", &[("username", "mallory")], None)
+        .await;
+    assert_eq!(known.status, StatusCode::OK, "{}", known.body);
+    assert_eq!(
+        (unknown.status, &unknown.body, &unknown.set_cookies),
+        (known.status, &known.body, &known.set_cookies)
+    );
+    assert!(known.body.contains("Check your mail"), "{}", known.body);
+    let message = mail.next_to("alice@example.test").await;
+    assert!(message.subject.contains("password"), "{}", message.subject);
+    let (url, secret) = message.link(&app.base, "password-reset");
+    assert_eq!(url, format!("{}/password-reset/{secret}", app.base));
+    mail.assert_empty_for(Duration::from_millis(300)).await;
+
+    let before = http.session(ALICE).await;
+    let path = format!("/password-reset/{secret}");
+    // Looking shows the form, however often, and keeps the secret out of caches and Referers.
+    for _ in 0..2 {
+        let page = http.get(&path, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let action = format!(r#"<form method="post" action="{path}">"#);
+        for needle in [action.as_str(), &csrf_input, r#"name="password""#, "alice"] {
+            assert!(page.body.contains(needle), "no {needle} in\n{}", page.body);
+        }
+        assert_eq!(page.referrer_policy.as_deref(), Some("no-referrer"));
+        assert_eq!(page.cache_control.as_deref(), Some("no-store"));
+    }
+    // A password the policy refuses: the form again, and the link still works.
+    let weak = http.post(&path, &[("password", "alice")], None).await;
+    assert_eq!(weak.status, StatusCode::BAD_REQUEST, "{}", weak.body);
+    assert!(
+        weak.body.contains("Please choose another password"),
+        "{}",
+        weak.body
+    );
+    assert_eq!(http.get(&path, None).await.status, StatusCode::OK);
+
+    // The new password, from a browser signed in to the account (which sends the form's CSRF
+    // token, having no `Origin`): every session ends, this one's cookie is replaced, and the
+    // browser goes to sign in, told why.
+    let other = http.session(ALICE).await;
+    let form = http.get(&path, Some(&before)).await;
+    let token = field(&form.body, CSRF_FIELD).expect("the form carries the CSRF token");
+    assert!(!token.is_empty(), "{}", form.body);
+    let fields = [("password", NEW_PASSWORD), (CSRF_FIELD, token.as_str())];
+    let done = http.post(&path, &fields, Some(&before)).await;
+    done.assert_see_other("/login");
+    let flash = pair(
+        done.session_cookie()
+            .expect("a session for the flash message"),
+    );
+    assert_ne!(flash, before);
+    http.get("/", Some(&other))
+        .await
+        .assert_see_other("/login?next=%2F");
+    let page = http.get("/login", Some(&flash)).await;
+    assert!(
+        page.body.contains("Your password was changed"),
+        "{}",
+        page.body
+    );
+    http.get("/", Some(&before))
+        .await
+        .assert_see_other("/login?next=%2F");
+
+    // Used once: gone, for a look and for another use.
+    assert_link_gone(&http.get(&path, None).await, "a look after the use");
+    let again = http
+        .post(&path, &[("password", "yet another passphrase")], None)
+        .await;
+    assert_link_gone(&again, "a second use");
+
+    // The old password is refused, the new one works.
+    let old = http.log_in(ALICE, false, "/").await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "{}", old.body);
+    http.session(("alice", NEW_PASSWORD)).await;
+}
+
+#[actix_web::test]
+async fn html_login_password_reset_in_memory() {
+    let mail = Mailbox::new();
+    let app = Example::start("html_login", &[mail.env()]);
+    check_password_reset(&app, &mail).await;
+}
+
+#[actix_web::test]
+async fn html_login_password_reset_on_redis() {
+    let mail = Mailbox::new();
+    let app = start_on_redis_with(&[mail.env()]);
+    check_password_reset(&app, &mail).await;
+}
+
+/// Five reset links an hour per account by default; the sixth request gets the form back with
+/// `429` and `Retry-After`, for a name no account has just the same.
+#[actix_web::test]
+async fn html_login_limits_reset_links_alike_for_unknown_names() {
+    let mail = Mailbox::new();
+    let app = Example::start("html_login", &[mail.env()]);
+    let http = Http::new(&app);
+    for name in ["bob", "nobody"] {
+        for _ in 0..5 {
+            let reply = http
+                .post("/password-reset", &[("username", name)], None)
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.body);
+        }
+        let reply = http
+            .post("/password-reset", &[("username", name)], None)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{name}: {}",
+            reply.body
+        );
+        assert!(reply.body.contains("Try again in"), "{}", reply.body);
+        let retry: u64 = reply.retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+    }
 }
 
 #[actix_web::test]
@@ -709,5 +889,45 @@ async fn browser_signs_out_and_is_told_so() {
     browser.goto(&app.url("/")).await;
     let text = browser.wait_for_url(&app.url("/login?next=%2F")).await;
     assert!(!text.contains("Signed out"), "shown once: {text}");
+    browser.quit().await;
+}
+
+/// "Forgot your password?" as a person does it: from the login page to the mail, the link,
+/// the new password, and signing in with it while the old one is refused.
+#[actix_web::test]
+async fn browser_resets_a_forgotten_password() {
+    let mail = Mailbox::new();
+    let app = Example::start("html_login", &[mail.env()]);
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&app.url("/login")).await;
+    browser.click("a[href='/password-reset']").await;
+    browser.wait_for_url(&app.url("/password-reset")).await;
+    browser.fill("input[name=username]", "alice").await;
+    browser.click("form[action='/password-reset'] button").await;
+    browser.wait_for_text("Check your mail").await;
+
+    let (url, _) = mail
+        .next_to("alice@example.test")
+        .await
+        .link(&app.base, "password-reset");
+    browser.goto(&url).await;
+    let text = browser.wait_for_text("Choose a new password").await;
+    assert!(text.contains("alice"), "{text}");
+    browser.fill("input[name=password]", NEW_PASSWORD).await;
+    browser.click("form[method=post] button").await;
+    let text = browser.wait_for_url(&app.url("/login")).await;
+    assert!(text.contains("Your password was changed"), "{text}");
+
+    sign_in(&browser, ALICE, false).await;
+    browser.wait_for_text("Invalid username or password").await;
+    browser.goto(&app.url("/login")).await;
+    sign_in(&browser, ("alice", NEW_PASSWORD), false).await;
+    let text = browser.wait_for_url(&app.url("/")).await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+
+    // The link was used: opening it again says so.
+    browser.goto(&url).await;
+    browser.wait_for_text("This link no longer works").await;
     browser.quit().await;
 }

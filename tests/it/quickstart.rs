@@ -39,7 +39,7 @@ async fn check_contract(app: &Quickstart) {
         (status, body.as_str()),
         (
             StatusCode::OK,
-            r#"{"id":1,"username":"alice","email_verified":true}"#
+            r#"{"id":1,"username":"alice","email":"alice@example.test","email_verified":true}"#
         )
     );
 
@@ -753,7 +753,7 @@ async fn cookie_domain_applies(app: &Quickstart) {
         (status, body.as_str()),
         (
             StatusCode::OK,
-            r#"{"id":1,"username":"alice","email_verified":true}"#
+            r#"{"id":1,"username":"alice","email":"alice@example.test","email_verified":true}"#
         )
     );
     let cookies = app.log_out(&cookie).await;

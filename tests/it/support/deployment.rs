@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
 use actix_login::store::SessionStore;
 use actix_login::{
     AuthUser, Error, Login, LoginMiddleware, MemoryStore, RedisStore, Require, Session, Sessions,
@@ -201,6 +202,27 @@ async fn read_note(_user: AuthUser<u64>, session: Session) -> Result<String, Err
         .map_or_else(String::new, |n| n.to_string()))
 }
 
+/// A sign-in link for user `id`, mailed (in a real app) to `<id>@example.test`: the secret.
+async fn issue_link(links: OneTimeLinks, id: web::Path<u64>) -> Result<String, Error> {
+    let id = id.to_string();
+    let address = format!("{id}@example.test");
+    let issued = links
+        .issue(
+            LinkPurpose::SignIn,
+            &id,
+            Some(Recipient::new(&id, &address)),
+        )
+        .await?
+        .expect("a known account gets a link");
+    Ok(issued.secret().to_owned())
+}
+
+/// Uses the sign-in link `secret`: `200` with the user's id, or `410 invalid_link`.
+async fn use_link(links: OneTimeLinks, secret: web::Path<String>) -> Result<String, Error> {
+    let used = links.consume(LinkPurpose::SignIn, &secret).await?;
+    Ok(used.user_id().to_owned())
+}
+
 async fn instance(store: impl SessionStore) -> Call {
     erase(
         test::init_service(
@@ -219,7 +241,9 @@ async fn instance(store: impl SessionStore) -> Call {
                 .route("/password/{version}", web::post().to(password))
                 .route("/roles/{id}/{role}", web::post().to(set_role))
                 .route("/note/{n}", web::post().to(write_note))
-                .route("/note", web::get().to(read_note)),
+                .route("/note", web::get().to(read_note))
+                .route("/link/{id}", web::post().to(issue_link))
+                .route("/link/use/{secret}", web::post().to(use_link)),
         )
         .await,
     )
@@ -509,6 +533,14 @@ impl TestApp {
         let status = res.status().as_u16();
         let body = test::read_body(res).await;
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The body of a POST that must answer 200.
+    pub async fn read_post(&self, i: usize, path: &str, token: &str) -> String {
+        let res = self.call(i, post(path, Some(token))).await;
+        assert_eq!(res.status(), 200, "POST {path} on instance {i}");
+        let body = test::read_body(res).await;
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     /// Logs `user` in on instance `i` (with credentials version `version`, if any) and returns
