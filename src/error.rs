@@ -51,6 +51,7 @@ impl StoreError {
 /// | `unauthenticated` | 401 | [`Unauthenticated`](Error::Unauthenticated), [`Store`](Error::Store) with [`StoreError::Corrupt`] | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record; for a bearer token, the same with `WWW-Authenticate: Bearer` (`Bearer error="invalid_token"` for a token that is malformed, unknown or ended) |
 /// | `forbidden` | 403 | [`Forbidden`](Error::Forbidden) | [`Require::role`](crate::Require::role) or [`Require::scope`](crate::Require::scope) not met (a missing scope adds `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`) |
 /// | `reauth_required` | 403 | [`ReauthRequired`](Error::ReauthRequired) | [`Require::fresh`](crate::Require::fresh) not met, or [`Session::create_token`](crate::Session::create_token) from a session outside the fresh window or from a personal access token: ask for the password, not a new login |
+/// | `impersonating` | 403 | [`Impersonating`](Error::Impersonating) | an account change ([`credentials_changed`](crate::Session::credentials_changed), [`create_token`](crate::Session::create_token), revoking other sessions) from a session an admin [impersonates](crate::Session::impersonate) through, or an impersonation started from one |
 /// | `csrf_rejected` | 403 | [`CrossSiteRequest`](Error::CrossSiteRequest) | an unsafe request with the session cookie from another site, or a cross-site login |
 /// | `session_changed` | 409 | [`SessionChanged`](Error::SessionChanged) | a [data write](crate::Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
 /// | `login_superseded` | 409 | [`LoginSuperseded`](Error::LoginSuperseded) | a login whose new session racing logins of the same user ended, past [`max_sessions_per_user`](crate::LoginMiddlewareBuilder::max_sessions_per_user), before it could answer; no cookie or token is issued |
@@ -80,6 +81,10 @@ pub enum Error {
     /// ask for it again rather than log in again.
     #[error("password must be confirmed again")]
     ReauthRequired,
+    /// An account change from a session an admin [impersonates](crate::Session::impersonate)
+    /// another user through: an impersonator acts as the user, but never changes the account.
+    #[error("refused while impersonating")]
+    Impersonating,
     /// An unsafe request that a browser sent on behalf of another site.
     #[error("cross-site request refused")]
     CrossSiteRequest,

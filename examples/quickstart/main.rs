@@ -71,6 +71,13 @@
 //!   notice instead of a link, so the answer tells nothing about other accounts. Only the
 //!   latest request's address can be confirmed: an earlier link is `410 invalid_link`. Two
 //!   accounts confirming one address: the second gets `409 email_taken`.
+//! - Impersonation: `POST /admin/impersonate/{username}` (role `admin`, fresh password) `200`
+//!   with the user's profile and a session cookie: the browser acts as the user, `GET /me`
+//!   shows `"impersonated_by": "<admin>"`, and account changes (`POST /password`,
+//!   `POST /tokens`, revoking other sessions) are `403 impersonating`;
+//!   `POST /admin/impersonate/stop` `200` returns to the admin's own session. `404 not_found`
+//!   for an unknown user. Both users' `GET /activity` show `impersonation_started` and
+//!   `impersonation_ended`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
 //!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
@@ -285,6 +292,17 @@ async fn main() -> std::io::Result<()> {
                 web::resource("/admin")
                     .wrap(Require::role("admin"))
                     .route(web::get().to(admin::admin)),
+            )
+            // `stop` first: from the impersonation, which is no admin's session.
+            .service(
+                web::resource("/admin/impersonate/stop")
+                    .wrap(Require::login())
+                    .route(web::post().to(admin::stop_impersonating)),
+            )
+            .service(
+                web::resource("/admin/impersonate/{username}")
+                    .wrap(Require::role("admin").fresh())
+                    .route(web::post().to(admin::impersonate)),
             )
             .service(
                 web::resource("/users/{username}/roles")

@@ -176,9 +176,24 @@ pub enum EventKind {
         /// What the link was for.
         purpose: LinkPurpose,
     },
+    /// An admin started acting as the user (see
+    /// [`Session::impersonate`](crate::Session::impersonate)). `user_id` is the user's; the
+    /// admin's activity log gets the entry too.
+    ImpersonationStarted {
+        /// The impersonation session's public id.
+        session_id: String,
+        /// The admin's user id.
+        by: String,
+    },
+    /// An admin stopped acting as the user.
+    ImpersonationEnded {
+        /// The impersonation session's public id.
+        session_id: String,
+        /// The admin's user id.
+        by: String,
+    },
     // Second-factor events (enabled, disabled, code accepted, code refused) go here, each
-    // with its `ActivityKind` where users should see it in `activity_of` below.
-    // Impersonation (started, ended, by whom) goes here.
+    // with its `ActivityKind` where users should see it in `SecurityEvent::activity` below.
 }
 
 /// How a login proved who the user is; set with [`Login::method`](crate::Login::method).
@@ -296,6 +311,12 @@ impl SecurityEvent {
                 (ActivityKind::TokenRevoked, Some(session_id))
             }
             EventKind::LinkUsed { .. } => (ActivityKind::LinkUsed, None),
+            EventKind::ImpersonationStarted { session_id, .. } => {
+                (ActivityKind::ImpersonationStarted, Some(session_id))
+            }
+            EventKind::ImpersonationEnded { session_id, .. } => {
+                (ActivityKind::ImpersonationEnded, Some(session_id))
+            }
             // Throttled attempts are not written: a flood of them must cost the store nothing.
             EventKind::Throttled { .. } | EventKind::LinkIssued { .. } => return None,
         };
@@ -334,7 +355,9 @@ fn count(kind: &EventKind) {
         }
         EventKind::TokenCreated { .. }
         | EventKind::LinkIssued { .. }
-        | EventKind::LinkUsed { .. } => {}
+        | EventKind::LinkUsed { .. }
+        | EventKind::ImpersonationStarted { .. }
+        | EventKind::ImpersonationEnded { .. } => {}
     }
 }
 

@@ -18,6 +18,7 @@
 //! | `credentials.rs` | a password change that no login verified against the old one outlives |
 //! | `links.rs` | one-time links: issuing them under limits, looking at them, using them once |
 //! | `events.rs` | security events to subscribers, and each user's activity log |
+//! | `impersonation.rs` | an admin acting as another user, audited, and back |
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -31,6 +32,7 @@ mod address;
 mod credentials;
 mod data;
 pub mod events;
+mod impersonation;
 mod lifecycle;
 pub mod links;
 mod personal_tokens;

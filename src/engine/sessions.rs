@@ -46,7 +46,7 @@ impl std::fmt::Debug for Sessions {
 /// over: `id` is a public handle, not the token or its hash.
 ///
 /// Serialises as
-/// `{"id","kind","name","remembered","created_at","last_seen","expires_at","ip","user_agent","current"}`
+/// `{"id","kind","name","remembered","created_at","last_seen","expires_at","ip","user_agent","current","impersonated_by"}`
 /// with times in Unix seconds.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -76,6 +76,9 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
     /// Whether this is the session of the request that asked.
     pub current: bool,
+    /// The user id of the admin who acts as the user in this session, if it is an
+    /// [impersonation](crate::Session::impersonate).
+    pub impersonated_by: Option<String>,
 }
 
 /// How a client holds a session, as [`SessionInfo`] shows it.
@@ -250,6 +253,7 @@ impl SessionEngine {
             ip: record.ip().map(str::to_owned),
             user_agent: record.user_agent().map(str::to_owned),
             current,
+            impersonated_by: record.impersonated_by().map(str::to_owned),
         }
     }
 

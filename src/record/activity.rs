@@ -33,6 +33,10 @@ pub enum ActivityKind {
     /// A one-time link of the account was used (a sign-in link, a password reset, a mail
     /// verification).
     LinkUsed,
+    /// An admin started acting as the user; in the admin's log, as the user.
+    ImpersonationStarted,
+    /// An admin stopped acting as the user.
+    ImpersonationEnded,
     // Second-factor entries (enabled, disabled, a wrong code) go here with their events.
     /// An entry written by a newer version of this crate, of a kind this one does not know.
     #[serde(other)]

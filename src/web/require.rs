@@ -28,6 +28,7 @@ const MAX_NEXT_LEN: usize = 2048;
 /// | logged in, lacking every required role | `403 {"error":"forbidden"}` (never a redirect to login) |
 /// | a personal access token limited to other scopes than [`scope`](Require::scope) names | `403 {"error":"forbidden"}`, with `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1) |
 /// | logged in, password older than the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) with [`fresh`](Require::fresh) | `403 {"error":"reauth_required"}` |
+/// | an [impersonation](crate::Session::impersonate) session with [`fresh`](Require::fresh) | `403 {"error":"impersonating"}` |
 /// | session store unavailable | `503 {"error":"service_unavailable"}` |
 ///
 /// It reads the session through [`LoginMiddleware`](crate::LoginMiddleware), which must run
@@ -104,7 +105,9 @@ impl Require {
     }
 
     /// Also requires that the password was entered within the fresh window ("sudo mode").
-    /// Personal access tokens never pass: no password was entered in them.
+    /// Personal access tokens never pass: no password was entered in them. Nor does a session
+    /// an admin [impersonates](crate::Session::impersonate) the user through
+    /// (`403 {"error":"impersonating"}`): fresh routes are account changes.
     pub fn fresh(self) -> Self {
         self.with(|rule| rule.fresh = true)
     }
@@ -139,6 +142,10 @@ impl Rule {
             if !record.allows_scope(scope) {
                 return Err(Error::Forbidden);
             }
+        }
+        if self.fresh && record.impersonated_by().is_some() {
+            // Fresh routes are account changes: an impersonator never makes them.
+            return Err(Error::Impersonating);
         }
         if self.fresh && !rules.is_fresh_session(record, SystemTime::now()) {
             return Err(Error::ReauthRequired);

@@ -16,6 +16,7 @@ impl Error {
             Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Error::ReauthRequired => (StatusCode::FORBIDDEN, "reauth_required"),
+            Error::Impersonating => (StatusCode::FORBIDDEN, "impersonating"),
             Error::CrossSiteRequest => (StatusCode::FORBIDDEN, "csrf_rejected"),
             Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             Error::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
@@ -99,6 +100,7 @@ mod tests {
             Error::Unauthenticated,
             Error::Forbidden,
             Error::ReauthRequired,
+            Error::Impersonating,
             Error::CrossSiteRequest,
             Error::Throttled {
                 retry_after: std::time::Duration::from_secs(1),

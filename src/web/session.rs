@@ -199,6 +199,55 @@ impl Session {
             .await
     }
 
+    /// Lets the logged-in admin act as the user `login` names: a new session of that user
+    /// replaces the admin's in this browser, and records who impersonates
+    /// ([`AuthUser::impersonated_by`](crate::AuthUser::impersonated_by), and the session
+    /// list's `impersonated_by`). Through it, account changes are refused with
+    /// `403 {"error":"impersonating"}`: [`credentials_changed`](Self::credentials_changed),
+    /// [`create_token`](Self::create_token), and revoking any session but its own. The
+    /// admin's own session stays live; [`stop_impersonating`](Self::stop_impersonating)
+    /// returns to it. Both users' [activity logs](crate::Sessions::activity) show the start
+    /// and the end, and subscribers get
+    /// [`ImpersonationStarted`](crate::events::EventKind::ImpersonationStarted) and
+    /// [`ImpersonationEnded`](crate::events::EventKind::ImpersonationEnded).
+    ///
+    /// Guard the route: who may impersonate is the app's rule (a role, say, with
+    /// [`Require::role`](crate::Require::role)); this checks only that the admin's password was
+    /// entered within the [fresh window](crate::LoginMiddlewareBuilder::fresh_window). The
+    /// impersonation lasts the normal [timeouts](crate::LoginMiddlewareBuilder::timeouts), and
+    /// never past the admin's own session.
+    ///
+    /// ```
+    /// use actix_login::{AuthUser, Login, Session};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Profile { id: u64 }
+    ///
+    /// async fn impersonate(admin: AuthUser<Profile>, session: Session) -> Result<(), actix_login::Error> {
+    ///     // ... the route requires the admin role; look the target user up ...
+    ///     session.impersonate(Login::new("42", &Profile { id: 42 })).await
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live login; [`Error::ReauthRequired`] outside the
+    /// fresh window; [`Error::Impersonating`] from a session that impersonates already;
+    /// [`Error::InvalidInput`] for the admin themself, or on a bearer request; [`Error::Store`]
+    /// if the store fails.
+    pub async fn impersonate(&self, login: Login) -> Result<(), Error> {
+        let grant = self.grant(login, false)?;
+        self.state.impersonate(grant).await
+    }
+
+    /// Ends the impersonation this session is, and resumes the admin's own session under a new
+    /// token. Returns `false` if the admin's session ended meanwhile: the browser then has no
+    /// session.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live session; [`Error::InvalidInput`] if nobody
+    /// impersonates in it, or on a bearer request; [`Error::Store`] if the store fails.
+    pub async fn stop_impersonating(&self) -> Result<bool, Error> {
+        self.state.stop_impersonating().await
+    }
+
     /// Ends the client's session: deletes it from the store and sends a cookie that clears it.
     ///
     /// # Errors

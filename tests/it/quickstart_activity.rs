@@ -213,3 +213,123 @@ async fn a_login_from_a_new_browser_is_mailed_with_a_way_out() {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(app.me(&stranger).await, StatusCode::UNAUTHORIZED);
 }
+
+async fn impersonation_is_audited_and_changes_nothing(app: Quickstart) {
+    let alice = app.log_in("alice", "alice-password-123").await;
+    let bob = app.log_in("bob", "bob-password-456").await;
+
+    // Bob is no admin; nobody impersonates an unknown user.
+    let (status, _, _) = app
+        .call("POST", "/admin/impersonate/alice", None, Some(&bob))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = app
+        .call("POST", "/admin/impersonate/mallory", None, Some(&alice))
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#)
+    );
+
+    // Alice acts as bob.
+    let (status, cookies, body) = app
+        .call("POST", "/admin/impersonate/bob", None, Some(&alice))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let as_bob = session_cookie(&cookies);
+    let (status, _, me) = app.call("GET", "/me", None, Some(&as_bob)).await;
+    assert_eq!(status, StatusCode::OK);
+    let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(
+        (me["username"].as_str(), me["impersonated_by"].as_str()),
+        (Some("bob"), Some("alice"))
+    );
+    let (_, _, bobs_me) = app.call("GET", "/me", None, Some(&bob)).await;
+    assert!(!bobs_me.contains("impersonated_by"), "{bobs_me}");
+    let listed = app.session_list(&[("cookie", &bob)]).await;
+    assert!(
+        listed.iter().any(|s| s["impersonated_by"] == "1"),
+        "bob's list shows the impersonation: {listed:?}"
+    );
+
+    // No account change while impersonating.
+    const IMPERSONATING: &str = r#"{"error":"impersonating"}"#;
+    let change = r#"{"current_password":"bob-password-456","new_password":"bob-new-password-789"}"#;
+    let (status, _, body) = app
+        .call("POST", "/password", Some(change), Some(&as_bob))
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, IMPERSONATING)
+    );
+    let (status, _, body) = app
+        .call("POST", "/tokens", Some(r#"{"name":"x"}"#), Some(&as_bob))
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, IMPERSONATING)
+    );
+    let (status, _, body) = app
+        .call("POST", "/sessions/revoke-others", None, Some(&as_bob))
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::FORBIDDEN, IMPERSONATING)
+    );
+    assert_eq!(app.me(&bob).await, StatusCode::OK);
+    // Nor a second impersonation from the first.
+    let (status, _, _) = app
+        .call("POST", "/admin/impersonate/alice", None, Some(&as_bob))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Stop: back to alice's own session, under a new cookie.
+    let (status, cookies, body) = app
+        .call("POST", "/admin/impersonate/stop", None, Some(&as_bob))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let back = session_cookie(&cookies);
+    let (_, _, me) = app.call("GET", "/me", None, Some(&back)).await;
+    let me: serde_json::Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(
+        (me["username"].as_str(), me.get("impersonated_by")),
+        (Some("alice"), None)
+    );
+    assert_eq!(app.me(&as_bob).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.me(&alice).await,
+        StatusCode::UNAUTHORIZED,
+        "the old cookie was replaced"
+    );
+    let (status, _, _) = app
+        .call("POST", "/admin/impersonate/stop", None, Some(&back))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Both logs show it.
+    for cookie in [&back, &bob] {
+        let types: Vec<String> = activity(&app, cookie)
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            types[..2],
+            ["impersonation_ended", "impersonation_started"],
+            "{types:?}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn impersonation_on_memory() {
+    let app = Quickstart::spawn_with(&[("FRESH_WINDOW_SECS", "60")]);
+    impersonation_is_audited_and_changes_nothing(app).await;
+}
+
+#[actix_web::test]
+async fn impersonation_on_redis() {
+    let server = RedisServer::start();
+    let app = Quickstart::spawn_on_redis(&server.url(), &[("FRESH_WINDOW_SECS", "60")]);
+    impersonation_is_audited_and_changes_nothing(app).await;
+}

@@ -158,3 +158,38 @@ fn anonymous_sessions_have_no_log_and_no_events() {
         assert!(seen.lock().unwrap().is_empty());
     });
 }
+
+#[test]
+fn impersonation_reaches_the_subscribers_without_a_token() {
+    run(async {
+        let (engine, seen) = subscribed(engine_with(MemoryStore::new(), |_| {}));
+        let admin = login(&engine, "1").await;
+        let imp = engine
+            .impersonate(&admin.session, grant("2"))
+            .await
+            .unwrap();
+        let back = engine
+            .stop_impersonating(&imp.session)
+            .await
+            .unwrap()
+            .unwrap();
+        let events = wait_for(&seen, 3);
+        let id = imp.session.record.id();
+        assert!(matches!(
+            &events[1].kind,
+            EventKind::ImpersonationStarted { session_id, by } if session_id == id && by == "1"
+        ));
+        assert!(matches!(
+            &events[2].kind,
+            EventKind::ImpersonationEnded { session_id, by } if session_id == id && by == "1"
+        ));
+        assert_eq!(events[1].user_id.as_deref(), Some("2"));
+        for event in &events {
+            let json = serde_json::to_string(event).unwrap();
+            for issued in [&admin, &imp, &back] {
+                assert!(!json.contains(issued.token.as_str()), "{json}");
+                assert!(!json.contains(issued.session.key.as_str()), "{json}");
+            }
+        }
+    });
+}

@@ -55,5 +55,6 @@ async fn is_live(engine: &SessionEngine, token: &SessionToken) -> bool {
 
 mod events;
 mod failures;
+mod impersonation;
 mod lifecycle;
 mod races;
