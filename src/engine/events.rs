@@ -253,6 +253,18 @@ impl SecurityEvent {
         Self::new(Some(record.user_id()), kind).client(record.ip(), record.user_agent())
     }
 
+    /// The event of a login that became one when its second factor was proven.
+    pub(crate) fn second_factor_login(record: &SessionRecord) -> Self {
+        let kind = EventKind::LoginSucceeded {
+            session_id: record.id().to_owned(),
+            method: LoginMethod::Password,
+            new_device: false,
+            remembered: record.is_remembered(),
+            bearer: record.is_bearer(),
+        };
+        Self::new(Some(record.user_id()), kind).client(record.ip(), record.user_agent())
+    }
+
     /// The event of the session of `record` ending at its client's request.
     pub(crate) fn logout(record: &SessionRecord) -> Self {
         let kind = EventKind::LoggedOut {

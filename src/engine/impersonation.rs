@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::events::{EventKind, SecurityEvent};
 use super::lifecycle::random_id;
-use super::{ActiveSession, Grant, Issued, SessionEngine, SessionRecord, SessionToken};
+use super::{ActiveSession, Grant, Issued, Reauth, SessionEngine, SessionRecord, SessionToken};
 use crate::error::{Error, StoreError};
 use crate::record::{Lifetime, SessionData};
 
@@ -23,8 +23,8 @@ impl SessionEngine {
     ///
     /// # Errors
     /// [`Error::Impersonating`] from a session that impersonates already;
-    /// [`Error::ReauthRequired`] unless `admin` is a login whose password was entered within
-    /// the fresh window; [`Error::InvalidInput`] for no user, or the admin themself.
+    /// [`Error::ReauthRequired`] (or [`Error::SecondFactorReauthRequired`]) unless `admin` is a
+    /// login that proved every factor of its account within the fresh window; [`Error::InvalidInput`] for no user, or the admin themself.
     pub(crate) async fn impersonate(
         &self,
         admin: &ActiveSession,
@@ -34,9 +34,11 @@ impl SessionEngine {
             return Err(Error::Impersonating);
         }
         let now = SystemTime::now();
-        if !admin.record.is_login() || !self.rules.is_fresh_session(&admin.record, now) {
-            return Err(Error::ReauthRequired);
+        if !admin.record.is_login() {
+            return Err(Error::Unauthenticated);
         }
+        // Every factor the admin's account has, proven lately.
+        self.rules.check_fresh(&admin.record, now)?;
         if grant.user_id.is_empty() || grant.user_id == admin.record.user_id() {
             return Err(Error::InvalidInput);
         }
@@ -119,7 +121,7 @@ impl SessionEngine {
             expires_at: stored.expires_at,
             refreshed: false,
         };
-        match self.rotate(&admin, false).await {
+        match self.rotate(&admin, Reauth::None).await {
             Ok(issued) => Ok(Some(issued)),
             Err(Error::Unauthenticated) => Ok(None),
             Err(err) => Err(err),

@@ -43,6 +43,8 @@ struct Inner {
     activity: HashMap<String, (VecDeque<ActivityEntry>, SystemTime)>,
     /// The id the next activity entry gets: ids only grow, so they order entries.
     next_activity_id: u64,
+    /// Single-use claims (second-factor codes), each until its own end.
+    claims: HashMap<String, SystemTime>,
     creations_since_sweep: u32,
 }
 
@@ -135,6 +137,7 @@ impl Inner {
             .retain(|_, (_, kept_until)| *kept_until > now);
         self.links.retain(|_, link| link.expires_at() > now);
         self.activity.retain(|_, (_, kept_until)| *kept_until > now);
+        self.claims.retain(|_, until| *until > now);
         self.creations_since_sweep = 0;
     }
 }
@@ -399,6 +402,21 @@ impl SessionStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        inner.creations_since_sweep += 1;
+        if inner.creations_since_sweep >= SWEEP_EVERY {
+            inner.sweep(now);
+        }
+        // Checked and written under one lock: of two racing claims, the second sees the first.
+        if inner.claims.get(name).is_some_and(|until| *until > now) {
+            return Ok(false);
+        }
+        inner.claims.insert(name.to_owned(), now + ttl);
+        Ok(true)
     }
 }
 

@@ -373,6 +373,30 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = (user_id, before, limit);
         std::future::ready(Err(StoreError::unavailable(NO_ACTIVITY)))
     }
+
+    /// Records `name` as used for `ttl`, unless it already is: `Ok(true)` for the call that
+    /// recorded it, `Ok(false)` while the record stands. Of any number of concurrent calls for
+    /// one name, on every app instance sharing the store, exactly one gets `true`. This is what
+    /// makes a second-factor code single-use (a TOTP code's time step, a recovery code), so a
+    /// record must outlive `ttl` by no less than the store's clock allows and must never be
+    /// lost while it stands (a store with replicas waits for one, as for a deleted session).
+    ///
+    /// `name` is made by the crate from hashes: short, printable ASCII, holding no secret.
+    ///
+    /// The default answers with an error, like the one-time link methods: a store that keeps
+    /// no such records makes every second-factor code fail with `503`, and nothing else
+    /// changes. [`store::contract::check_claims`](crate::store::contract::check_claims)
+    /// checks a store that keeps them.
+    fn claim_once(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> {
+        let _ = (name, ttl);
+        std::future::ready(Err(StoreError::unavailable(
+            "this session store keeps no single-use claims",
+        )))
+    }
 }
 
 /// What a store without an activity log answers.
@@ -592,6 +616,11 @@ pub(crate) trait DynStore: Send + Sync {
         before: Option<&'a str>,
         limit: usize,
     ) -> LocalBoxFuture<'a, Result<Vec<ActivityEntry>, StoreError>>;
+    fn claim_once<'a>(
+        &'a self,
+        name: &'a str,
+        ttl: Duration,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 }
 
 impl<S: SessionStore> DynStore for S {
@@ -739,5 +768,13 @@ impl<S: SessionStore> DynStore for S {
         limit: usize,
     ) -> LocalBoxFuture<'a, Result<Vec<ActivityEntry>, StoreError>> {
         Box::pin(SessionStore::activity(self, user_id, before, limit))
+    }
+
+    fn claim_once<'a>(
+        &'a self,
+        name: &'a str,
+        ttl: Duration,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(SessionStore::claim_once(self, name, ttl))
     }
 }

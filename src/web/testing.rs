@@ -98,6 +98,7 @@ impl LoginMiddleware {
             bearer,
             method: crate::engine::events::LoginMethod::default(),
             new_device: false,
+            factors: login.factors,
         };
         self.engine.login(None, None, grant, false).await.result
     }

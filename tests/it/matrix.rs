@@ -18,7 +18,7 @@
 
 use actix_web::http::header;
 
-use crate::support::deployment::{rounds, Deployment, TestApp};
+use crate::support::deployment::{rounds, Deployment, TestApp, TOTP_SECRET};
 use crate::support::http::UNAVAILABLE;
 
 /// One module per guarantee, one test per deployment in it: `matrix::<guarantee>::<name>`.
@@ -137,6 +137,22 @@ cells! { data_writes:
 }
 
 cells! { one_time_links:
+    memory => Memory,
+    one_redis => OneRedis,
+    two_plain => TwoPlain,
+    two_caching => TwoCaching,
+    plain_to_caching => PlainToCaching,
+    caching_to_plain => CachingToPlain,
+    cluster => Cluster,
+    sentinel => Sentinel,
+    tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
+}
+
+cells! { second_factor:
     memory => Memory,
     one_redis => OneRedis,
     two_plain => TwoPlain,
@@ -485,5 +501,51 @@ async fn one_time_links(deployment: Deployment) {
         (0, 0),
         "{deployment:?}: in {rounds} rounds, links used twice and links used after a password \
          change on another instance"
+    );
+}
+
+/// A login whose second factor is due is no login on any instance, and a TOTP code completes
+/// one login only, whichever instances it is tried on and however close together.
+async fn second_factor(deployment: Deployment) {
+    let app = TestApp::spawn(deployment).await;
+    let (end, next) = app.pair();
+    let rounds = rounds(deployment);
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(TOTP_SECRET).unwrap())
+        .build()
+        .unwrap();
+    let (mut double_uses, mut half_logins_let_in) = (0, 0);
+    for round in 0..rounds {
+        let user = round as u64;
+        let a = app.half_log_in(end, user).await;
+        let b = app.half_log_in(next, user).await;
+        for (i, token) in [(end, &a), (next, &a), (end, &b), (next, &b)] {
+            half_logins_let_in += usize::from(app.get(i, "/me", token).await != 401);
+        }
+        let path = format!("/second-factor/{}", totp.generate_current());
+        // Both instances at once: exactly one may use it; then a third half-login on each.
+        let (x, y) =
+            futures_util::future::join(app.post(end, &path, &a), app.post(next, &path, &b)).await;
+        let c = app.half_log_in(end, user).await;
+        let uses = [
+            x,
+            y,
+            app.post(next, &path, &c).await,
+            app.post(end, &path, &c).await,
+        ];
+        for code in uses {
+            assert!(
+                code == 200 || code == 401,
+                "{deployment:?}: a code answered {code}"
+            );
+        }
+        let used = uses.iter().filter(|code| **code == 200).count();
+        assert!(used >= 1, "{deployment:?}: a fresh code was refused");
+        double_uses += used - 1;
+    }
+    assert_eq!(
+        (double_uses, half_logins_let_in),
+        (0, 0),
+        "{deployment:?}: in {rounds} rounds, codes used twice and half-logins let in"
     );
 }

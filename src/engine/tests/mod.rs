@@ -38,6 +38,7 @@ fn grant(user_id: &str) -> Grant {
         bearer: false,
         method: crate::engine::events::LoginMethod::default(),
         new_device: false,
+        factors: crate::record::Factors::Password,
     }
 }
 

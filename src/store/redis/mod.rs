@@ -36,6 +36,7 @@ use crate::telemetry;
 mod activity;
 mod actix_session;
 mod builder;
+mod claims;
 mod codec;
 mod connection;
 mod credentials;
@@ -678,5 +679,9 @@ impl SessionStore for RedisStore {
         limit: usize,
     ) -> Result<Vec<ActivityEntry>, StoreError> {
         activity::activity(self, user_id, before, limit).await
+    }
+
+    async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        claims::claim_once(self, name, ttl).await
     }
 }

@@ -327,4 +327,12 @@ impl<S: actix_login::store::SessionStore> actix_login::store::SessionStore for W
     ) -> Result<Vec<actix_login::events::ActivityEntry>, actix_login::StoreError> {
         self.inner.activity(user_id, before, limit).await
     }
+
+    async fn claim_once(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, actix_login::StoreError> {
+        self.inner.claim_once(name, ttl).await
+    }
 }
