@@ -44,6 +44,13 @@ const MAX_USER_AGENT: usize = 256;
 ///     Ok(HttpResponse::NoContent().finish())
 /// }
 /// ```
+///
+/// # In your own middleware
+///
+/// A `Session` keeps a handle on the request, and Actix Web panics when a request's routing
+/// finds another handle alive. In a `from_fn` middleware, do not hold a `Session` across
+/// `next.call(req)`: extract it afterwards from the response's request
+/// (`Session::extract(res.request())`), or drop it before calling on.
 pub struct Session {
     state: Rc<RequestSession>,
     request: HttpRequest,
