@@ -53,6 +53,7 @@ impl StoreError {
 /// | `invalid_code` | 401 | [`InvalidCode`](Error::InvalidCode) | a [second-factor](crate::two_factor) code (TOTP or recovery code) that is wrong, malformed, or used before |
 /// | `forbidden` | 403 | [`Forbidden`](Error::Forbidden) | [`Require::role`](crate::Require::role) or [`Require::scope`](crate::Require::scope) not met (a missing scope adds `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`) |
 /// | `reauth_required` | 403 | [`ReauthRequired`](Error::ReauthRequired) | [`Require::fresh`](crate::Require::fresh) not met, or [`Session::create_token`](crate::Session::create_token) from a session outside the fresh window or from a personal access token: ask for the password, not a new login |
+/// | `impersonating` | 403 | [`Impersonating`](Error::Impersonating) | an account change ([`credentials_changed`](crate::Session::credentials_changed), [`create_token`](crate::Session::create_token), revoking other sessions) from a session an admin [impersonates](crate::Session::impersonate) through, or an impersonation started from one |
 /// | `second_factor_reauth_required` | 403 | [`SecondFactorReauthRequired`](Error::SecondFactorReauthRequired) | [`Require::fresh`](crate::Require::fresh) (or [`Session::create_token`](crate::Session::create_token)) on an account with a second factor, from a session whose password is fresh but whose last proof left the second factor out (a trusted browser, a password-only reauthentication): ask for the password and a code |
 /// | `csrf_rejected` | 403 | [`CrossSiteRequest`](Error::CrossSiteRequest) | an unsafe request with the session cookie from another site, or a cross-site login |
 /// | `session_changed` | 409 | [`SessionChanged`](Error::SessionChanged) | a [data write](crate::Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
@@ -84,6 +85,10 @@ pub enum Error {
     /// ask for it again rather than log in again.
     #[error("password must be confirmed again")]
     ReauthRequired,
+    /// An account change from a session an admin [impersonates](crate::Session::impersonate)
+    /// another user through: an impersonator acts as the user, but never changes the account.
+    #[error("refused while impersonating")]
+    Impersonating,
     /// The password was verified, but the account's second factor is still due: the session is
     /// not a login yet.
     #[error("the second factor is still due")]

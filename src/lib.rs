@@ -393,6 +393,7 @@
 //! | `two-factor` | yes | [`TwoFactor`](two_factor::TwoFactor): TOTP (RFC 6238, through totp-rs), recovery codes, trusted browsers (implies `throttle`); without it [`two_factor`] still has the [login state](two_factor::SecondFactor) for a second factor of your own |
 //! | `test-util` | | [`LoginMiddleware::test_cookie`] and [`test_bearer`](LoginMiddleware::test_bearer), a logged-in request in one line in your tests; [`store::contract`], the store contract for your own backend's tests |
 //! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
+//! | `metrics` | | counters and store latency through the [`metrics`](https://docs.rs/metrics) facade, named `actix_login_*` (see [`events`](crate::events#metrics)) |
 //!
 //! `default-features = false` leaves the core: the engine, the middleware and extractors, and
 //! [`MemoryStore`]. The source layout, and which layer may use which, is described in
@@ -424,13 +425,14 @@ mod error;
 mod protect;
 mod record;
 pub mod store;
+mod telemetry;
 mod web;
 
 // The app's API: what a handler, a `main` and a test of an app name. A store's own interface
 // (the traits, the record and key types) is under `store`, and each type has one path.
 pub use actix_web::cookie::SameSite;
 
-pub use crate::engine::links;
+pub use crate::engine::{events, links};
 pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, Timeouts};
 pub use crate::error::{Error, StoreError};
 #[cfg(feature = "password")]

@@ -177,12 +177,17 @@ pub(crate) async fn start_credentials(
 pub(crate) async fn me(user: AuthUser<Profile>, users: web::Data<Users>) -> web::Json<Me> {
     let email_verified = users.email_verified(&user.username);
     let email = users.email(&user.username).unwrap_or_default();
+    let impersonated_by = user
+        .impersonated_by()
+        .and_then(|admin| users.find_by_id(admin))
+        .map(|(name, _, _)| name);
     let Profile { id, username } = user.into_inner();
     web::Json(Me {
         id,
         username,
         email,
         email_verified,
+        impersonated_by,
     })
 }
 
@@ -193,6 +198,9 @@ pub(crate) struct Me {
     username: String,
     email: String,
     email_verified: bool,
+    /// The admin acting as the user, by username, in an impersonation session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impersonated_by: Option<String>,
 }
 
 pub(crate) async fn logout(

@@ -1,6 +1,7 @@
-//! The admin-only routes: `GET /admin` and role changes that reach live sessions.
+//! The admin-only routes: `GET /admin`, role changes that reach live sessions, and
+//! impersonation.
 
-use actix_login::{AuthUser, Sessions};
+use actix_login::{AuthUser, Login, Session, Sessions};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -72,4 +73,45 @@ pub(crate) async fn push_roles(
             _ => return Ok(()),
         }
     }
+}
+
+/// `POST /admin/impersonate/{username}` (admins, with a fresh password; see the route): this
+/// browser acts as the user until `POST /admin/impersonate/stop`. `200` with the user's
+/// profile and their session's cookie; `404 not_found` for no such user, `400 invalid_input`
+/// for oneself.
+pub(crate) async fn impersonate(
+    session: Session,
+    users: web::Data<Users>,
+    username: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    let not_found = || HttpResponse::NotFound().json(json!({ "error": "not_found" }));
+    let Some((profile, roles, _)) =
+        canonical_username(&username).and_then(|name| users.find(&name))
+    else {
+        return Ok(not_found());
+    };
+    session
+        .impersonate(Login::new(profile.id.to_string(), &profile).roles(roles))
+        .await?;
+    Ok(HttpResponse::Ok().json(profile))
+}
+
+/// `POST /admin/impersonate/stop`, from the impersonation: back to the admin's own session,
+/// `200` with the admin's profile and a new cookie for it (`401` if it ended meanwhile);
+/// `400 not_impersonating` from any other session.
+pub(crate) async fn stop_impersonating(
+    user: AuthUser<Profile>,
+    session: Session,
+    users: web::Data<Users>,
+) -> actix_web::Result<HttpResponse> {
+    let Some(admin) = user.impersonated_by().map(str::to_owned) else {
+        return Ok(HttpResponse::BadRequest().json(json!({ "error": "not_impersonating" })));
+    };
+    if !session.stop_impersonating().await? {
+        return Ok(HttpResponse::Unauthorized().json(json!({ "error": "unauthenticated" })));
+    }
+    Ok(match users.find_by_id(&admin) {
+        Some((_, profile, _)) => HttpResponse::Ok().json(profile),
+        None => HttpResponse::Ok().json(json!({ "id": admin })),
+    })
 }

@@ -26,6 +26,11 @@
 //!   `GET /sessions` (browser sessions and tokens, told apart by `"kind"`, `browser` or
 //!   `token`, with a token's `"name"` and whether a login is `"remembered"`),
 //!   `DELETE /sessions/{id}`, `POST /sessions/revoke-others`, which end tokens too;
+//!   `GET /activity`, the account's security history, newest first:
+//!   `[{"id","type","at","ip","user_agent","session_id"}...]` with types such as `login`,
+//!   `new_device` (a login from a browser without the account's device cookie),
+//!   `login_failed`, `logout`, `session_revoked`, `password_changed`, `token_created`
+//!   (`?before=<id>` pages on);
 //!   `POST /tokens` `{"name","expires_in_secs"}` (a name of 1 to 64 bytes, not blank; an
 //!   optional lifetime): `201 {"id","token","expires_at"}`, a personal access token whose
 //!   secret is shown only there (`400 invalid_input` for bad input). Making a token is an
@@ -63,6 +68,10 @@
 //!   device cookies). A link works once: used, expired, of another route, or older than the
 //!   password, it is `410 invalid_link`. More than 5 links an hour for an account or an
 //!   address, or 30 for a client, is `429 too_many_links` with `Retry-After`.
+//!   With `NEW_DEVICE_MAIL=1`, a login from a browser without the account's device cookie
+//!   mails "New sign-in to your account" with where from and a `/password-reset/<secret>` link
+//!   ("this wasn't me": a new password ends every session, that one included; the link counts
+//!   toward the account's link limit).
 //!   Mail goes to one file per message in `MAIL_DIR`, or through SMTP to `SMTP_URL`, or
 //!   nowhere (logged without the link); `MAGIC_LINK_TTL_SECS` (default 900),
 //!   `PASSWORD_RESET_TTL_SECS` (3600), `VERIFY_EMAIL_TTL_SECS` (86400) and
@@ -76,6 +85,13 @@
 //!   notice instead of a link, so the answer tells nothing about other accounts. Only the
 //!   latest request's address can be confirmed: an earlier link is `410 invalid_link`. Two
 //!   accounts confirming one address: the second gets `409 email_taken`.
+//! - Impersonation: `POST /admin/impersonate/{username}` (role `admin`, fresh password) `200`
+//!   with the user's profile and a session cookie: the browser acts as the user, `GET /me`
+//!   shows `"impersonated_by": "<admin>"`, and account changes (`POST /password`,
+//!   `POST /tokens`, revoking other sessions) are `403 impersonating`;
+//!   `POST /admin/impersonate/stop` `200` returns to the admin's own session. `404 not_found`
+//!   for an unknown user. Both users' `GET /activity` show `impersonation_started` and
+//!   `impersonation_ended`.
 //! - Role `admin` (`401` without a login, `403` without the role): `GET /admin`, and
 //!   `PUT /users/{username}/roles` `{"roles":["admin"]}`, `204`, which every live session of the
 //!   user sees on its next request (`400 invalid_input` or `unknown_role`, `404 not_found`).
@@ -95,6 +111,8 @@
 //! `TRUST_PROXIES` (comma-separated addresses) names reverse proxies whose `X-Forwarded-For` is
 //! believed; from one machine, `TRUST_PROXIES=127.0.0.1` lets curl play clients anywhere:
 //! `curl -H 'X-Forwarded-For: 2001:db8::1' ...`.
+//! `METRICS=1` serves `GET /metrics`, the crate's counters (`actix_login_logins_total`...)
+//! and store latency in Prometheus text format (with the crate's `metrics` feature).
 //! `COOKIE_DOMAIN=example.com` sends the session cookie to every host under `example.com`: it
 //! gets a `Domain` and is named `__Secure-id`, since browsers refuse a `__Host-` cookie with one.
 //!
@@ -148,9 +166,11 @@ mod data;
 mod email;
 mod links;
 mod mail;
+mod new_device;
 mod second_factor;
 mod sessions;
 mod store;
+mod telemetry;
 mod tokens;
 mod users;
 
@@ -216,7 +236,9 @@ async fn main() -> std::io::Result<()> {
     let two_factor = web::Data::new(two_factor.issuer("actix-login quickstart"));
     let second_factors = web::Data::new(second_factor::SecondFactors::default());
     // `try_build`, not `build`: a bad COOKIE_DOMAIN is a message, not a panic.
+    let (new_sign_ins, notices) = new_device::notices();
     let login_middleware = config::configure(builder)?
+        .on_event(new_sign_ins)
         .try_build()
         .map_err(std::io::Error::other)?;
     let login_throttle = web::Data::new(config::throttle(login_throttle)?);
@@ -229,6 +251,14 @@ async fn main() -> std::io::Result<()> {
     let users = web::Data::new(users);
     let mailer = web::Data::new(mail::Mailer::from_env()?);
     let link_base = web::Data::new(links::LinkBase(format!("http://{addr}")));
+    let metrics = web::Data::new(telemetry::from_env()?);
+    new_device::mail_notices(
+        notices,
+        login_middleware.links(),
+        users.clone(),
+        mailer.clone(),
+        link_base.clone(),
+    );
 
     println!("listening on http://{addr}");
     HttpServer::new(move || {
@@ -237,6 +267,9 @@ async fn main() -> std::io::Result<()> {
             .app_data(login_throttle.clone())
             .app_data(mailer.clone())
             .app_data(link_base.clone())
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(telemetry::metrics))
+            .route("/activity", web::get().to(sessions::activity))
             .app_data(two_factor.clone())
             .app_data(second_factors.clone())
             .app_data(json_config())
@@ -317,6 +350,17 @@ async fn main() -> std::io::Result<()> {
                 web::resource("/admin")
                     .wrap(Require::role("admin"))
                     .route(web::get().to(admin::admin)),
+            )
+            // `stop` first: from the impersonation, which is no admin's session.
+            .service(
+                web::resource("/admin/impersonate/stop")
+                    .wrap(Require::login())
+                    .route(web::post().to(admin::stop_impersonating)),
+            )
+            .service(
+                web::resource("/admin/impersonate/{username}")
+                    .wrap(Require::role("admin").fresh())
+                    .route(web::post().to(admin::impersonate)),
             )
             .service(
                 web::resource("/users/{username}/roles")

@@ -2,6 +2,7 @@
 
 use actix_login::{AuthUser, Session};
 use actix_web::{web, HttpResponse};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::users::Profile;
@@ -31,4 +32,21 @@ pub(crate) async fn revoke_other_sessions(
 ) -> actix_web::Result<HttpResponse> {
     session.revoke_other_sessions().await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ActivityPage {
+    /// The `id` of the last entry of the previous page.
+    before: Option<String>,
+}
+
+/// The user's own security history, newest first, 50 entries a page:
+/// `[{"id","type","at","ip","user_agent","session_id"}, ...]`; `?before=<id>` for the next page.
+pub(crate) async fn activity(
+    _user: AuthUser<Profile>,
+    session: Session,
+    page: web::Query<ActivityPage>,
+) -> actix_web::Result<HttpResponse> {
+    let entries = session.activity(page.before.as_deref(), 50).await?;
+    Ok(HttpResponse::Ok().json(entries))
 }

@@ -8,6 +8,7 @@
 //! session if they differ. Whichever order the two interleave in, either the revocation's
 //! listing finds the new session, or the login reads the new version.
 
+use super::events::{EventKind, SecurityEvent};
 use super::{CredentialsVersion, SessionEngine, SessionKey};
 use crate::error::Error;
 
@@ -31,11 +32,15 @@ impl SessionEngine {
         self.store
             .set_credentials_version(user_id, version.as_str(), keep_for)
             .await?;
-        let revoked = match kept {
-            Some(kept) => self.revoke_others(user_id, kept).await?,
-            None => self.revoke_all(user_id).await?,
-        };
+        let revoked = self
+            .revoke_where(user_id, |_, record| Some(record.id()) != kept)
+            .await?
+            .len();
         tracing::info!(user_id, revoked, "credentials changed; sessions revoked");
+        let event = EventKind::CredentialsChanged {
+            sessions_revoked: revoked,
+        };
+        self.note(SecurityEvent::new(Some(user_id), event)).await;
         Ok(revoked)
     }
 

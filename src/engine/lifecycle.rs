@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use super::events::SecurityEvent;
 use super::{
     ActiveSession, DataNeed, Grant, Issued, Reauth, SessionEngine, SessionKey, SessionRecord,
     SessionToken,
@@ -274,14 +275,27 @@ impl SessionEngine {
                 second_factor_due = pending,
                 "login"
             );
-            // A login waiting for its second factor is none yet: it ends no other session.
-            if !pending && !self.trim_to_cap(record.user_id(), &key).await? {
+            // A login waiting for its second factor is none yet: it ends no other session, and
+            // is no login event (completing the second factor is). The activity log's write goes
+            // out beside the cap's listing: no round trip of its own.
+            let event = SecurityEvent::login(&grant, &record);
+            let kept = if pending {
+                true
+            } else {
+                let trim = self.trim_to_cap(record.user_id(), &key);
+                let (kept, ()) = futures_util::future::join(trim, self.log_activity(&event)).await;
+                kept?
+            };
+            if !kept {
                 tracing::warn!(
                     session = key.short(),
                     user_id = record.user_id(),
                     "login refused: its session ended before the login finished"
                 );
                 return Err(Error::LoginSuperseded);
+            }
+            if !pending {
+                self.emit(event);
             }
             let session = ActiveSession {
                 key,
@@ -309,8 +323,13 @@ impl SessionEngine {
         };
         let deleted = self.store.delete(key).await?;
         tracing::info!(session = key.short(), "logout");
+        if let Some(record) = owner.as_ref().filter(|record| !record.is_anonymous()) {
+            self.note(SecurityEvent::logout(record)).await;
+        }
         if let (false, Some(record)) = (deleted, owner) {
-            self.revoke(record.user_id(), record.id()).await?;
+            // Its logout is noted above; this only follows it to the new key.
+            self.revoke_where(record.user_id(), |_, moved| moved.id() == record.id())
+                .await?;
         }
         Ok(())
     }
@@ -420,7 +439,12 @@ impl SessionEngine {
             user_id = record.user_id(),
             "login: second factor verified"
         );
-        if !self.trim_to_cap(record.user_id(), &key).await? {
+        // Now it is a login: its event and activity entry, the entry beside the cap's listing.
+        // (Whether the browser was new is not known here: `new_device` is false.)
+        let event = SecurityEvent::second_factor_login(&record);
+        let trim = self.trim_to_cap(record.user_id(), &key);
+        let (kept, ()) = futures_util::future::join(trim, self.log_activity(&event)).await;
+        if !kept? {
             tracing::warn!(
                 session = key.short(),
                 user_id = record.user_id(),
@@ -428,6 +452,7 @@ impl SessionEngine {
             );
             return Err(Error::LoginSuperseded);
         }
+        self.emit(event);
         let session = ActiveSession {
             key,
             record,

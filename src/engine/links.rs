@@ -229,6 +229,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::address::address_bucket;
+use super::events::{EventKind, SecurityEvent};
 use super::SessionEngine;
 use crate::error::{Error, StoreError};
 pub use crate::record::LinkPurpose;
@@ -628,6 +629,11 @@ impl SessionEngine {
             link = key.short(),
             "one-time link issued"
         );
+        let event = EventKind::LinkIssued { purpose };
+        self.emit(
+            SecurityEvent::new(Some(to.user_id), event)
+                .client(client.map(|ip| ip.to_string()).as_deref(), None),
+        );
         Ok(Some(IssuedLink {
             secret,
             purpose,
@@ -677,6 +683,9 @@ impl SessionEngine {
                 link = key.short(),
                 "one-time link used"
             );
+            let event = EventKind::LinkUsed { purpose };
+            self.note(SecurityEvent::new(Some(record.user_id()), event))
+                .await;
         }
         Ok(LinkInfo { record })
     }

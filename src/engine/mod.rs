@@ -17,6 +17,8 @@
 //! | `address.rs` | client addresses as counters see them |
 //! | `credentials.rs` | a password change that no login verified against the old one outlives |
 //! | `links.rs` | one-time links: issuing them under limits, looking at them, using them once |
+//! | `events.rs` | security events to subscribers, and each user's activity log |
+//! | `impersonation.rs` | an admin acting as another user, audited, and back |
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -29,6 +31,8 @@ use crate::store::DynStore;
 mod address;
 mod credentials;
 mod data;
+pub mod events;
+mod impersonation;
 mod lifecycle;
 pub mod links;
 mod personal_tokens;
@@ -50,6 +54,7 @@ pub use self::sessions::{SessionInfo, SessionKind, Sessions};
 pub(crate) struct SessionEngine {
     store: Arc<dyn DynStore>,
     rules: Arc<SessionRules>,
+    events: Arc<events::EventSink>,
 }
 
 impl std::fmt::Debug for SessionEngine {
@@ -70,7 +75,14 @@ impl SessionEngine {
         Self {
             store,
             rules: Arc::new(rules),
+            events: Arc::default(),
         }
+    }
+
+    /// The engine, sending its events to `events`.
+    pub(crate) fn with_events(mut self, events: events::EventSink) -> Self {
+        self.events = Arc::new(events);
+        self
     }
 
     pub(crate) fn rules(&self) -> &SessionRules {
@@ -124,6 +136,10 @@ pub(crate) struct Grant {
     pub(crate) remember: bool,
     /// Whether the client gets a bearer token rather than a cookie.
     pub(crate) bearer: bool,
+    /// How the user proved who they are, for the login's event.
+    pub(crate) method: events::LoginMethod,
+    /// Whether the throttle found no device cookie for the account on the request.
+    pub(crate) new_device: bool,
     /// What the login proved: the password alone, or the password with the second factor
     /// still due (no login yet), or skipped on a trusted browser.
     pub(crate) factors: Factors,

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
+use super::events::SecurityEvent;
 use super::lifecycle::random_id;
 use super::{ActiveSession, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken};
 use crate::error::Error;
@@ -214,6 +215,7 @@ impl SessionEngine {
                     user_id = record.user_id(),
                     "personal access token created"
                 );
+                self.note(SecurityEvent::token_created(&record)).await;
                 let session = ActiveSession {
                     key,
                     record,

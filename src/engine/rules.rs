@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::links::LinkSettings;
+use crate::record::ActivityLimits;
 use crate::record::{Factors, Lifetime, SessionRecord};
 
 /// Whether a session may do what needs a recent proof of identity ("sudo mode").
@@ -162,6 +163,8 @@ pub(crate) struct SessionRules {
     anonymous_per_network: u32,
     anonymous_per_minute: u32,
     links: LinkSettings,
+    /// The activity log's bounds; `None` when it is off.
+    activity_log: Option<ActivityLimits>,
 }
 
 impl Default for SessionRules {
@@ -184,9 +187,16 @@ impl Default for SessionRules {
             anonymous_per_network: DEFAULT_ANONYMOUS_PER_NETWORK,
             anonymous_per_minute: DEFAULT_ANONYMOUS_PER_MINUTE,
             links: LinkSettings::default(),
+            activity_log: Some(DEFAULT_ACTIVITY_LOG),
         }
     }
 }
+
+/// A user's activity log: the last 100 entries, kept 90 days after the newest.
+const DEFAULT_ACTIVITY_LOG: ActivityLimits = ActivityLimits {
+    max_entries: 100,
+    keep_for: Duration::from_secs(90 * 24 * 60 * 60),
+};
 
 /// The window the anonymous-session bounds count in.
 pub(crate) const ANONYMOUS_WINDOW: Duration = Duration::from_secs(60);
@@ -351,6 +361,15 @@ impl SessionRules {
 
     pub(crate) fn set_links(&mut self, links: LinkSettings) {
         self.links = links;
+    }
+
+    /// How many activity entries each user keeps and for how long; `None` when the log is off.
+    pub(crate) fn activity_log(&self) -> Option<ActivityLimits> {
+        self.activity_log
+    }
+
+    pub(crate) fn set_activity_log(&mut self, limits: Option<ActivityLimits>) {
+        self.activity_log = limits.filter(|limits| limits.max_entries > 0);
     }
 
     pub(crate) fn max_sessions_per_user(&self) -> usize {

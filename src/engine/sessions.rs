@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use serde::{Serialize, Serializer};
 
+use super::events::{ActivityEntry, EventKind, RevokedBy, SecurityEvent};
 use super::{SessionEngine, SessionKey, SessionRecord};
 use crate::error::{Error, StoreError};
 use crate::store::StoredSession;
@@ -45,7 +46,7 @@ impl std::fmt::Debug for Sessions {
 /// over: `id` is a public handle, not the token or its hash.
 ///
 /// Serialises as
-/// `{"id","kind","name","remembered","created_at","last_seen","expires_at","ip","user_agent","current"}`
+/// `{"id","kind","name","remembered","created_at","last_seen","expires_at","ip","user_agent","current","impersonated_by"}`
 /// with times in Unix seconds.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -75,6 +76,9 @@ pub struct SessionInfo {
     pub user_agent: Option<String>,
     /// Whether this is the session of the request that asked.
     pub current: bool,
+    /// The user id of the admin who acts as the user in this session, if it is an
+    /// [impersonation](crate::Session::impersonate).
+    pub impersonated_by: Option<String>,
 }
 
 /// How a client holds a session, as [`SessionInfo`] shows it.
@@ -106,13 +110,33 @@ impl Sessions {
     /// Revokes the session of `user_id` whose public id is `session_id`. Returns whether there
     /// was one; a session of another user is never touched.
     pub async fn revoke(&self, user_id: &str, session_id: &str) -> Result<bool, Error> {
-        self.engine.revoke(user_id, session_id).await
+        self.engine
+            .revoke(user_id, session_id, RevokedBy::App)
+            .await
     }
 
     /// Revokes every session of `user_id`: "log out everywhere", or an account being disabled.
     /// Returns how many there were.
     pub async fn revoke_all(&self, user_id: &str) -> Result<usize, Error> {
-        self.engine.revoke_all(user_id).await
+        self.engine.revoke_all(user_id, RevokedBy::App).await
+    }
+
+    /// Up to `limit` (at most 100) entries of the activity log of `user_id`, newest first:
+    /// logins (`new_device` for a browser the account had no device cookie in), failed
+    /// logins, logouts, revocations, password changes, tokens, used one-time links. Without
+    /// `before`, from the newest; with it, the page after the entry of that
+    /// [`id`](ActivityEntry::id). The log keeps the last
+    /// [`activity_log`](crate::LoginMiddlewareBuilder::activity_log) entries.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails, or keeps no activity log.
+    pub async fn activity(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ActivityEntry>, Error> {
+        self.engine.activity(user_id, before, limit).await
     }
 
     /// Replaces the profile and roles of every live session of `user_id`: a demoted admin loses
@@ -172,21 +196,37 @@ impl SessionEngine {
         Ok(sessions)
     }
 
-    pub(crate) async fn revoke(&self, user_id: &str, session_id: &str) -> Result<bool, Error> {
+    pub(crate) async fn revoke(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        by: RevokedBy,
+    ) -> Result<bool, Error> {
         let revoked = self
             .revoke_where(user_id, |_, record| record.id() == session_id)
             .await?;
-        Ok(revoked > 0)
+        for record in &revoked {
+            self.note(SecurityEvent::revoked(record, by)).await;
+        }
+        Ok(!revoked.is_empty())
     }
 
-    pub(crate) async fn revoke_all(&self, user_id: &str) -> Result<usize, Error> {
-        self.revoke_where(user_id, |_, _| true).await
+    pub(crate) async fn revoke_all(&self, user_id: &str, by: RevokedBy) -> Result<usize, Error> {
+        let count = self.revoke_where(user_id, |_, _| true).await?.len();
+        let event = EventKind::AllSessionsRevoked { count, by };
+        self.note(SecurityEvent::new(Some(user_id), event)).await;
+        Ok(count)
     }
 
     /// Revokes every session of `user_id` but the one whose public id is `kept`.
     pub(crate) async fn revoke_others(&self, user_id: &str, kept: &str) -> Result<usize, Error> {
-        self.revoke_where(user_id, |_, record| record.id() != kept)
-            .await
+        let count = self
+            .revoke_where(user_id, |_, record| record.id() != kept)
+            .await?
+            .len();
+        let event = EventKind::OtherSessionsRevoked { count };
+        self.note(SecurityEvent::new(Some(user_id), event)).await;
+        Ok(count)
     }
 
     fn info(&self, stored: &StoredSession, current: bool) -> SessionInfo {
@@ -213,6 +253,7 @@ impl SessionEngine {
             ip: record.ip().map(str::to_owned),
             user_agent: record.user_agent().map(str::to_owned),
             current,
+            impersonated_by: record.impersonated_by().map(str::to_owned),
         }
     }
 
@@ -221,12 +262,13 @@ impl SessionEngine {
     /// hold against a concurrent rotation: the rotation indexes its new key before deleting the
     /// old one, so once a listing has seen the old key gone, or failed to delete it, the next
     /// listing sees the new one. Tokens whose parent login is gone (they can no longer
-    /// authenticate) are deleted on the way, without being counted.
-    async fn revoke_where(
+    /// authenticate) are deleted on the way, without being counted. Returns the records of the
+    /// sessions it revoked.
+    pub(crate) async fn revoke_where(
         &self,
         user_id: &str,
         doomed: impl Fn(&SessionKey, &SessionRecord) -> bool,
-    ) -> Result<usize, Error> {
+    ) -> Result<Vec<SessionRecord>, Error> {
         self.revoke_while(user_id, None, doomed).await
     }
 
@@ -237,8 +279,8 @@ impl SessionEngine {
         user_id: &str,
         listed: Option<&SessionKey>,
         doomed: impl Fn(&SessionKey, &SessionRecord) -> bool,
-    ) -> Result<usize, Error> {
-        let mut revoked = 0;
+    ) -> Result<Vec<SessionRecord>, Error> {
+        let mut revoked = Vec::new();
         for _ in 0..REVOKE_ROUNDS {
             let listing = self.store.list(user_id).await?;
             if listed.is_some_and(|own| !listing.live.iter().any(|(key, _)| key == own)) {
@@ -249,7 +291,7 @@ impl SessionEngine {
             let mut leftovers = Vec::new();
             for (key, stored) in &listing.live {
                 if doomed(key, &stored.record) {
-                    targets.push(key);
+                    targets.push((key, &stored.record));
                 } else if orphans.contains(key.as_str()) {
                     leftovers.push(key);
                 }
@@ -258,14 +300,14 @@ impl SessionEngine {
                 return Ok(revoked);
             }
             // Concurrently: the Redis connection pipelines them into one round trip.
-            let deletions = targets.iter().map(|key| self.store.delete(key));
+            let deletions = targets.iter().map(|(key, _)| self.store.delete(key));
             let cleanups = leftovers.iter().map(|key| self.store.delete(key));
             let (deleted, cleaned) =
                 futures_util::future::join(join_all(deletions), join_all(cleanups)).await;
-            for (key, deleted) in targets.iter().zip(deleted) {
+            for ((key, record), deleted) in targets.iter().zip(deleted) {
                 if deleted? {
                     tracing::info!(session = key.short(), user_id, "session revoked");
-                    revoked += 1;
+                    revoked.push((*record).clone());
                 }
             }
             for cleaned in cleaned {
@@ -316,6 +358,10 @@ impl SessionEngine {
                 oldest.contains(&record.id())
             })
             .await?;
+        for record in &evicted {
+            self.emit(SecurityEvent::revoked(record, RevokedBy::SessionCap));
+        }
+        let evicted = evicted.len();
         tracing::info!(user_id, evicted, "session cap reached; oldest logins ended");
         Ok(self.store.load(own).await?.is_some())
     }

@@ -10,9 +10,11 @@ use unicode_normalization::UnicodeNormalization as _;
 use super::counter::short_hash;
 use super::device;
 use crate::engine::address_bucket;
+use crate::engine::events::{DeviceCheck, EventKind, SecurityEvent};
+use crate::engine::SessionEngine;
 use crate::error::Error;
 use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
-use crate::web::{Provenance, RequestSession};
+use crate::web::{user_agent_of, Provenance, RequestSession};
 
 /// The longest username looked at, in bytes. Longer ones are refused before any work.
 pub const MAX_USERNAME_BYTES: usize = 1024;
@@ -240,7 +242,7 @@ impl LoginThrottle {
             return Err(Error::InvalidInput);
         }
         let rules = &self.rules;
-        let client = self.client(req)?;
+        let (client, witness) = self.witness(req)?;
         if account.is_some_and(|id| id.len() > MAX_USERNAME_BYTES) {
             return Err(Error::InvalidInput);
         }
@@ -255,7 +257,14 @@ impl LoginThrottle {
             };
             match self.store.admit_existing(counter).await? {
                 Some(Admission::Admitted) => {
-                    return Ok(self.admitted(account, id, client, Charged::Device(device)));
+                    note_device(req, id.as_deref(), true);
+                    return Ok(self.admitted(
+                        account,
+                        id,
+                        client,
+                        witness,
+                        Charged::Device(device),
+                    ));
                 }
                 Some(Admission::Refused { .. }) => {
                     tracing::warn!(
@@ -298,11 +307,17 @@ impl LoginThrottle {
                 retry_after_secs = retry_after.as_secs(),
                 "login throttled"
             );
-            return Err(Error::Throttled {
-                retry_after: retry_after.max(Duration::from_secs(1)),
-            });
+            let retry_after = retry_after.max(Duration::from_secs(1));
+            witness.emit(
+                id.as_deref(),
+                EventKind::Throttled {
+                    retry_after_secs: retry_after.as_secs(),
+                },
+            );
+            return Err(Error::Throttled { retry_after });
         }
-        Ok(self.admitted(account, id, client, Charged::Strangers(counters)))
+        note_device(req, id.as_deref(), false);
+        Ok(self.admitted(account, id, client, witness, Charged::Strangers(counters)))
     }
 
     /// Counts a sign-up from the request's client against
@@ -374,15 +389,26 @@ impl LoginThrottle {
 
     /// The counter name for the request's client, refusing a request another site sent.
     fn client(&self, req: &HttpRequest) -> Result<String, Error> {
+        Ok(self.witness(req)?.0)
+    }
+
+    /// [`client`](Self::client), with what the attempt's events say about the client.
+    fn witness(&self, req: &HttpRequest) -> Result<(String, Witness), Error> {
         let state = RequestSession::of(&req.extensions(), req.path())?;
         if state.provenance() == Provenance::CrossSite {
             tracing::warn!("cross-site login refused");
             return Err(Error::CrossSiteRequest);
         }
-        Ok(state.client_ip().map_or_else(
+        let client = state.client_ip().map_or_else(
             || "unknown".to_owned(),
             |ip| address_bucket(ip, self.rules.ipv6_prefix_len),
-        ))
+        );
+        let witness = Witness {
+            engine: state.engine().clone(),
+            ip: state.client_ip().map(|ip| ip.to_string()),
+            user_agent: user_agent_of(req),
+        };
+        Ok((client, witness))
     }
 
     fn admitted(
@@ -390,6 +416,7 @@ impl LoginThrottle {
         account: String,
         id: Option<String>,
         client: String,
+        witness: Witness,
         charged: Charged,
     ) -> LoginAttempt {
         LoginAttempt {
@@ -398,7 +425,36 @@ impl LoginThrottle {
             account,
             id,
             client,
+            witness,
         }
+    }
+}
+
+/// Leaves in the request whether it brought a valid device cookie for the account `id`, for
+/// the login's [security event](crate::events) (a new device or a known one).
+fn note_device(req: &HttpRequest, id: Option<&str>, known: bool) {
+    if let Some(account) = id {
+        req.extensions_mut().insert(DeviceCheck {
+            account: account.to_owned(),
+            known,
+        });
+    }
+}
+
+/// Who made an attempt, for its events: the engine that records them, and the client.
+struct Witness {
+    engine: SessionEngine,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl Witness {
+    fn event(&self, id: Option<&str>, kind: EventKind) -> SecurityEvent {
+        SecurityEvent::new(id, kind).client(self.ip.as_deref(), self.user_agent.as_deref())
+    }
+
+    fn emit(&self, id: Option<&str>, kind: EventKind) {
+        self.engine.emit(self.event(id, kind));
     }
 }
 
@@ -426,6 +482,7 @@ pub struct LoginAttempt {
     /// The account's id, which device tokens are bound to.
     id: Option<String>,
     client: String,
+    witness: Witness,
 }
 
 impl std::fmt::Debug for LoginAttempt {
@@ -457,7 +514,9 @@ impl LoginAttempt {
     }
 
     /// The credentials were wrong (or the account unknown or disabled): the attempt stays
-    /// counted.
+    /// counted. Subscribers get a [`LoginFailed`](crate::events::EventKind::LoginFailed)
+    /// event, and the account named to [`LoginThrottle::attempt`], if any, a `login_failed`
+    /// entry in its [activity log](crate::Sessions::activity).
     ///
     /// # Errors
     /// None today; the signature leaves room for stores that record failures separately.
@@ -467,6 +526,10 @@ impl LoginAttempt {
             client = %self.client,
             "login failed"
         );
+        let event = self
+            .witness
+            .event(self.id.as_deref(), EventKind::LoginFailed);
+        self.witness.engine.note(event).await;
         Ok(())
     }
 

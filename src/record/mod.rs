@@ -6,10 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod activity;
 mod data;
 mod key;
 mod link;
 
+pub use self::activity::{ActivityEntry, ActivityKind, ActivityLimits};
 #[cfg(feature = "redis")]
 pub(crate) use self::data::ENTRY_OVERHEAD;
 pub use self::data::{DataChange, SessionData};
@@ -63,9 +65,23 @@ struct Fields {
     /// Absent for the common case, a browser session that ends with the browser.
     #[serde(rename = "k", default, skip_serializing_if = "Kind::is_browser")]
     kind: Kind,
+    /// Present in a session an admin impersonates the user through.
+    #[serde(rename = "im", default, skip_serializing_if = "Option::is_none")]
+    impersonation: Option<Impersonation>,
     /// Absent for the common case, a login by password on an account without a second factor.
     #[serde(rename = "f", default, skip_serializing_if = "Factors::is_password")]
     factors: Factors,
+}
+
+/// Who impersonates the user in a session, and the session to return them to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Impersonation {
+    /// The admin's user id.
+    #[serde(rename = "by")]
+    by: String,
+    /// The [`SessionKey`] of the admin's own session, which ending the impersonation resumes.
+    #[serde(rename = "back")]
+    back: String,
 }
 
 /// How the session's user last proved who they are, and whether that is a login yet.
@@ -176,6 +192,7 @@ impl SessionRecord {
             ip: None,
             user_agent: None,
             kind: Kind::Browser,
+            impersonation: None,
             factors: Factors::Password,
         }))
     }
@@ -226,6 +243,28 @@ impl SessionRecord {
         fields.ip = ip;
         fields.user_agent = user_agent;
         self
+    }
+
+    /// The same record for a session through which the admin with user id `by` impersonates
+    /// the user; `back` is the admin's own session, which ending the impersonation resumes.
+    pub(crate) fn impersonated(mut self, by: &str, back: &SessionKey) -> Self {
+        Arc::make_mut(&mut self.0).impersonation = Some(Impersonation {
+            by: by.to_owned(),
+            back: back.as_str().to_owned(),
+        });
+        self
+    }
+
+    /// The user id of the admin who impersonates the user in this session, if one does.
+    pub fn impersonated_by(&self) -> Option<&str> {
+        self.0.impersonation.as_ref().map(|imp| imp.by.as_str())
+    }
+
+    /// The admin's own session, which ending the impersonation resumes; `None` when nobody
+    /// impersonates, or the key is unreadable.
+    pub(crate) fn impersonation_return(&self) -> Option<SessionKey> {
+        let imp = self.0.impersonation.as_ref()?;
+        SessionKey::parse(&imp.back)
     }
 
     /// The same record for a login that asked to be remembered: a persistent cookie and the

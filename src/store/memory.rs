@@ -1,17 +1,19 @@
 //! An in-process store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde_json::value::RawValue;
 
 use super::{
-    Admission, Carry, Counter, DataWrite, LoadedSession, SessionStore, StoredSession,
-    ThrottleStore, UserSessions,
+    ActivityLimits, Admission, Carry, Counter, DataWrite, LoadedSession, SessionStore,
+    StoredSession, ThrottleStore, UserSessions,
 };
 use crate::error::StoreError;
-use crate::record::{DataChange, LinkKey, LinkRecord, SessionData, SessionKey, SessionRecord};
+use crate::record::{
+    ActivityEntry, DataChange, LinkKey, LinkRecord, SessionData, SessionKey, SessionRecord,
+};
 
 /// How many creations pass between sweeps of expired records.
 const SWEEP_EVERY: u32 = 1024;
@@ -37,6 +39,10 @@ struct Inner {
     credentials: HashMap<String, (String, SystemTime)>,
     /// One-time links, each until its own `expires_at`.
     links: HashMap<LinkKey, LinkRecord>,
+    /// Each user's activity log, oldest first, and until when it is kept.
+    activity: HashMap<String, (VecDeque<ActivityEntry>, SystemTime)>,
+    /// The id the next activity entry gets: ids only grow, so they order entries.
+    next_activity_id: u64,
     /// Single-use claims (second-factor codes), each until its own end.
     claims: HashMap<String, SystemTime>,
     creations_since_sweep: u32,
@@ -130,6 +136,7 @@ impl Inner {
         self.credentials
             .retain(|_, (_, kept_until)| *kept_until > now);
         self.links.retain(|_, link| link.expires_at() > now);
+        self.activity.retain(|_, (_, kept_until)| *kept_until > now);
         self.claims.retain(|_, until| *until > now);
         self.creations_since_sweep = 0;
     }
@@ -345,6 +352,56 @@ impl SessionStore for MemoryStore {
             .links
             .remove(key)
             .filter(|link| link.expires_at() > now))
+    }
+
+    async fn append_activity(
+        &self,
+        user_id: &str,
+        entry: &ActivityEntry,
+        limits: ActivityLimits,
+    ) -> Result<(), StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        inner.next_activity_id += 1;
+        let mut entry = entry.clone();
+        // Zero-padded, so that ids compare as they order.
+        entry.id = format!("{:020}", inner.next_activity_id);
+        let log = inner
+            .activity
+            .entry(user_id.to_owned())
+            .or_insert_with(|| (VecDeque::new(), now));
+        if log.1 <= now {
+            log.0.clear();
+        }
+        log.0.push_back(entry);
+        while log.0.len() > limits.max_entries {
+            log.0.pop_front();
+        }
+        log.1 = now + limits.keep_for;
+        Ok(())
+    }
+
+    async fn activity(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ActivityEntry>, StoreError> {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        let Some((log, kept_until)) = inner.activity.get(user_id) else {
+            return Ok(Vec::new());
+        };
+        if *kept_until <= now {
+            return Ok(Vec::new());
+        }
+        Ok(log
+            .iter()
+            .rev()
+            .filter(|entry| before.is_none_or(|before| entry.id.as_str() < before))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {

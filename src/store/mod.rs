@@ -31,7 +31,10 @@ pub(crate) mod redis;
 #[cfg(feature = "actix-session")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-session")))]
 pub use self::redis::{ActixSessionFailClosed, ActixSessionStore};
-pub use crate::record::{DataChange, LinkKey, LinkRecord, SessionKey, SessionRecord};
+use crate::record::ActivityEntry;
+pub use crate::record::{
+    ActivityLimits, DataChange, LinkKey, LinkRecord, SessionKey, SessionRecord,
+};
 
 /// A record together with the moment it will expire unless it is extended.
 #[derive(Clone, Debug)]
@@ -336,6 +339,41 @@ pub trait SessionStore: Send + Sync + 'static {
         std::future::ready(Err(StoreError::unavailable(NO_LINKS)))
     }
 
+    /// Adds `entry` to the activity log of `user_id`, newest last, keeping at most
+    /// `limits.max_entries` entries (the oldest go first) and the whole log for
+    /// `limits.keep_for` after this entry. The store gives the entry its id: one that
+    /// [`activity`](SessionStore::activity) can page from.
+    ///
+    /// The default answers with an error: the engine then logs it and goes on (an activity log
+    /// never fails a login), or the app turns the log off with
+    /// [`activity_log`](crate::LoginMiddlewareBuilder::activity_log).
+    /// [`store::contract::check_activity_log`](crate::store::contract::check_activity_log)
+    /// checks a store that keeps one.
+    fn append_activity(
+        &self,
+        user_id: &str,
+        entry: &ActivityEntry,
+        limits: ActivityLimits,
+    ) -> impl Future<Output = Result<(), StoreError>> {
+        let _ = (user_id, entry, limits);
+        std::future::ready(Err(StoreError::unavailable(NO_ACTIVITY)))
+    }
+
+    /// Up to `limit` entries of the activity log of `user_id`, newest first, starting after
+    /// the entry with id `before` (exclusive) or, without it, at the newest. An empty list
+    /// when there are none (or no more).
+    ///
+    /// The default answers with an error.
+    fn activity(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ActivityEntry>, StoreError>> {
+        let _ = (user_id, before, limit);
+        std::future::ready(Err(StoreError::unavailable(NO_ACTIVITY)))
+    }
+
     /// Records `name` as used for `ttl`, unless it already is: `Ok(true)` for the call that
     /// recorded it, `Ok(false)` while the record stands. Of any number of concurrent calls for
     /// one name, on every app instance sharing the store, exactly one gets `true`. This is what
@@ -360,6 +398,9 @@ pub trait SessionStore: Send + Sync + 'static {
         )))
     }
 }
+
+/// What a store without an activity log answers.
+const NO_ACTIVITY: &str = "this session store keeps no activity log";
 
 /// What a store without one-time links answers.
 const NO_LINKS: &str = "this session store keeps no one-time links";
@@ -562,6 +603,19 @@ pub(crate) trait DynStore: Send + Sync {
         key: &'a LinkKey,
     ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>>;
 
+    fn append_activity<'a>(
+        &'a self,
+        user_id: &'a str,
+        entry: &'a ActivityEntry,
+        limits: ActivityLimits,
+    ) -> LocalBoxFuture<'a, Result<(), StoreError>>;
+
+    fn activity<'a>(
+        &'a self,
+        user_id: &'a str,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> LocalBoxFuture<'a, Result<Vec<ActivityEntry>, StoreError>>;
     fn claim_once<'a>(
         &'a self,
         name: &'a str,
@@ -696,6 +750,24 @@ impl<S: SessionStore> DynStore for S {
         key: &'a LinkKey,
     ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>> {
         Box::pin(SessionStore::take_link(self, key))
+    }
+
+    fn append_activity<'a>(
+        &'a self,
+        user_id: &'a str,
+        entry: &'a ActivityEntry,
+        limits: ActivityLimits,
+    ) -> LocalBoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(SessionStore::append_activity(self, user_id, entry, limits))
+    }
+
+    fn activity<'a>(
+        &'a self,
+        user_id: &'a str,
+        before: Option<&'a str>,
+        limit: usize,
+    ) -> LocalBoxFuture<'a, Result<Vec<ActivityEntry>, StoreError>> {
+        Box::pin(SessionStore::activity(self, user_id, before, limit))
     }
 
     fn claim_once<'a>(

@@ -10,9 +10,14 @@ use super::cookie::CookieConfig;
 use super::csrf::CsrfConfig;
 use super::origin::Origin;
 use super::LoginMiddleware;
+use crate::engine::events::{EventSink, Handler, SecurityEvent};
 use crate::engine::links::LinkSettings;
 use crate::engine::{SessionEngine, SessionRules, Timeouts};
+use crate::record::ActivityLimits;
 use crate::store::{DynStore, SessionStore};
+
+/// How many security events may wait for the handlers by default.
+const DEFAULT_EVENT_QUEUE: usize = 1024;
 
 /// What the web layer needs besides the engine: how the cookie looks, which requests count as
 /// cross-site, and whose forwarding headers are believed.
@@ -39,6 +44,8 @@ pub struct LoginMiddlewareBuilder {
     store: Arc<dyn DynStore>,
     rules: SessionRules,
     config: WebConfig,
+    handlers: Vec<Handler>,
+    event_queue: usize,
 }
 
 impl LoginMiddlewareBuilder {
@@ -47,7 +54,56 @@ impl LoginMiddlewareBuilder {
             store: Arc::new(store),
             rules: SessionRules::default(),
             config: WebConfig::default(),
+            handlers: Vec::new(),
+            event_queue: DEFAULT_EVENT_QUEUE,
         }
+    }
+
+    /// Calls `handler` with every [security event](crate::events): logins (with how, and
+    /// whether from a new device), failed and throttled attempts, logouts, revocations,
+    /// password changes, tokens, one-time links. Handlers run in the order they were added, on
+    /// one thread of their own that drains a bounded queue (see
+    /// [`event_queue`](Self::event_queue)): a request never waits for them, and a slow or
+    /// panicking handler costs requests nothing. Blocking work in a handler (a file, a
+    /// database, a mail) is fine; it delays only later events.
+    ///
+    /// ```
+    /// use actix_login::events::{EventKind, SecurityEvent};
+    /// use actix_login::{LoginMiddleware, MemoryStore};
+    ///
+    /// let middleware = LoginMiddleware::builder(MemoryStore::new())
+    ///     .on_event(|event: &SecurityEvent| {
+    ///         if let EventKind::LoginFailed = event.kind {
+    ///             eprintln!("failed login for {:?} from {:?}", event.user_id, event.ip);
+    ///         }
+    ///     })
+    ///     .build();
+    /// ```
+    pub fn on_event(mut self, handler: impl Fn(&SecurityEvent) + Send + 'static) -> Self {
+        self.handlers.push(Box::new(handler));
+        self
+    }
+
+    /// How many events may wait for the [handlers](Self::on_event) (default 1024). An event
+    /// that finds the queue full is dropped and counted
+    /// ([`LoginMiddleware::events_dropped`]); values below 1 count as 1.
+    pub fn event_queue(mut self, capacity: usize) -> Self {
+        self.event_queue = capacity.max(1);
+        self
+    }
+
+    /// How many entries each user's [activity log](crate::Sessions::activity) keeps (default
+    /// 100; the oldest go first) and how long a log is kept after its newest entry (default
+    /// 90 days). `max_entries` 0 turns the log off, for a custom store that keeps none. On
+    /// Redis the log is a stream per user, `{prefix}:a:{user id}`; a login adds two commands
+    /// (`XADD`, `PEXPIRE`) sent beside its other ones, with no round trip of their own. A
+    /// failed write is logged and never fails what it records.
+    pub fn activity_log(mut self, max_entries: usize, keep_for: Duration) -> Self {
+        self.rules.set_activity_log(Some(ActivityLimits {
+            max_entries,
+            keep_for: keep_for.max(Duration::from_secs(1)),
+        }));
+        self
     }
 
     /// How long a browser login lives (default [`Timeouts::BROWSER`]: 30 minutes idle, 12
@@ -310,7 +366,8 @@ impl LoginMiddlewareBuilder {
     }
 
     /// Finishes the configuration, or says what is wrong with it: a cookie domain that is not
-    /// a domain name, or a `__Host-` cookie name with a domain.
+    /// a domain name, or a `__Host-` cookie name with a domain (or, with
+    /// [event handlers](Self::on_event), that their thread could not start).
     pub fn try_build(mut self) -> Result<LoginMiddleware, ConfigError> {
         self.config.cookie.settle().map_err(ConfigError)?;
         let cookie = &self.config.cookie;
@@ -321,7 +378,9 @@ impl LoginMiddlewareBuilder {
                 "browsers reject a __Host- or __Secure- cookie without Secure; logins will not stick"
             );
         }
-        let engine = SessionEngine::shared(self.store, self.rules);
+        let events = EventSink::start(self.handlers, self.event_queue)
+            .map_err(|err| ConfigError(format!("could not start the events thread: {err}")))?;
+        let engine = SessionEngine::shared(self.store, self.rules).with_events(events);
         Ok(LoginMiddleware::from_parts(engine, self.config))
     }
 }

@@ -75,6 +75,12 @@ impl<U> AuthUser<U> {
         self.session.record.id()
     }
 
+    /// The user id of the admin who acts as this user, if this session is an
+    /// [impersonation](crate::Session::impersonate).
+    pub fn impersonated_by(&self) -> Option<&str> {
+        self.session.record.impersonated_by()
+    }
+
     /// The roles granted at login.
     pub fn roles(&self) -> &[String] {
         self.session.record.roles()

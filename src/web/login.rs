@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::engine::events::LoginMethod;
 use crate::engine::CredentialsVersion;
 use crate::record::Factors;
 
@@ -53,6 +54,7 @@ pub struct Login {
     pub(crate) credentials: Option<CredentialsVersion>,
     pub(crate) keep_data: bool,
     pub(crate) remember: bool,
+    pub(crate) method: LoginMethod,
     pub(crate) factors: Factors,
 }
 
@@ -68,6 +70,7 @@ impl Login {
             credentials: None,
             keep_data: true,
             remember: false,
+            method: LoginMethod::Password,
             factors: Factors::Password,
         }
     }
@@ -116,6 +119,13 @@ impl Login {
     /// Grants `roles`, for [`Require::role`](crate::Require::role).
     pub fn roles(mut self, roles: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How the user proved who they are (default [`LoginMethod::Password`]), as the login's
+    /// [security event](crate::events) tells subscribers.
+    pub fn method(mut self, method: LoginMethod) -> Self {
+        self.method = method;
         self
     }
 

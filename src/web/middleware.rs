@@ -110,6 +110,12 @@ impl LoginMiddleware {
         LoginMiddlewareBuilder::new(store)
     }
 
+    /// How many [security events](crate::events) were dropped so far because the handlers'
+    /// queue was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.engine.events_dropped()
+    }
+
     /// A handle on every user's sessions through this middleware's store, for use outside
     /// requests (an admin task, an account being disabled).
     pub fn sessions(&self) -> Sessions {

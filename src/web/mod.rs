@@ -40,4 +40,6 @@ pub(crate) use self::request::RequestSession;
 pub use self::require::{safe_next, Require};
 #[cfg(feature = "password")]
 pub(crate) use self::response::json_error;
+#[cfg(feature = "throttle")]
+pub(crate) use self::session::user_agent_of;
 pub use self::session::Session;

@@ -18,6 +18,7 @@ use super::cookie::Presented;
 use super::csrf::{self, Provenance};
 use serde_json::value::RawValue;
 
+use crate::engine::events::RevokedBy;
 use crate::engine::{
     ActiveSession, CredentialsVersion, DataNeed, Grant, Issued, IssuedToken, PersonalToken, Reauth,
     SessionEngine, SessionInfo, SessionToken,
@@ -471,6 +472,38 @@ impl RequestSession {
         Ok(())
     }
 
+    /// Starts impersonating `grant`'s user from the logged-in (admin) session, which stays in
+    /// the store for [`stop_impersonating`](Self::stop_impersonating) to resume.
+    pub(crate) async fn impersonate(&self, grant: Grant) -> Result<(), Error> {
+        self.cookie_request()?;
+        self.unchanged_since_failure()?;
+        let active = self.require().await?;
+        let issued = self.engine.impersonate(&active, grant).await?;
+        self.data.replace(None);
+        self.adopt(issued);
+        Ok(())
+    }
+
+    /// Ends the impersonation the request's session is; back in the admin's own session if it
+    /// is still live (`true`), else with none.
+    pub(crate) async fn stop_impersonating(&self) -> Result<bool, Error> {
+        self.cookie_request()?;
+        self.unchanged_since_failure()?;
+        let active = self.require().await?;
+        let resumed = self.engine.stop_impersonating(&active).await?;
+        self.data.replace(None);
+        Ok(match resumed {
+            Some(issued) => {
+                self.adopt(issued);
+                true
+            }
+            None => {
+                self.forget_session();
+                false
+            }
+        })
+    }
+
     /// Logs in with a bearer token instead of a cookie: the client's session, if any, is left
     /// alone, and the token goes to the caller for the response body.
     pub(crate) async fn login_bearer(&self, grant: Grant) -> Result<Issued, Error> {
@@ -489,6 +522,7 @@ impl RequestSession {
     ) -> Result<IssuedToken, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
+        not_impersonating(&active)?;
         self.token_in_body.set(true);
         let ip = self.client_ip.map(|ip| ip.to_string());
         self.engine
@@ -634,9 +668,12 @@ impl RequestSession {
     pub(crate) async fn revoke(&self, session_id: &str) -> Result<bool, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
+        if active.record.id() != session_id {
+            not_impersonating(&active)?;
+        }
         let revoked = self
             .engine
-            .revoke(active.record.user_id(), session_id)
+            .revoke(active.record.user_id(), session_id, RevokedBy::User)
             .await?;
         if active.record.id() == session_id {
             // Its own session: from here on the request has none, as after a logout.
@@ -669,6 +706,7 @@ impl RequestSession {
     pub(crate) async fn revoke_others(&self) -> Result<usize, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
+        not_impersonating(&active)?;
         self.engine
             .revoke_others(active.record.user_id(), active.record.id())
             .await
@@ -680,6 +718,7 @@ impl RequestSession {
     ) -> Result<usize, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
+        not_impersonating(&active)?;
         let record = &active.record;
         self.engine
             .credentials_changed(record.user_id(), version, Some(record.id()))
@@ -689,9 +728,28 @@ impl RequestSession {
     pub(crate) async fn revoke_all(&self) -> Result<usize, Error> {
         self.unchanged_since_failure()?;
         let active = self.require().await?;
-        let revoked = self.engine.revoke_all(active.record.user_id()).await?;
+        not_impersonating(&active)?;
+        let revoked = self
+            .engine
+            .revoke_all(active.record.user_id(), RevokedBy::User)
+            .await?;
         self.forget_session();
         Ok(revoked)
+    }
+}
+
+/// Refuses an account change from a session an admin impersonates the user through.
+fn not_impersonating(active: &ActiveSession) -> Result<(), Error> {
+    match active.record.impersonated_by() {
+        Some(by) => {
+            tracing::warn!(
+                user_id = active.record.user_id(),
+                by,
+                "account change refused while impersonating"
+            );
+            Err(Error::Impersonating)
+        }
+        None => Ok(()),
     }
 }
 
@@ -725,6 +783,8 @@ mod tests {
             credentials: None,
             remember: false,
             bearer,
+            method: crate::engine::events::LoginMethod::default(),
+            new_device: false,
             factors: crate::record::Factors::Password,
         }
     }

@@ -29,6 +29,7 @@ const MAX_NEXT_LEN: usize = 2048;
 /// | a personal access token limited to other scopes than [`scope`](Require::scope) names | `403 {"error":"forbidden"}`, with `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1) |
 /// | password verified, [second factor](crate::two_factor) still due | `401 {"error":"second_factor_required"}` (never a redirect to login) |
 /// | logged in, password older than the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) with [`fresh`](Require::fresh) | `403 {"error":"reauth_required"}` |
+/// | an [impersonation](crate::Session::impersonate) session with [`fresh`](Require::fresh) | `403 {"error":"impersonating"}` |
 /// | logged in with a fresh password, on an account with a [second factor](crate::two_factor) that the session's latest proof left out (a trusted browser, a password-only reauthentication), with [`fresh`](Require::fresh) | `403 {"error":"second_factor_reauth_required"}` |
 /// | session store unavailable | `503 {"error":"service_unavailable"}` |
 ///
@@ -106,6 +107,9 @@ impl Require {
     }
 
     /// Also requires that the password was entered within the fresh window ("sudo mode").
+    /// Personal access tokens never pass: no password was entered in them. Nor does a session
+    /// an admin [impersonates](crate::Session::impersonate) the user through
+    /// (`403 {"error":"impersonating"}`): fresh routes are account changes.
     /// Personal access tokens never pass: no password was entered in them. On an account with
     /// a [second factor](crate::two_factor), the second factor must have been proven with it
     /// ([`Session::complete_second_factor`](crate::Session::complete_second_factor)); a
@@ -144,6 +148,10 @@ impl Rule {
             if !record.allows_scope(scope) {
                 return Err(Error::Forbidden);
             }
+        }
+        if self.fresh && record.impersonated_by().is_some() {
+            // Fresh routes are account changes: an impersonator never makes them.
+            return Err(Error::Impersonating);
         }
         if self.fresh {
             rules.check_fresh(record, SystemTime::now())?;

@@ -16,6 +16,7 @@ impl Error {
             Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Error::ReauthRequired => (StatusCode::FORBIDDEN, "reauth_required"),
+            Error::Impersonating => (StatusCode::FORBIDDEN, "impersonating"),
             Error::CrossSiteRequest => (StatusCode::FORBIDDEN, "csrf_rejected"),
             Error::SecondFactorRequired => (StatusCode::UNAUTHORIZED, "second_factor_required"),
             Error::SecondFactorReauthRequired => {
@@ -106,6 +107,7 @@ mod tests {
             Error::Unauthenticated,
             Error::Forbidden,
             Error::ReauthRequired,
+            Error::Impersonating,
             Error::CrossSiteRequest,
             Error::SecondFactorRequired,
             Error::SecondFactorReauthRequired,

@@ -4,13 +4,14 @@ use std::future::{ready, Ready};
 use std::rc::Rc;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::extractor::request_session;
 use super::login::Login;
 use super::request::RequestSession;
+use crate::engine::events::{ActivityEntry, DeviceCheck};
 use crate::engine::{CredentialsVersion, Grant, IssuedToken, PersonalToken, Reauth, SessionInfo};
 use crate::error::Error;
 use crate::record::{DataChange, SessionData};
@@ -171,8 +172,9 @@ impl Session {
     }
 
     fn grant(&self, login: Login, bearer: bool) -> Result<Grant, Error> {
+        let user_id = login.user_id;
         Ok(Grant {
-            user_id: login.user_id,
+            user_id: user_id.clone(),
             user: login.user.map_err(Error::Profile)?,
             roles: login.roles,
             ip: self.state.client_ip().map(|ip| ip.to_string()),
@@ -180,6 +182,12 @@ impl Session {
             credentials: login.credentials,
             remember: login.remember,
             bearer,
+            method: login.method,
+            new_device: self
+                .request
+                .extensions()
+                .get::<DeviceCheck>()
+                .is_some_and(|check| !check.known && check.account == user_id),
             factors: login.factors,
         })
     }
@@ -197,6 +205,55 @@ impl Session {
         self.state
             .credentials_changed(&CredentialsVersion::of(version.as_ref()))
             .await
+    }
+
+    /// Lets the logged-in admin act as the user `login` names: a new session of that user
+    /// replaces the admin's in this browser, and records who impersonates
+    /// ([`AuthUser::impersonated_by`](crate::AuthUser::impersonated_by), and the session
+    /// list's `impersonated_by`). Through it, account changes are refused with
+    /// `403 {"error":"impersonating"}`: [`credentials_changed`](Self::credentials_changed),
+    /// [`create_token`](Self::create_token), and revoking any session but its own. The
+    /// admin's own session stays live; [`stop_impersonating`](Self::stop_impersonating)
+    /// returns to it. Both users' [activity logs](crate::Sessions::activity) show the start
+    /// and the end, and subscribers get
+    /// [`ImpersonationStarted`](crate::events::EventKind::ImpersonationStarted) and
+    /// [`ImpersonationEnded`](crate::events::EventKind::ImpersonationEnded).
+    ///
+    /// Guard the route: who may impersonate is the app's rule (a role, say, with
+    /// [`Require::role`](crate::Require::role)); this checks only that the admin's password was
+    /// entered within the [fresh window](crate::LoginMiddlewareBuilder::fresh_window). The
+    /// impersonation lasts the normal [timeouts](crate::LoginMiddlewareBuilder::timeouts), and
+    /// never past the admin's own session.
+    ///
+    /// ```
+    /// use actix_login::{AuthUser, Login, Session};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Profile { id: u64 }
+    ///
+    /// async fn impersonate(admin: AuthUser<Profile>, session: Session) -> Result<(), actix_login::Error> {
+    ///     // ... the route requires the admin role; look the target user up ...
+    ///     session.impersonate(Login::new("42", &Profile { id: 42 })).await
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live login; [`Error::ReauthRequired`] outside the
+    /// fresh window; [`Error::Impersonating`] from a session that impersonates already;
+    /// [`Error::InvalidInput`] for the admin themself, or on a bearer request; [`Error::Store`]
+    /// if the store fails.
+    pub async fn impersonate(&self, login: Login) -> Result<(), Error> {
+        let grant = self.grant(login, false)?;
+        self.state.impersonate(grant).await
+    }
+
+    /// Ends the impersonation this session is, and resumes the admin's own session under a new
+    /// token. Returns `false` if the admin's session ended meanwhile: the browser then has no
+    /// session.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a live session; [`Error::InvalidInput`] if nobody
+    /// impersonates in it, or on a bearer request; [`Error::Store`] if the store fails.
+    pub async fn stop_impersonating(&self) -> Result<bool, Error> {
+        self.state.stop_impersonating().await
     }
 
     /// Ends the client's session: deletes it from the store and sends a cookie that clears it.
@@ -287,6 +344,23 @@ impl Session {
     /// As for [`list_sessions`](Self::list_sessions).
     pub async fn revoke_session(&self, session_id: &str) -> Result<bool, Error> {
         self.state.revoke(session_id).await
+    }
+
+    /// The logged-in user's activity log, newest first: see
+    /// [`Sessions::activity`](crate::Sessions::activity).
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    pub async fn activity(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ActivityEntry>, Error> {
+        let active = self.state.require().await?;
+        self.state
+            .engine()
+            .activity(active.record.user_id(), before, limit)
+            .await
     }
 
     /// Ends every session of the logged-in user except this one: after a password change, or
@@ -453,17 +527,19 @@ impl Session {
     }
 
     fn user_agent(&self) -> Option<String> {
-        let header = self
-            .request
-            .headers()
-            .get(actix_web::http::header::USER_AGENT)?;
-        let text = String::from_utf8_lossy(header.as_bytes());
-        let mut end = text.len().min(MAX_USER_AGENT);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        Some(text[..end].to_owned())
+        user_agent_of(&self.request)
     }
+}
+
+/// The request's `User-Agent`, cut to [`MAX_USER_AGENT`] bytes, as records and events keep it.
+pub(crate) fn user_agent_of(request: &HttpRequest) -> Option<String> {
+    let header = request.headers().get(actix_web::http::header::USER_AGENT)?;
+    let text = String::from_utf8_lossy(header.as_bytes());
+    let mut end = text.len().min(MAX_USER_AGENT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_owned())
 }
 
 fn data_error(name: &str, source: serde_json::Error) -> Error {

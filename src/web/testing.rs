@@ -96,6 +96,8 @@ impl LoginMiddleware {
             credentials: login.credentials,
             remember: login.remember,
             bearer,
+            method: crate::engine::events::LoginMethod::default(),
+            new_device: false,
             factors: login.factors,
         };
         self.engine.login(None, None, grant, false).await.result

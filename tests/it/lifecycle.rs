@@ -188,6 +188,7 @@ async fn session_list_marks_the_current_one_and_reveals_no_secret() {
                 "current",
                 "expires_at",
                 "id",
+                "impersonated_by",
                 "ip",
                 "kind",
                 "last_seen",
@@ -196,6 +197,7 @@ async fn session_list_marks_the_current_one_and_reveals_no_secret() {
                 "user_agent"
             ]
         );
+        assert!(entry["impersonated_by"].is_null());
         assert_eq!(entry["kind"], "browser");
         assert_eq!(entry["remembered"], false);
         assert!(entry["name"].is_null());

@@ -58,7 +58,12 @@ async fn each_step_costs_these_redis_commands() {
         .consume(LinkPurpose::PasswordReset, secret)
         .await
         .unwrap();
-    assert_eq!(monitor.take(), ["getdel", "get"], "consume");
+    // The link, the credentials version, the account's activity log.
+    assert_eq!(
+        monitor.take(),
+        ["getdel", "get", "xadd", "pexpire"],
+        "consume"
+    );
     assert!(matches!(
         links.consume(LinkPurpose::PasswordReset, secret).await,
         Err(Error::InvalidLink)

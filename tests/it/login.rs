@@ -711,7 +711,8 @@ async fn redis_commands_per_operation() {
 
     // Login with no session yet: one script creates and indexes the session, then the user's
     // sessions are listed (the index, and the records it names in one pipeline) to hold the
-    // per-user cap. Three round trips; Redis counts the commands the script runs too.
+    // per-user cap, while the activity log's entry (XADD, PEXPIRE) goes out beside the first
+    // of those. Three round trips; Redis counts the commands the script runs too.
     let before = server.command_counts();
     let token = log_in(&app, 1).await;
     let sent = support::redis_server::commands_during_since(&server, &before);
@@ -721,9 +722,10 @@ async fn redis_commands_per_operation() {
             ("evalsha", 1),
             ("exists", 1),
             ("hset", 2),
-            ("pexpire", 3),
+            ("pexpire", 4),
             ("hkeys", 1),
             ("hmget", 1),
+            ("xadd", 1),
         ])
     );
 
@@ -757,11 +759,20 @@ async fn redis_commands_per_operation() {
     // Logout through a handler that also takes AuthUser: the lookup (a handler that takes the
     // session may read its data, so it reads the whole hash: record and data, here none), the
     // DEL, and a PING so that any caching instance on this Redis has heard of it before the
-    // client does.
+    // client does; then the activity log's entry.
     let before = server.command_counts();
     assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
     let sent = support::redis_server::commands_during_since(&server, &before);
-    assert_eq!(sent, counts(&[("hgetall", 1), ("del", 1), ("ping", 1)]));
+    assert_eq!(
+        sent,
+        counts(&[
+            ("hgetall", 1),
+            ("del", 1),
+            ("ping", 1),
+            ("xadd", 1),
+            ("pexpire", 1)
+        ])
+    );
 
     // Promised that no instance caches, the store leaves the PING out.
     let promised = LoginMiddleware::new(
@@ -777,5 +788,8 @@ async fn redis_commands_per_operation() {
     let before = server.command_counts();
     assert_eq!(status(&promised, post("/logout", Some(&token))).await, 204);
     let sent = support::redis_server::commands_during_since(&server, &before);
-    assert_eq!(sent, counts(&[("hgetall", 1), ("del", 1)]));
+    assert_eq!(
+        sent,
+        counts(&[("hgetall", 1), ("del", 1), ("xadd", 1), ("pexpire", 1)])
+    );
 }

@@ -951,12 +951,12 @@ async fn each_step_costs_these_redis_commands() {
     // The throttle's password attempt and device cookie (script, DEL, script, script), the
     // trust read, the old device token's and trust's DELs, the new trust (script); then the
     // login as ever (the old session read with its data, the rotation script, the credentials
-    // version, the cap's listing).
+    // version, the cap's listing with the activity log's entry beside it).
     assert_eq!(
         trusted_login,
         strings(&[
             "evalsha", "evalsha", "del", "evalsha", "del", "evalsha", "hgetall", "evalsha", "get",
-            "hkeys", "hmget"
+            "hkeys", "xadd", "pexpire", "hmget"
         ]),
         "a trusted browser's login"
     );
@@ -975,13 +975,16 @@ async fn each_step_costs_these_redis_commands() {
         "a wrong code"
     );
     // The session, the counter, the claim, the counter's release; then the rotation to the
-    // new token and the cap's listing (an index read and one HMGET per session).
-    let code_and_rotation = strings(&["hgetall", "evalsha", "set", "evalsha", "evalsha", "hkeys"]);
-    assert_eq!(completion[..6], code_and_rotation[..], "{completion:?}");
+    // new token and the cap's listing (an index read and one HMGET per session), with the
+    // activity log's entry for the login beside it.
+    let code_and_rotation = strings(&[
+        "hgetall", "evalsha", "set", "evalsha", "evalsha", "hkeys", "xadd", "pexpire",
+    ]);
+    assert_eq!(completion[..8], code_and_rotation[..], "{completion:?}");
     assert!(
-        completion[6..].iter().all(|c| c == "hmget"),
+        completion[8..].iter().all(|c| c == "hmget"),
         "{completion:?}"
     );
-    assert_eq!(recovery[..6], code_and_rotation[..], "{recovery:?}");
-    assert!(recovery[6..].iter().all(|c| c == "hmget"), "{recovery:?}");
+    assert_eq!(recovery[..8], code_and_rotation[..], "{recovery:?}");
+    assert!(recovery[8..].iter().all(|c| c == "hmget"), "{recovery:?}");
 }

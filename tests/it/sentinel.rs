@@ -258,7 +258,11 @@ async fn credentials_and_database_come_from_the_sentinel_urls() {
         .arg(format!("{prefix}:*"))
         .query(&mut primary)
         .unwrap();
-    assert_eq!(keys.len(), 2, "session and index in database 3: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        3,
+        "session, index and activity log in database 3: {keys:?}"
+    );
 
     // Without the password the primary refuses the store.
     let result = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)

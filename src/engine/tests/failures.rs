@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use super::*;
+use crate::engine::events::RevokedBy;
 use crate::engine::links::{LinkPurpose, OneTimeLinks, Recipient};
 use crate::record::{LinkKey, LinkRecord};
 
@@ -162,7 +163,10 @@ fn a_failing_store_is_an_error_never_a_session_or_an_anonymous_answer() {
             engine.logout(&token.key(), None).await,
             Err(Error::Store(_))
         ));
-        assert!(matches!(engine.revoke_all("7").await, Err(Error::Store(_))));
+        assert!(matches!(
+            engine.revoke_all("7", RevokedBy::App).await,
+            Err(Error::Store(_))
+        ));
     });
 }
 

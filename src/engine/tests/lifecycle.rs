@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::engine::events::RevokedBy;
 
 #[test]
 fn a_login_issues_a_token_that_resolves_to_its_record() {
@@ -91,7 +92,7 @@ fn a_revoked_session_cannot_be_rotated_back_to_life() {
     run(async {
         let engine = engine_with(MemoryStore::new(), |_| {});
         let issued = login(&engine, "7").await;
-        assert_eq!(engine.revoke_all("7").await.unwrap(), 1);
+        assert_eq!(engine.revoke_all("7", RevokedBy::App).await.unwrap(), 1);
         let err = engine
             .rotate(&issued.session, Reauth::None)
             .await
@@ -298,7 +299,7 @@ fn listing_marks_the_current_session_and_revocation_spares_it_on_request() {
         // Revoking by public id never reaches another user's session.
         let theirs = login(&engine, "8").await;
         let id = theirs.session.record.id();
-        assert!(!engine.revoke("7", id).await.unwrap());
+        assert!(!engine.revoke("7", id, RevokedBy::App).await.unwrap());
         assert!(is_live(&engine, &theirs.token).await);
     });
 }

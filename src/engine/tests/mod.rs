@@ -36,6 +36,8 @@ fn grant(user_id: &str) -> Grant {
         credentials: None,
         remember: false,
         bearer: false,
+        method: crate::engine::events::LoginMethod::default(),
+        new_device: false,
         factors: crate::record::Factors::Password,
     }
 }
@@ -52,6 +54,8 @@ async fn is_live(engine: &SessionEngine, token: &SessionToken) -> bool {
     engine.resolve(token).await.unwrap().is_some()
 }
 
+mod events;
 mod failures;
+mod impersonation;
 mod lifecycle;
 mod races;

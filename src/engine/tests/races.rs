@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Barrier, Notify, Semaphore};
 
 use super::*;
+use crate::engine::events::RevokedBy;
 
 /// A `MemoryStore` that can stop operations at chosen points, to force an interleaving:
 /// the first `parties` listings each read, then wait for one another, so all answer with what
@@ -198,7 +199,7 @@ fn a_login_that_verified_replaced_credentials_leaves_no_session() {
         // Without naming what it verified, such a login survives the change: the hole.
         let unchecked = login(&engine, "7").await;
         assert!(is_live(&engine, &unchecked.token).await);
-        engine.revoke_all("7").await.unwrap();
+        engine.revoke_all("7", RevokedBy::App).await.unwrap();
 
         // Naming it closes the hole: no session, nothing left in the store.
         let outcome = engine

@@ -243,7 +243,9 @@ impl LocalCache {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
-        match self.lookup(key) {
+        let lookup = self.lookup(key);
+        crate::telemetry::cache(matches!(lookup, Lookup::Hit(_)));
+        match lookup {
             Lookup::Hit(stored) => Some(Ok(Some(stored))),
             Lookup::Fill(fill) => match fetch(fill.connection.clone()).await {
                 Ok(stored) => {

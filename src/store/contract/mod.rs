@@ -183,6 +183,32 @@ where
     check_racing_claims(&new_store().await).await;
 }
 
+/// Runs every check of the activity log methods of [`SessionStore`] (`append_activity`,
+/// `activity`), each group on a store from `new_store`.
+///
+/// Separate from [`check_session_store`], since the methods are optional: a store that leaves
+/// them to their defaults keeps no log, and logins go on without one. Checked: a user without
+/// entries has an empty log; entries come back as written (kind, time, address, user agent,
+/// session id), newest first, each with an id of its own, and no other user's; reading after
+/// an id starts at the next older entry, and at most `limit` come back; the log keeps the
+/// newest `max_entries`; it is gone `keep_for` after its newest entry (each entry keeps it
+/// that long again), and starts anew after.
+///
+/// # Panics
+///
+/// At the first broken rule, with a message `store contract broken: <rule>: <what happened>`,
+/// or when the store returns an error.
+pub async fn check_activity_log<S, F, Fut>(mut new_store: F)
+where
+    S: SessionStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    check_activity_order_and_paging(&new_store().await).await;
+    check_activity_cap(&new_store().await).await;
+    check_activity_expiry(&new_store().await).await;
+}
+
 /// Runs every [`ThrottleStore`] check, each group on a store from `new_store`.
 ///
 /// Checked: a counter admits `max` attempts in its window, then refuses with the time left
@@ -307,6 +333,7 @@ async fn sleep_until(at: SystemTime) {
     }
 }
 
+mod activity;
 mod claims;
 mod data;
 mod links;
@@ -314,6 +341,7 @@ mod races;
 mod records;
 mod throttle;
 
+use self::activity::*;
 use self::claims::*;
 use self::data::*;
 use self::links::*;

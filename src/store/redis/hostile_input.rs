@@ -490,3 +490,45 @@ proptest! {
         }
     }
 }
+
+/// A stream entry's fields as a foreign writer might leave them: the crate's field or another,
+/// holding the crate's JSON, JSON with any values, or any text.
+fn activity_fields() -> impl Strategy<Value = Vec<String>> {
+    let json = (
+        select(vec!["login", "new_device", "logout", "something_new", ""]),
+        any::<u64>(),
+        option::of(".{0,20}"),
+        option::of(".{0,20}"),
+    )
+        .prop_map(|(kind, at, ip, session)| {
+            serde_json::json!({"type": kind, "at": at, "ip": ip, "user_agent": null, "session_id": session})
+                .to_string()
+        });
+    let value = prop_oneof![json, ".{0,40}"];
+    vec(
+        (select(vec!["e", "x", ""]).prop_map(str::to_owned), value),
+        0..3,
+    )
+    .prop_map(|pairs| pairs.into_iter().flat_map(|(f, v)| [f, v]).collect())
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn activity_entries_decode_or_are_skipped_never_panic(
+        fields in activity_fields(),
+        odd in any::<bool>(),
+    ) {
+        let mut fields = fields;
+        if odd {
+            // A field without its value.
+            fields.push("e".to_owned());
+        }
+        if let Some(entry) = super::activity::decode_entry("7-0".to_owned(), &fields) {
+            prop_assert_eq!(entry.id.as_str(), "7-0");
+            let json = fields.chunks_exact(2).find(|p| p[0] == "e").map(|p| p[1].clone());
+            prop_assert!(json.is_some_and(|j| j.contains(r#""type""#)));
+        }
+    }
+}

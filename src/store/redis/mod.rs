@@ -26,9 +26,14 @@ use super::{
     Admission, Carry, Counter, DataWrite, LoadedSession, SessionStore, StoredSession, UserSessions,
 };
 use crate::error::StoreError;
-use crate::record::{DataChange, LinkKey, LinkRecord, SessionData, SessionKey, SessionRecord};
+use crate::record::{
+    ActivityEntry, ActivityLimits, DataChange, LinkKey, LinkRecord, SessionData, SessionKey,
+    SessionRecord,
+};
+use crate::telemetry;
 
 #[cfg(feature = "actix-session")]
+mod activity;
 mod actix_session;
 mod builder;
 mod claims;
@@ -400,6 +405,20 @@ impl RedisStore {
         limit: Duration,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.run_unmeasured(limit, operation).await;
+        telemetry::store_command(started.elapsed());
+        if result.is_err() {
+            telemetry::store_error("redis");
+        }
+        result
+    }
+
+    async fn run_unmeasured<T>(
+        &self,
+        limit: Duration,
+        operation: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(limit, operation).await {
             Ok(Err(err)) if err.is_timeout() => {
                 self.connection.unanswered();
@@ -657,6 +676,24 @@ impl SessionStore for RedisStore {
 
     async fn take_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
         links::take_link(self, key).await
+    }
+
+    async fn append_activity(
+        &self,
+        user_id: &str,
+        entry: &ActivityEntry,
+        limits: ActivityLimits,
+    ) -> Result<(), StoreError> {
+        activity::append_activity(self, user_id, entry, limits).await
+    }
+
+    async fn activity(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ActivityEntry>, StoreError> {
+        activity::activity(self, user_id, before, limit).await
     }
 
     async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -164,6 +164,7 @@ fn build(name: &str) -> PathBuf {
         ("two-factor", cfg!(feature = "two-factor")),
         ("test-util", cfg!(feature = "test-util")),
         ("actix-session", cfg!(feature = "actix-session")),
+        ("metrics", cfg!(feature = "metrics")),
     ];
     let features: Vec<&str> = enabled
         .iter()

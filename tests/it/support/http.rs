@@ -135,12 +135,23 @@ pub mod minimal {
         Response = ServiceResponse<impl MessageBody>,
         Error = actix_web::Error,
     > {
+        app_with(LoginMiddleware::new(store)).await
+    }
+
+    /// [`app`] around a middleware built by the test.
+    pub async fn app_with(
+        middleware: LoginMiddleware,
+    ) -> impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    > {
         test::init_service(
             App::new()
                 .route("/login/{id}", web::post().to(login))
                 .route("/me", web::get().to(me))
                 .route("/logout", web::post().to(logout))
-                .wrap(LoginMiddleware::new(store)),
+                .wrap(middleware),
         )
         .await
     }

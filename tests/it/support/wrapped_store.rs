@@ -310,6 +310,24 @@ impl<S: actix_login::store::SessionStore> actix_login::store::SessionStore for W
         self.inner.take_link(key).await
     }
 
+    async fn append_activity(
+        &self,
+        user_id: &str,
+        entry: &actix_login::events::ActivityEntry,
+        limits: actix_login::store::ActivityLimits,
+    ) -> Result<(), actix_login::StoreError> {
+        self.inner.append_activity(user_id, entry, limits).await
+    }
+
+    async fn activity(
+        &self,
+        user_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<actix_login::events::ActivityEntry>, actix_login::StoreError> {
+        self.inner.activity(user_id, before, limit).await
+    }
+
     async fn claim_once(
         &self,
         name: &str,

@@ -1,0 +1,62 @@
+//! Metrics through the `metrics` facade (cargo feature `metrics`): the app installs whichever
+//! recorder it likes (Prometheus, OpenTelemetry…); without one, or without the feature, every
+//! call here does nothing. Any layer may count here; nothing here knows a layer.
+//! The metrics and their labels are listed in the `events` module's docs.
+
+#![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+
+use std::time::Duration;
+
+/// A login's outcome: `success`, `failure` or `throttled`.
+pub(crate) fn login(result: &'static str) {
+    #[cfg(feature = "metrics")]
+    {
+        ::metrics::counter!("actix_login_logins_total", "result" => result).increment(1);
+        if result == "throttled" {
+            ::metrics::counter!("actix_login_throttled_total").increment(1);
+        }
+    }
+}
+
+/// A session ended by its own client.
+pub(crate) fn logout() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("actix_login_logouts_total").increment(1);
+}
+
+/// `count` sessions ended by `by`.
+pub(crate) fn revocations(by: &'static str, count: usize) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("actix_login_revocations_total", "by" => by)
+        .increment(u64::try_from(count).unwrap_or(u64::MAX));
+}
+
+/// A store operation that failed.
+pub(crate) fn store_error(op: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("actix_login_store_errors_total", "op" => op).increment(1);
+}
+
+/// How long one store command (or pipeline, or script) took.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn store_command(took: Duration) {
+    #[cfg(feature = "metrics")]
+    ::metrics::histogram!("actix_login_store_command_seconds").record(took.as_secs_f64());
+}
+
+/// A local cache lookup that found the record, or did not.
+#[cfg_attr(not(feature = "local-cache"), allow(dead_code))]
+pub(crate) fn cache(hit: bool) {
+    #[cfg(feature = "metrics")]
+    if hit {
+        ::metrics::counter!("actix_login_cache_hits_total").increment(1);
+    } else {
+        ::metrics::counter!("actix_login_cache_misses_total").increment(1);
+    }
+}
+
+/// A security event that found the queue full.
+pub(crate) fn event_dropped() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("actix_login_events_dropped_total").increment(1);
+}
