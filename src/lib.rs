@@ -427,6 +427,9 @@ pub use actix_web::cookie::SameSite;
 pub use crate::engine::links;
 pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, Timeouts};
 pub use crate::error::{Error, StoreError};
+#[cfg(feature = "passkeys")]
+#[cfg_attr(docsrs, doc(cfg(feature = "passkeys")))]
+pub use crate::protect::passkeys;
 #[cfg(feature = "password")]
 #[cfg_attr(docsrs, doc(cfg(feature = "password")))]
 pub use crate::protect::password;

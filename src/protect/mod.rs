@@ -1,5 +1,5 @@
 //! Login protection, beside the session engine: brute-force throttling, password hashing and
-//! the password policy. Each is usable on its own and behind its own cargo feature.
+//! the password policy, passkeys. Each is usable on its own and behind its own cargo feature.
 
 #[cfg(feature = "throttle")]
 mod counter;
@@ -7,6 +7,8 @@ mod counter;
 mod device;
 #[cfg(test)]
 mod hostile_input;
+#[cfg(feature = "passkeys")]
+pub mod passkeys;
 #[cfg(feature = "password")]
 pub mod password;
 #[cfg(feature = "policy")]

@@ -401,6 +401,22 @@ impl Session {
         self.state.csrf_token()
     }
 
+    /// The logged-in user's id and whether the session is fresh for
+    /// [`Require::fresh`](crate::Require::fresh); `None` without a login. For the passkey
+    /// ceremonies, which need both outside a `Require` guard.
+    #[cfg(feature = "passkeys")]
+    pub(crate) async fn user_and_freshness(&self) -> Result<Option<(String, bool)>, Error> {
+        let Some(active) = self.state.resolve().await? else {
+            return Ok(None);
+        };
+        let fresh = self
+            .state
+            .engine()
+            .rules()
+            .is_fresh_session(&active.record, std::time::SystemTime::now());
+        Ok(Some((active.record.user_id().to_owned(), fresh)))
+    }
+
     fn user_agent(&self) -> Option<String> {
         let header = self
             .request
