@@ -163,6 +163,7 @@ fn build(name: &str) -> PathBuf {
         ("throttle", cfg!(feature = "throttle")),
         ("test-util", cfg!(feature = "test-util")),
         ("actix-session", cfg!(feature = "actix-session")),
+        ("passkeys", cfg!(feature = "passkeys")),
     ];
     let features: Vec<&str> = enabled
         .iter()
