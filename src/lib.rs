@@ -388,6 +388,7 @@
 //! | `throttle` | yes | [`LoginThrottle`](throttle::LoginThrottle) |
 //! | `test-util` | | [`LoginMiddleware::test_cookie`] and [`test_bearer`](LoginMiddleware::test_bearer), a logged-in request in one line in your tests; [`store::contract`], the store contract for your own backend's tests |
 //! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
+//! | `passkeys` | | [`passkeys`]: WebAuthn registration and sign-in on webauthn-rs, the challenges in the session; needs OpenSSL's headers |
 //!
 //! `default-features = false` leaves the core: the engine, the middleware and extractors, and
 //! [`MemoryStore`]. The source layout, and which layer may use which, is described in

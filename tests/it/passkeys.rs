@@ -204,8 +204,27 @@ async fn harness(
         Error = actix_web::Error,
     >,
 > {
+    harness_with(
+        store,
+        fresh_window,
+        Passkeys::new("localhost", ORIGIN).unwrap(),
+    )
+    .await
+}
+
+async fn harness_with(
+    store: impl SessionStore,
+    fresh_window: Duration,
+    passkeys: Passkeys,
+) -> Harness<
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+> {
     let users = Arc::new(Users::default());
-    let passkeys = web::Data::new(Passkeys::new("localhost", ORIGIN).unwrap());
+    let passkeys = web::Data::new(passkeys);
     let middleware = LoginMiddleware::builder(store)
         .fresh_window(fresh_window)
         .build();
@@ -752,4 +771,40 @@ async fn configuration_errors_say_what_is_wrong() {
     }
     Passkeys::new("localhost", "http://localhost:8080").unwrap();
     Passkeys::new("example.com", "https://login.example.com").unwrap();
+}
+
+#[actix_web::test]
+async fn a_challenge_answered_too_late_is_refused() {
+    let passkeys = Passkeys::builder("localhost", ORIGIN)
+        .challenge_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let h = harness_with(MemoryStore::new(), Duration::from_secs(300), passkeys).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let refused = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (400, "passkey_no_challenge")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+    assert_eq!(whoami(&h.app, &visitor).await, "401");
 }
