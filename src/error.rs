@@ -49,8 +49,11 @@ impl StoreError {
 /// | code | status | from | when |
 /// |---|---|---|---|
 /// | `unauthenticated` | 401 | [`Unauthenticated`](Error::Unauthenticated), [`Store`](Error::Store) with [`StoreError::Corrupt`] | no cookie, a malformed one (no store command is sent), an expired, logged-out, revoked or unknown session, an unreadable record; for a bearer token, the same with `WWW-Authenticate: Bearer` (`Bearer error="invalid_token"` for a token that is malformed, unknown or ended) |
+/// | `second_factor_required` | 401 | [`SecondFactorRequired`](Error::SecondFactorRequired) | a session whose password was verified and whose [second factor](crate::two_factor) is still due: [`AuthUser`](crate::AuthUser), [`Require`](crate::Require) and every [`Session`](crate::Session) method that needs a login refuse it; the client sends the code |
+/// | `invalid_code` | 401 | [`InvalidCode`](Error::InvalidCode) | a [second-factor](crate::two_factor) code (TOTP or recovery code) that is wrong, malformed, or used before |
 /// | `forbidden` | 403 | [`Forbidden`](Error::Forbidden) | [`Require::role`](crate::Require::role) or [`Require::scope`](crate::Require::scope) not met (a missing scope adds `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`) |
 /// | `reauth_required` | 403 | [`ReauthRequired`](Error::ReauthRequired) | [`Require::fresh`](crate::Require::fresh) not met, or [`Session::create_token`](crate::Session::create_token) from a session outside the fresh window or from a personal access token: ask for the password, not a new login |
+/// | `second_factor_reauth_required` | 403 | [`SecondFactorReauthRequired`](Error::SecondFactorReauthRequired) | [`Require::fresh`](crate::Require::fresh) (or [`Session::create_token`](crate::Session::create_token)) on an account with a second factor, from a session whose password is fresh but whose last proof left the second factor out (a trusted browser, a password-only reauthentication): ask for the password and a code |
 /// | `csrf_rejected` | 403 | [`CrossSiteRequest`](Error::CrossSiteRequest) | an unsafe request with the session cookie from another site, or a cross-site login |
 /// | `session_changed` | 409 | [`SessionChanged`](Error::SessionChanged) | a [data write](crate::Session::insert) whose session a concurrent request ended or moved to a new token; nothing was written |
 /// | `login_superseded` | 409 | [`LoginSuperseded`](Error::LoginSuperseded) | a login whose new session racing logins of the same user ended, past [`max_sessions_per_user`](crate::LoginMiddlewareBuilder::max_sessions_per_user), before it could answer; no cookie or token is issued |
@@ -60,6 +63,7 @@ impl StoreError {
 /// | `too_many_sessions` | 429, with `Retry-After` | [`TooManySessions`](Error::TooManySessions) | a visitor's first data write past the [bounds on new anonymous sessions](crate::LoginMiddlewareBuilder::anonymous_sessions_per_minute) |
 /// | `token_rate_limited` | 429, with `Retry-After` | [`TokenRateLimited`](Error::TokenRateLimited) | [`Session::create_token`](crate::Session::create_token) past the user's [creation limit](crate::LoginMiddlewareBuilder::token_creation_limit) |
 /// | `too_many_links` | 429, with `Retry-After` | [`TooManyLinks`](Error::TooManyLinks) | [`OneTimeLinks::issue`](crate::links::OneTimeLinks::issue) past a [limit](crate::links::LinkSettings) per account, mail address or client address |
+/// | `too_many_codes` | 429, with `Retry-After` | [`TooManyCodes`](Error::TooManyCodes) | past the [second-factor](crate::two_factor) limit of wrong codes per account, from any address (5 per 15 minutes by default); even a right code waits |
 /// | `invalid_link` | 410 | [`InvalidLink`](Error::InvalidLink) | a [one-time link](crate::links) that is malformed, unknown, already used, expired, for another purpose, or issued before the account's password changed: all look alike |
 /// | `passkey_no_challenge` | 400 | [`Passkey`](Error::Passkey)`(`[`NoChallenge`](PasskeyRejection::NoChallenge)`)` | finishing a [passkey ceremony](crate::passkeys) that this session has not started, or has finished already (a replay), or started too long ago |
 /// | `passkey_challenge_mismatch` | 400 | [`Passkey`](Error::Passkey)`(`[`ChallengeMismatch`](PasskeyRejection::ChallengeMismatch)`)` | a passkey response signed over another challenge than this session's: another session's, or an older one |
@@ -86,6 +90,24 @@ pub enum Error {
     /// ask for it again rather than log in again.
     #[error("password must be confirmed again")]
     ReauthRequired,
+    /// The password was verified, but the account's second factor is still due: the session is
+    /// not a login yet.
+    #[error("the second factor is still due")]
+    SecondFactorRequired,
+    /// The password is fresh, but the account has a second factor that the session's latest
+    /// proof left out; ask for the password and a code.
+    #[error("the second factor must be confirmed again")]
+    SecondFactorReauthRequired,
+    /// A second-factor code that is wrong, malformed or used before.
+    #[error("invalid second-factor code")]
+    InvalidCode,
+    /// Too many wrong second-factor codes for the account lately, from any address; try again
+    /// after `retry_after`.
+    #[error("too many wrong second-factor codes")]
+    TooManyCodes {
+        /// How long until the next code is looked at.
+        retry_after: std::time::Duration,
+    },
     /// An unsafe request that a browser sent on behalf of another site.
     #[error("cross-site request refused")]
     CrossSiteRequest,

@@ -263,6 +263,10 @@
 //!   changes; [`Session::reauthenticate`] does the same after the user entered their password
 //!   again, which satisfies [`Require::fresh`] for the
 //!   [fresh window](LoginMiddlewareBuilder::fresh_window) ("sudo mode").
+//! * A [second factor](two_factor) (TOTP codes, recovery codes, trusted browsers): a login
+//!   whose code is due is no login (`401 second_factor_required`) until
+//!   [`Session::complete_second_factor`], codes work once on every instance, and
+//!   [`Require::fresh`] asks for the code again on accounts that have one.
 //! * [`Session::credentials_changed`] ends the user's other sessions after a password change,
 //!   including one that a login which verified the old password completes afterwards, when
 //!   logins name what they verified with [`Login::credentials_version`].
@@ -386,6 +390,7 @@
 //! | `password` | yes | [`password`]: argon2id hashing |
 //! | `policy` | yes | [`policy`]: checks for new passwords (implies `password`) |
 //! | `throttle` | yes | [`LoginThrottle`](throttle::LoginThrottle) |
+//! | `two-factor` | yes | [`TwoFactor`](two_factor::TwoFactor): TOTP (RFC 6238, through totp-rs), recovery codes, trusted browsers (implies `throttle`); without it [`two_factor`] still has the [login state](two_factor::SecondFactor) for a second factor of your own |
 //! | `test-util` | | [`LoginMiddleware::test_cookie`] and [`test_bearer`](LoginMiddleware::test_bearer), a logged-in request in one line in your tests; [`store::contract`], the store contract for your own backend's tests |
 //! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
 //! | `passkeys` | | [`passkeys`]: WebAuthn registration and sign-in on webauthn-rs, the challenges in the session; needs OpenSSL's headers |
@@ -409,6 +414,7 @@
         feature = "password",
         feature = "policy",
         feature = "throttle",
+        feature = "two-factor",
         feature = "test-util"
     )),
     allow(rustdoc::broken_intra_doc_links)
@@ -440,6 +446,7 @@ pub use crate::protect::policy;
 #[cfg(feature = "throttle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub use crate::protect::throttle;
+pub use crate::protect::two_factor;
 pub use crate::record::SessionData;
 pub use crate::store::memory::MemoryStore;
 #[cfg(feature = "redis")]

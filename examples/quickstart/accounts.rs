@@ -14,7 +14,7 @@ use crate::links::{mail_verification, LinkBase};
 use crate::mail::Mailer;
 use crate::users::{hasher, Profile, Users};
 
-fn invalid_credentials() -> HttpResponse {
+pub(crate) fn invalid_credentials() -> HttpResponse {
     HttpResponse::Unauthorized().json(json!({ "error": "invalid_credentials" }))
 }
 
@@ -26,12 +26,12 @@ pub(crate) struct Credentials {
 
 #[derive(Deserialize)]
 pub(crate) struct LoginForm {
-    username: String,
-    password: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
     /// "Keep me signed in": the longer remember timeouts, and a cookie that outlives the
     /// browser session.
     #[serde(default)]
-    remember: bool,
+    pub(crate) remember: bool,
 }
 
 /// Logs in; the new session keeps the data (cart, preferences) of the session the browser came

@@ -37,6 +37,20 @@
 //!   malformed token is `401` with `WWW-Authenticate`.
 //! - Logged in with the cookie: `POST /reauth` `{"password"}`; with a fresh session,
 //!   `POST /password` `{"current_password","new_password"}`.
+//! - A second factor (TOTP, RFC 6238), with a fresh session: `POST /2fa/enroll` answers
+//!   `200 {"secret","otpauth_url"}` for an authenticator app; `POST /2fa/confirm` `{"code"}`
+//!   with its first code turns it on and answers `200 {"recovery_codes":[10 codes]}`, shown
+//!   once (the account's other sessions end). From then on `POST /login` with the right
+//!   password answers `200 {"second_factor_required": true}` with a cookie that is no login
+//!   yet (`GET /me` is `401 second_factor_required`, for 5 minutes), and
+//!   `POST /login/second-factor` `{"code","trust_browser"}` with a code from the app or a
+//!   recovery code logs in (`200` profile, a new cookie); `"trust_browser": true` skips the
+//!   code on this browser for 30 days, until the password changes. A code works once (`401
+//!   invalid_code` the second time); 5 wrong codes for an account within 15 minutes, from
+//!   any address, are `429 too_many_codes` with `Retry-After`. Fresh routes (`/password`,
+//!   `/tokens`, `/2fa/…`) then want the code too: `POST /reauth`, then
+//!   `POST /reauth/second-factor` `{"code"}` (`403 second_factor_reauth_required` until
+//!   then). `POST /2fa/recovery-codes` (fresh) answers ten new recovery codes.
 //! - One-time links, mailed to `<username>@example.test` as `http://<ADDR><path>` on a line of
 //!   their own: `POST /password-reset` `{"username"}` and `POST /magic-link` `{"username"}`
 //!   answer `202` with one body whether or not the account exists, and mail
@@ -104,11 +118,28 @@
 //! curl -i -X POST -H 'Authorization: Bearer <token>' http://127.0.0.1:8080/logout
 //! ```
 //!
+//! A second factor for alice, from a session that logged in within the fresh window, with
+//! `oathtool` standing in for the authenticator app (`<secret>` is what enrolment answers):
+//!
+//! ```text
+//! curl -i -b jar -c jar -X POST -H 'Origin: http://127.0.0.1:8080' \
+//!      http://127.0.0.1:8080/2fa/enroll
+//! curl -i -b jar -c jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
+//!      -d "{\"code\":\"$(oathtool --totp -b <secret>)\"}" http://127.0.0.1:8080/2fa/confirm
+//! curl -i -c jar -H 'content-type: application/json' \
+//!      -d '{"username":"alice","password":"alice-password-123"}' http://127.0.0.1:8080/login
+//! sleep 30  # a code works once: wait for the next one
+//! curl -i -b jar -c jar -H 'Origin: http://127.0.0.1:8080' -H 'content-type: application/json' \
+//!      -d "{\"code\":\"$(oathtool --totp -b <secret>)\"}" \
+//!      http://127.0.0.1:8080/login/second-factor
+//! ```
+//!
 //! The handlers live in modules by concern: `accounts` (sign-up, login, logout, `/me`,
-//! re-authentication, password changes), `links` (password reset, verification and sign-in
-//! links), `email` (e-mail change), `mail`, `sessions`, `tokens`, `data` (cart and preferences), `admin` (roles),
-//! `users` (the user table); `config` and `store` read the environment. `main`
-//! below wires the routes.
+//! re-authentication, password changes), `second_factor` (TOTP, recovery codes, trusted
+//! browsers), `links` (password reset, verification and sign-in links), `email` (e-mail
+//! change), `mail`, `sessions`, `tokens`, `data` (cart and preferences), `admin` (roles),
+//! `users` (the user table); `config` and `store` read the environment. `main` below wires the
+//! routes.
 
 mod accounts;
 mod admin;
@@ -117,12 +148,14 @@ mod data;
 mod email;
 mod links;
 mod mail;
+mod second_factor;
 mod sessions;
 mod store;
 mod tokens;
 mod users;
 
 use actix_login::throttle::LoginThrottle;
+use actix_login::two_factor::TwoFactor;
 use actix_login::{LoginMiddleware, MemoryStore, Require};
 use actix_web::error::InternalError;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -165,19 +198,23 @@ async fn main() -> std::io::Result<()> {
         .init();
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let (builder, login_throttle) = if let Some(store) = store::redis_store().await? {
+    let (builder, login_throttle, two_factor) = if let Some(store) = store::redis_store().await? {
         (
             LoginMiddleware::builder(store.clone()),
-            LoginThrottle::new(store),
+            LoginThrottle::new(store.clone()),
+            TwoFactor::new(store),
         )
     } else {
         println!("session store: in memory (set REDIS_URL or REDIS_CLUSTER_NODES to use Redis)");
         let store = MemoryStore::new();
         (
             LoginMiddleware::builder(store.clone()),
-            LoginThrottle::new(store),
+            LoginThrottle::new(store.clone()),
+            TwoFactor::new(store),
         )
     };
+    let two_factor = web::Data::new(two_factor.issuer("actix-login quickstart"));
+    let second_factors = web::Data::new(second_factor::SecondFactors::default());
     // `try_build`, not `build`: a bad COOKIE_DOMAIN is a message, not a panic.
     let login_middleware = config::configure(builder)?
         .try_build()
@@ -200,8 +237,29 @@ async fn main() -> std::io::Result<()> {
             .app_data(login_throttle.clone())
             .app_data(mailer.clone())
             .app_data(link_base.clone())
+            .app_data(two_factor.clone())
+            .app_data(second_factors.clone())
             .app_data(json_config())
-            .route("/login", web::post().to(accounts::login))
+            // Accounts without a second factor log in as `accounts::login` does.
+            .route("/login", web::post().to(second_factor::login))
+            .route(
+                "/login/second-factor",
+                web::post().to(second_factor::complete_login),
+            )
+            .service(
+                web::scope("/2fa")
+                    .wrap(Require::login().fresh())
+                    .route("/enroll", web::post().to(second_factor::enroll))
+                    .route("/confirm", web::post().to(second_factor::confirm))
+                    .route(
+                        "/recovery-codes",
+                        web::post().to(second_factor::new_recovery_codes),
+                    ),
+            )
+            .route(
+                "/reauth/second-factor",
+                web::post().to(second_factor::reauth),
+            )
             .route("/register", web::post().to(accounts::register))
             .route("/me", web::get().to(accounts::me))
             .route("/logout", web::post().to(accounts::logout))

@@ -3,11 +3,12 @@
 use std::time::SystemTime;
 
 use super::{
-    ActiveSession, DataNeed, Grant, Issued, SessionEngine, SessionKey, SessionRecord, SessionToken,
+    ActiveSession, DataNeed, Grant, Issued, Reauth, SessionEngine, SessionKey, SessionRecord,
+    SessionToken,
 };
 use crate::error::{Error, StoreError};
-use crate::record::Lifetime;
 use crate::record::SessionData;
+use crate::record::{Factors, Lifetime};
 use crate::store::{Carry, LoadedSession};
 
 /// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit
@@ -200,8 +201,14 @@ impl SessionEngine {
             // An empty id is how a record says it has no user.
             return Err(Error::InvalidInput);
         }
+        if grant.bearer && grant.factors == Factors::Pending {
+            // A second factor is completed with a cookie; a token client gets no half-login.
+            return Err(Error::InvalidInput);
+        }
         let now = SystemTime::now();
-        let lifetime = if grant.remember {
+        let lifetime = if grant.factors == Factors::Pending {
+            Lifetime::Pending
+        } else if grant.remember {
             Lifetime::Remembered
         } else {
             Lifetime::Standard
@@ -215,7 +222,8 @@ impl SessionEngine {
             absolute_end,
         )
         .with_roles(grant.roles.clone())
-        .with_client(grant.ip.clone(), grant.user_agent.clone());
+        .with_client(grant.ip.clone(), grant.user_agent.clone())
+        .with_factors(grant.factors);
         if grant.bearer {
             record = record.login_token(grant.remember);
         } else if grant.remember {
@@ -256,15 +264,18 @@ impl SessionEngine {
                 self.hold_credentials(&key, record.user_id(), verified)
                     .await?;
             }
+            let pending = record.is_second_factor_pending();
             tracing::info!(
                 session = key.short(),
                 user_id = record.user_id(),
                 kept_data = from.is_some(),
                 remembered = record.is_remembered(),
                 bearer = record.is_bearer(),
+                second_factor_due = pending,
                 "login"
             );
-            if !self.trim_to_cap(record.user_id(), &key).await? {
+            // A login waiting for its second factor is none yet: it ends no other session.
+            if !pending && !self.trim_to_cap(record.user_id(), &key).await? {
                 tracing::warn!(
                     session = key.short(),
                     user_id = record.user_id(),
@@ -304,8 +315,8 @@ impl SessionEngine {
         Ok(())
     }
 
-    /// Moves `active`, with its data, to a new token and kills the old one; with
-    /// `reauthenticated`, also notes that the password was just confirmed.
+    /// Moves `active`, with its data, to a new token and kills the old one, noting what
+    /// `reauth` says the user just proved.
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] if the session ended meanwhile (logged out, revoked, expired)
@@ -313,13 +324,26 @@ impl SessionEngine {
     pub(crate) async fn rotate(
         &self,
         active: &ActiveSession,
-        reauthenticated: bool,
+        reauth: Reauth,
     ) -> Result<Issued, Error> {
         let now = SystemTime::now();
         let mut record = active.record.clone();
-        if reauthenticated {
-            record = record.reauthenticated(now);
+        match reauth {
+            Reauth::None => {}
+            Reauth::Password => {
+                // The password alone: on an account with a second factor, not enough for a
+                // fresh check that wants both.
+                let factors = match record.factors() {
+                    Factors::Both | Factors::PasswordOnly => Factors::PasswordOnly,
+                    other => other,
+                };
+                record = record.reauthenticated(now).with_factors(factors);
+            }
+            Reauth::SecondFactor => {
+                record = record.with_factors(Factors::Both);
+            }
         }
+        let reauthenticated = reauth != Reauth::None;
         let expires_at = self
             .rules
             .idle_deadline_of(record.lifetime(), now, record.expires_at());
@@ -338,6 +362,72 @@ impl SessionEngine {
             reauthenticated,
             "session rotated"
         );
+        let session = ActiveSession {
+            key,
+            record,
+            expires_at,
+            refreshed: false,
+        };
+        Ok(Issued { token, session })
+    }
+}
+
+impl SessionEngine {
+    /// The second factor of `active` was just verified. A login waiting for it becomes a
+    /// login, on a new token, as a password login would: the normal (or remembered) lifetime
+    /// from now, the per-user cap. A login that already was one is reauthenticated with both
+    /// factors, also on a new token.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] if the session ended meanwhile (expired, logged out, revoked
+    /// by a password change) or a concurrent request completed it first;
+    /// [`Error::LoginSuperseded`] if racing logins pushed the new session past the cap.
+    pub(crate) async fn complete_second_factor(
+        &self,
+        active: &ActiveSession,
+    ) -> Result<Issued, Error> {
+        if !active.record.is_second_factor_pending() {
+            return self.rotate(active, Reauth::SecondFactor).await;
+        }
+        let now = SystemTime::now();
+        let lifetime = if active.record.is_remembered() {
+            Lifetime::Remembered
+        } else {
+            Lifetime::Standard
+        };
+        let record = active
+            .record
+            .clone()
+            .logged_in_at(now, self.rules.absolute_end_of(lifetime, now))
+            .with_factors(Factors::Both);
+        let expires_at = self
+            .rules
+            .idle_deadline_of(record.lifetime(), now, record.expires_at());
+        let token = SessionToken::generate_beside(&active.key).map_err(Error::Random)?;
+        let key = token.key();
+        // The pending record's data and any live update of the user come along, atomically:
+        // the half-login's token is dead once this returns.
+        let moved = self
+            .store
+            .rotate(&active.key, &key, &record, expires_at, Carry::DataAndUser)
+            .await?;
+        if !moved {
+            return Err(Error::Unauthenticated);
+        }
+        tracing::info!(
+            from = active.key.short(),
+            session = key.short(),
+            user_id = record.user_id(),
+            "login: second factor verified"
+        );
+        if !self.trim_to_cap(record.user_id(), &key).await? {
+            tracing::warn!(
+                session = key.short(),
+                user_id = record.user_id(),
+                "login refused: its session ended before the login finished"
+            );
+            return Err(Error::LoginSuperseded);
+        }
         let session = ActiveSession {
             key,
             record,

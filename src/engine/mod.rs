@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use serde_json::value::RawValue;
 
-use crate::record::{SessionKey, SessionRecord};
+use crate::record::{Factors, SessionKey, SessionRecord};
 use crate::store::DynStore;
 
 mod address;
@@ -76,6 +76,17 @@ impl SessionEngine {
     pub(crate) fn rules(&self) -> &SessionRules {
         &self.rules
     }
+
+    /// Records `name` as used for `ttl` unless it already is: `true` for the one caller that
+    /// recorded it, on every instance sharing the store (a second-factor code's single use).
+    #[cfg_attr(not(feature = "two-factor"), allow(dead_code))]
+    pub(crate) async fn claim_once(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, crate::error::StoreError> {
+        self.store.claim_once(name, ttl).await
+    }
 }
 
 /// A session that is live right now: its key, its record, and its current idle deadline.
@@ -113,6 +124,22 @@ pub(crate) struct Grant {
     pub(crate) remember: bool,
     /// Whether the client gets a bearer token rather than a cookie.
     pub(crate) bearer: bool,
+    /// What the login proved: the password alone, or the password with the second factor
+    /// still due (no login yet), or skipped on a trusted browser.
+    pub(crate) factors: Factors,
+}
+
+/// What a rotation notes about the user's proof of identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reauth {
+    /// Nothing: a new token for the same session.
+    None,
+    /// The password was just entered again.
+    Password,
+    /// The second factor was just proven, after the password: the session has both, and the
+    /// time of the password entry stays what it was, so that a fresh check still needs a
+    /// recent password.
+    SecondFactor,
 }
 
 /// What a store keeps to tell one version of a user's credentials from the next: a hash of

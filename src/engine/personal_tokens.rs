@@ -147,7 +147,9 @@ impl SessionEngine {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a name, lifetime or scope list out of bounds;
-    /// [`Error::ReauthRequired`] unless `owner` is a fresh login; [`Error::Forbidden`] for a
+    /// [`Error::ReauthRequired`] unless `owner` is a fresh login
+    /// ([`Error::SecondFactorReauthRequired`] if its account's second factor is not);
+    /// [`Error::Forbidden`] for a
     /// scope the owner lacks; [`Error::TooManyTokens`] at the per-user limit;
     /// [`Error::TokenRateLimited`] past the creation rate; [`Error::Unauthenticated`] if the
     /// owner's session ended while the token was being created (the token is then gone too).
@@ -159,9 +161,7 @@ impl SessionEngine {
     ) -> Result<IssuedToken, Error> {
         spec.check()?;
         let now = SystemTime::now();
-        if !self.rules.is_fresh_session(&owner.record, now) {
-            return Err(Error::ReauthRequired);
-        }
+        self.rules.check_fresh(&owner.record, now)?;
         let scopes = narrowed_scopes(owner.record.scopes(), spec.scopes)?;
         let user_id = owner.record.user_id();
         let max = self.rules.max_tokens_per_user();

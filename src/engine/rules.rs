@@ -3,7 +3,19 @@
 use std::time::{Duration, SystemTime};
 
 use super::links::LinkSettings;
-use crate::record::{Lifetime, SessionRecord};
+use crate::record::{Factors, Lifetime, SessionRecord};
+
+/// Whether a session may do what needs a recent proof of identity ("sudo mode").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Freshness {
+    /// Every factor the account has was proven within the fresh window.
+    Fresh,
+    /// The password was, recently enough, but the account's second factor was not.
+    SecondFactorDue,
+    /// Not within the fresh window, or not a login that could be.
+    Stale,
+}
 
 /// Default idle timeout: 30 minutes (NIST SP 800-63B revision 3, AAL2; OWASP ASVS 4.0 level 2).
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -12,6 +24,9 @@ pub(crate) const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 6
 /// Default window after a password entry during which [`Require::fresh`](crate::Require::fresh)
 /// lets a session through: 10 minutes.
 pub(crate) const DEFAULT_FRESH_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Default time a login has between its password and its second factor: 5 minutes, enough to
+/// find a phone, too short to keep a half-login around.
+pub(crate) const DEFAULT_SECOND_FACTOR_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Default idle timeout of a session without a login: 15 minutes, half a login's, since nobody
 /// has proven who they are and bots start such sessions too.
@@ -137,6 +152,7 @@ pub(crate) struct SessionRules {
     remember_idle_timeout: Duration,
     remember_absolute_timeout: Duration,
     fresh_window: Duration,
+    second_factor_timeout: Duration,
     max_sessions_per_user: usize,
     max_tokens_per_user: usize,
     token_creations: u32,
@@ -158,6 +174,7 @@ impl Default for SessionRules {
             remember_idle_timeout: DEFAULT_REMEMBER_IDLE_TIMEOUT,
             remember_absolute_timeout: DEFAULT_REMEMBER_ABSOLUTE_TIMEOUT,
             fresh_window: DEFAULT_FRESH_WINDOW,
+            second_factor_timeout: DEFAULT_SECOND_FACTOR_TIMEOUT,
             max_sessions_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
             max_tokens_per_user: DEFAULT_MAX_TOKENS_PER_USER,
             token_creations: DEFAULT_TOKEN_CREATIONS,
@@ -223,6 +240,7 @@ impl SessionRules {
         now + match lifetime {
             Lifetime::Anonymous => self.anonymous_absolute_timeout,
             Lifetime::Standard => self.absolute_timeout,
+            Lifetime::Pending => self.second_factor_timeout,
             Lifetime::Remembered => self.remember_absolute_timeout,
             Lifetime::Fixed => MAX_TIMEOUT,
         }
@@ -246,6 +264,7 @@ impl SessionRules {
         match lifetime {
             Lifetime::Anonymous => Some(self.anonymous_idle_timeout),
             Lifetime::Standard => Some(self.idle_timeout),
+            Lifetime::Pending => Some(self.second_factor_timeout),
             Lifetime::Remembered => Some(self.remember_idle_timeout),
             Lifetime::Fixed => None,
         }
@@ -293,6 +312,11 @@ impl SessionRules {
         self.fresh_window = window.min(MAX_TIMEOUT);
     }
 
+    pub(crate) fn set_second_factor_timeout(&mut self, timeout: Duration) {
+        // At least a second, so that a pending login can be completed at all.
+        self.second_factor_timeout = timeout.clamp(Duration::from_secs(1), MAX_TIMEOUT);
+    }
+
     pub(crate) fn set_max_sessions_per_user(&mut self, max: usize) {
         self.max_sessions_per_user = max.max(1);
     }
@@ -335,9 +359,33 @@ impl SessionRules {
 
     /// Whether `record` may do what needs a recent password ("sudo mode"): a login whose
     /// password was entered within the fresh window. A personal access token never may: no
-    /// password was entered in it.
-    pub(crate) fn is_fresh_session(&self, record: &SessionRecord, now: SystemTime) -> bool {
-        record.token_name().is_none() && self.is_fresh(record.authenticated_at(), now)
+    /// password was entered in it. On an account with a second factor, the latest proof must
+    /// have included it.
+    pub(crate) fn freshness(&self, record: &SessionRecord, now: SystemTime) -> Freshness {
+        if record.token_name().is_some()
+            || !record.is_login()
+            || !self.is_fresh(record.authenticated_at(), now)
+        {
+            return Freshness::Stale;
+        }
+        match record.factors() {
+            Factors::Password | Factors::Both => Freshness::Fresh,
+            Factors::PasswordOnly => Freshness::SecondFactorDue,
+            Factors::Pending => Freshness::Stale,
+        }
+    }
+
+    /// [`freshness`](Self::freshness) as the error a refusal answers with.
+    pub(crate) fn check_fresh(
+        &self,
+        record: &SessionRecord,
+        now: SystemTime,
+    ) -> Result<(), crate::error::Error> {
+        match self.freshness(record, now) {
+            Freshness::Fresh => Ok(()),
+            Freshness::SecondFactorDue => Err(crate::error::Error::SecondFactorReauthRequired),
+            Freshness::Stale => Err(crate::error::Error::ReauthRequired),
+        }
     }
 
     /// Whether a password entered at `authenticated_at` is recent enough for sensitive actions.
@@ -378,6 +426,55 @@ mod tests {
         // minutes ahead, it is not.
         assert!(rules.is_fresh(now + Duration::from_secs(5), now));
         assert!(!rules.is_fresh(now + Duration::from_secs(600), now));
+    }
+
+    #[test]
+    fn freshness_asks_for_the_second_factor_where_the_account_has_one() {
+        use serde_json::value::RawValue;
+        let rules = SessionRules::default();
+        let now = SystemTime::now();
+        let user = RawValue::from_string("{}".into()).unwrap();
+        let login = SessionRecord::new("s", "7", user, now, now + DEFAULT_ABSOLUTE_TIMEOUT);
+        let with = |factors| login.clone().with_factors(factors);
+        assert_eq!(
+            rules.freshness(&with(Factors::Password), now),
+            Freshness::Fresh
+        );
+        assert_eq!(rules.freshness(&with(Factors::Both), now), Freshness::Fresh);
+        assert_eq!(
+            rules.freshness(&with(Factors::PasswordOnly), now),
+            Freshness::SecondFactorDue
+        );
+        // A half-login is no login, fresh or not.
+        assert_eq!(
+            rules.freshness(&with(Factors::Pending), now),
+            Freshness::Stale
+        );
+        // Both factors, but the password too long ago.
+        let later = now + DEFAULT_FRESH_WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            rules.freshness(&with(Factors::Both), later),
+            Freshness::Stale
+        );
+        assert_eq!(
+            rules.freshness(&with(Factors::PasswordOnly), later),
+            Freshness::Stale
+        );
+    }
+
+    #[test]
+    fn a_half_login_lives_by_the_second_factor_timeout() {
+        let mut rules = SessionRules::default();
+        rules.set_second_factor_timeout(Duration::ZERO);
+        let now = SystemTime::now();
+        let end = rules.absolute_end_of(Lifetime::Pending, now);
+        assert_eq!(end, now + Duration::from_secs(1));
+        assert_eq!(rules.idle_deadline_of(Lifetime::Pending, now, end), end);
+        let default = SessionRules::default();
+        assert_eq!(
+            default.absolute_end_of(Lifetime::Pending, now),
+            now + DEFAULT_SECOND_FACTOR_TIMEOUT
+        );
     }
 
     #[test]

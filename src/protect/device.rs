@@ -38,6 +38,18 @@ pub(crate) fn presented(req: &HttpRequest, account: &str) -> Option<String> {
     well_formed.then(|| counter_name(account, token))
 }
 
+/// The request's device token, if it carries something shaped like one.
+#[cfg(feature = "two-factor")]
+pub(crate) fn presented_token(req: &HttpRequest) -> Option<String> {
+    let cookie = req.cookie(DEVICE_COOKIE)?;
+    let token = cookie.value();
+    let well_formed = token.len() == TOKEN_CHARS
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then(|| token.to_owned())
+}
+
 /// Makes a new token for the account with id `account`, valid for `lifetime`, and the cookie
 /// that carries it.
 pub(crate) async fn issue(

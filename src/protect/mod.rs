@@ -1,5 +1,7 @@
-//! Login protection, beside the session engine: brute-force throttling, password hashing and
-//! the password policy, passkeys. Each is usable on its own and behind its own cargo feature.
+//! Login protection, beside the session engine: brute-force throttling, a second factor,
+//! password hashing, the password policy and passkeys. Each is usable on its own and behind its own
+//! cargo feature (the second factor's login state, `two_factor::SecondFactor`, is always
+//! there).
 
 #[cfg(feature = "throttle")]
 mod counter;
@@ -17,3 +19,4 @@ pub mod policy;
 mod response;
 #[cfg(feature = "throttle")]
 pub mod throttle;
+pub mod two_factor;

@@ -412,8 +412,10 @@ impl Passkeys {
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] without a login; [`Error::ReauthRequired`] outside the
-    /// [fresh window](crate::LoginMiddlewareBuilder::fresh_window), as for
-    /// [`Require::fresh`](crate::Require::fresh); [`Error::Passkey`] if webauthn-rs refuses;
+    /// [fresh window](crate::LoginMiddlewareBuilder::fresh_window), and
+    /// [`Error::SecondFactorReauthRequired`] on an account with a second factor that the
+    /// session's latest proof left out, as for [`Require::fresh`](crate::Require::fresh);
+    /// [`Error::Passkey`] if webauthn-rs refuses;
     /// the errors of [`Session::insert`].
     pub async fn start_registration(
         &self,
@@ -443,7 +445,7 @@ impl Passkeys {
     ///
     /// # Errors
     /// [`Error::Unauthenticated`] without the login that started it; [`Error::ReauthRequired`]
-    /// once the login is no longer fresh; [`Error::Passkey`] with
+    /// (or [`Error::SecondFactorReauthRequired`]) once the login is no longer fresh; [`Error::Passkey`] with
     /// [`NoChallenge`](PasskeyRejection::NoChallenge),
     /// [`ChallengeMismatch`](PasskeyRejection::ChallengeMismatch),
     /// [`WrongOrigin`](PasskeyRejection::WrongOrigin) or
@@ -631,12 +633,11 @@ impl Passkeys {
     }
 }
 
-/// The logged-in user's id, if the login is fresh.
+/// The logged-in user's id, if the login is fresh as `Require::fresh` asks.
 async fn fresh_user(session: &Session) -> Result<String, Error> {
     match session.user_and_freshness().await? {
         None => Err(Error::Unauthenticated),
-        Some((_, false)) => Err(Error::ReauthRequired),
-        Some((user_id, true)) => Ok(user_id),
+        Some((user_id, fresh)) => fresh.map(|()| user_id),
     }
 }
 

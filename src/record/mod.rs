@@ -63,6 +63,39 @@ struct Fields {
     /// Absent for the common case, a browser session that ends with the browser.
     #[serde(rename = "k", default, skip_serializing_if = "Kind::is_browser")]
     kind: Kind,
+    /// Absent for the common case, a login by password on an account without a second factor.
+    #[serde(rename = "f", default, skip_serializing_if = "Factors::is_password")]
+    factors: Factors,
+}
+
+/// How the session's user last proved who they are, and whether that is a login yet.
+///
+/// One enum rather than flags, so that "pending" and "verified with two factors" cannot both
+/// be true of one record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Factors {
+    /// The password, on an account without a second factor (as far as the login knew).
+    #[default]
+    #[serde(rename = "p")]
+    Password,
+    /// The password was right and the second factor is due: not a login. Lives only as long
+    /// as the [second-factor timeout](crate::LoginMiddlewareBuilder::second_factor_timeout).
+    #[serde(rename = "w")]
+    Pending,
+    /// The password alone, on an account that has a second factor: a browser the user trusted
+    /// skipped it, or the password was confirmed again without it. A login, but not fresh
+    /// enough for [`Require::fresh`](crate::Require::fresh).
+    #[serde(rename = "1")]
+    PasswordOnly,
+    /// The password and the second factor.
+    #[serde(rename = "2")]
+    Both,
+}
+
+impl Factors {
+    fn is_password(&self) -> bool {
+        *self == Factors::Password
+    }
 }
 
 /// How the client holds a session's token and what keeps the session alive. Kept apart from
@@ -111,6 +144,8 @@ pub(crate) enum Lifetime {
     Anonymous,
     /// A login: the normal idle and absolute limits.
     Standard,
+    /// A password verified, the second factor due: a short limit of its own.
+    Pending,
     /// A login that asked to be remembered: the longer limits.
     Remembered,
     /// A personal access token: no idle limit, only its own end.
@@ -141,6 +176,7 @@ impl SessionRecord {
             ip: None,
             user_agent: None,
             kind: Kind::Browser,
+            factors: Factors::Password,
         }))
     }
 
@@ -236,14 +272,48 @@ impl SessionRecord {
     }
 
     /// Whether this is a login: a browser session or a login token, not a personal access
-    /// token nor an anonymous session.
+    /// token, an anonymous session nor a login waiting for its second factor.
     pub(crate) fn is_login(&self) -> bool {
-        !self.is_anonymous() && !matches!(self.0.kind, Kind::Personal { .. })
+        !self.is_anonymous()
+            && !matches!(self.0.kind, Kind::Personal { .. })
+            && !self.is_second_factor_pending()
+    }
+
+    /// Whether the password was verified and the second factor is still due: such a session
+    /// is no login ([`AuthUser`](crate::AuthUser) refuses it with `second_factor_required`).
+    pub fn is_second_factor_pending(&self) -> bool {
+        self.0.factors == Factors::Pending
+    }
+
+    /// Whether the user proved a second factor when they last authenticated in this session.
+    pub fn has_second_factor(&self) -> bool {
+        self.0.factors == Factors::Both
+    }
+
+    /// How the user last proved who they are.
+    pub(crate) fn factors(&self) -> Factors {
+        self.0.factors
+    }
+
+    /// The same record, with the user's proof described by `factors`.
+    pub(crate) fn with_factors(mut self, factors: Factors) -> Self {
+        Arc::make_mut(&mut self.0).factors = factors;
+        self
     }
 
     /// Whether this is a login token from a bearer login.
     pub(crate) fn is_login_token(&self) -> bool {
         matches!(self.0.kind, Kind::LoginToken { .. })
+    }
+
+    /// The same record as a login that began at `now` and may last until `expires_at`: what a
+    /// half-login becomes once its second factor is verified.
+    pub(crate) fn logged_in_at(mut self, now: SystemTime, expires_at: SystemTime) -> Self {
+        let fields = Arc::make_mut(&mut self.0);
+        fields.created_at = unix_millis(now);
+        fields.authenticated_at = None;
+        fields.expires_at = unix_millis(expires_at);
+        self
     }
 
     /// The same record, with the password confirmed again at `now`.
@@ -295,6 +365,8 @@ impl SessionRecord {
     pub(crate) fn lifetime(&self) -> Lifetime {
         if self.is_anonymous() {
             Lifetime::Anonymous
+        } else if self.is_second_factor_pending() {
+            Lifetime::Pending
         } else if matches!(self.0.kind, Kind::Personal { .. }) {
             Lifetime::Fixed
         } else if self.is_remembered() {
@@ -392,6 +464,29 @@ mod tests {
             back.expires_at().duration_since(back.created_at()).unwrap(),
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn the_factors_cost_a_password_login_no_byte_and_round_trip() {
+        let now = SystemTime::now();
+        let user = RawValue::from_string("{}".into()).unwrap();
+        let record = SessionRecord::new("s1", "7", user, now, now + Duration::from_secs(60));
+        let plain = serde_json::to_string(&record).unwrap();
+        assert!(!plain.contains(r#""f""#), "{plain}");
+        for (factors, tag) in [
+            (Factors::Pending, r#""f":"w""#),
+            (Factors::PasswordOnly, r#""f":"1""#),
+            (Factors::Both, r#""f":"2""#),
+        ] {
+            let json = serde_json::to_string(&record.clone().with_factors(factors)).unwrap();
+            assert!(json.contains(tag), "{json}");
+            assert_eq!(json.len(), plain.len() + tag.len() + 1);
+            let back: SessionRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.factors(), factors);
+            assert_eq!(back.is_second_factor_pending(), factors == Factors::Pending);
+            assert_eq!(back.is_login(), factors != Factors::Pending);
+            assert_eq!(back.has_second_factor(), factors == Factors::Both);
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ struct Inner {
     credentials: HashMap<String, (String, SystemTime)>,
     /// One-time links, each until its own `expires_at`.
     links: HashMap<LinkKey, LinkRecord>,
+    /// Single-use claims (second-factor codes), each until its own end.
+    claims: HashMap<String, SystemTime>,
     creations_since_sweep: u32,
 }
 
@@ -128,6 +130,7 @@ impl Inner {
         self.credentials
             .retain(|_, (_, kept_until)| *kept_until > now);
         self.links.retain(|_, link| link.expires_at() > now);
+        self.claims.retain(|_, until| *until > now);
         self.creations_since_sweep = 0;
     }
 }
@@ -342,6 +345,21 @@ impl SessionStore for MemoryStore {
             .links
             .remove(key)
             .filter(|link| link.expires_at() > now))
+    }
+
+    async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        inner.creations_since_sweep += 1;
+        if inner.creations_since_sweep >= SWEEP_EVERY {
+            inner.sweep(now);
+        }
+        // Checked and written under one lock: of two racing claims, the second sees the first.
+        if inner.claims.get(name).is_some_and(|until| *until > now) {
+            return Ok(false);
+        }
+        inner.claims.insert(name.to_owned(), now + ttl);
+        Ok(true)
     }
 }
 

@@ -335,6 +335,30 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = key;
         std::future::ready(Err(StoreError::unavailable(NO_LINKS)))
     }
+
+    /// Records `name` as used for `ttl`, unless it already is: `Ok(true)` for the call that
+    /// recorded it, `Ok(false)` while the record stands. Of any number of concurrent calls for
+    /// one name, on every app instance sharing the store, exactly one gets `true`. This is what
+    /// makes a second-factor code single-use (a TOTP code's time step, a recovery code), so a
+    /// record must outlive `ttl` by no less than the store's clock allows and must never be
+    /// lost while it stands (a store with replicas waits for one, as for a deleted session).
+    ///
+    /// `name` is made by the crate from hashes: short, printable ASCII, holding no secret.
+    ///
+    /// The default answers with an error, like the one-time link methods: a store that keeps
+    /// no such records makes every second-factor code fail with `503`, and nothing else
+    /// changes. [`store::contract::check_claims`](crate::store::contract::check_claims)
+    /// checks a store that keeps them.
+    fn claim_once(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> {
+        let _ = (name, ttl);
+        std::future::ready(Err(StoreError::unavailable(
+            "this session store keeps no single-use claims",
+        )))
+    }
 }
 
 /// What a store without one-time links answers.
@@ -537,6 +561,12 @@ pub(crate) trait DynStore: Send + Sync {
         &'a self,
         key: &'a LinkKey,
     ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>>;
+
+    fn claim_once<'a>(
+        &'a self,
+        name: &'a str,
+        ttl: Duration,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>>;
 }
 
 impl<S: SessionStore> DynStore for S {
@@ -666,5 +696,13 @@ impl<S: SessionStore> DynStore for S {
         key: &'a LinkKey,
     ) -> LocalBoxFuture<'a, Result<Option<LinkRecord>, StoreError>> {
         Box::pin(SessionStore::take_link(self, key))
+    }
+
+    fn claim_once<'a>(
+        &'a self,
+        name: &'a str,
+        ttl: Duration,
+    ) -> LocalBoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(SessionStore::claim_once(self, name, ttl))
     }
 }

@@ -86,6 +86,15 @@ impl LoginMiddlewareBuilder {
         self
     }
 
+    /// How long a login has between its password and its [second factor](crate::two_factor)
+    /// (default 5 minutes, at least a second): the session a login with
+    /// [`SecondFactor::Due`](crate::two_factor::SecondFactor::Due) starts ends then, idle or
+    /// not, and the user starts again with the password.
+    pub fn second_factor_timeout(mut self, timeout: Duration) -> Self {
+        self.rules.set_second_factor_timeout(timeout);
+        self
+    }
+
     /// The most logins one user may have at once, in browsers and as bearer tokens from
     /// [`Session::login_bearer`](crate::Session::login_bearer) (default 100). A login beyond it
     /// ends that user's oldest other logins; it never ends the session it has just created,

@@ -4,6 +4,29 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::engine::CredentialsVersion;
+use crate::record::Factors;
+
+/// Where an account's second factor stands in a login: give it to
+/// [`Login::second_factor`]. See [`two_factor`](crate::two_factor) for the flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecondFactor {
+    /// The account has no second factor: the password logs in (the default).
+    #[default]
+    None,
+    /// The account has one, and it is due: the session the login starts is no login until
+    /// [`Session::complete_second_factor`](crate::Session::complete_second_factor).
+    /// [`AuthUser`](crate::AuthUser) and [`Require`](crate::Require) answer it with
+    /// `401 {"error":"second_factor_required"}`, and it ends after the
+    /// [second-factor timeout](crate::LoginMiddlewareBuilder::second_factor_timeout)
+    /// (5 minutes by default).
+    Due,
+    /// The account has one, which this browser was trusted to skip
+    /// ("don't ask again on this browser"): a login, but
+    /// [`Require::fresh`](crate::Require::fresh) asks for the second factor before anything
+    /// sensitive.
+    Skipped,
+}
 
 /// A login to carry out: who, with which profile and roles, and which credentials were
 /// verified. Give it to [`Session::login_with`](crate::Session::login_with).
@@ -30,6 +53,7 @@ pub struct Login {
     pub(crate) credentials: Option<CredentialsVersion>,
     pub(crate) keep_data: bool,
     pub(crate) remember: bool,
+    pub(crate) factors: Factors,
 }
 
 impl Login {
@@ -44,6 +68,7 @@ impl Login {
             credentials: None,
             keep_data: true,
             remember: false,
+            factors: Factors::Password,
         }
     }
 
@@ -69,6 +94,22 @@ impl Login {
     /// ends with its data.
     pub fn keep_data(mut self, keep: bool) -> Self {
         self.keep_data = keep;
+        self
+    }
+
+    /// Where the account's second factor stands ([`SecondFactor::None`] by default): with
+    /// [`SecondFactor::Due`] the password was right but the session is not a login until the
+    /// second factor is verified. Everything else this login names (profile, roles,
+    /// [remember](Self::remember), [credentials version](Self::credentials_version)) waits in
+    /// that session and applies when it completes. A cookie login only: a
+    /// [bearer login](crate::Session::login_bearer) with a due second factor is
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput).
+    pub fn second_factor(mut self, step: SecondFactor) -> Self {
+        self.factors = match step {
+            SecondFactor::None => Factors::Password,
+            SecondFactor::Due => Factors::Pending,
+            SecondFactor::Skipped => Factors::PasswordOnly,
+        };
         self
     }
 

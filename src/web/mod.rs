@@ -33,7 +33,7 @@ pub(crate) use self::csrf::Provenance;
 pub use self::csrf::{CSRF_FIELD, CSRF_HEADER};
 pub use self::extractor::{AuthUser, MaybeUser};
 pub use self::flash::{FlashLevel, FlashMessage};
-pub use self::login::Login;
+pub use self::login::{Login, SecondFactor};
 pub use self::middleware::LoginMiddleware;
 #[cfg(feature = "throttle")]
 pub(crate) use self::request::RequestSession;

@@ -19,7 +19,7 @@ use super::csrf::{self, Provenance};
 use serde_json::value::RawValue;
 
 use crate::engine::{
-    ActiveSession, CredentialsVersion, DataNeed, Grant, Issued, IssuedToken, PersonalToken,
+    ActiveSession, CredentialsVersion, DataNeed, Grant, Issued, IssuedToken, PersonalToken, Reauth,
     SessionEngine, SessionInfo, SessionToken,
 };
 use crate::error::{Error, StoreError};
@@ -238,17 +238,46 @@ impl RequestSession {
         Ok(self.known_session())
     }
 
-    /// The logged-in session of this request, if there is one: an anonymous session is none.
+    /// The logged-in session of this request, if there is one: an anonymous session is none,
+    /// and neither is one whose second factor is still due.
     pub(crate) async fn resolve(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+        Ok(self
+            .resolve_user()
+            .await?
+            .filter(|active| !active.record.is_second_factor_pending()))
+    }
+
+    /// [`resolve`](Self::resolve), but a session whose second factor is still due is
+    /// [`Error::SecondFactorRequired`]: what a route that needs a login answers.
+    pub(crate) async fn resolve_login(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+        match self.resolve_user().await? {
+            Some(active) if active.record.is_second_factor_pending() => {
+                Err(Error::SecondFactorRequired)
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// The session of a user, a login or one whose second factor is due: not anonymous.
+    async fn resolve_user(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
         Ok(self
             .resolve_any()
             .await?
             .filter(|active| !active.record.is_anonymous()))
     }
 
-    /// The logged-in session of this request, or [`Error::Unauthenticated`].
+    /// The logged-in session of this request, or [`Error::Unauthenticated`]
+    /// ([`Error::SecondFactorRequired`] for one whose second factor is due).
     pub(crate) async fn require(&self) -> Result<Rc<ActiveSession>, Error> {
-        self.resolve().await?.ok_or(Error::Unauthenticated)
+        self.resolve_login().await?.ok_or(Error::Unauthenticated)
+    }
+
+    /// The session of this request whose second factor is due, if it is one.
+    pub(crate) async fn pending_second_factor(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
+        Ok(self
+            .resolve_user()
+            .await?
+            .filter(|active| active.record.is_second_factor_pending()))
     }
 
     fn is_unresolved(&self) -> bool {
@@ -565,13 +594,32 @@ impl RequestSession {
         Ok(())
     }
 
-    /// Moves the current session to a new token; with `reauthenticated`, also notes that the
-    /// password was just confirmed.
-    pub(crate) async fn rotate(&self, reauthenticated: bool) -> Result<(), Error> {
+    /// Moves the current session to a new token, noting what `reauth` says the user just
+    /// proved.
+    pub(crate) async fn rotate(&self, reauth: Reauth) -> Result<(), Error> {
         self.cookie_request()?;
         self.unchanged_since_failure()?;
         let active = self.require().await?;
-        let issued = self.engine.rotate(&active, reauthenticated).await?;
+        let issued = self.engine.rotate(&active, reauth).await?;
+        self.adopt(issued);
+        Ok(())
+    }
+
+    /// The session's second factor was just verified: a login waiting for it becomes one on a
+    /// new token; a login is reauthenticated with both factors, on a new token too.
+    pub(crate) async fn complete_second_factor(&self) -> Result<(), Error> {
+        // Logging in: the same refusal of another site's request as a password login.
+        if self.provenance == Provenance::CrossSite {
+            tracing::warn!("cross-site second factor refused");
+            return Err(Error::CrossSiteRequest);
+        }
+        self.cookie_request()?;
+        self.unchanged_since_failure()?;
+        let active = match self.resolve_user().await? {
+            Some(active) => active,
+            None => return Err(Error::Unauthenticated),
+        };
+        let issued = self.engine.complete_second_factor(&active).await?;
         self.adopt(issued);
         Ok(())
     }
@@ -677,6 +725,7 @@ mod tests {
             credentials: None,
             remember: false,
             bearer,
+            factors: crate::record::Factors::Password,
         }
     }
 

@@ -27,7 +27,9 @@ const MAX_NEXT_LEN: usize = 2048;
 /// | anonymous | `401 {"error":"unauthenticated"}`, or a `303` to the login page with [`redirect_to`](Require::redirect_to) |
 /// | logged in, lacking every required role | `403 {"error":"forbidden"}` (never a redirect to login) |
 /// | a personal access token limited to other scopes than [`scope`](Require::scope) names | `403 {"error":"forbidden"}`, with `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1) |
+/// | password verified, [second factor](crate::two_factor) still due | `401 {"error":"second_factor_required"}` (never a redirect to login) |
 /// | logged in, password older than the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) with [`fresh`](Require::fresh) | `403 {"error":"reauth_required"}` |
+/// | logged in with a fresh password, on an account with a [second factor](crate::two_factor) that the session's latest proof left out (a trusted browser, a password-only reauthentication), with [`fresh`](Require::fresh) | `403 {"error":"second_factor_reauth_required"}` |
 /// | session store unavailable | `503 {"error":"service_unavailable"}` |
 ///
 /// It reads the session through [`LoginMiddleware`](crate::LoginMiddleware), which must run
@@ -104,7 +106,10 @@ impl Require {
     }
 
     /// Also requires that the password was entered within the fresh window ("sudo mode").
-    /// Personal access tokens never pass: no password was entered in them.
+    /// Personal access tokens never pass: no password was entered in them. On an account with
+    /// a [second factor](crate::two_factor), the second factor must have been proven with it
+    /// ([`Session::complete_second_factor`](crate::Session::complete_second_factor)); a
+    /// session that proved the password alone gets `403 second_factor_reauth_required`.
     pub fn fresh(self) -> Self {
         self.with(|rule| rule.fresh = true)
     }
@@ -140,8 +145,8 @@ impl Rule {
                 return Err(Error::Forbidden);
             }
         }
-        if self.fresh && !rules.is_fresh_session(record, SystemTime::now()) {
-            return Err(Error::ReauthRequired);
+        if self.fresh {
+            rules.check_fresh(record, SystemTime::now())?;
         }
         Ok(())
     }
@@ -274,7 +279,7 @@ where
             // Runs before the handler's extractors, which may read the session's data: read
             // it with the record, so such a handler costs one store read in all.
             state.expect_data_reads();
-            let (verdict, lacks_scope) = match state.resolve().await {
+            let (verdict, lacks_scope) = match state.resolve_login().await {
                 Ok(session) => (
                     rule.check(session.as_deref(), state.engine().rules()),
                     rule.lacks_scope(session.as_deref()),

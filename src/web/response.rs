@@ -19,6 +19,12 @@ impl Error {
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Error::ReauthRequired => (StatusCode::FORBIDDEN, "reauth_required"),
             Error::CrossSiteRequest => (StatusCode::FORBIDDEN, "csrf_rejected"),
+            Error::SecondFactorRequired => (StatusCode::UNAUTHORIZED, "second_factor_required"),
+            Error::SecondFactorReauthRequired => {
+                (StatusCode::FORBIDDEN, "second_factor_reauth_required")
+            }
+            Error::InvalidCode => (StatusCode::UNAUTHORIZED, "invalid_code"),
+            Error::TooManyCodes { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_codes"),
             Error::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             Error::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
             Error::SessionDataTooLarge { .. } => {
@@ -73,7 +79,8 @@ impl ResponseError for Error {
         if let Error::Throttled { retry_after }
         | Error::TooManySessions { retry_after }
         | Error::TokenRateLimited { retry_after }
-        | Error::TooManyLinks { retry_after } = self
+        | Error::TooManyLinks { retry_after }
+        | Error::TooManyCodes { retry_after } = self
         {
             // Whole seconds, rounded up: a client that waits exactly this long gets through.
             let secs = retry_after.as_millis().div_ceil(1000);
@@ -117,6 +124,12 @@ mod tests {
             Error::Forbidden,
             Error::ReauthRequired,
             Error::CrossSiteRequest,
+            Error::SecondFactorRequired,
+            Error::SecondFactorReauthRequired,
+            Error::InvalidCode,
+            Error::TooManyCodes {
+                retry_after: std::time::Duration::from_secs(1),
+            },
             Error::Throttled {
                 retry_after: std::time::Duration::from_secs(1),
             },

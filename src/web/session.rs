@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::extractor::request_session;
 use super::login::Login;
 use super::request::RequestSession;
-use crate::engine::{CredentialsVersion, Grant, IssuedToken, PersonalToken, SessionInfo};
+use crate::engine::{CredentialsVersion, Grant, IssuedToken, PersonalToken, Reauth, SessionInfo};
 use crate::error::Error;
 use crate::record::{DataChange, SessionData};
 
@@ -173,6 +173,7 @@ impl Session {
             credentials: login.credentials,
             remember: login.remember,
             bearer,
+            factors: login.factors,
         })
     }
 
@@ -206,18 +207,61 @@ impl Session {
     /// [`Error::Unauthenticated`] without a live session; [`Error::InvalidInput`] on a bearer
     /// request (its client could not learn the new token); [`Error::Store`] if the store fails.
     pub async fn renew(&self) -> Result<(), Error> {
-        self.state.rotate(false).await
+        self.state.rotate(Reauth::None).await
     }
 
     /// Notes that the user has just entered their password again, which makes the session
     /// fresh for [`Require::fresh`](crate::Require::fresh), and rotates its token.
     ///
-    /// Call it only after verifying the password.
+    /// Call it only after verifying the password. On an account with a
+    /// [second factor](crate::two_factor) (a login that went through one, or skipped it on a
+    /// trusted browser), the password alone no longer satisfies `Require::fresh`: verify a code
+    /// too and call [`complete_second_factor`](Self::complete_second_factor).
     ///
     /// # Errors
     /// As for [`renew`](Self::renew).
     pub async fn reauthenticate(&self) -> Result<(), Error> {
-        self.state.rotate(true).await
+        self.state.rotate(Reauth::Password).await
+    }
+
+    /// The user id of the client's session if its password was verified and its
+    /// [second factor](crate::two_factor) is still due
+    /// ([`SecondFactor::Due`](crate::two_factor::SecondFactor::Due)); `None` for any other
+    /// session, or none. The second-factor step of a login looks the account up by it.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails.
+    pub async fn pending_second_factor(&self) -> Result<Option<String>, Error> {
+        Ok(self
+            .state
+            .pending_second_factor()
+            .await?
+            .map(|active| active.record.user_id().to_owned()))
+    }
+
+    /// Notes that the client's second factor was just verified (call it only then). A session
+    /// whose second factor was [due](crate::two_factor::SecondFactor::Due) becomes a login, as
+    /// a password login would make it: a new token and cookie, the normal or
+    /// [remembered](Login::remember) lifetime from now, the
+    /// [per-user cap](crate::LoginMiddlewareBuilder::max_sessions_per_user), its data kept. A
+    /// session that was a login already gets a new token and counts as proven by both
+    /// factors, which [`Require::fresh`](crate::Require::fresh) asks of an account with a
+    /// second factor, together with a password entered within the fresh window.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] without a session of a user, or if it ended meanwhile (its
+    /// [second-factor timeout](crate::LoginMiddlewareBuilder::second_factor_timeout) passed, a
+    /// password change revoked it, a racing request completed it first);
+    /// [`Error::CrossSiteRequest`] for a request from another site; [`Error::InvalidInput`] on
+    /// a bearer request; [`Error::LoginSuperseded`] if racing logins pushed the new session
+    /// past the cap; [`Error::Store`] if the store fails.
+    ///
+    /// For sudo mode on an account with a second factor, ask for the password first
+    /// ([`reauthenticate`](Self::reauthenticate), which drops an earlier second factor), then
+    /// a code (this), within the fresh window: a code proves the second factor, never the
+    /// password.
+    pub async fn complete_second_factor(&self) -> Result<(), Error> {
+        self.state.complete_second_factor().await
     }
 
     /// The live sessions of the logged-in user, most recently used first, with this one marked
@@ -401,11 +445,13 @@ impl Session {
         self.state.csrf_token()
     }
 
-    /// The logged-in user's id and whether the session is fresh for
-    /// [`Require::fresh`](crate::Require::fresh); `None` without a login. For the passkey
-    /// ceremonies, which need both outside a `Require` guard.
+    /// The logged-in user's id, and whether the session is fresh as
+    /// [`Require::fresh`](crate::Require::fresh) asks (`Err` with its refusal if not); `None`
+    /// without a login. For the passkey ceremonies, which need both outside a `Require` guard.
     #[cfg(feature = "passkeys")]
-    pub(crate) async fn user_and_freshness(&self) -> Result<Option<(String, bool)>, Error> {
+    pub(crate) async fn user_and_freshness(
+        &self,
+    ) -> Result<Option<(String, Result<(), Error>)>, Error> {
         let Some(active) = self.state.resolve().await? else {
             return Ok(None);
         };
@@ -413,7 +459,7 @@ impl Session {
             .state
             .engine()
             .rules()
-            .is_fresh_session(&active.record, std::time::SystemTime::now());
+            .check_fresh(&active.record, std::time::SystemTime::now());
         Ok(Some((active.record.user_id().to_owned(), fresh)))
     }
 

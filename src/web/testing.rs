@@ -96,6 +96,7 @@ impl LoginMiddleware {
             credentials: login.credentials,
             remember: login.remember,
             bearer,
+            factors: login.factors,
         };
         self.engine.login(None, None, grant, false).await.result
     }

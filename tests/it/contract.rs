@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use actix_login::store::contract::{check_one_time_links, check_session_store};
+use actix_login::store::contract::{check_claims, check_one_time_links, check_session_store};
 use actix_login::store::{Carry, DataChange, DataWrite, LinkKey, LinkRecord};
 use actix_login::store::{SessionKey, SessionRecord, SessionStore};
 use actix_login::store::{StoredSession, UserSessions};
@@ -28,6 +28,10 @@ enum Fault {
     TakeLeavesLink,
     /// `take_link` reads, yields, then deletes: not one atomic step.
     TakeInTwoSteps,
+    /// `claim_once` grants every claim.
+    ClaimAlwaysGranted,
+    /// `claim_once` looks, yields, then records: not one atomic step.
+    ClaimInTwoSteps,
 }
 
 struct Broken {
@@ -35,6 +39,8 @@ struct Broken {
     fault: Fault,
     /// Every record created, for a faulty `extend` to bring back.
     created: Mutex<HashMap<SessionKey, SessionRecord>>,
+    /// The names a faulty `claim_once` recorded, and until when.
+    claimed: Mutex<HashMap<String, SystemTime>>,
 }
 
 async fn yield_once() {
@@ -149,6 +155,29 @@ impl SessionStore for Broken {
             _ => self.inner.take_link(key).await,
         }
     }
+    async fn claim_once(&self, name: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        match self.fault {
+            Fault::ClaimAlwaysGranted => Ok(true),
+            Fault::ClaimInTwoSteps => {
+                let now = SystemTime::now();
+                let taken = self
+                    .claimed
+                    .lock()
+                    .unwrap()
+                    .get(name)
+                    .is_some_and(|until| *until > now);
+                yield_once().await;
+                if !taken {
+                    self.claimed
+                        .lock()
+                        .unwrap()
+                        .insert(name.to_owned(), now + ttl);
+                }
+                Ok(!taken)
+            }
+            _ => self.inner.claim_once(name, ttl).await,
+        }
+    }
 }
 
 /// A memory store with `fault`.
@@ -157,6 +186,7 @@ fn broken(fault: Fault) -> Broken {
         inner: MemoryStore::new(),
         fault,
         created: Mutex::default(),
+        claimed: Mutex::default(),
     }
 }
 
@@ -210,63 +240,91 @@ async fn take_in_two_steps() {
     check_links(Fault::TakeInTwoSteps).await
 }
 
+async fn check_claims_of(fault: Fault) {
+    check_claims(|| async move { broken(fault) }).await;
+}
+
+#[actix_web::test]
+#[should_panic(expected = "claim_once refuses a name while its claim stands")]
+async fn claim_always_granted() {
+    check_claims_of(Fault::ClaimAlwaysGranted).await
+}
+
+#[actix_web::test]
+#[should_panic(expected = "of racing claims of one name exactly one is granted")]
+async fn claim_in_two_steps() {
+    check_claims_of(Fault::ClaimInTwoSteps).await
+}
+
 /// A store written before one-time links existed still compiles: the methods answer with an
 /// error by default, which the link contract reports.
 #[actix_web::test]
 #[should_panic(expected = "keeps no one-time links")]
 async fn a_store_without_links_fails_the_link_contract() {
-    struct Old(MemoryStore);
-    impl SessionStore for Old {
-        async fn create(
-            &self,
-            key: &SessionKey,
-            record: &SessionRecord,
-            expires_at: SystemTime,
-            data: &SessionData,
-        ) -> Result<bool, StoreError> {
-            self.0.create(key, record, expires_at, data).await
-        }
-        async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
-            self.0.load(key).await
-        }
-        async fn extend(&self, key: &SessionKey, at: SystemTime) -> Result<bool, StoreError> {
-            self.0.extend(key, at).await
-        }
-        async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
-            self.0.load_data(key).await
-        }
-        async fn write_data(
-            &self,
-            key: &SessionKey,
-            changes: &[DataChange],
-            max_size: usize,
-        ) -> Result<DataWrite, StoreError> {
-            self.0.write_data(key, changes, max_size).await
-        }
-        async fn update_user(
-            &self,
-            key: &SessionKey,
-            user: &RawValue,
-            roles: &[String],
-        ) -> Result<bool, StoreError> {
-            self.0.update_user(key, user, roles).await
-        }
-        async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-            self.0.delete(key).await
-        }
-        async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
-            self.0.list(user_id).await
-        }
-        async fn rotate(
-            &self,
-            old: &SessionKey,
-            new: &SessionKey,
-            record: &SessionRecord,
-            expires_at: SystemTime,
-            carry: Carry,
-        ) -> Result<bool, StoreError> {
-            self.0.rotate(old, new, record, expires_at, carry).await
-        }
+    check_one_time_links(|| async { Plain(MemoryStore::new()) }).await;
+}
+
+/// A store written before single-use claims existed still compiles: `claim_once` answers with
+/// an error by default, which the claim contract reports (and second-factor codes get `503`).
+#[actix_web::test]
+#[should_panic(expected = "keeps no single-use claims")]
+async fn a_store_without_claims_fails_the_claim_contract() {
+    check_claims(|| async { Plain(MemoryStore::new()) }).await;
+}
+
+/// A store written against the required methods alone, forwarding them to a `MemoryStore`:
+/// every optional method keeps its default.
+struct Plain(MemoryStore);
+
+impl SessionStore for Plain {
+    async fn create(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+        data: &SessionData,
+    ) -> Result<bool, StoreError> {
+        self.0.create(key, record, expires_at, data).await
     }
-    check_one_time_links(|| async { Old(MemoryStore::new()) }).await;
+    async fn load(&self, key: &SessionKey) -> Result<Option<StoredSession>, StoreError> {
+        self.0.load(key).await
+    }
+    async fn extend(&self, key: &SessionKey, at: SystemTime) -> Result<bool, StoreError> {
+        self.0.extend(key, at).await
+    }
+    async fn load_data(&self, key: &SessionKey) -> Result<Option<SessionData>, StoreError> {
+        self.0.load_data(key).await
+    }
+    async fn write_data(
+        &self,
+        key: &SessionKey,
+        changes: &[DataChange],
+        max_size: usize,
+    ) -> Result<DataWrite, StoreError> {
+        self.0.write_data(key, changes, max_size).await
+    }
+    async fn update_user(
+        &self,
+        key: &SessionKey,
+        user: &RawValue,
+        roles: &[String],
+    ) -> Result<bool, StoreError> {
+        self.0.update_user(key, user, roles).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        self.0.delete(key).await
+    }
+    async fn list(&self, user_id: &str) -> Result<UserSessions, StoreError> {
+        self.0.list(user_id).await
+    }
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        record: &SessionRecord,
+        expires_at: SystemTime,
+        carry: Carry,
+    ) -> Result<bool, StoreError> {
+        self.0.rotate(old, new, record, expires_at, carry).await
+    }
 }

@@ -18,7 +18,7 @@
 
 use actix_web::http::header;
 
-use crate::support::deployment::{rounds, Deployment, TestApp};
+use crate::support::deployment::{rounds, Deployment, TestApp, TOTP_SECRET};
 use crate::support::http::UNAVAILABLE;
 
 /// One module per guarantee, one test per deployment in it: `matrix::<guarantee>::<name>`.
@@ -121,6 +121,38 @@ cells! { role_change:
 }
 
 cells! { data_writes:
+    memory => Memory,
+    one_redis => OneRedis,
+    two_plain => TwoPlain,
+    two_caching => TwoCaching,
+    plain_to_caching => PlainToCaching,
+    caching_to_plain => CachingToPlain,
+    cluster => Cluster,
+    sentinel => Sentinel,
+    tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
+}
+
+cells! { one_time_links:
+    memory => Memory,
+    one_redis => OneRedis,
+    two_plain => TwoPlain,
+    two_caching => TwoCaching,
+    plain_to_caching => PlainToCaching,
+    caching_to_plain => CachingToPlain,
+    cluster => Cluster,
+    sentinel => Sentinel,
+    tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
+    tls_caching => TlsCaching,
+}
+
+cells! { second_factor:
     memory => Memory,
     one_redis => OneRedis,
     two_plain => TwoPlain,
@@ -420,4 +452,100 @@ async fn fail_closed(deployment: Deployment) {
         }
         assert_eq!(app.get(i, "/me", &ended).await, 401);
     }
+}
+
+/// A one-time link works once, whichever instances it is tried on and however close together,
+/// and dies everywhere with a password change made on another instance.
+async fn one_time_links(deployment: Deployment) {
+    let app = TestApp::spawn(deployment).await;
+    let (end, next) = app.pair();
+    let rounds = rounds(deployment);
+    let (mut double_uses, mut after_password) = (0, 0);
+    for round in 0..rounds {
+        let user = round as u64;
+        let token = app.try_log_in(end, user, Some("1")).await.expect("login");
+        let secret = app.read_post(end, &format!("/link/{user}"), &token).await;
+        let path = format!("/link/use/{secret}");
+        // Both instances at once: exactly one may use it.
+        let (a, b) =
+            futures_util::future::join(app.post(end, &path, &token), app.post(next, &path, &token))
+                .await;
+        let uses = [
+            a,
+            b,
+            app.post(next, &path, &token).await,
+            app.post(end, &path, &token).await,
+        ];
+        for code in uses {
+            assert!(
+                code == 200 || code == 410,
+                "{deployment:?}: a link use answered {code}"
+            );
+        }
+        let used = uses.iter().filter(|code| **code == 200).count();
+        assert!(used >= 1, "{deployment:?}: a fresh link was refused");
+        double_uses += used - 1;
+
+        let secret = app.read_post(end, &format!("/link/{user}"), &token).await;
+        let there = app.try_log_in(next, user, Some("1")).await.expect("login");
+        assert_eq!(app.post(next, "/password/2", &there).await, 204);
+        let code = app.post(end, &format!("/link/use/{secret}"), &token).await;
+        assert!(
+            code == 200 || code == 410,
+            "{deployment:?}: a link use answered {code}"
+        );
+        after_password += usize::from(code == 200);
+    }
+    assert_eq!(
+        (double_uses, after_password),
+        (0, 0),
+        "{deployment:?}: in {rounds} rounds, links used twice and links used after a password \
+         change on another instance"
+    );
+}
+
+/// A login whose second factor is due is no login on any instance, and a TOTP code completes
+/// one login only, whichever instances it is tried on and however close together.
+async fn second_factor(deployment: Deployment) {
+    let app = TestApp::spawn(deployment).await;
+    let (end, next) = app.pair();
+    let rounds = rounds(deployment);
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(TOTP_SECRET).unwrap())
+        .build()
+        .unwrap();
+    let (mut double_uses, mut half_logins_let_in) = (0, 0);
+    for round in 0..rounds {
+        let user = round as u64;
+        let a = app.half_log_in(end, user).await;
+        let b = app.half_log_in(next, user).await;
+        for (i, token) in [(end, &a), (next, &a), (end, &b), (next, &b)] {
+            half_logins_let_in += usize::from(app.get(i, "/me", token).await != 401);
+        }
+        let path = format!("/second-factor/{}", totp.generate_current());
+        // Both instances at once: exactly one may use it; then a third half-login on each.
+        let (x, y) =
+            futures_util::future::join(app.post(end, &path, &a), app.post(next, &path, &b)).await;
+        let c = app.half_log_in(end, user).await;
+        let uses = [
+            x,
+            y,
+            app.post(next, &path, &c).await,
+            app.post(end, &path, &c).await,
+        ];
+        for code in uses {
+            assert!(
+                code == 200 || code == 401,
+                "{deployment:?}: a code answered {code}"
+            );
+        }
+        let used = uses.iter().filter(|code| **code == 200).count();
+        assert!(used >= 1, "{deployment:?}: a fresh code was refused");
+        double_uses += used - 1;
+    }
+    assert_eq!(
+        (double_uses, half_logins_let_in),
+        (0, 0),
+        "{deployment:?}: in {rounds} rounds, codes used twice and half-logins let in"
+    );
 }

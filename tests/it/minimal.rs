@@ -1,7 +1,7 @@
 //! `examples/minimal.rs` run as a process and held to its header: the login cycle of one user,
 //! its refusals, and the curl session it documents, on the memory store and on Redis.
 //!
-//! Also home to what the tests of the other small examples (`api_tokens`, `two_factor`) share:
+//! Also home to what the tests of the other small examples (`api_tokens`) share:
 //! an HTTP client that carries cookies by hand, and a Redis database of their own.
 
 use std::time::Duration;

@@ -43,10 +43,11 @@ where
     Fut: std::future::Future<Output = S>,
 {
     use actix_login::store::contract::{
-        check_one_time_links, check_session_store, check_throttle_store,
+        check_claims, check_one_time_links, check_session_store, check_throttle_store,
     };
     check_session_store(&mut new_store).await;
     check_one_time_links(&mut new_store).await;
+    check_claims(&mut new_store).await;
     check_throttle_store(&mut new_store).await;
 }
 

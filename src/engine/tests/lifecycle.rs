@@ -54,7 +54,7 @@ fn logout_ends_the_session_and_follows_a_concurrent_rotation() {
         // Another request rotated the session after this one resolved it: the logout that
         // holds the old key must still end the session under its new key.
         let second = login(&engine, "7").await;
-        let rotated = engine.rotate(&second.session, false).await.unwrap();
+        let rotated = engine.rotate(&second.session, Reauth::None).await.unwrap();
         engine
             .logout(&second.token.key(), Some(&second.session.record))
             .await
@@ -71,13 +71,13 @@ fn rotation_kills_the_old_token_and_keeps_the_public_id() {
         let issued = login(&engine, "7").await;
         let created = issued.session.record.authenticated_at();
         std::thread::sleep(Duration::from_millis(5));
-        let renewed = engine.rotate(&issued.session, false).await.unwrap();
+        let renewed = engine.rotate(&issued.session, Reauth::None).await.unwrap();
         assert!(!is_live(&engine, &issued.token).await);
         let active = engine.resolve(&renewed.token).await.unwrap().unwrap();
         assert_eq!(active.record.id(), issued.session.record.id());
         assert_eq!(active.record.authenticated_at(), created);
 
-        let confirmed = engine.rotate(&active, true).await.unwrap();
+        let confirmed = engine.rotate(&active, Reauth::Password).await.unwrap();
         let active = engine.resolve(&confirmed.token).await.unwrap().unwrap();
         assert!(active.record.authenticated_at() > created);
         assert!(engine
@@ -92,7 +92,10 @@ fn a_revoked_session_cannot_be_rotated_back_to_life() {
         let engine = engine_with(MemoryStore::new(), |_| {});
         let issued = login(&engine, "7").await;
         assert_eq!(engine.revoke_all("7").await.unwrap(), 1);
-        let err = engine.rotate(&issued.session, false).await.unwrap_err();
+        let err = engine
+            .rotate(&issued.session, Reauth::None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Unauthenticated), "{err:?}");
         assert!(engine.list("7", None).await.unwrap().is_empty());
     });

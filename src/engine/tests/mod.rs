@@ -36,6 +36,7 @@ fn grant(user_id: &str) -> Grant {
         credentials: None,
         remember: false,
         bearer: false,
+        factors: crate::record::Factors::Password,
     }
 }
 

@@ -159,6 +159,30 @@ where
     check_racing_takes(&new_store().await).await;
 }
 
+/// Runs every check of [`SessionStore::claim_once`], the single-use claims that make
+/// [second-factor](crate::two_factor) codes work once, each group on a store from `new_store`.
+///
+/// Separate from [`check_session_store`], since the method is optional: a store that leaves it
+/// to its default keeps no claims, and every second-factor code fails with `503`. Checked: a
+/// fresh name is granted, then refused while its claim stands, and other names are not; a
+/// claim ends after its time and the name can be claimed again; of four racing claims of one
+/// name, exactly one is granted.
+///
+/// # Panics
+///
+/// At the first broken rule, with a message `store contract broken: <rule>: <what happened>`,
+/// or when the store returns an error.
+pub async fn check_claims<S, F, Fut>(mut new_store: F)
+where
+    S: SessionStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    check_a_claim_is_granted_once(&new_store().await).await;
+    check_claims_expire(&new_store().await).await;
+    check_racing_claims(&new_store().await).await;
+}
+
 /// Runs every [`ThrottleStore`] check, each group on a store from `new_store`.
 ///
 /// Checked: a counter admits `max` attempts in its window, then refuses with the time left
@@ -283,12 +307,14 @@ async fn sleep_until(at: SystemTime) {
     }
 }
 
+mod claims;
 mod data;
 mod links;
 mod races;
 mod records;
 mod throttle;
 
+use self::claims::*;
 use self::data::*;
 use self::links::*;
 use self::races::*;

@@ -31,6 +31,7 @@ use crate::record::{DataChange, LinkKey, LinkRecord, SessionData, SessionKey, Se
 #[cfg(feature = "actix-session")]
 mod actix_session;
 mod builder;
+mod claims;
 mod codec;
 mod connection;
 mod credentials;
@@ -641,5 +642,9 @@ impl SessionStore for RedisStore {
 
     async fn take_link(&self, key: &LinkKey) -> Result<Option<LinkRecord>, StoreError> {
         links::take_link(self, key).await
+    }
+
+    async fn claim_once(&self, name: &str, ttl: Duration) -> Result<bool, StoreError> {
+        claims::claim_once(self, name, ttl).await
     }
 }

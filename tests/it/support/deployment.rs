@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_login::store::SessionStore;
+use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
+use actix_login::store::{SessionStore, ThrottleStore};
+use actix_login::two_factor::{Enrolled, SecondFactor, TwoFactor};
 use actix_login::{
     AuthUser, Error, Login, LoginMiddleware, MemoryStore, RedisStore, Require, Session, Sessions,
 };
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceResponse};
-use actix_web::{test, web, App, HttpResponse};
+use actix_web::{test, web, App, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
@@ -106,9 +108,10 @@ pub fn rounds(deployment: Deployment) -> usize {
 
 /// A request to one instance, answered with a boxed body so that instances of different
 /// store types look alike.
-type Call = Rc<dyn Fn(actix_http::Request) -> LocalBoxFuture<'static, ServiceResponse<BoxBody>>>;
+pub type Call =
+    Rc<dyn Fn(actix_http::Request) -> LocalBoxFuture<'static, ServiceResponse<BoxBody>>>;
 
-fn erase<S, B>(service: S) -> Call
+pub fn erase<S, B>(service: S) -> Call
 where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>
         + 'static,
@@ -130,6 +133,8 @@ where
 #[derive(Deserialize)]
 struct Version {
     v: Option<String>,
+    /// `1`: the account has a second factor, which is due.
+    due: Option<u8>,
 }
 
 async fn login(
@@ -140,6 +145,9 @@ async fn login(
     let mut login = Login::new(id.to_string(), &*id).roles(["user"]);
     if let Some(v) = &version.v {
         login = login.credentials_version(v);
+    }
+    if version.due == Some(1) {
+        login = login.second_factor(SecondFactor::Due);
     }
     session.login_with(login).await?;
     Ok(HttpResponse::Ok().finish())
@@ -201,10 +209,53 @@ async fn read_note(_user: AuthUser<u64>, session: Session) -> Result<String, Err
         .map_or_else(String::new, |n| n.to_string()))
 }
 
-async fn instance(store: impl SessionStore) -> Call {
+/// A sign-in link for user `id`, mailed (in a real app) to `<id>@example.test`: the secret.
+async fn issue_link(links: OneTimeLinks, id: web::Path<u64>) -> Result<String, Error> {
+    let id = id.to_string();
+    let address = format!("{id}@example.test");
+    let issued = links
+        .issue(
+            LinkPurpose::SignIn,
+            &id,
+            Some(Recipient::new(&id, &address)),
+        )
+        .await?
+        .expect("a known account gets a link");
+    Ok(issued.secret().to_owned())
+}
+
+/// Uses the sign-in link `secret`: `200` with the user's id, or `410 invalid_link`.
+async fn use_link(links: OneTimeLinks, secret: web::Path<String>) -> Result<String, Error> {
+    let used = links.consume(LinkPurpose::SignIn, &secret).await?;
+    Ok(used.user_id().to_owned())
+}
+
+/// The TOTP secret of every account of the app.
+pub const TOTP_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+/// Completes a login whose second factor is due with `code`, a TOTP code of [`TOTP_SECRET`]:
+/// `200` with the user's id, `401 invalid_code` for a used one.
+async fn second_factor(
+    req: HttpRequest,
+    two_factor: web::Data<TwoFactor>,
+    session: Session,
+    code: web::Path<String>,
+) -> Result<String, Error> {
+    let Some(id) = session.pending_second_factor().await? else {
+        return Err(Error::Unauthenticated);
+    };
+    let enrolled = Enrolled::new(&id, Some(TOTP_SECRET), &[]);
+    two_factor.verify(&req, &enrolled, &code).await?;
+    session.complete_second_factor().await?;
+    Ok(id)
+}
+
+async fn instance(store: impl SessionStore, counters: impl ThrottleStore) -> Call {
     erase(
         test::init_service(
             App::new()
+                .app_data(web::Data::new(TwoFactor::new(counters)))
+                .route("/second-factor/{code}", web::post().to(second_factor))
                 .wrap(LoginMiddleware::new(store))
                 .route("/login/{id}", web::post().to(login))
                 .route("/me", web::get().to(me))
@@ -219,7 +270,9 @@ async fn instance(store: impl SessionStore) -> Call {
                 .route("/password/{version}", web::post().to(password))
                 .route("/roles/{id}/{role}", web::post().to(set_role))
                 .route("/note/{n}", web::post().to(write_note))
-                .route("/note", web::get().to(read_note)),
+                .route("/note", web::get().to(read_note))
+                .route("/link/{id}", web::post().to(issue_link))
+                .route("/link/use/{secret}", web::post().to(use_link)),
         )
         .await,
     )
@@ -227,7 +280,7 @@ async fn instance(store: impl SessionStore) -> Call {
 
 // The deployments started once per test binary.
 
-fn shared_cluster() -> &'static RedisCluster {
+pub fn shared_cluster() -> &'static RedisCluster {
     static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
     CLUSTER.get_or_init(RedisCluster::start)
 }
@@ -350,14 +403,17 @@ impl TestApp {
             Deployment::Memory => {
                 let store = super::wrapped_store::Wrapped::new(MemoryStore::new());
                 let failing = Arc::clone(&store.failing_loads);
-                instances.push(instance(store).await);
+                // The second factor's counters beside the wrapped store, in the same memory.
+                let counters = store.inner.clone();
+                instances.push(instance(store, counters).await);
                 Backing::Memory(failing)
             }
             Deployment::OneRedis | Deployment::TwoPlain if !private => {
                 let url = shared_redis_url();
                 for i in 0..deployment.instances() {
                     let store = configure(RedisStore::builder(&url), i);
-                    instances.push(instance(store.connect().await.unwrap()).await);
+                    let store = store.connect().await.unwrap();
+                    instances.push(instance(store.clone(), store).await);
                 }
                 Backing::Redis {
                     nodes: vec![client(&url)],
@@ -374,7 +430,8 @@ impl TestApp {
                 let server = RedisServer::start();
                 for i in 0..deployment.instances() {
                     let store = configure(RedisStore::builder(server.url()), i);
-                    instances.push(instance(store.connect().await.unwrap()).await);
+                    let store = store.connect().await.unwrap();
+                    instances.push(instance(store.clone(), store).await);
                 }
                 Backing::Redis {
                     nodes: vec![client(&server.url())],
@@ -394,7 +451,8 @@ impl TestApp {
                 };
                 for i in 0..2 {
                     let store = configure(RedisStore::cluster_builder(urls.clone()), i);
-                    instances.push(instance(store.connect().await.unwrap()).await);
+                    let store = store.connect().await.unwrap();
+                    instances.push(instance(store.clone(), store).await);
                 }
                 Backing::Redis {
                     nodes: urls.iter().map(|url| client(url)).collect(),
@@ -416,7 +474,8 @@ impl TestApp {
                 for i in 0..2 {
                     let store =
                         configure(RedisStore::sentinel_builder(sentinels.clone(), SERVICE), i);
-                    instances.push(instance(store.connect().await.unwrap()).await);
+                    let store = store.connect().await.unwrap();
+                    instances.push(instance(store.clone(), store).await);
                 }
                 Backing::Redis {
                     nodes: vec![client(&primary)],
@@ -436,7 +495,8 @@ impl TestApp {
                 let backend = Backend::start(kind);
                 for i in 0..2 {
                     let store = configure(backend.builder(), i);
-                    instances.push(instance(store.connect().await.unwrap()).await);
+                    let store = store.connect().await.unwrap();
+                    instances.push(instance(store.clone(), store).await);
                 }
                 Backing::Redis {
                     nodes: backend.clients(),
@@ -458,7 +518,8 @@ impl TestApp {
                 for i in 0..2 {
                     let store = configure(RedisStore::builder(&url), i)
                         .tls_root_certificate(tls.certificates.ca_pem());
-                    instances.push(instance(store.connect().await.unwrap()).await);
+                    let store = store.connect().await.unwrap();
+                    instances.push(instance(store.clone(), store).await);
                 }
                 let nodes = vec![tls_client(&url, &tls.certificates)];
                 let owned: Vec<Box<dyn std::any::Any>> = private_tls
@@ -511,6 +572,14 @@ impl TestApp {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
+    /// The body of a POST that must answer 200.
+    pub async fn read_post(&self, i: usize, path: &str, token: &str) -> String {
+        let res = self.call(i, post(path, Some(token))).await;
+        assert_eq!(res.status(), 200, "POST {path} on instance {i}");
+        let body = test::read_body(res).await;
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     /// Logs `user` in on instance `i` (with credentials version `version`, if any) and returns
     /// the token; `None` if the login was refused.
     pub async fn try_log_in(&self, i: usize, user: u64, version: Option<&str>) -> Option<String> {
@@ -525,6 +594,18 @@ impl TestApp {
                 .value()
                 .to_owned()
         })
+    }
+
+    /// A login of `user` on instance `i` whose second factor is due: its token.
+    pub async fn half_log_in(&self, i: usize, user: u64) -> String {
+        let res = self
+            .call(i, post(&format!("/login/{user}?due=1"), None))
+            .await;
+        assert_eq!(res.status(), 200, "a login with the second factor due");
+        set_cookie(&res)
+            .expect("a login sets a cookie")
+            .value()
+            .to_owned()
     }
 
     pub async fn log_in(&self, i: usize, user: u64) -> String {

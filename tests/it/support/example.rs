@@ -161,6 +161,7 @@ fn build(name: &str) -> PathBuf {
         ("password", cfg!(feature = "password")),
         ("policy", cfg!(feature = "policy")),
         ("throttle", cfg!(feature = "throttle")),
+        ("two-factor", cfg!(feature = "two-factor")),
         ("test-util", cfg!(feature = "test-util")),
         ("actix-session", cfg!(feature = "actix-session")),
         ("passkeys", cfg!(feature = "passkeys")),

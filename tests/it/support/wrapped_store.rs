@@ -287,4 +287,34 @@ impl<S: actix_login::store::SessionStore> actix_login::store::SessionStore for W
             .set_credentials_version(user_id, version, keep_for)
             .await
     }
+
+    async fn create_link(
+        &self,
+        key: &actix_login::store::LinkKey,
+        record: &actix_login::store::LinkRecord,
+    ) -> Result<bool, actix_login::StoreError> {
+        self.inner.create_link(key, record).await
+    }
+
+    async fn load_link(
+        &self,
+        key: &actix_login::store::LinkKey,
+    ) -> Result<Option<actix_login::store::LinkRecord>, actix_login::StoreError> {
+        self.inner.load_link(key).await
+    }
+
+    async fn take_link(
+        &self,
+        key: &actix_login::store::LinkKey,
+    ) -> Result<Option<actix_login::store::LinkRecord>, actix_login::StoreError> {
+        self.inner.take_link(key).await
+    }
+
+    async fn claim_once(
+        &self,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, actix_login::StoreError> {
+        self.inner.claim_once(name, ttl).await
+    }
 }
