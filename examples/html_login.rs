@@ -1026,7 +1026,17 @@ async fn main() -> std::io::Result<()> {
             .app_data(base.clone())
             .app_data(passkeys.clone())
             .app_data(web::FormConfig::default().limit(4096))
-            .app_data(web::JsonConfig::default().limit(16 * 1024))
+            // The passkey answers: small, and a malformed one gets a JSON code like every
+            // other refusal of the passkey routes.
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(16 * 1024)
+                    .error_handler(|err, _| {
+                        let body = HttpResponse::BadRequest()
+                            .json(serde_json::json!({"error": "invalid_request_body"}));
+                        actix_web::error::InternalError::from_response(err, body).into()
+                    }),
+            )
             .service(
                 web::resource("/")
                     .wrap(signed_in())

@@ -131,6 +131,19 @@ impl Http {
         read(res.unwrap_or_else(|err| panic!("POST {path}: {err}"))).await
     }
 
+    /// Posts `body` as JSON, as the pages' script does.
+    async fn post_json(&self, path: &str, body: &str, cookie: Option<&str>) -> Reply {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .insert_header(("content-type", "application/json"));
+        if let Some(cookie) = cookie {
+            req = req.insert_header(("cookie", cookie));
+        }
+        let res = req.send_body(body.to_owned()).await;
+        read(res.unwrap_or_else(|err| panic!("POST {path}: {err}"))).await
+    }
+
     /// Posts the sign-in form.
     async fn log_in(
         &self,
@@ -1113,4 +1126,66 @@ async fn browser_confirms_sudo_mode_with_a_passkey() {
     assert!(text.contains("Signed in as alice"), "{text}");
     assert!(text.contains("You have 2 passkeys."), "{text}");
     browser.quit().await;
+}
+
+/// The passkey routes over plain HTTP: the page's hooks, the script, and refusals as JSON codes
+/// that leave no session behind.
+#[actix_web::test]
+async fn html_login_serves_passkeys_over_http() {
+    let app = start_in_memory();
+    let origin = at_localhost(&app, "");
+    assert!(
+        app.banner.contains(&format!(
+            "passkeys: relying party localhost, pages at {origin}"
+        )),
+        "{}",
+        app.banner
+    );
+    let http = Http::new(&app);
+    let page = http.get("/login", None).await;
+    assert!(page.body.contains(r#"autocomplete="username webauthn""#));
+    assert!(page
+        .body
+        .contains(r#"<script src="/passkeys.js" defer></script>"#));
+    let script = http.get("/passkeys.js", None).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script
+        .content_type
+        .is_some_and(|t| t.starts_with("text/javascript")));
+    assert!(script.body.contains("mediation"), "{}", script.body);
+
+    let refused = http.post_json("/passkeys/register/start", "{}", None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body, r#"{"error":"unauthenticated"}"#);
+    let refused = http.post_json("/passkeys/sign-in/finish", "{", None).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body, r#"{"error":"invalid_request_body"}"#);
+    // A well-formed answer to no challenge at all.
+    let answer = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","extensions":{},
+        "response":{"authenticatorData":"AAAA","clientDataJSON":"AAAA","signature":"AAAA"}}"#;
+    let refused = http
+        .post_json("/passkeys/sign-in/finish", answer, None)
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body, r#"{"error":"passkey_no_challenge"}"#);
+    assert_eq!(refused.session_cookie(), None);
+
+    // A visitor's sign-in starts an anonymous session to hold the challenge.
+    let start = http.post_json("/passkeys/sign-in/start", "{}", None).await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+    let options: serde_json::Value = serde_json::from_str(&start.body).unwrap();
+    assert!(options["publicKey"]["challenge"].is_string(), "{options}");
+    assert_eq!(options["publicKey"]["rpId"], serde_json::json!("localhost"));
+    let visitor = pair(start.session_cookie().expect("an anonymous session"));
+    // Its challenge is used by the first answer, even a wrong one (this one names no account).
+    let refused = http
+        .post_json("/passkeys/sign-in/finish", answer, Some(&visitor))
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(refused.body, r#"{"error":"passkey_unknown_credential"}"#);
+    assert_eq!(refused.session_cookie(), None);
+    let again = http
+        .post_json("/passkeys/sign-in/finish", answer, Some(&visitor))
+        .await;
+    assert_eq!(again.body, r#"{"error":"passkey_no_challenge"}"#);
 }
