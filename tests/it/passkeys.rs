@@ -23,7 +23,8 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 
 use crate::support::http::*;
-use crate::support::redis_server::{shared_redis_url, unique_prefix};
+use crate::support::monitor::Monitor;
+use crate::support::redis_server::{shared_redis_url, unique_prefix, RedisServer};
 
 const ORIGIN: &str = "http://localhost:8080";
 
@@ -807,4 +808,75 @@ async fn a_challenge_answered_too_late_is_refused() {
     );
     assert_eq!(refused.cookie, None, "no session change");
     assert_eq!(whoami(&h.app, &visitor).await, "401");
+}
+
+/// The Redis commands of each step of a visitor's passkey sign-in, one per round trip
+/// (`MONITOR`): the challenge costs a visitor's first data write, finishing takes it in one
+/// round trip, and the login sends what a password login sends.
+#[actix_web::test]
+async fn redis_commands_of_a_passkey_sign_in() {
+    let server = RedisServer::start();
+    let store = redis_store_at(&server.url(), &unique_prefix()).await;
+    let h = harness(store, Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    // Loads the scripts, which a long-running server has loaded long before.
+    let (warm_up, _) = discoverable_sign_in(&h, &mut auth, &key).await;
+    assert_eq!(warm_up.status, 200, "{}", warm_up.body);
+    let warm_up = warm_up.cookie.unwrap();
+    assert_eq!(
+        call(&h.app, "/logout", Some(&warm_up), None).await.status,
+        204
+    );
+    let monitor = Monitor::start(&server);
+
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    // The visitor's session, started with its first data write: the bounds on new anonymous
+    // sessions, then the session with the challenge in it.
+    assert_eq!(monitor.take(), ["evalsha", "evalsha"], "start");
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let path = "/passkeys/sign-in/finish";
+    let finish = call(&h.app, path, Some(&visitor), Some(response.clone())).await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    let finishing = monitor.take();
+    // The session with its data, the challenge taken (one script), then the login.
+    assert_eq!(
+        finishing[..2],
+        ["hgetall", "evalsha"],
+        "finish: {finishing:?}"
+    );
+    let signed_in = finish.cookie.unwrap();
+    // A replay from the visitor's token, which the login ended: the lookup finds no session.
+    let replay = call(&h.app, path, Some(&visitor), Some(response)).await;
+    assert_eq!(code(&replay), "passkey_no_challenge");
+    assert_eq!(monitor.take(), ["hgetall"], "replay");
+    assert_eq!(
+        call(&h.app, "/logout", Some(&signed_in), None).await.status,
+        204
+    );
+
+    // The same visitor's login with a password instead, from the same state: the same
+    // commands as the passkey's login.
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    monitor.take();
+    assert_eq!(
+        call(&h.app, "/login/1", Some(&visitor), None).await.status,
+        204
+    );
+    let password_login = monitor.take();
+    assert_eq!(
+        finishing[2..],
+        password_login[1..],
+        "finish: {finishing:?}, a password login: {password_login:?}"
+    );
 }
