@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 
+use crate::support::cluster::RedisCluster;
 use crate::support::http::*;
 use crate::support::monitor::Monitor;
 use crate::support::redis_server::{shared_redis_url, unique_prefix, RedisServer};
@@ -468,6 +469,17 @@ async fn register_sign_out_and_sign_in_on_redis() {
     check_register_sign_out_sign_in(store).await;
 }
 
+#[actix_web::test]
+async fn register_sign_out_and_sign_in_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    check_register_sign_out_sign_in(store).await;
+}
+
 async fn check_replayed_challenge(store: impl SessionStore) {
     let h = harness(store, Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
@@ -533,6 +545,17 @@ async fn a_replayed_challenge_is_refused_on_memory() {
 #[actix_web::test]
 async fn a_replayed_challenge_is_refused_on_redis() {
     let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    check_replayed_challenge(store).await;
+}
+
+#[actix_web::test]
+async fn a_replayed_challenge_is_refused_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
     check_replayed_challenge(store).await;
 }
 
