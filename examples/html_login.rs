@@ -25,6 +25,26 @@
 //!   way in. A used, expired or malformed link shows a page saying so, with status `410`. Five
 //!   links an hour per account (and per address) at most; past that the form says when to try
 //!   again (`429`).
+//! - "Two-factor authentication" (`GET /2fa`, linked from every signed-in page): within the
+//!   fresh window after the password (`FRESH_WINDOW_SECS`, default 10 minutes) the page shows a
+//!   new TOTP secret and its `otpauth://` URL as text (kept in the session until confirmed, so
+//!   a reload shows the same one) and a form for the first code; the code turns the second
+//!   factor on, ends the account's other sessions, and shows the 10 recovery codes this once
+//!   ("Save these recovery codes"). Outside the window the page is a "Confirm it's you" form
+//!   (`POST /reauth`: the password, under the login throttle, and on an account with a second
+//!   factor a code too) that comes back to it. Once on, the page offers "Generate new recovery
+//!   codes", which the crate allows only on a login whose password and code are both fresh;
+//!   otherwise it answers the same confirmation form (`403`).
+//! - Signing in with a second factor: the right password sends the browser to `GET
+//!   /login/second-factor` ("Enter the code from your authenticator app", or a recovery code,
+//!   with a "Trust this browser for 30 days" box) and leaves a session that is no login for 5
+//!   minutes. Any page that needs a login sends such a visitor back to the code page (a
+//!   `from_fn` middleware turns the crate's `401 second_factor_required` into a `303`). A wrong
+//!   or used code shows the form again (`401`); after 5 wrong codes for the account in 15
+//!   minutes, from any address, the form answers `429` with `Retry-After`, even for a right
+//!   code. The right code signs in on a new session cookie and goes on to the page asked for
+//!   (`next`, through `safe_next`). A trusted browser skips the code at its next sign-ins, until
+//!   the password changes; such a login proved no code, so new recovery codes ask for one.
 //!
 //! - Passkeys (`actix_login::passkeys`, through `/passkeys.js`, plain JavaScript): on `/`,
 //!   "Add a passkey" registers one for the signed-in user, if the login is fresh (a password
@@ -37,7 +57,8 @@
 //!
 //! Users: `alice` / `alice-password-123` and `bob` / `bob-password-456`. Sessions live in
 //! memory, or in Redis when `REDIS_URL` is set (under `REDIS_KEY_PREFIX`, default the crate's).
-//! The user table lives in memory, so a restart forgets new passwords; it also records the
+//! The user table, and who has a second factor (the secret and the recovery codes' hashes),
+//! live in memory, so a restart forgets new passwords and second factors; it also records the
 //! demo users' first passwords again in the store, which ends their sessions from before.
 //! Mail goes to one file per message in `MAIL_DIR`, through SMTP to `SMTP_URL`, or nowhere
 //! (logged without the link), as in the quickstart, whose `mail` module this example shares.
@@ -59,12 +80,16 @@ use actix_login::passkeys::{
 use actix_login::password::{Lane, PasswordError, PasswordHasher};
 use actix_login::policy::PasswordPolicy;
 use actix_login::throttle::LoginThrottle;
+use actix_login::two_factor::{CodeUsed, Enrolled, SecondFactor, TwoFactor};
 use actix_login::{
     safe_next, AuthUser, Error, FlashLevel, Login, LoginMiddleware, LoginMiddlewareBuilder,
     MaybeUser, MemoryStore, RedisStore, Require, Session, Sessions, CSRF_FIELD,
 };
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, FromRequest as _, HttpRequest, HttpResponse, HttpServer};
 use minijinja::value::{Serde, Value};
 use minijinja::{context, Environment};
 use serde::{Deserialize, Serialize};
@@ -86,6 +111,7 @@ form.inline { display: inline; }
 {% if user %}
 <nav>
 <a href="/">Home</a> · <a href="/sessions">Sessions</a> ·
+<a href="/2fa">Two-factor authentication</a> ·
 <form class="inline" method="post" action="/logout">
 <input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
 <button type="submit">Sign out</button>
@@ -216,6 +242,7 @@ fn templates() -> Result<Environment<'static>, minijinja::Error> {
     env.add_template("forgot_sent.html", FORGOT_SENT)?;
     env.add_template("reset.html", RESET)?;
     env.add_template("link_gone.html", LINK_GONE)?;
+    add_two_factor_templates(&mut env)?;
     env.add_global("csrf_field", CSRF_FIELD);
     Ok(env)
 }
@@ -462,6 +489,7 @@ async fn login(
     pages: web::Data<Environment<'static>>,
     users: web::Data<Users>,
     throttle: web::Data<LoginThrottle>,
+    factors: web::Data<SecondFactors>,
     session: Session,
     form: web::Form<LoginForm>,
 ) -> actix_web::Result<HttpResponse> {
@@ -502,6 +530,13 @@ async fn login(
         let error = "Invalid username or password".to_owned();
         return login_refused(&pages, &session, &form, StatusCode::UNAUTHORIZED, error).await;
     };
+    // An account with a second factor goes on to the code page, unless the browser is trusted.
+    if factors.enrolled(profile.id) {
+        let remember = form.remember.is_some();
+        let next = safe_next(&form.next).unwrap_or("/");
+        let login = (&profile, version, remember, next);
+        return password_verified(&req, &factors, attempt, &session, login).await;
+    }
     // Lets this browser in even while strangers have the account throttled.
     let device = attempt.succeeded().await?;
     let login = Login::new(profile.id.to_string(), &profile)
@@ -972,13 +1007,14 @@ async fn main() -> std::io::Result<()> {
         .init();
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    // How long a password or passkey counts as just entered, for adding a passkey.
+    // How long a password or passkey counts as just entered, for turning on a second factor
+    // or adding a passkey.
     let fresh_window = std::env::var("FRESH_WINDOW_SECS")
         .ok()
         .and_then(|secs| secs.parse().ok())
         .map(std::time::Duration::from_secs);
     let passkeys = web::Data::new(passkeys_from_env(&addr)?);
-    let (sessions, throttle) = match std::env::var("REDIS_URL") {
+    let (sessions, throttle, two_factor) = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
             let mut builder = RedisStore::builder(url);
             if let Ok(prefix) = std::env::var("REDIS_KEY_PREFIX") {
@@ -988,7 +1024,8 @@ async fn main() -> std::io::Result<()> {
             println!("session store: Redis (from REDIS_URL)");
             (
                 middleware(LoginMiddleware::builder(store.clone()), fresh_window),
-                LoginThrottle::new(store),
+                LoginThrottle::new(store.clone()),
+                TwoFactor::new(store).issuer(ISSUER),
             )
         }
         _ => {
@@ -996,7 +1033,8 @@ async fn main() -> std::io::Result<()> {
             let store = MemoryStore::new();
             (
                 middleware(LoginMiddleware::builder(store.clone()), fresh_window),
-                LoginThrottle::new(store),
+                LoginThrottle::new(store.clone()),
+                TwoFactor::new(store).issuer(ISSUER),
             )
         }
     };
@@ -1013,6 +1051,7 @@ async fn main() -> std::io::Result<()> {
             .map_err(std::io::Error::other)?;
     }
     let users = web::Data::new(users);
+    let factors = web::Data::new(SecondFactors::new(two_factor));
     let mailer = web::Data::new(mail::Mailer::from_env()?);
     let base = web::Data::new(LinkBase(format!("http://{addr}")));
     let pages = web::Data::new(templates().map_err(std::io::Error::other)?);
@@ -1020,6 +1059,7 @@ async fn main() -> std::io::Result<()> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(users.clone())
+            .app_data(factors.clone())
             .app_data(throttle.clone())
             .app_data(pages.clone())
             .app_data(mailer.clone())
@@ -1083,9 +1123,628 @@ async fn main() -> std::io::Result<()> {
                     .route(web::get().to(reset_page))
                     .route(web::post().to(reset)),
             )
+            .configure(two_factor_routes)
+            // Inside the session middleware, which it reads.
+            .wrap(from_fn(code_page_first))
             .wrap(sessions.clone())
     })
     .bind(&addr)?;
     println!("listening on http://{addr}");
     server.run().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The second factor: TOTP codes from an authenticator app, recovery codes, trusted browsers.
+// ---------------------------------------------------------------------------------------------
+
+/// The name authenticator apps show beside the account.
+const ISSUER: &str = "actix-login html_login";
+
+/// The session-data name of a TOTP secret waiting for its first code.
+const ENROLLING: &str = "totp_enrolling";
+
+const TWO_FACTOR: &str = r#"{% extends "layout.html" %}
+{% block title %}Two-factor authentication{% endblock %}
+{% block content %}
+<h1>Two-factor authentication</h1>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+{% if enabled %}
+<p>Two-factor authentication is on: after your password, signing in asks for a code from your
+authenticator app, or one of your recovery codes. {{ left }} of your recovery codes are unused.</p>
+<p>New recovery codes replace all the ones you have.</p>
+<form method="post" action="/2fa/recovery-codes">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<button type="submit">Generate new recovery codes</button>
+</form>
+{% else %}
+<p>Add this account to your authenticator app: type in the secret, or open the URL with the
+app. Then enter the 6-digit code it shows.</p>
+<p>Secret: <code id="totp-secret">{{ secret }}</code></p>
+<p>URL: <code id="otpauth-url">{{ otpauth_url }}</code></p>
+<form method="post" action="/2fa/confirm">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<label>Code <input name="code" autocomplete="one-time-code" inputmode="numeric" required autofocus></label>
+<button type="submit">Turn on two-factor authentication</button>
+</form>
+{% endif %}
+{% endblock %}
+"#;
+
+const RECOVERY_CODES: &str = r#"{% extends "layout.html" %}
+{% block title %}Save these recovery codes{% endblock %}
+{% block content %}
+<h1>Save these recovery codes</h1>
+<p>Each one signs you in once in place of a code from your authenticator app, if you lose it.
+Keep them somewhere safe: they are shown only now{% if replaced %}, and the codes you had
+before no longer work{% endif %}.</p>
+<ul id="recovery-codes">
+{% for code in codes %}<li><code>{{ code }}</code></li>
+{% endfor %}</ul>
+<p><a href="/2fa">I have saved them</a></p>
+{% endblock %}
+"#;
+
+const SECOND_FACTOR: &str = r#"{% extends "layout.html" %}
+{% block title %}Enter your code{% endblock %}
+{% block content %}
+<h1>Enter the code from your authenticator app</h1>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<form method="post" action="/login/second-factor">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<input type="hidden" name="next" value="{{ next }}">
+<label>Code <input name="code" autocomplete="one-time-code" required autofocus></label>
+<label><input type="checkbox" name="trust_browser"> Trust this browser for 30 days</label>
+<button type="submit">Continue</button>
+</form>
+<p>No access to your app? Enter one of your recovery codes instead; each works once.</p>
+<p><a href="/login">Sign in as someone else</a></p>
+{% endblock %}
+"#;
+
+const CONFIRM_IDENTITY: &str = r#"{% extends "layout.html" %}
+{% block title %}Confirm it's you{% endblock %}
+{% block content %}
+<h1>Confirm it's you</h1>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<p>{% if two_factor %}Enter your password and a code from your authenticator app (or a recovery
+code) to go on.{% else %}Enter your password again to go on.{% endif %}</p>
+<form method="post" action="/reauth">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<input type="hidden" name="next" value="{{ next }}">
+<input type="hidden" name="username" value="{{ user.username }}" autocomplete="username">
+<label>Password <input type="password" name="password" autocomplete="current-password" required autofocus></label>
+{% if two_factor %}<label>Code <input name="code" autocomplete="one-time-code" required></label>{% endif %}
+<button type="submit">Confirm</button>
+</form>
+{% endblock %}
+"#;
+
+fn add_two_factor_templates(env: &mut Environment<'static>) -> Result<(), minijinja::Error> {
+    env.add_template("two_factor.html", TWO_FACTOR)?;
+    env.add_template("recovery_codes.html", RECOVERY_CODES)?;
+    env.add_template("second_factor.html", SECOND_FACTOR)?;
+    env.add_template("confirm_identity.html", CONFIRM_IDENTITY)
+}
+
+fn two_factor_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/2fa")
+            .wrap(signed_in())
+            .route(web::get().to(two_factor_page)),
+    )
+    .route("/2fa/confirm", web::post().to(confirm_two_factor))
+    .route("/2fa/recovery-codes", web::post().to(new_recovery_codes))
+    .route("/reauth", web::post().to(reauth))
+    .service(
+        web::resource("/login/second-factor")
+            .route(web::get().to(second_factor_page))
+            .route(web::post().to(second_factor)),
+    );
+}
+
+/// An account's second factor: its TOTP secret and its unused recovery codes' hashes.
+struct Factor {
+    secret: String,
+    recovery: Vec<String>,
+}
+
+/// Who has a second factor, by user id, as an app keeps it with its users; and the crate's
+/// [`TwoFactor`], which keeps what every instance must agree on (used codes, wrong codes,
+/// trusted browsers) in the session store.
+struct SecondFactors {
+    two_factor: TwoFactor,
+    table: RwLock<HashMap<u64, Factor>>,
+}
+
+impl SecondFactors {
+    fn new(two_factor: TwoFactor) -> Self {
+        Self {
+            two_factor,
+            table: RwLock::default(),
+        }
+    }
+
+    fn enrolled(&self, id: u64) -> bool {
+        self.recovery_codes_left(id).is_some()
+    }
+
+    /// How many unused recovery codes the account has, if it has a second factor.
+    fn recovery_codes_left(&self, id: u64) -> Option<usize> {
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        table.get(&id).map(|factor| factor.recovery.len())
+    }
+
+    fn enable(&self, id: u64, secret: String, recovery: Vec<String>) {
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        table.insert(id, Factor { secret, recovery });
+    }
+
+    fn replace_recovery_codes(&self, id: u64, recovery: Vec<String>) {
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(factor) = table.get_mut(&id) {
+            factor.recovery = recovery;
+        }
+    }
+
+    /// Checks a code for the account `id`, the request session's: one from the authenticator
+    /// app, or a recovery code, whose hash is deleted once used.
+    async fn verify(&self, req: &HttpRequest, id: u64, code: &str) -> Result<(), Error> {
+        let (secret, recovery) = {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            let factor = table.get(&id);
+            let secret = factor.map(|factor| factor.secret.clone());
+            (secret, factor.map(|factor| factor.recovery.clone()))
+        };
+        let recovery = recovery.unwrap_or_default();
+        let user_id = id.to_string();
+        let enrolled = Enrolled::new(&user_id, secret.as_deref(), &recovery);
+        let used = self.two_factor.verify(req, &enrolled, code).await?;
+        if let CodeUsed::RecoveryCode { index } = used {
+            if let Some(hash) = recovery.get(index) {
+                let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+                if let Some(factor) = table.get_mut(&id) {
+                    factor.recovery.retain(|h| h != hash);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `next`, percent-encoded for a query string.
+fn encoded(next: &str) -> String {
+    percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The code page, which goes on to `next` afterwards.
+fn code_page(next: &str) -> String {
+    format!("/login/second-factor?next={}", encoded(next))
+}
+
+/// The right password on an account with a second factor (`login` is the profile, its
+/// password version, "keep me signed in" and where to go): the session waits for a code, and
+/// the browser goes to the code page, unless it is one the user trusted, which goes on to
+/// `next` signed in.
+async fn password_verified(
+    req: &HttpRequest,
+    factors: &SecondFactors,
+    attempt: actix_login::throttle::LoginAttempt,
+    session: &Session,
+    (profile, version, remember, next): (&Profile, u64, bool, &str),
+) -> actix_web::Result<HttpResponse> {
+    let id = profile.id.to_string();
+    let version = version.to_string();
+    // Forgives the attempt and renews the device cookie, moving a trust along with it.
+    let verified = factors
+        .two_factor
+        .password_verified(req, attempt, &id, &version)
+        .await?;
+    let step = verified.second_factor();
+    let login = Login::new(id, profile)
+        .credentials_version(version)
+        .remember(remember)
+        .second_factor(step);
+    session.login_with(login).await?;
+    let mut response = if step == SecondFactor::Due {
+        see_other(&code_page(next))
+    } else {
+        see_other(next)
+    };
+    response.add_cookie(&verified.device_cookie())?;
+    Ok(response)
+}
+
+/// Sends a visitor whose code is still due from a page that needs a login (which answers
+/// `401 second_factor_required`) to the code page, rather than to the login page or a `401`.
+async fn code_page_first(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let page = req.method() == actix_web::http::Method::GET;
+    let wanted = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let wanted = safe_next(wanted).unwrap_or("/").to_owned();
+    let response = next.call(req).await?;
+    if !page || response.status() != StatusCode::UNAUTHORIZED {
+        return Ok(response.map_into_left_body());
+    }
+    // Read once the handler is done with the request.
+    let session = Session::extract(response.request()).await?;
+    if session.pending_second_factor().await?.is_none() {
+        return Ok(response.map_into_left_body());
+    }
+    let redirect = see_other(&code_page(&wanted));
+    Ok(response.into_response(redirect).map_into_right_body())
+}
+
+/// `GET /login/second-factor`: the code form, for a session whose password was right. A
+/// signed-in visitor goes on to `next`, anyone else to the login page.
+async fn second_factor_page(
+    pages: web::Data<Environment<'static>>,
+    user: MaybeUser<Profile>,
+    session: Session,
+    query: web::Query<NextParam>,
+) -> actix_web::Result<HttpResponse> {
+    let next = query.next.as_deref().and_then(safe_next).unwrap_or("/");
+    if user.into_option().is_some() {
+        return Ok(see_other(next));
+    }
+    if session.pending_second_factor().await?.is_none() {
+        return Ok(see_other(&format!("/login?next={}", encoded(next))));
+    }
+    let ctx = context! { next, ..common(&session, None).await? };
+    Ok(render(&pages, StatusCode::OK, "second_factor.html", ctx))
+}
+
+/// A form with a code; missing fields are empty.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CodeForm {
+    code: String,
+    trust_browser: Option<String>,
+    next: String,
+}
+
+/// The code form again, saying why: `401` for a wrong or used code, `429` with `Retry-After`
+/// once the account had too many.
+async fn code_refused(
+    pages: &Environment<'_>,
+    session: &Session,
+    next: &str,
+    err: Error,
+) -> actix_web::Result<HttpResponse> {
+    let (status, error, retry) = match err {
+        Error::InvalidCode => (
+            StatusCode::UNAUTHORIZED,
+            "That code did not work. Codes work once; try the next one your app shows.".to_owned(),
+            None,
+        ),
+        Error::TooManyCodes { retry_after } => {
+            let secs = whole_secs(retry_after);
+            let error = format!("Too many wrong codes. Try again in {secs} seconds.");
+            (StatusCode::TOO_MANY_REQUESTS, error, Some(secs))
+        }
+        err => return Err(err.into()),
+    };
+    let ctx = context! { next, error, ..common(session, None).await? };
+    let mut page = render(pages, status, "second_factor.html", ctx);
+    if let Some(secs) = retry {
+        page.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
+    Ok(page)
+}
+
+/// `POST /login/second-factor`: a right code (or recovery code) completes the login on a new
+/// session cookie, trusts the browser if asked, and goes on to `next`.
+async fn second_factor(
+    req: HttpRequest,
+    pages: web::Data<Environment<'static>>,
+    users: web::Data<Users>,
+    factors: web::Data<SecondFactors>,
+    session: Session,
+    form: web::Form<CodeForm>,
+) -> actix_web::Result<HttpResponse> {
+    let next = safe_next(&form.next).unwrap_or("/");
+    let pending = session.pending_second_factor().await?;
+    let Some(id) = pending.as_deref().and_then(|id| id.parse::<u64>().ok()) else {
+        // Five minutes passed since the password, or it changed meanwhile: start again.
+        session
+            .flash(FlashLevel::Info, "Please sign in again.")
+            .await?;
+        return Ok(see_other(&format!("/login?next={}", encoded(next))));
+    };
+    match factors.verify(&req, id, &form.code).await {
+        Ok(()) => {}
+        Err(err @ (Error::InvalidCode | Error::TooManyCodes { .. })) => {
+            return code_refused(&pages, &session, next, err).await;
+        }
+        Err(err) => return Err(err.into()),
+    }
+    session.complete_second_factor().await?;
+    let mut response = see_other(next);
+    if form.trust_browser.is_some() {
+        let version = users
+            .find_by_id(&id.to_string())
+            .and_then(|profile| users.find(&profile.username))
+            .map_or(0, |(_, version)| version);
+        let device = factors
+            .two_factor
+            .trust_browser(&req, &id.to_string(), version.to_string())
+            .await?;
+        response.add_cookie(&device)?;
+    }
+    Ok(response)
+}
+
+/// The "Confirm it's you" form, in place of a page that needs a fresh login: the password, and
+/// a code too on an account with a second factor. `next` is where it goes afterwards.
+async fn confirm_identity(
+    pages: &Environment<'_>,
+    session: &Session,
+    user: &Profile,
+    two_factor: bool,
+    next: &str,
+    status: StatusCode,
+    error: Option<String>,
+) -> actix_web::Result<HttpResponse> {
+    let ctx = context! { two_factor, next, error, ..common(session, Some(user)).await? };
+    Ok(render(pages, status, "confirm_identity.html", ctx))
+}
+
+/// Whether `err` says the login is not fresh enough.
+fn needs_reauth(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::ReauthRequired | Error::SecondFactorReauthRequired
+    )
+}
+
+/// The session-data form of a secret waiting for its first code.
+#[derive(Serialize, Deserialize)]
+struct Enrolling {
+    secret: String,
+    otpauth_url: String,
+}
+
+/// `GET /2fa`: with a second factor, the number of unused recovery codes and a button for new
+/// ones; without one, a new secret (kept in the session until a first code confirms it) and
+/// the form for that code, once the password was entered within the fresh window.
+async fn two_factor_page(
+    req: HttpRequest,
+    pages: web::Data<Environment<'static>>,
+    factors: web::Data<SecondFactors>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    if let Some(left) = factors.recovery_codes_left(user.id) {
+        let ctx = context! { enabled => true, left, ..common(&session, Some(&user)).await? };
+        return Ok(render(&pages, StatusCode::OK, "two_factor.html", ctx));
+    }
+    let enrolling = match session.get::<Enrolling>(ENROLLING).await? {
+        Some(enrolling) => enrolling,
+        None => match factors.two_factor.enrol(&req, &user.username).await {
+            Ok(enrolment) => {
+                let enrolling = Enrolling {
+                    secret: enrolment.secret().to_owned(),
+                    otpauth_url: enrolment.otpauth_url().to_owned(),
+                };
+                session.insert(ENROLLING, &enrolling).await?;
+                enrolling
+            }
+            Err(err) if needs_reauth(&err) => {
+                let status = StatusCode::OK;
+                return confirm_identity(&pages, &session, &user, false, "/2fa", status, None)
+                    .await;
+            }
+            Err(err) => return Err(err.into()),
+        },
+    };
+    enrolment_page(&pages, &session, &user, &enrolling, StatusCode::OK, None).await
+}
+
+/// The secret, its URL and the form for a first code.
+async fn enrolment_page(
+    pages: &Environment<'_>,
+    session: &Session,
+    user: &Profile,
+    enrolling: &Enrolling,
+    status: StatusCode,
+    error: Option<String>,
+) -> actix_web::Result<HttpResponse> {
+    let ctx = context! {
+        secret => enrolling.secret.as_str(),
+        otpauth_url => enrolling.otpauth_url.as_str(),
+        error,
+        ..common(session, Some(user)).await?
+    };
+    Ok(render(pages, status, "two_factor.html", ctx))
+}
+
+/// The recovery codes, shown this once.
+async fn recovery_codes_page(
+    pages: &Environment<'_>,
+    session: &Session,
+    user: &Profile,
+    codes: &[String],
+    replaced: bool,
+) -> actix_web::Result<HttpResponse> {
+    let ctx = context! { codes => Serde(codes), replaced, ..common(session, Some(user)).await? };
+    Ok(render(pages, StatusCode::OK, "recovery_codes.html", ctx))
+}
+
+/// `POST /2fa/confirm`: a first code from the new secret turns the second factor on (on a
+/// fresh login) and shows ten recovery codes. The account's other sessions end: they never
+/// proved the new factor.
+async fn confirm_two_factor(
+    req: HttpRequest,
+    pages: web::Data<Environment<'static>>,
+    factors: web::Data<SecondFactors>,
+    user: AuthUser<Profile>,
+    session: Session,
+    form: web::Form<CodeForm>,
+) -> actix_web::Result<HttpResponse> {
+    let Some(enrolling) = session.get::<Enrolling>(ENROLLING).await? else {
+        return Ok(see_other("/2fa"));
+    };
+    let codes = match factors
+        .two_factor
+        .confirm(&req, &enrolling.secret, &form.code)
+        .await
+    {
+        Ok(codes) => codes,
+        Err(Error::InvalidCode) => {
+            let error = "That code did not work. Check the secret and try the next code.";
+            let status = StatusCode::UNAUTHORIZED;
+            let error = Some(error.to_owned());
+            return enrolment_page(&pages, &session, &user, &enrolling, status, error).await;
+        }
+        Err(Error::TooManyCodes { retry_after }) => {
+            let secs = whole_secs(retry_after);
+            let error = Some(format!(
+                "Too many wrong codes. Try again in {secs} seconds."
+            ));
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let mut page =
+                enrolment_page(&pages, &session, &user, &enrolling, status, error).await?;
+            page.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            return Ok(page);
+        }
+        Err(err) if needs_reauth(&err) => {
+            let status = StatusCode::FORBIDDEN;
+            return confirm_identity(&pages, &session, &user, false, "/2fa", status, None).await;
+        }
+        Err(err) => return Err(err.into()),
+    };
+    factors.enable(user.id, enrolling.secret, codes.hashes().to_vec());
+    session.remove(ENROLLING).await?;
+    session.complete_second_factor().await?;
+    session.revoke_other_sessions().await?;
+    recovery_codes_page(&pages, &session, &user, codes.codes(), false).await
+}
+
+/// `POST /2fa/recovery-codes`: ten new recovery codes in place of the old ones, behind a login
+/// that proved the password and a code within the fresh window.
+async fn new_recovery_codes(
+    req: HttpRequest,
+    pages: web::Data<Environment<'static>>,
+    factors: web::Data<SecondFactors>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    if !factors.enrolled(user.id) {
+        return Ok(see_other("/2fa"));
+    }
+    match factors.two_factor.regenerate_recovery_codes(&req).await {
+        Ok(codes) => {
+            factors.replace_recovery_codes(user.id, codes.hashes().to_vec());
+            recovery_codes_page(&pages, &session, &user, codes.codes(), true).await
+        }
+        Err(err) if needs_reauth(&err) => {
+            let status = StatusCode::FORBIDDEN;
+            confirm_identity(&pages, &session, &user, true, "/2fa", status, None).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The "Confirm it's you" form's fields; missing ones are empty.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ReauthForm {
+    password: String,
+    code: String,
+    next: String,
+}
+
+/// `POST /reauth`: the password again (under the login throttle), and a code on an account
+/// with a second factor, make the login fresh; then on to `next`.
+#[allow(clippy::too_many_arguments)]
+async fn reauth(
+    req: HttpRequest,
+    pages: web::Data<Environment<'static>>,
+    users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
+    factors: web::Data<SecondFactors>,
+    user: AuthUser<Profile>,
+    session: Session,
+    form: web::Form<ReauthForm>,
+) -> actix_web::Result<HttpResponse> {
+    let next = safe_next(&form.next).unwrap_or("/");
+    let two_factor = factors.enrolled(user.id);
+    let refused = |status, error: String| {
+        confirm_identity(
+            &pages,
+            &session,
+            &user,
+            two_factor,
+            next,
+            status,
+            Some(error),
+        )
+    };
+    let id = user.id.to_string();
+    let version = users.find(&user.username).map_or(0, |(_, version)| version);
+    let attempt = match throttle.attempt(&req, &user.username, Some(&id)).await {
+        Ok(attempt) => attempt,
+        Err(Error::Throttled { retry_after }) => {
+            let secs = whole_secs(retry_after);
+            let error = format!("Too many attempts. Try again in {secs} seconds.");
+            let mut page = refused(StatusCode::TOO_MANY_REQUESTS, error).await?;
+            page.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            return Ok(page);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let checked = match users
+        .check(attempt.lane(), &user.username, &form.password)
+        .await
+    {
+        Err(PasswordError::Busy) => {
+            attempt.not_checked().await?;
+            return Err(PasswordError::Busy.into());
+        }
+        checked => checked?,
+    };
+    if checked.is_none_or(|profile| profile.id != user.id) {
+        attempt.failed().await?;
+        return refused(StatusCode::UNAUTHORIZED, "Wrong password".to_owned()).await;
+    }
+    let device = if two_factor {
+        factors
+            .two_factor
+            .password_verified(&req, attempt, &id, version.to_string())
+            .await?
+            .device_cookie()
+    } else {
+        attempt.succeeded().await?
+    };
+    session.reauthenticate().await?;
+    if two_factor {
+        match factors.verify(&req, user.id, &form.code).await {
+            Ok(()) => session.complete_second_factor().await?,
+            Err(Error::InvalidCode) => {
+                let error = "That code did not work. Try the next one your app shows.";
+                let mut page = refused(StatusCode::UNAUTHORIZED, error.to_owned()).await?;
+                page.add_cookie(&device)?;
+                return Ok(page);
+            }
+            Err(Error::TooManyCodes { retry_after }) => {
+                let secs = whole_secs(retry_after);
+                let error = format!("Too many wrong codes. Try again in {secs} seconds.");
+                let mut page = refused(StatusCode::TOO_MANY_REQUESTS, error).await?;
+                page.headers_mut().insert(header::RETRY_AFTER, secs.into());
+                page.add_cookie(&device)?;
+                return Ok(page);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    session
+        .flash(
+            FlashLevel::Info,
+            "Thanks: you can go on for the next few minutes.",
+        )
+        .await?;
+    let mut response = see_other(next);
+    response.add_cookie(&device)?;
+    Ok(response)
 }

@@ -57,9 +57,9 @@ async function addPasskey() {
   });
 }
 
-// Sign-in (or confirming the signed-in user): `start` names the server's first step.
-async function usePasskey(start, mediation, signal) {
-  const options = await post(start);
+// Sign-in (or confirming the signed-in user): the options from the server's first step, the
+// browser's prompt, the server's second step.
+async function signInWith(options, mediation, signal) {
   const publicKey = options.publicKey;
   publicKey.challenge = bytes(publicKey.challenge);
   for (const c of publicKey.allowCredentials || []) c.id = bytes(c.id);
@@ -77,6 +77,10 @@ async function usePasskey(start, mediation, signal) {
     },
     extensions: credential.getClientExtensionResults(),
   });
+}
+
+async function usePasskey(start, mediation, signal) {
+  return signInWith(await post(start), mediation, signal);
 }
 
 // What a failure means to the user.
@@ -113,11 +117,28 @@ function destination() {
 }
 
 // The login page: a button, and the username field's autofill (conditional mediation).
+//
+// The autofill's first request starts the visitor's session (its cookie holds the challenge).
+// Until its answer is in, nothing else may post: a login answered first would have its cookie
+// replaced by the visitor's when that late answer arrives.
 function loginPage(button) {
   let autofill = null;
+  let starting = null;
+  let leaving = false;
+  const settled = () => (starting ? starting.catch(() => {}) : Promise.resolve());
+  const form = document.querySelector("form[action='/login']");
+  form.addEventListener("submit", (event) => {
+    if (!starting) {
+      leaving = true; // and no autofill starts from now on
+      return;
+    }
+    event.preventDefault();
+    settled().then(() => form.requestSubmit());
+  });
   button.addEventListener("click", async () => {
     if (autofill) autofill.abort();
     try {
+      await settled();
       await usePasskey("/passkeys/sign-in/start", "optional");
       location.assign(destination());
     } catch (err) {
@@ -126,15 +147,17 @@ function loginPage(button) {
   });
   if (window.PublicKeyCredential && PublicKeyCredential.isConditionalMediationAvailable) {
     PublicKeyCredential.isConditionalMediationAvailable().then(async (available) => {
-      if (!available) return;
+      if (!available || leaving) return;
       autofill = new AbortController();
       try {
-        await usePasskey("/passkeys/sign-in/start", "conditional", autofill.signal);
+        starting = post("/passkeys/sign-in/start");
+        const options = await starting.finally(() => (starting = null));
+        await signInWith(options, "conditional", autofill.signal);
         location.assign(destination());
       } catch (err) {
         // Aborted for the button, or no passkey chosen: the form still works, and only the
         // server's refusal is worth telling.
-        if (err instanceof Refused) show(explain(err), true);
+        if (err instanceof Refused && !autofill.signal.aborted) show(explain(err), true);
       }
     });
   }

@@ -637,6 +637,455 @@ async fn html_login_throttles_password_guessing() {
     }
 }
 
+// The second factor: enrolment, the code page, recovery codes, trusted browsers, sudo mode.
+
+/// An authenticator app: TOTP codes for a secret, each from a time step not used before (as a
+/// person waits for the next code), and the last one, to try again.
+struct Authenticator {
+    secret: String,
+    used: Vec<u64>,
+    last: String,
+}
+
+impl Authenticator {
+    fn new(secret: &str) -> Self {
+        Self {
+            secret: secret.to_owned(),
+            used: Vec::new(),
+            last: String::new(),
+        }
+    }
+
+    /// A code the app has not accepted yet: the current step's, or the next one's (accepted
+    /// for clocks a little ahead); past both, the next step's once it comes.
+    async fn code(&mut self) -> String {
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let step = now / 30;
+            if let Some(step) = [step, step + 1]
+                .into_iter()
+                .find(|s| !self.used.contains(s))
+            {
+                self.used.push(step);
+                self.last = totp_rs::Builder::new()
+                    .with_secret(totp_rs::Secret::try_from_base32(&self.secret).unwrap())
+                    .build()
+                    .unwrap()
+                    .generate(step * 30)
+                    .to_string();
+                return self.last.clone();
+            }
+            actix_web::rt::time::sleep(Duration::from_secs(30 - now % 30)).await;
+        }
+    }
+}
+
+/// The text between `start` and the next `end` on the page, unescaped.
+fn between(html: &str, start: &str, end: &str) -> String {
+    let from = html
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in\n{html}"))
+        + start.len();
+    let len = html[from..].find(end).expect("the end marker");
+    unescape(&html[from..from + len])
+}
+
+/// The recovery codes a page lists.
+fn recovery_codes(html: &str) -> Vec<String> {
+    let list = between(html, r#"<ul id="recovery-codes">"#, "</ul>");
+    list.split("<code>")
+        .skip(1)
+        .map(|item| item[..item.find("</code>").expect("the code ends")].to_owned())
+        .collect()
+}
+
+/// The device cookie a response sets, `name=value`.
+fn device_cookie(reply: &Reply) -> Option<String> {
+    reply
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-device="))
+        .map(|c| pair(c))
+}
+
+impl Http {
+    /// Opens `page` with `cookie` and posts `form` to `action` with the page's CSRF token, as
+    /// its form would.
+    async fn submit(&self, page: &str, action: &str, form: &[(&str, &str)], cookie: &str) -> Reply {
+        let shown = self.get(page, Some(cookie)).await;
+        assert!(shown.status.is_success(), "{page}: {}", shown.body);
+        let token = field(&shown.body, CSRF_FIELD)
+            .unwrap_or_else(|| panic!("no CSRF field on {page}:\n{}", shown.body));
+        let mut fields = form.to_vec();
+        fields.push((CSRF_FIELD, &token));
+        self.post(action, &fields, Some(cookie)).await
+    }
+
+    /// Enrols the signed-in `cookie`'s account from the two-factor page: its authenticator,
+    /// its recovery codes, and the session cookie the confirmation replaced it with.
+    async fn enrol(&self, cookie: &str) -> (Authenticator, Vec<String>, String) {
+        let page = self.get("/2fa", Some(cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let secret = between(&page.body, r#"<code id="totp-secret">"#, "</code>");
+        let mut app = Authenticator::new(&secret);
+        let code = app.code().await;
+        let reply = self
+            .submit("/2fa", "/2fa/confirm", &[("code", &code)], cookie)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert!(
+            reply.body.contains("Save these recovery codes"),
+            "{}",
+            reply.body
+        );
+        let codes = recovery_codes(&reply.body);
+        let cookie = pair(reply.session_cookie().expect("a new session cookie"));
+        (app, codes, cookie)
+    }
+
+    /// Posts alice's password (with `cookie`, a device cookie, if any): the `303` and the
+    /// session cookie it sets.
+    async fn password(&self, next: &str, cookie: Option<&str>) -> (Reply, String) {
+        let form = [("username", ALICE.0), ("password", ALICE.1), ("next", next)];
+        let reply = self.post("/login", &form, cookie).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+        let session = pair(reply.session_cookie().expect("a session cookie"));
+        (reply, session)
+    }
+
+    /// Posts `code` from the code page of the half login `half`.
+    async fn code(&self, half: &str, code: &str, next: &str) -> Reply {
+        let page = format!("/login/second-factor?next={}", next.replace('/', "%2F"));
+        let form = [("code", code), ("next", next)];
+        self.submit(&page, "/login/second-factor", &form, half)
+            .await
+    }
+}
+
+/// Enrolment from the page, then every way a code can go wrong at sign-in, and the ways it
+/// goes right. Four wrong codes in all, one under the limit.
+async fn check_second_factor(app: &Example) {
+    let http = Http::new(app);
+    let alice = http.session(ALICE).await;
+    let page = http.get("/", Some(&alice)).await;
+    assert!(
+        page.body
+            .contains(r#"<a href="/2fa">Two-factor authentication</a>"#),
+        "{}",
+        page.body
+    );
+
+    // The secret and its URL as text, the same on a second look, and the form for a code.
+    let page = http.get("/2fa", Some(&alice)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let secret = between(&page.body, r#"<code id="totp-secret">"#, "</code>");
+    assert_eq!(secret.len(), 32, "{secret}");
+    let url = between(&page.body, r#"<code id="otpauth-url">"#, "</code>");
+    assert!(url.starts_with("otpauth://totp/"), "{url}");
+    assert!(url.contains("alice") && url.contains(&secret), "{url}");
+    assert!(
+        page.body
+            .contains(r#"<form method="post" action="/2fa/confirm">"#),
+        "{}",
+        page.body
+    );
+    let again = http.get("/2fa", Some(&alice)).await;
+    assert!(again.body.contains(&secret), "{}", again.body);
+
+    // A wrong first code: the page again, saying so; the second factor stays off.
+    let reply = http
+        .submit("/2fa", "/2fa/confirm", &[("code", "000000")], &alice)
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert!(
+        reply.body.contains("That code did not work"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains(&secret), "{}", reply.body);
+    http.session(ALICE).await;
+
+    let (mut phone, codes, alice) = http.enrol(&alice).await;
+    assert_eq!(codes.len(), 10, "{codes:?}");
+    assert!(codes.iter().all(|c| c.len() == 19), "{codes:?}");
+    let page = http.get("/2fa", Some(&alice)).await;
+    assert!(
+        page.body.contains("Two-factor authentication is on"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("10 of your recovery codes"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(&secret), "{}", page.body);
+
+    // The password alone: the code page, with where the browser was going.
+    let (reply, half) = http.password("/sessions", None).await;
+    reply.assert_see_other("/login/second-factor?next=%2Fsessions");
+    // A half login sees no page: each sends it to the code page, never to sign in.
+    for (path, next) in [
+        ("/", "%2F"),
+        ("/sessions", "%2Fsessions"),
+        ("/2fa", "%2F2fa"),
+    ] {
+        http.get(path, Some(&half))
+            .await
+            .assert_see_other(&format!("/login/second-factor?next={next}"));
+    }
+    let page = http
+        .get("/login/second-factor?next=%2Fsessions", Some(&half))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for needle in [
+        "Enter the code from your authenticator app",
+        r#"<form method="post" action="/login/second-factor">"#,
+        r#"<input type="checkbox" name="trust_browser">"#,
+        "Trust this browser for 30 days",
+        "recovery codes",
+    ] {
+        assert!(page.body.contains(needle), "no {needle} in\n{}", page.body);
+    }
+    assert_eq!(field(&page.body, "next").as_deref(), Some("/sessions"));
+    // Without a half login, the code page sends the visitor to sign in.
+    http.get("/login/second-factor?next=%2Fsessions", None)
+        .await
+        .assert_see_other("/login?next=%2Fsessions");
+
+    // A wrong code: the form again, saying so, and still no login.
+    let reply = http.code(&half, "123456", "/sessions").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert!(
+        reply.body.contains("That code did not work"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("Enter the code"), "{}", reply.body);
+    assert_eq!(reply.session_cookie(), None);
+    assert_eq!(field(&reply.body, "next").as_deref(), Some("/sessions"));
+
+    // The right one: signed in on a new cookie, where the browser was going.
+    let code = phone.code().await;
+    let reply = http.code(&half, &code, "/sessions").await;
+    reply.assert_see_other("/sessions");
+    let full = pair(reply.session_cookie().expect("a new session cookie"));
+    assert_ne!(full, half);
+    let page = http.get("/", Some(&full)).await;
+    assert!(page.body.contains("Signed in as alice"), "{}", page.body);
+    // Signed in, the code page only sends the browser on.
+    http.get("/login/second-factor?next=%2Fsessions", Some(&full))
+        .await
+        .assert_see_other("/sessions");
+    http.get("/", Some(&half))
+        .await
+        .assert_see_other("/login?next=%2F");
+
+    // The same code again, on a new half login: refused.
+    let (_, half) = http.password("/", None).await;
+    let reply = http.code(&half, &phone.last, "/").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+
+    // A recovery code, typed as people do: works once.
+    let typed = codes[0].to_uppercase().replace('-', " ");
+    let reply = http.code(&half, &typed, "/").await;
+    reply.assert_see_other("/");
+    let full = pair(reply.session_cookie().expect("a new session cookie"));
+    let page = http.get("/2fa", Some(&full)).await;
+    assert!(
+        page.body.contains("9 of your recovery codes"),
+        "{}",
+        page.body
+    );
+    let (_, half) = http.password("/", None).await;
+    let reply = http.code(&half, &codes[0], "/").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    let reply = http.code(&half, &codes[1], "/").await;
+    reply.assert_see_other("/");
+}
+
+#[actix_web::test]
+async fn html_login_second_factor_over_http_in_memory() {
+    check_second_factor(&start_in_memory()).await;
+}
+
+#[actix_web::test]
+async fn html_login_second_factor_over_http_on_redis() {
+    check_second_factor(&start_on_redis()).await;
+}
+
+/// Five wrong codes for an account, then the code page with `429` and `Retry-After`, even for
+/// the right code.
+#[actix_web::test]
+async fn html_login_throttles_second_factor_guessing() {
+    let app = start_in_memory();
+    let http = Http::new(&app);
+    let alice = http.session(ALICE).await;
+    let (mut phone, _, _) = http.enrol(&alice).await;
+    let (_, half) = http.password("/", None).await;
+    for guess in ["111111", "222222", "333333", "444444", "555555"] {
+        let reply = http.code(&half, guess, "/").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    }
+    let code = phone.code().await;
+    let reply = http.code(&half, &code, "/").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("Too many wrong codes"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("Enter the code"), "{}", reply.body);
+    let retry: u64 = reply.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    assert_eq!(reply.session_cookie(), None);
+    http.get("/", Some(&half))
+        .await
+        .assert_see_other("/login/second-factor?next=%2F");
+}
+
+/// Sudo mode from the pages: enrolment after the fresh window asks for the password again;
+/// a trusted browser skips the code at sign-in, but new recovery codes ask for the password
+/// and a code, and then the old codes stop working.
+#[actix_web::test]
+async fn html_login_asks_again_before_two_factor_changes_and_trusts_browsers() {
+    let app = Example::start("html_login", &[("FRESH_WINDOW_SECS", "2")]);
+    let http = Http::new(&app);
+    let alice = http.session(ALICE).await;
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+
+    // Not fresh: the page asks for the password (alone: no second factor yet), not a code.
+    let page = http.get("/2fa", Some(&alice)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Confirm it's you"), "{}", page.body);
+    assert!(!page.body.contains("totp-secret"), "{}", page.body);
+    assert!(!page.body.contains(r#"name="code""#), "{}", page.body);
+    assert_eq!(field(&page.body, "next").as_deref(), Some("/2fa"));
+    let wrong = [("password", "guess"), ("next", "/2fa")];
+    let reply = http.submit("/2fa", "/reauth", &wrong, &alice).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert!(reply.body.contains("Wrong password"), "{}", reply.body);
+    let right = [("password", ALICE.1), ("next", "/2fa")];
+    let reply = http.submit("/2fa", "/reauth", &right, &alice).await;
+    reply.assert_see_other("/2fa");
+    let alice = pair(reply.session_cookie().expect("a new session cookie"));
+    let (mut phone, codes, _) = http.enrol(&alice).await;
+
+    // "Trust this browser": the next sign-in with its device cookie needs no code.
+    let (reply, half) = http.password("/", None).await;
+    let device = device_cookie(&reply).expect("a device cookie");
+    let both = format!("{half}; {device}");
+    let code = phone.code().await;
+    let form = [
+        ("code", code.as_str()),
+        ("next", "/"),
+        ("trust_browser", "on"),
+    ];
+    let reply = http
+        .submit(
+            "/login/second-factor?next=%2F",
+            "/login/second-factor",
+            &form,
+            &both,
+        )
+        .await;
+    reply.assert_see_other("/");
+    let device = device_cookie(&reply).expect("the trusted device cookie");
+    let (reply, trusted) = http.password("/sessions", Some(&device)).await;
+    reply.assert_see_other("/sessions");
+    let page = http.get("/", Some(&trusted)).await;
+    assert!(page.body.contains("Signed in as alice"), "{}", page.body);
+    // Without the cookie, the code again.
+    let (reply, _) = http.password("/", None).await;
+    reply.assert_see_other("/login/second-factor?next=%2F");
+
+    // New recovery codes: the trusted login proved no code, so the page asks for both.
+    let reply = http
+        .submit("/2fa", "/2fa/recovery-codes", &[], &trusted)
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert!(reply.body.contains("Confirm it's you"), "{}", reply.body);
+    assert!(reply.body.contains(r#"name="code""#), "{}", reply.body);
+    let code = phone.code().await;
+    let form = [
+        ("password", ALICE.1),
+        ("code", code.as_str()),
+        ("next", "/2fa"),
+    ];
+    let reply = http.submit("/2fa", "/reauth", &form, &trusted).await;
+    reply.assert_see_other("/2fa");
+    let alice = pair(reply.session_cookie().expect("a new session cookie"));
+    let reply = http
+        .submit("/2fa", "/2fa/recovery-codes", &[], &alice)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body.contains("no longer work"), "{}", reply.body);
+    let new_codes = recovery_codes(&reply.body);
+    assert_eq!(new_codes.len(), 10);
+
+    let (_, half) = http.password("/", None).await;
+    let reply = http.code(&half, &codes[0], "/").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    http.code(&half, &new_codes[0], "/")
+        .await
+        .assert_see_other("/");
+}
+
+/// The second factor as a person meets it: enrolment with the secret from the page, then
+/// signing in with the password and a code, and with a recovery code.
+#[actix_web::test]
+async fn browser_enrols_a_second_factor_and_signs_in_with_codes() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    sign_in_from_login_page(&browser, &app, false).await;
+    browser.click("a[href='/2fa']").await;
+    browser.wait_for_url(&app.url("/2fa")).await;
+    let secret = browser
+        .script("return document.getElementById('totp-secret').textContent")
+        .await;
+    let mut phone = Authenticator::new(secret.as_str().expect("the secret on the page"));
+    browser.fill("input[name=code]", &phone.code().await).await;
+    browser.click("form[action='/2fa/confirm'] button").await;
+    browser.wait_for_text("Save these recovery codes").await;
+    let codes = browser
+        .script(
+            "return Array.from(document.querySelectorAll('#recovery-codes code'))\
+             .map(c => c.textContent)",
+        )
+        .await;
+    let codes: Vec<String> = serde_json::from_value(codes).expect("the codes");
+    assert_eq!(codes.len(), 10, "{codes:?}");
+
+    for code in [phone.code().await, codes[3].clone()] {
+        browser.click("nav form[action='/logout'] button").await;
+        browser.wait_for_url(&app.url("/login")).await;
+        sign_in(&browser, ALICE, false).await;
+        let text = browser
+            .wait_for_url(&app.url("/login/second-factor?next=%2F"))
+            .await;
+        assert!(
+            text.contains("Enter the code from your authenticator app"),
+            "{text}"
+        );
+        browser.fill("input[name=code]", &code).await;
+        browser
+            .click("form[action='/login/second-factor'] button")
+            .await;
+        let text = browser.wait_for_url(&app.url("/")).await;
+        assert!(text.contains("Signed in as alice"), "{text}");
+    }
+    browser.quit().await;
+}
+
 /// Signs in through the form on the page shown now, as a person would.
 async fn sign_in(browser: &Browser, (username, password): (&str, &str), remember: bool) {
     browser.fill("input[name=username]", username).await;
@@ -1003,18 +1452,25 @@ async fn check_passkey_flow(app: &Example) {
         })
         .await;
 
-    // The button. The passkey comes onto the device after the page has loaded, so the
-    // autofill, already waiting, has none to offer.
-    // (Taken as it is now, with the signature counter the autofill's sign-in moved: an older
-    // copy would be refused as a clone, passkey_counter_regressed.)
+    // The button. First a copy of the passkey with an old signature counter, which the
+    // autofill offers as the page loads and the site refuses as a clone; the autofill is then
+    // done, and the button has the page to itself.
     let passkey = browser.virtual_credentials(&authenticator).await.remove(0);
+    let mut stale = passkey.clone();
+    stale["signCount"] = serde_json::json!(0);
     browser.remove_virtual_credentials(&authenticator).await;
+    browser.add_virtual_credential(&authenticator, stale).await;
     sign_out_at_localhost(&browser).await;
-    browser.wait_for_text("Signed out").await;
+    browser
+        .wait_for_text("That passkey looks copied; it was refused.")
+        .await;
+    assert!(browser.text().await.contains("Signed out"));
     let autocomplete = browser
         .script("return document.querySelector('input[name=username]').autocomplete")
         .await;
     assert_eq!(autocomplete, serde_json::json!("username webauthn"));
+    // The passkey as it is now, with the counter the autofill's sign-in moved.
+    browser.remove_virtual_credentials(&authenticator).await;
     browser
         .add_virtual_credential(&authenticator, passkey)
         .await;
