@@ -1,5 +1,5 @@
-//! A server-rendered login app: HTML forms, no JavaScript. `cargo run --example html_login`,
-//! then open <http://127.0.0.1:8080/>.
+//! A server-rendered login app: HTML forms, and passkeys through one small plain script.
+//! `cargo run --example html_login --features passkeys`, then open <http://localhost:8080/>.
 //!
 //! What it shows, page by page:
 //!
@@ -46,6 +46,15 @@
 //!   (`next`, through `safe_next`). A trusted browser skips the code at its next sign-ins, until
 //!   the password changes; such a login proved no code, so new recovery codes ask for one.
 //!
+//! - Passkeys (`actix_login::passkeys`, through `/passkeys.js`, plain JavaScript): on `/`,
+//!   "Add a passkey" registers one for the signed-in user, if the login is fresh (a password
+//!   or passkey within the fresh window, `FRESH_WINDOW_SECS`, default 10 minutes); an older
+//!   login is asked to "Confirm with a passkey" first. On `/login`, "Sign in with a passkey"
+//!   signs in without a username, and the username field offers the passkeys in its autofill
+//!   (`autocomplete="username webauthn"`, conditional mediation). "Remove your passkeys"
+//!   forgets them. WebAuthn takes no IP address as the site's name: open the app at
+//!   `PUBLIC_URL` (default `http://localhost:<port of ADDR>`), whose host is the relying party.
+//!
 //! Users: `alice` / `alice-password-123` and `bob` / `bob-password-456`. Sessions live in
 //! memory, or in Redis when `REDIS_URL` is set (under `REDIS_KEY_PREFIX`, default the crate's).
 //! The user table, and who has a second factor (the secret and the recovery codes' hashes),
@@ -64,6 +73,10 @@ use std::sync::{PoisonError, RwLock};
 use std::time::SystemTime;
 
 use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
+use actix_login::passkeys::{
+    Passkey, PasskeyAccount, PasskeyUser, Passkeys, PublicKeyCredential,
+    RegisterPublicKeyCredential, Url, Uuid,
+};
 use actix_login::password::{Lane, PasswordError, PasswordHasher};
 use actix_login::policy::PasswordPolicy;
 use actix_login::throttle::LoginThrottle;
@@ -119,13 +132,16 @@ const LOGIN: &str = r#"{% extends "layout.html" %}
 <form method="post" action="/login">
 <input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
 <input type="hidden" name="next" value="{{ next }}">
-<label>Username <input name="username" value="{{ username }}" autocomplete="username" required autofocus></label>
+<label>Username <input name="username" value="{{ username }}" autocomplete="username webauthn" required autofocus></label>
 <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
 <label><input type="checkbox" name="remember"> Keep me signed in</label>
 <button type="submit">Sign in</button>
 </form>
+<p><button type="button" id="passkey-sign-in">Sign in with a passkey</button></p>
+<p id="passkey-status" role="status" hidden></p>
 <p><a href="/password-reset">Forgot your password?</a></p>
 <p>Try <code>alice</code> / <code>alice-password-123</code>.</p>
+<script src="/passkeys.js" defer></script>
 {% endblock %}
 "#;
 
@@ -184,6 +200,16 @@ const HOME: &str = r#"{% extends "layout.html" %}
 {% block content %}
 <h1>Signed in as {{ user.username }}</h1>
 <p>{% if remembered %}This browser stays signed in after a restart.{% else %}Closing the browser signs you out.{% endif %}</p>
+<h2>Passkeys</h2>
+<p>{% if passkeys == 0 %}You have no passkeys yet.{% elif passkeys == 1 %}You have 1 passkey.{% else %}You have {{ passkeys }} passkeys.{% endif %}</p>
+<p><button type="button" id="add-passkey">Add a passkey</button>
+<button type="button" id="confirm-passkey" hidden>Confirm with a passkey</button></p>
+<p id="passkey-status" role="status" hidden></p>
+{% if passkeys > 0 %}<form method="post" action="/passkeys/remove">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf }}">
+<button type="submit">Remove your passkeys</button>
+</form>{% endif %}
+<script src="/passkeys.js" defer></script>
 {% endblock %}
 "#;
 
@@ -227,11 +253,13 @@ fn render(pages: &Environment<'_>, status: StatusCode, name: &str, ctx: Value) -
         Ok(html) => HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            // No scripts at all, forms post only here, and no other site may frame the buttons.
+            // No script but this site's own file, which talks to this site only; forms post
+            // only here, and no other site may frame the buttons.
             .insert_header((
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-                 frame-ancestors 'none'; base-uri 'none'",
+                "default-src 'none'; script-src 'self'; connect-src 'self'; \
+                 style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; \
+                 base-uri 'none'",
             ))
             .body(html),
         Err(err) => {
@@ -267,6 +295,11 @@ struct Profile {
 /// One row of the user table.
 struct User {
     profile: Profile,
+    /// The account's passkey user handle: random, made once, never personal data.
+    handle: Uuid,
+    /// The passkeys registered to the account, as webauthn-rs made them (an app stores them as
+    /// JSON).
+    passkeys: Vec<Passkey>,
     password_hash: String,
     /// Counts password changes: what logins name as the credentials they verified, so that a
     /// login that checked a password being replaced leaves no session.
@@ -295,6 +328,8 @@ impl Users {
             let password_hash = PasswordHasher::new().hash(password).await?;
             let user = User {
                 profile,
+                handle: Uuid::new_v4(),
+                passkeys: Vec::new(),
                 password_hash,
                 password_version: 0,
             };
@@ -324,6 +359,52 @@ impl Users {
             .values()
             .find(|user| user.profile.id.to_string() == id)
             .map(|user| user.profile.clone())
+    }
+
+    /// The account with `id`: its profile, passkey handle and passkeys.
+    fn passkey_owner(&self, id: &str) -> Option<(Profile, Uuid, Vec<Passkey>)> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let user = users
+            .values()
+            .find(|user| user.profile.id.to_string() == id)?;
+        Some((user.profile.clone(), user.handle, user.passkeys.clone()))
+    }
+
+    /// The account whose passkey handle is `handle`, with the version of its password.
+    fn by_handle(&self, handle: Uuid) -> Option<(Profile, u64, Vec<Passkey>)> {
+        let users = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let user = users.values().find(|user| user.handle == handle)?;
+        Some((
+            user.profile.clone(),
+            user.password_version,
+            user.passkeys.clone(),
+        ))
+    }
+
+    /// Adds `key` to the account with `id`, or stores it in place of the one with its id;
+    /// `false` if another account holds that credential.
+    fn save_passkey(&self, id: u64, key: Passkey) -> bool {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let elsewhere = users.values().any(|user| {
+            user.profile.id != id && user.passkeys.iter().any(|k| k.cred_id() == key.cred_id())
+        });
+        let Some(user) = users.values_mut().find(|user| user.profile.id == id) else {
+            return false;
+        };
+        if elsewhere {
+            return false;
+        }
+        user.passkeys.retain(|k| k.cred_id() != key.cred_id());
+        user.passkeys.push(key);
+        true
+    }
+
+    /// Forgets every passkey of the account with `id`.
+    fn remove_passkeys(&self, id: u64) {
+        let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(user) = users.values_mut().find(|user| user.profile.id == id) {
+            user.passkeys.clear();
+        }
     }
 
     /// Stores a new password hash for `username`; returns the password's new version.
@@ -469,11 +550,15 @@ async fn login(
 
 async fn home(
     pages: web::Data<Environment<'static>>,
+    users: web::Data<Users>,
     user: AuthUser<Profile>,
     session: Session,
 ) -> actix_web::Result<HttpResponse> {
     let remembered = user.is_remembered();
-    let ctx = context! { remembered, ..common(&session, Some(&user)).await? };
+    let passkeys = users
+        .passkey_owner(&user.id.to_string())
+        .map_or(0, |(_, _, keys)| keys.len());
+    let ctx = context! { remembered, passkeys, ..common(&session, Some(&user)).await? };
     Ok(render(&pages, StatusCode::OK, "home.html", ctx))
 }
 
@@ -753,6 +838,150 @@ async fn reset(
     Ok(see_other("/login"))
 }
 
+/// `GET /passkeys.js`: the pages' one script.
+async fn passkeys_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("html_login_assets/passkeys.js"))
+}
+
+/// `POST /passkeys/register/start`: the options for `navigator.credentials.create`, for a
+/// fresh login (else `403 {"error":"reauth_required"}`, and the page offers to confirm).
+async fn passkey_register_start(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    let Some((profile, handle, existing)) = users.passkey_owner(&user.id.to_string()) else {
+        return Err(Error::Unauthenticated.into());
+    };
+    let who = PasskeyUser::new(handle, &profile.username, &profile.username);
+    let options = passkeys
+        .start_registration(&session, &who, &existing)
+        .await?;
+    Ok(HttpResponse::Ok().json(options))
+}
+
+/// `POST /passkeys/register/finish`: the browser's new credential, kept with the account.
+async fn passkey_register_finish(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    user: AuthUser<Profile>,
+    session: Session,
+    response: web::Json<RegisterPublicKeyCredential>,
+) -> actix_web::Result<HttpResponse> {
+    let key = passkeys.finish_registration(&session, &response).await?;
+    if !users.save_passkey(user.id, key) {
+        return Ok(HttpResponse::Conflict().json(serde_json::json!({"error": "passkey_taken"})));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+}
+
+/// `POST /passkeys/sign-in/start`: a username-less sign-in, for the button and the autofill.
+async fn passkey_sign_in_start(
+    passkeys: web::Data<Passkeys>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    let options = passkeys.start_discoverable_authentication(&session).await?;
+    Ok(HttpResponse::Ok().json(options))
+}
+
+/// `POST /passkeys/confirm/start`: the signed-in user confirms it is them ("sudo mode") with
+/// one of their passkeys; finished by `/passkeys/sign-in/finish` like a sign-in.
+async fn passkey_confirm_start(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    let id = user.id.to_string();
+    let keys = users.passkey_owner(&id).map(|(_, _, keys)| keys);
+    let options = passkeys
+        .start_authentication(&session, &id, &keys.unwrap_or_default())
+        .await?;
+    Ok(HttpResponse::Ok().json(options))
+}
+
+/// `POST /passkeys/sign-in/finish`: checks the passkey, then signs in (or confirms the
+/// signed-in user), with the counter the authenticator reported stored for next time.
+async fn passkey_sign_in_finish(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    throttle: web::Data<LoginThrottle>,
+    session: Session,
+    response: web::Json<PublicKeyCredential>,
+) -> actix_web::Result<HttpResponse> {
+    let pending = passkeys.identify(&session, response.into_inner()).await?;
+    let found = match pending.named_user() {
+        Some(id) => users
+            .find_by_id(id)
+            .and_then(|profile| users.find(&profile.username)),
+        None => pending
+            .user_handle()
+            .and_then(|handle| users.by_handle(handle))
+            .map(|(profile, version, _)| (profile, version)),
+    };
+    let account = found.and_then(|(profile, version)| {
+        let (_, _, keys) = users.passkey_owner(&profile.id.to_string())?;
+        let login =
+            Login::new(profile.id.to_string(), &profile).credentials_version(version.to_string());
+        Some((profile, PasskeyAccount::new(login, keys)))
+    });
+    let (profile, account) = account.unzip();
+    let signed_in = passkeys
+        .finish_authentication(&session, pending, account)
+        .await?;
+    let Some(profile) = profile else {
+        return Err(Error::Unauthenticated.into());
+    };
+    if let Some(updated) = signed_in.updated {
+        users.save_passkey(profile.id, updated);
+    }
+    // As after a password: this browser is let in even while strangers have the account
+    // throttled.
+    let device = throttle.trust_device(&signed_in.user_id).await?;
+    let mut response = HttpResponse::Ok().json(serde_json::json!({"user": profile.username}));
+    response.add_cookie(&device)?;
+    Ok(response)
+}
+
+/// `POST /passkeys/remove`: forgets the signed-in user's passkeys; a sign-in with one of them
+/// is refused from then on.
+async fn passkeys_remove(
+    users: web::Data<Users>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> actix_web::Result<HttpResponse> {
+    users.remove_passkeys(user.id);
+    session
+        .flash(FlashLevel::Info, "Your passkeys were removed")
+        .await?;
+    Ok(see_other("/"))
+}
+
+/// The passkey settings: the relying party is `PUBLIC_URL`'s host, and its origin the pages'
+/// address (default `http://localhost:<port of ADDR>`).
+fn passkeys_from_env(addr: &str) -> std::io::Result<Passkeys> {
+    let port = addr.rsplit(':').next().unwrap_or("8080");
+    let public_url = std::env::var("PUBLIC_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| format!("http://localhost:{port}"));
+    let origin = public_url.trim_end_matches('/');
+    let url = Url::parse(origin).map_err(|err| {
+        std::io::Error::other(format!("PUBLIC_URL {public_url:?} is not a URL: {err}"))
+    })?;
+    let rp_id = url.host_str().unwrap_or_default();
+    let passkeys = Passkeys::builder(rp_id, origin)
+        .rp_name("actix-login html_login")
+        .build()
+        .map_err(std::io::Error::other)?;
+    println!("passkeys: relying party {rp_id}, pages at {origin}");
+    Ok(passkeys)
+}
+
 /// The middleware, with `FRESH_WINDOW_SECS` when it is set.
 fn middleware(
     builder: LoginMiddlewareBuilder,
@@ -778,11 +1007,13 @@ async fn main() -> std::io::Result<()> {
         .init();
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    // How long a password counts as just entered, for turning on a second factor.
+    // How long a password or passkey counts as just entered, for turning on a second factor
+    // or adding a passkey.
     let fresh_window = std::env::var("FRESH_WINDOW_SECS")
         .ok()
         .and_then(|secs| secs.parse().ok())
         .map(std::time::Duration::from_secs);
+    let passkeys = web::Data::new(passkeys_from_env(&addr)?);
     let (sessions, throttle, two_factor) = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
             let mut builder = RedisStore::builder(url);
@@ -833,7 +1064,19 @@ async fn main() -> std::io::Result<()> {
             .app_data(pages.clone())
             .app_data(mailer.clone())
             .app_data(base.clone())
+            .app_data(passkeys.clone())
             .app_data(web::FormConfig::default().limit(4096))
+            // The passkey answers: small, and a malformed one gets a JSON code like every
+            // other refusal of the passkey routes.
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(16 * 1024)
+                    .error_handler(|err, _| {
+                        let body = HttpResponse::BadRequest()
+                            .json(serde_json::json!({"error": "invalid_request_body"}));
+                        actix_web::error::InternalError::from_response(err, body).into()
+                    }),
+            )
             .service(
                 web::resource("/")
                     .wrap(signed_in())
@@ -848,6 +1091,28 @@ async fn main() -> std::io::Result<()> {
             .route("/login", web::get().to(login_page))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
+            .route("/passkeys.js", web::get().to(passkeys_script))
+            .route(
+                "/passkeys/register/start",
+                web::post().to(passkey_register_start),
+            )
+            .route(
+                "/passkeys/register/finish",
+                web::post().to(passkey_register_finish),
+            )
+            .route(
+                "/passkeys/sign-in/start",
+                web::post().to(passkey_sign_in_start),
+            )
+            .route(
+                "/passkeys/confirm/start",
+                web::post().to(passkey_confirm_start),
+            )
+            .route(
+                "/passkeys/sign-in/finish",
+                web::post().to(passkey_sign_in_finish),
+            )
+            .route("/passkeys/remove", web::post().to(passkeys_remove))
             .service(
                 web::resource("/password-reset")
                     .route(web::get().to(forgot_page))

@@ -66,6 +66,12 @@ impl StoreError {
 /// | `too_many_links` | 429, with `Retry-After` | [`TooManyLinks`](Error::TooManyLinks) | [`OneTimeLinks::issue`](crate::links::OneTimeLinks::issue) past a [limit](crate::links::LinkSettings) per account, mail address or client address |
 /// | `too_many_codes` | 429, with `Retry-After` | [`TooManyCodes`](Error::TooManyCodes) | past the [second-factor](crate::two_factor) limit of wrong codes per account, from any address (5 per 15 minutes by default); even a right code waits |
 /// | `invalid_link` | 410 | [`InvalidLink`](Error::InvalidLink) | a [one-time link](crate::links) that is malformed, unknown, already used, expired, for another purpose, or issued before the account's password changed: all look alike |
+/// | `passkey_no_challenge` | 400 | [`Passkey`](Error::Passkey)`(`[`NoChallenge`](PasskeyRejection::NoChallenge)`)` | finishing a [passkey ceremony](crate::passkeys) that this session has not started, or has finished already (a replay), or started too long ago |
+/// | `passkey_challenge_mismatch` | 400 | [`Passkey`](Error::Passkey)`(`[`ChallengeMismatch`](PasskeyRejection::ChallengeMismatch)`)` | a passkey response signed over another challenge than this session's: another session's, or an older one |
+/// | `passkey_wrong_origin` | 400 | [`Passkey`](Error::Passkey)`(`[`WrongOrigin`](PasskeyRejection::WrongOrigin)`)` | a passkey response from a page of another origin than the [configured one](crate::passkeys::Passkeys::new) |
+/// | `passkey_rejected` | 400 | [`Passkey`](Error::Passkey)`(`[`Rejected`](PasskeyRejection::Rejected)`)` | any other passkey response that webauthn-rs refuses: malformed, a bad signature, no user verification |
+/// | `passkey_unknown_credential` | 401 | [`Passkey`](Error::Passkey)`(`[`UnknownCredential`](PasskeyRejection::UnknownCredential)`)` | a passkey sign-in with a credential the app does not know for the account (never registered, or removed) |
+/// | `passkey_counter_regressed` | 401 | [`Passkey`](Error::Passkey)`(`[`CounterRegressed`](PasskeyRejection::CounterRegressed)`)` | a passkey whose signature counter did not go up past the stored one: a sign of a cloned authenticator |
 /// | `invalid_input` | 400 | [`InvalidInput`](Error::InvalidInput) | a username over [`MAX_USERNAME_BYTES`](crate::throttle::MAX_USERNAME_BYTES); a [`PersonalToken`](crate::PersonalToken) name, end or scope out of bounds; a cookie login or renewal on a bearer request |
 /// | `password_too_long` | 400 | [`PasswordError::TooLong`](crate::password::PasswordError::TooLong) | a password over [`MAX_PASSWORD_BYTES`](crate::password::MAX_PASSWORD_BYTES) |
 /// | `login_busy` | 503, with `Retry-After` | [`PasswordError::Busy`](crate::password::PasswordError::Busy) | a stranger's password check while [`max_waiting`](crate::password::PasswordHasher::max_waiting) others wait for a hashing thread ([the hashing queue](crate::password#the-hashing-queue)) |
@@ -181,6 +187,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A [passkey ceremony](crate::passkeys) refused: the session is left as it was, but for
+    /// the ceremony's challenge, which is used up.
+    #[cfg(feature = "passkeys")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "passkeys")))]
+    #[error("passkey refused: {0}")]
+    Passkey(PasskeyRejection),
     /// The session store failed; the request is refused rather than treated as anonymous.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -195,6 +207,34 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the OS random number generator failed: {0}")]
     Random(#[source] getrandom::Error),
+}
+
+/// Why a [passkey ceremony](crate::passkeys) was refused: each has its own code in the
+/// [table on `Error`](Error#error-codes).
+#[cfg(feature = "passkeys")]
+#[cfg_attr(docsrs, doc(cfg(feature = "passkeys")))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasskeyRejection {
+    /// This session has no ceremony of that kind waiting: never started here, finished
+    /// already (each challenge is used once), or started longer ago than the challenge lasts.
+    #[error("no passkey challenge waiting in this session")]
+    NoChallenge,
+    /// The response was signed over another challenge than the one this session waits for.
+    #[error("the passkey response answers another challenge")]
+    ChallengeMismatch,
+    /// The response comes from a page of another origin than the configured one.
+    #[error("the passkey response comes from another origin")]
+    WrongOrigin,
+    /// The credential is not one the app knows for the account.
+    #[error("unknown passkey")]
+    UnknownCredential,
+    /// The authenticator's signature counter did not go past the stored one.
+    #[error("the passkey's signature counter went backwards")]
+    CounterRegressed,
+    /// Any other refusal by webauthn-rs (logged with its reason).
+    #[error("passkey response refused")]
+    Rejected,
 }
 
 /// Whether the [table on `Error`](Error#error-codes) has a row for `code` with `status`: the

@@ -394,6 +394,7 @@
 //! | `test-util` | | [`LoginMiddleware::test_cookie`] and [`test_bearer`](LoginMiddleware::test_bearer), a logged-in request in one line in your tests; [`store::contract`], the store contract for your own backend's tests |
 //! | `actix-session` | | `ActixSessionStore`: actix-session's `SessionStore` on [`RedisStore`], for apps that keep actix-session's middleware |
 //! | `metrics` | | counters and store latency through the [`metrics`](https://docs.rs/metrics) facade, named `actix_login_*` (see [`events`](crate::events#metrics)) |
+//! | `passkeys` | | [`passkeys`]: WebAuthn registration and sign-in on webauthn-rs, the challenges in the session; needs OpenSSL's headers |
 //!
 //! `default-features = false` leaves the core: the engine, the middleware and extractors, and
 //! [`MemoryStore`]. The source layout, and which layer may use which, is described in
@@ -435,6 +436,9 @@ pub use actix_web::cookie::SameSite;
 pub use crate::engine::{events, links};
 pub use crate::engine::{IssuedToken, PersonalToken, SessionInfo, SessionKind, Sessions, Timeouts};
 pub use crate::error::{Error, StoreError};
+#[cfg(feature = "passkeys")]
+#[cfg_attr(docsrs, doc(cfg(feature = "passkeys")))]
+pub use crate::protect::passkeys;
 #[cfg(feature = "password")]
 #[cfg_attr(docsrs, doc(cfg(feature = "password")))]
 pub use crate::protect::password;

@@ -1,5 +1,5 @@
 //! Login protection, beside the session engine: brute-force throttling, a second factor,
-//! password hashing and the password policy. Each is usable on its own and behind its own
+//! password hashing, the password policy and passkeys. Each is usable on its own and behind its own
 //! cargo feature (the second factor's login state, `two_factor::SecondFactor`, is always
 //! there).
 
@@ -9,6 +9,8 @@ mod counter;
 mod device;
 #[cfg(test)]
 mod hostile_input;
+#[cfg(feature = "passkeys")]
+pub mod passkeys;
 #[cfg(feature = "password")]
 pub mod password;
 #[cfg(feature = "policy")]

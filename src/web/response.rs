@@ -5,6 +5,8 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+#[cfg(feature = "passkeys")]
+use crate::error::PasskeyRejection;
 use crate::error::{Error, StoreError};
 
 impl Error {
@@ -36,6 +38,21 @@ impl Error {
             Error::TokenRateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "token_rate_limited"),
             Error::InvalidLink => (StatusCode::GONE, "invalid_link"),
             Error::TooManyLinks { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_links"),
+            #[cfg(feature = "passkeys")]
+            Error::Passkey(rejection) => match rejection {
+                PasskeyRejection::NoChallenge => (StatusCode::BAD_REQUEST, "passkey_no_challenge"),
+                PasskeyRejection::ChallengeMismatch => {
+                    (StatusCode::BAD_REQUEST, "passkey_challenge_mismatch")
+                }
+                PasskeyRejection::WrongOrigin => (StatusCode::BAD_REQUEST, "passkey_wrong_origin"),
+                PasskeyRejection::Rejected => (StatusCode::BAD_REQUEST, "passkey_rejected"),
+                PasskeyRejection::UnknownCredential => {
+                    (StatusCode::UNAUTHORIZED, "passkey_unknown_credential")
+                }
+                PasskeyRejection::CounterRegressed => {
+                    (StatusCode::UNAUTHORIZED, "passkey_counter_regressed")
+                }
+            },
             // An unreadable record authenticates no one: the session is absent.
             Error::Store(StoreError::Corrupt(_)) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Error::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
@@ -133,6 +150,18 @@ mod tests {
             Error::TooManyLinks {
                 retry_after: std::time::Duration::from_secs(1),
             },
+            #[cfg(feature = "passkeys")]
+            Error::Passkey(crate::error::PasskeyRejection::NoChallenge),
+            #[cfg(feature = "passkeys")]
+            Error::Passkey(crate::error::PasskeyRejection::ChallengeMismatch),
+            #[cfg(feature = "passkeys")]
+            Error::Passkey(crate::error::PasskeyRejection::WrongOrigin),
+            #[cfg(feature = "passkeys")]
+            Error::Passkey(crate::error::PasskeyRejection::UnknownCredential),
+            #[cfg(feature = "passkeys")]
+            Error::Passkey(crate::error::PasskeyRejection::CounterRegressed),
+            #[cfg(feature = "passkeys")]
+            Error::Passkey(crate::error::PasskeyRejection::Rejected),
             Error::Store(StoreError::Timeout),
             Error::Store(StoreError::corrupt("bad json")),
             Error::MissingMiddleware,

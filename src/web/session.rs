@@ -526,6 +526,24 @@ impl Session {
         self.state.csrf_token()
     }
 
+    /// The logged-in user's id, and whether the session is fresh as
+    /// [`Require::fresh`](crate::Require::fresh) asks (`Err` with its refusal if not); `None`
+    /// without a login. For the passkey ceremonies, which need both outside a `Require` guard.
+    #[cfg(feature = "passkeys")]
+    pub(crate) async fn user_and_freshness(
+        &self,
+    ) -> Result<Option<(String, Result<(), Error>)>, Error> {
+        let Some(active) = self.state.resolve().await? else {
+            return Ok(None);
+        };
+        let fresh = self
+            .state
+            .engine()
+            .rules()
+            .check_fresh(&active.record, std::time::SystemTime::now());
+        Ok(Some((active.record.user_id().to_owned(), fresh)))
+    }
+
     fn user_agent(&self) -> Option<String> {
         user_agent_of(&self.request)
     }

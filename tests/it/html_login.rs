@@ -131,6 +131,19 @@ impl Http {
         read(res.unwrap_or_else(|err| panic!("POST {path}: {err}"))).await
     }
 
+    /// Posts `body` as JSON, as the pages' script does.
+    async fn post_json(&self, path: &str, body: &str, cookie: Option<&str>) -> Reply {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .insert_header(("content-type", "application/json"));
+        if let Some(cookie) = cookie {
+            req = req.insert_header(("cookie", cookie));
+        }
+        let res = req.send_body(body.to_owned()).await;
+        read(res.unwrap_or_else(|err| panic!("POST {path}: {err}"))).await
+    }
+
     /// Posts the sign-in form.
     async fn log_in(
         &self,
@@ -1379,4 +1392,256 @@ async fn browser_resets_a_forgotten_password() {
     browser.goto(&url).await;
     browser.wait_for_text("This link no longer works").await;
     browser.quit().await;
+}
+
+/// The example's page `path` at `http://localhost:<port>`: WebAuthn takes no IP address as the
+/// site's name, and the example's relying party is `localhost`.
+fn at_localhost(app: &Example, path: &str) -> String {
+    format!("http://localhost:{}{path}", app.port)
+}
+
+/// A browser with a virtual authenticator, signed in as alice with her password at
+/// `localhost`. Returns the browser and the authenticator's id.
+async fn alice_with_authenticator(driver: &mut Driver, app: &Example) -> (Browser, String) {
+    let browser = driver.browser().await;
+    let authenticator = browser.add_virtual_authenticator().await;
+    browser.goto(&at_localhost(app, "/login")).await;
+    sign_in(&browser, ALICE, false).await;
+    let text = browser.wait_for_url(&at_localhost(app, "/")).await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+    (browser, authenticator)
+}
+
+async fn add_passkey(browser: &Browser) {
+    browser.click("#add-passkey").await;
+    browser.wait_for_text("Passkey added").await;
+}
+
+/// Signs out; the login page loads. (With a passkey on the device, its autofill may sign in
+/// again at once: the virtual authenticator approves every prompt.)
+async fn sign_out_at_localhost(browser: &Browser) {
+    browser.click("nav form[action='/logout'] button").await;
+}
+
+/// Register, sign out, sign in with the passkey (through the autofill, then the button); a
+/// browser without it cannot; once removed from the account, the passkey signs in no more.
+async fn check_passkey_flow(app: &Example) {
+    let mut driver = Driver::start();
+    let (browser, authenticator) = alice_with_authenticator(&mut driver, app).await;
+    assert!(browser.text().await.contains("You have no passkeys yet."));
+    add_passkey(&browser).await;
+    let held = browser.virtual_credentials(&authenticator).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["isResidentCredential"], serde_json::json!(true));
+    browser.goto(&at_localhost(app, "/")).await;
+    assert!(browser.text().await.contains("You have 1 passkey."));
+
+    // The login page's autofill (conditional mediation) offers the passkey as it loads, and
+    // the virtual authenticator takes it: signed in again, in a new session, without a click.
+    let before = session_cookie(&browser.cookies().await).map(|c| c.value().to_owned());
+    sign_out_at_localhost(&browser).await;
+    browser
+        .wait_until("signed in again by the autofill", async |browser| {
+            let now = session_cookie(&browser.cookies().await).map(|c| c.value().to_owned());
+            let home = browser.url().await == at_localhost(app, "/");
+            (home
+                && now.is_some()
+                && now != before
+                && browser.text().await.contains("Signed in as alice"))
+            .then_some(())
+        })
+        .await;
+
+    // The button. First a copy of the passkey with an old signature counter, which the
+    // autofill offers as the page loads and the site refuses as a clone; the autofill is then
+    // done, and the button has the page to itself.
+    let passkey = browser.virtual_credentials(&authenticator).await.remove(0);
+    let mut stale = passkey.clone();
+    stale["signCount"] = serde_json::json!(0);
+    browser.remove_virtual_credentials(&authenticator).await;
+    browser.add_virtual_credential(&authenticator, stale).await;
+    sign_out_at_localhost(&browser).await;
+    browser
+        .wait_for_text("That passkey looks copied; it was refused.")
+        .await;
+    assert!(browser.text().await.contains("Signed out"));
+    let autocomplete = browser
+        .script("return document.querySelector('input[name=username]').autocomplete")
+        .await;
+    assert_eq!(autocomplete, serde_json::json!("username webauthn"));
+    // The passkey as it is now, with the counter the autofill's sign-in moved.
+    browser.remove_virtual_credentials(&authenticator).await;
+    browser
+        .add_virtual_credential(&authenticator, passkey)
+        .await;
+    browser.click("#passkey-sign-in").await;
+    let text = browser.wait_for_url(&at_localhost(app, "/")).await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+
+    // Another browser, whose authenticator holds no passkey for the site, stays out.
+    let other = driver.browser().await;
+    other.add_virtual_authenticator().await;
+    other.goto(&at_localhost(app, "/login")).await;
+    other.click("#passkey-sign-in").await;
+    let text = other.wait_for_text("No passkey was used.").await;
+    assert!(!text.contains("Signed in"), "{text}");
+    other.goto(&at_localhost(app, "/")).await;
+    other
+        .wait_for_url(&at_localhost(app, "/login?next=%2F"))
+        .await;
+    other.quit().await;
+
+    // Removed from the account, the passkey the device still holds is refused: by the
+    // autofill as the login page loads, and by the button.
+    browser
+        .click("form[action='/passkeys/remove'] button")
+        .await;
+    browser.wait_for_text("Your passkeys were removed").await;
+    assert!(browser.text().await.contains("You have no passkeys yet."));
+    assert_eq!(browser.virtual_credentials(&authenticator).await.len(), 1);
+    sign_out_at_localhost(&browser).await;
+    browser
+        .wait_for_text("That passkey is not registered here.")
+        .await;
+    browser.goto(&at_localhost(app, "/login")).await;
+    browser
+        .wait_for_text("That passkey is not registered here.")
+        .await;
+    browser
+        .script("document.getElementById('passkey-status').hidden = true")
+        .await;
+    browser.click("#passkey-sign-in").await;
+    browser
+        .wait_for_text("That passkey is not registered here.")
+        .await;
+    browser.goto(&at_localhost(app, "/")).await;
+    browser
+        .wait_for_url(&at_localhost(app, "/login?next=%2F"))
+        .await;
+    browser.quit().await;
+}
+
+#[actix_web::test]
+async fn browser_registers_a_passkey_and_signs_in_with_it_in_memory() {
+    check_passkey_flow(&start_in_memory()).await;
+}
+
+#[actix_web::test]
+async fn browser_registers_a_passkey_and_signs_in_with_it_on_redis() {
+    check_passkey_flow(&start_on_redis()).await;
+}
+
+/// The login page asks for the passkeys' autofill as it loads (conditional mediation), which
+/// starts the visitor's session to hold its challenge; the password form still works beside it.
+#[actix_web::test]
+async fn browser_login_page_offers_passkeys_in_the_autofill() {
+    let app = start_in_memory();
+    let mut driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.add_virtual_authenticator().await;
+    browser.goto(&at_localhost(&app, "/login")).await;
+    let available = browser
+        .script("return PublicKeyCredential.isConditionalMediationAvailable()")
+        .await;
+    assert_eq!(available, serde_json::json!(true));
+    browser
+        .wait_until("the autofill's challenge", async |browser| {
+            session_cookie(&browser.cookies().await).map(|_| ())
+        })
+        .await;
+    sign_in(&browser, ALICE, false).await;
+    let text = browser.wait_for_url(&at_localhost(&app, "/")).await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+    browser.quit().await;
+}
+
+/// Sudo mode confirmed with a passkey: past the fresh window, adding a passkey asks to confirm
+/// first, and a passkey confirms.
+#[actix_web::test]
+async fn browser_confirms_sudo_mode_with_a_passkey() {
+    let app = Example::start("html_login", &[("FRESH_WINDOW_SECS", "6")]);
+    let mut driver = Driver::start();
+    let (browser, authenticator) = alice_with_authenticator(&mut driver, &app).await;
+    add_passkey(&browser).await;
+    // Past the fresh window.
+    actix_web::rt::time::sleep(Duration::from_secs(7)).await;
+
+    browser.click("#add-passkey").await;
+    browser
+        .wait_for_text("Confirm it's you with a passkey first.")
+        .await;
+    browser.click("#confirm-passkey").await;
+    browser
+        .wait_for_text("Confirmed: you can add a passkey now.")
+        .await;
+    // The device's passkey is excluded from a second registration: empty it, then add one.
+    browser.remove_virtual_credentials(&authenticator).await;
+    add_passkey(&browser).await;
+    browser.goto(&at_localhost(&app, "/")).await;
+    let text = browser.text().await;
+    assert!(text.contains("Signed in as alice"), "{text}");
+    assert!(text.contains("You have 2 passkeys."), "{text}");
+    browser.quit().await;
+}
+
+/// The passkey routes over plain HTTP: the page's hooks, the script, and refusals as JSON codes
+/// that leave no session behind.
+#[actix_web::test]
+async fn html_login_serves_passkeys_over_http() {
+    let app = start_in_memory();
+    let origin = at_localhost(&app, "");
+    assert!(
+        app.banner.contains(&format!(
+            "passkeys: relying party localhost, pages at {origin}"
+        )),
+        "{}",
+        app.banner
+    );
+    let http = Http::new(&app);
+    let page = http.get("/login", None).await;
+    assert!(page.body.contains(r#"autocomplete="username webauthn""#));
+    assert!(page
+        .body
+        .contains(r#"<script src="/passkeys.js" defer></script>"#));
+    let script = http.get("/passkeys.js", None).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script
+        .content_type
+        .is_some_and(|t| t.starts_with("text/javascript")));
+    assert!(script.body.contains("mediation"), "{}", script.body);
+
+    let refused = http.post_json("/passkeys/register/start", "{}", None).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.body, r#"{"error":"unauthenticated"}"#);
+    let refused = http.post_json("/passkeys/sign-in/finish", "{", None).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body, r#"{"error":"invalid_request_body"}"#);
+    // A well-formed answer to no challenge at all.
+    let answer = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","extensions":{},
+        "response":{"authenticatorData":"AAAA","clientDataJSON":"AAAA","signature":"AAAA"}}"#;
+    let refused = http
+        .post_json("/passkeys/sign-in/finish", answer, None)
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body, r#"{"error":"passkey_no_challenge"}"#);
+    assert_eq!(refused.session_cookie(), None);
+
+    // A visitor's sign-in starts an anonymous session to hold the challenge.
+    let start = http.post_json("/passkeys/sign-in/start", "{}", None).await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+    let options: serde_json::Value = serde_json::from_str(&start.body).unwrap();
+    assert!(options["publicKey"]["challenge"].is_string(), "{options}");
+    assert_eq!(options["publicKey"]["rpId"], serde_json::json!("localhost"));
+    let visitor = pair(start.session_cookie().expect("an anonymous session"));
+    // Its challenge is used by the first answer, even a wrong one (this one names no account).
+    let refused = http
+        .post_json("/passkeys/sign-in/finish", answer, Some(&visitor))
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(refused.body, r#"{"error":"passkey_unknown_credential"}"#);
+    assert_eq!(refused.session_cookie(), None);
+    let again = http
+        .post_json("/passkeys/sign-in/finish", answer, Some(&visitor))
+        .await;
+    assert_eq!(again.body, r#"{"error":"passkey_no_challenge"}"#);
 }

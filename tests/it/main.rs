@@ -26,6 +26,7 @@ mod matrix;
 mod memory_pressure;
 mod minimal;
 mod oauth;
+mod passkeys;
 mod password;
 mod quickstart;
 mod quickstart_activity;

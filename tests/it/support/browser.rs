@@ -2,6 +2,10 @@
 //! shows: which cookies it keeps and hides from scripts, the `Sec-Fetch-Site` it sends, how it
 //! follows redirects and submits forms.
 //!
+//! Passkeys meet a virtual authenticator that the browser keeps in place of a real one,
+//! added and emptied through the WebDriver extension commands of the WebAuthn spec
+//! ([`Browser::add_virtual_authenticator`]).
+//!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install chromium chromium-driver`);
 //! nothing is downloaded. Each [`Driver`] is one `chromedriver` process, in a process group of
 //! its own with the browsers it starts, all killed when it is dropped, so a failing test leaves
@@ -12,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::wd::{Capabilities, TimeoutConfiguration};
+use fantoccini::wd::{Capabilities, TimeoutConfiguration, WebDriverCompatibleCommand};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 use super::process::{free_port, unique_dir, TempDir};
@@ -276,8 +280,109 @@ impl Browser {
             .expect("the browser's cookies")
     }
 
+    /// Gives the browser a virtual authenticator, as WebAuthn's WebDriver extension defines it
+    /// (`POST /session/{id}/webauthn/authenticator`): a built-in one (CTAP2, internal
+    /// transport) that stores discoverable credentials, verifies its user and approves every
+    /// prompt at once. Returns its id.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        let options = serde_json::json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+            "isUserConsenting": true,
+            "automaticPresenceSimulation": true,
+        });
+        let answer = self
+            .client
+            .issue_cmd(WebAuthnCommand::post("webauthn/authenticator", options))
+            .await
+            .unwrap_or_else(|err| panic!("add a virtual authenticator: {err}"));
+        answer
+            .as_str()
+            .unwrap_or_else(|| panic!("an authenticator id, not {answer}"))
+            .to_owned()
+    }
+
+    /// The credentials the virtual authenticator `id` holds
+    /// (`GET …/webauthn/authenticator/{id}/credentials`).
+    pub async fn virtual_credentials(&self, id: &str) -> Vec<serde_json::Value> {
+        let path = format!("webauthn/authenticator/{id}/credentials");
+        let answer = self
+            .client
+            .issue_cmd(WebAuthnCommand::get(path))
+            .await
+            .unwrap_or_else(|err| panic!("list virtual credentials: {err}"));
+        answer.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Stores `credential` (as [`virtual_credentials`](Self::virtual_credentials) lists it,
+    /// private key included) in the virtual authenticator `id`
+    /// (`POST …/webauthn/authenticator/{id}/credential`).
+    pub async fn add_virtual_credential(&self, id: &str, credential: serde_json::Value) {
+        let path = format!("webauthn/authenticator/{id}/credential");
+        self.client
+            .issue_cmd(WebAuthnCommand::post(&path, credential))
+            .await
+            .unwrap_or_else(|err| panic!("add a virtual credential: {err}"));
+    }
+
+    /// Empties the virtual authenticator `id`
+    /// (`DELETE …/webauthn/authenticator/{id}/credentials`): its passkeys are gone from the
+    /// device.
+    pub async fn remove_virtual_credentials(&self, id: &str) {
+        let path = format!("webauthn/authenticator/{id}/credentials");
+        self.client
+            .issue_cmd(WebAuthnCommand::delete(path))
+            .await
+            .unwrap_or_else(|err| panic!("remove virtual credentials: {err}"));
+    }
+
     /// Closes the browser the way a user quits it, so that it saves its cookies to the profile.
     pub async fn quit(self) {
         self.client.close().await.expect("quit the browser");
+    }
+}
+
+/// One of WebAuthn's WebDriver extension commands, under the session's URL.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    method: http::Method,
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+impl WebAuthnCommand {
+    fn post(path: &str, body: serde_json::Value) -> Self {
+        let path = path.to_owned();
+        let (method, body) = (http::Method::POST, Some(body));
+        Self { method, path, body }
+    }
+
+    fn get(path: String) -> Self {
+        let (method, body) = (http::Method::GET, None);
+        Self { method, path, body }
+    }
+
+    fn delete(path: String) -> Self {
+        let (method, body) = (http::Method::DELETE, None);
+        Self { method, path, body }
+    }
+}
+
+impl WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session.unwrap_or_default();
+        base.join(&format!("session/{session}/{}", self.path))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = self.body.as_ref().map(|body| body.to_string());
+        (self.method.clone(), body)
     }
 }

@@ -165,6 +165,7 @@ fn build(name: &str) -> PathBuf {
         ("test-util", cfg!(feature = "test-util")),
         ("actix-session", cfg!(feature = "actix-session")),
         ("metrics", cfg!(feature = "metrics")),
+        ("passkeys", cfg!(feature = "passkeys")),
     ];
     let features: Vec<&str> = enabled
         .iter()

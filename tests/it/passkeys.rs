@@ -1,0 +1,905 @@
+//! The passkey ceremonies (`actix_login::passkeys`) end to end through Actix's test service, on
+//! memory and on Redis, with webauthn-rs's software authenticator making real attestations and
+//! assertions: every refusal with its code and no session change. The browser side (a virtual
+//! authenticator in Chromium) is in `html_login.rs`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_login::passkeys::{
+    CreationChallengeResponse, Passkey, PasskeyAccount, PasskeyUser, Passkeys, PublicKeyCredential,
+    RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
+};
+use actix_login::store::SessionStore;
+use actix_login::{AuthUser, Error, Login, LoginMiddleware, MemoryStore, Require, Session};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{test, web, App, HttpResponse};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+
+use crate::support::cluster::RedisCluster;
+use crate::support::http::*;
+use crate::support::monitor::Monitor;
+use crate::support::redis_server::{shared_redis_url, unique_prefix, RedisServer};
+
+const ORIGIN: &str = "http://localhost:8080";
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    handle: Uuid,
+}
+
+/// The app's user table: each user's passkey handle and passkeys.
+#[derive(Default)]
+struct Users(Mutex<HashMap<u64, (Uuid, Vec<Passkey>)>>);
+
+impl Users {
+    fn handle(&self, id: u64) -> Uuid {
+        let mut users = self.0.lock().unwrap();
+        users
+            .entry(id)
+            .or_insert_with(|| (Uuid::new_v4(), Vec::new()))
+            .0
+    }
+
+    fn passkeys(&self, id: u64) -> Vec<Passkey> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|(_, keys)| keys.clone())
+            .unwrap_or_default()
+    }
+
+    fn by_handle(&self, handle: Uuid) -> Option<(u64, Vec<Passkey>)> {
+        let users = self.0.lock().unwrap();
+        users
+            .iter()
+            .find(|(_, (h, _))| *h == handle)
+            .map(|(id, (_, keys))| (*id, keys.clone()))
+    }
+
+    /// Stores `key` in place of the passkey with its id, or adds it.
+    fn save(&self, id: u64, key: Passkey) {
+        let mut users = self.0.lock().unwrap();
+        let keys = &mut users.get_mut(&id).unwrap().1;
+        keys.retain(|k| k.cred_id() != key.cred_id());
+        keys.push(key);
+    }
+
+    fn remove_all(&self, id: u64) {
+        self.0.lock().unwrap().get_mut(&id).unwrap().1.clear();
+    }
+
+    /// Raises the stored signature counter of every passkey of `id`: what the table holds after
+    /// a clone of the authenticator signed in, ahead of the original.
+    fn raise_counters(&self, id: u64, to: u32) {
+        let mut users = self.0.lock().unwrap();
+        for key in &mut users.get_mut(&id).unwrap().1 {
+            let mut json = serde_json::to_value(&*key).unwrap();
+            json["cred"]["counter"] = json!(to);
+            *key = serde_json::from_value(json).unwrap();
+        }
+    }
+}
+
+async fn login(
+    session: Session,
+    users: web::Data<Users>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, Error> {
+    let profile = Profile {
+        id: *id,
+        handle: users.handle(*id),
+    };
+    session.login(id.to_string(), &profile).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn me(user: AuthUser<Profile>) -> String {
+    user.id.to_string()
+}
+
+async fn register_start(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    user: AuthUser<Profile>,
+    session: Session,
+) -> Result<HttpResponse, Error> {
+    let name = format!("user{}", user.id);
+    let who = PasskeyUser::new(user.handle, &name, &name);
+    let options = passkeys
+        .start_registration(&session, &who, &users.passkeys(user.id))
+        .await?;
+    Ok(HttpResponse::Ok().json(options))
+}
+
+async fn register_finish(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    user: AuthUser<Profile>,
+    session: Session,
+    response: web::Json<RegisterPublicKeyCredential>,
+) -> Result<HttpResponse, Error> {
+    let key = passkeys.finish_registration(&session, &response).await?;
+    users.save(user.id, key);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn sign_in_start(
+    passkeys: web::Data<Passkeys>,
+    session: Session,
+) -> Result<HttpResponse, Error> {
+    let options = passkeys.start_discoverable_authentication(&session).await?;
+    Ok(HttpResponse::Ok().json(options))
+}
+
+async fn sign_in_start_named(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    session: Session,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, Error> {
+    let options = passkeys
+        .start_authentication(&session, &id.to_string(), &users.passkeys(*id))
+        .await?;
+    Ok(HttpResponse::Ok().json(options))
+}
+
+async fn sign_in_finish(
+    passkeys: web::Data<Passkeys>,
+    users: web::Data<Users>,
+    session: Session,
+    response: web::Json<PublicKeyCredential>,
+) -> Result<HttpResponse, Error> {
+    let pending = passkeys.identify(&session, response.into_inner()).await?;
+    let found = match pending.named_user() {
+        Some(named) => named.parse::<u64>().ok().map(|id| (id, users.passkeys(id))),
+        None => pending.user_handle().and_then(|h| users.by_handle(h)),
+    };
+    let account = found.map(|(id, keys)| {
+        let profile = Profile {
+            id,
+            handle: users.handle(id),
+        };
+        (
+            id,
+            PasskeyAccount::new(Login::new(id.to_string(), &profile), keys),
+        )
+    });
+    let id = account.as_ref().map(|(id, _)| *id);
+    let signed_in = passkeys
+        .finish_authentication(&session, pending, account.map(|(_, a)| a))
+        .await?;
+    if let (Some(id), Some(updated)) = (id, signed_in.updated) {
+        users.save(id, updated);
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "user_id": signed_in.user_id,
+        "confirmed": signed_in.confirmed,
+    })))
+}
+
+async fn logout(session: Session) -> Result<HttpResponse, Error> {
+    session.logout().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+struct Harness<S> {
+    app: S,
+    users: Arc<Users>,
+}
+
+async fn harness(
+    store: impl SessionStore,
+    fresh_window: Duration,
+) -> Harness<
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+> {
+    harness_with(
+        store,
+        fresh_window,
+        Passkeys::new("localhost", ORIGIN).unwrap(),
+    )
+    .await
+}
+
+async fn harness_with(
+    store: impl SessionStore,
+    fresh_window: Duration,
+    passkeys: Passkeys,
+) -> Harness<
+    impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    >,
+> {
+    let users = Arc::new(Users::default());
+    let passkeys = web::Data::new(passkeys);
+    let middleware = LoginMiddleware::builder(store)
+        .fresh_window(fresh_window)
+        .build();
+    let data = web::Data::from(users.clone());
+    let app = test::init_service(
+        App::new()
+            .wrap(middleware)
+            .app_data(passkeys)
+            .app_data(data)
+            .route("/login/{id}", web::post().to(login))
+            .route("/logout", web::post().to(logout))
+            .route("/me", web::get().to(me))
+            .service(
+                web::resource("/sudo")
+                    .wrap(Require::login().fresh())
+                    .route(web::get().to(HttpResponse::NoContent)),
+            )
+            .route("/passkeys/register/start", web::post().to(register_start))
+            .route("/passkeys/register/finish", web::post().to(register_finish))
+            .route("/passkeys/sign-in/start", web::post().to(sign_in_start))
+            .route(
+                "/passkeys/sign-in/start/{id}",
+                web::post().to(sign_in_start_named),
+            )
+            .route("/passkeys/sign-in/finish", web::post().to(sign_in_finish)),
+    )
+    .await;
+    Harness { app, users }
+}
+
+/// One answer: status, body, and the session cookie it set (or cleared), if any.
+struct Answer {
+    status: u16,
+    body: String,
+    cookie: Option<String>,
+}
+
+async fn call<S, B>(app: &S, path: &str, cookie: Option<&str>, body: Option<Value>) -> Answer
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let mut req = test::TestRequest::post()
+        .uri(path)
+        .insert_header(("sec-fetch-site", "same-origin"));
+    if let Some(body) = body {
+        req = req.set_json(body);
+    }
+    let res = test::call_service(app, with_cookie(req, cookie)).await;
+    let cookie = set_cookie(&res).map(|c| c.value().to_owned());
+    let (status, body) = status_and_body(res).await;
+    Answer {
+        status,
+        body,
+        cookie,
+    }
+}
+
+async fn whoami<S, B>(app: &S, cookie: &str) -> String
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, get("/me", Some(cookie))).await;
+    let (status, body) = status_and_body(res).await;
+    if status == 200 {
+        body
+    } else {
+        format!("{status}")
+    }
+}
+
+fn authenticator() -> WebauthnAuthenticator<SoftPasskey> {
+    // Claims user verification, as a platform authenticator with a PIN or fingerprint does.
+    WebauthnAuthenticator::new(SoftPasskey::new(true))
+}
+
+fn register_with(
+    auth: &mut WebauthnAuthenticator<SoftPasskey>,
+    origin: &str,
+    options: &str,
+) -> Value {
+    let options: CreationChallengeResponse = serde_json::from_str(options).unwrap();
+    let response = auth
+        .do_registration(Url::parse(origin).unwrap(), options)
+        .unwrap();
+    serde_json::to_value(response).unwrap()
+}
+
+/// The assertion `auth` makes for `options`. For a username-less sign-in the software
+/// authenticator, which keeps no credentials of its own to choose from, is told `credential`,
+/// and the user handle a discoverable credential returns is added to the response (it is not
+/// signed, in WebAuthn either).
+fn sign_with(
+    auth: &mut WebauthnAuthenticator<SoftPasskey>,
+    origin: &str,
+    options: &str,
+    discoverable: Option<(&Passkey, Uuid)>,
+) -> Value {
+    let mut options: Value = serde_json::from_str(options).unwrap();
+    if let Some((key, _)) = discoverable {
+        let id = serde_json::to_value(key.cred_id()).unwrap();
+        options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": id}]);
+    }
+    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let response = auth
+        .do_authentication(Url::parse(origin).unwrap(), options)
+        .unwrap();
+    let mut response = serde_json::to_value(response).unwrap();
+    if let Some((_, handle)) = discoverable {
+        response["response"]["userHandle"] =
+            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(handle.as_bytes()));
+    }
+    response
+}
+
+fn code(answer: &Answer) -> String {
+    serde_json::from_str::<Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| answer.body.clone())
+}
+
+/// Logs user 1 in with a "password", registers one passkey, and returns the session cookie,
+/// the authenticator and the passkey.
+async fn registered<S, B>(h: &Harness<S>) -> (String, WebauthnAuthenticator<SoftPasskey>, Passkey)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let cookie = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
+    let start = call(&h.app, "/passkeys/register/start", Some(&cookie), None).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    assert!(
+        start.body.contains(r#""residentKey":"preferred""#),
+        "a discoverable credential is asked for: {}",
+        start.body
+    );
+    let mut auth = authenticator();
+    let response = register_with(&mut auth, ORIGIN, &start.body);
+    let finish = call(
+        &h.app,
+        "/passkeys/register/finish",
+        Some(&cookie),
+        Some(response),
+    )
+    .await;
+    assert_eq!(finish.status, 204, "{}", finish.body);
+    let key = h.users.passkeys(1).pop().unwrap();
+    (cookie, auth, key)
+}
+
+/// A visitor's username-less sign-in: start, sign, finish. Returns the finish's answer and the
+/// visitor's cookie (the anonymous session's).
+async fn discoverable_sign_in<S, B>(
+    h: &Harness<S>,
+    auth: &mut WebauthnAuthenticator<SoftPasskey>,
+    key: &Passkey,
+) -> (Answer, String)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    let visitor = start
+        .cookie
+        .expect("an anonymous session holds the challenge");
+    let response = sign_with(auth, ORIGIN, &start.body, Some((key, h.users.handle(1))));
+    let finish = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    (finish, visitor)
+}
+
+async fn check_register_sign_out_sign_in(store: impl SessionStore) {
+    let h = harness(store, Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+
+    // Without a username.
+    let (finish, visitor) = discoverable_sign_in(&h, &mut auth, &key).await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    assert!(
+        finish.body.contains(r#""confirmed":false"#),
+        "{}",
+        finish.body
+    );
+    let signed_in = finish.cookie.expect("a login rotates the session");
+    assert_ne!(signed_in, visitor);
+    assert_eq!(whoami(&h.app, &signed_in).await, "1");
+    assert_eq!(
+        whoami(&h.app, &visitor).await,
+        "401",
+        "the visitor's token died"
+    );
+    // A passkey sign-in is fresh.
+    assert_eq!(status(&h.app, get("/sudo", Some(&signed_in))).await, 204);
+    // The counter went up, and the app was told to store it.
+    let stored = serde_json::to_value(h.users.passkeys(1).pop().unwrap()).unwrap();
+    assert_eq!(stored["cred"]["counter"], json!(1));
+
+    // For a named user.
+    assert_eq!(
+        call(&h.app, "/logout", Some(&signed_in), None).await.status,
+        204
+    );
+    let start = call(&h.app, "/passkeys/sign-in/start/1", None, None).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    let visitor = start.cookie.unwrap();
+    let response = sign_with(&mut auth, ORIGIN, &start.body, None);
+    let finish = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    assert_eq!(whoami(&h.app, &finish.cookie.unwrap()).await, "1");
+    let stored = serde_json::to_value(h.users.passkeys(1).pop().unwrap()).unwrap();
+    assert_eq!(stored["cred"]["counter"], json!(2));
+}
+
+#[actix_web::test]
+async fn register_sign_out_and_sign_in_on_memory() {
+    check_register_sign_out_sign_in(MemoryStore::new()).await;
+}
+
+#[actix_web::test]
+async fn register_sign_out_and_sign_in_on_redis() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    check_register_sign_out_sign_in(store).await;
+}
+
+#[actix_web::test]
+async fn register_sign_out_and_sign_in_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    check_register_sign_out_sign_in(store).await;
+}
+
+async fn check_replayed_challenge(store: impl SessionStore) {
+    let h = harness(store, Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let first = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response.clone()),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let signed_in = first.cookie.unwrap();
+    // The same response again: from the session that signed in, and from another visitor.
+    for cookie in [Some(signed_in.as_str()), None] {
+        let replay = call(
+            &h.app,
+            "/passkeys/sign-in/finish",
+            cookie,
+            Some(response.clone()),
+        )
+        .await;
+        assert_eq!(
+            (replay.status, code(&replay).as_str()),
+            (400, "passkey_no_challenge")
+        );
+        assert_eq!(replay.cookie, None, "no session change");
+    }
+    assert_eq!(whoami(&h.app, &signed_in).await, "1");
+
+    // A registration answer is used once too.
+    let start = call(&h.app, "/passkeys/register/start", Some(&signed_in), None).await;
+    let mut other = authenticator();
+    let response = register_with(&mut other, ORIGIN, &start.body);
+    let path = "/passkeys/register/finish";
+    let first = call(&h.app, path, Some(&signed_in), Some(response.clone())).await;
+    assert_eq!(first.status, 204, "{}", first.body);
+    let replay = call(&h.app, path, Some(&signed_in), Some(response)).await;
+    assert_eq!(
+        (replay.status, code(&replay).as_str()),
+        (400, "passkey_no_challenge")
+    );
+    assert_eq!(h.users.passkeys(1).len(), 2);
+}
+
+#[actix_web::test]
+async fn a_replayed_challenge_is_refused_on_memory() {
+    check_replayed_challenge(MemoryStore::new()).await;
+}
+
+#[actix_web::test]
+async fn a_replayed_challenge_is_refused_on_redis() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    check_replayed_challenge(store).await;
+}
+
+#[actix_web::test]
+async fn a_replayed_challenge_is_refused_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
+        .key_prefix(unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    check_replayed_challenge(store).await;
+}
+
+#[actix_web::test]
+async fn a_challenge_from_another_session_is_refused() {
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+
+    // Visitor A's challenge, signed, then sent with visitor B's cookie: B waits for its own.
+    let a = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let b = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let (a_cookie, b_cookie) = (a.cookie.unwrap(), b.cookie.unwrap());
+    let handle = h.users.handle(1);
+    let response = sign_with(&mut auth, ORIGIN, &a.body, Some((&key, handle)));
+    let path = "/passkeys/sign-in/finish";
+    let refused = call(&h.app, path, Some(&b_cookie), Some(response.clone())).await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (400, "passkey_challenge_mismatch")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+    assert_eq!(whoami(&h.app, &b_cookie).await, "401");
+    // Without a session of its own, no challenge at all.
+    let refused = call(&h.app, path, None, Some(response.clone())).await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (400, "passkey_no_challenge")
+    );
+    assert_eq!(refused.cookie, None);
+    // The session that asked for it still can use it.
+    let finish = call(&h.app, path, Some(&a_cookie), Some(response)).await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+
+    // A registration started by one login cannot be finished by another of the same user.
+    let first = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
+    let second = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
+    let start = call(&h.app, "/passkeys/register/start", Some(&first), None).await;
+    let response = register_with(&mut authenticator(), ORIGIN, &start.body);
+    let path = "/passkeys/register/finish";
+    let refused = call(&h.app, path, Some(&second), Some(response)).await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (400, "passkey_no_challenge")
+    );
+    assert_eq!(h.users.passkeys(1).len(), 1);
+}
+
+#[actix_web::test]
+async fn a_wrong_origin_is_refused() {
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    // Another port of the same host is another origin.
+    let elsewhere = "http://localhost:9999";
+
+    let start = call(&h.app, "/passkeys/register/start", Some(&cookie), None).await;
+    let response = register_with(&mut authenticator(), elsewhere, &start.body);
+    let refused = call(
+        &h.app,
+        "/passkeys/register/finish",
+        Some(&cookie),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (400, "passkey_wrong_origin")
+    );
+    assert_eq!(h.users.passkeys(1).len(), 1);
+
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let response = sign_with(
+        &mut auth,
+        elsewhere,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let refused = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (400, "passkey_wrong_origin")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+    assert_eq!(whoami(&h.app, &visitor).await, "401");
+}
+
+#[actix_web::test]
+async fn an_unknown_or_removed_credential_is_refused() {
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+
+    // A user handle no account has.
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let response = sign_with(&mut auth, ORIGIN, &start.body, Some((&key, Uuid::new_v4())));
+    let refused = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (401, "passkey_unknown_credential")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+
+    // The passkey removed from the account between the start and the finish.
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    h.users.remove_all(1);
+    let refused = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (401, "passkey_unknown_credential")
+    );
+    assert_eq!(refused.cookie, None);
+    assert_eq!(whoami(&h.app, &visitor).await, "401");
+    // And a named sign-in of a user without passkeys has nothing to start.
+    let refused = call(&h.app, "/passkeys/sign-in/start/1", None, None).await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (401, "passkey_unknown_credential")
+    );
+}
+
+#[actix_web::test]
+async fn a_counter_that_went_backwards_is_refused() {
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    // A clone of the authenticator signed in ten times; this copy is at its first.
+    h.users.raise_counters(1, 10);
+    let (refused, visitor) = discoverable_sign_in(&h, &mut auth, &key).await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (401, "passkey_counter_regressed")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+    assert_eq!(whoami(&h.app, &visitor).await, "401");
+}
+
+#[actix_web::test]
+async fn registration_needs_a_fresh_login_and_a_passkey_confirms_one() {
+    let h = harness(MemoryStore::new(), Duration::from_secs(1)).await;
+    let refused = call(&h.app, "/passkeys/register/start", None, None).await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (401, "unauthenticated")
+    );
+    let (cookie, mut auth, key) = registered(&h).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let refused = call(&h.app, "/passkeys/register/start", Some(&cookie), None).await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (403, "reauth_required")
+    );
+    assert_eq!(status(&h.app, get("/sudo", Some(&cookie))).await, 403);
+
+    // Sudo mode confirmed with the passkey, from the signed-in session: the same user, a new
+    // token, fresh again.
+    let start = call(&h.app, "/passkeys/sign-in/start", Some(&cookie), None).await;
+    assert_eq!(start.cookie, None, "the login holds the challenge");
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let finish = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&cookie),
+        Some(response),
+    )
+    .await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    assert!(
+        finish.body.contains(r#""confirmed":true"#),
+        "{}",
+        finish.body
+    );
+    let confirmed = finish.cookie.expect("confirming rotates the token");
+    assert_eq!(whoami(&h.app, &cookie).await, "401");
+    assert_eq!(status(&h.app, get("/sudo", Some(&confirmed))).await, 204);
+    let start = call(&h.app, "/passkeys/register/start", Some(&confirmed), None).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+}
+
+#[actix_web::test]
+async fn configuration_errors_say_what_is_wrong() {
+    let cases = [
+        ("localhost", "localhost:8080", "is not a URL"),
+        ("127.0.0.1", "http://127.0.0.1:8080", "IP address"),
+        ("example.com", "http://example.com", "must use https"),
+        ("example.org", "https://example.com", "not the host of"),
+        ("ample.com", "https://example.com", "not the host of"),
+        ("example.com", "https://example.com/login", "without a path"),
+    ];
+    for (rp_id, origin, says) in cases {
+        let err = Passkeys::new(rp_id, origin).unwrap_err().to_string();
+        assert!(err.contains(says), "{rp_id} {origin}: {err}");
+    }
+    Passkeys::new("localhost", "http://localhost:8080").unwrap();
+    Passkeys::new("example.com", "https://login.example.com").unwrap();
+}
+
+#[actix_web::test]
+async fn a_challenge_answered_too_late_is_refused() {
+    let passkeys = Passkeys::builder("localhost", ORIGIN)
+        .challenge_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let h = harness_with(MemoryStore::new(), Duration::from_secs(300), passkeys).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let refused = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, code(&refused).as_str()),
+        (400, "passkey_no_challenge")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+    assert_eq!(whoami(&h.app, &visitor).await, "401");
+}
+
+/// The Redis commands of each step of a visitor's passkey sign-in, one per round trip
+/// (`MONITOR`): the challenge costs a visitor's first data write, finishing takes it in one
+/// round trip, and the login sends what a password login sends.
+#[actix_web::test]
+async fn redis_commands_of_a_passkey_sign_in() {
+    let server = RedisServer::start();
+    let store = redis_store_at(&server.url(), &unique_prefix()).await;
+    let h = harness(store, Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    // Loads the scripts, which a long-running server has loaded long before.
+    let (warm_up, _) = discoverable_sign_in(&h, &mut auth, &key).await;
+    assert_eq!(warm_up.status, 200, "{}", warm_up.body);
+    let warm_up = warm_up.cookie.unwrap();
+    assert_eq!(
+        call(&h.app, "/logout", Some(&warm_up), None).await.status,
+        204
+    );
+    let monitor = Monitor::start(&server);
+
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    // The visitor's session, started with its first data write: the bounds on new anonymous
+    // sessions, then the session with the challenge in it.
+    assert_eq!(monitor.take(), ["evalsha", "evalsha"], "start");
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let path = "/passkeys/sign-in/finish";
+    let finish = call(&h.app, path, Some(&visitor), Some(response.clone())).await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    let finishing = monitor.take();
+    // The session with its data, the challenge taken (one script), then the login.
+    assert_eq!(
+        finishing[..2],
+        ["hgetall", "evalsha"],
+        "finish: {finishing:?}"
+    );
+    let signed_in = finish.cookie.unwrap();
+    // A replay from the visitor's token, which the login ended: the lookup finds no session.
+    let replay = call(&h.app, path, Some(&visitor), Some(response)).await;
+    assert_eq!(code(&replay), "passkey_no_challenge");
+    assert_eq!(monitor.take(), ["hgetall"], "replay");
+    assert_eq!(
+        call(&h.app, "/logout", Some(&signed_in), None).await.status,
+        204
+    );
+
+    // The same visitor's login with a password instead, from the same state: the same
+    // commands as the passkey's login.
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    monitor.take();
+    assert_eq!(
+        call(&h.app, "/login/1", Some(&visitor), None).await.status,
+        204
+    );
+    let password_login = monitor.take();
+    assert_eq!(
+        finishing[2..],
+        password_login[1..],
+        "finish: {finishing:?}, a password login: {password_login:?}"
+    );
+}
