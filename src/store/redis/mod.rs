@@ -32,8 +32,8 @@ use crate::record::{
 };
 use crate::telemetry;
 
-#[cfg(feature = "actix-session")]
 mod activity;
+#[cfg(feature = "actix-session")]
 mod actix_session;
 mod builder;
 mod claims;
