@@ -101,6 +101,7 @@ use webauthn_rs_proto::ResidentKeyRequirement;
 
 use crate::error::Error;
 pub use crate::error::PasskeyRejection;
+use crate::record::LoginMethod;
 use crate::web::{Login, Session};
 /// webauthn-rs's types that the ceremonies take and give, so the app needs no version of its own.
 pub use webauthn_rs::prelude::{
@@ -598,7 +599,9 @@ impl Passkeys {
         if same_user {
             session.reauthenticate().await?;
         } else {
-            session.login_with(login).await?;
+            session
+                .login_with(login.method(LoginMethod::Passkey))
+                .await?;
         }
         Ok(PasskeySignIn {
             user_id,

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_login::events::{ActivityKind, EventKind, LoginMethod, SecurityEvent};
 use actix_login::passkeys::{
     CreationChallengeResponse, Passkey, PasskeyAccount, PasskeyUser, Passkeys, PublicKeyCredential,
     RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
@@ -191,9 +192,39 @@ async fn logout(session: Session) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::NoContent().finish())
 }
 
+async fn sessions(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(session.list_sessions().await?))
+}
+
+async fn activity(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(session.activity(None, 50).await?))
+}
+
 struct Harness<S> {
     app: S,
     users: Arc<Users>,
+    /// The security events the app delivered.
+    events: Arc<Mutex<Vec<SecurityEvent>>>,
+}
+
+impl<S> Harness<S> {
+    /// Waits for an event that `matches`: the events thread delivers it after the answer.
+    async fn wait_for(&self, matches: impl Fn(&EventKind) -> bool) -> SecurityEvent {
+        for _ in 0..2000 {
+            let found = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| matches(&e.kind))
+                .cloned();
+            if let Some(event) = found {
+                return event;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no such event: {:?}", self.events.lock().unwrap());
+    }
 }
 
 async fn harness(
@@ -227,8 +258,11 @@ async fn harness_with(
 > {
     let users = Arc::new(Users::default());
     let passkeys = web::Data::new(passkeys);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
     let middleware = LoginMiddleware::builder(store)
         .fresh_window(fresh_window)
+        .on_event(move |event: &SecurityEvent| seen.lock().unwrap().push(event.clone()))
         .build();
     let data = web::Data::from(users.clone());
     let app = test::init_service(
@@ -239,6 +273,8 @@ async fn harness_with(
             .route("/login/{id}", web::post().to(login))
             .route("/logout", web::post().to(logout))
             .route("/me", web::get().to(me))
+            .route("/sessions", web::get().to(sessions))
+            .route("/activity", web::get().to(activity))
             .service(
                 web::resource("/sudo")
                     .wrap(Require::login().fresh())
@@ -254,7 +290,7 @@ async fn harness_with(
             .route("/passkeys/sign-in/finish", web::post().to(sign_in_finish)),
     )
     .await;
-    Harness { app, users }
+    Harness { app, users, events }
 }
 
 /// One answer: status, body, and the session cookie it set (or cleared), if any.
@@ -478,6 +514,69 @@ async fn register_sign_out_and_sign_in_on_a_redis_cluster() {
         .await
         .unwrap();
     check_register_sign_out_sign_in(store).await;
+}
+
+/// A passkey sign-in says so: in the login's event, the activity log and the session list
+/// (kept in the record, through the store, beside a password login's session that shows
+/// `"password"`).
+async fn check_a_passkey_sign_in_is_reported_and_listed(store: impl SessionStore) {
+    let h = harness(store, Duration::from_secs(300)).await;
+    let (password_session, mut auth, key) = registered(&h).await;
+    let (finish, _) = discoverable_sign_in(&h, &mut auth, &key).await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    let signed_in = finish.cookie.unwrap();
+
+    let event = h
+        .wait_for(|k| {
+            matches!(
+                k,
+                EventKind::LoginSucceeded {
+                    method: LoginMethod::Passkey,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert_eq!(event.user_id.as_deref(), Some("1"));
+
+    let res = test::call_service(&h.app, get("/sessions", Some(&signed_in))).await;
+    let (status, body) = status_and_body(res).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let method_of = |current: bool| {
+        listed
+            .iter()
+            .find(|s| s["current"] == json!(current))
+            .map(|s| s["method"].clone())
+    };
+    assert_eq!(method_of(true), Some(json!("passkey")), "{body}");
+    assert_eq!(method_of(false), Some(json!("password")), "{body}");
+    let res = test::call_service(&h.app, get("/sessions", Some(&password_session))).await;
+    let (_, body) = status_and_body(res).await;
+    assert!(body.contains(r#""method":"passkey""#), "{body}");
+
+    let res = test::call_service(&h.app, get("/activity", Some(&signed_in))).await;
+    let (status, body) = status_and_body(res).await;
+    assert_eq!(status, 200, "{body}");
+    let entries: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let newest: ActivityKind = serde_json::from_value(entries[0]["type"].clone()).unwrap();
+    assert!(
+        matches!(newest, ActivityKind::Login | ActivityKind::NewDevice),
+        "{body}"
+    );
+    assert_eq!(entries[0]["method"], json!("passkey"), "{body}");
+    assert_eq!(entries[1]["method"], json!("password"), "{body}");
+}
+
+#[actix_web::test]
+async fn a_passkey_sign_in_is_reported_and_listed_on_memory() {
+    check_a_passkey_sign_in_is_reported_and_listed(MemoryStore::new()).await;
+}
+
+#[actix_web::test]
+async fn a_passkey_sign_in_is_reported_and_listed_on_redis() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    check_a_passkey_sign_in_is_reported_and_listed(store).await;
 }
 
 async fn check_replayed_challenge(store: impl SessionStore) {
