@@ -363,6 +363,15 @@ impl SessionEngine {
             Reauth::SecondFactor => {
                 record = record.with_factors(Factors::Both);
             }
+            Reauth::Passkey => {
+                // Both factors on an account that has a second factor; nothing to add on one
+                // without.
+                let factors = match record.factors() {
+                    Factors::Both | Factors::PasswordOnly => Factors::Both,
+                    other => other,
+                };
+                record = record.reauthenticated(now).with_factors(factors);
+            }
         }
         let reauthenticated = reauth != Reauth::None;
         let expires_at = self
