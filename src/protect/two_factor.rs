@@ -23,6 +23,11 @@
 //!    [`Session::complete_second_factor`](crate::Session::complete_second_factor): a login on
 //!    a new token, with the lifetime, cap and data a password login gets.
 //!
+//! Each step is a [security event](crate::events): a code accepted, wrong or refused by the
+//! limit, a second factor set up, new recovery codes, a browser trusted; the account's
+//! activity log shows all but the accepted and the refused codes (a wrong code as a wrong
+//! password is shown). A passkey sign-in (the `passkeys` module) counts as both factors.
+//!
 //! # Safe defaults
 //!
 //! * **Codes work once, on every instance**: a TOTP code's time step and a recovery code are
