@@ -247,6 +247,8 @@ impl SessionRecord {
 
     /// The same record with its user agent rewritten by `rewrite`, which answers `None` to
     /// leave it as it is: for a store that keeps user agents in a form of its own.
+    // Only `RedisStore` does so far.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn map_user_agent(mut self, rewrite: impl FnOnce(&str) -> Option<String>) -> Self {
         if let Some(rewritten) = self.0.user_agent.as_deref().and_then(rewrite) {
             Arc::make_mut(&mut self.0).user_agent = Some(rewritten);
