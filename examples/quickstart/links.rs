@@ -7,6 +7,7 @@
 
 use std::time::UNIX_EPOCH;
 
+use actix_login::events::LoginMethod;
 use actix_login::links::{LinkInfo, LinkPurpose, OneTimeLinks, Recipient};
 use actix_login::throttle::LoginThrottle;
 use actix_login::{Error, Login, Session, Sessions};
@@ -263,7 +264,8 @@ pub(crate) async fn sign_in_with_link(
     let id = profile.id.to_string();
     let login = Login::new(id.clone(), &profile)
         .roles(roles)
-        .credentials_version(version.to_string());
+        .credentials_version(version.to_string())
+        .method(LoginMethod::Link);
     session.login_with(login).await?;
     let device = throttle.trust_device(&id).await?;
     Ok(HttpResponse::Ok().cookie(device).json(profile))

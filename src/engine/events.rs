@@ -38,7 +38,8 @@
 //!
 //! Besides the events, the engine writes an [`ActivityEntry`] to the user's activity log in the
 //! store for what a user should see of their own account (logins, new devices, failed logins,
-//! logouts, revocations, password changes, tokens, used links), readable with
+//! logouts, revocations, password changes, tokens, used links, wrong second-factor codes, a
+//! second factor set up, new recovery codes, trusted browsers), readable with
 //! [`Sessions::activity`](crate::Sessions::activity) and
 //! [`Session::activity`](crate::Session::activity).
 //!
@@ -69,7 +70,7 @@ use serde::{Serialize, Serializer};
 use super::{Grant, SessionEngine};
 use crate::record::LinkPurpose;
 use crate::record::SessionRecord;
-pub use crate::record::{ActivityEntry, ActivityKind};
+pub use crate::record::{ActivityEntry, ActivityKind, LoginMethod};
 use crate::telemetry;
 
 /// One thing that happened to an account. See the [module](self).
@@ -192,22 +193,30 @@ pub enum EventKind {
         /// The admin's user id.
         by: String,
     },
-    // Second-factor events (enabled, disabled, code accepted, code refused) go here, each
-    // with its `ActivityKind` where users should see it in `SecurityEvent::activity` below.
-}
-
-/// How a login proved who the user is; set with [`Login::method`](crate::Login::method).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum LoginMethod {
-    /// A password (the default).
-    #[default]
-    Password,
-    /// A one-time link sent by mail ([`LinkPurpose::SignIn`], or a password reset that logs in).
-    Link,
-    /// Another provider vouched for the user (OAuth 2, OpenID Connect).
-    External,
+    /// A second-factor code was accepted ([`TwoFactor::verify`](crate::two_factor::TwoFactor::verify)):
+    /// a login completing, or a login proving it again for sudo mode. The login's own
+    /// [`LoginSucceeded`](Self::LoginSucceeded) follows when it completes one.
+    SecondFactorSucceeded {
+        /// Whether it was a recovery code (the account has one fewer) rather than a TOTP code.
+        recovery_code: bool,
+    },
+    /// A second-factor code was wrong, malformed or used already. The account's activity log
+    /// shows it, as it shows failed logins.
+    SecondFactorFailed,
+    /// A second-factor code was refused before it was looked at: too many wrong codes for the
+    /// account.
+    SecondFactorThrottled {
+        /// How long the client was told to wait, in seconds.
+        retry_after_secs: u64,
+    },
+    /// The account's second factor was set up: the first code from a new TOTP secret was
+    /// right ([`TwoFactor::confirm`](crate::two_factor::TwoFactor::confirm)).
+    SecondFactorEnrolled,
+    /// A new set of recovery codes replaced the old ones.
+    RecoveryCodesRegenerated,
+    /// A browser was trusted to skip the second factor
+    /// ([`TwoFactor::trust_browser`](crate::two_factor::TwoFactor::trust_browser)).
+    BrowserTrusted,
 }
 
 /// Who ended a session.
@@ -253,12 +262,13 @@ impl SecurityEvent {
         Self::new(Some(record.user_id()), kind).client(record.ip(), record.user_agent())
     }
 
-    /// The event of a login that became one when its second factor was proven.
-    pub(crate) fn second_factor_login(record: &SessionRecord) -> Self {
+    /// The event of a login that became one when its second factor was proven, `record` with
+    /// the method its half-login kept; `new_device` is what the half-login noted.
+    pub(crate) fn second_factor_login(record: &SessionRecord, new_device: bool) -> Self {
         let kind = EventKind::LoginSucceeded {
             session_id: record.id().to_owned(),
-            method: LoginMethod::Password,
-            new_device: false,
+            method: record.method(),
+            new_device,
             remembered: record.is_remembered(),
             bearer: record.is_bearer(),
         };
@@ -295,6 +305,10 @@ impl SecurityEvent {
 
     /// The entry a user sees in their activity log for this event, if any.
     fn activity(&self) -> Option<ActivityEntry> {
+        let method = match &self.kind {
+            EventKind::LoginSucceeded { method, .. } => Some(*method),
+            _ => None,
+        };
         let (kind, session_id) = match &self.kind {
             EventKind::LoginSucceeded {
                 session_id,
@@ -309,6 +323,10 @@ impl SecurityEvent {
                 Some(session_id),
             ),
             EventKind::LoginFailed => (ActivityKind::LoginFailed, None),
+            EventKind::SecondFactorFailed => (ActivityKind::SecondFactorFailed, None),
+            EventKind::SecondFactorEnrolled => (ActivityKind::SecondFactorEnrolled, None),
+            EventKind::RecoveryCodesRegenerated => (ActivityKind::RecoveryCodesRegenerated, None),
+            EventKind::BrowserTrusted => (ActivityKind::BrowserTrusted, None),
             EventKind::LoggedOut { session_id } => (ActivityKind::Logout, Some(session_id)),
             EventKind::SessionRevoked { session_id, .. } => {
                 (ActivityKind::SessionRevoked, Some(session_id))
@@ -330,12 +348,17 @@ impl SecurityEvent {
                 (ActivityKind::ImpersonationEnded, Some(session_id))
             }
             // Throttled attempts are not written: a flood of them must cost the store nothing.
-            EventKind::Throttled { .. } | EventKind::LinkIssued { .. } => return None,
+            // An accepted code is followed by the login's entry, or is sudo mode confirmed.
+            EventKind::Throttled { .. }
+            | EventKind::SecondFactorThrottled { .. }
+            | EventKind::SecondFactorSucceeded { .. }
+            | EventKind::LinkIssued { .. } => return None,
         };
         Some(
             ActivityEntry::new(kind, self.at)
                 .with_client(self.ip.clone(), self.user_agent.clone())
-                .with_session(session_id.cloned()),
+                .with_session(session_id.cloned())
+                .with_method(method),
         )
     }
 }
@@ -369,7 +392,13 @@ fn count(kind: &EventKind) {
         | EventKind::LinkIssued { .. }
         | EventKind::LinkUsed { .. }
         | EventKind::ImpersonationStarted { .. }
-        | EventKind::ImpersonationEnded { .. } => {}
+        | EventKind::ImpersonationEnded { .. }
+        | EventKind::SecondFactorSucceeded { .. }
+        | EventKind::SecondFactorFailed
+        | EventKind::SecondFactorThrottled { .. }
+        | EventKind::SecondFactorEnrolled
+        | EventKind::RecoveryCodesRegenerated
+        | EventKind::BrowserTrusted => {}
     }
 }
 

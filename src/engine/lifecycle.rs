@@ -224,7 +224,9 @@ impl SessionEngine {
         )
         .with_roles(grant.roles.clone())
         .with_client(grant.ip.clone(), grant.user_agent.clone())
-        .with_factors(grant.factors);
+        .with_factors(grant.factors)
+        .with_method(grant.method)
+        .with_new_device(grant.new_device && grant.factors == Factors::Pending);
         if grant.bearer {
             record = record.login_token(grant.remember);
         } else if grant.remember {
@@ -361,6 +363,15 @@ impl SessionEngine {
             Reauth::SecondFactor => {
                 record = record.with_factors(Factors::Both);
             }
+            Reauth::Passkey => {
+                // Both factors on an account that has a second factor; nothing to add on one
+                // without.
+                let factors = match record.factors() {
+                    Factors::Both | Factors::PasswordOnly => Factors::Both,
+                    other => other,
+                };
+                record = record.reauthenticated(now).with_factors(factors);
+            }
         }
         let reauthenticated = reauth != Reauth::None;
         let expires_at = self
@@ -418,7 +429,8 @@ impl SessionEngine {
             .record
             .clone()
             .logged_in_at(now, self.rules.absolute_end_of(lifetime, now))
-            .with_factors(Factors::Both);
+            .with_factors(Factors::Both)
+            .with_new_device(false);
         let expires_at = self
             .rules
             .idle_deadline_of(record.lifetime(), now, record.expires_at());
@@ -439,9 +451,9 @@ impl SessionEngine {
             user_id = record.user_id(),
             "login: second factor verified"
         );
-        // Now it is a login: its event and activity entry, the entry beside the cap's listing.
-        // (Whether the browser was new is not known here: `new_device` is false.)
-        let event = SecurityEvent::second_factor_login(&record);
+        // Now it is a login: its event and activity entry, the entry beside the cap's listing,
+        // with the method and the new-device flag the half-login kept.
+        let event = SecurityEvent::second_factor_login(&record, active.record.is_new_device());
         let trim = self.trim_to_cap(record.user_id(), &key);
         let (kept, ()) = futures_util::future::join(trim, self.log_activity(&event)).await;
         if !kept? {

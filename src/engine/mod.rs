@@ -156,6 +156,10 @@ pub(crate) enum Reauth {
     /// time of the password entry stays what it was, so that a fresh check still needs a
     /// recent password.
     SecondFactor,
+    /// A passkey was just used: something the user has and (by user verification) knows or
+    /// is, so both factors at once, and fresh from now.
+    #[cfg_attr(not(feature = "passkeys"), allow(dead_code))]
+    Passkey,
 }
 
 /// What a store keeps to tell one version of a user's credentials from the next: a hash of

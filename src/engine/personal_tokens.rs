@@ -195,6 +195,7 @@ impl SessionEngine {
         )
         .with_roles(live_owner.record.roles().to_vec())
         .with_client(client.0, client.1)
+        .with_method(live_owner.record.method())
         .personal_token(spec.name, scopes, parent);
         let expires_at = self
             .rules

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use serde::{Serialize, Serializer};
 
-use super::events::{ActivityEntry, EventKind, RevokedBy, SecurityEvent};
+use super::events::{ActivityEntry, EventKind, LoginMethod, RevokedBy, SecurityEvent};
 use super::{SessionEngine, SessionKey, SessionRecord};
 use crate::error::{Error, StoreError};
 use crate::store::StoredSession;
@@ -46,7 +46,7 @@ impl std::fmt::Debug for Sessions {
 /// over: `id` is a public handle, not the token or its hash.
 ///
 /// Serialises as
-/// `{"id","kind","name","remembered","created_at","last_seen","expires_at","ip","user_agent","current","impersonated_by"}`
+/// `{"id","kind","name","remembered","created_at","last_seen","expires_at","ip","user_agent","current","impersonated_by","method"}`
 /// with times in Unix seconds.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
@@ -79,6 +79,10 @@ pub struct SessionInfo {
     /// The user id of the admin who acts as the user in this session, if it is an
     /// [impersonation](crate::Session::impersonate).
     pub impersonated_by: Option<String>,
+    /// How the user signed in: `"password"`, `"passkey"`, `"link"` or `"external"`, as the
+    /// login's [`Login::method`](crate::Login::method) said (a passkey sign-in sets it). A
+    /// personal access token shows the method of the session that created it.
+    pub method: LoginMethod,
 }
 
 /// How a client holds a session, as [`SessionInfo`] shows it.
@@ -254,6 +258,7 @@ impl SessionEngine {
             user_agent: record.user_agent().map(str::to_owned),
             current,
             impersonated_by: record.impersonated_by().map(str::to_owned),
+            method: record.method(),
         }
     }
 

@@ -32,6 +32,16 @@
 //! from a session already logged in as the same user it confirms the login ("sudo mode",
 //! like [`Session::reauthenticate`]) instead of starting a new one.
 //!
+//! A passkey is **both factors** (webauthn-rs requires user verification: the device's PIN or
+//! biometric besides the key): give [`PasskeyAccount::new`] the account's [`Login`] as for a
+//! password, with [`Login::second_factor`](crate::Login::second_factor) where the account has a
+//! [second factor](crate::two_factor), and the sign-in completes with both, asking no code;
+//! confirming sudo mode with a passkey satisfies [`Require::fresh`](crate::Require::fresh)
+//! where the password alone would ask for the code. The login's
+//! [event](crate::events::EventKind::LoginSucceeded), its activity entry and the
+//! [session list](crate::SessionInfo::method) name the method
+//! [`Passkey`](crate::events::LoginMethod::Passkey).
+//!
 //! ```no_run
 //! use actix_login::passkeys::{PasskeyAccount, Passkeys, PasskeyUser, PublicKeyCredential, RegisterPublicKeyCredential};
 //! use actix_login::{AuthUser, Login, Session};
@@ -101,6 +111,7 @@ use webauthn_rs_proto::ResidentKeyRequirement;
 
 use crate::error::Error;
 pub use crate::error::PasskeyRejection;
+use crate::record::{Factors, LoginMethod};
 use crate::web::{Login, Session};
 /// webauthn-rs's types that the ceremonies take and give, so the app needs no version of its own.
 pub use webauthn_rs::prelude::{
@@ -596,8 +607,14 @@ impl Passkeys {
             .await?
             .is_some_and(|(current, _)| current == user_id);
         if same_user {
-            session.reauthenticate().await?;
+            session.reauthenticate_with_passkey().await?;
         } else {
+            // A passkey is both factors: an account with a second factor (due, or skipped on
+            // a trusted browser) is not asked for a code.
+            let mut login = login.method(LoginMethod::Passkey);
+            if matches!(login.factors, Factors::Pending | Factors::PasswordOnly) {
+                login.factors = Factors::Both;
+            }
             session.login_with(login).await?;
         }
         Ok(PasskeySignIn {

@@ -23,6 +23,11 @@
 //!    [`Session::complete_second_factor`](crate::Session::complete_second_factor): a login on
 //!    a new token, with the lifetime, cap and data a password login gets.
 //!
+//! Each step is a [security event](crate::events): a code accepted, wrong or refused by the
+//! limit, a second factor set up, new recovery codes, a browser trusted; the account's
+//! activity log shows all but the accepted and the refused codes (a wrong code as a wrong
+//! password is shown). A passkey sign-in (the `passkeys` module) counts as both factors.
+//!
 //! # Safe defaults
 //!
 //! * **Codes work once, on every instance**: a TOTP code's time step and a recovery code are
@@ -152,13 +157,14 @@ mod totp {
     use base64::Engine as _;
     use sha2::{Digest, Sha256};
 
+    use crate::engine::events::{EventKind, SecurityEvent};
     use crate::engine::SessionEngine;
     use crate::error::Error;
     use crate::protect::counter::short_hash;
     use crate::protect::device;
     use crate::protect::throttle::{Limit, LoginAttempt, MAX_USERNAME_BYTES};
     use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
-    use crate::web::{RequestSession, SecondFactor};
+    use crate::web::{user_agent_of, RequestSession, SecondFactor};
 
     /// A TOTP step: 30 seconds, what authenticator apps assume.
     const STEP_SECS: u64 = 30;
@@ -452,8 +458,10 @@ mod totp {
         ) -> Result<RecoveryCodes, Error> {
             let (engine, user_id) = fresh_user(req).await?;
             let enrolled = Enrolled::new(&user_id, Some(secret), &[]);
-            self.check(&engine, &enrolled, code).await?;
-            RecoveryCodes::generate()
+            self.check(&engine, req, &enrolled, code).await?;
+            let codes = RecoveryCodes::generate()?;
+            note(&engine, req, &user_id, EventKind::SecondFactorEnrolled).await;
+            Ok(codes)
         }
 
         /// A new set of recovery codes for the request's user (a fresh login): store their
@@ -465,9 +473,11 @@ mod totp {
             &self,
             req: &HttpRequest,
         ) -> Result<RecoveryCodes, Error> {
-            let (_, user_id) = fresh_user(req).await?;
+            let (engine, user_id) = fresh_user(req).await?;
             tracing::info!(user_id, "new recovery codes");
-            RecoveryCodes::generate()
+            let codes = RecoveryCodes::generate()?;
+            note(&engine, req, &user_id, EventKind::RecoveryCodesRegenerated).await;
+            Ok(codes)
         }
 
         /// Checks `code`, a TOTP code or a recovery code, for `enrolled`, the account of the
@@ -497,13 +507,20 @@ mod totp {
             if session.is_none_or(|active| active.record.user_id() != enrolled.user_id) {
                 return Err(Error::Unauthenticated);
             }
-            self.check(state.engine(), enrolled, code).await
+            let used = self.check(state.engine(), req, enrolled, code).await?;
+            let kind = EventKind::SecondFactorSucceeded {
+                recovery_code: matches!(used, CodeUsed::RecoveryCode { .. }),
+            };
+            note(state.engine(), req, enrolled.user_id, kind).await;
+            Ok(used)
         }
 
-        /// Checks `code` for `enrolled` under the per-account limit.
+        /// Checks `code` for `enrolled` under the per-account limit; a wrong code and a
+        /// refusal by the limit are events.
         async fn check(
             &self,
             engine: &SessionEngine,
+            req: &HttpRequest,
             enrolled: &Enrolled<'_>,
             code: &str,
         ) -> Result<CodeUsed, Error> {
@@ -520,6 +537,10 @@ mod totp {
                     retry_after_secs = retry_after.as_secs(),
                     "second-factor code refused: too many wrong codes"
                 );
+                let kind = EventKind::SecondFactorThrottled {
+                    retry_after_secs: retry_after.max(Duration::from_secs(1)).as_secs(),
+                };
+                note(engine, req, enrolled.user_id, kind).await;
                 return Err(Error::TooManyCodes {
                     retry_after: retry_after.max(Duration::from_secs(1)),
                 });
@@ -528,6 +549,7 @@ mod totp {
                 Ok(used) => used,
                 Err(Error::InvalidCode) => {
                     tracing::info!(user_id = enrolled.user_id, "wrong second-factor code");
+                    note(engine, req, enrolled.user_id, EventKind::SecondFactorFailed).await;
                     return Err(Error::InvalidCode);
                 }
                 // The store failed: nothing was learnt about the code, so it counts nowhere.
@@ -638,6 +660,7 @@ mod totp {
             self.mark_trusted(user_id, cookie.value(), version, lifetime)
                 .await?;
             tracing::info!(user_id, "browser trusted to skip the second factor");
+            note(state.engine(), req, user_id, EventKind::BrowserTrusted).await;
             Ok(cookie)
         }
 
@@ -657,6 +680,18 @@ mod totp {
             self.store.admit(&[mark]).await?;
             Ok(())
         }
+    }
+
+    /// Records `kind` for the account `user_id`, with the request's client: the event for
+    /// subscribers, and the activity entry where it has one. Never fails.
+    async fn note(engine: &SessionEngine, req: &HttpRequest, user_id: &str, kind: EventKind) {
+        let ip = RequestSession::of(&req.extensions(), req.path())
+            .ok()
+            .and_then(|state| state.client_ip())
+            .map(|ip| ip.to_string());
+        let event = SecurityEvent::new(Some(user_id), kind)
+            .client(ip.as_deref(), user_agent_of(req).as_deref());
+        engine.note(event).await;
     }
 
     /// The request's login and its engine, if the login is fresh.

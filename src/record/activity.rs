@@ -4,6 +4,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::LoginMethod;
+
 /// What an [`ActivityEntry`] records. Serialises in `snake_case` (`"login"`, `"new_device"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,7 +39,14 @@ pub enum ActivityKind {
     ImpersonationStarted,
     /// An admin stopped acting as the user.
     ImpersonationEnded,
-    // Second-factor entries (enabled, disabled, a wrong code) go here with their events.
+    /// A wrong, malformed or used second-factor code was sent for the account.
+    SecondFactorFailed,
+    /// The account's second factor was set up.
+    SecondFactorEnrolled,
+    /// New recovery codes replaced the account's old ones.
+    RecoveryCodesRegenerated,
+    /// A browser was trusted to skip the second factor.
+    BrowserTrusted,
     /// An entry written by a newer version of this crate, of a kind this one does not know.
     #[serde(other)]
     Unknown,
@@ -48,7 +57,8 @@ pub enum ActivityKind {
 ///
 /// Holds nothing secret: the session id is the public handle
 /// [`SessionInfo`](crate::SessionInfo) shows, never the token. Serialises as
-/// `{"id","type","at","ip","user_agent","session_id"}`, with `at` in Unix seconds.
+/// `{"id","type","at","ip","user_agent","session_id"}`, with `at` in Unix seconds, and a
+/// `"method"` (`"password"`, `"passkey"`…) in the entry of a login.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ActivityEntry {
@@ -71,6 +81,15 @@ pub struct ActivityEntry {
     pub user_agent: Option<String>,
     /// The public id of the session concerned, if one was.
     pub session_id: Option<String>,
+    /// How the user signed in, in the entry of a login ([`Login`](ActivityKind::Login) or
+    /// [`NewDevice`](ActivityKind::NewDevice)); `None` in others, and in an entry of a method
+    /// a newer version of this crate wrote.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::lenient_method"
+    )]
+    pub method: Option<LoginMethod>,
 }
 
 impl ActivityEntry {
@@ -83,6 +102,7 @@ impl ActivityEntry {
             ip: None,
             user_agent: None,
             session_id: None,
+            method: None,
         }
     }
 
@@ -91,6 +111,13 @@ impl ActivityEntry {
     pub fn with_client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
         self.ip = ip;
         self.user_agent = user_agent;
+        self
+    }
+
+    /// With the method of the login it records.
+    #[must_use]
+    pub fn with_method(mut self, method: Option<LoginMethod>) -> Self {
+        self.method = method;
         self
     }
 

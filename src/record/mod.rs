@@ -10,6 +10,7 @@ mod activity;
 mod data;
 mod key;
 mod link;
+mod method;
 
 pub use self::activity::{ActivityEntry, ActivityKind, ActivityLimits};
 #[cfg(feature = "redis")]
@@ -17,6 +18,8 @@ pub(crate) use self::data::ENTRY_OVERHEAD;
 pub use self::data::{DataChange, SessionData};
 pub use self::key::SessionKey;
 pub use self::link::{LinkKey, LinkPurpose, LinkRecord};
+pub(crate) use self::method::lenient as lenient_method;
+pub use self::method::LoginMethod;
 
 /// One session as the store keeps it: who is logged in, the app's profile of that user,
 /// their roles, where the login came from, and the session's fixed timestamps.
@@ -71,6 +74,18 @@ struct Fields {
     /// Absent for the common case, a login by password on an account without a second factor.
     #[serde(rename = "f", default, skip_serializing_if = "Factors::is_password")]
     factors: Factors,
+    /// How the user signed in, as one letter; absent for the common case, a password.
+    #[serde(
+        rename = "m",
+        default,
+        skip_serializing_if = "LoginMethod::is_password",
+        with = "method::compact"
+    )]
+    method: LoginMethod,
+    /// Present only in a login waiting for its second factor, from a browser that brought no
+    /// device cookie for the account: the login's event, once the factor is proven, says so.
+    #[serde(rename = "n", default, skip_serializing_if = "std::ops::Not::not")]
+    new_device: bool,
 }
 
 /// Who impersonates the user in a session, and the session to return them to.
@@ -194,6 +209,8 @@ impl SessionRecord {
             kind: Kind::Browser,
             impersonation: None,
             factors: Factors::Password,
+            method: LoginMethod::Password,
+            new_device: false,
         }))
     }
 
@@ -339,6 +356,31 @@ impl SessionRecord {
     /// The same record, with the user's proof described by `factors`.
     pub(crate) fn with_factors(mut self, factors: Factors) -> Self {
         Arc::make_mut(&mut self.0).factors = factors;
+        self
+    }
+
+    /// How the user signed in to this session (for a personal access token: to the session
+    /// that created it).
+    pub fn method(&self) -> LoginMethod {
+        self.0.method
+    }
+
+    /// The same record, signed in by `method`.
+    pub(crate) fn with_method(mut self, method: LoginMethod) -> Self {
+        Arc::make_mut(&mut self.0).method = method;
+        self
+    }
+
+    /// Whether the login this half-login waits to become came from a browser new to the
+    /// account.
+    pub(crate) fn is_new_device(&self) -> bool {
+        self.0.new_device
+    }
+
+    /// The same record, noting whether its login came from a new device (kept only while the
+    /// second factor is due).
+    pub(crate) fn with_new_device(mut self, new_device: bool) -> Self {
+        Arc::make_mut(&mut self.0).new_device = new_device;
         self
     }
 
@@ -528,6 +570,33 @@ mod tests {
             assert_eq!(back.is_login(), factors != Factors::Pending);
             assert_eq!(back.has_second_factor(), factors == Factors::Both);
         }
+    }
+
+    #[test]
+    fn the_method_costs_a_password_login_no_byte_and_round_trips() {
+        let now = SystemTime::now();
+        let user = RawValue::from_string("{}".into()).unwrap();
+        let record = SessionRecord::new("s1", "7", user, now, now + Duration::from_secs(60));
+        let plain = serde_json::to_string(&record).unwrap();
+        assert!(!plain.contains(r#""m""#), "{plain}");
+        for (method, tag) in [
+            (LoginMethod::Passkey, r#""m":"k""#),
+            (LoginMethod::Link, r#""m":"l""#),
+            (LoginMethod::External, r#""m":"e""#),
+        ] {
+            let json = serde_json::to_string(&record.clone().with_method(method)).unwrap();
+            assert!(json.contains(tag), "{json}");
+            assert_eq!(json.len(), plain.len() + tag.len() + 1);
+            let back: SessionRecord = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.method(), method);
+        }
+        // A half-login from a new device says so; nothing else carries the flag.
+        let pending = record.clone().with_new_device(true);
+        let back: SessionRecord =
+            serde_json::from_str(&serde_json::to_string(&pending).unwrap()).unwrap();
+        assert!(back.is_new_device());
+        let unknown = plain.replacen('{', r#"{"m":"?","#, 1);
+        assert!(serde_json::from_str::<SessionRecord>(&unknown).is_err());
     }
 
     #[test]

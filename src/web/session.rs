@@ -288,6 +288,14 @@ impl Session {
         self.state.rotate(Reauth::Password).await
     }
 
+    /// As [`reauthenticate`](Self::reauthenticate), for a passkey just verified: a passkey
+    /// (with user verification) proves both factors, so on an account with a second factor
+    /// the session is fresh for [`Require::fresh`](crate::Require::fresh) without a code.
+    #[cfg(feature = "passkeys")]
+    pub(crate) async fn reauthenticate_with_passkey(&self) -> Result<(), Error> {
+        self.state.rotate(Reauth::Passkey).await
+    }
+
     /// The user id of the client's session if its password was verified and its
     /// [second factor](crate::two_factor) is still due
     /// ([`SecondFactor::Due`](crate::two_factor::SecondFactor::Due)); `None` for any other

@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_login::events::{ActivityKind, EventKind, LoginMethod, SecurityEvent};
 use actix_login::passkeys::{
     CreationChallengeResponse, Passkey, PasskeyAccount, PasskeyUser, Passkeys, PublicKeyCredential,
     RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
 };
 use actix_login::store::SessionStore;
+use actix_login::two_factor::SecondFactor;
 use actix_login::{AuthUser, Error, Login, LoginMiddleware, MemoryStore, Require, Session};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
@@ -35,11 +37,28 @@ struct Profile {
     handle: Uuid,
 }
 
-/// The app's user table: each user's passkey handle and passkeys.
+/// The app's user table: each user's passkey handle and passkeys, and who has a TOTP second
+/// factor.
 #[derive(Default)]
-struct Users(Mutex<HashMap<u64, (Uuid, Vec<Passkey>)>>);
+struct Users(
+    Mutex<HashMap<u64, (Uuid, Vec<Passkey>)>>,
+    Mutex<std::collections::HashSet<u64>>,
+);
 
 impl Users {
+    fn add_totp(&self, id: u64) {
+        self.1.lock().unwrap().insert(id);
+    }
+
+    /// Where the account's second factor stands for a login that did not skip it.
+    fn second_factor(&self, id: u64) -> SecondFactor {
+        if self.1.lock().unwrap().contains(&id) {
+            SecondFactor::Due
+        } else {
+            SecondFactor::None
+        }
+    }
+
     fn handle(&self, id: u64) -> Uuid {
         let mut users = self.0.lock().unwrap();
         users
@@ -99,6 +118,22 @@ async fn login(
         handle: users.handle(*id),
     };
     session.login(id.to_string(), &profile).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A password login on a browser trusted to skip the second factor: a login, but not fresh
+/// enough for sudo mode without the second factor.
+async fn login_trusted(
+    session: Session,
+    users: web::Data<Users>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, Error> {
+    let profile = Profile {
+        id: *id,
+        handle: users.handle(*id),
+    };
+    let login = Login::new(id.to_string(), &profile).second_factor(SecondFactor::Skipped);
+    session.login_with(login).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -168,10 +203,9 @@ async fn sign_in_finish(
             id,
             handle: users.handle(id),
         };
-        (
-            id,
-            PasskeyAccount::new(Login::new(id.to_string(), &profile), keys),
-        )
+        // The account's login as for a password, its second factor due if it has one.
+        let login = Login::new(id.to_string(), &profile).second_factor(users.second_factor(id));
+        (id, PasskeyAccount::new(login, keys))
     });
     let id = account.as_ref().map(|(id, _)| *id);
     let signed_in = passkeys
@@ -191,9 +225,39 @@ async fn logout(session: Session) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::NoContent().finish())
 }
 
+async fn sessions(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(session.list_sessions().await?))
+}
+
+async fn activity(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(session.activity(None, 50).await?))
+}
+
 struct Harness<S> {
     app: S,
     users: Arc<Users>,
+    /// The security events the app delivered.
+    events: Arc<Mutex<Vec<SecurityEvent>>>,
+}
+
+impl<S> Harness<S> {
+    /// Waits for an event that `matches`: the events thread delivers it after the answer.
+    async fn wait_for(&self, matches: impl Fn(&EventKind) -> bool) -> SecurityEvent {
+        for _ in 0..2000 {
+            let found = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| matches(&e.kind))
+                .cloned();
+            if let Some(event) = found {
+                return event;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no such event: {:?}", self.events.lock().unwrap());
+    }
 }
 
 async fn harness(
@@ -227,8 +291,11 @@ async fn harness_with(
 > {
     let users = Arc::new(Users::default());
     let passkeys = web::Data::new(passkeys);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
     let middleware = LoginMiddleware::builder(store)
         .fresh_window(fresh_window)
+        .on_event(move |event: &SecurityEvent| seen.lock().unwrap().push(event.clone()))
         .build();
     let data = web::Data::from(users.clone());
     let app = test::init_service(
@@ -237,8 +304,11 @@ async fn harness_with(
             .app_data(passkeys)
             .app_data(data)
             .route("/login/{id}", web::post().to(login))
+            .route("/login-trusted/{id}", web::post().to(login_trusted))
             .route("/logout", web::post().to(logout))
             .route("/me", web::get().to(me))
+            .route("/sessions", web::get().to(sessions))
+            .route("/activity", web::get().to(activity))
             .service(
                 web::resource("/sudo")
                     .wrap(Require::login().fresh())
@@ -254,7 +324,7 @@ async fn harness_with(
             .route("/passkeys/sign-in/finish", web::post().to(sign_in_finish)),
     )
     .await;
-    Harness { app, users }
+    Harness { app, users, events }
 }
 
 /// One answer: status, body, and the session cookie it set (or cleared), if any.
@@ -478,6 +548,123 @@ async fn register_sign_out_and_sign_in_on_a_redis_cluster() {
         .await
         .unwrap();
     check_register_sign_out_sign_in(store).await;
+}
+
+/// A passkey sign-in says so: in the login's event, the activity log and the session list
+/// (kept in the record, through the store, beside a password login's session that shows
+/// `"password"`).
+async fn check_a_passkey_sign_in_is_reported_and_listed(store: impl SessionStore) {
+    let h = harness(store, Duration::from_secs(300)).await;
+    let (password_session, mut auth, key) = registered(&h).await;
+    let (finish, _) = discoverable_sign_in(&h, &mut auth, &key).await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    let signed_in = finish.cookie.unwrap();
+
+    let event = h
+        .wait_for(|k| {
+            matches!(
+                k,
+                EventKind::LoginSucceeded {
+                    method: LoginMethod::Passkey,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert_eq!(event.user_id.as_deref(), Some("1"));
+
+    let res = test::call_service(&h.app, get("/sessions", Some(&signed_in))).await;
+    let (status, body) = status_and_body(res).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let method_of = |current: bool| {
+        listed
+            .iter()
+            .find(|s| s["current"] == json!(current))
+            .map(|s| s["method"].clone())
+    };
+    assert_eq!(method_of(true), Some(json!("passkey")), "{body}");
+    assert_eq!(method_of(false), Some(json!("password")), "{body}");
+    let res = test::call_service(&h.app, get("/sessions", Some(&password_session))).await;
+    let (_, body) = status_and_body(res).await;
+    assert!(body.contains(r#""method":"passkey""#), "{body}");
+
+    let res = test::call_service(&h.app, get("/activity", Some(&signed_in))).await;
+    let (status, body) = status_and_body(res).await;
+    assert_eq!(status, 200, "{body}");
+    let entries: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let newest: ActivityKind = serde_json::from_value(entries[0]["type"].clone()).unwrap();
+    assert!(
+        matches!(newest, ActivityKind::Login | ActivityKind::NewDevice),
+        "{body}"
+    );
+    assert_eq!(entries[0]["method"], json!("passkey"), "{body}");
+    assert_eq!(entries[1]["method"], json!("password"), "{body}");
+}
+
+#[actix_web::test]
+async fn a_passkey_sign_in_is_reported_and_listed_on_memory() {
+    check_a_passkey_sign_in_is_reported_and_listed(MemoryStore::new()).await;
+}
+
+#[actix_web::test]
+async fn a_passkey_sign_in_is_reported_and_listed_on_redis() {
+    let store = redis_store_at(&shared_redis_url(), &unique_prefix()).await;
+    check_a_passkey_sign_in_is_reported_and_listed(store).await;
+}
+
+/// On an account with a second factor, a passkey is both factors: its sign-in is a login with
+/// no code asked, and it confirms sudo mode where the password alone does not.
+#[actix_web::test]
+async fn a_passkey_counts_as_the_second_factor() {
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    h.users.add_totp(1);
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+
+    // Signing in: no code asked, and fresh.
+    let (finish, _) = discoverable_sign_in(&h, &mut auth, &key).await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    let signed_in = finish.cookie.unwrap();
+    assert_eq!(whoami(&h.app, &signed_in).await, "1");
+    assert_eq!(status(&h.app, get("/sudo", Some(&signed_in))).await, 204);
+
+    // A trusted browser's login skipped the code: sudo mode needs the second factor, which a
+    // passkey gives.
+    let trusted = call(&h.app, "/login-trusted/1", None, None)
+        .await
+        .cookie
+        .unwrap();
+    let res = test::call_service(&h.app, get("/sudo", Some(&trusted))).await;
+    let (refused, body) = status_and_body(res).await;
+    assert_eq!(refused, 403, "{body}");
+    assert!(body.contains("second_factor_reauth_required"), "{body}");
+    let start = call(&h.app, "/passkeys/sign-in/start", Some(&trusted), None).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    let response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let finish = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&trusted),
+        Some(response),
+    )
+    .await;
+    assert_eq!(finish.status, 200, "{}", finish.body);
+    assert!(
+        finish.body.contains(r#""confirmed":true"#),
+        "{}",
+        finish.body
+    );
+    let confirmed = finish.cookie.expect("confirming rotates the token");
+    assert_eq!(status(&h.app, get("/sudo", Some(&confirmed))).await, 204);
 }
 
 async fn check_replayed_challenge(store: impl SessionStore) {

@@ -173,6 +173,12 @@ async fn magic_link(app: &App) {
     let (status, me) = app.me(&cookie).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["username"], "bob");
+    // The session list says how it signed in.
+    let (status, _, body) = app.app.call("GET", "/sessions", None, Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let current = sessions.iter().find(|s| s["current"] == true).unwrap();
+    assert_eq!(current["method"], "link", "{body}");
     app.assert_gone(&path, None).await;
 }
 

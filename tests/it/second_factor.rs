@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix_login::events::{ActivityKind, EventKind, LoginMethod, SecurityEvent};
 use actix_login::store::{SessionStore, ThrottleStore};
 use actix_login::throttle::LoginThrottle;
 use actix_login::two_factor::{CodeUsed, Enrolled, SecondFactor, TwoFactor};
@@ -44,9 +45,34 @@ struct Db {
     accounts: Arc<Mutex<HashMap<String, Account>>>,
     /// Leave used recovery codes' hashes in place, so that only the store can refuse a reuse.
     keep_used_recovery_codes: bool,
+    /// The security events both instances delivered.
+    events: Arc<Mutex<Vec<SecurityEvent>>>,
 }
 
 impl Db {
+    fn events(&self) -> Vec<SecurityEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits for an event of `user_id` that `matches`: the events thread delivers it after
+    /// the answer.
+    async fn wait_for(&self, user_id: &str, matches: impl Fn(&EventKind) -> bool) -> SecurityEvent {
+        for _ in 0..2000 {
+            let found = self
+                .events()
+                .into_iter()
+                .find(|e| e.user_id.as_deref() == Some(user_id) && matches(&e.kind));
+            if let Some(event) = found {
+                return event;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no such event of {user_id}: {:?}", self.events());
+    }
+
     fn with<T>(&self, id: &str, f: impl FnOnce(&mut Account) -> T) -> T {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         f(accounts.entry(id.to_owned()).or_default())
@@ -221,12 +247,23 @@ async fn me(user: AuthUser<String>) -> String {
     user.into_inner()
 }
 
+async fn activity(_user: AuthUser<String>, session: Session) -> actix_web::Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(session.activity(None, 50).await?))
+}
+
 async fn instance<S>(store: S, db: &Db, settings: Settings) -> Call
 where
     S: SessionStore + ThrottleStore + Clone,
 {
+    let events = db.events.clone();
     let middleware = LoginMiddleware::builder(store.clone())
         .second_factor_timeout(settings.second_factor_timeout)
+        .on_event(move |event: &SecurityEvent| {
+            events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(event.clone());
+        })
         .build();
     let throttle = web::Data::new(LoginThrottle::new(store.clone()));
     let two_factor = web::Data::new(TwoFactor::new(store).issuer("actix-login tests"));
@@ -248,6 +285,7 @@ where
                 )
                 .route("/password", web::post().to(change_password))
                 .route("/me", web::get().to(me))
+                .route("/activity", web::get().to(activity))
                 .service(
                     web::resource("/guarded")
                         .wrap(Require::login())
@@ -524,6 +562,7 @@ on_every_backend!(
     a_trusted_browser_skips_the_code_until_the_password_changes,
     sudo_mode_asks_for_the_second_factor,
     new_recovery_codes_need_both_factors_and_replace_the_old_ones,
+    second_factor_steps_are_events_and_in_the_activity_log,
 );
 
 async fn a_half_login_is_refused_by_auth_user_and_require(backend: Backend) {
@@ -875,6 +914,112 @@ async fn new_recovery_codes_need_both_factors_and_replace_the_old_ones(backend: 
     );
 }
 
+/// Each second-factor step is a security event, and the account's activity log shows what
+/// its owner should see (a wrong code, as a wrong password); a login completed through the
+/// second factor says whether its browser was new, as a password login does.
+async fn second_factor_steps_are_events_and_in_the_activity_log(backend: Backend) {
+    let db = Db::default();
+    let app = Twin::start(backend, db.clone(), Settings::default()).await;
+    let (secret, _, step) = enrolled(&app, &mut Browser::at("192.0.2.1:1"), "ann").await;
+    db.wait_for("ann", |k| matches!(k, EventKind::SecondFactorEnrolled))
+        .await;
+
+    // A browser new to the account: a wrong code, then the right one, trusting the browser.
+    let mut browser = half_login(&app, "ann", "203.0.113.7:1").await;
+    let wrong = wrong_code(&secret);
+    let res = browser
+        .post(&app, 0, "/login/second-factor", json!({ "code": wrong }))
+        .await;
+    assert_eq!((res.status, &res.body), (401, &error("invalid_code")));
+    let failed = db
+        .wait_for("ann", |k| matches!(k, EventKind::SecondFactorFailed))
+        .await;
+    assert_eq!(failed.ip.as_deref(), Some("203.0.113.7"));
+    let code = code_at(&secret, step + 1);
+    let res = browser
+        .post(
+            &app,
+            1,
+            "/login/second-factor",
+            json!({ "code": code, "trust": true }),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    db.wait_for("ann", |k| {
+        matches!(
+            k,
+            EventKind::SecondFactorSucceeded {
+                recovery_code: false
+            }
+        )
+    })
+    .await;
+    let login = db
+        .wait_for("ann", |k| {
+            matches!(
+                k,
+                EventKind::LoginSucceeded {
+                    new_device: true,
+                    ..
+                }
+            )
+        })
+        .await;
+    let EventKind::LoginSucceeded { method, .. } = login.kind else {
+        unreachable!()
+    };
+    assert_eq!(method, LoginMethod::Password);
+    db.wait_for("ann", |k| matches!(k, EventKind::BrowserTrusted))
+        .await;
+    let res = browser
+        .post(&app, 0, "/2fa/recovery-codes", json!({}))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    db.wait_for("ann", |k| matches!(k, EventKind::RecoveryCodesRegenerated))
+        .await;
+
+    // The log, newest first.
+    let res = browser.get(&app, 1, "/activity").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let kinds: Vec<ActivityKind> = res.body.as_array().unwrap()[..5]
+        .iter()
+        .map(|entry| serde_json::from_value(entry["type"].clone()).unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ActivityKind::RecoveryCodesRegenerated,
+            ActivityKind::BrowserTrusted,
+            ActivityKind::NewDevice,
+            ActivityKind::SecondFactorFailed,
+            ActivityKind::SecondFactorEnrolled,
+        ],
+        "{}",
+        res.body
+    );
+    assert_eq!(res.body[2]["method"], json!("password"), "{}", res.body);
+
+    // Guessing on: refused by the limit before the code is looked at, an event too.
+    let mut guesser = half_login(&app, "ann", "203.0.113.8:1").await;
+    let mut throttled = false;
+    for _ in 0..6 {
+        let res = guesser
+            .post(&app, 0, "/login/second-factor", json!({ "code": wrong }))
+            .await;
+        if res.status == 429 {
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "five wrong codes are the limit");
+    let event = db
+        .wait_for("ann", |k| {
+            matches!(k, EventKind::SecondFactorThrottled { retry_after_secs } if *retry_after_secs >= 1)
+        })
+        .await;
+    assert_eq!(event.ip.as_deref(), Some("203.0.113.8"));
+}
+
 /// The commands each step sends one Redis, for the README and the report.
 #[actix_web::test]
 async fn each_step_costs_these_redis_commands() {
@@ -968,10 +1113,11 @@ async fn each_step_costs_these_redis_commands() {
         strings(&["evalsha", "del", "evalsha", "evalsha", "evalsha", "get"]),
         "a login with the second factor due"
     );
-    // The session, with its data; the wrong-code counter. No claim for a wrong code.
+    // The session, with its data; the wrong-code counter. No claim for a wrong code. The
+    // activity log's `second_factor_failed` entry.
     assert_eq!(
         wrong_code_step,
-        strings(&["hgetall", "evalsha"]),
+        strings(&["hgetall", "evalsha", "xadd", "pexpire"]),
         "a wrong code"
     );
     // The session, the counter, the claim, the counter's release; then the rotation to the
