@@ -35,7 +35,9 @@
 #
 # Memory: INFO memory used_memory on the large instance before and after loading, divided by
 # the sessions (records, user indexes and Redis's own per-key overhead: everything they cost),
-# and MEMORY USAGE of a random sample of session hashes and index sets (RANDOMKEY).
+# and MEMORY USAGE of a random sample of session hashes and index sets (RANDOMKEY). The
+# activity log (a stream per user, on by default in the crate) is off unless ACTIVITY_LOG=1:
+# it is a cost per user and per login, not per session, and the figure then includes it.
 #
 # Both servers and the loader use IDLE_TIMEOUT_SECS (4 h) instead of the default 30 minutes:
 # with the default, every session becomes due for one idle-deadline refresh 3 minutes after its
@@ -54,7 +56,8 @@
 # flight), ROUNDS, DURATION (s), WARMUP (s), THREADS (2), CONNECTIONS (32), CAP_USERS (10),
 # CAP_SESSIONS (100), LIST_REPEATS (20), MEMORY_SAMPLE (1000 keys), IDLE_TIMEOUT_SECS (14400),
 # MAXMEMORY (default 4 KiB a session, at least 512 MiB), REDIS_ARGS (more redis-server options
-# for both instances, e.g. "--hash-max-listpack-value 1024").
+# for both instances, e.g. "--hash-max-listpack-value 1024"), ACTIVITY_LOG (0; 1 keeps the
+# crate's default activity log on in the loader).
 set -euo pipefail
 
 SMOKE=0
@@ -80,9 +83,10 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 CAP_SESSIONS=${CAP_SESSIONS:-100}
 IDLE_TIMEOUT_SECS=${IDLE_TIMEOUT_SECS:-14400}
+ACTIVITY_LOG=${ACTIVITY_LOG:-0}
 MAXMEMORY=${MAXMEMORY:-$((SESSIONS * 4096 > 536870912 ? SESSIONS * 4096 : 536870912))}
 REDIS_ARGS=${REDIS_ARGS:-}
-export PER_USER CONCURRENCY LIST_REPEATS IDLE_TIMEOUT_SECS
+export PER_USER CONCURRENCY LIST_REPEATS IDLE_TIMEOUT_SECS ACTIVITY_LOG
 
 INSTANCES=(small large)
 MODES=(hot spread)
@@ -255,8 +259,10 @@ MEM_AFTER=$(info_field large memory used_memory)
 RSS_AFTER=$(info_field large memory used_memory_rss)
 KEYS_LARGE=$(rcli large DBSIZE)
 USERS=$(((SESSIONS + PER_USER - 1) / PER_USER))
-# One hash per session and one index per user, nothing else.
-((KEYS_LARGE == SESSIONS + USERS)) || die "large: $KEYS_LARGE keys in Redis, not $SESSIONS sessions + $USERS users"
+# One hash per session and one index per user, and with the activity log one stream per user;
+# nothing else.
+((KEYS_LARGE == SESSIONS + USERS * (1 + ACTIVITY_LOG))) ||
+    die "large: $KEYS_LARGE keys in Redis, not $SESSIONS sessions + $USERS users (ACTIVITY_LOG=$ACTIVITY_LOG)"
 
 # A random sample of keys; session hashes and user indexes are told apart by their prefix.
 seq "$MEMORY_SAMPLE" | sed 's/.*/RANDOMKEY/' | rcli large | sort -u >"$WORK/sample.keys"
@@ -435,7 +441,7 @@ echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- machine: $(nproc) CPUs, $CPU_MODEL, $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), load average $LOAD_AT_START at start (other work shares the machine)"
 echo "- tools: $(rustc --version), $REDIS_VERSION, $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
 echo "- Redis: save \"\", no AOF, maxmemory $(MIB "$MAXMEMORY") noeviction, hash-max-listpack-value $LISTPACK_VALUE${REDIS_ARGS:+, extra options: $REDIS_ARGS}"
-echo "- sessions: $(group "$SESSIONS") ($(group "$USERS") users x $PER_USER) in the large instance, $(group "$SMALL") in the small one; idle timeout ${IDLE_TIMEOUT_SECS} s in the loader and both servers"
+echo "- sessions: $(group "$SESSIONS") ($(group "$USERS") users x $PER_USER) in the large instance, $(group "$SMALL") in the small one; idle timeout ${IDLE_TIMEOUT_SECS} s in the loader and both servers; activity log $( ((ACTIVITY_LOG)) && echo on || echo off)"
 echo "- load: wrk -t$THREADS -c$CONNECTIONS on GET /me, $ROUNDS interleaved round(s) x ${DURATION} s per target (after ${WARMUP} s warm-up each), one Actix worker per server, no local cache$SMOKE_NOTE"
 echo
 echo "| target | sessions | req/s (median) | req/s per round | p50 µs | p99 µs | server CPU µs/req | Redis CPU µs/req | Redis µs/command | Redis commands per request |"

@@ -301,8 +301,9 @@ struct User {
     /// JSON).
     passkeys: Vec<Passkey>,
     password_hash: String,
-    /// Counts password changes: what logins name as the credentials they verified, so that a
-    /// login that checked a password being replaced leaves no session.
+    /// Counts credential changes (a new password, passkeys removed): what logins name as the
+    /// credentials they verified, so that a login that checked a password being replaced
+    /// leaves no session.
     password_version: u64,
 }
 
@@ -400,11 +401,17 @@ impl Users {
     }
 
     /// Forgets every passkey of the account with `id`.
-    fn remove_passkeys(&self, id: u64) {
+    /// Removes every passkey of account `id`; if it had any, its credentials changed: returns
+    /// their new version.
+    fn remove_passkeys(&self, id: u64) -> Option<u64> {
         let mut users = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(user) = users.values_mut().find(|user| user.profile.id == id) {
-            user.passkeys.clear();
+        let user = users.values_mut().find(|user| user.profile.id == id)?;
+        if user.passkeys.is_empty() {
+            return None;
         }
+        user.passkeys.clear();
+        user.password_version += 1;
+        Some(user.password_version)
     }
 
     /// Stores a new password hash for `username`; returns the password's new version.
@@ -954,7 +961,13 @@ async fn passkeys_remove(
     user: AuthUser<Profile>,
     session: Session,
 ) -> actix_web::Result<HttpResponse> {
-    users.remove_passkeys(user.id);
+    // A removed passkey is a credential gone, like a replaced password: every other session
+    // of the account ends (one signed in with a lost or stolen device among them); this one
+    // goes on, on a new token.
+    if let Some(version) = users.remove_passkeys(user.id) {
+        session.credentials_changed(version.to_string()).await?;
+        session.renew().await?;
+    }
     session
         .flash(FlashLevel::Info, "Your passkeys were removed")
         .await?;

@@ -1492,12 +1492,23 @@ async fn check_passkey_flow(app: &Example) {
     other.quit().await;
 
     // Removed from the account, the passkey the device still holds is refused: by the
-    // autofill as the login page loads, and by the button.
+    // autofill as the login page loads, and by the button. Removing it is a credentials
+    // change: the account's other sessions end, this browser's goes on.
+    let elsewhere = Http::new(app);
+    let alice_elsewhere = elsewhere.session(ALICE).await;
+    assert_eq!(
+        elsewhere.get("/", Some(&alice_elsewhere)).await.status,
+        StatusCode::OK
+    );
     browser
         .click("form[action='/passkeys/remove'] button")
         .await;
     browser.wait_for_text("Your passkeys were removed").await;
     assert!(browser.text().await.contains("You have no passkeys yet."));
+    elsewhere
+        .get("/", Some(&alice_elsewhere))
+        .await
+        .assert_see_other("/login?next=%2F");
     assert_eq!(browser.virtual_credentials(&authenticator).await.len(), 1);
     sign_out_at_localhost(&browser).await;
     browser
