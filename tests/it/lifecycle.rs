@@ -192,12 +192,14 @@ async fn session_list_marks_the_current_one_and_reveals_no_secret() {
                 "ip",
                 "kind",
                 "last_seen",
+                "method",
                 "name",
                 "remembered",
                 "user_agent"
             ]
         );
         assert!(entry["impersonated_by"].is_null());
+        assert_eq!(entry["method"], "password");
         assert_eq!(entry["kind"], "browser");
         assert_eq!(entry["remembered"], false);
         assert!(entry["name"].is_null());
