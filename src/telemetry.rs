@@ -60,3 +60,27 @@ pub(crate) fn event_dropped() {
     #[cfg(feature = "metrics")]
     ::metrics::counter!("actix_login_events_dropped_total").increment(1);
 }
+
+/// A second-factor code's outcome: `success`, `failure` or `throttled`.
+pub(crate) fn second_factor_code(result: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("actix_login_second_factor_codes_total", "result" => result).increment(1);
+}
+
+/// A change to an account's second factor: `enrolled`, `recovery_codes_regenerated` or
+/// `browser_trusted`.
+pub(crate) fn second_factor_change(change: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("actix_login_second_factor_changes_total", "change" => change)
+        .increment(1);
+}
+
+/// A one-time link issued (`used` false) or used, for `purpose`.
+pub(crate) fn link(purpose: &'static str, used: bool) {
+    #[cfg(feature = "metrics")]
+    if used {
+        ::metrics::counter!("actix_login_links_used_total", "purpose" => purpose).increment(1);
+    } else {
+        ::metrics::counter!("actix_login_links_issued_total", "purpose" => purpose).increment(1);
+    }
+}

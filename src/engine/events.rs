@@ -59,6 +59,9 @@
 //! | `actix_login_store_command_seconds` | histogram | |
 //! | `actix_login_cache_hits_total`, `actix_login_cache_misses_total` | counter | |
 //! | `actix_login_events_dropped_total` | counter | |
+//! | `actix_login_second_factor_codes_total` | counter | `result`: `success` (a TOTP or recovery code accepted), `failure` (wrong, malformed or used), `throttled` (refused by the per-account limit) |
+//! | `actix_login_second_factor_changes_total` | counter | `change`: `enrolled`, `recovery_codes_regenerated`, `browser_trusted` |
+//! | `actix_login_links_issued_total`, `actix_login_links_used_total` | counter | `purpose`: `password_reset`, `verify_email`, `change_email`, `sign_in`, `end_session` |
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -388,17 +391,19 @@ fn count(kind: &EventKind) {
         EventKind::CredentialsChanged { sessions_revoked } => {
             telemetry::revocations("credentials_changed", *sessions_revoked);
         }
+        EventKind::SecondFactorSucceeded { .. } => telemetry::second_factor_code("success"),
+        EventKind::SecondFactorFailed => telemetry::second_factor_code("failure"),
+        EventKind::SecondFactorThrottled { .. } => telemetry::second_factor_code("throttled"),
+        EventKind::SecondFactorEnrolled => telemetry::second_factor_change("enrolled"),
+        EventKind::RecoveryCodesRegenerated => {
+            telemetry::second_factor_change("recovery_codes_regenerated");
+        }
+        EventKind::BrowserTrusted => telemetry::second_factor_change("browser_trusted"),
+        EventKind::LinkIssued { purpose } => telemetry::link(purpose.tag(), false),
+        EventKind::LinkUsed { purpose } => telemetry::link(purpose.tag(), true),
         EventKind::TokenCreated { .. }
-        | EventKind::LinkIssued { .. }
-        | EventKind::LinkUsed { .. }
         | EventKind::ImpersonationStarted { .. }
-        | EventKind::ImpersonationEnded { .. }
-        | EventKind::SecondFactorSucceeded { .. }
-        | EventKind::SecondFactorFailed
-        | EventKind::SecondFactorThrottled { .. }
-        | EventKind::SecondFactorEnrolled
-        | EventKind::RecoveryCodesRegenerated
-        | EventKind::BrowserTrusted => {}
+        | EventKind::ImpersonationEnded { .. } => {}
     }
 }
 

@@ -502,7 +502,8 @@ async fn a_login_adds_one_xadd_and_one_pexpire_on_redis() {
 
 /// Every metric the crate documents appears once what it counts happens: logins by result,
 /// logouts, revocations, throttled attempts, store errors and latency, local cache hits and
-/// misses, dropped events.
+/// misses, dropped events, one-time links issued and used (the second factor's steps:
+/// `second_factor::second_factor_steps_are_events_and_in_the_activity_log`).
 #[actix_web::test]
 async fn the_metrics_count_what_happens() {
     use actix_login::RedisStore;
@@ -549,6 +550,12 @@ async fn the_metrics_count_what_happens() {
     assert_eq!(status(&app, post("/logout", Some(&token))).await, 204);
     log_in_again(&app).await;
     sessions.revoke_all("1").await.unwrap();
+    // A sign-in link, issued and used.
+    let res = test::call_service(&app, post("/magic", None)).await;
+    assert_eq!(res.status(), 200);
+    let secret = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    let used = post(&format!("/magic/{secret}"), None);
+    assert_eq!(status(&app, used).await, 200);
     for _ in 0..2 {
         test::call_service(&app, login_request("wrong-password", None)).await;
     }
@@ -562,7 +569,7 @@ async fn the_metrics_count_what_happens() {
     metrics.run_upkeep();
     let text = metrics.render();
     for expected in [
-        r#"actix_login_logins_total{result="success"} 2"#,
+        r#"actix_login_logins_total{result="success"} 3"#,
         r#"actix_login_logins_total{result="failure"} 3"#,
         r#"actix_login_logins_total{result="throttled"} 1"#,
         "actix_login_throttled_total 1",
@@ -573,6 +580,8 @@ async fn the_metrics_count_what_happens() {
         "actix_login_cache_hits_total",
         "actix_login_cache_misses_total",
         "actix_login_events_dropped_total",
+        r#"actix_login_links_issued_total{purpose="sign_in"} 1"#,
+        r#"actix_login_links_used_total{purpose="sign_in"} 1"#,
     ] {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
     }

@@ -918,6 +918,11 @@ async fn new_recovery_codes_need_both_factors_and_replace_the_old_ones(backend: 
 /// its owner should see (a wrong code, as a wrong password); a login completed through the
 /// second factor says whether its browser was new, as a password login does.
 async fn second_factor_steps_are_events_and_in_the_activity_log(backend: Backend) {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    // The metrics of this test's thread only: other tests count elsewhere.
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
     let db = Db::default();
     let app = Twin::start(backend, db.clone(), Settings::default()).await;
     let (secret, _, step) = enrolled(&app, &mut Browser::at("192.0.2.1:1"), "ann").await;
@@ -1018,6 +1023,19 @@ async fn second_factor_steps_are_events_and_in_the_activity_log(backend: Backend
         })
         .await;
     assert_eq!(event.ip.as_deref(), Some("203.0.113.8"));
+
+    // Each step is counted, as the `events` module's table names it.
+    let text = metrics.render();
+    for expected in [
+        r#"actix_login_second_factor_codes_total{result="success"} 1"#,
+        r#"actix_login_second_factor_codes_total{result="failure"} "#,
+        r#"actix_login_second_factor_codes_total{result="throttled"} 1"#,
+        r#"actix_login_second_factor_changes_total{change="enrolled"} 1"#,
+        r#"actix_login_second_factor_changes_total{change="recovery_codes_regenerated"} 1"#,
+        r#"actix_login_second_factor_changes_total{change="browser_trusted"} 1"#,
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
 }
 
 /// The commands each step sends one Redis, for the README and the report.
