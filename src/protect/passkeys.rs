@@ -12,7 +12,7 @@
 //!
 //! | step | method | needs | the page then |
 //! |---|---|---|---|
-//! | 1 | [`Passkeys::start_registration`] | a login within the [fresh window](crate::LoginMiddlewareBuilder::fresh_window) | `navigator.credentials.create({publicKey})` |
+//! | 1 | [`Passkeys::start_registration`] | a login within the [fresh window](crate::LoginMiddlewareBuilder::fresh_window), not an [impersonation](crate::Session::impersonate) (`403 impersonating`) | `navigator.credentials.create({publicKey})` |
 //! | 2 | [`Passkeys::finish_registration`] | the same login, still fresh | the app stores the [`Passkey`] |
 //! | 1 | [`Passkeys::start_discoverable_authentication`] | nothing (a visitor gets an anonymous session) | `navigator.credentials.get({publicKey, mediation})`, `"conditional"` for autofill |
 //! | 1 | [`Passkeys::start_authentication`] | the user's passkeys (a named user) | `navigator.credentials.get({publicKey})` |
@@ -422,7 +422,9 @@ impl Passkeys {
     /// sign-in.
     ///
     /// # Errors
-    /// [`Error::Unauthenticated`] without a login; [`Error::ReauthRequired`] outside the
+    /// [`Error::Unauthenticated`] without a login; [`Error::Impersonating`] (403) from a
+    /// session an admin [impersonates](crate::Session::impersonate) the user through, whatever
+    /// guards the route; [`Error::ReauthRequired`] outside the
     /// [fresh window](crate::LoginMiddlewareBuilder::fresh_window), and
     /// [`Error::SecondFactorReauthRequired`] on an account with a second factor that the
     /// session's latest proof left out, as for [`Require::fresh`](crate::Require::fresh);
@@ -455,7 +457,8 @@ impl Passkeys {
     /// [`cred_id`](Passkey::cred_id) first.
     ///
     /// # Errors
-    /// [`Error::Unauthenticated`] without the login that started it; [`Error::ReauthRequired`]
+    /// [`Error::Unauthenticated`] without the login that started it; [`Error::Impersonating`]
+    /// (403) from an impersonation session, before the challenge is looked at; [`Error::ReauthRequired`]
     /// (or [`Error::SecondFactorReauthRequired`]) once the login is no longer fresh; [`Error::Passkey`] with
     /// [`NoChallenge`](PasskeyRejection::NoChallenge),
     /// [`ChallengeMismatch`](PasskeyRejection::ChallengeMismatch),
@@ -466,6 +469,8 @@ impl Passkeys {
         session: &Session,
         response: &RegisterPublicKeyCredential,
     ) -> Result<Passkey, Error> {
+        // Before the challenge is taken: an impersonator's attempt leaves it alone.
+        session.not_impersonating().await?;
         let Some(Ceremony::Registration { user_id, state }) = self.take(session).await? else {
             return Err(Error::Passkey(PasskeyRejection::NoChallenge));
         };
@@ -650,8 +655,10 @@ impl Passkeys {
     }
 }
 
-/// The logged-in user's id, if the login is fresh as `Require::fresh` asks.
+/// The logged-in user's id, if the login is fresh as `Require::fresh` asks and nobody
+/// impersonates the user through it: a new passkey is an account change.
 async fn fresh_user(session: &Session) -> Result<String, Error> {
+    session.not_impersonating().await?;
     match session.user_and_freshness().await? {
         None => Err(Error::Unauthenticated),
         Some((user_id, fresh)) => fresh.map(|()| user_id),

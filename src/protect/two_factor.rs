@@ -41,6 +41,10 @@
 //! * **Enrolment and new recovery codes need a fresh login**
 //!   ([`Require::fresh`](crate::Require::fresh)'s rule, checked here whatever guards the
 //!   route), and a secret counts only once a first code from it was verified.
+//! * **No second-factor change while impersonating**: enrolment, its confirmation, new
+//!   recovery codes and trusting a browser answer `403 {"error":"impersonating"}` from a
+//!   session an admin [impersonates](crate::Session::impersonate) the user through, whatever
+//!   guards the route.
 //! * **Recovery codes**: 10, each 80 random bits (16 characters of base32, shown as
 //!   `xxxx-xxxx-xxxx-xxxx`), shown once; the app stores only their SHA-256 hashes, which is
 //!   enough for codes of 80 random bits (no dictionary to try, unlike passwords).
@@ -164,7 +168,7 @@ mod totp {
     use crate::protect::device;
     use crate::protect::throttle::{Limit, LoginAttempt, MAX_USERNAME_BYTES};
     use crate::store::{Admission, Counter, DynThrottleStore, ThrottleStore};
-    use crate::web::{user_agent_of, RequestSession, SecondFactor};
+    use crate::web::{not_impersonating, user_agent_of, RequestSession, SecondFactor};
 
     /// A TOTP step: 30 seconds, what authenticator apps assume.
     const STEP_SECS: u64 = 30;
@@ -416,7 +420,9 @@ mod totp {
         ///
         /// # Errors
         /// [`Error::Unauthenticated`] without a login ([`Error::SecondFactorRequired`] for a
-        /// half one); [`Error::ReauthRequired`] or [`Error::SecondFactorReauthRequired`]
+        /// half one); [`Error::Impersonating`] (403) from a session an admin
+        /// [impersonates](crate::Session::impersonate) the user through, whatever guards the
+        /// route; [`Error::ReauthRequired`] or [`Error::SecondFactorReauthRequired`]
         /// outside the fresh window; [`Error::InvalidInput`] for an account name with a `:`
         /// or over 1024 bytes; [`Error::Store`] if the store fails.
         pub async fn enrol(
@@ -635,6 +641,8 @@ mod totp {
         ///
         /// # Errors
         /// [`Error::Unauthenticated`] unless the request's session is a login of `user_id`;
+        /// [`Error::Impersonating`] (403) from a session an admin
+        /// [impersonates](crate::Session::impersonate) the user through;
         /// [`Error::InvalidInput`] for an id over 1024 bytes; [`Error::Store`] if the store
         /// fails; [`Error::Random`] if the OS random generator does.
         pub async fn trust_browser(
@@ -647,10 +655,14 @@ mod totp {
                 return Err(Error::InvalidInput);
             }
             let state = RequestSession::of(&req.extensions(), req.path())?;
-            let session = state.resolve().await?;
-            if session.is_none_or(|active| active.record.user_id() != user_id) {
+            let Some(active) = state.resolve().await? else {
+                return Err(Error::Unauthenticated);
+            };
+            if active.record.user_id() != user_id {
                 return Err(Error::Unauthenticated);
             }
+            // Trusting a browser is an account change: an impersonator's browser never is.
+            not_impersonating(&active)?;
             if let Some(old) = device::presented(req, user_id) {
                 self.store.reset(&old).await?;
             }
@@ -694,10 +706,12 @@ mod totp {
         engine.note(event).await;
     }
 
-    /// The request's login and its engine, if the login is fresh.
+    /// The request's login and its engine, if the login is fresh and nobody impersonates
+    /// the user through it: a second factor's set-up is an account change.
     async fn fresh_user(req: &HttpRequest) -> Result<(SessionEngine, String), Error> {
         let state = RequestSession::of(&req.extensions(), req.path())?;
         let active = state.require().await?;
+        not_impersonating(&active)?;
         state
             .engine()
             .rules()

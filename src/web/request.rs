@@ -738,8 +738,9 @@ impl RequestSession {
     }
 }
 
-/// Refuses an account change from a session an admin impersonates the user through.
-fn not_impersonating(active: &ActiveSession) -> Result<(), Error> {
+/// Refuses an account change from a session an admin impersonates the user through: `403
+/// impersonating`, logged. The second factor's and the passkeys' entry points check it too.
+pub(crate) fn not_impersonating(active: &ActiveSession) -> Result<(), Error> {
     match active.record.impersonated_by() {
         Some(by) => {
             tracing::warn!(

@@ -212,7 +212,10 @@ impl Session {
     /// ([`AuthUser::impersonated_by`](crate::AuthUser::impersonated_by), and the session
     /// list's `impersonated_by`). Through it, account changes are refused with
     /// `403 {"error":"impersonating"}`: [`credentials_changed`](Self::credentials_changed),
-    /// [`create_token`](Self::create_token), and revoking any session but its own. The
+    /// [`create_token`](Self::create_token), revoking any session but its own, every
+    /// [`Require::fresh`](crate::Require::fresh) route, and, whatever guards their routes,
+    /// the second factor's set-up ([`TwoFactor`](crate::two_factor)'s `enrol`, `confirm`,
+    /// `regenerate_recovery_codes` and `trust_browser`) and passkey registration. The
     /// admin's own session stays live; [`stop_impersonating`](Self::stop_impersonating)
     /// returns to it. Both users' [activity logs](crate::Sessions::activity) show the start
     /// and the end, and subscribers get
@@ -532,6 +535,17 @@ impl Session {
     /// at login and rotation and needs no storage.
     pub fn csrf_token(&self) -> Option<String> {
         self.state.csrf_token()
+    }
+
+    /// Refuses an account change from a session an admin
+    /// [impersonates](Self::impersonate) the user through (`403 impersonating`); anything
+    /// else, a visitor too, passes here. For the passkey ceremonies, outside a `Require` guard.
+    #[cfg(feature = "passkeys")]
+    pub(crate) async fn not_impersonating(&self) -> Result<(), Error> {
+        match self.state.resolve().await? {
+            Some(active) => crate::web::not_impersonating(&active),
+            None => Ok(()),
+        }
     }
 
     /// The logged-in user's id, and whether the session is fresh as

@@ -137,6 +137,23 @@ async fn login_trusted(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The logged-in user (an admin, say) acts as the user `id`.
+async fn impersonate(
+    _admin: AuthUser<Profile>,
+    session: Session,
+    users: web::Data<Users>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, Error> {
+    let profile = Profile {
+        id: *id,
+        handle: users.handle(*id),
+    };
+    session
+        .impersonate(Login::new(id.to_string(), &profile))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 async fn me(user: AuthUser<Profile>) -> String {
     user.id.to_string()
 }
@@ -305,6 +322,7 @@ async fn harness_with(
             .app_data(data)
             .route("/login/{id}", web::post().to(login))
             .route("/login-trusted/{id}", web::post().to(login_trusted))
+            .route("/impersonate/{id}", web::post().to(impersonate))
             .route("/logout", web::post().to(logout))
             .route("/me", web::get().to(me))
             .route("/sessions", web::get().to(sessions))
@@ -1089,4 +1107,37 @@ async fn redis_commands_of_a_passkey_sign_in() {
         password_login[1..],
         "finish: {finishing:?}, a password login: {password_login:?}"
     );
+}
+
+/// An admin acting as a user adds no passkey to the account: both steps of the registration
+/// answer `403 impersonating`, from the crate itself (the routes have no `Require::fresh`).
+#[actix_web::test]
+async fn an_impersonator_registers_no_passkey() {
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    // A registration answer of user 2's own, for the finish step.
+    let own = call(&h.app, "/login/2", None, None).await.cookie.unwrap();
+    let start = call(&h.app, "/passkeys/register/start", Some(&own), None).await;
+    assert_eq!(start.status, 200, "{}", start.body);
+    let response = register_with(&mut authenticator(), ORIGIN, &start.body);
+
+    let admin = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
+    let as_two = call(&h.app, "/impersonate/2", Some(&admin), None).await;
+    assert_eq!(as_two.status, 204, "{}", as_two.body);
+    let as_two = as_two.cookie.unwrap();
+    assert_eq!(whoami(&h.app, &as_two).await, "2");
+
+    let start = call(&h.app, "/passkeys/register/start", Some(&as_two), None).await;
+    assert_eq!((start.status, code(&start)), (403, "impersonating".into()));
+    let finish = call(
+        &h.app,
+        "/passkeys/register/finish",
+        Some(&as_two),
+        Some(response.clone()),
+    )
+    .await;
+    assert_eq!((finish.status, code(&finish)), (403, "impersonating".into()));
+    assert!(h.users.passkeys(2).is_empty());
+    // User 2's own registration still completes.
+    let finish = call(&h.app, "/passkeys/register/finish", Some(&own), Some(response)).await;
+    assert_eq!(finish.status, 204, "{}", finish.body);
 }

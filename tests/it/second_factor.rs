@@ -127,6 +127,9 @@ struct CodeForm {
     code: String,
     #[serde(default)]
     trust: bool,
+    /// A secret to confirm when the session holds none (a session that never enrolled).
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 async fn verify(
@@ -188,7 +191,7 @@ async fn confirm(
     session: Session,
     form: web::Json<CodeForm>,
 ) -> actix_web::Result<HttpResponse> {
-    let Some(secret) = session.get::<String>(ENROLLING).await? else {
+    let Some(secret) = session.get::<String>(ENROLLING).await?.or(form.secret.clone()) else {
         return Err(Error::InvalidInput.into());
     };
     let codes = two_factor.confirm(&req, &secret, &form.code).await?;
@@ -210,6 +213,28 @@ async fn new_recovery_codes(
     let codes = two_factor.regenerate_recovery_codes(&req).await?;
     db.with(&user, |a| a.recovery = codes.hashes().to_vec());
     Ok(HttpResponse::Ok().json(json!({ "recovery_codes": codes.codes() })))
+}
+
+/// "Don't ask again on this browser" on its own, outside a login.
+async fn trust(
+    req: HttpRequest,
+    user: AuthUser<String>,
+    two_factor: web::Data<TwoFactor>,
+    db: web::Data<Db>,
+) -> actix_web::Result<HttpResponse> {
+    let version = db.with(&user, |a| a.version.to_string());
+    let cookie = two_factor.trust_browser(&req, &user, version).await?;
+    Ok(HttpResponse::NoContent().cookie(cookie).finish())
+}
+
+/// The logged-in user (an admin, say) acts as the user `id`.
+async fn impersonate(
+    _admin: AuthUser<String>,
+    session: Session,
+    id: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    session.impersonate(Login::new(id.as_str(), &*id)).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn reauth(_user: AuthUser<String>, session: Session) -> actix_web::Result<HttpResponse> {
@@ -278,6 +303,8 @@ where
                 .route("/2fa/enroll", web::post().to(enroll))
                 .route("/2fa/confirm", web::post().to(confirm))
                 .route("/2fa/recovery-codes", web::post().to(new_recovery_codes))
+                .route("/2fa/trust", web::post().to(trust))
+                .route("/impersonate/{id}", web::post().to(impersonate))
                 .route("/reauth", web::post().to(reauth))
                 .route(
                     "/reauth/second-factor",
@@ -563,7 +590,43 @@ on_every_backend!(
     sudo_mode_asks_for_the_second_factor,
     new_recovery_codes_need_both_factors_and_replace_the_old_ones,
     second_factor_steps_are_events_and_in_the_activity_log,
+    an_impersonator_changes_no_second_factor,
 );
+
+/// An admin acting as a user sets up no second factor for them, confirms none, gets no new
+/// recovery codes and trusts no browser: `403 impersonating` from the crate itself, whatever
+/// guards the route (these routes have no `Require::fresh`).
+async fn an_impersonator_changes_no_second_factor(backend: Backend) {
+    let app = Twin::new(backend).await;
+    let (secret, _, step) = enrolled(&app, &mut Browser::at("192.0.2.1:1"), "ann").await;
+    let mut admin = Browser::at("192.0.2.2:1");
+    let res = admin.post(&app, 0, "/login/root", json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let res = admin.post(&app, 1, "/impersonate/ann", json!({})).await;
+    assert_eq!(res.status, 204, "{}", res.body);
+    assert_eq!(admin.get(&app, 0, "/me").await.body, json!("ann"));
+
+    let code = code_at(&secret, step + 1);
+    for (path, body) in [
+        ("/2fa/enroll", json!({})),
+        ("/2fa/confirm", json!({ "code": code, "secret": secret })),
+        ("/2fa/recovery-codes", json!({})),
+        ("/2fa/trust", json!({})),
+    ] {
+        let res = admin.post(&app, 0, path, body).await;
+        assert_eq!(
+            (res.status, &res.body),
+            (403, &error("impersonating")),
+            "{path}"
+        );
+    }
+    // The code the confirmation carried was not spent: ann can still use it.
+    let mut ann = half_login(&app, "ann", "192.0.2.3:1").await;
+    let res = ann
+        .post(&app, 1, "/login/second-factor", json!({ "code": code }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+}
 
 async fn a_half_login_is_refused_by_auth_user_and_require(backend: Backend) {
     let app = Twin::new(backend).await;
