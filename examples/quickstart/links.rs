@@ -20,7 +20,7 @@ use crate::mail::Mailer;
 use crate::users::{address, hasher, Users};
 
 /// Where the mail for a link to `username` goes: the address the account has now.
-fn email_of(users: &Users, username: &str) -> String {
+pub(crate) fn email_of(users: &Users, username: &str) -> String {
     users.email(username).unwrap_or_else(|| address(username))
 }
 

@@ -68,10 +68,11 @@
 //!   device cookies). A link works once: used, expired, of another route, or older than the
 //!   password, it is `410 invalid_link`. More than 5 links an hour for an account or an
 //!   address, or 30 for a client, is `429 too_many_links` with `Retry-After`.
-//!   With `NEW_DEVICE_MAIL=1`, a login from a browser without the account's device cookie
-//!   mails "New sign-in to your account" with where from and a `/password-reset/<secret>` link
-//!   ("this wasn't me": a new password ends every session, that one included; the link counts
-//!   toward the account's link limit).
+//!   With mail on, a login from a browser without the account's device cookie mails "New
+//!   sign-in to your account" with where from and a `/end-session/<secret>` link ("this
+//!   wasn't me"): `GET` is `200` and leaves it working, `POST` is `204` and ends that session
+//!   (the account's others stay), once (`410 invalid_link` after). It counts toward none of
+//!   the link limits. `NEW_DEVICE_MAIL=0` turns the notice off.
 //!   Mail goes to one file per message in `MAIL_DIR`, or through SMTP to `SMTP_URL`, or
 //!   nowhere (logged without the link); `MAGIC_LINK_TTL_SECS` (default 900),
 //!   `PASSWORD_RESET_TTL_SECS` (3600), `VERIFY_EMAIL_TTL_SECS` (86400) and
@@ -154,10 +155,10 @@
 //!
 //! The handlers live in modules by concern: `accounts` (sign-up, login, logout, `/me`,
 //! re-authentication, password changes), `second_factor` (TOTP, recovery codes, trusted
-//! browsers), `links` (password reset, verification and sign-in links), `email` (e-mail
-//! change), `mail`, `sessions`, `tokens`, `data` (cart and preferences), `admin` (roles),
-//! `users` (the user table); `config` and `store` read the environment. `main` below wires the
-//! routes.
+//! browsers), `links` (password reset, verification and sign-in links), `new_device` (the new
+//! sign-in notice and its "this wasn't me" link), `email` (e-mail change), `mail`, `sessions`,
+//! `tokens`, `data` (cart and preferences), `admin` (roles), `users` (the user table); `config`
+//! and `store` read the environment. `main` below wires the routes.
 
 mod accounts;
 mod admin;
@@ -235,8 +236,10 @@ async fn main() -> std::io::Result<()> {
     };
     let two_factor = web::Data::new(two_factor.issuer("actix-login quickstart"));
     let second_factors = web::Data::new(second_factor::SecondFactors::default());
+    let mailer = web::Data::new(mail::Mailer::from_env()?);
+    let mail_on = !matches!(**mailer, mail::Mailer::Off);
+    let (new_sign_ins, notices) = new_device::notices(new_device::wanted(mail_on));
     // `try_build`, not `build`: a bad COOKIE_DOMAIN is a message, not a panic.
-    let (new_sign_ins, notices) = new_device::notices();
     let login_middleware = config::configure(builder)?
         .on_event(new_sign_ins)
         .try_build()
@@ -249,7 +252,6 @@ async fn main() -> std::io::Result<()> {
             .map_err(std::io::Error::other)?;
     }
     let users = web::Data::new(users);
-    let mailer = web::Data::new(mail::Mailer::from_env()?);
     let link_base = web::Data::new(links::LinkBase(format!("http://{addr}")));
     let metrics = web::Data::new(telemetry::from_env()?);
     new_device::mail_notices(
@@ -326,6 +328,11 @@ async fn main() -> std::io::Result<()> {
                 web::resource("/confirm-email/{secret}")
                     .route(web::get().to(email::show_email_change))
                     .route(web::post().to(email::confirm_email_change)),
+            )
+            .service(
+                web::resource("/end-session/{secret}")
+                    .route(web::get().to(new_device::show_end_session))
+                    .route(web::post().to(new_device::end_session)),
             )
             .route("/magic-link", web::post().to(links::request_magic_link))
             .service(

@@ -1,7 +1,10 @@
 //! "New sign-in to your account": a mail for every login from a browser that had no device
-//! cookie for the account, with a password reset link: resetting the password ends every
-//! session of the account, the new one included, and keeps whoever knew the old one out
-//! ("this wasn't me").
+//! cookie for the account, with a link that ends that session and no other ("this wasn't
+//! me"): `GET /end-session/<secret>` says what it does, `POST` ends the session (`204`), once.
+//!
+//! On whenever mail is (`MAIL_DIR` or `SMTP_URL`); `NEW_DEVICE_MAIL=0` turns it off. The link
+//! is the crate's `EndSession` kind, which the app sends of its own accord: it counts toward
+//! none of the link limits, so a notice never takes the place of a password reset.
 //!
 //! The notice starts as a security event, on the crate's events thread; a task on the main
 //! runtime takes it from there, issues the link and hands the mail to the mailer, so no login
@@ -11,29 +14,39 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_login::events::{EventKind, SecurityEvent};
 use actix_login::links::{LinkPurpose, OneTimeLinks, Recipient};
-use actix_web::web;
+use actix_web::{web, HttpResponse};
 use tokio::sync::mpsc;
 
-use crate::links::LinkBase;
+use crate::links::{email_of, offer, LinkBase};
 use crate::mail::Mailer;
-use crate::users::{address, Users};
+use crate::users::Users;
 
 /// A login from a new browser, as the notice tells it.
 pub(crate) struct NewSignIn {
     user_id: String,
+    session_id: String,
     ip: Option<String>,
     user_agent: Option<String>,
     at: SystemTime,
 }
 
-/// With `NEW_DEVICE_MAIL=1`: the event handler that picks new-device logins out, and where it
-/// puts them. Opt-in, since each notice issues a reset link, which counts toward the
-/// account's link limits.
-pub(crate) fn notices() -> (
+/// Whether notices go out: `NEW_DEVICE_MAIL=0` never, `1` always (logged only, without
+/// mail), otherwise whenever `mail_on`.
+pub(crate) fn wanted(mail_on: bool) -> bool {
+    match std::env::var("NEW_DEVICE_MAIL").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => mail_on,
+    }
+}
+
+/// The event handler that picks new-device logins out, if `on`, and where it puts them.
+pub(crate) fn notices(
+    on: bool,
+) -> (
     impl Fn(&SecurityEvent) + Send + 'static,
     mpsc::Receiver<NewSignIn>,
 ) {
-    let on = std::env::var("NEW_DEVICE_MAIL").as_deref() == Ok("1");
     let (queue, notices) = mpsc::channel(256);
     let handler = move |event: &SecurityEvent| {
         if !on {
@@ -41,7 +54,9 @@ pub(crate) fn notices() -> (
         }
         let (
             EventKind::LoginSucceeded {
-                new_device: true, ..
+                new_device: true,
+                session_id,
+                ..
             },
             Some(user_id),
         ) = (&event.kind, &event.user_id)
@@ -50,6 +65,7 @@ pub(crate) fn notices() -> (
         };
         let notice = NewSignIn {
             user_id: user_id.clone(),
+            session_id: session_id.clone(),
             ip: event.ip.clone(),
             user_agent: event.user_agent.clone(),
             at: event.at,
@@ -74,22 +90,26 @@ pub(crate) fn mail_notices(
             let Some((username, _, _)) = users.find_by_id(&notice.user_id) else {
                 continue;
             };
-            let to = address(&username);
+            let to = email_of(&users, &username);
             let recipient = Recipient::new(&notice.user_id, &to);
             let way_out = match links
-                .issue(LinkPurpose::PasswordReset, &username, Some(recipient))
+                .issue_end_session(recipient, &notice.session_id)
                 .await
             {
-                Ok(Some(link)) => format!(
-                    "If this wasn't you, choose a new password now: that ends every session \
-                     of your account, this one included. Open\r\n\r\n{}/password-reset/{}\r\n",
+                Ok(link) => format!(
+                    "If this wasn't you, end that session now by opening\r\n\r\n\
+                     {}/end-session/{}\r\n\r\nand then choose a new password: whoever signed \
+                     in knows the one you have.\r\n",
                     base.0,
                     link.secret()
                 ),
-                // Past the link limits: the mail still goes, without its own link.
-                _ => "If this wasn't you, ask for a password reset on the sign-in page: a new \
-                      password ends every session of your account, this one included.\r\n"
-                    .to_owned(),
+                // The store failed: the mail still goes, without its own link.
+                Err(err) => {
+                    tracing::warn!(user_id = notice.user_id, error = %err, "no end-session link");
+                    "If this wasn't you, ask for a password reset on the sign-in page: a new \
+                     password ends every session of your account, this one included.\r\n"
+                        .to_owned()
+                }
             };
             let at = notice
                 .at
@@ -105,4 +125,23 @@ pub(crate) fn mail_notices(
             mailer.send(&to, "New sign-in to your account", body);
         }
     });
+}
+
+/// `GET /end-session/{secret}`: what the link does; it stays unused (mail scanners open links).
+pub(crate) async fn show_end_session(
+    links: OneTimeLinks,
+    secret: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    let info = links.peek(LinkPurpose::EndSession, &secret).await?;
+    Ok(offer(&info, "POST this URL to end the session it names"))
+}
+
+/// `POST /end-session/{secret}`: `204`, and that session has ended (if it had not already);
+/// the account's other sessions stay. No login needed: the link is the proof. Once only.
+pub(crate) async fn end_session(
+    links: OneTimeLinks,
+    secret: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    links.end_session(&secret).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

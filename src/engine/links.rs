@@ -1,5 +1,6 @@
-//! One-time links: password reset, e-mail verification, e-mail change and sign-in by e-mail
-//! link ("magic link"), each a secret URL that works once.
+//! One-time links: password reset, e-mail verification, e-mail change, sign-in by e-mail
+//! link ("magic link") and "this wasn't me" (ending one session), each a secret URL that works
+//! once.
 //!
 //! [`OneTimeLinks`] issues a link for an account and hands back its secret for the app to mail
 //! (the crate sends no mail); a `GET` of the link [peeks](OneTimeLinks::peek) without using
@@ -14,7 +15,8 @@
 //! * **Single use**: using a link takes it from the store in one atomic step (`GETDEL` on
 //!   Redis, one key per link, so on a Cluster too); of concurrent uses exactly one wins.
 //! * **Short lives**: 1 hour for a password reset, 24 hours for an address to verify or
-//!   change to, 15 minutes for a sign-in link ([`LinkSettings::lifetime`]).
+//!   change to, 15 minutes for a sign-in link, 24 hours to end a session
+//!   ([`LinkSettings::lifetime`]).
 //! * **Bound to its purpose**: the purpose goes into the stored key, so a reset link used
 //!   as a sign-in link is not found, and is not used up by the attempt.
 //! * **Bound to the account's credentials**: a link records the account's credentials
@@ -28,7 +30,8 @@
 //!   path.
 //! * **Throttled**: 5 links an hour per account and per mail address, 30 per client address
 //!   ([`LinkSettings`]); past a limit `429 {"error":"too_many_links"}` with `Retry-After`,
-//!   for unknown names alike.
+//!   for unknown names alike. Links the app sends of its own accord (a new sign-in's "this
+//!   wasn't me") count toward none: they never take a reset link's place.
 //! * **`GET` never uses a link**: mail scanners open links. `GET` answers what the link is
 //!   for, a `POST` (from the page, or a script) uses it.
 //! * **One answer for every bad link**: malformed, unknown, used, expired, of another purpose
@@ -210,6 +213,16 @@
 //! # });
 //! ```
 //!
+//! # "This wasn't me"
+//!
+//! A mail about a new sign-in (a [`LoginSucceeded`](crate::events::EventKind::LoginSucceeded)
+//! event with `new_device: true`) can carry a link that ends that session:
+//! [`OneTimeLinks::issue_end_session`] binds an [`EndSession`](LinkPurpose::EndSession) link
+//! to the event's `session_id`, and [`OneTimeLinks::end_session`], from the link's `POST`,
+//! uses it and ends that one session (`GET` answers with [`OneTimeLinks::peek`], as for every
+//! link). The quickstart mails one for every login from a browser new to the account
+//! (`examples/quickstart/new_device.rs`).
+//!
 //! # Stores
 //!
 //! Links live in the session store, through three methods of
@@ -229,7 +242,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::address::address_bucket;
-use super::events::{EventKind, SecurityEvent};
+use super::events::{EventKind, RevokedBy, SecurityEvent};
 use super::SessionEngine;
 use crate::error::{Error, StoreError};
 pub use crate::record::LinkPurpose;
@@ -308,14 +321,17 @@ impl LinkLimit {
 /// | lifetime of a [`VerifyEmail`](LinkPurpose::VerifyEmail) link | 24 hours |
 /// | lifetime of a [`ChangeEmail`](LinkPurpose::ChangeEmail) link | 24 hours |
 /// | lifetime of a [`SignIn`](LinkPurpose::SignIn) link | 15 minutes |
+/// | lifetime of an [`EndSession`](LinkPurpose::EndSession) link | 24 hours |
 /// | links per account, all purposes together | 5 per hour |
 /// | links per mail address | 5 per hour |
 /// | links per client address (an IPv4 address or an IPv6 /64) | 30 per hour |
 ///
-/// Lifetimes are at most [`MAX_LINK_LIFETIME`] (7 days).
+/// Lifetimes are at most [`MAX_LINK_LIFETIME`] (7 days). The limits count the links clients
+/// ask for ([`OneTimeLinks::issue`]), not those the app sends of its own accord
+/// ([`OneTimeLinks::issue_end_session`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkSettings {
-    lifetimes: [Duration; 4],
+    lifetimes: [Duration; 5],
     per_account: LinkLimit,
     per_address: LinkLimit,
     per_client: LinkLimit,
@@ -325,7 +341,13 @@ impl Default for LinkSettings {
     fn default() -> Self {
         const HOUR: Duration = Duration::from_secs(60 * 60);
         Self {
-            lifetimes: [HOUR, 24 * HOUR, 24 * HOUR, Duration::from_secs(15 * 60)],
+            lifetimes: [
+                HOUR,
+                24 * HOUR,
+                24 * HOUR,
+                Duration::from_secs(15 * 60),
+                24 * HOUR,
+            ],
             per_account: LinkLimit::new(5, HOUR),
             per_address: LinkLimit::new(5, HOUR),
             per_client: LinkLimit::new(30, HOUR),
@@ -462,6 +484,12 @@ impl LinkInfo {
     pub fn expires_at(&self) -> SystemTime {
         self.record.expires_at()
     }
+
+    /// The public id of the session an [`EndSession`](LinkPurpose::EndSession) link ends (as
+    /// [`SessionInfo::id`](crate::SessionInfo::id) shows it); `None` for other links.
+    pub fn session_id(&self) -> Option<&str> {
+        self.record.session_id()
+    }
 }
 
 /// Issues, shows and uses one-time links: password reset, e-mail verification, e-mail change
@@ -503,8 +531,10 @@ impl OneTimeLinks {
     ///
     /// # Errors
     /// [`Error::TooManyLinks`] (429 with `Retry-After`) past a [limit](LinkSettings);
-    /// [`Error::InvalidInput`] for a name or address over 1024 bytes; [`Error::Store`] if the
-    /// store fails or keeps no one-time links.
+    /// [`Error::InvalidInput`] for a name or address over 1024 bytes, or for
+    /// [`EndSession`](LinkPurpose::EndSession), which
+    /// [`issue_end_session`](Self::issue_end_session) issues; [`Error::Store`] if the store
+    /// fails or keeps no one-time links.
     pub async fn issue(
         &self,
         purpose: LinkPurpose,
@@ -513,6 +543,47 @@ impl OneTimeLinks {
     ) -> Result<Option<IssuedLink>, Error> {
         self.engine
             .issue_link(purpose, requested_as, to, self.client)
+            .await
+    }
+
+    /// Issues an [`EndSession`](LinkPurpose::EndSession) link ("this wasn't me") for the
+    /// session of `to`'s account whose public id is `session_id` (a
+    /// [`LoginSucceeded`](crate::events::EventKind::LoginSucceeded) event's `session_id`), for
+    /// a "New sign-in to your account" mail to `to.address`. Using it
+    /// ([`end_session`](Self::end_session)) ends that session and no other.
+    ///
+    /// The app sends these of its own accord, not at a client's request, so they count toward
+    /// none of the [limits](LinkSettings): a notice never takes a password reset's place. Like
+    /// every link it works once, lives its [lifetime](LinkSettings::lifetime) (24 hours by
+    /// default), is stored only as a hash, and ends with a password change (which ends the
+    /// session anyway).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an id or address over 1024 bytes, or an empty session id;
+    /// [`Error::Store`] if the store fails or keeps no one-time links.
+    pub async fn issue_end_session(
+        &self,
+        to: Recipient<'_>,
+        session_id: &str,
+    ) -> Result<IssuedLink, Error> {
+        self.engine.issue_end_session_link(to, session_id).await
+    }
+
+    /// Uses the [`EndSession`](LinkPurpose::EndSession) link `secret`, and ends the session
+    /// it was issued for (a [`SessionRevoked`](crate::events::EventKind::SessionRevoked)
+    /// event by [`User`](crate::events::RevokedBy::User)). Returns whether that session was
+    /// still live; either way the link is used up. As for every link, call it from a `POST`,
+    /// and answer `GET` with [`peek`](Self::peek).
+    ///
+    /// # Errors
+    /// As [`consume`](Self::consume).
+    pub async fn end_session(&self, secret: &str) -> Result<bool, Error> {
+        let used = self.consume(LinkPurpose::EndSession, secret).await?;
+        let Some(session_id) = used.session_id() else {
+            return Err(Error::InvalidLink);
+        };
+        self.engine
+            .revoke(used.user_id(), session_id, RevokedBy::User)
             .await
     }
 
@@ -559,6 +630,7 @@ impl SessionEngine {
         let too_long = |s: &str| s.len() > MAX_NAME_BYTES;
         if too_long(requested_as)
             || to.is_some_and(|to| too_long(to.user_id) || too_long(to.address))
+            || purpose == LinkPurpose::EndSession
         {
             return Err(Error::InvalidInput);
         }
@@ -606,6 +678,40 @@ impl SessionEngine {
                 retry_after: retry_after.max(Duration::from_secs(1)),
             });
         }
+        self.write_link(purpose, to, None, client).await
+    }
+
+    pub(crate) async fn issue_end_session_link(
+        &self,
+        to: Recipient<'_>,
+        session_id: &str,
+    ) -> Result<IssuedLink, Error> {
+        let too_long = |s: &str| s.len() > MAX_NAME_BYTES;
+        if too_long(to.user_id) || too_long(to.address) || too_long(session_id) {
+            return Err(Error::InvalidInput);
+        }
+        if session_id.is_empty() || to.user_id.is_empty() {
+            return Err(Error::InvalidInput);
+        }
+        let purpose = LinkPurpose::EndSession;
+        let issued = self
+            .write_link(purpose, Some(to), Some(session_id), None)
+            .await?;
+        // Written for an account, so there is a link.
+        issued.ok_or(Error::InvalidInput)
+    }
+
+    /// Writes a new link for `purpose` to `to` (or, without one, a link of no one's whose
+    /// secret is dropped), bound to the account's credentials version and, for
+    /// [`EndSession`](LinkPurpose::EndSession), to the session `session_id`.
+    async fn write_link(
+        &self,
+        purpose: LinkPurpose,
+        to: Option<Recipient<'_>>,
+        session_id: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<Option<IssuedLink>, Error> {
+        let settings = self.rules.links();
         let secret = LinkSecret::generate().map_err(Error::Random)?;
         let key = LinkKey::of_secret(purpose, secret.as_str());
         let expires_at = SystemTime::now() + settings.lifetime_of(purpose);
@@ -613,7 +719,8 @@ impl SessionEngine {
         // reads and writes as a real one, and nothing anyone can use.
         let (user_id, mail) = to.map_or(("", ""), |to| (to.user_id, to.address));
         let credentials = self.store.credentials_version(user_id).await?;
-        let record = LinkRecord::new(purpose, user_id, mail, credentials, expires_at);
+        let record = LinkRecord::new(purpose, user_id, mail, credentials, expires_at)
+            .for_session(session_id);
         if !self.store.create_link(&key, &record).await? {
             // 192 bits of a fresh random secret collided: the OS generator is broken.
             return Err(Error::Store(StoreError::unavailable(

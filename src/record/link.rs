@@ -30,15 +30,20 @@ pub enum LinkPurpose {
     ChangeEmail,
     /// Signs in without a password ("magic link").
     SignIn,
+    /// "This wasn't me": ends one session of the account, the one it was issued for (a new
+    /// sign-in the user is told about), and nothing else. Issued with
+    /// [`OneTimeLinks::issue_end_session`](crate::links::OneTimeLinks::issue_end_session).
+    EndSession,
 }
 
 impl LinkPurpose {
     /// Every purpose, for settings that apply to all.
-    pub(crate) const ALL: [LinkPurpose; 4] = [
+    pub(crate) const ALL: [LinkPurpose; 5] = [
         LinkPurpose::PasswordReset,
         LinkPurpose::VerifyEmail,
         LinkPurpose::ChangeEmail,
         LinkPurpose::SignIn,
+        LinkPurpose::EndSession,
     ];
 
     /// A short, stable name, for key derivation and logs.
@@ -48,6 +53,7 @@ impl LinkPurpose {
             LinkPurpose::VerifyEmail => "verify_email",
             LinkPurpose::ChangeEmail => "change_email",
             LinkPurpose::SignIn => "sign_in",
+            LinkPurpose::EndSession => "end_session",
         }
     }
 
@@ -57,6 +63,7 @@ impl LinkPurpose {
             LinkPurpose::VerifyEmail => 1,
             LinkPurpose::ChangeEmail => 2,
             LinkPurpose::SignIn => 3,
+            LinkPurpose::EndSession => 4,
         }
     }
 }
@@ -116,7 +123,8 @@ impl fmt::Debug for LinkKey {
 }
 
 /// What a one-time link was issued for, as a store keeps it: whose account, for which purpose,
-/// to which mail address, bound to which credentials version, until when.
+/// to which mail address, bound to which credentials version, until when, and for an
+/// [`EndSession`](LinkPurpose::EndSession) link which session (its public id).
 ///
 /// Stores keep it as it is and give it back unchanged; it serialises to a small JSON object
 /// for stores that keep text. The link's secret is not in it.
@@ -133,6 +141,9 @@ pub struct LinkRecord {
     credentials: Option<String>,
     #[serde(rename = "e", with = "unix_ms")]
     expires_at: SystemTime,
+    /// The public id of the session an [`EndSession`](LinkPurpose::EndSession) link ends.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
 }
 
 impl LinkRecord {
@@ -149,7 +160,20 @@ impl LinkRecord {
             address: address.into(),
             credentials,
             expires_at,
+            session_id: None,
         }
+    }
+
+    /// The record of a link that ends the session whose public id is `session_id`.
+    pub(crate) fn for_session(mut self, session_id: Option<&str>) -> Self {
+        self.session_id = session_id.map(str::to_owned);
+        self
+    }
+
+    /// The public id of the session an [`EndSession`](LinkPurpose::EndSession) link ends;
+    /// `None` for other links.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
     }
 
     /// What the link is for.
@@ -240,6 +264,14 @@ mod tests {
         let none = LinkRecord::new(LinkPurpose::SignIn, "7", "a@b", None, at);
         let json = serde_json::to_string(&none).unwrap();
         assert_eq!(serde_json::from_str::<LinkRecord>(&json).unwrap(), none);
+        let end = LinkRecord::new(LinkPurpose::EndSession, "7", "a@b", None, at)
+            .for_session(Some("s1"));
+        let json = serde_json::to_string(&end).unwrap();
+        assert_eq!(
+            json,
+            r#"{"p":"end_session","u":"7","a":"a@b","e":1800000000123,"s":"s1"}"#
+        );
+        assert_eq!(serde_json::from_str::<LinkRecord>(&json).unwrap(), end);
     }
 
     fn from_unix(ms: u64) -> SystemTime {

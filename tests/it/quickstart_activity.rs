@@ -164,12 +164,18 @@ async fn activity_and_metrics_on_redis() {
     );
 }
 
-/// A login from a browser without the account's device cookie mails a notice with a password
-/// reset link; one from a known browser mails nothing; the link ends the new session.
-#[actix_web::test]
-async fn a_login_from_a_new_browser_is_mailed_with_a_way_out() {
+/// With mail on (`MAIL_DIR`), a login from a browser without the account's device cookie
+/// mails a notice by default, with a link that ends that session and nothing else; one from a
+/// known browser mails nothing. The link spends none of the account's hourly link allowance,
+/// `GET` leaves it working, `POST` ends the session (`204`), and it works once (`410`).
+async fn a_login_from_a_new_browser_is_mailed_with_a_way_out(redis: Option<&RedisServer>) {
     let mail = Mailbox::new();
-    let app = Quickstart::spawn_with(&[mail.env(), ("NEW_DEVICE_MAIL", "1")]);
+    // One link an hour: a notice that spent it would leave no room for the reset below.
+    let env = [mail.env(), ("LINKS_PER_ACCOUNT", "1")];
+    let app = match redis {
+        Some(server) => Quickstart::spawn_on_redis(&server.url(), &env),
+        None => Quickstart::spawn_with(&env),
+    };
     let reply = app
         .send(
             "POST",
@@ -193,25 +199,70 @@ async fn a_login_from_a_new_browser_is_mailed_with_a_way_out() {
         "{}",
         notice.raw
     );
-    let (_, secret) = notice.link(&app.base, "password-reset");
+    let (_, secret) = notice.link(&app.base, "end-session");
 
-    // The same browser again: no notice.
-    let (status, _, _) = app.call("POST", "/login", Some(ALICE), Some(&device)).await;
+    // The same browser again: no notice. This session must outlive the link's use.
+    let (status, cookies, _) = app.call("POST", "/login", Some(ALICE), Some(&device)).await;
     assert_eq!(status, StatusCode::OK);
+    let known = session_cookie(&cookies);
     mail.assert_empty_for(Duration::from_millis(500)).await;
 
-    // "This wasn't me": a new password ends the stranger's session.
-    let new_password = r#"{"password":"alice-fresh-password-789"}"#;
-    let (status, _, body) = app
-        .call(
-            "POST",
-            &format!("/password-reset/{secret}"),
-            Some(new_password),
-            None,
-        )
-        .await;
+    // The notice spent none of the account's link allowance.
+    let ask = r#"{"username":"alice"}"#;
+    let (status, _, body) = app.call("POST", "/password-reset", Some(ask), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let reset = mail.next_to("alice@example.test").await;
+    reset.link(&app.base, "password-reset");
+
+    // Opening the link shows what it does and leaves everything as it was.
+    let path = format!("/end-session/{secret}");
+    let (status, _, body) = app.call("GET", &path, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let offer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(offer["purpose"], "end_session", "{body}");
+    assert_eq!(app.me(&stranger).await, StatusCode::OK);
+
+    // "This wasn't me": that session ends, the others stay.
+    let (status, _, body) = app.call("POST", &path, None, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(app.me(&stranger).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me(&known).await, StatusCode::OK);
+    let (status, _, body) = app.call("POST", &path, None, None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::GONE, r#"{"error":"invalid_link"}"#)
+    );
+    let types: Vec<String> = activity(&app, &known)
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        types.contains(&"session_revoked".to_owned()),
+        "{types:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_new_browser_is_mailed_with_a_way_out_on_memory() {
+    a_login_from_a_new_browser_is_mailed_with_a_way_out(None).await;
+}
+
+#[actix_web::test]
+async fn a_new_browser_is_mailed_with_a_way_out_on_redis() {
+    // A Redis of its own: the link counters are per account.
+    let server = RedisServer::start();
+    a_login_from_a_new_browser_is_mailed_with_a_way_out(Some(&server)).await;
+}
+
+/// `NEW_DEVICE_MAIL=0` turns the notice off, mail on or not.
+#[actix_web::test]
+async fn new_device_mail_can_be_turned_off() {
+    let mail = Mailbox::new();
+    let app = Quickstart::spawn_with(&[mail.env(), ("NEW_DEVICE_MAIL", "0")]);
+    let (status, _, _) = app.call("POST", "/login", Some(ALICE), None).await;
+    assert_eq!(status, StatusCode::OK);
+    mail.assert_empty_for(Duration::from_millis(500)).await;
 }
 
 async fn impersonation_is_audited_and_changes_nothing(app: Quickstart) {
