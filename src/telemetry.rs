@@ -71,8 +71,7 @@ pub(crate) fn second_factor_code(result: &'static str) {
 /// `browser_trusted`.
 pub(crate) fn second_factor_change(change: &'static str) {
     #[cfg(feature = "metrics")]
-    ::metrics::counter!("actix_login_second_factor_changes_total", "change" => change)
-        .increment(1);
+    ::metrics::counter!("actix_login_second_factor_changes_total", "change" => change).increment(1);
 }
 
 /// A one-time link issued (`used` false) or used, for `purpose`.

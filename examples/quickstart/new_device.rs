@@ -92,10 +92,7 @@ pub(crate) fn mail_notices(
             };
             let to = email_of(&users, &username);
             let recipient = Recipient::new(&notice.user_id, &to);
-            let way_out = match links
-                .issue_end_session(recipient, &notice.session_id)
-                .await
-            {
+            let way_out = match links.issue_end_session(recipient, &notice.session_id).await {
                 Ok(link) => format!(
                     "If this wasn't you, end that session now by opening\r\n\r\n\
                      {}/end-session/{}\r\n\r\nand then choose a new password: whoever signed \

@@ -264,8 +264,8 @@ mod tests {
         let none = LinkRecord::new(LinkPurpose::SignIn, "7", "a@b", None, at);
         let json = serde_json::to_string(&none).unwrap();
         assert_eq!(serde_json::from_str::<LinkRecord>(&json).unwrap(), none);
-        let end = LinkRecord::new(LinkPurpose::EndSession, "7", "a@b", None, at)
-            .for_session(Some("s1"));
+        let end =
+            LinkRecord::new(LinkPurpose::EndSession, "7", "a@b", None, at).for_session(Some("s1"));
         let json = serde_json::to_string(&end).unwrap();
         assert_eq!(
             json,

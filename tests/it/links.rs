@@ -1,8 +1,11 @@
 //! One-time links through the crate's handle, on a Redis of their own: the commands each step
-//! sends (`MONITOR`), and that an unknown account costs exactly what a known one does.
+//! sends (`MONITOR`), and that an unknown account costs exactly what a known one does; an
+//! end-session link ending its session alone, outside the limits.
 
-use actix_login::links::{LinkPurpose, LinkSettings, Recipient};
-use actix_login::{Error, LoginMiddleware, RedisStore};
+use std::time::Duration;
+
+use actix_login::links::{LinkLimit, LinkPurpose, LinkSettings, Recipient};
+use actix_login::{Error, LoginMiddleware, MemoryStore, RedisStore};
 
 use crate::support::monitor::Monitor;
 use crate::support::redis_server::RedisServer;
@@ -110,4 +113,70 @@ async fn a_password_change_ends_earlier_links() {
         .consume(LinkPurpose::PasswordReset, link.secret())
         .await
         .unwrap();
+}
+
+/// "This wasn't me": an end-session link ends the session it names and no other, once; it
+/// counts toward no limit; `issue` refuses the purpose, which needs a session.
+#[actix_web::test]
+async fn an_end_session_link_ends_its_session_alone_outside_the_limits() {
+    let hour = Duration::from_secs(3600);
+    let middleware = LoginMiddleware::builder(MemoryStore::new())
+        .one_time_links(LinkSettings::new().per_account(LinkLimit::new(1, hour)))
+        .build();
+    let (sessions, links) = (middleware.sessions(), middleware.links());
+    let app = crate::support::http::minimal::app_with(middleware).await;
+    crate::support::http::log_in(&app, 7).await;
+    crate::support::http::log_in(&app, 7).await;
+    let ids: Vec<String> = sessions
+        .list("7")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    let to = Recipient::new("7", "ann@example.test");
+    let mut issued = Vec::new();
+    for _ in 0..3 {
+        issued.push(links.issue_end_session(to, &ids[0]).await.unwrap());
+    }
+    // Three notices, and the account's one link an hour is still there for a reset.
+    links
+        .issue(LinkPurpose::PasswordReset, "ann", Some(to))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        links.issue(LinkPurpose::EndSession, "ann", Some(to)).await,
+        Err(Error::InvalidInput)
+    ));
+    assert!(matches!(
+        links.issue_end_session(to, "").await,
+        Err(Error::InvalidInput)
+    ));
+
+    let secret = issued[0].secret();
+    let info = links.peek(LinkPurpose::EndSession, secret).await.unwrap();
+    assert_eq!(info.session_id(), Some(ids[0].as_str()));
+    // Of another purpose, it is found nowhere.
+    assert!(matches!(
+        links.consume(LinkPurpose::SignIn, secret).await,
+        Err(Error::InvalidLink)
+    ));
+    assert!(links.end_session(secret).await.unwrap());
+    let left: Vec<String> = sessions
+        .list("7")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, [ids[1].clone()]);
+    assert!(matches!(
+        links.end_session(secret).await,
+        Err(Error::InvalidLink)
+    ));
+    // Another link for the same session: used up, with nothing left to end.
+    assert!(!links.end_session(issued[1].secret()).await.unwrap());
 }

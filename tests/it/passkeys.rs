@@ -1135,9 +1135,18 @@ async fn an_impersonator_registers_no_passkey() {
         Some(response.clone()),
     )
     .await;
-    assert_eq!((finish.status, code(&finish)), (403, "impersonating".into()));
+    assert_eq!(
+        (finish.status, code(&finish)),
+        (403, "impersonating".into())
+    );
     assert!(h.users.passkeys(2).is_empty());
     // User 2's own registration still completes.
-    let finish = call(&h.app, "/passkeys/register/finish", Some(&own), Some(response)).await;
+    let finish = call(
+        &h.app,
+        "/passkeys/register/finish",
+        Some(&own),
+        Some(response),
+    )
+    .await;
     assert_eq!(finish.status, 204, "{}", finish.body);
 }

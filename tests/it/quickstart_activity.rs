@@ -237,10 +237,7 @@ async fn a_login_from_a_new_browser_is_mailed_with_a_way_out(redis: Option<&Redi
         .iter()
         .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert!(
-        types.contains(&"session_revoked".to_owned()),
-        "{types:?}"
-    );
+    assert!(types.contains(&"session_revoked".to_owned()), "{types:?}");
 }
 
 #[actix_web::test]

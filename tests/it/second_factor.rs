@@ -191,7 +191,11 @@ async fn confirm(
     session: Session,
     form: web::Json<CodeForm>,
 ) -> actix_web::Result<HttpResponse> {
-    let Some(secret) = session.get::<String>(ENROLLING).await?.or(form.secret.clone()) else {
+    let Some(secret) = session
+        .get::<String>(ENROLLING)
+        .await?
+        .or(form.secret.clone())
+    else {
         return Err(Error::InvalidInput.into());
     };
     let codes = two_factor.confirm(&req, &secret, &form.code).await?;
