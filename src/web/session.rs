@@ -543,7 +543,7 @@ impl Session {
     #[cfg(feature = "passkeys")]
     pub(crate) async fn not_impersonating(&self) -> Result<(), Error> {
         match self.state.resolve().await? {
-            Some(active) => crate::web::not_impersonating(&active),
+            Some(active) => super::request::not_impersonating(&active),
             None => Ok(()),
         }
     }
