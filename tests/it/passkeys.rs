@@ -830,3 +830,44 @@ async fn redis_commands_of_a_passkey_sign_in() {
         "finish: {finishing:?}, a password login: {password_login:?}"
     );
 }
+
+/// Anything else webauthn-rs refuses, here an assertion whose signature was altered in
+/// transit, is `400 passkey_rejected`, with no session change; the right assertion still works
+/// after it, since a refusal leaves the challenge in place no more than a success does.
+#[actix_web::test]
+async fn a_forged_signature_is_rejected() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let mut response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let signature = response["response"]["signature"].as_str().unwrap();
+    let mut bytes = b64.decode(signature).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    response["response"]["signature"] = json!(b64.encode(bytes));
+    let refused = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (400, "passkey_rejected")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+    assert_eq!(whoami(&h.app, &visitor).await, "401");
+}
