@@ -383,9 +383,12 @@ fn tls_client(url: &str, certificates: &TestCertificates) -> redis::Client {
 }
 
 impl TestApp {
-    /// The app on `deployment`, sharing the binary's Cluster, Sentinel and TLS servers.
+    /// The app on `deployment`, sharing the binary's Cluster, Sentinel and TLS servers. The
+    /// command timeout is generous: on a shared two-core machine running the whole suite a
+    /// command can wait half a second for a core, and these cells test answers, not outages
+    /// (a 503 here fails the cell; `spawn_private` is for outages).
     pub async fn spawn(deployment: Deployment) -> Self {
-        Self::start(deployment, false, Duration::from_millis(500)).await
+        Self::start(deployment, false, Duration::from_secs(2)).await
     }
 
     /// The app on a deployment of its own, whose store the test may stop, and with a short
