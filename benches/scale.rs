@@ -109,7 +109,7 @@ async fn setup(url: &str) -> io::Result<Setup> {
         .await
         .map_err(io::Error::other)?;
     let mut builder = LoginMiddleware::builder(store);
-    // The activity log is a stream per user, a cost per login rather than per session: off
+    // The activity log is a list per user, a cost per login rather than per session: off
     // unless ACTIVITY_LOG=1, so that the memory per session is the sessions' own.
     if std::env::var("ACTIVITY_LOG").as_deref() != Ok("1") {
         builder = builder.activity_log(0, Duration::ZERO);

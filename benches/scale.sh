@@ -36,7 +36,7 @@
 # Memory: INFO memory used_memory on the large instance before and after loading, divided by
 # the sessions (records, user indexes and Redis's own per-key overhead: everything they cost),
 # and MEMORY USAGE of a random sample of session hashes and index sets (RANDOMKEY). The
-# activity log (a stream per user, on by default in the crate) is off unless ACTIVITY_LOG=1:
+# activity log (a list per user, on by default in the crate) is off unless ACTIVITY_LOG=1:
 # it is a cost per user and per login, not per session, and the figure then includes it.
 #
 # Both servers and the loader use IDLE_TIMEOUT_SECS (4 h) instead of the default 30 minutes:
@@ -259,7 +259,7 @@ MEM_AFTER=$(info_field large memory used_memory)
 RSS_AFTER=$(info_field large memory used_memory_rss)
 KEYS_LARGE=$(rcli large DBSIZE)
 USERS=$(((SESSIONS + PER_USER - 1) / PER_USER))
-# One hash per session and one index per user, and with the activity log one stream per user;
+# One hash per session and one index per user, and with the activity log one list per user;
 # nothing else.
 ((KEYS_LARGE == SESSIONS + USERS * (1 + ACTIVITY_LOG))) ||
     die "large: $KEYS_LARGE keys in Redis, not $SESSIONS sessions + $USERS users (ACTIVITY_LOG=$ACTIVITY_LOG)"

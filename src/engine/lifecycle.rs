@@ -373,7 +373,28 @@ impl SessionEngine {
                 record = record.reauthenticated(now).with_factors(factors);
             }
         }
-        let reauthenticated = reauth != Reauth::None;
+        let issued = self.move_to_new_token(active, record, now).await?;
+        tracing::info!(
+            from = active.key.short(),
+            to = issued.session.key.short(),
+            reauthenticated = reauth != Reauth::None,
+            "session rotated"
+        );
+        Ok(issued)
+    }
+
+    /// Moves `active` to a new token with `record` in place of its own, its data and any live
+    /// update of the user carried along atomically: the old token is dead once this returns.
+    ///
+    /// # Errors
+    /// [`Error::Unauthenticated`] if the session ended meanwhile or a concurrent request moved
+    /// it first.
+    async fn move_to_new_token(
+        &self,
+        active: &ActiveSession,
+        record: SessionRecord,
+        now: SystemTime,
+    ) -> Result<Issued, Error> {
         let expires_at = self
             .rules
             .idle_deadline_of(record.lifetime(), now, record.expires_at());
@@ -386,12 +407,6 @@ impl SessionEngine {
         if !moved {
             return Err(Error::Unauthenticated);
         }
-        tracing::info!(
-            from = active.key.short(),
-            to = key.short(),
-            reauthenticated,
-            "session rotated"
-        );
         let session = ActiveSession {
             key,
             record,
@@ -431,20 +446,9 @@ impl SessionEngine {
             .logged_in_at(now, self.rules.absolute_end_of(lifetime, now))
             .with_factors(Factors::Both)
             .with_new_device(false);
-        let expires_at = self
-            .rules
-            .idle_deadline_of(record.lifetime(), now, record.expires_at());
-        let token = SessionToken::generate_beside(&active.key).map_err(Error::Random)?;
-        let key = token.key();
-        // The pending record's data and any live update of the user come along, atomically:
-        // the half-login's token is dead once this returns.
-        let moved = self
-            .store
-            .rotate(&active.key, &key, &record, expires_at, Carry::DataAndUser)
-            .await?;
-        if !moved {
-            return Err(Error::Unauthenticated);
-        }
+        // The half-login's data comes along; its token is dead once this returns.
+        let issued = self.move_to_new_token(active, record, now).await?;
+        let (key, record) = (&issued.session.key, &issued.session.record);
         tracing::info!(
             from = active.key.short(),
             session = key.short(),
@@ -453,8 +457,8 @@ impl SessionEngine {
         );
         // Now it is a login: its event and activity entry, the entry beside the cap's listing,
         // with the method and the new-device flag the half-login kept.
-        let event = SecurityEvent::second_factor_login(&record, active.record.is_new_device());
-        let trim = self.trim_to_cap(record.user_id(), &key);
+        let event = SecurityEvent::second_factor_login(record, active.record.is_new_device());
+        let trim = self.trim_to_cap(record.user_id(), key);
         let (kept, ()) = futures_util::future::join(trim, self.log_activity(&event)).await;
         if !kept? {
             tracing::warn!(
@@ -465,13 +469,7 @@ impl SessionEngine {
             return Err(Error::LoginSuperseded);
         }
         self.emit(event);
-        let session = ActiveSession {
-            key,
-            record,
-            expires_at,
-            refreshed: false,
-        };
-        Ok(Issued { token, session })
+        Ok(issued)
     }
 }
 

@@ -95,9 +95,10 @@ impl LoginMiddlewareBuilder {
     /// How many entries each user's [activity log](crate::Sessions::activity) keeps (default
     /// 100; the oldest go first) and how long a log is kept after its newest entry (default
     /// 90 days). `max_entries` 0 turns the log off, for a custom store that keeps none. On
-    /// Redis the log is a stream per user, `{prefix}:a:{user id}`; a login adds two commands
-    /// (`XADD`, `PEXPIRE`) sent beside its other ones, with no round trip of their own. A
-    /// failed write is logged and never fails what it records.
+    /// Redis the log is a list per user, `{prefix}:a:{user id}`; a login adds three commands
+    /// (`LPUSH`, `LTRIM`, `PEXPIRE`) sent beside its other ones, with no round trip of their
+    /// own, and each entry costs about its own bytes of Redis memory (a desktop browser's
+    /// login, about 200). A failed write is logged and never fails what it records.
     pub fn activity_log(mut self, max_entries: usize, keep_for: Duration) -> Self {
         self.rules.set_activity_log(Some(ActivityLimits {
             max_entries,

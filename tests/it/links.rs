@@ -64,7 +64,7 @@ async fn each_step_costs_these_redis_commands() {
     // The link, the credentials version, the account's activity log.
     assert_eq!(
         monitor.take(),
-        ["getdel", "get", "xadd", "pexpire"],
+        ["getdel", "get", "lpush", "ltrim", "pexpire"],
         "consume"
     );
     assert!(matches!(

@@ -711,7 +711,7 @@ async fn redis_commands_per_operation() {
 
     // Login with no session yet: one script creates and indexes the session, then the user's
     // sessions are listed (the index, and the records it names in one pipeline) to hold the
-    // per-user cap, while the activity log's entry (XADD, PEXPIRE) goes out beside the first
+    // per-user cap, while the activity log's entry (LPUSH, LTRIM, PEXPIRE) goes out beside the first
     // of those. Three round trips; Redis counts the commands the script runs too.
     let before = server.command_counts();
     let token = log_in(&app, 1).await;
@@ -725,7 +725,8 @@ async fn redis_commands_per_operation() {
             ("pexpire", 4),
             ("hkeys", 1),
             ("hmget", 1),
-            ("xadd", 1),
+            ("lpush", 1),
+            ("ltrim", 1),
         ])
     );
 
@@ -769,7 +770,8 @@ async fn redis_commands_per_operation() {
             ("hgetall", 1),
             ("del", 1),
             ("ping", 1),
-            ("xadd", 1),
+            ("lpush", 1),
+            ("ltrim", 1),
             ("pexpire", 1)
         ])
     );
@@ -790,6 +792,12 @@ async fn redis_commands_per_operation() {
     let sent = support::redis_server::commands_during_since(&server, &before);
     assert_eq!(
         sent,
-        counts(&[("hgetall", 1), ("del", 1), ("xadd", 1), ("pexpire", 1)])
+        counts(&[
+            ("hgetall", 1),
+            ("del", 1),
+            ("lpush", 1),
+            ("ltrim", 1),
+            ("pexpire", 1)
+        ])
     );
 }

@@ -20,6 +20,7 @@ use actix_web::http::header;
 
 use crate::support::deployment::{rounds, Deployment, TestApp, TOTP_SECRET};
 use crate::support::http::UNAVAILABLE;
+use crate::support::passkeys::{authenticator, register_with, sign_with, Answer, ORIGIN};
 
 /// One module per guarantee, one test per deployment in it: `matrix::<guarantee>::<name>`.
 macro_rules! cells {
@@ -182,6 +183,22 @@ cells! { fail_closed:
     cluster_plain_to_caching => ClusterPlainToCaching,
     // No `sentinel_caching`: an outage must outlast the cache's 1 s lease, and Sentinel fails
     // over a primary silent that long (`down-after-milliseconds` is 1 s in the harness).
+    tls_caching => TlsCaching,
+}
+
+cells! { passkeys:
+    memory => Memory,
+    one_redis => OneRedis,
+    two_plain => TwoPlain,
+    two_caching => TwoCaching,
+    plain_to_caching => PlainToCaching,
+    caching_to_plain => CachingToPlain,
+    cluster => Cluster,
+    sentinel => Sentinel,
+    tls => Tls,
+    cluster_caching => ClusterCaching,
+    cluster_plain_to_caching => ClusterPlainToCaching,
+    sentinel_caching => SentinelCaching,
     tls_caching => TlsCaching,
 }
 
@@ -548,4 +565,154 @@ async fn second_factor(deployment: Deployment) {
         (0, 0),
         "{deployment:?}: in {rounds} rounds, codes used twice and half-logins let in"
     );
+}
+
+/// Passkey ceremonies across instances. The challenge lives in the session's data, so one
+/// started on instance 0 is finished on instance 1, which a caching instance must see even
+/// while it holds the session warm: a registration once, then in each round a visitor's
+/// sign-in (a login that works on every instance), and a sudo confirmation of that login.
+/// A finished challenge is used up everywhere: its response sent again, on either instance and
+/// with any of the round's tokens, is refused `400 passkey_no_challenge` without a cookie. The
+/// round ends with a logout on instance 0, refused at once on instance 1.
+async fn passkeys(deployment: Deployment) {
+    const FINISH: &str = "/passkeys/sign-in/finish";
+    let app = TestApp::spawn(deployment).await;
+    let (end, next) = app.pair();
+    // Half the other rows' rounds (100 where an instance caches, 20 elsewhere in CI; 600 in
+    // the long form): a round is two ceremonies and some 25 requests, and each starts an
+    // anonymous session, of which the default bounds allow 1,000 a minute from test requests
+    // (which have no client address).
+    let rounds = rounds(deployment).div_ceil(2);
+    let user = 1;
+
+    // Registration: started on one instance, finished on the other, the login warm there.
+    let token = app.log_in(end, user).await;
+    app.warm(next, &token).await;
+    let start = app
+        .passkey(end, "/passkeys/register/start", Some(&token), None)
+        .await;
+    assert_eq!(start.status, 200, "{deployment:?}: {}", start.body);
+    let mut auth = authenticator();
+    let response = register_with(&mut auth, ORIGIN, &start.body);
+    let finish = app
+        .passkey(
+            next,
+            "/passkeys/register/finish",
+            Some(&token),
+            Some(response),
+        )
+        .await;
+    assert_eq!(
+        finish.status, 204,
+        "{deployment:?}: a registration started on instance {end} and finished on {next}: {}",
+        finish.body
+    );
+    let key = app
+        .users
+        .passkeys(user)
+        .pop()
+        .expect("the passkey is stored");
+    let handle = app.users.handle(user);
+    assert_eq!(app.post(end, "/logout", &token).await, 204);
+
+    // Challenges the finishing instance did not find, replays that were not refused as used
+    // up, and sessions accepted after their logout.
+    let (mut lost, mut replayed, mut accepted) = (0, 0, 0);
+    for _ in 0..rounds {
+        // A visitor's sign-in: the anonymous session holding the challenge starts on `end`.
+        let start = app
+            .passkey(end, "/passkeys/sign-in/start", None, None)
+            .await;
+        assert_eq!(start.status, 200, "{deployment:?}: {}", start.body);
+        let visitor = start
+            .cookie
+            .expect("an anonymous session holds the challenge");
+        let response = sign_with(&mut auth, ORIGIN, &start.body, Some((&key, handle)));
+        let finish = app
+            .passkey(next, FINISH, Some(&visitor), Some(response.clone()))
+            .await;
+        if !ceremony_finished(&finish, deployment, &mut lost) {
+            continue;
+        }
+        let signed_in = finish.cookie.expect("a login sets a cookie");
+        for i in 0..app.instances() {
+            assert_eq!(
+                app.get(i, "/me", &signed_in).await,
+                200,
+                "{deployment:?}: instance {i} refused a passkey login made on {next}"
+            );
+        }
+
+        // The used response again, on each instance, from every token of the round and none.
+        for i in [next, end] {
+            for cookie in [Some(visitor.as_str()), Some(signed_in.as_str()), None] {
+                let replay = app.passkey(i, FINISH, cookie, Some(response.clone())).await;
+                let refused =
+                    (replay.status, replay.code().as_str()) == (400, "passkey_no_challenge");
+                replayed += usize::from(!refused || replay.cookie.is_some());
+            }
+        }
+        for i in 0..app.instances() {
+            assert_eq!(
+                app.get(i, "/me", &signed_in).await,
+                200,
+                "after the replays"
+            );
+        }
+
+        // Sudo mode confirmed with the passkey: the login warm on `next`, its challenge
+        // written on `end`, the confirmation on `next`.
+        app.warm(next, &signed_in).await;
+        let start = app
+            .passkey(end, "/passkeys/sign-in/start", Some(&signed_in), None)
+            .await;
+        assert_eq!(
+            (start.status, start.cookie.as_deref()),
+            (200, None),
+            "{deployment:?}: the login holds the challenge: {}",
+            start.body
+        );
+        let response = sign_with(&mut auth, ORIGIN, &start.body, Some((&key, handle)));
+        let confirm = app
+            .passkey(next, FINISH, Some(&signed_in), Some(response))
+            .await;
+        if !ceremony_finished(&confirm, deployment, &mut lost) {
+            continue;
+        }
+        assert!(
+            confirm.body.contains(r#""confirmed":true"#),
+            "{}",
+            confirm.body
+        );
+        let confirmed = confirm.cookie.expect("confirming rotates the token");
+
+        // A logout on `end` while `next` holds the session warm.
+        app.warm(next, &confirmed).await;
+        assert_eq!(app.post(end, "/logout", &confirmed).await, 204);
+        accepted += accepted_anywhere(&app, next, &[&confirmed, &signed_in, &visitor]).await;
+    }
+    assert_eq!(
+        (lost, replayed, accepted),
+        (0, 0, 0),
+        "{deployment:?}: in {rounds} rounds of two ceremonies each, challenges started on \
+         instance {end} that {next} did not find, replays not refused as used up (of \
+         {} tries), and tokens accepted after a logout on {end}",
+        rounds * 6
+    );
+}
+
+/// Whether a ceremony's finish went through. A challenge the finishing instance did not find
+/// (`400 passkey_no_challenge`) is counted in `lost`; any other answer fails the cell at once.
+fn ceremony_finished(finish: &Answer, deployment: Deployment, lost: &mut usize) -> bool {
+    if finish.status == 200 {
+        return true;
+    }
+    assert_eq!(
+        (finish.status, finish.code().as_str()),
+        (400, "passkey_no_challenge"),
+        "{deployment:?}: {}",
+        finish.body
+    );
+    *lost += 1;
+    false
 }

@@ -3,23 +3,17 @@
 //! assertions: every refusal with its code and no session change. The browser side (a virtual
 //! authenticator in Chromium) is in `html_login.rs`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_login::events::{ActivityKind, EventKind, LoginMethod, SecurityEvent};
-use actix_login::passkeys::{
-    CreationChallengeResponse, Passkey, PasskeyAccount, PasskeyUser, Passkeys, PublicKeyCredential,
-    RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
-};
+use actix_login::passkeys::{Passkey, Passkeys, Uuid};
 use actix_login::store::SessionStore;
 use actix_login::two_factor::SecondFactor;
 use actix_login::{AuthUser, Error, Login, LoginMiddleware, MemoryStore, Require, Session};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web, App, HttpResponse};
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
@@ -27,214 +21,38 @@ use webauthn_authenticator_rs::WebauthnAuthenticator;
 use crate::support::cluster::RedisCluster;
 use crate::support::http::*;
 use crate::support::monitor::Monitor;
+use crate::support::passkeys::{
+    authenticator, passkeys, register_with, request, routes, sign_with, Answer, Users, ORIGIN,
+};
 use crate::support::redis_server::{shared_redis_url, unique_prefix, RedisServer};
 
-const ORIGIN: &str = "http://localhost:8080";
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Profile {
-    id: u64,
-    handle: Uuid,
-}
-
-/// The app's user table: each user's passkey handle and passkeys, and who has a TOTP second
-/// factor.
-#[derive(Default)]
-struct Users(
-    Mutex<HashMap<u64, (Uuid, Vec<Passkey>)>>,
-    Mutex<std::collections::HashSet<u64>>,
-);
-
-impl Users {
-    fn add_totp(&self, id: u64) {
-        self.1.lock().unwrap().insert(id);
-    }
-
-    /// Where the account's second factor stands for a login that did not skip it.
-    fn second_factor(&self, id: u64) -> SecondFactor {
-        if self.1.lock().unwrap().contains(&id) {
-            SecondFactor::Due
-        } else {
-            SecondFactor::None
-        }
-    }
-
-    fn handle(&self, id: u64) -> Uuid {
-        let mut users = self.0.lock().unwrap();
-        users
-            .entry(id)
-            .or_insert_with(|| (Uuid::new_v4(), Vec::new()))
-            .0
-    }
-
-    fn passkeys(&self, id: u64) -> Vec<Passkey> {
-        self.0
-            .lock()
-            .unwrap()
-            .get(&id)
-            .map(|(_, keys)| keys.clone())
-            .unwrap_or_default()
-    }
-
-    fn by_handle(&self, handle: Uuid) -> Option<(u64, Vec<Passkey>)> {
-        let users = self.0.lock().unwrap();
-        users
-            .iter()
-            .find(|(_, (h, _))| *h == handle)
-            .map(|(id, (_, keys))| (*id, keys.clone()))
-    }
-
-    /// Stores `key` in place of the passkey with its id, or adds it.
-    fn save(&self, id: u64, key: Passkey) {
-        let mut users = self.0.lock().unwrap();
-        let keys = &mut users.get_mut(&id).unwrap().1;
-        keys.retain(|k| k.cred_id() != key.cred_id());
-        keys.push(key);
-    }
-
-    fn remove_all(&self, id: u64) {
-        self.0.lock().unwrap().get_mut(&id).unwrap().1.clear();
-    }
-
-    /// Raises the stored signature counter of every passkey of `id`: what the table holds after
-    /// a clone of the authenticator signed in, ahead of the original.
-    fn raise_counters(&self, id: u64, to: u32) {
-        let mut users = self.0.lock().unwrap();
-        for key in &mut users.get_mut(&id).unwrap().1 {
-            let mut json = serde_json::to_value(&*key).unwrap();
-            json["cred"]["counter"] = json!(to);
-            *key = serde_json::from_value(json).unwrap();
-        }
-    }
-}
-
-async fn login(
-    session: Session,
-    users: web::Data<Users>,
-    id: web::Path<u64>,
-) -> Result<HttpResponse, Error> {
-    let profile = Profile {
-        id: *id,
-        handle: users.handle(*id),
-    };
-    session.login(id.to_string(), &profile).await?;
+async fn login(session: Session, id: web::Path<u64>) -> Result<HttpResponse, Error> {
+    session.login(id.to_string(), &*id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// A password login on a browser trusted to skip the second factor: a login, but not fresh
 /// enough for sudo mode without the second factor.
-async fn login_trusted(
-    session: Session,
-    users: web::Data<Users>,
-    id: web::Path<u64>,
-) -> Result<HttpResponse, Error> {
-    let profile = Profile {
-        id: *id,
-        handle: users.handle(*id),
-    };
-    let login = Login::new(id.to_string(), &profile).second_factor(SecondFactor::Skipped);
+async fn login_trusted(session: Session, id: web::Path<u64>) -> Result<HttpResponse, Error> {
+    let login = Login::new(id.to_string(), &*id).second_factor(SecondFactor::Skipped);
     session.login_with(login).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// The logged-in user (an admin, say) acts as the user `id`.
 async fn impersonate(
-    _admin: AuthUser<Profile>,
+    _admin: AuthUser<u64>,
     session: Session,
-    users: web::Data<Users>,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, Error> {
-    let profile = Profile {
-        id: *id,
-        handle: users.handle(*id),
-    };
     session
-        .impersonate(Login::new(id.to_string(), &profile))
+        .impersonate(Login::new(id.to_string(), &*id))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn me(user: AuthUser<Profile>) -> String {
-    user.id.to_string()
-}
-
-async fn register_start(
-    passkeys: web::Data<Passkeys>,
-    users: web::Data<Users>,
-    user: AuthUser<Profile>,
-    session: Session,
-) -> Result<HttpResponse, Error> {
-    let name = format!("user{}", user.id);
-    let who = PasskeyUser::new(user.handle, &name, &name);
-    let options = passkeys
-        .start_registration(&session, &who, &users.passkeys(user.id))
-        .await?;
-    Ok(HttpResponse::Ok().json(options))
-}
-
-async fn register_finish(
-    passkeys: web::Data<Passkeys>,
-    users: web::Data<Users>,
-    user: AuthUser<Profile>,
-    session: Session,
-    response: web::Json<RegisterPublicKeyCredential>,
-) -> Result<HttpResponse, Error> {
-    let key = passkeys.finish_registration(&session, &response).await?;
-    users.save(user.id, key);
-    Ok(HttpResponse::NoContent().finish())
-}
-
-async fn sign_in_start(
-    passkeys: web::Data<Passkeys>,
-    session: Session,
-) -> Result<HttpResponse, Error> {
-    let options = passkeys.start_discoverable_authentication(&session).await?;
-    Ok(HttpResponse::Ok().json(options))
-}
-
-async fn sign_in_start_named(
-    passkeys: web::Data<Passkeys>,
-    users: web::Data<Users>,
-    session: Session,
-    id: web::Path<u64>,
-) -> Result<HttpResponse, Error> {
-    let options = passkeys
-        .start_authentication(&session, &id.to_string(), &users.passkeys(*id))
-        .await?;
-    Ok(HttpResponse::Ok().json(options))
-}
-
-async fn sign_in_finish(
-    passkeys: web::Data<Passkeys>,
-    users: web::Data<Users>,
-    session: Session,
-    response: web::Json<PublicKeyCredential>,
-) -> Result<HttpResponse, Error> {
-    let pending = passkeys.identify(&session, response.into_inner()).await?;
-    let found = match pending.named_user() {
-        Some(named) => named.parse::<u64>().ok().map(|id| (id, users.passkeys(id))),
-        None => pending.user_handle().and_then(|h| users.by_handle(h)),
-    };
-    let account = found.map(|(id, keys)| {
-        let profile = Profile {
-            id,
-            handle: users.handle(id),
-        };
-        // The account's login as for a password, its second factor due if it has one.
-        let login = Login::new(id.to_string(), &profile).second_factor(users.second_factor(id));
-        (id, PasskeyAccount::new(login, keys))
-    });
-    let id = account.as_ref().map(|(id, _)| *id);
-    let signed_in = passkeys
-        .finish_authentication(&session, pending, account.map(|(_, a)| a))
-        .await?;
-    if let (Some(id), Some(updated)) = (id, signed_in.updated) {
-        users.save(id, updated);
-    }
-    Ok(HttpResponse::Ok().json(json!({
-        "user_id": signed_in.user_id,
-        "confirmed": signed_in.confirmed,
-    })))
+async fn me(user: AuthUser<u64>) -> String {
+    user.to_string()
 }
 
 async fn logout(session: Session) -> Result<HttpResponse, Error> {
@@ -242,11 +60,11 @@ async fn logout(session: Session) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn sessions(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+async fn sessions(_user: AuthUser<u64>, session: Session) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(session.list_sessions().await?))
 }
 
-async fn activity(_user: AuthUser<Profile>, session: Session) -> Result<HttpResponse, Error> {
+async fn activity(_user: AuthUser<u64>, session: Session) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(session.activity(None, 50).await?))
 }
 
@@ -287,12 +105,7 @@ async fn harness(
         Error = actix_web::Error,
     >,
 > {
-    harness_with(
-        store,
-        fresh_window,
-        Passkeys::new("localhost", ORIGIN).unwrap(),
-    )
-    .await
+    harness_with(store, fresh_window, passkeys()).await
 }
 
 async fn harness_with(
@@ -332,24 +145,10 @@ async fn harness_with(
                     .wrap(Require::login().fresh())
                     .route(web::get().to(HttpResponse::NoContent)),
             )
-            .route("/passkeys/register/start", web::post().to(register_start))
-            .route("/passkeys/register/finish", web::post().to(register_finish))
-            .route("/passkeys/sign-in/start", web::post().to(sign_in_start))
-            .route(
-                "/passkeys/sign-in/start/{id}",
-                web::post().to(sign_in_start_named),
-            )
-            .route("/passkeys/sign-in/finish", web::post().to(sign_in_finish)),
+            .configure(routes),
     )
     .await;
     Harness { app, users, events }
-}
-
-/// One answer: status, body, and the session cookie it set (or cleared), if any.
-struct Answer {
-    status: u16,
-    body: String,
-    cookie: Option<String>,
 }
 
 async fn call<S, B>(app: &S, path: &str, cookie: Option<&str>, body: Option<Value>) -> Answer
@@ -357,20 +156,7 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let mut req = test::TestRequest::post()
-        .uri(path)
-        .insert_header(("sec-fetch-site", "same-origin"));
-    if let Some(body) = body {
-        req = req.set_json(body);
-    }
-    let res = test::call_service(app, with_cookie(req, cookie)).await;
-    let cookie = set_cookie(&res).map(|c| c.value().to_owned());
-    let (status, body) = status_and_body(res).await;
-    Answer {
-        status,
-        body,
-        cookie,
-    }
+    Answer::of(test::call_service(app, request(path, cookie, body)).await).await
 }
 
 async fn whoami<S, B>(app: &S, cookie: &str) -> String
@@ -385,57 +171,6 @@ where
     } else {
         format!("{status}")
     }
-}
-
-fn authenticator() -> WebauthnAuthenticator<SoftPasskey> {
-    // Claims user verification, as a platform authenticator with a PIN or fingerprint does.
-    WebauthnAuthenticator::new(SoftPasskey::new(true))
-}
-
-fn register_with(
-    auth: &mut WebauthnAuthenticator<SoftPasskey>,
-    origin: &str,
-    options: &str,
-) -> Value {
-    let options: CreationChallengeResponse = serde_json::from_str(options).unwrap();
-    let response = auth
-        .do_registration(Url::parse(origin).unwrap(), options)
-        .unwrap();
-    serde_json::to_value(response).unwrap()
-}
-
-/// The assertion `auth` makes for `options`. For a username-less sign-in the software
-/// authenticator, which keeps no credentials of its own to choose from, is told `credential`,
-/// and the user handle a discoverable credential returns is added to the response (it is not
-/// signed, in WebAuthn either).
-fn sign_with(
-    auth: &mut WebauthnAuthenticator<SoftPasskey>,
-    origin: &str,
-    options: &str,
-    discoverable: Option<(&Passkey, Uuid)>,
-) -> Value {
-    let mut options: Value = serde_json::from_str(options).unwrap();
-    if let Some((key, _)) = discoverable {
-        let id = serde_json::to_value(key.cred_id()).unwrap();
-        options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": id}]);
-    }
-    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
-    let response = auth
-        .do_authentication(Url::parse(origin).unwrap(), options)
-        .unwrap();
-    let mut response = serde_json::to_value(response).unwrap();
-    if let Some((_, handle)) = discoverable {
-        response["response"]["userHandle"] =
-            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(handle.as_bytes()));
-    }
-    response
-}
-
-fn code(answer: &Answer) -> String {
-    serde_json::from_str::<Value>(&answer.body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| answer.body.clone())
 }
 
 /// Logs user 1 in with a "password", registers one passkey, and returns the session cookie,
@@ -720,7 +455,7 @@ async fn check_replayed_challenge(store: impl SessionStore) {
         )
         .await;
         assert_eq!(
-            (replay.status, code(&replay).as_str()),
+            (replay.status, replay.code().as_str()),
             (400, "passkey_no_challenge")
         );
         assert_eq!(replay.cookie, None, "no session change");
@@ -736,7 +471,7 @@ async fn check_replayed_challenge(store: impl SessionStore) {
     assert_eq!(first.status, 204, "{}", first.body);
     let replay = call(&h.app, path, Some(&signed_in), Some(response)).await;
     assert_eq!(
-        (replay.status, code(&replay).as_str()),
+        (replay.status, replay.code().as_str()),
         (400, "passkey_no_challenge")
     );
     assert_eq!(h.users.passkeys(1).len(), 2);
@@ -782,7 +517,7 @@ async fn a_challenge_from_another_session_is_refused() {
     let path = "/passkeys/sign-in/finish";
     let refused = call(&h.app, path, Some(&b_cookie), Some(response.clone())).await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (400, "passkey_challenge_mismatch")
     );
     assert_eq!(refused.cookie, None, "no session change");
@@ -790,7 +525,7 @@ async fn a_challenge_from_another_session_is_refused() {
     // Without a session of its own, no challenge at all.
     let refused = call(&h.app, path, None, Some(response.clone())).await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (400, "passkey_no_challenge")
     );
     assert_eq!(refused.cookie, None);
@@ -806,7 +541,7 @@ async fn a_challenge_from_another_session_is_refused() {
     let path = "/passkeys/register/finish";
     let refused = call(&h.app, path, Some(&second), Some(response)).await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (400, "passkey_no_challenge")
     );
     assert_eq!(h.users.passkeys(1).len(), 1);
@@ -829,7 +564,7 @@ async fn a_wrong_origin_is_refused() {
     )
     .await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (400, "passkey_wrong_origin")
     );
     assert_eq!(h.users.passkeys(1).len(), 1);
@@ -854,7 +589,7 @@ async fn a_wrong_origin_is_refused() {
     )
     .await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (400, "passkey_wrong_origin")
     );
     assert_eq!(refused.cookie, None, "no session change");
@@ -882,7 +617,7 @@ async fn an_unknown_or_removed_credential_is_refused() {
     )
     .await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (401, "passkey_unknown_credential")
     );
     assert_eq!(refused.cookie, None, "no session change");
@@ -905,7 +640,7 @@ async fn an_unknown_or_removed_credential_is_refused() {
     )
     .await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (401, "passkey_unknown_credential")
     );
     assert_eq!(refused.cookie, None);
@@ -913,7 +648,7 @@ async fn an_unknown_or_removed_credential_is_refused() {
     // And a named sign-in of a user without passkeys has nothing to start.
     let refused = call(&h.app, "/passkeys/sign-in/start/1", None, None).await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (401, "passkey_unknown_credential")
     );
 }
@@ -930,7 +665,7 @@ async fn a_counter_that_went_backwards_is_refused() {
     h.users.raise_counters(1, 10);
     let (refused, visitor) = discoverable_sign_in(&h, &mut auth, &key).await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (401, "passkey_counter_regressed")
     );
     assert_eq!(refused.cookie, None, "no session change");
@@ -942,14 +677,14 @@ async fn registration_needs_a_fresh_login_and_a_passkey_confirms_one() {
     let h = harness(MemoryStore::new(), Duration::from_secs(1)).await;
     let refused = call(&h.app, "/passkeys/register/start", None, None).await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (401, "unauthenticated")
     );
     let (cookie, mut auth, key) = registered(&h).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let refused = call(&h.app, "/passkeys/register/start", Some(&cookie), None).await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (403, "reauth_required")
     );
     assert_eq!(status(&h.app, get("/sudo", Some(&cookie))).await, 403);
@@ -1031,7 +766,7 @@ async fn a_challenge_answered_too_late_is_refused() {
     )
     .await;
     assert_eq!(
-        (refused.status, code(&refused).as_str()),
+        (refused.status, refused.code().as_str()),
         (400, "passkey_no_challenge")
     );
     assert_eq!(refused.cookie, None, "no session change");
@@ -1085,7 +820,7 @@ async fn redis_commands_of_a_passkey_sign_in() {
     let signed_in = finish.cookie.unwrap();
     // A replay from the visitor's token, which the login ended: the lookup finds no session.
     let replay = call(&h.app, path, Some(&visitor), Some(response)).await;
-    assert_eq!(code(&replay), "passkey_no_challenge");
+    assert_eq!(replay.code(), "passkey_no_challenge");
     assert_eq!(monitor.take(), ["hgetall"], "replay");
     assert_eq!(
         call(&h.app, "/logout", Some(&signed_in), None).await.status,
@@ -1127,7 +862,7 @@ async fn an_impersonator_registers_no_passkey() {
     assert_eq!(whoami(&h.app, &as_two).await, "2");
 
     let start = call(&h.app, "/passkeys/register/start", Some(&as_two), None).await;
-    assert_eq!((start.status, code(&start)), (403, "impersonating".into()));
+    assert_eq!((start.status, start.code()), (403, "impersonating".into()));
     let finish = call(
         &h.app,
         "/passkeys/register/finish",
@@ -1136,7 +871,7 @@ async fn an_impersonator_registers_no_passkey() {
     )
     .await;
     assert_eq!(
-        (finish.status, code(&finish)),
+        (finish.status, finish.code()),
         (403, "impersonating".into())
     );
     assert!(h.users.passkeys(2).is_empty());
@@ -1149,4 +884,45 @@ async fn an_impersonator_registers_no_passkey() {
     )
     .await;
     assert_eq!(finish.status, 204, "{}", finish.body);
+}
+
+/// Anything else webauthn-rs refuses, here an assertion whose signature was altered in
+/// transit, is `400 passkey_rejected`, with no session change; the right assertion still works
+/// after it, since a refusal leaves the challenge in place no more than a success does.
+#[actix_web::test]
+async fn a_forged_signature_is_rejected() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
+    let (cookie, mut auth, key) = registered(&h).await;
+    assert_eq!(
+        call(&h.app, "/logout", Some(&cookie), None).await.status,
+        204
+    );
+    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let visitor = start.cookie.unwrap();
+    let mut response = sign_with(
+        &mut auth,
+        ORIGIN,
+        &start.body,
+        Some((&key, h.users.handle(1))),
+    );
+    let signature = response["response"]["signature"].as_str().unwrap();
+    let mut bytes = b64.decode(signature).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    response["response"]["signature"] = json!(b64.encode(bytes));
+    let refused = call(
+        &h.app,
+        "/passkeys/sign-in/finish",
+        Some(&visitor),
+        Some(response),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (400, "passkey_rejected")
+    );
+    assert_eq!(refused.cookie, None, "no session change");
+    assert_eq!(whoami(&h.app, &visitor).await, "401");
 }

@@ -6,11 +6,11 @@ use super::redis_server::{connection, RedisServer};
 /// scripts (`EVALSHA`, `SCRIPT LOAD` when the server lacks one, and the hash, `EXISTS` and
 /// `INCR`/`DECR` commands they call), `INFO` for the version check at connect (and the local
 /// cache's check that it reaches the store's server), and `WAIT` for session-ending deletes
-/// that must reach a replica; `GETDEL` uses a one-time link; `XADD` and `XREVRANGE` write and
-/// read the activity log.
+/// that must reach a replica; `GETDEL` uses a one-time link; `LPUSH`, `LTRIM` and `LRANGE`
+/// write and read the activity log.
 pub const STORE_COMMANDS: &str = "-@all +get +set +getdel +del +exists +ping +pttl +pexpire \
     +hget +hmget +hgetall +hset +hdel +hexists +hkeys \
-    +incr +decr +multi +exec +evalsha +script|load +info +wait +xadd +xrevrange";
+    +incr +decr +multi +exec +evalsha +script|load +info +wait +lpush +ltrim +lrange";
 
 /// Adds an ACL user `name` with `password` that may run only the store's commands, on keys
 /// under `prefix` only.

@@ -1,5 +1,6 @@
 //! The deployments the guarantee matrix (`matrix.rs`) runs on, and [`TestApp`]: one to two
-//! in-process instances of one small app, each with its own store, on one deployment.
+//! in-process instances of one small app, each with its own store, on one deployment, sharing
+//! one user table (the accounts' passkeys).
 //!
 //! Cluster, Sentinel and TLS deployments are started once per test binary and shared (each
 //! app gets a key prefix of its own); deployments with a local cache get a private
@@ -26,6 +27,7 @@ use serde::Deserialize;
 use super::cached::{Backend, Kind};
 use super::cluster::RedisCluster;
 use super::http::{get, post, set_cookie};
+use super::passkeys::{Answer, Users};
 use super::process::Guarded;
 use super::redis_server::{commands_during_since, shared_redis_url, unique_prefix, RedisServer};
 use super::sentinel::{RedisSentinel, SERVICE};
@@ -250,11 +252,18 @@ async fn second_factor(
     Ok(id)
 }
 
-async fn instance(store: impl SessionStore, counters: impl ThrottleStore) -> Call {
+async fn instance(
+    store: impl SessionStore,
+    counters: impl ThrottleStore,
+    users: &web::Data<Users>,
+) -> Call {
     erase(
         test::init_service(
             App::new()
                 .app_data(web::Data::new(TwoFactor::new(counters)))
+                .app_data(web::Data::new(super::passkeys::passkeys()))
+                .app_data(users.clone())
+                .configure(super::passkeys::routes)
                 .route("/second-factor/{code}", web::post().to(second_factor))
                 .wrap(LoginMiddleware::new(store))
                 .route("/login/{id}", web::post().to(login))
@@ -354,6 +363,8 @@ pub struct TestApp {
     pub deployment: Deployment,
     instances: Vec<Call>,
     backing: Backing,
+    /// The user table the instances share: users' passkeys.
+    pub users: web::Data<Users>,
 }
 
 fn client(url: &str) -> redis::Client {
@@ -372,9 +383,12 @@ fn tls_client(url: &str, certificates: &TestCertificates) -> redis::Client {
 }
 
 impl TestApp {
-    /// The app on `deployment`, sharing the binary's Cluster, Sentinel and TLS servers.
+    /// The app on `deployment`, sharing the binary's Cluster, Sentinel and TLS servers. The
+    /// command timeout is generous: on a shared two-core machine running the whole suite a
+    /// command can wait half a second for a core, and these cells test answers, not outages
+    /// (a 503 here fails the cell; `spawn_private` is for outages).
     pub async fn spawn(deployment: Deployment) -> Self {
-        Self::start(deployment, false, Duration::from_millis(500)).await
+        Self::start(deployment, false, Duration::from_secs(2)).await
     }
 
     /// The app on a deployment of its own, whose store the test may stop, and with a short
@@ -399,13 +413,14 @@ impl TestApp {
             builder
         };
         let mut instances = Vec::new();
+        let users = web::Data::new(Users::default());
         let backing = match deployment {
             Deployment::Memory => {
                 let store = super::wrapped_store::Wrapped::new(MemoryStore::new());
                 let failing = Arc::clone(&store.failing_loads);
                 // The second factor's counters beside the wrapped store, in the same memory.
                 let counters = store.inner.clone();
-                instances.push(instance(store, counters).await);
+                instances.push(instance(store, counters, &users).await);
                 Backing::Memory(failing)
             }
             Deployment::OneRedis | Deployment::TwoPlain if !private => {
@@ -413,7 +428,7 @@ impl TestApp {
                 for i in 0..deployment.instances() {
                     let store = configure(RedisStore::builder(&url), i);
                     let store = store.connect().await.unwrap();
-                    instances.push(instance(store.clone(), store).await);
+                    instances.push(instance(store.clone(), store, &users).await);
                 }
                 Backing::Redis {
                     nodes: vec![client(&url)],
@@ -431,7 +446,7 @@ impl TestApp {
                 for i in 0..deployment.instances() {
                     let store = configure(RedisStore::builder(server.url()), i);
                     let store = store.connect().await.unwrap();
-                    instances.push(instance(store.clone(), store).await);
+                    instances.push(instance(store.clone(), store, &users).await);
                 }
                 Backing::Redis {
                     nodes: vec![client(&server.url())],
@@ -452,7 +467,7 @@ impl TestApp {
                 for i in 0..2 {
                     let store = configure(RedisStore::cluster_builder(urls.clone()), i);
                     let store = store.connect().await.unwrap();
-                    instances.push(instance(store.clone(), store).await);
+                    instances.push(instance(store.clone(), store, &users).await);
                 }
                 Backing::Redis {
                     nodes: urls.iter().map(|url| client(url)).collect(),
@@ -475,7 +490,7 @@ impl TestApp {
                     let store =
                         configure(RedisStore::sentinel_builder(sentinels.clone(), SERVICE), i);
                     let store = store.connect().await.unwrap();
-                    instances.push(instance(store.clone(), store).await);
+                    instances.push(instance(store.clone(), store, &users).await);
                 }
                 Backing::Redis {
                     nodes: vec![client(&primary)],
@@ -496,7 +511,7 @@ impl TestApp {
                 for i in 0..2 {
                     let store = configure(backend.builder(), i);
                     let store = store.connect().await.unwrap();
-                    instances.push(instance(store.clone(), store).await);
+                    instances.push(instance(store.clone(), store, &users).await);
                 }
                 Backing::Redis {
                     nodes: backend.clients(),
@@ -519,7 +534,7 @@ impl TestApp {
                     let store = configure(RedisStore::builder(&url), i)
                         .tls_root_certificate(tls.certificates.ca_pem());
                     let store = store.connect().await.unwrap();
-                    instances.push(instance(store.clone(), store).await);
+                    instances.push(instance(store.clone(), store, &users).await);
                 }
                 let nodes = vec![tls_client(&url, &tls.certificates)];
                 let owned: Vec<Box<dyn std::any::Any>> = private_tls
@@ -537,6 +552,7 @@ impl TestApp {
             deployment,
             instances,
             backing,
+            users,
         }
     }
 
@@ -612,6 +628,22 @@ impl TestApp {
         self.try_log_in(i, user, None)
             .await
             .expect("the login answered 200")
+    }
+
+    /// A passkey ceremony's step on instance `i`: a POST of `path` (see
+    /// [`routes`](super::passkeys::routes)) with `cookie`'s session and a JSON `body`.
+    pub async fn passkey(
+        &self,
+        i: usize,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Answer {
+        Answer::of(
+            self.call(i, super::passkeys::request(path, cookie, body))
+                .await,
+        )
+        .await
     }
 
     /// An admin on instance `i` gives `user` only `role`, on every session of theirs.

@@ -13,6 +13,7 @@ pub mod http;
 pub mod logs;
 pub mod mailbox;
 pub mod monitor;
+pub mod passkeys;
 pub mod process;
 pub mod quickstart;
 pub mod redis_server;
