@@ -23,7 +23,27 @@ use crate::support::http::UNAVAILABLE;
 use crate::support::passkeys::{authenticator, register_with, sign_with, Answer, ORIGIN};
 
 /// One module per guarantee, one test per deployment in it: `matrix::<guarantee>::<name>`.
+/// `every deployment` stands for the thirteen that every guarantee runs on; a row may add
+/// cells of its own after `and`, or list its cells itself.
 macro_rules! cells {
+    ($guarantee:ident: every deployment $(, and $($extra:tt)*)?) => {
+        cells! { $guarantee:
+            memory => Memory,
+            one_redis => OneRedis,
+            two_plain => TwoPlain,
+            two_caching => TwoCaching,
+            plain_to_caching => PlainToCaching,
+            caching_to_plain => CachingToPlain,
+            cluster => Cluster,
+            sentinel => Sentinel,
+            tls => Tls,
+            cluster_caching => ClusterCaching,
+            cluster_plain_to_caching => ClusterPlainToCaching,
+            sentinel_caching => SentinelCaching,
+            tls_caching => TlsCaching,
+            $($($extra)*)?
+        }
+    };
     ($guarantee:ident: $($(#[$attr:meta])* $name:ident => $deployment:ident,)*) => {
         mod $guarantee {
             use crate::support::deployment::Deployment;
@@ -38,136 +58,25 @@ macro_rules! cells {
     };
 }
 
-cells! { logout:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
+cells! { logout: every deployment, and
     #[ignore = "documents the opt-out: peer_caches(false) beside a caching instance is unsafe, \
                 and fails (rarely) by design"]
     plain_opted_out_to_caching => PlainOptedOutToCaching,
 }
 
-cells! { revoke_all:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { revoke_all: every deployment }
 
-cells! { revoke_others:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { revoke_others: every deployment }
 
-cells! { password_change:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { password_change: every deployment }
 
-cells! { role_change:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { role_change: every deployment }
 
-cells! { data_writes:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { data_writes: every deployment }
 
-cells! { one_time_links:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { one_time_links: every deployment }
 
-cells! { second_factor:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { second_factor: every deployment }
 
 cells! { fail_closed:
     memory => Memory,
@@ -186,21 +95,7 @@ cells! { fail_closed:
     tls_caching => TlsCaching,
 }
 
-cells! { passkeys:
-    memory => Memory,
-    one_redis => OneRedis,
-    two_plain => TwoPlain,
-    two_caching => TwoCaching,
-    plain_to_caching => PlainToCaching,
-    caching_to_plain => CachingToPlain,
-    cluster => Cluster,
-    sentinel => Sentinel,
-    tls => Tls,
-    cluster_caching => ClusterCaching,
-    cluster_plain_to_caching => ClusterPlainToCaching,
-    sentinel_caching => SentinelCaching,
-    tls_caching => TlsCaching,
-}
+cells! { passkeys: every deployment }
 
 /// Whether instance `i` accepted `token`, which must be dead, on a GET (or a POST) of `path`:
 /// `true` for a 2xx, `false` for the 401 it owes; anything else fails the test at once.
