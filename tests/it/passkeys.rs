@@ -75,6 +75,39 @@ struct Harness<S> {
     events: Arc<Mutex<Vec<SecurityEvent>>>,
 }
 
+impl<S, B> Harness<S>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    /// A POST of `path` with `cookie`'s session and a JSON `body`.
+    async fn call(&self, path: &str, cookie: Option<&str>, body: Option<Value>) -> Answer {
+        call(&self.app, path, cookie, body).await
+    }
+
+    /// Who `cookie` is logged in as (the `/me` body), or the status it got.
+    async fn whoami(&self, cookie: &str) -> String {
+        whoami(&self.app, cookie).await
+    }
+
+    async fn log_out(&self, cookie: &str) {
+        assert_eq!(self.call("/logout", Some(cookie), None).await.status, 204);
+    }
+}
+
+/// `answer` refuses with `status` and the JSON error `code`, and sets no cookie: no session
+/// changed.
+#[track_caller]
+fn assert_refused(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(
+        (answer.status, answer.code().as_str()),
+        (status, code),
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.cookie, None, "no session change");
+}
+
 impl<S> Harness<S> {
     /// Waits for an event that `matches`: the events thread delivers it after the answer.
     async fn wait_for(&self, matches: impl Fn(&EventKind) -> bool) -> SecurityEvent {
@@ -180,8 +213,10 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let cookie = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
-    let start = call(&h.app, "/passkeys/register/start", Some(&cookie), None).await;
+    let cookie = h.call("/login/1", None, None).await.cookie.unwrap();
+    let start = h
+        .call("/passkeys/register/start", Some(&cookie), None)
+        .await;
     assert_eq!(start.status, 200, "{}", start.body);
     assert!(
         start.body.contains(r#""residentKey":"preferred""#),
@@ -190,13 +225,9 @@ where
     );
     let mut auth = authenticator();
     let response = register_with(&mut auth, ORIGIN, &start.body);
-    let finish = call(
-        &h.app,
-        "/passkeys/register/finish",
-        Some(&cookie),
-        Some(response),
-    )
-    .await;
+    let finish = h
+        .call("/passkeys/register/finish", Some(&cookie), Some(response))
+        .await;
     assert_eq!(finish.status, 204, "{}", finish.body);
     let key = h.users.passkeys(1).pop().unwrap();
     (cookie, auth, key)
@@ -213,29 +244,22 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     assert_eq!(start.status, 200, "{}", start.body);
     let visitor = start
         .cookie
         .expect("an anonymous session holds the challenge");
     let response = sign_with(auth, ORIGIN, &start.body, Some((key, h.users.handle(1))));
-    let finish = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response),
-    )
-    .await;
+    let finish = h
+        .call("/passkeys/sign-in/finish", Some(&visitor), Some(response))
+        .await;
     (finish, visitor)
 }
 
 async fn check_register_sign_out_sign_in(store: impl SessionStore) {
     let h = harness(store, Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
+    h.log_out(&cookie).await;
 
     // Without a username.
     let (finish, visitor) = discoverable_sign_in(&h, &mut auth, &key).await;
@@ -247,12 +271,8 @@ async fn check_register_sign_out_sign_in(store: impl SessionStore) {
     );
     let signed_in = finish.cookie.expect("a login rotates the session");
     assert_ne!(signed_in, visitor);
-    assert_eq!(whoami(&h.app, &signed_in).await, "1");
-    assert_eq!(
-        whoami(&h.app, &visitor).await,
-        "401",
-        "the visitor's token died"
-    );
+    assert_eq!(h.whoami(&signed_in).await, "1");
+    assert_eq!(h.whoami(&visitor).await, "401", "the visitor's token died");
     // A passkey sign-in is fresh.
     assert_eq!(status(&h.app, get("/sudo", Some(&signed_in))).await, 204);
     // The counter went up, and the app was told to store it.
@@ -260,23 +280,16 @@ async fn check_register_sign_out_sign_in(store: impl SessionStore) {
     assert_eq!(stored["cred"]["counter"], json!(1));
 
     // For a named user.
-    assert_eq!(
-        call(&h.app, "/logout", Some(&signed_in), None).await.status,
-        204
-    );
-    let start = call(&h.app, "/passkeys/sign-in/start/1", None, None).await;
+    h.log_out(&signed_in).await;
+    let start = h.call("/passkeys/sign-in/start/1", None, None).await;
     assert_eq!(start.status, 200, "{}", start.body);
     let visitor = start.cookie.unwrap();
     let response = sign_with(&mut auth, ORIGIN, &start.body, None);
-    let finish = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response),
-    )
-    .await;
+    let finish = h
+        .call("/passkeys/sign-in/finish", Some(&visitor), Some(response))
+        .await;
     assert_eq!(finish.status, 200, "{}", finish.body);
-    assert_eq!(whoami(&h.app, &finish.cookie.unwrap()).await, "1");
+    assert_eq!(h.whoami(&finish.cookie.unwrap()).await, "1");
     let stored = serde_json::to_value(h.users.passkeys(1).pop().unwrap()).unwrap();
     assert_eq!(stored["cred"]["counter"], json!(2));
 }
@@ -373,29 +386,25 @@ async fn a_passkey_counts_as_the_second_factor() {
     let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
     h.users.add_totp(1);
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
+    h.log_out(&cookie).await;
 
     // Signing in: no code asked, and fresh.
     let (finish, _) = discoverable_sign_in(&h, &mut auth, &key).await;
     assert_eq!(finish.status, 200, "{}", finish.body);
     let signed_in = finish.cookie.unwrap();
-    assert_eq!(whoami(&h.app, &signed_in).await, "1");
+    assert_eq!(h.whoami(&signed_in).await, "1");
     assert_eq!(status(&h.app, get("/sudo", Some(&signed_in))).await, 204);
 
     // A trusted browser's login skipped the code: sudo mode needs the second factor, which a
     // passkey gives.
-    let trusted = call(&h.app, "/login-trusted/1", None, None)
-        .await
-        .cookie
-        .unwrap();
+    let trusted = h.call("/login-trusted/1", None, None).await.cookie.unwrap();
     let res = test::call_service(&h.app, get("/sudo", Some(&trusted))).await;
     let (refused, body) = status_and_body(res).await;
     assert_eq!(refused, 403, "{body}");
     assert!(body.contains("second_factor_reauth_required"), "{body}");
-    let start = call(&h.app, "/passkeys/sign-in/start", Some(&trusted), None).await;
+    let start = h
+        .call("/passkeys/sign-in/start", Some(&trusted), None)
+        .await;
     assert_eq!(start.status, 200, "{}", start.body);
     let response = sign_with(
         &mut auth,
@@ -403,13 +412,9 @@ async fn a_passkey_counts_as_the_second_factor() {
         &start.body,
         Some((&key, h.users.handle(1))),
     );
-    let finish = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&trusted),
-        Some(response),
-    )
-    .await;
+    let finish = h
+        .call("/passkeys/sign-in/finish", Some(&trusted), Some(response))
+        .await;
     assert_eq!(finish.status, 200, "{}", finish.body);
     assert!(
         finish.body.contains(r#""confirmed":true"#),
@@ -423,12 +428,9 @@ async fn a_passkey_counts_as_the_second_factor() {
 async fn check_replayed_challenge(store: impl SessionStore) {
     let h = harness(store, Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
+    h.log_out(&cookie).await;
 
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     let response = sign_with(
         &mut auth,
@@ -436,44 +438,35 @@ async fn check_replayed_challenge(store: impl SessionStore) {
         &start.body,
         Some((&key, h.users.handle(1))),
     );
-    let first = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response.clone()),
-    )
-    .await;
+    let first = h
+        .call(
+            "/passkeys/sign-in/finish",
+            Some(&visitor),
+            Some(response.clone()),
+        )
+        .await;
     assert_eq!(first.status, 200, "{}", first.body);
     let signed_in = first.cookie.unwrap();
     // The same response again: from the session that signed in, and from another visitor.
     for cookie in [Some(signed_in.as_str()), None] {
-        let replay = call(
-            &h.app,
-            "/passkeys/sign-in/finish",
-            cookie,
-            Some(response.clone()),
-        )
-        .await;
-        assert_eq!(
-            (replay.status, replay.code().as_str()),
-            (400, "passkey_no_challenge")
-        );
-        assert_eq!(replay.cookie, None, "no session change");
+        let replay = h
+            .call("/passkeys/sign-in/finish", cookie, Some(response.clone()))
+            .await;
+        assert_refused(&replay, 400, "passkey_no_challenge");
     }
-    assert_eq!(whoami(&h.app, &signed_in).await, "1");
+    assert_eq!(h.whoami(&signed_in).await, "1");
 
     // A registration answer is used once too.
-    let start = call(&h.app, "/passkeys/register/start", Some(&signed_in), None).await;
+    let start = h
+        .call("/passkeys/register/start", Some(&signed_in), None)
+        .await;
     let mut other = authenticator();
     let response = register_with(&mut other, ORIGIN, &start.body);
     let path = "/passkeys/register/finish";
-    let first = call(&h.app, path, Some(&signed_in), Some(response.clone())).await;
+    let first = h.call(path, Some(&signed_in), Some(response.clone())).await;
     assert_eq!(first.status, 204, "{}", first.body);
-    let replay = call(&h.app, path, Some(&signed_in), Some(response)).await;
-    assert_eq!(
-        (replay.status, replay.code().as_str()),
-        (400, "passkey_no_challenge")
-    );
+    let replay = h.call(path, Some(&signed_in), Some(response)).await;
+    assert_refused(&replay, 400, "passkey_no_challenge");
     assert_eq!(h.users.passkeys(1).len(), 2);
 }
 
@@ -503,47 +496,33 @@ async fn a_replayed_challenge_is_refused_on_a_redis_cluster() {
 async fn a_challenge_from_another_session_is_refused() {
     let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
+    h.log_out(&cookie).await;
 
     // Visitor A's challenge, signed, then sent with visitor B's cookie: B waits for its own.
-    let a = call(&h.app, "/passkeys/sign-in/start", None, None).await;
-    let b = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let a = h.call("/passkeys/sign-in/start", None, None).await;
+    let b = h.call("/passkeys/sign-in/start", None, None).await;
     let (a_cookie, b_cookie) = (a.cookie.unwrap(), b.cookie.unwrap());
     let handle = h.users.handle(1);
     let response = sign_with(&mut auth, ORIGIN, &a.body, Some((&key, handle)));
     let path = "/passkeys/sign-in/finish";
-    let refused = call(&h.app, path, Some(&b_cookie), Some(response.clone())).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (400, "passkey_challenge_mismatch")
-    );
-    assert_eq!(refused.cookie, None, "no session change");
-    assert_eq!(whoami(&h.app, &b_cookie).await, "401");
+    let refused = h.call(path, Some(&b_cookie), Some(response.clone())).await;
+    assert_refused(&refused, 400, "passkey_challenge_mismatch");
+    assert_eq!(h.whoami(&b_cookie).await, "401");
     // Without a session of its own, no challenge at all.
-    let refused = call(&h.app, path, None, Some(response.clone())).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (400, "passkey_no_challenge")
-    );
-    assert_eq!(refused.cookie, None);
+    let refused = h.call(path, None, Some(response.clone())).await;
+    assert_refused(&refused, 400, "passkey_no_challenge");
     // The session that asked for it still can use it.
-    let finish = call(&h.app, path, Some(&a_cookie), Some(response)).await;
+    let finish = h.call(path, Some(&a_cookie), Some(response)).await;
     assert_eq!(finish.status, 200, "{}", finish.body);
 
     // A registration started by one login cannot be finished by another of the same user.
-    let first = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
-    let second = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
-    let start = call(&h.app, "/passkeys/register/start", Some(&first), None).await;
+    let first = h.call("/login/1", None, None).await.cookie.unwrap();
+    let second = h.call("/login/1", None, None).await.cookie.unwrap();
+    let start = h.call("/passkeys/register/start", Some(&first), None).await;
     let response = register_with(&mut authenticator(), ORIGIN, &start.body);
     let path = "/passkeys/register/finish";
-    let refused = call(&h.app, path, Some(&second), Some(response)).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (400, "passkey_no_challenge")
-    );
+    let refused = h.call(path, Some(&second), Some(response)).await;
+    assert_refused(&refused, 400, "passkey_no_challenge");
     assert_eq!(h.users.passkeys(1).len(), 1);
 }
 
@@ -554,26 +533,18 @@ async fn a_wrong_origin_is_refused() {
     // Another port of the same host is another origin.
     let elsewhere = "http://localhost:9999";
 
-    let start = call(&h.app, "/passkeys/register/start", Some(&cookie), None).await;
+    let start = h
+        .call("/passkeys/register/start", Some(&cookie), None)
+        .await;
     let response = register_with(&mut authenticator(), elsewhere, &start.body);
-    let refused = call(
-        &h.app,
-        "/passkeys/register/finish",
-        Some(&cookie),
-        Some(response),
-    )
-    .await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (400, "passkey_wrong_origin")
-    );
+    let refused = h
+        .call("/passkeys/register/finish", Some(&cookie), Some(response))
+        .await;
+    assert_refused(&refused, 400, "passkey_wrong_origin");
     assert_eq!(h.users.passkeys(1).len(), 1);
 
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    h.log_out(&cookie).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     let response = sign_with(
         &mut auth,
@@ -581,49 +552,30 @@ async fn a_wrong_origin_is_refused() {
         &start.body,
         Some((&key, h.users.handle(1))),
     );
-    let refused = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response),
-    )
-    .await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (400, "passkey_wrong_origin")
-    );
-    assert_eq!(refused.cookie, None, "no session change");
-    assert_eq!(whoami(&h.app, &visitor).await, "401");
+    let refused = h
+        .call("/passkeys/sign-in/finish", Some(&visitor), Some(response))
+        .await;
+    assert_refused(&refused, 400, "passkey_wrong_origin");
+    assert_eq!(h.whoami(&visitor).await, "401");
 }
 
 #[actix_web::test]
 async fn an_unknown_or_removed_credential_is_refused() {
     let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
+    h.log_out(&cookie).await;
 
     // A user handle no account has.
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     let response = sign_with(&mut auth, ORIGIN, &start.body, Some((&key, Uuid::new_v4())));
-    let refused = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response),
-    )
-    .await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (401, "passkey_unknown_credential")
-    );
-    assert_eq!(refused.cookie, None, "no session change");
+    let refused = h
+        .call("/passkeys/sign-in/finish", Some(&visitor), Some(response))
+        .await;
+    assert_refused(&refused, 401, "passkey_unknown_credential");
 
     // The passkey removed from the account between the start and the finish.
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     let response = sign_with(
         &mut auth,
@@ -632,66 +584,44 @@ async fn an_unknown_or_removed_credential_is_refused() {
         Some((&key, h.users.handle(1))),
     );
     h.users.remove_all(1);
-    let refused = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response),
-    )
-    .await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (401, "passkey_unknown_credential")
-    );
-    assert_eq!(refused.cookie, None);
-    assert_eq!(whoami(&h.app, &visitor).await, "401");
+    let refused = h
+        .call("/passkeys/sign-in/finish", Some(&visitor), Some(response))
+        .await;
+    assert_refused(&refused, 401, "passkey_unknown_credential");
+    assert_eq!(h.whoami(&visitor).await, "401");
     // And a named sign-in of a user without passkeys has nothing to start.
-    let refused = call(&h.app, "/passkeys/sign-in/start/1", None, None).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (401, "passkey_unknown_credential")
-    );
+    let refused = h.call("/passkeys/sign-in/start/1", None, None).await;
+    assert_refused(&refused, 401, "passkey_unknown_credential");
 }
 
 #[actix_web::test]
 async fn a_counter_that_went_backwards_is_refused() {
     let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
+    h.log_out(&cookie).await;
     // A clone of the authenticator signed in ten times; this copy is at its first.
     h.users.raise_counters(1, 10);
     let (refused, visitor) = discoverable_sign_in(&h, &mut auth, &key).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (401, "passkey_counter_regressed")
-    );
-    assert_eq!(refused.cookie, None, "no session change");
-    assert_eq!(whoami(&h.app, &visitor).await, "401");
+    assert_refused(&refused, 401, "passkey_counter_regressed");
+    assert_eq!(h.whoami(&visitor).await, "401");
 }
 
 #[actix_web::test]
 async fn registration_needs_a_fresh_login_and_a_passkey_confirms_one() {
     let h = harness(MemoryStore::new(), Duration::from_secs(1)).await;
-    let refused = call(&h.app, "/passkeys/register/start", None, None).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (401, "unauthenticated")
-    );
+    let refused = h.call("/passkeys/register/start", None, None).await;
+    assert_refused(&refused, 401, "unauthenticated");
     let (cookie, mut auth, key) = registered(&h).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let refused = call(&h.app, "/passkeys/register/start", Some(&cookie), None).await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (403, "reauth_required")
-    );
+    let refused = h
+        .call("/passkeys/register/start", Some(&cookie), None)
+        .await;
+    assert_refused(&refused, 403, "reauth_required");
     assert_eq!(status(&h.app, get("/sudo", Some(&cookie))).await, 403);
 
     // Sudo mode confirmed with the passkey, from the signed-in session: the same user, a new
     // token, fresh again.
-    let start = call(&h.app, "/passkeys/sign-in/start", Some(&cookie), None).await;
+    let start = h.call("/passkeys/sign-in/start", Some(&cookie), None).await;
     assert_eq!(start.cookie, None, "the login holds the challenge");
     let response = sign_with(
         &mut auth,
@@ -699,13 +629,9 @@ async fn registration_needs_a_fresh_login_and_a_passkey_confirms_one() {
         &start.body,
         Some((&key, h.users.handle(1))),
     );
-    let finish = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&cookie),
-        Some(response),
-    )
-    .await;
+    let finish = h
+        .call("/passkeys/sign-in/finish", Some(&cookie), Some(response))
+        .await;
     assert_eq!(finish.status, 200, "{}", finish.body);
     assert!(
         finish.body.contains(r#""confirmed":true"#),
@@ -713,9 +639,11 @@ async fn registration_needs_a_fresh_login_and_a_passkey_confirms_one() {
         finish.body
     );
     let confirmed = finish.cookie.expect("confirming rotates the token");
-    assert_eq!(whoami(&h.app, &cookie).await, "401");
+    assert_eq!(h.whoami(&cookie).await, "401");
     assert_eq!(status(&h.app, get("/sudo", Some(&confirmed))).await, 204);
-    let start = call(&h.app, "/passkeys/register/start", Some(&confirmed), None).await;
+    let start = h
+        .call("/passkeys/register/start", Some(&confirmed), None)
+        .await;
     assert_eq!(start.status, 200, "{}", start.body);
 }
 
@@ -745,11 +673,8 @@ async fn a_challenge_answered_too_late_is_refused() {
         .unwrap();
     let h = harness_with(MemoryStore::new(), Duration::from_secs(300), passkeys).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    h.log_out(&cookie).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     let response = sign_with(
         &mut auth,
@@ -758,19 +683,11 @@ async fn a_challenge_answered_too_late_is_refused() {
         Some((&key, h.users.handle(1))),
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let refused = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response),
-    )
-    .await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (400, "passkey_no_challenge")
-    );
-    assert_eq!(refused.cookie, None, "no session change");
-    assert_eq!(whoami(&h.app, &visitor).await, "401");
+    let refused = h
+        .call("/passkeys/sign-in/finish", Some(&visitor), Some(response))
+        .await;
+    assert_refused(&refused, 400, "passkey_no_challenge");
+    assert_eq!(h.whoami(&visitor).await, "401");
 }
 
 /// The Redis commands of each step of a visitor's passkey sign-in, one per round trip
@@ -782,21 +699,15 @@ async fn redis_commands_of_a_passkey_sign_in() {
     let store = redis_store_at(&server.url(), &unique_prefix()).await;
     let h = harness(store, Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
+    h.log_out(&cookie).await;
     // Loads the scripts, which a long-running server has loaded long before.
     let (warm_up, _) = discoverable_sign_in(&h, &mut auth, &key).await;
     assert_eq!(warm_up.status, 200, "{}", warm_up.body);
     let warm_up = warm_up.cookie.unwrap();
-    assert_eq!(
-        call(&h.app, "/logout", Some(&warm_up), None).await.status,
-        204
-    );
+    h.log_out(&warm_up).await;
     let monitor = Monitor::start(&server);
 
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     // The visitor's session, started with its first data write: the bounds on new anonymous
     // sessions, then the session with the challenge in it.
@@ -808,7 +719,7 @@ async fn redis_commands_of_a_passkey_sign_in() {
         Some((&key, h.users.handle(1))),
     );
     let path = "/passkeys/sign-in/finish";
-    let finish = call(&h.app, path, Some(&visitor), Some(response.clone())).await;
+    let finish = h.call(path, Some(&visitor), Some(response.clone())).await;
     assert_eq!(finish.status, 200, "{}", finish.body);
     let finishing = monitor.take();
     // The session with its data, the challenge taken (one script), then the login.
@@ -819,23 +730,17 @@ async fn redis_commands_of_a_passkey_sign_in() {
     );
     let signed_in = finish.cookie.unwrap();
     // A replay from the visitor's token, which the login ended: the lookup finds no session.
-    let replay = call(&h.app, path, Some(&visitor), Some(response)).await;
+    let replay = h.call(path, Some(&visitor), Some(response)).await;
     assert_eq!(replay.code(), "passkey_no_challenge");
     assert_eq!(monitor.take(), ["hgetall"], "replay");
-    assert_eq!(
-        call(&h.app, "/logout", Some(&signed_in), None).await.status,
-        204
-    );
+    h.log_out(&signed_in).await;
 
     // The same visitor's login with a password instead, from the same state: the same
     // commands as the passkey's login.
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     monitor.take();
-    assert_eq!(
-        call(&h.app, "/login/1", Some(&visitor), None).await.status,
-        204
-    );
+    assert_eq!(h.call("/login/1", Some(&visitor), None).await.status, 204);
     let password_login = monitor.take();
     assert_eq!(
         finishing[2..],
@@ -850,39 +755,37 @@ async fn redis_commands_of_a_passkey_sign_in() {
 async fn an_impersonator_registers_no_passkey() {
     let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
     // A registration answer of user 2's own, for the finish step.
-    let own = call(&h.app, "/login/2", None, None).await.cookie.unwrap();
-    let start = call(&h.app, "/passkeys/register/start", Some(&own), None).await;
+    let own = h.call("/login/2", None, None).await.cookie.unwrap();
+    let start = h.call("/passkeys/register/start", Some(&own), None).await;
     assert_eq!(start.status, 200, "{}", start.body);
     let response = register_with(&mut authenticator(), ORIGIN, &start.body);
 
-    let admin = call(&h.app, "/login/1", None, None).await.cookie.unwrap();
-    let as_two = call(&h.app, "/impersonate/2", Some(&admin), None).await;
+    let admin = h.call("/login/1", None, None).await.cookie.unwrap();
+    let as_two = h.call("/impersonate/2", Some(&admin), None).await;
     assert_eq!(as_two.status, 204, "{}", as_two.body);
     let as_two = as_two.cookie.unwrap();
-    assert_eq!(whoami(&h.app, &as_two).await, "2");
+    assert_eq!(h.whoami(&as_two).await, "2");
 
-    let start = call(&h.app, "/passkeys/register/start", Some(&as_two), None).await;
+    let start = h
+        .call("/passkeys/register/start", Some(&as_two), None)
+        .await;
     assert_eq!((start.status, start.code()), (403, "impersonating".into()));
-    let finish = call(
-        &h.app,
-        "/passkeys/register/finish",
-        Some(&as_two),
-        Some(response.clone()),
-    )
-    .await;
+    let finish = h
+        .call(
+            "/passkeys/register/finish",
+            Some(&as_two),
+            Some(response.clone()),
+        )
+        .await;
     assert_eq!(
         (finish.status, finish.code()),
         (403, "impersonating".into())
     );
     assert!(h.users.passkeys(2).is_empty());
     // User 2's own registration still completes.
-    let finish = call(
-        &h.app,
-        "/passkeys/register/finish",
-        Some(&own),
-        Some(response),
-    )
-    .await;
+    let finish = h
+        .call("/passkeys/register/finish", Some(&own), Some(response))
+        .await;
     assert_eq!(finish.status, 204, "{}", finish.body);
 }
 
@@ -895,11 +798,8 @@ async fn a_forged_signature_is_rejected() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let h = harness(MemoryStore::new(), Duration::from_secs(300)).await;
     let (cookie, mut auth, key) = registered(&h).await;
-    assert_eq!(
-        call(&h.app, "/logout", Some(&cookie), None).await.status,
-        204
-    );
-    let start = call(&h.app, "/passkeys/sign-in/start", None, None).await;
+    h.log_out(&cookie).await;
+    let start = h.call("/passkeys/sign-in/start", None, None).await;
     let visitor = start.cookie.unwrap();
     let mut response = sign_with(
         &mut auth,
@@ -912,17 +812,9 @@ async fn a_forged_signature_is_rejected() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     response["response"]["signature"] = json!(b64.encode(bytes));
-    let refused = call(
-        &h.app,
-        "/passkeys/sign-in/finish",
-        Some(&visitor),
-        Some(response),
-    )
-    .await;
-    assert_eq!(
-        (refused.status, refused.code().as_str()),
-        (400, "passkey_rejected")
-    );
-    assert_eq!(refused.cookie, None, "no session change");
-    assert_eq!(whoami(&h.app, &visitor).await, "401");
+    let refused = h
+        .call("/passkeys/sign-in/finish", Some(&visitor), Some(response))
+        .await;
+    assert_refused(&refused, 400, "passkey_rejected");
+    assert_eq!(h.whoami(&visitor).await, "401");
 }
