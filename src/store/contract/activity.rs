@@ -95,6 +95,43 @@ pub(super) async fn check_activity_order_and_paging<S: SessionStore>(store: &S) 
     );
 }
 
+/// Paging through a long log, a few entries at a time, gives every entry once, newest first:
+/// a store that reads its log in chunks must carry a page across a chunk's end.
+pub(super) async fn check_activity_paging_through_a_long_log<S: SessionStore>(store: &S) {
+    const ENTRIES: usize = 250;
+    let user = random_name("user");
+    let roomy = ActivityLimits {
+        max_entries: 1_000,
+        keep_for: LONG,
+    };
+    for i in 0..ENTRIES {
+        append(store, &user, i, roomy).await;
+    }
+    let mut read: Vec<ActivityEntry> = Vec::new();
+    loop {
+        let before = read.last().map(|entry| entry.id.clone());
+        let page = ok(
+            "activity",
+            store.activity(&user, before.as_deref(), 7).await,
+        );
+        if page.is_empty() || read.len() > ENTRIES {
+            break;
+        }
+        read.extend(page);
+    }
+    let in_order = read.len() == ENTRIES
+        && read
+            .iter()
+            .zip((0..ENTRIES).rev())
+            .all(|(got, i)| same(got, &entry(i)));
+    rule!(
+        in_order,
+        "pages of a long log, each after the last entry of the one before, give every entry once, newest first",
+        "wrote {ENTRIES}, paged through {} entries",
+        read.len()
+    );
+}
+
 pub(super) async fn check_activity_cap<S: SessionStore>(store: &S) {
     let user = random_name("user");
     let capped = ActivityLimits {

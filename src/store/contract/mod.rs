@@ -190,7 +190,8 @@ where
 /// them to their defaults keeps no log, and logins go on without one. Checked: a user without
 /// entries has an empty log; entries come back as written (kind, time, address, user agent,
 /// session id), newest first, each with an id of its own, and no other user's; reading after
-/// an id starts at the next older entry, and at most `limit` come back; the log keeps the
+/// an id starts at the next older entry, and at most `limit` come back; paging through a log
+/// of 250 entries, 7 at a time, gives each once, newest first; the log keeps the
 /// newest `max_entries`; it is gone `keep_for` after its newest entry (each entry keeps it
 /// that long again), and starts anew after.
 ///
@@ -205,6 +206,7 @@ where
     Fut: Future<Output = S>,
 {
     check_activity_order_and_paging(&new_store().await).await;
+    check_activity_paging_through_a_long_log(&new_store().await).await;
     check_activity_cap(&new_store().await).await;
     check_activity_expiry(&new_store().await).await;
 }
