@@ -193,3 +193,31 @@ fn impersonation_reaches_the_subscribers_without_a_token() {
         }
     });
 }
+
+/// The events thread waits while idle and polls while busy: events sent in a burst, then after
+/// it has gone back to waiting, then one at a time across its polls, all arrive, in order.
+#[test]
+fn events_arrive_in_order_across_idle_and_busy_spells() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let handler = Box::new(move |event: &SecurityEvent| sink.lock().unwrap().push(event.clone()));
+    let events = EventSink::start(vec![handler], 16).unwrap();
+    let user = |i: usize| format!("user-{i}");
+    let send = |i: usize| events.send(SecurityEvent::new(Some(&user(i)), EventKind::LoginFailed));
+    for i in 0..5 {
+        send(i);
+    }
+    // Longer than the hundred empty polls after which the thread waits again.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for i in 5..10 {
+        send(i);
+        std::thread::sleep(std::time::Duration::from_micros(700));
+    }
+    let got: Vec<Option<String>> = wait_for(&seen, 10)
+        .into_iter()
+        .map(|event| event.user_id)
+        .collect();
+    let sent: Vec<Option<String>> = (0..10).map(|i| Some(user(i))).collect();
+    assert_eq!(got, sent);
+    assert_eq!(events.dropped(), 0);
+}
