@@ -555,8 +555,10 @@ impl OneTimeLinks {
     /// The app sends these of its own accord, not at a client's request, so they count toward
     /// none of the [limits](LinkSettings): a notice never takes a password reset's place. Like
     /// every link it works once, lives its [lifetime](LinkSettings::lifetime) (24 hours by
-    /// default), is stored only as a hash, and ends with a password change (which ends the
-    /// session anyway).
+    /// default) and is stored only as a hash. Unlike the others it outlives a password change:
+    /// whoever signed in may have changed the password from that very session, which keeps
+    /// it, and the owner must still be able to end it (ending a session only takes access
+    /// away).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an id or address over 1024 bytes, or an empty session id;
@@ -575,16 +577,26 @@ impl OneTimeLinks {
     /// still live; either way the link is used up. As for every link, call it from a `POST`,
     /// and answer `GET` with [`peek`](Self::peek).
     ///
+    /// The session ends before the link is used up, so a store failure in between leaves the
+    /// link to try again rather than spent with the session alive. Two uses at once both end
+    /// the session and succeed; any use after that finds the link used up.
+    ///
     /// # Errors
     /// As [`consume`](Self::consume).
     pub async fn end_session(&self, secret: &str) -> Result<bool, Error> {
-        let used = self.consume(LinkPurpose::EndSession, secret).await?;
-        let Some(session_id) = used.session_id() else {
+        let link = self.peek(LinkPurpose::EndSession, secret).await?;
+        let Some(session_id) = link.session_id() else {
             return Err(Error::InvalidLink);
         };
-        self.engine
-            .revoke(used.user_id(), session_id, RevokedBy::User)
-            .await
+        let ended = self
+            .engine
+            .revoke(link.user_id(), session_id, RevokedBy::User)
+            .await?;
+        match self.consume(LinkPurpose::EndSession, secret).await {
+            // Used meanwhile by a request that ended the session too.
+            Ok(_) | Err(Error::InvalidLink) => Ok(ended),
+            Err(err) => Err(err),
+        }
     }
 
     /// The link `secret` for `purpose`, if it is valid, leaving it unused: for the page or
@@ -775,7 +787,9 @@ impl SessionEngine {
         let live = record.purpose() == purpose
             && !record.user_id().is_empty()
             && record.expires_at() > SystemTime::now();
-        if !live || !self.bound_credentials_hold(&record).await? {
+        // An end-session link is not bound to the password: see `issue_end_session`.
+        let bound = purpose != LinkPurpose::EndSession;
+        if !live || (bound && !self.bound_credentials_hold(&record).await?) {
             tracing::info!(
                 link = key.short(),
                 purpose = purpose.tag(),

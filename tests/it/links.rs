@@ -180,3 +180,55 @@ async fn an_end_session_link_ends_its_session_alone_outside_the_limits() {
     // Another link for the same session: used up, with nothing left to end.
     assert!(!links.end_session(issued[1].secret()).await.unwrap());
 }
+
+/// Whoever signed in can change the password from their own session, which ends the account's
+/// other sessions and keeps theirs (on a new token, under the same public id). The owner's
+/// "this wasn't me" link for that session must still end it: ending a session only takes
+/// access away, so it is not bound to the password as other links are.
+#[actix_web::test]
+async fn an_end_session_link_outlives_a_password_change_made_from_that_session() {
+    use actix_login::Session;
+    use actix_web::{web, App, HttpResponse};
+
+    async fn change_password(session: Session) -> actix_web::Result<HttpResponse> {
+        session.credentials_changed("v2").await?;
+        session.reauthenticate().await?;
+        Ok(HttpResponse::NoContent().finish())
+    }
+
+    let middleware = LoginMiddleware::new(MemoryStore::new());
+    let (sessions, links) = (middleware.sessions(), middleware.links());
+    let app = actix_web::test::init_service(
+        App::new()
+            .wrap(middleware)
+            .configure(crate::support::http::minimal::routes)
+            .route("/password", web::post().to(change_password)),
+    )
+    .await;
+    let intruder = crate::support::http::log_in(&app, 7).await;
+    let id = sessions.list("7").await.unwrap()[0].id.clone();
+    let to = Recipient::new("7", "ann@example.test");
+    let way_out = links.issue_end_session(to, &id).await.unwrap();
+
+    let changed = actix_web::test::call_service(
+        &app,
+        crate::support::http::post("/password", Some(&intruder)),
+    )
+    .await;
+    assert_eq!(changed.status(), 204);
+    let renewed = crate::support::http::set_cookie(&changed)
+        .expect("a new token")
+        .value()
+        .to_owned();
+    assert_eq!(
+        crate::support::http::status(&app, crate::support::http::get("/me", Some(&renewed))).await,
+        200
+    );
+
+    assert!(links.end_session(way_out.secret()).await.unwrap());
+    assert_eq!(
+        crate::support::http::status(&app, crate::support::http::get("/me", Some(&renewed))).await,
+        401,
+        "the intruder's session ended"
+    );
+}

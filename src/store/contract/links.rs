@@ -30,6 +30,7 @@ fn same(a: &LinkRecord, b: &LinkRecord) -> bool {
         && a.user_id() == b.user_id()
         && a.address() == b.address()
         && a.credentials() == b.credentials()
+        && a.session_id() == b.session_id()
         && distance(a.expires_at(), b.expires_at()) < Duration::from_millis(2)
 }
 
@@ -83,6 +84,18 @@ pub(super) async fn check_links_are_kept_and_taken_once<S: SessionStore>(store: 
         after.is_none(),
         "a link is taken once",
         "load_link found a taken link: {after:?}"
+    );
+
+    // A "this wasn't me" link names the session it ends; without it, it ends nothing.
+    let key = LinkKey::of_secret(LinkPurpose::EndSession, &random_name("link"));
+    let ending = LinkRecord::new(LinkPurpose::EndSession, &user, "", None, in_(LONG))
+        .for_session(Some("the-session-public-id"));
+    ok("create_link", store.create_link(&key, &ending).await);
+    let taken = ok("take_link", store.take_link(&key).await);
+    rule!(
+        taken.as_ref().is_some_and(|l| same(l, &ending)),
+        "a link comes back with the session it names",
+        "created {ending:?}, took {taken:?}"
     );
 }
 

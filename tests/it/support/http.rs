@@ -146,13 +146,13 @@ pub mod minimal {
         Response = ServiceResponse<impl MessageBody>,
         Error = actix_web::Error,
     > {
-        test::init_service(
-            App::new()
-                .route("/login/{id}", web::post().to(login))
-                .route("/me", web::get().to(me))
-                .route("/logout", web::post().to(logout))
-                .wrap(middleware),
-        )
-        .await
+        test::init_service(App::new().configure(routes).wrap(middleware)).await
+    }
+
+    /// The minimal app's routes, for a test that adds its own beside them.
+    pub fn routes(cfg: &mut web::ServiceConfig) {
+        cfg.route("/login/{id}", web::post().to(login))
+            .route("/me", web::get().to(me))
+            .route("/logout", web::post().to(logout));
     }
 }
