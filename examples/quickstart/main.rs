@@ -72,7 +72,8 @@
 //!   sign-in to your account" with where from and a `/end-session/<secret>` link ("this
 //!   wasn't me"): `GET` is `200` and leaves it working, `POST` is `204` and ends that session
 //!   (the account's others stay), once (`410 invalid_link` after). It counts toward none of
-//!   the link limits. `NEW_DEVICE_MAIL=0` turns the notice off.
+//!   the link limits. `NEW_DEVICE_MAIL=0` turns the notice off; `NEW_DEVICE_MAIL=1` sends it
+//!   even with mail off (then it is only logged, without its link).
 //!   Mail goes to one file per message in `MAIL_DIR`, or through SMTP to `SMTP_URL`, or
 //!   nowhere (logged without the link); `MAGIC_LINK_TTL_SECS` (default 900),
 //!   `PASSWORD_RESET_TTL_SECS` (3600), `VERIFY_EMAIL_TTL_SECS` (86400) and

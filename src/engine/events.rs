@@ -227,7 +227,8 @@ pub enum EventKind {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RevokedBy {
-    /// The user, from another of their sessions ([`Session`](crate::Session)).
+    /// The user, from another of their sessions ([`Session`](crate::Session)), or with a
+    /// "this wasn't me" link ([`OneTimeLinks::end_session`](crate::links::OneTimeLinks::end_session)).
     User,
     /// The app, through [`Sessions`](crate::Sessions) (an admin, a disabled account).
     App,
@@ -485,8 +486,9 @@ const IDLE_AFTER_EMPTY_POLLS: u32 = 100;
 /// Idle, it waits on the queue, and the first event wakes it. While events keep coming it
 /// sleeps between looks instead: a sender finds no thread waiting, so it queues its event
 /// without a system call, and a busy app's requests never pay for waking this thread (that
-/// wake-up cost about 9 µs per login with a fast subscriber, `benches/slow_subscriber.rs`).
-/// Delivery waits at most [`BUSY_POLL`] for it; after [`IDLE_AFTER_EMPTY_POLLS`] empty looks
+/// wake-up made a login 1.37 times slower with a fast subscriber, `benches/slow_subscriber.rs`).
+/// Delivery waits about [`BUSY_POLL`] for it (the sleep's own slack and the handlers' time
+/// come on top); after [`IDLE_AFTER_EMPTY_POLLS`] empty looks
 /// (a tenth of a second) the thread waits again.
 fn deliver_all(events: &Receiver<SecurityEvent>, handlers: &[Handler]) {
     while let Ok(first) = events.recv() {

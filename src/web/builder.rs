@@ -86,7 +86,10 @@ impl LoginMiddlewareBuilder {
 
     /// How many events may wait for the [handlers](Self::on_event) (default 1024). An event
     /// that finds the queue full is dropped and counted
-    /// ([`LoginMiddleware::events_dropped`]); values below 1 count as 1.
+    /// ([`LoginMiddleware::events_dropped`]); values below 1 count as 1. While events keep
+    /// coming the handlers' thread looks at the queue about once a millisecond, so the queue
+    /// must hold what the app emits in a millisecond or so: a very small one drops events
+    /// under load even with fast handlers.
     pub fn event_queue(mut self, capacity: usize) -> Self {
         self.event_queue = capacity.max(1);
         self
@@ -98,7 +101,11 @@ impl LoginMiddlewareBuilder {
     /// Redis the log is a list per user, `{prefix}:a:{user id}`; a login adds three commands
     /// (`LPUSH`, `LTRIM`, `PEXPIRE`) sent beside its other ones, with no round trip of their
     /// own, and each entry costs about its own bytes of Redis memory (a desktop browser's
-    /// login, about 200). A failed write is logged and never fails what it records.
+    /// login, about 200 bytes; with the key's own overhead shared by two entries, about 260
+    /// each). A page that starts after an entry (`before`) is found by reading the list from
+    /// its newest end, one round trip per 100 entries, so a large cap makes deep pages (and
+    /// an id that is not in the log) cost more reads. A failed write is logged and never
+    /// fails what it records.
     pub fn activity_log(mut self, max_entries: usize, keep_for: Duration) -> Self {
         self.rules.set_activity_log(Some(ActivityLimits {
             max_entries,
