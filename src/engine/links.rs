@@ -21,7 +21,8 @@
 //!   as a sign-in link is not found, and is not used up by the attempt.
 //! * **Bound to the account's credentials**: a link records the account's credentials
 //!   version; a [password change](crate::Sessions::credentials_changed) (a reset included)
-//!   ends every link issued before it.
+//!   ends every link issued before it, but for "this wasn't me" links (see below), which must
+//!   outlive a password changed from the session they end.
 //! * **Bound to its address**: [`LinkInfo::address`] is where the mail went; act on it only
 //!   if it still is (or, for a change, is to become) the account's address.
 //! * **No account oracle**: [`OneTimeLinks::issue`] does the same work for names no account
@@ -714,7 +715,8 @@ impl SessionEngine {
     }
 
     /// Writes a new link for `purpose` to `to` (or, without one, a link of no one's whose
-    /// secret is dropped), bound to the account's credentials version and, for
+    /// secret is dropped), bound to the account's credentials version where its purpose is
+    /// [bound to the password](LinkPurpose::bound_to_password) and, for
     /// [`EndSession`](LinkPurpose::EndSession), to the session `session_id`.
     async fn write_link(
         &self,
@@ -730,7 +732,11 @@ impl SessionEngine {
         // An unknown account gets a link of no one's, whose secret is dropped here: the same
         // reads and writes as a real one, and nothing anyone can use.
         let (user_id, mail) = to.map_or(("", ""), |to| (to.user_id, to.address));
-        let credentials = self.store.credentials_version(user_id).await?;
+        let credentials = if purpose.bound_to_password() {
+            self.store.credentials_version(user_id).await?
+        } else {
+            None
+        };
         let record = LinkRecord::new(purpose, user_id, mail, credentials, expires_at)
             .for_session(session_id);
         if !self.store.create_link(&key, &record).await? {
@@ -787,9 +793,7 @@ impl SessionEngine {
         let live = record.purpose() == purpose
             && !record.user_id().is_empty()
             && record.expires_at() > SystemTime::now();
-        // An end-session link is not bound to the password: see `issue_end_session`.
-        let bound = purpose != LinkPurpose::EndSession;
-        if !live || (bound && !self.bound_credentials_hold(&record).await?) {
+        if !live || (purpose.bound_to_password() && !self.bound_credentials_hold(&record).await?) {
             tracing::info!(
                 link = key.short(),
                 purpose = purpose.tag(),

@@ -57,6 +57,14 @@ impl LinkPurpose {
         }
     }
 
+    /// Whether a link of this purpose dies when the account's password changes. All but
+    /// [`EndSession`](LinkPurpose::EndSession) do: whoever signed in may have changed the
+    /// password from the very session that link ends, and ending a session only takes access
+    /// away.
+    pub(crate) fn bound_to_password(self) -> bool {
+        self != LinkPurpose::EndSession
+    }
+
     pub(crate) fn index(self) -> usize {
         match self {
             LinkPurpose::PasswordReset => 0,
