@@ -29,7 +29,7 @@ impl LoginMethod {
     }
 
     /// The one-letter code a session record keeps.
-    fn code(self) -> &'static str {
+    pub(super) fn code(self) -> &'static str {
         match self {
             LoginMethod::Password => "p",
             LoginMethod::Passkey => "k",
@@ -38,7 +38,7 @@ impl LoginMethod {
         }
     }
 
-    fn from_code(code: &str) -> Option<Self> {
+    pub(super) fn from_code(code: &str) -> Option<Self> {
         Some(match code {
             "p" => LoginMethod::Password,
             "k" => LoginMethod::Passkey,

@@ -7,12 +7,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 mod activity;
+#[cfg(feature = "redis")]
+mod binary;
 mod data;
 mod key;
 mod link;
 mod method;
 
 pub use self::activity::{ActivityEntry, ActivityKind, ActivityLimits};
+#[cfg(feature = "redis")]
+pub(crate) use self::binary::VERSION as BINARY_VERSION;
 #[cfg(feature = "redis")]
 pub(crate) use self::data::ENTRY_OVERHEAD;
 pub use self::data::{DataChange, SessionData};

@@ -97,6 +97,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::support;
 use crate::support::chaos_proxy::{ChaosProxy, Mode};
 use crate::support::http::{get, log_in, minimal, redis_store_at, status};
 use crate::support::process::{free_port, spawn_guarded, unique_dir, Frozen, TempDir};
@@ -1327,19 +1328,13 @@ fn inspect_keys(redis: &Redis) -> Orphans {
             continue;
         };
         orphans.sessions += 1;
-        // The record is stored in pieces: `r`, then `r1` … `r3` as long as there is more.
-        let fields: std::collections::HashMap<String, String> =
+        let fields: std::collections::HashMap<String, Vec<u8>> =
             redis::cmd("HGETALL").arg(key).query(&mut conn).unwrap();
-        let pieces = std::iter::once("r".to_owned()).chain((1..4).map(|n| format!("r{n}")));
-        let record: Option<String> = fields.contains_key("r").then(|| {
-            pieces
-                .map_while(|field| fields.get(&field).cloned())
-                .collect()
-        });
+        let record =
+            support::redis_server::stored_record(|field| fields.get(field).map(Vec::as_slice));
         orphans.moving += usize::from(fields.contains_key("m"));
         let user = record
-            .and_then(|record| serde_json::from_str::<serde_json::Value>(&record).ok())
-            .and_then(|record| record["u"].as_str().map(str::to_owned))
+            .and_then(|record| support::redis_server::record_user_id(&record))
             .unwrap_or_default();
         if user.is_empty() {
             // Anonymous: in no index, by design.

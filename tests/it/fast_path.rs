@@ -42,6 +42,17 @@ async fn cart(_user: AuthUser<u64>, session: Session) -> Result<String, Error> {
     Ok(cart.map_or(0, |cart| cart.len()).to_string())
 }
 
+/// A login as user 42 with a profile `{"id":42,"name":…}` from a desktop Chrome.
+async fn login_named(session: Session, name: web::Path<String>) -> Result<HttpResponse, Error> {
+    let profile = serde_json::json!({ "id": 42, "name": name.into_inner() });
+    session.login("42", &profile).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+async fn profile(user: AuthUser<serde_json::Value>) -> String {
+    user.into_inner().to_string()
+}
+
 async fn me(user: AuthUser<u64>) -> String {
     user.into_inner().to_string()
 }
@@ -75,6 +86,8 @@ async fn app(
             .route("/cart/{len}", web::post().to(put_cart))
             .route("/cart", web::get().to(cart))
             .route("/visitor-cart", web::get().to(visitor_cart))
+            .route("/login-named/{name}", web::post().to(login_named))
+            .route("/profile", web::get().to(profile))
             .route("/me", web::get().to(me))
             .route("/peek", web::get().to(peek))
             .service(
@@ -109,6 +122,28 @@ where
         "POST {path}"
     );
 }
+
+/// Logs in as [`login_named`] does, from a desktop Chrome at a documentation address; the
+/// session token.
+async fn log_in_as<S, B>(app: &S, name: &str) -> String
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let req = test::TestRequest::post()
+        .uri(&format!("/login-named/{name}"))
+        .insert_header(("sec-fetch-site", "same-origin"))
+        .insert_header(("user-agent", CHROME))
+        .peer_addr("203.0.113.77:50000".parse().expect("an address"))
+        .to_request();
+    let res = test::call_service(app, req).await;
+    assert_eq!(res.status(), 200, "POST /login-named/{name}");
+    let cookie = set_cookie(&res).expect("a session cookie");
+    cookie.value().to_owned()
+}
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                      (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 #[actix_web::test]
 async fn a_handler_that_reads_data_costs_one_round_trip() {
@@ -148,11 +183,33 @@ async fn a_record_read_on_one_server_asks_for_no_moving_mark() {
         panic!("GET /me sent {sent:?}");
     };
     assert_eq!(hmget[0], "hmget");
-    assert_eq!(
-        hmget[2..],
-        ["r", "r1", "r2", "r3", "u", "e"],
-        "GET /me read {hmget:?}"
-    );
+    assert_eq!(hmget[2..], ["r", "r1", "u", "e"], "GET /me read {hmget:?}");
+}
+
+/// A browser's login, with a profile of 60 bytes, an IP address and a desktop Chrome's
+/// `User-Agent`, fits the two pieces a lookup reads first: one `HMGET` of four fields. A
+/// profile too long for them costs one more read of the whole record, and reads right.
+#[actix_web::test]
+async fn a_browser_login_is_read_with_two_pieces_and_a_long_one_whole() {
+    let server = RedisServer::start();
+    let app = app(store(&server, false).await).await;
+    let monitor = Monitor::start(&server);
+    for (name, long) in [("a".repeat(41), false), ("b".repeat(240), true)] {
+        let token = log_in_as(&app, &name).await;
+        monitor.take();
+        let profile = format!(r#"{{"id":42,"name":"{name}"}}"#);
+        assert_eq!(read(&app, "/profile", &token).await, profile);
+        let sent = monitor.take_with_arguments();
+        let fields: Vec<&[String]> = sent.iter().map(|command| &command[2..]).collect();
+        let head = ["r", "r1", "u", "e"].map(String::from);
+        let whole = ["r", "r1", "r2", "r3", "u", "e"].map(String::from);
+        if long {
+            assert_eq!(fields, [&head[..], &whole[..]], "{name}: {sent:?}");
+        } else {
+            assert_eq!(fields, [&head[..]], "{name}: {sent:?}");
+        }
+        assert!(sent.iter().all(|command| command[0] == "hmget"), "{sent:?}");
+    }
 }
 
 /// Large data travels once to an instance that has not seen the session, which learns its

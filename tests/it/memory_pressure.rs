@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::support;
 use crate::support::http::*;
-use crate::support::redis_server::{connection, RedisServer};
+use crate::support::redis_server::{connection, record_user_id, stored_record, RedisServer};
 
 const PREFIX: &str = "mp";
 
@@ -164,7 +164,7 @@ fn session_key_of(member: &str) -> String {
 #[derive(Debug, Default)]
 struct Layout {
     /// Session key → the hash's fields.
-    sessions: BTreeMap<String, BTreeMap<String, String>>,
+    sessions: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
     /// User id → index members.
     indexes: BTreeMap<String, BTreeSet<String>>,
 }
@@ -189,7 +189,7 @@ fn layout(conn: &mut redis::Connection) -> Layout {
         }
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
         if key.starts_with(&format!("{PREFIX}:s:")) {
-            let fields: BTreeMap<String, String> =
+            let fields: BTreeMap<String, Vec<u8>> =
                 redis::cmd("HGETALL").arg(&key).query(conn).unwrap();
             layout.sessions.insert(key, fields);
         } else if let Some(user) = key.strip_prefix(&format!("{PREFIX}:u:")) {
@@ -200,14 +200,9 @@ fn layout(conn: &mut redis::Connection) -> Layout {
     layout
 }
 
-fn user_of(fields: &BTreeMap<String, String>) -> String {
-    // The record is stored in pieces: `r`, then `r1` … `r3` as long as there is more.
-    let pieces = std::iter::once("r".to_owned()).chain((1..4).map(|n| format!("r{n}")));
-    let json: String = pieces
-        .map_while(|field| fields.get(&field).cloned())
-        .collect();
-    let record: serde_json::Value = serde_json::from_str(&json).expect("a JSON record");
-    record["u"].as_str().expect("a user id").to_owned()
+fn user_of(fields: &BTreeMap<String, Vec<u8>>) -> String {
+    let record = stored_record(|field| fields.get(field).map(Vec::as_slice)).expect("a record");
+    record_user_id(&record).expect("a user id")
 }
 
 /// No session without its record, deadline and index entry; no index entry without its
@@ -318,7 +313,10 @@ async fn noeviction_refuses_writes_with_503_and_keeps_existing_sessions() {
         "an index without a session"
     );
     let note = &layout.sessions[&redis_session_key(PREFIX, &tokens[0])];
-    assert_eq!(note.get("d:note").map(String::as_str), Some(r#""before""#));
+    assert_eq!(
+        note.get("d:note").map(Vec::as_slice),
+        Some(&br#""before""#[..])
+    );
     assert!(
         layout
             .sessions

@@ -7,7 +7,9 @@ use actix_login::{MemoryStore, RedisStore, SessionData, StoreError};
 use serde_json::value::RawValue;
 
 use crate::support;
-use crate::support::redis_server::{connection, shared_redis_url, unique_prefix, RedisServer};
+use crate::support::redis_server::{
+    connection, record_user_id, shared_redis_url, unique_prefix, RedisServer,
+};
 
 fn random_key() -> SessionKey {
     let mut bytes = [0u8; 24];
@@ -155,7 +157,7 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
     assert!(*ttl > 85_000 && *ttl <= 90_000, "session ttl {ttl}");
     // The hash holds the same deadline, in Unix milliseconds, and the record.
     let mut conn = connection(&url).unwrap();
-    let (deadline, json, size): (String, String, String) = redis::cmd("HMGET")
+    let (deadline, record, size): (String, Vec<u8>, String) = redis::cmd("HMGET")
         .arg(name)
         .arg("e")
         .arg("r")
@@ -171,12 +173,14 @@ async fn redis_keys_are_prefixed_hashes_with_a_ttl() {
         ahead > 85_000 && ahead <= 90_000,
         "deadline {ahead} ms ahead"
     );
-    assert!(json.starts_with(r#"{"i":"id-u","u":"u","#), "{json}");
+    // The binary form: its version, then the public id and the user id after their lengths.
+    assert!(record.starts_with(b"\x01\x04id-u\x01u"), "{record:?}");
+    assert_eq!(record_user_id(&record).as_deref(), Some("u"));
     assert_eq!(size, "0");
     assert!(
         value
             .as_deref()
-            .is_some_and(|v| v.windows(3).any(|w| w == b"r={")),
+            .is_some_and(|v| v.windows(3).any(|w| w == b"r=\x01")),
         "a session is a hash: {value:?}"
     );
     // The user's index lives as long as the session's absolute lifetime.

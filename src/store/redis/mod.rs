@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::ConnectionLike;
+use redis::Value;
 
 use serde_json::value::RawValue;
 
 use self::codec::{
-    data_size, decode_hash, decode_reply, encode_deadline, ttl_millis, DEADLINE, MOVING,
-    RECORD_PIECES, SIZE, USER,
+    bulk, data_size, decode_hash, decode_head, decode_reply, encode_deadline, ttl_millis, Head,
+    DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
 use self::data::LargeData;
@@ -83,7 +84,7 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 ///
 /// | operation | commands | round trips |
 /// |---|---|---|
-/// | [`load`](SessionStore::load) | `HMGET` of record, update, deadline; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–1 |
+/// | [`load`](SessionStore::load) | `HMGET` of the record's first two pieces, update, deadline; for a record longer than those (a profile over about 60 bytes) a second `HMGET` of all four; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–2 |
 /// | [`load_with_data`](SessionStore::load_with_data) | `HGETALL`: record and data, the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); `HMGET` of the record for a session this process has seen with more; nothing on a local cache hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
@@ -164,9 +165,9 @@ impl RedisStore {
         name
     }
 
-    /// `HMGET` of the fields a session's record is made of.
+    /// `HMGET` of all the fields a session's record is made of.
     fn record_fields(&self, key: &SessionKey) -> redis::Cmd {
-        read_record(&self.session_key(key))
+        read_record(&self.session_key(key), Pieces::All)
     }
 
     /// The Redis key of a throttling counter. All counters share the hash tag `{throttle}`, so
@@ -180,20 +181,47 @@ impl RedisStore {
         format!("{}:u:{user_id}", self.prefix)
     }
 
-    /// The session stored under `redis_key`, read through `conn`.
+    /// The session stored under `redis_key`, read through `conn`: the record's first pieces,
+    /// which hold a typical record whole, and all of them only when the record goes on.
     async fn fetch(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let mut hmget = read_record(redis_key);
+        let mut hmget = read_record(redis_key, Pieces::Head);
+        let marks = self.may_mark_moving();
+        if marks {
+            hmget.arg(MOVING);
+        }
+        // Read as a `Value` and decoded in place: converting the reply first would copy it.
+        let reply: Value = self.run(hmget.query_async(&mut *conn)).await?;
+        let Value::Array(mut reply) = reply else {
+            return Err(StoreError::corrupt("HMGET reply is not an array"));
+        };
+        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
+        // requests: the session lives on under the new key, or nowhere.
+        if marks && bulk(&reply.pop().unwrap_or(Value::Nil))?.is_some() {
+            return Ok(None);
+        }
+        match decode_head(&reply)? {
+            Head::Read(stored) => Ok(stored),
+            Head::Longer => self.fetch_whole(conn, redis_key).await,
+        }
+    }
+
+    /// The session stored under `redis_key`, read through `conn` with all of its record's
+    /// pieces.
+    async fn fetch_whole(
+        &self,
+        conn: &mut impl ConnectionLike,
+        redis_key: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let mut hmget = read_record(redis_key, Pieces::All);
         let marks = self.may_mark_moving();
         if marks {
             hmget.arg(MOVING);
         }
         let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
-        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
-        // requests: the session lives on under the new key, or nowhere.
         if marks && reply.pop().flatten().is_some() {
             return Ok(None);
         }
@@ -220,7 +248,7 @@ impl RedisStore {
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
         if self.large_data.contains(redis_key) {
-            let mut hmget = read_record(redis_key);
+            let mut hmget = read_record(redis_key, Pieces::All);
             let marks = self.may_mark_moving();
             if marks {
                 hmget.arg(MOVING);
@@ -436,13 +464,28 @@ impl RedisStore {
     }
 }
 
-/// `HMGET` of the fields a session's record is made of, under `redis_key`: its pieces, the live
-/// update and the deadline.
-fn read_record(redis_key: &str) -> redis::Cmd {
-    let mut hmget = redis::cmd("HMGET");
+/// Which of a record's pieces a read asks for.
+#[derive(Clone, Copy, Debug)]
+enum Pieces {
+    /// The first [`HEAD_PIECES`]: all there is of a typical record.
+    Head,
+    /// All of them.
+    All,
+}
+
+/// `HMGET` of the fields a session's record is made of, under `redis_key`: its `pieces`, the
+/// live update and the deadline.
+fn read_record(redis_key: &str, pieces: Pieces) -> redis::Cmd {
+    let pieces = match pieces {
+        Pieces::Head => &RECORD_PIECES[..HEAD_PIECES],
+        Pieces::All => &RECORD_PIECES[..],
+    };
+    // Sized up front: a lookup of every request builds this, and growing it costs allocations.
+    let mut hmget = redis::Cmd::with_capacity(8, redis_key.len() + 32);
     hmget
+        .arg("HMGET")
         .arg(redis_key)
-        .arg(&RECORD_PIECES[..])
+        .arg(pieces)
         .arg(USER)
         .arg(DEADLINE);
     hmget

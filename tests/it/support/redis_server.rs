@@ -245,3 +245,42 @@ pub fn commands_during_since(
         })
         .collect()
 }
+
+/// A session's record as `RedisStore` keeps it in the hash `fields`: the pieces `r`, then
+/// `r1` … `r3` as long as there are more, put together; `None` without `r`.
+pub fn stored_record<'a>(field: impl Fn(&str) -> Option<&'a [u8]>) -> Option<Vec<u8>> {
+    let first = field("r")?;
+    let rest = ["r1", "r2", "r3"].into_iter().map_while(&field);
+    Some(
+        std::iter::once(first)
+            .chain(rest)
+            .flatten()
+            .copied()
+            .collect(),
+    )
+}
+
+/// The user id in a stored record, read as the binary form `RedisStore`'s codec documents it:
+/// a version byte (1), then the public id and the user id, each after its length (LEB128).
+/// `None` for anything else.
+pub fn record_user_id(record: &[u8]) -> Option<String> {
+    let (&1, mut rest) = record.split_first()? else {
+        return None;
+    };
+    let mut text = || {
+        let mut len = 0usize;
+        for shift in (0..).step_by(7).take(4) {
+            let (&byte, after) = rest.split_first()?;
+            rest = after;
+            len |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                let (text, after) = rest.split_at_checked(len)?;
+                rest = after;
+                return String::from_utf8(text.to_vec()).ok();
+            }
+        }
+        None
+    };
+    let _public_id = text()?;
+    text()
+}
