@@ -16,11 +16,15 @@
 //!   'k' kind, 'o' impersonation   length and JSON (rare: tokens and impersonation)
 //!   'f' factors, 'm' method  one letter, as JSON keeps them
 //!   'n' new device           no value
+//! '.'                        the end: a record without it was cut short
 //! ```
 //!
 //! A browser login with a small profile takes about 100 bytes, against 140 to 150 as JSON.
 //! Unknown versions and tags are errors, never guesses: a record from a newer build reads as
-//! unreadable, which a store reports as corrupt (and a request as logged out).
+//! unreadable, which a store reports as corrupt (and a request as logged out). So is a record
+//! without its end mark: the optional fields default to the plain case (a login by password,
+//! a browser session, no impersonation), so a record cut after any of them must not read as
+//! one that never had them.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -44,6 +48,7 @@ const IMPERSONATION: u8 = b'o';
 const FACTORS: u8 = b'f';
 const METHOD: u8 = b'm';
 const NEW_DEVICE: u8 = b'n';
+const END: u8 = b'.';
 
 /// Why bytes are not a record in this form.
 #[derive(Debug)]
@@ -107,6 +112,7 @@ impl SessionRecord {
         if f.new_device {
             out.push(NEW_DEVICE);
         }
+        out.push(END);
         Ok(out)
     }
 
@@ -140,8 +146,10 @@ impl SessionRecord {
             method: LoginMethod::Password,
             new_device: false,
         };
-        while let Some(tag) = r.next_tag() {
-            match tag {
+        loop {
+            match r.byte()? {
+                END if r.0.is_empty() => break,
+                END => return Err(Malformed("bytes after the end")),
                 AUTHENTICATED_AT => fields.authenticated_at = Some(r.varint()?),
                 ROLES => {
                     let count = r.varint()?;
@@ -264,11 +272,6 @@ impl<'a> Reader<'a> {
         Ok(first)
     }
 
-    /// The next optional field's tag; `None` at the end.
-    fn next_tag(&mut self) -> Option<u8> {
-        self.byte().ok()
-    }
-
     fn varint(&mut self) -> Result<u64, Malformed> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
@@ -346,21 +349,39 @@ mod tests {
         serde_json::to_string(record).unwrap()
     }
 
-    #[test]
-    fn every_field_round_trips() {
+    /// A record with every optional field set.
+    fn everything() -> SessionRecord {
         let key = SessionKey::of_token("a-token-of-the-admin-s-own-session");
-        let plain = browser_login();
-        let everything = plain
-            .clone()
+        browser_login()
             .with_roles(vec!["admin".into(), "ops".into()])
             .reauthenticated(SystemTime::now() + Duration::from_secs(5))
             .impersonated("1", &key)
             .personal_token("ci".into(), Some(vec!["read".into()]), Some(&key))
             .with_factors(Factors::Both)
             .with_method(LoginMethod::Passkey)
-            .with_new_device(true);
+            .with_new_device(true)
+    }
+
+    #[test]
+    fn every_field_round_trips() {
+        let plain = browser_login();
         let anonymous = SessionRecord::anonymous("a", SystemTime::now(), SystemTime::now());
-        for record in [plain, everything, anonymous] {
+        let mut records = vec![plain.clone(), everything(), anonymous];
+        for factors in [Factors::Pending, Factors::PasswordOnly, Factors::Both] {
+            records.push(plain.clone().with_factors(factors));
+        }
+        for method in [
+            LoginMethod::Passkey,
+            LoginMethod::Link,
+            LoginMethod::External,
+        ] {
+            records.push(plain.clone().with_method(method));
+        }
+        records.push(plain.clone().remembered());
+        records.push(plain.clone().login_token(false));
+        records.push(plain.clone().login_token(true));
+        records.push(plain.clone().personal_token("t".into(), None, None));
+        for record in records {
             let bytes = record.encode_binary(same).unwrap();
             let back = SessionRecord::decode_binary(&bytes, same).unwrap();
             assert_eq!(json(&back), json(&record));
@@ -412,14 +433,18 @@ mod tests {
 
     #[test]
     fn bad_bytes_are_malformed_not_a_panic() {
-        let good = browser_login().encode_binary(same).unwrap();
+        let good = everything().encode_binary(same).unwrap();
+        assert!(SessionRecord::decode_binary(&good, same).is_ok());
         for cut in 0..good.len() {
-            // Every prefix that stops inside the mandatory fields, or inside a tagged value.
-            let _ = SessionRecord::decode_binary(&good[..cut], same);
+            // Not even a cut between two fields, which would drop the ones after it.
+            let cut_short = SessionRecord::decode_binary(&good[..cut], same);
+            assert!(cut_short.is_err(), "{cut} of {} bytes read", good.len());
         }
-        assert!(SessionRecord::decode_binary(&good[..good.len() - 3], same).is_err());
+        let mut trailing = good.clone();
+        trailing.push(NEW_DEVICE);
+        assert!(SessionRecord::decode_binary(&trailing, same).is_err());
         let mut unknown = good.clone();
-        unknown.push(b'?');
+        unknown.insert(good.len() - 1, b'?');
         assert!(SessionRecord::decode_binary(&unknown, same).is_err());
         let mut version = good.clone();
         version[0] = 2;
@@ -431,10 +456,14 @@ mod tests {
         assert!(SessionRecord::decode_binary(&huge, same).is_err());
         let mut roles = vec![VERSION, 1, b'i', 1, b'u', 2, b'{', b'}', 1, 1, ROLES];
         put_varint(&mut roles, u64::MAX);
+        roles.push(END);
         assert!(SessionRecord::decode_binary(&roles, same).is_err());
         let minimal = [VERSION, 1, b'i', 1, b'u', 2, b'{', b'}', 1, 1];
-        assert!(SessionRecord::decode_binary(&minimal, same).is_ok());
-        for ip in [&[IP_BYTES, 5, 1, 2, 3, 4, 5][..], &[IP_BYTES, 4, 1, 2, 3]] {
+        assert!(SessionRecord::decode_binary(&[&minimal[..], &[END]].concat(), same).is_ok());
+        for ip in [
+            &[IP_BYTES, 5, 1, 2, 3, 4, 5, END][..],
+            &[IP_BYTES, 4, 1, 2, 3, END],
+        ] {
             let bad = [&minimal[..], ip].concat();
             assert!(SessionRecord::decode_binary(&bad, same).is_err(), "{bad:?}");
         }

@@ -321,6 +321,69 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
     assert!(store.load(&key).await.unwrap().is_none(), "not deleted");
 }
 
+/// Sessions an earlier build wrote, with the record as JSON in 64-byte pieces, still read:
+/// one that fits the two pieces a lookup reads first, and one long enough to need all four.
+#[actix_web::test]
+async fn records_written_as_json_by_earlier_builds_still_read() {
+    let url = shared_redis_url();
+    let store = redis_store().await;
+    let mut conn = connection(&url).unwrap();
+    let deadline = in_(Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    // Three pieces for the long one, the second full: the lookup reads it whole.
+    for user in ["short", &"long".repeat(10)] {
+        let key = random_key();
+        let redis_key = store.session_key(&key);
+        let json = serde_json::to_string(&record(user, Duration::from_secs(60))).unwrap();
+        // As those builds cut it: 64 bytes a piece, the fourth taking whatever is left.
+        let json = json.as_bytes();
+        let pieces: Vec<&[u8]> = (0..4)
+            .map(|i| {
+                let start = (i * 64).min(json.len());
+                let end = if i == 3 {
+                    json.len()
+                } else {
+                    (start + 64).min(json.len())
+                };
+                &json[start..end]
+            })
+            .take_while(|piece| !piece.is_empty())
+            .collect();
+        assert_eq!(
+            pieces.len(),
+            if user == "short" { 2 } else { 3 },
+            "{json:?}"
+        );
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&redis_key);
+        for (name, piece) in ["r", "r1", "r2", "r3"].iter().zip(&pieces) {
+            hset.arg(name).arg(piece);
+        }
+        hset.arg("e").arg(deadline.to_string()).arg("z").arg("0");
+        hset.exec(&mut conn).unwrap();
+        redis::cmd("PEXPIRE")
+            .arg(&redis_key)
+            .arg(60_000)
+            .exec(&mut conn)
+            .unwrap();
+
+        let stored = store.load(&key).await.unwrap().expect("the session");
+        assert_eq!(stored.record.user_id(), user);
+        assert_eq!(
+            stored.record.user().get(),
+            format!(r#"{{"name":"{user}"}}"#)
+        );
+        let loaded = store
+            .load_with_data(&key)
+            .await
+            .unwrap()
+            .expect("the session");
+        assert_eq!(loaded.stored.record.user_id(), user);
+    }
+}
+
 #[actix_web::test]
 async fn connect_fails_fast_when_redis_is_down() {
     let server = RedisServer::start();

@@ -27,8 +27,10 @@
 //! bytes fits two pieces. A lookup asks for `r`, `r1`, `u` and `e` only, and every value more
 //! in a reply costs the client about 0.15 µs to parse; only when `r1` is a full piece, so that
 //! the record may go on, does it read the whole record again with all four (a second round
-//! trip, for large profiles only). Records written as JSON by earlier builds (they start with
-//! `{`) still read.
+//! trip: for a large profile or many roles, a long user id, a personal access token made from a
+//! login token, an impersonation). Records written as JSON by earlier builds (they start with
+//! `{`) still read; earlier builds cannot read these, and treat them as any unreadable record
+//! (logged out, removed when listed), so do not run them beside this one.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -49,7 +51,7 @@ pub(super) const RECORD: &str = "r";
 pub(super) const HEAD_PIECES: usize = 2;
 /// The fields of the record's pieces, in order.
 ///
-/// Four: a browser login's record, its User-Agent compacted, takes two or three, and every
+/// Four: a browser login's record, binary and its User-Agent compacted, takes one or two, and every
 /// field more costs each `HMGET` a scan of the hash (1.10 µs of Redis time for eight pieces,
 /// 0.85 for four, 0.41 for the single field of a hash table, by `INFO commandstats`).
 pub(super) const RECORD_PIECES: [&str; 4] = [RECORD, "r1", "r2", "r3"];
@@ -136,7 +138,8 @@ fn with_joined<R>(pieces: &[Option<&[u8]>], decode: impl FnOnce(Option<&[u8]>) -
     let Some((Some(first), rest)) = pieces.split_first() else {
         return decode(None);
     };
-    // A missing piece ends the record; anything after it would not parse, and is not read.
+    // A missing piece ends the record, and what follows it is not read: a record missing a piece
+    // in the middle is cut short, which the binary form's end mark (and JSON's brace) refuses.
     let rest = || rest.iter().map_while(|piece| *piece);
     let len = first.len() + rest().map(<[u8]>::len).sum::<usize>();
     if len == first.len() {
