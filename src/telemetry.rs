@@ -5,8 +5,6 @@
 
 #![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 
-use std::time::Duration;
-
 /// A login's outcome: `success`, `failure` or `throttled`.
 pub(crate) fn login(result: &'static str) {
     #[cfg(feature = "metrics")]
@@ -37,11 +35,28 @@ pub(crate) fn store_error(op: &'static str) {
     ::metrics::counter!("actix_login_store_errors_total", "op" => op).increment(1);
 }
 
-/// How long one store command (or pipeline, or script) took.
+/// Times one store command (or pipeline, or script): [`StoreCommand::finish`] records how long
+/// it took. Without the `metrics` feature it reads no clock: every lookup would pay for it.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) fn store_command(took: Duration) {
+pub(crate) struct StoreCommand {
     #[cfg(feature = "metrics")]
-    ::metrics::histogram!("actix_login_store_command_seconds").record(took.as_secs_f64());
+    started: std::time::Instant,
+}
+
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl StoreCommand {
+    pub(crate) fn start() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn finish(self) {
+        #[cfg(feature = "metrics")]
+        ::metrics::histogram!("actix_login_store_command_seconds")
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// A local cache lookup that found the record, or did not.

@@ -433,9 +433,9 @@ impl RedisStore {
         limit: Duration,
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        let started = std::time::Instant::now();
+        let command = telemetry::StoreCommand::start();
         let result = self.run_unmeasured(limit, operation).await;
-        telemetry::store_command(started.elapsed());
+        command.finish();
         if result.is_err() {
             telemetry::store_error("redis");
         }
