@@ -36,7 +36,11 @@ pub use self::flash::{FlashLevel, FlashMessage};
 pub use self::login::{Login, SecondFactor};
 pub use self::middleware::LoginMiddleware;
 #[cfg(feature = "throttle")]
-pub(crate) use self::request::{not_impersonating, RequestSession};
+// What `protect` reads of a request's session, for the features that read it.
+#[cfg(feature = "two-factor")]
+pub(crate) use self::request::not_impersonating;
+#[cfg(feature = "throttle")]
+pub(crate) use self::request::RequestSession;
 pub use self::require::{safe_next, Require};
 #[cfg(feature = "password")]
 pub(crate) use self::response::json_error;
