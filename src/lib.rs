@@ -75,8 +75,9 @@
 //!    `Secure; HttpOnly; SameSite=Lax; Path=/`). The store keeps a [`SessionRecord`](store::SessionRecord) under the
 //!    token's SHA-256, never the token.
 //! 2. On each request [`LoginMiddleware`] checks the cookie's shape without any I/O. The first
-//!    [`AuthUser`] extractor looks the session up: one Redis `HMGET`, plus one script that moves
-//!    the deadline when it has moved by a tenth of the idle timeout.
+//!    [`AuthUser`] extractor looks the session up: one Redis `HMGET` (two for a record too long
+//!    for the first read), plus one script that moves the deadline when it has moved by a tenth
+//!    of the idle timeout.
 //! 3. [`Session::logout`] deletes the record before the response leaves, so the cookie is dead on
 //!    every app instance at once, even if someone kept a copy.
 //!

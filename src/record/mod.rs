@@ -35,8 +35,8 @@ pub use self::method::LoginMethod;
 /// The record never holds the session token or anything derived from it; the store finds it
 /// under the token's [`SessionKey`]. Its `id` is a separate random public
 /// handle that stays the same when the token is rotated, for listing and revoking sessions.
-/// Times are kept as Unix milliseconds so the encoded record stays small and readable in a
-/// Redis dump.
+/// Times are kept as Unix milliseconds so the encoded record stays small. It serialises (with
+/// serde) as compact JSON; `RedisStore` keeps it in a smaller binary form of its own.
 ///
 /// Cloning is cheap (the fields are shared), so a cache can hand out copies freely.
 #[derive(Clone, Debug, Serialize, Deserialize)]
