@@ -25,6 +25,11 @@
 //! without its end mark: the optional fields default to the plain case (a login by password,
 //! a browser session, no impersonation), so a record cut after any of them must not read as
 //! one that never had them.
+//!
+//! So the form changes in two releases: one that reads a new version or tag, then one that
+//! writes it. Instances of different builds share a Redis during a rolling deploy, and a build
+//! that cannot read a record treats it as ended (a listing removes it, so that "log out
+//! everywhere" can never miss a session).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -33,7 +38,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::{Factors, Fields, Impersonation, Kind, LoginMethod, SessionRecord};
+use super::{Factors, Fields, Impersonation, LoginMethod, SessionRecord};
 
 /// The first byte of a record in this form.
 pub(crate) const VERSION: u8 = 1;
@@ -130,22 +135,8 @@ impl SessionRecord {
         let user_id = r.str()?.to_owned();
         let user = RawValue::from_string(r.str()?.to_owned())
             .map_err(|_| Malformed("the profile is not JSON"))?;
-        let mut fields = Fields {
-            id,
-            user_id,
-            user,
-            created_at: r.varint()?,
-            authenticated_at: None,
-            expires_at: r.varint()?,
-            roles: Vec::new(),
-            ip: None,
-            user_agent: None,
-            kind: Kind::Browser,
-            impersonation: None,
-            factors: Factors::Password,
-            method: LoginMethod::Password,
-            new_device: false,
-        };
+        let (created_at, expires_at) = (r.varint()?, r.varint()?);
+        let mut fields = Fields::new(id, user_id, user, created_at, expires_at);
         loop {
             match r.byte()? {
                 END if r.0.is_empty() => break,

@@ -92,6 +92,35 @@ struct Fields {
     new_device: bool,
 }
 
+impl Fields {
+    /// A plain login's fields (or an anonymous session's): a browser session, by password,
+    /// with nothing else noted.
+    fn new(
+        id: String,
+        user_id: String,
+        user: Box<RawValue>,
+        created_at: u64,
+        expires_at: u64,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            user,
+            created_at,
+            authenticated_at: None,
+            expires_at,
+            roles: Vec::new(),
+            ip: None,
+            user_agent: None,
+            kind: Kind::Browser,
+            impersonation: None,
+            factors: Factors::Password,
+            method: LoginMethod::Password,
+            new_device: false,
+        }
+    }
+}
+
 /// Who impersonates the user in a session, and the session to return them to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Impersonation {
@@ -199,23 +228,13 @@ impl SessionRecord {
         now: SystemTime,
         expires_at: SystemTime,
     ) -> Self {
-        let now = unix_millis(now);
-        Self(Arc::new(Fields {
-            id: id.into(),
-            user_id: user_id.into(),
+        Self(Arc::new(Fields::new(
+            id.into(),
+            user_id.into(),
             user,
-            created_at: now,
-            authenticated_at: None,
-            expires_at: unix_millis(expires_at),
-            roles: Vec::new(),
-            ip: None,
-            user_agent: None,
-            kind: Kind::Browser,
-            impersonation: None,
-            factors: Factors::Password,
-            method: LoginMethod::Password,
-            new_device: false,
-        }))
+            unix_millis(now),
+            unix_millis(expires_at),
+        )))
     }
 
     /// A record for a visitor who has not logged in, with public handle `id`, starting at `now`

@@ -188,11 +188,7 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let mut hmget = read_record(redis_key, Pieces::Head);
-        let marks = self.may_mark_moving();
-        if marks {
-            hmget.arg(MOVING);
-        }
+        let (hmget, marks) = self.record_read(redis_key, Pieces::Head);
         // Read as a `Value` and decoded in place: converting the reply first would copy it.
         let reply: Value = self.run(hmget.query_async(&mut *conn)).await?;
         let Value::Array(mut reply) = reply else {
@@ -216,16 +212,23 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let mut hmget = read_record(redis_key, Pieces::All);
-        let marks = self.may_mark_moving();
-        if marks {
-            hmget.arg(MOVING);
-        }
+        let (hmget, marks) = self.record_read(redis_key, Pieces::All);
         let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
         if marks && reply.pop().flatten().is_some() {
             return Ok(None);
         }
         decode_reply(reply)
+    }
+
+    /// `HMGET` of the record's `pieces`, its live update and deadline, and on a cluster the
+    /// moving mark last; whether it asks for the mark.
+    fn record_read(&self, redis_key: &str, pieces: Pieces) -> (redis::Cmd, bool) {
+        let mut hmget = read_record(redis_key, pieces);
+        let marks = self.may_mark_moving();
+        if marks {
+            hmget.arg(MOVING);
+        }
+        (hmget, marks)
     }
 
     /// Whether a session key can be marked as moving: only on a cluster, where a rotation
@@ -248,11 +251,7 @@ impl RedisStore {
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
         if self.large_data.contains(redis_key) {
-            let mut hmget = read_record(redis_key, Pieces::All);
-            let marks = self.may_mark_moving();
-            if marks {
-                hmget.arg(MOVING);
-            }
+            let (mut hmget, marks) = self.record_read(redis_key, Pieces::All);
             hmget.arg(SIZE);
             let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
             let size = data_size(reply.pop().flatten().as_deref())?;
