@@ -328,13 +328,21 @@ fi
 
 # ---- servers and sessions -----------------------------------------------------------------------
 
-# An older build may keep its keys in another layout: on one server it gets database 1 of its
-# own. (A cluster has only database 0; there the two builds must agree on the layout.)
+# An older build may keep its keys in another layout, and may remove records it cannot read:
+# on one server it gets database 1 of its own; on a cluster (database 0 only) this build's
+# servers keep their keys under a prefix of their own instead (an older build ignores
+# KEY_PREFIX and keeps the store's default).
 declare -A URL_OF
 [[ $CLUSTER == 1 ]] || URL_OF[actix-login-before]="$REDIS_URL/1"
+OWN_PREFIX=
+[[ $CLUSTER == 1 && -n ${BEFORE_BIN:-} ]] && OWN_PREFIX=bench-current
 for name in "${SERVERS[@]}"; do
     PORT[$name]=$(free_port)
-    REDIS_URL=${URL_OF[$name]:-${REDIS_URL:-}} PORT=${PORT[$name]} "${BIN_OF[$name]:-$BIN}" "${VARIANT_OF[$name]:-$name}" >"$WORK/$name.log" 2>&1 &
+    prefix=$OWN_PREFIX
+    [[ $name == actix-login-before ]] && prefix=
+    # `env` (which execs the server, keeping the PID) so that the prefix can be left out.
+    env REDIS_URL="${URL_OF[$name]:-${REDIS_URL:-}}" PORT="${PORT[$name]}" ${prefix:+KEY_PREFIX=$prefix} \
+        "${BIN_OF[$name]:-$BIN}" "${VARIANT_OF[$name]:-$name}" >"$WORK/$name.log" 2>&1 &
     PID[$name]=$!
 done
 # A variant that refuses the deployment is left out, with its reason in the report.
@@ -564,11 +572,13 @@ target_line "actix-login GET /cart vs incumbent" "$(ratio_of actix-login/cart "$
 # session record plus the user's index, divided by the sessions.
 MEM_SESSIONS=$([[ $SMOKE == 1 ]] && echo 5 || echo 50)
 MEM_UA='Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+# The actix-login servers' key prefix: their own beside an older build on a cluster.
+KEYS_PREFIX=${OWN_PREFIX:-actix-login}
 # Every session key, on every node (on a cluster each node is scanned for the keys it holds).
 session_keys() {
     local port
     for port in "${REDIS_PORTS[@]}"; do
-        redis-cli -p "$port" --scan --pattern 'actix-login:s:*' | sed "s/^/$port /"
+        redis-cli -p "$port" --scan --pattern "$KEYS_PREFIX:s:*" | sed "s/^/$port /"
     done | sort
 }
 session_keys >"$WORK/keys-before"
@@ -582,8 +592,8 @@ read -r record_bytes records < <(session_keys | comm -13 "$WORK/keys-before" - |
     while read -r port key; do
         redis-cli -p "$port" MEMORY USAGE "$key" SAMPLES 0
     done | awk '{ t += $1; n++ } END { printf "%d %d\n", t, n }')
-index_bytes=$(redis-cli -c -p "${REDIS_PORTS[0]}" MEMORY USAGE actix-login:u:1 SAMPLES 0)
-index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" HLEN actix-login:u:1)
+index_bytes=$(redis-cli -c -p "${REDIS_PORTS[0]}" MEMORY USAGE "$KEYS_PREFIX:u:1" SAMPLES 0)
+index_members=$(redis-cli -c -p "${REDIS_PORTS[0]}" HLEN "$KEYS_PREFIX:u:1")
 ((records > 0 && index_members > 0)) || die "no session records found for the memory count"
 echo
 awk -v r="$record_bytes" -v n="$records" -v i="$index_bytes" -v m="$index_members" 'BEGIN {

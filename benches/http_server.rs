@@ -402,6 +402,11 @@ async fn run_actix_login(port: u16, deployment: &Deployment, local_cache: bool) 
     if local_cache {
         store = store.local_cache(10_000);
     }
+    // http.sh gives this build a prefix of its own beside an older build on a cluster, which has
+    // no second database to keep their layouts apart.
+    if let Ok(prefix) = std::env::var("KEY_PREFIX") {
+        store = store.key_prefix(prefix);
+    }
     let store = store.connect().await.map_err(|err| {
         // http.sh skips a variant whose store refuses to connect, and prints this line.
         io::Error::other(format!(
@@ -495,7 +500,8 @@ fn usage() -> String {
     format!(
         "usage: http_server <{}>  (env: PORT, default 8080; REDIS_URL, default redis://127.0.0.1:6379;\n\
          REDIS_CLUSTER_URLS, comma-separated seed nodes, for a Redis Cluster instead;\n\
-         IDLE_TIMEOUT_SECS for the actix-login variants, default 1800; WORKERS, default 1)\n\
+         IDLE_TIMEOUT_SECS for the actix-login variants, default 1800; KEY_PREFIX for their\n\
+         keys, default the store's; WORKERS, default 1)\n\
          driven by benches/http.sh",
         VARIANTS.join("|")
     )
