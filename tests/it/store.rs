@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_login::store::{SessionKey, SessionRecord, SessionStore};
+use actix_login::store::{DataChange, DataWrite, SessionKey, SessionRecord, SessionStore};
 use actix_login::{MemoryStore, RedisStore, SessionData, StoreError};
 use serde_json::value::RawValue;
 
@@ -319,6 +319,131 @@ async fn corrupt_or_immortal_redis_records_are_reported_not_trusted() {
     assert!(listed.live.is_empty());
     assert_eq!(listed.dropped, 1);
     assert!(store.load(&key).await.unwrap().is_none(), "not deleted");
+}
+
+/// The data field is written by this crate's code (a session created with data) and by the
+/// data-write script, which parse each other's: names and values with colons and digits in
+/// them, empty ones and non-ASCII ones survive both ways.
+#[actix_web::test]
+async fn data_written_by_the_store_and_by_its_script_read_each_other() {
+    let store = redis_store().await;
+    let key = random_key();
+    let tricky = [
+        ("12:ab", r#""3:x""#),
+        ("", "0"),
+        ("ünï", r#"{"a":"é:1"}"#),
+        ("cart", r#"["sku-1","sku-2"]"#),
+    ];
+    let mut data = SessionData::new();
+    for (name, json) in tricky {
+        data.insert(name, json);
+    }
+    assert!(store
+        .create(
+            &key,
+            &record("d", Duration::from_secs(60)),
+            in_(Duration::from_secs(60)),
+            &data,
+        )
+        .await
+        .unwrap());
+
+    // The script reads what the store wrote: each value it replaces comes back whole.
+    let changes: Vec<DataChange> = tricky
+        .iter()
+        .map(|(name, _)| DataChange::Insert {
+            name: (*name).to_owned(),
+            json: format!("[{:?}]", name.len()),
+        })
+        .chain([DataChange::Insert {
+            name: "4:x".to_owned(),
+            json: r#""5:""#.to_owned(),
+        }])
+        .collect();
+    let written = store.write_data(&key, &changes, 64 * 1024).await.unwrap();
+    let previous: Vec<Option<String>> = tricky
+        .iter()
+        .map(|(_, json)| Some((*json).to_owned()))
+        .chain([None])
+        .collect();
+    assert_eq!(written, DataWrite::Written(previous));
+
+    // The store reads what the script wrote, with the record and alone.
+    let mut expected = data.clone();
+    expected.apply(&changes);
+    let loaded = store.load_with_data(&key).await.unwrap().unwrap();
+    assert_eq!(loaded.data.as_ref(), Some(&expected));
+    assert_eq!(store.load_data(&key).await.unwrap(), Some(expected));
+}
+
+/// A data field the data-write script cannot read fails the write, which changes nothing, and
+/// never hangs Redis; a lookup that reads it finds the session unreadable.
+#[actix_web::test]
+async fn an_unreadable_data_field_fails_the_write_and_the_read() {
+    let url = shared_redis_url();
+    let store = redis_store().await;
+    let mut conn = connection(&url).unwrap();
+    // Lengths only the store's decoder would refuse, too: the two must read the same fields.
+    for garbage in [
+        "4:cart",
+        "-3:abc1:1",
+        "x",
+        "4:cart9",
+        "1:a1:",
+        " 4:cart1:1",
+        "+4:cart1:1",
+        "4.0:cart1:1",
+        "0x4:cart1:1",
+        "00000000004:cart1:1",
+    ] {
+        let key = random_key();
+        assert!(store
+            .create(
+                &key,
+                &record("g", Duration::from_secs(60)),
+                in_(Duration::from_secs(60)),
+                &SessionData::new(),
+            )
+            .await
+            .unwrap());
+        let redis_key = store.session_key(&key);
+        redis::cmd("HSET")
+            .arg(&redis_key)
+            .arg("d")
+            .arg(garbage)
+            .exec(&mut conn)
+            .unwrap();
+
+        let write = store
+            .write_data(
+                &key,
+                &[DataChange::Insert {
+                    name: "a".to_owned(),
+                    json: "1".to_owned(),
+                }],
+                64 * 1024,
+            )
+            .await;
+        assert!(
+            matches!(write, Err(StoreError::Corrupt(_))),
+            "{garbage:?}: {write:?}"
+        );
+        let field: String = redis::cmd("HGET")
+            .arg(&redis_key)
+            .arg("d")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(field, garbage, "the write changed the field");
+        assert!(
+            matches!(
+                store.load_with_data(&key).await,
+                Err(StoreError::Corrupt(_))
+            ),
+            "{garbage:?}"
+        );
+        // The record alone still reads: the data is not part of it.
+        assert!(store.load(&key).await.unwrap().is_some());
+    }
 }
 
 /// Sessions an earlier build wrote, with the record as JSON in 64-byte pieces, still read:
