@@ -551,10 +551,14 @@ impl RequestSession {
         })
     }
 
-    /// The JSON text stored under `name` in the session's data.
-    pub(crate) async fn data_value(&self, name: &str) -> Result<Option<String>, Error> {
-        self.with_data(|data| data.get(name).map(str::to_owned))
-            .await
+    /// `read` applied to the JSON text stored under `name` in the session's data, if there is
+    /// any: read where it lies, as it is decoded on every request that reads data.
+    pub(crate) async fn data_value<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&str) -> T,
+    ) -> Result<Option<T>, Error> {
+        self.with_data(|data| data.get(name).map(read)).await
     }
 
     /// Every value of the session's data.

@@ -405,11 +405,10 @@ impl Session {
     /// [`Error::SessionData`] if the stored value is not a `T`; [`Error::Store`] if the store
     /// fails.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
-        let Some(json) = self.state.data_value(name).await? else {
-            return Ok(None);
-        };
-        serde_json::from_str(&json)
-            .map(Some)
+        self.state
+            .data_value(name, |json| serde_json::from_str::<T>(json))
+            .await?
+            .transpose()
             .map_err(|source| data_error(name, source))
     }
 
@@ -418,7 +417,7 @@ impl Session {
     /// # Errors
     /// [`Error::Store`] if the store fails.
     pub async fn contains_key(&self, name: &str) -> Result<bool, Error> {
-        Ok(self.state.data_value(name).await?.is_some())
+        Ok(self.state.data_value(name, |_| ()).await?.is_some())
     }
 
     /// Every value of the session's data, as JSON text by name.
