@@ -231,8 +231,11 @@ async fn a_browser_login_is_read_with_two_pieces_and_a_long_one_whole() {
         }
         assert!(sent.iter().all(|command| command[0] == "hmget"), "{sent:?}");
 
-        // Read with its data: the data comes with the first read only, never twice.
-        assert_eq!(read(&app, "/visitor-cart", &token).await, "0");
+        // Read with its data: the data comes with the first read only, never twice, and the
+        // second read's record goes with the first read's data.
+        put(&app, 100, &token).await;
+        monitor.take();
+        assert_eq!(read(&app, "/visitor-cart", &token).await, "100");
         let with_data = fields(&["r", "r1", "u", "e", "d"]);
         let expected = if long {
             vec![with_data, whole.to_vec()]

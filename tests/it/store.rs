@@ -376,74 +376,101 @@ async fn data_written_by_the_store_and_by_its_script_read_each_other() {
     assert_eq!(store.load_data(&key).await.unwrap(), Some(expected));
 }
 
-/// A data field the data-write script cannot read fails the write, which changes nothing, and
-/// never hangs Redis; a lookup that reads it finds the session unreadable.
+/// A data field that cannot be read fails what reads it, and never the session: a write is
+/// `Corrupt` and changes nothing (and never hangs Redis); a lookup with the data finds the
+/// session logged in, without the data, and reading the data is `Corrupt`. The same with the
+/// local cache, which must not make the session look logged out either.
 #[actix_web::test]
-async fn an_unreadable_data_field_fails_the_write_and_the_read() {
-    let url = shared_redis_url();
-    let store = redis_store().await;
-    let mut conn = connection(&url).unwrap();
-    // Lengths only the store's decoder would refuse, too: the two must read the same fields.
-    for garbage in [
-        "4:cart",
-        "-3:abc1:1",
-        "x",
-        "4:cart9",
-        "1:a1:",
-        " 4:cart1:1",
-        "+4:cart1:1",
-        "4.0:cart1:1",
-        "0x4:cart1:1",
-        "00000000004:cart1:1",
-    ] {
-        let key = random_key();
-        assert!(store
-            .create(
-                &key,
-                &record("g", Duration::from_secs(60)),
-                in_(Duration::from_secs(60)),
-                &SessionData::new(),
-            )
-            .await
-            .unwrap());
-        let redis_key = store.session_key(&key);
-        redis::cmd("HSET")
-            .arg(&redis_key)
-            .arg("d")
-            .arg(garbage)
-            .exec(&mut conn)
-            .unwrap();
-
-        let write = store
-            .write_data(
-                &key,
-                &[DataChange::Insert {
-                    name: "a".to_owned(),
-                    json: "1".to_owned(),
-                }],
-                64 * 1024,
-            )
-            .await;
-        assert!(
-            matches!(write, Err(StoreError::Corrupt(_))),
-            "{garbage:?}: {write:?}"
-        );
-        let field: String = redis::cmd("HGET")
-            .arg(&redis_key)
-            .arg("d")
-            .query(&mut conn)
-            .unwrap();
-        assert_eq!(field, garbage, "the write changed the field");
-        assert!(
-            matches!(
-                store.load_with_data(&key).await,
-                Err(StoreError::Corrupt(_))
-            ),
-            "{garbage:?}"
-        );
-        // The record alone still reads: the data is not part of it.
-        assert!(store.load(&key).await.unwrap().is_some());
+async fn an_unreadable_data_field_fails_its_reads_and_writes_not_the_session() {
+    let server = RedisServer::start();
+    let mut conn = connection(&server.url()).unwrap();
+    for cached in [false, true] {
+        let builder = RedisStore::builder(server.url()).key_prefix(unique_prefix());
+        let builder = if cached {
+            builder.local_cache(100)
+        } else {
+            builder
+        };
+        let store = builder.connect().await.unwrap();
+        // Lengths the script and the store's decoder both refuse, some of which Lua's
+        // `tonumber` alone would take: the two must agree on the framing.
+        for garbage in [
+            "4:cart",
+            "-3:abc1:1",
+            "x",
+            "4:cart9",
+            "1:a1:",
+            " 4:cart1:1",
+            "+4:cart1:1",
+            "4.0:cart1:1",
+            "0x4:cart1:1",
+            "00000000004:cart1:1",
+        ] {
+            let key = unreadable_data_session(&store, &mut conn, garbage.as_bytes()).await;
+            let write = store.write_data(&key, &[insert("a", "1")], 64 * 1024).await;
+            assert!(
+                matches!(write, Err(StoreError::Corrupt(_))),
+                "{garbage:?}: {write:?}"
+            );
+            let field: String = redis::cmd("HGET")
+                .arg(store.session_key(&key))
+                .arg("d")
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(field, garbage, "the write changed the field");
+            assert_session_without_its_data(&store, &key, garbage).await;
+        }
+        // Framed right, but not UTF-8: only the decoder looks inside the values, so a write
+        // of another name keeps the entry as it is, and reads of the data stay `Corrupt`.
+        let key = unreadable_data_session(&store, &mut conn, b"1:\xff1:1").await;
+        let write = store.write_data(&key, &[insert("a", "1")], 64 * 1024).await;
+        assert!(matches!(write, Ok(DataWrite::Written(_))), "{write:?}");
+        assert_session_without_its_data(&store, &key, "not UTF-8").await;
     }
+}
+
+fn insert(name: &str, json: &str) -> DataChange {
+    DataChange::Insert {
+        name: name.to_owned(),
+        json: json.to_owned(),
+    }
+}
+
+/// A new session whose data field holds `field`.
+async fn unreadable_data_session(
+    store: &RedisStore,
+    conn: &mut redis::Connection,
+    field: &[u8],
+) -> SessionKey {
+    let key = random_key();
+    let record = record("g", Duration::from_secs(60));
+    let data = SessionData::new();
+    let created = store.create(&key, &record, in_(Duration::from_secs(60)), &data);
+    assert!(created.await.unwrap());
+    redis::cmd("HSET")
+        .arg(store.session_key(&key))
+        .arg("d")
+        .arg(field)
+        .exec(conn)
+        .unwrap();
+    key
+}
+
+async fn assert_session_without_its_data(store: &RedisStore, key: &SessionKey, case: &str) {
+    for _ in 0..2 {
+        // Twice: with a local cache, the second is served from memory.
+        let loaded = store.load_with_data(key).await;
+        assert!(
+            matches!(&loaded, Ok(Some(loaded)) if loaded.data.is_none()),
+            "{case}: {loaded:?}"
+        );
+        assert!(store.load(key).await.unwrap().is_some(), "{case}");
+    }
+    let data = store.load_data(key).await;
+    assert!(
+        matches!(data, Err(StoreError::Corrupt(_))),
+        "{case}: {data:?}"
+    );
 }
 
 /// Sessions an earlier build wrote, with the record as JSON in 64-byte pieces, still read:

@@ -43,11 +43,15 @@
 //! included: the read costs about what a lookup without data does. Writes stay independent all
 //! the same: the data-write script decodes the field, applies the changes and writes it back
 //! in one atomic step, so writes of different names that race each other all land. The form is
-//! one a Lua script parses in a few lines, and the script and this decoder accept exactly the
-//! same fields.
+//! one a Lua script parses in a few lines; the script and this decoder accept the same
+//! framing, and only the decoder looks inside the bytes (names and values must be UTF-8). Data
+//! that cannot be read leaves the session logged in: the lookup goes without it, and whatever
+//! reads the data meets the error.
 //!
 //! A session whose data field is longer than 64 bytes (names, values and length prefixes) is
-//! kept by Redis as a hash table rather than a listpack (see above): about 130 bytes more.
+//! kept by Redis as a hash table rather than a listpack (see above), which with the data's
+//! bytes makes it about twice the memory: 608 bytes against 304 for a login with a cart and a
+//! flash message in fields of their own.
 //! Every write decodes and rewrites the whole field, and replicas and the AOF receive it whole:
 //! cheap for the few hundred bytes sessions usually hold, and one more reason for the data
 //! limit.

@@ -73,8 +73,8 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// compact binary form, the idle deadline (Unix milliseconds), a live update of the profile
 /// and roles if there was one, and the session's data in one field, with a TTL that ends at
 /// the idle deadline. Each part changes on its own: refreshing the deadline writes the deadline
-/// and the TTL, never the data; a data write touches only the data (in one script, so that
-/// writes of different values racing each other all land).
+/// and the TTL, never the data; a data write touches only the data and its size (in one
+/// script, so that writes of different values racing each other all land).
 /// Each user's sessions are indexed in a hash, `{prefix}:u:{user id}`, whose fields are those
 /// keys (with empty values: on Redis 7.0 a small hash is a compact listpack, a set of strings
 /// never is), and whose TTL
@@ -285,14 +285,25 @@ impl RedisStore {
             let found = found.map(|(stored, _)| LoadedSession { stored, data: None });
             (found, size)
         } else {
+            // Data that cannot be read does not make the record unreadable: the session stays
+            // logged in, and a handler that reads the data meets the error then.
             let found = self
-                .read_session(conn, redis_key, Beside::Data, decode_data)
+                .read_session(conn, redis_key, Beside::Data, |field| {
+                    Ok(decode_data(field))
+                })
                 .await?;
-            let size = found.as_ref().map_or(0, |(_, data)| data.size());
-            let found = found.map(|(stored, data)| LoadedSession {
-                stored,
-                data: (size <= DATA_READ_WITH_RECORD).then_some(data),
-            });
+            let (found, size) = match found {
+                Some((stored, Ok(data))) => {
+                    let size = data.size();
+                    let data = (size <= DATA_READ_WITH_RECORD).then_some(data);
+                    (Some(LoadedSession { stored, data }), size)
+                }
+                Some((stored, Err(err))) => {
+                    tracing::warn!(error = %err, "unreadable session data, left behind");
+                    (Some(LoadedSession { stored, data: None }), 0)
+                }
+                None => (None, 0),
+            };
             (found, size)
         };
         self.large_data.note(redis_key, size);

@@ -47,8 +47,8 @@ return 1
 /// changes: `i name json`, `r name` or `c`. Replies `{-1}` when there is no session or it is
 /// moving, `{-2, size}` when the data would grow past the limit, else `{1, size, previous...}`
 /// with the value each change replaced (nil for none, and for a clear), and `{-3}`, writing
-/// nothing, when the data field is unreadable. It reads exactly what the store's decoder
-/// reads: lengths of one to ten decimal digits, nothing else.
+/// nothing, when the data field's framing is unreadable: it accepts the framing the store's
+/// decoder accepts (lengths of one to ten decimal digits), and leaves the bytes inside alone.
 ///
 /// The field is decoded, changed and written back in this one step, so that writes of
 /// different names racing each other all land.
