@@ -93,10 +93,10 @@ impl IntoIterator for SessionData {
     }
 }
 
-/// What each entry counts against the limit beyond its name and value: a store spends memory on
-/// every entry (the memory store a map node and two strings), and a Redis data write decodes
-/// and rewrites them all. Without it, a limit on bytes of names and values would let tens of
-/// thousands of tiny values in.
+/// What each entry costs a store beyond its name and value, counted against the limit: Redis
+/// keeps a hash entry, two string headers and a bucket for each field, about this much once
+/// the hash outgrows its compact encoding. Without it, a limit on bytes of names and values
+/// would let many tiny values take several times the limit in memory.
 pub(crate) const ENTRY_OVERHEAD: usize = 64;
 
 /// The bytes one entry counts against the per-session limit.

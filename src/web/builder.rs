@@ -241,9 +241,9 @@ impl LoginMiddlewareBuilder {
     }
 
     /// The most data one session may hold (default 64 KiB), counting each value's name and JSON
-    /// text in bytes plus 64 bytes for each value, so that the count of values is bounded too
-    /// (a store spends memory on each, and a write's work grows with them): the default allows
-    /// at most about 1,000 values.
+    /// text in bytes plus 64 bytes for what the store spends on keeping it (a Redis hash field
+    /// costs about that beyond its bytes), so that many tiny values cannot take several times
+    /// the limit in memory: the default allows at most about 1,000 values.
     /// A write past it fails with `413 {"error":"session_data_too_large"}` and changes nothing;
     /// a write that shrinks the data always succeeds.
     pub fn max_data_size(mut self, bytes: usize) -> Self {

@@ -8,9 +8,9 @@
 //! | `r`, `r1`, `r2`, `r3` | the [`SessionRecord`] in binary form, as created, in pieces of 64 bytes (the last piece takes whatever is left) | create, rotate |
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` | `{"p":profile,"r":roles}`, replacing the record's, once the user was updated live | update, rotate |
-//! | `d` | the session's data, every value in one field (see [below](#the-data-field)); none when there is none | create, data writes, rotate |
 //! | `z` | the data's size in bytes, as [`SessionData::size`] counts it | data writes |
 //! | `m` | the key the session is moving to, once a rotation on a cluster has copied it; the key is dead to reads and writes from then on | rotate |
+//! | `d:{name}` | one data value, as JSON | data writes |
 //!
 //! The deadline travels in the hash, and not only as the key's TTL, so that one read tells a
 //! request everything it needs, and a cached copy knows by itself when it has expired. The TTL
@@ -24,37 +24,13 @@
 //!
 //! Why the record is binary, and its user agent in a [compact form](super::user_agent) (a
 //! Chrome one of 111 bytes in 9): so that a browser login with a profile of up to about 60
-//! bytes fits two pieces. A lookup asks for `r`, `r1`, `u` and `e` only (and `d` when the
-//! handler may read data; `m` on a cluster), and every value more
+//! bytes fits two pieces. A lookup asks for `r`, `r1`, `u` and `e` only, and every value more
 //! in a reply costs the client about 0.15 µs to parse; only when `r1` is a full piece, so that
 //! the record may go on, does it read the whole record again with all four (a second round
 //! trip: for a large profile or many roles, a long user id, a personal access token made from a
 //! login token, an impersonation). Records written as JSON by earlier builds (they start with
 //! `{`) still read; earlier builds cannot read these, and treat them as any unreadable record
 //! (logged out, removed when listed), so do not run them beside this one.
-//!
-//! # The data field
-//!
-//! All of a session's data is one field, `d`: every name and its JSON text, each written as
-//! its length in bytes (one to ten decimal digits), a colon, and the bytes themselves:
-//! `4:cart9:["sku-1"]`. One field, and not one per name, because a request that reads data
-//! reads it with the record in one `HMGET` of five fields (six on a cluster, with `m`), where
-//! the whole hash (`HGETALL`) would be twice as many values for the client to parse, names
-//! included: the read costs about what a lookup without data does. Writes stay independent all
-//! the same: the data-write script decodes the field, applies the changes and writes it back
-//! in one atomic step, so writes of different names that race each other all land. The form is
-//! one a Lua script parses in a few lines; the script and this decoder accept the same
-//! framing, and only the decoder looks inside the bytes (names and values must be UTF-8). Data
-//! that cannot be read leaves the session logged in: the lookup goes without it, and whatever
-//! reads the data meets the error.
-//!
-//! A session whose data field is longer than 64 bytes (names, values and length prefixes) is
-//! kept by Redis as a hash table rather than a listpack (see above), which with the data's
-//! bytes makes it about twice the memory: 608 bytes against 304 for a login with a cart and a
-//! flash message in fields of their own.
-//! Every write decodes and rewrites the whole field, and replicas and the AOF receive it whole:
-//! cheap for the few hundred bytes sessions usually hold, and one more reason for the data
-//! limit.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -67,7 +43,7 @@ use super::user_agent;
 use crate::error::StoreError;
 use crate::record::{from_unix_millis, unix_millis, BINARY_VERSION};
 use crate::record::{SessionData, SessionRecord};
-use crate::store::StoredSession;
+use crate::store::{LoadedSession, StoredSession};
 
 /// The record field: the first piece of the record.
 pub(super) const RECORD: &str = "r";
@@ -79,8 +55,8 @@ pub(super) const HEAD_PIECES: usize = 2;
 /// field more costs each `HMGET` a scan of the hash (1.10 µs of Redis time for eight pieces,
 /// 0.85 for four, 0.41 for the single field of a hash table, by `INFO commandstats`).
 pub(super) const RECORD_PIECES: [&str; 4] = [RECORD, "r1", "r2", "r3"];
-// A lookup reads the head, then all pieces when the head's last one is full.
-const _: () = assert!(HEAD_PIECES < RECORD_PIECES.len());
+// `decode_hash` matches the pieces' field names `r1` to `r3` by their digit.
+const _: () = assert!(RECORD_PIECES.len() == 4 && HEAD_PIECES == 2);
 /// The most bytes of the record in one piece but the last, which takes the rest.
 const PIECE_LEN: usize = 64;
 /// The idle-deadline field.
@@ -91,8 +67,8 @@ pub(super) const MOVING: &str = "m";
 pub(super) const USER: &str = "u";
 /// The data-size field.
 pub(super) const SIZE: &str = "z";
-/// The data field.
-pub(super) const DATA: &str = "d";
+/// The prefix of every data field.
+pub(super) const DATA_PREFIX: &str = "d:";
 
 /// A profile and roles given after login.
 #[derive(Serialize)]
@@ -248,48 +224,18 @@ pub(super) enum Head {
     Longer,
 }
 
-/// Which of a record's pieces a read asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Pieces {
-    /// The first [`HEAD_PIECES`]: all there is of a typical record.
-    Head,
-    /// All of them.
-    All,
-}
-
-impl Pieces {
-    /// The fields of these pieces.
-    pub(super) fn fields(self) -> &'static [&'static str] {
-        match self {
-            Pieces::Head => &RECORD_PIECES[..HEAD_PIECES],
-            Pieces::All => &RECORD_PIECES,
-        }
-    }
-}
-
-/// The reply of an `HMGET` of the record's `pieces`, `u` and `e`, in that order, decoded
+/// The reply of a lookup's first `HMGET` (the first [`HEAD_PIECES`] pieces, `u`, `e`), decoded
 /// straight from the reply's values, without copying them.
-pub(super) fn decode_head(reply: &[Value], pieces: Pieces) -> Result<Head, StoreError> {
-    let fields = pieces.fields();
-    let short = || StoreError::corrupt("short HMGET reply");
-    let (deadline, rest) = reply.split_last().ok_or_else(short)?;
-    let (user, read) = rest.split_last().ok_or_else(short)?;
-    if read.len() != fields.len() {
-        return Err(short());
-    }
-    let mut parts: [Option<&[u8]>; RECORD_PIECES.len()] = [None; RECORD_PIECES.len()];
-    for (part, value) in parts.iter_mut().zip(read) {
-        *part = bulk(value)?;
-    }
+pub(super) fn decode_head(reply: &[Value]) -> Result<Head, StoreError> {
+    let [first, second, user, deadline] = reply else {
+        return Err(StoreError::corrupt("short HMGET reply"));
+    };
+    let pieces = [bulk(first)?, bulk(second)?];
     let (user, deadline) = (bulk(user)?, bulk(deadline)?);
-    let last_read = parts[fields.len() - 1];
-    if pieces == Pieces::Head && last_read.is_some_and(|piece| piece.len() >= PIECE_LEN) {
+    if pieces[1].is_some_and(|piece| piece.len() >= PIECE_LEN) {
         return Ok(Head::Longer);
     }
-    with_joined(&parts[..fields.len()], |record| {
-        decode(record, user, deadline)
-    })
-    .map(Head::Read)
+    with_joined(&pieces, |record| decode(record, user, deadline)).map(Head::Read)
 }
 
 /// A bulk string or nil in a reply.
@@ -299,6 +245,43 @@ pub(super) fn bulk(value: &Value) -> Result<Option<&[u8]>, StoreError> {
         Value::BulkString(bytes) => Ok(Some(bytes)),
         other => Err(StoreError::corrupt(format!("unexpected reply {other:?}"))),
     }
+}
+
+/// A whole session hash, as `HGETALL` returns it, decoded: `None` when there is no record or
+/// the key is moving. The data comes along when it holds at most `max_data` bytes (as the `z`
+/// field counts them); the second value is that size, so that the caller can tell a session
+/// whose data was left behind.
+pub(super) fn decode_hash(
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    max_data: usize,
+) -> Result<(Option<LoadedSession>, usize), StoreError> {
+    let (mut user, mut deadline, mut size) = (None, None, None);
+    let mut pieces: [Option<Vec<u8>>; RECORD_PIECES.len()] = Default::default();
+    let mut data = SessionData::new();
+    for (field, value) in fields {
+        match field.as_slice() {
+            b"r" => pieces[0] = Some(value),
+            [b'r', digit @ b'1'..=b'3'] => pieces[usize::from(digit - b'0')] = Some(value),
+            b"u" => user = Some(value),
+            b"e" => deadline = Some(value),
+            b"z" => size = Some(value),
+            // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
+            // requests: the session lives on under the new key, or nowhere.
+            b"m" => return Ok((None, 0)),
+            _ => read_data_field(&field, value, &mut data)?,
+        }
+    }
+    let pieces: [Option<&[u8]>; RECORD_PIECES.len()] =
+        std::array::from_fn(|i| pieces[i].as_deref());
+    let stored = with_joined(&pieces, |record| {
+        decode(record, user.as_deref(), deadline.as_deref())
+    })?;
+    let Some(stored) = stored else {
+        return Ok((None, 0));
+    };
+    let size = data_size(size.as_deref())?;
+    let data = (size <= max_data).then_some(data);
+    Ok((Some(LoadedSession { stored, data }), size))
 }
 
 /// The `z` field: the data's size in bytes; a session that never had data has none.
@@ -311,66 +294,30 @@ pub(super) fn data_size(field: Option<&[u8]>) -> Result<usize, StoreError> {
     })
 }
 
-/// The [data field](self#the-data-field) holding `data`; `None` for no data, which has no
-/// field.
-pub(super) fn encode_data(data: &SessionData) -> Option<Vec<u8>> {
-    if data.is_empty() {
-        return None;
+/// Adds a `d:{name}` field of a session hash to `data`; any other field is not data.
+fn read_data_field(field: &[u8], value: Vec<u8>, data: &mut SessionData) -> Result<(), StoreError> {
+    if let Some(name) = field.strip_prefix(DATA_PREFIX.as_bytes()) {
+        let name = String::from_utf8(name.to_vec()).map_err(StoreError::corrupt)?;
+        let json = String::from_utf8(value).map_err(StoreError::corrupt)?;
+        data.insert(name, json);
     }
-    let mut field = Vec::with_capacity(data.iter().map(|(n, v)| n.len() + v.len() + 8).sum());
-    for (name, json) in data.iter() {
-        for part in [name, json] {
-            field.extend_from_slice(part.len().to_string().as_bytes());
-            field.push(b':');
-            field.extend_from_slice(part.as_bytes());
+    Ok(())
+}
+
+/// The data in an `HGETALL` reply; `None` when the hash holds no record.
+pub(super) fn decode_data(
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Option<SessionData>, StoreError> {
+    let mut live = false;
+    let mut data = SessionData::new();
+    for (field, value) in fields {
+        if field == RECORD.as_bytes() {
+            live = true;
+        } else {
+            read_data_field(&field, value, &mut data)?;
         }
     }
-    Some(field)
-}
-
-/// The data in a [data field](self#the-data-field); no field is no data.
-pub(super) fn decode_data(field: Option<&[u8]>) -> Result<SessionData, StoreError> {
-    let Some(mut rest) = field else {
-        return Ok(SessionData::new());
-    };
-    let mut entries = Vec::new();
-    while !rest.is_empty() {
-        let name = take_part(&mut rest)?;
-        let json = take_part(&mut rest)?;
-        entries.push((text(name)?, text(json)?));
-    }
-    Ok(entries.into_iter().collect())
-}
-
-/// The next length-prefixed part of a data field, which `rest` then goes on after.
-fn take_part<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], StoreError> {
-    let corrupt = || StoreError::corrupt("unreadable session data");
-    let colon = rest
-        .iter()
-        .take(MAX_LENGTH_DIGITS + 1)
-        .position(|&byte| byte == b':')
-        .ok_or_else(corrupt)?;
-    let (digits, after) = rest.split_at(colon);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(corrupt());
-    }
-    let len: usize = std::str::from_utf8(digits)
-        .ok()
-        .and_then(|digits| digits.parse().ok())
-        .ok_or_else(corrupt)?;
-    let after = &after[1..];
-    let part = after.get(..len).ok_or_else(corrupt)?;
-    *rest = &after[len..];
-    Ok(part)
-}
-
-/// The most digits a length in a data field has: data is limited far below 10¹⁰ bytes.
-const MAX_LENGTH_DIGITS: usize = 10;
-
-fn text(bytes: &[u8]) -> Result<String, StoreError> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(StoreError::corrupt)
+    Ok(live.then_some(data))
 }
 
 /// A bulk string or nil from a script's reply.
@@ -459,48 +406,23 @@ mod tests {
     }
 
     #[test]
-    fn data_reads_back_from_its_field() {
-        assert_eq!(encode_data(&SessionData::new()), None);
-        assert_eq!(decode_data(None).unwrap(), SessionData::new());
-        let data: SessionData = [
-            ("cart", r#"["sku-1"]"#),
-            ("", r#""""#),
-            ("12:a", "0"),
-            ("ünï", r#""x:y""#),
-        ]
-        .into_iter()
-        .map(|(name, json)| (name.to_owned(), json.to_owned()))
-        .collect();
-        let field = encode_data(&data).unwrap();
-        assert_eq!(decode_data(Some(&field)).unwrap(), data);
-        let one: SessionData = [("cart".to_owned(), r#"["sku-1"]"#.to_owned())]
-            .into_iter()
-            .collect();
-        assert_eq!(encode_data(&one).unwrap(), br#"4:cart9:["sku-1"]"#);
-    }
-
-    #[test]
-    fn unreadable_data_is_corrupt_not_a_panic() {
-        let cases: [&[u8]; 11] = [
-            b"4:cart",
-            b"4:cart9:[",
-            b"4:car",
-            b":cart1:1",
-            b"x:cart1:1",
-            b"-4:cart1:1",
-            b"+4:cart1:1",
-            b"4cart1:1",
-            b"99999999999999999999:a",
-            &[b'1', b':', 0xff, b'1', b':', b'1'],
-            &[b'1', b':', b'a', b'1', b':', 0xff],
+    fn data_is_read_from_its_fields_only() {
+        let fields = vec![
+            (b"r".to_vec(), b"{}".to_vec()),
+            (b"e".to_vec(), b"1".to_vec()),
+            (b"z".to_vec(), b"9".to_vec()),
+            (b"d:cart".to_vec(), b"[1]".to_vec()),
         ];
-        for case in cases {
-            assert!(
-                matches!(decode_data(Some(case)), Err(StoreError::Corrupt(_))),
-                "{:?}",
-                case.escape_ascii().to_string()
-            );
-        }
+        let data = decode_data(fields).unwrap().unwrap();
+        assert_eq!(data.iter().collect::<Vec<_>>(), vec![("cart", "[1]")]);
+        assert!(decode_data(vec![(b"d:x".to_vec(), b"1".to_vec())])
+            .unwrap()
+            .is_none());
+        assert!(decode_data(vec![
+            (b"r".to_vec(), b"{}".to_vec()),
+            (b"d:x".to_vec(), b"\xff".to_vec())
+        ])
+        .is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use redis::Value;
 use serde_json::value::RawValue;
 
-use super::codec::{bulk, decode_data, encode_user, optional_text, DATA, RECORD};
+use super::codec::{decode_data, encode_user, optional_text};
 use super::{scripts, RedisStore, DATA_READ_WITH_RECORD};
 use crate::error::StoreError;
 use crate::record::{DataChange, SessionData, SessionKey};
@@ -63,26 +63,15 @@ impl LargeData {
     }
 }
 
-/// The session's data, with the first piece of its record to tell that it exists: `None` when
-/// it does not.
 pub(super) async fn load_data(
     store: &RedisStore,
     key: &SessionKey,
 ) -> Result<Option<SessionData>, StoreError> {
     let mut conn = store.connection.clone();
-    let mut hmget = redis::cmd("HMGET");
-    hmget.arg(store.session_key(key)).arg(RECORD).arg(DATA);
-    let reply: Value = store.run(hmget.query_async(&mut conn)).await?;
-    let Value::Array(reply) = reply else {
-        return Err(StoreError::corrupt("HMGET reply is not an array"));
-    };
-    let [record, data] = reply.as_slice() else {
-        return Err(StoreError::corrupt("short HMGET reply"));
-    };
-    if bulk(record)?.is_none() {
-        return Ok(None);
-    }
-    decode_data(bulk(data)?).map(Some)
+    let mut hgetall = redis::cmd("HGETALL");
+    hgetall.arg(store.session_key(key));
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = store.run(hgetall.query_async(&mut conn)).await?;
+    decode_data(fields)
 }
 
 pub(super) async fn write_data(
@@ -123,7 +112,6 @@ fn decode_write(reply: Vec<Value>, changes: usize) -> Result<DataWrite, StoreErr
     let size = reply.next().and_then(integer);
     match (status, size) {
         (Some(-1), _) => Ok(DataWrite::Gone),
-        (Some(-3), _) => Err(StoreError::corrupt("unreadable session data")),
         (Some(-2), Some(size)) => Ok(DataWrite::TooLarge {
             size: usize::try_from(size).unwrap_or(usize::MAX),
         }),

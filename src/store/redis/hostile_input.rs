@@ -9,6 +9,8 @@
 //! Each property runs a modest number of cases so the suite stays fast; `PROPTEST_CASES` sets
 //! them all for a long run.
 
+use std::collections::BTreeMap;
+
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -17,12 +19,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::codec::{
-    decode, decode_data, decode_head, decode_reply, encode_data, encode_deadline, encode_record,
-    encode_user, record_pieces, Head, Pieces, RECORD_PIECES,
+    decode, decode_data, decode_hash, decode_head, decode_reply, encode_deadline, encode_record,
+    encode_user, record_pieces, Head, RECORD_PIECES,
 };
 use crate::error::StoreError;
+use crate::record::SessionRecord;
 use crate::record::{from_unix_millis, unix_millis, BINARY_VERSION};
-use crate::record::{SessionData, SessionRecord};
 use crate::store::StoredSession;
 use redis::Value;
 
@@ -408,8 +410,7 @@ proptest! {
 
     /// A lookup's first `HMGET` (two pieces, `u`, `e`) decodes as the whole record would, or
     /// asks for the whole record when the second piece is full; a reply of another shape or
-    /// with a value that is no bulk string is corrupt. (`HMGET` of all pieces: see
-    /// `a_record_in_pieces_reads_back_whole`.)
+    /// with a value that is no bulk string is corrupt.
     #[test]
     fn decode_head_agrees_with_the_whole_record_or_asks_for_it(
         record in record_field(),
@@ -435,7 +436,7 @@ proptest! {
         if let Some(at) = cut {
             head.truncate(at);
         }
-        let decoded = decode_head(&head, Pieces::Head);
+        let decoded = decode_head(&head);
         if not_bulk.is_some() || cut.is_some() {
             prop_assert!(matches!(decoded, Err(StoreError::Corrupt(_))));
         } else if pieces.len() > 2 || pieces.get(1).is_some_and(|p| p.as_ref().is_some_and(|p| p.len() == 64)) {
@@ -453,75 +454,84 @@ proptest! {
         }
     }
 
-    /// Any record, cut into pieces and read back by an `HMGET` of all of them, is the record
-    /// again; a reply missing a piece in the middle is corrupt, never a shorter record.
+    /// Any record, cut into pieces and read back by `HGETALL` in any order of fields, is the
+    /// record again.
     #[test]
     fn a_record_in_pieces_reads_back_whole(
         (record, deadline) in (record(), any::<u32>()),
         padding in 0usize..600,
-        missing in 1..RECORD_PIECES.len(),
+        reverse in any::<bool>(),
     ) {
         // Longer records too: every piece, and the last one taking the rest.
         let padded = format!(r#"{{"pad":"{}"}}"#, "é".repeat(padding));
         let record = record.with_user(RawValue::from_string(padded).unwrap(), Vec::new());
         let record = encode_record(&record).unwrap();
-        let pieces: Vec<Vec<u8>> = record_pieces(&record).map(|(_, piece)| piece.to_vec()).collect();
-        for piece in &pieces[..pieces.len() - 1] {
+        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = record_pieces(&record)
+            .map(|(field, piece)| (field.as_bytes().to_vec(), piece.to_vec()))
+            .collect();
+        for (_, piece) in &fields[..fields.len() - 1] {
             prop_assert_eq!(piece.len(), 64);
         }
-        prop_assert!(pieces.len() <= RECORD_PIECES.len());
-        let mut reply: Vec<Value> = (0..RECORD_PIECES.len())
-            .map(|i| pieces.get(i).map_or(Value::Nil, |piece| Value::BulkString(piece.clone())))
-            .collect();
-        reply.push(Value::Nil);
-        reply.push(Value::BulkString(deadline.to_string().into_bytes()));
-        let whole = decode(Some(&record), None, Some(deadline.to_string().as_bytes())).unwrap();
-        let Ok(Head::Read(read)) = decode_head(&reply, Pieces::All) else {
-            return Err(TestCaseError::fail("not read whole"));
-        };
-        prop_assert_eq!(read.map(|s| seen(&s.record)), whole.map(|s| seen(&s.record)));
-        if missing < pieces.len() - 1 {
-            reply[missing] = Value::Nil;
-            prop_assert!(matches!(decode_head(&reply, Pieces::All), Err(StoreError::Corrupt(_))));
+        prop_assert!(fields.len() <= RECORD_PIECES.len());
+        fields.push((b"e".to_vec(), deadline.to_string().into_bytes()));
+        if reverse {
+            fields.reverse();
         }
+        let (loaded, _) = decode_hash(fields, 4096).unwrap();
+        let whole = decode(Some(&record), None, Some(deadline.to_string().as_bytes())).unwrap();
+        prop_assert_eq!(
+            loaded.map(|l| seen(&l.stored.record)),
+            whole.map(|s| seen(&s.record))
+        );
     }
 
-    /// Any data reads back from its field as it was written.
+    /// The data is the `d:` fields and nothing else, and only while the record is there.
     #[test]
-    fn data_reads_back_from_its_field(
-        entries in vec((".{0,12}", ".{0,40}"), 0..8),
+    fn decode_data_reads_only_data_fields(
+        fields in vec(
+            (
+                prop_oneof![
+                    select(vec!["r", "e", "u", "z", "m", "d:", "d:cart", "R", "d", "r ", "d:\u{0}"])
+                        .prop_map(|s| s.as_bytes().to_vec()),
+                    vec(any::<u8>(), 0..8).prop_map(|name| [b"d:".as_slice(), &name].concat()),
+                    vec(any::<u8>(), 0..8),
+                ],
+                prop_oneof![
+                    vec(any::<u8>(), 0..24),
+                    select(vec!["[1]", "{}", "\"x\"", "null"]).prop_map(|s| s.as_bytes().to_vec()),
+                ],
+            ),
+            0..8,
+        ),
     ) {
-        let data: SessionData = entries.into_iter().collect();
-        let field = encode_data(&data);
-        prop_assert_eq!(field.is_none(), data.is_empty());
-        prop_assert_eq!(decode_data(field.as_deref()).unwrap(), data);
-    }
-
-    /// Any bytes in the data field decode or are corrupt, never a panic; what decodes writes
-    /// back to the same data.
-    #[test]
-    fn a_data_field_decodes_or_fails_and_what_decodes_is_stable(
-        bytes in prop_oneof![
-            vec(any::<u8>(), 0..48),
-            vec((".{0,6}", ".{0,12}"), 1..4).prop_flat_map(|entries| {
-                let field = encode_data(&entries.into_iter().collect()).unwrap_or_default();
-                let len = field.len();
-                (Just(field), 0..len.max(1), any::<u8>())
-            })
-            .prop_map(|(mut field, at, byte)| {
-                if let Some(slot) = field.get_mut(at) {
-                    *slot = byte;
+        let mut live = false;
+        let mut unreadable = false;
+        let mut expected = BTreeMap::new();
+        for (field, value) in &fields {
+            if field == b"r" {
+                live = true;
+            } else if let Some(name) = field.strip_prefix(b"d:") {
+                match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                    (Ok(name), Ok(value)) => {
+                        expected.insert(name.to_owned(), value.to_owned());
+                    }
+                    _ => unreadable = true,
                 }
-                field
-            }),
-        ],
-    ) {
-        match decode_data(Some(&bytes)) {
-            Ok(data) => {
-                let again = encode_data(&data).unwrap_or_default();
-                prop_assert_eq!(decode_data(Some(&again)).unwrap(), data);
             }
-            Err(err) => prop_assert!(matches!(err, StoreError::Corrupt(_))),
+        }
+        match decode_data(fields) {
+            Err(err) => {
+                prop_assert!(unreadable, "{}", err);
+                prop_assert!(matches!(err, StoreError::Corrupt(_)));
+            }
+            Ok(None) => prop_assert!(!unreadable && !live),
+            Ok(Some(data)) => {
+                prop_assert!(!unreadable && live);
+                let got: Vec<(&str, &str)> = data.iter().collect();
+                let want: Vec<(&str, &str)> =
+                    expected.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                prop_assert_eq!(got, want);
+            }
         }
     }
 

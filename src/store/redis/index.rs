@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use futures_util::future::join_all;
 
-use super::codec::{encode_data, encode_deadline, encode_record, record_pieces, ttl_millis, DATA};
+use super::codec::{encode_deadline, encode_record, record_pieces, ttl_millis, DATA_PREFIX};
 use super::{scripts, RedisStore};
 use crate::error::StoreError;
 use crate::record::{SessionData, SessionKey, SessionRecord};
@@ -61,8 +61,8 @@ pub(super) async fn create(
     for (field, piece) in pieces {
         create.arg(field).arg(piece);
     }
-    if let Some(data) = encode_data(data) {
-        create.arg(DATA).arg(data);
+    for (name, json) in data.iter() {
+        create.arg(format!("{DATA_PREFIX}{name}")).arg(json);
     }
     let created: i64 = store.run(create.invoke_async(&mut conn)).await?;
     if created != 1 {

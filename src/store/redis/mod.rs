@@ -16,8 +16,8 @@ use redis::Value;
 use serde_json::value::RawValue;
 
 use self::codec::{
-    bulk, data_size, decode_data, decode_head, decode_reply, encode_deadline, ttl_millis, Head,
-    Pieces, DATA, DEADLINE, MOVING, SIZE, USER,
+    bulk, data_size, decode_hash, decode_head, decode_reply, encode_deadline, ttl_millis, Head,
+    DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
 use self::data::LargeData;
@@ -69,12 +69,11 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 ///
 /// One session is one Redis hash, `{prefix}:s:{{group}}{digest}`: the [`SessionKey`] of its
 /// token, whose group is the cluster hash tag, so that a session and the key it rotates to
-/// live on the same node and move in one script. The hash holds the [`SessionRecord`] in a
-/// compact binary form, the idle deadline (Unix milliseconds), a live update of the profile
-/// and roles if there was one, and the session's data in one field, with a TTL that ends at
-/// the idle deadline. Each part changes on its own: refreshing the deadline writes the deadline
-/// and the TTL, never the data; a data write touches only the data and its size (in one
-/// script, so that writes of different values racing each other all land).
+/// live on the same node and move in one script. The hash holds the JSON-encoded
+/// [`SessionRecord`], the idle deadline (Unix milliseconds), a live update of the profile and
+/// roles if there was one, and each value of the session's data in a field of its own, with a
+/// TTL that ends at the idle deadline. Each part changes on its own: refreshing the deadline
+/// writes the deadline and the TTL, never the data; a data write touches only its fields.
 /// Each user's sessions are indexed in a hash, `{prefix}:u:{user id}`, whose fields are those
 /// keys (with empty values: on Redis 7.0 a small hash is a compact listpack, a set of strings
 /// never is), and whose TTL
@@ -86,9 +85,9 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of the record's first two pieces, update, deadline; for a record longer than those (a profile over about 60 bytes) a second `HMGET` of all four; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–2 |
-/// | [`load_with_data`](SessionStore::load_with_data) | as `load`, with the data field in the same `HMGET`, the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); with the data's size instead for a session this process has seen with more; nothing on a local cache hit | 0–2 |
+/// | [`load_with_data`](SessionStore::load_with_data) | `HGETALL`: record and data, the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); `HMGET` of the record for a session this process has seen with more; nothing on a local cache hit | 0–1 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
-/// | [`load_data`](SessionStore::load_data) | `HMGET` of the record's first piece and the data | 1 |
+/// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
 /// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `HSET` of the index, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
@@ -182,74 +181,49 @@ impl RedisStore {
         format!("{}:u:{user_id}", self.prefix)
     }
 
-    /// The session stored under `redis_key`, read through `conn`.
+    /// The session stored under `redis_key`, read through `conn`: the record's first pieces,
+    /// which hold a typical record whole, and all of them only when the record goes on.
     async fn fetch(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let found = self
-            .read_session(conn, redis_key, Beside::Nothing, |_| Ok(()))
-            .await?;
-        Ok(found.map(|(stored, ())| stored))
+        let (hmget, marks) = self.record_read(redis_key, Pieces::Head);
+        // Read as a `Value` and decoded in place: converting the reply first would copy it.
+        let reply: Value = self.run(hmget.query_async(&mut *conn)).await?;
+        let Value::Array(mut reply) = reply else {
+            return Err(StoreError::corrupt("HMGET reply is not an array"));
+        };
+        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
+        // requests: the session lives on under the new key, or nowhere.
+        if marks && bulk(&reply.pop().unwrap_or(Value::Nil))?.is_some() {
+            return Ok(None);
+        }
+        match decode_head(&reply)? {
+            Head::Read(stored) => Ok(stored),
+            Head::Longer => self.fetch_whole(conn, redis_key).await,
+        }
     }
 
-    /// The session stored under `redis_key`, read through `conn` with the field `beside` names,
-    /// which `decode_beside` reads (`None` when it is not there).
-    ///
-    /// One `HMGET` of the record's first pieces, which hold a typical record whole, and a second
-    /// of all of them only when the record goes on. The reply is decoded in place: converting it
-    /// first would copy every value.
-    async fn read_session<T>(
+    /// The session stored under `redis_key`, read through `conn` with all of its record's
+    /// pieces.
+    async fn fetch_whole(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
-        beside: Beside,
-        decode_beside: impl Fn(Option<&[u8]>) -> Result<T, StoreError>,
-    ) -> Result<Option<(StoredSession, T)>, StoreError> {
-        let mut pieces = Pieces::Head;
-        // What the first read brought of the field `beside` names: a second read, of the whole
-        // record, does not ask for it again (it may be kilobytes of data).
-        let mut beside_value = None;
-        loop {
-            let asked = match beside_value {
-                Some(_) => Beside::Nothing,
-                None => beside,
-            };
-            let (hmget, marks) = self.record_read(redis_key, pieces, asked);
-            let reply: Value = self.run(hmget.query_async(&mut *conn)).await?;
-            let Value::Array(mut reply) = reply else {
-                return Err(StoreError::corrupt("HMGET reply is not an array"));
-            };
-            // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
-            // requests: the session lives on under the new key, or nowhere.
-            if marks && bulk(&reply.pop().unwrap_or(Value::Nil))?.is_some() {
-                return Ok(None);
-            }
-            if asked.field().is_some() {
-                beside_value = Some(reply.pop().unwrap_or(Value::Nil));
-            }
-            match (decode_head(&reply, pieces)?, pieces) {
-                (Head::Read(None), _) => return Ok(None),
-                (Head::Read(Some(stored)), _) => {
-                    let value = beside_value.as_ref().unwrap_or(&Value::Nil);
-                    return Ok(Some((stored, decode_beside(bulk(value)?)?)));
-                }
-                (Head::Longer, Pieces::Head) => pieces = Pieces::All,
-                (Head::Longer, Pieces::All) => {
-                    return Err(StoreError::corrupt("a record longer than all its pieces"))
-                }
-            }
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let (hmget, marks) = self.record_read(redis_key, Pieces::All);
+        let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+        if marks && reply.pop().flatten().is_some() {
+            return Ok(None);
         }
+        decode_reply(reply)
     }
 
-    /// `HMGET` of the record's `pieces`, its live update and deadline, the field `beside`
-    /// names, and on a cluster the moving mark last; whether it asks for the mark.
-    fn record_read(&self, redis_key: &str, pieces: Pieces, beside: Beside) -> (redis::Cmd, bool) {
+    /// `HMGET` of the record's `pieces`, its live update and deadline, and on a cluster the
+    /// moving mark last; whether it asks for the mark.
+    fn record_read(&self, redis_key: &str, pieces: Pieces) -> (redis::Cmd, bool) {
         let mut hmget = read_record(redis_key, pieces);
-        if let Some(field) = beside.field() {
-            hmget.arg(field);
-        }
         let marks = self.may_mark_moving();
         if marks {
             hmget.arg(MOVING);
@@ -267,47 +241,33 @@ impl RedisStore {
 
     /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
     ///
-    /// One `HMGET` of the record and the data field, which costs Redis and the client about
-    /// what the record's alone does, while a script choosing between the two would cost Redis
-    /// several times more. A session this process has seen with more than
-    /// [`DATA_READ_WITH_RECORD`] bytes of data is read with its data's size instead, so that
-    /// its data travels only to handlers that read it.
+    /// One `HGETALL`, which costs Redis about what the record's `HMGET` does, while a script
+    /// choosing between the two would cost it several times more. A session this process has
+    /// seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is read with the `HMGET`
+    /// instead, so that its data travels only to handlers that read it.
     async fn fetch_with_data(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
-        let (found, size) = if self.large_data.contains(redis_key) {
-            let found = self
-                .read_session(conn, redis_key, Beside::DataSize, data_size)
-                .await?;
-            let size = found.as_ref().map_or(0, |(_, size)| *size);
-            let found = found.map(|(stored, _)| LoadedSession { stored, data: None });
-            (found, size)
-        } else {
-            // Data that cannot be read does not make the record unreadable: the session stays
-            // logged in, and a handler that reads the data meets the error then.
-            let found = self
-                .read_session(conn, redis_key, Beside::Data, |field| {
-                    Ok(decode_data(field))
-                })
-                .await?;
-            let (found, size) = match found {
-                Some((stored, Ok(data))) => {
-                    let size = data.size();
-                    let data = (size <= DATA_READ_WITH_RECORD).then_some(data);
-                    (Some(LoadedSession { stored, data }), size)
-                }
-                Some((stored, Err(err))) => {
-                    tracing::warn!(error = %err, "unreadable session data, left behind");
-                    (Some(LoadedSession { stored, data: None }), 0)
-                }
-                None => (None, 0),
-            };
-            (found, size)
-        };
+        if self.large_data.contains(redis_key) {
+            let (mut hmget, marks) = self.record_read(redis_key, Pieces::All);
+            hmget.arg(SIZE);
+            let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+            let size = data_size(reply.pop().flatten().as_deref())?;
+            self.large_data.note(redis_key, size);
+            if marks && reply.pop().flatten().is_some() {
+                return Ok(None);
+            }
+            let stored = decode_reply(reply)?;
+            return Ok(stored.map(|stored| LoadedSession { stored, data: None }));
+        }
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(redis_key);
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = self.run(hgetall.query_async(conn)).await?;
+        let (loaded, size) = decode_hash(fields, DATA_READ_WITH_RECORD)?;
         self.large_data.note(redis_key, size);
-        Ok(found)
+        Ok(loaded)
     }
 
     /// The session under `redis_key` from the local cache, which holds small data too, filled
@@ -503,36 +463,28 @@ impl RedisStore {
     }
 }
 
-/// The field a session read asks for beside the record.
+/// Which of a record's pieces a read asks for.
 #[derive(Clone, Copy, Debug)]
-enum Beside {
-    /// None: the record alone.
-    Nothing,
-    /// The data (`d`).
-    Data,
-    /// The data's size (`z`), for a session whose data is left behind.
-    DataSize,
-}
-
-impl Beside {
-    fn field(self) -> Option<&'static str> {
-        match self {
-            Beside::Nothing => None,
-            Beside::Data => Some(DATA),
-            Beside::DataSize => Some(SIZE),
-        }
-    }
+enum Pieces {
+    /// The first [`HEAD_PIECES`]: all there is of a typical record.
+    Head,
+    /// All of them.
+    All,
 }
 
 /// `HMGET` of the fields a session's record is made of, under `redis_key`: its `pieces`, the
 /// live update and the deadline.
 fn read_record(redis_key: &str, pieces: Pieces) -> redis::Cmd {
+    let pieces = match pieces {
+        Pieces::Head => &RECORD_PIECES[..HEAD_PIECES],
+        Pieces::All => &RECORD_PIECES[..],
+    };
     // Sized up front: a lookup of every request builds this, and growing it costs allocations.
     let mut hmget = redis::Cmd::with_capacity(8, redis_key.len() + 32);
     hmget
         .arg("HMGET")
         .arg(redis_key)
-        .arg(pieces.fields())
+        .arg(pieces)
         .arg(USER)
         .arg(DEADLINE);
     hmget

@@ -10,7 +10,7 @@ use redis::Script;
 
 /// Creates a session unless its key exists. `KEYS[1]` the session, `KEYS[2]` (optional) the
 /// user's index; `ARGV`: the record's first piece, deadline, TTL ms, index member, index TTL
-/// ms, data size, then name/value pairs of fields: the record's other pieces and the data's.
+/// ms, data size, then name/value pairs of fields: the record's other pieces and the data.
 /// Returns 1 if created, 0 if the key was taken.
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -42,76 +42,61 @@ return 1
     )
 });
 
-/// Applies data changes to the [data field](super::codec#the-data-field). `KEYS[1]`; `ARGV[1]`
-/// the size limit, `ARGV[2]` what each entry counts beyond its name and value, then the
-/// changes: `i name json`, `r name` or `c`. Replies `{-1}` when there is no session or it is
-/// moving, `{-2, size}` when the data would grow past the limit, else `{1, size, previous...}`
-/// with the value each change replaced (nil for none, and for a clear), and `{-3}`, writing
-/// nothing, when the data field's framing is unreadable: it accepts the framing the store's
-/// decoder accepts (lengths of one to ten decimal digits), and leaves the bytes inside alone.
-///
-/// The field is decoded, changed and written back in this one step, so that writes of
-/// different names racing each other all land.
+/// Applies data changes. `KEYS[1]`; `ARGV[1]` the size limit, `ARGV[2]` what each entry counts
+/// beyond its name and value, then the changes: `i name json`, `r name` or `c`. Replies `{-1}`
+/// when there is no session or it is moving, `{-2, size}` when the data would grow past the
+/// limit, else `{1, size, previous...}` with the value each change replaced (nil for none, and
+/// for a clear).
 pub(super) static WRITE_DATA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local k = KEYS[1]
 if redis.call('HEXISTS', k, 'r') == 0 or redis.call('HEXISTS', k, 'm') == 1 then return {-1} end
-local s = redis.call('HGET', k, 'd') or ''
-local data, p = {}, 1
-local function part()
-  local c = string.find(s, ':', p, true)
-  if not c then return nil end
-  local digits = string.sub(s, p, c - 1)
-  if not string.find(digits, '^%d+$') or #digits > 10 then return nil end
-  local n = tonumber(digits)
-  if c + n > #s then return nil end
-  p = c + n + 1
-  return string.sub(s, c + 1, c + n)
-end
-while p <= #s do
-  local name = part()
-  local value = name and part()
-  if not value then return {-3} end
-  data[name] = value
-end
+local before = tonumber(redis.call('HGET', k, 'z') or '0')
 local overhead = tonumber(ARGV[2])
-local function size_of()
-  local size = 0
-  for name, value in pairs(data) do size = size + #name + #value + overhead end
-  return size
-end
-local before = size_of()
+local size = before
+local pending = {}
+local cleared = false
 local previous = {}
+local function value_of(field)
+  local p = pending[field]
+  if p ~= nil then return p end
+  if cleared then return false end
+  return redis.call('HGET', k, field)
+end
 local i = 3
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'c' then
-    data = {}
+    pending = {}
+    cleared = true
+    size = 0
     previous[#previous + 1] = false
     i = i + 1
   else
     local name = ARGV[i + 1]
-    previous[#previous + 1] = data[name] or false
+    local field = 'd:' .. name
+    local old = value_of(field)
+    if old then size = size - #name - #old - overhead end
+    previous[#previous + 1] = old
     if op == 'i' then
-      data[name] = ARGV[i + 2]
+      pending[field] = ARGV[i + 2]
+      size = size + #name + #ARGV[i + 2] + overhead
       i = i + 3
     else
-      data[name] = nil
+      pending[field] = false
       i = i + 2
     end
   end
 end
-local size = size_of()
 if size > tonumber(ARGV[1]) and size > before then return {-2, size} end
-local out = {}
-for name, value in pairs(data) do
-  out[#out + 1] = #name .. ':' .. name .. #value .. ':' .. value
+if cleared then
+  for _, f in ipairs(redis.call('HKEYS', k)) do
+    if string.sub(f, 1, 2) == 'd:' and pending[f] == nil then redis.call('HDEL', k, f) end
+  end
 end
-if #out == 0 then
-  redis.call('HDEL', k, 'd')
-else
-  redis.call('HSET', k, 'd', table.concat(out))
+for f, v in pairs(pending) do
+  if v then redis.call('HSET', k, f, v) else redis.call('HDEL', k, f) end
 end
 redis.call('HSET', k, 'z', size)
 local reply = {1, size}
@@ -155,7 +140,7 @@ if redis.call('EXISTS', new) == 1 then return -1 end
 local fields = redis.call('HGETALL', old)
 for i = 1, #fields, 2 do
   local f = fields[i]
-  if f == 'z' or f == 'd' or (f == 'u' and ARGV[4] == '1') then
+  if f == 'z' or string.sub(f, 1, 2) == 'd:' or (f == 'u' and ARGV[4] == '1') then
     redis.call('HSET', new, f, fields[i + 1])
   end
 end
