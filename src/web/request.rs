@@ -552,7 +552,7 @@ impl RequestSession {
     }
 
     /// `read` applied to the JSON text stored under `name` in the session's data, if there is
-    /// any: read where it lies, as it is decoded on every request that reads data.
+    /// any, without copying the text.
     pub(crate) async fn data_value<T>(
         &self,
         name: &str,
