@@ -18,7 +18,7 @@ pub use self::activity::{ActivityEntry, ActivityKind, ActivityLimits};
 #[cfg(feature = "redis")]
 pub(crate) use self::binary::VERSION as BINARY_VERSION;
 #[cfg(feature = "redis")]
-pub(crate) use self::data::ENTRY_OVERHEAD;
+pub(crate) use self::data::{entry_size, ENTRY_OVERHEAD};
 pub use self::data::{DataChange, SessionData};
 pub use self::key::SessionKey;
 pub use self::link::{LinkKey, LinkPurpose, LinkRecord};

@@ -186,7 +186,7 @@ async fn repeated_requests_are_served_from_memory() {
     // A fill reads the record and its data (none here) in one command.
     assert_eq!(
         commands_during_since(&server, &before),
-        counts(&[("hgetall", 1)])
+        counts(&[("hmget", 1)])
     );
 
     let before = server.command_counts();

@@ -30,6 +30,31 @@ async fn put_cart(session: Session, len: web::Path<usize>) -> Result<HttpRespons
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Stores `value` (a JSON string) under `name`, or removes `name` when `value` is `-`.
+async fn put_named(
+    session: Session,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (name, value) = path.into_inner();
+    if value == "-" {
+        session.remove(&name).await?;
+    } else {
+        session.insert(&name, value).await?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Every value of the session's data, as `name=value` lines sorted by name: all of it read.
+async fn all_data(session: Session, names: web::Path<String>) -> Result<String, Error> {
+    let mut lines = Vec::new();
+    for name in names.split(',') {
+        if let Some(value) = session.get::<String>(name).await? {
+            lines.push(format!("{name}={value}"));
+        }
+    }
+    Ok(lines.join("\n"))
+}
+
 /// The cart's length, for anyone with a session: one data read, no login check.
 async fn visitor_cart(session: Session) -> Result<String, Error> {
     let cart: Option<String> = session.get("cart").await?;
@@ -84,6 +109,8 @@ async fn app(
             .wrap(LoginMiddleware::new(store))
             .route("/login/{id}", web::post().to(login))
             .route("/cart/{len}", web::post().to(put_cart))
+            .route("/data/{name}/{value}", web::post().to(put_named))
+            .route("/data/{names}", web::get().to(all_data))
             .route("/cart", web::get().to(cart))
             .route("/visitor-cart", web::get().to(visitor_cart))
             .route("/login-named/{name}", web::post().to(login_named))
@@ -153,18 +180,137 @@ async fn a_handler_that_reads_data_costs_one_round_trip() {
     put(&app, 100, &token).await;
     let monitor = Monitor::start(&server);
 
-    // One plain command: a script would cost Redis several times what the read does.
+    // One plain command: a script would cost Redis several times what the read does. It asks
+    // for the record, the data's size and the one data name this instance has written.
+    let with_data = ["r", "r1", "r2", "r3", "u", "e", "z", "d:cart"].map(String::from);
     assert_eq!(read(&app, "/cart", &token).await, "100");
-    assert_eq!(monitor.take(), ["hgetall"], "GET /cart");
+    assert_eq!(hmget_fields(&monitor), with_data, "GET /cart");
     // With no login check first: the data read looks the session up.
     assert_eq!(read(&app, "/visitor-cart", &token).await, "100");
-    assert_eq!(monitor.take(), ["hgetall"], "GET /visitor-cart");
+    assert_eq!(hmget_fields(&monitor), with_data, "GET /visitor-cart");
     // Behind a guard, which looks the session up before the handler's extractors run.
     assert_eq!(read(&app, "/guarded/cart", &token).await, "100");
-    assert_eq!(monitor.take(), ["hgetall"], "GET /guarded/cart");
+    assert_eq!(hmget_fields(&monitor), with_data, "GET /guarded/cart");
     // A handler that cannot read data costs what it did: one HMGET.
     assert_eq!(read(&app, "/me", &token).await, "1");
     assert_eq!(monitor.take(), ["hmget"], "GET /me");
+}
+
+/// The fields of the one `HMGET` `monitor` saw since it was last asked; fails on anything else.
+fn hmget_fields(monitor: &Monitor) -> Vec<String> {
+    let sent = monitor.take_with_arguments();
+    match sent.as_slice() {
+        [hmget] if hmget[0] == "hmget" => hmget[2..].to_vec(),
+        _ => panic!("expected one HMGET, Redis saw {sent:?}"),
+    }
+}
+
+/// Writes `value` under `name` (or removes it, for `-`) in `token`'s session.
+async fn put_value<S, B>(app: &S, name: &str, value: &str, token: &str)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let path = format!("/data/{name}/{value}");
+    assert_eq!(
+        status(app, post(&path, Some(token))).await,
+        204,
+        "POST {path}"
+    );
+}
+
+/// An instance reads data by the names it knows and checks what it got against the data's
+/// size, which every write keeps in the same step: data under a name it has not met yet (another
+/// instance wrote it) is read whole once, then by name. Removals, by any instance, need no
+/// learning.
+#[actix_web::test]
+async fn data_under_a_name_this_instance_has_not_met_is_read_whole_once() {
+    let server = RedisServer::start();
+    let writer = app(store(&server, false).await).await;
+    let reader = app(store(&server, false).await).await;
+    let token = log_in(&writer, 1).await;
+    put_value(&writer, "cart", "c1", &token).await;
+    put_value(&writer, "flash", "hello", &token).await;
+    let monitor = Monitor::start(&server);
+    let all = "/data/cart,flash,note";
+
+    assert_eq!(read(&reader, all, &token).await, "cart=c1\nflash=hello");
+    assert_eq!(monitor.take(), ["hmget", "hgetall"], "first read");
+    let known = ["r", "r1", "r2", "r3", "u", "e", "z", "d:cart", "d:flash"].map(String::from);
+    for _ in 0..2 {
+        assert_eq!(read(&reader, all, &token).await, "cart=c1\nflash=hello");
+        let mut fields = hmget_fields(&monitor);
+        fields[7..].sort();
+        assert_eq!(fields, known, "once the names are known");
+    }
+
+    // A name the reader has not met: its read comes up short of the size, so it reads whole.
+    put_value(&writer, "note", "n", &token).await;
+    monitor.take();
+    assert_eq!(
+        read(&reader, all, &token).await,
+        "cart=c1\nflash=hello\nnote=n"
+    );
+    assert_eq!(monitor.take(), ["hmget", "hgetall"], "a new name");
+    assert_eq!(
+        read(&reader, all, &token).await,
+        "cart=c1\nflash=hello\nnote=n"
+    );
+    assert_eq!(monitor.take(), ["hmget"], "the new name known");
+
+    // Changed and removed values are seen on the next read, by name.
+    put_value(&writer, "cart", "c22", &token).await;
+    put_value(&writer, "flash", "-", &token).await;
+    monitor.take();
+    assert_eq!(read(&reader, all, &token).await, "cart=c22\nnote=n");
+    assert_eq!(monitor.take(), ["hmget"], "after a change and a removal");
+
+    // A session of another user, with the same names, reads by name at once.
+    let other = log_in(&writer, 2).await;
+    put_value(&writer, "note", "o", &other).await;
+    monitor.take();
+    assert_eq!(read(&reader, all, &other).await, "note=o");
+    assert_eq!(monitor.take(), ["hmget"], "another session");
+}
+
+/// An app that names its data without bound (a name per form, per item) would make every
+/// lookup ask for ever more fields: past eight names an instance reads data with
+/// `HGETALL`, as it did before it knew any, and never twice per request.
+#[actix_web::test]
+async fn an_app_with_too_many_data_names_reads_the_whole_hash() {
+    let server = RedisServer::start();
+    let writer = app(store(&server, false).await).await;
+    let reader = app(store(&server, false).await).await;
+    let token = log_in(&writer, 1).await;
+    let names: Vec<String> = (0..20).map(|i| format!("form-{i}")).collect();
+    for name in &names {
+        put_value(&writer, name, "v", &token).await;
+    }
+    let monitor = Monitor::start(&server);
+    let path = format!("/data/{}", names.join(","));
+    let mut expected: Vec<String> = names.iter().map(|name| format!("{name}=v")).collect();
+    expected.sort();
+    let mut body: Vec<String> = read(&reader, &path, &token)
+        .await
+        .lines()
+        .map(String::from)
+        .collect();
+    body.sort();
+    assert_eq!(body, expected);
+    assert_eq!(monitor.take(), ["hmget", "hgetall"], "first read");
+    for _ in 0..2 {
+        let mut body: Vec<String> = read(&reader, &path, &token)
+            .await
+            .lines()
+            .map(String::from)
+            .collect();
+        body.sort();
+        assert_eq!(body, expected);
+        assert_eq!(monitor.take(), ["hgetall"], "too many names to ask for");
+    }
+    // The writer, which met them all as it wrote them, gave up asking by name too.
+    read(&writer, &path, &token).await;
+    assert_eq!(monitor.take(), ["hgetall"], "the writer");
 }
 
 /// On one server (and on Sentinel's primary) a rotation moves a session in one script, so no
@@ -223,7 +369,7 @@ async fn large_data_is_read_only_by_handlers_that_read_it() {
     let monitor = Monitor::start(&server);
 
     assert_eq!(read(&app, "/peek", &token).await, "1");
-    assert_eq!(monitor.take(), ["hgetall"], "GET /peek, first");
+    assert_eq!(monitor.take(), ["hmget"], "GET /peek, first");
     for _ in 0..3 {
         assert_eq!(read(&app, "/peek", &token).await, "1");
         assert_eq!(monitor.take(), ["hmget"], "GET /peek, once known large");
@@ -237,7 +383,7 @@ async fn large_data_is_read_only_by_handlers_that_read_it() {
     assert_eq!(read(&app, "/cart", &token).await, "100");
     assert_eq!(monitor.take(), ["hmget", "hgetall"], "GET /cart, shrunk");
     assert_eq!(read(&app, "/cart", &token).await, "100");
-    assert_eq!(monitor.take(), ["hgetall"], "GET /cart, known small");
+    assert_eq!(monitor.take(), ["hmget"], "GET /cart, known small");
 }
 
 /// Waits until a `GET /cart` with `token` sends Redis nothing: served from the local cache,

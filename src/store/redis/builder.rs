@@ -409,6 +409,7 @@ impl RedisStoreBuilder {
             settle_deletes,
             replica_wait,
             large_data: Default::default(),
+            data_names: Default::default(),
             prefix: self.prefix.into(),
             command_timeout: self.command_timeout,
         })

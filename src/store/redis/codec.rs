@@ -8,7 +8,7 @@
 //! | `r`, `r1`, `r2`, `r3` | the [`SessionRecord`] in binary form, as created, in pieces of 64 bytes (the last piece takes whatever is left) | create, rotate |
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` | `{"p":profile,"r":roles}`, replacing the record's, once the user was updated live | update, rotate |
-//! | `z` | the data's size in bytes, as [`SessionData::size`] counts it | data writes |
+//! | `z` | the data's size in bytes, as [`SessionData::size`] counts it, in the same step as every change to the data | create, data writes, rotate |
 //! | `m` | the key the session is moving to, once a rotation on a cluster has copied it; the key is dead to reads and writes from then on | rotate |
 //! | `d:{name}` | one data value, as JSON | data writes |
 //!
@@ -21,6 +21,11 @@
 //! value turns it into a hash table, which costs about 130 bytes more per session. A record
 //! is stored as up to four values of 64 bytes. A record longer than 256 bytes (a large
 //! profile) still works: its last piece holds the rest, and the hash is a hash table.
+//!
+//! How a lookup that may read data finds all of it without asking for every field's name: it
+//! asks for the record, `z` and the `d:{name}` fields of the names its process has met
+//! ([`decode_named`]); the values it gets add up to `z` exactly when the session holds no other
+//! name, since every entry counts more than nothing. When they do not, it reads the whole hash.
 //!
 //! Why the record is binary, and its user agent in a [compact form](super::user_agent) (a
 //! Chrome one of 111 bytes in 9): so that a browser login with a profile of up to about 60
@@ -41,7 +46,7 @@ use serde_json::value::RawValue;
 
 use super::user_agent;
 use crate::error::StoreError;
-use crate::record::{from_unix_millis, unix_millis, BINARY_VERSION};
+use crate::record::{entry_size, from_unix_millis, unix_millis, BINARY_VERSION};
 use crate::record::{SessionData, SessionRecord};
 use crate::store::{LoadedSession, StoredSession};
 
@@ -245,6 +250,67 @@ pub(super) fn bulk(value: &Value) -> Result<Option<&[u8]>, StoreError> {
         Value::BulkString(bytes) => Ok(Some(bytes)),
         other => Err(StoreError::corrupt(format!("unexpected reply {other:?}"))),
     }
+}
+
+/// What a lookup that asked for the data by name found.
+#[derive(Debug)]
+pub(super) enum Named {
+    /// The whole answer: the session, or none, with its data when it holds at most the bytes
+    /// asked for; and that size, as the `z` field counts it.
+    Read(Option<LoadedSession>, usize),
+    /// The values under the names asked for come short of the data's size: it holds a name
+    /// that was not asked for. Read the whole hash.
+    Incomplete,
+}
+
+/// The reply of an `HMGET` of the record's pieces (all of [`RECORD_PIECES`]), `u`, `e`, `z`
+/// and the data `fields` (`d:{name}`), decoded in place.
+///
+/// Whether the data is complete is told by its size: every write sets `z` to the sum of its
+/// entries' sizes in the step that changes them, and every entry counts more than nothing, so
+/// values under some of the names add up to `z` only when there is no other name. A live
+/// session without `z` was not written by this build: it is read whole too.
+pub(super) fn decode_named(
+    reply: &[Value],
+    fields: &[String],
+    max_data: usize,
+) -> Result<Named, StoreError> {
+    let [r, r1, r2, r3, user, deadline, size, values @ ..] = reply else {
+        return Err(StoreError::corrupt("short HMGET reply"));
+    };
+    if values.len() != fields.len() {
+        return Err(StoreError::corrupt("short HMGET reply"));
+    }
+    let pieces = [bulk(r)?, bulk(r1)?, bulk(r2)?, bulk(r3)?];
+    let (user, deadline) = (bulk(user)?, bulk(deadline)?);
+    let Some(stored) = with_joined(&pieces, |record| decode(record, user, deadline))? else {
+        return Ok(Named::Read(None, 0));
+    };
+    // Every write of this build sets `z`; without it nothing vouches for the data read.
+    let Some(size) = bulk(size)? else {
+        return Ok(Named::Incomplete);
+    };
+    let size = data_size(Some(size))?;
+    if size > max_data {
+        return Ok(Named::Read(
+            Some(LoadedSession { stored, data: None }),
+            size,
+        ));
+    }
+    let mut data = SessionData::new();
+    let mut counted = 0;
+    for (field, value) in fields.iter().zip(values) {
+        let Some(json) = bulk(value)? else { continue };
+        let name = field.strip_prefix(DATA_PREFIX).unwrap_or(field);
+        let json = std::str::from_utf8(json).map_err(StoreError::corrupt)?;
+        counted += entry_size(name, json);
+        data.insert(name, json);
+    }
+    if counted != size {
+        return Ok(Named::Incomplete);
+    }
+    let data = Some(data);
+    Ok(Named::Read(Some(LoadedSession { stored, data }), size))
 }
 
 /// A whole session hash, as `HGETALL` returns it, decoded: `None` when there is no record or

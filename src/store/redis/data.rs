@@ -2,12 +2,12 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use redis::Value;
 use serde_json::value::RawValue;
 
-use super::codec::{decode_data, encode_user, optional_text};
+use super::codec::{decode_data, encode_user, optional_text, DATA_PREFIX};
 use super::{scripts, RedisStore, DATA_READ_WITH_RECORD};
 use crate::error::StoreError;
 use crate::record::{DataChange, SessionData, SessionKey};
@@ -63,6 +63,82 @@ impl LargeData {
     }
 }
 
+/// The data names this process has met, so that a lookup that may read data asks for their
+/// fields by name (`HMGET`, the record and the data in one reply of values) rather than for the
+/// whole hash (`HGETALL`, every field's name too).
+///
+/// Only a hint, like [`LargeData`]: the reply's values are checked against the data's size
+/// (see [`decode_named`](super::codec::decode_named)), and a session holding a name not asked for
+/// is read whole, its names learnt. Names are met in this process's writes and in those whole
+/// reads; an app whose names have no bound (a name per form or per item) would make every
+/// lookup ask for ever more fields, so past [`CAPACITY`](Self::CAPACITY) names, or one
+/// longer than [`MAX_NAME`](Self::MAX_NAME) bytes, the process reads whole hashes for good,
+/// as it did before it knew any names. Either way a lookup costs one round trip, and two when
+/// it meets a name: about once per name and process (lookups racing to meet it, or a process
+/// restarting, pay again).
+#[derive(Debug)]
+pub(super) struct DataNames(RwLock<Met>);
+
+/// What [`DataNames`] has met.
+#[derive(Debug)]
+enum Met {
+    /// These names, as the fields that hold them (`d:{name}`).
+    Fields(Arc<[String]>),
+    /// More names than a lookup should ask for.
+    TooMany,
+}
+
+impl Default for DataNames {
+    fn default() -> Self {
+        Self(RwLock::new(Met::Fields(Arc::from([]))))
+    }
+}
+
+impl DataNames {
+    /// At most this many names are asked for: each one a session does not hold still costs
+    /// Redis a scan of the hash and the client a nil to parse.
+    const CAPACITY: usize = 8;
+    /// The longest name that is asked for, in bytes.
+    const MAX_NAME: usize = 64;
+
+    /// The fields a lookup asks for, or `None` when it reads the whole hash.
+    pub(super) fn fields(&self) -> Option<Arc<[String]>> {
+        // Read on every lookup that may read data: a read lock, which lookups share.
+        let met = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        match &*met {
+            Met::Fields(fields) => Some(Arc::clone(fields)),
+            Met::TooMany => None,
+        }
+    }
+
+    /// Notes that sessions hold data under `names`.
+    pub(super) fn meet<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        // Every change replaces the whole value, so a panic elsewhere cannot leave it half-made.
+        let mut met = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let Met::Fields(fields) = &*met else {
+            return;
+        };
+        let known = |name: &str| {
+            fields
+                .iter()
+                .any(|field| field.strip_prefix(DATA_PREFIX) == Some(name))
+        };
+        let mut new: Vec<&str> = names.into_iter().filter(|name| !known(name)).collect();
+        if new.is_empty() {
+            return;
+        }
+        new.sort_unstable();
+        new.dedup();
+        let too_long = new.iter().any(|name| name.len() > Self::MAX_NAME);
+        *met = if too_long || fields.len() + new.len() > Self::CAPACITY {
+            Met::TooMany
+        } else {
+            let new = new.iter().map(|name| format!("{DATA_PREFIX}{name}"));
+            Met::Fields(fields.iter().cloned().chain(new).collect())
+        };
+    }
+}
+
 pub(super) async fn load_data(
     store: &RedisStore,
     key: &SessionKey,
@@ -96,6 +172,14 @@ pub(super) async fn write_data(
     let mut conn = store.connection.clone();
     let reply: Vec<Value> = store.run(write.invoke_async(&mut conn)).await?;
     let written = decode_write(reply, changes.len())?;
+    if matches!(written, DataWrite::Written(_)) {
+        store
+            .data_names
+            .meet(changes.iter().filter_map(|change| match change {
+                DataChange::Insert { name, .. } => Some(name.as_str()),
+                DataChange::Remove { .. } | DataChange::Clear => None,
+            }));
+    }
     if matches!(written, DataWrite::Written(_)) && store.settle_deletes {
         // Caches hold small data too: every caching instance, this one included, must have
         // dropped the old values before the writer's client can send its next request. As
@@ -175,5 +259,43 @@ fn integer(value: Value) -> Option<i64> {
     match value {
         Value::Int(n) => Some(n),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataNames;
+
+    fn asked(names: &DataNames) -> Option<Vec<String>> {
+        names.fields().map(|fields| fields.to_vec())
+    }
+
+    #[test]
+    fn names_are_asked_for_until_there_are_too_many() {
+        let names = DataNames::default();
+        assert_eq!(asked(&names), Some(vec![]));
+        names.meet(["cart", "flash", "cart"]);
+        names.meet(["flash"]);
+        assert_eq!(asked(&names), Some(vec!["d:cart".into(), "d:flash".into()]));
+        let more: Vec<String> = (2..DataNames::CAPACITY).map(|i| format!("n{i}")).collect();
+        names.meet(more.iter().map(String::as_str));
+        assert_eq!(
+            asked(&names).map(|fields| fields.len()),
+            Some(DataNames::CAPACITY)
+        );
+        names.meet(["one-too-many"]);
+        assert_eq!(asked(&names), None);
+        // For good: nothing brings the names back.
+        names.meet(["cart"]);
+        assert_eq!(asked(&names), None);
+    }
+
+    #[test]
+    fn a_name_too_long_to_ask_for_reads_whole_hashes() {
+        let names = DataNames::default();
+        names.meet(["x".repeat(DataNames::MAX_NAME).as_str()]);
+        assert_eq!(asked(&names).map(|fields| fields.len()), Some(1));
+        names.meet(["y".repeat(DataNames::MAX_NAME + 1).as_str()]);
+        assert_eq!(asked(&names), None);
     }
 }

@@ -19,13 +19,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::codec::{
-    decode, decode_data, decode_hash, decode_head, decode_reply, encode_deadline, encode_record,
-    encode_user, record_pieces, Head, RECORD_PIECES,
+    decode, decode_data, decode_hash, decode_head, decode_named, decode_reply, encode_deadline,
+    encode_record, encode_user, record_pieces, Head, Named, RECORD_PIECES,
 };
 use crate::error::StoreError;
 use crate::record::SessionRecord;
 use crate::record::{from_unix_millis, unix_millis, BINARY_VERSION};
-use crate::store::StoredSession;
+use crate::store::{LoadedSession, StoredSession};
 use redis::Value;
 
 /// `cases` for CI, unless `PROPTEST_CASES` asks for a longer run: `ProptestConfig::with_cases`
@@ -531,6 +531,109 @@ proptest! {
                 let want: Vec<(&str, &str)> =
                     expected.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    /// A lookup that asks for the data by name reads exactly what the whole hash holds, or says
+    /// it must read the whole hash; it says so only when the hash holds a name not asked for
+    /// or a size that disagrees with its data. Values may be any bytes, and the size field
+    /// right, wrong or missing.
+    #[test]
+    fn decode_named_agrees_with_the_whole_hash_or_asks_for_it(
+        (record, deadline) in (encoded_record(), any::<u32>()),
+        present in vec(
+            (
+                select(vec!["cart", "flash", "_csrf", "", "é"]),
+                prop_oneof![
+                    select(vec!["[1]", "\"x\"", "null", ""]).prop_map(|s| s.as_bytes().to_vec()),
+                    vec(any::<u8>(), 0..12),
+                ],
+            ),
+            0..4,
+        ),
+        asked in vec(select(vec!["cart", "flash", "_csrf", "", "é", "other"]), 0..6),
+        size_error in prop_oneof![Just(Some(0i64)), Just(None), (-80i64..80).prop_map(Some)],
+        max_data in select(vec![0usize, 70, 4096]),
+    ) {
+        let present: BTreeMap<&str, Vec<u8>> = present.into_iter().collect();
+        let mut asked = asked;
+        asked.sort_unstable();
+        asked.dedup();
+        let true_size: i64 = present
+            .iter()
+            .map(|(name, value)| (name.len() + value.len() + crate::record::ENTRY_OVERHEAD) as i64)
+            .sum();
+        let size = size_error.map(|error| (true_size + error).max(0));
+        let mut hash: Vec<(Vec<u8>, Vec<u8>)> = record_pieces(&record)
+            .map(|(field, piece)| (field.as_bytes().to_vec(), piece.to_vec()))
+            .collect();
+        hash.push((b"e".to_vec(), deadline.to_string().into_bytes()));
+        if let Some(size) = size {
+            hash.push((b"z".to_vec(), size.to_string().into_bytes()));
+        }
+        for (name, value) in &present {
+            hash.push((format!("d:{name}").into_bytes(), value.clone()));
+        }
+        let fields: Vec<String> = asked.iter().map(|name| format!("d:{name}")).collect();
+        let reply: Vec<Value> = ["r", "r1", "r2", "r3", "u", "e", "z"]
+            .iter()
+            .map(|field| field.to_string())
+            .chain(fields.iter().cloned())
+            .map(|field| {
+                hash.iter()
+                    .find(|(f, _)| *f == field.as_bytes())
+                    .map_or(Value::Nil, |(_, v)| Value::BulkString(v.clone()))
+            })
+            .collect();
+
+        let named = decode_named(&reply, &fields, max_data);
+        let whole = decode_hash(hash.clone(), max_data);
+        let shown = |loaded: Option<LoadedSession>| {
+            loaded.map(|l| (seen(&l.stored.record), l.stored.expires_at, l.data))
+        };
+        let unasked = present.keys().any(|name| !asked.contains(name));
+        let readable = present.values().all(|value| std::str::from_utf8(value).is_ok());
+        if size == Some(true_size) && true_size <= max_data as i64 && readable {
+            // The size as every write keeps it: the whole answer exactly when nothing was left
+            // out.
+            prop_assert_eq!(matches!(named, Ok(Named::Incomplete)), unasked, "{:?}", named);
+        }
+        if size.is_none() {
+            // No writer leaves it out: nothing vouches for the data.
+            prop_assert!(matches!(named, Ok(Named::Incomplete)), "{:?}", named);
+        }
+        match named {
+            Ok(Named::Read(loaded, read_size)) => {
+                let data = loaded.as_ref().and_then(|l| l.data.clone()).unwrap_or_default();
+                // Whatever was read is only what the hash holds.
+                for (name, value) in data.iter() {
+                    prop_assert_eq!(present.get(name).map(Vec::as_slice), Some(value.as_bytes()));
+                }
+                match whole {
+                    Ok((whole, whole_size)) => {
+                        prop_assert_eq!(read_size, whole_size);
+                        let complete =
+                            whole_size > max_data || (!unasked && size == Some(true_size));
+                        if complete {
+                            prop_assert_eq!(shown(loaded), shown(whole));
+                        }
+                    }
+                    // The whole hash holds a value that is no UTF-8, not asked for.
+                    Err(_) => prop_assert!(present
+                        .values()
+                        .any(|value| std::str::from_utf8(value).is_err())),
+                }
+            }
+            Ok(Named::Incomplete) => {
+                prop_assert!(unasked || size != Some(true_size), "asked {:?} of {:?}", asked, present);
+            }
+            Err(err) => {
+                prop_assert!(matches!(err, StoreError::Corrupt(_)));
+                // Only an asked-for value that is no UTF-8 is unreadable here.
+                prop_assert!(asked.iter().any(|name| present
+                    .get(name)
+                    .is_some_and(|value| std::str::from_utf8(value).is_err())));
             }
         }
     }

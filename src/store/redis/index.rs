@@ -68,6 +68,7 @@ pub(super) async fn create(
     if created != 1 {
         return Ok(false);
     }
+    store.data_names.meet(data.iter().map(|(name, _)| name));
     if let (false, Some(index)) = (single_node, &index) {
         store
             .run(index_add(index, key, index_ttl).query_async::<()>(&mut conn))

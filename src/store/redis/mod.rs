@@ -16,11 +16,11 @@ use redis::Value;
 use serde_json::value::RawValue;
 
 use self::codec::{
-    bulk, data_size, decode_hash, decode_head, decode_reply, encode_deadline, ttl_millis, Head,
-    DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES, SIZE, USER,
+    bulk, data_size, decode_hash, decode_head, decode_named, decode_reply, encode_deadline,
+    ttl_millis, Head, Named, DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
-use self::data::LargeData;
+use self::data::{DataNames, LargeData};
 use self::index::Moved;
 use self::local_cache::Cache;
 use super::{
@@ -85,7 +85,7 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of the record's first two pieces, update, deadline; for a record longer than those (a profile over about 60 bytes) a second `HMGET` of all four; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–2 |
-/// | [`load_with_data`](SessionStore::load_with_data) | `HGETALL`: record and data, the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); `HMGET` of the record for a session this process has seen with more; nothing on a local cache hit | 0–1 |
+/// | [`load_with_data`](SessionStore::load_with_data) | `HMGET` of the record, the data's size and each data name this process has met (up to 8, of up to 64 bytes), the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); then `HGETALL` if the session holds a name not asked for (once per name and process); `HGETALL` alone once the process has met more names; `HMGET` of the record for a session this process has seen with more than 4 KiB; nothing on a local cache hit | 0–2 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
@@ -138,6 +138,8 @@ pub struct RedisStore {
     replica_wait: Option<ReplicaWait>,
     /// Sessions seen with more data than a read brings along unasked.
     large_data: Arc<LargeData>,
+    /// The data names a lookup asks for.
+    data_names: Arc<DataNames>,
     prefix: Arc<str>,
     command_timeout: Duration,
 }
@@ -188,17 +190,10 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let (hmget, marks) = self.record_read(redis_key, Pieces::Head);
-        // Read as a `Value` and decoded in place: converting the reply first would copy it.
-        let reply: Value = self.run(hmget.query_async(&mut *conn)).await?;
-        let Value::Array(mut reply) = reply else {
-            return Err(StoreError::corrupt("HMGET reply is not an array"));
-        };
-        // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
-        // requests: the session lives on under the new key, or nowhere.
-        if marks && bulk(&reply.pop().unwrap_or(Value::Nil))?.is_some() {
+        let read = self.record_read(redis_key, Pieces::Head, []);
+        let Some(reply) = self.read_values(&mut *conn, read).await? else {
             return Ok(None);
-        }
+        };
         match decode_head(&reply)? {
             Head::Read(stored) => Ok(stored),
             Head::Longer => self.fetch_whole(conn, redis_key).await,
@@ -212,7 +207,7 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let (hmget, marks) = self.record_read(redis_key, Pieces::All);
+        let (hmget, marks) = self.record_read(redis_key, Pieces::All, []);
         let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
         if marks && reply.pop().flatten().is_some() {
             return Ok(None);
@@ -220,15 +215,42 @@ impl RedisStore {
         decode_reply(reply)
     }
 
-    /// `HMGET` of the record's `pieces`, its live update and deadline, and on a cluster the
-    /// moving mark last; whether it asks for the mark.
-    fn record_read(&self, redis_key: &str, pieces: Pieces) -> (redis::Cmd, bool) {
+    /// `HMGET` of the record's `pieces`, its live update and deadline, then the `more` fields,
+    /// and on a cluster the moving mark last; whether it asks for the mark.
+    fn record_read<'a>(
+        &self,
+        redis_key: &str,
+        pieces: Pieces,
+        more: impl IntoIterator<Item = &'a str>,
+    ) -> (redis::Cmd, bool) {
         let mut hmget = read_record(redis_key, pieces);
+        for field in more {
+            hmget.arg(field);
+        }
         let marks = self.may_mark_moving();
         if marks {
             hmget.arg(MOVING);
         }
         (hmget, marks)
+    }
+
+    /// The reply to a [`record_read`](Self::record_read), as values to decode in place
+    /// (converting it first would copy it), the mark taken off; `None` when the key is marked
+    /// as moving (a cluster's rotation under way, or cut off), which makes it dead to
+    /// requests: the session lives on under the new key, or nowhere.
+    async fn read_values(
+        &self,
+        conn: &mut impl ConnectionLike,
+        (hmget, marks): (redis::Cmd, bool),
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        let reply: Value = self.run(hmget.query_async(conn)).await?;
+        let Value::Array(mut reply) = reply else {
+            return Err(StoreError::corrupt("HMGET reply is not an array"));
+        };
+        if marks && bulk(&reply.pop().unwrap_or(Value::Nil))?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(reply))
     }
 
     /// Whether a session key can be marked as moving: only on a cluster, where a rotation
@@ -241,33 +263,69 @@ impl RedisStore {
 
     /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
     ///
-    /// One `HGETALL`, which costs Redis about what the record's `HMGET` does, while a script
-    /// choosing between the two would cost it several times more. A session this process has
-    /// seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is read with the `HMGET`
-    /// instead, so that its data travels only to handlers that read it.
+    /// One `HMGET` of the record, the data's size and the data [names this process has
+    /// met](DataNames); a session holding others is read again whole, with `HGETALL`, which is
+    /// also the read once the names are too many. Either costs Redis about what the record's
+    /// `HMGET` does, while a script choosing what to read would cost it several times more. A
+    /// session this process has seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is
+    /// read without it, so that its data travels only to handlers that read it.
     async fn fetch_with_data(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
         if self.large_data.contains(redis_key) {
-            let (mut hmget, marks) = self.record_read(redis_key, Pieces::All);
-            hmget.arg(SIZE);
+            let (hmget, marks) = self.record_read(redis_key, Pieces::All, [SIZE]);
             let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
+            let moving = marks && reply.pop().flatten().is_some();
             let size = data_size(reply.pop().flatten().as_deref())?;
             self.large_data.note(redis_key, size);
-            if marks && reply.pop().flatten().is_some() {
+            if moving {
                 return Ok(None);
             }
             let stored = decode_reply(reply)?;
             return Ok(stored.map(|stored| LoadedSession { stored, data: None }));
+        }
+        if let Some(fields) = self.data_names.fields() {
+            if let Named::Read(loaded, size) = self.fetch_named(conn, redis_key, &fields).await? {
+                self.large_data.note(redis_key, size);
+                return Ok(loaded);
+            }
         }
         let mut hgetall = redis::cmd("HGETALL");
         hgetall.arg(redis_key);
         let fields: Vec<(Vec<u8>, Vec<u8>)> = self.run(hgetall.query_async(conn)).await?;
         let (loaded, size) = decode_hash(fields, DATA_READ_WITH_RECORD)?;
         self.large_data.note(redis_key, size);
+        if let Some(data) = loaded.as_ref().and_then(|loaded| loaded.data.as_ref()) {
+            if data.size() != size {
+                // Every write keeps them equal; a hash edited by hand, or written by a build
+                // that counted otherwise, is read whole on every lookup until a write sets it.
+                tracing::warn!(
+                    recorded = size,
+                    counted = data.size(),
+                    "session data size disagrees with its values"
+                );
+            }
+            self.data_names.meet(data.iter().map(|(name, _)| name));
+        }
         Ok(loaded)
+    }
+
+    /// `HMGET` of the session under `redis_key`: all of its record's pieces, its live update,
+    /// deadline and data size, and the data `fields`.
+    async fn fetch_named(
+        &self,
+        conn: &mut impl ConnectionLike,
+        redis_key: &str,
+        fields: &[String],
+    ) -> Result<Named, StoreError> {
+        let more = std::iter::once(SIZE).chain(fields.iter().map(String::as_str));
+        let read = self.record_read(redis_key, Pieces::All, more);
+        let Some(reply) = self.read_values(conn, read).await? else {
+            return Ok(Named::Read(None, 0));
+        };
+        decode_named(&reply, fields, DATA_READ_WITH_RECORD)
     }
 
     /// The session under `redis_key` from the local cache, which holds small data too, filled
