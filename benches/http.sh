@@ -18,7 +18,7 @@
 #
 #   identity/cart           Identity + actix_session::Session::get, from the session state
 #                           actix-session loads anyway (one GET)
-#   actix-login/cart        AuthUser<Profile> + Session::get: record and data in one HGETALL
+#   actix-login/cart        AuthUser<Profile> + Session::get: record and data in one HMGET
 #   actix-login-cache/cart  the same with the local cache: record and data from memory
 #
 # Each table row gives the median req/s over rounds and the medians of same-round ratios: this

@@ -34,7 +34,7 @@
 //! session's data: `POST /cart` (logged in) stores a list of three item ids under `cart`, and
 //! `GET /cart` (logged in) reads it back and answers it as JSON (`404` if there is none).
 //! `http.sh` measures `GET /cart` as "an authenticated request that reads one data key": on
-//! actix-login the record lookup (nothing once cached) plus one `HGETALL` for `Session::get`; on
+//! actix-login one `HMGET` of record and data (nothing once cached); on
 //! actix-session the one `GET` of the session state it makes anyway, which holds the cart too.
 //!
 //! ```text
