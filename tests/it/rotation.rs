@@ -144,7 +144,7 @@ async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
         .connect()
         .await
         .unwrap();
-    let app = app(store).await;
+    let app = app(store.clone()).await;
     let token = log_in(&app, 7).await;
     let old = redis_session_key(&prefix, &token);
     let mut raw = connection(&cluster.urls()[cluster.node_serving(&old)]).unwrap();
@@ -156,6 +156,38 @@ async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
         .unwrap();
 
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
+
+    // The lookups that read data too, which ask for more fields before the mark: by the data
+    // names the store has met, and for a session it knows to hold large data (5 KB).
+    for (n, json) in [
+        (1, "[1]".to_owned()),
+        (2, format!("\"{}\"", "x".repeat(5000))),
+    ] {
+        let (key, mut data) = (key(n), SessionData::new());
+        data.insert("cart", json.clone());
+        assert!(store
+            .create(&key, &record(n), an_hour(), &data)
+            .await
+            .unwrap());
+        for _ in 0..2 {
+            let loaded = store.load_with_data(&key).await.unwrap().expect("live");
+            let kept = loaded.data.map(|data| data.get("cart").map(str::to_owned));
+            assert_eq!(kept, (n == 1).then(|| Some(json.clone())), "{n}");
+        }
+        let redis_key = store.session_key(&key);
+        let mut raw = connection(&cluster.urls()[cluster.node_serving(&redis_key)]).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(&redis_key)
+            .arg("m")
+            .arg("abcdelsewhere")
+            .query(&mut raw)
+            .unwrap();
+        assert!(
+            store.load_with_data(&key).await.unwrap().is_none(),
+            "{n}: marked"
+        );
+    }
+
     let again = log_in_with(&app, 7, &token).await;
     let exists: bool = redis::cmd("EXISTS").arg(&old).query(&mut raw).unwrap();
     assert!(!exists, "the login left the marked key behind");

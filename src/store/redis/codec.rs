@@ -29,8 +29,8 @@
 //!
 //! Why the record is binary, and its user agent in a [compact form](super::user_agent) (a
 //! Chrome one of 111 bytes in 9): so that a browser login with a profile of up to about 60
-//! bytes fits two pieces. A lookup asks for `r`, `r1`, `u` and `e` only, and every value more
-//! in a reply costs the client about 0.15 µs to parse; only when `r1` is a full piece, so that
+//! bytes fits two pieces. A lookup of the record alone asks for `r`, `r1`, `u` and `e` only, and
+//! every value more in a reply costs the client about 0.15 µs to parse; only when `r1` is a full piece, so that
 //! the record may go on, does it read the whole record again with all four (a second round
 //! trip: for a large profile or many roles, a long user id, a personal access token made from a
 //! login token, an impersonation). Records written as JSON by earlier builds (they start with
@@ -60,7 +60,8 @@ pub(super) const HEAD_PIECES: usize = 2;
 /// field more costs each `HMGET` a scan of the hash (1.10 µs of Redis time for eight pieces,
 /// 0.85 for four, 0.41 for the single field of a hash table, by `INFO commandstats`).
 pub(super) const RECORD_PIECES: [&str; 4] = [RECORD, "r1", "r2", "r3"];
-// `decode_hash` matches the pieces' field names `r1` to `r3` by their digit.
+// `decode_hash` matches the pieces' field names `r1` to `r3` by their digit, and `decode_named`
+// reads exactly four pieces.
 const _: () = assert!(RECORD_PIECES.len() == 4 && HEAD_PIECES == 2);
 /// The most bytes of the record in one piece but the last, which takes the rest.
 const PIECE_LEN: usize = 64;
@@ -279,7 +280,7 @@ pub(super) fn decode_named(
         return Err(StoreError::corrupt("short HMGET reply"));
     };
     if values.len() != fields.len() {
-        return Err(StoreError::corrupt("short HMGET reply"));
+        return Err(StoreError::corrupt("HMGET reply of the wrong length"));
     }
     let pieces = [bulk(r)?, bulk(r1)?, bulk(r2)?, bulk(r3)?];
     let (user, deadline) = (bulk(user)?, bulk(deadline)?);

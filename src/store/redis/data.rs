@@ -95,6 +95,12 @@ impl Default for DataNames {
 }
 
 impl DataNames {
+    fn holds(fields: &[String], name: &str) -> bool {
+        fields
+            .iter()
+            .any(|field| field.strip_prefix(DATA_PREFIX) == Some(name))
+    }
+
     /// At most this many names are asked for: each one a session does not hold still costs
     /// Redis a scan of the hash and the client a nil to parse.
     const CAPACITY: usize = 8;
@@ -113,17 +119,28 @@ impl DataNames {
 
     /// Notes that sessions hold data under `names`.
     pub(super) fn meet<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        // Called on every data write and whole read: the common case, nothing new, takes only
+        // the read lock.
+        let mut new: Vec<&str> = {
+            let met = self.0.read().unwrap_or_else(PoisonError::into_inner);
+            let Met::Fields(fields) = &*met else {
+                return;
+            };
+            names
+                .into_iter()
+                .filter(|name| !Self::holds(fields, name))
+                .collect()
+        };
+        if new.is_empty() {
+            return;
+        }
         // Every change replaces the whole value, so a panic elsewhere cannot leave it half-made.
         let mut met = self.0.write().unwrap_or_else(PoisonError::into_inner);
         let Met::Fields(fields) = &*met else {
             return;
         };
-        let known = |name: &str| {
-            fields
-                .iter()
-                .any(|field| field.strip_prefix(DATA_PREFIX) == Some(name))
-        };
-        let mut new: Vec<&str> = names.into_iter().filter(|name| !known(name)).collect();
+        // Another thread may have met some of them meanwhile.
+        new.retain(|name| !Self::holds(fields, name));
         if new.is_empty() {
             return;
         }

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use super::codec::{
     decode, decode_data, decode_hash, decode_head, decode_named, decode_reply, encode_deadline,
-    encode_record, encode_user, record_pieces, Head, Named, RECORD_PIECES,
+    encode_record, encode_user, record_pieces, Head, Named, DEADLINE, RECORD_PIECES, SIZE, USER,
 };
 use crate::error::StoreError;
 use crate::record::SessionRecord;
@@ -542,22 +542,42 @@ proptest! {
     #[test]
     fn decode_named_agrees_with_the_whole_hash_or_asks_for_it(
         (record, deadline) in (encoded_record(), any::<u32>()),
+        user in option::of(encoded_user()),
         present in vec(
             (
                 select(vec!["cart", "flash", "_csrf", "", "é"]),
                 prop_oneof![
-                    select(vec!["[1]", "\"x\"", "null", ""]).prop_map(|s| s.as_bytes().to_vec()),
-                    vec(any::<u8>(), 0..12),
+                    3 => select(vec!["[1]", "\"x\"", "null", ""]).prop_map(|s| s.as_bytes().to_vec()),
+                    1 => vec(any::<u8>(), 0..12),
                 ],
             ),
             0..4,
         ),
-        asked in vec(select(vec!["cart", "flash", "_csrf", "", "é", "other"]), 0..6),
-        size_error in prop_oneof![Just(Some(0i64)), Just(None), (-80i64..80).prop_map(Some)],
+        // All the names present, all but one, or any names.
+        (ask, left_out, any_names) in (
+            0..3u8,
+            any::<Index>(),
+            vec(select(vec!["cart", "flash", "_csrf", "", "é", "other"]), 0..6),
+        ),
+        size_error in prop_oneof![
+            3 => Just(Some(0i64)),
+            1 => Just(None),
+            1 => (-80i64..80).prop_map(Some),
+        ],
         max_data in select(vec![0usize, 70, 4096]),
     ) {
         let present: BTreeMap<&str, Vec<u8>> = present.into_iter().collect();
-        let mut asked = asked;
+        let mut asked: Vec<&str> = match ask {
+            0 => present.keys().copied().collect(),
+            1 => {
+                let mut names: Vec<&str> = present.keys().copied().collect();
+                if !names.is_empty() {
+                    names.remove(left_out.index(names.len()));
+                }
+                names
+            }
+            _ => any_names,
+        };
         asked.sort_unstable();
         asked.dedup();
         let true_size: i64 = present
@@ -569,6 +589,9 @@ proptest! {
             .map(|(field, piece)| (field.as_bytes().to_vec(), piece.to_vec()))
             .collect();
         hash.push((b"e".to_vec(), deadline.to_string().into_bytes()));
+        if let Some(user) = &user {
+            hash.push((b"u".to_vec(), user.clone()));
+        }
         if let Some(size) = size {
             hash.push((b"z".to_vec(), size.to_string().into_bytes()));
         }
@@ -576,8 +599,9 @@ proptest! {
             hash.push((format!("d:{name}").into_bytes(), value.clone()));
         }
         let fields: Vec<String> = asked.iter().map(|name| format!("d:{name}")).collect();
-        let reply: Vec<Value> = ["r", "r1", "r2", "r3", "u", "e", "z"]
+        let reply: Vec<Value> = RECORD_PIECES
             .iter()
+            .chain(&[USER, DEADLINE, SIZE])
             .map(|field| field.to_string())
             .chain(fields.iter().cloned())
             .map(|field| {

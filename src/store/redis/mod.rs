@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -65,6 +66,9 @@ use self::builder::ReplicaWait;
 /// is read when a handler asks for it, with one more round trip.
 pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 
+/// Whether this process has warned of a session whose data size disagrees with its values.
+static SIZE_MISMATCH_WARNED: AtomicBool = AtomicBool::new(false);
+
 /// Keeps sessions in Redis.
 ///
 /// One session is one Redis hash, `{prefix}:s:{{group}}{digest}`: the [`SessionKey`] of its
@@ -85,7 +89,7 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of the record's first two pieces, update, deadline; for a record longer than those (a profile over about 60 bytes) a second `HMGET` of all four; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–2 |
-/// | [`load_with_data`](SessionStore::load_with_data) | `HMGET` of the record, the data's size and each data name this process has met (up to 8, of up to 64 bytes), the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); then `HGETALL` if the session holds a name not asked for (once per name and process); `HGETALL` alone once the process has met more names; `HMGET` of the record for a session this process has seen with more than 4 KiB; nothing on a local cache hit | 0–2 |
+/// | [`load_with_data`](SessionStore::load_with_data) | `HMGET` of the record, the data's size and each data name this process has met (up to 8, of up to 64 bytes), the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); then `HGETALL` if the session holds a name not asked for (about once per name and process); `HGETALL` alone once the process has met more than 8 names, or one longer than 64 bytes; `HMGET` of the record for a session this process has seen with more than 4 KiB; nothing on a local cache hit | 0–2 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
@@ -298,13 +302,15 @@ impl RedisStore {
         let (loaded, size) = decode_hash(fields, DATA_READ_WITH_RECORD)?;
         self.large_data.note(redis_key, size);
         if let Some(data) = loaded.as_ref().and_then(|loaded| loaded.data.as_ref()) {
-            if data.size() != size {
-                // Every write keeps them equal; a hash edited by hand, or written by a build
-                // that counted otherwise, is read whole on every lookup until a write sets it.
+            if data.size() != size && !SIZE_MISMATCH_WARNED.swap(true, Ordering::Relaxed) {
+                // Every write keeps them equal. A hash edited by hand, or written by a build that
+                // counted otherwise, is read whole on every lookup until its data is cleared or
+                // it ends (writes adjust the size they find): worth one warning, not one a
+                // request.
                 tracing::warn!(
                     recorded = size,
                     counted = data.size(),
-                    "session data size disagrees with its values"
+                    "session data size disagrees with its values; such sessions are read whole"
                 );
             }
             self.data_names.meet(data.iter().map(|(name, _)| name));
