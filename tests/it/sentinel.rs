@@ -56,6 +56,7 @@ where
 async fn hammer<S, B>(
     app: &S,
     tokens: &[String],
+    started: &std::sync::atomic::AtomicBool,
     done: &std::sync::atomic::AtomicBool,
 ) -> (usize, usize, usize)
 where
@@ -81,6 +82,7 @@ where
         let status = status(app, post(&format!("/login/{}", 1000 + round), None)).await;
         assert!(matches!(status, 200 | 503), "login answered {status}");
         refused_logins += usize::from(status == 503);
+        started.store(true, std::sync::atomic::Ordering::SeqCst);
         round += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -174,10 +176,17 @@ async fn survive_failover(
     let app = app(store).await;
     let tokens = replicated_sessions(&app, &deployment, 20).await;
 
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failover = {
-        let done = done.clone();
+        let (started, done) = (started.clone(), done.clone());
         tokio::task::spawn_blocking(move || {
+            // The failover starts once requests run (a round of them has been answered), so
+            // that it lands among them however slowly the machine schedules the first one.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !started.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let started = Instant::now();
             trigger(&mut deployment);
             let took = started.elapsed();
@@ -186,7 +195,7 @@ async fn survive_failover(
         })
     };
     let ((ok, unavailable, refused_logins), finished) =
-        futures_util::future::join(hammer(&app, &tokens, &done), failover).await;
+        futures_util::future::join(hammer(&app, &tokens, &started, &done), failover).await;
     let (deployment, took) = finished.unwrap();
     eprintln!(
         "failover took {took:?}; meanwhile {ok} answers 200, {unavailable} 503, \
