@@ -53,7 +53,8 @@ pub struct LoadedSession {
     /// The record and its deadline.
     pub stored: StoredSession,
     /// The session's data, or `None` when the store did not bring it along (it was larger than
-    /// the store reads unasked); [`load_data`](SessionStore::load_data) reads it then.
+    /// the store reads unasked, or could not be read); [`load_data`](SessionStore::load_data)
+    /// reads it then.
     pub data: Option<SessionData>,
 }
 

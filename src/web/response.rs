@@ -70,10 +70,17 @@ impl ResponseError for Error {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Error::Store(err) = self {
+        match self {
             // Whatever the handler was doing (a login, a data write, a revocation), the operator
-            // must learn why the client got a 503. Tokens never reach store errors.
-            tracing::error!(error = %err, "session store failed; answering 503");
+            // must learn why the client got a 503, or a 401 for what the store holds. Tokens
+            // never reach store errors.
+            Error::Store(err @ StoreError::Corrupt(_)) => {
+                tracing::error!(error = %err, "unreadable session in the store; answering 401");
+            }
+            Error::Store(err) => {
+                tracing::error!(error = %err, "session store failed; answering 503");
+            }
+            _ => {}
         }
         let (status, code) = self.status_and_code();
         let mut response = json_error(status, code);

@@ -13,7 +13,7 @@ use actix_web::{test, web, App, HttpResponse};
 
 use crate::support::http::*;
 use crate::support::monitor::Monitor;
-use crate::support::redis_server::RedisServer;
+use crate::support::redis_server::{connection, RedisServer};
 
 const PREFIX: &str = "fast";
 /// More data than a read brings along unasked (`DATA_READ_WITH_RECORD`, 4096 bytes).
@@ -397,6 +397,117 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Data Redis holds that is not UTF-8 (written by hand, or by another program) cannot be read,
+/// but that is the data's fault, not the record's: the session stays logged in on every
+/// instance, plain or caching, whether it reads the data by name or whole, and only reading
+/// the data is refused. Writes land, and writing the unreadable value anew mends it.
+#[actix_web::test]
+async fn unreadable_data_leaves_its_session_logged_in() {
+    let server = RedisServer::start();
+    // The writer has met the name `cart` (it reads by name); the fresh instance has not (it
+    // reads the hash whole); the caching one fills its cache with record and data.
+    let writer = app(store(&server, false).await).await;
+    let fresh = app(store(&server, false).await).await;
+    let caching = app(store(&server, true).await).await;
+    let tokens = [log_in(&writer, 1).await, log_in(&writer, 1).await];
+    for token in &tokens {
+        put(&writer, 10, token).await;
+    }
+    let mut redis = connection(&server.url()).expect("connect");
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}:s:*"))
+        .query(&mut redis)
+        .expect("KEYS");
+    keys.sort();
+    assert_eq!(keys.len(), 2, "two sessions: {keys:?}");
+    for key in &keys {
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(key)
+            .query(&mut redis)
+            .expect("HGETALL");
+        let cart = fields.iter().find(|(field, _)| field == b"d:cart");
+        // The JSON string of ten `x`, twelve bytes: replaced by as many that are not UTF-8, so
+        // that the data's size still adds up.
+        assert_eq!(cart.map(|(_, value)| value.len()), Some(12), "{key}");
+    }
+    let not_utf8: &[u8] = b"\"\xff\xfexxxxxxxx\"";
+    // One session gets a value that is not UTF-8, the other a name that is not (which is which
+    // does not matter: both are checked alike).
+    for key in &keys {
+        let _: () = redis::cmd("HSET")
+            .arg(key)
+            .arg("d:cart")
+            .arg(not_utf8)
+            .query(&mut redis)
+            .expect("HSET");
+    }
+    let _: () = redis::cmd("HDEL")
+        .arg(&keys[1])
+        .arg("d:cart")
+        .query(&mut redis)
+        .expect("HDEL");
+    let _: () = redis::cmd("HSET")
+        .arg(&keys[1])
+        .arg(b"d:\xffcart".as_slice())
+        .arg("\"xxxxxxxxxx\"")
+        .query(&mut redis)
+        .expect("HSET");
+
+    for token in &tokens {
+        for (which, app) in [
+            ("writer", &writer),
+            ("fresh", &fresh),
+            ("caching", &caching),
+        ] {
+            // Twice: the caching instance answers the second from memory.
+            for _ in 0..2 {
+                assert_eq!(read(app, "/me", token).await, "1", "{which}: GET /me");
+                assert_eq!(read(app, "/peek", token).await, "1", "{which}: GET /peek");
+            }
+            let res = test::call_service(app, get("/cart", Some(token))).await;
+            assert!(set_cookie(&res).is_none(), "{which}: the cookie stays");
+            let (code, body) = status_and_body(res).await;
+            assert_eq!(
+                (code, body.as_str()),
+                (401, UNAUTHENTICATED),
+                "{which}: GET /cart"
+            );
+            assert_eq!(
+                read(app, "/me", token).await,
+                "1",
+                "{which}: after the refused read"
+            );
+        }
+        // A write of another name lands in the session itself (no new session, no cookie).
+        let res = test::call_service(&writer, post("/data/note/n", Some(token))).await;
+        assert_eq!(res.status(), 204, "POST /data/note/n");
+        assert!(set_cookie(&res).is_none(), "no new session");
+        assert_eq!(read(&caching, "/me", token).await, "1", "after a write");
+    }
+    for key in &keys {
+        let note: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("d:note")
+            .query(&mut redis)
+            .expect("HGET");
+        assert_eq!(note.as_deref(), Some("\"n\""), "{key}");
+    }
+    // Writing the unreadable name mends it: the session whose value was unreadable reads its
+    // cart again; the one whose name is unreadable still holds that name.
+    let mut after = Vec::new();
+    for token in &tokens {
+        put(&writer, 10, token).await;
+        let res = test::call_service(&caching, get("/cart", Some(token))).await;
+        after.push(status_and_body(res).await);
+    }
+    after.sort();
+    assert_eq!(
+        after,
+        [(200, "10".to_owned()), (401, UNAUTHENTICATED.to_owned())],
+        "GET /cart once the cart is written again"
+    );
 }
 
 #[actix_web::test]

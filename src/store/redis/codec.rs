@@ -30,14 +30,15 @@
 //! Why the record is binary, and its user agent in a [compact form](super::user_agent) (a
 //! Chrome one of 111 bytes in 9): so that a browser login with a profile of up to about 60
 //! bytes fits two pieces. A lookup of the record alone asks for `r`, `r1`, `u` and `e` only, and
-//! every value more in a reply costs the client about 0.15 µs to parse; only when `r1` is a full piece, so that
-//! the record may go on, does it read the whole record again with all four (a second round
-//! trip: for a large profile or many roles, a long user id, a personal access token made from a
-//! login token, an impersonation). Records written as JSON by earlier builds (they start with
-//! `{`) still read; earlier builds cannot read these, and treat them as any unreadable record
-//! (logged out, removed when listed), so do not run them beside this one.
+//! every value more in a reply costs the client about 0.15 µs to parse; only when `r1` is a full
+//! piece, so that the record may go on, does it read the whole record again with all four (a
+//! second round trip: for a large profile or many roles, a long user id, a personal access
+//! token made from a login token, an impersonation). Records written as JSON by earlier builds
+//! (they start with `{`) still read; earlier builds cannot read these, and treat them as any
+//! unreadable record (logged out, removed when listed), so do not run them beside this one.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use redis::Value;
@@ -270,7 +271,8 @@ pub(super) enum Named {
 /// Whether the data is complete is told by its size: every write sets `z` to the sum of its
 /// entries' sizes in the step that changes them, and every entry counts more than nothing, so
 /// values under some of the names add up to `z` only when there is no other name. A live
-/// session without `z` was not written by this build: it is read whole too.
+/// session without `z` was not written by this build: it is read whole too. Data that [cannot
+/// be read](unreadable_data) is left behind.
 pub(super) fn decode_named(
     reply: &[Value],
     fields: &[String],
@@ -303,7 +305,10 @@ pub(super) fn decode_named(
     for (field, value) in fields.iter().zip(values) {
         let Some(json) = bulk(value)? else { continue };
         let name = field.strip_prefix(DATA_PREFIX).unwrap_or(field);
-        let json = std::str::from_utf8(json).map_err(StoreError::corrupt)?;
+        let Ok(json) = std::str::from_utf8(json) else {
+            let data = unreadable_data();
+            return Ok(Named::Read(Some(LoadedSession { stored, data }), size));
+        };
         counted += entry_size(name, json);
         data.insert(name, json);
     }
@@ -314,17 +319,35 @@ pub(super) fn decode_named(
     Ok(Named::Read(Some(LoadedSession { stored, data }), size))
 }
 
+/// What a lookup brings of data it cannot read (a name or value that is not UTF-8, which only
+/// a hand or another program writes): nothing. That is the data's fault, not the record's, so
+/// the session stays logged in, on a caching instance as on a plain one; whatever reads the
+/// data later reads it again and meets the error.
+fn unreadable_data() -> Option<SessionData> {
+    warn_unreadable_data();
+    None
+}
+
+/// Once per process: such data stays until it is overwritten or its session ends, and a
+/// warning on every lookup of it would bury everything else.
+pub(super) fn warn_unreadable_data() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!("session data that is not UTF-8 in Redis; such data is left unread");
+    }
+}
+
 /// A whole session hash, as `HGETALL` returns it, decoded: `None` when there is no record or
 /// the key is moving. The data comes along when it holds at most `max_data` bytes (as the `z`
-/// field counts them); the second value is that size, so that the caller can tell a session
-/// whose data was left behind.
+/// field counts them) and [can be read](unreadable_data); the second value is that size, so
+/// that the caller can tell a session whose data was left behind.
 pub(super) fn decode_hash(
     fields: Vec<(Vec<u8>, Vec<u8>)>,
     max_data: usize,
 ) -> Result<(Option<LoadedSession>, usize), StoreError> {
     let (mut user, mut deadline, mut size) = (None, None, None);
     let mut pieces: [Option<Vec<u8>>; RECORD_PIECES.len()] = Default::default();
-    let mut data = SessionData::new();
+    let mut data = Some(SessionData::new());
     for (field, value) in fields {
         match field.as_slice() {
             b"r" => pieces[0] = Some(value),
@@ -335,7 +358,13 @@ pub(super) fn decode_hash(
             // A key marked as moving (a cluster's rotation under way, or cut off) is dead to
             // requests: the session lives on under the new key, or nowhere.
             b"m" => return Ok((None, 0)),
-            _ => read_data_field(&field, value, &mut data)?,
+            _ => {
+                if let Some(readable) = data.as_mut() {
+                    if read_data_field(&field, value, readable).is_err() {
+                        data = unreadable_data();
+                    }
+                }
+            }
         }
     }
     let pieces: [Option<&[u8]>; RECORD_PIECES.len()] =
@@ -347,7 +376,7 @@ pub(super) fn decode_hash(
         return Ok((None, 0));
     };
     let size = data_size(size.as_deref())?;
-    let data = (size <= max_data).then_some(data);
+    let data = data.filter(|_| size <= max_data);
     Ok((Some(LoadedSession { stored, data }), size))
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use redis::Value;
 use serde_json::value::RawValue;
 
-use super::codec::{decode_data, encode_user, optional_text, DATA_PREFIX};
+use super::codec::{decode_data, encode_user, optional_text, warn_unreadable_data, DATA_PREFIX};
 use super::{scripts, RedisStore, DATA_READ_WITH_RECORD};
 use crate::error::StoreError;
 use crate::record::{DataChange, SessionData, SessionKey};
@@ -217,13 +217,26 @@ fn decode_write(reply: Vec<Value>, changes: usize) -> Result<DataWrite, StoreErr
             size: usize::try_from(size).unwrap_or(usize::MAX),
         }),
         (Some(1), Some(_)) => {
-            let previous = reply.map(optional_text).collect::<Result<Vec<_>, _>>()?;
+            let previous = reply.map(previous_value).collect::<Result<Vec<_>, _>>()?;
             if previous.len() != changes {
                 return Err(StoreError::corrupt("short data write reply"));
             }
             Ok(DataWrite::Written(previous))
         }
         _ => Err(StoreError::corrupt("unexpected data write reply")),
+    }
+}
+
+/// A value a data write replaced, as the script returns it. One that is not UTF-8 (written by
+/// hand or by another program) counts as none: the write that replaced it has landed, and
+/// replacing it is how such a value is mended.
+fn previous_value(value: Value) -> Result<Option<String>, StoreError> {
+    match value {
+        Value::BulkString(bytes) => Ok(String::from_utf8(bytes).ok().or_else(|| {
+            warn_unreadable_data();
+            None
+        })),
+        other => optional_text(other),
     }
 }
 

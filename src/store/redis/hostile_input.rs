@@ -537,8 +537,8 @@ proptest! {
 
     /// A lookup that asks for the data by name reads exactly what the whole hash holds, or says
     /// it must read the whole hash; it says so only when the hash holds a name not asked for
-    /// or a size that disagrees with its data. Values may be any bytes, and the size field
-    /// right, wrong or missing.
+    /// or a size that disagrees with its data. Values may be any bytes (data that is no UTF-8
+    /// is left behind, never the session), and the size field right, wrong or missing.
     #[test]
     fn decode_named_agrees_with_the_whole_hash_or_asks_for_it(
         (record, deadline) in (encoded_record(), any::<u32>()),
@@ -634,6 +634,13 @@ proptest! {
                 for (name, value) in data.iter() {
                     prop_assert_eq!(present.get(name).map(Vec::as_slice), Some(value.as_bytes()));
                 }
+                // An asked-for value that is no UTF-8 leaves the data behind, not the session.
+                let unreadable_asked = asked.iter().any(|name| present
+                    .get(name)
+                    .is_some_and(|value| std::str::from_utf8(value).is_err()));
+                if unreadable_asked {
+                    prop_assert!(loaded.as_ref().is_some_and(|l| l.data.is_none()));
+                }
                 match whole {
                     Ok((whole, whole_size)) => {
                         prop_assert_eq!(read_size, whole_size);
@@ -643,21 +650,18 @@ proptest! {
                             prop_assert_eq!(shown(loaded), shown(whole));
                         }
                     }
-                    // The whole hash holds a value that is no UTF-8, not asked for.
-                    Err(_) => prop_assert!(present
-                        .values()
-                        .any(|value| std::str::from_utf8(value).is_err())),
+                    Err(err) => prop_assert!(false, "the whole hash: {}", err),
                 }
             }
             Ok(Named::Incomplete) => {
                 prop_assert!(unasked || size != Some(true_size), "asked {:?} of {:?}", asked, present);
             }
-            Err(err) => {
-                prop_assert!(matches!(err, StoreError::Corrupt(_)));
-                // Only an asked-for value that is no UTF-8 is unreadable here.
-                prop_assert!(asked.iter().any(|name| present
-                    .get(name)
-                    .is_some_and(|value| std::str::from_utf8(value).is_err())));
+            // The record is sound: no data, readable or not, makes the session unreadable.
+            Err(err) => prop_assert!(false, "{}", err),
+        }
+        if let Ok((Some(whole), _)) = decode_hash(hash, max_data) {
+            if !readable {
+                prop_assert!(whole.data.is_none(), "data that is no UTF-8 read whole");
             }
         }
     }
