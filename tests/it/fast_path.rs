@@ -510,6 +510,61 @@ async fn unreadable_data_leaves_its_session_logged_in() {
     );
 }
 
+/// The data's size (`z`) that is not a number (written by hand, or by another program) vouches
+/// for nothing, but the data is still there: every instance reads it whole and serves it, and
+/// the next data write counts the size anew.
+#[actix_web::test]
+async fn a_data_size_that_is_not_a_number_is_counted_anew() {
+    let server = RedisServer::start();
+    let writer = app(store(&server, false).await).await;
+    let fresh = app(store(&server, false).await).await;
+    let caching = app(store(&server, true).await).await;
+    let token = log_in(&writer, 1).await;
+    put(&writer, 10, &token).await;
+    let mut redis = connection(&server.url()).expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}:s:*"))
+        .query(&mut redis)
+        .expect("KEYS");
+    let [key] = keys.as_slice() else {
+        panic!("one session: {keys:?}")
+    };
+    let size = |redis: &mut redis::Connection| -> String {
+        redis::cmd("HGET")
+            .arg(key)
+            .arg("z")
+            .query(redis)
+            .expect("HGET z")
+    };
+    let counted = size(&mut redis);
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("z")
+        .arg("garbage")
+        .query(&mut redis)
+        .expect("HSET");
+
+    for (which, app) in [
+        ("writer", &writer),
+        ("fresh", &fresh),
+        ("caching", &caching),
+    ] {
+        for _ in 0..2 {
+            assert_eq!(read(app, "/me", &token).await, "1", "{which}: GET /me");
+            assert_eq!(read(app, "/cart", &token).await, "10", "{which}: GET /cart");
+        }
+    }
+    // A write and its undoing leave the size as the data counts it.
+    put_value(&writer, "note", "n", &token).await;
+    put_value(&writer, "note", "-", &token).await;
+    assert_eq!(size(&mut redis), counted, "the size after a write");
+    assert_eq!(
+        read(&caching, "/cart", &token).await,
+        "10",
+        "after the write"
+    );
+}
+
 #[actix_web::test]
 async fn a_cached_session_serves_its_data_without_redis() {
     let server = RedisServer::start();

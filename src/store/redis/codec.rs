@@ -289,11 +289,11 @@ pub(super) fn decode_named(
     let Some(stored) = with_joined(&pieces, |record| decode(record, user, deadline))? else {
         return Ok(Named::Read(None, 0));
     };
-    // Every write of this build sets `z`; without it nothing vouches for the data read.
-    let Some(size) = bulk(size)? else {
+    // Every write of this build sets `z`; without it, or with one that is not a number,
+    // nothing vouches for the data read.
+    let Some(size) = bulk(size)?.and_then(|size| data_size(Some(size))) else {
         return Ok(Named::Incomplete);
     };
-    let size = data_size(Some(size))?;
     if size > max_data {
         return Ok(Named::Read(
             Some(LoadedSession { stored, data: None }),
@@ -375,18 +375,19 @@ pub(super) fn decode_hash(
     let Some(stored) = stored else {
         return Ok((None, 0));
     };
-    let size = data_size(size.as_deref())?;
+    // A size that is not a number vouches for nothing: the data read whole is counted instead.
+    let size =
+        data_size(size.as_deref()).unwrap_or_else(|| data.as_ref().map_or(0, SessionData::size));
     let data = data.filter(|_| size <= max_data);
     Ok((Some(LoadedSession { stored, data }), size))
 }
 
-/// The `z` field: the data's size in bytes; a session that never had data has none.
-pub(super) fn data_size(field: Option<&[u8]>) -> Result<usize, StoreError> {
-    field.map_or(Ok(0), |digits| {
-        std::str::from_utf8(digits)
-            .ok()
-            .and_then(|digits| digits.parse().ok())
-            .ok_or_else(|| StoreError::corrupt("session data size is not a number"))
+/// The `z` field: the data's size in bytes, 0 for a session that never had data (it has no
+/// `z`); `None` when it is not a number, which only a hand or another program writes (the next
+/// data write counts the size anew).
+pub(super) fn data_size(field: Option<&[u8]>) -> Option<usize> {
+    field.map_or(Some(0), |digits| {
+        std::str::from_utf8(digits).ok()?.parse().ok()
     })
 }
 

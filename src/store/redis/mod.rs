@@ -282,7 +282,8 @@ impl RedisStore {
             let (hmget, marks) = self.record_read(redis_key, Pieces::All, [SIZE]);
             let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
             let moving = marks && reply.pop().flatten().is_some();
-            let size = data_size(reply.pop().flatten().as_deref())?;
+            // A size that is not a number: the next lookup reads the data whole and counts it.
+            let size = data_size(reply.pop().flatten().as_deref()).unwrap_or(0);
             self.large_data.note(redis_key, size);
             if moving {
                 return Ok(None);

@@ -52,8 +52,18 @@ pub(super) static WRITE_DATA: LazyLock<Script> = LazyLock::new(|| {
         r"
 local k = KEYS[1]
 if redis.call('HEXISTS', k, 'r') == 0 or redis.call('HEXISTS', k, 'm') == 1 then return {-1} end
-local before = tonumber(redis.call('HGET', k, 'z') or '0')
 local overhead = tonumber(ARGV[2])
+local before = tonumber(redis.call('HGET', k, 'z') or '0')
+if before == nil then
+  -- A size that is not a number (written by hand): count the data anew.
+  before = 0
+  local all = redis.call('HGETALL', k)
+  for j = 1, #all, 2 do
+    if string.sub(all[j], 1, 2) == 'd:' then
+      before = before + #all[j] - 2 + #all[j + 1] + overhead
+    end
+  end
+end
 local size = before
 local pending = {}
 local cleared = false
