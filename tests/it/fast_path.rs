@@ -536,33 +536,55 @@ async fn a_data_size_that_is_not_a_number_is_counted_anew() {
             .query(redis)
             .expect("HGET z")
     };
-    let counted = size(&mut redis);
-    let _: () = redis::cmd("HSET")
-        .arg(key)
-        .arg("z")
-        .arg("garbage")
-        .query(&mut redis)
-        .expect("HSET");
-
-    for (which, app) in [
-        ("writer", &writer),
-        ("fresh", &fresh),
-        ("caching", &caching),
-    ] {
-        for _ in 0..2 {
-            assert_eq!(read(app, "/me", &token).await, "1", "{which}: GET /me");
-            assert_eq!(read(app, "/cart", &token).await, "10", "{which}: GET /cart");
+    let mut counted = size(&mut redis);
+    // Not a number at all, and numbers Lua would read but that are no plain count.
+    for (round, bad) in ["garbage", "1e3", "-5"].into_iter().enumerate() {
+        let _: () = redis::cmd("HSET")
+            .arg(key)
+            .arg("z")
+            .arg(bad)
+            .query(&mut redis)
+            .expect("HSET");
+        let cart = (10 + round).to_string();
+        for (which, app) in [
+            ("writer", &writer),
+            ("fresh", &fresh),
+            ("caching", &caching),
+        ] {
+            for _ in 0..2 {
+                assert_eq!(
+                    read(app, "/me", &token).await,
+                    "1",
+                    "{which}, z={bad}: GET /me"
+                );
+                assert_eq!(
+                    read(app, "/cart", &token).await,
+                    cart,
+                    "{which}, z={bad}: /cart"
+                );
+            }
         }
+        // A write and its undoing leave the size as the data counts it.
+        put_value(&writer, "note", "n", &token).await;
+        put_value(&writer, "note", "-", &token).await;
+        assert_eq!(size(&mut redis), counted, "z={bad}: the size after a write");
+        // And a change reaches the caching instance, whose entry the writes dropped.
+        put(&writer, 11 + round, &token).await;
+        let next = (11 + round).to_string();
+        assert_eq!(
+            read(&caching, "/cart", &token).await,
+            next,
+            "z={bad}: after a change"
+        );
+        let counted_now = size(&mut redis);
+        // One byte more in the cart, one more in the size.
+        assert_eq!(
+            counted_now.parse::<usize>().ok(),
+            counted.parse::<usize>().ok().map(|c| c + 1),
+            "z={bad}: the size after a change"
+        );
+        counted = counted_now;
     }
-    // A write and its undoing leave the size as the data counts it.
-    put_value(&writer, "note", "n", &token).await;
-    put_value(&writer, "note", "-", &token).await;
-    assert_eq!(size(&mut redis), counted, "the size after a write");
-    assert_eq!(
-        read(&caching, "/cart", &token).await,
-        "10",
-        "after the write"
-    );
 }
 
 #[actix_web::test]

@@ -328,6 +328,15 @@ fn unreadable_data() -> Option<SessionData> {
     None
 }
 
+/// Once per process: such a size stays until the next data write, and costs each lookup of
+/// its session a whole read meanwhile.
+pub(super) fn warn_unreadable_size() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!("session data size that is not a number in Redis; counted anew");
+    }
+}
+
 /// Once per process: such data stays until it is overwritten or its session ends, and a
 /// warning on every lookup of it would bury everything else.
 pub(super) fn warn_unreadable_data() {
@@ -376,8 +385,10 @@ pub(super) fn decode_hash(
         return Ok((None, 0));
     };
     // A size that is not a number vouches for nothing: the data read whole is counted instead.
-    let size =
-        data_size(size.as_deref()).unwrap_or_else(|| data.as_ref().map_or(0, SessionData::size));
+    let size = data_size(size.as_deref()).unwrap_or_else(|| {
+        warn_unreadable_size();
+        data.as_ref().map_or(0, SessionData::size)
+    });
     let data = data.filter(|_| size <= max_data);
     Ok((Some(LoadedSession { stored, data }), size))
 }

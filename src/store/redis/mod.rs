@@ -18,7 +18,8 @@ use serde_json::value::RawValue;
 
 use self::codec::{
     bulk, data_size, decode_hash, decode_head, decode_named, decode_reply, encode_deadline,
-    ttl_millis, Head, Named, DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES, SIZE, USER,
+    ttl_millis, warn_unreadable_size, Head, Named, DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES,
+    SIZE, USER,
 };
 use self::connection::Connection;
 use self::data::{DataNames, LargeData};
@@ -282,9 +283,12 @@ impl RedisStore {
             let (hmget, marks) = self.record_read(redis_key, Pieces::All, [SIZE]);
             let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
             let moving = marks && reply.pop().flatten().is_some();
-            // A size that is not a number: the next lookup reads the data whole and counts it.
-            let size = data_size(reply.pop().flatten().as_deref()).unwrap_or(0);
-            self.large_data.note(redis_key, size);
+            // A size that is not a number leaves the session where it is: the next data write
+            // counts the size anew.
+            match data_size(reply.pop().flatten().as_deref()) {
+                Some(size) => self.large_data.note(redis_key, size),
+                None => warn_unreadable_size(),
+            }
             if moving {
                 return Ok(None);
             }

@@ -53,10 +53,12 @@ pub(super) static WRITE_DATA: LazyLock<Script> = LazyLock::new(|| {
 local k = KEYS[1]
 if redis.call('HEXISTS', k, 'r') == 0 or redis.call('HEXISTS', k, 'm') == 1 then return {-1} end
 local overhead = tonumber(ARGV[2])
-local before = tonumber(redis.call('HGET', k, 'z') or '0')
-if before == nil then
-  -- A size that is not a number (written by hand): count the data anew.
-  before = 0
+local recorded = redis.call('HGET', k, 'z')
+local before = 0
+if recorded and string.match(recorded, '^%d+$') and #recorded <= 15 then
+  before = tonumber(recorded)
+elseif recorded then
+  -- A size that is not a plain count (written by hand): count the data anew.
   local all = redis.call('HGETALL', k)
   for j = 1, #all, 2 do
     if string.sub(all[j], 1, 2) == 'd:' then
