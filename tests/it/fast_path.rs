@@ -399,6 +399,16 @@ where
     }
 }
 
+/// The Redis keys of the sessions `redis` holds, in order.
+fn session_keys(redis: &mut redis::Connection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{PREFIX}:s:*"))
+        .query(redis)
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
 /// Data Redis holds that is not UTF-8 (written by hand, or by another program) cannot be read,
 /// but that is the data's fault, not the record's: the session stays logged in on every
 /// instance, plain or caching, whether it reads the data by name or whole, and only reading
@@ -416,11 +426,7 @@ async fn unreadable_data_leaves_its_session_logged_in() {
         put(&writer, 10, token).await;
     }
     let mut redis = connection(&server.url()).expect("connect");
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{PREFIX}:s:*"))
-        .query(&mut redis)
-        .expect("KEYS");
-    keys.sort();
+    let keys = session_keys(&mut redis);
     assert_eq!(keys.len(), 2, "two sessions: {keys:?}");
     for key in &keys {
         let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
@@ -522,10 +528,7 @@ async fn a_data_size_that_is_not_a_number_is_counted_anew() {
     let token = log_in(&writer, 1).await;
     put(&writer, 10, &token).await;
     let mut redis = connection(&server.url()).expect("connect");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{PREFIX}:s:*"))
-        .query(&mut redis)
-        .expect("KEYS");
+    let keys = session_keys(&mut redis);
     let [key] = keys.as_slice() else {
         panic!("one session: {keys:?}")
     };
