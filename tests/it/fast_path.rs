@@ -399,6 +399,23 @@ where
     }
 }
 
+/// Three instances on `server`: a plain one to write with, which meets the names it writes
+/// and then reads them by name; a plain one that has met none, which reads the hash whole;
+/// and a caching one, which fills its cache with record and data.
+async fn writer_fresh_caching(
+    server: &RedisServer,
+) -> [impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+>; 3] {
+    [
+        app(store(server, false).await).await,
+        app(store(server, false).await).await,
+        app(store(server, true).await).await,
+    ]
+}
+
 /// The Redis keys of the sessions `redis` holds, in order.
 fn session_keys(redis: &mut redis::Connection) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS")
@@ -416,11 +433,7 @@ fn session_keys(redis: &mut redis::Connection) -> Vec<String> {
 #[actix_web::test]
 async fn unreadable_data_leaves_its_session_logged_in() {
     let server = RedisServer::start();
-    // The writer has met the name `cart` (it reads by name); the fresh instance has not (it
-    // reads the hash whole); the caching one fills its cache with record and data.
-    let writer = app(store(&server, false).await).await;
-    let fresh = app(store(&server, false).await).await;
-    let caching = app(store(&server, true).await).await;
+    let [writer, fresh, caching] = writer_fresh_caching(&server).await;
     let tokens = [log_in(&writer, 1).await, log_in(&writer, 1).await];
     for token in &tokens {
         put(&writer, 10, token).await;
@@ -522,9 +535,7 @@ async fn unreadable_data_leaves_its_session_logged_in() {
 #[actix_web::test]
 async fn a_data_size_that_is_not_a_number_is_counted_anew() {
     let server = RedisServer::start();
-    let writer = app(store(&server, false).await).await;
-    let fresh = app(store(&server, false).await).await;
-    let caching = app(store(&server, true).await).await;
+    let [writer, fresh, caching] = writer_fresh_caching(&server).await;
     let token = log_in(&writer, 1).await;
     put(&writer, 10, &token).await;
     let mut redis = connection(&server.url()).expect("connect");

@@ -324,25 +324,48 @@ pub(super) fn decode_named(
 /// the session stays logged in, on a caching instance as on a plain one; whatever reads the
 /// data later reads it again and meets the error.
 fn unreadable_data() -> Option<SessionData> {
-    warn_unreadable_data();
+    Oddity::DataNotUtf8.warn_once();
     None
 }
 
-/// Once per process: such a size stays until the next data write, and costs each lookup of
-/// its session a whole read meanwhile.
-pub(super) fn warn_unreadable_size() {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!("session data size that is not a number in Redis; counted anew");
-    }
+/// What a session hash can hold that no writer of this build leaves there: a hand's or another
+/// program's work. Each costs its sessions a whole read, or their data, until a write mends it.
+#[derive(Clone, Copy)]
+pub(super) enum Oddity {
+    /// A data name or value that is not UTF-8: left unread.
+    DataNotUtf8,
+    /// A data size (`z`) that is not a number: the data is counted anew.
+    SizeNotNumber,
+    /// A data size that disagrees with the values: the session is read whole.
+    SizeDisagrees { recorded: usize, counted: usize },
 }
 
-/// Once per process: such data stays until it is overwritten or its session ends, and a
-/// warning on every lookup of it would bury everything else.
-pub(super) fn warn_unreadable_data() {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!("session data that is not UTF-8 in Redis; such data is left unread");
+impl Oddity {
+    /// Warns once per process and kind: such a hash stays as it is until a write mends it, and
+    /// a warning on every lookup of it would bury everything else.
+    pub(super) fn warn_once(self) {
+        static WARNED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+        let kind = match self {
+            Oddity::DataNotUtf8 => 0,
+            Oddity::SizeNotNumber => 1,
+            Oddity::SizeDisagrees { .. } => 2,
+        };
+        if WARNED[kind].swap(true, Ordering::Relaxed) {
+            return;
+        }
+        match self {
+            Oddity::DataNotUtf8 => {
+                tracing::warn!("session data that is not UTF-8 in Redis; such data is left unread");
+            }
+            Oddity::SizeNotNumber => {
+                tracing::warn!("session data size that is not a number in Redis; counted anew");
+            }
+            Oddity::SizeDisagrees { recorded, counted } => tracing::warn!(
+                recorded,
+                counted,
+                "session data size disagrees with its values; such sessions are read whole"
+            ),
+        }
     }
 }
 
@@ -368,10 +391,11 @@ pub(super) fn decode_hash(
             // requests: the session lives on under the new key, or nowhere.
             b"m" => return Ok((None, 0)),
             _ => {
-                if let Some(readable) = data.as_mut() {
-                    if read_data_field(&field, value, readable).is_err() {
-                        data = unreadable_data();
-                    }
+                if data
+                    .as_mut()
+                    .is_some_and(|data| read_data_field(&field, value, data).is_err())
+                {
+                    data = unreadable_data();
                 }
             }
         }
@@ -386,7 +410,7 @@ pub(super) fn decode_hash(
     };
     // A size that is not a number vouches for nothing: the data read whole is counted instead.
     let size = data_size(size.as_deref()).unwrap_or_else(|| {
-        warn_unreadable_size();
+        Oddity::SizeNotNumber.warn_once();
         data.as_ref().map_or(0, SessionData::size)
     });
     let data = data.filter(|_| size <= max_data);

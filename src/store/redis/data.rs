@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use redis::Value;
 use serde_json::value::RawValue;
 
-use super::codec::{decode_data, encode_user, optional_text, warn_unreadable_data, DATA_PREFIX};
+use super::codec::{decode_data, encode_user, optional_text, Oddity, DATA_PREFIX};
 use super::{scripts, RedisStore, DATA_READ_WITH_RECORD};
 use crate::error::StoreError;
 use crate::record::{DataChange, SessionData, SessionKey};
@@ -233,7 +233,7 @@ fn decode_write(reply: Vec<Value>, changes: usize) -> Result<DataWrite, StoreErr
 fn previous_value(value: Value) -> Result<Option<String>, StoreError> {
     match value {
         Value::BulkString(bytes) => Ok(String::from_utf8(bytes).ok().or_else(|| {
-            warn_unreadable_data();
+            Oddity::DataNotUtf8.warn_once();
             None
         })),
         other => optional_text(other),

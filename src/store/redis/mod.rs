@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,8 +17,7 @@ use serde_json::value::RawValue;
 
 use self::codec::{
     bulk, data_size, decode_hash, decode_head, decode_named, decode_reply, encode_deadline,
-    ttl_millis, warn_unreadable_size, Head, Named, DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES,
-    SIZE, USER,
+    ttl_millis, Head, Named, Oddity, DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
 use self::data::{DataNames, LargeData};
@@ -66,9 +64,6 @@ use self::builder::ReplicaWait;
 /// along unasked ([`SessionStore::load_with_data`], and every fill of the local cache). More
 /// is read when a handler asks for it, with one more round trip.
 pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
-
-/// Whether this process has warned of a session whose data size disagrees with its values.
-static SIZE_MISMATCH_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Keeps sessions in Redis.
 ///
@@ -287,7 +282,7 @@ impl RedisStore {
             // counts the size anew.
             match data_size(reply.pop().flatten().as_deref()) {
                 Some(size) => self.large_data.note(redis_key, size),
-                None => warn_unreadable_size(),
+                None => Oddity::SizeNotNumber.warn_once(),
             }
             if moving {
                 return Ok(None);
@@ -307,16 +302,16 @@ impl RedisStore {
         let (loaded, size) = decode_hash(fields, DATA_READ_WITH_RECORD)?;
         self.large_data.note(redis_key, size);
         if let Some(data) = loaded.as_ref().and_then(|loaded| loaded.data.as_ref()) {
-            if data.size() != size && !SIZE_MISMATCH_WARNED.swap(true, Ordering::Relaxed) {
+            if data.size() != size {
                 // Every write keeps them equal. A hash edited by hand, or written by a build that
                 // counted otherwise, is read whole on every lookup until its data is cleared or
-                // it ends (writes adjust the size they find): worth one warning, not one a
-                // request.
-                tracing::warn!(
-                    recorded = size,
-                    counted = data.size(),
-                    "session data size disagrees with its values; such sessions are read whole"
-                );
+                // it ends (writes adjust the size they find).
+                let counted = data.size();
+                Oddity::SizeDisagrees {
+                    recorded: size,
+                    counted,
+                }
+                .warn_once();
             }
             self.data_names.meet(data.iter().map(|(name, _)| name));
         }
