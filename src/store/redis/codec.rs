@@ -29,7 +29,7 @@
 //!
 //! Why the record is binary, and its user agent in a [compact form](super::user_agent) (a
 //! Chrome one of 111 bytes in 9): so that a browser login with a profile of up to about 60
-//! bytes fits two pieces. A lookup of the record alone asks for `r`, `r1`, `u` and `e` only, and
+//! bytes fits two pieces. A lookup asks for `r`, `r1`, `u` and `e` of the record only, and
 //! every value more in a reply costs the client about 0.15 µs to parse; only when `r1` is a full
 //! piece, so that the record may go on, does it read the whole record again with all four (a
 //! second round trip: for a large profile or many roles, a long user id, a personal access
@@ -61,8 +61,8 @@ pub(super) const HEAD_PIECES: usize = 2;
 /// field more costs each `HMGET` a scan of the hash (1.10 µs of Redis time for eight pieces,
 /// 0.85 for four, 0.41 for the single field of a hash table, by `INFO commandstats`).
 pub(super) const RECORD_PIECES: [&str; 4] = [RECORD, "r1", "r2", "r3"];
-// `decode_hash` matches the pieces' field names `r1` to `r3` by their digit, and `decode_named`
-// reads exactly four pieces.
+// `decode_hash` matches the pieces' field names `r1` to `r3` by their digit, and `decode_head`
+// reads exactly two pieces.
 const _: () = assert!(RECORD_PIECES.len() == 4 && HEAD_PIECES == 2);
 /// The most bytes of the record in one piece but the last, which takes the rest.
 const PIECE_LEN: usize = 64;
@@ -260,13 +260,19 @@ pub(super) enum Named {
     /// The whole answer: the session, or none, with its data when it holds at most the bytes
     /// asked for; and that size, as the `z` field counts it.
     Read(Option<LoadedSession>, usize),
+    /// The record fills the pieces asked for and may go on: ask again for all of them.
+    Longer,
     /// The values under the names asked for come short of the data's size: it holds a name
     /// that was not asked for. Read the whole hash.
     Incomplete,
 }
 
-/// The reply of an `HMGET` of the record's pieces (all of [`RECORD_PIECES`]), `u`, `e`, `z`
-/// and the data `fields` (`d:{name}`), decoded in place.
+/// The reply of an `HMGET` of the record's first `pieces` pieces (of [`RECORD_PIECES`]), `u`,
+/// `e`, `z` and the data `fields` (`d:{name}`), decoded in place.
+///
+/// Like [`decode_head`], a lookup asks first for the pieces a typical record fits in, and for
+/// all of them only when the last one asked for is full and the data is complete (otherwise the
+/// whole hash is read, record and all).
 ///
 /// Whether the data is complete is told by its size: every write sets `z` to the sum of its
 /// entries' sizes in the step that changes them, and every entry counts more than nothing, so
@@ -275,30 +281,55 @@ pub(super) enum Named {
 /// be read](unreadable_data) is left behind.
 pub(super) fn decode_named(
     reply: &[Value],
+    pieces: usize,
     fields: &[String],
     max_data: usize,
 ) -> Result<Named, StoreError> {
-    let [r, r1, r2, r3, user, deadline, size, values @ ..] = reply else {
+    let Some((asked, [user, deadline, size, values @ ..])) = reply.split_at_checked(pieces) else {
         return Err(StoreError::corrupt("short HMGET reply"));
     };
-    if values.len() != fields.len() {
+    if values.len() != fields.len() || asked.is_empty() || asked.len() > RECORD_PIECES.len() {
         return Err(StoreError::corrupt("HMGET reply of the wrong length"));
     }
-    let pieces = [bulk(r)?, bulk(r1)?, bulk(r2)?, bulk(r3)?];
+    let mut record: [Option<&[u8]>; RECORD_PIECES.len()] = [None; RECORD_PIECES.len()];
+    for (piece, value) in record.iter_mut().zip(asked) {
+        *piece = bulk(value)?;
+    }
+    if record[0].is_none() {
+        return Ok(Named::Read(None, 0));
+    }
+    // Before the record's length: a hash whose data was not all asked for is read whole, and
+    // that read brings the whole record too.
+    let Some((data, size)) = named_data(size, fields, values, max_data)? else {
+        return Ok(Named::Incomplete);
+    };
+    let last = record[asked.len() - 1];
+    if asked.len() < RECORD_PIECES.len() && last.is_some_and(|piece| piece.len() >= PIECE_LEN) {
+        return Ok(Named::Longer);
+    }
     let (user, deadline) = (bulk(user)?, bulk(deadline)?);
-    let Some(stored) = with_joined(&pieces, |record| decode(record, user, deadline))? else {
+    let Some(stored) = with_joined(&record, |record| decode(record, user, deadline))? else {
         return Ok(Named::Read(None, 0));
     };
+    Ok(Named::Read(Some(LoadedSession { stored, data }), size))
+}
+
+/// The data of a [`decode_named`] reply, and its size: `None` when nothing vouches that the
+/// `values` are all of it; no data when it holds more than `max_data` bytes or [cannot be
+/// read](unreadable_data).
+fn named_data(
+    size: &Value,
+    fields: &[String],
+    values: &[Value],
+    max_data: usize,
+) -> Result<Option<(Option<SessionData>, usize)>, StoreError> {
     // Every write of this build sets `z`; without it, or with one that is not a number,
     // nothing vouches for the data read.
     let Some(size) = bulk(size)?.and_then(|size| data_size(Some(size))) else {
-        return Ok(Named::Incomplete);
+        return Ok(None);
     };
     if size > max_data {
-        return Ok(Named::Read(
-            Some(LoadedSession { stored, data: None }),
-            size,
-        ));
+        return Ok(Some((None, size)));
     }
     let mut data = SessionData::new();
     let mut counted = 0;
@@ -306,17 +337,12 @@ pub(super) fn decode_named(
         let Some(json) = bulk(value)? else { continue };
         let name = field.strip_prefix(DATA_PREFIX).unwrap_or(field);
         let Ok(json) = std::str::from_utf8(json) else {
-            let data = unreadable_data();
-            return Ok(Named::Read(Some(LoadedSession { stored, data }), size));
+            return Ok(Some((unreadable_data(), size)));
         };
         counted += entry_size(name, json);
         data.insert(name, json);
     }
-    if counted != size {
-        return Ok(Named::Incomplete);
-    }
-    let data = Some(data);
-    Ok(Named::Read(Some(LoadedSession { stored, data }), size))
+    Ok((counted == size).then_some((Some(data), size)))
 }
 
 /// What a lookup brings of data it cannot read (a name or value that is not UTF-8, which only

@@ -536,8 +536,9 @@ proptest! {
     }
 
     /// A lookup that asks for the data by name reads exactly what the whole hash holds, or says
-    /// it must read the whole hash; it says so only when the hash holds a name not asked for
-    /// or a size that disagrees with its data. Values may be any bytes (data that is no UTF-8
+    /// it must ask for all of the record's pieces (only when the last it asked for is full), or
+    /// read the whole hash; the latter only when the hash holds a name not asked for or a size
+    /// that disagrees with its data. Values may be any bytes (data that is no UTF-8
     /// is left behind, never the session), and the size field right, wrong or missing.
     #[test]
     fn decode_named_agrees_with_the_whole_hash_or_asks_for_it(
@@ -565,6 +566,8 @@ proptest! {
             1 => (-80i64..80).prop_map(Some),
         ],
         max_data in select(vec![0usize, 70, 4096]),
+        // The first read's two pieces, or the second read's four.
+        pieces in select(vec![2usize, RECORD_PIECES.len()]),
     ) {
         let present: BTreeMap<&str, Vec<u8>> = present.into_iter().collect();
         let mut asked: Vec<&str> = match ask {
@@ -599,7 +602,7 @@ proptest! {
             hash.push((format!("d:{name}").into_bytes(), value.clone()));
         }
         let fields: Vec<String> = asked.iter().map(|name| format!("d:{name}")).collect();
-        let reply: Vec<Value> = RECORD_PIECES
+        let reply: Vec<Value> = RECORD_PIECES[..pieces]
             .iter()
             .chain(&[USER, DEADLINE, SIZE])
             .map(|field| field.to_string())
@@ -611,7 +614,14 @@ proptest! {
             })
             .collect();
 
-        let named = decode_named(&reply, &fields, max_data);
+        let named = decode_named(&reply, pieces, &fields, max_data);
+        // The last piece asked for is full: the record may go on past it. The lookup asks for
+        // more of it unless it must read the whole hash anyway.
+        let written: Vec<&[u8]> = record_pieces(&record).map(|(_, piece)| piece).collect();
+        let longer = pieces < RECORD_PIECES.len() && written.get(pieces - 1).is_some_and(|p| p.len() == 64);
+        if longer {
+            prop_assert!(matches!(named, Ok(Named::Longer | Named::Incomplete)), "{:?}", named);
+        }
         let whole = decode_hash(hash.clone(), max_data);
         let shown = |loaded: Option<LoadedSession>| {
             loaded.map(|l| (seen(&l.stored.record), l.stored.expires_at, l.data))
@@ -656,6 +666,7 @@ proptest! {
             Ok(Named::Incomplete) => {
                 prop_assert!(unasked || size != Some(true_size), "asked {:?} of {:?}", asked, present);
             }
+            Ok(Named::Longer) => prop_assert!(longer, "asked for more of a record that fits"),
             // The record is sound: no data, readable or not, makes the session unreadable.
             Err(err) => prop_assert!(false, "{}", err),
         }

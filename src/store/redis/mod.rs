@@ -85,7 +85,7 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | operation | commands | round trips |
 /// |---|---|---|
 /// | [`load`](SessionStore::load) | `HMGET` of the record's first two pieces, update, deadline; for a record longer than those (a profile over about 60 bytes) a second `HMGET` of all four; nothing on a [local cache](RedisStoreBuilder::local_cache) hit | 0–2 |
-/// | [`load_with_data`](SessionStore::load_with_data) | `HMGET` of the record, the data's size and each data name this process has met (up to 8, of up to 64 bytes), the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); then `HGETALL` if the session holds a name not asked for (about once per name and process); `HGETALL` alone once the process has met more than 8 names, or one longer than 64 bytes; `HMGET` of the record for a session this process has seen with more than 4 KiB; nothing on a local cache hit | 0–2 |
+/// | [`load_with_data`](SessionStore::load_with_data) | `HMGET` as `load`'s (two pieces first, all four for a longer record) with the data's size and each data name this process has met (up to 8, of up to 64 bytes), the data kept when it is at most 4 KiB (as [`SessionData::size`] counts it); then `HGETALL` if the session holds a name not asked for (about once per name and process); `HGETALL` alone once the process has met more than 8 names, or one longer than 64 bytes; `HMGET` of the record for a session this process has seen with more than 4 KiB; nothing on a local cache hit | 0–3 |
 /// | [`extend`](SessionStore::extend) | a script (`HSET` of the deadline, `PEXPIRE`); then `PING` (`EXISTS` on a cluster) with a local cache | 1–2 |
 /// | [`load_data`](SessionStore::load_data) | `HGETALL` | 1 |
 /// | [`write_data`](SessionStore::write_data) | a script (checks, sizes and writes); then as `delete` settles | 1–2 |
@@ -263,8 +263,9 @@ impl RedisStore {
 
     /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
     ///
-    /// One `HMGET` of the record, the data's size and the data [names this process has
-    /// met](DataNames); a session holding others is read again whole, with `HGETALL`, which is
+    /// One `HMGET` of the record (its first two pieces; all four again for a longer record),
+    /// the data's size and the data [names this process has met](DataNames); a session holding
+    /// others is read again whole, with `HGETALL`, which is
     /// also the read once the names are too many. Either costs Redis about what the record's
     /// `HMGET` does, while a script choosing what to read would cost it several times more. A
     /// session this process has seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is
@@ -291,7 +292,15 @@ impl RedisStore {
             return Ok(stored.map(|stored| LoadedSession { stored, data: None }));
         }
         if let Some(fields) = self.data_names.fields() {
-            if let Named::Read(loaded, size) = self.fetch_named(conn, redis_key, &fields).await? {
+            let mut named = self
+                .fetch_named(conn, redis_key, Pieces::Head, &fields)
+                .await?;
+            if let Named::Longer = named {
+                named = self
+                    .fetch_named(conn, redis_key, Pieces::All, &fields)
+                    .await?;
+            }
+            if let Named::Read(loaded, size) = named {
                 self.large_data.note(redis_key, size);
                 return Ok(loaded);
             }
@@ -318,20 +327,21 @@ impl RedisStore {
         Ok(loaded)
     }
 
-    /// `HMGET` of the session under `redis_key`: all of its record's pieces, its live update,
+    /// `HMGET` of the session under `redis_key`: its record's `pieces`, its live update,
     /// deadline and data size, and the data `fields`.
     async fn fetch_named(
         &self,
         conn: &mut impl ConnectionLike,
         redis_key: &str,
+        pieces: Pieces,
         fields: &[String],
     ) -> Result<Named, StoreError> {
         let more = std::iter::once(SIZE).chain(fields.iter().map(String::as_str));
-        let read = self.record_read(redis_key, Pieces::All, more);
+        let read = self.record_read(redis_key, pieces, more);
         let Some(reply) = self.read_values(conn, read).await? else {
             return Ok(Named::Read(None, 0));
         };
-        decode_named(&reply, fields, DATA_READ_WITH_RECORD)
+        decode_named(&reply, pieces.fields().len(), fields, DATA_READ_WITH_RECORD)
     }
 
     /// The session under `redis_key` from the local cache, which holds small data too, filled
@@ -536,13 +546,20 @@ enum Pieces {
     All,
 }
 
+impl Pieces {
+    /// The fields of the pieces asked for.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Pieces::Head => &RECORD_PIECES[..HEAD_PIECES],
+            Pieces::All => &RECORD_PIECES[..],
+        }
+    }
+}
+
 /// `HMGET` of the fields a session's record is made of, under `redis_key`: its `pieces`, the
 /// live update and the deadline.
 fn read_record(redis_key: &str, pieces: Pieces) -> redis::Cmd {
-    let pieces = match pieces {
-        Pieces::Head => &RECORD_PIECES[..HEAD_PIECES],
-        Pieces::All => &RECORD_PIECES[..],
-    };
+    let pieces = pieces.fields();
     // Sized up front: a lookup of every request builds this, and growing it costs allocations.
     let mut hmget = redis::Cmd::with_capacity(8, redis_key.len() + 32);
     hmget
