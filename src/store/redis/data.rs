@@ -74,8 +74,8 @@ impl LargeData {
 /// lookup ask for ever more fields, so past [`CAPACITY`](Self::CAPACITY) names, or one
 /// longer than [`MAX_NAME`](Self::MAX_NAME) bytes, the process reads whole hashes for good,
 /// as it did before it knew any names. Either way a lookup costs one round trip (two for a
-/// record longer than two pieces), and one more when it meets a name: about once per name and process (lookups racing to meet it, or a process
-/// restarting, pay again).
+/// record longer than two pieces), and one more when it meets a name: about once per name and
+/// process (lookups racing to meet it, or a process restarting, pay again).
 #[derive(Debug)]
 pub(super) struct DataNames(RwLock<Met>);
 

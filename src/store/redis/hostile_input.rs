@@ -538,8 +538,8 @@ proptest! {
     /// A lookup that asks for the data by name reads exactly what the whole hash holds, or says
     /// it must ask for all of the record's pieces (only when the last it asked for is full), or
     /// read the whole hash; the latter only when the hash holds a name not asked for or a size
-    /// that disagrees with its data. Values may be any bytes (data that is no UTF-8
-    /// is left behind, never the session), and the size field right, wrong or missing.
+    /// that disagrees with its data. Values may be any bytes (data that is no UTF-8 is left
+    /// behind, never the session), and the size field right, wrong or missing.
     #[test]
     fn decode_named_agrees_with_the_whole_hash_or_asks_for_it(
         (record, deadline) in (encoded_record(), any::<u32>()),

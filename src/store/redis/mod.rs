@@ -265,11 +265,11 @@ impl RedisStore {
     ///
     /// One `HMGET` of the record (its first two pieces; all four again for a longer record),
     /// the data's size and the data [names this process has met](DataNames); a session holding
-    /// others is read again whole, with `HGETALL`, which is
-    /// also the read once the names are too many. Either costs Redis about what the record's
-    /// `HMGET` does, while a script choosing what to read would cost it several times more. A
-    /// session this process has seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is
-    /// read without it, so that its data travels only to handlers that read it.
+    /// others is read again whole, with `HGETALL`, which is also the read once the names are
+    /// too many. Either costs Redis about what the record's `HMGET` does, while a script
+    /// choosing what to read would cost it several times more. A session this process has
+    /// seen with more than [`DATA_READ_WITH_RECORD`] bytes of data is read without it, so that
+    /// its data travels only to handlers that read it.
     async fn fetch_with_data(
         &self,
         conn: &mut impl ConnectionLike,
