@@ -239,10 +239,19 @@ pub(super) fn decode_head(reply: &[Value]) -> Result<Head, StoreError> {
     };
     let pieces = [bulk(first)?, bulk(second)?];
     let (user, deadline) = (bulk(user)?, bulk(deadline)?);
-    if pieces[1].is_some_and(|piece| piece.len() >= PIECE_LEN) {
+    if goes_on(&pieces) {
         return Ok(Head::Longer);
     }
     with_joined(&pieces, |record| decode(record, user, deadline)).map(Head::Read)
+}
+
+/// Whether a record may go on past the pieces a read asked for (its first few): the last of
+/// them is full, and there are more.
+fn goes_on(asked: &[Option<&[u8]>]) -> bool {
+    asked.len() < RECORD_PIECES.len()
+        && asked
+            .last()
+            .is_some_and(|piece| piece.is_some_and(|piece| piece.len() >= PIECE_LEN))
 }
 
 /// A bulk string or nil in a reply.
@@ -303,8 +312,7 @@ pub(super) fn decode_named(
     let Some((data, size)) = named_data(size, fields, values, max_data)? else {
         return Ok(Named::Incomplete);
     };
-    let last = record[asked.len() - 1];
-    if asked.len() < RECORD_PIECES.len() && last.is_some_and(|piece| piece.len() >= PIECE_LEN) {
+    if goes_on(&record[..asked.len()]) {
         return Ok(Named::Longer);
     }
     let (user, deadline) = (bulk(user)?, bulk(deadline)?);
