@@ -81,10 +81,15 @@ impl Connection {
             Target::Single(url) => open_single(url, &options).await,
             #[cfg(feature = "cluster")]
             Target::Cluster(nodes) => {
+                // Each node's connection keeps a response timeout: it bounds the client's own
+                // commands too (the slot map it reads while it finds a moved slot), which no
+                // timer of the store's would end. The overall one is left off: it would bound
+                // what `RedisStore::run` already bounds, at the price of a timer per command.
                 #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
                 let mut cluster = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(options.connect_timeout)
-                    .response_timeout(options.command_timeout);
+                    .response_timeout(options.command_timeout)
+                    .overall_response_timeout(None);
                 #[cfg(feature = "tls")]
                 if let Some(certificates) = tls::root_certificates(options.tls) {
                     cluster = cluster.certs(certificates);
