@@ -591,6 +591,72 @@ mod tests {
         .is_err());
     }
 
+    /// A record whose binary form is exactly `len` bytes: its profile is padded to fit.
+    fn record_of_len(len: usize) -> Vec<u8> {
+        let now = SystemTime::now();
+        let with_name = |name: &str| {
+            let profile = RawValue::from_string(format!(r#"{{"n":"{name}"}}"#)).unwrap();
+            let record =
+                SessionRecord::new("pub", "7", profile, now, now + Duration::from_secs(3600));
+            encode_record(&record).unwrap()
+        };
+        let shortest = with_name("").len();
+        let encoded = with_name(&"x".repeat(len - shortest));
+        assert_eq!(encoded.len(), len);
+        encoded
+    }
+
+    /// The `HMGET` reply to a read of the first `asked` pieces of `encoded`, then `u`, `e`, `z`
+    /// (when `with_size`) and no data.
+    fn reply(encoded: &[u8], asked: usize, with_size: bool) -> Vec<Value> {
+        let stored: Vec<&[u8]> = record_pieces(encoded).map(|(_, piece)| piece).collect();
+        let mut reply: Vec<Value> = (0..asked)
+            .map(|i| {
+                stored
+                    .get(i)
+                    .map_or(Value::Nil, |p| Value::BulkString(p.to_vec()))
+            })
+            .collect();
+        reply.push(Value::Nil);
+        reply.push(Value::BulkString(b"1700000000123".to_vec()));
+        if with_size {
+            reply.push(Value::BulkString(b"0".to_vec()));
+        }
+        reply
+    }
+
+    #[test]
+    fn a_read_of_two_pieces_takes_127_bytes_as_whole_and_asks_again_from_128() {
+        let whole = record_of_len(2 * PIECE_LEN - 1);
+        let longer = record_of_len(2 * PIECE_LEN);
+        assert!(matches!(
+            decode_head(&reply(&whole, HEAD_PIECES, false)),
+            Ok(Head::Read(Some(_)))
+        ));
+        assert!(matches!(
+            decode_named(&reply(&whole, HEAD_PIECES, true), HEAD_PIECES, &[], 4096),
+            Ok(Named::Read(Some(_), 0))
+        ));
+        assert!(matches!(
+            decode_head(&reply(&longer, HEAD_PIECES, false)),
+            Ok(Head::Longer)
+        ));
+        assert!(matches!(
+            decode_named(&reply(&longer, HEAD_PIECES, true), HEAD_PIECES, &[], 4096),
+            Ok(Named::Longer)
+        ));
+        // All four pieces asked for: the record is whole whatever its length.
+        assert!(matches!(
+            decode_named(
+                &reply(&longer, RECORD_PIECES.len(), true),
+                RECORD_PIECES.len(),
+                &[],
+                4096
+            ),
+            Ok(Named::Read(Some(_), 0))
+        ));
+    }
+
     #[test]
     fn ttls_are_whole_positive_milliseconds() {
         let past = SystemTime::now() - Duration::from_secs(5);
