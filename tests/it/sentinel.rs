@@ -240,6 +240,32 @@ async fn sessions_survive_the_primary_dying() {
     .await;
 }
 
+/// A primary that goes silent (stopped, so its connections neither answer nor reset) is
+/// replaced by Sentinel; the store finds the new one through its own command timeouts, as no
+/// error ever comes from the old one, and sessions work again while it is still silent.
+#[actix_web::test]
+async fn sessions_survive_a_primary_gone_silent() {
+    let deployment = RedisSentinel::start();
+    let app = app(sentinel_store(&deployment, &unique_prefix()).await).await;
+    let tokens = replicated_sessions(&app, &deployment, 1).await;
+
+    let silent = deployment.freeze_server(0);
+    deployment.wait_for_primary(1, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = status(&app, get("/me", Some(&tokens[0]))).await;
+        if answer == 200 {
+            break;
+        }
+        assert_eq!(answer, 503, "a replicated session answered {answer}");
+        assert!(
+            Instant::now() < deadline,
+            "still 503 10 s after the failover, with the old primary silent"
+        );
+    }
+    silent.thaw();
+}
+
 #[actix_web::test]
 async fn credentials_and_database_come_from_the_sentinel_urls() {
     // Password-protected data nodes behind open sentinels: a user name makes the sentinels
@@ -458,29 +484,40 @@ async fn a_logout_is_never_undone_by_a_failover() {
     assert_eq!(status(&app, get("/me", Some(&tokens[1]))).await, 200);
 }
 
-/// A replica that is merely slow delays the logout, which then answers 204 and holds: the
-/// primary dies right after, and the promoted replica has the logout.
-#[actix_web::test]
-async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
-    let mut deployment = RedisSentinel::start();
-    // A replica wait far longer than the stall, so a late thaw on a loaded machine still
-    // comes in time: what is tested is that the logout waits, not how long the default is.
-    let store = RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
+/// A store whose commands time out after `command_timeout` and whose session-ending deletes
+/// wait up to 5 s for a replica: far longer than any stall here, so that a late thaw on a loaded
+/// machine still comes in time (what is tested is that the logout waits, not the default).
+async fn store_waiting_for_the_replica(
+    deployment: &RedisSentinel,
+    command_timeout: Duration,
+) -> RedisStore {
+    RedisStore::sentinel_builder(deployment.sentinel_urls(), SERVICE)
         .key_prefix(unique_prefix())
-        .command_timeout(Duration::from_millis(500))
+        .command_timeout(command_timeout)
         .connect_timeout(Duration::from_millis(1000))
         .wait_for_replicas(1, Duration::from_secs(5))
         .connect()
         .await
-        .unwrap();
-    let app = app(store).await;
-    let tokens = replicated_sessions(&app, &deployment, 2).await;
+        .unwrap()
+}
 
+/// Logs `token` out while the replica is stopped, until `stall` past the moment the logout's
+/// `WAIT` blocks on the primary: the logout's status, and how long it took.
+async fn logout_while_the_replica_stalls<S, B>(
+    app: &S,
+    deployment: &RedisSentinel,
+    token: &str,
+    stall: Duration,
+) -> (u16, Duration)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
     let frozen = deployment.freeze_server(1);
     let mut primary = deployment.server_connection(0).unwrap();
     let thaw = async {
         // The logout is blocked in its WAIT on the primary: the replica's stall is what holds
-        // it. Then 250 ms more of stall before the replica comes back.
+        // it. Then `stall` more before the replica comes back.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let info: String = redis::cmd("INFO")
@@ -498,15 +535,29 @@ async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
             assert!(Instant::now() < deadline, "the logout never waited: {info}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(stall).await;
         frozen.thaw();
     };
     let logout = async {
         let started = Instant::now();
-        let answer = status(&app, post("/logout", Some(&tokens[0]))).await;
+        let answer = status(app, post("/logout", Some(token))).await;
         (answer, started.elapsed())
     };
-    let ((logout, took), ()) = futures_util::future::join(logout, thaw).await;
+    let (logout, ()) = futures_util::future::join(logout, thaw).await;
+    logout
+}
+
+/// A replica that is merely slow delays the logout, which then answers 204 and holds: the
+/// primary dies right after, and the promoted replica has the logout.
+#[actix_web::test]
+async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
+    let mut deployment = RedisSentinel::start();
+    let app =
+        app(store_waiting_for_the_replica(&deployment, Duration::from_millis(500)).await).await;
+    let tokens = replicated_sessions(&app, &deployment, 2).await;
+    let stall = Duration::from_millis(250);
+    let (logout, took) =
+        logout_while_the_replica_stalls(&app, &deployment, &tokens[0], stall).await;
     assert_eq!(
         logout, 204,
         "the logout failed though the replica came back in time"
@@ -520,6 +571,26 @@ async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
     deployment.wait_for_primary(1, Duration::from_secs(30));
     assert_eq!(status_once_recovered(&app, &tokens[0]).await, 401);
     assert_eq!(status(&app, get("/me", Some(&tokens[1]))).await, 200);
+}
+
+/// The replica wait comes on top of the command timeout: a logout whose replica needs longer
+/// than a command may take, though not longer than the wait, still succeeds. (The connection
+/// to the primary used to give up on a reply after the command timeout alone, which cut such
+/// a logout short with 503.)
+#[actix_web::test]
+async fn a_replica_wait_longer_than_the_command_timeout_is_waited_out() {
+    let deployment = RedisSentinel::start();
+    let app =
+        app(store_waiting_for_the_replica(&deployment, Duration::from_millis(300)).await).await;
+    let tokens = replicated_sessions(&app, &deployment, 1).await;
+    let stall = Duration::from_millis(900);
+    let (logout, took) =
+        logout_while_the_replica_stalls(&app, &deployment, &tokens[0], stall).await;
+    assert_eq!(
+        logout, 204,
+        "the logout gave up after {took:?}, though the replica came back within its wait"
+    );
+    assert!(took >= stall, "the logout answered after {took:?}");
 }
 
 /// A demotion that a failover could undo would hand the old roles back. So a live role update

@@ -380,10 +380,12 @@ impl RedisStoreBuilder {
             self.connect_timeout,
             self.command_timeout,
         )?;
+        let replica_wait = self.replica_wait.resolve(&self.target);
         let connecting = Connection::open(ConnectOptions {
             target: &self.target,
             connect_timeout: self.connect_timeout,
-            command_timeout: self.command_timeout,
+            reply_timeout: self.command_timeout
+                + replica_wait.map_or(Duration::ZERO, |w| w.timeout),
             #[cfg(feature = "tls")]
             tls: &self.tls,
         });
@@ -402,7 +404,6 @@ impl RedisStoreBuilder {
         check_server_version(&info_text(info))?;
         let cache = cache.open(&connection, self.command_timeout).await?;
         let settle_deletes = cache.is_on() || self.peer_caches;
-        let replica_wait = self.replica_wait.resolve(&self.target);
         Ok(RedisStore {
             connection,
             cache,

@@ -42,7 +42,10 @@ impl Target {
 pub(super) struct ConnectOptions<'a> {
     pub(super) target: &'a Target,
     pub(super) connect_timeout: Duration,
-    pub(super) command_timeout: Duration,
+    /// How long a server may take to answer one command, for connections that time replies
+    /// themselves: the command timeout, plus the longest a command waits on purpose (a `WAIT`
+    /// for replicas), so that such a wait is cut by the store's own bound, not before it.
+    pub(super) reply_timeout: Duration,
     #[cfg(feature = "tls")]
     pub(super) tls: &'a tls::TlsOptions,
 }
@@ -83,12 +86,13 @@ impl Connection {
             Target::Cluster(nodes) => {
                 // Each node's connection keeps a response timeout: it bounds the client's own
                 // commands too (the slot map it reads while it finds a moved slot), which no
-                // timer of the store's would end. The overall one is left off: it would bound
-                // what `RedisStore::run` already bounds, at the price of a timer per command.
+                // timer of the store's would end. The overall one is left off: the store bounds
+                // every command of its own (`RedisStore::run`), and a second timer per command
+                // costs a lookup more than any other part of the connection's work.
                 #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
                 let mut cluster = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                     .connection_timeout(options.connect_timeout)
-                    .response_timeout(options.command_timeout)
+                    .response_timeout(options.reply_timeout)
                     .overall_response_timeout(None);
                 #[cfg(feature = "tls")]
                 if let Some(certificates) = tls::root_certificates(options.tls) {
@@ -113,7 +117,7 @@ impl Connection {
                         sentinels,
                         service_name,
                         connect_timeout: options.connect_timeout,
-                        command_timeout: options.command_timeout,
+                        reply_timeout: options.reply_timeout,
                         #[cfg(feature = "tls")]
                         tls_root_certificate: tls::root_certificates(options.tls),
                     },
@@ -140,7 +144,7 @@ async fn open_single(url: &str, options: &ConnectOptions<'_>) -> Result<Connecti
     // Redis that is still starting.
     let probe_config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.command_timeout));
+        .set_response_timeout(Some(options.reply_timeout));
     if let Err(err) = client
         .get_multiplexed_async_connection_with_config(&probe_config)
         .await
@@ -483,13 +487,16 @@ mod worker_links {
 
 impl Connection {
     /// Called when a command got no answer within its time limit: a standalone connection is
-    /// replaced (see [`SingleConnection`]). Sentinel and Cluster connections find their servers
-    /// anew by themselves.
+    /// replaced (see [`PerWorker`]), and a Sentinel deployment's primary looked up again, for
+    /// a primary gone silent sends no error to start that by itself. A cluster connection
+    /// finds its nodes anew by itself.
     pub(super) fn unanswered(&self) {
         match self {
             Connection::Single(linked) => linked.shared.replace(),
-            #[cfg(any(feature = "cluster", feature = "sentinel"))]
-            _ => {}
+            #[cfg(feature = "sentinel")]
+            Connection::Sentinel(connection) => connection.unanswered(),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(_) => {}
         }
     }
 }

@@ -26,7 +26,8 @@ pub(crate) struct SentinelOptions<'a> {
     pub sentinels: &'a [String],
     pub service_name: &'a str,
     pub connect_timeout: Duration,
-    pub command_timeout: Duration,
+    /// How long the primary may take to answer one command (see `ConnectOptions::reply_timeout`).
+    pub reply_timeout: Duration,
     /// Roots that replace the system's, for the sentinels and the data nodes alike.
     #[cfg(feature = "tls")]
     pub tls_root_certificate: Option<redis::TlsCertificates>,
@@ -74,7 +75,7 @@ impl SentinelConnection {
         let (locator, _) = sentinel_client(&options)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.command_timeout));
+            .set_response_timeout(Some(options.reply_timeout));
         let connection = tokio::time::timeout(
             options.connect_timeout,
             connect_to_primary(&mut client, &config),
@@ -147,6 +148,18 @@ impl SentinelConnection {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(reconnect);
         }
+    }
+
+    /// Looks the primary up again after a command got no answer within the store's bound.
+    ///
+    /// A primary that went silent (its host died without a reset, or a partition) fails no
+    /// command by itself: its replies just never come, and the store's timer, which comes
+    /// first (the connection's own allows for replica waits on top), ends each command before
+    /// any error could start a lookup. Once Sentinel has promoted a replica, this finds it; a
+    /// primary that was only slow is found again, and commands move to a fresh connection to
+    /// it.
+    pub(crate) fn unanswered(&self) {
+        self.replace(self.current().generation);
     }
 
     async fn reconnect(&self, failed: u64) {

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: the same number for the same build
+# and requests whatever else the machine is doing, so two builds can be told apart by a few
+# hundred instructions where benches/http.sh needs rounds of wrk to see a few percent, and
+# only on a quiet machine. It counts user-space instructions of the whole server process (every
+# thread: Actix's worker, Redis connections' drivers); kernel time, cache misses and how long an
+# instruction takes are not in it, so it says where work was added or removed, not how fast.
+#
+# Each variant of benches/http_server.rs runs under callgrind in turn, against one Redis server
+# the script starts (or a three-primary cluster with CLUSTER=1). A session is logged in (and
+# for ROUTE=/cart given a cart), REQUESTS/10 requests warm the server up, the counters are
+# zeroed, then REQUESTS requests are sent over 8 keep-alive connections and the counters read.
+#
+# Usage, from the repository root:
+#   bash benches/instructions.sh                   bare, redis-get, actix-login, actix-login-cache
+#   bash benches/instructions.sh actix-login       one variant
+#   CLUSTER=1 bash benches/instructions.sh         on a three-primary cluster
+#   ROUTE=/cart bash benches/instructions.sh actix-login actix-login-cache
+#   BIN=<an http_server executable> bash ...       another build (say, the one before a change)
+#
+# Each profile is kept (its path is printed): `callgrind_annotate --inclusive=yes <file>` shows
+# where the instructions went. Under valgrind, sha2 cannot use the CPU's SHA extensions and
+# falls back to its portable code, so a session lookup's SHA-256 counts about 3 500 instructions
+# here against a few hundred on the machine itself.
+# Knobs: ROUTE (/me), REQUESTS (3000), CLUSTER (0), BIN, PROFILE_TARGET_DIR
+# (target/profile-bench, shared with profile.sh). Needs: cargo, valgrind (callgrind_control),
+# redis-server, redis-cli, curl, python3.
+set -euo pipefail
+
+ROUTE=${ROUTE:-/me}
+REQUESTS=${REQUESTS:-3000}
+CLUSTER=${CLUSTER:-0}
+TARGET_DIR=${PROFILE_TARGET_DIR:-target/profile-bench}
+if (($# > 0)); then
+    VARIANTS=("$@")
+elif [[ $ROUTE == /cart ]]; then
+    VARIANTS=(actix-login actix-login-cache)
+else
+    VARIANTS=(bare redis-get actix-login actix-login-cache)
+fi
+
+die() { echo "instructions.sh: $*" >&2; exit 1; }
+for tool in cargo valgrind callgrind_control redis-server redis-cli curl python3; do
+    command -v "$tool" >/dev/null || die "needs $tool"
+done
+
+if [[ -z ${BIN:-} ]]; then
+    build_log=$(mktemp)
+    # Line tables, so that callgrind_annotate can name the source of what it counts.
+    CARGO_TARGET_DIR=$TARGET_DIR CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+        RUSTFLAGS="-C force-frame-pointers=yes" \
+        cargo bench -p actix-login-benches --no-run --bench http_server >"$build_log" 2>&1 ||
+        { cat "$build_log" >&2; die "build failed"; }
+    BIN=$(grep -o "$TARGET_DIR/release/deps/http_server-[0-9a-f]*" "$build_log" | tail -n 1)
+fi
+[[ -x $BIN ]] || die "no http_server executable at '$BIN'"
+
+WORK=$(mktemp -d -t actix-login-instructions.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+REDIS_PORTS=()
+SERVER=
+cleanup() {
+    [[ -n $SERVER ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    for port in "${REDIS_PORTS[@]}"; do
+        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    done
+}
+trap cleanup EXIT
+
+start_redis() {
+    local port=$1 dir=$WORK/redis-$1
+    shift
+    mkdir -p "$dir"
+    (cd "$dir" && redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --logfile "$dir/log" --daemonize yes "$@" >/dev/null)
+    REDIS_PORTS+=("$port")
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && return; sleep 0.1; done
+    die "redis-server on port $port did not answer"
+}
+
+if [[ $CLUSTER == 1 ]]; then
+    # A cluster node also listens on its port + 10000: keep both under 65536.
+    for _ in 1 2 3; do
+        port=$(free_port)
+        while ((port > 55000)); do port=$(free_port); done
+        start_redis "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 2000
+    done
+    redis-cli --cluster create "${REDIS_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 \
+        --cluster-yes >"$WORK/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed"
+    for _ in $(seq 100); do
+        ok=1
+        for port in "${REDIS_PORTS[@]}"; do
+            redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' || ok=0
+        done
+        ((ok)) && break
+        sleep 0.1
+    done
+    ((ok)) || die "the cluster did not reach cluster_state:ok"
+    REDIS_CLUSTER_URLS=$(printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}")
+    export REDIS_CLUSTER_URLS=${REDIS_CLUSTER_URLS%,}
+    unset REDIS_URL
+else
+    start_redis "$(free_port)"
+    export REDIS_URL=redis://127.0.0.1:${REDIS_PORTS[0]}
+fi
+
+# REQUESTS GETs of $2 on port $1 with cookie $3 (may be empty), over 8 keep-alive connections;
+# fails on any answer but 200.
+drive() {
+    python3 - "$@" <<'PY'
+import http.client, sys, threading
+port, path, total, cookie = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+headers = {"cookie": cookie} if cookie else {}
+failures = []
+def run(count):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for _ in range(count):
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            failures.append(response.status)
+threads = [threading.Thread(target=run, args=(total // 8,)) for _ in range(8)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+if failures:
+    sys.exit(f"{len(failures)} answers were not 200, the first {failures[0]}")
+PY
+}
+
+declare -A PER_REQUEST
+for variant in "${VARIANTS[@]}"; do
+    port=$(free_port)
+    out=$WORK/$variant.callgrind
+    PORT=$port valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" "$variant" \
+        >"$WORK/$variant.log" 2>&1 &
+    SERVER=$!
+    for _ in $(seq 600); do
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/me" && break
+        kill -0 "$SERVER" 2>/dev/null || die "$variant exited (see $WORK/$variant.log)"
+        sleep 0.2
+    done
+    cookie=
+    if [[ $variant == actix-login* ]]; then
+        cookie=$(curl -sS --fail -D - -o /dev/null -X POST -H 'sec-fetch-site: same-origin' \
+            "http://127.0.0.1:$port/login" |
+            tr -d '\r' | awk 'tolower($1) == "set-cookie:" { sub(/^[^:]*: */, ""); sub(/;.*/, ""); print; exit }')
+        [[ -n $cookie ]] || die "$variant: the login set no cookie"
+        if [[ $ROUTE == /cart ]]; then
+            curl -sS --fail -o /dev/null -X POST -H 'sec-fetch-site: same-origin' \
+                -H "cookie: $cookie" "http://127.0.0.1:$port/cart"
+        fi
+    fi
+    drive "$port" "$ROUTE" $((REQUESTS / 10)) "$cookie" || die "$variant: the warm-up failed"
+    callgrind_control -z "$SERVER" >/dev/null 2>&1
+    drive "$port" "$ROUTE" "$REQUESTS" "$cookie" || die "$variant: the measured requests failed"
+    callgrind_control -d "$SERVER" >/dev/null 2>&1
+    kill "$SERVER" 2>/dev/null
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+    # The dump after zeroing is part 1 of the profile; the file written at exit is not read.
+    total=$(awk '/^summary:/ { print $2 }' "$out.1")
+    PER_REQUEST[$variant]=$((total / REQUESTS))
+done
+
+echo "# instructions per request, GET $ROUTE, $REQUESTS requests after $((REQUESTS / 10)) to warm up"
+echo "# $([[ $CLUSTER == 1 ]] && echo 'a 3-primary Redis Cluster' || echo 'one Redis server'); $BIN"
+for variant in "${VARIANTS[@]}"; do
+    line=$(printf '%-20s %8d' "$variant" "${PER_REQUEST[$variant]}")
+    for floor in bare redis-get; do
+        [[ -n ${PER_REQUEST[$floor]:-} && $floor != "$variant" ]] &&
+            line+=$(printf '   %+7d vs %s' $((PER_REQUEST[$variant] - PER_REQUEST[$floor])) "$floor")
+    done
+    echo "$line"
+done
+echo "# profiles: $WORK/<variant>.callgrind.1"
