@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Instructions per request, counted by valgrind's callgrind: the same number for the same build
-# and requests whatever else the machine is doing, so two builds can be told apart by a few
-# hundred instructions where benches/http.sh needs rounds of wrk to see a few percent, and
-# only on a quiet machine. It counts user-space instructions of the whole server process (every
-# thread: Actix's worker, Redis connections' drivers); kernel time, cache misses and how long an
-# instruction takes are not in it, so it says where work was added or removed, not how fast.
+# Instructions per request, counted by valgrind's callgrind: whatever else the machine is doing,
+# the same build and requests give the same count to within 0.2 % for a server whose work stays
+# on its worker thread (bare, actix-login, redis-get-worker), so two builds can be told apart by
+# a few hundred instructions where benches/http.sh needs rounds of wrk to see a few percent,
+# and only on a quiet machine. A server whose Redis connection is driven on another thread
+# (redis-get) varies by up to a tenth from run to run, with how its threads happen to take
+# turns. It counts user-space instructions of the whole server process (every thread); kernel
+# time, cache misses and how long an instruction takes are not in it, so it says where work was
+# added or removed, not how fast.
 #
 # Each variant of benches/http_server.rs runs under callgrind in turn, against one Redis server
 # the script starts (or a three-primary cluster with CLUSTER=1). A session is logged in (and
