@@ -581,9 +581,9 @@ async fn a_logout_waits_for_a_slow_replica_and_survives_a_failover() {
 async fn a_replica_wait_longer_than_the_command_timeout_is_waited_out() {
     let deployment = RedisSentinel::start();
     let app =
-        app(store_waiting_for_the_replica(&deployment, Duration::from_millis(300)).await).await;
+        app(store_waiting_for_the_replica(&deployment, Duration::from_millis(500)).await).await;
     let tokens = replicated_sessions(&app, &deployment, 1).await;
-    let stall = Duration::from_millis(900);
+    let stall = Duration::from_millis(1200);
     let (logout, took) =
         logout_while_the_replica_stalls(&app, &deployment, &tokens[0], stall).await;
     assert_eq!(

@@ -51,6 +51,9 @@ struct Shared {
     locator: tokio::sync::Mutex<SentinelClient>,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
+    /// How long a command may wait for its reply on this connection: a connection younger
+    /// than that cannot be the one a command that just timed out was sent on.
+    reply_timeout: Duration,
     db: i64,
 }
 
@@ -60,6 +63,8 @@ struct Current {
     /// replace its successor.
     generation: u64,
     connection: MultiplexedConnection,
+    /// When this connection became the current one.
+    since: Instant,
 }
 
 struct Resolver {
@@ -93,6 +98,7 @@ impl SentinelConnection {
                 current: RwLock::new(Current {
                     generation: 0,
                     connection,
+                    since: Instant::now(),
                 }),
                 resolver: tokio::sync::Mutex::new(Resolver {
                     client,
@@ -102,6 +108,7 @@ impl SentinelConnection {
                 locator: tokio::sync::Mutex::new(locator),
                 config,
                 connect_timeout: options.connect_timeout,
+                reply_timeout: options.reply_timeout,
                 db,
             }),
         })
@@ -158,8 +165,16 @@ impl SentinelConnection {
     /// any error could start a lookup. Once Sentinel has promoted a replica, this finds it; a
     /// primary that was only slow is found again, and commands move to a fresh connection to
     /// it.
+    ///
+    /// Not while the current connection is younger than a command's longest wait: the command
+    /// that timed out went to its predecessor, and a connection made since is not to blame. So
+    /// a primary that stays slow gets a new connection at most that often, not one per
+    /// timeout.
     pub(crate) fn unanswered(&self) {
-        self.replace(self.current().generation);
+        let current = self.current();
+        if current.since.elapsed() >= self.shared.reply_timeout {
+            self.replace(current.generation);
+        }
     }
 
     async fn reconnect(&self, failed: u64) {
@@ -192,6 +207,7 @@ impl SentinelConnection {
                 *current = Current {
                     generation: failed.wrapping_add(1),
                     connection,
+                    since: Instant::now(),
                 };
                 tracing::info!("reconnected to the Redis primary named by Sentinel");
             }
@@ -233,6 +249,7 @@ impl ConnectionLike for SentinelConnection {
             let Current {
                 generation,
                 mut connection,
+                ..
             } = self.current();
             let result = connection.req_packed_command(cmd).await;
             self.check(generation, result.as_ref().map(std::slice::from_ref));
@@ -250,6 +267,7 @@ impl ConnectionLike for SentinelConnection {
             let Current {
                 generation,
                 mut connection,
+                ..
             } = self.current();
             let result = connection
                 .req_packed_commands(pipeline, offset, count)
