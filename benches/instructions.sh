@@ -5,7 +5,8 @@
 # a few hundred instructions where benches/http.sh needs rounds of wrk to see a few percent,
 # and only on a quiet machine. A server whose Redis connection is driven on another thread
 # (redis-get) varies by up to a tenth from run to run, with how its threads happen to take
-# turns. It counts user-space instructions of the whole server process (every thread); kernel
+# turns: so the floor here is redis-get-worker, and redis-get only on a cluster, where the
+# per-worker handler does not run. It counts user-space instructions of the whole server process (every thread); kernel
 # time, cache misses and how long an instruction takes are not in it, so it says where work was
 # added or removed, not how fast.
 #
@@ -15,7 +16,7 @@
 # zeroed, then REQUESTS requests are sent over 8 keep-alive connections and the counters read.
 #
 # Usage, from the repository root:
-#   bash benches/instructions.sh                   bare, redis-get, actix-login, actix-login-cache
+#   bash benches/instructions.sh                   bare, the floor, actix-login, actix-login-cache
 #   bash benches/instructions.sh actix-login       one variant
 #   CLUSTER=1 bash benches/instructions.sh         on a three-primary cluster
 #   ROUTE=/cart bash benches/instructions.sh actix-login actix-login-cache
@@ -34,12 +35,15 @@ ROUTE=${ROUTE:-/me}
 REQUESTS=${REQUESTS:-3000}
 CLUSTER=${CLUSTER:-0}
 TARGET_DIR=${PROFILE_TARGET_DIR:-target/profile-bench}
+# The one-GET floor: a connection per worker, whose count repeats, except on a cluster.
+FLOOR=redis-get-worker
+[[ $CLUSTER == 1 ]] && FLOOR=redis-get
 if (($# > 0)); then
     VARIANTS=("$@")
 elif [[ $ROUTE == /cart ]]; then
     VARIANTS=(actix-login actix-login-cache)
 else
-    VARIANTS=(bare redis-get actix-login actix-login-cache)
+    VARIANTS=(bare "$FLOOR" actix-login actix-login-cache)
 fi
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
@@ -54,7 +58,8 @@ if [[ -z ${BIN:-} ]]; then
         RUSTFLAGS="-C force-frame-pointers=yes" \
         cargo bench -p actix-login-benches --no-run --bench http_server >"$build_log" 2>&1 ||
         { cat "$build_log" >&2; die "build failed"; }
-    BIN=$(grep -o "$TARGET_DIR/release/deps/http_server-[0-9a-f]*" "$build_log" | tail -n 1)
+    BIN=$(grep -o "$TARGET_DIR/release/deps/http_server-[0-9a-f]*" "$build_log" | tail -n 1) ||
+        die "the build log names no http_server executable ($build_log)"
 fi
 [[ -x $BIN ]] || die "no http_server executable at '$BIN'"
 
@@ -63,7 +68,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 REDIS_PORTS=()
 SERVER=
 cleanup() {
-    [[ -n $SERVER ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    if [[ -n $SERVER ]]; then
+        kill "$SERVER" 2>/dev/null || true
+        wait "$SERVER" 2>/dev/null || true
+    fi
     for port in "${REDIS_PORTS[@]}"; do
         redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
     done
@@ -108,8 +116,8 @@ else
     export REDIS_URL=redis://127.0.0.1:${REDIS_PORTS[0]}
 fi
 
-# REQUESTS GETs of $2 on port $1 with cookie $3 (may be empty), over 8 keep-alive connections;
-# fails on any answer but 200.
+# $3 GETs of $2 on port $1 with cookie $4 (may be empty), over 8 keep-alive connections ($3 is
+# a multiple of 8); fails on any answer but 200.
 drive() {
     python3 - "$@" <<'PY'
 import http.client, sys, threading
@@ -125,6 +133,7 @@ def run(count):
         if response.status != 200:
             failures.append(response.status)
 threads = [threading.Thread(target=run, args=(total // 8,)) for _ in range(8)]
+assert total % 8 == 0, total
 for thread in threads: thread.start()
 for thread in threads: thread.join()
 if failures:
@@ -132,6 +141,10 @@ if failures:
 PY
 }
 
+# Whole rounds of the 8 connections.
+REQUESTS=$((REQUESTS / 8 * 8))
+WARM_UP=$((REQUESTS / 80 * 8))
+((REQUESTS > 0)) || die "REQUESTS must be 8 or more"
 declare -A PER_REQUEST
 for variant in "${VARIANTS[@]}"; do
     port=$(free_port)
@@ -139,11 +152,13 @@ for variant in "${VARIANTS[@]}"; do
     PORT=$port valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" "$variant" \
         >"$WORK/$variant.log" 2>&1 &
     SERVER=$!
+    up=0
     for _ in $(seq 600); do
-        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/me" && break
+        curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/me" && { up=1; break; }
         kill -0 "$SERVER" 2>/dev/null || die "$variant exited (see $WORK/$variant.log)"
         sleep 0.2
     done
+    ((up)) || die "$variant did not answer within two minutes (see $WORK/$variant.log)"
     cookie=
     if [[ $variant == actix-login* ]]; then
         cookie=$(curl -sS --fail -D - -o /dev/null -X POST -H 'sec-fetch-site: same-origin' \
@@ -155,23 +170,26 @@ for variant in "${VARIANTS[@]}"; do
                 -H "cookie: $cookie" "http://127.0.0.1:$port/cart"
         fi
     fi
-    drive "$port" "$ROUTE" $((REQUESTS / 10)) "$cookie" || die "$variant: the warm-up failed"
-    callgrind_control -z "$SERVER" >/dev/null 2>&1
+    drive "$port" "$ROUTE" "$WARM_UP" "$cookie" || die "$variant: the warm-up failed"
+    callgrind_control -z "$SERVER" >"$WORK/control.log" 2>&1 ||
+        die "callgrind_control -z failed: $(cat "$WORK/control.log")"
     drive "$port" "$ROUTE" "$REQUESTS" "$cookie" || die "$variant: the measured requests failed"
-    callgrind_control -d "$SERVER" >/dev/null 2>&1
-    kill "$SERVER" 2>/dev/null
+    callgrind_control -d "$SERVER" >"$WORK/control.log" 2>&1 ||
+        die "callgrind_control -d failed: $(cat "$WORK/control.log")"
+    kill "$SERVER" 2>/dev/null || true
     wait "$SERVER" 2>/dev/null || true
     SERVER=
     # The dump after zeroing is part 1 of the profile; the file written at exit is not read.
-    total=$(awk '/^summary:/ { print $2 }' "$out.1")
+    total=$(awk '/^summary:/ { print $2 }' "$out.1" 2>/dev/null)
+    [[ -n $total ]] || die "$variant: no profile dumped at $out.1"
     PER_REQUEST[$variant]=$((total / REQUESTS))
 done
 
-echo "# instructions per request, GET $ROUTE, $REQUESTS requests after $((REQUESTS / 10)) to warm up"
+echo "# instructions per request, GET $ROUTE, $REQUESTS requests after $WARM_UP to warm up"
 echo "# $([[ $CLUSTER == 1 ]] && echo 'a 3-primary Redis Cluster' || echo 'one Redis server'); $BIN"
 for variant in "${VARIANTS[@]}"; do
     line=$(printf '%-20s %8d' "$variant" "${PER_REQUEST[$variant]}")
-    for floor in bare redis-get; do
+    for floor in bare "$FLOOR"; do
         [[ -n ${PER_REQUEST[$floor]:-} && $floor != "$variant" ]] &&
             line+=$(printf '   %+7d vs %s' $((PER_REQUEST[$variant] - PER_REQUEST[$floor])) "$floor")
     done
