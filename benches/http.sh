@@ -73,6 +73,8 @@
 # to one core and Redis + wrk to the other, or server + Redis to one and wrk to the other, gave
 # 5-15 % fewer req/s than leaving placement to the scheduler, and no steadier numbers.
 set -euo pipefail
+# form_cluster, for CLUSTER=1.
+source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
 SMOKE=0
 for arg in "$@"; do
@@ -306,19 +308,7 @@ if [[ $CLUSTER == 1 ]]; then
         start_redis "$(free_cluster_port)" --cluster-enabled yes --cluster-config-file nodes.conf \
             --cluster-node-timeout 2000
     done
-    redis-cli --cluster create "${REDIS_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
-        >"$WORK/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed: $(tail -n 5 "$WORK/cluster-create.log")"
-    for _ in $(seq 1 200); do
-        ok=1
-        for port in "${REDIS_PORTS[@]}"; do
-            redis-cli -p "$port" CLUSTER INFO | grep -q 'cluster_state:ok' || ok=0
-        done
-        ((ok)) && break
-        sleep 0.1
-    done
-    ((ok)) || die "the cluster did not reach cluster_state:ok"
-    REDIS_CLUSTER_URLS=$(printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}")
-    export REDIS_CLUSTER_URLS=${REDIS_CLUSTER_URLS%,}
+    form_cluster
     DEPLOYMENT="a 3-primary Redis Cluster (ports ${REDIS_PORTS[*]})"
 else
     start_redis "$(free_port)"

@@ -30,6 +30,8 @@
 # (target/profile-bench, shared with profile.sh). Needs: cargo, valgrind (callgrind_control),
 # redis-server, redis-cli, curl, python3.
 set -euo pipefail
+# form_cluster, for CLUSTER=1.
+source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
 ROUTE=${ROUTE:-/me}
 REQUESTS=${REQUESTS:-3000}
@@ -97,19 +99,7 @@ if [[ $CLUSTER == 1 ]]; then
         start_redis "$port" --cluster-enabled yes --cluster-config-file nodes.conf \
             --cluster-node-timeout 2000
     done
-    redis-cli --cluster create "${REDIS_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 \
-        --cluster-yes >"$WORK/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed"
-    for _ in $(seq 100); do
-        ok=1
-        for port in "${REDIS_PORTS[@]}"; do
-            redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' || ok=0
-        done
-        ((ok)) && break
-        sleep 0.1
-    done
-    ((ok)) || die "the cluster did not reach cluster_state:ok"
-    REDIS_CLUSTER_URLS=$(printf 'redis://127.0.0.1:%s,' "${REDIS_PORTS[@]}")
-    export REDIS_CLUSTER_URLS=${REDIS_CLUSTER_URLS%,}
+    form_cluster
     unset REDIS_URL
 else
     start_redis "$(free_port)"
