@@ -20,6 +20,7 @@
 //! | `bare` | nothing but serialise the profile: no middleware, no Redis (the ceiling) |
 //! | `redis-get` | one `GET` of a fixed key through a `ConnectionManager` (the one-round-trip floor) |
 //! | `redis-get-worker` | the same through a `ConnectionManager` per worker, opened on the worker's runtime (the stricter floor: no hop to another thread) |
+//! | `redis-hmget-worker` | `redis-get-worker` with actix-login's reply: `HMGET` of four fields of a session-shaped hash (what three values more in a reply cost) |
 //! | `identity` | actix-session `RedisSessionStore` + actix-identity, `Identity` extractor |
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
@@ -69,7 +70,7 @@ use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpResponse, HttpServe
 use redis::aio::{ConnectionLike, ConnectionManager};
 use serde::{Deserialize, Serialize};
 
-const VARIANTS: [&str; 7] = [
+const VARIANTS: [&str; 8] = [
     "bare",
     "redis-get",
     "identity",
@@ -77,6 +78,7 @@ const VARIANTS: [&str; 7] = [
     "actix-login",
     "actix-login-cache",
     "redis-get-worker",
+    "redis-hmget-worker",
 ];
 
 /// What a variant that cannot run on the deployment prints before it exits; `http.sh` skips
@@ -90,6 +92,11 @@ const NO_CLUSTER: &str =
 
 /// The Redis key the `redis-get` variant reads on every request.
 const FLOOR_KEY: &str = "bench:profile";
+
+/// The hash the `redis-hmget-worker` variant reads on every request, shaped as an actix-login
+/// session of this benchmark is: a first record piece of 64 bytes, a second of 11, no live
+/// update, a deadline of 13 digits.
+const FLOOR_HASH: &str = "bench:session";
 
 /// Idle timeout for the sliding-expiry variant: actix-login's default, so both keep the same
 /// promise about idle sessions.
@@ -260,6 +267,69 @@ async fn run_redis_get_per_worker(port: u16, deployment: &Deployment) -> io::Res
             })
             .route("/login", web::post().to(bare_login))
             .route("/me", web::get().to(floor_me::<ConnectionManager>))
+    })
+    .workers(workers())
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+/// `redis-get-worker`'s handler with the reply actix-login's lookup gets: `HMGET` of four
+/// fields of a hash (two values, a nil, a deadline) instead of `GET` of one string. The profile
+/// is read from the first field, JSON padded with spaces to 64 bytes.
+async fn floor_hmget_me(
+    redis: web::Data<ConnectionManager>,
+) -> actix_web::Result<web::Json<Profile>> {
+    let mut conn = redis.get_ref().clone();
+    let reply: redis::Value = redis::cmd("HMGET")
+        .arg(FLOOR_HASH)
+        .arg(&["r", "r1", "u", "e"])
+        .query_async(&mut conn)
+        .await
+        .map_err(unavailable)?;
+    let redis::Value::Array(fields) = reply else {
+        return Err(unavailable("HMGET answered no array"));
+    };
+    let Some(redis::Value::BulkString(raw)) = fields.first() else {
+        return Err(unavailable("the session hash is missing"));
+    };
+    let profile = serde_json::from_slice(raw).map_err(unavailable)?;
+    Ok(web::Json(profile))
+}
+
+/// The per-worker floor with actix-login's reply shape (see [`floor_hmget_me`]): what four
+/// values in a reply cost against one.
+async fn run_redis_hmget_per_worker(port: u16, deployment: &Deployment) -> io::Result<()> {
+    let Deployment::Single(url) = deployment else {
+        return Err(io::Error::other(format!(
+            "{REFUSED_MARK} the per-worker HMGET handler is written for one server"
+        )));
+    };
+    let client = redis::Client::open(url.as_str()).map_err(io::Error::other)?;
+    let mut conn = client
+        .get_connection_manager()
+        .await
+        .map_err(io::Error::other)?;
+    redis::cmd("HSET")
+        .arg(FLOOR_HASH)
+        .arg("r")
+        .arg(format!("{:<64}", alice_json()))
+        .arg("r1")
+        .arg("x".repeat(11))
+        .arg("e")
+        .arg("1796646574313")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(io::Error::other)?;
+    HttpServer::new(move || {
+        let client = client.clone();
+        App::new()
+            .data_factory(move || {
+                let client = client.clone();
+                async move { client.get_connection_manager().await }
+            })
+            .route("/login", web::post().to(bare_login))
+            .route("/me", web::get().to(floor_hmget_me))
     })
     .workers(workers())
     .bind(("127.0.0.1", port))?
@@ -535,6 +605,7 @@ fn main() -> io::Result<()> {
             "actix-login" => run_actix_login(port, &deployment, false).await,
             "actix-login-cache" => run_actix_login(port, &deployment, true).await,
             "redis-get-worker" => run_redis_get_per_worker(port, &deployment).await,
+            "redis-hmget-worker" => run_redis_hmget_per_worker(port, &deployment).await,
             _ => unreachable!("checked against VARIANTS"),
         }
     });

@@ -11,9 +11,9 @@
 #   PERF_RECORD=1 bash benches/profile.sh          also perf record -g; the report is in
 #                                                  $WORK/perf.data (the path is printed)
 #
-# Variants are http_server's (bare, redis-get, redis-get-worker, identity, actix-login,
-# actix-login-cache, ...). It builds the bench in a target directory of its own with frame
-# pointers and line tables, so that perf can walk the stack; the numbers are for comparing
+# Variants are http_server's (bare, redis-get, redis-get-worker, redis-hmget-worker, identity,
+# actix-login, actix-login-cache, ...). It builds the bench in a target directory of its own with
+# frame pointers and line tables, so that perf can walk the stack; the numbers are for comparing
 # variants measured one after the other on the same machine, not for the README's table.
 # Knobs: ROUTE (/me), DURATION (s, 8), CONNECTIONS (32), THREADS (2), PROFILE_TARGET_DIR
 # (target/profile-bench). Needs: cargo, redis-server, redis-cli, wrk, curl, perf, bc.
