@@ -34,14 +34,14 @@
 # one server. actix-session 0.11's RedisSessionStore connects to one server only (a
 # ConnectionManager or a deadpool-redis pool), so the identity variants refuse to start and the
 # actix-login variants are compared with bare and redis-get (a GET through a cluster
-# connection) only; a variant whose store refuses the deployment (the local cache, until it
-# supports clusters) is skipped too, with the reason it printed.
+# connection) only; the per-worker floors, written for one server, refuse too, and every variant
+# that refuses is skipped with the reason it printed.
 #
 # All eight come from one bench target (benches/http_server.rs, in the actix-login-benches package
 # of the workspace), each in its own process with one
 # Actix worker, all sharing a redis-server this script starts on a free port. Each server gets a
 # session once (POST /login), then wrk hits GET /me with that cookie, and GET /cart with the
-# cart's, in interleaved rounds over all ten (server, route) targets, so slow drifts of a shared
+# cart's, in interleaved rounds over every (server, route) target, so slow drifts of a shared
 # machine spread over every target instead of landing on one.
 #
 # Then a login storm on actix-login alone: GET /me at a steady pace (a few connections, each
@@ -557,7 +557,7 @@ if among redis-hmget-worker "${SERVERS[@]}"; then
     # Not a target: how much of the gap to the one-GET floors is the reply's shape.
     awk -v r="$(ratio_of actix-login redis-hmget-worker)" -v f="$(ratio_of redis-hmget-worker redis-get-worker)" \
         -v a="$(cpu_of actix-login)" -v b="$(cpu_of redis-hmget-worker)" 'BEGIN {
-        printf "- one-HMGET per worker vs one-GET per worker: %s (the reply actix-login gets: four values, not one)\n", f
+        printf "- one-HMGET per worker vs one-GET per worker: %s (the reply actix-login gets, four values not one; no target)\n", f
         printf "- actix-login GET /me vs one-HMGET per worker: %s, server CPU %+.1f µs/req (no target)\n", r, a - b }'
 fi
 if among actix-login-cache "${SERVERS[@]}"; then

@@ -28,8 +28,9 @@
 //!
 //! With `REDIS_CLUSTER_URLS` (seed nodes, comma-separated) instead of `REDIS_URL`, `redis-get`
 //! and the actix-login variants run on that Redis Cluster; the actix-session variants refuse
-//! (its `RedisSessionStore` connects to one server only), as does any variant whose store
-//! refuses the deployment: each prints a line starting `variant refused:` and exits non-zero.
+//! (its `RedisSessionStore` connects to one server only), as do the per-worker floors (written
+//! for one server) and any variant whose store refuses the deployment: each prints a line
+//! starting `variant refused:` and exits non-zero.
 //!
 //! `identity`, `actix-login` and `actix-login-cache` also serve a shopping cart kept in the
 //! session's data: `POST /cart` (logged in) stores a list of three item ids under `cart`, and
@@ -93,10 +94,10 @@ const NO_CLUSTER: &str =
 /// The Redis key the `redis-get` variant reads on every request.
 const FLOOR_KEY: &str = "bench:profile";
 
-/// The hash the `redis-hmget-worker` variant reads on every request, shaped as an actix-login
-/// session of this benchmark is: a first record piece of 64 bytes, a second of 11, no live
-/// update, a deadline of 13 digits.
-const FLOOR_HASH: &str = "bench:session";
+/// The hash the `redis-hmget-worker` variant reads on every request, named as long as an
+/// actix-login session's key (`actix-login:s:{group}digest`) and shaped as one of this benchmark
+/// (see [`run_redis_hmget_per_worker`]).
+const FLOOR_HASH: &str = "bench-floor:s:{AAAA}AAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// Idle timeout for the sliding-expiry variant: actix-login's default, so both keep the same
 /// promise about idle sessions.
@@ -242,41 +243,15 @@ where
 /// `redis-get` with a connection per worker, opened on the worker's own runtime: the stricter
 /// floor, as a shared connection's commands hop to the thread that opened it and back.
 async fn run_redis_get_per_worker(port: u16, deployment: &Deployment) -> io::Result<()> {
-    let Deployment::Single(url) = deployment else {
-        return Err(io::Error::other(format!(
-            "{REFUSED_MARK} the per-worker one-GET handler is written for one server"
-        )));
-    };
-    let client = redis::Client::open(url.as_str()).map_err(io::Error::other)?;
-    let mut conn = client
-        .get_connection_manager()
-        .await
-        .map_err(io::Error::other)?;
-    redis::cmd("SET")
-        .arg(FLOOR_KEY)
-        .arg(alice_json())
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(io::Error::other)?;
-    HttpServer::new(move || {
-        let client = client.clone();
-        App::new()
-            .data_factory(move || {
-                let client = client.clone();
-                async move { client.get_connection_manager().await }
-            })
-            .route("/login", web::post().to(bare_login))
-            .route("/me", web::get().to(floor_me::<ConnectionManager>))
-    })
-    .workers(workers())
-    .bind(("127.0.0.1", port))?
-    .run()
-    .await
+    let mut seed = redis::cmd("SET");
+    seed.arg(FLOOR_KEY).arg(alice_json());
+    serve_floor_per_worker(port, deployment, seed, floor_me::<ConnectionManager>).await
 }
 
-/// `redis-get-worker`'s handler with the reply actix-login's lookup gets: `HMGET` of four
-/// fields of a hash (two values, a nil, a deadline) instead of `GET` of one string. The profile
-/// is read from the first field, JSON padded with spaces to 64 bytes.
+/// `redis-get-worker`'s handler with the reply actix-login's lookup gets: `HMGET` of the fields
+/// it asks for (the record's first two pieces, the live update, the deadline: `r`, `r1`, `u`,
+/// `e` in `src/store/redis/codec.rs`), four values where `GET` answers one. The profile is read
+/// from the first field, JSON padded with spaces to a full piece.
 async fn floor_hmget_me(
     redis: web::Data<ConnectionManager>,
 ) -> actix_web::Result<web::Json<Profile>> {
@@ -297,12 +272,41 @@ async fn floor_hmget_me(
     Ok(web::Json(profile))
 }
 
-/// The per-worker floor with actix-login's reply shape (see [`floor_hmget_me`]): what four
-/// values in a reply cost against one.
+/// The per-worker floor with actix-login's reply (see [`floor_hmget_me`]): what three values
+/// more in a reply cost, apart from everything else actix-login does.
 async fn run_redis_hmget_per_worker(port: u16, deployment: &Deployment) -> io::Result<()> {
+    // The fields, their order and their lengths as a session of this benchmark has them (a
+    // login by curl, `HSTRLEN` of each): Redis scans a small hash field by field.
+    let mut seed = redis::cmd("HSET");
+    seed.arg(FLOOR_HASH)
+        .arg("r")
+        .arg(format!("{:<64}", alice_json()))
+        .arg("e")
+        // Any 13-digit Unix time in milliseconds: the handler never reads it.
+        .arg("1796646574313")
+        .arg("z")
+        .arg("0")
+        .arg("r1")
+        .arg("x".repeat(14));
+    serve_floor_per_worker(port, deployment, seed, floor_hmget_me).await
+}
+
+/// A one-server floor whose `/me` is `handler`, with a `ConnectionManager` per worker; `seed`
+/// writes what it reads, once, before the server starts.
+async fn serve_floor_per_worker<F, Args>(
+    port: u16,
+    deployment: &Deployment,
+    seed: redis::Cmd,
+    handler: F,
+) -> io::Result<()>
+where
+    F: actix_web::Handler<Args> + Send + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
     let Deployment::Single(url) = deployment else {
         return Err(io::Error::other(format!(
-            "{REFUSED_MARK} the per-worker HMGET handler is written for one server"
+            "{REFUSED_MARK} the per-worker floors are written for one server"
         )));
     };
     let client = redis::Client::open(url.as_str()).map_err(io::Error::other)?;
@@ -310,15 +314,7 @@ async fn run_redis_hmget_per_worker(port: u16, deployment: &Deployment) -> io::R
         .get_connection_manager()
         .await
         .map_err(io::Error::other)?;
-    redis::cmd("HSET")
-        .arg(FLOOR_HASH)
-        .arg("r")
-        .arg(format!("{:<64}", alice_json()))
-        .arg("r1")
-        .arg("x".repeat(11))
-        .arg("e")
-        .arg("1796646574313")
-        .query_async::<()>(&mut conn)
+    seed.query_async::<()>(&mut conn)
         .await
         .map_err(io::Error::other)?;
     HttpServer::new(move || {
@@ -329,7 +325,7 @@ async fn run_redis_hmget_per_worker(port: u16, deployment: &Deployment) -> io::R
                 async move { client.get_connection_manager().await }
             })
             .route("/login", web::post().to(bare_login))
-            .route("/me", web::get().to(floor_hmget_me))
+            .route("/me", web::get().to(handler.clone()))
     })
     .workers(workers())
     .bind(("127.0.0.1", port))?
