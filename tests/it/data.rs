@@ -19,7 +19,9 @@ use serde_json::json;
 use crate::support;
 use crate::support::cluster::RedisCluster;
 use crate::support::http::*;
-use crate::support::redis_server::{connection, shared_redis_url, unique_prefix, RedisServer};
+use crate::support::redis_server::{
+    connection, mark_as_moving, shared_redis_url, unique_prefix, RedisServer,
+};
 
 async fn login(session: Session, id: web::Path<u64>) -> Result<HttpResponse, Error> {
     session.login(id.to_string(), &json!({ "id": *id })).await?;
@@ -735,14 +737,10 @@ async fn a_session_caught_mid_rotation_refuses_writes_and_forwards_updates() {
             .await
             .unwrap());
     }
-    // The mark a rotation leaves on the old key, in the same step as its copy.
+    // The mark a rotation leaves on the old key, in the same step as its copy, which takes the
+    // old key's record away: the update must follow the mark all the same.
     let mut conn = connection(&url).unwrap();
-    redis::cmd("HSET")
-        .arg(store.session_key(&old))
-        .arg("m")
-        .arg(new.as_str())
-        .exec(&mut conn)
-        .unwrap();
+    mark_as_moving(&mut conn, &store.session_key(&old), new.as_str());
 
     let write = [DataChange::Insert {
         name: "cart".into(),

@@ -12,7 +12,7 @@ use crate::support::chaos_proxy::{ChaosProxy, Mode};
 use crate::support::cluster::RedisCluster;
 use crate::support::http::minimal::app;
 use crate::support::http::*;
-use crate::support::redis_server::{connection, unique_prefix, RedisServer};
+use crate::support::redis_server::{connection, mark_as_moving, unique_prefix, RedisServer};
 
 /// Each way of the proxy holds every chunk this long, so a round trip takes twice as long and a
 /// cut-off can land between any two commands of a rotation.
@@ -148,17 +148,16 @@ async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
     let token = log_in(&app, 7).await;
     let old = redis_session_key(&prefix, &token);
     let mut raw = connection(&cluster.urls()[cluster.node_serving(&old)]).unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(&old)
-        .arg("m")
-        .arg(format!("{}elsewhere", &stored_key(&token)[..4]))
-        .query(&mut raw)
-        .unwrap();
+    mark_as_moving(
+        &mut raw,
+        &old,
+        &format!("{}elsewhere", &stored_key(&token)[..4]),
+    );
 
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 
-    // The lookups that read data too, which ask for more fields before the mark: by the data
-    // names the store has met, and for a session it knows to hold large data (5 KB).
+    // The lookups that read data too: by the data names the store has met, and for a session
+    // it knows to hold large data (5 KB).
     for (n, json) in [
         (1, "[1]".to_owned()),
         (2, format!("\"{}\"", "x".repeat(5000))),
@@ -176,12 +175,7 @@ async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
         }
         let redis_key = store.session_key(&key);
         let mut raw = connection(&cluster.urls()[cluster.node_serving(&redis_key)]).unwrap();
-        let _: () = redis::cmd("HSET")
-            .arg(&redis_key)
-            .arg("m")
-            .arg("abcdelsewhere")
-            .query(&mut raw)
-            .unwrap();
+        mark_as_moving(&mut raw, &redis_key, "abcdelsewhere");
         assert!(
             store.load_with_data(&key).await.unwrap().is_none(),
             "{n}: marked"

@@ -16,8 +16,8 @@ use redis::Value;
 use serde_json::value::RawValue;
 
 use self::codec::{
-    bulk, data_size, decode_hash, decode_head, decode_named, decode_reply, encode_deadline,
-    ttl_millis, Head, Named, Oddity, DEADLINE, HEAD_PIECES, MOVING, RECORD_PIECES, SIZE, USER,
+    data_size, decode_hash, decode_head, decode_named, decode_reply, encode_deadline, ttl_millis,
+    Head, Named, Oddity, DEADLINE, HEAD_PIECES, RECORD_PIECES, SIZE, USER,
 };
 use self::connection::Connection;
 use self::data::{DataNames, LargeData};
@@ -169,7 +169,7 @@ impl RedisStore {
 
     /// `HMGET` of all the fields a session's record is made of.
     fn record_fields(&self, key: &SessionKey) -> redis::Cmd {
-        read_record(&self.session_key(key), Pieces::All)
+        read_record(&self.session_key(key), Pieces::All, [])
     }
 
     /// The Redis key of a throttling counter. All counters share the hash tag `{throttle}`, so
@@ -190,10 +190,8 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let read = self.record_read(redis_key, Pieces::Head, []);
-        let Some(reply) = self.read_values(&mut *conn, read).await? else {
-            return Ok(None);
-        };
+        let read = read_record(redis_key, Pieces::Head, []);
+        let reply = self.read_values(&mut *conn, read).await?;
         match decode_head(&reply)? {
             Head::Read(stored) => Ok(stored),
             Head::Longer => self.fetch_whole(conn, redis_key).await,
@@ -207,58 +205,26 @@ impl RedisStore {
         conn: &mut impl ConnectionLike,
         redis_key: &str,
     ) -> Result<Option<StoredSession>, StoreError> {
-        let (hmget, marks) = self.record_read(redis_key, Pieces::All, []);
-        let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
-        if marks && reply.pop().flatten().is_some() {
-            return Ok(None);
-        }
+        let hmget = read_record(redis_key, Pieces::All, []);
+        let reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
         decode_reply(reply)
     }
 
-    /// `HMGET` of the record's `pieces`, its live update and deadline, then the `more` fields,
-    /// and on a cluster the moving mark last; whether it asks for the mark.
-    fn record_read<'a>(
-        &self,
-        redis_key: &str,
-        pieces: Pieces,
-        more: impl IntoIterator<Item = &'a str>,
-    ) -> (redis::Cmd, bool) {
-        let mut hmget = read_record(redis_key, pieces);
-        for field in more {
-            hmget.arg(field);
-        }
-        let marks = self.may_mark_moving();
-        if marks {
-            hmget.arg(MOVING);
-        }
-        (hmget, marks)
-    }
-
-    /// The reply to a [`record_read`](Self::record_read), as values to decode in place
-    /// (converting it first would copy it), the mark taken off; `None` when the key is marked
-    /// as moving (a cluster's rotation under way, or cut off), which makes it dead to
-    /// requests: the session lives on under the new key, or nowhere.
+    /// The reply to a [`read_record`], as values to decode in place (converting it first would
+    /// copy it).
+    ///
+    /// It asks for no moving mark: a cluster's rotation takes the old key's record away in the
+    /// step that marks it (see [`scripts::MOVE`]), so a marked key reads as no session like a
+    /// deleted one, and every lookup is spared a value that is nearly always nil.
     async fn read_values(
         &self,
         conn: &mut impl ConnectionLike,
-        (hmget, marks): (redis::Cmd, bool),
-    ) -> Result<Option<Vec<Value>>, StoreError> {
-        let reply: Value = self.run(hmget.query_async(conn)).await?;
-        let Value::Array(mut reply) = reply else {
-            return Err(StoreError::corrupt("HMGET reply is not an array"));
-        };
-        if marks && bulk(&reply.pop().unwrap_or(Value::Nil))?.is_some() {
-            return Ok(None);
+        hmget: redis::Cmd,
+    ) -> Result<Vec<Value>, StoreError> {
+        match self.run(hmget.query_async(conn)).await? {
+            Value::Array(reply) => Ok(reply),
+            _ => Err(StoreError::corrupt("HMGET reply is not an array")),
         }
-        Ok(Some(reply))
-    }
-
-    /// Whether a session key can be marked as moving: only on a cluster, where a rotation
-    /// copies the session across slots in steps. On one server (and Sentinel's primary) a
-    /// rotation is one script, so reads leave the mark out: one value fewer for Redis to send
-    /// and for the client to parse, on every lookup.
-    fn may_mark_moving(&self) -> bool {
-        !self.connection.is_single_node()
     }
 
     /// The session stored under `redis_key` and, if it is small, its data, read through `conn`.
@@ -276,17 +242,13 @@ impl RedisStore {
         redis_key: &str,
     ) -> Result<Option<LoadedSession>, StoreError> {
         if self.large_data.contains(redis_key) {
-            let (hmget, marks) = self.record_read(redis_key, Pieces::All, [SIZE]);
+            let hmget = read_record(redis_key, Pieces::All, [SIZE]);
             let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(conn)).await?;
-            let moving = marks && reply.pop().flatten().is_some();
             // A size that is not a number leaves the session where it is: the next data write
             // counts the size anew.
             match data_size(reply.pop().flatten().as_deref()) {
                 Some(size) => self.large_data.note(redis_key, size),
                 None => Oddity::SizeNotNumber.warn_once(),
-            }
-            if moving {
-                return Ok(None);
             }
             let stored = decode_reply(reply)?;
             return Ok(stored.map(|stored| LoadedSession { stored, data: None }));
@@ -337,10 +299,8 @@ impl RedisStore {
         fields: &[String],
     ) -> Result<Named, StoreError> {
         let more = std::iter::once(SIZE).chain(fields.iter().map(String::as_str));
-        let read = self.record_read(redis_key, pieces, more);
-        let Some(reply) = self.read_values(conn, read).await? else {
-            return Ok(Named::Read(None, 0));
-        };
+        let read = read_record(redis_key, pieces, more);
+        let reply = self.read_values(conn, read).await?;
         decode_named(&reply, pieces.fields().len(), fields, DATA_READ_WITH_RECORD)
     }
 
@@ -561,8 +521,12 @@ impl Pieces {
 }
 
 /// `HMGET` of the fields a session's record is made of, under `redis_key`: its `pieces`, the
-/// live update and the deadline.
-fn read_record(redis_key: &str, pieces: Pieces) -> redis::Cmd {
+/// live update and the deadline, then the `more` fields.
+fn read_record<'a>(
+    redis_key: &str,
+    pieces: Pieces,
+    more: impl IntoIterator<Item = &'a str>,
+) -> redis::Cmd {
     let pieces = pieces.fields();
     // Sized up front: a lookup of every request builds this, and growing it costs allocations.
     let mut hmget = redis::Cmd::with_capacity(8, redis_key.len() + 32);
@@ -572,6 +536,9 @@ fn read_record(redis_key: &str, pieces: Pieces) -> redis::Cmd {
         .arg(pieces)
         .arg(USER)
         .arg(DEADLINE);
+    for field in more {
+        hmget.arg(field);
+    }
     hmget
 }
 

@@ -119,13 +119,16 @@ return reply
 });
 
 /// Replaces the profile and roles. `KEYS[1]`; `ARGV[1]` the `u` field. Returns 0 when there is
-/// no session, 1 when updated, or the key text it is moving to, which must be updated too.
+/// no session, 1 when updated, or the key text it is moving to, which must be updated instead
+/// (the mark is looked for first: a marked key has no record left).
 pub(super) static UPDATE_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local moving = redis.call('HGET', KEYS[1], 'm')
+if moving then return moving end
 if redis.call('HEXISTS', KEYS[1], 'r') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'u', ARGV[1])
-return redis.call('HGET', KEYS[1], 'm') or 1
+return 1
 ",
     )
 });
@@ -139,7 +142,8 @@ return redis.call('HGET', KEYS[1], 'm') or 1
 /// With the index (one server), the whole move happens here: the copy is indexed and the old
 /// key deleted and unindexed in the same step, so a rotation cut off at any point leaves the old
 /// token either working or gone. Without it (a cluster, where the index lives in another slot),
-/// the old key is marked as moving to the new one: from then on it is dead to every read and
+/// the old key is marked as moving to the new one and loses its record: from then on it is dead
+/// to every read (which finds no record, as for a deleted key, without asking for the mark) and
 /// write (and a live update follows the mark), and it expires within the grace TTL should the
 /// rest of the rotation never come. Returns 0 when the old session is gone or already moving,
 /// -1 when the new key is taken, 1 when moved.
@@ -166,6 +170,7 @@ if KEYS[3] then
   redis.call('DEL', old)
   redis.call('HDEL', KEYS[3], ARGV[7])
 else
+  redis.call('HDEL', old, 'r', 'r1', 'r2', 'r3')
   redis.call('HSET', old, 'm', ARGV[5])
   local ttl = redis.call('PTTL', old)
   if ttl < 0 or ttl > tonumber(ARGV[8]) then redis.call('PEXPIRE', old, ARGV[8]) end

@@ -200,6 +200,22 @@ pub fn connection(url: &str) -> redis::RedisResult<redis::Connection> {
     redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))
 }
 
+/// Leaves `redis_key` as a cluster's rotation cut off after its first step leaves the old key:
+/// marked as moving to `to` (a key's text), its record gone (`MOVE` in the store's scripts).
+pub fn mark_as_moving(conn: &mut redis::Connection, redis_key: &str, to: &str) {
+    redis::pipe()
+        .atomic()
+        .cmd("HDEL")
+        .arg(redis_key)
+        .arg(&["r", "r1", "r2", "r3"])
+        .cmd("HSET")
+        .arg(redis_key)
+        .arg("m")
+        .arg(to)
+        .exec(conn)
+        .expect("mark the key as moving");
+}
+
 /// Every key under `prefix` with its value (strings only) and TTL in milliseconds.
 pub fn dump(url: &str, prefix: &str) -> Vec<(String, Option<Vec<u8>>, i64)> {
     let mut conn = connection(url).expect("connect for dump");
