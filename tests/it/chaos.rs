@@ -1337,7 +1337,9 @@ fn inspect_keys(redis: &Redis) -> Orphans {
             .and_then(|record| support::redis_server::record_user_id(&record))
             .unwrap_or_default();
         if user.is_empty() {
-            // Anonymous: in no index, by design.
+            // Anonymous: in no index, by design. Or the old key of a rotation cut off half-way,
+            // which has no record left: no request can use it, and its copy is checked as a
+            // session of its own.
             continue;
         }
         let index = format!("{PREFIX}:u:{user}");

@@ -188,6 +188,56 @@ async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
     assert_eq!(status(&app, get("/me", Some(&again))).await, 200);
 }
 
+/// A rotation on a cluster marks the old key (taking its record away) before it indexes the
+/// new one. A revocation that lists the user's sessions in between must still find the session
+/// under the old key, whose deletion makes the rotation give up; listed as gone, the session
+/// would live on under the new key, which the revocation never saw.
+#[actix_web::test]
+async fn a_session_half_way_through_a_rotation_on_a_cluster_is_still_listed() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::cluster_builder(cluster.urls())
+        .key_prefix(&unique_prefix())
+        .connect()
+        .await
+        .unwrap();
+    let (old, new) = (key(1), key(2));
+    for k in [&old, &new] {
+        assert!(store
+            .create(k, &record(1), an_hour(), &SessionData::new())
+            .await
+            .unwrap());
+    }
+    // The state right after the rotation's script: the copy not yet indexed, the old key
+    // marked.
+    let index = store.user_index_key("7");
+    let mut raw = connection(&cluster.urls()[cluster.node_serving(&index)]).unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(&index)
+        .arg(new.as_str())
+        .query(&mut raw)
+        .unwrap();
+    let old_redis_key = store.session_key(&old);
+    let mut raw = connection(&cluster.urls()[cluster.node_serving(&old_redis_key)]).unwrap();
+    mark_as_moving(&mut raw, &old_redis_key, new.as_str());
+    assert!(store.load(&old).await.unwrap().is_none(), "dead to lookups");
+
+    let listed = store.list("7").await.unwrap();
+    let keys: Vec<&SessionKey> = listed.live.iter().map(|(key, _)| key).collect();
+    assert_eq!(
+        keys,
+        [&old],
+        "the half-moved session is listed under its old key"
+    );
+    assert_eq!(listed.dropped, 0);
+    assert_eq!(listed.live[0].1.record.id(), "public-id-1");
+
+    // A mark that names no live session (the rotation gave up) lists as gone.
+    assert!(store.delete(&new).await.unwrap());
+    let listed = store.list("7").await.unwrap();
+    assert!(listed.live.is_empty(), "{:?}", listed.live);
+    assert_eq!(listed.dropped, 1);
+}
+
 /// Logs in as `id` from a browser that still holds `token`, and returns the new token.
 async fn log_in_with<S, B>(app: &S, id: u64, token: &str) -> String
 where

@@ -9,7 +9,7 @@
 //! | `e` | the idle deadline, Unix milliseconds | create, rotate, extend |
 //! | `u` | `{"p":profile,"r":roles}`, replacing the record's, once the user was updated live | update, rotate |
 //! | `z` | the data's size in bytes, as [`SessionData::size`] counts it, in the same step as every change to the data | create, data writes, rotate |
-//! | `m` | the key the session is moving to, once a rotation on a cluster has copied it; the record's pieces go in the same step, so the key is dead to reads (which never ask for `m`) and writes from then on | rotate |
+//! | `m` | the key the session is moving to, once a rotation on a cluster has copied it; the record's pieces go in the same step, so the key is dead to lookups (which never ask for `m`) and writes from then on; a listing follows `m` to the copy | rotate |
 //! | `d:{name}` | one data value, as JSON | data writes |
 //!
 //! The deadline travels in the hash, and not only as the key's TTL, so that one read tells a
@@ -68,6 +68,9 @@ const _: () = assert!(RECORD_PIECES.len() == 4 && HEAD_PIECES == 2);
 const PIECE_LEN: usize = 64;
 /// The idle-deadline field.
 pub(super) const DEADLINE: &str = "e";
+/// The field that marks a key as moving to another (a cluster's rotation): read by listings
+/// only, as lookups find no record under a marked key.
+pub(super) const MOVING: &str = "m";
 /// The live-update field.
 pub(super) const USER: &str = "u";
 /// The data-size field.

@@ -4,7 +4,9 @@ use std::time::SystemTime;
 
 use futures_util::future::join_all;
 
-use super::codec::{encode_deadline, encode_record, record_pieces, ttl_millis, DATA_PREFIX};
+use super::codec::{
+    encode_deadline, encode_record, record_pieces, ttl_millis, DATA_PREFIX, MOVING,
+};
 use super::{scripts, RedisStore};
 use crate::error::StoreError;
 use crate::record::{SessionData, SessionKey, SessionRecord};
@@ -135,7 +137,10 @@ impl RedisStore {
     }
 
     /// The record, live update and deadline under each key, as `HMGET` returns them: one
-    /// pipeline on a server, a command per key (each in its own slot) on a cluster.
+    /// pipeline on a server, a command per key (each in its own slot) on a cluster, where a key
+    /// marked as moving reads as the session it moves to (see [`listed_on_cluster`]).
+    ///
+    /// [`listed_on_cluster`]: Self::listed_on_cluster
     pub(super) async fn lookup_all(
         &self,
         keys: &[&SessionKey],
@@ -148,12 +153,42 @@ impl RedisStore {
             }
             return self.run(lookups.query_async(&mut conn)).await;
         }
-        let lookups = keys.iter().map(|key| {
-            let mut conn = self.connection.clone();
-            let hmget = self.record_fields(key);
-            async move { self.run(hmget.query_async(&mut conn)).await }
-        });
-        join_all(lookups).await.into_iter().collect()
+        join_all(keys.iter().map(|key| self.listed_on_cluster(key)))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The record fields of a listed session on a cluster, as [`lookup_all`](Self::lookup_all)
+    /// gives them.
+    ///
+    /// A rotation there marks the old key as moving and takes its record away before it
+    /// indexes the new key, so that lookups find no session under the old key without asking
+    /// for the mark. A listing must still find the session in between: a revocation that
+    /// deletes the old key makes the rotation give up and delete the new one (see
+    /// `SessionStore::rotate`), and a live update that reaches the old key follows the mark.
+    /// So a marked key without a record reads here as the copy under the key it names; if that
+    /// is gone too, or the mark cannot be read, as no session.
+    async fn listed_on_cluster(
+        &self,
+        key: &SessionKey,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut conn = self.connection.clone();
+        let mut hmget = self.record_fields(key);
+        hmget.arg(MOVING);
+        let mut reply: Vec<Option<Vec<u8>>> = self.run(hmget.query_async(&mut conn)).await?;
+        let moving_to = reply.pop().flatten();
+        let has_record = reply.first().is_some_and(Option::is_some);
+        let copy = moving_to
+            .filter(|_| !has_record)
+            .and_then(|text| SessionKey::parse(std::str::from_utf8(&text).ok()?));
+        match copy {
+            Some(copy) => {
+                self.run(self.record_fields(&copy).query_async(&mut conn))
+                    .await
+            }
+            None => Ok(reply),
+        }
     }
 
     /// Each key's remaining TTL in milliseconds as Redis reports it: -1 for a key without one,

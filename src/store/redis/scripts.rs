@@ -142,10 +142,11 @@ return 1
 /// With the index (one server), the whole move happens here: the copy is indexed and the old
 /// key deleted and unindexed in the same step, so a rotation cut off at any point leaves the old
 /// token either working or gone. Without it (a cluster, where the index lives in another slot),
-/// the old key is marked as moving to the new one and loses its record: from then on it is dead
-/// to every read (which finds no record, as for a deleted key, without asking for the mark) and
-/// write (and a live update follows the mark), and it expires within the grace TTL should the
-/// rest of the rotation never come. Returns 0 when the old session is gone or already moving,
+/// the old key is marked as moving to the new one and loses its record: from then on lookups
+/// find no session there (as under a deleted key, without asking for the mark) and no write
+/// lands on it; a listing reads it as the copy, so that a revocation racing the move finds it,
+/// and a live update follows the mark. It expires within the grace TTL should the rest of the
+/// rotation never come. Returns 0 when the old session is gone or already moving,
 /// -1 when the new key is taken, 1 when moved.
 pub(super) static MOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
