@@ -68,8 +68,8 @@ const _: () = assert!(RECORD_PIECES.len() == 4 && HEAD_PIECES == 2);
 const PIECE_LEN: usize = 64;
 /// The idle-deadline field.
 pub(super) const DEADLINE: &str = "e";
-/// The field that marks a key as moving to another (a cluster's rotation): read by listings
-/// only, as lookups find no record under a marked key.
+/// The field that marks a key as moving to another (a cluster's rotation): of the reads this
+/// crate sends, only listings ask for it, as lookups find no record under a marked key.
 pub(super) const MOVING: &str = "m";
 /// The live-update field.
 pub(super) const USER: &str = "u";

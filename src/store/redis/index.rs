@@ -13,7 +13,8 @@ use crate::record::{SessionData, SessionKey, SessionRecord};
 use crate::store::Carry;
 
 /// How long an old key marked as moving lives at most, should the rest of its rotation never
-/// come (a cluster only; it is dead to every read from the moment it is marked).
+/// come (a cluster only; it is dead to lookups and writes from the moment it is marked, and
+/// listings follow the mark).
 const MARKED_GRACE_MS: u64 = 60_000;
 
 /// What [`RedisStore::copy_to`] did.
@@ -82,8 +83,8 @@ pub(super) async fn create(
 impl RedisStore {
     /// Moves the session under `old` to `new` (see [`scripts::MOVE`]). On one server the move
     /// is one script: `new` is created and indexed, `old` deleted and unindexed, all at once. On
-    /// a cluster the script copies and marks `old` as moving (dead to reads and writes from
-    /// then on), then `new` is indexed; the caller deletes and unindexes `old`. Returns whether
+    /// a cluster the script copies and marks `old` as moving (dead to lookups and writes from
+    /// then on, listings following the mark), then `new` is indexed; the caller deletes and unindexes `old`. Returns whether
     /// `old` was there to move, and on one server, whether the move is complete.
     pub(super) async fn copy_to(
         &self,

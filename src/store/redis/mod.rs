@@ -92,7 +92,7 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// | [`update_user`](SessionStore::update_user) | a script; one more per rotation it follows; then as `delete` settles | 1–3 |
 /// | [`create`](SessionStore::create) | a script (`HSET`, `PEXPIRE`, and on one server `HSET` of the index, `PEXPIRE … NX`, `PEXPIRE … GT`) | 1; 2 on a cluster |
 /// | [`delete`](SessionStore::delete) | `DEL` (with `WAIT` in the same round trip when [waiting for replicas](RedisStoreBuilder::wait_for_replicas)); then `INFO server` with a local cache on one server, else `PING` (`EXISTS` of the key on a cluster) unless [`peer_caches(false)`](RedisStoreBuilder::peer_caches) | 1–2 |
-/// | [`list`](SessionStore::list) | `HKEYS` of the index; `HMGET` of each member (one pipeline); `PTTL` of those past their deadline; `HDEL` of dead members | 2–4 |
+/// | [`list`](SessionStore::list) | `HKEYS` of the index; `HMGET` of each member (one pipeline; on a cluster one command each, which also asks for the moving mark, and a second `HMGET` of the copy for a member half-way through a rotation); `PTTL` of those past their deadline; `HDEL` of dead members | 2–5 |
 /// | [`rotate`](SessionStore::rotate) | a script copying the session and indexing the copy; as `delete` for the old key; `HDEL` old | 3–4 |
 ///
 /// The `PING` (or `INFO server`) after a write waits until Redis has sent that write's
