@@ -239,6 +239,90 @@ async fn a_session_half_way_through_a_rotation_on_a_cluster_is_still_listed() {
     assert_eq!(listed.dropped, 1);
 }
 
+/// A real rotation on a cluster, held between its script and its index write (the node of the
+/// user's index pauses writes): from the moment the copy exists, the old token is dead to
+/// lookups, with its data or without, and the session is listed; once the rotation ends, only
+/// the new token works.
+#[actix_web::test]
+async fn a_rotation_on_a_cluster_kills_the_old_token_the_moment_it_copies() {
+    let cluster = RedisCluster::start();
+    let prefix = unique_prefix();
+    let connect = || {
+        RedisStore::cluster_builder(cluster.urls())
+            .key_prefix(&prefix)
+            .command_timeout(Duration::from_secs(10))
+            .connect()
+    };
+    // The checks go through connections of their own: on the rotating store's, they would
+    // queue behind its paused index write.
+    let (store, observer) = (connect().await.unwrap(), connect().await.unwrap());
+    let (old, new) = (key(1), key(2));
+    let old_node = cluster.node_serving(&store.session_key(&old));
+    // A user whose index lives on another node than the session, so that pausing it holds
+    // the rotation after its script.
+    let user = (0..1000)
+        .map(|n| format!("user-{n}"))
+        .find(|user| cluster.node_serving(&store.user_index_key(user)) != old_node)
+        .expect("some index on another node");
+    let index_node = cluster.node_serving(&store.user_index_key(&user));
+    let profile = || RawValue::from_string(r#"{"id":7}"#.to_owned()).unwrap();
+    let now = SystemTime::now();
+    let record = SessionRecord::new("public-id", user.clone(), profile(), now, an_hour());
+    let mut data = SessionData::new();
+    data.insert("cart", "[1]".to_owned());
+    assert!(store.create(&old, &record, an_hour(), &data).await.unwrap());
+
+    let mut index_conn = connection(&cluster.urls()[index_node]).unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("WRITE")
+        .exec(&mut index_conn)
+        .unwrap();
+    let rotation = store.rotate(&old, &new, &record, an_hour(), Carry::DataAndUser);
+    let check = async {
+        let mut raw = connection(&cluster.urls()[old_node]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        while !redis::cmd("EXISTS")
+            .arg(store.session_key(&new))
+            .query::<bool>(&mut raw)
+            .unwrap()
+        {
+            assert!(std::time::Instant::now() < deadline, "the copy never came");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            observer.load(&old).await.unwrap().is_none(),
+            "old token, mid-rotation"
+        );
+        assert!(
+            observer.load_with_data(&old).await.unwrap().is_none(),
+            "with its data"
+        );
+        let listed = observer.list(&user).await;
+        redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .exec(&mut index_conn)
+            .unwrap();
+        listed
+    };
+    let (moved, listed) = futures_util::future::join(rotation, check).await;
+    let listed = listed.unwrap();
+    let keys: Vec<&SessionKey> = listed.live.iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, [&old], "listed mid-rotation under the old key");
+    assert!(moved.unwrap(), "the rotation went through");
+    assert!(store.load(&old).await.unwrap().is_none());
+    let after = store
+        .load_with_data(&new)
+        .await
+        .unwrap()
+        .expect("the new token works");
+    let cart = after
+        .data
+        .and_then(|data| data.get("cart").map(str::to_owned));
+    assert_eq!(cart.as_deref(), Some("[1]"), "the data moved along");
+}
+
 /// Logs in as `id` from a browser that still holds `token`, and returns the new token.
 async fn log_in_with<S, B>(app: &S, id: u64, token: &str) -> String
 where

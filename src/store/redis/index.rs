@@ -84,8 +84,9 @@ impl RedisStore {
     /// Moves the session under `old` to `new` (see [`scripts::MOVE`]). On one server the move
     /// is one script: `new` is created and indexed, `old` deleted and unindexed, all at once. On
     /// a cluster the script copies and marks `old` as moving (dead to lookups and writes from
-    /// then on, listings following the mark), then `new` is indexed; the caller deletes and unindexes `old`. Returns whether
-    /// `old` was there to move, and on one server, whether the move is complete.
+    /// then on, listings following the mark), then `new` is indexed; the caller deletes and
+    /// unindexes `old`. Returns whether `old` was there to move, and on one server, whether the
+    /// move is complete.
     pub(super) async fn copy_to(
         &self,
         old: &SessionKey,
