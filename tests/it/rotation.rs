@@ -196,7 +196,7 @@ async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
 async fn a_session_half_way_through_a_rotation_on_a_cluster_is_still_listed() {
     let cluster = RedisCluster::start();
     let store = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(&unique_prefix())
+        .key_prefix(unique_prefix())
         .connect()
         .await
         .unwrap();
