@@ -271,11 +271,7 @@ async fn data_on_redis_with_a_local_cache() {
 #[actix_web::test]
 async fn data_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
-    let store = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(unique_prefix())
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&unique_prefix()).await;
     check_data_contract(store).await;
 }
 
@@ -598,11 +594,7 @@ async fn role_updates_reach_every_session_at_once_cached_or_not() {
     }
 
     let cluster = RedisCluster::start();
-    let on_cluster = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(unique_prefix())
-        .connect()
-        .await
-        .unwrap();
+    let on_cluster = cluster.store(&unique_prefix()).await;
     for middleware in [
         LoginMiddleware::new(MemoryStore::new()),
         LoginMiddleware::new(on_cluster),

@@ -324,11 +324,7 @@ async fn a_record_read_on_one_server_asks_for_no_moving_mark() {
 #[actix_web::test]
 async fn a_record_read_on_a_cluster_asks_for_no_moving_mark() {
     let cluster = RedisCluster::start();
-    let store = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(PREFIX)
-        .connect()
-        .await
-        .expect("connect");
+    let store = cluster.store(PREFIX).await;
     let app = app(store).await;
     let token = log_in(&app, 1).await;
     let node = cluster.node_serving(&redis_session_key(PREFIX, &token));

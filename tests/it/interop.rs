@@ -647,11 +647,7 @@ async fn a_hung_write_after_the_handler_is_a_503() {
 async fn sessions_work_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
     let prefix = unique_prefix();
-    let store = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(&prefix)
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&prefix).await;
     let key = Key::generate();
     let app = app(store, &key, &cluster.urls()[0], &prefix, |b| b).await;
     let stored = || -> Vec<String> {

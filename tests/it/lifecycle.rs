@@ -660,11 +660,7 @@ async fn account_controls_on_the_memory_store() {
 #[actix_web::test]
 async fn account_controls_on_a_redis_cluster() {
     let cluster = support::cluster::RedisCluster::start();
-    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(unique_prefix())
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&unique_prefix()).await;
     check_account_controls(store).await;
 }
 
@@ -727,11 +723,7 @@ async fn the_listed_ip_comes_from_trusted_proxies_only() {
 #[actix_web::test]
 async fn sessions_survive_a_slot_migration() {
     let cluster = support::cluster::RedisCluster::start();
-    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(unique_prefix())
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&unique_prefix()).await;
     let app = app(LoginMiddleware::new(store)).await;
     let mut tokens = Vec::new();
     for user in 0..12 {

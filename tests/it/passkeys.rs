@@ -308,11 +308,7 @@ async fn register_sign_out_and_sign_in_on_redis() {
 #[actix_web::test]
 async fn register_sign_out_and_sign_in_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
-    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(unique_prefix())
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&unique_prefix()).await;
     check_register_sign_out_sign_in(store).await;
 }
 
@@ -484,11 +480,7 @@ async fn a_replayed_challenge_is_refused_on_redis() {
 #[actix_web::test]
 async fn a_replayed_challenge_is_refused_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
-    let store = actix_login::RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(unique_prefix())
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&unique_prefix()).await;
     check_replayed_challenge(store).await;
 }
 

@@ -139,11 +139,7 @@ async fn a_rotation_cut_off_at_any_step_leaves_the_old_token_working_or_dead() {
 async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
     let cluster = RedisCluster::start();
     let prefix = unique_prefix();
-    let store = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(&prefix)
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&prefix).await;
     let app = app(store.clone()).await;
     let token = log_in(&app, 7).await;
     let old = redis_session_key(&prefix, &token);
@@ -195,11 +191,7 @@ async fn a_key_left_marked_as_moving_is_dead_and_the_next_login_removes_it() {
 #[actix_web::test]
 async fn a_session_half_way_through_a_rotation_on_a_cluster_is_still_listed() {
     let cluster = RedisCluster::start();
-    let store = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix(unique_prefix())
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store(&unique_prefix()).await;
     let (old, new) = (key(1), key(2));
     for (n, k) in [(1, &old), (2, &new)] {
         assert!(store

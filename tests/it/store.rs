@@ -438,13 +438,7 @@ async fn hung_redis_times_out_instead_of_hanging() {
 #[actix_web::test]
 async fn redis_cluster_keeps_the_contract() {
     let cluster = support::cluster::RedisCluster::start();
-    let store = || async {
-        RedisStore::cluster_builder(cluster.urls())
-            .key_prefix(unique_prefix())
-            .connect()
-            .await
-            .unwrap()
-    };
+    let store = || async { cluster.store(&unique_prefix()).await };
     check_all(store).await;
 }
 

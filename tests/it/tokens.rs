@@ -447,11 +447,7 @@ async fn tokens_on_redis_with_a_local_cache() {
 #[actix_web::test]
 async fn tokens_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
-    let store = RedisStore::cluster_builder(cluster.urls())
-        .key_prefix("tokens")
-        .connect()
-        .await
-        .unwrap();
+    let store = cluster.store("tokens").await;
     check_tokens(store).await;
 }
 

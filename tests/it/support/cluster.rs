@@ -102,6 +102,15 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
+    /// A store on this cluster with the store's default settings, its keys under `prefix`.
+    pub async fn store(&self, prefix: &str) -> actix_login::RedisStore {
+        actix_login::RedisStore::cluster_builder(self.urls())
+            .key_prefix(prefix)
+            .connect()
+            .await
+            .expect("connect to the cluster")
+    }
+
     /// The cluster id of node `i`.
     pub fn node_id(&self, i: usize) -> String {
         let mut conn = connection(&self.nodes[i].url()).expect("connect to node");
