@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side HTTP benchmark of one authenticated route, `GET /me`, on eight servers:
+# Side-by-side HTTP benchmark of one authenticated route, `GET /me`, on nine servers:
 #
 #   bare            Actix Web without middleware (the ceiling)
 #   redis-get       one Redis GET of a fixed key per request (the one-round-trip floor), through a
@@ -14,8 +14,12 @@
 #   identity-visit  the same with visit_deadline (sliding expiry: a session write per request)
 #   actix-login     LoginMiddleware + RedisStore, AuthUser<Profile>
 #   actix-login-cache  the same with RedisStoreBuilder::local_cache (CLIENT TRACKING)
+#   cache-floor     what an exact in-process cache hit needs at the least, in the handler: the
+#                   cookie, its SHA-256, a map lookup under a lock, the deadline, a non-blocking
+#                   peek of a Redis socket (the check that no invalidation waits), the profile's
+#                   JSON decoded (actix-login-cache's floor, as redis-get-worker is actix-login's)
 #
-# Three of them also serve GET /cart, "an authenticated request that reads one data key": the
+# Four of them also serve GET /cart, "an authenticated request that reads one data key": the
 # login check plus a cart (three item ids) read from the session's data, written once before
 # measuring with POST /cart into a second session of the same user:
 #
@@ -23,6 +27,7 @@
 #                           actix-session loads anyway (one GET)
 #   actix-login/cart        AuthUser<Profile> + Session::get: record and data in one HMGET
 #   actix-login-cache/cart  the same with the local cache: record and data from memory
+#   cache-floor/cart        the cache floor's hit, and the cart's JSON kept beside the profile
 #
 # Each table row gives the median req/s over rounds and the medians of same-round ratios: this
 # target's req/s over the incumbent's (identity for GET /me, identity/cart for GET /cart), over
@@ -37,7 +42,7 @@
 # connection) only; the per-worker floors, written for one server, refuse too, and every variant
 # that refuses is skipped with the reason it printed.
 #
-# All eight come from one bench target (benches/http_server.rs, in the actix-login-benches package
+# All nine come from one bench target (benches/http_server.rs, in the actix-login-benches package
 # of the workspace), each in its own process with one
 # Actix worker, all sharing a redis-server this script starts on a free port. Each server gets a
 # session once (POST /login), then wrk hits GET /me with that cookie, and GET /cart with the
@@ -105,12 +110,12 @@ STORM_ME_PAUSE_MS=${STORM_ME_PAUSE_MS:-2}
 STORM_LOGIN_CONNECTIONS=${STORM_LOGIN_CONNECTIONS:-8}
 # The one account of actix-login's POST /login-password (benches/http_server.rs).
 STORM_FORM='username=storm&password=correct+horse+battery+staple'
-SERVERS=(bare redis-get redis-get-worker redis-hmget-worker identity identity-visit actix-login actix-login-cache)
+SERVERS=(bare redis-get redis-get-worker redis-hmget-worker identity identity-visit actix-login actix-login-cache cache-floor)
 # Servers whose /me must refuse a request without a cookie.
-AUTHENTICATED=(identity identity-visit actix-login actix-login-cache)
+AUTHENTICATED=(identity identity-visit actix-login actix-login-cache cache-floor)
 EXPECTED_BODY='{"id":1,"username":"alice"}'
 # Servers that also serve the cart (POST /cart, GET /cart), and what GET /cart answers.
-CART_SERVERS=(identity actix-login actix-login-cache)
+CART_SERVERS=(identity actix-login actix-login-cache cache-floor)
 EXPECTED_CART='["sku-1041","sku-2203","sku-3307"]'
 # Which executable and variant each server runs: this build's, of its own name, unless set here.
 declare -A BIN_OF VARIANT_OF
@@ -563,6 +568,17 @@ fi
 if among actix-login-cache "${SERVERS[@]}"; then
     target_line "actix-login-cache GET /me vs bare" "$(ratio_of actix-login-cache bare)" 0.9
     target_line "actix-login-cache GET /cart vs bare" "$(ratio_of actix-login-cache/cart bare)" 0.85
+fi
+if among cache-floor "${SERVERS[@]}"; then
+    # Not a target: how far an exact cache hit can get at all, and how far actix-login's is from it.
+    for route in "" /cart; do
+        awk -v route="${route:-/me}" -v f="$(ratio_of "cache-floor$route" bare)" \
+            -v r="$(ratio_of "actix-login-cache$route" "cache-floor$route")" \
+            -v a="$(cpu_of "actix-login-cache$route")" -v b="$(cpu_of "cache-floor$route")" \
+            -v z="$(cpu_of bare)" -v c="$(cpu_of "cache-floor$route")" 'BEGIN {
+            printf "- cache floor GET %s vs bare: %s, server CPU %+.1f µs/req (an exact cache hit at the least; no target)\n", route, f, c - z
+            printf "- actix-login-cache GET %s vs cache floor: %s, server CPU %+.1f µs/req (no target)\n", route, r, a - b }'
+    done
 fi
 target_line "actix-login GET /cart vs incumbent" "$(ratio_of actix-login/cart "$INCUMBENT_CART")" 1.05
 

@@ -25,6 +25,7 @@
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
 //! | `actix-login-cache` | the same with `RedisStoreBuilder::local_cache`: no Redis command once cached |
+//! | `cache-floor` | what an exact in-process cache hit needs at the least, in the handler: find the cookie, SHA-256 it, look it up in a map under a lock, check its deadline, `peek` the tracking socket (nothing waiting), decode the profile (the cache's floor: no middleware, no Redis command) |
 //!
 //! With `REDIS_CLUSTER_URLS` (seed nodes, comma-separated) instead of `REDIS_URL`, `redis-get`
 //! and the actix-login variants run on that Redis Cluster; the actix-session variants refuse
@@ -32,12 +33,13 @@
 //! for one server) and any variant whose store refuses the deployment: each prints a line
 //! starting `variant refused:` and exits non-zero.
 //!
-//! `identity`, `actix-login` and `actix-login-cache` also serve a shopping cart kept in the
+//! `identity`, `actix-login`, `actix-login-cache` and `cache-floor` also serve a shopping cart kept in the
 //! session's data: `POST /cart` (logged in) stores a list of three item ids under `cart`, and
 //! `GET /cart` (logged in) reads it back and answers it as JSON (`404` if there is none).
 //! `http.sh` measures `GET /cart` as "an authenticated request that reads one data key": on
 //! actix-login one `HMGET` of record and data (nothing once cached); on
-//! actix-session the one `GET` of the session state it makes anyway, which holds the cart too.
+//! actix-session the one `GET` of the session state it makes anyway, which holds the cart too;
+//! on `cache-floor` the cart's JSON, kept beside the profile, decoded.
 //!
 //! ```text
 //! curl -s -X POST -H 'sec-fetch-site: same-origin' -H 'cookie: __Host-id=…' http://127.0.0.1:18081/cart
@@ -57,8 +59,11 @@
 //! It logs in another user than `/login`, so that the storm's sessions never count against the
 //! benchmark cookie's user (a login beyond `max_sessions_per_user` ends that user's oldest).
 
+use std::collections::HashMap;
 use std::io;
-use std::time::Duration;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use actix_identity::{Identity, IdentityMiddleware};
 use actix_login::password::PasswordHasher;
@@ -70,8 +75,9 @@ use actix_web::http::header::ContentType;
 use actix_web::{web, App, HttpMessage as _, HttpRequest, HttpResponse, HttpServer};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
-const VARIANTS: [&str; 8] = [
+const VARIANTS: [&str; 9] = [
     "bare",
     "redis-get",
     "identity",
@@ -80,6 +86,7 @@ const VARIANTS: [&str; 8] = [
     "actix-login-cache",
     "redis-get-worker",
     "redis-hmget-worker",
+    "cache-floor",
 ];
 
 /// What a variant that cannot run on the deployment prints before it exits; `http.sh` skips
@@ -326,6 +333,127 @@ where
             })
             .route("/login", web::post().to(bare_login))
             .route("/me", web::get().to(handler.clone()))
+    })
+    .workers(workers())
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
+
+// ---- cache-floor: an exact local cache hit, and nothing else ----------------------------------
+
+/// A session as `cache-floor` keeps it in memory: its deadline, its profile and its cart, as
+/// JSON (as a store hands them over).
+struct FloorEntry {
+    expires_at: SystemTime,
+    profile: String,
+    cart: String,
+}
+
+/// What `cache-floor` shares between workers: its sessions by the SHA-256 of their token, and a
+/// connection to Redis that stands for a cache's tracking connection.
+struct CacheFloor {
+    sessions: Mutex<HashMap<[u8; 32], Arc<FloorEntry>>>,
+    tracking: TcpStream,
+}
+
+impl CacheFloor {
+    /// The request's session, as an exact cache answers it from memory: never by the token
+    /// itself, only while its deadline is ahead, and only when no invalidation is waiting in the
+    /// tracking socket (a non-blocking `peek`; nothing ever arrives on this idle connection).
+    fn hit(&self, req: &HttpRequest) -> actix_web::Result<Arc<FloorEntry>> {
+        let token = cookie_value(req, "__Host-id")
+            .ok_or_else(|| actix_web::error::ErrorUnauthorized("no session cookie"))?;
+        let key: [u8; 32] = Sha256::digest(token).into();
+        let entry = self
+            .sessions
+            .lock()
+            .map_err(|_| unavailable("the session map is poisoned"))?
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| actix_web::error::ErrorUnauthorized("unknown session"))?;
+        if entry.expires_at <= SystemTime::now() {
+            return Err(actix_web::error::ErrorUnauthorized("expired session"));
+        }
+        match self.tracking.peek(&mut [0u8; 1]) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(entry),
+            _ => Err(unavailable("the tracking socket is not idle")),
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, if any.
+fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a [u8]> {
+    req.headers()
+        .get_all(actix_web::http::header::COOKIE)
+        .flat_map(|header| header.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+async fn floor_cache_me(
+    floor: web::Data<CacheFloor>,
+    req: HttpRequest,
+) -> actix_web::Result<web::Json<Profile>> {
+    let entry = floor.hit(&req)?;
+    let profile = serde_json::from_str(&entry.profile).map_err(unavailable)?;
+    Ok(web::Json(profile))
+}
+
+async fn floor_cache_cart(
+    floor: web::Data<CacheFloor>,
+    req: HttpRequest,
+) -> actix_web::Result<HttpResponse> {
+    let entry = floor.hit(&req)?;
+    let cart = serde_json::from_str(&entry.cart).map_err(unavailable)?;
+    Ok(cart_response(Some(cart)))
+}
+
+/// The floor of `actix-login-cache`: its `/me` and `/cart` as handlers that do only what an
+/// exact cache hit cannot skip (see [`CacheFloor::hit`]). The one session is the stand-in
+/// cookie's, there from the start; `POST /cart` only answers the cart it already holds.
+async fn run_cache_floor(port: u16, deployment: &Deployment) -> io::Result<()> {
+    let url = match deployment {
+        Deployment::Single(url) => url,
+        Deployment::Cluster(nodes) => nodes
+            .first()
+            .ok_or_else(|| io::Error::other("REDIS_CLUSTER_URLS names no node"))?,
+    };
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+        .map_err(io::Error::other)?;
+    let redis::ConnectionAddr::Tcp(host, redis_port) = info.addr() else {
+        return Err(io::Error::other(format!(
+            "{REFUSED_MARK} cache-floor peeks a plain TCP connection to Redis"
+        )));
+    };
+    let tracking = TcpStream::connect((host.as_str(), *redis_port))?;
+    tracking.set_nonblocking(true)?;
+    let token = STAND_IN_COOKIE
+        .split(';')
+        .next()
+        .and_then(|pair| pair.split_once('='))
+        .map(|(_, token)| token)
+        .ok_or_else(|| io::Error::other("the stand-in cookie has no value"))?;
+    let entry = FloorEntry {
+        // As far ahead as actix-login's default idle timeout.
+        expires_at: SystemTime::now() + VISIT_DEADLINE,
+        profile: alice_json(),
+        cart: serde_json::to_string(&cart()).map_err(io::Error::other)?,
+    };
+    let sessions = HashMap::from([(Sha256::digest(token).into(), Arc::new(entry))]);
+    let floor = web::Data::new(CacheFloor {
+        sessions: Mutex::new(sessions),
+        tracking,
+    });
+    HttpServer::new(move || {
+        App::new()
+            .app_data(floor.clone())
+            .route("/login", web::post().to(bare_login))
+            .route("/me", web::get().to(floor_cache_me))
+            .route("/cart", web::post().to(floor_cache_cart))
+            .route("/cart", web::get().to(floor_cache_cart))
     })
     .workers(workers())
     .bind(("127.0.0.1", port))?
@@ -602,6 +730,7 @@ fn main() -> io::Result<()> {
             "actix-login-cache" => run_actix_login(port, &deployment, true).await,
             "redis-get-worker" => run_redis_get_per_worker(port, &deployment).await,
             "redis-hmget-worker" => run_redis_hmget_per_worker(port, &deployment).await,
+            "cache-floor" => run_cache_floor(port, &deployment).await,
             _ => unreachable!("checked against VARIANTS"),
         }
     });

@@ -16,10 +16,11 @@
 # zeroed, then REQUESTS requests are sent over 8 keep-alive connections and the counters read.
 #
 # Usage, from the repository root:
-#   bash benches/instructions.sh                   bare, the floor, actix-login, actix-login-cache
+#   bash benches/instructions.sh                   bare, the floor, actix-login, actix-login-cache,
+#                                                  cache-floor (the cache's floor)
 #   bash benches/instructions.sh actix-login       one variant
 #   CLUSTER=1 bash benches/instructions.sh         on a three-primary cluster
-#   ROUTE=/cart bash benches/instructions.sh actix-login actix-login-cache
+#   ROUTE=/cart bash benches/instructions.sh actix-login actix-login-cache cache-floor
 #   BIN=<an http_server executable> bash ...       another build (say, the one before a change)
 #
 # Each profile is kept (its path is printed): `callgrind_annotate --inclusive=yes <file>` shows
@@ -43,9 +44,9 @@ FLOOR=redis-get-worker
 if (($# > 0)); then
     VARIANTS=("$@")
 elif [[ $ROUTE == /cart ]]; then
-    VARIANTS=(actix-login actix-login-cache)
+    VARIANTS=(actix-login actix-login-cache cache-floor)
 else
-    VARIANTS=(bare "$FLOOR" actix-login actix-login-cache)
+    VARIANTS=(bare "$FLOOR" actix-login actix-login-cache cache-floor)
 fi
 
 die() { echo "instructions.sh: $*" >&2; exit 1; }
@@ -150,7 +151,7 @@ for variant in "${VARIANTS[@]}"; do
     done
     ((up)) || die "$variant did not answer within two minutes (see $WORK/$variant.log)"
     cookie=
-    if [[ $variant == actix-login* ]]; then
+    if [[ $variant == actix-login* || $variant == cache-floor ]]; then
         cookie=$(curl -sS --fail -D - -o /dev/null -X POST -H 'sec-fetch-site: same-origin' \
             "http://127.0.0.1:$port/login" |
             tr -d '\r' | awk 'tolower($1) == "set-cookie:" { sub(/^[^:]*: */, ""); sub(/;.*/, ""); print; exit }')
@@ -179,7 +180,7 @@ echo "# instructions per request, GET $ROUTE, $REQUESTS requests after $WARM_UP 
 echo "# $([[ $CLUSTER == 1 ]] && echo 'a 3-primary Redis Cluster' || echo 'one Redis server'); $BIN"
 for variant in "${VARIANTS[@]}"; do
     line=$(printf '%-20s %8d' "$variant" "${PER_REQUEST[$variant]}")
-    for floor in bare "$FLOOR"; do
+    for floor in bare "$FLOOR" cache-floor; do
         [[ -n ${PER_REQUEST[$floor]:-} && $floor != "$variant" ]] &&
             line+=$(printf '   %+7d vs %s' $((PER_REQUEST[$variant] - PER_REQUEST[$floor])) "$floor")
     done
