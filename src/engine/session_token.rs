@@ -19,6 +19,22 @@ const GROUP_BYTES: usize = 3;
 const TOKEN_BYTES: usize = GROUP_BYTES + SECRET_BYTES;
 /// Length of the cookie value: 35 bytes in unpadded base64url.
 pub(crate) const TOKEN_LEN: usize = 47;
+/// The low bits of the last character that encode nothing (47 × 6 = 282 bits for 280): clear
+/// in a canonical encoding.
+const SPARE_BITS: u8 = (1 << (TOKEN_LEN * 6 - TOKEN_BYTES * 8)) - 1;
+/// [`SEXTET`]'s mark for a byte outside the alphabet: its top bit is never set in a sextet.
+const NOT_BASE64URL: u8 = 0x80;
+/// Each byte's six-bit value in the base64url alphabet, or [`NOT_BASE64URL`].
+const SEXTET: [u8; 256] = {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut table = [NOT_BASE64URL; 256];
+    let mut value = 0;
+    while value < ALPHABET.len() {
+        table[ALPHABET[value] as usize] = value as u8;
+        value += 1;
+    }
+    table
+};
 
 /// The secret a client presents in its cookie or `Authorization: Bearer` header.
 ///
@@ -60,13 +76,16 @@ impl SessionToken {
     /// garbage never reaches the store.
     pub(crate) fn parse(raw: &[u8]) -> Option<Self> {
         let text = <[u8; TOKEN_LEN]>::try_from(raw).ok()?;
-        // The decoder rejects non-alphabet bytes and non-canonical trailing bits, so a value
-        // that passes is exactly the encoding of 35 bytes, and ASCII.
-        let mut bytes = [0u8; TOKEN_BYTES];
-        match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
-            Ok(TOKEN_BYTES) => Some(Self(text)),
-            _ => None,
+        // Checked, not decoded: every request with a cookie gets here, and the decoded bytes
+        // would be thrown away. What passes is exactly the canonical encoding of 35 bytes (the
+        // decoder's own rule), and ASCII: every character in the alphabet, and the last one's
+        // bits beyond the 280 encoded clear.
+        let mut seen = 0u8;
+        for &byte in &text {
+            seen |= SEXTET[usize::from(byte)];
         }
+        let last = SEXTET[usize::from(text[TOKEN_LEN - 1])];
+        (seen & NOT_BASE64URL == 0 && last & SPARE_BITS == 0).then_some(Self(text))
     }
 
     /// The cookie value.
@@ -77,7 +96,7 @@ impl SessionToken {
 
     /// The store key for this token.
     pub(crate) fn key(&self) -> SessionKey {
-        SessionKey::of_token(self.as_str())
+        SessionKey::of_token(&self.0)
     }
 }
 
@@ -134,6 +153,33 @@ mod tests {
     }
 
     #[test]
+    fn parse_accepts_what_the_decoder_accepts_and_nothing_else() {
+        // Every byte value at every position of a good token: the hand-written check must
+        // agree with base64's strict decoder, which decides what a canonical encoding is.
+        let good = *SessionToken::generate()
+            .unwrap()
+            .as_str()
+            .as_bytes()
+            .first_chunk::<TOKEN_LEN>()
+            .unwrap();
+        for position in 0..TOKEN_LEN {
+            for byte in 0..=u8::MAX {
+                let mut raw = good;
+                raw[position] = byte;
+                let decodes = matches!(
+                    URL_SAFE_NO_PAD.decode_slice(raw, &mut [0u8; TOKEN_BYTES]),
+                    Ok(TOKEN_BYTES)
+                );
+                assert_eq!(
+                    SessionToken::parse(&raw).is_some(),
+                    decodes,
+                    "byte {byte:#04x} at {position}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn parse_rejects_everything_else() {
         let good = SessionToken::generate().unwrap().as_str().to_owned();
         let mut last_char_with_trailing_bits = good.clone();
@@ -170,7 +216,7 @@ mod tests {
         // SHA-256("abcdefg") = 7d1a5412 7b222502 f5b79b5f b0803061 152a44f9 2b ..., first 21
         // bytes, after the group "abcd".
         assert_eq!(
-            SessionKey::of_token("abcdefg").as_str(),
+            SessionKey::of_token(b"abcdefg").as_str(),
             "abcdfRpUEnsiJQL1t5tfsIAwYRUqRPkr"
         );
     }
