@@ -342,7 +342,7 @@ mod tests {
 
     /// A record with every optional field set.
     fn everything() -> SessionRecord {
-        let key = SessionKey::of_token("a-token-of-the-admin-s-own-session");
+        let key = SessionKey::of_token(b"a-token-of-the-admin-s-own-session");
         browser_login()
             .with_roles(vec!["admin".into(), "ops".into()])
             .reauthenticated(SystemTime::now() + Duration::from_secs(5))

@@ -29,16 +29,28 @@ const KEY_LEN: usize = GROUP_LEN + DIGEST_LEN;
 ///
 /// A key cannot be turned back into a token, so it is safe to keep in a store, but it still
 /// identifies one live session; logs carry only [`SessionKey::short`].
+///
+/// Kept inline, as its 32 ASCII characters: every request with a session derives one, and a
+/// heap copy would cost an allocation each time.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionKey(String);
+pub struct SessionKey([u8; KEY_LEN]);
 
 impl SessionKey {
     /// The key of a session token: its group, then the first 168 bits of its SHA-256.
-    pub(crate) fn of_token(token: &str) -> Self {
-        let group = token.get(..GROUP_LEN).unwrap_or_default();
-        let mut text = String::with_capacity(KEY_LEN);
-        text.push_str(group);
-        URL_SAFE_NO_PAD.encode_string(&Sha256::digest(token)[..DIGEST_BYTES], &mut text);
+    ///
+    /// `token` is one this crate issued (47 base64url characters); anything shorter than a
+    /// group, which none is, would get the group `AAAA`.
+    pub(crate) fn of_token(token: &[u8]) -> Self {
+        let mut text = [b'A'; KEY_LEN];
+        if let Some(group) = token.get(..GROUP_LEN) {
+            text[..GROUP_LEN].copy_from_slice(group);
+        }
+        // 21 bytes always take exactly 28 base64url characters, so this cannot fall short.
+        let written = URL_SAFE_NO_PAD.encode_slice(
+            &Sha256::digest(token)[..DIGEST_BYTES],
+            &mut text[GROUP_LEN..],
+        );
+        debug_assert_eq!(written.ok(), Some(DIGEST_LEN));
         Self(text)
     }
 
@@ -58,23 +70,35 @@ impl SessionKey {
                 URL_SAFE_NO_PAD.decode_slice(&text[GROUP_LEN..], &mut digest),
                 Ok(DIGEST_BYTES)
             );
-        valid.then(|| Self(text.to_owned()))
+        if !valid {
+            return None;
+        }
+        text.as_bytes().try_into().ok().map(Self)
     }
 
     /// The text form, for building a store's own key.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Always ASCII: written by the encoder, or checked by `parse`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The group and the digest, as [`group`](Self::group) and [`digest`](Self::digest) give
+    /// them, for one check of the text instead of two.
+    pub(crate) fn parts(&self) -> (&str, &str) {
+        self.as_str()
+            .split_at_checked(GROUP_LEN)
+            .unwrap_or_default()
     }
 
     /// The group: shared by every key a session has had, and by no other session's keys
     /// except by chance (24 random bits). Stores may use it to keep those keys together.
     pub fn group(&self) -> &str {
-        self.0.get(..GROUP_LEN).unwrap_or_default()
+        self.as_str().get(..GROUP_LEN).unwrap_or_default()
     }
 
     /// The digest part, without the group.
     pub fn digest(&self) -> &str {
-        self.0.get(GROUP_LEN..).unwrap_or_default()
+        self.as_str().get(GROUP_LEN..).unwrap_or_default()
     }
 
     /// Eight characters of the digest: enough to correlate log lines, too little to look the

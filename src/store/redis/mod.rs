@@ -158,12 +158,13 @@ impl RedisStore {
     /// The Redis key for a session: `{prefix}:s:{{group}}{digest}`.
     pub fn session_key(&self, key: &SessionKey) -> String {
         // Built by hand: it runs on every authenticated request, and `format!` costs more.
-        let mut name = String::with_capacity(self.prefix.len() + 5 + key.as_str().len());
+        let (group, digest) = key.parts();
+        let mut name = String::with_capacity(self.prefix.len() + 5 + group.len() + digest.len());
         name.push_str(&self.prefix);
         name.push_str(":s:{");
-        name.push_str(key.group());
+        name.push_str(group);
         name.push('}');
-        name.push_str(key.digest());
+        name.push_str(digest);
         name
     }
 
