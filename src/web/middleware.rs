@@ -152,8 +152,10 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(LoginService {
             service: Rc::new(service),
-            engine: self.engine.clone(),
-            config: Arc::clone(&self.config),
+            worker: Rc::new(Worker {
+                engine: Rc::new(self.engine.clone()),
+                config: Arc::clone(&self.config),
+            }),
         }))
     }
 }
@@ -162,7 +164,13 @@ where
 #[doc(hidden)]
 pub struct LoginService<S> {
     service: Rc<S>,
-    engine: SessionEngine,
+    worker: Rc<Worker>,
+}
+
+/// What a worker's requests share: counted without atomics, as each request stays on its
+/// worker's thread (the store and settings inside are shared with every worker).
+struct Worker {
+    engine: Rc<SessionEngine>,
     config: Arc<WebConfig>,
 }
 
@@ -179,9 +187,9 @@ where
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
-        let engine = self.engine.clone();
-        let config = Arc::clone(&self.config);
+        let worker = Rc::clone(&self.worker);
         Box::pin(async move {
+            let config = &worker.config;
             let presented = match bearer::read(req.headers()) {
                 BearerHeader::Absent => config.cookie.read(req.headers()),
                 BearerHeader::Token(token) => Presented::Bearer(token),
@@ -200,10 +208,13 @@ where
             }
             let client_ip = client_address(req.request(), &config.proxies);
             let state = Rc::new(RequestSession::new(
-                engine, presented, provenance, client_ip,
+                Rc::clone(&worker.engine),
+                presented,
+                provenance,
+                client_ip,
             ));
             req.extensions_mut().insert(Rc::clone(&state));
-            Ok(finish(service.call(req).await?, &state, &config))
+            Ok(finish(service.call(req).await?, &state, config))
         })
     }
 }

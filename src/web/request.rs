@@ -142,7 +142,9 @@ impl SessionState {
 }
 
 pub(crate) struct RequestSession {
-    engine: SessionEngine,
+    /// The worker's engine: shared without an atomic count, as everything of a request stays
+    /// on its worker's thread.
+    engine: Rc<SessionEngine>,
     presented: Presented,
     provenance: Provenance,
     client_ip: Option<IpAddr>,
@@ -170,7 +172,7 @@ pub(crate) struct RequestSession {
 
 impl RequestSession {
     pub(crate) fn new(
-        engine: SessionEngine,
+        engine: Rc<SessionEngine>,
         presented: Presented,
         provenance: Provenance,
         client_ip: Option<IpAddr>,
@@ -801,7 +803,12 @@ mod tests {
     async fn cookie_request(engine: &SessionEngine, provenance: Provenance) -> RequestSession {
         let issued = engine.login(None, None, grant("7", false), false).await;
         let token = issued.result.unwrap().token;
-        RequestSession::new(engine.clone(), Presented::Token(token), provenance, None)
+        RequestSession::new(
+            Rc::new(engine.clone()),
+            Presented::Token(token),
+            provenance,
+            None,
+        )
     }
 
     fn issued_token(update: CookieUpdate) -> Option<SessionToken> {
@@ -816,7 +823,7 @@ mod tests {
         run(async {
             let unknown = SessionToken::generate().unwrap();
             let request = RequestSession::new(
-                engine(),
+                Rc::new(engine()),
                 Presented::Bearer(unknown),
                 Provenance::SameOrigin,
                 None,
