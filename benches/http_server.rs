@@ -421,8 +421,8 @@ async fn run_cache_floor(port: u16, deployment: &Deployment) -> io::Result<()> {
             .first()
             .ok_or_else(|| io::Error::other("REDIS_CLUSTER_URLS names no node"))?,
     };
-    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-        .map_err(io::Error::other)?;
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(io::Error::other)?;
     let redis::ConnectionAddr::Tcp(host, redis_port) = info.addr() else {
         return Err(io::Error::other(format!(
             "{REFUSED_MARK} cache-floor peeks a plain TCP connection to Redis"
