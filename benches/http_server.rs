@@ -62,8 +62,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_identity::{Identity, IdentityMiddleware};
 use actix_login::password::PasswordHasher;
@@ -111,10 +112,10 @@ const FLOOR_HASH: &str = "bench-floor:s:{AAAA}AAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const VISIT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// The `bare` and `redis-get` variants have no sessions. They still hand out a cookie of the same
-/// shape as actix-login's (name and 43 base64url characters), so every variant's requests carry
+/// shape as actix-login's (name and 47 base64url characters), so every variant's requests carry
 /// a similar header.
 const STAND_IN_COOKIE: &str =
-    "__Host-id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Secure; HttpOnly; SameSite=Lax";
+    "__Host-id=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; Secure; HttpOnly; SameSite=Lax";
 
 /// The session data key `POST /cart` writes and `GET /cart` reads.
 const CART_KEY: &str = "cart";
@@ -351,20 +352,34 @@ struct FloorEntry {
 }
 
 /// What `cache-floor` shares between workers: its sessions by the SHA-256 of their token, and a
-/// connection to Redis that stands for a cache's tracking connection.
+/// connection to Redis that stands for a cache's tracking connection, with the state a reader of
+/// that connection keeps.
 struct CacheFloor {
     sessions: Mutex<HashMap<[u8; 32], Arc<FloorEntry>>>,
     tracking: TcpStream,
+    /// Taken while the socket is checked, as the reader takes it while it applies what it read.
+    reader: Mutex<()>,
+    /// Whether the reader holds no half-read reply (here it never does).
+    at_rest: AtomicBool,
+    /// When the connection last proved alive: a cache answers only within a lease of it. Nothing
+    /// renews it here, so the lease is long.
+    heard_at: Instant,
 }
+
+/// `cache-floor`'s stand-in for a cache's heartbeat lease: long enough never to run out.
+const FLOOR_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl CacheFloor {
     /// The request's session, as an exact cache answers it from memory: never by the token
-    /// itself, only while its deadline is ahead, and only when no invalidation is waiting in the
-    /// tracking socket (a non-blocking `peek`; nothing ever arrives on this idle connection).
+    /// itself, only while its deadline is ahead and the connection's lease holds, and only when
+    /// no invalidation is waiting in the tracking socket (a non-blocking `peek`; nothing ever
+    /// arrives on this idle connection). It leaves out what only a cluster needs (the slot's
+    /// node) and what tells one connection's entries from another's.
     fn hit(&self, req: &HttpRequest) -> actix_web::Result<Arc<FloorEntry>> {
         let token = cookie_value(req, "__Host-id")
             .ok_or_else(|| actix_web::error::ErrorUnauthorized("no session cookie"))?;
         let key: [u8; 32] = Sha256::digest(token).into();
+        self.nothing_waiting()?;
         let entry = self
             .sessions
             .lock()
@@ -375,9 +390,23 @@ impl CacheFloor {
         if entry.expires_at <= SystemTime::now() {
             return Err(actix_web::error::ErrorUnauthorized("expired session"));
         }
-        match self.tracking.peek(&mut [0u8; 1]) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(entry),
-            _ => Err(unavailable("the tracking socket is not idle")),
+        Ok(entry)
+    }
+
+    /// Whether the cache may answer from memory now: the lease holds, and neither the reader nor
+    /// the socket holds anything unread.
+    fn nothing_waiting(&self) -> actix_web::Result<()> {
+        let _reader = self
+            .reader
+            .lock()
+            .map_err(|_| unavailable("the reader's lock is poisoned"))?;
+        let idle = self.heard_at.elapsed() < FLOOR_LEASE
+            && self.at_rest.load(Ordering::Acquire)
+            && matches!(self.tracking.peek(&mut [0u8; 1]), Err(err) if err.kind() == io::ErrorKind::WouldBlock);
+        if idle {
+            Ok(())
+        } else {
+            Err(unavailable("the tracking socket is not idle"))
         }
     }
 }
@@ -413,7 +442,8 @@ async fn floor_cache_cart(
 
 /// The floor of `actix-login-cache`: its `/me` and `/cart` as handlers that do only what an
 /// exact cache hit cannot skip (see [`CacheFloor::hit`]). The one session is the stand-in
-/// cookie's, there from the start; `POST /cart` only answers the cart it already holds.
+/// cookie's, there from the start; `POST /cart` only answers the cart it already holds. On a
+/// cluster it peeks a socket to the first seed node: a floor of one node's cache.
 async fn run_cache_floor(port: u16, deployment: &Deployment) -> io::Result<()> {
     let url = match deployment {
         Deployment::Single(url) => url,
@@ -446,6 +476,9 @@ async fn run_cache_floor(port: u16, deployment: &Deployment) -> io::Result<()> {
     let floor = web::Data::new(CacheFloor {
         sessions: Mutex::new(sessions),
         tracking,
+        reader: Mutex::new(()),
+        at_rest: AtomicBool::new(true),
+        heard_at: Instant::now(),
     });
     HttpServer::new(move || {
         App::new()

@@ -136,6 +136,18 @@ PY
 REQUESTS=$((REQUESTS / 8 * 8))
 WARM_UP=$((REQUESTS / 80 * 8))
 ((REQUESTS > 0)) || die "REQUESTS must be 8 or more"
+# An older build (BIN=) may not know every variant: its usage line lists those it does.
+KNOWN=$("$BIN" 2>&1 | head -n 1)
+MEASURED=()
+for variant in "${VARIANTS[@]}"; do
+    if [[ $KNOWN == *"$variant"[\|\>]* ]]; then
+        MEASURED+=("$variant")
+    else
+        echo "instructions.sh: $BIN has no variant $variant; skipped" >&2
+    fi
+done
+VARIANTS=("${MEASURED[@]}")
+((${#VARIANTS[@]} > 0)) || die "$BIN knows none of the variants asked for"
 declare -A PER_REQUEST
 for variant in "${VARIANTS[@]}"; do
     port=$(free_port)
@@ -180,7 +192,9 @@ echo "# instructions per request, GET $ROUTE, $REQUESTS requests after $WARM_UP 
 echo "# $([[ $CLUSTER == 1 ]] && echo 'a 3-primary Redis Cluster' || echo 'one Redis server'); $BIN"
 for variant in "${VARIANTS[@]}"; do
     line=$(printf '%-20s %8d' "$variant" "${PER_REQUEST[$variant]}")
-    for floor in bare "$FLOOR" cache-floor; do
+    floors=(bare "$FLOOR")
+    [[ $variant == actix-login* ]] && floors+=(cache-floor)
+    for floor in "${floors[@]}"; do
         [[ -n ${PER_REQUEST[$floor]:-} && $floor != "$variant" ]] &&
             line+=$(printf '   %+7d vs %s' $((PER_REQUEST[$variant] - PER_REQUEST[$floor])) "$floor")
     done

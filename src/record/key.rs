@@ -38,12 +38,18 @@ pub struct SessionKey([u8; KEY_LEN]);
 impl SessionKey {
     /// The key of a session token: its group, then the first 168 bits of its SHA-256.
     ///
-    /// `token` is one this crate issued (47 base64url characters); anything shorter than a
-    /// group, which none is, would get the group `AAAA`.
+    /// `token` is one this crate issued or checked (47 base64url characters). Should anything
+    /// else ever get here, its key still reads as text: a first four bytes that are not
+    /// base64url give the group `AAAA`.
     pub(crate) fn of_token(token: &[u8]) -> Self {
         let mut text = [b'A'; KEY_LEN];
         if let Some(group) = token.get(..GROUP_LEN) {
-            text[..GROUP_LEN].copy_from_slice(group);
+            if group
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                text[..GROUP_LEN].copy_from_slice(group);
+            }
         }
         // 21 bytes always take exactly 28 base64url characters, so this cannot fall short.
         let written = URL_SAFE_NO_PAD.encode_slice(
@@ -78,7 +84,7 @@ impl SessionKey {
 
     /// The text form, for building a store's own key.
     pub fn as_str(&self) -> &str {
-        // Always ASCII: written by the encoder, or checked by `parse`.
+        // Always ASCII: a checked group and the encoder's digest, or text `parse` checked.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
@@ -118,6 +124,21 @@ impl fmt::Debug for SessionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_text_whatever_bytes_it_is_derived_from() {
+        for token in [
+            &b"\xff\xfe\xfd\xfc-rest-of-it"[..],
+            b"ab",
+            b"",
+            "\u{e9}t\u{e9}-x".as_bytes(),
+        ] {
+            let key = SessionKey::of_token(token);
+            assert_eq!(key.as_str().len(), KEY_LEN, "{token:?}");
+            assert_eq!(key.group(), "AAAA", "{token:?}");
+            assert_eq!(SessionKey::parse(key.as_str()), Some(key.clone()));
+        }
+    }
 
     #[test]
     fn key_parse_rejects_anything_else() {
