@@ -136,8 +136,9 @@ PY
 REQUESTS=$((REQUESTS / 8 * 8))
 WARM_UP=$((REQUESTS / 80 * 8))
 ((REQUESTS > 0)) || die "REQUESTS must be 8 or more"
-# An older build (BIN=) may not know every variant: its usage line lists those it does.
-KNOWN=$("$BIN" 2>&1 | head -n 1)
+# An older build (BIN=) may not know every variant: its usage lists those it does. Read whole:
+# cut short by a pipe, its printing would fail and, with pipefail, end this script.
+KNOWN=$("$BIN" 2>&1 || true)
 MEASURED=()
 for variant in "${VARIANTS[@]}"; do
     if [[ $KNOWN == *"$variant"[\|\>]* ]]; then

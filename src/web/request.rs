@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use actix_web::dev::Extensions;
-use tokio::sync::OnceCell;
+use futures_util::lock::Mutex;
 
 use super::cookie::Presented;
 use super::csrf::{self, Provenance};
@@ -150,10 +150,12 @@ pub(crate) struct RequestSession {
     client_ip: Option<IpAddr>,
     state: RefCell<SessionState>,
     /// Lets the presented token be looked up once per request. A handler's extractors run
-    /// concurrently on the request's task: the first to need the session looks it up, the
-    /// others wait for that lookup rather than ask the store again. It holds nothing itself:
-    /// the lookup settles `state`.
-    lookup: OnceCell<()>,
+    /// concurrently on the request's task: the first to need the session takes this lock and
+    /// looks it up, the others wait for the lock and then find `state` settled rather than ask
+    /// the store again. It holds nothing itself: the lookup settles `state`. A lock, not a
+    /// `OnceCell`: uncontended, as it nearly always is, it costs two atomic operations, where a
+    /// `OnceCell` acquires a semaphore's permit and closes it under a mutex.
+    lookup: Mutex<()>,
     /// Whether the handler was handed a new bearer token for its response body. Kept beside
     /// `state`, not in it: the token belongs to a session the request does not hold (a bearer
     /// login leaves the client's own session alone), and the response must stay out of caches
@@ -183,7 +185,7 @@ impl RequestSession {
             provenance,
             client_ip,
             state: RefCell::new(SessionState::Unresolved),
-            lookup: OnceCell::new(),
+            lookup: Mutex::new(()),
             token_in_body: Cell::new(false),
             data: RefCell::new(None),
             data_need: Cell::new(DataNeed::RecordOnly),
@@ -233,7 +235,11 @@ impl RequestSession {
     /// Once that lookup failed, an error at once: the store is not asked again.
     pub(crate) async fn resolve_any(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
         if self.is_unresolved() {
-            self.lookup.get_or_init(|| self.look_up()).await;
+            let _turn = self.lookup.lock().await;
+            // Settled by the lookup this one waited for, unless that lookup was dropped midway.
+            if self.is_unresolved() {
+                self.look_up().await;
+            }
         }
         if self.store_failed() {
             return Err(store_failed_earlier());

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use actix_login::{AuthUser, Error, LoginMiddleware, RedisStore, Require, Session};
+use actix_login::{AuthUser, Error, LoginMiddleware, MaybeUser, RedisStore, Require, Session};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{test, web, App, HttpResponse};
@@ -83,6 +83,13 @@ async fn me(user: AuthUser<u64>) -> String {
     user.into_inner().to_string()
 }
 
+/// Two extractors that both look the session up, polled together: the second waits for the
+/// first's lookup instead of sending its own.
+async fn twice(user: AuthUser<u64>, again: MaybeUser<u64>) -> String {
+    let again = again.into_option().map(AuthUser::into_inner);
+    format!("{} {again:?}", user.into_inner())
+}
+
 /// Takes the session but reads none of its data.
 async fn peek(user: AuthUser<u64>, _session: Session) -> String {
     user.into_inner().to_string()
@@ -118,6 +125,7 @@ async fn app(
             .route("/profile", web::get().to(profile))
             .route("/me", web::get().to(me))
             .route("/peek", web::get().to(peek))
+            .route("/twice", web::get().to(twice))
             .service(
                 web::scope("/guarded")
                     .wrap(Require::login())
@@ -202,6 +210,16 @@ async fn a_handler_that_reads_data_costs_one_round_trip() {
     // A handler that cannot read data costs what it did: one HMGET.
     assert_eq!(read(&app, "/me", &token).await, "1");
     assert_eq!(monitor.take(), ["hmget"], "GET /me");
+}
+
+#[actix_web::test]
+async fn two_extractors_of_one_request_share_one_lookup() {
+    let server = RedisServer::start();
+    let app = app(store(&server, false).await).await;
+    let token = log_in(&app, 7).await;
+    let monitor = Monitor::start(&server);
+    assert_eq!(read(&app, "/twice", &token).await, "7 Some(7)");
+    assert_eq!(monitor.take(), ["hmget"], "GET /twice");
 }
 
 /// The fields of the one `HMGET` `monitor` saw since it was last asked; fails on anything else.
