@@ -141,7 +141,7 @@ WARM_UP=$((REQUESTS / 80 * 8))
 KNOWN=$("$BIN" 2>&1 || true)
 MEASURED=()
 for variant in "${VARIANTS[@]}"; do
-    if [[ $KNOWN == *"$variant"[\|\>]* ]]; then
+    if [[ $KNOWN == *[\<\|]"$variant"[\|\>]* ]]; then
         MEASURED+=("$variant")
     else
         echo "instructions.sh: $BIN has no variant $variant; skipped" >&2

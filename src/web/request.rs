@@ -236,7 +236,8 @@ impl RequestSession {
     pub(crate) async fn resolve_any(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
         if self.is_unresolved() {
             let _turn = self.lookup.lock().await;
-            // Settled by the lookup this one waited for, unless that lookup was dropped midway.
+            // Settled meanwhile (by the lookup this one waited for, or by the handler), unless
+            // that lookup was dropped midway.
             if self.is_unresolved() {
                 self.look_up().await;
             }
