@@ -25,7 +25,7 @@
 //! | `identity-visit` | the same with `visit_deadline` (sliding expiry, a session write per request) |
 //! | `actix-login` | `LoginMiddleware` over `RedisStore`, `AuthUser<Profile>` extractor |
 //! | `actix-login-cache` | the same with `RedisStoreBuilder::local_cache`: no Redis command once cached |
-//! | `cache-floor` | what an exact in-process cache hit needs at the least, in the handler: find the cookie, SHA-256 it, look it up in a map under a lock, check its deadline, `peek` the tracking socket (nothing waiting), decode the profile (the cache's floor: no middleware, no Redis command) |
+//! | `cache-floor` | what an exact in-process cache hit needs at the least, in the handler: find the cookie, SHA-256 it, check the lease and `peek` the tracking socket under the reader's lock (nothing waiting), look it up in a map under a lock, check its deadline, decode the profile (the cache's floor: no middleware, no Redis command) |
 //!
 //! With `REDIS_CLUSTER_URLS` (seed nodes, comma-separated) instead of `REDIS_URL`, `redis-get`
 //! and the actix-login variants run on that Redis Cluster; the actix-session variants refuse
@@ -33,9 +33,10 @@
 //! for one server) and any variant whose store refuses the deployment: each prints a line
 //! starting `variant refused:` and exits non-zero.
 //!
-//! `identity`, `actix-login`, `actix-login-cache` and `cache-floor` also serve a shopping cart kept in the
-//! session's data: `POST /cart` (logged in) stores a list of three item ids under `cart`, and
-//! `GET /cart` (logged in) reads it back and answers it as JSON (`404` if there is none).
+//! `identity`, `actix-login`, `actix-login-cache` and `cache-floor` also serve a shopping cart
+//! kept in the session's data: `POST /cart` (logged in) stores a list of three item ids under
+//! `cart`, and `GET /cart` (logged in) reads it back and answers it as JSON (`404` if there is
+//! none).
 //! `http.sh` measures `GET /cart` as "an authenticated request that reads one data key": on
 //! actix-login one `HMGET` of record and data (nothing once cached); on
 //! actix-session the one `GET` of the session state it makes anyway, which holds the cart too;

@@ -99,12 +99,12 @@ impl SessionKey {
     /// The group: shared by every key a session has had, and by no other session's keys
     /// except by chance (24 random bits). Stores may use it to keep those keys together.
     pub fn group(&self) -> &str {
-        self.as_str().get(..GROUP_LEN).unwrap_or_default()
+        self.parts().0
     }
 
     /// The digest part, without the group.
     pub fn digest(&self) -> &str {
-        self.as_str().get(GROUP_LEN..).unwrap_or_default()
+        self.parts().1
     }
 
     /// Eight characters of the digest: enough to correlate log lines, too little to look the
