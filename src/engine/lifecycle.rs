@@ -10,7 +10,7 @@ use super::{
 use crate::error::{Error, StoreError};
 use crate::record::SessionData;
 use crate::record::{Factors, Lifetime};
-use crate::store::{Carry, LoadedSession};
+use crate::store::{Carry, LoadedSession, StoredSession};
 
 /// How many fresh tokens a login or rotation tries before giving up. A collision of 256-bit
 /// random tokens does not happen; repeated refusals mean a broken store.
@@ -31,8 +31,34 @@ impl SessionEngine {
         &self,
         token: &SessionToken,
     ) -> Result<Option<ActiveSession>, StoreError> {
-        let found = self.resolve_with(token, DataNeed::RecordOnly).await?;
+        let found = self.resolve_with(token.key(), DataNeed::RecordOnly).await?;
         Ok(found.map(|(session, _)| session))
+    }
+
+    /// The live session under `key` as the store holds it in memory, with its data when
+    /// small, when that settles it without I/O: the store can vouch for its copy (see
+    /// `DynStore::cached`), and the session is live, no token's child and not due for a refresh
+    /// of its idle deadline. `None` says nothing about the session: [`resolve_with`](Self::resolve_with)
+    /// decides then, the same way.
+    pub(crate) fn resolve_cached(
+        &self,
+        key: &SessionKey,
+    ) -> Option<(ActiveSession, Option<SessionData>)> {
+        let LoadedSession { stored, data } = self.store.cached(key)?;
+        let now = SystemTime::now();
+        if !stored.is_live(now) || stored.record.parent().is_some() {
+            return None;
+        }
+        if self.refresh_due(&stored, now).is_some() {
+            return None;
+        }
+        let session = ActiveSession {
+            key: key.clone(),
+            record: stored.record,
+            expires_at: stored.expires_at,
+            refreshed: false,
+        };
+        Some((session, data))
     }
 
     /// The live session behind `token`, refreshing its idle deadline when that is worth a write.
@@ -44,10 +70,9 @@ impl SessionEngine {
     /// the same step (see [`SessionStore::load_with_data`]); `None` means it was not read.
     pub(crate) async fn resolve_with(
         &self,
-        token: &SessionToken,
+        key: SessionKey,
         need: DataNeed,
     ) -> Result<Option<(ActiveSession, Option<SessionData>)>, StoreError> {
-        let key = token.key();
         let loaded = match need {
             DataNeed::RecordOnly => self
                 .store
@@ -61,8 +86,7 @@ impl SessionEngine {
             return Ok(None);
         };
         let now = SystemTime::now();
-        let absolute_end = stored.record.expires_at();
-        if stored.expires_at <= now || absolute_end <= now {
+        if !stored.is_live(now) {
             tracing::debug!(session = key.short(), "session past its deadline");
             return Ok(None);
         }
@@ -81,13 +105,9 @@ impl SessionEngine {
                 return Ok(None);
             }
         }
-        let lifetime = stored.record.lifetime();
-        let proposed = self.rules.idle_deadline_of(lifetime, now, absolute_end);
         let mut expires_at = stored.expires_at;
-        let refreshed = self
-            .rules
-            .worth_refreshing_of(lifetime, expires_at, proposed);
-        if refreshed {
+        let refresh = self.refresh_due(&stored, now);
+        if let Some(proposed) = refresh {
             let extended = self.store.extend(&key, proposed).await;
             if !absent_if_corrupt(extended)? {
                 // Logged out or revoked between the load and the refresh.
@@ -99,9 +119,20 @@ impl SessionEngine {
             key,
             record: stored.record,
             expires_at,
-            refreshed,
+            refreshed: refresh.is_some(),
         };
         Ok(Some((session, data)))
+    }
+
+    /// The idle deadline to move `stored` to, when moving it now is worth a write.
+    fn refresh_due(&self, stored: &StoredSession, now: SystemTime) -> Option<SystemTime> {
+        let lifetime = stored.record.lifetime();
+        let proposed = self
+            .rules
+            .idle_deadline_of(lifetime, now, stored.record.expires_at());
+        self.rules
+            .worth_refreshing_of(lifetime, stored.expires_at, proposed)
+            .then_some(proposed)
     }
 
     /// Whether the login token under `parent` is live and belongs to the user of `child`.

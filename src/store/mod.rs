@@ -46,6 +46,13 @@ pub struct StoredSession {
     pub expires_at: SystemTime,
 }
 
+impl StoredSession {
+    /// Whether neither deadline has passed at `now`.
+    pub(crate) fn is_live(&self, now: SystemTime) -> bool {
+        self.expires_at > now && self.record.expires_at() > now
+    }
+}
+
 /// A session as [`SessionStore::load_with_data`] read it: its record and, when it came in the
 /// same step, its data.
 #[derive(Clone, Debug)]
@@ -532,6 +539,11 @@ pub(crate) trait DynStore: Send + Sync {
         key: &'a SessionKey,
     ) -> LocalBoxFuture<'a, Result<Option<LoadedSession>, StoreError>>;
 
+    /// The session under `key`, with its data when small, from the store's memory and without
+    /// I/O, when the store can vouch that it is current: only a `RedisStore` with a local cache
+    /// can. `None` says nothing about the session: [`load`](Self::load) tells.
+    fn cached(&self, key: &SessionKey) -> Option<LoadedSession>;
+
     fn extend<'a>(
         &'a self,
         key: &'a SessionKey,
@@ -647,6 +659,19 @@ impl<S: SessionStore> DynStore for S {
         key: &'a SessionKey,
     ) -> LocalBoxFuture<'a, Result<Option<LoadedSession>, StoreError>> {
         Box::pin(SessionStore::load_with_data(self, key))
+    }
+
+    fn cached(&self, key: &SessionKey) -> Option<LoadedSession> {
+        // Not a method of `SessionStore`: whether a copy in memory is current is the store's
+        // own business, and only the cache of `RedisStore` can tell. The type test is settled
+        // when this is compiled for `S`.
+        #[cfg(feature = "local-cache")]
+        if let Some(store) = (self as &dyn std::any::Any).downcast_ref::<self::redis::RedisStore>()
+        {
+            return store.cached(key);
+        }
+        let _ = key;
+        None
     }
 
     fn extend<'a>(

@@ -6,7 +6,7 @@
 //! else in the web layer reaches it through [`RequestSession::of`]. The store is consulted only
 //! when something asks for the user, at most once per request.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
@@ -156,6 +156,8 @@ pub(crate) struct RequestSession {
     /// `OnceCell`: uncontended, as it nearly always is, it costs two atomic operations, where a
     /// `OnceCell` acquires a semaphore's permit and closes it under a mutex.
     lookup: Mutex<()>,
+    /// The presented token's store key, once something needed it.
+    presented_key: OnceCell<SessionKey>,
     /// Whether the handler was handed a new bearer token for its response body. Kept beside
     /// `state`, not in it: the token belongs to a session the request does not hold (a bearer
     /// login leaves the client's own session alone), and the response must stay out of caches
@@ -186,6 +188,7 @@ impl RequestSession {
             client_ip,
             state: RefCell::new(SessionState::Unresolved),
             lookup: Mutex::new(()),
+            presented_key: OnceCell::new(),
             token_in_body: Cell::new(false),
             data: RefCell::new(None),
             data_need: Cell::new(DataNeed::RecordOnly),
@@ -234,13 +237,8 @@ impl RequestSession {
     /// presented token's, looked up on first use only, or one this request started since.
     /// Once that lookup failed, an error at once: the store is not asked again.
     pub(crate) async fn resolve_any(&self) -> Result<Option<Rc<ActiveSession>>, Error> {
-        if self.is_unresolved() {
-            let _turn = self.lookup.lock().await;
-            // Settled meanwhile (by the lookup this one waited for, or by the handler), unless
-            // that lookup was dropped midway.
-            if self.is_unresolved() {
-                self.look_up().await;
-            }
+        if self.is_unresolved() && !self.settle_without_io() {
+            self.look_up_in_turn().await;
         }
         if self.store_failed() {
             return Err(store_failed_earlier());
@@ -294,6 +292,54 @@ impl RequestSession {
         matches!(*self.state.borrow(), SessionState::Unresolved)
     }
 
+    /// Settles the state where no I/O is needed: without a usable token, or with the session
+    /// from the store's memory when the store can vouch for its copy and the session needs no
+    /// write (see `SessionEngine::resolve_cached`). Without a turn at the lock, as nothing can
+    /// come between such a lookup and settling. `false` leaves the state unresolved.
+    fn settle_without_io(&self) -> bool {
+        let Some((key, bearer)) = self.presented_key() else {
+            if matches!(self.presented, Presented::Malformed) {
+                tracing::debug!("ignoring a malformed session cookie");
+            }
+            self.enter(SessionState::Resolved(None));
+            return true;
+        };
+        let Some((active, data)) = self.engine.resolve_cached(key) else {
+            return false;
+        };
+        if active.record.is_bearer() != bearer {
+            // Misused: the lookup with I/O refuses it, and says why.
+            return false;
+        }
+        self.enter(SessionState::Resolved(Some(Rc::new(active))));
+        if data.is_some() && self.data.borrow().is_none() {
+            self.data.replace(data);
+        }
+        true
+    }
+
+    /// The store key of the token the request presented, and whether it came as a bearer
+    /// token; worked out on first use, as a request that never asks for its session should not
+    /// pay for the hash.
+    fn presented_key(&self) -> Option<(&SessionKey, bool)> {
+        let (token, bearer) = match &self.presented {
+            Presented::Token(token) => (token, false),
+            Presented::Bearer(token) => (token, true),
+            Presented::Absent | Presented::Malformed => return None,
+        };
+        Some((self.presented_key.get_or_init(|| token.key()), bearer))
+    }
+
+    /// Waits for the lookup's lock, then looks the token up unless the state was settled
+    /// meanwhile (by the lookup this one waited for, or by the handler), or that lookup was
+    /// dropped midway.
+    async fn look_up_in_turn(&self) {
+        let _turn = self.lookup.lock().await;
+        if self.is_unresolved() {
+            self.look_up().await;
+        }
+    }
+
     /// Looks the presented token up and settles the state with what it found. Found or not, a
     /// session counts only if the request has not replaced or ended its own meanwhile; a
     /// verdict counts whatever it did, as the middleware answers for it all the same.
@@ -310,16 +356,15 @@ impl RequestSession {
     /// What the presented token stands for in the store, and the session's data if it came
     /// along.
     async fn load(&self) -> (SessionState, Option<SessionData>) {
-        let (token, bearer) = match &self.presented {
-            Presented::Token(token) => (token, false),
-            Presented::Bearer(token) => (token, true),
-            Presented::Absent => return (SessionState::Resolved(None), None),
-            Presented::Malformed => {
-                tracing::debug!("ignoring a malformed session cookie");
-                return (SessionState::Resolved(None), None);
-            }
+        let Some((key, bearer)) = self.presented_key() else {
+            // Settled without I/O before a lookup is tried; here for completeness.
+            return (SessionState::Resolved(None), None);
         };
-        let found = match self.engine.resolve_with(token, self.data_need.get()).await {
+        let found = match self
+            .engine
+            .resolve_with(key.clone(), self.data_need.get())
+            .await
+        {
             Ok(found) => found,
             Err(err) => {
                 tracing::error!(error = %err, "session store failed; refusing the request");

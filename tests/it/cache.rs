@@ -293,6 +293,43 @@ async fn an_idle_session_expires_in_the_cache_too() {
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 }
 
+/// A session served from memory still has its idle deadline moved when the move is due, so an
+/// active session outlives its idle window on a caching instance, and an idle one does not.
+#[actix_web::test]
+async fn activity_keeps_a_cached_session_alive() {
+    let server = RedisServer::start();
+    let store = cached_store(&server).await;
+    let idle_timeout = Duration::from_millis(1500);
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                LoginMiddleware::builder(store)
+                    .timeouts(Timeouts::BROWSER.with_idle(idle_timeout))
+                    .build(),
+            )
+            .route("/login/{id}", web::post().to(login))
+            .route("/me", web::get().to(me)),
+    )
+    .await;
+    let idle = log_in(&app, 1).await;
+    let active = log_in(&app, 2).await;
+    assert_served_from_cache(&app, &server, &active).await;
+    // A request every 250 ms for 2.5 s: each moves the deadline, as a tenth of the idle window
+    // (150 ms) has gone by; a stalled test thread would have to lose over a second between two.
+    let mut last_answered = Instant::now();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            status(&app, get("/me", Some(&active))).await,
+            200,
+            "active session ended, {:?} after the one before",
+            last_answered.elapsed()
+        );
+        last_answered = Instant::now();
+    }
+    assert_eq!(status(&app, get("/me", Some(&idle))).await, 401);
+}
+
 /// Redis forgets what a closed connection tracked, so the cache must forget it too: a session
 /// deleted while no invalidation could arrive is never served from memory.
 async fn losing_the_tracking_connection_empties_the_cache(kind: Kind) {

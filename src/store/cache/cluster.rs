@@ -129,6 +129,20 @@ impl ClusterCache {
         Ok(Self { shared })
     }
 
+    /// As [`LocalCache::cached`], from the cache of the primary that serves `key`'s slot.
+    pub(crate) fn cached(&self, key: &str) -> Option<LoadedSession> {
+        let slot = slot_of(key.as_bytes());
+        // Out of the routing lock before the node's cache takes its own locks, as in `load`.
+        let cache = {
+            let routing = lock(&self.shared.routing);
+            routing
+                .owner(slot)
+                .and_then(|node| routing.caches.get(node))
+                .cloned()
+        }?;
+        cache.cached(key)
+    }
+
     /// As [`LocalCache::load`], from the cache of the primary that serves `key`'s slot; `None`
     /// when there is none now (the store reads by itself).
     pub(crate) async fn load<F, Fut>(

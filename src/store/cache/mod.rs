@@ -61,11 +61,13 @@
 //!
 //! # The interface to the store
 //!
-//! The store sees two things: [`LocalCache::connect`] with a [`TrackingTarget`] (or, on a
+//! The store sees three things: [`LocalCache::connect`] with a [`TrackingTarget`] (or, on a
 //! cluster, `ClusterCache::connect` with the means to read the slot map and to reach each
-//! node), and [`LocalCache::load`], which answers a read from memory, or fetches it through
-//! the tracking connection with a closure the store supplies, or tells the store to read by
-//! itself.
+//! node); [`LocalCache::load`], which answers a read from memory, or fetches it through the
+//! tracking connection with a closure the store supplies, or tells the store to read by itself;
+//! and [`LocalCache::cached`], the same answer from memory without the fetch, under the same
+//! rules, so that a request can be served without a future (the store's `cached`, which the
+//! engine asks before it loads).
 //!
 //! It is not a `SessionStore` wrapping `RedisStore`: the copy is only as good as the reads
 //! that filled it, and those must use the store's key names, stored format and command timeout
@@ -265,6 +267,35 @@ impl LocalCache {
         }
     }
 
+    /// The session under `key` from memory, without I/O, when the cache can vouch for it now:
+    /// `None` when it cannot (the caller then takes [`load`](Self::load), which fetches).
+    pub(crate) fn cached(&self, key: &str) -> Option<LoadedSession> {
+        let (generation, wire) = self.shared.wire()?;
+        let hit = self.hit(key, generation, &wire);
+        if hit.is_some() {
+            crate::telemetry::cache(true);
+        }
+        hit
+    }
+
+    /// The entry under `key`, if nothing can have changed it since the tracking connection of
+    /// `generation`, whose `wire` this is, vouched for it.
+    fn hit(&self, key: &str, generation: u64, wire: &Wire) -> Option<LoadedSession> {
+        let scanner = lock(&wire.scanner);
+        if !(scanner.is_idle() && wire.heard_lately() && wire.nothing_waiting()) {
+            return None;
+        }
+        match lock(&self.shared.entries).get(key) {
+            // Only the connection this lookup just checked may vouch for the entry.
+            Some(Slot::Ready(stored, vouched_by))
+                if *vouched_by == generation && stored.stored.expires_at > SystemTime::now() =>
+            {
+                Some(stored.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// Answers from memory if that is safe; otherwise says how to fetch.
     fn lookup(&self, key: &str) -> Lookup {
         // Only the wire on the hot path: cloning the whole connection costs more than a hit.
@@ -272,16 +303,8 @@ impl LocalCache {
             Shared::reconnect_soon(&self.shared);
             return Lookup::Bypass;
         };
-        {
-            let scanner = lock(&wire.scanner);
-            if scanner.is_idle() && wire.heard_lately() && wire.nothing_waiting() {
-                if let Some(Slot::Ready(stored, vouched_by)) = lock(&self.shared.entries).get(key) {
-                    // Only the connection this lookup just checked may vouch for the entry.
-                    if *vouched_by == generation && stored.stored.expires_at > SystemTime::now() {
-                        return Lookup::Hit(stored.clone());
-                    }
-                }
-            }
+        if let Some(stored) = self.hit(key, generation, &wire) {
+            return Lookup::Hit(stored);
         }
         let Some(connection) = self.shared.connection(generation) else {
             return Lookup::Bypass;

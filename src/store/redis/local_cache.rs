@@ -70,6 +70,13 @@ impl Cache {
         imp::load(self.0.as_ref()?, key, fetch).await
     }
 
+    /// The session under `key` from memory, without I/O, when the cache can vouch for it now
+    /// (see `LocalCache::cached`); `None` sends the caller to [`load`](Self::load).
+    #[cfg(feature = "local-cache")]
+    pub(super) fn cached(&self, key: &str) -> Option<LoadedSession> {
+        imp::cached(self.0.as_ref()?, key)
+    }
+
     /// Tells the cache which server the store's connection reaches, from the text of an
     /// `INFO server` reply on it; a cache tracking another server empties.
     pub(super) fn confirm_server(&self, info: &str) {
@@ -282,6 +289,14 @@ mod imp {
             Inner::One(cache) => cache.load(key, fetch).await,
             #[cfg(feature = "cluster")]
             Inner::Cluster(cache) => cache.load(key, fetch).await,
+        }
+    }
+
+    pub(super) fn cached(cache: &Inner, key: &str) -> Option<LoadedSession> {
+        match cache {
+            Inner::One(cache) => cache.cached(key),
+            #[cfg(feature = "cluster")]
+            Inner::Cluster(cache) => cache.cached(key),
         }
     }
 

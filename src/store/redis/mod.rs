@@ -305,6 +305,17 @@ impl RedisStore {
         decode_named(&reply, pieces.fields().len(), fields, DATA_READ_WITH_RECORD)
     }
 
+    /// The session under `key` from the local cache's memory, without I/O, when the cache can
+    /// vouch for it now; `None` without a cache, or when only a [`load`](SessionStore::load)
+    /// can tell.
+    #[cfg(feature = "local-cache")]
+    pub(crate) fn cached(&self, key: &SessionKey) -> Option<LoadedSession> {
+        if !self.cache.is_on() {
+            return None;
+        }
+        self.cache.cached(&self.session_key(key))
+    }
+
     /// The session under `redis_key` from the local cache, which holds small data too, filled
     /// through its tracking connection; `None` when there is no cache or it cannot answer.
     async fn load_cached(
