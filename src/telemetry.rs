@@ -60,7 +60,6 @@ impl StoreCommand {
 }
 
 /// A local cache lookup that found the record, or did not.
-#[cfg_attr(not(feature = "local-cache"), allow(dead_code))]
 pub(crate) fn cache(hit: bool) {
     #[cfg(feature = "metrics")]
     if hit {

@@ -52,6 +52,7 @@ impl SessionEngine {
         if self.refresh_due(&stored, now).is_some() {
             return None;
         }
+        crate::telemetry::cache(true);
         let session = ActiveSession {
             key: key.clone(),
             record: stored.record,
@@ -61,7 +62,7 @@ impl SessionEngine {
         Some((session, data))
     }
 
-    /// The live session behind `token`, refreshing its idle deadline when that is worth a write.
+    /// The live session under `key`, refreshing its idle deadline when that is worth a write.
     ///
     /// `Ok(None)` for an unknown, ended, expired or unreadable session; `Err` only when the store
     /// failed, which must never be taken for "not logged in".
@@ -149,9 +150,7 @@ impl SessionEngine {
         let Some(stored) = absent_if_corrupt(self.store.load(parent).await)? else {
             return Ok(false);
         };
-        Ok(stored.expires_at > now
-            && stored.record.expires_at() > now
-            && stored.record.user_id() == child.user_id())
+        Ok(stored.is_live(now) && stored.record.user_id() == child.user_id())
     }
 
     /// Starts a new session for `grant`, ending `previous`, the session the client came with,

@@ -17,6 +17,8 @@ pub(crate) const GROUP_LEN: usize = 4;
 const GROUP_BYTES: usize = 3;
 /// Length of a key's text form.
 const KEY_LEN: usize = GROUP_LEN + DIGEST_LEN;
+// `encode_digest` writes whole groups of three bytes as four characters, and nothing else.
+const _: () = assert!(DIGEST_BYTES.is_multiple_of(3) && DIGEST_BYTES / 3 * 4 == DIGEST_LEN);
 
 /// The name a session record is stored under: the token's *group* (its first four characters)
 /// followed by the SHA-256 of the whole token, truncated to 168 bits, in base64url (32

@@ -4,7 +4,8 @@
 //! The middleware parses the cookie (no I/O), works out the client's address and where the
 //! request comes from, and stores a [`RequestSession`] in the request's extensions. Everything
 //! else in the web layer reaches it through [`RequestSession::of`]. The store is consulted only
-//! when something asks for the user, at most once per request.
+//! when something asks for the user, and looked up at most once per request (after a look at
+//! its memory, where a local cache keeps one).
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::net::IpAddr;
@@ -151,10 +152,11 @@ pub(crate) struct RequestSession {
     state: RefCell<SessionState>,
     /// Lets the presented token be looked up once per request. A handler's extractors run
     /// concurrently on the request's task: the first to need the session takes this lock and
-    /// looks it up, the others wait for the lock and then find `state` settled rather than ask
-    /// the store again. It holds nothing itself: the lookup settles `state`. A lock, not a
-    /// `OnceCell`: uncontended, as it nearly always is, it costs two atomic operations, where a
-    /// `OnceCell` acquires a semaphore's permit and closes it under a mutex.
+    /// looks it up (from the store's memory without waiting, when it can: see
+    /// `settle_without_io`), the others wait for the lock and then find `state` settled rather
+    /// than ask the store again. It holds nothing itself: the lookup settles `state`. A lock,
+    /// not a `OnceCell`: uncontended, as it nearly always is, it costs two atomic operations,
+    /// where a `OnceCell` acquires a semaphore's permit and closes it under a mutex.
     lookup: Mutex<()>,
     /// The presented token's store key, once something needed it.
     presented_key: OnceCell<SessionKey>,
@@ -294,20 +296,24 @@ impl RequestSession {
 
     /// Settles the state where no I/O is needed: without a usable token, or with the session
     /// from the store's memory when the store can vouch for its copy and the session needs no
-    /// write (see `SessionEngine::resolve_cached`). Without a turn at the lock, as nothing can
-    /// come between such a lookup and settling. `false` leaves the state unresolved.
+    /// write (see `SessionEngine::resolve_cached`). No lock is awaited: if another extractor's
+    /// lookup is under way (it may be moving the session's deadline, which decides the
+    /// cookie), this one leaves the state to it. `false` leaves the state unresolved.
     fn settle_without_io(&self) -> bool {
-        let Some((key, bearer)) = self.presented_key() else {
+        let Some(key) = self.presented_key() else {
             if matches!(self.presented, Presented::Malformed) {
                 tracing::debug!("ignoring a malformed session cookie");
             }
             self.enter(SessionState::Resolved(None));
             return true;
         };
+        let Some(_turn) = self.lookup.try_lock() else {
+            return false;
+        };
         let Some((active, data)) = self.engine.resolve_cached(key) else {
             return false;
         };
-        if active.record.is_bearer() != bearer {
+        if active.record.is_bearer() != self.is_bearer() {
             // Misused: the lookup with I/O refuses it, and says why.
             return false;
         }
@@ -318,16 +324,16 @@ impl RequestSession {
         true
     }
 
-    /// The store key of the token the request presented, and whether it came as a bearer
-    /// token; worked out on first use, as a request that never asks for its session should not
-    /// pay for the hash.
-    fn presented_key(&self) -> Option<(&SessionKey, bool)> {
-        let (token, bearer) = match &self.presented {
-            Presented::Token(token) => (token, false),
-            Presented::Bearer(token) => (token, true),
-            Presented::Absent | Presented::Malformed => return None,
-        };
-        Some((self.presented_key.get_or_init(|| token.key()), bearer))
+    /// The store key of the token the request presented (as a cookie or a bearer token),
+    /// worked out on first use: a request that never asks for its session does not pay for the
+    /// hash, and one that asks more than once pays once.
+    fn presented_key(&self) -> Option<&SessionKey> {
+        match &self.presented {
+            Presented::Token(token) | Presented::Bearer(token) => {
+                Some(self.presented_key.get_or_init(|| token.key()))
+            }
+            Presented::Absent | Presented::Malformed => None,
+        }
     }
 
     /// Waits for the lookup's lock, then looks the token up unless the state was settled
@@ -344,7 +350,11 @@ impl RequestSession {
     /// session counts only if the request has not replaced or ended its own meanwhile; a
     /// verdict counts whatever it did, as the middleware answers for it all the same.
     async fn look_up(&self) {
-        let (found, data) = self.load().await;
+        // Without a token there is nothing to look up: `settle_without_io` settled it.
+        let Some(key) = self.presented_key() else {
+            return;
+        };
+        let (found, data) = self.load(key).await;
         if found.is_verdict() || self.is_unresolved() {
             self.enter(found);
             if data.is_some() && self.data.borrow().is_none() {
@@ -353,13 +363,10 @@ impl RequestSession {
         }
     }
 
-    /// What the presented token stands for in the store, and the session's data if it came
-    /// along.
-    async fn load(&self) -> (SessionState, Option<SessionData>) {
-        let Some((key, bearer)) = self.presented_key() else {
-            // Settled without I/O before a lookup is tried; here for completeness.
-            return (SessionState::Resolved(None), None);
-        };
+    /// What the presented token, whose key is `key`, stands for in the store, and the
+    /// session's data if it came along.
+    async fn load(&self, key: &SessionKey) -> (SessionState, Option<SessionData>) {
+        let bearer = self.is_bearer();
         let found = match self
             .engine
             .resolve_with(key.clone(), self.data_need.get())
@@ -442,9 +449,17 @@ impl RequestSession {
         self.state.borrow().client_token(&self.presented).map(f)
     }
 
-    /// The key of the session the client will hold once this response arrives.
+    /// The key of the session the client will hold once this response arrives (as
+    /// [`SessionState::client_token`] names its token), without hashing a token twice.
     fn current_key(&self) -> Option<SessionKey> {
-        self.with_current_token(SessionToken::key)
+        match &*self.state.borrow() {
+            SessionState::Replaced { session, .. } => Some(session.key.clone()),
+            SessionState::Ended => None,
+            SessionState::Unresolved
+            | SessionState::Resolved(_)
+            | SessionState::BearerRejected
+            | SessionState::StoreFailed => self.presented_key().cloned(),
+        }
     }
 
     /// The synchronizer token for the session the client will hold after this response; none

@@ -66,8 +66,8 @@
 //! node); [`LocalCache::load`], which answers a read from memory, or fetches it through the
 //! tracking connection with a closure the store supplies, or tells the store to read by itself;
 //! and [`LocalCache::cached`], the same answer from memory without the fetch, under the same
-//! rules, so that a request can be served without a future (the store's `cached`, which the
-//! engine asks before it loads).
+//! rules, so that a request can be served without a future (through the store's `cached`,
+//! which a request asks before it loads).
 //!
 //! It is not a `SessionStore` wrapping `RedisStore`: the copy is only as good as the reads
 //! that filled it, and those must use the store's key names, stored format and command timeout
@@ -269,13 +269,12 @@ impl LocalCache {
 
     /// The session under `key` from memory, without I/O, when the cache can vouch for it now:
     /// `None` when it cannot (the caller then takes [`load`](Self::load), which fetches).
+    ///
+    /// Not counted as a lookup: the engine counts the answers it takes (it turns down one that
+    /// needs I/O, which [`load`](Self::load) then counts).
     pub(crate) fn cached(&self, key: &str) -> Option<LoadedSession> {
         let (generation, wire) = self.shared.wire()?;
-        let hit = self.hit(key, generation, &wire);
-        if hit.is_some() {
-            crate::telemetry::cache(true);
-        }
-        hit
+        self.hit(key, generation, &wire)
     }
 
     /// The entry under `key`, if nothing can have changed it since the tracking connection of
