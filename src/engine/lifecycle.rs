@@ -52,7 +52,6 @@ impl SessionEngine {
         if self.refresh_due(&stored, now).is_some() {
             return None;
         }
-        crate::telemetry::cache(true);
         let session = ActiveSession {
             key: key.clone(),
             record: stored.record,

@@ -53,10 +53,12 @@ impl SessionKey {
                 text[..GROUP_LEN].copy_from_slice(group);
             }
         }
-        encode_digest(
-            &Sha256::digest(token)[..DIGEST_BYTES],
-            &mut text[GROUP_LEN..],
-        );
+        let mut digest_text = [0u8; DIGEST_LEN];
+        // Always there: SHA-256 has 32 bytes.
+        if let Some(digest) = Sha256::digest(token).first_chunk::<DIGEST_BYTES>() {
+            encode_digest(digest, &mut digest_text);
+        }
+        text[GROUP_LEN..].copy_from_slice(&digest_text);
         Self(text)
     }
 
@@ -118,10 +120,10 @@ impl SessionKey {
 /// The base64url alphabet: a sextet's character.
 const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/// Writes `digest` (21 bytes) into `text` (28 bytes) in base64url, as the base64 crate would:
+/// Writes `digest` into `text` in base64url, as the base64 crate would:
 /// by hand, as every request with a session derives a key, and three whole bytes to four
 /// characters need none of an engine's generality (no padding, no partial group).
-fn encode_digest(digest: &[u8], text: &mut [u8]) {
+fn encode_digest(digest: &[u8; DIGEST_BYTES], text: &mut [u8; DIGEST_LEN]) {
     for (bytes, chars) in digest.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
         let group = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
         for (shift, char) in [18, 12, 6, 0].into_iter().zip(chars) {

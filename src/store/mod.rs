@@ -663,8 +663,8 @@ impl<S: SessionStore> DynStore for S {
 
     fn cached(&self, key: &SessionKey) -> Option<LoadedSession> {
         // Not a method of `SessionStore`: whether a copy in memory is current is the store's
-        // own business, and only the cache of `RedisStore` can tell. The type test is settled
-        // when this is compiled for `S`.
+        // own business, and only the cache of `RedisStore` can tell. The type test compares two
+        // constants for a given `S`, which the optimiser folds away.
         #[cfg(feature = "local-cache")]
         if let Some(store) = (self as &dyn std::any::Any).downcast_ref::<self::redis::RedisStore>()
         {

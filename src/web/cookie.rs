@@ -50,7 +50,8 @@ pub(crate) enum Presented {
 }
 
 /// The `name=value` pairs of a `Cookie` header, as split at `;`: what `slice::split` gives, found
-/// by `memchr`, which looks at a word of bytes at a time instead of one.
+/// by `memchr`, which looks at many bytes at a time (with SIMD where the CPU has it) instead of
+/// one.
 fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(header);
     std::iter::from_fn(move || {

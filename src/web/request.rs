@@ -159,7 +159,7 @@ pub(crate) struct RequestSession {
     /// where a `OnceCell` acquires a semaphore's permit and closes it under a mutex.
     lookup: Mutex<()>,
     /// The presented token's store key, once something needed it.
-    presented_key: OnceCell<SessionKey>,
+    presented_key_memo: OnceCell<SessionKey>,
     /// Whether the handler was handed a new bearer token for its response body. Kept beside
     /// `state`, not in it: the token belongs to a session the request does not hold (a bearer
     /// login leaves the client's own session alone), and the response must stay out of caches
@@ -190,7 +190,7 @@ impl RequestSession {
             client_ip,
             state: RefCell::new(SessionState::Unresolved),
             lookup: Mutex::new(()),
-            presented_key: OnceCell::new(),
+            presented_key_memo: OnceCell::new(),
             token_in_body: Cell::new(false),
             data: RefCell::new(None),
             data_need: Cell::new(DataNeed::RecordOnly),
@@ -317,6 +317,8 @@ impl RequestSession {
             // Misused: the lookup with I/O refuses it, and says why.
             return false;
         }
+        // Counted here, once taken: one turned down is counted by the load that follows.
+        crate::telemetry::cache(true);
         self.enter(SessionState::Resolved(Some(Rc::new(active))));
         if data.is_some() && self.data.borrow().is_none() {
             self.data.replace(data);
@@ -330,7 +332,7 @@ impl RequestSession {
     fn presented_key(&self) -> Option<&SessionKey> {
         match &self.presented {
             Presented::Token(token) | Presented::Bearer(token) => {
-                Some(self.presented_key.get_or_init(|| token.key()))
+                Some(self.presented_key_memo.get_or_init(|| token.key()))
             }
             Presented::Absent | Presented::Malformed => None,
         }

@@ -270,8 +270,8 @@ impl LocalCache {
     /// The session under `key` from memory, without I/O, when the cache can vouch for it now:
     /// `None` when it cannot (the caller then takes [`load`](Self::load), which fetches).
     ///
-    /// Not counted as a lookup: the engine counts the answers it takes (it turns down one that
-    /// needs I/O, which [`load`](Self::load) then counts).
+    /// Not counted as a lookup: the request counts the answers it takes (one it turns down is
+    /// counted by the [`load`](Self::load) that follows).
     pub(crate) fn cached(&self, key: &str) -> Option<LoadedSession> {
         let (generation, wire) = self.shared.wire()?;
         self.hit(key, generation, &wire)
