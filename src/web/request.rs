@@ -307,14 +307,15 @@ impl RequestSession {
             self.enter(SessionState::Resolved(None));
             return true;
         };
-        let Some(_turn) = self.lookup.try_lock() else {
-            return false;
-        };
         let Some((active, data)) = self.engine.resolve_cached(key) else {
             return false;
         };
         if active.record.is_bearer() != self.is_bearer() {
             // Misused: the lookup with I/O refuses it, and says why.
+            return false;
+        }
+        // Asked only once the memory has an answer: a store without one pays nothing for it.
+        if self.lookup.try_lock().is_none() {
             return false;
         }
         // Counted here, once taken: one turned down is counted by the load that follows.

@@ -129,18 +129,20 @@ impl ClusterCache {
         Ok(Self { shared })
     }
 
+    /// The cache of the primary that serves `key`'s slot, if the map names one. A clone, so
+    /// that the routing lock is released before the node's cache takes its own locks.
+    fn cache_for(&self, key: &str) -> Option<LocalCache> {
+        let slot = slot_of(key.as_bytes());
+        let routing = lock(&self.shared.routing);
+        routing
+            .owner(slot)
+            .and_then(|node| routing.caches.get(node))
+            .cloned()
+    }
+
     /// As [`LocalCache::cached`], from the cache of the primary that serves `key`'s slot.
     pub(crate) fn cached(&self, key: &str) -> Option<LoadedSession> {
-        let slot = slot_of(key.as_bytes());
-        // Out of the routing lock before the node's cache takes its own locks, as in `load`.
-        let cache = {
-            let routing = lock(&self.shared.routing);
-            routing
-                .owner(slot)
-                .and_then(|node| routing.caches.get(node))
-                .cloned()
-        }?;
-        cache.cached(key)
+        self.cache_for(key)?.cached(key)
     }
 
     /// As [`LocalCache::load`], from the cache of the primary that serves `key`'s slot; `None`
@@ -154,15 +156,7 @@ impl ClusterCache {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<Option<LoadedSession>, StoreError>>,
     {
-        let slot = slot_of(key.as_bytes());
-        let cache = {
-            let routing = lock(&self.shared.routing);
-            routing
-                .owner(slot)
-                .and_then(|node| routing.caches.get(node))
-                .cloned()
-        };
-        let Some(cache) = cache else {
+        let Some(cache) = self.cache_for(key) else {
             Shared::refresh_soon(&self.shared);
             return None;
         };
