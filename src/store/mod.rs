@@ -223,7 +223,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// left for [`list`](SessionStore::list) to prune.
     fn delete(&self, key: &SessionKey) -> impl Future<Output = Result<bool, StoreError>>;
 
-    /// The live sessions of `user_id`. Entries whose record is gone, expired, unreadable, or
+    /// The live sessions of `user_id`, each once, also while one is being
+    /// [rotated](SessionStore::rotate). Entries whose record is gone, expired, unreadable, or
     /// belongs to another user are dropped from the index on the way, and counted.
     fn list(&self, user_id: &str) -> impl Future<Output = Result<UserSessions, StoreError>>;
 

@@ -231,6 +231,39 @@ async fn a_session_half_way_through_a_rotation_on_a_cluster_is_still_listed() {
     assert_eq!(listed.dropped, 1);
 }
 
+/// A step later, the copy is indexed too and the old key not yet deleted: both index entries
+/// lead to one session, which is listed once, under the key it lives on, and neither entry is
+/// dropped (the rotation removes the old one itself).
+#[actix_web::test]
+async fn a_session_whose_copy_is_indexed_is_listed_once_under_the_copy() {
+    let cluster = RedisCluster::start();
+    let store = cluster.store(&unique_prefix()).await;
+    let (old, new) = (key(1), key(2));
+    for (n, k) in [(1, &old), (2, &new)] {
+        assert!(store
+            .create(k, &record(n), an_hour(), &SessionData::new())
+            .await
+            .unwrap());
+    }
+    let old_redis_key = store.session_key(&old);
+    let mut raw = connection(&cluster.urls()[cluster.node_serving(&old_redis_key)]).unwrap();
+    mark_as_moving(&mut raw, &old_redis_key, new.as_str());
+
+    let listed = store.list("7").await.unwrap();
+    let keys: Vec<&SessionKey> = listed.live.iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, [&new], "one session, listed once");
+    assert_eq!(listed.live[0].1.record.id(), "public-id-2");
+    assert_eq!(listed.dropped, 0);
+    let index = store.user_index_key("7");
+    let mut raw = connection(&cluster.urls()[cluster.node_serving(&index)]).unwrap();
+    let members: Vec<String> = redis::cmd("HKEYS").arg(&index).query(&mut raw).unwrap();
+    assert_eq!(
+        members.len(),
+        2,
+        "the old entry is the rotation's to remove"
+    );
+}
+
 /// A real rotation on a cluster, held between its script and its index write (the node of the
 /// user's index pauses writes): from the moment the copy exists, the old token is dead to
 /// lookups, with its data or without, and the session is listed; once the rotation ends, only

@@ -143,17 +143,16 @@ impl RedisStore {
     /// marked as moving reads as the session it moves to (see [`listed_on_cluster`]).
     ///
     /// [`listed_on_cluster`]: Self::listed_on_cluster
-    pub(super) async fn lookup_all(
-        &self,
-        keys: &[&SessionKey],
-    ) -> Result<Vec<Vec<Option<Vec<u8>>>>, StoreError> {
+    pub(super) async fn lookup_all(&self, keys: &[&SessionKey]) -> Result<Vec<Listed>, StoreError> {
         let mut conn = self.connection.clone();
         if conn.is_single_node() {
             let mut lookups = redis::pipe();
             for key in keys {
                 lookups.add_command(self.record_fields(key));
             }
-            return self.run(lookups.query_async(&mut conn)).await;
+            let replies: Vec<Vec<Option<Vec<u8>>>> =
+                self.run(lookups.query_async(&mut conn)).await?;
+            return Ok(replies.into_iter().map(Listed::under_its_key).collect());
         }
         join_all(keys.iter().map(|key| self.listed_on_cluster(key)))
             .await
@@ -171,10 +170,7 @@ impl RedisStore {
     /// `SessionStore::rotate`), and a live update that reaches the old key follows the mark.
     /// So a marked key without a record reads here as the copy under the key it names; if that
     /// is gone too, or the mark cannot be read, as no session.
-    async fn listed_on_cluster(
-        &self,
-        key: &SessionKey,
-    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    async fn listed_on_cluster(&self, key: &SessionKey) -> Result<Listed, StoreError> {
         let mut conn = self.connection.clone();
         let mut hmget = self.record_fields(key);
         hmget.arg(MOVING);
@@ -186,10 +182,15 @@ impl RedisStore {
             .and_then(|text| SessionKey::parse(std::str::from_utf8(&text).ok()?));
         match copy {
             Some(copy) => {
-                self.run(self.record_fields(&copy).query_async(&mut conn))
-                    .await
+                let reply = self
+                    .run(self.record_fields(&copy).query_async(&mut conn))
+                    .await?;
+                Ok(Listed {
+                    reply,
+                    moving_to: Some(copy),
+                })
             }
-            None => Ok(reply),
+            None => Ok(Listed::under_its_key(reply)),
         }
     }
 
@@ -227,6 +228,24 @@ impl RedisStore {
                 .query_async::<()>(&mut conn),
         )
         .await
+    }
+}
+
+/// What a listing read for one index entry.
+pub(super) struct Listed {
+    /// The record, live update and deadline, as `HMGET` returns them.
+    pub(super) reply: Vec<Option<Vec<u8>>>,
+    /// The key they were read under when the entry's own key is marked as moving to it (on a
+    /// cluster, half-way through a rotation); `None` when they are the entry's own.
+    pub(super) moving_to: Option<SessionKey>,
+}
+
+impl Listed {
+    fn under_its_key(reply: Vec<Option<Vec<u8>>>) -> Self {
+        Self {
+            reply,
+            moving_to: None,
+        }
     }
 }
 

@@ -669,7 +669,18 @@ impl SessionStore for RedisStore {
         }
         let now = SystemTime::now();
         let mut past_deadline = Vec::new();
-        for ((member, key), reply) in indexed.into_iter().zip(replies) {
+        // A key half-way through a rotation reads as its copy: once the copy is indexed too,
+        // it lists itself, and the old entry is the rotation's to remove.
+        let copy_listed = |copy: &SessionKey| indexed.iter().any(|(_, key)| key == copy);
+        let entries: Vec<_> = replies
+            .into_iter()
+            .map(|listed| match &listed.moving_to {
+                Some(copy) if copy_listed(copy) => None,
+                _ => Some(listed.reply),
+            })
+            .collect();
+        for ((member, key), reply) in indexed.into_iter().zip(entries) {
+            let Some(reply) = reply else { continue };
             match decode_reply(reply) {
                 Ok(Some(stored)) if stored.expires_at <= now => past_deadline.push((member, key)),
                 Ok(Some(stored)) if stored.record.user_id() == user_id => live.push((key, stored)),
