@@ -33,11 +33,12 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use super::deferred::{Deferred, Octets, Unpack};
 use super::{Factors, Fields, Impersonation, LoginMethod, SessionRecord};
 
 /// The first byte of a record in this form.
@@ -97,7 +98,7 @@ impl SessionRecord {
         }
         if let Some(ua) = &f.user_agent {
             out.push(USER_AGENT);
-            put_str(&mut out, &user_agent(ua));
+            put_str(&mut out, &user_agent(ua.get()));
         }
         if !f.kind.is_browser() {
             out.push(KIND);
@@ -122,11 +123,8 @@ impl SessionRecord {
     }
 
     /// The record in `bytes`, as [`encode_binary`](Self::encode_binary) wrote it, its user
-    /// agent as `user_agent` rewrites it back.
-    pub(crate) fn decode_binary(
-        bytes: &[u8],
-        user_agent: impl for<'a> Fn(&'a str) -> Cow<'a, str>,
-    ) -> Result<Self, Malformed> {
+    /// agent as `user_agent` rewrites it back (when it is first read: see [`Deferred`]).
+    pub(crate) fn decode_binary(bytes: &[u8], user_agent: Unpack) -> Result<Self, Malformed> {
         let mut r = Reader(bytes);
         if r.byte()? != VERSION {
             return Err(Malformed("unknown version"));
@@ -155,9 +153,9 @@ impl SessionRecord {
                     }
                     fields.roles = roles;
                 }
-                IP => fields.ip = Some(r.str()?.to_owned()),
-                IP_BYTES => fields.ip = Some(r.ip()?),
-                USER_AGENT => fields.user_agent = Some(user_agent(r.str()?).into_owned()),
+                IP => fields.ip = Some(Deferred::Text(r.str()?.to_owned())),
+                IP_BYTES => fields.ip = Some(Deferred::ip(r.ip()?)),
+                USER_AGENT => fields.user_agent = Some(Deferred::packed(r.str()?, user_agent)),
                 KIND => fields.kind = r.json()?,
                 IMPERSONATION => fields.impersonation = Some(r.json::<Impersonation>()?),
                 FACTORS => fields.factors = factors_from_code(r.byte()?)?,
@@ -210,41 +208,27 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
 }
 
 /// An IP address in 4 or 16 bytes when it prints back as given (most do: the middleware
-/// writes them so), else as text.
-fn put_ip(out: &mut Vec<u8>, ip: &str) {
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) if v4.to_string() == ip => {
+/// writes them so, and one decoded from bytes does), else as text.
+fn put_ip(out: &mut Vec<u8>, ip: &Deferred) {
+    let octets = ip.octets().or_else(|| match ip.get().parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) if v4.to_string() == ip.get() => Some(Octets::V4(v4.octets())),
+        Ok(IpAddr::V6(v6)) if v6.to_string() == ip.get() => Some(Octets::V6(v6.octets())),
+        _ => None,
+    });
+    match octets {
+        Some(Octets::V4(v4)) => {
             out.extend_from_slice(&[IP_BYTES, 4]);
-            out.extend_from_slice(&v4.octets());
+            out.extend_from_slice(&v4);
         }
-        Ok(IpAddr::V6(v6)) if v6.to_string() == ip => {
+        Some(Octets::V6(v6)) => {
             out.extend_from_slice(&[IP_BYTES, 16]);
-            out.extend_from_slice(&v6.octets());
+            out.extend_from_slice(&v6);
         }
-        _ => {
+        None => {
             out.push(IP);
-            put_str(out, ip);
+            put_str(out, ip.get());
         }
     }
-}
-
-/// `a.b.c.d`, as `Ipv4Addr`'s `Display` writes it, without the formatting machinery: a
-/// lookup of every request runs this.
-fn ipv4_text(octets: [u8; 4]) -> String {
-    let mut text = String::with_capacity(15);
-    for (i, octet) in octets.into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    text
 }
 
 fn put_json(out: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), Malformed> {
@@ -290,16 +274,16 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(text).map_err(|_| Malformed("text is not UTF-8"))
     }
 
-    fn ip(&mut self) -> Result<String, Malformed> {
+    fn ip(&mut self) -> Result<Octets, Malformed> {
         let len = self.byte()?;
         let bytes = self
             .0
             .get(..usize::from(len))
             .ok_or(Malformed("cut short"))?;
         let ip = match <[u8; 4]>::try_from(bytes) {
-            Ok(v4) => ipv4_text(v4),
+            Ok(v4) => Octets::V4(v4),
             Err(_) => match <[u8; 16]>::try_from(bytes) {
-                Ok(v6) => Ipv6Addr::from(v6).to_string(),
+                Ok(v6) => Octets::V6(v6),
                 Err(_) => return Err(Malformed("an IP address of neither 4 nor 16 bytes")),
             },
         };
@@ -461,16 +445,16 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_text_is_what_ipv4addr_prints() {
-        for a in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
-            for b in [0u8, 7, 42, 100, 255] {
-                let octets = [a, b, 255 - a, b / 2];
-                assert_eq!(
-                    ipv4_text(octets),
-                    std::net::Ipv4Addr::from(octets).to_string()
-                );
-            }
-        }
+    fn a_decoded_record_writes_its_client_back_as_it_read_it() {
+        let record = browser_login().with_client(Some("192.0.2.7".into()), Some("curl/8".into()));
+        let bytes = record.encode_binary(same).unwrap();
+        let back = SessionRecord::decode_binary(&bytes, same).unwrap();
+        // Written again before anything read the address or the user agent as text.
+        assert_eq!(back.encode_binary(same).unwrap(), bytes);
+        assert_eq!(
+            (back.ip(), back.user_agent()),
+            (Some("192.0.2.7"), Some("curl/8"))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod activity;
 #[cfg(feature = "redis")]
 mod binary;
 mod data;
+mod deferred;
 mod key;
 mod link;
 mod method;
@@ -20,6 +21,7 @@ pub(crate) use self::binary::VERSION as BINARY_VERSION;
 #[cfg(feature = "redis")]
 pub(crate) use self::data::{entry_size, ENTRY_OVERHEAD};
 pub use self::data::{DataChange, SessionData};
+use self::deferred::Deferred;
 pub use self::key::SessionKey;
 pub use self::link::{LinkKey, LinkPurpose, LinkRecord};
 pub(crate) use self::method::lenient as lenient_method;
@@ -65,10 +67,12 @@ struct Fields {
     expires_at: u64,
     #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
     roles: Vec<String>,
+    /// Where the login came from: read by session lists and events only, so kept as the store
+    /// decoded it until then.
     #[serde(rename = "ip", default, skip_serializing_if = "Option::is_none")]
-    ip: Option<String>,
+    ip: Option<Deferred>,
     #[serde(rename = "ua", default, skip_serializing_if = "Option::is_none")]
-    user_agent: Option<String>,
+    user_agent: Option<Deferred>,
     /// Absent for the common case, a browser session that ends with the browser.
     #[serde(rename = "k", default, skip_serializing_if = "Kind::is_browser")]
     kind: Kind,
@@ -273,8 +277,8 @@ impl SessionRecord {
     // Only `RedisStore` does so far.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn map_user_agent(mut self, rewrite: impl FnOnce(&str) -> Option<String>) -> Self {
-        if let Some(rewritten) = self.0.user_agent.as_deref().and_then(rewrite) {
-            Arc::make_mut(&mut self.0).user_agent = Some(rewritten);
+        if let Some(rewritten) = self.user_agent().and_then(rewrite) {
+            Arc::make_mut(&mut self.0).user_agent = Some(Deferred::Text(rewritten));
         }
         self
     }
@@ -282,8 +286,8 @@ impl SessionRecord {
     /// The same record noting where the login came from.
     pub fn with_client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
         let fields = Arc::make_mut(&mut self.0);
-        fields.ip = ip;
-        fields.user_agent = user_agent;
+        fields.ip = ip.map(Deferred::Text);
+        fields.user_agent = user_agent.map(Deferred::Text);
         self
     }
 
@@ -499,12 +503,12 @@ impl SessionRecord {
 
     /// The client's IP address at login, if known.
     pub fn ip(&self) -> Option<&str> {
-        self.0.ip.as_deref()
+        self.0.ip.as_ref().map(Deferred::get)
     }
 
     /// The client's `User-Agent` at login, if it sent one.
     pub fn user_agent(&self) -> Option<&str> {
-        self.0.user_agent.as_deref()
+        self.0.user_agent.as_ref().map(Deferred::get)
     }
 
     /// The id the app gave at login; empty for an [anonymous](Self::is_anonymous) session.
