@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use super::deferred::{Deferred, Octets, Unpack};
+use super::deferred::{Deferred, Expand, Octets};
 use super::{Factors, Fields, Impersonation, LoginMethod, SessionRecord};
 
 /// The first byte of a record in this form.
@@ -123,8 +123,8 @@ impl SessionRecord {
     }
 
     /// The record in `bytes`, as [`encode_binary`](Self::encode_binary) wrote it, its user
-    /// agent as `user_agent` rewrites it back (when it is first read: see [`Deferred`]).
-    pub(crate) fn decode_binary(bytes: &[u8], user_agent: Unpack) -> Result<Self, Malformed> {
+    /// agent as `user_agent` expands it back (when it is first read: see [`Deferred`]).
+    pub(crate) fn decode_binary(bytes: &[u8], user_agent: Expand) -> Result<Self, Malformed> {
         let mut r = Reader(bytes);
         if r.byte()? != VERSION {
             return Err(Malformed("unknown version"));
@@ -155,7 +155,7 @@ impl SessionRecord {
                 }
                 IP => fields.ip = Some(Deferred::Text(r.str()?.to_owned())),
                 IP_BYTES => fields.ip = Some(Deferred::ip(r.ip()?)),
-                USER_AGENT => fields.user_agent = Some(Deferred::packed(r.str()?, user_agent)),
+                USER_AGENT => fields.user_agent = Some(Deferred::compact(r.str()?, user_agent)),
                 KIND => fields.kind = r.json()?,
                 IMPERSONATION => fields.impersonation = Some(r.json::<Impersonation>()?),
                 FACTORS => fields.factors = factors_from_code(r.byte()?)?,
@@ -445,16 +445,29 @@ mod tests {
     }
 
     #[test]
-    fn a_decoded_record_writes_its_client_back_as_it_read_it() {
+    fn a_lookup_prints_no_address_and_expands_no_user_agent() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static EXPANDED: AtomicUsize = AtomicUsize::new(0);
+        fn counted(text: &str) -> Cow<'_, str> {
+            EXPANDED.fetch_add(1, Ordering::Relaxed);
+            Cow::Borrowed(text)
+        }
         let record = browser_login().with_client(Some("192.0.2.7".into()), Some("curl/8".into()));
         let bytes = record.encode_binary(same).unwrap();
-        let back = SessionRecord::decode_binary(&bytes, same).unwrap();
-        // Written again before anything read the address or the user agent as text.
+        let back = SessionRecord::decode_binary(&bytes, counted).unwrap();
+        // The address is written back as the bytes it was read as, never printed.
+        let Some(Deferred::Ip { text, .. }) = &back.0.ip else {
+            panic!("the address is kept as bytes: {:?}", back.0.ip);
+        };
+        assert!(text.get().is_none(), "printed at decode");
+        assert_eq!(EXPANDED.load(Ordering::Relaxed), 0, "expanded at decode");
         assert_eq!(back.encode_binary(same).unwrap(), bytes);
-        assert_eq!(
-            (back.ip(), back.user_agent()),
-            (Some("192.0.2.7"), Some("curl/8"))
-        );
+        assert!(text.get().is_none(), "printed to be written back");
+        assert_eq!(back.ip(), Some("192.0.2.7"));
+        // Written back through the store's compact form (rare: a rotation), and kept.
+        assert_eq!(back.user_agent(), Some("curl/8"));
+        assert_eq!(back.user_agent(), Some("curl/8"));
+        assert_eq!(EXPANDED.load(Ordering::Relaxed), 1, "expanded once");
     }
 
     #[test]

@@ -7,31 +7,33 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// How a store turns its packed form of a text back into the text.
-pub(super) type Unpack = fn(&str) -> Cow<'_, str>;
+/// How a store expands its compact form of a text back into the text.
+pub(super) type Expand = fn(&str) -> Cow<'_, str>;
 
 /// A text field of a record that the requests checking a session never read: where the login
 /// came from, which session lists and security events show. A store's lookup decodes it into
-/// this, and printing the IP address or unpacking the user agent waits until someone asks, so
+/// this, and printing the IP address or expanding the user agent waits until someone asks, so
 /// that the lookup of every request does not pay for text that no one reads.
 #[derive(Clone)]
 pub(super) enum Deferred {
-    /// Text as given, or as JSON carried it.
+    /// Plain text: as a login or a store gave it, or as JSON or the binary form's text tag
+    /// carried it.
     Text(String),
     /// An IP address as its bytes.
     Ip {
         octets: Octets,
         text: OnceLock<String>,
     },
-    /// Text in a store's packed form, and how to unpack it.
-    Packed {
-        packed: Box<str>,
-        unpack: Unpack,
+    /// Text in a store's compact form, and how to expand it.
+    Compact {
+        compact: Box<str>,
+        expand: Expand,
         text: OnceLock<String>,
     },
 }
 
 /// The bytes of an IPv4 or IPv6 address.
+// Made only by `RedisStore`'s binary form so far.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Octets {
@@ -41,6 +43,7 @@ pub(super) enum Octets {
 
 impl Deferred {
     /// An IP address as its bytes, printed when first read.
+    // Only `RedisStore`'s binary form keeps addresses as bytes so far.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn ip(octets: Octets) -> Self {
         Deferred::Ip {
@@ -49,12 +52,13 @@ impl Deferred {
         }
     }
 
-    /// Text in a store's packed form, unpacked with `unpack` when first read.
+    /// Text in a store's compact form, expanded with `expand` when first read.
+    // Only `RedisStore` keeps text in a compact form so far.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn packed(packed: &str, unpack: Unpack) -> Self {
-        Deferred::Packed {
-            packed: packed.into(),
-            unpack,
+    pub(super) fn compact(compact: &str, expand: Expand) -> Self {
+        Deferred::Compact {
+            compact: compact.into(),
+            expand,
             text: OnceLock::new(),
         }
     }
@@ -64,20 +68,21 @@ impl Deferred {
         match self {
             Deferred::Text(text) => text,
             Deferred::Ip { octets, text } => text.get_or_init(|| octets.to_text()),
-            Deferred::Packed {
-                packed,
-                unpack,
+            Deferred::Compact {
+                compact,
+                expand,
                 text,
-            } => text.get_or_init(|| unpack(packed).into_owned()),
+            } => text.get_or_init(|| expand(compact).into_owned()),
         }
     }
 
     /// The address's bytes, when it was decoded from them.
+    // Only `RedisStore`'s binary form writes them.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn octets(&self) -> Option<Octets> {
         match self {
             Deferred::Ip { octets, .. } => Some(*octets),
-            Deferred::Text(_) | Deferred::Packed { .. } => None,
+            Deferred::Text(_) | Deferred::Compact { .. } => None,
         }
     }
 }
@@ -115,16 +120,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn packed_text_is_unpacked_once_on_first_read() {
+    fn compact_text_is_expanded_once_on_first_read() {
         fn shout(text: &str) -> Cow<'_, str> {
             Cow::Owned(text.to_uppercase())
         }
-        let deferred = Deferred::packed("curl/8", shout);
+        let deferred = Deferred::compact("curl/8", shout);
         let first: *const str = deferred.get();
         assert_eq!(deferred.get(), "CURL/8");
         assert!(
             std::ptr::eq(first, deferred.get()),
-            "kept, not unpacked again"
+            "kept, not expanded again"
         );
         assert_eq!(serde_json::to_string(&deferred).unwrap(), r#""CURL/8""#);
         let back: Deferred = serde_json::from_str(r#""CURL/8""#).unwrap();

@@ -233,7 +233,8 @@ async fn a_session_half_way_through_a_rotation_on_a_cluster_is_still_listed() {
 
 /// A step later, the copy is indexed too and the old key not yet deleted: both index entries
 /// lead to one session, which is listed once, under the key it lives on, and neither entry is
-/// dropped (the rotation removes the old one itself).
+/// dropped (the rotation removes the old one, or the mark's TTL ends it). A mark that names
+/// its own key is not taken for such a copy: the entry is dropped as before.
 #[actix_web::test]
 async fn a_session_whose_copy_is_indexed_is_listed_once_under_the_copy() {
     let cluster = RedisCluster::start();
@@ -246,8 +247,8 @@ async fn a_session_whose_copy_is_indexed_is_listed_once_under_the_copy() {
             .unwrap());
     }
     let old_redis_key = store.session_key(&old);
-    let mut raw = connection(&cluster.urls()[cluster.node_serving(&old_redis_key)]).unwrap();
-    mark_as_moving(&mut raw, &old_redis_key, new.as_str());
+    let mut old_node = connection(&cluster.urls()[cluster.node_serving(&old_redis_key)]).unwrap();
+    mark_as_moving(&mut old_node, &old_redis_key, new.as_str());
 
     let listed = store.list("7").await.unwrap();
     let keys: Vec<&SessionKey> = listed.live.iter().map(|(key, _)| key).collect();
@@ -262,6 +263,13 @@ async fn a_session_whose_copy_is_indexed_is_listed_once_under_the_copy() {
         2,
         "the old entry is the rotation's to remove"
     );
+
+    // A corrupt mark naming its own key is no copy: the entry reads as no session and goes.
+    mark_as_moving(&mut old_node, &old_redis_key, old.as_str());
+    let listed = store.list("7").await.unwrap();
+    let keys: Vec<&SessionKey> = listed.live.iter().map(|(key, _)| key).collect();
+    assert_eq!(keys, [&new]);
+    assert_eq!(listed.dropped, 1, "the self-marked entry is dropped");
 }
 
 /// A real rotation on a cluster, held between its script and its index write (the node of the

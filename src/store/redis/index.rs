@@ -140,7 +140,8 @@ impl RedisStore {
 
     /// The record, live update and deadline under each key, as `HMGET` returns them: one
     /// pipeline on a server, a command per key (each in its own slot) on a cluster, where a key
-    /// marked as moving reads as the session it moves to (see [`listed_on_cluster`]).
+    /// marked as moving reads as the session it moves to, [`Listed::moving_to`] naming that
+    /// key (see [`listed_on_cluster`]).
     ///
     /// [`listed_on_cluster`]: Self::listed_on_cluster
     pub(super) async fn lookup_all(&self, keys: &[&SessionKey]) -> Result<Vec<Listed>, StoreError> {
@@ -168,8 +169,9 @@ impl RedisStore {
     /// for the mark. A listing must still find the session in between: a revocation that
     /// deletes the old key makes the rotation give up and delete the new one (see
     /// `SessionStore::rotate`), and a live update that reaches the old key follows the mark.
-    /// So a marked key without a record reads here as the copy under the key it names; if that
-    /// is gone too, or the mark cannot be read, as no session.
+    /// So a marked key without a record reads here as the copy under the key it names (which
+    /// [`Listed::moving_to`] gives); if that is gone too, or the mark cannot be read, as no
+    /// session.
     async fn listed_on_cluster(&self, key: &SessionKey) -> Result<Listed, StoreError> {
         let mut conn = self.connection.clone();
         let mut hmget = self.record_fields(key);

@@ -670,12 +670,19 @@ impl SessionStore for RedisStore {
         let now = SystemTime::now();
         let mut past_deadline = Vec::new();
         // A key half-way through a rotation reads as its copy: once the copy is indexed too,
-        // it lists itself, and the old entry is the rotation's to remove.
-        let copy_listed = |copy: &SessionKey| indexed.iter().any(|(_, key)| key == copy);
+        // it lists itself, and the old entry is left alone (the rotation removes it, or the
+        // mark's short TTL ends it should the rotation never finish). Only a copy that holds a
+        // record is trusted to list itself: a copy gone, or a corrupt mark naming its own key,
+        // reads as no session and is dropped, so that no mark keeps an entry indexed forever.
+        let copy_indexed = |copy: &SessionKey| indexed.iter().any(|(_, key)| key == copy);
         let entries: Vec<_> = replies
             .into_iter()
             .map(|listed| match &listed.moving_to {
-                Some(copy) if copy_listed(copy) => None,
+                Some(copy)
+                    if copy_indexed(copy) && listed.reply.first().is_some_and(Option::is_some) =>
+                {
+                    None
+                }
                 _ => Some(listed.reply),
             })
             .collect();
