@@ -69,7 +69,7 @@ impl fmt::Display for Malformed {
 impl std::error::Error for Malformed {}
 
 impl SessionRecord {
-    /// The record in binary form, its user agent as `user_agent` rewrites it.
+    /// The record in binary form, its user agent as `user_agent` compacts it.
     pub(crate) fn encode_binary(
         &self,
         user_agent: impl for<'a> Fn(&'a str) -> Cow<'a, str>,
@@ -461,10 +461,16 @@ mod tests {
         };
         assert!(text.get().is_none(), "printed at decode");
         assert_eq!(EXPANDED.load(Ordering::Relaxed), 0, "expanded at decode");
+        // Written back (rare: a rotation), the user agent goes through the store's compact
+        // form, expanded once and kept; the address as its bytes.
         assert_eq!(back.encode_binary(same).unwrap(), bytes);
+        assert_eq!(
+            EXPANDED.load(Ordering::Relaxed),
+            1,
+            "expanded to be written back"
+        );
         assert!(text.get().is_none(), "printed to be written back");
         assert_eq!(back.ip(), Some("192.0.2.7"));
-        // Written back through the store's compact form (rare: a rotation), and kept.
         assert_eq!(back.user_agent(), Some("curl/8"));
         assert_eq!(back.user_agent(), Some("curl/8"));
         assert_eq!(EXPANDED.load(Ordering::Relaxed), 1, "expanded once");

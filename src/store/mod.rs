@@ -225,7 +225,8 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The live sessions of `user_id`, each once, also while one is being
     /// [rotated](SessionStore::rotate). Entries whose record is gone, expired, unreadable, or
-    /// belongs to another user are dropped from the index on the way, and counted.
+    /// belongs to another user are dropped from the index on the way, and counted (except the
+    /// old key of a rotation under way whose new key is listed: the rotation removes it).
     fn list(&self, user_id: &str) -> impl Future<Output = Result<UserSessions, StoreError>>;
 
     /// Moves the session under `old` to `new`, now holding `record`, expiring at `expires_at`,

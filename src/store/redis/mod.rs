@@ -673,7 +673,8 @@ impl SessionStore for RedisStore {
         // it lists itself, and the old entry is left alone (the rotation removes it, or the
         // mark's short TTL ends it should the rotation never finish). Only a copy that holds a
         // record is trusted to list itself: a copy gone, or a corrupt mark naming its own key,
-        // reads as no session and is dropped, so that no mark keeps an entry indexed forever.
+        // reads as no session and is dropped, so that a mark keeps an entry no longer than its
+        // copy lives.
         let copy_indexed = |copy: &SessionKey| indexed.iter().any(|(_, key)| key == copy);
         let entries: Vec<_> = replies
             .into_iter()
