@@ -356,6 +356,102 @@ async fn a_rotation_on_a_cluster_kills_the_old_token_the_moment_it_copies() {
     assert_eq!(cart.as_deref(), Some("[1]"), "the data moved along");
 }
 
+/// A real rotation on a cluster, held after it indexed the copy and before it deleted the old
+/// key (the index's node pauses writes, then the session's node, then the index's node lets
+/// the index write through): "log out everywhere" lists the session once, under the new key,
+/// and ends it, whichever of its delete and the rotation's lands first.
+#[actix_web::test]
+async fn log_out_everywhere_in_a_rotation_s_last_step_on_a_cluster_ends_the_session() {
+    let cluster = RedisCluster::start();
+    let prefix = unique_prefix();
+    let connect = || {
+        RedisStore::cluster_builder(cluster.urls())
+            .key_prefix(&prefix)
+            .command_timeout(Duration::from_secs(10))
+            .connect()
+    };
+    // The revocation goes through a store of its own: on the rotating store's connection, its
+    // commands would queue behind the rotation's paused ones.
+    let (store, revoker) = (connect().await.unwrap(), connect().await.unwrap());
+    let (old, new) = (key(1), key(2));
+    let session_node = cluster.node_serving(&store.session_key(&old));
+    let user = (0..1000)
+        .map(|n| format!("user-{n}"))
+        .find(|user| cluster.node_serving(&store.user_index_key(user)) != session_node)
+        .expect("some index on another node");
+    let index = store.user_index_key(&user);
+    let index_node = cluster.node_serving(&index);
+    let profile = RawValue::from_string(r#"{"id":7}"#.to_owned()).unwrap();
+    let record = SessionRecord::new(
+        "public-id",
+        user.clone(),
+        profile,
+        SystemTime::now(),
+        an_hour(),
+    );
+    assert!(store
+        .create(&old, &record, an_hour(), &SessionData::new())
+        .await
+        .unwrap());
+
+    let mut index_conn = connection(&cluster.urls()[index_node]).unwrap();
+    let mut session_conn = connection(&cluster.urls()[session_node]).unwrap();
+    let pause = |conn: &mut redis::Connection| {
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(5000)
+            .arg("WRITE")
+            .exec(conn)
+            .unwrap()
+    };
+    let unpause =
+        |conn: &mut redis::Connection| redis::cmd("CLIENT").arg("UNPAUSE").exec(conn).unwrap();
+    pause(&mut index_conn);
+    let rotation = store.rotate(&old, &new, &record, an_hour(), Carry::DataAndUser);
+    let log_out_everywhere = async {
+        // Once the rotation's script has made the copy, hold its delete of the old key.
+        let copy = redis::cmd("EXISTS").arg(store.session_key(&new)).to_owned();
+        wait_for(&mut session_conn, "the copy", &copy).await;
+        pause(&mut session_conn);
+        unpause(&mut index_conn);
+        let indexed = redis::cmd("HEXISTS")
+            .arg(&index)
+            .arg(new.as_str())
+            .to_owned();
+        wait_for(&mut index_conn, "the copy's index entry", &indexed).await;
+        let listed = revoker.list(&user).await.unwrap();
+        unpause(&mut session_conn);
+        let keys: Vec<SessionKey> = listed.live.into_iter().map(|(key, _)| key).collect();
+        for key in &keys {
+            revoker.delete(key).await.unwrap();
+        }
+        keys
+    };
+    let (rotated, listed) = futures_util::future::join(rotation, log_out_everywhere).await;
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&new),
+        "listed once, under the new key"
+    );
+    rotated.unwrap();
+    for key in [&old, &new] {
+        assert!(
+            store.load(key).await.unwrap().is_none(),
+            "a token outlived the logout"
+        );
+    }
+}
+
+/// Polls `check` on `conn` until it answers true, giving the runtime a turn in between (the
+/// store's connections are driven on it).
+async fn wait_for(conn: &mut redis::Connection, what: &str, check: &redis::Cmd) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while !check.query::<bool>(conn).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "{what} never came");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Logs in as `id` from a browser that still holds `token`, and returns the new token.
 async fn log_in_with<S, B>(app: &S, id: u64, token: &str) -> String
 where
