@@ -279,51 +279,26 @@ async fn a_session_whose_copy_is_indexed_is_listed_once_under_the_copy() {
 #[actix_web::test]
 async fn a_rotation_on_a_cluster_kills_the_old_token_the_moment_it_copies() {
     let cluster = RedisCluster::start();
-    let prefix = unique_prefix();
-    let connect = || {
-        RedisStore::cluster_builder(cluster.urls())
-            .key_prefix(&prefix)
-            .command_timeout(Duration::from_secs(10))
-            .connect()
-    };
-    // The checks go through connections of their own: on the rotating store's, they would
-    // queue behind its paused index write.
-    let (store, observer) = (connect().await.unwrap(), connect().await.unwrap());
-    let (old, new) = (key(1), key(2));
-    let old_node = cluster.node_serving(&store.session_key(&old));
-    // A user whose index lives on another node than the session, so that pausing it holds
-    // the rotation after its script.
-    let user = (0..1000)
-        .map(|n| format!("user-{n}"))
-        .find(|user| cluster.node_serving(&store.user_index_key(user)) != old_node)
-        .expect("some index on another node");
-    let index_node = cluster.node_serving(&store.user_index_key(&user));
-    let profile = || RawValue::from_string(r#"{"id":7}"#.to_owned()).unwrap();
-    let now = SystemTime::now();
-    let record = SessionRecord::new("public-id", user.clone(), profile(), now, an_hour());
     let mut data = SessionData::new();
     data.insert("cart", "[1]".to_owned());
-    assert!(store.create(&old, &record, an_hour(), &data).await.unwrap());
+    let SplitRotation {
+        store,
+        observer,
+        old,
+        new,
+        user,
+        record,
+        session_node,
+        index_node,
+    } = SplitRotation::set_up(&cluster, &data).await;
 
     let mut index_conn = connection(&cluster.urls()[index_node]).unwrap();
-    redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(5000)
-        .arg("WRITE")
-        .exec(&mut index_conn)
-        .unwrap();
+    pause_writes(&mut index_conn);
     let rotation = store.rotate(&old, &new, &record, an_hour(), Carry::DataAndUser);
     let check = async {
-        let mut raw = connection(&cluster.urls()[old_node]).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(4);
-        while !redis::cmd("EXISTS")
-            .arg(store.session_key(&new))
-            .query::<bool>(&mut raw)
-            .unwrap()
-        {
-            assert!(std::time::Instant::now() < deadline, "the copy never came");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let mut raw = connection(&cluster.urls()[session_node]).unwrap();
+        let copy = redis::cmd("EXISTS").arg(store.session_key(&new)).to_owned();
+        wait_for(&mut raw, "the copy", &copy).await;
         assert!(
             observer.load(&old).await.unwrap().is_none(),
             "old token, mid-rotation"
@@ -333,10 +308,7 @@ async fn a_rotation_on_a_cluster_kills_the_old_token_the_moment_it_copies() {
             "with its data"
         );
         let listed = observer.list(&user).await;
-        redis::cmd("CLIENT")
-            .arg("UNPAUSE")
-            .exec(&mut index_conn)
-            .unwrap();
+        resume_writes(&mut index_conn);
         listed
     };
     let (moved, listed) = futures_util::future::join(rotation, check).await;
@@ -363,64 +335,37 @@ async fn a_rotation_on_a_cluster_kills_the_old_token_the_moment_it_copies() {
 #[actix_web::test]
 async fn log_out_everywhere_in_a_rotation_s_last_step_on_a_cluster_ends_the_session() {
     let cluster = RedisCluster::start();
-    let prefix = unique_prefix();
-    let connect = || {
-        RedisStore::cluster_builder(cluster.urls())
-            .key_prefix(&prefix)
-            .command_timeout(Duration::from_secs(10))
-            .connect()
-    };
-    // The revocation goes through a store of its own: on the rotating store's connection, its
+    // The revocation goes through the observer: on the rotating store's connection, its
     // commands would queue behind the rotation's paused ones.
-    let (store, revoker) = (connect().await.unwrap(), connect().await.unwrap());
-    let (old, new) = (key(1), key(2));
-    let session_node = cluster.node_serving(&store.session_key(&old));
-    let user = (0..1000)
-        .map(|n| format!("user-{n}"))
-        .find(|user| cluster.node_serving(&store.user_index_key(user)) != session_node)
-        .expect("some index on another node");
+    let SplitRotation {
+        store,
+        observer: revoker,
+        old,
+        new,
+        user,
+        record,
+        session_node,
+        index_node,
+    } = SplitRotation::set_up(&cluster, &SessionData::new()).await;
     let index = store.user_index_key(&user);
-    let index_node = cluster.node_serving(&index);
-    let profile = RawValue::from_string(r#"{"id":7}"#.to_owned()).unwrap();
-    let record = SessionRecord::new(
-        "public-id",
-        user.clone(),
-        profile,
-        SystemTime::now(),
-        an_hour(),
-    );
-    assert!(store
-        .create(&old, &record, an_hour(), &SessionData::new())
-        .await
-        .unwrap());
 
     let mut index_conn = connection(&cluster.urls()[index_node]).unwrap();
     let mut session_conn = connection(&cluster.urls()[session_node]).unwrap();
-    let pause = |conn: &mut redis::Connection| {
-        redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(5000)
-            .arg("WRITE")
-            .exec(conn)
-            .unwrap()
-    };
-    let unpause =
-        |conn: &mut redis::Connection| redis::cmd("CLIENT").arg("UNPAUSE").exec(conn).unwrap();
-    pause(&mut index_conn);
+    pause_writes(&mut index_conn);
     let rotation = store.rotate(&old, &new, &record, an_hour(), Carry::DataAndUser);
     let log_out_everywhere = async {
         // Once the rotation's script has made the copy, hold its delete of the old key.
         let copy = redis::cmd("EXISTS").arg(store.session_key(&new)).to_owned();
         wait_for(&mut session_conn, "the copy", &copy).await;
-        pause(&mut session_conn);
-        unpause(&mut index_conn);
+        pause_writes(&mut session_conn);
+        resume_writes(&mut index_conn);
         let indexed = redis::cmd("HEXISTS")
             .arg(&index)
             .arg(new.as_str())
             .to_owned();
         wait_for(&mut index_conn, "the copy's index entry", &indexed).await;
         let listed = revoker.list(&user).await.unwrap();
-        unpause(&mut session_conn);
+        resume_writes(&mut session_conn);
         let keys: Vec<SessionKey> = listed.live.into_iter().map(|(key, _)| key).collect();
         for key in &keys {
             revoker.delete(key).await.unwrap();
@@ -440,6 +385,70 @@ async fn log_out_everywhere_in_a_rotation_s_last_step_on_a_cluster_ends_the_sess
             "a token outlived the logout"
         );
     }
+}
+
+/// A session of a user whose index lives on another node than the session, on a cluster,
+/// ready to rotate from `old` to `new`: pausing writes on the index's node holds the rotation
+/// after its script. `observer` is a second store for the checks, whose commands do not queue
+/// behind the rotating store's paused ones.
+struct SplitRotation {
+    store: RedisStore,
+    observer: RedisStore,
+    old: SessionKey,
+    new: SessionKey,
+    user: String,
+    record: SessionRecord,
+    session_node: usize,
+    index_node: usize,
+}
+
+impl SplitRotation {
+    /// Creates the session under `old`, with `data`.
+    async fn set_up(cluster: &RedisCluster, data: &SessionData) -> Self {
+        let prefix = unique_prefix();
+        let connect = || {
+            RedisStore::cluster_builder(cluster.urls())
+                .key_prefix(&prefix)
+                .command_timeout(Duration::from_secs(10))
+                .connect()
+        };
+        let (store, observer) = (connect().await.unwrap(), connect().await.unwrap());
+        let (old, new) = (key(1), key(2));
+        let session_node = cluster.node_serving(&store.session_key(&old));
+        let user = (0..1000)
+            .map(|n| format!("user-{n}"))
+            .find(|user| cluster.node_serving(&store.user_index_key(user)) != session_node)
+            .expect("some index on another node");
+        let index_node = cluster.node_serving(&store.user_index_key(&user));
+        let profile = RawValue::from_string(r#"{"id":7}"#.to_owned()).unwrap();
+        let now = SystemTime::now();
+        let record = SessionRecord::new("public-id", user.clone(), profile, now, an_hour());
+        assert!(store.create(&old, &record, an_hour(), data).await.unwrap());
+        Self {
+            store,
+            observer,
+            old,
+            new,
+            user,
+            record,
+            session_node,
+            index_node,
+        }
+    }
+}
+
+/// Holds every client's writes on the node behind `conn` (for up to 5 s).
+fn pause_writes(conn: &mut redis::Connection) {
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("WRITE")
+        .exec(conn)
+        .unwrap();
+}
+
+fn resume_writes(conn: &mut redis::Connection) {
+    redis::cmd("CLIENT").arg("UNPAUSE").exec(conn).unwrap();
 }
 
 /// Polls `check` on `conn` until it answers true, giving the runtime a turn in between (the
