@@ -99,9 +99,10 @@ use sha2::{Digest, Sha256};
 
 use crate::support;
 use crate::support::chaos_proxy::{ChaosProxy, Mode};
+use crate::support::cluster::RedisCluster;
 use crate::support::http::{get, log_in, minimal, redis_store_at, status};
 use crate::support::process::{free_port, spawn_guarded, unique_dir, Frozen, TempDir};
-use crate::support::redis_server::{unique_prefix, RedisServer};
+use crate::support::redis_server::{connection, unique_prefix, RedisServer};
 
 const PREFIX: &str = "chaos";
 /// Client threads; each sends one request at a time.
@@ -182,6 +183,91 @@ async fn chaos_a_connection_gone_silent_is_replaced() {
         );
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The same on a Redis Cluster: the connections to the node that serves the session go
+/// silent, while that node and the others stay reachable. A cluster client only reconnects to
+/// a node whose connection reports an error, and a silent one reports none, so the store
+/// replaces its cluster connection on a timeout as it does a standalone one.
+#[actix_web::test]
+async fn chaos_a_cluster_node_gone_silent_is_reached_again() {
+    a_cluster_node_gone_silent_is_reached_again(false).await;
+}
+
+/// With a local cache, whose tracking connection to that node goes silent too: its lease ends,
+/// it reconnects, and it checks the store's connection reaches the same server, which it can
+/// only once the store's connection was replaced.
+#[actix_web::test]
+async fn chaos_a_cluster_node_gone_silent_is_reached_again_by_a_cache() {
+    a_cluster_node_gone_silent_is_reached_again(true).await;
+}
+
+async fn a_cluster_node_gone_silent_is_reached_again(cache: bool) {
+    let cluster = RedisCluster::start();
+    let proxies: Vec<ChaosProxy> = cluster
+        .nodes
+        .iter()
+        .map(|node| ChaosProxy::start(node.port))
+        .collect();
+    let ports: Vec<u16> = proxies.iter().map(|proxy| proxy.port).collect();
+    cluster.announce_ports(&ports);
+    let prefix = unique_prefix();
+    let mut builder = RedisStore::cluster_builder(proxies.iter().map(ChaosProxy::url))
+        .key_prefix(&prefix)
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500));
+    if cache {
+        builder = builder.local_cache(1000);
+    }
+    let store = builder
+        .connect()
+        .await
+        .expect("connect to the cluster through the proxies");
+    let app = minimal::app(store).await;
+    let key = |token: &str| support::http::redis_session_key(&prefix, token);
+    let token = log_in(&app, 1).await;
+    assert_eq!(status(&app, get("/me", Some(&token))).await, 200);
+    let node = cluster.node_serving(&key(&token));
+    // A second session on the same node, to end behind the app's back while the link is silent.
+    let ended = loop {
+        let other = log_in(&app, 2).await;
+        if cluster.node_serving(&key(&other)) == node {
+            break other;
+        }
+    };
+    assert_eq!(status(&app, get("/me", Some(&ended))).await, 200);
+
+    proxies[node].sever();
+    let severed = Instant::now();
+    let mut direct = connection(&cluster.nodes[node].url()).expect("connect to the node");
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(key(&ended))
+        .query(&mut direct)
+        .expect("DEL");
+    assert_eq!(deleted, 1);
+    // A cache answers from memory until its lease ends (nothing can have changed unseen); then
+    // requests fail closed until a connection reaches the node again.
+    let mut failed_closed = false;
+    loop {
+        match status(&app, get("/me", Some(&token))).await {
+            503 => failed_closed = true,
+            200 if failed_closed => break,
+            200 => assert!(
+                cache,
+                "a store without a cache answered through a silent link"
+            ),
+            other => panic!("{other} through a silent link"),
+        }
+        assert!(
+            severed.elapsed() < RECOVERY_BOUND,
+            "no 200 after a 503 in {} s after the node's connections went silent, with the \
+             node reachable",
+            RECOVERY_BOUND.as_secs()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Whatever the cache held of it, the session ended in the silence is over for good.
+    assert_eq!(status(&app, get("/me", Some(&ended))).await, 401);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -247,14 +247,16 @@ impl Dial {
 /// gets a link of its own, dialled in the background on first use (commands take the shared
 /// link until it answers); on a multi-thread runtime tasks move between threads anyway.
 ///
-/// On a standalone server, the connection manager reconnects when the socket reports an
-/// error, but a link that goes silent without closing (a peer or middlebox that vanished, a
-/// partition that drops packets) reports nothing until the kernel stops retransmitting, some
-/// fifteen minutes later. Until then every command would time out. So a command timeout there
-/// opens a fresh shared connection in the background, and commands move to it once it answers
-/// the handshake, and drops the worker link of the thread that saw the timeout, to be dialled
-/// anew; commands already sent on the old ones finish or time out there. A cluster connection
-/// finds its nodes anew by itself.
+/// The connection manager reconnects when the socket reports an error, and a cluster
+/// connection reconnects to a node whose socket does, but a link that goes silent without
+/// closing (a peer or middlebox that vanished, a partition that drops packets) reports nothing
+/// until the kernel stops retransmitting, some fifteen minutes later. Until then every command
+/// on it would time out: on a cluster, every command for the slots of that one node, which the
+/// cluster client retries on the same silent connection. So a command timeout opens a fresh
+/// shared connection in the background (on a cluster, to every node, with the slot map read
+/// anew), and commands move to it once it answers the handshake, and drops the worker link of
+/// the thread that saw the timeout, to be dialled anew; commands already sent on the old ones
+/// finish or time out there.
 pub(super) struct PerWorker {
     shared: Arc<SharedLinks>,
     /// The link this handle's commands go through.
@@ -486,17 +488,16 @@ mod worker_links {
 }
 
 impl Connection {
-    /// Called when a command got no answer within its time limit: a standalone connection is
-    /// replaced (see [`PerWorker`]), and a Sentinel deployment's primary looked up again, for
-    /// a primary gone silent sends no error to start that by itself. A cluster connection
-    /// finds its nodes anew by itself.
+    /// Called when a command got no answer within its time limit: a standalone or cluster
+    /// connection is replaced (see [`PerWorker`]), and a Sentinel deployment's primary looked
+    /// up again, for a server gone silent sends no error to start that by itself.
     pub(super) fn unanswered(&self) {
         match self {
             Connection::Single(linked) => linked.shared.replace(),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(linked) => linked.shared.replace(),
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(connection) => connection.unanswered(),
-            #[cfg(feature = "cluster")]
-            Connection::Cluster(_) => {}
         }
     }
 }

@@ -291,6 +291,45 @@ impl RedisCluster {
         }
     }
 
+    /// Has node `i` announce `ports[i]` to clients instead of its own port (a proxy in front
+    /// of it), and waits until every node's slot map names only those ports, so that a
+    /// client that reads the map reaches each node through its proxy alone.
+    pub fn announce_ports(&self, ports: &[u16]) {
+        for (node, port) in self.nodes.iter().zip(ports) {
+            let mut conn = connection(&node.url()).expect("connect to node");
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("cluster-announce-port")
+                .arg(port)
+                .exec(&mut conn)
+                .expect("CONFIG SET cluster-announce-port");
+        }
+        let announced_only = |node: &RedisServer| {
+            let Ok(mut conn) = connection(&node.url()) else {
+                return false;
+            };
+            let Ok(slots) = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<Vec<(u16, u16, Vec<redis::Value>)>>(&mut conn)
+            else {
+                return false;
+            };
+            !slots.is_empty()
+                && slots.iter().all(|(_, _, primary)| {
+                    matches!(primary.get(1), Some(redis::Value::Int(port))
+                        if ports.iter().any(|p| i64::from(*p) == *port))
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.nodes.iter().all(announced_only) {
+            assert!(
+                Instant::now() < deadline,
+                "the nodes never announced the new ports"
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
     fn is_ok(&self) -> bool {
         self.nodes.iter().all(|node| {
             connection(&node.url())
