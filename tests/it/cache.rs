@@ -872,6 +872,80 @@ async fn a_cluster_failover_empties_the_cache_until_it_tracks_the_new_primary() 
     assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
 }
 
+/// A primary stops answering without closing anything (`SIGSTOP`: a hung or vanished host), and
+/// the cluster promotes its replica by election. A plain instance and a caching one answer the
+/// session again without a restart (their connections to the stopped node are replaced after
+/// a command timeout, and the cache follows the new slot map), a logout on the new primary is
+/// seen by the cache at once, and once the old primary wakes up it serves no copy of the
+/// session either, while it learns that it was demoted.
+#[actix_web::test]
+async fn a_cluster_primary_that_hangs_is_failed_over_and_the_cache_follows() {
+    let mut backend = Backend::start(Kind::Cluster);
+    let plain = app(plain_on(&backend).await).await;
+    let cached = app(cached_on(&backend).await).await;
+    let token = log_in(&plain, 1).await;
+    let primary = backend.cluster().node_serving(&redis_key(&token));
+    // Added after the login, so its first sync carries the session.
+    let replica = backend.add_cluster_replica(primary);
+    assert_cached_on(&cached, &backend, &token).await;
+
+    let frozen = backend.cluster().nodes[primary].freeze();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failed_closed = false;
+    loop {
+        let (from_plain, from_cache) = (
+            status(&plain, get("/me", Some(&token))).await,
+            status(&cached, get("/me", Some(&token))).await,
+        );
+        // 200 from the cache only while its lease lasts; nothing but 200 or 503 ever.
+        assert!(matches!(from_plain, 200 | 503) && matches!(from_cache, 200 | 503));
+        failed_closed |= from_plain == 503;
+        if failed_closed && from_plain == 200 && from_cache == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session never came back after its primary hung: {from_plain} {from_cache}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Asked of the promoted node only: the stopped one would never answer.
+    let mut promoted = connection(&backend.cluster().nodes[replica].url()).unwrap();
+    let served: redis::RedisResult<i64> = redis::cmd("EXISTS")
+        .arg(redis_key(&token))
+        .query(&mut promoted);
+    assert_eq!(
+        served.ok(),
+        Some(1),
+        "the replica does not serve the session"
+    );
+    assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+
+    // The old primary wakes up holding the session, and a moment later learns it is a replica.
+    frozen.thaw();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(status(&plain, get("/me", Some(&token))).await, 401);
+        assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The cache serves from the promoted node, and hears of its logouts.
+    let mut user = 2;
+    let token = loop {
+        let token = log_in(&plain, user).await;
+        if backend.cluster().node_serving(&redis_key(&token)) == replica {
+            break token;
+        }
+        user += 1;
+        assert!(user < 200, "no session landed on the promoted node");
+    };
+    assert_cached_on(&cached, &backend, &token).await;
+    assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
+    assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
+}
+
 /// Sentinel fails over to the replica, and the old primary is made a replica of the new one
 /// (as Sentinel does once it sees it again; here at once, and without closing its
 /// connections). The cache must stop vouching for what it read on the old primary, see a

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::process::{free_port, spawn_guarded, which_redis_server, MISSING};
+use super::process::{free_port, spawn_guarded, which_redis_server, Frozen, MISSING};
 
 /// A `redis-server` owned by the test process.
 ///
@@ -104,6 +104,12 @@ impl RedisServer {
             .is_ok_and(|status| status.success());
         assert!(killed, "kill -KILL {} failed", self.pid);
         self.wait_until_down();
+    }
+
+    /// Stops the server with `SIGSTOP` until the guard is dropped: its connections stay open
+    /// and go silent, as when its host hangs or vanishes without a reset.
+    pub fn freeze(&self) -> Frozen {
+        Frozen::stop(self.pid)
     }
 
     /// The tests written before [`kill`](Self::kill) existed call it `stop`: a crash too.
