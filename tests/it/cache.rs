@@ -875,9 +875,9 @@ async fn a_cluster_failover_empties_the_cache_until_it_tracks_the_new_primary() 
 /// A primary stops answering without closing anything (`SIGSTOP`: a hung or vanished host), and
 /// the cluster promotes its replica by election. A plain instance and a caching one answer the
 /// session again without a restart (their connections to the stopped node are replaced after
-/// a command timeout, and the cache follows the new slot map), a logout on the new primary is
-/// seen by the cache at once, and once the old primary wakes up it serves no copy of the
-/// session either, while it learns that it was demoted.
+/// a command timeout, and the cache follows the new slot map), and a logout on the new primary
+/// is seen by the cache at once and stays so after the old primary, which held the session,
+/// wakes up and learns that it was demoted.
 #[actix_web::test]
 async fn a_cluster_primary_that_hangs_is_failed_over_and_the_cache_follows() {
     let mut backend = Backend::start(Kind::Cluster);

@@ -7,6 +7,7 @@ use actix_login::{MemoryStore, RedisStore, SessionData, StoreError};
 use serde_json::value::RawValue;
 
 use crate::support;
+use crate::support::chaos_proxy::ChaosProxy;
 use crate::support::redis_server::{
     connection, record_user_id, shared_redis_url, unique_prefix, RedisServer,
 };
@@ -827,5 +828,108 @@ fn each_worker_runtime_gets_one_connection_of_its_own() {
         workers,
         before + 1,
         "one more connection for one more worker"
+    );
+}
+
+/// A store on one server behind a proxy, made on a [`MainRuntime`], with its session's key.
+fn store_behind(proxy: &ChaosProxy) -> (MainRuntime, RedisStore, SessionKey) {
+    let url = proxy.url();
+    MainRuntime::with_store(async move {
+        RedisStore::builder(url)
+            .key_prefix(unique_prefix())
+            .command_timeout(Duration::from_millis(500))
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .unwrap()
+    })
+}
+
+/// How many connections `server` has accepted so far, not counting the one that asks.
+fn connections_made_to(server: &RedisServer) -> u64 {
+    let mut admin = connection(&server.url()).unwrap();
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut admin).unwrap();
+    let made: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("INFO stats reports total_connections_received");
+    made - 1
+}
+
+/// Loads `key` until it answers, on `runtime`, for at most 10 s.
+fn load_until_answered(runtime: &tokio::runtime::Runtime, store: &RedisStore, key: &SessionKey) {
+    runtime.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !matches!(store.load(key).await, Ok(Some(_))) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store never moved off the silent connection"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// A multi-thread runtime, whose tasks use the store's shared connection.
+fn shared_link_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The shared connection goes silent, and the timeout that finds it out comes on a runtime that
+/// ends right after (an Actix worker that stops, a background job's short-lived runtime). The
+/// replacement it starts runs on the runtime that made the store, so it is not lost with that
+/// runtime, and the next commands on the shared connection answer again.
+#[test]
+fn a_replacement_started_on_a_runtime_that_ends_still_happens() {
+    let server = RedisServer::start();
+    let proxy = ChaosProxy::start(server.port);
+    let (_main, store, key) = store_behind(&proxy);
+
+    proxy.sever();
+    let brief = worker_runtime();
+    // Its own connection is not dialled yet: the load goes through the shared one.
+    let failed = brief.block_on(store.load(&key));
+    assert!(matches!(failed, Err(StoreError::Timeout)), "{failed:?}");
+    drop(brief);
+
+    load_until_answered(&shared_link_runtime(), &store, &key);
+}
+
+/// Commands sent one after another on a shared connection that went silent time out one after
+/// another, and the first replaces it: the later ones, sent before the replacement, must not
+/// replace the replacement in turn.
+#[test]
+fn a_silent_connection_is_replaced_once_however_many_commands_time_out_on_it() {
+    let server = RedisServer::start();
+    let proxy = ChaosProxy::start(server.port);
+    let (_main, store, key) = store_behind(&proxy);
+    let runtime = shared_link_runtime();
+    let before = connections_made_to(&server);
+
+    proxy.sever();
+    runtime.block_on(async {
+        let mut loads = Vec::new();
+        // Sent over 450 ms: all before the first of them times out, each timing out later.
+        for _ in 0..10 {
+            let (store, key) = (store.clone(), key.clone());
+            loads.push(tokio::spawn(async move { store.load(&key).await }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for load in loads {
+            let answer = load.await.unwrap();
+            assert!(matches!(answer, Err(StoreError::Timeout)), "{answer:?}");
+        }
+    });
+    load_until_answered(&runtime, &store, &key);
+    // The connection that asked `before`, and the replacement.
+    assert_eq!(
+        connections_made_to(&server),
+        before + 2,
+        "one replacement connection"
     );
 }

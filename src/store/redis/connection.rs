@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -101,11 +101,7 @@ impl Connection {
                 let client = cluster.build().map_err(StoreError::unavailable)?;
                 let dial = Dial::Cluster(client);
                 let link = dial.connect().await.map_err(StoreError::unavailable)?;
-                Ok(Connection::Cluster(PerWorker::new(
-                    link,
-                    dial,
-                    options.connect_timeout,
-                )))
+                Ok(Connection::Cluster(PerWorker::new(link, dial, &options)))
             }
             #[cfg(feature = "sentinel")]
             Target::Sentinel {
@@ -160,11 +156,7 @@ async fn open_single(url: &str, options: &ConnectOptions<'_>) -> Result<Connecti
         .set_response_timeout(None);
     let dial = Dial::Single { client, config };
     let link = dial.connect().await.map_err(StoreError::unavailable)?;
-    Ok(Connection::Single(PerWorker::new(
-        link,
-        dial,
-        options.connect_timeout,
-    )))
+    Ok(Connection::Single(PerWorker::new(link, dial, options)))
 }
 
 /// One connection the store's commands can go through.
@@ -253,10 +245,16 @@ impl Dial {
 /// until the kernel stops retransmitting, some fifteen minutes later. Until then every command
 /// on it would time out: on a cluster, every command for the slots of that one node, which the
 /// cluster client retries on the same silent connection. So a command timeout opens a fresh
-/// shared connection in the background (on a cluster, to every node, with the slot map read
-/// anew), and commands move to it once it answers the handshake, and drops the worker link of
-/// the thread that saw the timeout, to be dialled anew; commands already sent on the old ones
-/// finish or time out there.
+/// shared connection in the background (on a cluster: the slot map read from the seed nodes,
+/// and each node it names connected), and commands move to it once it answers the handshake;
+/// and it drops the worker link of the thread that saw the timeout, to be dialled anew.
+/// Commands already sent on the old links finish or time out there.
+///
+/// One replacement is under way at a time, on the runtime that created the store (where the
+/// shared link's driver runs, and which outlives a worker that happened to see the timeout),
+/// and a shared link younger than the longest a command may wait is never replaced: a command
+/// that times out then was sent to its predecessor. So the commands in flight when a link went
+/// silent, which time out one after another, cost one replacement, not one each.
 pub(super) struct PerWorker {
     shared: Arc<SharedLinks>,
     /// The link this handle's commands go through.
@@ -264,16 +262,28 @@ pub(super) struct PerWorker {
 }
 
 impl PerWorker {
-    fn new(link: Link, dial: Dial, dial_timeout: Duration) -> Self {
+    /// Must be called on the runtime that is to drive the shared link and its replacements.
+    fn new(link: Link, dial: Dial, options: &ConnectOptions<'_>) -> Self {
         Self {
             shared: Arc::new(SharedLinks {
-                current: RwLock::new(link.clone()),
+                current: RwLock::new(SharedLink {
+                    link: link.clone(),
+                    since: Instant::now(),
+                }),
                 dial,
-                dial_timeout,
+                dial_timeout: options.connect_timeout,
+                longest_wait: options.reply_timeout,
+                runtime: tokio::runtime::Handle::current(),
                 replacing: AtomicBool::new(false),
             }),
             link,
         }
+    }
+
+    /// Called when a command of this handle's, or a read through
+    /// [`shared_cluster`](Self::shared_cluster), got no answer in time: see [`PerWorker`].
+    pub(super) fn unanswered(&self) {
+        self.shared.replace();
     }
 }
 
@@ -301,13 +311,34 @@ impl Clone for PerWorker {
 /// What every handle on one store's connection shares.
 struct SharedLinks {
     /// The shared link.
-    current: RwLock<Link>,
+    current: RwLock<SharedLink>,
     /// How to open a replacement or a worker's link.
     dial: Dial,
     /// How long a worker link may take to connect before the next use dials again.
     dial_timeout: Duration,
+    /// The longest a command may take before the store gives up on it (the command timeout
+    /// plus any wait it makes on purpose).
+    longest_wait: Duration,
+    /// The runtime that created the store: it drives the shared link and its replacements.
+    runtime: tokio::runtime::Handle,
     /// Set while a replacement shared link is being connected, so a burst of timeouts opens one.
     replacing: AtomicBool,
+}
+
+/// The link every thread shares, and when it became so.
+struct SharedLink {
+    link: Link,
+    since: Instant,
+}
+
+/// Clears [`SharedLinks::replacing`] when the replacement ends, however it ends: also when its
+/// task is dropped with its runtime.
+struct Replacing(Arc<SharedLinks>);
+
+impl Drop for Replacing {
+    fn drop(&mut self) {
+        self.0.replacing.store(false, Ordering::Release);
+    }
 }
 
 impl SharedLinks {
@@ -315,6 +346,7 @@ impl SharedLinks {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .link
             .clone()
     }
 
@@ -323,24 +355,35 @@ impl SharedLinks {
         worker_links::ready(self).unwrap_or_else(|| self.current())
     }
 
-    /// Starts replacing the shared link after a command went unanswered, unless a
-    /// replacement is already under way, and drops this thread's worker link.
+    /// Drops this thread's worker link after a command went unanswered, and starts replacing
+    /// the shared link, unless it is too young to be the one that failed or a replacement is
+    /// already under way.
     fn replace(self: &Arc<Self>) {
         worker_links::forget(self);
-        if self.replacing.swap(true, Ordering::AcqRel) {
+        let young = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .since
+            .elapsed()
+            < self.longest_wait;
+        if young || self.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let replacing = Replacing(Arc::clone(self));
+        self.runtime.spawn(async move {
+            let this = &replacing.0;
             match this.dial.connect().await {
                 Ok(fresh) => {
-                    *this.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+                    *this.current.write().unwrap_or_else(PoisonError::into_inner) = SharedLink {
+                        link: fresh,
+                        since: Instant::now(),
+                    };
                     tracing::warn!("a Redis command went unanswered; moved to a new connection");
                 }
                 // Redis is unreachable for new connections too: the next timeout tries again.
                 Err(err) => tracing::warn!(error = %err, "replacing the Redis connection failed"),
             }
-            this.replacing.store(false, Ordering::Release);
         });
     }
 }
@@ -493,9 +536,9 @@ impl Connection {
     /// up again, for a server gone silent sends no error to start that by itself.
     pub(super) fn unanswered(&self) {
         match self {
-            Connection::Single(linked) => linked.shared.replace(),
+            Connection::Single(linked) => linked.unanswered(),
             #[cfg(feature = "cluster")]
-            Connection::Cluster(linked) => linked.shared.replace(),
+            Connection::Cluster(linked) => linked.unanswered(),
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(connection) => connection.unanswered(),
         }

@@ -309,15 +309,25 @@ mod imp {
     }
 
     /// `read`'s reply, or a timeout after `limit`: the cache's own reads through the store's
-    /// connection, which the store's command timeout does not cover.
+    /// connection, which the store's command timeout does not cover. A timeout is reported to
+    /// the connection with `unanswered`, as the store's own commands report theirs: these reads
+    /// may be the only ones on a link that went silent.
     async fn within(
         limit: Duration,
         read: impl Future<Output = redis::RedisResult<Value>>,
+        unanswered: impl FnOnce(),
     ) -> Result<Value, StoreError> {
-        tokio::time::timeout(limit, read)
-            .await
-            .map_err(|_elapsed| StoreError::Timeout)?
-            .map_err(StoreError::unavailable)
+        match tokio::time::timeout(limit, read).await {
+            Ok(Err(err)) if err.is_timeout() => {
+                unanswered();
+                Err(StoreError::Timeout)
+            }
+            Ok(reply) => reply.map_err(StoreError::unavailable),
+            Err(_elapsed) => {
+                unanswered();
+                Err(StoreError::Timeout)
+            }
+        }
     }
 
     /// The `run_id` in an `INFO server` reply.
@@ -335,7 +345,9 @@ mod imp {
             Box::pin(async move {
                 let mut info = redis::cmd("INFO");
                 info.arg("server");
-                let info = within(command_timeout, info.query_async(&mut connection)).await?;
+                let reporter = connection.clone();
+                let read = info.query_async(&mut connection);
+                let info = within(command_timeout, read, || reporter.unanswered()).await?;
                 server_run_id(info)
             })
         })
@@ -350,11 +362,13 @@ mod imp {
         let connection = connection.clone();
         Arc::new(move || {
             let cluster = connection.shared_cluster();
+            let connection = connection.clone();
             Box::pin(async move {
                 let mut cluster = cluster.ok_or_else(not_a_cluster)?;
                 let mut slots = redis::cmd("CLUSTER");
                 slots.arg("SLOTS");
-                within(command_timeout, slots.query_async(&mut cluster)).await
+                let read = slots.query_async(&mut cluster);
+                within(command_timeout, read, || connection.unanswered()).await
             })
         })
     }
@@ -374,6 +388,7 @@ mod imp {
         let host = host.to_owned();
         Arc::new(move || {
             let cluster = connection.shared_cluster();
+            let connection = connection.clone();
             let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                 host: host.clone(),
                 port,
@@ -382,7 +397,8 @@ mod imp {
                 let mut cluster = cluster.ok_or_else(not_a_cluster)?;
                 let mut info = redis::cmd("INFO");
                 info.arg("server");
-                let info = within(command_timeout, cluster.route_command(info, routing)).await?;
+                let read = cluster.route_command(info, routing);
+                let info = within(command_timeout, read, || connection.unanswered()).await?;
                 server_run_id(info)
             })
         })
