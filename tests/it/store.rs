@@ -883,7 +883,7 @@ fn shared_link_runtime() -> tokio::runtime::Runtime {
 /// The shared connection goes silent, and the timeout that finds it out comes on a runtime that
 /// ends right after (an Actix worker that stops, a background job's short-lived runtime). The
 /// replacement it starts runs on the runtime that made the store, so it is not lost with that
-/// runtime, and the next commands on the shared connection answer again.
+/// runtime: the first command on the shared connection after it answers.
 #[test]
 fn a_replacement_started_on_a_runtime_that_ends_still_happens() {
     let server = RedisServer::start();
@@ -897,12 +897,55 @@ fn a_replacement_started_on_a_runtime_that_ends_still_happens() {
     assert!(matches!(failed, Err(StoreError::Timeout)), "{failed:?}");
     drop(brief);
 
-    load_until_answered(&shared_link_runtime(), &store, &key);
+    // Time for a replacement to connect, wherever it runs.
+    std::thread::sleep(Duration::from_secs(1));
+    let answer = shared_link_runtime().block_on(store.load(&key));
+    assert!(matches!(answer, Ok(Some(_))), "{answer:?}");
+}
+
+/// The same on an Actix worker, whose commands go through a connection of its own, while new
+/// commands keep coming: the worker's connection is dialled anew once, and the commands that
+/// time out on the old one after that must not drop the new one (each did, and the next command
+/// dialled again).
+#[test]
+fn a_worker_redials_a_silent_connection_once_while_commands_keep_coming() {
+    let server = RedisServer::start();
+    let proxy = ChaosProxy::start(server.port);
+    let (_main, store, key) = store_behind(&proxy);
+    let worker = worker_runtime();
+    // Its own connection is up.
+    worker.block_on(load_repeatedly(&store, &key, "main"));
+    let before = connections_made_to(&server);
+
+    proxy.sever();
+    worker.block_on(async {
+        let start = tokio::time::Instant::now();
+        let mut loads = Vec::new();
+        for k in 0..30 {
+            tokio::time::sleep_until(start + Duration::from_millis(40) * k).await;
+            let (store, key) = (store.clone(), key.clone());
+            loads.push(tokio::spawn(async move { store.load(&key).await }));
+        }
+        for load in loads {
+            let answer = load.await.unwrap();
+            assert!(
+                matches!(answer, Err(StoreError::Timeout) | Ok(Some(_))),
+                "{answer:?}"
+            );
+        }
+    });
+    load_until_answered(&worker, &store, &key);
+    // The connection that asked `before`, the shared link's replacement and the worker's.
+    assert_eq!(
+        connections_made_to(&server),
+        before + 3,
+        "one new connection for the shared link and one for the worker"
+    );
 }
 
 /// Commands sent one after another on a shared connection that went silent time out one after
 /// another, and the first replaces it: the later ones, sent before the replacement, must not
-/// replace the replacement in turn.
+/// replace the replacement in turn (they did: ten connections for ten timeouts).
 #[test]
 fn a_silent_connection_is_replaced_once_however_many_commands_time_out_on_it() {
     let server = RedisServer::start();
@@ -912,19 +955,28 @@ fn a_silent_connection_is_replaced_once_however_many_commands_time_out_on_it() {
     let before = connections_made_to(&server);
 
     proxy.sever();
-    runtime.block_on(async {
+    let timed_out = runtime.block_on(async {
+        // Sent 40 ms apart, all before the first times out (500 ms), so each times out after
+        // the one before; on a slow machine the last may start late enough to find the
+        // replacement, and answer.
+        let start = tokio::time::Instant::now();
         let mut loads = Vec::new();
-        // Sent over 450 ms: all before the first of them times out, each timing out later.
-        for _ in 0..10 {
+        for k in 0..10 {
+            tokio::time::sleep_until(start + Duration::from_millis(40) * k).await;
             let (store, key) = (store.clone(), key.clone());
             loads.push(tokio::spawn(async move { store.load(&key).await }));
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let mut timed_out = 0;
         for load in loads {
-            let answer = load.await.unwrap();
-            assert!(matches!(answer, Err(StoreError::Timeout)), "{answer:?}");
+            match load.await.unwrap() {
+                Err(StoreError::Timeout) => timed_out += 1,
+                Ok(Some(_)) => {}
+                other => panic!("{other:?}"),
+            }
         }
+        timed_out
     });
+    assert!(timed_out >= 5, "only {timed_out} loads timed out");
     load_until_answered(&runtime, &store, &key);
     // The connection that asked `before`, and the replacement.
     assert_eq!(

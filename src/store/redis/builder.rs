@@ -368,6 +368,11 @@ impl RedisStoreBuilder {
 
     /// Connects, failing at once if Redis cannot be reached, so a misconfigured app does not
     /// start.
+    ///
+    /// On one server and on a cluster, the runtime this runs on drives the connection every
+    /// thread shares and dials its replacement when it goes silent: keep it running while the
+    /// store is in use, as an Actix app's `main` does. Should it end, replacements run on the
+    /// runtime of the command that needs one.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         #[cfg(feature = "tls")]
         let tls_root = self.tls.root_certificate.clone();

@@ -250,11 +250,12 @@ impl Dial {
 /// and it drops the worker link of the thread that saw the timeout, to be dialled anew.
 /// Commands already sent on the old links finish or time out there.
 ///
-/// One replacement is under way at a time, on the runtime that created the store (where the
-/// shared link's driver runs, and which outlives a worker that happened to see the timeout),
-/// and a shared link younger than the longest a command may wait is never replaced: a command
-/// that times out then was sent to its predecessor. So the commands in flight when a link went
-/// silent, which time out one after another, cost one replacement, not one each.
+/// One replacement is under way at a time, on the runtime that created the store while that
+/// one runs (it drives the shared link, and outlives a worker that happened to see the timeout),
+/// else on the runtime that saw the timeout. No link younger than the longest a command may
+/// wait is replaced or dropped: a command that times out then was sent to its predecessor. So
+/// the commands in flight when a link went silent, which time out one after another, cost one
+/// replacement, not one each.
 pub(super) struct PerWorker {
     shared: Arc<SharedLinks>,
     /// The link this handle's commands go through.
@@ -262,7 +263,7 @@ pub(super) struct PerWorker {
 }
 
 impl PerWorker {
-    /// Must be called on the runtime that is to drive the shared link and its replacements.
+    /// Called on the runtime that drives `link`, which replacements then prefer.
     fn new(link: Link, dial: Dial, options: &ConnectOptions<'_>) -> Self {
         Self {
             shared: Arc::new(SharedLinks {
@@ -273,7 +274,7 @@ impl PerWorker {
                 dial,
                 dial_timeout: options.connect_timeout,
                 longest_wait: options.reply_timeout,
-                runtime: tokio::runtime::Handle::current(),
+                home: Home::here(),
                 replacing: AtomicBool::new(false),
             }),
             link,
@@ -319,8 +320,8 @@ struct SharedLinks {
     /// The longest a command may take before the store gives up on it (the command timeout
     /// plus any wait it makes on purpose).
     longest_wait: Duration,
-    /// The runtime that created the store: it drives the shared link and its replacements.
-    runtime: tokio::runtime::Handle,
+    /// The runtime that created the store, where replacements are dialled while it runs.
+    home: Home,
     /// Set while a replacement shared link is being connected, so a burst of timeouts opens one.
     replacing: AtomicBool,
 }
@@ -329,6 +330,37 @@ struct SharedLinks {
 struct SharedLink {
     link: Link,
     since: Instant,
+}
+
+/// A runtime, and whether it still runs.
+struct Home {
+    runtime: tokio::runtime::Handle,
+    /// A task that never ends by itself: finished once the runtime has shut down.
+    alive: tokio::task::JoinHandle<()>,
+}
+
+impl Home {
+    fn here() -> Self {
+        Self {
+            runtime: tokio::runtime::Handle::current(),
+            alive: tokio::spawn(std::future::pending()),
+        }
+    }
+
+    /// Where a task should run: here while this runtime runs, else on the current one.
+    fn or_current(&self) -> Option<tokio::runtime::Handle> {
+        if self.alive.is_finished() {
+            tokio::runtime::Handle::try_current().ok()
+        } else {
+            Some(self.runtime.clone())
+        }
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        self.alive.abort();
+    }
 }
 
 /// Clears [`SharedLinks::replacing`] when the replacement ends, however it ends: also when its
@@ -355,11 +387,11 @@ impl SharedLinks {
         worker_links::ready(self).unwrap_or_else(|| self.current())
     }
 
-    /// Drops this thread's worker link after a command went unanswered, and starts replacing
-    /// the shared link, unless it is too young to be the one that failed or a replacement is
-    /// already under way.
+    /// After a command went unanswered, drops this thread's worker link and starts replacing
+    /// the shared link, each unless it is too young to be the one that failed, and the shared
+    /// link unless a replacement is already under way.
     fn replace(self: &Arc<Self>) {
-        worker_links::forget(self);
+        worker_links::forget(self, self.longest_wait);
         let young = self
             .current
             .read()
@@ -367,11 +399,14 @@ impl SharedLinks {
             .since
             .elapsed()
             < self.longest_wait;
+        let Some(runtime) = self.home.or_current() else {
+            return;
+        };
         if young || self.replacing.swap(true, Ordering::AcqRel) {
             return;
         }
         let replacing = Replacing(Arc::clone(self));
-        self.runtime.spawn(async move {
+        runtime.spawn(async move {
             let this = &replacing.0;
             match this.dial.connect().await {
                 Ok(fresh) => {
@@ -423,6 +458,8 @@ mod worker_links {
             /// A task that never ends by itself: finished once the runtime that drives the
             /// link has shut down, and with it the link's driver.
             runtime_alive: JoinHandle<()>,
+            /// When it connected.
+            since: Instant,
         },
         /// Failed to connect; tried again after `retry_at`.
         Failed { retry_at: Instant },
@@ -495,6 +532,7 @@ mod worker_links {
             Ok(link) => LinkState::Ready {
                 link,
                 runtime_alive: tokio::spawn(std::future::pending()),
+                since: Instant::now(),
             },
             Err(err) => {
                 tracing::debug!(error = %err, "a worker's own Redis connection failed to connect");
@@ -515,16 +553,21 @@ mod worker_links {
         });
     }
 
-    /// Drops this thread's link to `store` on the current runtime: the next operation dials a
-    /// new one.
-    pub(super) fn forget(store: &Arc<SharedLinks>) {
+    /// Drops this thread's link to `store` on the current runtime if it has been up for
+    /// `at_least` (a younger one is not the link a command that timed out now was sent on):
+    /// the next operation dials a new one.
+    pub(super) fn forget(store: &Arc<SharedLinks>, at_least: Duration) {
         let Ok(runtime) = Handle::try_current() else {
             return;
         };
         let id = runtime.id();
         let _ = LINKS.try_with(|links| {
             if let Ok(mut links) = links.try_borrow_mut() {
-                links.retain(|entry| !entry.is_for(store, id));
+                links.retain(|entry| {
+                    let old_enough = matches!(&entry.state,
+                        LinkState::Ready { since, .. } if since.elapsed() >= at_least);
+                    !(entry.is_for(store, id) && old_enough)
+                });
             }
         });
     }
