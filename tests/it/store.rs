@@ -686,6 +686,22 @@ async fn load_repeatedly(store: &RedisStore, key: &SessionKey, user_id: &str) {
     }
 }
 
+/// A new session of user "main" in `store`, for a minute.
+async fn a_session_in(store: &RedisStore) -> SessionKey {
+    let key = random_key();
+    let created = store
+        .create(
+            &key,
+            &record("main", Duration::from_secs(60)),
+            in_(Duration::from_secs(60)),
+            &SessionData::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    key
+}
+
 /// Where the store is made, as an Actix app makes it: a runtime that keeps running on a thread
 /// of its own beside the workers (the `System` that runs the server), and drives the
 /// connection the store opened.
@@ -705,17 +721,7 @@ impl MainRuntime {
         let thread = std::thread::spawn(move || {
             worker_runtime().block_on(async move {
                 let store = connect.await;
-                let key = random_key();
-                let created = store
-                    .create(
-                        &key,
-                        &record("main", Duration::from_secs(60)),
-                        in_(Duration::from_secs(60)),
-                        &SessionData::new(),
-                    )
-                    .await
-                    .unwrap();
-                assert!(created);
+                let key = a_session_in(&store).await;
                 load_repeatedly(&store, &key, "main").await;
                 made_tx.send((store, key)).unwrap();
                 let _ = stopped.await;
@@ -831,18 +837,18 @@ fn each_worker_runtime_gets_one_connection_of_its_own() {
     );
 }
 
+/// A store on one server behind `proxy`, with timeouts of 500 ms.
+fn builder_behind(proxy: &ChaosProxy) -> actix_login::RedisStoreBuilder {
+    RedisStore::builder(proxy.url())
+        .key_prefix(unique_prefix())
+        .command_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+}
+
 /// A store on one server behind a proxy, made on a [`MainRuntime`], with its session's key.
 fn store_behind(proxy: &ChaosProxy) -> (MainRuntime, RedisStore, SessionKey) {
-    let url = proxy.url();
-    MainRuntime::with_store(async move {
-        RedisStore::builder(url)
-            .key_prefix(unique_prefix())
-            .command_timeout(Duration::from_millis(500))
-            .connect_timeout(Duration::from_millis(500))
-            .connect()
-            .await
-            .unwrap()
-    })
+    let builder = builder_behind(proxy);
+    MainRuntime::with_store(async move { builder.connect().await.unwrap() })
 }
 
 /// How many connections `server` has accepted so far, not counting the one that asks.
@@ -903,6 +909,28 @@ fn a_replacement_started_on_a_runtime_that_ends_still_happens() {
     assert!(matches!(answer, Ok(Some(_))), "{answer:?}");
 }
 
+/// The runtime that made the store has ended, and the shared connection with it: one server's
+/// connection reconnects on the runtime that uses it, and when that connection goes silent,
+/// the replacement runs there too, its own runtime being gone.
+#[test]
+fn a_store_whose_runtime_ended_still_replaces_a_silent_connection() {
+    let server = RedisServer::start();
+    let proxy = ChaosProxy::start(server.port);
+    let builder = builder_behind(&proxy);
+    let (store, key) = worker_runtime().block_on(async move {
+        let store = builder.connect().await.unwrap();
+        let key = a_session_in(&store).await;
+        (store, key)
+    });
+    let runtime = shared_link_runtime();
+    load_until_answered(&runtime, &store, &key);
+
+    // Old enough to be replaced.
+    std::thread::sleep(Duration::from_millis(600));
+    proxy.sever();
+    load_until_answered(&runtime, &store, &key);
+}
+
 /// The same on an Actix worker, whose commands go through a connection of its own, while new
 /// commands keep coming: the worker's connection is dialled anew once, and the commands that
 /// time out on the old one after that must not drop the new one (each did, and the next command
@@ -935,11 +963,13 @@ fn a_worker_redials_a_silent_connection_once_while_commands_keep_coming() {
         }
     });
     load_until_answered(&worker, &store, &key);
-    // The connection that asked `before`, the shared link's replacement and the worker's.
-    assert_eq!(
-        connections_made_to(&server),
-        before + 3,
-        "one new connection for the shared link and one for the worker"
+    // One for the shared link and one for the worker; one more if a command raced the shared
+    // replacement and went to the old link after the worker's new one was up, as the age of a
+    // link is what tells which one a command that timed out was on.
+    let made = connections_made_to(&server) - before - 1;
+    assert!(
+        (2..=3).contains(&made),
+        "{made} new connections where 2 are needed"
     );
 }
 

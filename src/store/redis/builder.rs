@@ -370,9 +370,11 @@ impl RedisStoreBuilder {
     /// start.
     ///
     /// On one server and on a cluster, the runtime this runs on drives the connection every
-    /// thread shares and dials its replacement when it goes silent: keep it running while the
-    /// store is in use, as an Actix app's `main` does. Should it end, replacements run on the
-    /// runtime of the command that needs one.
+    /// thread shares (each Actix worker has one of its own besides) and dials its replacement
+    /// when it goes silent: keep it running, and driven, while the store is in use, as an Actix
+    /// app's `main` does. Should it end, one server's connection reconnects and is replaced on
+    /// the runtime of the command that needs it, but a cluster's shared connection ends with
+    /// it.
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         #[cfg(feature = "tls")]
         let tls_root = self.tls.root_certificate.clone();

@@ -335,21 +335,20 @@ struct SharedLink {
 /// A runtime, and whether it still runs.
 struct Home {
     runtime: tokio::runtime::Handle,
-    /// A task that never ends by itself: finished once the runtime has shut down.
-    alive: tokio::task::JoinHandle<()>,
+    alive: RuntimeAlive,
 }
 
 impl Home {
     fn here() -> Self {
         Self {
             runtime: tokio::runtime::Handle::current(),
-            alive: tokio::spawn(std::future::pending()),
+            alive: RuntimeAlive::here(),
         }
     }
 
     /// Where a task should run: here while this runtime runs, else on the current one.
     fn or_current(&self) -> Option<tokio::runtime::Handle> {
-        if self.alive.is_finished() {
+        if self.alive.has_ended() {
             tokio::runtime::Handle::try_current().ok()
         } else {
             Some(self.runtime.clone())
@@ -357,9 +356,23 @@ impl Home {
     }
 }
 
-impl Drop for Home {
+/// Tells whether the runtime it was made on has shut down: a task there that never ends by
+/// itself, aborted when this is dropped so that it does not outlive its purpose.
+struct RuntimeAlive(tokio::task::JoinHandle<()>);
+
+impl RuntimeAlive {
+    fn here() -> Self {
+        Self(tokio::spawn(std::future::pending()))
+    }
+
+    fn has_ended(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for RuntimeAlive {
     fn drop(&mut self) {
-        self.alive.abort();
+        self.0.abort();
     }
 }
 
@@ -430,9 +443,8 @@ mod worker_links {
     use std::time::{Duration, Instant};
 
     use tokio::runtime::{Handle, RuntimeFlavor};
-    use tokio::task::JoinHandle;
 
-    use super::{Link, SharedLinks};
+    use super::{Link, RuntimeAlive, SharedLinks};
 
     /// How long a worker link that failed to connect waits before the next try.
     const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -455,9 +467,9 @@ mod worker_links {
         Dialing { until: Instant },
         Ready {
             link: Link,
-            /// A task that never ends by itself: finished once the runtime that drives the
-            /// link has shut down, and with it the link's driver.
-            runtime_alive: JoinHandle<()>,
+            /// Ends when the runtime that drives the link shuts down, and with it the link's
+            /// driver.
+            runtime_alive: RuntimeAlive,
             /// When it connected.
             since: Instant,
         },
@@ -474,7 +486,7 @@ mod worker_links {
         fn is_live(&self) -> bool {
             self.store.strong_count() > 0
                 && match &self.state {
-                    LinkState::Ready { runtime_alive, .. } => !runtime_alive.is_finished(),
+                    LinkState::Ready { runtime_alive, .. } => !runtime_alive.has_ended(),
                     LinkState::Dialing { .. } | LinkState::Failed { .. } => true,
                 }
         }
@@ -531,7 +543,7 @@ mod worker_links {
         let state = match dialled {
             Ok(link) => LinkState::Ready {
                 link,
-                runtime_alive: tokio::spawn(std::future::pending()),
+                runtime_alive: RuntimeAlive::here(),
                 since: Instant::now(),
             },
             Err(err) => {
