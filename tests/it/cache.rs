@@ -786,6 +786,21 @@ async fn the_cache_never_vouches_for_a_server_the_store_has_left() {
 }
 
 /// A plain store on `backend`, with the builder's defaults.
+/// A login through `app` (users 2, 3, …) whose session lands on cluster node `node`.
+async fn log_in_on_node<S, B>(app: &S, backend: &Backend, node: usize) -> String
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    for user in 2..200 {
+        let token = log_in(app, user).await;
+        if backend.cluster().node_serving(&redis_key(&token)) == node {
+            return token;
+        }
+    }
+    panic!("no session landed on node {node}");
+}
+
 async fn plain_on(backend: &Backend) -> RedisStore {
     backend
         .builder()
@@ -858,15 +873,7 @@ async fn a_cluster_failover_empties_the_cache_until_it_tracks_the_new_primary() 
     assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
 
     // A session on the promoted node is served from memory again.
-    let mut user = 2;
-    let token = loop {
-        let token = log_in(&plain, user).await;
-        if backend.cluster().node_serving(&redis_key(&token)) == replica {
-            break token;
-        }
-        user += 1;
-        assert!(user < 200, "no session landed on the promoted node");
-    };
+    let token = log_in_on_node(&plain, &backend, replica).await;
     assert_cached_on(&cached, &backend, &token).await;
     assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
     assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);
@@ -932,15 +939,7 @@ async fn a_cluster_primary_that_hangs_is_failed_over_and_the_cache_follows() {
     }
 
     // The cache serves from the promoted node, and hears of its logouts.
-    let mut user = 2;
-    let token = loop {
-        let token = log_in(&plain, user).await;
-        if backend.cluster().node_serving(&redis_key(&token)) == replica {
-            break token;
-        }
-        user += 1;
-        assert!(user < 200, "no session landed on the promoted node");
-    };
+    let token = log_in_on_node(&plain, &backend, replica).await;
     assert_cached_on(&cached, &backend, &token).await;
     assert_eq!(status(&plain, post("/logout", Some(&token))).await, 204);
     assert_eq!(status(&cached, get("/me", Some(&token))).await, 401);

@@ -877,6 +877,27 @@ fn load_until_answered(runtime: &tokio::runtime::Runtime, store: &RedisStore, ke
     });
 }
 
+/// `count` loads of `key`, each started 40 ms after the one before (at fixed times, so that a
+/// late wake-up does not push the later ones back), and their answers in order.
+async fn loads_40_ms_apart(
+    store: &RedisStore,
+    key: &SessionKey,
+    count: u32,
+) -> Vec<Result<Option<actix_login::store::StoredSession>, StoreError>> {
+    let start = tokio::time::Instant::now();
+    let mut loads = Vec::new();
+    for k in 0..count {
+        tokio::time::sleep_until(start + Duration::from_millis(40) * k).await;
+        let (store, key) = (store.clone(), key.clone());
+        loads.push(tokio::spawn(async move { store.load(&key).await }));
+    }
+    let mut answers = Vec::new();
+    for load in loads {
+        answers.push(load.await.unwrap());
+    }
+    answers
+}
+
 /// A multi-thread runtime, whose tasks use the store's shared connection.
 fn shared_link_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -946,22 +967,12 @@ fn a_worker_redials_a_silent_connection_once_while_commands_keep_coming() {
     let before = connections_made_to(&server);
 
     proxy.sever();
-    worker.block_on(async {
-        let start = tokio::time::Instant::now();
-        let mut loads = Vec::new();
-        for k in 0..30 {
-            tokio::time::sleep_until(start + Duration::from_millis(40) * k).await;
-            let (store, key) = (store.clone(), key.clone());
-            loads.push(tokio::spawn(async move { store.load(&key).await }));
-        }
-        for load in loads {
-            let answer = load.await.unwrap();
-            assert!(
-                matches!(answer, Err(StoreError::Timeout) | Ok(Some(_))),
-                "{answer:?}"
-            );
-        }
-    });
+    for answer in worker.block_on(loads_40_ms_apart(&store, &key, 30)) {
+        assert!(
+            matches!(answer, Err(StoreError::Timeout) | Ok(Some(_))),
+            "{answer:?}"
+        );
+    }
     load_until_answered(&worker, &store, &key);
     // One for the shared link and one for the worker; one more if a command raced the shared
     // replacement and went to the old link after the worker's new one was up, as the age of a
@@ -985,27 +996,17 @@ fn a_silent_connection_is_replaced_once_however_many_commands_time_out_on_it() {
     let before = connections_made_to(&server);
 
     proxy.sever();
-    let timed_out = runtime.block_on(async {
-        // Sent 40 ms apart, all before the first times out (500 ms), so each times out after
-        // the one before; on a slow machine the last may start late enough to find the
-        // replacement, and answer.
-        let start = tokio::time::Instant::now();
-        let mut loads = Vec::new();
-        for k in 0..10 {
-            tokio::time::sleep_until(start + Duration::from_millis(40) * k).await;
-            let (store, key) = (store.clone(), key.clone());
-            loads.push(tokio::spawn(async move { store.load(&key).await }));
+    // Ten, all sent before the first times out (500 ms), so each times out after the one
+    // before; on a slow machine the last may start late enough to find the replacement, and
+    // answer.
+    let mut timed_out = 0;
+    for answer in runtime.block_on(loads_40_ms_apart(&store, &key, 10)) {
+        match answer {
+            Err(StoreError::Timeout) => timed_out += 1,
+            Ok(Some(_)) => {}
+            other => panic!("{other:?}"),
         }
-        let mut timed_out = 0;
-        for load in loads {
-            match load.await.unwrap() {
-                Err(StoreError::Timeout) => timed_out += 1,
-                Ok(Some(_)) => {}
-                other => panic!("{other:?}"),
-            }
-        }
-        timed_out
-    });
+    }
     assert!(timed_out >= 5, "only {timed_out} loads timed out");
     load_until_answered(&runtime, &store, &key);
     // The connection that asked `before`, and the replacement.
