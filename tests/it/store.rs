@@ -796,23 +796,23 @@ fn serves_every_runtime_in_turn(
     first.block_on(load_repeatedly(&store, &key, "main"));
 }
 
-/// Each current-thread runtime (each Actix worker) that uses a standalone store dials one
-/// connection of its own, beside the store's shared one, and keeps using it.
+/// Each current-thread runtime (each Actix worker) that uses a standalone store dials
+/// connections of its own, beside the store's shared one, and keeps using them: one for its
+/// commands and one for its lookups.
 #[test]
-fn each_worker_runtime_gets_one_connection_of_its_own() {
+fn each_worker_runtime_gets_connections_of_its_own() {
     let server = RedisServer::start();
     let url = server.url();
     let (_main, store, key) = {
         let url = url.clone();
         MainRuntime::with_store(async move { RedisStore::connect(&url).await.unwrap() })
     };
-    let connected = || -> usize {
-        let mut admin = connection(&url).unwrap();
-        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let connected = || -> (usize, usize) {
+        let list = client_list(&url);
         // Not counting this admin connection.
-        list.lines().count() - 1
+        (list.len() - 1, lookup_clients(&list).len())
     };
-    // The store's shared connection, and the main runtime's own.
+    // The store's shared connection, and the main runtime's own two.
     let before = connected();
     std::thread::scope(|threads| {
         for _ in 0..2 {
@@ -832,9 +832,145 @@ fn each_worker_runtime_gets_one_connection_of_its_own() {
     });
     assert_eq!(
         workers,
-        before + 1,
-        "one more connection for one more worker"
+        (before.0 + 2, before.1 + 1),
+        "two more connections for one more worker, one of them for its lookups"
     );
+}
+
+/// Each line of `CLIENT LIST` on the server at `url`.
+fn client_list(url: &str) -> Vec<String> {
+    let mut admin = connection(url).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    list.lines().map(str::to_owned).collect()
+}
+
+/// The lines of `list` that are workers' lookup connections.
+fn lookup_clients(list: &[String]) -> Vec<&String> {
+    list.iter()
+        .filter(|line| line.contains(" name=actix-login-lookup "))
+        .collect()
+}
+
+/// A worker's lookup connection that the server closes (a restart, `timeout`, an operator's
+/// `CLIENT KILL`) ends, and the worker dials anew. Meanwhile, and after, lookups answer as the
+/// server does: a session deleted in between is gone, never read from anything kept.
+#[test]
+fn a_lookup_connection_the_server_closes_is_dialled_anew() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (_main, store, key) = {
+        let url = url.clone();
+        MainRuntime::with_store(async move { RedisStore::connect(&url).await.unwrap() })
+    };
+    let worker = worker_runtime();
+    worker.block_on(load_repeatedly(&store, &key, "main"));
+    let lookups: Vec<String> = lookup_clients(&client_list(&url))
+        .into_iter()
+        .map(|line| client_field(line, "id").to_owned())
+        .collect();
+    assert_eq!(lookups.len(), 2, "the main runtime's and the worker's");
+
+    let mut admin = connection(&url).unwrap();
+    for id in &lookups {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query(&mut admin)
+            .unwrap();
+        assert_eq!(killed, 1);
+    }
+    let other = worker.block_on(async {
+        // The worker finds its lookup connection closed.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let other = a_session_in(&store).await;
+        assert!(store.delete(&key).await.unwrap());
+        for _ in 0..20 {
+            assert!(
+                store.load(&key).await.unwrap().is_none(),
+                "a deleted session"
+            );
+            let live = store.load(&other).await.unwrap();
+            assert_eq!(live.expect("a live session").record.user_id(), "main");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        other
+    });
+    let now = lookup_clients(&client_list(&url))
+        .into_iter()
+        .map(|line| client_field(line, "id").to_owned())
+        .collect::<Vec<_>>();
+    // The main runtime has not looked anything up since.
+    assert_eq!(now.len(), 1, "the worker's, dialled anew");
+    assert!(
+        now.iter().all(|id| !lookups.contains(id)),
+        "{now:?} {lookups:?}"
+    );
+    worker.block_on(load_repeatedly(&store, &other, "main"));
+}
+
+/// The value of `field` in a line of `CLIENT LIST`.
+fn client_field<'a>(line: &'a str, field: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|pair| pair.strip_prefix(field)?.strip_prefix('='))
+        .unwrap_or_default()
+}
+
+/// Lookups read the database the URL names, as the user it names: a worker's lookup
+/// connection logs in and selects the database as its other connections do. Were it to read
+/// database 0, or as the default user, no session would be found.
+#[cfg(feature = "test-util")]
+#[test]
+fn lookups_read_the_database_the_url_names_as_its_user() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix();
+    let mut admin = connection(&server.url()).unwrap();
+    let mut setuser = redis::cmd("ACL");
+    setuser
+        .arg("SETUSER")
+        .arg("app")
+        .arg("reset")
+        .arg("on")
+        .arg(">secret")
+        .arg(format!("~{prefix}:*"));
+    for rule in support::acl::STORE_COMMANDS.split_whitespace() {
+        setuser.arg(rule);
+    }
+    setuser.arg("+select").arg("+client|setname");
+    setuser.exec(&mut admin).unwrap();
+    // The default user may not read: a lookup as that user would fail, not find nothing.
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("resetpass")
+        .arg(">admin-only")
+        .exec(&mut admin)
+        .unwrap();
+    let url = format!("redis://app:secret@127.0.0.1:{}/3", server.port);
+    let (_main, store, key) = MainRuntime::with_store(async move {
+        RedisStore::builder(url)
+            .key_prefix(prefix)
+            .connect()
+            .await
+            .unwrap()
+    });
+    worker_runtime().block_on(load_repeatedly(&store, &key, "main"));
+
+    redis::cmd("AUTH")
+        .arg("default")
+        .arg("admin-only")
+        .exec(&mut admin)
+        .unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let list: Vec<String> = list.lines().map(str::to_owned).collect();
+    // The main runtime's lookup connection, which served its lookups.
+    let lookups = lookup_clients(&list);
+    assert!(!lookups.is_empty(), "{list:?}");
+    for line in lookups {
+        assert_eq!(client_field(line, "user"), "app", "{line}");
+        assert_eq!(client_field(line, "db"), "3", "{line}");
+        assert_eq!(client_field(line, "cmd"), "hmget", "{line}");
+    }
 }
 
 /// A store on one server behind `proxy`, with timeouts of 500 ms.
@@ -974,13 +1110,14 @@ fn a_worker_redials_a_silent_connection_once_while_commands_keep_coming() {
         );
     }
     load_until_answered(&worker, &store, &key);
-    // One for the shared link and one for the worker; one more if a command raced the shared
-    // replacement and went to the old link after the worker's new one was up, as the age of a
-    // link is what tells which one a command that timed out was on.
+    // One for the shared link and two for the worker (its link and its lookup link); two more
+    // if a command raced the shared replacement and went to the old link after the worker's
+    // new ones were up, as the age of a link is what tells which one a command that timed out
+    // was on.
     let made = connections_made_to(&server) - before - 1;
     assert!(
-        (2..=3).contains(&made),
-        "{made} new connections where 2 are needed"
+        (3..=5).contains(&made),
+        "{made} new connections where 3 are needed"
     );
 }
 

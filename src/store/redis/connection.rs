@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use super::lookup_link::{LookupDial, LookupLink};
 use super::tls;
 use crate::error::StoreError;
 
@@ -154,7 +155,12 @@ async fn open_single(url: &str, options: &ConnectOptions<'_>) -> Result<Connecti
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(None);
-    let dial = Dial::Single { client, config };
+    let lookups = LookupDial::for_server(client.get_connection_info());
+    let dial = Dial::Single {
+        client,
+        config,
+        lookups,
+    };
     let link = dial.connect().await.map_err(StoreError::unavailable)?;
     Ok(Connection::Single(PerWorker::new(link, dial, options)))
 }
@@ -204,6 +210,8 @@ enum Dial {
     Single {
         client: redis::Client,
         config: ConnectionManagerConfig,
+        /// How a worker reaches the server for lookups, where a [`LookupLink`] can.
+        lookups: Option<LookupDial>,
     },
     #[cfg(feature = "cluster")]
     Cluster(redis::cluster::ClusterClient),
@@ -213,13 +221,32 @@ impl Dial {
     /// Opens a link; its driver runs on the runtime this is awaited on.
     async fn connect(&self) -> redis::RedisResult<Link> {
         match self {
-            Dial::Single { client, config } => {
+            Dial::Single { client, config, .. } => {
                 ConnectionManager::new_with_config(client.clone(), config.clone())
                     .await
                     .map(Link::Single)
             }
             #[cfg(feature = "cluster")]
             Dial::Cluster(client) => client.get_async_connection().await.map(Link::Cluster),
+        }
+    }
+
+    /// Opens a worker's [`LookupLink`], if this deployment has them; `None` also when it
+    /// fails to connect, and lookups then go through the worker's link.
+    async fn connect_lookups(&self, within: Duration) -> Option<LookupLink> {
+        let Dial::Single {
+            lookups: Some(lookups),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        match lookups.connect(within).await {
+            Ok(link) => Some(link),
+            Err(err) => {
+                tracing::debug!(error = %err, "a worker's lookup connection failed to connect");
+                None
+            }
         }
     }
 }
@@ -444,7 +471,7 @@ mod worker_links {
 
     use tokio::runtime::{Handle, RuntimeFlavor};
 
-    use super::{Link, RuntimeAlive, SharedLinks};
+    use super::{Link, LookupLink, RuntimeAlive, SharedLinks};
 
     /// How long a worker link that failed to connect waits before the next try.
     const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -467,6 +494,8 @@ mod worker_links {
         Dialing { until: Instant },
         Ready {
             link: Link,
+            /// The worker's connection for lookups, where the deployment has them.
+            lookups: Option<LookupLink>,
             /// Ends when the runtime that drives the link shuts down, and with it the link's
             /// driver.
             runtime_alive: RuntimeAlive,
@@ -495,6 +524,24 @@ mod worker_links {
     /// This thread's link to `store` on the current runtime, if it is ready; otherwise `None`,
     /// and a link is dialled in the background when this runtime may have one.
     pub(super) fn ready(store: &Arc<SharedLinks>) -> Option<Link> {
+        with_ready(store, |link, _| link.clone())
+    }
+
+    /// What a lookup on this thread goes through: the worker's [`LookupLink`] if it has one,
+    /// else its link; `None` as for [`ready`].
+    pub(super) fn for_lookup(store: &Arc<SharedLinks>) -> Option<Result<LookupLink, Link>> {
+        with_ready(store, |link, lookups| match lookups {
+            Some(lookups) => Ok(lookups.clone()),
+            None => Err(link.clone()),
+        })
+    }
+
+    /// `pick` applied to this thread's ready link to `store` and its lookup link; a lookup link
+    /// that has closed (the server went away or restarted) has both dialled anew.
+    fn with_ready<T>(
+        store: &Arc<SharedLinks>,
+        pick: impl FnOnce(&Link, Option<&LookupLink>) -> T,
+    ) -> Option<T> {
         let runtime = Handle::try_current().ok()?;
         if runtime.runtime_flavor() != RuntimeFlavor::CurrentThread {
             return None;
@@ -506,7 +553,11 @@ mod worker_links {
                 let found = links.iter_mut().position(|entry| entry.is_for(store, id));
                 if let Some(index) = found {
                     match &links[index].state {
-                        LinkState::Ready { link, .. } => return Some(link.clone()),
+                        LinkState::Ready { lookups, .. }
+                            if lookups.as_ref().is_some_and(|lookups| !lookups.is_open()) => {}
+                        LinkState::Ready { link, lookups, .. } => {
+                            return Some(pick(link, lookups.as_ref()))
+                        }
                         LinkState::Dialing { until } | LinkState::Failed { retry_at: until }
                             if Instant::now() < *until =>
                         {
@@ -537,12 +588,23 @@ mod worker_links {
             return;
         };
         let dialled = dial.connect().await;
+        let lookups = match &dialled {
+            Ok(_) => {
+                let within = store.upgrade().map(|shared| shared.dial_timeout);
+                match within {
+                    Some(within) => dial.connect_lookups(within).await,
+                    None => return,
+                }
+            }
+            Err(_) => None,
+        };
         let Some(shared) = store.upgrade() else {
             return;
         };
         let state = match dialled {
             Ok(link) => LinkState::Ready {
                 link,
+                lookups,
                 runtime_alive: RuntimeAlive::here(),
                 since: Instant::now(),
             },
@@ -633,6 +695,68 @@ impl ConnectionLike for Connection {
             Connection::Cluster(linked) => linked.link.get_db(),
             #[cfg(feature = "sentinel")]
             Connection::Sentinel(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// A handle for one lookup: the worker's [`LookupLink`] where it has one, else a handle
+    /// like a clone's.
+    pub(super) fn for_lookup(&self) -> Lookup {
+        match self {
+            Connection::Single(linked) => match worker_links::for_lookup(&linked.shared) {
+                Some(Ok(lookups)) => Lookup::Own(lookups),
+                Some(Err(link)) => Lookup::Store(Connection::Single(PerWorker {
+                    shared: Arc::clone(&linked.shared),
+                    link,
+                })),
+                None => Lookup::Store(Connection::Single(PerWorker {
+                    shared: Arc::clone(&linked.shared),
+                    link: linked.shared.current(),
+                })),
+            },
+            #[cfg(any(feature = "cluster", feature = "sentinel"))]
+            other => Lookup::Store(other.clone()),
+        }
+    }
+}
+
+/// What a lookup's reads go through: a worker's [`LookupLink`], or the store's connection.
+pub(super) enum Lookup {
+    Own(LookupLink),
+    Store(Connection),
+}
+
+impl ConnectionLike for Lookup {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Lookup::Own(lookups) => Box::pin(lookups.query(cmd)),
+            Lookup::Store(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    /// A lookup sends single commands only; a pipeline goes through the store's connection.
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Lookup::Own(_) => Box::pin(async {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "a lookup link carries single commands only",
+                )))
+            }),
+            Lookup::Store(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Lookup::Own(lookups) => lookups.db(),
+            Lookup::Store(conn) => conn.get_db(),
         }
     }
 }

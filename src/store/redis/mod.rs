@@ -47,6 +47,7 @@ mod hostile_input;
 mod index;
 mod links;
 mod local_cache;
+mod lookup_link;
 mod scripts;
 #[cfg(feature = "sentinel")]
 mod sentinel;
@@ -107,7 +108,10 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// All clones share one multiplexed connection that reconnects by itself after Redis restarts;
 /// on a standalone server or a cluster, each current-thread runtime (each Actix worker) that
 /// uses the store also opens one of its own, so that a request's commands are sent and answered
-/// on its worker's thread rather than through the thread that opened the store.
+/// on its worker's thread rather than through the thread that opened the store. On a standalone
+/// server reached over plain TCP, a worker opens a second one for its session lookups, named
+/// `actix-login-lookup` in `CLIENT LIST`, whose replies the store reads itself: plan
+/// `maxclients` for 1 + 2 × workers per process.
 /// Every command is bounded by a timeout (1 s unless set with
 /// [`RedisStoreBuilder::command_timeout`]), so a hung or unreachable Redis makes requests fail
 /// with `503 Service Unavailable` instead of hanging.
@@ -571,7 +575,8 @@ impl SessionStore for RedisStore {
             return answer.map(|loaded| loaded.map(|loaded| loaded.stored));
         }
         // No cache, or its tracking connection is down or failed; the main one may still work.
-        self.fetch(&mut self.connection.clone(), &redis_key).await
+        self.fetch(&mut self.connection.for_lookup(), &redis_key)
+            .await
     }
 
     async fn load_with_data(&self, key: &SessionKey) -> Result<Option<LoadedSession>, StoreError> {
@@ -579,7 +584,7 @@ impl SessionStore for RedisStore {
         if let Some(answer) = self.load_cached(&redis_key).await {
             return answer;
         }
-        self.fetch_with_data(&mut self.connection.clone(), &redis_key)
+        self.fetch_with_data(&mut self.connection.for_lookup(), &redis_key)
             .await
     }
 
