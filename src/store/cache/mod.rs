@@ -104,14 +104,7 @@ mod transport;
 pub(crate) type ServerProbe =
     Arc<dyn Fn() -> BoxFuture<'static, Result<String, StoreError>> + Send + Sync>;
 
-/// The `run_id` in the text of an `INFO server` reply: what tells one Redis process from another,
-/// even on the same address.
-pub(crate) fn run_id(info: &str) -> Option<&str> {
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-}
+pub(crate) use super::server_info::run_id;
 
 /// The cache, shared by all clones of a store.
 #[derive(Clone)]

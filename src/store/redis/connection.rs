@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use super::lookup_link::{LookupDial, LookupLink};
+use super::lookup_link::{LookupDial, LookupLink, Watch};
 use super::tls;
 use crate::error::StoreError;
 
@@ -231,9 +231,22 @@ impl Dial {
         }
     }
 
-    /// Opens a worker's [`LookupLink`], if this deployment has them; `None` also when it
-    /// fails to connect, and lookups then go through the worker's link.
-    async fn connect_lookups(&self, within: Duration) -> Option<LookupLink> {
+    /// Whether a worker on this deployment has a [`LookupLink`].
+    fn has_lookups(&self) -> bool {
+        matches!(
+            self,
+            Dial::Single {
+                lookups: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// Opens a worker's [`LookupLink`] beside its `link`, if this deployment has them and it
+    /// reaches the server `link` does: the two dial the same address separately, and a DNS
+    /// name that moved, or names several servers, could take them to different ones. `None`
+    /// when it cannot, and lookups then go through `link`.
+    async fn connect_lookups(&self, link: &Link, within: Duration) -> Option<LookupLink> {
         let Dial::Single {
             lookups: Some(lookups),
             ..
@@ -241,11 +254,60 @@ impl Dial {
         else {
             return None;
         };
-        match lookups.connect(within).await {
-            Ok(link) => Some(link),
+        let connected = lookups.connect(within).await;
+        let lookups = match connected {
+            Ok(lookups) => lookups,
             Err(err) => {
-                tracing::debug!(error = %err, "a worker's lookup connection failed to connect");
+                tracing::warn!(error = %err, "a worker's lookup connection failed to connect");
+                return None;
+            }
+        };
+        match server_of(link, within).await {
+            Some(server) if server == lookups.server() => Some(lookups),
+            Some(_) => {
+                tracing::warn!(
+                    "a worker's lookup connection reached another Redis server than its other \
+                     connection; lookups go through the other one"
+                );
                 None
+            }
+            None => None,
+        }
+    }
+}
+
+/// The `run_id` of the server `link` reaches, if it answers within `within`.
+async fn server_of(link: &Link, within: Duration) -> Option<String> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server");
+    let reply = tokio::time::timeout(within, info.query_async::<Value>(&mut link.clone()))
+        .await
+        .ok()?
+        .ok()?;
+    crate::store::server_info::run_id(&info_text(reply)).map(str::to_owned)
+}
+
+/// How often a worker checks that its lookup connection still reaches the server its other
+/// connection does, which reconnects by itself and may land elsewhere.
+const SERVER_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Retires `lookups` as soon as `link` reaches another server, checked every
+/// [`SERVER_CHECK_EVERY`] for as long as the lookup link is in use.
+async fn watch_server(link: Link, lookups: Watch, within: Duration) {
+    loop {
+        tokio::time::sleep(SERVER_CHECK_EVERY).await;
+        let Some(expected) = lookups.server() else {
+            return;
+        };
+        // No answer says nothing of where it goes: command timeouts deal with that.
+        if let Some(server) = server_of(&link, within).await {
+            if server != expected {
+                tracing::warn!(
+                    "a worker's Redis connection moved to another server; its lookup \
+                     connection is dialled again"
+                );
+                lookups.retire();
+                return;
             }
         }
     }
@@ -471,7 +533,7 @@ mod worker_links {
 
     use tokio::runtime::{Handle, RuntimeFlavor};
 
-    use super::{Link, LookupLink, RuntimeAlive, SharedLinks};
+    use super::{watch_server, Link, LookupLink, RuntimeAlive, SharedLinks};
 
     /// How long a worker link that failed to connect waits before the next try.
     const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -494,8 +556,7 @@ mod worker_links {
         Dialing { until: Instant },
         Ready {
             link: Link,
-            /// The worker's connection for lookups, where the deployment has them.
-            lookups: Option<LookupLink>,
+            lookups: Lookups,
             /// Ends when the runtime that drives the link shuts down, and with it the link's
             /// driver.
             runtime_alive: RuntimeAlive,
@@ -504,6 +565,19 @@ mod worker_links {
         },
         /// Failed to connect; tried again after `retry_at`.
         Failed { retry_at: Instant },
+    }
+
+    /// A ready worker's connection for lookups.
+    enum Lookups {
+        /// The deployment has none: lookups go through the worker's link.
+        Absent,
+        Up(LookupLink),
+        /// Failed to connect, closed, or found on another server than the worker's link:
+        /// lookups go through the worker's link, and a new one is dialled at the first lookup
+        /// after `retry_at`.
+        Down {
+            retry_at: Instant,
+        },
     }
 
     impl WorkerLink {
@@ -536,8 +610,10 @@ mod worker_links {
         })
     }
 
-    /// `pick` applied to this thread's ready link to `store` and its lookup link; a lookup link
-    /// that has closed (the server went away or restarted) has both dialled anew.
+    /// `pick` applied to this thread's ready link to `store` and its lookup link, if that is
+    /// up; a lookup link that has closed (the server went away or restarted, or the worker's
+    /// link moved to another server) or failed to connect is dialled anew, at most once a
+    /// [`RETRY_AFTER`], while lookups go through the worker's link.
     fn with_ready<T>(
         store: &Arc<SharedLinks>,
         pick: impl FnOnce(&Link, Option<&LookupLink>) -> T,
@@ -552,11 +628,17 @@ mod worker_links {
                 let mut links = links.try_borrow_mut().ok()?;
                 let found = links.iter_mut().position(|entry| entry.is_for(store, id));
                 if let Some(index) = found {
-                    match &links[index].state {
-                        LinkState::Ready { lookups, .. }
-                            if lookups.as_ref().is_some_and(|lookups| !lookups.is_open()) => {}
-                        LinkState::Ready { link, lookups, .. } => {
-                            return Some(pick(link, lookups.as_ref()))
+                    match &mut links[index].state {
+                        LinkState::Ready {
+                            link,
+                            lookups,
+                            since,
+                            ..
+                        } => {
+                            let usable = usable_lookups(lookups, || {
+                                runtime.spawn(dial_lookups(Arc::downgrade(store), id, *since));
+                            });
+                            return Some(pick(link, usable));
                         }
                         LinkState::Dialing { until } | LinkState::Failed { retry_at: until }
                             if Instant::now() < *until =>
@@ -582,6 +664,80 @@ mod worker_links {
             .flatten()
     }
 
+    /// The lookup link to use now, if there is one; calls `redial` (once per
+    /// [`RETRY_AFTER`]) when there should be one but it is closed or down.
+    fn usable_lookups(lookups: &mut Lookups, redial: impl FnOnce()) -> Option<&LookupLink> {
+        let due = match lookups {
+            Lookups::Up(link) if link.is_open() => false,
+            Lookups::Up(_) => true,
+            Lookups::Down { retry_at } => Instant::now() >= *retry_at,
+            Lookups::Absent => false,
+        };
+        if due {
+            *lookups = Lookups::Down {
+                retry_at: Instant::now() + RETRY_AFTER,
+            };
+            redial();
+        }
+        match lookups {
+            Lookups::Up(link) => Some(link),
+            Lookups::Down { .. } | Lookups::Absent => None,
+        }
+    }
+
+    /// Dials this thread's lookup link to `store` on the runtime `id` anew, for the ready
+    /// link that connected at `since`, and puts it up if that link is still the one in use.
+    async fn dial_lookups(store: Weak<SharedLinks>, id: tokio::runtime::Id, since: Instant) {
+        let Some(shared) = store.upgrade() else {
+            return;
+        };
+        let ready = LINKS
+            .try_with(|links| {
+                let links = links.try_borrow().ok()?;
+                links.iter().find_map(|entry| match &entry.state {
+                    LinkState::Ready {
+                        link, since: at, ..
+                    } if entry.is_for(&shared, id) && *at == since => Some(link.clone()),
+                    _ => None,
+                })
+            })
+            .ok()
+            .flatten();
+        let Some(link) = ready else {
+            return;
+        };
+        let (dial, within) = (shared.dial.clone(), shared.dial_timeout);
+        drop(shared);
+        let Some(lookups) = dial.connect_lookups(&link, within).await else {
+            return;
+        };
+        let Some(shared) = store.upgrade() else {
+            return;
+        };
+        let _ = LINKS.try_with(|links| {
+            let Ok(mut links) = links.try_borrow_mut() else {
+                return;
+            };
+            for entry in links.iter_mut() {
+                if !entry.is_for(&shared, id) {
+                    continue;
+                }
+                if let LinkState::Ready {
+                    link,
+                    lookups: slot @ Lookups::Down { .. },
+                    since: at,
+                    ..
+                } = &mut entry.state
+                {
+                    if *at == since {
+                        tokio::spawn(watch_server(link.clone(), lookups.watch(), within));
+                        *slot = Lookups::Up(lookups.clone());
+                    }
+                }
+            }
+        });
+    }
+
     /// Connects this thread's link to `store` on the runtime `id` that runs this task.
     async fn dial(store: Weak<SharedLinks>, id: tokio::runtime::Id) {
         let Some(dial) = store.upgrade().map(|shared| shared.dial.clone()) else {
@@ -589,14 +745,21 @@ mod worker_links {
         };
         let dialled = dial.connect().await;
         let lookups = match &dialled {
-            Ok(_) => {
-                let within = store.upgrade().map(|shared| shared.dial_timeout);
-                match within {
-                    Some(within) => dial.connect_lookups(within).await,
-                    None => return,
+            Ok(link) if dial.has_lookups() => {
+                let Some(within) = store.upgrade().map(|shared| shared.dial_timeout) else {
+                    return;
+                };
+                match dial.connect_lookups(link, within).await {
+                    Some(lookups) => {
+                        tokio::spawn(watch_server(link.clone(), lookups.watch(), within));
+                        Lookups::Up(lookups)
+                    }
+                    None => Lookups::Down {
+                        retry_at: Instant::now() + RETRY_AFTER,
+                    },
                 }
             }
-            Err(_) => None,
+            Ok(_) | Err(_) => Lookups::Absent,
         };
         let Some(shared) = store.upgrade() else {
             return;
@@ -705,33 +868,54 @@ impl Connection {
     pub(super) fn for_lookup(&self) -> Lookup {
         match self {
             Connection::Single(linked) => match worker_links::for_lookup(&linked.shared) {
-                Some(Ok(lookups)) => Lookup::Own(lookups),
-                Some(Err(link)) => Lookup::Store(Connection::Single(PerWorker {
+                Some(Ok(lookups)) => Lookup(Route::Own {
+                    lookups,
+                    store: Arc::clone(&linked.shared),
+                }),
+                Some(Err(link)) => Lookup(Route::Store(Connection::Single(PerWorker {
                     shared: Arc::clone(&linked.shared),
                     link,
-                })),
-                None => Lookup::Store(Connection::Single(PerWorker {
+                }))),
+                None => Lookup(Route::Store(Connection::Single(PerWorker {
                     shared: Arc::clone(&linked.shared),
                     link: linked.shared.current(),
-                })),
+                }))),
             },
             #[cfg(any(feature = "cluster", feature = "sentinel"))]
-            other => Lookup::Store(other.clone()),
+            other => Lookup(Route::Store(other.clone())),
         }
     }
 }
 
 /// What a lookup's reads go through: a worker's [`LookupLink`], or the store's connection.
-pub(super) enum Lookup {
-    Own(LookupLink),
+pub(super) struct Lookup(Route);
+
+enum Route {
+    Own {
+        lookups: LookupLink,
+        /// Where a read goes again if the lookup link fails under it.
+        store: Arc<SharedLinks>,
+    },
     Store(Connection),
 }
 
 impl ConnectionLike for Lookup {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Lookup::Own(lookups) => Box::pin(lookups.query(cmd)),
-            Lookup::Store(conn) => conn.req_packed_command(cmd),
+        match &mut self.0 {
+            Route::Own { lookups, store } => {
+                let answer = lookups.query(cmd);
+                Box::pin(async move {
+                    match answer.await {
+                        // The server closed the link, or sent what it cannot read, between the
+                        // check that it was open and now (a restart, its idle `timeout`): a
+                        // lookup is a read, so it is asked again through the worker's other
+                        // link rather than failing the request. A timeout is the store's.
+                        Err(err) if err.is_io_error() => store.pick().req_packed_command(cmd).await,
+                        answered => answered,
+                    }
+                })
+            }
+            Route::Store(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -742,21 +926,21 @@ impl ConnectionLike for Lookup {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Lookup::Own(_) => Box::pin(async {
+        match &mut self.0 {
+            Route::Own { .. } => Box::pin(async {
                 Err(redis::RedisError::from((
                     redis::ErrorKind::Client,
                     "a lookup link carries single commands only",
                 )))
             }),
-            Lookup::Store(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Route::Store(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Lookup::Own(lookups) => lookups.db(),
-            Lookup::Store(conn) => conn.get_db(),
+        match &self.0 {
+            Route::Own { lookups, .. } => lookups.db(),
+            Route::Store(conn) => conn.get_db(),
         }
     }
 }

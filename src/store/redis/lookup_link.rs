@@ -11,24 +11,29 @@
 //!
 //! What the link is, and is not:
 //!
-//! * One per Actix worker and store, beside the worker's redis-rs connection, dialled and
-//!   dropped with it (see [`connection`](super::connection)). Only a standalone server reached
-//!   over plain TCP with RESP2 (the default) gets one; with TLS, a Unix socket, RESP3,
-//!   Sentinel or a cluster, lookups keep going through redis-rs.
+//! * One per Actix worker and store, beside the worker's redis-rs connection and dropped with
+//!   it (see [`connection`](super::connection)). Only a standalone server reached over plain
+//!   TCP with RESP2 (the default) gets one; with TLS, a Unix socket, RESP3, Sentinel or a
+//!   cluster, lookups keep going through redis-rs.
+//! * Used only while it reaches the server the worker's other connection does: it learns the
+//!   server's `run_id` when it connects, and the worker checks it against the other's then
+//!   and every second, as that one reconnects by itself and a DNS name that moved could take
+//!   it elsewhere.
 //! * It carries single read commands only. Writes, scripts, pipelines and `WAIT` (which counts
 //!   the writes of its own connection) stay on the redis-rs connection.
 //! * It speaks RESP2 (it sends no `HELLO`), authenticates and selects the database as the URL
 //!   says, and keeps no timer: the store bounds each command, and a command that times out
 //!   drops the worker's links like any other.
 //! * A socket error, an end of stream or a frame it cannot read ends it: every command waiting
-//!   on it fails (a `503` for its request, never a session), and the worker dials anew.
+//!   on it fails, and is asked again through the worker's other connection (a `503` if that
+//!   fails too, never a session), and the worker dials anew.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -84,45 +89,58 @@ impl LookupDial {
         })
     }
 
-    /// Connects, runs the handshake and starts the link's driver on the current runtime.
+    /// Connects, runs the handshake, learns which server answers (its `run_id`) and starts
+    /// the link's driver on the current runtime, all within `within`.
     pub(super) async fn connect(&self, within: Duration) -> io::Result<LookupLink> {
-        let connecting = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = tokio::time::timeout(within, connecting)
+        tokio::time::timeout(within, self.connect_now())
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))?
+    }
+
+    async fn connect_now(&self) -> io::Result<LookupLink> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
         stream.set_nodelay(true)?;
         let (sender, requests) = mpsc::unbounded_channel();
-        let link = LookupLink {
+        let open = Arc::new(AtomicBool::new(true));
+        tokio::spawn(drive(stream, requests, Arc::clone(&open)));
+        // Before the handshake tells which server it reaches.
+        let mut link = LookupLink {
             sender,
-            open: Arc::new(AtomicBool::new(true)),
+            status: Arc::new(Status {
+                open,
+                server: String::new(),
+            }),
             db: self.db,
         };
-        tokio::spawn(drive(stream, requests, Arc::clone(&link.open)));
+        let ask = |command: &Cmd| {
+            let answer = link.query(command);
+            async move { answer.await.and_then(Value::extract_error) }
+        };
         for command in &self.handshake {
-            let answer = tokio::time::timeout(within, link.query(command));
-            match answer.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => return Err(io::Error::other(err)),
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the handshake timed out",
-                    ))
-                }
-            }
+            ask(command).await.map_err(io::Error::other)?;
         }
         // So that `CLIENT LIST` tells these connections apart. A user whose ACL denies
         // `CLIENT` still gets the link: the name is for operators, not for the store.
         let mut name = redis::cmd("CLIENT");
         name.arg("SETNAME").arg(CLIENT_NAME);
-        match tokio::time::timeout(within, link.query(&name)).await? {
-            Ok(_) => Ok(link),
+        match ask(&name).await {
+            Ok(_) => {}
             Err(refused) if refused.code().is_some() => {
                 tracing::debug!(error = %refused, "a lookup connection could not be named");
-                Ok(link)
             }
-            Err(err) => Err(io::Error::other(err)),
+            Err(err) => return Err(io::Error::other(err)),
         }
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let info = ask(&info).await.map_err(io::Error::other)?;
+        let server = crate::store::server_info::run_id(&super::connection::info_text(info))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "INFO without a run_id"))?
+            .to_owned();
+        link.status = Arc::new(Status {
+            open: Arc::clone(&link.status.open),
+            server,
+        });
+        Ok(link)
     }
 }
 
@@ -130,9 +148,36 @@ impl LookupDial {
 #[derive(Clone)]
 pub(super) struct LookupLink {
     sender: mpsc::UnboundedSender<Request>,
-    /// Cleared when the driver ends.
-    open: Arc<AtomicBool>,
+    status: Arc<Status>,
     db: i64,
+}
+
+/// Whether a link may still be used, and the server it reaches.
+struct Status {
+    /// Cleared when the driver ends, or when the link is [retired](Watch::retire).
+    open: Arc<AtomicBool>,
+    /// The `run_id` of the server that answered the handshake.
+    server: String,
+}
+
+/// A check on a link that does not keep it open: [`LookupLink::watch`].
+pub(super) struct Watch(Weak<Status>);
+
+impl Watch {
+    /// The `run_id` of the link's server, while the link is open and a handle on it is left.
+    pub(super) fn server(&self) -> Option<String> {
+        let status = self.0.upgrade()?;
+        let open = status.open.load(Ordering::Acquire);
+        open.then(|| status.server.clone())
+    }
+
+    /// Stops the link from being used: it is closed for every handle, and the worker dials
+    /// another. Commands already sent on it are still answered.
+    pub(super) fn retire(&self) {
+        if let Some(status) = self.0.upgrade() {
+            status.open.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// One command on its way: its bytes, and where its reply goes.
@@ -142,9 +187,19 @@ struct Request {
 }
 
 impl LookupLink {
-    /// Whether the link may still answer; once `false`, it never will.
+    /// Whether the link may still be used; once `false`, it never will.
     pub(super) fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
+        self.status.open.load(Ordering::Acquire)
+    }
+
+    /// The `run_id` of the server the link reaches.
+    pub(super) fn server(&self) -> &str {
+        &self.status.server
+    }
+
+    /// A check on this link for as long as a handle on it is left.
+    pub(super) fn watch(&self) -> Watch {
+        Watch(Arc::downgrade(&self.status))
     }
 
     /// The database the link selected.
@@ -152,8 +207,9 @@ impl LookupLink {
         self.db
     }
 
-    /// Sends one command and waits for its reply; a server error comes back as an error. The
-    /// command is sent at once, before the future is first polled.
+    /// Sends one command and waits for its reply, a server error as a
+    /// [`Value::ServerError`], as a redis-rs connection answers (`query_async` makes it an
+    /// error). The command is sent at once, before the future is first polled.
     pub(super) fn query(
         &self,
         cmd: &Cmd,
@@ -165,10 +221,7 @@ impl LookupLink {
             if !sent {
                 return Err(closed());
             }
-            answer
-                .await
-                .map_err(|_| closed())?
-                .and_then(Value::extract_error)
+            answer.await.map_err(|_| closed())?
         }
     }
 }
@@ -268,7 +321,9 @@ impl Driver {
         }
         loop {
             if self.read.len() - self.filled < READ_CHUNK {
-                self.read.resize(self.filled + READ_CHUNK, 0);
+                // Doubling, so that a long reply takes few reads and zeroing stays linear.
+                let more = READ_CHUNK.max(self.filled);
+                self.read.resize(self.filled + more, 0);
             }
             let mut buf = ReadBuf::new(&mut self.read[self.filled..]);
             let polled = Pin::new(&mut *stream).poll_read(cx, &mut buf);
@@ -289,7 +344,16 @@ impl Driver {
     /// Hands every complete reply read so far to the command waiting for it.
     fn deliver(&mut self) -> io::Result<()> {
         let mut consumed = 0;
-        while let Some((value, end)) = reply::parse(&self.read[..self.filled], consumed)? {
+        let read = &self.read[..self.filled];
+        loop {
+            // A reply longer than one read is checked for completeness before its values are
+            // built, so that one arriving over many reads is not built again after each.
+            if read.len() - consumed > READ_CHUNK && reply::extent(read, consumed)?.is_none() {
+                break;
+            }
+            let Some((value, end)) = reply::parse(read, consumed)? else {
+                break;
+            };
             consumed = end;
             // A reply nobody sent a command for: the stream is not what this link thinks.
             let waiting = self.waiting.pop_front().ok_or_else(|| {
@@ -319,10 +383,29 @@ mod reply {
     /// The reply that starts at `pos` in `buf` and where it ends, or `None` if it has not fully
     /// arrived.
     pub(super) fn parse(buf: &[u8], pos: usize) -> io::Result<Option<(Value, usize)>> {
-        frame(buf, pos, 0)
+        frame(buf, pos, 0, Build::Values)
     }
 
-    fn frame(buf: &[u8], pos: usize, depth: usize) -> io::Result<Option<(Value, usize)>> {
+    /// Where the reply that starts at `pos` in `buf` ends, or `None` if it has not fully
+    /// arrived: [`parse`]'s checks, without building its values.
+    pub(super) fn extent(buf: &[u8], pos: usize) -> io::Result<Option<usize>> {
+        Ok(frame(buf, pos, 0, Build::Nothing)?.map(|(_, end)| end))
+    }
+
+    /// Whether [`frame`] builds the values it reads, or only finds where they end.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Build {
+        Values,
+        /// Each value is read as [`Value::Nil`].
+        Nothing,
+    }
+
+    fn frame(
+        buf: &[u8],
+        pos: usize,
+        depth: usize,
+        build: Build,
+    ) -> io::Result<Option<(Value, usize)>> {
         let Some(&kind) = buf.get(pos) else {
             return Ok(None);
         };
@@ -345,7 +428,11 @@ mod reply {
                 if &buf[end..end + 2] != b"\r\n" {
                     return Err(malformed("a bulk string without its line end"));
                 }
-                Ok(Some((Value::BulkString(buf[next..end].to_vec()), end + 2)))
+                let value = match build {
+                    Build::Values => Value::BulkString(buf[next..end].to_vec()),
+                    Build::Nothing => Value::Nil,
+                };
+                Ok(Some((value, end + 2)))
             }
             b'*' => {
                 let Some(count) = length(line)? else {
@@ -355,12 +442,18 @@ mod reply {
                     return Err(malformed("arrays nested too deep"));
                 }
                 // Each element takes at least three bytes: no more can be in what has arrived.
-                let mut items = Vec::with_capacity(count.min((buf.len() - next) / 3));
+                let room = match build {
+                    Build::Values => count.min((buf.len() - next) / 3),
+                    Build::Nothing => 0,
+                };
+                let mut items = Vec::with_capacity(room);
                 let mut at = next;
                 for _ in 0..count {
-                    match frame(buf, at, depth + 1)? {
+                    match frame(buf, at, depth + 1, build)? {
                         Some((item, end)) => {
-                            items.push(item);
+                            if build == Build::Values {
+                                items.push(item);
+                            }
                             at = end;
                         }
                         None => return Ok(None),
@@ -377,6 +470,7 @@ mod reply {
             }
             // Rare here (the handshake's `+OK`, an error): redis-rs reads them, so that an
             // error carries the kind and code redis-rs gives it everywhere else.
+            b'+' | b'-' if build == Build::Nothing => Ok(Some((Value::Nil, next))),
             b'+' | b'-' => redis::parse_redis_value(&buf[pos..next])
                 .map(|value| Some((value, next)))
                 .map_err(io::Error::other),
@@ -532,7 +626,8 @@ mod tests {
             .unwrap()
     }
 
-    /// A link to a peer, and the peer's end, after the handshake (`CLIENT SETNAME`, answered).
+    /// A link to a peer, and the peer's end, after the handshake (`CLIENT SETNAME` and
+    /// `INFO server`, answered).
     async fn linked() -> (LookupLink, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dial = LookupDial {
@@ -543,12 +638,19 @@ mod tests {
         };
         let peer = async {
             let (mut peer, _) = listener.accept().await.unwrap();
+            peer.set_nodelay(true).unwrap();
             read_command(&mut peer).await;
             peer.write_all(b"+OK\r\n").await.unwrap();
+            read_command(&mut peer).await;
+            peer.write_all(b"$25\r\n# Server\r\nrun_id:peer-1\r\n\r\n")
+                .await
+                .unwrap();
             peer
         };
         let (link, peer) = tokio::join!(dial.connect(Duration::from_secs(5)), peer);
-        (link.unwrap(), peer)
+        let link = link.unwrap();
+        assert_eq!(link.server(), "peer-1");
+        (link, peer)
     }
 
     /// Reads one command's worth of bytes (the tests send short ones, each in one write).
@@ -585,9 +687,10 @@ mod tests {
                 while asked.len() < 3 * get("k").get_packed_command().len() {
                     asked.extend(read_command(&mut peer).await);
                 }
+                // A byte at a time, each read by the link before the next is sent.
                 for byte in replies {
                     peer.write_all(&[*byte]).await.unwrap();
-                    peer.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             };
             let (first, second, third, ()) = tokio::join!(
@@ -601,7 +704,11 @@ mod tests {
                 second.unwrap(),
                 Value::Array(vec![Value::Nil, Value::Int(5)])
             );
-            assert_eq!(third.unwrap_err().code(), Some("ERR"));
+            // As a redis-rs connection answers it: `query_async` makes it the error.
+            assert!(
+                matches!(third, Ok(Value::ServerError(ref err)) if err.code() == "ERR"),
+                "{third:?}"
+            );
             assert!(link.is_open());
         });
     }

@@ -110,8 +110,9 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// uses the store also opens one of its own, so that a request's commands are sent and answered
 /// on its worker's thread rather than through the thread that opened the store. On a standalone
 /// server reached over plain TCP, a worker opens a second one for its session lookups, named
-/// `actix-login-lookup` in `CLIENT LIST`, whose replies the store reads itself: plan
-/// `maxclients` for 1 + 2 × workers per process.
+/// `actix-login-lookup` in `CLIENT LIST`, whose replies the store reads itself, used while it
+/// reaches the same server as the worker's other one: plan `maxclients` for 1 + 2 × workers
+/// per process, plus a [local cache](RedisStoreBuilder::local_cache)'s tracking connection.
 /// Every command is bounded by a timeout (1 s unless set with
 /// [`RedisStoreBuilder::command_timeout`]), so a hung or unreachable Redis makes requests fail
 /// with `503 Service Unavailable` instead of hanging.
