@@ -209,8 +209,9 @@ async fn repeated_requests_are_served_from_memory() {
     );
     let infos = server.command_counts().get("info").copied().unwrap_or(0)
         - before.get("info").copied().unwrap_or(0);
-    // One for the settling, one for the measurement; the heartbeat's own check may add one.
-    assert!((2..=4).contains(&infos), "{infos} INFO");
+    // One for the settling, one for the measurement; the heartbeat's own check may add one, and
+    // the once-a-second check of the test runtime's lookup connection one more.
+    assert!((2..=5).contains(&infos), "{infos} INFO");
     assert_eq!(status(&app, get("/me", Some(&token))).await, 401);
 }
 

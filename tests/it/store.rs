@@ -1199,7 +1199,9 @@ fn a_silent_connection_is_replaced_once_however_many_commands_time_out_on_it() {
 #[test]
 fn a_lookup_connection_follows_its_worker_to_another_server() {
     let old = RedisServer::start();
-    let new = RedisServer::start();
+    // The replica loads the primary's data through a file: keep it out of the working tree.
+    let dir = support::process::unique_dir("promoted");
+    let new = RedisServer::start_with(&format!("--dir {}", dir.0.display()));
     let mut new_conn = connection(&new.url()).unwrap();
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
@@ -1281,4 +1283,79 @@ fn a_lookup_connection_follows_its_worker_to_another_server() {
         "the old server was to keep the session: the test proves nothing"
     );
     eprintln!("lookups read the old server for {stale_for:?} after the delete");
+}
+
+/// The address moves to another server between the dial of a worker's connection and that of
+/// its lookup connection (here: the lookup connection is closed after the move, and dialled
+/// anew): the two reach different servers, and the lookup connection is not used. Lookups read
+/// the server the worker writes to: a session only the other server holds is not found.
+#[test]
+fn a_lookup_connection_on_another_server_than_its_worker_is_not_used() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let forwarder = support::forwarder::Forwarder::start(old.port);
+    let url = forwarder.url();
+    let prefix = unique_prefix();
+    let (_main, store, key) = {
+        let prefix = prefix.clone();
+        MainRuntime::with_store(async move {
+            RedisStore::builder(url)
+                .key_prefix(prefix)
+                .connect()
+                .await
+                .unwrap()
+        })
+    };
+    let worker = worker_runtime();
+    worker.block_on(load_repeatedly(&store, &key, "main"));
+    forwarder.switch_to(new.port);
+    // The same session on the new server only, as written by hand: a lookup there finds it.
+    let mut old_conn = connection(&old.url()).unwrap();
+    let mut new_conn = connection(&new.url()).unwrap();
+    let redis_key = store.session_key(&key);
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg(&redis_key)
+        .query(&mut old_conn)
+        .unwrap();
+    let mut copy = redis::cmd("HSET");
+    copy.arg(&redis_key);
+    for (field, value) in fields {
+        copy.arg(field).arg(value);
+    }
+    copy.exec(&mut new_conn).unwrap();
+    redis::cmd("PEXPIRE")
+        .arg(&redis_key)
+        .arg(60_000)
+        .exec(&mut new_conn)
+        .unwrap();
+    for line in lookup_clients(&client_list(&old.url())) {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(client_field(line, "id"))
+            .query(&mut old_conn)
+            .unwrap();
+    }
+    worker.block_on(async {
+        // The worker's other connection stays on the old server; there the session goes.
+        assert!(store.delete(&key).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            assert!(
+                store.load(&key).await.unwrap().is_none(),
+                "a lookup read the server the worker does not write to"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // The worker tried: a lookup connection reached the new server, and went unused.
+    let tried: u64 = new
+        .command_counts()
+        .get("client|setname")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        tried >= 1,
+        "no lookup connection was dialled to the new server"
+    );
 }

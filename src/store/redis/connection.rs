@@ -2,7 +2,7 @@
 //! one they run on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -242,37 +242,37 @@ impl Dial {
         )
     }
 
-    /// Opens a worker's [`LookupLink`] beside its `link`, if this deployment has them and it
-    /// reaches the server `link` does: the two dial the same address separately, and a DNS
-    /// name that moved, or names several servers, could take them to different ones. `None`
-    /// when it cannot, and lookups then go through `link`.
-    async fn connect_lookups(&self, link: &Link, within: Duration) -> Option<LookupLink> {
+    /// Opens a worker's [`LookupLink`] beside its `link`, within `within` in all, if this
+    /// deployment has them and it reaches the server `link` does: the two dial the same
+    /// address separately, and a DNS name that moved, or names several servers, could take
+    /// them to different ones. Why it could not, when it could not; lookups then go through
+    /// `link`.
+    async fn connect_lookups(&self, link: &Link, within: Duration) -> Result<LookupLink, String> {
         let Dial::Single {
             lookups: Some(lookups),
             ..
         } = self
         else {
-            return None;
+            return Err("this deployment has no lookup connections".to_owned());
         };
-        let connected = lookups.connect(within).await;
-        let lookups = match connected {
-            Ok(lookups) => lookups,
-            Err(err) => {
-                tracing::warn!(error = %err, "a worker's lookup connection failed to connect");
-                return None;
+        let connecting = async {
+            let lookups = lookups
+                .connect(within)
+                .await
+                .map_err(|err| err.to_string())?;
+            match server_of(link, within).await {
+                Some(server) if server == lookups.server() => Ok(lookups),
+                Some(_) => Err("it reached another Redis server than the worker's other \
+                     connection"
+                    .to_owned()),
+                None => Err(
+                    "the worker's other connection did not say which server it reaches".to_owned(),
+                ),
             }
         };
-        match server_of(link, within).await {
-            Some(server) if server == lookups.server() => Some(lookups),
-            Some(_) => {
-                tracing::warn!(
-                    "a worker's lookup connection reached another Redis server than its other \
-                     connection; lookups go through the other one"
-                );
-                None
-            }
-            None => None,
-        }
+        tokio::time::timeout(within, connecting)
+            .await
+            .unwrap_or_else(|_| Err("connecting timed out".to_owned()))
     }
 }
 
@@ -291,11 +291,14 @@ async fn server_of(link: &Link, within: Duration) -> Option<String> {
 /// connection does, which reconnects by itself and may land elsewhere.
 const SERVER_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Retires `lookups` as soon as `link` reaches another server, checked every
-/// [`SERVER_CHECK_EVERY`] for as long as the lookup link is in use.
-async fn watch_server(link: Link, lookups: Watch, within: Duration) {
+/// Retires `lookups` as soon as `link` reaches another server, checked with an `INFO server`
+/// every [`SERVER_CHECK_EVERY`] for as long as the lookup link is in use and its store lives.
+async fn watch_server(store: Weak<SharedLinks>, link: Link, lookups: Watch, within: Duration) {
     loop {
         tokio::time::sleep(SERVER_CHECK_EVERY).await;
+        if store.strong_count() == 0 {
+            return;
+        }
         let Some(expected) = lookups.server() else {
             return;
         };
@@ -535,6 +538,9 @@ mod worker_links {
 
     use super::{watch_server, Link, LookupLink, RuntimeAlive, SharedLinks};
 
+    /// The longest a worker waits before it dials its lookup link again after failures.
+    const LOOKUPS_RETRY_AT_MOST: Duration = Duration::from_secs(60);
+
     /// How long a worker link that failed to connect waits before the next try.
     const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -567,16 +573,24 @@ mod worker_links {
         Failed { retry_at: Instant },
     }
 
-    /// A ready worker's connection for lookups.
+    /// A ready worker's connection for lookups. Until it is up, lookups go through the
+    /// worker's link.
     enum Lookups {
-        /// The deployment has none: lookups go through the worker's link.
+        /// The deployment has none.
         Absent,
         Up(LookupLink),
-        /// Failed to connect, closed, or found on another server than the worker's link:
-        /// lookups go through the worker's link, and a new one is dialled at the first lookup
-        /// after `retry_at`.
+        /// Being dialled; dialled again at the first lookup after `until`, should the dial
+        /// have been lost.
+        Dialing {
+            until: Instant,
+            backoff: Duration,
+        },
+        /// Not dialled yet, failed to connect, closed, or found on another server than the
+        /// worker's link: dialled at the first lookup after `retry_at`. `backoff` doubles with
+        /// each failure in a row, up to [`LOOKUPS_RETRY_AT_MOST`].
         Down {
             retry_at: Instant,
+            backoff: Duration,
         },
     }
 
@@ -635,7 +649,7 @@ mod worker_links {
                             since,
                             ..
                         } => {
-                            let usable = usable_lookups(lookups, || {
+                            let usable = usable_lookups(lookups, store.dial_timeout, || {
                                 runtime.spawn(dial_lookups(Arc::downgrade(store), id, *since));
                             });
                             return Some(pick(link, usable));
@@ -664,24 +678,32 @@ mod worker_links {
             .flatten()
     }
 
-    /// The lookup link to use now, if there is one; calls `redial` (once per
-    /// [`RETRY_AFTER`]) when there should be one but it is closed or down.
-    fn usable_lookups(lookups: &mut Lookups, redial: impl FnOnce()) -> Option<&LookupLink> {
+    /// The lookup link to use now, if there is one; calls `redial` when there should be one
+    /// but it is closed, or down and due (see [`Lookups`]).
+    fn usable_lookups(
+        lookups: &mut Lookups,
+        dial_timeout: Duration,
+        redial: impl FnOnce(),
+    ) -> Option<&LookupLink> {
+        let now = Instant::now();
         let due = match lookups {
-            Lookups::Up(link) if link.is_open() => false,
-            Lookups::Up(_) => true,
-            Lookups::Down { retry_at } => Instant::now() >= *retry_at,
-            Lookups::Absent => false,
+            Lookups::Up(link) if link.is_open() => None,
+            // A link that served and closed: dialled again at once.
+            Lookups::Up(_) => Some(RETRY_AFTER),
+            Lookups::Dialing { until, backoff } if now >= *until => Some(*backoff),
+            Lookups::Down { retry_at, backoff } if now >= *retry_at => Some(*backoff),
+            Lookups::Dialing { .. } | Lookups::Down { .. } | Lookups::Absent => None,
         };
-        if due {
-            *lookups = Lookups::Down {
-                retry_at: Instant::now() + RETRY_AFTER,
+        if let Some(backoff) = due {
+            *lookups = Lookups::Dialing {
+                until: now + dial_timeout + RETRY_AFTER,
+                backoff,
             };
             redial();
         }
         match lookups {
             Lookups::Up(link) => Some(link),
-            Lookups::Down { .. } | Lookups::Absent => None,
+            Lookups::Dialing { .. } | Lookups::Down { .. } | Lookups::Absent => None,
         }
     }
 
@@ -708,9 +730,7 @@ mod worker_links {
         };
         let (dial, within) = (shared.dial.clone(), shared.dial_timeout);
         drop(shared);
-        let Some(lookups) = dial.connect_lookups(&link, within).await else {
-            return;
-        };
+        let dialled = dial.connect_lookups(&link, within).await;
         let Some(shared) = store.upgrade() else {
             return;
         };
@@ -722,18 +742,41 @@ mod worker_links {
                 if !entry.is_for(&shared, id) {
                     continue;
                 }
-                if let LinkState::Ready {
+                let LinkState::Ready {
                     link,
-                    lookups: slot @ Lookups::Down { .. },
+                    lookups: slot @ Lookups::Dialing { .. },
                     since: at,
                     ..
                 } = &mut entry.state
-                {
-                    if *at == since {
-                        tokio::spawn(watch_server(link.clone(), lookups.watch(), within));
-                        *slot = Lookups::Up(lookups.clone());
-                    }
+                else {
+                    continue;
+                };
+                let Lookups::Dialing { backoff, .. } = *slot else {
+                    continue;
+                };
+                if *at != since {
+                    continue;
                 }
+                *slot = match &dialled {
+                    Ok(lookups) => {
+                        let watch = lookups.watch();
+                        tokio::spawn(watch_server(store.clone(), link.clone(), watch, within));
+                        Lookups::Up(lookups.clone())
+                    }
+                    Err(why) => {
+                        // Once per run of failures: a server that cannot have one (no
+                        // `run_id`, say) would otherwise warn every minute.
+                        if backoff == RETRY_AFTER {
+                            tracing::warn!(%why, "a worker's lookup connection is not used");
+                        } else {
+                            tracing::debug!(%why, "a worker's lookup connection is not used");
+                        }
+                        Lookups::Down {
+                            retry_at: Instant::now() + backoff,
+                            backoff: (backoff * 2).min(LOOKUPS_RETRY_AT_MOST),
+                        }
+                    }
+                };
             }
         });
     }
@@ -744,22 +787,14 @@ mod worker_links {
             return;
         };
         let dialled = dial.connect().await;
-        let lookups = match &dialled {
-            Ok(link) if dial.has_lookups() => {
-                let Some(within) = store.upgrade().map(|shared| shared.dial_timeout) else {
-                    return;
-                };
-                match dial.connect_lookups(link, within).await {
-                    Some(lookups) => {
-                        tokio::spawn(watch_server(link.clone(), lookups.watch(), within));
-                        Lookups::Up(lookups)
-                    }
-                    None => Lookups::Down {
-                        retry_at: Instant::now() + RETRY_AFTER,
-                    },
-                }
+        // Dialled at the first lookup, so that the worker's link is in use meanwhile.
+        let lookups = if dial.has_lookups() {
+            Lookups::Down {
+                retry_at: Instant::now(),
+                backoff: RETRY_AFTER,
             }
-            Ok(_) | Err(_) => Lookups::Absent,
+        } else {
+            Lookups::Absent
         };
         let Some(shared) = store.upgrade() else {
             return;

@@ -601,6 +601,26 @@ mod reply {
         }
 
         #[test]
+        fn the_extent_of_a_reply_is_where_parsing_it_ends() {
+            let replies: [&[u8]; 6] = [
+                b"*4\r\n$3\r\nabc\r\n$-1\r\n$0\r\n\r\n:12\r\n",
+                b"*2\r\n*1\r\n+OK\r\n-ERR x\r\n",
+                b"$5\r\nhello\r\n",
+                b"*-1\r\n",
+                b"*2\r\n$3\r\nabcXY:1\r\n",
+                b"*1\r\n$-7\r\n",
+            ];
+            for reply in replies {
+                for cut in 0..=reply.len() {
+                    let bytes = &reply[..cut];
+                    let parsed = parse(bytes, 0).map(|read| read.map(|(_, end)| end));
+                    let extent = extent(bytes, 0);
+                    assert_eq!(format!("{parsed:?}"), format!("{extent:?}"), "{bytes:?}");
+                }
+            }
+        }
+
+        #[test]
         fn a_huge_announced_array_allocates_for_what_arrived() {
             // Two elements arrived of a billion announced: no reply yet, and no gigabytes.
             assert!(matches!(parse(b"*1000000000\r\n:1\r\n:2\r\n", 0), Ok(None)));
