@@ -686,6 +686,31 @@ async fn load_repeatedly(store: &RedisStore, key: &SessionKey, user_id: &str) {
     }
 }
 
+/// Loads `key` on `worker` (a session of user "main") until `ready` holds, for at most 10 s:
+/// a worker dials its connections in the background while it works.
+fn work_until(
+    worker: &tokio::runtime::Runtime,
+    store: &RedisStore,
+    key: &SessionKey,
+    what: &str,
+    ready: impl Fn() -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        worker.block_on(load_repeatedly(store, key, "main"));
+    }
+}
+
+/// Waits up to 10 s for `ready`, which a runtime of its own brings about.
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A new session of user "main" in `store`, for a minute.
 async fn a_session_in(store: &RedisStore) -> SessionKey {
     let key = random_key();
@@ -813,6 +838,9 @@ fn each_worker_runtime_gets_connections_of_its_own() {
         (list.len() - 1, lookup_clients(&list).len())
     };
     // The store's shared connection, and the main runtime's own two.
+    wait_until("a lookup connection for the main runtime", || {
+        connected().1 == 1
+    });
     let before = connected();
     std::thread::scope(|threads| {
         for _ in 0..2 {
@@ -824,7 +852,10 @@ fn each_worker_runtime_gets_connections_of_its_own() {
         threads
             .spawn(|| {
                 let runtime = worker_runtime();
-                runtime.block_on(load_repeatedly(&store, &key, "main"));
+                let expected = (before.0 + 2, before.1 + 1);
+                work_until(&runtime, &store, &key, "the worker's two", || {
+                    connected() == expected
+                });
                 connected()
             })
             .join()
@@ -865,7 +896,9 @@ fn a_lookup_connection_the_server_closes_is_dialled_anew() {
         MainRuntime::with_store(async move { RedisStore::connect(&url).await.unwrap() })
     };
     let worker = worker_runtime();
-    worker.block_on(load_repeatedly(&store, &key, "main"));
+    work_until(&worker, &store, &key, "two lookup connections", || {
+        lookup_clients(&client_list(&url)).len() == 2
+    });
     let lookups: Vec<String> = lookup_clients(&client_list(&url))
         .into_iter()
         .map(|line| client_field(line, "id").to_owned())
@@ -935,15 +968,16 @@ fn a_user_whose_acl_denies_client_still_gets_lookup_connections() {
             .unwrap()
     });
     let worker = worker_runtime();
-    worker.block_on(load_repeatedly(&store, &key, "main"));
+    let app = || {
+        client_list(&server.url())
+            .iter()
+            .filter(|line| client_field(line, "user") == "app")
+            .count()
+    };
+    // The shared connection, and two for each of the main runtime and the worker.
+    work_until(&worker, &store, &key, "five connections", || app() == 5);
     let list = client_list(&server.url());
     assert!(lookup_clients(&list).is_empty(), "{list:?}");
-    let app: Vec<&String> = list
-        .iter()
-        .filter(|line| client_field(line, "user") == "app")
-        .collect();
-    // The shared connection, and two for each of the main runtime and the worker.
-    assert_eq!(app.len(), 5, "{list:?}");
 }
 
 /// The value of `field` in a line of `CLIENT LIST`.
@@ -984,6 +1018,7 @@ fn lookups_read_the_database_the_url_names_as_its_user() {
         .exec(&mut admin)
         .unwrap();
     let url = format!("redis://app:secret@127.0.0.1:{}/3", server.port);
+    let admin_url = format!("redis://default:admin-only@127.0.0.1:{}", server.port);
     let (_main, store, key) = MainRuntime::with_store(async move {
         RedisStore::builder(url)
             .key_prefix(prefix)
@@ -991,18 +1026,33 @@ fn lookups_read_the_database_the_url_names_as_its_user() {
             .await
             .unwrap()
     });
-    worker_runtime().block_on(load_repeatedly(&store, &key, "main"));
-
     redis::cmd("AUTH")
         .arg("default")
         .arg("admin-only")
         .exec(&mut admin)
         .unwrap();
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
-    let list: Vec<String> = list.lines().map(str::to_owned).collect();
-    // The main runtime's lookup connection, which served its lookups.
+    let list = || -> Vec<String> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut connection(&admin_url).unwrap())
+            .unwrap();
+        list.lines().map(str::to_owned).collect()
+    };
+    // A worker's lookup connection that has served lookups.
+    let worker = worker_runtime();
+    work_until(
+        &worker,
+        &store,
+        &key,
+        "a lookup connection that served",
+        || {
+            lookup_clients(&list())
+                .iter()
+                .any(|line| client_field(line, "cmd") == "hmget")
+        },
+    );
+    let list = list();
     let lookups = lookup_clients(&list);
-    assert!(!lookups.is_empty(), "{list:?}");
     for line in lookups {
         assert_eq!(client_field(line, "user"), "app", "{line}");
         assert_eq!(client_field(line, "db"), "3", "{line}");
@@ -1215,7 +1265,10 @@ fn a_lookup_connection_follows_its_worker_to_another_server() {
     let (_main, store, key) =
         MainRuntime::with_store(async move { RedisStore::connect(&url).await.unwrap() });
     let worker = worker_runtime();
-    worker.block_on(load_repeatedly(&store, &key, "main"));
+    // The main runtime's lookup connection and the worker's, on the old server.
+    work_until(&worker, &store, &key, "two lookup connections", || {
+        lookup_clients(&client_list(&old.url())).len() == 2
+    });
     let mut old_conn = connection(&old.url()).unwrap();
     let replicated: i64 = redis::cmd("WAIT")
         .arg(1)
@@ -1307,7 +1360,9 @@ fn a_lookup_connection_on_another_server_than_its_worker_is_not_used() {
         })
     };
     let worker = worker_runtime();
-    worker.block_on(load_repeatedly(&store, &key, "main"));
+    work_until(&worker, &store, &key, "two lookup connections", || {
+        lookup_clients(&client_list(&old.url())).len() == 2
+    });
     forwarder.switch_to(new.port);
     // The same session on the new server only, as written by hand: a lookup there finds it.
     let mut old_conn = connection(&old.url()).unwrap();

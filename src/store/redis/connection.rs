@@ -574,24 +574,35 @@ mod worker_links {
     }
 
     /// A ready worker's connection for lookups. Until it is up, lookups go through the
-    /// worker's link.
+    /// worker's link. `backoff` is how long the next failure waits before another dial: it
+    /// doubles with each failure (a dial that fails, a link closed soon after it connected),
+    /// up to [`LOOKUPS_RETRY_AT_MOST`], and starts again from [`RETRY_AFTER`] once a link has
+    /// stayed up that long.
     enum Lookups {
         /// The deployment has none.
         Absent,
-        Up(LookupLink),
-        /// Being dialled; dialled again at the first lookup after `until`, should the dial
-        /// have been lost.
-        Dialing {
-            until: Instant,
+        /// Up since `since`; once closed (the server went away, or the worker's link moved to
+        /// another server), dialled again at the next lookup if it stayed up a while, else
+        /// after `backoff`.
+        Up {
+            link: LookupLink,
+            since: Instant,
             backoff: Duration,
         },
-        /// Not dialled yet, failed to connect, closed, or found on another server than the
-        /// worker's link: dialled at the first lookup after `retry_at`. `backoff` doubles with
-        /// each failure in a row, up to [`LOOKUPS_RETRY_AT_MOST`].
+        /// Being dialled; dialled again at the first lookup after `until`, should the dial
+        /// have been lost.
+        Dialing { until: Instant, backoff: Duration },
+        /// Not dialled yet, or it failed, or closed soon after it connected: dialled at the
+        /// first lookup after `retry_at`.
         Down {
             retry_at: Instant,
             backoff: Duration,
         },
+    }
+
+    /// The next wait after a failure that followed one of `backoff`.
+    fn grown(backoff: Duration) -> Duration {
+        (backoff * 2).min(LOOKUPS_RETRY_AT_MOST)
     }
 
     impl WorkerLink {
@@ -612,24 +623,33 @@ mod worker_links {
     /// This thread's link to `store` on the current runtime, if it is ready; otherwise `None`,
     /// and a link is dialled in the background when this runtime may have one.
     pub(super) fn ready(store: &Arc<SharedLinks>) -> Option<Link> {
-        with_ready(store, |link, _| link.clone())
+        with_ready(store, Purpose::Commands, |link, _| link.clone())
     }
 
     /// What a lookup on this thread goes through: the worker's [`LookupLink`] if it has one,
     /// else its link; `None` as for [`ready`].
     pub(super) fn for_lookup(store: &Arc<SharedLinks>) -> Option<Result<LookupLink, Link>> {
-        with_ready(store, |link, lookups| match lookups {
+        with_ready(store, Purpose::Lookup, |link, lookups| match lookups {
             Some(lookups) => Ok(lookups.clone()),
             None => Err(link.clone()),
         })
     }
 
-    /// `pick` applied to this thread's ready link to `store` and its lookup link, if that is
-    /// up; a lookup link that has closed (the server went away or restarted, or the worker's
-    /// link moved to another server) or failed to connect is dialled anew, at most once a
-    /// [`RETRY_AFTER`], while lookups go through the worker's link.
+    /// What a link is picked for.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Purpose {
+        /// Any command: the lookup link is neither used nor dialled.
+        Commands,
+        /// A lookup: the lookup link if it is up, and dialled (see [`Lookups`]) if it should
+        /// be and is not.
+        Lookup,
+    }
+
+    /// `pick` applied to this thread's ready link to `store` and, for a lookup, its lookup
+    /// link if that is up.
     fn with_ready<T>(
         store: &Arc<SharedLinks>,
+        purpose: Purpose,
         pick: impl FnOnce(&Link, Option<&LookupLink>) -> T,
     ) -> Option<T> {
         let runtime = Handle::try_current().ok()?;
@@ -649,6 +669,9 @@ mod worker_links {
                             since,
                             ..
                         } => {
+                            if purpose == Purpose::Commands {
+                                return Some(pick(link, None));
+                            }
                             let usable = usable_lookups(lookups, store.dial_timeout, || {
                                 runtime.spawn(dial_lookups(Arc::downgrade(store), id, *since));
                             });
@@ -679,30 +702,39 @@ mod worker_links {
     }
 
     /// The lookup link to use now, if there is one; calls `redial` when there should be one
-    /// but it is closed, or down and due (see [`Lookups`]).
+    /// but it is closed or down and due (see [`Lookups`]).
     fn usable_lookups(
         lookups: &mut Lookups,
         dial_timeout: Duration,
         redial: impl FnOnce(),
     ) -> Option<&LookupLink> {
         let now = Instant::now();
-        let due = match lookups {
-            Lookups::Up(link) if link.is_open() => None,
-            // A link that served and closed: dialled again at once.
-            Lookups::Up(_) => Some(RETRY_AFTER),
-            Lookups::Dialing { until, backoff } if now >= *until => Some(*backoff),
-            Lookups::Down { retry_at, backoff } if now >= *retry_at => Some(*backoff),
+        let dialing = |backoff| Lookups::Dialing {
+            until: now + dial_timeout + RETRY_AFTER,
+            backoff,
+        };
+        let next = match &*lookups {
+            Lookups::Up { link, .. } if link.is_open() => None,
+            Lookups::Up { since, backoff, .. } if since.elapsed() < LOOKUPS_RETRY_AT_MOST => {
+                Some(Lookups::Down {
+                    retry_at: now + *backoff,
+                    backoff: grown(*backoff),
+                })
+            }
+            Lookups::Up { .. } => Some(dialing(RETRY_AFTER)),
+            Lookups::Dialing { until, backoff } if now >= *until => Some(dialing(*backoff)),
+            Lookups::Down { retry_at, backoff } if now >= *retry_at => Some(dialing(*backoff)),
             Lookups::Dialing { .. } | Lookups::Down { .. } | Lookups::Absent => None,
         };
-        if let Some(backoff) = due {
-            *lookups = Lookups::Dialing {
-                until: now + dial_timeout + RETRY_AFTER,
-                backoff,
-            };
-            redial();
+        if let Some(next) = next {
+            let dial = matches!(next, Lookups::Dialing { .. });
+            *lookups = next;
+            if dial {
+                redial();
+            }
         }
         match lookups {
-            Lookups::Up(link) => Some(link),
+            Lookups::Up { link, .. } => Some(link),
             Lookups::Dialing { .. } | Lookups::Down { .. } | Lookups::Absent => None,
         }
     }
@@ -761,7 +793,11 @@ mod worker_links {
                     Ok(lookups) => {
                         let watch = lookups.watch();
                         tokio::spawn(watch_server(store.clone(), link.clone(), watch, within));
-                        Lookups::Up(lookups.clone())
+                        Lookups::Up {
+                            link: lookups.clone(),
+                            since: Instant::now(),
+                            backoff,
+                        }
                     }
                     Err(why) => {
                         // Once per run of failures: a server that cannot have one (no
@@ -773,7 +809,7 @@ mod worker_links {
                         }
                         Lookups::Down {
                             retry_at: Instant::now() + backoff,
-                            backoff: (backoff * 2).min(LOOKUPS_RETRY_AT_MOST),
+                            backoff: grown(backoff),
                         }
                     }
                 };
@@ -819,7 +855,11 @@ mod worker_links {
         let _ = LINKS.try_with(|links| {
             if let Ok(mut links) = links.try_borrow_mut() {
                 if let Some(entry) = links.iter_mut().find(|entry| entry.is_for(&shared, id)) {
-                    entry.state = state;
+                    // A dial that outlived its deadline finds the entry of the one started
+                    // after it, which may be ready already: that one stays.
+                    if matches!(entry.state, LinkState::Dialing { .. }) {
+                        entry.state = state;
+                    }
                 }
             }
         });

@@ -171,7 +171,8 @@ impl Watch {
         open.then(|| status.server.clone())
     }
 
-    /// Stops the link from being used: it is closed for every handle, and the worker dials
+    /// Stops the link from being used: every handle finds it closed and sends nothing more
+    /// on it (a lookup then reads through the worker's other link), and the worker dials
     /// another. Commands already sent on it are still answered.
     pub(super) fn retire(&self) {
         if let Some(status) = self.0.upgrade() {
@@ -216,7 +217,8 @@ impl LookupLink {
     ) -> impl std::future::Future<Output = RedisResult<Value>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let packed = cmd.get_packed_command();
-        let sent = self.sender.send(Request { packed, reply }).is_ok();
+        // A retired link sends nothing more, though its socket is still open.
+        let sent = self.is_open() && self.sender.send(Request { packed, reply }).is_ok();
         async move {
             if !sent {
                 return Err(closed());
