@@ -558,7 +558,8 @@ mod worker_links {
     }
 
     enum LinkState {
-        /// Being connected; dialled again if still so at `until`.
+        /// Being connected; dialled again if still so at `until`, which also tells this dial
+        /// from a later one: only the dial that set it may complete the entry.
         Dialing { until: Instant },
         Ready {
             link: Link,
@@ -590,7 +591,8 @@ mod worker_links {
             backoff: Duration,
         },
         /// Being dialled; dialled again at the first lookup after `until`, should the dial
-        /// have been lost.
+        /// have been lost. `until` also tells this dial from a later one: only the dial that
+        /// set it may complete the state.
         Dialing { until: Instant, backoff: Duration },
         /// Not dialled yet, or it failed, or closed soon after it connected: dialled at the
         /// first lookup after `retry_at`.
@@ -672,8 +674,9 @@ mod worker_links {
                             if purpose == Purpose::Commands {
                                 return Some(pick(link, None));
                             }
-                            let usable = usable_lookups(lookups, store.dial_timeout, || {
-                                runtime.spawn(dial_lookups(Arc::downgrade(store), id, *since));
+                            let usable = usable_lookups(lookups, store.dial_timeout, |until| {
+                                let store = Arc::downgrade(store);
+                                runtime.spawn(dial_lookups(store, id, *since, until));
                             });
                             return Some(pick(link, usable));
                         }
@@ -687,26 +690,25 @@ mod worker_links {
                 }
                 links.retain(WorkerLink::is_live);
                 links.retain(|entry| !entry.is_for(store, id));
+                let until = Instant::now() + store.dial_timeout + RETRY_AFTER;
                 links.push(WorkerLink {
                     store: Arc::downgrade(store),
                     runtime: id,
-                    state: LinkState::Dialing {
-                        until: Instant::now() + store.dial_timeout + RETRY_AFTER,
-                    },
+                    state: LinkState::Dialing { until },
                 });
-                runtime.spawn(dial(Arc::downgrade(store), id));
+                runtime.spawn(dial(Arc::downgrade(store), id, until));
                 None
             })
             .ok()
             .flatten()
     }
 
-    /// The lookup link to use now, if there is one; calls `redial` when there should be one
-    /// but it is closed or down and due (see [`Lookups`]).
+    /// The lookup link to use now, if there is one; calls `redial` with the new dial's
+    /// `until` when there should be one but it is closed or down and due (see [`Lookups`]).
     fn usable_lookups(
         lookups: &mut Lookups,
         dial_timeout: Duration,
-        redial: impl FnOnce(),
+        redial: impl FnOnce(Instant),
     ) -> Option<&LookupLink> {
         let now = Instant::now();
         let dialing = |backoff| Lookups::Dialing {
@@ -727,10 +729,13 @@ mod worker_links {
             Lookups::Dialing { .. } | Lookups::Down { .. } | Lookups::Absent => None,
         };
         if let Some(next) = next {
-            let dial = matches!(next, Lookups::Dialing { .. });
+            let dial = match next {
+                Lookups::Dialing { until, .. } => Some(until),
+                _ => None,
+            };
             *lookups = next;
-            if dial {
-                redial();
+            if let Some(until) = dial {
+                redial(until);
             }
         }
         match lookups {
@@ -740,8 +745,14 @@ mod worker_links {
     }
 
     /// Dials this thread's lookup link to `store` on the runtime `id` anew, for the ready
-    /// link that connected at `since`, and puts it up if that link is still the one in use.
-    async fn dial_lookups(store: Weak<SharedLinks>, id: tokio::runtime::Id, since: Instant) {
+    /// link that connected at `since`, and puts it up (or down, if it failed) if that link is
+    /// still the one in use and this is still its dial (`Dialing` until `until`).
+    async fn dial_lookups(
+        store: Weak<SharedLinks>,
+        id: tokio::runtime::Id,
+        since: Instant,
+        until: Instant,
+    ) {
         let Some(shared) = store.upgrade() else {
             return;
         };
@@ -783,10 +794,14 @@ mod worker_links {
                 else {
                     continue;
                 };
-                let Lookups::Dialing { backoff, .. } = *slot else {
+                let Lookups::Dialing {
+                    backoff,
+                    until: this_dial,
+                } = *slot
+                else {
                     continue;
                 };
-                if *at != since {
+                if *at != since || this_dial != until {
                     continue;
                 }
                 *slot = match &dialled {
@@ -818,7 +833,7 @@ mod worker_links {
     }
 
     /// Connects this thread's link to `store` on the runtime `id` that runs this task.
-    async fn dial(store: Weak<SharedLinks>, id: tokio::runtime::Id) {
+    async fn dial(store: Weak<SharedLinks>, id: tokio::runtime::Id, until: Instant) {
         let Some(dial) = store.upgrade().map(|shared| shared.dial.clone()) else {
             return;
         };
@@ -856,8 +871,8 @@ mod worker_links {
             if let Ok(mut links) = links.try_borrow_mut() {
                 if let Some(entry) = links.iter_mut().find(|entry| entry.is_for(&shared, id)) {
                     // A dial that outlived its deadline finds the entry of the one started
-                    // after it, which may be ready already: that one stays.
-                    if matches!(entry.state, LinkState::Dialing { .. }) {
+                    // after it, dialling or done: that one stays.
+                    if matches!(entry.state, LinkState::Dialing { until: this } if this == until) {
                         entry.state = state;
                     }
                 }

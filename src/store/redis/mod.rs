@@ -111,7 +111,7 @@ pub(crate) const DATA_READ_WITH_RECORD: usize = 4096;
 /// on its worker's thread rather than through the thread that opened the store. On a standalone
 /// server reached over plain TCP, a worker opens a second one for its session lookups, named
 /// `actix-login-lookup` in `CLIENT LIST`, whose replies the store reads itself, used while it
-/// reaches the same server as the worker's other one: plan `maxclients` for 1 + 2 × workers
+/// reaches the same server as the worker's other one: plan `maxclients` for up to 1 + 2 × workers
 /// per process, plus a [local cache](RedisStoreBuilder::local_cache)'s tracking connection.
 /// Every command is bounded by a timeout (1 s unless set with
 /// [`RedisStoreBuilder::command_timeout`]), so a hung or unreachable Redis makes requests fail
