@@ -668,6 +668,18 @@ fn wait_for_replication(conn: &mut redis::Connection, state: &str, deadline: std
     }
 }
 
+/// A store on the server at `url`, its keys under `prefix`, made on a [`MainRuntime`], with
+/// its session's key.
+fn store_at(url: String, prefix: String) -> (MainRuntime, RedisStore, SessionKey) {
+    MainRuntime::with_store(async move {
+        RedisStore::builder(url)
+            .key_prefix(prefix)
+            .connect()
+            .await
+            .unwrap()
+    })
+}
+
 /// A current-thread runtime of its own, as an Actix worker runs.
 fn worker_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -960,13 +972,7 @@ fn a_user_whose_acl_denies_client_still_gets_lookup_connections() {
     let prefix = unique_prefix();
     support::acl::acl_user(&server, "app", "secret", &prefix);
     let url = format!("redis://app:secret@127.0.0.1:{}", server.port);
-    let (_main, store, key) = MainRuntime::with_store(async move {
-        RedisStore::builder(url)
-            .key_prefix(prefix)
-            .connect()
-            .await
-            .unwrap()
-    });
+    let (_main, store, key) = store_at(url, prefix);
     let worker = worker_runtime();
     let app = || {
         client_list(&server.url())
@@ -1019,13 +1025,7 @@ fn lookups_read_the_database_the_url_names_as_its_user() {
         .unwrap();
     let url = format!("redis://app:secret@127.0.0.1:{}/3", server.port);
     let admin_url = format!("redis://default:admin-only@127.0.0.1:{}", server.port);
-    let (_main, store, key) = MainRuntime::with_store(async move {
-        RedisStore::builder(url)
-            .key_prefix(prefix)
-            .connect()
-            .await
-            .unwrap()
-    });
+    let (_main, store, key) = store_at(url, prefix);
     redis::cmd("AUTH")
         .arg("default")
         .arg("admin-only")
@@ -1348,17 +1348,7 @@ fn a_lookup_connection_on_another_server_than_its_worker_is_not_used() {
     let new = RedisServer::start();
     let forwarder = support::forwarder::Forwarder::start(old.port);
     let url = forwarder.url();
-    let prefix = unique_prefix();
-    let (_main, store, key) = {
-        let prefix = prefix.clone();
-        MainRuntime::with_store(async move {
-            RedisStore::builder(url)
-                .key_prefix(prefix)
-                .connect()
-                .await
-                .unwrap()
-        })
-    };
+    let (_main, store, key) = store_at(url, unique_prefix());
     let worker = worker_runtime();
     work_until(&worker, &store, &key, "two lookup connections", || {
         lookup_clients(&client_list(&old.url())).len() == 2
